@@ -1,0 +1,18 @@
+"""Cryptography above identity: sealing envelopes (sealed sender) and inbox tags. PyNaCl underneath."""
+
+from __future__ import annotations
+
+from meshchat.crypto.seal import DEFAULT_TTL, MAX_BODY_SIZE, MAX_TTL, OpenedMessage, open_envelope, seal
+from meshchat.crypto.tags import INBOX_EPOCH_SECONDS, epoch_of, inbox_tag
+
+__all__ = [
+    "DEFAULT_TTL",
+    "INBOX_EPOCH_SECONDS",
+    "MAX_BODY_SIZE",
+    "MAX_TTL",
+    "OpenedMessage",
+    "epoch_of",
+    "inbox_tag",
+    "open_envelope",
+    "seal",
+]

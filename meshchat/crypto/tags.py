@@ -1,0 +1,32 @@
+"""Blinded, rotating inbox tags: where a recipient's envelopes are addressed, without naming them.
+
+``inbox_tag(key, epoch)`` is a keyed BLAKE2b-128 of the epoch number under the recipient's public key.
+An observer who does not already know the recipient's key cannot tell which tags belong to one person,
+and tags change every ``INBOX_EPOCH_SECONDS``, so one day's traffic does not link to the next. A
+contact, who knows the key, computes the tag to address envelopes and to ask mailboxes for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from meshchat.identity import PublicIdentity
+from meshchat.wire import INBOX_TAG_SIZE
+
+__all__ = ["INBOX_EPOCH_SECONDS", "epoch_of", "inbox_tag"]
+
+#: How long one inbox tag is used: a day, so a recipient polls at most two tags around midnight UTC.
+INBOX_EPOCH_SECONDS = 24 * 3600
+_PERSON = b"meshchat-inbox1"
+
+
+def epoch_of(wall_now: float) -> int:
+    """The inbox epoch number that contains unix time ``wall_now``."""
+    return int(wall_now // INBOX_EPOCH_SECONDS)
+
+
+def inbox_tag(recipient: PublicIdentity, epoch: int) -> bytes:
+    """The 16-byte inbox tag of ``recipient`` during ``epoch``."""
+    return hashlib.blake2b(
+        epoch.to_bytes(8, "big"), key=recipient.ed25519, digest_size=INBOX_TAG_SIZE, person=_PERSON
+    ).digest()

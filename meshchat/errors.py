@@ -1,0 +1,160 @@
+"""Typed errors for everything meshchat rejects.
+
+Every error a caller can see derives from :class:`MeshchatError`, is named for its cause and carries
+the numbers that explain it, so the message reads well on its own (``TooLarge(size=70_112,
+limit=65_536)`` -> "envelope is 70,112 bytes; the limit is 65,536"). Decoders raise these for bad input
+from the outside world; callers catch the narrowest class they can handle.
+
+This module is the bottom of the layer stack: it imports nothing from meshchat.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+__all__ = [
+    "BadInvite",
+    "BadSignature",
+    "DecodeError",
+    "DecryptionFailed",
+    "Expired",
+    "KeyFileError",
+    "KeyFileProblem",
+    "MeshchatError",
+    "ProfileError",
+    "QuotaExceeded",
+    "Replay",
+    "StorageError",
+    "TooLarge",
+    "UnknownPeer",
+    "UnsupportedVersion",
+]
+
+
+class MeshchatError(Exception):
+    """Base class of every error meshchat raises on purpose."""
+
+
+class DecodeError(MeshchatError):
+    """Bytes from outside are not a well-formed meshchat object (wrong structure, types or encoding)."""
+
+    def __init__(self, what: str, problem: str) -> None:
+        self.what = what
+        self.problem = problem
+        super().__init__(f"malformed {what}: {problem}")
+
+
+class TooLarge(DecodeError):
+    """An object is larger than its fixed limit; raised before any parsing work is done."""
+
+    def __init__(self, *, what: str = "envelope", size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        MeshchatError.__init__(self, f"{what} is {size:,} bytes; the limit is {limit:,}")
+        self.what = what
+        self.problem = f"{size:,} bytes > {limit:,}"
+
+
+class UnsupportedVersion(DecodeError):
+    """An object announces a format version this meshchat cannot read."""
+
+    def __init__(self, *, what: str, version: int, supported: tuple[int, ...]) -> None:
+        self.version = version
+        self.supported = supported
+        readable = ", ".join(str(v) for v in supported)
+        MeshchatError.__init__(self, f"{what} has version {version}; this meshchat reads version {readable}")
+        self.what = what
+        self.problem = f"unsupported version {version}"
+
+
+class BadInvite(DecodeError):
+    """An invite token is malformed, or its signature does not match its contents (tampered)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("invite", problem)
+
+
+class BadSignature(MeshchatError):
+    """A signature does not verify against the key that supposedly made it."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"{what}: signature does not verify")
+
+
+class DecryptionFailed(MeshchatError):
+    """A sealed envelope cannot be opened with this key: it is for someone else, or it was altered."""
+
+    def __init__(self) -> None:
+        super().__init__("cannot open envelope: it is addressed to another key or was altered in transit")
+
+
+class Expired(MeshchatError):
+    """An envelope's expiry time has passed."""
+
+    def __init__(self, *, expiry: int, now: float) -> None:
+        self.expiry = expiry
+        self.now = now
+        super().__init__(f"envelope expired at {expiry} (unix seconds); it is now {int(now)}")
+
+
+class Replay(MeshchatError):
+    """A message that was already accepted arrived again."""
+
+    def __init__(self, message_id: bytes) -> None:
+        self.message_id = message_id
+        super().__init__(f"message {message_id.hex()[:16]}… was already accepted")
+
+
+class QuotaExceeded(MeshchatError):
+    """A storage quota (per inbox tag, per peer, or total) would be exceeded."""
+
+    def __init__(self, *, what: str, used: int, limit: int) -> None:
+        self.what = what
+        self.used = used
+        self.limit = limit
+        super().__init__(f"{what} quota exceeded: {used:,} of {limit:,} used")
+
+
+class UnknownPeer(MeshchatError):
+    """An operation names a peer or contact this node does not know."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        super().__init__(f"unknown peer or contact: {peer}")
+
+
+class KeyFileProblem(Enum):
+    """Why a key file could not be loaded or written."""
+
+    #: The file does not exist.
+    MISSING = "missing"
+    #: Group or other users may read the file; the secret key may have leaked.
+    INSECURE_PERMISSIONS = "insecure permissions"
+    #: The file is shorter than its format requires or not structured as a key file.
+    CORRUPT = "truncated or corrupt"
+    #: The file announces a format version this meshchat cannot read.
+    UNKNOWN_VERSION = "unknown version"
+    #: The passphrase does not decrypt the key.
+    WRONG_PASSPHRASE = "wrong passphrase"
+    #: The file is encrypted but no passphrase was supplied.
+    PASSPHRASE_REQUIRED = "passphrase required"
+    #: The operating system refused to read or write the file.
+    IO = "input/output error"
+
+
+class KeyFileError(MeshchatError):
+    """A key file is missing, unreadable, insecure, corrupt, of an unknown version, or locked."""
+
+    def __init__(self, *, path: str, problem: KeyFileProblem, detail: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"key file {path}: {detail}")
+
+
+class ProfileError(MeshchatError):
+    """A profile folder is missing or does not hold a meshchat identity."""
+
+
+class StorageError(MeshchatError):
+    """The local store failed (disk full, corrupt database, I/O error); nothing accepted was lost."""

@@ -1,0 +1,140 @@
+"""Invites: a signed text token (and QR code) that hands someone your public key, name and addresses.
+
+Text form: ``MESHCHAT:`` followed by unpadded RFC 4648 base32 of ``version byte || msgpack map``::
+
+    1: Ed25519 public key (32)   2: display name (str)   3: multiaddrs (array of str)   4: signature (64)
+
+The signature covers a domain string, the version and the canonical encoding of fields 1-3, so changing
+any character of the token is detected. Base32 upper case fits the QR alphanumeric mode (denser codes)
+and survives being read aloud or retyped in either case.
+
+An invite proves only that its holder of the key wrote it; a person still compares safety numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import unicodedata
+from dataclasses import dataclass
+
+import segno
+
+from meshchat.errors import BadInvite, DecodeError, UnsupportedVersion
+from meshchat.identity import Identity, PublicIdentity
+from meshchat.wire.codec import pack, unpack_canonical
+
+__all__ = ["INVITE_PREFIX", "INVITE_VERSION", "MAX_ADDRS", "MAX_NAME_LENGTH", "Invite"]
+
+#: What every invite token starts with.
+INVITE_PREFIX = "MESHCHAT:"
+#: The invite format version this meshchat writes and reads.
+INVITE_VERSION = 1
+#: Longest display name, in characters (enough for any real name; keeps the QR code scannable).
+MAX_NAME_LENGTH = 64
+#: Most multiaddrs one invite carries.
+MAX_ADDRS = 8
+#: Longest multiaddr text accepted.
+MAX_ADDR_LENGTH = 256
+#: Longest invite text accepted, characters: bounds the work a pasted token can cause.
+MAX_INVITE_TEXT = 4096
+_SIGNING_DOMAIN = b"meshchat/invite/v1\x00"
+_K_KEY, _K_NAME, _K_ADDRS, _K_SIGNATURE = 1, 2, 3, 4
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise BadInvite("display name is not text")
+    if len(name) > MAX_NAME_LENGTH:
+        raise BadInvite(f"display name has {len(name)} characters; the limit is {MAX_NAME_LENGTH}")
+    if any(unicodedata.category(ch).startswith("C") for ch in name):
+        raise BadInvite("display name contains control or unassigned characters")
+    return name
+
+
+def _check_addrs(addrs: object) -> tuple[str, ...]:
+    if not isinstance(addrs, tuple) or len(addrs) > MAX_ADDRS:
+        raise BadInvite(f"addresses must be a list of at most {MAX_ADDRS}")
+    for addr in addrs:
+        if not isinstance(addr, str) or not addr.startswith("/") or len(addr) > MAX_ADDR_LENGTH:
+            raise BadInvite(f"not a multiaddr: {str(addr)[:40]!r}")
+    return addrs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Invite:
+    """A verified invite: whose key it is, what they call themselves, where to reach them."""
+
+    #: The inviter's public key.
+    public: PublicIdentity
+    #: The name the inviter chose (not verified by anyone; shown to the person adding the contact).
+    name: str
+    #: Multiaddrs where the inviter may be reached, possibly none.
+    addrs: tuple[str, ...]
+    #: The inviter's signature over the fields above.
+    signature: bytes
+
+    @classmethod
+    def create(cls, identity: Identity, *, name: str = "", addrs: tuple[str, ...] = ()) -> Invite:
+        """Sign an invite for ``identity``. Raises ``BadInvite`` for a name or address out of limits."""
+        name = unicodedata.normalize("NFC", name)
+        fields: dict[int, object] = {
+            _K_KEY: identity.public.ed25519,
+            _K_NAME: _check_name(name),
+            _K_ADDRS: _check_addrs(addrs),
+        }
+        return cls(public=identity.public, name=name, addrs=addrs, signature=identity.sign(_signed(fields)))
+
+    def to_text(self) -> str:
+        """The token to paste or send: ``MESHCHAT:`` + base32."""
+        fields = {
+            _K_KEY: self.public.ed25519,
+            _K_NAME: self.name,
+            _K_ADDRS: self.addrs,
+            _K_SIGNATURE: self.signature,
+        }
+        raw = bytes([INVITE_VERSION]) + pack(fields)
+        return INVITE_PREFIX + base64.b32encode(raw).decode("ascii").rstrip("=")
+
+    @classmethod
+    def from_text(cls, text: str) -> Invite:
+        """Parse and verify a token. Raises ``BadInvite``, ``UnsupportedVersion`` or ``BadSignature``."""
+        token = "".join(text.split())
+        if len(token) > MAX_INVITE_TEXT:
+            raise BadInvite(f"{len(token)} characters is longer than any invite ({MAX_INVITE_TEXT})")
+        if not token.upper().startswith(INVITE_PREFIX):
+            raise BadInvite(f"does not start with {INVITE_PREFIX}")
+        body = token[len(INVITE_PREFIX) :].upper()
+        try:
+            raw = base64.b32decode(body + "=" * (-len(body) % 8))
+        except (binascii.Error, ValueError) as exc:
+            raise BadInvite("not base32 text") from exc
+        if not raw:
+            raise BadInvite("empty")
+        if raw[0] != INVITE_VERSION:
+            raise UnsupportedVersion(what="invite", version=raw[0], supported=(INVITE_VERSION,))
+        try:
+            fields = unpack_canonical(raw[1:], what="invite", limit=MAX_INVITE_TEXT)
+        except DecodeError as exc:
+            raise BadInvite(exc.problem) from exc
+        if not isinstance(fields, dict) or fields.keys() != {_K_KEY, _K_NAME, _K_ADDRS, _K_SIGNATURE}:
+            raise BadInvite("expected a map with keys 1-4")
+        signature = fields.pop(_K_SIGNATURE)
+        if not isinstance(signature, bytes):
+            raise BadInvite("signature is not bytes")
+        name, addrs = _check_name(fields[_K_NAME]), _check_addrs(fields[_K_ADDRS])
+        key = fields[_K_KEY]
+        try:
+            public = PublicIdentity.from_bytes(key)
+        except DecodeError as exc:
+            raise BadInvite(str(exc)) from exc
+        public.verify(_signed(fields), signature, what="invite")
+        return cls(public=public, name=name, addrs=addrs, signature=signature)
+
+    def qr(self) -> segno.QRCode:
+        """A QR code of the token; ``.save("invite.png")`` or ``.terminal()`` it."""
+        return segno.make_qr(self.to_text(), error="m")
+
+
+def _signed(fields: dict[int, object]) -> bytes:
+    return _SIGNING_DOMAIN + bytes([INVITE_VERSION]) + pack(fields)
