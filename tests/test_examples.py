@@ -1,0 +1,26 @@
+"""The example programs run as a user would run them, and say what they promise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_sealed_hello_runs_and_bob_reads_alices_message() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "sealed_hello.py")],
+        capture_output=True,
+        encoding="utf-8",
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Bob reads from Alice: Сәлам, Bob! 👋" in result.stdout
+    assert "no sender" in result.stdout
+    digits = result.stdout.splitlines()[0].removeprefix("safety number: ").split()
+    assert len(digits) == 12 and all(len(group) == 5 and group.isdigit() for group in digits)
