@@ -139,6 +139,8 @@ class KeyFileProblem(Enum):
     WRONG_PASSPHRASE = "wrong passphrase"
     #: The file is encrypted but no passphrase was supplied.
     PASSPHRASE_REQUIRED = "passphrase required"
+    #: A key file is already there and would be replaced.
+    EXISTS = "already exists"
     #: The operating system refused to read or write the file.
     IO = "input/output error"
 

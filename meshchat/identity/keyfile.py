@@ -108,8 +108,6 @@ def save_identity(
     path = Path(path)
     if passphrase == "":
         raise ValueError("an empty passphrase protects nothing; pass None to store the key unencrypted")
-    if path.exists() and not overwrite:
-        raise KeyFileError(path=str(path), problem=KeyFileProblem.IO, detail="already exists; not replaced")
     fields: dict[int, object] = {_K_KDF: _KDF_NONE, _K_PUBLIC: identity.public.ed25519}
     if passphrase is None:
         fields[_K_SEED] = identity.seed
@@ -126,20 +124,29 @@ def save_identity(
             identity.seed, _header_and_aad(fields), nonce, key
         )
     data = _MAGIC + bytes([KEY_FILE_VERSION]) + msgpack.packb(fields)
-    _write_atomically(path, data, random_bytes)
+    _write_atomically(path, data, random_bytes, overwrite=overwrite)
 
 
-def _write_atomically(path: Path, data: bytes, random_bytes: RandomBytes) -> None:
+def _write_atomically(path: Path, data: bytes, random_bytes: RandomBytes, *, overwrite: bool) -> None:
     tmp = path.with_name(f".{path.name}.{random_bytes(6).hex()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            # link() fails if the name exists, even if it appeared a moment ago: never a silent replace.
+            try:
+                os.link(tmp, path)
+            except FileExistsError as exc:
+                raise KeyFileError(
+                    path=str(path), problem=KeyFileProblem.EXISTS, detail="already exists; not replaced"
+                ) from exc
+            finally:
+                tmp.unlink(missing_ok=True)
         if os.name == "posix":
             dir_fd = os.open(path.parent, os.O_RDONLY)
             try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import segno
@@ -54,7 +55,7 @@ def _check_name(name: object) -> str:
 
 def _check_addrs(addrs: object) -> tuple[str, ...]:
     if not isinstance(addrs, tuple) or len(addrs) > MAX_ADDRS:
-        raise BadInvite(f"addresses must be a list of at most {MAX_ADDRS}")
+        raise BadInvite(f"addresses must be a sequence of at most {MAX_ADDRS} multiaddrs")
     for addr in addrs:
         if not isinstance(addr, str) or not addr.startswith("/") or len(addr) > MAX_ADDR_LENGTH:
             raise BadInvite(f"not a multiaddr: {str(addr)[:40]!r}")
@@ -75,15 +76,13 @@ class Invite:
     signature: bytes
 
     @classmethod
-    def create(cls, identity: Identity, *, name: str = "", addrs: tuple[str, ...] = ()) -> Invite:
+    def create(cls, identity: Identity, *, name: str = "", addrs: Sequence[str] = ()) -> Invite:
         """Sign an invite for ``identity``. Raises ``BadInvite`` for a name or address out of limits."""
-        name = unicodedata.normalize("NFC", name)
-        fields: dict[int, object] = {
-            _K_KEY: identity.public.ed25519,
-            _K_NAME: _check_name(name),
-            _K_ADDRS: _check_addrs(addrs),
-        }
-        return cls(public=identity.public, name=name, addrs=addrs, signature=identity.sign(_signed(fields)))
+        name = _check_name(unicodedata.normalize("NFC", name))
+        checked_addrs = _check_addrs(tuple(addrs))
+        fields: dict[int, object] = {_K_KEY: identity.public.ed25519, _K_NAME: name, _K_ADDRS: checked_addrs}
+        signature = identity.sign(_signed(fields))
+        return cls(public=identity.public, name=name, addrs=checked_addrs, signature=signature)
 
     def to_text(self) -> str:
         """The token to paste or send: ``MESHCHAT:`` + base32."""
@@ -111,6 +110,9 @@ class Invite:
             raise BadInvite("not base32 text") from exc
         if not raw:
             raise BadInvite("empty")
+        if base64.b32encode(raw).decode("ascii").rstrip("=") != body:
+            # b32decode ignores the unused low bits of the last character; one invite, one text.
+            raise BadInvite("not canonical base32 (the last character was altered)")
         if raw[0] != INVITE_VERSION:
             raise UnsupportedVersion(what="invite", version=raw[0], supported=(INVITE_VERSION,))
         try:
@@ -127,7 +129,7 @@ class Invite:
         try:
             public = PublicIdentity.from_bytes(key)
         except DecodeError as exc:
-            raise BadInvite(str(exc)) from exc
+            raise BadInvite(f"public key: {exc.problem}") from exc
         public.verify(_signed(fields), signature, what="invite")
         return cls(public=public, name=name, addrs=addrs, signature=signature)
 
