@@ -1,0 +1,705 @@
+"""The ``meshchat`` command: create a profile, show who you are, share invites, compare safety numbers.
+
+This is the top layer (DESIGN.md: ... -> node -> cli), a thin typer + rich front end over
+``meshchat.identity``, ``meshchat.wire`` and ``meshchat.crypto``. It holds no protocol logic: it finds
+profiles, asks for passphrases, prints, and turns the library's typed errors into one line on stderr.
+It is not the network node; ``node``, ``chat``, ``send`` and friends arrive with the layers they drive.
+
+A profile is a folder holding ``identity.key`` (written by ``meshchat.identity.save_identity``) and
+``profile.json`` (``{"name": ...}``, the display name). The folder is ``--profile DIR``, else
+``$MESHCHAT_PROFILE``, else the platform's user data folder.
+
+Contract for scripts: with ``--json`` a command prints exactly one JSON object on stdout and nothing
+else there; ``meshchat invite`` prints the bare token on stdout; decoration goes to stderr. Exit status:
+0 success; 1 a failure, explained by one ``error: ...`` line on stderr; 2 a command line that does not
+parse (also one ``error:`` line); 130 interrupted by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import platformdirs
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from typer.core import TyperGroup
+
+from meshchat.crypto import open_envelope, seal
+from meshchat.errors import (
+    BadInvite,
+    DecryptionFailed,
+    KeyFileError,
+    KeyFileProblem,
+    MeshchatError,
+    ProfileError,
+)
+from meshchat.identity import (
+    Identity,
+    PublicIdentity,
+    is_encrypted,
+    load_identity,
+    read_public_key,
+    safety_number,
+    save_identity,
+)
+from meshchat.wire import Invite, decode_envelope, message_id
+
+__all__ = [
+    "KEY_FILE",
+    "PASSPHRASE_ENV",
+    "PROFILE_ENV",
+    "PROFILE_FILE",
+    "CommandError",
+    "DemoPerson",
+    "app",
+    "main",
+    "run_demo",
+]
+
+#: The key file inside a profile folder.
+KEY_FILE = "identity.key"
+#: The display-name file inside a profile folder.
+PROFILE_FILE = "profile.json"
+#: Environment variable holding the passphrase, for scripts and CI (a terminal prompt otherwise).
+PASSPHRASE_ENV = "MESHCHAT_PASSPHRASE"
+#: Environment variable naming the profile folder when ``--profile`` is not given.
+PROFILE_ENV = "MESHCHAT_PROFILE"
+#: Exit status of a command that failed for a reason its ``error:`` line explains.
+EXIT_FAILURE = 1
+#: Pixels per QR module in a saved PNG: about 500 px for a typical invite, crisp on screen and paper.
+QR_PNG_SCALE = 8
+#: Most bytes ``safety-number -`` reads from stdin: an invite is at most 4,096 characters, plus
+#: whatever line wrapping a mail client added.
+MAX_STDIN_INVITE = 64 * 1024
+#: Groups of five digits per row when a safety number is shown (12 groups: 3 rows of 4).
+SAFETY_GROUPS_PER_ROW = 4
+#: Seal/open round trips the demo times; enough for a stable figure, fast enough to finish at once.
+DEMO_TIMING_ROUNDS = 200
+#: What Alice sends Bob in the demo: (language, text). Non-Latin scripts and emoji on purpose.
+DEMO_MESSAGES: tuple[tuple[str, str], ...] = (
+    ("Russian", "Привет, Боб! Как дела?"),
+    ("Tatar", "Сәлам, Боб! Хәлләр ничек? Җәй җитте!"),
+    ("Chechen", "Ӏуьйре дика йойла, Боб! Муха ду хьал?"),  # noqa: RUF001 (Cyrillic on purpose)
+    ("emoji", "🔐📨 сообщение дошло 🎉"),
+)
+
+
+class CommandError(Exception):
+    """A command cannot do what was asked: a missing passphrase, a bad argument, a file it cannot write.
+
+    Library errors (``MeshchatError``) explain themselves; this covers what only the command line knows.
+    """
+
+
+class _MeshchatGroup(TyperGroup):
+    """The command group, with one error policy for every command: one ``error:`` line, no traceback."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run a command; report ``MeshchatError``, ``CommandError`` and usage errors as one line.
+
+        typer's standalone mode would print usage errors as a multi-line panel and let library errors
+        escape as tracebacks, so this runs it non-standalone and does the exiting itself. typer still
+        turns Ctrl-C into exit status 130, quietly.
+        """
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except (MeshchatError, CommandError) as exc:
+            _print_error(_describe(exc))
+            sys.exit(EXIT_FAILURE)
+        except typer.TyperException as exc:  # click's usage and parameter errors, vendored by typer
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                sys.exit(exc.exit_code)  # typer has already printed the help; the same test typer makes
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            _print_error(exc.format_message() + hint)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            _print_error("aborted")
+            sys.exit(EXIT_FAILURE)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+app = typer.Typer(
+    cls=_MeshchatGroup,
+    name="meshchat",
+    help="meshchat: end-to-end encrypted peer-to-peer messaging with no central operator.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ProfileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--profile",
+        envvar=PROFILE_ENV,
+        metavar="DIR",
+        show_default=False,
+        help="Profile folder (default: $MESHCHAT_PROFILE, else the user data folder).",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of text.")]
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+#: Where the demo narrates: ``Console.print``, or nothing with ``--json``.
+Say = Callable[..., None]
+
+
+def _stdout() -> Console:
+    return Console(highlight=False)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _print_error(message: str) -> None:
+    line = " ".join(message.splitlines()).strip()
+    typer.echo(f"{typer.style('error:', fg='red', bold=True)} {line}", err=True)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, KeyFileError) and exc.problem is KeyFileProblem.INSECURE_PERMISSIONS:
+        # The library's text says "other users may read it"; name the problem so it can be searched.
+        return f"insecure permissions: {exc}"
+    return str(exc)
+
+
+def _emit_json(value: dict[str, object]) -> None:
+    typer.echo(json.dumps(value))
+
+
+# --- profiles -------------------------------------------------------------------------------------
+
+
+def _profile_dir(option: Path | None) -> Path:
+    if option is not None:
+        return option.expanduser()
+    return Path(platformdirs.user_data_dir("meshchat", appauthor=False))
+
+
+def _require_key_file(profile: Path) -> Path:
+    key_path = profile / KEY_FILE
+    if not key_path.is_file():
+        raise ProfileError(
+            f"no meshchat profile in {profile}; run: meshchat init --profile {shlex.quote(str(profile))}"
+        )
+    return key_path
+
+
+def _read_profile_name(profile: Path) -> str:
+    path = profile / PROFILE_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise CommandError(f"{path} is not valid UTF-8 JSON: {exc}") from exc
+    name = data.get("name", "") if isinstance(data, dict) else None
+    if not isinstance(name, str):
+        raise CommandError(f'{path} must be a JSON object whose "name" is a string')
+    return name
+
+
+def _write_profile(profile: Path, name: str) -> None:
+    """Write ``profile.json`` atomically: a reader sees the old file or the new one, never half of one."""
+    path = profile / PROFILE_FILE
+    data = json.dumps({"name": name}, ensure_ascii=False, indent=2) + "\n"
+    try:
+        fd, tmp = tempfile.mkstemp(dir=profile, prefix=f".{PROFILE_FILE}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _public_identity(profile: Path) -> PublicIdentity:
+    return PublicIdentity.from_bytes(read_public_key(_require_key_file(profile)))
+
+
+# --- passphrases ----------------------------------------------------------------------------------
+
+
+def _stdin_is_interactive() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _ask_hidden(prompt: str) -> str:
+    try:
+        return getpass.getpass(prompt, stream=sys.stderr)
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")  # leave the shell prompt on a line of its own
+        raise
+    except EOFError as exc:
+        raise CommandError("no passphrase entered") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Passphrase:
+    #: The passphrase text, never empty.
+    value: str
+    #: True if it came from ``$MESHCHAT_PASSPHRASE`` rather than a prompt.
+    from_env: bool
+
+
+def _passphrase(prompt: str, *, confirm: bool) -> _Passphrase:
+    """The passphrase from ``$MESHCHAT_PASSPHRASE``, else a hidden prompt; never hangs without a terminal."""
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env is not None:
+        if not env:
+            raise CommandError(f"{PASSPHRASE_ENV} is set but empty; an empty passphrase protects nothing")
+        return _Passphrase(env, from_env=True)
+    if not _stdin_is_interactive():
+        raise CommandError(f"a passphrase is needed: set {PASSPHRASE_ENV} or run in a terminal")
+    value = _ask_hidden(prompt)
+    if not value:
+        raise CommandError("an empty passphrase protects nothing")
+    if confirm and _ask_hidden("Repeat the passphrase: ") != value:
+        raise CommandError("the two passphrases do not match")
+    return _Passphrase(value, from_env=False)
+
+
+def _load_identity(profile: Path) -> Identity:
+    """Load the profile's secret key, asking for the passphrase only if the key file is encrypted."""
+    key_path = _require_key_file(profile)
+    if not is_encrypted(key_path):
+        return load_identity(key_path, None)
+    passphrase = _passphrase(f"Passphrase for {key_path}: ", confirm=False)
+    try:
+        return load_identity(key_path, passphrase.value)
+    except KeyFileError as exc:
+        if exc.problem is KeyFileProblem.WRONG_PASSPHRASE and passphrase.from_env:
+            raise CommandError(f"{exc} (the passphrase came from ${PASSPHRASE_ENV})") from exc
+        raise
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    *,
+    profile: ProfileOption = None,
+    name: Annotated[str, typer.Option(help="Display name put in your invites.")] = "",
+    insecure_no_passphrase: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-passphrase",
+            help="Store the key unencrypted, protected only by file permissions.",
+        ),
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Create a new identity in a profile folder; never replaces an existing one."""
+    folder = _profile_dir(profile)
+    key_path = folder / KEY_FILE
+    if key_path.exists():
+        raise CommandError(f"{folder} already holds a meshchat identity ({KEY_FILE}); not replaced")
+    identity = Identity.generate()
+    try:
+        # The invite is where the name travels, so its rules (length, no control characters) apply.
+        name = Invite.create(identity, name=name).name
+    except BadInvite as exc:
+        raise CommandError(f"cannot use --name: {exc.problem}") from exc
+    passphrase = None if insecure_no_passphrase else _passphrase("New passphrase: ", confirm=True).value
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise CommandError(f"cannot create {folder}: {exc.strerror or exc}") from exc
+    # profile.json first: if saving the key then fails, `init` can simply be run again.
+    _write_profile(folder, name)
+    save_identity(key_path, identity, passphrase)
+    if passphrase is None:
+        _stderr().print(
+            f"[yellow]warning: {escape(str(key_path))} is NOT encrypted; anyone who can read it can "
+            "act as you. Only its file permissions (0600) protect it.[/]"
+        )
+    public = identity.public
+    if json_output:
+        _emit_json(
+            {
+                "profile": str(folder),
+                "name": name,
+                "peer_id": public.peer_id,
+                "fingerprint": public.fingerprint,
+                "encrypted": passphrase is not None,
+            }
+        )
+        return
+    table = _identity_table(name, public)
+    table.add_row("key file", f"{key_path} ({'encrypted' if passphrase else 'unencrypted'})")
+    _stdout().print(Panel(table, title="new meshchat identity", expand=False))
+
+
+@app.command("id")
+def show_id(*, profile: ProfileOption = None, json_output: JsonOption = False) -> None:
+    """Show this profile's PeerId and fingerprint (no passphrase needed)."""
+    folder = _profile_dir(profile)
+    public = _public_identity(folder)
+    name = _read_profile_name(folder)
+    if json_output:
+        _emit_json(
+            {
+                "profile": str(folder),
+                "name": name,
+                "peer_id": public.peer_id,
+                "fingerprint": public.fingerprint,
+            }
+        )
+        return
+    _stdout().print(_identity_table(name, public))
+
+
+def _identity_table(name: str, public: PublicIdentity) -> Table:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("name", escape(name) if name else "[dim](none)[/]")
+    table.add_row("PeerId", public.peer_id)
+    table.add_row("fingerprint", public.fingerprint)
+    return table
+
+
+@app.command()
+def invite(
+    *,
+    profile: ProfileOption = None,
+    name: Annotated[
+        str | None, typer.Option(help="Name in the invite (default: the profile's name).", show_default=False)
+    ] = None,
+    addr: Annotated[
+        list[str] | None,
+        typer.Option("--addr", metavar="MULTIADDR", help="Address where you can be reached; repeatable."),
+    ] = None,
+    qr: Annotated[
+        Path | None, typer.Option("--qr", metavar="FILE.png", help="Also save the invite as a QR code PNG.")
+    ] = None,
+    qr_terminal: Annotated[
+        bool, typer.Option("--qr-terminal", help="Also draw the QR code in the terminal (on stderr).")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Print a signed invite token alone on stdout, so TOKEN=$(meshchat invite) works."""
+    if qr is not None and qr.suffix.lower() != ".png":
+        raise CommandError(f"--qr saves a PNG image; give a file name ending in .png, not {qr.name!r}")
+    folder = _profile_dir(profile)
+    identity = _load_identity(folder)
+    display_name = _read_profile_name(folder) if name is None else name
+    try:
+        card = Invite.create(identity, name=display_name, addrs=tuple(addr or ()))
+    except BadInvite as exc:
+        raise CommandError(f"cannot create the invite: {exc.problem}") from exc
+    token = card.to_text()
+    if qr is not None:
+        try:
+            card.qr().save(str(qr), kind="png", scale=QR_PNG_SCALE)
+        except OSError as exc:
+            raise CommandError(f"cannot write the QR code to {qr}: {exc.strerror or exc}") from exc
+    if qr_terminal:
+        card.qr().terminal(out=sys.stderr, compact=True)
+    if json_output:
+        _emit_json(
+            {
+                "token": token,
+                "name": card.name,
+                "peer_id": card.public.peer_id,
+                "addrs": list(card.addrs),
+                "qr": None if qr is None else str(qr),
+            }
+        )
+        return
+    err = _stderr()
+    who = escape(card.name) if card.name else "you"
+    err.print(
+        f"[dim]Invite for {who} ({card.public.peer_id}); whoever adds it should compare safety numbers.[/]"
+    )
+    if qr is not None:
+        err.print(f"[dim]QR code saved to {escape(str(qr))}[/]")
+    typer.echo(token)
+
+
+@app.command("safety-number")
+def safety_number_command(
+    *,
+    invite_text: Annotated[
+        str,
+        typer.Argument(
+            metavar="INVITE", help="The contact's invite token (MESHCHAT:...), or - to read stdin."
+        ),
+    ],
+    profile: ProfileOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show the safety number you and a contact should both see (no passphrase needed)."""
+    folder = _profile_dir(profile)
+    own = _public_identity(folder)
+    text = sys.stdin.read(MAX_STDIN_INVITE) if invite_text == "-" else invite_text
+    card = Invite.from_text(text)
+    number = safety_number(own, card.public)
+    if json_output:
+        _emit_json(
+            {
+                "name": card.name,
+                "peer_id": card.public.peer_id,
+                "addrs": list(card.addrs),
+                "safety_number": number,
+                "own_peer_id": own.peer_id,
+                "own_invite": card.public == own,
+            }
+        )
+        return
+    out = _stdout()
+    contact = escape(card.name) if card.name else "(no name)"
+    out.print(f"[bold]contact[/]  {contact} [dim](the name is what the invite claims)[/]")
+    out.print(f"[bold]PeerId[/]   {card.public.peer_id}")
+    out.print(Panel(_safety_rows(number), title="safety number", expand=False))
+    if card.public == own:
+        out.print("[yellow]This invite carries your own key.[/]")
+    out.print(
+        "Compare these 60 digits with your contact in person or over a call; if they match, nobody sits "
+        "between you.",
+    )
+
+
+def _safety_rows(number: str) -> str:
+    groups = number.split()
+    step = SAFETY_GROUPS_PER_ROW
+    return "\n".join(" ".join(groups[i : i + step]) for i in range(0, len(groups), step))
+
+
+@app.command()
+def demo(*, json_output: JsonOption = False) -> None:
+    """Walk through identities, invites, sealed messages and what a relay sees, in a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="meshchat-demo-") as workdir:
+        summary = run_demo(Path(workdir), wall_now=time.time(), console=None if json_output else _stdout())
+    if json_output:
+        _emit_json(summary)
+
+
+# --- demo -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoPerson:
+    """One demo participant: a profile folder and the identity loaded back from it."""
+
+    #: Display name, also written to the profile.
+    name: str
+    #: The profile folder.
+    profile: Path
+    #: The secret key, as loaded from the profile's key file.
+    identity: Identity
+
+
+def run_demo(workdir: Path, *, wall_now: float, console: Console | None) -> dict[str, object]:
+    """Run the demo in ``workdir`` and return its summary; narrate it on ``console`` if one is given.
+
+    Each step is its own function taking what the previous ones produced, so a step (a relay, a mailbox,
+    a network of nodes) can be added without touching the others. Raises ``CommandError`` if any
+    promise the demo shows does not hold.
+    """
+    say: Say = console.print if console is not None else _silent
+    say(Panel.fit("[bold]meshchat demo[/]: three people, sealed messages, and what a relay sees"))
+    people = _demo_profiles(workdir, say)
+    alice, bob, carol = people["Alice"], people["Bob"], people["Carol"]
+    number, alice_card = _demo_invites(alice, bob, say)
+    envelopes = [
+        seal(alice.identity, bob.identity.public, text.encode(), wall_now=wall_now)
+        for _, text in DEMO_MESSAGES
+    ]
+    relay_view = _demo_relay_view(envelopes, say)
+    received = _demo_receive(bob, alice_card, envelopes, wall_now, say)
+    attacks = _demo_attacks(bob, carol, envelopes[0], wall_now, say)
+    timings = _demo_timings(alice, bob, wall_now, say)
+    return {
+        "safety_number": number,
+        "messages": received,
+        "relay_view": relay_view,
+        **attacks,
+        "timings_ms": timings,
+    }
+
+
+def _silent(*_objects: object) -> None:
+    """Narrate nothing (``--json``)."""
+
+
+def _demo_profiles(workdir: Path, say: Say) -> dict[str, DemoPerson]:
+    """Alice, Bob and Carol each get a profile folder, loaded back the way every command loads one."""
+    people: dict[str, DemoPerson] = {}
+    for name in ("Alice", "Bob", "Carol"):
+        folder = workdir / name.lower()
+        folder.mkdir(mode=0o700)
+        _write_profile(folder, name)
+        # Demo only: no passphrase, so it runs unattended. `meshchat init` encrypts with argon2id.
+        save_identity(folder / KEY_FILE, Identity.generate(), None)
+        people[name] = DemoPerson(name=name, profile=folder, identity=_load_identity(folder))
+    table = Table(title="1. three profiles", title_justify="left")
+    table.add_column("name")
+    table.add_column("PeerId", overflow="fold")
+    for person in people.values():
+        table.add_row(person.name, person.identity.public.peer_id)
+    say(table)
+    say(
+        "[dim]Key files saved WITHOUT a passphrase (demo only; `meshchat init` encrypts them) in a "
+        "temporary folder deleted at the end.[/]"
+    )
+    return people
+
+
+def _demo_invites(alice: DemoPerson, bob: DemoPerson, say: Say) -> tuple[str, Invite]:
+    """Alice and Bob swap invite tokens; each computes the safety number from their own side."""
+    alice_token = Invite.create(alice.identity, name=alice.name).to_text()
+    bob_token = Invite.create(bob.identity, name=bob.name).to_text()
+    alice_card = Invite.from_text(alice_token)  # what Bob holds, signature verified
+    bob_card = Invite.from_text(bob_token)  # what Alice holds, signature verified
+    alice_sees = safety_number(alice.identity.public, bob_card.public)
+    bob_sees = safety_number(bob.identity.public, alice_card.public)
+    if alice_sees != bob_sees:
+        raise CommandError("demo: Alice and Bob computed different safety numbers")
+    say("\n[bold]2. invites[/]: Alice and Bob swap signed invite tokens. Alice's begins:")
+    say(f"[dim]{alice_token[:56]}…[/] ({len(alice_token)} characters)")
+    say(Panel(_safety_rows(alice_sees), title="safety number: Alice's view = Bob's view", expand=False))
+    return alice_sees, alice_card
+
+
+def _demo_relay_view(envelopes: list[bytes], say: Say) -> dict[str, object]:
+    """Everything a relay or mailbox can learn from an envelope: routing data, no sender, no text."""
+    data = envelopes[0]
+    envelope = decode_envelope(data)
+    expiry = datetime.fromtimestamp(envelope.expiry, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    sizes = sorted({len(e) for e in envelopes})
+    table = Table(title="3. what a relay sees of message 1", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("size", f"{len(data)} bytes (every message here: {', '.join(map(str, sizes))}; padded)")
+    table.add_row("kind", envelope.kind.name)
+    table.add_row("inbox tag", f"{envelope.inbox_tag.hex()} (blinded, changes daily)")
+    table.add_row("expiry", f"{envelope.expiry} ({expiry})")
+    table.add_row("message id", message_id(data).hex())
+    table.add_row("sender", "[green]not visible[/] (sealed inside)")
+    table.add_row("text", "[green]not visible[/]")
+    say(table)
+    return {
+        "size_bytes": len(data),
+        "kind": envelope.kind.name,
+        "inbox_tag": envelope.inbox_tag.hex(),
+        "expiry": envelope.expiry,
+        "message_id": message_id(data).hex(),
+        "sender": "not visible",
+    }
+
+
+def _demo_receive(
+    bob: DemoPerson, alice_card: Invite, envelopes: list[bytes], wall_now: float, say: Say
+) -> list[dict[str, object]]:
+    """Bob opens each envelope; the sender is named only if its verified key is the one in Alice's invite."""
+    table = Table(title="4. Bob opens them", title_justify="left")
+    table.add_column("#")
+    table.add_column("language")
+    table.add_column("verified sender")
+    table.add_column("text")
+    received: list[dict[str, object]] = []
+    for number, ((language, text), data) in enumerate(zip(DEMO_MESSAGES, envelopes, strict=True), 1):
+        message = open_envelope(bob.identity, data, wall_now=wall_now)
+        sender = alice_card.name if message.sender == alice_card.public else "unknown key"
+        body = message.body.decode("utf-8")
+        if sender != alice_card.name or body != text:
+            raise CommandError(f"demo: message {number} did not arrive intact from {alice_card.name}")
+        table.add_row(str(number), language, f"[green]{escape(sender)} ✓[/]", escape(body))
+        received.append({"language": language, "text": body, "sender": sender, "verified": True})
+    say(table)
+    return received
+
+
+def _demo_attacks(
+    bob: DemoPerson, carol: DemoPerson, data: bytes, wall_now: float, say: Say
+) -> dict[str, object]:
+    """Carol, who is not the recipient, cannot open it; one flipped byte makes it unopenable for Bob too."""
+    table = Table(title="5. what fails, as it should", title_justify="left")
+    table.add_column("attempt")
+    table.add_column("result")
+    outcomes: dict[str, object] = {}
+    tampered = bytearray(data)
+    tampered[-1] ^= 0x01  # the last byte belongs to the ciphertext
+    attempts = (
+        ("carol", "Carol opens Bob's message 1", carol.identity, bytes(data)),
+        ("tampered", "Bob opens message 1 with one byte flipped", bob.identity, bytes(tampered)),
+    )
+    for key, label, identity, attempt in attempts:
+        try:
+            open_envelope(identity, attempt, wall_now=wall_now)
+        except DecryptionFailed as exc:
+            outcomes[key] = type(exc).__name__
+            table.add_row(label, f"[green]{type(exc).__name__}[/] (expected): {escape(str(exc))}")
+        except MeshchatError as exc:
+            outcomes[key] = type(exc).__name__
+            table.add_row(label, f"[green]{type(exc).__name__}[/] (rejected): {escape(str(exc))}")
+        else:
+            raise CommandError(f"demo: {label} succeeded; it must not")
+    say(table)
+    return outcomes
+
+
+def _demo_timings(alice: DemoPerson, bob: DemoPerson, wall_now: float, say: Say) -> dict[str, float]:
+    """Time seal and open on a short message, the common case."""
+    body = DEMO_MESSAGES[0][1].encode()
+    start = time.perf_counter()
+    sealed = [
+        seal(alice.identity, bob.identity.public, body, wall_now=wall_now) for _ in range(DEMO_TIMING_ROUNDS)
+    ]
+    sealed_at = time.perf_counter()
+    for data in sealed:
+        open_envelope(bob.identity, data, wall_now=wall_now)
+    opened_at = time.perf_counter()
+    timings = {
+        "seal": (sealed_at - start) * 1000 / DEMO_TIMING_ROUNDS,
+        "open": (opened_at - sealed_at) * 1000 / DEMO_TIMING_ROUNDS,
+    }
+    say(
+        f"\n[bold]6. timings[/] over {DEMO_TIMING_ROUNDS} messages: "
+        f"seal {timings['seal']:.3f} ms, open (decrypt + verify) {timings['open']:.3f} ms per message"
+    )
+    return timings
+
+
+def main() -> None:
+    """Run the ``meshchat`` command (the console script and ``python -m meshchat``)."""
+    app(prog_name="meshchat")
