@@ -32,7 +32,7 @@ import nacl.utils
 
 from meshchat.crypto.tags import epoch_of, inbox_tag
 from meshchat.errors import DecodeError, DecryptionFailed, Expired, TooLarge
-from meshchat.identity import SIGNATURE_SIZE, Identity, PublicIdentity, RandomBytes
+from meshchat.identity import SIGNATURE_SIZE, Identity, KeyCache, PublicIdentity, RandomBytes
 from meshchat.wire import (
     MAX_PADDED_PLAINTEXT,
     NONCE_SIZE,
@@ -156,8 +156,13 @@ def seal(
     )
 
 
-def open_envelope(recipient: Identity, data: bytes, *, wall_now: float) -> OpenedMessage:
+def open_envelope(
+    recipient: Identity, data: bytes, *, wall_now: float, key_cache: KeyCache | None = None
+) -> OpenedMessage:
     """Open envelope bytes sealed to ``recipient`` and verify the sender's signature.
+
+    Pass the same ``key_cache`` to every call to check each sender's key only once (a receiver sees
+    the same few senders again and again); without one, every call checks the key afresh.
 
     Raises ``TooLarge``/``UnsupportedVersion``/``DecodeError`` for malformed bytes, ``Expired`` past the
     expiry, ``DecryptionFailed`` if the envelope is for another key or was altered, ``BadSignature`` if
@@ -192,8 +197,11 @@ def open_envelope(recipient: Identity, data: bytes, *, wall_now: float) -> Opene
         raise DecodeError("sealed payload", "timestamp out of range")
     if type(sender_key) is not bytes:
         raise DecodeError("sealed payload", "sender key is not bytes")
-    sender = PublicIdentity.from_verified_signature(
-        sender_key,
+    if key_cache is None:
+        sender = PublicIdentity.from_bytes(sender_key)
+    else:
+        sender = key_cache.public_identity(sender_key)
+    sender.verify(
         _signed_bytes(recipient.public.ed25519, envelope.kind, sender_key, sent_at_ms, body),
         signature,
         what="sealed message",

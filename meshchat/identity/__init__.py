@@ -14,7 +14,7 @@ from meshchat.identity.keyfile import (
     read_public_key,
     save_identity,
 )
-from meshchat.identity.keys import SEED_SIZE, SIGNATURE_SIZE, Identity, PublicIdentity, RandomBytes
+from meshchat.identity.keys import SEED_SIZE, SIGNATURE_SIZE, Identity, KeyCache, PublicIdentity, RandomBytes
 from meshchat.identity.peerid import PUBLIC_KEY_SIZE
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "SIGNATURE_SIZE",
     "Identity",
     "KdfLimits",
+    "KeyCache",
     "PublicIdentity",
     "RandomBytes",
     "is_encrypted",

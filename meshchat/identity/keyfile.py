@@ -12,11 +12,13 @@ in clear so ``meshchat id`` can show who a profile is without asking for the pas
 
 Files are written atomically (temporary file, fsync, rename, fsync of the folder) with mode 0600, and a
 file that group or other users may read is refused on load, as OpenSSH refuses such private keys.
-Argon2id parameters read from a file are capped, so a crafted file cannot make a load take gigabytes.
+Argon2id parameters read from a file are capped (1 GiB, 8 passes: twice libsodium's "sensitive" preset
+at most), so a crafted file cannot make a load take more memory or time than a strong real one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import unicodedata
@@ -46,14 +48,15 @@ _MAGIC = b"MCKEY"
 KEY_FILE_VERSION = 1
 #: A key file is a few hundred bytes; anything much larger is not one of ours.
 MAX_KEY_FILE_SIZE = 4096
-#: Largest argon2id memory a key file may ask for: four times libsodium's "sensitive" preset.
-MAX_MEMLIMIT = 4 * argon2id.MEMLIMIT_SENSITIVE
-#: Largest argon2id pass count a key file may ask for: well above libsodium's "sensitive" preset (4).
-MAX_OPSLIMIT = 16
+#: Largest argon2id memory a key file may ask for: libsodium's "sensitive" preset (1 GiB).
+MAX_MEMLIMIT = argon2id.MEMLIMIT_SENSITIVE
+#: Largest argon2id pass count a key file may ask for: twice libsodium's "sensitive" preset (4).
+MAX_OPSLIMIT = 8
 
 _KDF_NONE = 0
 _KDF_ARGON2ID = 1
 _NONCE_SIZE = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+_SEALED_SEED_SIZE = SEED_SIZE + sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES
 _K_KDF, _K_OPS, _K_MEM, _K_SALT, _K_NONCE, _K_PUBLIC, _K_SEED = range(1, 8)
 
 
@@ -138,13 +141,8 @@ def _write_atomically(path: Path, data: bytes, random_bytes: RandomBytes, *, ove
         if overwrite:
             os.replace(tmp, path)
         else:
-            # link() fails if the name exists, even if it appeared a moment ago: never a silent replace.
             try:
-                os.link(tmp, path)
-            except FileExistsError as exc:
-                raise KeyFileError(
-                    path=str(path), problem=KeyFileProblem.EXISTS, detail="already exists; not replaced"
-                ) from exc
+                _link_exclusively(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
         if os.name == "posix":
@@ -154,8 +152,26 @@ def _write_atomically(path: Path, data: bytes, random_bytes: RandomBytes, *, ove
             finally:
                 os.close(dir_fd)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the parent is a file: there is no temp file to remove
+            tmp.unlink()
         raise KeyFileError(path=str(path), problem=KeyFileProblem.IO, detail=f"cannot write: {exc}") from exc
+
+
+def _link_exclusively(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the name ``path`` unless that name exists; ``KeyFileError(EXISTS)`` if it does."""
+    exists = KeyFileError(
+        path=str(path), problem=KeyFileProblem.EXISTS, detail="already exists; not replaced"
+    )
+    try:
+        # link() fails if the name exists, even if it appeared a moment ago: never a silent replace.
+        os.link(tmp, path)
+    except FileExistsError as exc:
+        raise exists from exc
+    except OSError:
+        # No hard links here (FAT, some network mounts): check, then rename; a narrow race remains.
+        if path.exists():
+            raise exists from None
+        os.replace(tmp, path)
 
 
 def _read_fields(path: Path) -> dict[int, object]:
@@ -261,9 +277,11 @@ def _unseal(where: str, fields: dict[int, object], sealed: bytes, passphrase: st
         raise KeyFileError(
             path=where, problem=KeyFileProblem.CORRUPT, detail="truncated or corrupt (KDF cost out of range)"
         )
-    if len(salt) != argon2id.SALTBYTES or len(nonce) != _NONCE_SIZE:
+    if len(salt) != argon2id.SALTBYTES or len(nonce) != _NONCE_SIZE or len(sealed) != _SEALED_SEED_SIZE:
         raise KeyFileError(
-            path=where, problem=KeyFileProblem.CORRUPT, detail="truncated or corrupt (salt/nonce)"
+            path=where,
+            problem=KeyFileProblem.CORRUPT,
+            detail="truncated or corrupt (salt, nonce or seed size)",
         )
     key = _derive(passphrase, salt, KdfLimits(opslimit=ops, memlimit=mem))
     try:

@@ -24,6 +24,7 @@ __all__ = [
     "SEED_SIZE",
     "SIGNATURE_SIZE",
     "Identity",
+    "KeyCache",
     "PublicIdentity",
     "RandomBytes",
 ]
@@ -41,15 +42,14 @@ class PublicIdentity:
     """Someone's public key: verifies their signatures and receives envelopes sealed to them.
 
     Construct with :meth:`from_bytes` or :meth:`from_peer_id`, which reject byte strings that are not a
-    usable Ed25519 point. Immutable; equal and hashable by key.
+    usable Ed25519 point: wrong length, not on the curve, small order, or with a torsion component
+    (libsodium's signature check alone accepts some of those). Immutable; equal and hashable by key.
     """
 
     __slots__ = ("_ed25519", "_x25519")
 
-    def __init__(self, ed25519: bytes, x25519: bytes | None) -> None:
-        # Private: use from_bytes. ``x25519=None`` is allowed only for keys that already passed a
-        # signature check (libsodium rejects invalid and small-order keys there); it is derived lazily,
-        # because the conversion costs as much as a signature check and opening a message never needs it.
+    def __init__(self, ed25519: bytes, x25519: bytes) -> None:
+        # Private: use from_bytes, which proves the pair belongs together.
         self._ed25519 = ed25519
         self._x25519 = x25519
 
@@ -59,25 +59,11 @@ class PublicIdentity:
         if not isinstance(ed25519, bytes) or len(ed25519) != PUBLIC_KEY_SIZE:
             raise DecodeError("public key", f"expected {PUBLIC_KEY_SIZE} bytes")
         try:
+            # Also checks the point is on the curve and in the prime-order subgroup.
             x25519 = sodium.crypto_sign_ed25519_pk_to_curve25519(ed25519)
         except nacl.exceptions.CryptoError as exc:
             raise DecodeError("public key", "not a valid Ed25519 point") from exc
         return cls(ed25519, x25519)
-
-    @classmethod
-    def from_verified_signature(
-        cls, ed25519: bytes, message: bytes, signature: bytes, *, what: str
-    ) -> PublicIdentity:
-        """Wrap ``ed25519`` after checking ``signature`` over ``message`` with it; ``BadSignature`` if not.
-
-        One Ed25519 verification both authenticates the message and proves the key is a valid point,
-        so this is the fast way to accept a sender's key from the wire.
-        """
-        if not isinstance(ed25519, bytes) or len(ed25519) != PUBLIC_KEY_SIZE:
-            raise DecodeError("public key", f"expected {PUBLIC_KEY_SIZE} bytes")
-        key = cls(ed25519, None)
-        key.verify(message, signature, what=what)
-        return key
 
     @property
     def ed25519(self) -> bytes:
@@ -87,8 +73,6 @@ class PublicIdentity:
     @property
     def x25519(self) -> bytes:
         """The 32-byte X25519 public key derived from it, used to seal envelopes to this identity."""
-        if self._x25519 is None:
-            self._x25519 = sodium.crypto_sign_ed25519_pk_to_curve25519(self._ed25519)
         return self._x25519
 
     def __eq__(self, other: object) -> bool:
@@ -123,6 +107,41 @@ class PublicIdentity:
     def fingerprint(self) -> str:
         """This key's 30-digit fingerprint in six groups of five: the half of a safety number it owns."""
         return fingerprint_of(self.ed25519)
+
+
+class KeyCache:
+    """A bounded memo of public keys that already passed :meth:`PublicIdentity.from_bytes`.
+
+    Checking that a key is a prime-order point costs about as much as a signature check. Messages
+    mostly come from the same few contacts, so a receiver keeps one cache and pays that cost once per
+    sender. Least recently used keys are forgotten beyond ``capacity``, so a flood of new keys cannot
+    grow it.
+    """
+
+    __slots__ = ("_capacity", "_keys")
+
+    #: Default number of keys kept: far more than anyone's contact list, a few hundred KiB at most.
+    DEFAULT_CAPACITY = 4096
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        """Create an empty cache holding at most ``capacity`` keys."""
+        if capacity < 1:
+            raise ValueError("a key cache holds at least one key")
+        self._capacity = capacity
+        self._keys: dict[bytes, PublicIdentity] = {}
+
+    def public_identity(self, ed25519: bytes) -> PublicIdentity:
+        """Return the checked ``PublicIdentity`` for ``ed25519``; ``DecodeError`` if it is unusable."""
+        key = self._keys.pop(ed25519, None)
+        if key is None:
+            key = PublicIdentity.from_bytes(ed25519)
+            if len(self._keys) >= self._capacity:
+                del self._keys[next(iter(self._keys))]  # dicts keep insertion order: oldest first
+        self._keys[ed25519] = key  # (re)inserted last: most recently used
+        return key
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 class Identity:

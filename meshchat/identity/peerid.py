@@ -49,4 +49,8 @@ def public_key_from_peer_id(peer_id: str) -> bytes:
         raise DecodeError("PeerId", "not base58btc text") from exc
     if len(raw) != len(_MULTIHASH_PREFIX) + PUBLIC_KEY_SIZE or not raw.startswith(_MULTIHASH_PREFIX):
         raise DecodeError("PeerId", "not an identity multihash of an Ed25519 public key")
-    return raw[len(_MULTIHASH_PREFIX) :]
+    key = raw[len(_MULTIHASH_PREFIX) :]
+    if peer_id_from_public_key(key) != peer_id:
+        # The base58 library skips surrounding whitespace; one key has exactly one PeerId text.
+        raise DecodeError("PeerId", "not in canonical form (stray characters around it?)")
+    return key

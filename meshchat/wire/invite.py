@@ -37,8 +37,14 @@ MAX_NAME_LENGTH = 64
 MAX_ADDRS = 8
 #: Longest multiaddr text accepted.
 MAX_ADDR_LENGTH = 256
-#: Longest invite text accepted, characters: bounds the work a pasted token can cause.
-MAX_INVITE_TEXT = 4096
+#: Longest invite text, characters: what one QR code holds in alphanumeric mode at error level M
+#: (version 40). ``create`` refuses a bigger invite, so every invite has a QR code; parsing stops there.
+MAX_INVITE_TEXT = 3391
+#: Zero-width joiner and non-joiner: format characters that emoji sequences and Persian, Hindi and
+#: other scripts need in ordinary names. Every other control or format character (bidi overrides
+#: among them) stays refused.
+_ALLOWED_FORMAT_CHARACTERS = frozenset("\u200c\u200d")
+_PRINTABLE_ASCII = frozenset(chr(c) for c in range(0x21, 0x7F))
 _SIGNING_DOMAIN = b"meshchat/invite/v1\x00"
 _K_KEY, _K_NAME, _K_ADDRS, _K_SIGNATURE = 1, 2, 3, 4
 
@@ -48,8 +54,10 @@ def _check_name(name: object) -> str:
         raise BadInvite("display name is not text")
     if len(name) > MAX_NAME_LENGTH:
         raise BadInvite(f"display name has {len(name)} characters; the limit is {MAX_NAME_LENGTH}")
-    if any(unicodedata.category(ch).startswith("C") for ch in name):
-        raise BadInvite("display name contains control or unassigned characters")
+    if any(unicodedata.category(ch).startswith("C") and ch not in _ALLOWED_FORMAT_CHARACTERS for ch in name):
+        raise BadInvite("display name contains control, format or unassigned characters")
+    if not unicodedata.is_normalized("NFC", name):
+        raise BadInvite("display name is not in Unicode normal form C")
     return name
 
 
@@ -57,8 +65,13 @@ def _check_addrs(addrs: object) -> tuple[str, ...]:
     if not isinstance(addrs, tuple) or len(addrs) > MAX_ADDRS:
         raise BadInvite(f"addresses must be a sequence of at most {MAX_ADDRS} multiaddrs")
     for addr in addrs:
-        if not isinstance(addr, str) or not addr.startswith("/") or len(addr) > MAX_ADDR_LENGTH:
-            raise BadInvite(f"not a multiaddr: {str(addr)[:40]!r}")
+        if (
+            not isinstance(addr, str)
+            or not addr.startswith("/")
+            or len(addr) > MAX_ADDR_LENGTH
+            or not _PRINTABLE_ASCII.issuperset(addr)
+        ):
+            raise BadInvite(f"not a multiaddr (printable ASCII starting with /): {str(addr)[:40]!r}")
     return addrs
 
 
@@ -82,7 +95,11 @@ class Invite:
         checked_addrs = _check_addrs(tuple(addrs))
         fields: dict[int, object] = {_K_KEY: identity.public.ed25519, _K_NAME: name, _K_ADDRS: checked_addrs}
         signature = identity.sign(_signed(fields))
-        return cls(public=identity.public, name=name, addrs=checked_addrs, signature=signature)
+        invite = cls(public=identity.public, name=name, addrs=checked_addrs, signature=signature)
+        size = len(invite.to_text())
+        if size > MAX_INVITE_TEXT:
+            raise BadInvite(f"the invite would be {size:,} characters; the limit is {MAX_INVITE_TEXT:,}")
+        return invite
 
     def to_text(self) -> str:
         """The token to paste or send: ``MESHCHAT:`` + base32."""
