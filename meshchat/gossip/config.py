@@ -1,0 +1,179 @@
+"""Gossipsub parameters: the overlay (v1.0/v1.1/v1.2 spec defaults) and peer scoring (v1.1).
+
+Overlay defaults are the spec's "reasonable defaults" (gossipsub-v1.0.md "Parameters", v1.1 "Overview
+of New Parameters"), with go-libp2p-pubsub's values where the spec gives none (gossip limits, IWANT
+follow-up, graft flood threshold). Scoring has no spec defaults; ``ScoreParams`` carries values tuned for
+meshchat's inbox topics in the simulator, and every number says what it is for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["GossipConfig", "ScoreParams", "ScoreThresholds", "TopicScoreParams"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GossipConfig:
+    """Overlay parameters of one router. Checked on construction."""
+
+    #: Desired mesh degree.
+    d: int = 6
+    #: Graft more peers below this mesh degree.
+    d_lo: int = 4
+    #: Prune peers above this mesh degree.
+    d_hi: int = 12
+    #: Peers kept by score when pruning an oversubscribed mesh.
+    d_score: int = 4
+    #: Outbound connections kept in each mesh (counters inbound Sybil floods).
+    d_out: int = 2
+    #: Minimum number of peers gossip (IHAVE) is emitted to per topic.
+    d_lazy: int = 6
+    #: Fraction of eligible peers gossip is emitted to, when that is more than ``d_lazy``.
+    gossip_factor: float = 0.25
+    #: Seconds between heartbeats.
+    heartbeat_interval: float = 1.0
+    #: Seconds fanout state for a topic we publish to but did not join is kept.
+    fanout_ttl: float = 60.0
+    #: History windows (heartbeats) the message cache keeps.
+    mcache_len: int = 5
+    #: History windows gossip is emitted about.
+    mcache_gossip: int = 3
+    #: Seconds a message id stays in the seen cache (duplicates are dropped meanwhile).
+    seen_ttl: float = 120.0
+    #: Publish own messages to every peer in the topic above the publish threshold.
+    flood_publish: bool = True
+    #: Seconds a pruned peer must wait before grafting again.
+    prune_backoff: float = 60.0
+    #: Backoff announced to the mesh when leaving a topic.
+    unsubscribe_backoff: float = 10.0
+    #: A GRAFT this many seconds before the backoff ends is penalised extra (go-libp2p: 10 s).
+    graft_flood_threshold: float = 10.0
+    #: Peers offered by peer exchange in a PRUNE.
+    prune_peers: int = 16
+    #: Most message ids advertised to one peer per heartbeat, and accepted from one (go-libp2p: 5000).
+    max_ihave_length: int = 5000
+    #: Most IHAVE messages accepted from one peer per heartbeat (go-libp2p: 10).
+    max_ihave_messages: int = 10
+    #: Times one message is sent to one peer in answer to IWANT (go-libp2p: 3).
+    gossip_retransmission: int = 3
+    #: Seconds an IWANT promise may stay unfulfilled before the advertiser is penalised (go-libp2p: 3).
+    iwant_followup_time: float = 3.0
+    #: Heartbeats between opportunistic grafting rounds (v1.1 recommends 1 minute).
+    opportunistic_graft_ticks: int = 60
+    #: Peers grafted per opportunistic grafting round.
+    opportunistic_graft_peers: int = 2
+    #: Send IDONTWANT for messages at least this large (bytes); v1.2 leaves the policy to us.
+    idontwant_min_size: int = 1024
+    #: Most IDONTWANT message ids accepted from one peer per heartbeat (go-libp2p: 1000 msgs of ids).
+    max_idontwant_ids: int = 5000
+    #: Send IDONTWANT at all (turn off to measure what it saves).
+    idontwant: bool = True
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.d_lo <= self.d <= self.d_hi):
+            raise ValueError(f"need 0 <= d_lo <= d <= d_hi, not {self.d_lo}, {self.d}, {self.d_hi}")
+        if not (self.d_out <= self.d // 2 and (self.d_out < self.d_lo or self.d_lo == 0)):
+            raise ValueError(f"d_out must be below d_lo and at most d/2, not {self.d_out}")
+        if not 0 <= self.d_score <= self.d:
+            raise ValueError(f"d_score must be between 0 and d, not {self.d_score}")
+        if not 0 < self.mcache_gossip <= self.mcache_len:
+            raise ValueError("need 0 < mcache_gossip <= mcache_len")
+        if self.heartbeat_interval <= 0:
+            raise ValueError("heartbeat_interval must be positive")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TopicScoreParams:
+    """Per-topic score parameters (P1-P4) of gossipsub v1.1."""
+
+    #: How much this topic counts in the total score.
+    topic_weight: float = 1.0
+    #: P1 weight (time in mesh), small and positive.
+    time_in_mesh_weight: float = 0.01
+    #: Seconds in mesh per P1 point.
+    time_in_mesh_quantum: float = 1.0
+    #: P1 cap.
+    time_in_mesh_cap: float = 300.0
+    #: P2 weight (first deliveries), positive.
+    first_message_deliveries_weight: float = 1.0
+    #: P2 decay factor per decay interval.
+    first_message_deliveries_decay: float = 0.9
+    #: P2 cap.
+    first_message_deliveries_cap: float = 100.0
+    #: P3 weight (mesh delivery deficit squared), negative.
+    mesh_message_deliveries_weight: float = -1.0
+    #: P3 decay factor per decay interval.
+    mesh_message_deliveries_decay: float = 0.9
+    #: Deliveries expected from a mesh peer (decayed count) below which P3 applies.
+    mesh_message_deliveries_threshold: float = 1.0
+    #: P3 counter cap.
+    mesh_message_deliveries_cap: float = 20.0
+    #: Seconds in the mesh before P3 applies.
+    mesh_message_deliveries_activation: float = 10.0
+    #: Seconds after the first delivery that still count as a near-first delivery for P3.
+    mesh_message_deliveries_window: float = 0.01
+    #: P3b weight (sticky mesh failure penalty), negative.
+    mesh_failure_penalty_weight: float = -1.0
+    #: P3b decay factor.
+    mesh_failure_penalty_decay: float = 0.95
+    #: P4 weight (invalid messages squared), negative.
+    invalid_message_deliveries_weight: float = -100.0
+    #: P4 decay factor.
+    invalid_message_deliveries_decay: float = 0.99
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScoreThresholds:
+    """The score thresholds of gossipsub v1.1 ("Score Thresholds")."""
+
+    #: No gossip to or from peers below this.
+    gossip_threshold: float = -10.0
+    #: Own messages are not flood-published to peers below this.
+    publish_threshold: float = -50.0
+    #: RPCs from peers below this are ignored entirely.
+    graylist_threshold: float = -80.0
+    #: Peer exchange is accepted only from peers above this.
+    accept_px_threshold: float = 10.0
+    #: Opportunistic grafting starts when the median mesh score is below this.
+    opportunistic_graft_threshold: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.graylist_threshold < self.publish_threshold <= self.gossip_threshold < 0):
+            raise ValueError("need graylist < publish <= gossip < 0")
+        if self.accept_px_threshold < 0 or self.opportunistic_graft_threshold < 0:
+            raise ValueError("accept_px and opportunistic_graft thresholds must be >= 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScoreParams:
+    """Global score parameters (P5-P7, decay, retention) and the per-topic ones."""
+
+    #: Per-topic parameters; topics not listed do not contribute to the score.
+    topics: dict[str, TopicScoreParams] = field(default_factory=dict)
+    #: Parameters for topics not in ``topics`` (None: such topics do not count).
+    default_topic: TopicScoreParams | None = field(default_factory=TopicScoreParams)
+    #: Cap on the positive contribution of all topics together (0: no cap).
+    topic_score_cap: float = 100.0
+    #: P5 weight (application-specific score).
+    app_specific_weight: float = 1.0
+    #: P6 weight (IP colocation surplus squared), negative.
+    ip_colocation_factor_weight: float = -10.0
+    #: Peers per IP address before P6 applies.
+    ip_colocation_factor_threshold: int = 10
+    #: P7 weight (behaviour penalty squared), negative.
+    behaviour_penalty_weight: float = -10.0
+    #: P7 decay factor.
+    behaviour_penalty_decay: float = 0.99
+    #: Seconds between decay rounds.
+    decay_interval: float = 1.0
+    #: Decayed counters below this become zero.
+    decay_to_zero: float = 0.01
+    #: Seconds a disconnected peer's score is remembered.
+    retain_score: float = 3600.0
+    #: The thresholds.
+    thresholds: ScoreThresholds = field(default_factory=ScoreThresholds)
+
+    def topic(self, topic: str) -> TopicScoreParams | None:
+        """The parameters that apply to ``topic``, or None if it does not count."""
+        return self.topics.get(topic, self.default_topic)

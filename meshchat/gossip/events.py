@@ -1,0 +1,193 @@
+"""What goes into the gossip router and what comes out of it.
+
+Inputs say what happened (``RpcReceived``); actions say what the driver must do (``SendRpc``). Both are
+small frozen records; the sets are closed unions, dispatched with ``match`` and ``assert_never``.
+Drops are not actions: the router counts every discarded message by ``DropReason`` in
+``GossipRouter.statistics()``, so a driver that reports metrics sees them without a per-duplicate event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import TypeAlias
+
+from meshchat.gossip.messages import RPC, MessageId, PeerId, Topic
+
+__all__ = [
+    "Deliver",
+    "Dial",
+    "Disconnect",
+    "DropReason",
+    "Join",
+    "Leave",
+    "PeerConnected",
+    "PeerDisconnected",
+    "Protocol",
+    "Publish",
+    "RouterAction",
+    "RouterInput",
+    "RpcReceived",
+    "SendFailed",
+    "SendRpc",
+]
+
+
+class Protocol(Enum):
+    """The pubsub protocol a peer negotiated."""
+
+    #: gossipsub v1.0: no peer exchange, no backoff in PRUNE, no IDONTWANT.
+    MESHSUB_V10 = "/meshsub/1.0.0"
+    #: gossipsub v1.1: peer exchange, backoff, scoring-aware peers.
+    MESHSUB_V11 = "/meshsub/1.1.0"
+    #: gossipsub v1.2: adds IDONTWANT.
+    MESHSUB_V12 = "/meshsub/1.2.0"
+
+
+class DropReason(Enum):
+    """Why the router discarded a message, a control entry or an RPC. Each is counted."""
+
+    #: The message id was already seen.
+    DUPLICATE = "duplicate"
+    #: The validator rejected the message (the sender is penalised).
+    INVALID = "invalid"
+    #: The validator asked to ignore the message (no penalty).
+    IGNORED = "ignored"
+    #: A message for a topic this router neither joined nor relays.
+    UNKNOWN_TOPIC = "unknown topic"
+    #: The sending peer's score is below the graylist threshold: its whole RPC was ignored.
+    GRAYLISTED = "graylisted"
+    #: IHAVE beyond the per-heartbeat limits, or from a peer below the gossip threshold.
+    IHAVE_LIMIT = "ihave over limit"
+    #: IWANT for a message asked too often by this peer, or no longer cached.
+    IWANT_UNSERVED = "iwant unserved"
+    #: IDONTWANT beyond the per-heartbeat limit.
+    IDONTWANT_LIMIT = "idontwant over limit"
+    #: A GRAFT refused (backoff not over, unknown topic, negative score, or mesh full).
+    GRAFT_REFUSED = "graft refused"
+    #: The driver could not deliver an RPC to the peer.
+    SEND_FAILED = "send failed"
+    #: An RPC from a peer the router does not know (not connected).
+    UNKNOWN_PEER = "unknown peer"
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerConnected:
+    """A pubsub stream to ``peer`` is open."""
+
+    #: The peer.
+    peer: PeerId
+    #: True if this side dialled the connection (the D_out quota counts these).
+    outbound: bool
+    #: The protocol the stream negotiated.
+    protocol: Protocol = Protocol.MESHSUB_V12
+    #: The peer's IP address, for the IP colocation penalty (P6); None if unknown.
+    ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerDisconnected:
+    """The connection to ``peer`` closed."""
+
+    #: The peer.
+    peer: PeerId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RpcReceived:
+    """``peer`` sent ``rpc``."""
+
+    #: The sender.
+    peer: PeerId
+    #: What it sent, already decoded.
+    rpc: RPC
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Publish:
+    """The local application publishes ``data`` on ``topic``."""
+
+    #: The topic.
+    topic: Topic
+    #: The payload.
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Join:
+    """The local application subscribes to ``topic`` (JOIN in the spec)."""
+
+    #: The topic.
+    topic: Topic
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Leave:
+    """The local application unsubscribes from ``topic`` (LEAVE in the spec)."""
+
+    #: The topic.
+    topic: Topic
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendFailed:
+    """The driver could not send an RPC the router asked for (queue full, stream reset)."""
+
+    #: The peer it was for.
+    peer: PeerId
+
+
+RouterInput: TypeAlias = PeerConnected | PeerDisconnected | RpcReceived | Publish | Join | Leave | SendFailed
+
+
+# --- actions --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendRpc:
+    """Send ``rpc`` to ``peer``."""
+
+    #: The recipient.
+    peer: PeerId
+    #: What to send.
+    rpc: RPC
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deliver:
+    """Hand a validated message to the local application, exactly once per message id."""
+
+    #: The topic it arrived on.
+    topic: Topic
+    #: Its id.
+    message_id: MessageId
+    #: The payload.
+    data: bytes
+    #: The peer it first arrived from.
+    source: PeerId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Disconnect:
+    """Close the connection to ``peer`` (its score fell below the graylist threshold)."""
+
+    #: The peer.
+    peer: PeerId
+    #: Why, for logs and metrics.
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dial:
+    """Try to connect to ``peer``, offered by peer exchange in a PRUNE from a well-scored peer."""
+
+    #: The peer to dial.
+    peer: PeerId
+    #: Its signed peer record (addresses), if the PRUNE carried one.
+    signed_peer_record: bytes | None
+
+
+RouterAction: TypeAlias = SendRpc | Deliver | Disconnect | Dial
