@@ -7,7 +7,7 @@ Piggybacking"). One RPC per peer per step also keeps the simulator's event count
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import TypeVar
 
 from meshchat.gossip.events import SendRpc
 from meshchat.gossip.messages import (
@@ -25,28 +25,50 @@ from meshchat.gossip.messages import (
 
 __all__ = ["Outbox"]
 
+_T = TypeVar("_T")
 
-@dataclass(slots=True)
+
 class _Pending:
-    subscriptions: list[SubOpts] = field(default_factory=list)
-    publish: list[PubMessage] = field(default_factory=list)
-    ihave: list[IHave] = field(default_factory=list)
-    iwant: list[IWant] = field(default_factory=list)
-    graft: list[Graft] = field(default_factory=list)
-    prune: list[Prune] = field(default_factory=list)
-    idontwant: list[IDontWant] = field(default_factory=list)
+    """What is queued for one peer; lists are created on first use (most sends carry one kind)."""
 
-    def to_rpc(self) -> RPC:
+    __slots__ = ("graft", "idontwant", "ihave", "iwant", "prune", "publish", "subscriptions")
+
+    def __init__(self) -> None:
+        self.subscriptions: list[SubOpts] | None = None
+        self.publish: list[PubMessage] | None = None
+        self.ihave: list[IHave] | None = None
+        self.iwant: list[IWant] | None = None
+        self.graft: list[Graft] | None = None
+        self.prune: list[Prune] | None = None
+        self.idontwant: list[IDontWant] | None = None
+
+    def to_rpc(self, single_message_rpcs: dict[int, RPC]) -> RPC:
+        publish = self.publish
+        if publish is not None and len(publish) == 1 and self._only_publish():
+            # The common case: one message forwarded to several peers. They can share one RPC object.
+            rpc = single_message_rpcs.get(id(publish[0]))
+            if rpc is None:
+                rpc = single_message_rpcs[id(publish[0])] = RPC(publish=(publish[0],))
+            return rpc
         control = None
         if self.ihave or self.iwant or self.graft or self.prune or self.idontwant:
             control = ControlMessage(
-                ihave=tuple(self.ihave),
-                iwant=tuple(self.iwant),
-                graft=tuple(self.graft),
-                prune=tuple(self.prune),
-                idontwant=tuple(self.idontwant),
+                ihave=_tuple(self.ihave),
+                iwant=_tuple(self.iwant),
+                graft=_tuple(self.graft),
+                prune=_tuple(self.prune),
+                idontwant=_tuple(self.idontwant),
             )
-        return RPC(subscriptions=tuple(self.subscriptions), publish=tuple(self.publish), control=control)
+        return RPC(subscriptions=_tuple(self.subscriptions), publish=_tuple(publish), control=control)
+
+    def _only_publish(self) -> bool:
+        return not (
+            self.subscriptions or self.ihave or self.iwant or self.graft or self.prune or self.idontwant
+        )
+
+
+def _tuple(items: list[_T] | None) -> tuple[_T, ...]:
+    return () if items is None else tuple(items)
 
 
 class Outbox:
@@ -66,31 +88,52 @@ class Outbox:
 
     def subscription(self, peer: PeerId, sub: SubOpts) -> None:
         """Queue a subscription announcement."""
-        self._for(peer).subscriptions.append(sub)
+        pending = self._for(peer)
+        if pending.subscriptions is None:
+            pending.subscriptions = []
+        pending.subscriptions.append(sub)
 
     def message(self, peer: PeerId, message: PubMessage) -> None:
         """Queue a message."""
-        self._for(peer).publish.append(message)
+        pending = self._for(peer)
+        if pending.publish is None:
+            pending.publish = []
+        pending.publish.append(message)
 
     def ihave(self, peer: PeerId, entry: IHave) -> None:
         """Queue gossip."""
-        self._for(peer).ihave.append(entry)
+        pending = self._for(peer)
+        if pending.ihave is None:
+            pending.ihave = []
+        pending.ihave.append(entry)
 
     def iwant(self, peer: PeerId, entry: IWant) -> None:
         """Queue a request for messages."""
-        self._for(peer).iwant.append(entry)
+        pending = self._for(peer)
+        if pending.iwant is None:
+            pending.iwant = []
+        pending.iwant.append(entry)
 
     def graft(self, peer: PeerId, entry: Graft) -> None:
         """Queue a GRAFT."""
-        self._for(peer).graft.append(entry)
+        pending = self._for(peer)
+        if pending.graft is None:
+            pending.graft = []
+        pending.graft.append(entry)
 
     def prune(self, peer: PeerId, entry: Prune) -> None:
         """Queue a PRUNE."""
-        self._for(peer).prune.append(entry)
+        pending = self._for(peer)
+        if pending.prune is None:
+            pending.prune = []
+        pending.prune.append(entry)
 
     def idontwant(self, peer: PeerId, entry: IDontWant) -> None:
         """Queue an IDONTWANT."""
-        self._for(peer).idontwant.append(entry)
+        pending = self._for(peer)
+        if pending.idontwant is None:
+            pending.idontwant = []
+        pending.idontwant.append(entry)
 
     def discard(self, peer: PeerId) -> None:
         """Forget everything queued for ``peer`` (it disconnected)."""
@@ -98,6 +141,9 @@ class Outbox:
 
     def flush(self) -> list[SendRpc]:
         """One ``SendRpc`` per peer with anything queued, in the order peers were first queued."""
-        sends = [SendRpc(peer=peer, rpc=pending.to_rpc()) for peer, pending in self._pending.items()]
+        if not self._pending:
+            return []
+        shared: dict[int, RPC] = {}
+        sends = [SendRpc(peer=peer, rpc=pending.to_rpc(shared)) for peer, pending in self._pending.items()]
         self._pending.clear()
         return sends

@@ -163,12 +163,12 @@ class PeerScore:
 
     def near_first_delivery(self, peer: PeerId, topic: Topic, *, delay: float) -> None:
         """``peer`` brought a duplicate ``delay`` s after the first copy; in the window it counts (P3)."""
-        tstats = self._topic(peer, topic)
-        if tstats is None or not tstats.in_mesh:
-            return
         params = self._params.topic(topic)
-        assert params is not None
-        if delay <= params.mesh_message_deliveries_window:
+        # Most duplicates come well after the window: decide that before touching the peer's stats.
+        if params is None or delay > params.mesh_message_deliveries_window:
+            return
+        tstats = self._topic(peer, topic)
+        if tstats is not None and tstats.in_mesh:
             tstats.mesh_message_deliveries = min(
                 tstats.mesh_message_deliveries + 1, params.mesh_message_deliveries_cap
             )
