@@ -25,7 +25,7 @@ import statistics as stats_lib
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from enum import Enum
-from typing import assert_never
+from typing import TypeVar, assert_never
 
 from meshchat.gossip.config import GossipConfig, ScoreParams
 from meshchat.gossip.events import (
@@ -65,6 +65,9 @@ from meshchat.gossip.score import PeerScore
 from meshchat.wire import message_id as content_id
 
 __all__ = ["GossipRouter", "RouterStatistics", "ValidationResult", "Validator"]
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 class ValidationResult(Enum):
@@ -635,12 +638,7 @@ class GossipRouter:
             del self._promises[mid]
 
     def _clear_backoffs(self, now: float) -> None:
-        for topic in list(self._backoff):
-            backoffs = self._backoff[topic]
-            for peer in [p for p, until in backoffs.items() if until <= now]:
-                del backoffs[peer]
-            if not backoffs:
-                del self._backoff[topic]
+        _drop_times_up_to(self._backoff, now)
 
     def _maintain_mesh(self, topic: Topic, now: float) -> None:
         config = self.config
@@ -752,10 +750,14 @@ class GossipRouter:
                 self._actions.append(Disconnect(peer=peer, reason="score below the graylist threshold"))
 
     def _forget_dont_send(self, now: float) -> None:
-        horizon = now - self.config.mcache_len * self.config.heartbeat_interval
-        for peer in list(self._dont_send):
-            dont = self._dont_send[peer]
-            for mid in [m for m, at in dont.items() if at <= horizon]:
-                del dont[mid]
-            if not dont:
-                del self._dont_send[peer]
+        _drop_times_up_to(self._dont_send, now - self.config.mcache_len * self.config.heartbeat_interval)
+
+
+def _drop_times_up_to(table: dict[_K, dict[_V, float]], horizon: float) -> None:
+    """Remove inner entries whose time is ``<= horizon``, and inner maps left empty."""
+    for outer in list(table):
+        inner = table[outer]
+        for key in [k for k, at in inner.items() if at <= horizon]:
+            del inner[key]
+        if not inner:
+            del table[outer]
