@@ -37,14 +37,13 @@ from meshchat.wire import (
     MAX_PADDED_PLAINTEXT,
     NONCE_SIZE,
     PAD_BUCKETS,
-    Envelope,
     EnvelopeKind,
     associated_data,
     decode_envelope,
-    encode_envelope,
     message_id,
 )
 from meshchat.wire.codec import pack, unpack_canonical
+from meshchat.wire.envelope import encode_fields
 
 __all__ = ["DEFAULT_TTL", "MAX_BODY_SIZE", "MAX_TTL", "OpenedMessage", "open_envelope", "seal"]
 
@@ -144,15 +143,8 @@ def seal(
         nonce,
         _key(shared, ephemeral, recipient.x25519),
     )
-    return encode_envelope(
-        Envelope(
-            kind=kind,
-            inbox_tag=tag,
-            expiry=expiry,
-            ephemeral_key=ephemeral,
-            nonce=nonce,
-            ciphertext=ciphertext,
-        )
+    return encode_fields(
+        kind=kind, inbox_tag=tag, expiry=expiry, ephemeral_key=ephemeral, nonce=nonce, ciphertext=ciphertext
     )
 
 

@@ -20,8 +20,10 @@ import hashlib
 from dataclasses import dataclass
 from enum import IntEnum
 
+import msgpack
+
 from meshchat.errors import DecodeError, TooLarge, UnsupportedVersion
-from meshchat.wire.codec import pack, unpack_canonical
+from meshchat.wire.codec import unpack_canonical
 
 __all__ = [
     "ENVELOPE_VERSION",
@@ -35,6 +37,7 @@ __all__ = [
     "associated_data",
     "decode_envelope",
     "encode_envelope",
+    "encode_fields",
     "message_id",
 ]
 
@@ -60,6 +63,7 @@ MAX_PADDED_PLAINTEXT = MAX_ENVELOPE_SIZE - _ENVELOPE_FRAMING_ALLOWANCE - AEAD_TA
 #: its size class only, at worst 4x padding overhead, and short chats (the common case) all look alike.
 PAD_BUCKETS = (256, 1024, 4096, 16384, MAX_PADDED_PLAINTEXT)
 _MAX_EXPIRY = 2**32 - 1
+_VERSION_BYTE = bytes([ENVELOPE_VERSION])
 _K_KIND, _K_TAG, _K_EXPIRY, _K_EPHEMERAL, _K_NONCE, _K_CIPHERTEXT = range(1, 7)
 _FIELDS = frozenset(range(1, 7))
 
@@ -139,15 +143,40 @@ def associated_data(
 
 def encode_envelope(envelope: Envelope) -> bytes:
     """Return the canonical wire bytes of ``envelope``; ``TooLarge`` if they exceed the limit."""
-    data = bytes([ENVELOPE_VERSION]) + pack(
+    return encode_fields(
+        kind=envelope.kind,
+        inbox_tag=envelope.inbox_tag,
+        expiry=envelope.expiry,
+        ephemeral_key=envelope.ephemeral_key,
+        nonce=envelope.nonce,
+        ciphertext=envelope.ciphertext,
+    )
+
+
+def encode_fields(
+    *,
+    kind: EnvelopeKind,
+    inbox_tag: bytes,
+    expiry: int,
+    ephemeral_key: bytes,
+    nonce: bytes,
+    ciphertext: bytes,
+) -> bytes:
+    """Encode envelope fields the caller produced itself and knows valid (the sealing hot path).
+
+    Skips building and checking an ``Envelope``; ``encode_envelope`` is the checked way.
+    """
+    # Keys written in ascending order, as the canonical form requires (codec.pack would sort them).
+    data: bytes = _VERSION_BYTE + msgpack.packb(
         {
-            _K_KIND: int(envelope.kind),
-            _K_TAG: envelope.inbox_tag,
-            _K_EXPIRY: envelope.expiry,
-            _K_EPHEMERAL: envelope.ephemeral_key,
-            _K_NONCE: envelope.nonce,
-            _K_CIPHERTEXT: envelope.ciphertext,
-        }
+            _K_KIND: int(kind),
+            _K_TAG: inbox_tag,
+            _K_EXPIRY: expiry,
+            _K_EPHEMERAL: ephemeral_key,
+            _K_NONCE: nonce,
+            _K_CIPHERTEXT: ciphertext,
+        },
+        use_bin_type=True,
     )
     if len(data) > MAX_ENVELOPE_SIZE:
         raise TooLarge(size=len(data), limit=MAX_ENVELOPE_SIZE)
