@@ -58,6 +58,8 @@ _PAD_MARKER = b"\x80"
 _K_SENDER, _K_SENT_AT, _K_BODY, _K_SIGNATURE = 1, 2, 3, 4
 _INNER_FIELDS = frozenset((_K_SENDER, _K_SENT_AT, _K_BODY, _K_SIGNATURE))
 _MAX_SENT_AT = 2**63 - 1
+#: Latest sealing time whose expiry (at most MAX_TTL later) still fits the envelope's uint32 field.
+_MAX_WALL_NOW = 2**32 - 1 - MAX_TTL
 
 
 def _inner_overhead() -> int:
@@ -125,6 +127,8 @@ def seal(
         raise TooLarge(what="message body", size=len(body), limit=MAX_BODY_SIZE)
     if not 0 < ttl <= MAX_TTL:
         raise ValueError(f"ttl must be between 1 and {MAX_TTL} seconds, not {ttl}")
+    if not 0 <= wall_now <= _MAX_WALL_NOW:
+        raise ValueError(f"wall_now must be a unix time between 0 and {_MAX_WALL_NOW}, not {wall_now}")
     sent_at_ms = int(wall_now * 1000)
     sender_key = sender.public.ed25519
     signature = sender.sign(_signed_bytes(recipient.ed25519, kind, sender_key, sent_at_ms, body))

@@ -12,8 +12,6 @@ parsing and bounds every container, and turns every failure of the msgpack libra
 
 from __future__ import annotations
 
-import itertools
-
 import msgpack
 
 from meshchat.errors import DecodeError, TooLarge
@@ -22,24 +20,49 @@ __all__ = ["pack", "unpack_canonical"]
 
 #: No meshchat object has more entries than this in one array or map.
 MAX_CONTAINER_ITEMS = 64
-
-
-class _KeyOrderError(ValueError):
-    """Map keys are not strictly ascending (out of order, duplicated, or not comparable)."""
-
-
-def _ordered_map(pairs: list[tuple[object, object]]) -> dict[object, object]:
-    keys = [key for key, _ in pairs]
-    try:
-        ascending = all(a < b for a, b in itertools.pairwise(keys))  # type: ignore[operator]  # keys are untrusted; TypeError is caught
-    except TypeError:
-        ascending = False
-    if not ascending:
-        raise _KeyOrderError("map keys are not in strictly ascending order")
-    return dict(pairs)
+#: No meshchat object nests containers deeper than this (envelopes: 1, invites: 2).
+MAX_DEPTH = 8
 
 
 _CONTAINERS = (dict, list, tuple)
+
+
+class _KeyOrderError(ValueError):
+    """Map keys are not integers in strictly ascending order (out of order, duplicated, or not ints)."""
+
+
+def _ordered_map(pairs: list[tuple[object, object]]) -> dict[object, object]:
+    # Every meshchat map has integer keys. Exact ints only: True == 1 == 1.0 as dict keys, so a bool or
+    # float key would be a second spelling of the same map.
+    previous: int | None = None
+    for key, _ in pairs:
+        if type(key) is not int or (previous is not None and key <= previous):
+            raise _KeyOrderError("map keys must be integers in strictly ascending order")
+        previous = key
+    return dict(pairs)
+
+
+def _depth_within(value: object, limit: int) -> bool:
+    """True if containers nest at most ``limit`` deep (iterative: hostile input cannot exhaust the stack)."""
+    if type(value) is dict:
+        for child in value.values():
+            if isinstance(child, _CONTAINERS):
+                break
+        else:
+            return True  # the common case, a flat map (an envelope): nothing nested to walk
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: list[object] = list(item.values())
+        elif isinstance(item, (tuple, list)):
+            children = list(item)
+        else:
+            continue
+        if depth >= limit:
+            return False
+        stack.extend((child, depth + 1) for child in children)
+    return True
 
 
 def _sorted_maps(value: object) -> object:
@@ -63,7 +86,8 @@ def unpack_canonical(data: bytes, *, what: str, limit: int) -> object:
     """Decode one msgpack value of at most ``limit`` bytes, in canonical form, with nothing after it.
 
     Raises ``TooLarge`` before parsing when ``data`` is over ``limit``, and ``DecodeError`` for anything
-    that is not exactly one canonically encoded value (maps may have integer keys; no extension types).
+    that is not exactly one canonically encoded value (map keys ascending integers, no extension types,
+    containers nested at most ``MAX_DEPTH`` deep).
     """
     if len(data) > limit:
         raise TooLarge(what=what, size=len(data), limit=limit)
@@ -87,8 +111,11 @@ def unpack_canonical(data: bytes, *, what: str, limit: int) -> object:
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         # UnicodeDecodeError, OutOfData, FormatError, StackError and unhashable keys all land here.
         raise DecodeError(what, f"not valid msgpack ({type(exc).__name__})") from exc
+    if not _depth_within(value, MAX_DEPTH):
+        raise DecodeError(what, f"containers nested deeper than {MAX_DEPTH}")
     try:
-        canonical = pack(value)
+        # The decoder already refused maps whose keys do not ascend, so no sorting is needed here.
+        canonical = msgpack.packb(value, use_bin_type=True)
     except (ValueError, TypeError, OverflowError) as exc:
         raise DecodeError(what, "value cannot be re-encoded") from exc
     if canonical != data:
