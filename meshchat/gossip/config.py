@@ -101,8 +101,10 @@ class TopicScoreParams:
     first_message_deliveries_decay: float = 0.9
     #: P2 cap.
     first_message_deliveries_cap: float = 100.0
-    #: P3 weight (mesh delivery deficit squared), negative.
-    mesh_message_deliveries_weight: float = -1.0
+    #: P3 weight (mesh delivery deficit squared), negative when on. Off by default: inbox topics are
+    #: sparse, and in the simulator a fixed threshold pruned honest mesh peers of quiet topics until
+    #: meshes emptied. Turn it on per topic with a threshold matched to that topic's message rate.
+    mesh_message_deliveries_weight: float = 0.0
     #: P3 decay factor per decay interval.
     mesh_message_deliveries_decay: float = 0.9
     #: Deliveries expected from a mesh peer (decayed count) below which P3 applies.
@@ -117,8 +119,9 @@ class TopicScoreParams:
     mesh_failure_penalty_weight: float = -1.0
     #: P3b decay factor.
     mesh_failure_penalty_decay: float = 0.95
-    #: P4 weight (invalid messages squared), negative.
-    invalid_message_deliveries_weight: float = -100.0
+    #: P4 weight (invalid messages squared), negative: one invalid message costs 10 (gossip threshold),
+    #: three graylist the sender (-90), so a single corrupted message does not cut a peer off.
+    invalid_message_deliveries_weight: float = -10.0
     #: P4 decay factor.
     invalid_message_deliveries_decay: float = 0.99
 
