@@ -4,6 +4,7 @@ This is the top layer (DESIGN.md: ... -> node -> cli), a thin typer + rich front
 ``meshchat.identity``, ``meshchat.wire`` and ``meshchat.crypto``. It holds no protocol logic: it finds
 profiles, asks for passphrases, prints, and turns the library's typed errors into one line on stderr.
 It is not the network node; ``node``, ``chat``, ``send`` and friends arrive with the layers they drive.
+``sim`` runs the deterministic network simulator (``meshchat.sim``) and reports what it measured.
 
 A profile is a folder holding ``identity.key`` (written by ``meshchat.identity.save_identity``) and
 ``profile.json`` (``{"name": ...}``, the display name). The folder is ``--profile DIR``, else
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import math
 import os
 import shlex
 import sys
@@ -35,6 +37,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -47,6 +50,7 @@ from meshchat.errors import (
     MeshchatError,
     ProfileError,
 )
+from meshchat.gossip import GossipConfig, ScoreParams
 from meshchat.identity import (
     Identity,
     PublicIdentity,
@@ -56,6 +60,9 @@ from meshchat.identity import (
     safety_number,
     save_identity,
 )
+from meshchat.sim import Results, Scenario, TopologyKind, parse_latency, parse_partition
+from meshchat.sim import run as run_simulation
+from meshchat.sim.plot import plot_results
 from meshchat.wire import Invite, decode_envelope, message_id
 
 __all__ = [
@@ -698,6 +705,158 @@ def _demo_timings(alice: DemoPerson, bob: DemoPerson, wall_now: float, say: Say)
         f"seal {timings['seal']:.3f} ms, open (decrypt + verify) {timings['open']:.3f} ms per message"
     )
     return timings
+
+
+# --- simulation -----------------------------------------------------------------------------------
+
+
+@app.command("sim")
+def sim_command(
+    *,
+    nodes: Annotated[int, typer.Option(help="Honest nodes.")] = 100,
+    degree: Annotated[int, typer.Option(help="Connections per node at the start.")] = 6,
+    messages: Annotated[int, typer.Option(help="Messages published by random honest nodes.")] = 100,
+    rate: Annotated[float, typer.Option(help="Messages per second (virtual), after the warm-up.")] = 10.0,
+    latency: Annotated[
+        str, typer.Option(help="One-way link delay: 80ms, 50-150ms or lognormal:80ms:0.5.")
+    ] = "50-150ms",
+    jitter: Annotated[float, typer.Option(help="Extra random delay per packet, up to this many ms.")] = 0.0,
+    loss: Annotated[float, typer.Option(help="Probability that a link loses an RPC.")] = 0.0,
+    bandwidth: Annotated[
+        float | None,
+        typer.Option(help="Uplink per node, bytes per second (default: unlimited).", show_default=False),
+    ] = None,
+    topology: Annotated[
+        str, typer.Option(help="random-regular, small-world or clusters.", metavar="KIND")
+    ] = "random-regular",
+    seed: Annotated[int, typer.Option(help="Seed of every random choice; same seed, same results.")] = 0,
+    churn: Annotated[float, typer.Option(help="Fraction of nodes that leave once and come back.")] = 0.0,
+    partition: Annotated[
+        str | None,
+        typer.Option(
+            metavar="AT:HEAL",
+            help="Split the network in two from AT to HEAL s (AT: never heals).",
+            show_default=False,
+        ),
+    ] = None,
+    sybils: Annotated[int, typer.Option(help="Sybils that connect en masse and never forward.")] = 0,
+    eclipse: Annotated[int, typer.Option(help="Sybils that all connect to one victim.")] = 0,
+    flooders: Annotated[int, typer.Option(help="Attackers flooding invalid messages.")] = 0,
+    spammers: Annotated[int, typer.Option(help="Attackers publishing valid junk.")] = 0,
+    fast_path: Annotated[
+        bool,
+        typer.Option("--fast-path", help="Check size and version byte only, instead of decoding envelopes."),
+    ] = False,
+    no_scoring: Annotated[bool, typer.Option("--no-scoring", help="Turn peer scoring off.")] = False,
+    no_idontwant: Annotated[bool, typer.Option("--no-idontwant", help="Never send IDONTWANT.")] = False,
+    json_path: Annotated[
+        str | None,
+        typer.Option(
+            "--json",
+            metavar="FILE",
+            help="Write the results JSON to FILE (- for stdout).",
+            show_default=False,
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", metavar="FILE.png", help="Draw the latency CDF and delivery over time."),
+    ] = None,
+) -> None:
+    """Simulate a gossip network of real routers on a virtual clock and report delivery and latency."""
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise CommandError(f"--plot saves a PNG image; give a file name ending in .png, not {plot.name!r}")
+    try:
+        kind = TopologyKind(topology)
+    except ValueError:
+        kinds = ", ".join(k.value for k in TopologyKind)
+        raise CommandError(f"--topology must be one of {kinds}, not {topology!r}") from None
+    scenario = Scenario(
+        seed=seed,
+        nodes=nodes,
+        degree=degree,
+        topology=kind,
+        latency=parse_latency(latency),
+        jitter=jitter / 1000,
+        loss=loss,
+        bandwidth=bandwidth,
+        messages=messages,
+        rate=rate,
+        gossip=GossipConfig(idontwant=not no_idontwant),
+        score_params=None if no_scoring else ScoreParams(),
+        fast_path=fast_path,
+        partition=None if partition is None else parse_partition(partition),
+        churn=churn,
+        sybils=sybils,
+        eclipse=eclipse,
+        flooders=flooders,
+        spammers=spammers,
+    )
+    err = _stderr()
+    with Progress(
+        TextColumn("simulating"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}% of {task.fields[virtual]:.0f} virtual s"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("sim", total=1.0, virtual=scenario.duration)
+        results = run_simulation(scenario, progress=lambda done: bar.update(task, completed=done))
+    text = results.to_json(indent=2)
+    if json_path == "-":
+        typer.echo(text)
+    elif json_path is not None:
+        try:
+            Path(json_path).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(f"cannot write {json_path}: {exc.strerror or exc}") from exc
+    if plot is not None:
+        plot_results(results, plot)
+    # With --json - stdout holds the JSON alone, so the table goes to stderr.
+    (err if json_path == "-" else _stdout()).print(_sim_table(results, json_path=json_path, plot=plot))
+
+
+def _sim_table(results: Results, *, json_path: str | None, plot: Path | None) -> Table:
+    latency = results.latency_ms
+    table = Table(title="meshchat sim", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("network", f"{results.nodes:,} nodes, seed {results.seed}, {results.validation} validation")
+    ratio = "n/a" if results.delivery_ratio is None else f"{results.delivery_ratio:.4f}"
+    table.add_row(
+        "delivery",
+        f"{ratio} ({results.deliveries:,} of {results.expected_deliveries:,} expected, "
+        f"{results.messages:,} messages)",
+    )
+    if latency["p50"] is not None:
+        table.add_row(
+            "latency ms",
+            f"mean {latency['mean']:.0f}  p50 {latency['p50']:.0f}  p90 {latency['p90']:.0f}  "
+            f"p99 {latency['p99']:.0f}  max {latency['max']:.0f}",
+        )
+    duplicates = results.duplicates_per_message
+    table.add_row("duplicates", "n/a" if duplicates is None else f"{duplicates:.2f} extra copies per node")
+    sent = results.bytes_per_node
+    if sent["mean"] is not None and sent["max"] is not None:
+        table.add_row("bytes per node", f"mean {sent['mean']:,.0f}  max {sent['max']:,.0f}")
+    for layer in ("network", "router"):
+        counts = {k: v for k, v in results.drops[layer].items() if v}
+        table.add_row(f"{layer} drops", ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "none")
+    attack = {k: v for k, v in results.attack.items() if v}
+    if attack:
+        table.add_row("attack", ", ".join(f"{k} {v}" for k, v in sorted(attack.items())))
+    speed = results.virtual_seconds / results.wall_seconds if results.wall_seconds else math.inf
+    table.add_row(
+        "time",
+        f"{results.virtual_seconds:.1f} s virtual in {results.wall_seconds:.1f} s ({speed:.1f}x real time), "
+        f"{results.events:,} events",
+    )
+    if json_path not in (None, "-"):
+        table.add_row("results", escape(str(json_path)))
+    if plot is not None:
+        table.add_row("plot", escape(str(plot)))
+    return table
 
 
 def main() -> None:

@@ -1,0 +1,263 @@
+"""Simulated hosts and links: who is connected, and when (if ever) an RPC arrives.
+
+A ``Node`` is one host: its PeerId, its role, its router while it is online, its open links and its
+uplink. A ``Link`` is one open connection with a base one-way delay sampled when it opened.
+``Network.send`` is the path every RPC takes: uplink queueing (size / bandwidth behind whatever the
+uplink is still sending, FIFO), then loss and partition (decided at send time, counted by
+``LinkDrop``), then the link's delay plus jitter, which never reorders one link's packets (a
+connection is an ordered stream). The arriving RPC is the very object the sender's router produced:
+nothing is encoded, only its size is computed.
+
+What it is not: a model of the receiver's downlink, of TCP retransmission (a lost RPC is gone, the
+pessimistic case), or of transport overhead (yamux frames, Noise tags, TCP/IP headers: the same for
+every router). It drives no router: ``meshchat.sim.engine`` feeds routers and performs their actions.
+"""
+
+from __future__ import annotations
+
+import random
+import typing
+from collections.abc import Mapping, Set
+from enum import Enum
+
+from meshchat.gossip import RouterAction, RouterInput, RouterStatistics, RpcReceived
+from meshchat.gossip.messages import RPC, PeerId, Topic
+from meshchat.gossip.rpc import rpc_size
+from meshchat.sim.clock import EventKind, EventQueue, VirtualClock
+from meshchat.sim.scenario import Scenario, TopologyKind
+
+__all__ = ["Link", "LinkDrop", "Network", "Node", "Role", "RouterLike", "framed_size"]
+
+
+def framed_size(rpc: RPC) -> int:
+    """Bytes ``rpc`` takes on a pubsub stream: its protobuf encoding behind a uvarint length prefix."""
+    size = rpc_size(rpc)
+    return size + (1 if size < 0x80 else (size.bit_length() + 6) // 7)
+
+
+class Role(Enum):
+    """What a node is in the scenario."""
+
+    #: Runs the real router and publishes the measured messages.
+    HONEST = "honest"
+    #: Runs the real router but never forwards a message (``meshchat.sim.adversary.SybilRouter``).
+    SYBIL = "sybil"
+    #: Runs the real router and sends invalid messages to all its peers.
+    FLOODER = "flooder"
+    #: Runs the real router and publishes valid envelopes nobody wants.
+    SPAMMER = "spammer"
+
+
+class LinkDrop(Enum):
+    """Why the network (not a router) lost an RPC. Each is counted."""
+
+    #: Random loss on the link.
+    LOSS = "loss"
+    #: Sender and receiver were on different sides of a partition.
+    PARTITION = "partition"
+    #: The connection closed (or the receiver left) while the RPC was in flight.
+    CLOSED = "closed"
+    #: A router sent to a peer it has no connection to (reported back as ``SendFailed``).
+    NOT_CONNECTED = "not connected"
+    #: A dial reached a node that was offline, or the two were already connected.
+    DIAL_FAILED = "dial failed"
+
+
+class RouterLike(typing.Protocol):
+    """What the engine needs of a router: ``GossipRouter`` or an adversary wrapping one."""
+
+    def handle(self, event: RouterInput, *, now: float) -> list[RouterAction]:
+        """Process one input."""
+
+    def on_timer(self, *, now: float) -> list[RouterAction]:
+        """Run the timer if due."""
+
+    def next_deadline(self) -> float | None:
+        """When ``on_timer`` is due."""
+
+    def statistics(self) -> RouterStatistics:
+        """Counters."""
+
+    @property
+    def mesh(self) -> Mapping[Topic, Set[PeerId]]:
+        """Mesh peers per topic."""
+
+
+class Link:
+    """One open connection, shared by both ends; a reconnection makes a new one."""
+
+    __slots__ = ("latency", "tail_down", "tail_up")
+
+    def __init__(self, latency: float) -> None:
+        #: Base one-way delay, seconds.
+        self.latency = latency
+        #: Latest arrival scheduled from the lower-indexed end to the higher (jitter keeps FIFO).
+        self.tail_up = 0.0
+        #: Latest arrival scheduled the other way.
+        self.tail_down = 0.0
+
+
+class Node:
+    """One simulated host."""
+
+    __slots__ = (
+        "bytes_sent",
+        "cluster",
+        "incarnation",
+        "index",
+        "ip",
+        "links",
+        "peer_id",
+        "role",
+        "router",
+        "rpcs_sent",
+        "side",
+        "subscribed",
+        "timer_at",
+        "uplink_free",
+    )
+
+    def __init__(self, *, index: int, peer_id: PeerId, role: Role, ip: str, cluster: int) -> None:
+        #: Position in ``Network.nodes``.
+        self.index = index
+        #: Its PeerId text, what routers call it.
+        self.peer_id = peer_id
+        #: Its role.
+        self.role = role
+        #: Its IP address (routers use it for the colocation penalty).
+        self.ip = ip
+        #: Its geographic cluster (0 without clusters).
+        self.cluster = cluster
+        #: Its side of a partition (0 or 1).
+        self.side = 0
+        #: True if it joins the topic.
+        self.subscribed = False
+        #: Its router while online; None while away (churn).
+        self.router: RouterLike | None = None
+        #: How many routers it has had (a fresh one per rejoin); stale timers carry an old number.
+        self.incarnation = 0
+        #: Open connections by the other node's index.
+        self.links: dict[int, Link] = {}
+        #: When the uplink finishes what it is sending (virtual monotonic time).
+        self.uplink_free = 0.0
+        #: Bytes sent (pubsub framing included), over the whole run.
+        self.bytes_sent = 0
+        #: RPCs sent.
+        self.rpcs_sent = 0
+        #: When its single live timer event fires (infinity: none pending).
+        self.timer_at = float("inf")
+
+
+class Network:
+    """All nodes and links, and the send path."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        clock: VirtualClock,
+        queue: EventQueue,
+        latency_rng: random.Random,
+        loss_rng: random.Random,
+        jitter_rng: random.Random,
+    ) -> None:
+        """An empty network for ``scenario``; add nodes with ``add``."""
+        self._scenario = scenario
+        self._clock = clock
+        self._queue = queue
+        self._latency_rng = latency_rng
+        self._loss_rng = loss_rng
+        self._jitter_rng = jitter_rng
+        self._clustered = scenario.topology is TopologyKind.CLUSTERS
+        self._loss = scenario.loss
+        self._jitter = scenario.jitter
+        self._seconds_per_byte = 0.0 if scenario.bandwidth is None else 1.0 / scenario.bandwidth
+        self._last_rpc: RPC | None = None
+        self._last_size = 0
+        self._last_input: RpcReceived | None = None
+        #: Every node, honest ones first.
+        self.nodes: list[Node] = []
+        #: Nodes by PeerId.
+        self.by_peer_id: dict[PeerId, Node] = {}
+        #: True while the partition is in force.
+        self.partitioned = False
+        #: RPCs the network lost, by reason.
+        self.drops: dict[LinkDrop, int] = dict.fromkeys(LinkDrop, 0)
+
+    def add(self, node: Node) -> None:
+        """Add ``node`` (its index must be the next one)."""
+        if node.index != len(self.nodes) or node.peer_id in self.by_peer_id:
+            raise ValueError(f"node {node.index} ({node.peer_id}) added out of order or twice")
+        node.uplink_free = self._clock.now
+        self.nodes.append(node)
+        self.by_peer_id[node.peer_id] = node
+
+    # --- connections ------------------------------------------------------------------------------
+
+    def new_link(self, a: Node, b: Node) -> Link:
+        """A link between ``a`` and ``b`` with a delay drawn from the model that fits them."""
+        honest_pair = a.role is Role.HONEST and b.role is Role.HONEST
+        if self._clustered and honest_pair and a.cluster == b.cluster:
+            model = self._scenario.cluster_latency
+        else:
+            model = self._scenario.latency
+        return Link(model.sample(self._latency_rng))
+
+    def install(self, a: Node, b: Node, link: Link) -> bool:
+        """Open ``link`` between two online nodes; False (counted) if either is away or already linked."""
+        if a.router is None or b.router is None or b.index in a.links or a is b:
+            self.drops[LinkDrop.DIAL_FAILED] += 1
+            return False
+        a.links[b.index] = link
+        b.links[a.index] = link
+        return True
+
+    def remove(self, a: Node, b: Node) -> bool:
+        """Close the link between ``a`` and ``b``; False if there was none."""
+        if a.links.pop(b.index, None) is None:
+            return False
+        del b.links[a.index]
+        return True
+
+    # --- sending ----------------------------------------------------------------------------------
+
+    def send(self, src: Node, peer: PeerId, rpc: RPC) -> bool:
+        """Put ``rpc`` from ``src`` to ``peer`` on the wire; False if they are not connected.
+
+        The RPC is counted as sent (bytes, uplink time) even if the link then loses it.
+        """
+        dst = self.by_peer_id.get(peer)
+        link = None if dst is None else src.links.get(dst.index)
+        if link is None or dst is None:
+            self.drops[LinkDrop.NOT_CONNECTED] += 1
+            return False
+        # Routers send one shared RPC object to several peers in a row: size it once, and wrap it in
+        # one (immutable) RpcReceived that every recipient's router gets.
+        received = self._last_input
+        if rpc is self._last_rpc and received is not None and received.peer == src.peer_id:
+            size = self._last_size
+        else:
+            size = self._last_size = framed_size(rpc)
+            self._last_rpc = rpc
+            received = self._last_input = RpcReceived(peer=src.peer_id, rpc=rpc)
+        src.bytes_sent += size
+        src.rpcs_sent += 1
+        departure = self._clock.now
+        if self._seconds_per_byte:
+            departure = max(departure, src.uplink_free) + size * self._seconds_per_byte
+            src.uplink_free = departure
+        if self._loss and self._loss_rng.random() < self._loss:
+            self.drops[LinkDrop.LOSS] += 1
+            return True
+        if self.partitioned and src.side != dst.side:
+            self.drops[LinkDrop.PARTITION] += 1
+            return True
+        arrival = departure + link.latency
+        if self._jitter:
+            arrival += self._jitter_rng.random() * self._jitter
+            if src.index < dst.index:
+                arrival = link.tail_up = max(arrival, link.tail_up)
+            else:
+                arrival = link.tail_down = max(arrival, link.tail_down)
+        self._queue.push(arrival, EventKind.ARRIVE, dst, src, received, link)
+        return True
