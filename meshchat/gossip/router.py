@@ -43,6 +43,7 @@ from meshchat.gossip.events import (
     RouterInput,
     RpcReceived,
     SendFailed,
+    SendRpc,
 )
 from meshchat.gossip.mcache import MessageCache, SeenCache
 from meshchat.gossip.messages import (
@@ -452,10 +453,14 @@ class GossipRouter:
             return
         mesh = sorted(self._mesh.get(topic, ()))  # sorted: action order must not depend on str hashing
         if self.config.idontwant and len(message.data) >= self.config.idontwant_min_size:
-            # v1.2: tell mesh peers at once, before validation, so they stop sending copies.
+            # v1.2: tell mesh peers at once, before validation, in an RPC of its own that the driver
+            # sends ahead of the (larger) forwarded copies: piggybacked on them it would arrive too late
+            # to save anything ("immediately broadcasts (not queue for later piggybacking)").
+            notice = RPC(control=ControlMessage(idontwant=(IDontWant(message_ids=(mid,)),)))
             for other in mesh:
                 if other != peer and self._peers[other].protocol is Protocol.MESHSUB_V12:
-                    self._outbox.idontwant(other, IDontWant(message_ids=(mid,)))
+                    self._actions.append(SendRpc(peer=other, rpc=notice))
+                    self._rpcs_sent += 1
         verdict = self._validator(topic, message.data, mid)
         self._seen.add(mid, now=now, valid=verdict is ValidationResult.ACCEPT)
         self._promises.pop(mid, None)
