@@ -38,7 +38,7 @@ from meshchat.gossip import (
 )
 from meshchat.sim.adversary import SybilRouter, flood_rpc
 from meshchat.sim.clock import Event, EventKind
-from meshchat.sim.network import Link, LinkDrop, Node, Role
+from meshchat.sim.network import Link, LinkDrop, Node, Role, RouterLike
 from meshchat.sim.results import Results, summarize
 from meshchat.sim.scenario import Reconnect, Scenario
 from meshchat.sim.world import World
@@ -131,13 +131,7 @@ class Simulation:
     def _input(self, node: Node, event: RouterInput) -> None:
         router = node.router
         assert router is not None, "inputs go to online nodes only"
-        actions = router.handle(event, now=self.clock.now)
-        if actions:
-            self._perform(node, actions)
-        deadline = router.next_deadline()
-        if deadline is not None and deadline < node.timer_at:
-            node.timer_at = deadline
-            self.queue.push(deadline, EventKind.TIMER, node, node.incarnation)
+        self._perform_and_rearm(node, router, router.handle(event, now=self.clock.now))
 
     def _on_timer(self, event: Event) -> None:
         node: Node = event[3]
@@ -145,7 +139,10 @@ class Simulation:
         if router is None or event[4] != node.incarnation or event[0] != node.timer_at:
             return  # stale: the node left, or a later timer replaced this one
         node.timer_at = float("inf")
-        actions = router.on_timer(now=self.clock.now)
+        self._perform_and_rearm(node, router, router.on_timer(now=self.clock.now))
+
+    def _perform_and_rearm(self, node: Node, router: RouterLike, actions: list[RouterAction]) -> None:
+        """Carry out a router call's actions, then arm the node's timer if its deadline moved earlier."""
         if actions:
             self._perform(node, actions)
         deadline = router.next_deadline()
