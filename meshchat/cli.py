@@ -360,15 +360,7 @@ def init(
         )
     public = identity.public
     if json_output:
-        _emit_json(
-            {
-                "profile": str(folder),
-                "name": name,
-                "peer_id": public.peer_id,
-                "fingerprint": public.fingerprint,
-                "encrypted": passphrase is not None,
-            }
-        )
+        _emit_json({**_identity_json(folder, name, public), "encrypted": passphrase is not None})
         return
     table = _identity_table(name, public)
     table.add_row("key file", f"{key_path} ({'encrypted' if passphrase else 'unencrypted'})")
@@ -382,16 +374,18 @@ def show_id(*, profile: ProfileOption = None, json_output: JsonOption = False) -
     public = _public_identity(folder)
     name = _read_profile_name(folder)
     if json_output:
-        _emit_json(
-            {
-                "profile": str(folder),
-                "name": name,
-                "peer_id": public.peer_id,
-                "fingerprint": public.fingerprint,
-            }
-        )
+        _emit_json(_identity_json(folder, name, public))
         return
     _stdout().print(_identity_table(name, public))
+
+
+def _identity_json(folder: Path, name: str, public: PublicIdentity) -> dict[str, object]:
+    return {
+        "profile": str(folder),
+        "name": name,
+        "peer_id": public.peer_id,
+        "fingerprint": public.fingerprint,
+    }
 
 
 def _identity_table(name: str, public: PublicIdentity) -> Table:
