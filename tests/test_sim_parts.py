@@ -22,6 +22,7 @@ from meshchat.gossip import (
     Publish,
     RpcReceived,
     SendRpc,
+    ValidationResult,
 )
 from meshchat.gossip.messages import RPC, ControlMessage, Graft, IHave, PubMessage, SubOpts
 from meshchat.gossip.rpc import encode_rpc, frame
@@ -39,11 +40,13 @@ from meshchat.sim import (
     UniformLatency,
     parse_latency,
     parse_partition,
+    payloads,
 )
 from meshchat.sim.adversary import SybilRouter, flood_rpc
 from meshchat.sim.clock import CLOCK_OFFSET_RANGE, EventKind, EventQueue, VirtualClock
 from meshchat.sim.metrics import Metrics
 from meshchat.sim.network import Link, Network, Node, framed_size
+from meshchat.wire import decode_envelope, message_id
 
 TOPIC = "t"
 
@@ -394,3 +397,42 @@ def test_router_deadlines_live_on_the_offset_clock() -> None:
     deadlines = [n.router.next_deadline() for n in sim.network.nodes if n.router is not None]
     assert all(d is not None and d > CLOCK_OFFSET_RANGE[0] for d in deadlines)
     assert sim.clock.elapsed == 3.0
+
+
+# --- memoised message ids and envelope checks -------------------------------------------------------
+
+
+def test_memoised_message_ids_equal_hashing_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(payloads, "MEMO_ENTRIES", 8)  # so the memo fills up and starts over
+    ids = payloads.MessageIds()
+    rng = random.Random(5)
+    blobs = [rng.randbytes(rng.randrange(0, 400)) for _ in range(40)]
+    for blob in blobs * 3:
+        assert ids(blob) == message_id(blob)
+        assert ids(bytes(blob)) == message_id(blob)  # an equal copy, not the same object
+
+
+def test_memoised_envelope_check_gives_the_verdicts_of_decoding_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(payloads, "MEMO_ENTRIES", 3)
+    clock = VirtualClock(random.Random(1))
+    factory = payloads.EnvelopeFactory(clock=clock, rng=random.Random(2), body_size=50)
+    alice, bob = payloads.make_identities(2, random.Random(3))
+    envelopes = [factory.sealed(alice, bob) for _ in range(4)]
+    garbage = [factory.garbage(), b"", envelopes[0][:-1], envelopes[1] + b"\x00"]
+    memoised = payloads.EnvelopeValidator(clock)
+
+    def fresh(data: bytes) -> ValidationResult:
+        return payloads.EnvelopeValidator(clock)("t", data, message_id(data))
+
+    for _ in range(3):
+        for data in envelopes + garbage:
+            assert memoised("t", data, message_id(data)) == fresh(data)
+    assert memoised.accepted == 12
+    assert memoised.rejected == 12
+    # Expiry is checked on every call, not memoised: once the clock passes it, the same bytes fail.
+    expiry = decode_envelope(envelopes[0]).expiry
+    clock.now += expiry - clock.wall + 1
+    assert memoised("t", envelopes[0], message_id(envelopes[0])) is ValidationResult.REJECT
+    assert fresh(envelopes[0]) is ValidationResult.REJECT

@@ -78,12 +78,19 @@ class Outbox:
 
     def __init__(self) -> None:
         """Start empty."""
-        self._pending: dict[PeerId, _Pending] = {}
+        # A peer that is sent one message and nothing else (nearly every forward) maps to the bare
+        # message: no ``_Pending`` is built for it.
+        self._pending: dict[PeerId, _Pending | PubMessage] = {}
 
     def _for(self, peer: PeerId) -> _Pending:
         pending = self._pending.get(peer)
         if pending is None:
             pending = self._pending[peer] = _Pending()
+        elif type(pending) is PubMessage:
+            bare = pending
+            pending = self._pending[peer] = _Pending()
+            pending.publish = [bare]
+        assert type(pending) is _Pending
         return pending
 
     def subscription(self, peer: PeerId, sub: SubOpts) -> None:
@@ -95,6 +102,9 @@ class Outbox:
 
     def message(self, peer: PeerId, message: PubMessage) -> None:
         """Queue a message."""
+        if peer not in self._pending:
+            self._pending[peer] = message  # the common case: one forwarded message, nothing else
+            return
         pending = self._for(peer)
         if pending.publish is None:
             pending.publish = []
@@ -144,6 +154,15 @@ class Outbox:
         if not self._pending:
             return []
         shared: dict[int, RPC] = {}
-        sends = [SendRpc(peer=peer, rpc=pending.to_rpc(shared)) for peer, pending in self._pending.items()]
+        sends = []
+        for peer, pending in self._pending.items():
+            if type(pending) is PubMessage:
+                rpc = shared.get(id(pending))
+                if rpc is None:
+                    rpc = shared[id(pending)] = RPC(publish=(pending,))
+            else:
+                assert type(pending) is _Pending
+                rpc = pending.to_rpc(shared)
+            sends.append(SendRpc(peer=peer, rpc=rpc))
         self._pending.clear()
         return sends

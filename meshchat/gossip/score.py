@@ -198,6 +198,8 @@ class PeerScore:
         return value
 
     def _compute(self, stats: _PeerStats, now: float) -> float:
+        # Called for every mesh peer at every heartbeat: counters that are zero (most of them, most of
+        # the time) are skipped rather than multiplied.
         params = self._params
         topics_total = 0.0
         for topic, tstats in stats.topics.items():
@@ -213,19 +215,26 @@ class PeerScore:
                     deficit = tparams.mesh_message_deliveries_threshold - tstats.mesh_message_deliveries
                     if deficit > 0:
                         topic_score += deficit * deficit * tparams.mesh_message_deliveries_weight
-            topic_score += tstats.first_message_deliveries * tparams.first_message_deliveries_weight
-            topic_score += tstats.mesh_failure_penalty * tparams.mesh_failure_penalty_weight
+            if tstats.first_message_deliveries:
+                topic_score += tstats.first_message_deliveries * tparams.first_message_deliveries_weight
+            if tstats.mesh_failure_penalty:
+                topic_score += tstats.mesh_failure_penalty * tparams.mesh_failure_penalty_weight
             p4 = tstats.invalid_message_deliveries
-            topic_score += p4 * p4 * tparams.invalid_message_deliveries_weight
+            if p4:
+                topic_score += p4 * p4 * tparams.invalid_message_deliveries_weight
             topics_total += topic_score * tparams.topic_weight
         if params.topic_score_cap > 0:
             topics_total = min(topics_total, params.topic_score_cap)
-        value = topics_total + stats.app_specific * params.app_specific_weight
+        value = topics_total
+        if stats.app_specific:
+            value += stats.app_specific * params.app_specific_weight
         if stats.ip is not None:
             surplus = len(self._ips.get(stats.ip, ())) - params.ip_colocation_factor_threshold
             if surplus > 0:
                 value += surplus * surplus * params.ip_colocation_factor_weight
-        value += stats.behaviour_penalty * stats.behaviour_penalty * params.behaviour_penalty_weight
+        penalty = stats.behaviour_penalty
+        if penalty:
+            value += penalty * penalty * params.behaviour_penalty_weight
         return value
 
     # --- time -------------------------------------------------------------------------------------
@@ -247,6 +256,8 @@ class PeerScore:
         self._cache.clear()
 
     def _decay(self) -> None:
+        # Every counter of every known peer, once per decay interval (each heartbeat by default):
+        # zero counters, the usual case, are left alone.
         params = self._params
         zero = params.decay_to_zero
         for stats in self._peers.values():
@@ -254,17 +265,26 @@ class PeerScore:
                 tp = params.topic(topic)
                 if tp is None:
                     continue
-                t.first_message_deliveries = _decayed(
-                    t.first_message_deliveries, tp.first_message_deliveries_decay, zero
+                if t.first_message_deliveries:
+                    t.first_message_deliveries = _decayed(
+                        t.first_message_deliveries, tp.first_message_deliveries_decay, zero
+                    )
+                if t.mesh_message_deliveries:
+                    t.mesh_message_deliveries = _decayed(
+                        t.mesh_message_deliveries, tp.mesh_message_deliveries_decay, zero
+                    )
+                if t.mesh_failure_penalty:
+                    t.mesh_failure_penalty = _decayed(
+                        t.mesh_failure_penalty, tp.mesh_failure_penalty_decay, zero
+                    )
+                if t.invalid_message_deliveries:
+                    t.invalid_message_deliveries = _decayed(
+                        t.invalid_message_deliveries, tp.invalid_message_deliveries_decay, zero
+                    )
+            if stats.behaviour_penalty:
+                stats.behaviour_penalty = _decayed(
+                    stats.behaviour_penalty, params.behaviour_penalty_decay, zero
                 )
-                t.mesh_message_deliveries = _decayed(
-                    t.mesh_message_deliveries, tp.mesh_message_deliveries_decay, zero
-                )
-                t.mesh_failure_penalty = _decayed(t.mesh_failure_penalty, tp.mesh_failure_penalty_decay, zero)
-                t.invalid_message_deliveries = _decayed(
-                    t.invalid_message_deliveries, tp.invalid_message_deliveries_decay, zero
-                )
-            stats.behaviour_penalty = _decayed(stats.behaviour_penalty, params.behaviour_penalty_decay, zero)
 
 
 def _decayed(value: float, factor: float, zero: float) -> float:

@@ -152,7 +152,14 @@ class Simulation:
 
     def _perform(self, node: Node, actions: list[RouterAction]) -> None:
         network = self.network
+        send = network.send
         for action in actions:
+            if type(action) is SendRpc:  # nearly every action: skip the pattern match
+                if not send(node, action.peer, action.rpc):
+                    self.queue.push(
+                        self.clock.now, EventKind.SEND_FAILED, node, action.peer, node.incarnation
+                    )
+                continue
             match action:
                 case SendRpc(peer=peer, rpc=rpc):
                     if not network.send(node, peer, rpc):

@@ -20,7 +20,13 @@ from meshchat.sim.adversary import SybilRouter
 from meshchat.sim.clock import EventKind, EventQueue, VirtualClock
 from meshchat.sim.metrics import Metrics
 from meshchat.sim.network import Network, Node, Role, RouterLike
-from meshchat.sim.payloads import EnvelopeFactory, EnvelopeValidator, FastPathValidator, make_identities
+from meshchat.sim.payloads import (
+    EnvelopeFactory,
+    EnvelopeValidator,
+    FastPathValidator,
+    MessageIds,
+    make_identities,
+)
 from meshchat.sim.scenario import PartitionSplit, Scenario
 from meshchat.sim.topology import Graph, build_graph
 
@@ -77,6 +83,7 @@ class World:
         self.validator: EnvelopeValidator | FastPathValidator = (
             FastPathValidator() if scenario.fast_path else EnvelopeValidator(self.clock)
         )
+        self.message_ids = MessageIds()
         #: Honest messages that found no online publisher.
         self.unpublished = 0
         self.router_drops: dict[DropReason, int] = dict.fromkeys(DropReason, 0)
@@ -142,6 +149,7 @@ class World:
             rng=component_rng(scenario.seed, f"router/{node.index}/{node.incarnation}"),
             validator=self.validator,
             score_params=scenario.score_params,
+            message_id_fn=self.message_ids,
         )
         return SybilRouter(router) if node.role is Role.SYBIL else router
 
