@@ -425,6 +425,20 @@ def test_idontwant_is_sent_for_large_messages_and_suppresses_copies() -> None:
     assert [d.data for d in net.delivered["b"]] == [big]
 
 
+def test_iwant_after_idontwant_for_the_same_id_is_not_answered() -> None:
+    net = full_mesh(["a", "b"])
+    net.input("a", Publish(topic=TOPIC, data=b"kept"))
+    net.settle()
+    net.sent.clear()
+    mid = message_id(b"kept")
+    dont = RPC(control=ControlMessage(idontwant=(IDontWant(message_ids=(mid,)),)))
+    net.input("a", RpcReceived(peer="b", rpc=dont))
+    net.input("a", RpcReceived(peer="b", rpc=RPC(control=ControlMessage(iwant=(IWant(message_ids=(mid,)),)))))
+    assert not [m for n, s in net.sent if n == "a" for m in s.rpc.publish]
+    assert net.routers["a"].statistics().iwant_served == 0
+    assert net.routers["a"].statistics().suppressed_by_idontwant == 1
+
+
 def test_idontwant_entries_are_forgotten_after_the_cache_window() -> None:
     net = full_mesh(["a", "b", "c"])
     big = bytes(4096)

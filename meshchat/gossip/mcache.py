@@ -86,26 +86,27 @@ class SeenRecord:
 class SeenCache:
     """Message ids seen in the last ``ttl`` seconds (insertion order is expiry order)."""
 
-    __slots__ = ("_records", "_ttl")
+    __slots__ = ("_ttl", "records")
 
     def __init__(self, ttl: float) -> None:
         """Remember ids for ``ttl`` seconds."""
-        self._records: dict[MessageId, SeenRecord] = {}
+        #: The records by id (read it, do not change it: the router looks ids up here on its hot path).
+        self.records: dict[MessageId, SeenRecord] = {}
         self._ttl = ttl
 
     def get(self, message_id: MessageId) -> SeenRecord | None:
         """The record of ``message_id``, or None if not seen (or forgotten)."""
-        return self._records.get(message_id)
+        return self.records.get(message_id)
 
     def add(self, message_id: MessageId, *, now: float, valid: bool) -> SeenRecord:
         """Record ``message_id`` as first seen at ``now``."""
         record = SeenRecord(expires=now + self._ttl, first_seen=now, valid=valid)
-        self._records[message_id] = record
+        self.records[message_id] = record
         return record
 
     def expire(self, now: float) -> None:
         """Forget ids whose time is up (they were added in time order, so stop at the first live one)."""
-        records = self._records
+        records = self.records
         while records:
             first = next(iter(records))
             if records[first].expires > now:
@@ -113,7 +114,7 @@ class SeenCache:
             del records[first]
 
     def __contains__(self, message_id: object) -> bool:
-        return message_id in self._records
+        return message_id in self.records
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self.records)

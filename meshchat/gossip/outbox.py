@@ -74,21 +74,22 @@ def _tuple(items: list[_T] | None) -> tuple[_T, ...]:
 class Outbox:
     """What to send to whom, collected during one router step."""
 
-    __slots__ = ("_pending",)
+    __slots__ = ("pending",)
 
     def __init__(self) -> None:
         """Start empty."""
-        # A peer that is sent one message and nothing else (nearly every forward) maps to the bare
-        # message: no ``_Pending`` is built for it.
-        self._pending: dict[PeerId, _Pending | PubMessage] = {}
+        #: What is queued, by peer (read it, do not change it: the router checks it is empty on its hot
+        #: path). A peer sent one message and nothing else (nearly every forward) maps to the bare
+        #: message: no ``_Pending`` is built for it.
+        self.pending: dict[PeerId, _Pending | PubMessage] = {}
 
     def _for(self, peer: PeerId) -> _Pending:
-        pending = self._pending.get(peer)
+        pending = self.pending.get(peer)
         if pending is None:
-            pending = self._pending[peer] = _Pending()
+            pending = self.pending[peer] = _Pending()
         elif type(pending) is PubMessage:
             bare = pending
-            pending = self._pending[peer] = _Pending()
+            pending = self.pending[peer] = _Pending()
             pending.publish = [bare]
         assert type(pending) is _Pending
         return pending
@@ -102,8 +103,8 @@ class Outbox:
 
     def message(self, peer: PeerId, message: PubMessage) -> None:
         """Queue a message."""
-        if peer not in self._pending:
-            self._pending[peer] = message  # the common case: one forwarded message, nothing else
+        if peer not in self.pending:
+            self.pending[peer] = message  # the common case: one forwarded message, nothing else
             return
         pending = self._for(peer)
         if pending.publish is None:
@@ -147,15 +148,15 @@ class Outbox:
 
     def discard(self, peer: PeerId) -> None:
         """Forget everything queued for ``peer`` (it disconnected)."""
-        self._pending.pop(peer, None)
+        self.pending.pop(peer, None)
 
     def flush(self) -> list[SendRpc]:
         """One ``SendRpc`` per peer with anything queued, in the order peers were first queued."""
-        if not self._pending:
+        if not self.pending:
             return []
         shared: dict[int, RPC] = {}
         sends = []
-        for peer, pending in self._pending.items():
+        for peer, pending in self.pending.items():
             if type(pending) is PubMessage:
                 rpc = shared.get(id(pending))
                 if rpc is None:
@@ -164,5 +165,5 @@ class Outbox:
                 assert type(pending) is _Pending
                 rpc = pending.to_rpc(shared)
             sends.append(SendRpc(peer=peer, rpc=rpc))
-        self._pending.clear()
+        self.pending.clear()
         return sends

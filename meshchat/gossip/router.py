@@ -218,6 +218,8 @@ class GossipRouter:
         """Process one input at time ``now``; return what the driver must do."""
         if type(event) is RpcReceived and self._next_heartbeat is not None:
             self._on_rpc(event.peer, event.rpc, now)  # nearly every input: skip the pattern match below
+            if not self._actions and not self._outbox.pending:
+                return []  # most RPCs (duplicate copies) ask for nothing
             return self._take_actions()
         if self._next_heartbeat is None:
             self._next_heartbeat = now + self.config.heartbeat_interval
@@ -419,9 +421,13 @@ class GossipRouter:
         if score is not None and score.score(peer, now=now) < self._graylist_threshold:
             self._drop(DropReason.GRAYLISTED, max(1, len(rpc.publish)))
             return
+        publish = rpc.publish
+        if len(publish) == 1 and rpc.control is None and not rpc.subscriptions:
+            self._on_message(peer, publish[0], now)  # a forwarded copy and nothing else: most RPCs
+            return
         for sub in rpc.subscriptions:
             self._on_subscription(peer, state, sub, now)
-        for message in rpc.publish:
+        for message in publish:
             self._on_message(peer, message, now)
         if rpc.control is not None:
             self._on_control(peer, state, rpc.control, now)
@@ -449,7 +455,7 @@ class GossipRouter:
             self._drop(DropReason.UNKNOWN_TOPIC)
             return
         mid = self._message_id(message.data)
-        record = self._seen.get(mid)
+        record = self._seen.records.get(mid)
         if record is not None:
             self._duplicates += 1  # the hot path: three in four copies are duplicates
             if self._score is not None:
@@ -581,7 +587,13 @@ class GossipRouter:
         if self._score_of(peer, now) < self._gossip_threshold:
             self._drop(DropReason.IWANT_UNSERVED, len(iwant.message_ids))
             return
+        dont = self._dont_send.get(peer)
         for mid in iwant.message_ids:
+            if dont is not None and mid in dont:
+                # It asked, then said it has it (the copy came meanwhile): IDONTWANT wins, as in
+                # rust-libp2p (PR 5901). Counted with the copies IDONTWANT saved.
+                self._suppressed += 1
+                continue
             message = self._mcache.get_for_peer(mid, peer, self.config.gossip_retransmission)
             if message is None:
                 self._drop(DropReason.IWANT_UNSERVED)
