@@ -19,6 +19,7 @@ __all__ = [
     "Identity",
     "Invite",
     "MeshchatError",
+    "Node",
     "OpenedMessage",
     "PublicIdentity",
     "decode_envelope",
@@ -32,3 +33,13 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # ``Node`` pulls in py-libp2p (~0.6 s to import): load it on first use, so ``meshchat id`` and the
+    # simulator start fast.
+    if name == "Node":
+        from meshchat.node import Node  # noqa: PLC0415
+
+        return Node
+    raise AttributeError(f"module 'meshchat' has no attribute {name!r}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from enum import Enum
 
 __all__ = [
+    "BadAddress",
     "BadInvite",
     "BadSignature",
     "DecodeError",
@@ -21,6 +22,7 @@ __all__ = [
     "KeyFileError",
     "KeyFileProblem",
     "MeshchatError",
+    "NetworkError",
     "ProfileError",
     "QuotaExceeded",
     "Replay",
@@ -122,6 +124,22 @@ class UnknownPeer(MeshchatError):
     def __init__(self, peer: str) -> None:
         self.peer = peer
         super().__init__(f"unknown peer or contact: {peer}")
+
+
+class BadAddress(MeshchatError):
+    """A network address (multiaddr) that cannot be parsed or used."""
+
+    def __init__(self, address: str, problem: str) -> None:
+        self.address = address
+        super().__init__(f"bad address {address!r}: {problem}")
+
+
+class NetworkError(MeshchatError):
+    """The network could not do what was asked (listen, dial, open a stream); says what and why."""
+
+    def __init__(self, what: str, problem: str) -> None:
+        self.what = what
+        super().__init__(f"{what}: {problem}")
 
 
 class KeyFileProblem(Enum):

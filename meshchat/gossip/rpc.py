@@ -404,6 +404,11 @@ class FrameDecoder:
         self._max_frame_size = max_frame_size
         self._error: DecodeError | None = None
 
+    @property
+    def pending(self) -> bool:
+        """True while part of a frame has been fed and the rest has not (a stream stalled mid-frame)."""
+        return bool(self._buffer)
+
     def feed(self, chunk: bytes) -> list[bytes]:
         """Add bytes read from the stream; return every frame they complete, in order."""
         if self._error is not None:

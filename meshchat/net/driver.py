@@ -1,0 +1,547 @@
+"""The real-network driver: meshchat's sans-IO gossip router on a py-libp2p host.
+
+What it is: the I/O half of the router, as aioquic's ``asyncio/protocol.py`` is of its connection. It
+turns libp2p events into router inputs (a connection opened or closed, an RPC read off a pubsub stream,
+the application's publish/join/leave) and performs the router's actions (write an RPC to a peer's
+stream, hand a message to the application, close a connection, dial a peer). The router is the very
+``GossipRouter`` the simulator runs; time is ``trio.current_time()``.
+
+Streams follow the pubsub spec: each side opens one outbound stream per peer, negotiating
+``/meshsub/1.2.0``, ``/meshsub/1.1.0`` or ``/meshsub/1.0.0``, writes unsigned-varint length-prefixed
+protobuf RPCs on it, and reads the peer's RPCs from the peer's stream. The router learns of a peer
+once either stream has negotiated a protocol (that tells it which gossipsub version the peer speaks).
+
+What it is not: it does not use py-libp2p's own pubsub (DESIGN.md: too slow, drops silently) and does
+not know what an envelope is (the validator passed in does).
+
+Nothing is dropped silently: bad frames, oversized frames, stalled streams, full queues and failed
+writes are counted by ``NetDrop`` in ``statistics()``; the router counts its own drops by
+``DropReason``. A bad frame resets the offender's stream and, through the router's score (P4 for
+invalid messages, graylisting), can get it disconnected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, TypeAlias
+
+import trio
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo as Libp2pPeerInfo
+from libp2p.rcmgr import Direction
+from multiaddr import Multiaddr
+
+from meshchat.errors import DecodeError, TooLarge
+from meshchat.gossip import (
+    Deliver,
+    Dial,
+    Disconnect,
+    GossipRouter,
+    Join,
+    Leave,
+    PeerConnected,
+    PeerDisconnected,
+    Protocol,
+    Publish,
+    RouterAction,
+    RouterInput,
+    RouterStatistics,
+    RpcReceived,
+    SendFailed,
+    SendRpc,
+)
+from meshchat.gossip.messages import PeerId, Topic
+from meshchat.gossip.rpc import FrameDecoder, RpcLimits, decode_rpc, encode_rpc, frame
+
+__all__ = [
+    "PUBSUB_PROTOCOLS",
+    "DriverStatistics",
+    "GossipDriver",
+    "MessageDelivered",
+    "NetDrop",
+    "NetEvent",
+    "PeerJoined",
+    "PeerLeft",
+]
+
+#: The pubsub protocols offered and accepted, newest first.
+PUBSUB_PROTOCOLS: tuple[TProtocol, ...] = tuple(TProtocol(p.value) for p in reversed(Protocol))
+#: RPC frames queued for one peer before further ones are refused (counted): ~1,000 messages is a few
+#: seconds of a busy topic; a peer that cannot take that is too slow to keep up anyway.
+SEND_QUEUE_FRAMES = 1024
+#: Frames written to a stream in one write, at most: fewer system calls under load.
+WRITE_BATCH_FRAMES = 64
+#: Router inputs waiting to be handled; stream readers wait (TCP backpressure) when it is full.
+INPUT_QUEUE = 4096
+#: Events waiting for the application; beyond this they are counted and discarded, so a stalled
+#: application cannot stall the router (and through it every peer).
+EVENT_QUEUE = 8192
+#: Bytes asked of a stream per read.
+READ_CHUNK = 64 * 1024
+#: Seconds to open and negotiate a pubsub stream to a connected peer.
+STREAM_OPEN_TIMEOUT = 10.0
+#: Seconds a peer may leave a frame half-sent before its stream is reset (slowloris defence; h11 and
+#: nginx use similar header timeouts). The memory it can hold meanwhile is one frame, at most
+#: ``RpcLimits.max_rpc_size``.
+FRAME_STALL_TIMEOUT = 30.0
+#: Seconds to dial a peer.
+DIAL_TIMEOUT = 10.0
+
+
+class NetDrop(Enum):
+    """Why the driver discarded something. Each is counted."""
+
+    #: An RPC frame that did not decode (its stream was reset).
+    MALFORMED_RPC = "malformed rpc"
+    #: A frame longer than the RPC size limit (its stream was reset before the body was read).
+    OVERSIZED_FRAME = "oversized frame"
+    #: A stream left a frame unfinished for ``FRAME_STALL_TIMEOUT`` (it was reset).
+    STALLED_STREAM = "stalled stream"
+    #: A frame for a peer whose send queue was full.
+    SEND_QUEUE_FULL = "send queue full"
+    #: A frame for a peer with no connection, or whose stream failed to open or write.
+    SEND_FAILED = "send failed"
+    #: An event the application did not take in time (the event queue was full).
+    EVENT_QUEUE_FULL = "event queue full"
+    #: A peer-exchange dial that failed or had no address to use.
+    DIAL_FAILED = "dial failed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageDelivered:
+    """A validated message arrived, once per message id."""
+
+    #: The topic.
+    topic: Topic
+    #: Its id.
+    message_id: bytes
+    #: The payload.
+    data: bytes
+    #: The peer it first came from (None when published locally is never delivered).
+    source: PeerId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerJoined:
+    """A peer's pubsub stream negotiated a protocol: it is a gossip peer now."""
+
+    #: The peer.
+    peer: PeerId
+    #: The gossipsub version it speaks.
+    protocol: Protocol
+    #: True if this node dialled the connection.
+    outbound: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerLeft:
+    """The last connection to a gossip peer closed."""
+
+    #: The peer.
+    peer: PeerId
+
+
+NetEvent: TypeAlias = MessageDelivered | PeerJoined | PeerLeft
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriverStatistics:
+    """Counters of the driver and of the router it runs."""
+
+    #: What the driver discarded, by reason.
+    drops: dict[NetDrop, int]
+    #: RPC frames written to peers.
+    frames_sent: int
+    #: RPC frames read from peers and decoded.
+    frames_received: int
+    #: Gossip peers now.
+    peers: int
+    #: The router's own counters.
+    router: RouterStatistics
+
+
+class _Link:
+    """One connected peer: its send queue, writer task and what the router was told."""
+
+    __slots__ = ("announced", "connections", "ip", "outbound", "queue", "receive", "scope", "writable")
+
+    def __init__(self, *, outbound: bool, ip: str | None) -> None:
+        self.outbound = outbound
+        self.ip = ip
+        self.connections = 0
+        self.announced = False  # the router has had PeerConnected
+        self.writable = True  # False once our pubsub stream failed to open or to write
+        self.queue: trio.MemorySendChannel[bytes]
+        self.receive: trio.MemoryReceiveChannel[bytes]
+        self.queue, self.receive = trio.open_memory_channel[bytes](SEND_QUEUE_FRAMES)
+        self.scope = trio.CancelScope()
+
+
+def _ip_of(conn: INetConn) -> str | None:
+    """The remote IP address of ``conn`` (for the IP colocation penalty), if it tells."""
+    try:
+        addresses: list[Multiaddr] = conn.get_transport_addresses()
+    except Exception:  # best effort: py-libp2p transports differ in what they know
+        return None
+    for address in addresses:
+        for proto in ("ip4", "ip6"):
+            try:
+                return str(address.value_for_protocol(proto))
+            except Exception:  # not this protocol: try the next
+                continue
+    return None
+
+
+#: Seconds a stream reset may take while a task is being torn down.
+RESET_TIMEOUT = 1.0
+
+
+async def _reset_quietly(stream: INetStream) -> None:
+    """Reset ``stream`` even while being cancelled; it may be broken already, which is fine."""
+    with trio.move_on_after(RESET_TIMEOUT) as scope:
+        scope.shield = True
+        with contextlib.suppress(Exception):
+            await stream.reset()
+
+
+class _Notifee(INotifee):
+    """Forwards connection events to the driver, never blocking the swarm."""
+
+    def __init__(self, driver: GossipDriver) -> None:
+        self._driver = driver
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        """Not needed: pubsub streams arrive through the protocol handler."""
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        """Not needed."""
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        """A connection is up: start this peer's writer."""
+        self._driver._on_connected(conn)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        """A connection closed: the peer leaves when its last one does."""
+        await self._driver._on_disconnected(conn)
+
+    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        """Not needed."""
+
+    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        """Not needed."""
+
+
+class GossipDriver:
+    """Runs ``router`` on ``host`` until cancelled. Start it with ``nursery.start(driver.run)``."""
+
+    def __init__(
+        self,
+        host: IHost,
+        router: GossipRouter,
+        *,
+        limits: RpcLimits | None = None,
+        event_capacity: int = EVENT_QUEUE,
+    ) -> None:
+        """Drive ``router`` over ``host``; RPCs beyond ``limits`` are refused."""
+        self._host = host
+        self._router = router
+        self._limits = limits or RpcLimits()
+        self._links: dict[PeerId, _Link] = {}
+        self._inputs_send, self._inputs = trio.open_memory_channel[RouterInput](INPUT_QUEUE)
+        self._events_send, self._events = trio.open_memory_channel[NetEvent](event_capacity)
+        self._later: deque[RouterInput] = deque()  # inputs the driver itself produced while performing
+        self._drops: dict[NetDrop, int] = dict.fromkeys(NetDrop, 0)
+        self._frames_sent = 0
+        self._frames_received = 0
+        self._nursery: trio.Nursery | None = None
+        self._changed_event = trio.Event()
+
+    # --- the application's side -------------------------------------------------------------------
+
+    @property
+    def router(self) -> GossipRouter:
+        """The router (read its mesh and scores; feed it only through this driver)."""
+        return self._router
+
+    @property
+    def events(self) -> trio.MemoryReceiveChannel[NetEvent]:
+        """Messages delivered and peers joining and leaving, in order."""
+        return self._events
+
+    async def publish(self, topic: Topic, data: bytes) -> None:
+        """Publish ``data`` on ``topic``."""
+        await self._inputs_send.send(Publish(topic=topic, data=data))
+
+    async def join(self, topic: Topic) -> None:
+        """Subscribe to ``topic``."""
+        await self._inputs_send.send(Join(topic=topic))
+
+    async def leave(self, topic: Topic) -> None:
+        """Unsubscribe from ``topic``."""
+        await self._inputs_send.send(Leave(topic=topic))
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        """Return once ``condition()`` holds; it is checked after every change of the driver's state
+        (each router step, each counted drop, each peer leaving), so nothing polls."""
+        while not condition():
+            await self._changed_event.wait()
+
+    def _changed(self) -> None:
+        self._changed_event.set()
+        self._changed_event = trio.Event()
+
+    def statistics(self) -> DriverStatistics:
+        """A snapshot of the counters."""
+        return DriverStatistics(
+            drops=dict(self._drops),
+            frames_sent=self._frames_sent,
+            frames_received=self._frames_received,
+            peers=sum(1 for link in self._links.values() if link.announced),
+            router=self._router.statistics(),
+        )
+
+    # --- running ----------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve pubsub streams and run the router until cancelled."""
+        for protocol in PUBSUB_PROTOCOLS:
+            self._host.set_stream_handler(protocol, self._on_stream)
+        network = self._host.get_network()
+        notifee = _Notifee(self)
+        network.register_notifee(notifee)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for peer_id in network.connections:
+                    conns = network.connections[peer_id]
+                    if conns:
+                        self._on_connected(conns[0])
+                task_status.started()
+                await self._route()
+        finally:
+            network.remove_notifee(notifee)
+            for protocol in PUBSUB_PROTOCOLS:
+                self._host.remove_stream_handler(protocol)
+
+    async def _route(self) -> None:
+        router, inputs = self._router, self._inputs
+        while True:
+            while self._later:
+                self._perform(router.handle(self._later.popleft(), now=trio.current_time()))
+            deadline = router.next_deadline()
+            event: RouterInput | None = None
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                event = await inputs.receive()
+            now = trio.current_time()
+            if event is None:
+                self._perform(router.on_timer(now=now))
+                continue
+            self._perform(router.handle(event, now=now))
+            # Take whatever else is waiting before sleeping again: one wake-up, many inputs.
+            for _ in range(INPUT_QUEUE):
+                try:
+                    event = inputs.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                self._perform(router.handle(event, now=trio.current_time()))
+
+    def _perform(self, actions: list[RouterAction]) -> None:
+        self._changed()
+        last_rpc: object = None
+        last_frame = b""
+        for action in actions:
+            match action:
+                case SendRpc(peer=peer, rpc=rpc):
+                    if rpc is not last_rpc:  # a forward shares one RPC object among mesh peers
+                        last_rpc, last_frame = rpc, frame(encode_rpc(rpc))
+                    self._enqueue(peer, last_frame)
+                case Deliver(topic=topic, message_id=mid, data=data, source=source):
+                    self._emit(MessageDelivered(topic=topic, message_id=mid, data=data, source=source))
+                case Disconnect(peer=peer):
+                    self._spawn(self._disconnect, peer)
+                case Dial(peer=peer):
+                    self._spawn(self._dial, peer)
+
+    def _enqueue(self, peer: PeerId, data: bytes) -> None:
+        link = self._links.get(peer)
+        if link is None or not link.writable:
+            self._drops[NetDrop.SEND_FAILED] += 1
+            self._later.append(SendFailed(peer=peer))
+            return
+        try:
+            link.queue.send_nowait(data)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self._drops[NetDrop.SEND_QUEUE_FULL] += 1
+            self._later.append(SendFailed(peer=peer))
+
+    def _emit(self, event: NetEvent) -> None:
+        try:
+            self._events_send.send_nowait(event)
+        except (trio.WouldBlock, trio.BrokenResourceError):
+            self._drops[NetDrop.EVENT_QUEUE_FULL] += 1
+
+    def _spawn(self, fn: Any, *args: Any) -> None:
+        assert self._nursery is not None, "the driver is running"
+        self._nursery.start_soon(fn, *args)
+
+    # --- connections ------------------------------------------------------------------------------
+
+    def _on_connected(self, conn: INetConn) -> None:
+        peer = conn.muxed_conn.peer_id.to_base58()
+        link = self._links.get(peer)
+        if link is None:
+            outbound = getattr(conn, "direction", Direction.UNKNOWN) == Direction.OUTBOUND
+            link = self._links[peer] = _Link(outbound=outbound, ip=_ip_of(conn))
+            if self._nursery is not None:
+                self._nursery.start_soon(self._write, peer, link)
+        link.connections += 1
+
+    async def _on_disconnected(self, conn: INetConn) -> None:
+        peer = conn.muxed_conn.peer_id.to_base58()
+        link = self._links.get(peer)
+        if link is None:
+            return
+        link.connections -= 1
+        still_open = self._host.get_network().connections.get(conn.muxed_conn.peer_id) or []
+        if link.connections > 0 and any(not c.is_closed for c in still_open):
+            return
+        del self._links[peer]
+        link.scope.cancel()
+        link.queue.close()
+        if link.announced:
+            await self._inputs_send.send(PeerDisconnected(peer=peer))
+            self._emit(PeerLeft(peer=peer))
+        self._changed()
+
+    async def _announce(self, peer: PeerId, link: _Link, protocol: TProtocol | None) -> None:
+        """Tell the router about ``peer`` once one of its pubsub streams has a protocol."""
+        if link.announced or self._links.get(peer) is not link:
+            return
+        link.announced = True
+        version = Protocol(protocol) if protocol in PUBSUB_PROTOCOLS else Protocol.MESHSUB_V10
+        joined = PeerConnected(peer=peer, outbound=link.outbound, protocol=version, ip=link.ip)
+        await self._inputs_send.send(joined)
+        self._emit(PeerJoined(peer=peer, protocol=version, outbound=link.outbound))
+
+    # --- writing ----------------------------------------------------------------------------------
+
+    async def _write(self, peer: PeerId, link: _Link) -> None:
+        """Open our pubsub stream to ``peer`` and write its queued frames until it goes away."""
+        stream: INetStream | None = None
+        with link.scope:
+            try:
+                with trio.fail_after(STREAM_OPEN_TIMEOUT):
+                    stream = await self._host.new_stream(ID.from_base58(peer), list(PUBSUB_PROTOCOLS))
+            except Exception:  # no pubsub there (a DHT or relay peer, say), or it did not answer in time
+                link.writable = False
+                self._count_unsent(link)
+                return
+            try:
+                await self._announce(peer, link, stream.get_protocol())
+                receive = link.receive
+                async for first in receive:
+                    batch = [first]
+                    while len(batch) < WRITE_BATCH_FRAMES:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await stream.write(b"".join(batch))
+                    self._frames_sent += len(batch)
+            except Exception:  # any failure of this peer's stream ends its writer
+                await self._fail_link(peer, link)
+        if stream is not None:
+            await _reset_quietly(stream)
+
+    def _count_unsent(self, link: _Link) -> int:
+        """Count (as SEND_FAILED) and discard the frames still queued for a link that cannot write."""
+        lost = 0
+        while True:
+            try:
+                link.receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            lost += 1
+        self._drops[NetDrop.SEND_FAILED] += lost
+        self._changed()
+        return lost
+
+    async def _fail_link(self, peer: PeerId, link: _Link) -> None:
+        """The writer failed mid-stream: count what it held and drop the connection."""
+        link.writable = False
+        self._count_unsent(link)
+        self._drops[NetDrop.SEND_FAILED] += 1  # the write that failed
+        if self._links.get(peer) is link:
+            await self._inputs_send.send(SendFailed(peer=peer))
+            self._spawn(self._disconnect, peer)
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    async def _on_stream(self, stream: INetStream) -> None:
+        """A peer opened its pubsub stream to us: read its RPCs until it ends or misbehaves."""
+        peer = stream.muxed_conn.peer_id.to_base58()
+        link = self._links.get(peer)
+        if link is None:
+            # The stream can come before the connection notice; the notice will find this link.
+            link = self._links[peer] = _Link(outbound=False, ip=None)
+            self._spawn(self._write, peer, link)
+        await self._announce(peer, link, stream.get_protocol())
+        decoder = FrameDecoder(max_frame_size=self._limits.max_rpc_size)
+        partial = False
+        try:
+            while True:
+                data = b""
+                with trio.move_on_after(FRAME_STALL_TIMEOUT if partial else math.inf):
+                    data = await stream.read(READ_CHUNK)
+                    if not data:
+                        return
+                if not data:
+                    self._drops[NetDrop.STALLED_STREAM] += 1
+                    return
+                try:
+                    frames = decoder.feed(data)
+                    rpcs = [decode_rpc(f, limits=self._limits) for f in frames]
+                except DecodeError as exc:
+                    oversized = isinstance(exc, TooLarge)
+                    self._drops[NetDrop.OVERSIZED_FRAME if oversized else NetDrop.MALFORMED_RPC] += 1
+                    return
+                partial = decoder.pending
+                self._frames_received += len(rpcs)
+                for rpc in rpcs:
+                    await self._inputs_send.send(RpcReceived(peer=peer, rpc=rpc))
+        except Exception:  # the stream broke: the connection notice does the rest
+            pass
+        finally:
+            self._changed()
+            await _reset_quietly(stream)
+
+    # --- connection management --------------------------------------------------------------------
+
+    async def _disconnect(self, peer: PeerId) -> None:
+        try:
+            with trio.move_on_after(DIAL_TIMEOUT):
+                await self._host.disconnect(ID.from_base58(peer))
+        except Exception:  # already gone
+            pass
+
+    async def _dial(self, peer: PeerId) -> None:
+        """Peer exchange offered ``peer``: dial it if the peerstore knows an address."""
+        try:
+            peer_id = ID.from_base58(peer)
+            addresses = self._host.get_peerstore().addrs(peer_id)
+            if not addresses:
+                self._drops[NetDrop.DIAL_FAILED] += 1
+                self._changed()
+                return
+            with trio.fail_after(DIAL_TIMEOUT):
+                await self._host.connect(Libp2pPeerInfo(peer_id, addresses))
+        except Exception:  # unreachable, refused, timed out: all the same here
+            self._drops[NetDrop.DIAL_FAILED] += 1
+            self._changed()
