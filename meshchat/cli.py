@@ -18,6 +18,7 @@ parse (also one ``error:`` line); 130 interrupted by Ctrl-C.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import math
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import platformdirs
+import trio
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -52,6 +54,7 @@ from meshchat.errors import (
 )
 from meshchat.gossip import GossipConfig, ScoreParams
 from meshchat.identity import (
+    KEY_FILE_NAME,
     Identity,
     PublicIdentity,
     is_encrypted,
@@ -78,7 +81,7 @@ __all__ = [
 ]
 
 #: The key file inside a profile folder.
-KEY_FILE = "identity.key"
+KEY_FILE = KEY_FILE_NAME
 #: The display-name file inside a profile folder.
 PROFILE_FILE = "profile.json"
 #: Environment variable holding the passphrase, for scripts and CI (a terminal prompt otherwise).
@@ -699,6 +702,53 @@ def _demo_timings(alice: DemoPerson, bob: DemoPerson, wall_now: float, say: Say)
         f"seal {timings['seal']:.3f} ms, open (decrypt + verify) {timings['open']:.3f} ms per message"
     )
     return timings
+
+
+# --- the real network -----------------------------------------------------------------------------
+
+
+@app.command("node")
+def node_command(
+    *,
+    profile: ProfileOption = None,
+    listen: Annotated[
+        list[str] | None,
+        typer.Option(metavar="MULTIADDR", help="Listen here (repeatable; default /ip4/0.0.0.0/tcp/0)."),
+    ] = None,
+    bootstrap: Annotated[
+        list[str] | None,
+        typer.Option(metavar="MULTIADDR", help="Dial at start; ends in /p2p/<PeerId> (repeatable)."),
+    ] = None,
+    mdns: Annotated[bool, typer.Option("--mdns", help="Find peers on the local network (mDNS).")] = False,
+    topic: Annotated[
+        list[str] | None, typer.Option(metavar="NAME", help="Join this gossip topic (repeatable).")
+    ] = None,
+    stdin: Annotated[
+        bool, typer.Option("--stdin", help="Publish each line of standard input to the first --topic.")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")] = False,
+) -> None:
+    """Run a node on the network until Ctrl-C: print its PeerId and addresses, then every event."""
+    from meshchat.cli_node import run_node  # noqa: PLC0415 (py-libp2p takes ~0.6 s to import)
+    from meshchat.node import DEFAULT_LISTEN  # noqa: PLC0415
+
+    topics = topic or []
+    if stdin and not topics:
+        raise CommandError("--stdin publishes to the first --topic; give one")
+    identity = _load_identity(_profile_dir(profile))
+    trio.run(
+        functools.partial(
+            run_node,
+            identity,
+            listen=listen or list(DEFAULT_LISTEN),
+            bootstrap=bootstrap or [],
+            mdns=mdns,
+            topics=topics,
+            json_lines=json_output,
+            read_stdin=stdin,
+            out=sys.stdout,
+        )
+    )
 
 
 # --- simulation -----------------------------------------------------------------------------------

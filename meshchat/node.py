@@ -29,13 +29,13 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from meshchat.errors import BadAddress, NetworkError
 from meshchat.gossip import GossipConfig, GossipRouter, ScoreParams, Validator
 from meshchat.gossip.messages import Topic
-from meshchat.identity import Identity, load_identity
+from meshchat.identity import KEY_FILE_NAME, Identity, load_identity
 from meshchat.net import DriverStatistics, GossipDriver, NetEvent, build_host, parse_multiaddr
 
 __all__ = ["DEFAULT_LISTEN", "KEY_FILE", "Node"]
 
 #: The identity's key file inside a profile folder.
-KEY_FILE = "identity.key"
+KEY_FILE = KEY_FILE_NAME
 #: Where a node listens unless told otherwise: every interface, a port the system picks.
 DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/0",)
 #: Seconds to wait for one bootstrap peer.

@@ -420,3 +420,28 @@ def test_the_installed_meshchat_demo_runs_and_shows_the_failures_it_promises() -
     for _, text in cli.DEMO_MESSAGES:
         assert text in result.stdout
     assert "Traceback" not in result.stderr
+
+
+# --- node -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--listen", "nonsense"], "bad address 'nonsense'"),
+        (["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", "/ip4/127.0.0.1/tcp/1"], "/p2p/<PeerId>"),
+        (["--stdin"], "--stdin publishes to the first --topic"),
+    ],
+    ids=["bad-listen", "bootstrap-without-peer-id", "stdin-without-topic"],
+)
+def test_node_refuses_bad_arguments_with_one_error_line(
+    tmp_path: Path, extra: list[str], expected: str
+) -> None:
+    init(tmp_path)
+    line = assert_one_error_line(run("node", "--profile", tmp_path, *extra))
+    assert expected in line
+
+
+def test_node_without_a_profile_says_how_to_make_one(tmp_path: Path) -> None:
+    line = assert_one_error_line(run("node", "--profile", tmp_path / "nobody"))
+    assert "meshchat init" in line

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from meshchat.identity.fingerprint import safety_number_of
 from meshchat.identity.keyfile import (
+    KEY_FILE_NAME,
     KEY_FILE_VERSION,
     KdfLimits,
     is_encrypted,
@@ -18,6 +19,7 @@ from meshchat.identity.keys import SEED_SIZE, SIGNATURE_SIZE, Identity, KeyCache
 from meshchat.identity.peerid import PUBLIC_KEY_SIZE
 
 __all__ = [
+    "KEY_FILE_NAME",
     "KEY_FILE_VERSION",
     "PUBLIC_KEY_SIZE",
     "SEED_SIZE",

@@ -46,6 +46,8 @@ __all__ = [
 _MAGIC = b"MCKEY"
 #: The key file format version this module writes and reads.
 KEY_FILE_VERSION = 1
+#: The key file's name inside a profile folder.
+KEY_FILE_NAME = "identity.key"
 #: A key file is a few hundred bytes; anything much larger is not one of ours.
 MAX_KEY_FILE_SIZE = 4096
 #: Largest argon2id memory a key file may ask for: libsodium's "sensitive" preset (1 GiB).

@@ -1,0 +1,160 @@
+"""Five ``meshchat node`` processes on 127.0.0.1 in a line: a message crosses four hops; killing the middle
+process and starting it again restores delivery. Every wait is bounded; every process is killed and
+reaped at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from meshchat.identity import Identity, save_identity
+from meshchat.node import KEY_FILE
+
+pytestmark = pytest.mark.slow
+
+TOPIC = "line"
+#: Seconds any one wait may take (a node starts in ~1 s; a hop takes milliseconds).
+WAIT = 30.0
+#: Probes node 0 publishes, at most, while waiting for the line to carry messages end to end.
+MAX_PROBES = 60
+
+
+class NodeProcess:
+    """One ``meshchat node --json`` process and the events it printed."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.events: list[dict[str, Any]] = []
+        self._changed = trio.Event()
+
+    async def read_events(self) -> None:
+        assert self.process.stdout is not None
+        buffer = b""
+        async for chunk in self.process.stdout:
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                self.events.append(json.loads(line))
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        with trio.fail_after(WAIT):
+            while not condition():
+                await self._changed.wait()
+
+    async def first(self, kind: str) -> dict[str, Any]:
+        await self.wait_for(lambda: any(e["event"] == kind for e in self.events))
+        return next(e for e in self.events if e["event"] == kind)
+
+    def messages(self) -> list[bytes]:
+        return [base64.b64decode(e["data"]) for e in self.events if e["event"] == "message"]
+
+    async def publish(self, line: bytes) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.send_all(line + b"\n")
+
+
+@asynccontextmanager
+async def cluster(tmp_path: Path) -> AsyncIterator[tuple[trio.Nursery, Callable[..., Any]]]:
+    """A nursery and a ``start(index, listen, bootstrap)`` that launches node processes; all die at exit."""
+    processes: list[trio.Process] = []
+    async with trio.open_nursery() as nursery:
+
+        async def start(index: int, listen: str, bootstrap: list[str], *, stdin: bool = False) -> NodeProcess:
+            profile = tmp_path / f"node{index}"
+            if not (profile / KEY_FILE).exists():
+                profile.mkdir()
+                save_identity(profile / KEY_FILE, Identity(bytes([index + 1]) * 32), None)
+            args = [sys.executable, "-m", "meshchat", "node", "--profile", str(profile), "--json"]
+            args += ["--listen", listen, "--topic", TOPIC] + [
+                x for b in bootstrap for x in ("--bootstrap", b)
+            ]
+            if stdin:
+                args.append("--stdin")
+            process = await trio.lowlevel.open_process(
+                args,
+                stdin=subprocess.PIPE if stdin else None,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            processes.append(process)
+            node = NodeProcess(process)
+            nursery.start_soon(node.read_events)
+            await node.first("listening")
+            return node
+
+        try:
+            yield nursery, start
+        finally:
+            for process in processes:
+                if process.returncode is None:
+                    process.kill()
+            with trio.move_on_after(WAIT) as scope:
+                scope.shield = True
+                for process in processes:
+                    await process.wait()
+            nursery.cancel_scope.cancel()
+
+
+async def carries(sender: NodeProcess, receiver: NodeProcess, tag: str) -> None:
+    """Publish probes from ``sender`` until one reaches ``receiver`` (meshes form within a heartbeat)."""
+    for probe in range(MAX_PROBES):
+        text = f"{tag} probe {probe}".encode()
+        await sender.publish(text)
+        with trio.move_on_after(0.5):
+            await receiver.wait_for(lambda t=text: t in receiver.messages())
+        if any(m.startswith(tag.encode()) for m in receiver.messages()):
+            return
+    pytest.fail(f"no {tag} probe crossed the line in {MAX_PROBES} tries")
+
+
+async def test_a_message_crosses_four_hops_and_survives_a_restart_of_the_middle(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as (_, start):
+        nodes = [await start(0, "/ip4/127.0.0.1/tcp/0", [], stdin=True)]
+        addresses = [nodes[0].events[0]["addrs"][0]]
+        for index in range(1, 5):
+            node = await start(index, "/ip4/127.0.0.1/tcp/0", [addresses[-1]])
+            nodes.append(node)
+            addresses.append(node.events[0]["addrs"][0])
+        await carries(nodes[0], nodes[4], "first")
+        for k in range(10):
+            await nodes[0].publish(b"hop %d" % k)
+        await nodes[4].wait_for(lambda: all(b"hop %d" % k in nodes[4].messages() for k in range(10)))
+        # Each relay delivered every message exactly once to its application.
+        for node in nodes[1:]:
+            hops = [m for m in node.messages() if m.startswith(b"hop ")]
+            assert sorted(hops) == sorted(b"hop %d" % k for k in range(10))
+
+        # Kill the middle one outright; nothing gets across any more.
+        nodes[2].process.send_signal(signal.SIGKILL)
+        await nodes[2].process.wait()
+        await nodes[1].wait_for(lambda: any(e["event"] == "peer_disconnected" for e in nodes[1].events))
+        await nodes[0].publish(b"while the middle is down")
+        with trio.move_on_after(1.0):
+            await nodes[4].wait_for(lambda: b"while the middle is down" in nodes[4].messages())
+        assert b"while the middle is down" not in nodes[4].messages()
+
+        # Start it again on the same port with the same key, dialling both neighbours: delivery returns.
+        port = addresses[2].split("/tcp/")[1].split("/")[0]
+        nodes[2] = await start(2, f"/ip4/127.0.0.1/tcp/{port}", [addresses[1], addresses[3]])
+        assert nodes[2].events[0]["addrs"][0] == addresses[2]
+        await carries(nodes[0], nodes[4], "after restart")
+        await nodes[0].publish(b"back again")
+        await nodes[4].wait_for(lambda: b"back again" in nodes[4].messages())
+
+        # A clean stop prints statistics with no driver drops.
+        nodes[4].process.send_signal(signal.SIGTERM)
+        stats = await nodes[4].first("statistics")
+        assert stats["drops"] == {}
