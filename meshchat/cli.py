@@ -723,8 +723,12 @@ def node_command(
     topic: Annotated[
         list[str] | None, typer.Option(metavar="NAME", help="Join this gossip topic (repeatable).")
     ] = None,
+    signed_topic: Annotated[
+        list[str] | None,
+        typer.Option(metavar="NAME", help="Join this topic with StrictSign (signed by authors; repeatable)."),
+    ] = None,
     stdin: Annotated[
-        bool, typer.Option("--stdin", help="Publish each line of standard input to the first --topic.")
+        bool, typer.Option("--stdin", help="Publish each line of standard input to the first topic.")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")] = False,
 ) -> None:
@@ -732,9 +736,9 @@ def node_command(
     from meshchat.cli_node import run_node  # noqa: PLC0415 (py-libp2p takes ~0.6 s to import)
     from meshchat.node import DEFAULT_LISTEN  # noqa: PLC0415
 
-    topics = topic or []
+    topics = (topic or []) + (signed_topic or [])
     if stdin and not topics:
-        raise CommandError("--stdin publishes to the first --topic; give one")
+        raise CommandError("--stdin publishes to the first --topic (or --signed-topic); give one")
     identity = _load_identity(_profile_dir(profile))
     trio.run(
         functools.partial(
@@ -744,6 +748,7 @@ def node_command(
             bootstrap=bootstrap or [],
             mdns=mdns,
             topics=topics,
+            signed_topics=signed_topic or [],
             json_lines=json_output,
             read_stdin=stdin,
             out=sys.stdout,

@@ -99,7 +99,12 @@ async def _publish_line(node: Node, topic: str, line: bytes, printer: _Printer) 
         printer.event("refused", f"a line over {MAX_STDIN_LINE:,} bytes", limit=MAX_STDIN_LINE)
         return
     await node.publish(topic, line)
-    printer.event("published", f"[{topic}] {len(line)} bytes", topic=topic, message_id=message_id(line).hex())
+    if topic in node.driver.router.config.signed_topics:  # its id is author + seqno, chosen by the router
+        printer.event("published", f"[{topic}] {len(line)} bytes, signed", topic=topic)
+    else:
+        printer.event(
+            "published", f"[{topic}] {len(line)} bytes", topic=topic, message_id=message_id(line).hex()
+        )
 
 
 async def run_node(
@@ -109,13 +114,16 @@ async def run_node(
     bootstrap: Sequence[str],
     mdns: bool,
     topics: Sequence[str],
+    signed_topics: Sequence[str],
     json_lines: bool,
     read_stdin: bool,
     out: TextIO,
 ) -> None:
     """Run a node until SIGINT or SIGTERM, printing its events to ``out``."""
     printer = _Printer(out, json_lines=json_lines)
-    async with Node.open(identity=identity, listen=listen, bootstrap=bootstrap, mdns=mdns) as node:
+    async with Node.open(
+        identity=identity, listen=listen, bootstrap=bootstrap, mdns=mdns, signed_topics=signed_topics
+    ) as node:
         printer.event(
             "listening",
             f"{node.peer_id} on {', '.join(node.listen_addrs)}",

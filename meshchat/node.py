@@ -17,7 +17,9 @@ inbox and the store-and-forward outbox come with the issues that follow.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,6 +31,7 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from meshchat.errors import BadAddress, NetworkError
 from meshchat.gossip import GossipConfig, GossipRouter, ScoreParams, Validator
 from meshchat.gossip.messages import Topic
+from meshchat.gossip.signing import MessageSigner
 from meshchat.identity import KEY_FILE_NAME, Identity, load_identity
 from meshchat.net import DriverStatistics, GossipDriver, NetEvent, build_host, parse_multiaddr
 
@@ -67,11 +70,14 @@ class Node:
         config: GossipConfig | None = None,
         score_params: ScoreParams | None = None,
         validator: Validator | None = None,
+        signed_topics: Sequence[str] = (),
     ) -> AsyncIterator[Node]:
         """Start a node for the identity in ``profile_dir`` (or ``identity``); stop it on exit.
 
         ``listen`` and ``bootstrap`` are multiaddrs; bootstrap peers need their ``/p2p/<PeerId>``.
         ``validator`` judges every new message before it is delivered or forwarded (default: accept).
+        ``signed_topics`` run StrictSign (messages signed by their author, for topics shared with other
+        libp2p applications); meshchat's own topics and all others are StrictNoSign.
         Raises ``KeyFileError`` for a missing or locked identity, ``BadAddress`` for an unusable
         address and ``NetworkError`` if no bootstrap peer could be reached.
         """
@@ -82,11 +88,17 @@ class Node:
         listen_addrs = [parse_multiaddr(a) for a in listen]
         bootstrap_infos = [_peer_info(a) for a in bootstrap]
         host = build_host(identity, mdns=mdns)
+        config = config or GossipConfig()
+        if signed_topics:
+            config = dataclasses.replace(
+                config, signed_topics=config.signed_topics | frozenset(signed_topics)
+            )
         router = GossipRouter(
-            config or GossipConfig(),
+            config,
             local_peer=identity.public.peer_id,
             rng=random.Random(),
             validator=validator,
+            signer=MessageSigner(identity, first_seqno=time.time_ns()),
             score_params=score_params if score_params is not None else ScoreParams(),
         )
         driver = GossipDriver(host, router)

@@ -65,6 +65,10 @@ class GossipConfig:
     opportunistic_graft_peers: int = 2
     #: Send IDONTWANT for messages at least this large (bytes); v1.2 leaves the policy to us.
     idontwant_min_size: int = 1024
+    #: Topics run with the StrictSign policy (author, sequence number and signature on every message;
+    #: id = author + seqno), for sharing topics with other libp2p applications. Every other topic is
+    #: StrictNoSign with content-addressed ids, as meshchat's own topics are.
+    signed_topics: frozenset[str] = frozenset()
     #: Most IDONTWANT message ids accepted from one peer per heartbeat (go-libp2p: 1000 msgs of ids).
     max_idontwant_ids: int = 5000
     #: Send IDONTWANT at all (turn off to measure what it saves).

@@ -51,6 +51,9 @@ class DropReason(Enum):
     DUPLICATE = "duplicate"
     #: The validator rejected the message (the sender is penalised).
     INVALID = "invalid"
+    #: The message broke its topic's signature policy: unsigned or badly signed on a StrictSign topic,
+    #: or carrying author/seqno/signature on a StrictNoSign one (penalised like INVALID).
+    BAD_SIGNATURE = "bad signature"
     #: The validator asked to ignore the message (no penalty).
     IGNORED = "ignored"
     #: A message for a topic this router neither joined nor relays.

@@ -63,6 +63,7 @@ from meshchat.gossip.messages import (
 )
 from meshchat.gossip.outbox import Outbox
 from meshchat.gossip.score import PeerScore
+from meshchat.gossip.signing import MessageSigner, signature_problem, signed_message_id, unsigned_problem
 from meshchat.wire import message_id as content_id
 
 __all__ = ["GossipRouter", "RouterStatistics", "ValidationResult", "Validator"]
@@ -132,13 +133,20 @@ class GossipRouter:
         validator: Validator | None = None,
         score_params: ScoreParams | None = None,
         message_id_fn: Callable[[bytes], MessageId] = content_id,
+        signer: MessageSigner | None = None,
     ) -> None:
-        """Create a router for ``local_peer``; ``score_params=None`` turns peer scoring off."""
+        """Create a router for ``local_peer``; ``score_params=None`` turns peer scoring off.
+
+        ``signer`` signs what this node publishes on ``config.signed_topics`` (StrictSign); without
+        one, publishing there raises ``ValueError``.
+        """
         self.config = config
         self.local_peer = local_peer
         self._rng = rng
         self._validator = validator or _accept_all
         self._message_id = message_id_fn
+        self._signer = signer
+        self._signed_topics = config.signed_topics
         self._score = PeerScore(score_params) if score_params is not None else None
         # With scoring off every score is 0 and no threshold (all negative) is ever crossed.
         thresholds = score_params.thresholds if score_params is not None else None
@@ -369,12 +377,18 @@ class GossipRouter:
     # --- publishing and forwarding ----------------------------------------------------------------
 
     def _publish(self, topic: Topic, data: bytes, now: float) -> None:
-        mid = self._message_id(data)
+        message = PubMessage(topic=topic, data=data)
+        if topic in self._signed_topics:
+            if self._signer is None:
+                raise ValueError(f"topic {topic!r} is StrictSign and this router has no signer")
+            message = self._signer.sign(message)
+            mid = signed_message_id(message)
+        else:
+            mid = self._message_id(data)
         if mid in self._seen:
             self._drop(DropReason.DUPLICATE)
             return
         self._seen.add(mid, now=now, valid=True)
-        message = PubMessage(topic=topic, data=data)
         self._mcache.put(mid, message)
         self._published += 1
         if self.config.flood_publish:
@@ -454,7 +468,8 @@ class GossipRouter:
         if topic not in self._joined:
             self._drop(DropReason.UNKNOWN_TOPIC)
             return
-        mid = self._message_id(message.data)
+        signed = topic in self._signed_topics
+        mid = signed_message_id(message) if signed else self._message_id(message.data)
         record = self._seen.records.get(mid)
         if record is not None:
             self._duplicates += 1  # the hot path: three in four copies are duplicates
@@ -474,11 +489,12 @@ class GossipRouter:
                 if other != peer and self._peers[other].protocol is Protocol.MESHSUB_V12:
                     self._actions.append(SendRpc(peer=other, rpc=notice))
                     self._rpcs_sent += 1
-        verdict = self._validator(topic, message.data, mid)
+        problem = signature_problem(message) if signed else unsigned_problem(message)
+        verdict = ValidationResult.REJECT if problem else self._validator(topic, message.data, mid)
         self._seen.add(mid, now=now, valid=verdict is ValidationResult.ACCEPT)
         self._promises.pop(mid, None)
         if verdict is ValidationResult.REJECT:
-            self._drop(DropReason.INVALID)
+            self._drop(DropReason.BAD_SIGNATURE if problem else DropReason.INVALID)
             if self._score is not None:
                 self._score.invalid_delivery(peer, topic)
             return

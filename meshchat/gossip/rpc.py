@@ -76,8 +76,11 @@ __all__ = [
     "FrameDecoder",
     "RpcLimits",
     "decode_rpc",
+    "encode_message",
     "encode_rpc",
     "frame",
+    "peer_id_bytes",
+    "peer_id_text",
     "rpc_size",
 ]
 
@@ -288,6 +291,11 @@ def _encode_message(message: PubMessage) -> bytes:
     return b"".join(parts)
 
 
+def encode_message(message: PubMessage) -> bytes:
+    """The protobuf ``Message`` alone, as pubsub signatures sign it (without ``signature``/``key``)."""
+    return _encode_message(message)
+
+
 def _encode_ids(tag: bytes, ids: tuple[MessageId, ...]) -> bytes:
     if len(ids) == 1:  # IDONTWANT is sent one id at a time
         return _len_field(tag, ids[0])
@@ -378,6 +386,16 @@ def _peer_id_text(raw: bytes) -> PeerId:
     if not _is_peer_id(raw):
         raise DecodeError("RPC", "PRUNE offers a PeerId that is not an identity or sha2-256 multihash")
     return str(base58.b58encode(raw).decode("ascii"))
+
+
+def peer_id_bytes(peer_id: PeerId) -> bytes:
+    """The binary PeerId (a multihash) under canonical PeerId text; ``ValueError`` otherwise."""
+    return _peer_id_bytes(peer_id)
+
+
+def peer_id_text(raw: bytes) -> PeerId:
+    """The canonical text of a binary PeerId; ``DecodeError`` if it is not an identity/sha2-256 multihash."""
+    return _peer_id_text(raw)
 
 
 # ------------------------------------------------------------------------------------------------ framing
