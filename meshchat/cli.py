@@ -730,6 +730,9 @@ def node_command(
     stdin: Annotated[
         bool, typer.Option("--stdin", help="Publish each line of standard input to the first topic.")
     ] = False,
+    relay: Annotated[
+        bool, typer.Option("--relay", help="Join every inbox shard, to carry everyone's sealed messages.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")] = False,
 ) -> None:
     """Run a node on the network until Ctrl-C: print its PeerId and addresses, then every event."""
@@ -739,10 +742,12 @@ def node_command(
     topics = (topic or []) + (signed_topic or [])
     if stdin and not topics:
         raise CommandError("--stdin publishes to the first --topic (or --signed-topic); give one")
-    identity = _load_identity(_profile_dir(profile))
+    folder = _profile_dir(profile)
+    identity = _load_identity(folder)
     trio.run(
         functools.partial(
             run_node,
+            folder,
             identity,
             listen=listen or list(DEFAULT_LISTEN),
             bootstrap=bootstrap or [],
@@ -752,6 +757,91 @@ def node_command(
             json_lines=json_output,
             read_stdin=stdin,
             out=sys.stdout,
+            relay=relay,
+        )
+    )
+
+
+@app.command("add")
+def add_command(
+    invite_text: Annotated[str, typer.Argument(metavar="INVITE", help="Their MESHCHAT:… invite.")],
+    *,
+    profile: ProfileOption = None,
+    name: Annotated[str | None, typer.Option(help="Your name for them (default: their invite's).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Verify an invite and store it as a contact."""
+    from meshchat.contacts import Contacts  # noqa: PLC0415
+
+    folder = _profile_dir(profile)
+    _require_key_file(folder)
+    contact = Contacts(folder).add(invite_text.strip(), name=name)
+    if json_output:
+        _emit_json({"name": contact.name, "peer_id": contact.peer_id, "addrs": list(contact.addrs)})
+    else:
+        _stdout().print(f"added [bold]{escape(contact.name)}[/] ({contact.peer_id})")
+
+
+@app.command("send")
+def send_command(
+    text: Annotated[str, typer.Argument(metavar="TEXT", help="The message.")],
+    *,
+    to: Annotated[str, typer.Option("--to", metavar="CONTACT", help="Contact name or PeerId.")],
+    profile: ProfileOption = None,
+    listen: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Listen here.")] = None,
+    bootstrap: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Send one sealed message to a contact (they, or a relay on their shard, must be online)."""
+    from meshchat.cli_node import run_send  # noqa: PLC0415
+    from meshchat.node import DEFAULT_LISTEN  # noqa: PLC0415
+
+    folder = _profile_dir(profile)
+    identity = _load_identity(folder)
+    trio.run(
+        functools.partial(
+            run_send,
+            folder,
+            identity,
+            to=to,
+            text=text,
+            listen=listen or list(DEFAULT_LISTEN),
+            bootstrap=bootstrap or [],
+            json_lines=json_output,
+            out=sys.stdout,
+        )
+    )
+
+
+@app.command("chat")
+def chat_command(
+    *,
+    to: Annotated[str, typer.Option("--to", metavar="CONTACT", help="Contact name or PeerId.")],
+    profile: ProfileOption = None,
+    listen: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Listen here.")] = None,
+    bootstrap: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")] = False,
+) -> None:
+    """Talk to a contact: each line you type goes to them sealed; what anyone sends you is printed."""
+    from meshchat.cli_node import run_node  # noqa: PLC0415
+    from meshchat.node import DEFAULT_LISTEN  # noqa: PLC0415
+
+    folder = _profile_dir(profile)
+    identity = _load_identity(folder)
+    trio.run(
+        functools.partial(
+            run_node,
+            folder,
+            identity,
+            listen=listen or list(DEFAULT_LISTEN),
+            bootstrap=bootstrap or [],
+            mdns=False,
+            topics=[],
+            signed_topics=[],
+            json_lines=json_output,
+            read_stdin=True,
+            out=sys.stdout,
+            chat_with=to,
         )
     )
 

@@ -3,8 +3,9 @@
 The command line half (options, profile, passphrase) is in ``meshchat.cli``; this module runs the node:
 it prints the PeerId and listen addresses first, then one line per event, as text or, with ``--json``,
 as one JSON object per line (``listening``, ``peer_connected``, ``peer_disconnected``, ``message``,
-``published``, ``stopped``) for scripts and tests. With ``--stdin`` every line read from standard input
-is published to the first topic. SIGINT and SIGTERM stop the node cleanly.
+``direct``, ``published``, ``sent``, ``stopped``, ``statistics``) for scripts and tests. With ``--stdin``
+every line read from standard input is published to the first topic; ``meshchat chat --to CONTACT``
+sends each line sealed to the contact instead. SIGINT and SIGTERM stop the node cleanly.
 """
 
 from __future__ import annotations
@@ -14,17 +15,25 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 
 import trio
 
+from meshchat.crypto import epoch_of, inbox_tag, inbox_topic
+from meshchat.errors import MeshchatError, NetworkError
 from meshchat.identity import Identity
-from meshchat.net import MessageDelivered, NetEvent, PeerJoined, PeerLeft
-from meshchat.node import Node
+from meshchat.inbox import DirectMessage
+from meshchat.net import MessageDelivered, PeerJoined, PeerLeft
+from meshchat.node import Node, NodeEvent
 from meshchat.wire import message_id
 
-__all__ = ["MAX_STDIN_LINE", "run_node"]
+__all__ = ["MAX_STDIN_LINE", "SEND_TIMEOUT", "run_node", "run_send"]
+
+#: Seconds ``meshchat send`` waits for a peer on the recipient's inbox shard before giving up.
+SEND_TIMEOUT = 15.0
 
 #: Longest line accepted on standard input for publishing, bytes: what one RPC may carry with room to
 #: spare (a longer line is refused with a ``refused`` event, not cut).
@@ -47,8 +56,19 @@ class _Printer:
         self._out.flush()
 
 
-def _describe(event: NetEvent, printer: _Printer) -> None:
+def _describe(event: NodeEvent, printer: _Printer) -> None:
     match event:
+        case DirectMessage(sender=sender, contact=contact, body=body, sent_at_ms=sent_at, message_id=mid):
+            who = contact.name if contact is not None else sender.peer_id
+            printer.event(
+                "direct",
+                f"from {who}: {body.decode('utf-8', errors='replace')}",
+                sender=sender.peer_id,
+                contact=contact.name if contact is not None else None,
+                sent_at_ms=sent_at,
+                message_id=mid.hex(),
+                data=base64.b64encode(body).decode("ascii"),
+            )
         case MessageDelivered(topic=topic, message_id=mid, data=data, source=source):
             text = data.decode("utf-8", errors="replace")
             printer.event(
@@ -76,8 +96,11 @@ async def _print_events(node: Node, printer: _Printer) -> None:
         _describe(event, printer)
 
 
-async def _publish_stdin(node: Node, topic: str, printer: _Printer) -> None:
-    """Publish each line of standard input to ``topic`` (without its line ending)."""
+LineHandler = Callable[[bytes], Awaitable[None]]
+
+
+async def _read_stdin(handle: LineHandler, printer: _Printer) -> None:
+    """Hand each line of standard input (without its line ending) to ``handle``, until end of input."""
     stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     buffer = b""
     async with stream:
@@ -85,19 +108,26 @@ async def _publish_stdin(node: Node, topic: str, printer: _Printer) -> None:
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
-                await _publish_line(node, topic, line.rstrip(b"\r"), printer)
+                await _checked(handle, line.rstrip(b"\r"), printer)
             if len(buffer) > MAX_STDIN_LINE:
                 printer.event("refused", f"a line over {MAX_STDIN_LINE:,} bytes", limit=MAX_STDIN_LINE)
                 buffer = b""
         if buffer:
-            await _publish_line(node, topic, buffer, printer)
-    printer.event("stdin_closed", "standard input closed; still relaying")
+            await _checked(handle, buffer, printer)
+    printer.event("stdin_closed", "standard input closed")
 
 
-async def _publish_line(node: Node, topic: str, line: bytes, printer: _Printer) -> None:
+async def _checked(handle: LineHandler, line: bytes, printer: _Printer) -> None:
     if len(line) > MAX_STDIN_LINE:
         printer.event("refused", f"a line over {MAX_STDIN_LINE:,} bytes", limit=MAX_STDIN_LINE)
         return
+    try:
+        await handle(line)
+    except MeshchatError as exc:
+        printer.event("refused", str(exc), error=type(exc).__name__)
+
+
+async def _publish_line(node: Node, topic: str, line: bytes, printer: _Printer) -> None:
     await node.publish(topic, line)
     if topic in node.driver.router.config.signed_topics:  # its id is author + seqno, chosen by the router
         printer.event("published", f"[{topic}] {len(line)} bytes, signed", topic=topic)
@@ -108,6 +138,7 @@ async def _publish_line(node: Node, topic: str, line: bytes, printer: _Printer) 
 
 
 async def run_node(
+    profile: Path,
     identity: Identity,
     *,
     listen: Sequence[str],
@@ -118,12 +149,25 @@ async def run_node(
     json_lines: bool,
     read_stdin: bool,
     out: TextIO,
+    relay: bool = False,
+    chat_with: str | None = None,
 ) -> None:
-    """Run a node until SIGINT or SIGTERM, printing its events to ``out``."""
+    """Run a node until SIGINT or SIGTERM, printing its events to ``out``.
+
+    With ``read_stdin`` each input line is published to the first topic, or, with ``chat_with``, sent
+    sealed to that contact.
+    """
     printer = _Printer(out, json_lines=json_lines)
     async with Node.open(
-        identity=identity, listen=listen, bootstrap=bootstrap, mdns=mdns, signed_topics=signed_topics
+        profile,
+        identity=identity,
+        listen=listen,
+        bootstrap=bootstrap,
+        mdns=mdns,
+        signed_topics=signed_topics,
+        relay_inbox_shards=relay,
     ) as node:
+        contact = node.contacts.find(chat_with) if chat_with is not None else None
         printer.event(
             "listening",
             f"{node.peer_id} on {', '.join(node.listen_addrs)}",
@@ -135,8 +179,19 @@ async def run_node(
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_print_events, node, printer)
-                if read_stdin:
-                    nursery.start_soon(_publish_stdin, node, topics[0], printer)
+                if contact is not None:
+
+                    async def send(line: bytes) -> None:
+                        mid = await node.send(contact, line)
+                        printer.event("sent", f"to {contact.name}", to=contact.peer_id, message_id=mid.hex())
+
+                    nursery.start_soon(_read_stdin, send, printer)
+                elif read_stdin:
+
+                    async def publish(line: bytes) -> None:
+                        await _publish_line(node, topics[0], line, printer)
+
+                    nursery.start_soon(_read_stdin, publish, printer)
                 async for signum in signals:
                     printer.event("stopped", signal.Signals(signum).name, signal=signal.Signals(signum).name)
                     nursery.cancel_scope.cancel()
@@ -150,4 +205,42 @@ async def run_node(
             delivered=stats.router.delivered,
             drops=drops,
             router_drops=router_drops,
+        )
+
+
+async def run_send(
+    profile: Path,
+    identity: Identity,
+    *,
+    to: str,
+    text: str,
+    listen: Sequence[str],
+    bootstrap: Sequence[str],
+    json_lines: bool,
+    out: TextIO,
+) -> None:
+    """Send one sealed message to contact ``to`` and return once it is on the wire to a peer.
+
+    Raises ``NetworkError`` if nobody on the contact's inbox shard is reachable within ``SEND_TIMEOUT``:
+    without store-and-forward (the next issue) the recipient, or a relay, must be online.
+    """
+    printer = _Printer(out, json_lines=json_lines)
+    async with Node.open(profile, identity=identity, listen=listen, bootstrap=bootstrap) as node:
+        contact = node.contacts.find(to)
+        topic = inbox_topic(inbox_tag(contact.public, epoch_of(time.time())))
+        router = node.driver.router
+        await node.reach(contact)
+        with trio.move_on_after(SEND_TIMEOUT):
+            await node.wait_for(lambda: bool(router.topic_peers(topic)))
+        if not router.topic_peers(topic):
+            raise NetworkError(
+                f"send to {contact.name}", f"nobody on their inbox shard answered in {SEND_TIMEOUT:g} s"
+            )
+        before = node.statistics().frames_sent
+        mid = await node.send(contact, text)
+        with trio.move_on_after(SEND_TIMEOUT):
+            await node.wait_for(lambda: node.statistics().frames_sent > before)
+        peers = len(router.topic_peers(topic))
+        printer.event(
+            "sent", f"to {contact.name} via {peers} peer(s)", to=contact.peer_id, message_id=mid.hex()
         )

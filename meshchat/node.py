@@ -23,19 +23,43 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeAlias
 
 import trio
 from libp2p.abc import IHost
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 
-from meshchat.errors import BadAddress, NetworkError
+from meshchat.contacts import Contact, Contacts
+from meshchat.crypto import (
+    INBOX_EPOCH_SECONDS,
+    INBOX_SHARDS,
+    INBOX_TOPIC_PREFIX,
+    epoch_of,
+    inbox_tag,
+    inbox_topic,
+    seal,
+)
+from meshchat.errors import BadAddress, NetworkError, ProfileError
 from meshchat.gossip import GossipConfig, GossipRouter, ScoreParams, Validator
 from meshchat.gossip.messages import Topic
 from meshchat.gossip.signing import MessageSigner
-from meshchat.identity import KEY_FILE_NAME, Identity, load_identity
-from meshchat.net import DriverStatistics, GossipDriver, NetEvent, build_host, parse_multiaddr
+from meshchat.identity import KEY_FILE_NAME, Identity, PublicIdentity, load_identity
+from meshchat.inbox import DirectMessage, Inbox, envelope_relay_check
+from meshchat.net import (
+    EVENT_QUEUE,
+    DriverStatistics,
+    GossipDriver,
+    MessageDelivered,
+    NetEvent,
+    build_host,
+    parse_multiaddr,
+)
+from meshchat.wire import message_id
 
-__all__ = ["DEFAULT_LISTEN", "KEY_FILE", "Node"]
+__all__ = ["DEFAULT_LISTEN", "KEY_FILE", "Node", "NodeEvent"]
+
+#: What ``Node.events()`` yields: gossip messages, sealed messages to this node, peers coming and going.
+NodeEvent: TypeAlias = NetEvent | DirectMessage
 
 #: The identity's key file inside a profile folder.
 KEY_FILE = KEY_FILE_NAME
@@ -50,11 +74,19 @@ CLOSE_TIMEOUT = 5.0
 class Node:
     """One meshchat peer: identity, libp2p host, gossip router. Make one with ``Node.open``."""
 
-    def __init__(self, identity: Identity, host: IHost, driver: GossipDriver) -> None:
+    def __init__(
+        self, identity: Identity, host: IHost, driver: GossipDriver, contacts: Contacts | None
+    ) -> None:
         """Use ``Node.open``; this only stores its parts."""
         self.identity = identity
         self._host = host
         self._driver = driver
+        self._contacts = contacts
+        self._inbox = Inbox(identity, contacts)
+        self._inbox_topics: set[str] = set()
+        self._events_send, self._events = trio.open_memory_channel[NodeEvent](EVENT_QUEUE)
+        #: Events the application did not take in time (its queue was full), counted, not kept.
+        self.events_dropped = 0
 
     @classmethod
     @asynccontextmanager
@@ -71,13 +103,18 @@ class Node:
         score_params: ScoreParams | None = None,
         validator: Validator | None = None,
         signed_topics: Sequence[str] = (),
+        inbox: bool = True,
+        relay_inbox_shards: bool = False,
     ) -> AsyncIterator[Node]:
         """Start a node for the identity in ``profile_dir`` (or ``identity``); stop it on exit.
 
         ``listen`` and ``bootstrap`` are multiaddrs; bootstrap peers need their ``/p2p/<PeerId>``.
         ``validator`` judges every new message before it is delivered or forwarded (default: accept).
         ``signed_topics`` run StrictSign (messages signed by their author, for topics shared with other
-        libp2p applications); meshchat's own topics and all others are StrictNoSign.
+        libp2p applications); meshchat's own topics and all others are StrictNoSign. With ``inbox``
+        the node joins its inbox shard topics and delivers sealed messages to it as ``DirectMessage``;
+        with ``relay_inbox_shards`` it joins all ``INBOX_SHARDS`` of them to carry everyone's envelopes
+        (a relay: gossip only flows through nodes that joined the topic).
         Raises ``KeyFileError`` for a missing or locked identity, ``BadAddress`` for an unusable
         address and ``NetworkError`` if no bootstrap peer could be reached.
         """
@@ -85,6 +122,7 @@ class Node:
             if profile_dir is None:
                 raise ValueError("give a profile folder or an identity")
             identity = load_identity(Path(profile_dir) / KEY_FILE, passphrase)
+        contacts = Contacts(Path(profile_dir)) if profile_dir is not None else None
         listen_addrs = [parse_multiaddr(a) for a in listen]
         bootstrap_infos = [_peer_info(a) for a in bootstrap]
         host = build_host(identity, mdns=mdns)
@@ -97,15 +135,22 @@ class Node:
             config,
             local_peer=identity.public.peer_id,
             rng=random.Random(),
-            validator=validator,
+            validator=envelope_relay_check(time.time, validator),
             signer=MessageSigner(identity, first_seqno=time.time_ns()),
             score_params=score_params if score_params is not None else ScoreParams(),
         )
         driver = GossipDriver(host, router)
-        node = cls(identity, host, driver)
+        node = cls(identity, host, driver, contacts)
         try:
             async with host.run(listen_addrs), trio.open_nursery() as nursery:
                 await nursery.start(driver.run)
+                nursery.start_soon(node._translate_events)
+                if inbox:
+                    await node._join_inbox()
+                    nursery.start_soon(node._rejoin_inbox_daily)
+                if relay_inbox_shards:
+                    for shard in range(INBOX_SHARDS):
+                        await driver.join(f"{INBOX_TOPIC_PREFIX}{shard}")
                 if bootstrap_infos:
                     await node._bootstrap(bootstrap_infos)
                 try:
@@ -124,6 +169,75 @@ class Node:
             raise single from None
         except OSError as exc:
             raise NetworkError("listen", exc.strerror or str(exc)) from exc
+
+    # --- direct messages ---------------------------------------------------------------------------
+
+    @property
+    def contacts(self) -> Contacts:
+        """The profile's contacts (``ProfileError`` for a node opened without a profile folder)."""
+        if self._contacts is None:
+            raise ProfileError("this node was opened with an identity, not a profile: it has no contacts")
+        return self._contacts
+
+    async def send(self, to: Contact | PublicIdentity | str, body: bytes | str) -> bytes:
+        """Seal ``body`` to ``to`` (a contact, a public key, or a contact's name or PeerId) and publish it
+        on their inbox shard; return the message id. The recipient must be reachable through the mesh
+        now: store-and-forward for offline recipients comes with the next issue."""
+        if isinstance(to, str):
+            to = self.contacts.find(to)
+        if isinstance(to, Contact):
+            await self.reach(to)
+        recipient = to.public if isinstance(to, Contact) else to
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        now = time.time()
+        envelope = seal(self.identity, recipient, data, wall_now=now)
+        await self._driver.publish(inbox_topic(inbox_tag(recipient, epoch_of(now))), envelope)
+        return message_id(envelope)
+
+    async def reach(self, contact: Contact) -> None:
+        """Dial ``contact`` at its invite's addresses if not connected (best effort: relays may carry it)."""
+        network = self._host.get_network()
+        if any(str(peer) == contact.peer_id for peer in network.connections):
+            return
+        for address in contact.addrs:
+            full = address if "/p2p/" in address else f"{address}/p2p/{contact.peer_id}"
+            with contextlib.suppress(BadAddress, NetworkError):
+                await self.connect(full)
+                return
+
+    async def _join_inbox(self) -> None:
+        wanted = self._inbox.topics(time.time())
+        for topic in sorted(wanted - self._inbox_topics):
+            await self._driver.join(topic)
+        for topic in sorted(self._inbox_topics - wanted):
+            await self._driver.leave(topic)
+        self._inbox_topics = wanted
+
+    async def _rejoin_inbox_daily(self) -> None:
+        """Follow the inbox tags as the days turn (a timer: the next epoch starts at a known time)."""
+        while True:
+            now = time.time()
+            await trio.sleep(INBOX_EPOCH_SECONDS - now % INBOX_EPOCH_SECONDS + 1)
+            await self._join_inbox()
+
+    async def _translate_events(self) -> None:
+        """Turn the driver's events into the node's: inbox envelopes become ``DirectMessage``, or nothing
+        if they are someone else's (a relay carries them unread); everything else passes through."""
+        async for event in self._driver.events:
+            out: NodeEvent | None = event
+            if isinstance(event, MessageDelivered) and event.topic.startswith(INBOX_TOPIC_PREFIX):
+                out = self._inbox.open(event.data, wall_now=time.time())
+            if out is None:
+                continue
+            try:
+                self._events_send.send_nowait(out)
+            except trio.WouldBlock:
+                self.events_dropped += 1
+
+    @property
+    def inbox_rejected(self) -> dict[str, int]:
+        """Envelopes addressed to this node that failed to open, by error (forged, altered, expired)."""
+        return dict(self._inbox.rejected)
 
     async def _hang_up(self) -> None:
         """Close every connection before the host stops (py-libp2p 0.8.1 leaks dialled sockets else)."""
@@ -197,14 +311,14 @@ class Node:
         """Publish ``data`` on gossip ``topic`` (joined or not)."""
         await self._driver.publish(topic, data)
 
-    def events(self) -> trio.MemoryReceiveChannel[NetEvent]:
+    def events(self) -> trio.MemoryReceiveChannel[NodeEvent]:
         """Messages and peer changes, in order (``async for event in node.events()``).
 
         A channel, not a generator: breaking out of the loop leaves nothing to clean up, and the next
         loop goes on where this one stopped. Events the application does not take are queued up to
-        ``meshchat.net.driver.EVENT_QUEUE``; beyond that they are counted as dropped.
+        ``EVENT_QUEUE``; beyond that they are counted in ``events_dropped``.
         """
-        return self._driver.events
+        return self._events
 
     async def wait_for(self, condition: Callable[[], bool]) -> None:
         """Return once ``condition()`` holds, re-checked whenever the node's state changes."""

@@ -158,3 +158,49 @@ async def test_a_message_crosses_four_hops_and_survives_a_restart_of_the_middle(
         nodes[4].process.send_signal(signal.SIGTERM)
         stats = await nodes[4].first("statistics")
         assert stats["drops"] == {}
+
+
+async def test_meshchat_send_reaches_a_contact_running_meshchat_chat(tmp_path: Path) -> None:
+    """The CLI end to end: two profiles, invites exchanged with ``meshchat add``, Bob in ``meshchat chat``
+    and Alice's one-shot ``meshchat send``, which dials the address in Bob's invite."""
+    meshchat = [sys.executable, "-m", "meshchat"]
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+
+    async def run(*args: str) -> str:
+        result = await trio.run_process([*meshchat, *args], capture_stdout=True, stderr=subprocess.DEVNULL)
+        return result.stdout.decode().strip()
+
+    for folder, name in ((alice, "Alice"), (bob, "Bob")):
+        await run("init", "--profile", str(folder), "--name", name, "--insecure-no-passphrase")
+    await run("add", "--profile", str(bob), await run("invite", "--profile", str(alice)))
+    local = "/ip4/127.0.0.1/tcp/0"
+    chat = await trio.lowlevel.open_process(
+        [*meshchat, "chat", "--profile", str(bob), "--to", "Alice", "--listen", local, "--json"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            bob_node = NodeProcess(chat)
+            nursery.start_soon(bob_node.read_events)
+            address = (await bob_node.first("listening"))["addrs"][0].split("/p2p/")[0]
+            await run(
+                "add", "--profile", str(alice), await run("invite", "--profile", str(bob), "--addr", address)
+            )
+            with trio.fail_after(WAIT):
+                sent = json.loads(
+                    await run("send", "--profile", str(alice), "--to", "Bob", "--json", "Сәлам!")
+                )
+            assert sent["event"] == "sent"
+            direct = await bob_node.first("direct")
+            assert base64.b64decode(direct["data"]).decode() == "Сәлам!"
+            assert direct["contact"] == "Alice" and direct["message_id"] == sent["message_id"]
+            await bob_node.publish(b"got it")  # Bob's line goes to Alice, sealed (she is gone: no peer)
+            assert (await bob_node.first("sent"))["event"] == "sent"
+            nursery.cancel_scope.cancel()
+    finally:
+        chat.kill()
+        with trio.move_on_after(WAIT) as scope:
+            scope.shield = True
+            await chat.wait()

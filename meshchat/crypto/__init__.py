@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from meshchat.crypto.seal import DEFAULT_TTL, MAX_BODY_SIZE, MAX_TTL, OpenedMessage, open_envelope, seal
-from meshchat.crypto.tags import INBOX_EPOCH_SECONDS, epoch_of, inbox_tag
+from meshchat.crypto.tags import (
+    INBOX_EPOCH_SECONDS,
+    INBOX_SHARDS,
+    INBOX_TOPIC_PREFIX,
+    epoch_of,
+    inbox_tag,
+    inbox_tags_around,
+    inbox_topic,
+)
 
 __all__ = [
     "DEFAULT_TTL",
     "INBOX_EPOCH_SECONDS",
+    "INBOX_SHARDS",
+    "INBOX_TOPIC_PREFIX",
     "MAX_BODY_SIZE",
     "MAX_TTL",
     "OpenedMessage",
     "epoch_of",
     "inbox_tag",
+    "inbox_tags_around",
+    "inbox_topic",
     "open_envelope",
     "seal",
 ]

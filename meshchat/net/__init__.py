@@ -5,6 +5,7 @@ sans-IO ``GossipRouter`` the simulator runs on that host's ``/meshsub/1.x`` stre
 """
 
 from meshchat.net.driver import (
+    EVENT_QUEUE,
     PUBSUB_PROTOCOLS,
     DriverStatistics,
     GossipDriver,
@@ -17,6 +18,7 @@ from meshchat.net.driver import (
 from meshchat.net.host import MUXERS, build_host, key_pair_of, parse_multiaddr
 
 __all__ = [
+    "EVENT_QUEUE",
     "MUXERS",
     "PUBSUB_PROTOCOLS",
     "DriverStatistics",
