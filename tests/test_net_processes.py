@@ -19,11 +19,14 @@ import pytest
 import trio
 
 from meshchat.identity import Identity, save_identity
-from meshchat.node import KEY_FILE
+from meshchat.net import MessageDelivered
+from meshchat.net.host import HANDSHAKE_TIMEOUT
+from meshchat.node import KEY_FILE, Node
 
 pytestmark = pytest.mark.slow
 
 TOPIC = "line"
+LOCAL = "/ip4/127.0.0.1/tcp/0"
 #: Seconds any one wait may take (a node starts in ~1 s; a hop takes milliseconds).
 WAIT = 30.0
 #: Probes node 0 publishes, at most, while waiting for the line to carry messages end to end.
@@ -204,3 +207,54 @@ async def test_meshchat_send_reaches_a_contact_running_meshchat_chat(tmp_path: P
         with trio.move_on_after(WAIT) as scope:
             scope.shield = True
             await chat.wait()
+
+
+async def test_500_idle_connections_do_not_stop_honest_traffic_and_are_closed() -> None:
+    """500 TCP connections that never start a handshake (in this process, beside the two nodes).
+
+    What holds: the node stays up, the peer it already has keeps delivering, it can still dial out,
+    and it closes every idle connection once the handshake timeout passes, after which new peers get
+    in again. What py-libp2p 0.8.1 does meanwhile: each pending handshake holds one of its 250 inbound
+    slots, so while the 500 are open a *new* inbound peer is refused (see the closing note).
+    """
+    async with (
+        Node.open(identity=Identity(b"\x31" * 32), listen=[LOCAL]) as a,
+        Node.open(identity=Identity(b"\x32" * 32), listen=[LOCAL]) as b,
+    ):
+        await a.subscribe(TOPIC)
+        await b.subscribe(TOPIC)
+        await a.connect(b.listen_addrs[0])
+        with trio.fail_after(WAIT):
+            await b.wait_for(lambda: a.peer_id in b.driver.router.mesh.get(TOPIC, ()))
+        port = int(b.listen_addrs[0].split("/tcp/")[1].split("/")[0])
+        idle: list[trio.SocketStream] = []
+        try:
+            with trio.fail_after(WAIT):
+                for _ in range(500):
+                    idle.append(await trio.open_tcp_stream("127.0.0.1", port))
+            await a.publish(TOPIC, b"through the crowd")
+            await _delivered(b, b"through the crowd")
+            async with Node.open(identity=Identity(b"\x33" * 32), listen=[LOCAL]) as c:
+                await b.connect(c.listen_addrs[0])  # dialling out still works
+
+            closed = 0
+            with trio.fail_after(HANDSHAKE_TIMEOUT + WAIT):
+                for stream in idle:
+                    while await stream.receive_some(4096):
+                        pass  # multistream-select's greeting, if any; then the node's close
+                    closed += 1
+            assert closed == 500
+            async with Node.open(identity=Identity(b"\x34" * 32), listen=[LOCAL]) as d:
+                await d.connect(b.listen_addrs[0])  # inbound works again
+        finally:
+            for stream in idle:
+                with trio.move_on_after(1) as scope:
+                    scope.shield = True
+                    await stream.aclose()
+
+
+async def _delivered(node: Node, data: bytes) -> None:
+    with trio.fail_after(WAIT):
+        async for event in node.events():
+            if isinstance(event, MessageDelivered) and event.data == data:
+                return

@@ -29,8 +29,12 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from meshchat.errors import BadAddress
 from meshchat.identity import Identity
 
-__all__ = ["MUXERS", "build_host", "key_pair_of", "parse_multiaddr"]
+__all__ = ["HANDSHAKE_TIMEOUT", "MUXERS", "build_host", "key_pair_of", "parse_multiaddr"]
 
+#: Seconds a connection may take to negotiate security and muxing (and a stream its protocol) before
+#: py-libp2p closes it: a handshake on a real network takes well under a second; idle connections that
+#: never start one are dropped after this (py-libp2p's default is 30 s).
+HANDSHAKE_TIMEOUT = 10
 #: Stream multiplexers in order of preference: yamux, then mplex for peers that only speak mplex.
 MUXERS: tuple[TProtocol, ...] = (TProtocol(YAMUX_PROTOCOL_ID), TProtocol(MPLEX_PROTOCOL_ID))
 
@@ -58,4 +62,5 @@ def build_host(identity: Identity, *, listen: Sequence[str] = (), mdns: bool = F
         muxer_opt={MUXERS[0]: Yamux, MUXERS[1]: Mplex},
         listen_addrs=[parse_multiaddr(a) for a in listen] or None,
         enable_mDNS=mdns,
+        negotiate_timeout=HANDSHAKE_TIMEOUT,
     )
