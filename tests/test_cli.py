@@ -368,6 +368,12 @@ def test_demo_json_reports_verified_messages_and_the_expected_failures() -> None
     assert len(summary["relay_view"]["message_id"]) == 64
     assert len(summary["safety_number"].split()) == 12
     assert summary["timings_ms"]["seal"] > 0 and summary["timings_ms"]["open"] > 0
+    network = summary["network"]  # the same messages across four real nodes on 127.0.0.1
+    assert network["hops"] == 3 and len(set(network["path"])) == 4
+    assert len(network["latency_ms"]) == len(cli.DEMO_MESSAGES)
+    assert all(ms > 0 for ms in network["latency_ms"])
+    assert network["relay_envelopes"] == [len(cli.DEMO_MESSAGES)] * 2  # both relays carried each one
+    assert network["relay_readable"] == 0
 
 
 def _process_env() -> dict[str, str]:
@@ -386,7 +392,7 @@ def test_python_dash_m_meshchat_help_lists_the_commands_and_errors_stay_one_line
         check=False,
     )
     assert helped.returncode == 0, helped.stderr
-    for name in ("init", "id", "invite", "safety-number", "demo"):
+    for name in ("init", "id", "invite", "safety-number", "demo", "node", "add", "send", "chat"):
         assert name in helped.stdout
 
     failed = subprocess.run(
