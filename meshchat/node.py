@@ -194,6 +194,11 @@ class Node:
         await self._driver.publish(inbox_topic(inbox_tag(recipient, epoch_of(now))), envelope)
         return message_id(envelope)
 
+    def inbox_topic(self, wall_now: float | None = None) -> str:
+        """The inbox shard topic this node's envelopes travel on today (or at unix time ``wall_now``)."""
+        now = time.time() if wall_now is None else wall_now
+        return inbox_topic(inbox_tag(self.identity.public, epoch_of(now)))
+
     async def reach(self, contact: Contact) -> None:
         """Dial ``contact`` at its invite's addresses if not connected (best effort: relays may carry it)."""
         network = self._host.get_network()

@@ -24,3 +24,16 @@ def test_sealed_hello_runs_and_bob_reads_alices_message() -> None:
     assert "no sender" in result.stdout
     digits = result.stdout.splitlines()[0].removeprefix("safety number: ").split()
     assert len(digits) == 12 and all(len(group) == 5 and group.isdigit() for group in digits)
+
+
+def test_two_nodes_example_delivers_a_sealed_message_over_tcp() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "two_nodes.py")],
+        capture_output=True,
+        encoding="utf-8",
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Bob got 'Привет, Боб!', signed by Alice: True" in result.stdout
