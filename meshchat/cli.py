@@ -715,6 +715,20 @@ def _demo_timings(alice: DemoPerson, bob: DemoPerson, wall_now: float, say: Say)
 # --- the real network -----------------------------------------------------------------------------
 
 
+def _run_on_network(
+    profile: Path | None, listen: list[str] | None, bootstrap: list[str] | None, run: Any, **options: Any
+) -> None:
+    """Load the profile's identity and run ``run(folder, identity, listen=..., bootstrap=..., **options)``
+    under trio (the shared start of ``node``, ``send`` and ``chat``)."""
+    from meshchat.node import DEFAULT_LISTEN  # noqa: PLC0415 (py-libp2p takes ~0.6 s to import)
+
+    folder = _profile_dir(profile)
+    identity = _load_identity(folder)
+    listen_on = listen or list(DEFAULT_LISTEN)
+    call = functools.partial(run, folder, identity, listen=listen_on, bootstrap=bootstrap or [], **options)
+    trio.run(call)
+
+
 @app.command("node")
 def node_command(
     *,
@@ -745,28 +759,22 @@ def node_command(
 ) -> None:
     """Run a node on the network until Ctrl-C: print its PeerId and addresses, then every event."""
     from meshchat.cli_node import run_node  # noqa: PLC0415 (py-libp2p takes ~0.6 s to import)
-    from meshchat.node import DEFAULT_LISTEN  # noqa: PLC0415
 
     topics = (topic or []) + (signed_topic or [])
     if stdin and not topics:
         raise CommandError("--stdin publishes to the first --topic (or --signed-topic); give one")
-    folder = _profile_dir(profile)
-    identity = _load_identity(folder)
-    trio.run(
-        functools.partial(
-            run_node,
-            folder,
-            identity,
-            listen=listen or list(DEFAULT_LISTEN),
-            bootstrap=bootstrap or [],
-            mdns=mdns,
-            topics=topics,
-            signed_topics=signed_topic or [],
-            json_lines=json_output,
-            read_stdin=stdin,
-            out=sys.stdout,
-            relay=relay,
-        )
+    _run_on_network(
+        profile,
+        listen,
+        bootstrap,
+        run_node,
+        mdns=mdns,
+        topics=topics,
+        signed_topics=signed_topic or [],
+        json_lines=json_output,
+        read_stdin=stdin,
+        out=sys.stdout,
+        relay=relay,
     )
 
 
@@ -802,22 +810,9 @@ def send_command(
 ) -> None:
     """Send one sealed message to a contact (they, or a relay on their shard, must be online)."""
     from meshchat.cli_node import run_send  # noqa: PLC0415
-    from meshchat.node import DEFAULT_LISTEN  # noqa: PLC0415
 
-    folder = _profile_dir(profile)
-    identity = _load_identity(folder)
-    trio.run(
-        functools.partial(
-            run_send,
-            folder,
-            identity,
-            to=to,
-            text=text,
-            listen=listen or list(DEFAULT_LISTEN),
-            bootstrap=bootstrap or [],
-            json_lines=json_output,
-            out=sys.stdout,
-        )
+    _run_on_network(
+        profile, listen, bootstrap, run_send, to=to, text=text, json_lines=json_output, out=sys.stdout
     )
 
 
@@ -832,25 +827,19 @@ def chat_command(
 ) -> None:
     """Talk to a contact: each line you type goes to them sealed; what anyone sends you is printed."""
     from meshchat.cli_node import run_node  # noqa: PLC0415
-    from meshchat.node import DEFAULT_LISTEN  # noqa: PLC0415
 
-    folder = _profile_dir(profile)
-    identity = _load_identity(folder)
-    trio.run(
-        functools.partial(
-            run_node,
-            folder,
-            identity,
-            listen=listen or list(DEFAULT_LISTEN),
-            bootstrap=bootstrap or [],
-            mdns=False,
-            topics=[],
-            signed_topics=[],
-            json_lines=json_output,
-            read_stdin=True,
-            out=sys.stdout,
-            chat_with=to,
-        )
+    _run_on_network(
+        profile,
+        listen,
+        bootstrap,
+        run_node,
+        mdns=False,
+        topics=[],
+        signed_topics=[],
+        json_lines=json_output,
+        read_stdin=True,
+        out=sys.stdout,
+        chat_with=to,
     )
 
 

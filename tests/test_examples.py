@@ -10,9 +10,9 @@ from pathlib import Path
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def test_sealed_hello_runs_and_bob_reads_alices_message() -> None:
+def run_example(name: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "sealed_hello.py")],
+        [sys.executable, str(EXAMPLES / name)],
         capture_output=True,
         encoding="utf-8",
         env={**os.environ, "PYTHONIOENCODING": "utf-8"},
@@ -20,6 +20,11 @@ def test_sealed_hello_runs_and_bob_reads_alices_message() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_sealed_hello_runs_and_bob_reads_alices_message() -> None:
+    result = run_example("sealed_hello.py")
     assert "Bob reads from Alice: Сәлам, Bob! 👋" in result.stdout
     assert "no sender" in result.stdout
     digits = result.stdout.splitlines()[0].removeprefix("safety number: ").split()
@@ -27,13 +32,5 @@ def test_sealed_hello_runs_and_bob_reads_alices_message() -> None:
 
 
 def test_two_nodes_example_delivers_a_sealed_message_over_tcp() -> None:
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "two_nodes.py")],
-        capture_output=True,
-        encoding="utf-8",
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_example("two_nodes.py")
     assert "Bob got 'Привет, Боб!', signed by Alice: True" in result.stdout

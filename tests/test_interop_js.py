@@ -11,15 +11,14 @@ Skipped, with the reason, only where ``node`` or ``npm`` is not installed; an ``
 from __future__ import annotations
 
 import base64
-import json
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from processes import JsonLinesProcess
 
 from meshchat.gossip import DropReason
 from meshchat.identity import Identity
@@ -59,28 +58,8 @@ def js_peer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "peer.mjs"
 
 
-class JsPeer:
+class JsPeer(JsonLinesProcess):
     """The running js node: its JSON events, and its stdin to publish with."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.events: list[dict[str, Any]] = []
-        self._changed = trio.Event()
-
-    async def read(self) -> None:
-        assert self.process.stdout is not None
-        buffer = b""
-        async for chunk in self.process.stdout:
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            self.events.extend(json.loads(line) for line in lines if line.startswith(b"{"))
-            self._changed.set()
-            self._changed = trio.Event()
-
-    async def wait_for(self, condition: Callable[[], bool]) -> None:
-        with trio.fail_after(WAIT):
-            while not condition():
-                await self._changed.wait()
 
     def received(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e["event"] == "message"]
@@ -101,7 +80,7 @@ async def test_meshchat_and_js_libp2p_relay_each_others_messages(js_peer: Path, 
         js = JsPeer(process)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(js.read)
+                nursery.start_soon(js.read_events)
                 await js.wait_for(lambda: any(e["event"] == "subscribed" for e in js.events))
                 js_id = next(e["peer_id"] for e in js.events if e["event"] == "listening")
                 with trio.fail_after(WAIT):

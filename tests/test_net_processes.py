@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import trio
+from processes import JsonLinesProcess
 
 from meshchat.identity import Identity, save_identity
 from meshchat.net import MessageDelivered
@@ -33,40 +34,14 @@ WAIT = 30.0
 MAX_PROBES = 60
 
 
-class NodeProcess:
+class NodeProcess(JsonLinesProcess):
     """One ``meshchat node --json`` process and the events it printed."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.events: list[dict[str, Any]] = []
-        self._changed = trio.Event()
-
-    async def read_events(self) -> None:
-        assert self.process.stdout is not None
-        buffer = b""
-        async for chunk in self.process.stdout:
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                self.events.append(json.loads(line))
-            self._changed.set()
-            self._changed = trio.Event()
-
-    async def wait_for(self, condition: Callable[[], bool]) -> None:
-        with trio.fail_after(WAIT):
-            while not condition():
-                await self._changed.wait()
-
-    async def first(self, kind: str) -> dict[str, Any]:
-        await self.wait_for(lambda: any(e["event"] == kind for e in self.events))
-        return next(e for e in self.events if e["event"] == kind)
 
     def messages(self) -> list[bytes]:
         return [base64.b64decode(e["data"]) for e in self.events if e["event"] == "message"]
 
     async def publish(self, line: bytes) -> None:
-        assert self.process.stdin is not None
-        await self.process.stdin.send_all(line + b"\n")
+        await self.write_line(line)
 
 
 @asynccontextmanager
