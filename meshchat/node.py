@@ -27,7 +27,10 @@ from typing import TypeAlias
 
 import trio
 from libp2p.abc import IHost
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.tools.anyio_service import background_trio_service
 
 from meshchat.contacts import Contact, Contacts
 from meshchat.crypto import (
@@ -67,6 +70,8 @@ KEY_FILE = KEY_FILE_NAME
 DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/0",)
 #: Seconds to wait for one bootstrap peer.
 BOOTSTRAP_TIMEOUT = 10.0
+#: Seconds a DHT lookup of one PeerId may take.
+DHT_LOOKUP_TIMEOUT = 15.0
 #: Seconds closing a node's connections may take.
 CLOSE_TIMEOUT = 5.0
 
@@ -87,6 +92,7 @@ class Node:
         self._events_send, self._events = trio.open_memory_channel[NodeEvent](EVENT_QUEUE)
         #: Events the application did not take in time (its queue was full), counted, not kept.
         self.events_dropped = 0
+        self._dht: KadDHT | None = None
 
     @classmethod
     @asynccontextmanager
@@ -105,6 +111,7 @@ class Node:
         signed_topics: Sequence[str] = (),
         inbox: bool = True,
         relay_inbox_shards: bool = False,
+        dht: bool = True,
     ) -> AsyncIterator[Node]:
         """Start a node for the identity in ``profile_dir`` (or ``identity``); stop it on exit.
 
@@ -114,7 +121,9 @@ class Node:
         libp2p applications); meshchat's own topics and all others are StrictNoSign. With ``inbox``
         the node joins its inbox shard topics and delivers sealed messages to it as ``DirectMessage``;
         with ``relay_inbox_shards`` it joins all ``INBOX_SHARDS`` of them to carry everyone's envelopes
-        (a relay: gossip only flows through nodes that joined the topic).
+        (a relay: gossip only flows through nodes that joined the topic). With ``dht`` the node takes
+        part in the libp2p Kademlia DHT (``/ipfs/kad/1.0.0``, server mode), so contacts without a
+        usable address in their invite can be found by PeerId (``find_peer``).
         Raises ``KeyFileError`` for a missing or locked identity, ``BadAddress`` for an unusable
         address and ``NetworkError`` if no bootstrap peer could be reached.
         """
@@ -142,7 +151,11 @@ class Node:
         driver = GossipDriver(host, router)
         node = cls(identity, host, driver, contacts)
         try:
-            async with host.run(listen_addrs), trio.open_nursery() as nursery:
+            async with host.run(listen_addrs), contextlib.AsyncExitStack() as services:
+                if dht:
+                    node._dht = KadDHT(host, DHTMode.SERVER)
+                    await services.enter_async_context(background_trio_service(node._dht))
+                nursery = await services.enter_async_context(trio.open_nursery())
                 await nursery.start(driver.run)
                 nursery.start_soon(node._translate_events)
                 if inbox:
@@ -209,6 +222,27 @@ class Node:
             with contextlib.suppress(BadAddress, NetworkError):
                 await self.connect(full)
                 return
+        with contextlib.suppress(NetworkError):
+            for address in await self.find_peer(contact.peer_id):
+                with contextlib.suppress(BadAddress, NetworkError):
+                    await self.connect(address)
+                    return
+
+    async def find_peer(self, peer_id: str) -> list[str]:
+        """Look ``peer_id`` up in the DHT; its addresses (each ending in ``/p2p/<PeerId>``), or none.
+
+        Raises ``NetworkError`` if the node runs without the DHT or the lookup fails.
+        """
+        if self._dht is None:
+            raise NetworkError(f"find {peer_id}", "this node runs without the DHT")
+        try:
+            with trio.fail_after(DHT_LOOKUP_TIMEOUT):
+                info = await self._dht.find_peer(ID.from_base58(peer_id))
+        except Exception as exc:  # a timeout, or py-libp2p's own errors: all one meaning here
+            raise NetworkError(f"find {peer_id}", str(exc) or type(exc).__name__) from exc
+        if info is None:
+            return []
+        return [f"{a}/p2p/{peer_id}" if "/p2p/" not in str(a) else str(a) for a in info.addrs]
 
     async def _join_inbox(self) -> None:
         wanted = self._inbox.topics(time.time())
@@ -303,6 +337,9 @@ class Node:
         # py-libp2p's connect can return without a connection (it logs the failure): check.
         if not self._host.get_network().connections.get(info.peer_id):
             raise NetworkError(f"dial {info.peer_id}", "no connection could be made")
+        if self._dht is not None:  # every peer we reach can answer DHT queries for us, and we for it
+            with contextlib.suppress(Exception):
+                await self._dht.add_peer(info.peer_id)
 
     async def subscribe(self, topic: Topic) -> None:
         """Join gossip ``topic``: its messages arrive as ``MessageDelivered`` events."""

@@ -13,7 +13,7 @@ import trio
 
 from meshchat.contacts import CONTACTS_FILE, Contacts
 from meshchat.crypto import epoch_of, inbox_tag, inbox_topic, seal
-from meshchat.errors import ProfileError, UnknownPeer
+from meshchat.errors import NetworkError, ProfileError, UnknownPeer
 from meshchat.identity import Identity, save_identity
 from meshchat.inbox import DirectMessage
 from meshchat.net import MessageDelivered
@@ -143,3 +143,32 @@ async def test_contacts_persist_and_unknown_names_are_typed_errors(tmp_path: Pat
     async with Node.open(identity=Identity(b"\x06" * 32), listen=LOCAL) as node:
         with pytest.raises(ProfileError):
             _ = node.contacts
+
+
+async def test_a_contact_without_an_address_is_found_through_the_dht(tmp_path: Path) -> None:
+    """Alice knows only Carol's key (her invite has no address) and one bootstrap peer; a DHT lookup
+    through that peer finds Carol's address, Alice dials her and the message arrives."""
+    alice_dir, _ = profile(tmp_path, "alice", 1)
+    carol_dir, carol_id = profile(tmp_path, "carol", 7)
+    async with (
+        Node.open(identity=Identity(b"\x08" * 32), listen=LOCAL) as hub,
+        Node.open(carol_dir, listen=LOCAL, bootstrap=[hub.listen_addrs[0]]) as carol,
+        Node.open(alice_dir, listen=LOCAL, bootstrap=[hub.listen_addrs[0]]) as alice,
+    ):
+        alice.contacts.add(Invite.create(carol_id, name="Carol").to_text())  # no addrs
+        with trio.fail_after(WAIT):
+            found = await alice.find_peer(carol.peer_id)
+        assert any("/ip4/127.0.0.1/tcp/" in a and a.endswith(carol.peer_id) for a in found)
+        await alice.send("Carol", "hello?")  # dials Carol at the address the DHT gave
+        assert carol.peer_id in {str(p) for p in alice.host.get_network().connections}
+        await subscribed(alice, carol.peer_id, bobs_topic(carol))
+        mid = await alice.send("Carol", "нашла тебя через DHT")
+        while (message := await next_direct(carol)).message_id != mid:
+            assert message.body == b"hello?"
+        assert message.body.decode() == "нашла тебя через DHT"
+
+
+async def test_find_peer_without_the_dht_is_a_network_error() -> None:
+    async with Node.open(identity=Identity(b"\x0c" * 32), listen=LOCAL, dht=False) as node:
+        with pytest.raises(NetworkError, match="without the DHT"):
+            await node.find_peer(node.peer_id)
