@@ -60,6 +60,7 @@ from meshchat.identity import (
     is_encrypted,
     load_identity,
     read_public_key,
+    replace_atomically,
     safety_number,
     save_identity,
 )
@@ -246,16 +247,7 @@ def _write_profile(profile: Path, name: str) -> None:
     path = profile / PROFILE_FILE
     data = json.dumps({"name": name}, ensure_ascii=False, indent=2) + "\n"
     try:
-        fd, tmp = tempfile.mkstemp(dir=profile, prefix=f".{PROFILE_FILE}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_atomically(path, data.encode("utf-8"))
     except OSError as exc:
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from exc
 

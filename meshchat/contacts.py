@@ -12,14 +12,12 @@ small, edited rarely, and readable by a person, which is why it is JSON for now.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from meshchat.errors import MeshchatError, ProfileError, UnknownPeer
-from meshchat.identity import PublicIdentity
+from meshchat.identity import PublicIdentity, replace_atomically
 from meshchat.wire import Invite
 
 __all__ = ["CONTACTS_FILE", "MAX_CONTACTS", "Contact", "Contacts"]
@@ -95,16 +93,7 @@ class Contacts:
         entries = [{"name": c.name, "invite": c.invite.to_text()} for c in self._contacts.values()]
         data = json.dumps({"contacts": entries}, ensure_ascii=False, indent=2) + "\n"
         try:
-            fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=f".{CONTACTS_FILE}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self._path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            replace_atomically(self._path, data.encode("utf-8"))
         except OSError as exc:
             raise ProfileError(f"cannot write {self._path}: {exc.strerror or exc}") from exc
 

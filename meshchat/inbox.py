@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshchat.contacts import Contact, Contacts
-from meshchat.crypto import MAX_TTL, inbox_tags_around, inbox_topic, open_envelope
+from meshchat.crypto import INBOX_TOPIC_PREFIX, MAX_TTL, inbox_tags_around, inbox_topic, open_envelope
 from meshchat.errors import DecodeError, MeshchatError
 from meshchat.gossip import ValidationResult, Validator
 from meshchat.identity import Identity, KeyCache, PublicIdentity
@@ -45,7 +45,6 @@ class DirectMessage:
 def envelope_relay_check(wall_clock: Callable[[], float], inner: Validator | None = None) -> Validator:
     """The relay's validator: envelopes on inbox topics must decode and be unexpired, with an expiry no
     further ahead than the longest TTL (plus clock skew); other topics go to ``inner`` (or pass)."""
-    from meshchat.crypto import INBOX_TOPIC_PREFIX  # noqa: PLC0415 (keeps the public imports short)
 
     def check(topic: str, data: bytes, mid: bytes) -> ValidationResult:
         if not topic.startswith(INBOX_TOPIC_PREFIX):

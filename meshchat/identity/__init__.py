@@ -13,6 +13,7 @@ from meshchat.identity.keyfile import (
     is_encrypted,
     load_identity,
     read_public_key,
+    replace_atomically,
     save_identity,
 )
 from meshchat.identity.keys import SEED_SIZE, SIGNATURE_SIZE, Identity, KeyCache, PublicIdentity, RandomBytes
@@ -32,6 +33,7 @@ __all__ = [
     "is_encrypted",
     "load_identity",
     "read_public_key",
+    "replace_atomically",
     "safety_number",
     "save_identity",
 ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +158,31 @@ def _write_atomically(path: Path, data: bytes, random_bytes: RandomBytes, *, ove
         with contextlib.suppress(OSError):  # e.g. the parent is a file: there is no temp file to remove
             tmp.unlink()
         raise KeyFileError(path=str(path), problem=KeyFileProblem.IO, detail=f"cannot write: {exc}") from exc
+
+
+def replace_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so that a reader, or a crash, sees the old file or the new one, never
+    half of one: a temporary file beside it, fsync, rename over it, fsync of the folder. Raises OSError.
+
+    For small profile files (names, contacts); key files add exclusive creation on top (``save_identity``).
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if os.name == "posix":
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def _link_exclusively(tmp: Path, path: Path) -> None:
