@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, assert_never
 
 import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
@@ -368,6 +368,8 @@ class GossipDriver:
                     self._spawn(self._disconnect, peer)
                 case Dial(peer=peer):
                     self._spawn(self._dial, peer)
+                case _:
+                    assert_never(action)
 
     def _enqueue(self, peer: PeerId, data: bytes) -> None:
         link = self._links.get(peer)
