@@ -150,6 +150,7 @@ class Node:
         )
         driver = GossipDriver(host, router)
         node = cls(identity, host, driver, contacts)
+        started = False  # past this point an OSError is the caller's, not our failure to listen
         try:
             async with host.run(listen_addrs), contextlib.AsyncExitStack() as services:
                 if dht:
@@ -166,6 +167,7 @@ class Node:
                         await driver.join(f"{INBOX_TOPIC_PREFIX}{shard}")
                 if bootstrap_infos:
                     await node._bootstrap(bootstrap_infos)
+                started = True
                 try:
                     yield node
                 finally:
@@ -177,10 +179,12 @@ class Node:
             single = _only_exception(group)
             if single is None:
                 raise
-            if isinstance(single, OSError):
+            if isinstance(single, OSError) and not started:
                 raise NetworkError("listen", single.strerror or str(single)) from single
             raise single from None
         except OSError as exc:
+            if started:
+                raise
             raise NetworkError("listen", exc.strerror or str(exc)) from exc
 
     # --- direct messages ---------------------------------------------------------------------------

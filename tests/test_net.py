@@ -265,3 +265,12 @@ async def test_a_peer_that_only_speaks_mplex_still_gets_messages() -> None:
             info_from_p2p_addr(multiaddr.Multiaddr(a.listen_addrs[0])).peer_id
         ]
         assert [type(c.muxed_conn) for c in conns] == [Mplex]  # the message came over mplex
+
+
+async def test_errors_from_the_callers_own_code_come_out_unchanged() -> None:
+    with pytest.raises(FileNotFoundError):
+        async with Node.open(identity=identity(3), listen=LOCAL):
+            raise FileNotFoundError("the caller's, not the network's")
+    with pytest.raises(ValueError, match="mine"):
+        async with Node.open(identity=identity(3), listen=LOCAL):
+            raise ValueError("mine")
