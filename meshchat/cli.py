@@ -747,6 +747,13 @@ def node_command(
     relay: Annotated[
         bool, typer.Option("--relay", help="Join every inbox shard, to carry everyone's sealed messages.")
     ] = False,
+    circuit_relay: Annotated[
+        bool, typer.Option("--circuit-relay", help="Relay connections for peers behind NAT (circuit v2).")
+    ] = False,
+    reserve: Annotated[
+        list[str] | None,
+        typer.Option(metavar="MULTIADDR", help="Reserve a slot on this circuit relay; print the address."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")] = False,
 ) -> None:
     """Run a node on the network until Ctrl-C: print its PeerId and addresses, then every event."""
@@ -767,6 +774,8 @@ def node_command(
         read_stdin=stdin,
         out=sys.stdout,
         relay=relay,
+        circuit_relay=circuit_relay,
+        reserve=reserve or [],
     )
 
 

@@ -2,10 +2,11 @@
 
 The command line half (options, profile, passphrase) is in ``meshchat.cli``; this module runs the node:
 it prints the PeerId and listen addresses first, then one line per event, as text or, with ``--json``,
-as one JSON object per line (``listening``, ``peer_connected``, ``peer_disconnected``, ``message``,
-``direct``, ``published``, ``sent``, ``stopped``, ``statistics``) for scripts and tests. With ``--stdin``
-every line read from standard input is published to the first topic; ``meshchat chat --to CONTACT``
-sends each line sealed to the contact instead. SIGINT and SIGTERM stop the node cleanly.
+as one JSON object per line (``listening``, ``reserved``, ``peer_connected``, ``peer_disconnected``,
+``message``, ``direct``, ``published``, ``sent``, ``stopped``, ``statistics``) for scripts and tests.
+With ``--stdin`` every line read from standard input is published to the first topic;
+``meshchat chat --to CONTACT`` sends each line sealed to the contact instead. ``--reserve RELAY`` books a
+circuit relay slot and prints the relayed address. SIGINT and SIGTERM stop the node cleanly.
 """
 
 from __future__ import annotations
@@ -151,6 +152,8 @@ async def run_node(
     out: TextIO,
     relay: bool = False,
     chat_with: str | None = None,
+    circuit_relay: bool = False,
+    reserve: Sequence[str] = (),
 ) -> None:
     """Run a node until SIGINT or SIGTERM, printing its events to ``out``.
 
@@ -166,6 +169,7 @@ async def run_node(
         mdns=mdns,
         signed_topics=signed_topics,
         relay_inbox_shards=relay,
+        circuit_relay=circuit_relay,
     ) as node:
         contact = node.contacts.find(chat_with) if chat_with is not None else None
         printer.event(
@@ -174,6 +178,9 @@ async def run_node(
             peer_id=node.peer_id,
             addrs=node.listen_addrs,
         )
+        for relay_address in reserve:
+            relayed = await node.reserve(relay_address)
+            printer.event("reserved", f"reachable through {relayed}", addr=relayed)
         for topic in topics:
             await node.subscribe(topic)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -30,6 +30,10 @@ from libp2p.abc import IHost
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+from libp2p.relay.circuit_v2.discovery import RelayDiscovery
+from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
+from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.tools.anyio_service import background_trio_service
 
 from meshchat.contacts import Contact, Contacts
@@ -93,6 +97,7 @@ class Node:
         #: Events the application did not take in time (its queue was full), counted, not kept.
         self.events_dropped = 0
         self._dht: KadDHT | None = None
+        self._relay: _CircuitRelay | None = None
 
     @classmethod
     @asynccontextmanager
@@ -112,6 +117,7 @@ class Node:
         inbox: bool = True,
         relay_inbox_shards: bool = False,
         dht: bool = True,
+        circuit_relay: bool = False,
     ) -> AsyncIterator[Node]:
         """Start a node for the identity in ``profile_dir`` (or ``identity``); stop it on exit.
 
@@ -123,7 +129,9 @@ class Node:
         with ``relay_inbox_shards`` it joins all ``INBOX_SHARDS`` of them to carry everyone's envelopes
         (a relay: gossip only flows through nodes that joined the topic). With ``dht`` the node takes
         part in the libp2p Kademlia DHT (``/ipfs/kad/1.0.0``, server mode), so contacts without a
-        usable address in their invite can be found by PeerId (``find_peer``).
+        usable address in their invite can be found by PeerId (``find_peer``). Every node can reserve
+        a slot on a circuit relay v2 (``reserve``) and dial ``…/p2p-circuit/p2p/<PeerId>`` addresses;
+        with ``circuit_relay`` this node also relays for others (for peers behind NAT).
         Raises ``KeyFileError`` for a missing or locked identity, ``BadAddress`` for an unusable
         address and ``NetworkError`` if no bootstrap peer could be reached.
         """
@@ -153,20 +161,14 @@ class Node:
         started = False  # past this point an OSError is the caller's, not our failure to listen
         try:
             async with host.run(listen_addrs), contextlib.AsyncExitStack() as services:
-                if dht:
-                    node._dht = KadDHT(host, DHTMode.SERVER)
-                    await services.enter_async_context(background_trio_service(node._dht))
-                nursery = await services.enter_async_context(trio.open_nursery())
-                await nursery.start(driver.run)
-                nursery.start_soon(node._translate_events)
-                if inbox:
-                    await node._join_inbox()
-                    nursery.start_soon(node._rejoin_inbox_daily)
-                if relay_inbox_shards:
-                    for shard in range(INBOX_SHARDS):
-                        await driver.join(f"{INBOX_TOPIC_PREFIX}{shard}")
-                if bootstrap_infos:
-                    await node._bootstrap(bootstrap_infos)
+                nursery = await node._start(
+                    services,
+                    dht=dht,
+                    circuit_relay=circuit_relay,
+                    inbox=inbox,
+                    relay_inbox_shards=relay_inbox_shards,
+                    bootstrap=bootstrap_infos,
+                )
                 started = True
                 try:
                     yield node
@@ -186,6 +188,36 @@ class Node:
             if started:
                 raise
             raise NetworkError("listen", exc.strerror or str(exc)) from exc
+
+    async def _start(
+        self,
+        services: contextlib.AsyncExitStack,
+        *,
+        dht: bool,
+        circuit_relay: bool,
+        inbox: bool,
+        relay_inbox_shards: bool,
+        bootstrap: list[PeerInfo],
+    ) -> trio.Nursery:
+        """Start the DHT, circuit relay, driver and event translation inside ``services``; join the
+        inbox topics; dial the bootstrap peers. Returns the nursery the node's tasks run in."""
+        host, driver = self._host, self._driver
+        if dht:
+            self._dht = KadDHT(host, DHTMode.SERVER)
+            await services.enter_async_context(background_trio_service(self._dht))
+        self._relay = await services.enter_async_context(_CircuitRelay.running(host, hop=circuit_relay))
+        nursery = await services.enter_async_context(trio.open_nursery())
+        await nursery.start(driver.run)
+        nursery.start_soon(self._translate_events)
+        if inbox:
+            await self._join_inbox()
+            nursery.start_soon(self._rejoin_inbox_daily)
+        if relay_inbox_shards:
+            for shard in range(INBOX_SHARDS):
+                await driver.join(f"{INBOX_TOPIC_PREFIX}{shard}")
+        if bootstrap:
+            await self._bootstrap(bootstrap)
+        return nursery
 
     # --- direct messages ---------------------------------------------------------------------------
 
@@ -231,6 +263,25 @@ class Node:
                 with contextlib.suppress(BadAddress, NetworkError):
                     await self.connect(address)
                     return
+
+    async def reserve(self, relay_address: str) -> str:
+        """Reserve a slot on the circuit relay at ``relay_address``; return the address peers can dial
+        this node at through it (``<relay>/p2p-circuit/p2p/<our PeerId>``: put it in the invite).
+
+        Raises ``NetworkError`` if the relay cannot be reached or refuses.
+        """
+        await self.connect(relay_address)
+        assert self._relay is not None
+        relay_id = _peer_info(relay_address).peer_id
+        try:
+            with trio.fail_after(BOOTSTRAP_TIMEOUT):
+                await self._relay.discovery.discover_relays()
+                reserved = await self._relay.discovery.make_reservation(relay_id)
+        except Exception as exc:  # a timeout, or py-libp2p's own errors: all one meaning here
+            raise NetworkError(f"reserve on {relay_address}", str(exc) or type(exc).__name__) from exc
+        if not reserved:
+            raise NetworkError(f"reserve on {relay_address}", "the relay refused or does not relay")
+        return f"{relay_address}/p2p-circuit/p2p/{self.peer_id}"
 
     async def find_peer(self, peer_id: str) -> list[str]:
         """Look ``peer_id`` up in the DHT; its addresses (each ending in ``/p2p/<PeerId>``), or none.
@@ -328,9 +379,13 @@ class Node:
     # --- gossip -------------------------------------------------------------------------------------
 
     async def connect(self, address: str) -> None:
-        """Dial a peer at ``address`` (a multiaddr ending in ``/p2p/<PeerId>``)."""
+        """Dial a peer at ``address`` (a multiaddr ending in ``/p2p/<PeerId>``, possibly through a
+        relay: ``<relay address>/p2p-circuit/p2p/<PeerId>``)."""
         info = _peer_info(address)
         try:
+            if "/p2p-circuit/" in address and self._relay is not None:
+                with trio.fail_after(BOOTSTRAP_TIMEOUT):
+                    await self._relay.transport.dial(parse_multiaddr(address))
             await self._dial(info)
         except Exception as exc:  # py-libp2p raises many types for one meaning
             raise NetworkError(f"dial {address}", str(exc) or type(exc).__name__) from exc
@@ -373,6 +428,27 @@ class Node:
     def statistics(self) -> DriverStatistics:
         """Counters of the network driver and the router, drops by reason."""
         return self._driver.statistics()
+
+
+class _CircuitRelay:
+    """py-libp2p's circuit relay v2 on one host: the protocol (hop if asked), the transport to dial
+    ``/p2p-circuit`` addresses, and relay discovery to make reservations."""
+
+    def __init__(self, protocol: CircuitV2Protocol, transport: CircuitV2Transport) -> None:
+        self.protocol = protocol
+        self.transport = transport
+        self.discovery = transport.discovery
+
+    @classmethod
+    @asynccontextmanager
+    async def running(cls, host: IHost, *, hop: bool) -> AsyncIterator[_CircuitRelay]:
+        protocol = CircuitV2Protocol(host, allow_hop=hop)
+        roles = RelayRole.STOP | RelayRole.CLIENT | (RelayRole.HOP if hop else RelayRole(0))
+        async with background_trio_service(protocol):
+            transport = CircuitV2Transport(host, protocol, RelayConfig(roles=roles))
+            transport.discovery = RelayDiscovery(host, auto_reserve=False)
+            async with background_trio_service(transport.discovery):
+                yield cls(protocol, transport)
 
 
 def _only_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

@@ -172,3 +172,38 @@ async def test_find_peer_without_the_dht_is_a_network_error() -> None:
     async with Node.open(identity=Identity(b"\x0c" * 32), listen=LOCAL, dht=False) as node:
         with pytest.raises(NetworkError, match="without the DHT"):
             await node.find_peer(node.peer_id)
+
+
+async def test_a_peer_behind_a_circuit_relay_is_reached_through_its_reservation(tmp_path: Path) -> None:
+    """Dave reserves a slot on a circuit relay v2 and hands out the relayed address; Alice dials that
+    address (the connection runs through the relay) and her sealed message arrives."""
+    alice_dir, _ = profile(tmp_path, "alice", 1)
+    dave_dir, dave_id = profile(tmp_path, "dave", 11)
+    async with (
+        Node.open(identity=Identity(b"\x0d" * 32), listen=LOCAL, circuit_relay=True) as relay,
+        Node.open(dave_dir, listen=LOCAL) as dave,
+        Node.open(alice_dir, listen=LOCAL) as alice,
+    ):
+        with trio.fail_after(WAIT):
+            relayed = await dave.reserve(relay.listen_addrs[0])
+        assert relayed == f"{relay.listen_addrs[0]}/p2p-circuit/p2p/{dave.peer_id}"
+        alice.contacts.add(Invite.create(dave_id, name="Dave", addrs=[relayed]).to_text())
+        await alice.send("Dave", "hello?")  # dials the relayed address in Dave's invite
+        conns = {str(p): c for p, c in alice.host.get_network().connections.items()}
+        assert dave.peer_id in conns
+        through = [str(a) for c in conns[dave.peer_id] for a in c.get_transport_addresses()]
+        assert any("/p2p-circuit" in a for a in through), through  # not a direct connection
+        await subscribed(alice, dave.peer_id, bobs_topic(dave))
+        mid = await alice.send("Dave", "через реле")
+        while (message := await next_direct(dave)).message_id != mid:
+            assert message.body == b"hello?"
+        assert message.body.decode() == "через реле"
+
+
+async def test_reserving_on_a_node_that_does_not_relay_is_a_network_error() -> None:
+    async with (
+        Node.open(identity=Identity(b"\x0e" * 32), listen=LOCAL) as plain,
+        Node.open(identity=Identity(b"\x0f" * 32), listen=LOCAL) as other,
+    ):
+        with trio.fail_after(WAIT), pytest.raises(NetworkError):
+            await other.reserve(plain.listen_addrs[0])
