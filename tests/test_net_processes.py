@@ -187,10 +187,9 @@ async def test_meshchat_send_reaches_a_contact_running_meshchat_chat(tmp_path: P
 async def test_500_idle_connections_do_not_stop_honest_traffic_and_are_closed() -> None:
     """500 TCP connections that never start a handshake (in this process, beside the two nodes).
 
-    What holds: the node stays up, the peer it already has keeps delivering, it can still dial out,
-    and it closes every idle connection once the handshake timeout passes, after which new peers get
-    in again. What py-libp2p 0.8.1 does meanwhile: each pending handshake holds one of its 250 inbound
-    slots, so while the 500 are open a *new* inbound peer is refused (see the closing note).
+    What holds: the node stays up, the peer it already has keeps delivering, it can still dial out, a
+    new peer still gets in (the connection pool is sized past 500: py-libp2p counts each pending
+    handshake against it), and it closes every idle connection once the handshake timeout passes.
     """
     async with (
         Node.open(identity=Identity(b"\x31" * 32), listen=[LOCAL]) as a,
@@ -211,6 +210,8 @@ async def test_500_idle_connections_do_not_stop_honest_traffic_and_are_closed() 
             await _delivered(b, b"through the crowd")
             async with Node.open(identity=Identity(b"\x33" * 32), listen=[LOCAL]) as c:
                 await b.connect(c.listen_addrs[0])  # dialling out still works
+            async with Node.open(identity=Identity(b"\x35" * 32), listen=[LOCAL]) as e:
+                await e.connect(b.listen_addrs[0])  # and a new peer still gets in
 
             closed = 0
             with trio.fail_after(HANDSHAKE_TIMEOUT + WAIT):

@@ -11,6 +11,7 @@ the host's streams) and does not persist anything.
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Sequence
 
 import multiaddr
@@ -20,6 +21,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.network.config import ConnectionConfig
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
@@ -35,6 +37,10 @@ __all__ = ["HANDSHAKE_TIMEOUT", "MUXERS", "build_host", "key_pair_of", "parse_mu
 #: py-libp2p closes it: a handshake on a real network takes well under a second; idle connections that
 #: never start one are dropped after this (py-libp2p's default is 30 s).
 HANDSHAKE_TIMEOUT = 10
+#: Most simultaneous connections, pending handshakes included (py-libp2p counts both against one pool
+#: of ``max - min`` inbound slots; its default, 300, lets 250 idle sockets lock out every new peer for a
+#: handshake timeout). Capped by half the process's file-descriptor limit.
+MAX_CONNECTIONS = 1024
 #: Stream multiplexers in order of preference: yamux, then mplex for peers that only speak mplex.
 MUXERS: tuple[TProtocol, ...] = (TProtocol(YAMUX_PROTOCOL_ID), TProtocol(MPLEX_PROTOCOL_ID))
 
@@ -63,4 +69,17 @@ def build_host(identity: Identity, *, listen: Sequence[str] = (), mdns: bool = F
         listen_addrs=[parse_multiaddr(a) for a in listen] or None,
         enable_mDNS=mdns,
         negotiate_timeout=HANDSHAKE_TIMEOUT,
+        connection_config=ConnectionConfig(
+            max_connections=_connection_limit(),
+            inbound_upgrade_timeout=HANDSHAKE_TIMEOUT,
+            outbound_upgrade_timeout=HANDSHAKE_TIMEOUT,
+        ),
     )
+
+
+def _connection_limit() -> int:
+    """``MAX_CONNECTIONS``, or half the open-file limit if that is lower (each connection is a socket)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(ConnectionConfig().high_watermark, min(MAX_CONNECTIONS, soft // 2))
