@@ -56,6 +56,7 @@ from meshchat.net import (
     EVENT_QUEUE,
     DriverStatistics,
     GossipDriver,
+    InboundCounter,
     MessageDelivered,
     NetEvent,
     build_host,
@@ -142,7 +143,8 @@ class Node:
         contacts = Contacts(Path(profile_dir)) if profile_dir is not None else None
         listen_addrs = [parse_multiaddr(a) for a in listen]
         bootstrap_infos = [_peer_info(a) for a in bootstrap]
-        host = build_host(identity, mdns=mdns)
+        inbound = InboundCounter()
+        host = build_host(identity, mdns=mdns, inbound=inbound)
         config = config or GossipConfig()
         if signed_topics:
             config = dataclasses.replace(
@@ -157,6 +159,7 @@ class Node:
             score_params=score_params if score_params is not None else ScoreParams(),
         )
         driver = GossipDriver(host, router)
+        driver.count_inbound(inbound)
         node = cls(identity, host, driver, contacts)
         started = False  # past this point an OSError is the caller's, not our failure to listen
         try:
@@ -173,6 +176,7 @@ class Node:
                 try:
                     yield node
                 finally:
+                    inbound.closing = True
                     await node._hang_up()
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:

@@ -20,7 +20,7 @@ import trio
 from processes import JsonLinesProcess
 
 from meshchat.identity import Identity, save_identity
-from meshchat.net import MessageDelivered
+from meshchat.net import MessageDelivered, NetDrop
 from meshchat.net.host import HANDSHAKE_TIMEOUT
 from meshchat.node import KEY_FILE, Node
 
@@ -220,6 +220,9 @@ async def test_500_idle_connections_do_not_stop_honest_traffic_and_are_closed() 
                         pass  # multistream-select's greeting, if any; then the node's close
                     closed += 1
             assert closed == 500
+            with trio.fail_after(WAIT):  # each one counted, by reason, once the node has let it go
+                await b.wait_for(lambda: b.statistics().drops[NetDrop.HANDSHAKE_FAILED] == 500)
+            assert a.statistics().drops[NetDrop.HANDSHAKE_FAILED] == 0
             async with Node.open(identity=Identity(b"\x34" * 32), listen=[LOCAL]) as d:
                 await d.connect(b.listen_addrs[0])  # inbound works again
         finally:

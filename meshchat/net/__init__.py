@@ -15,7 +15,7 @@ from meshchat.net.driver import (
     PeerJoined,
     PeerLeft,
 )
-from meshchat.net.host import MUXERS, build_host, key_pair_of, parse_multiaddr
+from meshchat.net.host import MUXERS, InboundCounter, build_host, key_pair_of, parse_multiaddr
 
 __all__ = [
     "EVENT_QUEUE",
@@ -23,6 +23,7 @@ __all__ = [
     "PUBSUB_PROTOCOLS",
     "DriverStatistics",
     "GossipDriver",
+    "InboundCounter",
     "MessageDelivered",
     "NetDrop",
     "NetEvent",

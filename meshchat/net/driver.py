@@ -59,6 +59,7 @@ from meshchat.gossip import (
 )
 from meshchat.gossip.messages import PeerId, Topic
 from meshchat.gossip.rpc import FrameDecoder, RpcLimits, decode_rpc, encode_rpc, frame
+from meshchat.net.host import InboundCounter
 
 __all__ = [
     "PUBSUB_PROTOCOLS",
@@ -112,6 +113,9 @@ class NetDrop(Enum):
     EVENT_QUEUE_FULL = "event queue full"
     #: A peer-exchange dial that failed or had no address to use.
     DIAL_FAILED = "dial failed"
+    #: An inbound TCP connection that never became a libp2p connection (idle until the handshake
+    #: timeout, garbage, wrong key, over the connection cap); counted by ``InboundCounter``.
+    HANDSHAKE_FAILED = "inbound handshake failed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -262,6 +266,7 @@ class GossipDriver:
         self._frames_received = 0
         self._nursery: trio.Nursery | None = None
         self._changed_event = trio.Event()
+        self._inbound: InboundCounter | None = None
 
     # --- the application's side -------------------------------------------------------------------
 
@@ -297,10 +302,18 @@ class GossipDriver:
         self._changed_event.set()
         self._changed_event = trio.Event()
 
+    def count_inbound(self, counter: InboundCounter) -> None:
+        """Report ``counter``'s failed inbound connections as ``HANDSHAKE_FAILED`` (and wake waiters)."""
+        self._inbound = counter
+        counter.on_change = self._changed
+
     def statistics(self) -> DriverStatistics:
         """A snapshot of the counters."""
+        drops = dict(self._drops)
+        if self._inbound is not None:
+            drops[NetDrop.HANDSHAKE_FAILED] = self._inbound.failed
         return DriverStatistics(
-            drops=dict(self._drops),
+            drops=drops,
             frames_sent=self._frames_sent,
             frames_received=self._frames_received,
             peers=sum(1 for link in self._links.values() if link.announced),

@@ -12,7 +12,7 @@ the host's streams) and does not persist anything.
 from __future__ import annotations
 
 import resource
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import multiaddr
 from libp2p import new_host
@@ -20,18 +20,20 @@ from libp2p.abc import IHost
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
-from libp2p.custom_types import TProtocol
+from libp2p.custom_types import THandler, TProtocol
+from libp2p.io.abc import ReadWriteCloser
 from libp2p.network.config import ConnectionConfig
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.transport.tcp.tcp import TCP, TCPListener
 
 from meshchat.errors import BadAddress
 from meshchat.identity import Identity
 
-__all__ = ["HANDSHAKE_TIMEOUT", "MUXERS", "build_host", "key_pair_of", "parse_multiaddr"]
+__all__ = ["HANDSHAKE_TIMEOUT", "MUXERS", "InboundCounter", "build_host", "key_pair_of", "parse_multiaddr"]
 
 #: Seconds a connection may take to negotiate security and muxing (and a stream its protocol) before
 #: py-libp2p closes it: a handshake on a real network takes well under a second; idle connections that
@@ -58,8 +60,63 @@ def parse_multiaddr(text: str) -> multiaddr.Multiaddr:
         raise BadAddress(text, str(exc) or type(exc).__name__) from None
 
 
-def build_host(identity: Identity, *, listen: Sequence[str] = (), mdns: bool = False) -> IHost:
-    """A host for ``identity``: TCP, Noise only, yamux then mplex; mDNS discovery if ``mdns``."""
+class InboundCounter:
+    """Counts inbound TCP connections that never became libp2p connections: idle until the handshake
+    timeout, garbage instead of a handshake, the wrong key, or over the connection cap.
+
+    py-libp2p 0.8.1 keeps a listener's per-connection handler running for as long as an upgraded
+    connection may live (until the host stops), and returns from it at once when the upgrade fails or
+    is refused; a return before ``closing`` is set is therefore a failed inbound connection. It exposes
+    no counter of its own for these, which is why this wraps its TCP listener.
+    """
+
+    def __init__(self) -> None:
+        #: Inbound TCP connections accepted.
+        self.accepted = 0
+        #: Of those, the ones that ended without becoming a libp2p connection.
+        self.failed = 0
+        #: Set when the host starts closing: handlers that return from then on are not failures.
+        self.closing = False
+        #: Called after every change (the node wakes its waiters with it).
+        self.on_change: Callable[[], None] = _nothing
+
+    def wrap(self, handler: THandler) -> THandler:
+        """``handler`` (the swarm's), counting what it does with each connection."""
+
+        async def counted(stream: ReadWriteCloser) -> None:
+            self.accepted += 1
+            await handler(stream)  # cancelled at shutdown: then nothing below runs
+            if not self.closing:
+                self.failed += 1
+                self.on_change()
+
+        return counted
+
+
+def _nothing() -> None:
+    pass
+
+
+class _CountingTCP(TCP):
+    """py-libp2p's TCP transport with an ``InboundCounter`` around its listeners' handler."""
+
+    def __init__(self, counter: InboundCounter) -> None:
+        super().__init__()
+        self._counter = counter
+
+    def create_listener(self, handler_function: THandler) -> TCPListener:
+        return super().create_listener(self._counter.wrap(handler_function))
+
+
+def build_host(
+    identity: Identity,
+    *,
+    listen: Sequence[str] = (),
+    mdns: bool = False,
+    inbound: InboundCounter | None = None,
+) -> IHost:
+    """A host for ``identity``: TCP, Noise only, yamux then mplex; mDNS discovery if ``mdns``; failed
+    inbound connections counted in ``inbound`` if given."""
     key_pair = key_pair_of(identity)
     noise = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
     return new_host(
@@ -67,6 +124,7 @@ def build_host(identity: Identity, *, listen: Sequence[str] = (), mdns: bool = F
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
         muxer_opt={MUXERS[0]: Yamux, MUXERS[1]: Mplex},
         listen_addrs=[parse_multiaddr(a) for a in listen] or None,
+        transports=[_CountingTCP(inbound or InboundCounter())],
         enable_mDNS=mdns,
         negotiate_timeout=HANDSHAKE_TIMEOUT,
         connection_config=ConnectionConfig(
