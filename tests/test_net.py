@@ -274,3 +274,17 @@ async def test_errors_from_the_callers_own_code_come_out_unchanged() -> None:
     with pytest.raises(ValueError, match="mine"):
         async with Node.open(identity=identity(3), listen=LOCAL):
             raise ValueError("mine")
+
+
+async def test_two_nodes_find_each_other_by_mdns_and_gossip() -> None:
+    """No bootstrap, no address: mDNS on the local network (py-libp2p's, over zeroconf) connects them."""
+    async with (
+        Node.open(identity=identity(21), listen=LOCAL, mdns=True) as a,
+        Node.open(identity=identity(22), listen=LOCAL, mdns=True) as b,
+    ):
+        await a.subscribe(TOPIC)
+        await b.subscribe(TOPIC)
+        with trio.fail_after(WAIT):
+            await a.wait_for(lambda: b.peer_id in a.driver.router.topic_peers(TOPIC))
+        await a.publish(TOPIC, b"found you on the LAN")
+        assert [e.data for e in await collect(b, 1)] == [b"found you on the LAN"]
