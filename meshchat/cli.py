@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import getpass
 import json
+import logging
 import math
 import os
 import shlex
@@ -71,6 +72,7 @@ from meshchat.wire import Invite, decode_envelope, message_id
 
 __all__ = [
     "KEY_FILE",
+    "LIBP2P_LOG_ENV",
     "PASSPHRASE_ENV",
     "PROFILE_ENV",
     "PROFILE_FILE",
@@ -89,6 +91,8 @@ PROFILE_FILE = "profile.json"
 PASSPHRASE_ENV = "MESHCHAT_PASSPHRASE"
 #: Environment variable naming the profile folder when ``--profile`` is not given.
 PROFILE_ENV = "MESHCHAT_PROFILE"
+#: Environment variable: the level of py-libp2p's own log on stderr (default CRITICAL: silent).
+LIBP2P_LOG_ENV = "MESHCHAT_LIBP2P_LOG"
 #: Exit status of a command that failed for a reason its ``error:`` line explains.
 EXIT_FAILURE = 1
 #: Pixels per QR module in a saved PNG: about 500 px for a typical invite, crisp on screen and paper.
@@ -714,6 +718,14 @@ def _run_on_network(
     under trio (the shared start of ``node``, ``send`` and ``chat``)."""
     from meshchat.node import DEFAULT_LISTEN  # noqa: PLC0415 (py-libp2p takes ~0.6 s to import)
 
+    # py-libp2p logs every failed redial of a peer that left at ERROR level on stderr; meshchat counts
+    # what matters in its own statistics. $MESHCHAT_LIBP2P_LOG (a level name) shows them again.
+    level = os.environ.get(LIBP2P_LOG_ENV, "CRITICAL").upper()
+    if level not in logging.getLevelNamesMapping():
+        raise CommandError(
+            f"${LIBP2P_LOG_ENV} must be a log level (DEBUG, INFO, WARNING, ERROR), not {level!r}"
+        )
+    logging.getLogger("libp2p").setLevel(level)
     folder = _profile_dir(profile)
     identity = _load_identity(folder)
     listen_on = listen or list(DEFAULT_LISTEN)

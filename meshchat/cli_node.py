@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TextIO
 
 import trio
+from rich.console import Console
+from rich.markup import escape
 
 from meshchat.crypto import epoch_of, inbox_tag, inbox_topic
 from meshchat.errors import MeshchatError, NetworkError
@@ -55,6 +57,27 @@ class _Printer:
             line = f"{kind:18s} {text}"
         self._out.write(line + "\n")
         self._out.flush()
+
+
+class _ChatPrinter(_Printer):
+    """``meshchat chat`` on a terminal: a conversation, not a log. Messages as ``HH:MM:SS name: text``
+    with names in colour (rich), your own lines as ``you → name``, everything else dimmed."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(out, json_lines=False)
+        self._console = Console(file=out, highlight=False, soft_wrap=True)
+
+    def event(self, kind: str, text: str, **fields: object) -> None:
+        now = time.strftime("%H:%M:%S")
+        if kind == "direct":
+            who = fields.get("contact") or str(fields.get("sender", ""))[-8:]
+            body = base64.b64decode(str(fields.get("data", ""))).decode("utf-8", errors="replace")
+            self._console.print(f"[dim]{now}[/] [bold cyan]{escape(str(who))}[/]: {escape(body)}")
+        elif kind == "sent":
+            body = base64.b64decode(str(fields.get("data", ""))).decode("utf-8", errors="replace")
+            self._console.print(f"[dim]{now} you → {escape(text.removeprefix('to '))}: {escape(body)}[/]")
+        else:
+            self._console.print(f"[dim]{now} {escape(kind)}: {escape(text)}[/]")
 
 
 def _describe(event: NodeEvent, printer: _Printer) -> None:
@@ -160,7 +183,11 @@ async def run_node(
     With ``read_stdin`` each input line is published to the first topic, or, with ``chat_with``, sent
     sealed to that contact.
     """
-    printer = _Printer(out, json_lines=json_lines)
+    printer = (
+        _ChatPrinter(out)
+        if chat_with is not None and not json_lines
+        else _Printer(out, json_lines=json_lines)
+    )
     async with Node.open(
         profile,
         identity=identity,
@@ -190,7 +217,13 @@ async def run_node(
 
                     async def send(line: bytes) -> None:
                         mid = await node.send(contact, line)
-                        printer.event("sent", f"to {contact.name}", to=contact.peer_id, message_id=mid.hex())
+                        printer.event(
+                            "sent",
+                            f"to {contact.name}",
+                            to=contact.peer_id,
+                            message_id=mid.hex(),
+                            data=base64.b64encode(line).decode("ascii"),
+                        )
 
                     nursery.start_soon(_read_stdin, send, printer)
                 elif read_stdin:

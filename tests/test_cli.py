@@ -8,6 +8,8 @@ passphrases, because each argon2id derivation costs ~0.2 s.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import shutil
@@ -19,6 +21,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from meshchat import cli
+from meshchat.cli_node import _ChatPrinter
 from meshchat.identity import is_encrypted, load_identity, read_public_key, safety_number
 from meshchat.identity.keys import PublicIdentity
 from meshchat.wire import Invite
@@ -451,3 +454,22 @@ def test_node_refuses_bad_arguments_with_one_error_line(
 def test_node_without_a_profile_says_how_to_make_one(tmp_path: Path) -> None:
     line = assert_one_error_line(run("node", "--profile", tmp_path / "nobody"))
     assert "meshchat init" in line
+
+
+def test_network_commands_refuse_a_bad_libp2p_log_level(tmp_path: Path) -> None:
+    init(tmp_path)
+    line = assert_one_error_line(run("node", "--profile", tmp_path, env={cli.LIBP2P_LOG_ENV: "loud"}))
+    assert "MESHCHAT_LIBP2P_LOG" in line
+
+
+def test_chat_on_a_terminal_reads_as_a_conversation() -> None:
+    out = io.StringIO()
+    printer = _ChatPrinter(out)
+    data = base64.b64encode("Привет!".encode()).decode()
+    printer.event("direct", "from Alice: Привет!", contact="Alice", sender="12D3KooWxyz", data=data)
+    printer.event("sent", "to Alice", data=base64.b64encode(b"[hi] back").decode())
+    printer.event("peer_connected", "12D3KooWxyz (/meshsub/1.2.0, inbound)")
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith(" Alice: Привет!")
+    assert lines[1].endswith(" you → Alice: [hi] back")  # rich markup in a message is shown, not run
+    assert lines[2].endswith(" peer_connected: 12D3KooWxyz (/meshsub/1.2.0, inbound)")

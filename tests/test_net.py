@@ -19,6 +19,8 @@ from libp2p.abc import IHost, INetStream
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
 from libp2p.custom_types import TProtocol
+from libp2p.host.ping import PingService
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -288,3 +290,15 @@ async def test_two_nodes_find_each_other_by_mdns_and_gossip() -> None:
             await a.wait_for(lambda: b.peer_id in a.driver.router.topic_peers(TOPIC))
         await a.publish(TOPIC, b"found you on the LAN")
         assert [e.data for e in await collect(b, 1)] == [b"found you on the LAN"]
+
+
+async def test_nodes_answer_libp2p_ping_and_identify() -> None:
+    """The standard libp2p services run on every node (py-libp2p's defaults): ping and identify."""
+    async with line(2) as (a, b):
+        b_id = ID.from_base58(b.peer_id)
+        with trio.fail_after(WAIT):
+            rtts = await PingService(a.host).ping(b_id, ping_amt=3)
+        assert len(rtts) == 3 and all(rtt >= 0 for rtt in rtts)
+        with trio.fail_after(WAIT):
+            stream = await a.host.new_stream(b_id, [TProtocol("/ipfs/id/1.0.0")])
+            await stream.close()

@@ -175,7 +175,7 @@ async def test_meshchat_send_reaches_a_contact_running_meshchat_chat(tmp_path: P
             assert base64.b64decode(direct["data"]).decode() == "Сәлам!"
             assert direct["contact"] == "Alice" and direct["message_id"] == sent["message_id"]
             await bob_node.publish(b"got it")  # Bob's line goes to Alice, sealed (she is gone: no peer)
-            assert (await bob_node.first("sent"))["event"] == "sent"
+            assert base64.b64decode((await bob_node.first("sent"))["data"]) == b"got it"
             nursery.cancel_scope.cancel()
     finally:
         chat.kill()
