@@ -58,6 +58,7 @@ from meshchat.net import (
     GossipDriver,
     InboundCounter,
     MessageDelivered,
+    NetDrop,
     NetEvent,
     build_host,
     parse_multiaddr,
@@ -430,8 +431,14 @@ class Node:
         await self._driver.wait_for(condition)
 
     def statistics(self) -> DriverStatistics:
-        """Counters of the network driver and the router, drops by reason."""
-        return self._driver.statistics()
+        """Counters of the network driver and the router, drops by reason. Events the application did
+        not take count as ``EVENT_QUEUE_FULL`` whichever of the two queues (driver's, node's) was full."""
+        stats = self._driver.statistics()
+        if not self.events_dropped:
+            return stats
+        drops = dict(stats.drops)
+        drops[NetDrop.EVENT_QUEUE_FULL] += self.events_dropped
+        return dataclasses.replace(stats, drops=drops)
 
 
 class _CircuitRelay:

@@ -302,3 +302,10 @@ async def test_nodes_answer_libp2p_ping_and_identify() -> None:
         with trio.fail_after(WAIT):
             stream = await a.host.new_stream(b_id, [TProtocol("/ipfs/id/1.0.0")])
             await stream.close()
+
+
+async def test_events_the_application_did_not_take_are_counted_in_statistics() -> None:
+    async with Node.open(identity=identity(4), listen=LOCAL) as node:
+        assert node.statistics().drops[NetDrop.EVENT_QUEUE_FULL] == 0
+        node.events_dropped = 3  # as _translate_events counts when the node's own queue is full
+        assert node.statistics().drops[NetDrop.EVENT_QUEUE_FULL] == 3

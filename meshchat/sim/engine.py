@@ -161,9 +161,8 @@ class Simulation:
                     )
                 continue
             match action:
-                case SendRpc(peer=peer, rpc=rpc):
-                    if not network.send(node, peer, rpc):
-                        self.queue.push(self.clock.now, EventKind.SEND_FAILED, node, peer, node.incarnation)
+                case SendRpc():
+                    raise AssertionError("SendRpc is performed above, without the pattern match")
                 case Deliver(data=data):
                     if node.role is Role.HONEST:
                         self.metrics.delivered(node.index, data, self.clock.elapsed)
