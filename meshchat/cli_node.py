@@ -25,12 +25,12 @@ import trio
 from rich.console import Console
 from rich.markup import escape
 
-from meshchat.crypto import epoch_of, inbox_tag, inbox_topic
 from meshchat.errors import MeshchatError, NetworkError
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
 from meshchat.net import MessageDelivered, PeerJoined, PeerLeft
 from meshchat.node import Node, NodeEvent
+from meshchat.store.storage import OutboxStatus
 from meshchat.wire import message_id
 
 __all__ = ["MAX_STDIN_LINE", "SEND_TIMEOUT", "run_node", "run_send"]
@@ -216,12 +216,12 @@ async def run_node(
                 if contact is not None:
 
                     async def send(line: bytes) -> None:
-                        mid = await node.send(contact, line)
+                        handle = await node.send(contact, line)
                         printer.event(
                             "sent",
                             f"to {contact.name}",
                             to=contact.peer_id,
-                            message_id=mid.hex(),
+                            message_id=handle.message_id.hex(),
                             data=base64.b64encode(line).decode("ascii"),
                         )
 
@@ -267,20 +267,21 @@ async def run_send(
     printer = _Printer(out, json_lines=json_lines)
     async with Node.open(profile, identity=identity, listen=listen, bootstrap=bootstrap) as node:
         contact = node.contacts.find(to)
-        topic = inbox_topic(inbox_tag(contact.public, epoch_of(time.time())))
-        router = node.driver.router
-        await node.reach(contact)
+        handle = await node.send(contact, text)
         with trio.move_on_after(SEND_TIMEOUT):
-            await node.wait_for(lambda: bool(router.topic_peers(topic)))
-        if not router.topic_peers(topic):
+            await handle.wait_until(OutboxStatus.RELAYED)
+        status = handle.status
+        if status in (OutboxStatus.QUEUED, OutboxStatus.FAILED):
+            why = handle.error or f"nobody on their inbox shard or a mailbox took it in {SEND_TIMEOUT:g} s"
             raise NetworkError(
-                f"send to {contact.name}", f"nobody on their inbox shard answered in {SEND_TIMEOUT:g} s"
+                f"send to {contact.name}",
+                f"{why}; message {handle.message_id.hex()} is {status.value} in the outbox"
+                + ("" if status is OutboxStatus.FAILED else " and `meshchat node` retries it"),
             )
-        before = node.statistics().frames_sent
-        mid = await node.send(contact, text)
-        with trio.move_on_after(SEND_TIMEOUT):
-            await node.wait_for(lambda: node.statistics().frames_sent > before)
-        peers = len(router.topic_peers(topic))
         printer.event(
-            "sent", f"to {contact.name} via {peers} peer(s)", to=contact.peer_id, message_id=mid.hex()
+            "sent",
+            f"to {contact.name}: {status.value}",
+            to=contact.peer_id,
+            message_id=handle.message_id.hex(),
+            status=status.value,
         )

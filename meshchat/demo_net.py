@@ -66,8 +66,8 @@ async def run_network_demo(
             timings = []
             for text in texts:
                 started = time.perf_counter()
-                mid = await alice_node.send(bob.public, text)
-                got = await _direct(bob_node, mid)
+                handle = await alice_node.send(bob.public, text)
+                got = await _direct(bob_node, handle.message_id)
                 elapsed = (time.perf_counter() - started) * 1000
                 if got.body.decode() != text or got.sender != alice.public:
                     raise NetworkDemoFailed(

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeAlias
+from typing import TypeAlias, assert_never
 
 import trio
 from libp2p.abc import IHost
@@ -44,14 +45,13 @@ from meshchat.crypto import (
     epoch_of,
     inbox_tag,
     inbox_topic,
-    seal,
 )
-from meshchat.errors import BadAddress, NetworkError, ProfileError
+from meshchat.errors import BadAddress, DecodeError, NetworkError, ProfileError
 from meshchat.gossip import GossipConfig, GossipRouter, ScoreParams, Validator
 from meshchat.gossip.messages import Topic
 from meshchat.gossip.signing import MessageSigner
 from meshchat.identity import KEY_FILE_NAME, Identity, PublicIdentity, load_identity
-from meshchat.inbox import DirectMessage, Inbox, envelope_relay_check
+from meshchat.inbox import DirectMessage, envelope_relay_check
 from meshchat.net import (
     EVENT_QUEUE,
     DriverStatistics,
@@ -60,15 +60,36 @@ from meshchat.net import (
     MessageDelivered,
     NetDrop,
     NetEvent,
+    PeerJoined,
+    PeerLeft,
     build_host,
     parse_multiaddr,
 )
-from meshchat.wire import message_id
+from meshchat.net.mailbox import MailboxServer, call_mailbox, supports_mailbox
+from meshchat.store.mailbox import MailboxCore, MailboxLimits, MailboxStatistics
+from meshchat.store.messenger import (
+    Action,
+    CallMailbox,
+    MessageReceived,
+    Messenger,
+    MessengerStatistics,
+    PublishEnvelope,
+    StatusChanged,
+    StoreConfig,
+    StoreProblem,
+)
+from meshchat.store.protocol import MailboxRequest
+from meshchat.store.sqlite import SqliteStorage
+from meshchat.store.storage import InboxRecord, MemoryStorage, OutboxRecord, OutboxStatus, Storage
 
-__all__ = ["DEFAULT_LISTEN", "KEY_FILE", "Node", "NodeEvent"]
+__all__ = ["DEFAULT_LISTEN", "KEY_FILE", "STORE_FILE", "MessageHandle", "Node", "NodeEvent"]
 
-#: What ``Node.events()`` yields: gossip messages, sealed messages to this node, peers coming and going.
-NodeEvent: TypeAlias = NetEvent | DirectMessage
+#: What ``Node.events()`` yields: gossip messages, sealed messages to this node, peers coming and going,
+#: sent messages moving on (``StatusChanged``), and local storage failing (``StoreProblem``).
+NodeEvent: TypeAlias = NetEvent | DirectMessage | StatusChanged | StoreProblem
+
+#: The store-and-forward database inside a profile folder.
+STORE_FILE = "store.db"
 
 #: The identity's key file inside a profile folder.
 KEY_FILE = KEY_FILE_NAME
@@ -82,18 +103,72 @@ DHT_LOOKUP_TIMEOUT = 15.0
 CLOSE_TIMEOUT = 5.0
 
 
+class MessageHandle:
+    """A sent message: its id and, whenever asked, where it is (``status``)."""
+
+    def __init__(self, node: Node, record: OutboxRecord) -> None:
+        """Made by ``Node.send``."""
+        self._node = node
+        #: The envelope's id (BLAKE2b-256), as ``meshchat status`` and receipts name it.
+        self.message_id = record.message_id
+        #: Its place in the conversation with the recipient.
+        self.seq = record.seq
+
+    @property
+    def record(self) -> OutboxRecord:
+        """The outbox record as it is now."""
+        record = self._node._messenger.status(self.message_id)
+        assert record is not None, "outbox records are never deleted"
+        return record
+
+    @property
+    def status(self) -> OutboxStatus:
+        """Where the message is: queued, relayed, stored, delivered, read, expired or failed."""
+        return self.record.status
+
+    @property
+    def error(self) -> str:
+        """The last problem reported for it ("" if none)."""
+        return self.record.error
+
+    async def wait_until(self, *statuses: OutboxStatus) -> OutboxStatus:
+        """Return the status once it is one of ``statuses`` (or a later one, or a terminal one)."""
+        order = list(OutboxStatus)
+        first = min(order.index(s) for s in statuses)
+        final = {OutboxStatus.EXPIRED, OutboxStatus.FAILED}
+        await self._node.wait_for(lambda: order.index(self.status) >= first or self.status in final)
+        return self.status
+
+    def __repr__(self) -> str:
+        return f"<MessageHandle {self.message_id.hex()[:16]} {self.status.value}>"
+
+
 class Node:
-    """One meshchat peer: identity, libp2p host, gossip router. Make one with ``Node.open``."""
+    """One meshchat peer: identity, libp2p host, gossip router, store-and-forward. Use ``Node.open``."""
 
     def __init__(
-        self, identity: Identity, host: IHost, driver: GossipDriver, contacts: Contacts | None
+        self,
+        identity: Identity,
+        host: IHost,
+        *,
+        driver: GossipDriver,
+        contacts: Contacts | None,
+        messenger: Messenger,
+        mailbox: MailboxCore | None,
     ) -> None:
         """Use ``Node.open``; this only stores its parts."""
         self.identity = identity
         self._host = host
         self._driver = driver
         self._contacts = contacts
-        self._inbox = Inbox(identity, contacts)
+        self._messenger = messenger
+        self._mailbox = mailbox
+        self._mailbox_server: MailboxServer | None = None
+        self._mailbox_peers: list[str] = []
+        #: Configured mailboxes that could not be dialled at start, with the reason.
+        self.unreachable_mailboxes: dict[str, str] = {}
+        self._nursery: trio.Nursery | None = None
+        self._timer_kick = trio.Event()
         self._inbox_topics: set[str] = set()
         self._events_send, self._events = trio.open_memory_channel[NodeEvent](EVENT_QUEUE)
         #: Events the application did not take in time (its queue was full), counted, not kept.
@@ -120,6 +195,11 @@ class Node:
         relay_inbox_shards: bool = False,
         dht: bool = True,
         circuit_relay: bool = False,
+        mailbox: bool = False,
+        mailbox_limits: MailboxLimits | None = None,
+        mailboxes: Sequence[str] = (),
+        store_config: StoreConfig | None = None,
+        storage: Storage | None = None,
     ) -> AsyncIterator[Node]:
         """Start a node for the identity in ``profile_dir`` (or ``identity``); stop it on exit.
 
@@ -134,6 +214,13 @@ class Node:
         usable address in their invite can be found by PeerId (``find_peer``). Every node can reserve
         a slot on a circuit relay v2 (``reserve``) and dial ``…/p2p-circuit/p2p/<PeerId>`` addresses;
         with ``circuit_relay`` this node also relays for others (for peers behind NAT).
+
+        Store-and-forward: the outbox, inbox and seen window live in ``profile_dir/store.db`` (sqlite;
+        in memory for a node opened with an identity only, unless ``storage`` is given). Sent messages
+        are retried until their recipient's receipt comes back (``store_config``); each is stored on
+        up to ``store_config.mailbox_copies`` mailboxes: the peers at ``mailboxes`` (dialled at start)
+        and any connected peer that serves ``/meshchat/mailbox/1.0.0``. With ``mailbox`` this node is
+        one: it keeps envelopes for others within ``mailbox_limits``.
         Raises ``KeyFileError`` for a missing or locked identity, ``BadAddress`` for an unusable
         address and ``NetworkError`` if no bootstrap peer could be reached.
         """
@@ -142,6 +229,11 @@ class Node:
                 raise ValueError("give a profile folder or an identity")
             identity = load_identity(Path(profile_dir) / KEY_FILE, passphrase)
         contacts = Contacts(Path(profile_dir)) if profile_dir is not None else None
+        if storage is None:
+            storage = (
+                SqliteStorage(Path(profile_dir) / STORE_FILE) if profile_dir is not None else MemoryStorage()
+            )
+        mailbox_addrs = [_peer_info(a) for a in mailboxes]
         listen_addrs = [parse_multiaddr(a) for a in listen]
         bootstrap_infos = [_peer_info(a) for a in bootstrap]
         inbound = InboundCounter()
@@ -161,7 +253,11 @@ class Node:
         )
         driver = GossipDriver(host, router)
         driver.count_inbound(inbound)
-        node = cls(identity, host, driver, contacts)
+        messenger = Messenger(
+            identity, storage, config=store_config, rng=random.Random(), wall_now=time.time()
+        )
+        core = MailboxCore(storage, mailbox_limits) if mailbox else None
+        node = cls(identity, host, driver=driver, contacts=contacts, messenger=messenger, mailbox=core)
         started = False  # past this point an OSError is the caller's, not our failure to listen
         try:
             async with host.run(listen_addrs), contextlib.AsyncExitStack() as services:
@@ -172,6 +268,7 @@ class Node:
                     inbox=inbox,
                     relay_inbox_shards=relay_inbox_shards,
                     bootstrap=bootstrap_infos,
+                    mailboxes=mailbox_addrs,
                 )
                 started = True
                 try:
@@ -180,6 +277,8 @@ class Node:
                     inbound.closing = True
                     await node._hang_up()
                 nursery.cancel_scope.cancel()
+            if isinstance(storage, SqliteStorage):
+                storage.close()
         except BaseExceptionGroup as group:
             # trio wraps whatever ends a nursery (an error of ours, or of the caller's ``async with``
             # body) in exception groups; one error is raised as itself, as callers expect.
@@ -203,6 +302,7 @@ class Node:
         inbox: bool,
         relay_inbox_shards: bool,
         bootstrap: list[PeerInfo],
+        mailboxes: list[PeerInfo],
     ) -> trio.Nursery:
         """Start the DHT, circuit relay, driver and event translation inside ``services``; join the
         inbox topics; dial the bootstrap peers. Returns the nursery the node's tasks run in."""
@@ -211,9 +311,13 @@ class Node:
             self._dht = KadDHT(host, DHTMode.SERVER)
             await services.enter_async_context(background_trio_service(self._dht))
         self._relay = await services.enter_async_context(_CircuitRelay.running(host, hop=circuit_relay))
+        if self._mailbox is not None:
+            self._mailbox_server = MailboxServer(host, self._mailbox)
         nursery = await services.enter_async_context(trio.open_nursery())
+        self._nursery = nursery
         await nursery.start(driver.run)
         nursery.start_soon(self._translate_events)
+        nursery.start_soon(self._run_store_timers)
         if inbox:
             await self._join_inbox()
             nursery.start_soon(self._rejoin_inbox_daily)
@@ -222,6 +326,11 @@ class Node:
                 await driver.join(f"{INBOX_TOPIC_PREFIX}{shard}")
         if bootstrap:
             await self._bootstrap(bootstrap)
+        for info in mailboxes:
+            try:
+                await self._dial(info)
+            except Exception as exc:  # a configured mailbox that is down now: probed again on connect
+                self.unreachable_mailboxes[str(info.peer_id)] = str(exc) or type(exc).__name__
         return nursery
 
     # --- direct messages ---------------------------------------------------------------------------
@@ -233,20 +342,148 @@ class Node:
             raise ProfileError("this node was opened with an identity, not a profile: it has no contacts")
         return self._contacts
 
-    async def send(self, to: Contact | PublicIdentity | str, body: bytes | str) -> bytes:
-        """Seal ``body`` to ``to`` (a contact, a public key, or a contact's name or PeerId) and publish it
-        on their inbox shard; return the message id. The recipient must be reachable through the mesh
-        now: store-and-forward for offline recipients comes with the next issue."""
+    async def send(
+        self,
+        to: Contact | PublicIdentity | str,
+        body: bytes | str,
+        *,
+        ref: str = "",
+        ttl: int | None = None,
+    ) -> MessageHandle:
+        """Send ``body`` to ``to`` (a contact, a public key, or a contact's name or PeerId).
+
+        The message is sealed and written to the outbox before anything else happens (``StorageError``
+        if that fails: then it was not queued), then published on the recipient's inbox shard and
+        stored on mailboxes, and retried until the recipient's receipt comes back or it expires
+        (``ttl`` seconds, default a week). ``ref`` is an idempotency key: sending again with a ref
+        already in the outbox returns that message instead of sending a second one. Returns a handle
+        whose ``status`` says where the message is.
+        """
         if isinstance(to, str):
             to = self.contacts.find(to)
-        if isinstance(to, Contact):
-            await self.reach(to)
         recipient = to.public if isinstance(to, Contact) else to
         data = body.encode("utf-8") if isinstance(body, str) else body
-        now = time.time()
-        envelope = seal(self.identity, recipient, data, wall_now=now)
-        await self._driver.publish(inbox_topic(inbox_tag(recipient, epoch_of(now))), envelope)
-        return message_id(envelope)
+        record, actions = self._messenger.send(recipient, data, wall_now=time.time(), ref=ref, ttl=ttl)
+        handle = MessageHandle(self, record)
+        if actions and isinstance(to, Contact):
+            await self.reach(to)
+        self._perform(actions)
+        return handle
+
+    async def send_and_wait(
+        self, to: Contact | PublicIdentity | str, body: bytes | str, *, until: OutboxStatus
+    ) -> MessageHandle:
+        """``send``, then wait until the message is at least ``until`` (or expired, or failed)."""
+        handle = await self.send(to, body)
+        await handle.wait_until(until)
+        return handle
+
+    def outbox(self, limit: int = 100) -> list[OutboxRecord]:
+        """The ``limit`` most recently sent messages, newest first, with their status."""
+        return self._messenger.storage.outbox_recent(limit)
+
+    def inbox(self, *, after: int = 0, limit: int = 100) -> list[InboxRecord]:
+        """Received messages numbered after ``after``, in arrival order (an app resumes from the last
+        number it handled: ``DirectMessage.number``)."""
+        return self._messenger.storage.inbox_after(after, limit)
+
+    def mark_read(self, message: DirectMessage) -> None:
+        """Send ``message``'s sender a signed read receipt."""
+        self._perform(self._messenger.mark_read(message.sender, [message.message_id], wall_now=time.time()))
+
+    def sync_mailboxes(self) -> None:
+        """Sync with every reachable mailbox now, rather than at the next interval."""
+        self._perform(self._messenger.sync_now(wall_now=time.time()))
+
+    @property
+    def mailboxes(self) -> list[str]:
+        """PeerIds of the mailboxes this node stores messages on and syncs from."""
+        return self._messenger.mailboxes
+
+    def store_statistics(self) -> MessengerStatistics:
+        """Counters of the outbox, inbox and mailbox syncs: received, receipts, discards by reason."""
+        return self._messenger.statistics()
+
+    def mailbox_statistics(self) -> MailboxStatistics | None:
+        """What this node holds for others as a mailbox (None if it is not one)."""
+        return None if self._mailbox is None else self._mailbox.statistics()
+
+    # --- store-and-forward: performing the messenger's actions -------------------------------------
+
+    def _perform(self, actions: list[Action]) -> None:
+        """Carry out the messenger's actions (publishes and mailbox calls run as tasks)."""
+        nursery = self._nursery
+        for action in actions:
+            match action:
+                case PublishEnvelope():
+                    assert nursery is not None
+                    nursery.start_soon(self._publish_envelope, action)
+                case CallMailbox(peer=peer, request=request):
+                    assert nursery is not None
+                    nursery.start_soon(self._call_mailbox, peer, request)
+                case MessageReceived(message=message, sender=sender):
+                    contact = self._contacts.by_key(sender) if self._contacts is not None else None
+                    self._emit(
+                        DirectMessage(
+                            sender=sender,
+                            contact=contact,
+                            body=message.body,
+                            sent_at_ms=message.sent_at_ms,
+                            message_id=message.message_id,
+                            seq=message.seq,
+                            number=message.number,
+                        )
+                    )
+                case StatusChanged() | StoreProblem():
+                    self._emit(action)
+                case _:
+                    assert_never(action)
+        self._timer_kick.set()
+        self._driver.notify_changed()
+
+    def _emit(self, event: NodeEvent) -> None:
+        try:
+            self._events_send.send_nowait(event)
+        except trio.WouldBlock:
+            self.events_dropped += 1
+
+    async def _publish_envelope(self, action: PublishEnvelope) -> None:
+        await self._driver.publish(action.topic, action.envelope)
+        if action.message_id is not None:
+            peers = len(self._driver.router.topic_peers(action.topic))
+            self._perform(self._messenger.published(action.message_id, peers=peers, wall_now=time.time()))
+
+    async def _call_mailbox(self, peer: str, request: MailboxRequest) -> None:
+        try:
+            response = await call_mailbox(self._host, peer, request)
+        except (NetworkError, DecodeError) as exc:
+            self._perform(self._messenger.mailbox_failed(peer, request, str(exc), wall_now=time.time()))
+            return
+        self._perform(self._messenger.mailbox_replied(peer, request, response, wall_now=time.time()))
+
+    async def _run_store_timers(self) -> None:
+        """Call the messenger's timer at its deadline (wall time), re-reading it after every change."""
+        while True:
+            deadline = self._messenger.next_deadline()
+            delay = math.inf if deadline is None else max(0.0, deadline - time.time())
+            self._timer_kick = trio.Event()
+            with trio.move_on_after(delay):
+                await self._timer_kick.wait()
+                continue
+            self._perform(self._messenger.on_timer(wall_now=time.time()))
+
+    async def _probe_mailbox(self, peer: str) -> None:
+        """A peer joined: if it serves the mailbox protocol, store on it and sync from it."""
+        if peer in self._mailbox_peers or not await supports_mailbox(self._host, peer):
+            return
+        if peer not in self._mailbox_peers:
+            self._mailbox_peers.append(peer)
+            self._perform(self._messenger.mailboxes_changed(self._mailbox_peers, wall_now=time.time()))
+
+    def _mailbox_left(self, peer: str) -> None:
+        if peer in self._mailbox_peers:
+            self._mailbox_peers.remove(peer)
+            self._perform(self._messenger.mailboxes_changed(self._mailbox_peers, wall_now=time.time()))
 
     def inbox_topic(self, wall_now: float | None = None) -> str:
         """The inbox shard topic this node's envelopes travel on today (or at unix time ``wall_now``)."""
@@ -305,7 +542,7 @@ class Node:
         return [f"{a}/p2p/{peer_id}" if "/p2p/" not in str(a) else str(a) for a in info.addrs]
 
     async def _join_inbox(self) -> None:
-        wanted = self._inbox.topics(time.time())
+        wanted = self._messenger.topics(time.time())
         for topic in sorted(wanted - self._inbox_topics):
             await self._driver.join(topic)
         for topic in sorted(self._inbox_topics - wanted):
@@ -320,23 +557,24 @@ class Node:
             await self._join_inbox()
 
     async def _translate_events(self) -> None:
-        """Turn the driver's events into the node's: inbox envelopes become ``DirectMessage``, or nothing
-        if they are someone else's (a relay carries them unread); everything else passes through."""
+        """Turn the driver's events into the node's: inbox envelopes go to the messenger (which hands
+        ours to the app and ignores the rest: a relay carries them unread); a peer that joins is asked
+        whether it is a mailbox; everything else passes through."""
         async for event in self._driver.events:
-            out: NodeEvent | None = event
             if isinstance(event, MessageDelivered) and event.topic.startswith(INBOX_TOPIC_PREFIX):
-                out = self._inbox.open(event.data, wall_now=time.time())
-            if out is None:
+                self._perform(self._messenger.receive([event.data], wall_now=time.time()))
                 continue
-            try:
-                self._events_send.send_nowait(out)
-            except trio.WouldBlock:
-                self.events_dropped += 1
+            if isinstance(event, PeerJoined):
+                assert self._nursery is not None
+                self._nursery.start_soon(self._probe_mailbox, event.peer)
+            elif isinstance(event, PeerLeft):
+                self._mailbox_left(event.peer)
+            self._emit(event)
 
     @property
     def inbox_rejected(self) -> dict[str, int]:
         """Envelopes addressed to this node that failed to open, by error (forged, altered, expired)."""
-        return dict(self._inbox.rejected)
+        return self._messenger.statistics().rejected
 
     async def _hang_up(self) -> None:
         """Close every connection before the host stops (py-libp2p 0.8.1 leaks dialled sockets else)."""

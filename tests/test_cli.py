@@ -375,7 +375,9 @@ def test_demo_json_reports_verified_messages_and_the_expected_failures() -> None
     assert network["hops"] == 3 and len(set(network["path"])) == 4
     assert len(network["latency_ms"]) == len(cli.DEMO_MESSAGES)
     assert all(ms > 0 for ms in network["latency_ms"])
-    assert network["relay_envelopes"] == [len(cli.DEMO_MESSAGES)] * 2  # both relays carried each one
+    # Both relays carried each message, and (by the time they were counted) some of Bob's signed
+    # receipts on their way back; at most one receipt per message.
+    assert all(len(cli.DEMO_MESSAGES) <= n <= 2 * len(cli.DEMO_MESSAGES) for n in network["relay_envelopes"])
     assert network["relay_readable"] == 0
 
 

@@ -18,10 +18,15 @@ from meshchat.identity import Identity, save_identity
 from meshchat.inbox import DirectMessage
 from meshchat.net import MessageDelivered
 from meshchat.node import KEY_FILE, Node
+from meshchat.store.messenger import StoreConfig
+from meshchat.store.payload import Chat, encode_payload
+from meshchat.store.storage import OutboxStatus
 from meshchat.wire import Invite
 
 LOCAL = ["/ip4/127.0.0.1/tcp/0"]
 WAIT = 15.0
+#: Retry after half a second (the default is 10 s): a message sent before the mesh formed comes soon.
+FAST_RETRY = StoreConfig(retry_initial=0.5)
 
 
 def profile(tmp_path: Path, name: str, seed: int) -> tuple[Path, Identity]:
@@ -50,14 +55,14 @@ async def alice_and_bob(tmp_path: Path, *, relay: bool) -> AsyncIterator[tuple[N
     alice_dir, alice_id = profile(tmp_path, "alice", 1)
     bob_dir, bob_id = profile(tmp_path, "bob", 2)
     async with AsyncExitStack() as stack:
-        bob = await stack.enter_async_context(Node.open(bob_dir, listen=LOCAL))
+        bob = await stack.enter_async_context(Node.open(bob_dir, listen=LOCAL, store_config=FAST_RETRY))
         middle = None
         if relay:
             middle = await stack.enter_async_context(
                 Node.open(identity=Identity(b"\x03" * 32), listen=LOCAL, relay_inbox_shards=True)
             )
             await middle.connect(bob.listen_addrs[0])
-        alice = await stack.enter_async_context(Node.open(alice_dir, listen=LOCAL))
+        alice = await stack.enter_async_context(Node.open(alice_dir, listen=LOCAL, store_config=FAST_RETRY))
         invite = Invite.create(bob_id, name="Bob", addrs=[] if relay else bob.listen_addrs)
         alice.contacts.add(invite.to_text())
         bob.contacts.add(Invite.create(alice_id, name="Alice").to_text())
@@ -74,15 +79,23 @@ async def test_alice_reaches_bob_directly_by_the_address_in_his_invite(tmp_path:
     async with alice_and_bob(tmp_path, relay=False) as (alice, bob, _):
         assert not alice.host.get_network().connections
         # The first send dials the address in Bob's invite; until Alice has heard Bob's subscription
-        # it may reach nobody (store-and-forward, the next issue, will keep it): only the second counts.
-        await alice.send("Bob", "hello?")
+        # it reaches nobody, so the outbox keeps it and publishes it again a moment later.
+        first = await alice.send("Bob", "hello?")
         await subscribed(alice, bob.peer_id, bobs_topic(bob))
-        mid = await alice.send("Bob", "Привет, Боб! 🔐")
-        while (message := await next_direct(bob)).message_id != mid:
-            assert message.body == b"hello?"
+        second = await alice.send("Bob", "Привет, Боб! 🔐")
+        got = {}
+        for _ in range(2):
+            message = await next_direct(bob)
+            got[message.message_id] = message
+        assert got[first.message_id].body == b"hello?"
+        message = got[second.message_id]
         assert message.body.decode() == "Привет, Боб! 🔐"
         assert message.sender == alice.identity.public
         assert message.contact is not None and message.contact.name == "Alice"
+        assert message.seq == 2 and got[first.message_id].seq == 1
+        with trio.fail_after(WAIT):  # Bob's signed receipts come back: both delivered
+            await first.wait_until(OutboxStatus.DELIVERED)
+            await second.wait_until(OutboxStatus.DELIVERED)
 
 
 async def test_a_relay_carries_the_envelope_without_being_able_to_read_it(tmp_path: Path) -> None:
@@ -92,7 +105,7 @@ async def test_a_relay_carries_the_envelope_without_being_able_to_read_it(tmp_pa
         with trio.fail_after(WAIT):  # the relay forwards to its mesh: Bob must be in it (a heartbeat)
             await middle.wait_for(lambda: bob.peer_id in middle.driver.router.mesh.get(topic, ()))
         await subscribed(alice, middle.peer_id, topic)
-        mid = await alice.send("Bob", "через ретранслятор")
+        mid = (await alice.send("Bob", "через ретранслятор")).message_id
         message = await next_direct(bob)
         assert message.body.decode() == "через ретранслятор"
         assert message.message_id == mid
@@ -114,7 +127,8 @@ async def test_an_envelope_for_bob_sealed_by_a_stranger_is_delivered_with_no_con
         await alice.connect(bob.listen_addrs[0])
         await subscribed(alice, bob.peer_id, bobs_topic(bob))
         stranger = Identity(b"\x09" * 32)
-        envelope = seal(stranger, bob.identity.public, b"who am I?", wall_now=time.time())
+        body = encode_payload(Chat(seq=1, body=b"who am I?"))
+        envelope = seal(stranger, bob.identity.public, body, wall_now=time.time())
         await alice.publish(bobs_topic(bob), envelope)
         message = await next_direct(bob)
         assert message.sender == stranger.public and message.contact is None
@@ -162,7 +176,7 @@ async def test_a_contact_without_an_address_is_found_through_the_dht(tmp_path: P
         await alice.send("Carol", "hello?")  # dials Carol at the address the DHT gave
         assert carol.peer_id in {str(p) for p in alice.host.get_network().connections}
         await subscribed(alice, carol.peer_id, bobs_topic(carol))
-        mid = await alice.send("Carol", "нашла тебя через DHT")
+        mid = (await alice.send("Carol", "нашла тебя через DHT")).message_id
         while (message := await next_direct(carol)).message_id != mid:
             assert message.body == b"hello?"
         assert message.body.decode() == "нашла тебя через DHT"
@@ -194,7 +208,7 @@ async def test_a_peer_behind_a_circuit_relay_is_reached_through_its_reservation(
         through = [str(a) for c in conns[dave.peer_id] for a in c.get_transport_addresses()]
         assert any("/p2p-circuit" in a for a in through), through  # not a direct connection
         await subscribed(alice, dave.peer_id, bobs_topic(dave))
-        mid = await alice.send("Dave", "через реле")
+        mid = (await alice.send("Dave", "через реле")).message_id
         while (message := await next_direct(dave)).message_id != mid:
             assert message.body == b"hello?"
         assert message.body.decode() == "через реле"

@@ -298,6 +298,10 @@ class GossipDriver:
         while not condition():
             await self._changed_event.wait()
 
+    def notify_changed(self) -> None:
+        """Wake ``wait_for`` waiters: state they may test changed outside the driver (the outbox)."""
+        self._changed()
+
     def _changed(self) -> None:
         self._changed_event.set()
         self._changed_event = trio.Event()

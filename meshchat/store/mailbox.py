@@ -1,0 +1,290 @@
+"""A mailbox: envelopes held for recipients who are offline, with quotas, until they come for them.
+
+``MailboxCore`` answers ``/meshchat/mailbox/1.0.0`` requests (``meshchat.store.protocol``) from a
+``Storage``; it does no I/O of its own and takes the wall time from its caller. What it guarantees:
+
+* **It cannot read, alter or forge what it holds.** Envelopes are sealed to their recipients; it
+  checks only their public header (structure, size, expiry) and hands back the bytes unchanged, and a
+  recipient verifies each one's signature inside.
+* **Nothing is dropped silently.** Every envelope in a store request gets a ``StoreResult``: stored, or
+  why not (too large, tag or peer over quota, disk budget used up, bad expiry, malformed, disk
+  failure). Every refusal is counted in ``statistics``.
+* **Only the owner of an inbox tag lists, fetches or deletes its envelopes.** The requester's PeerId
+  (authenticated by the secure channel; it *is* the recipient's public key) must derive every tag it
+  names, for any day within the longest TTL.
+* Items go when they expire, or when their recipient, after a sync, deletes what it has received.
+
+Quotas are counted in memory (rebuilt from storage at start) so a store request costs no scans.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from meshchat.crypto import MAX_TTL, epoch_of, inbox_tag
+from meshchat.errors import DecodeError, StorageError
+from meshchat.identity import PublicIdentity
+from meshchat.store.protocol import (
+    Deleted,
+    DeleteRequest,
+    ErrorCode,
+    Fetched,
+    FetchRequest,
+    MailboxError,
+    MailboxRequest,
+    MailboxResponse,
+    StoreCode,
+    Stored,
+    StoreRequest,
+    StoreResult,
+    Synced,
+    SyncRequest,
+)
+from meshchat.store.reconcile import Reconciler, decode_message, encode_message
+from meshchat.store.storage import MailboxItem, Storage
+from meshchat.wire import MAX_ENVELOPE_SIZE, decode_envelope, message_id
+
+__all__ = ["CLOCK_SKEW", "MailboxCore", "MailboxLimits", "MailboxStatistics", "owned_tags"]
+
+#: Seconds a sender's clock may run ahead of ours (an expiry that far past the longest TTL is accepted).
+CLOCK_SKEW = 600
+#: Seconds between sweeps of expired items.
+PRUNE_INTERVAL = 300.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailboxLimits:
+    """How much a mailbox holds. Defaults suit a volunteer's laptop or a small server."""
+
+    #: Largest envelope accepted, bytes (the protocol's maximum by default).
+    max_envelope: int = MAX_ENVELOPE_SIZE
+    #: Bytes held for one inbox tag (one recipient-day): ~10,000 chat messages.
+    per_tag_bytes: int = 8 * 1024 * 1024
+    #: Bytes held from one sending peer: a sender cannot fill the mailbox alone.
+    per_peer_bytes: int = 64 * 1024 * 1024
+    #: Bytes held in total: the disk budget.
+    total_bytes: int = 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailboxStatistics:
+    """What a mailbox holds and what it refused."""
+
+    #: Envelopes held.
+    items: int
+    #: Bytes held.
+    bytes: int
+    #: Envelopes stored since start.
+    stored: int
+    #: Envelopes handed to their recipients since start.
+    fetched: int
+    #: Envelopes deleted by their recipients since start.
+    deleted: int
+    #: Envelopes dropped at expiry since start.
+    expired: int
+    #: Refused envelopes by reason, and refused requests by error code name.
+    refused: dict[str, int]
+
+
+class _Usage:
+    """Bytes held per tag, per sending peer, and in total."""
+
+    def __init__(self) -> None:
+        self.by_tag: Counter[bytes] = Counter()
+        self.by_peer: Counter[str] = Counter()
+        self.total = 0
+        self.items = 0
+
+    def add(self, item: MailboxItem, sign: int = 1) -> None:
+        self.by_tag[item.inbox_tag] += sign * item.size
+        self.by_peer[item.from_peer] += sign * item.size
+        self.total += sign * item.size
+        self.items += sign
+        if self.by_tag[item.inbox_tag] <= 0:
+            del self.by_tag[item.inbox_tag]
+        if self.by_peer[item.from_peer] <= 0:
+            del self.by_peer[item.from_peer]
+
+
+class MailboxCore:
+    """Answers mailbox requests from a ``Storage``; see the module docstring."""
+
+    def __init__(self, storage: Storage, limits: MailboxLimits | None = None) -> None:
+        """Serve from ``storage`` (its held items count against the quotas at once)."""
+        self._storage = storage
+        self.limits = limits or MailboxLimits()
+        self._usage = _Usage()
+        for item in storage.mailbox_all():
+            self._usage.add(item)
+        self._tags_of: dict[tuple[str, int], frozenset[bytes]] = {}
+        self._next_prune = 0.0
+        self._counts: Counter[str] = Counter()
+
+    def handle(self, peer: str, request: MailboxRequest, *, wall_now: float) -> MailboxResponse:
+        """Answer ``request`` from ``peer`` (its authenticated PeerId) at unix time ``wall_now``."""
+        if wall_now >= self._next_prune:
+            self.prune(wall_now=wall_now)
+        try:
+            match request:
+                case StoreRequest():
+                    return self._store(peer, request, wall_now)
+                case SyncRequest() | FetchRequest() | DeleteRequest():
+                    return self._owner_request(peer, request, wall_now)
+        except StorageError as exc:
+            return self._refuse(ErrorCode.STORAGE_FAILED, str(exc))
+
+    def prune(self, *, wall_now: float) -> int:
+        """Drop items that have expired; return how many (also done by ``handle`` every few minutes)."""
+        self._next_prune = wall_now + PRUNE_INTERVAL
+        gone = self._storage.mailbox_prune(int(wall_now) - CLOCK_SKEW)
+        for item in gone:
+            self._usage.add(item, -1)
+        self._counts["expired"] += len(gone)
+        return len(gone)
+
+    def statistics(self) -> MailboxStatistics:
+        """Counters since start and what is held now."""
+        counts = self._counts
+        refused = {k[8:]: v for k, v in counts.items() if k.startswith("refused:")}
+        return MailboxStatistics(
+            items=self._usage.items,
+            bytes=self._usage.total,
+            stored=counts["stored"],
+            fetched=counts["fetched"],
+            deleted=counts["deleted"],
+            expired=counts["expired"],
+            refused=refused,
+        )
+
+    # --- store -----------------------------------------------------------------------------------
+
+    def _store(self, peer: str, request: StoreRequest, wall_now: float) -> Stored:
+        results: list[StoreResult] = []
+        accepted: list[MailboxItem] = []
+        pending = _Usage()  # this request's own items count against the quotas too
+        for data in request.envelopes:
+            mid = message_id(data)
+            code, detail, item = self._check(peer, data, mid, wall_now, pending)
+            if item is not None:
+                accepted.append(item)
+                pending.add(item)
+            results.append(StoreResult(message_id=mid, code=code, detail=detail))
+        try:
+            stored = self._storage.mailbox_put(accepted)
+        except StorageError as exc:
+            failed = {i.message_id for i in accepted}
+            self._counts["refused:storage_failed"] += len(failed)
+            return Stored(
+                results=tuple(
+                    StoreResult(message_id=r.message_id, code=StoreCode.STORAGE_FAILED, detail=str(exc))
+                    if r.message_id in failed
+                    else r
+                    for r in results
+                )
+            )
+        for item in stored:
+            self._usage.add(item)
+        self._counts["stored"] += len(stored)
+        return Stored(results=tuple(results))
+
+    def _check(
+        self, peer: str, data: bytes, mid: bytes, wall_now: float, pending: _Usage
+    ) -> tuple[StoreCode, str, MailboxItem | None]:
+        limits, usage = self.limits, self._usage
+        code, detail = StoreCode.STORED, ""
+        size = len(data)
+        if size > limits.max_envelope:
+            code, detail = StoreCode.TOO_LARGE, f"{size:,} bytes; this mailbox takes {limits.max_envelope:,}"
+        else:
+            try:
+                envelope = decode_envelope(data)
+            except DecodeError as exc:
+                code, detail = StoreCode.MALFORMED, str(exc)
+            else:
+                tag = envelope.inbox_tag
+                if not wall_now <= envelope.expiry <= wall_now + MAX_TTL + CLOCK_SKEW:
+                    code, detail = StoreCode.BAD_EXPIRY, f"expiry {envelope.expiry} at {int(wall_now)}"
+                elif self._storage.mailbox_get((mid,)):
+                    return StoreCode.STORED, "", None  # already held: idempotent
+                elif usage.by_tag[tag] + pending.by_tag[tag] + size > limits.per_tag_bytes:
+                    code, detail = (
+                        StoreCode.TAG_QUOTA,
+                        f"this inbox is at its {limits.per_tag_bytes:,}-byte quota",
+                    )
+                elif usage.by_peer[peer] + pending.by_peer[peer] + size > limits.per_peer_bytes:
+                    code, detail = (
+                        StoreCode.PEER_QUOTA,
+                        f"you are at your {limits.per_peer_bytes:,}-byte quota",
+                    )
+                elif usage.total + pending.total + size > limits.total_bytes:
+                    code, detail = (
+                        StoreCode.MAILBOX_FULL,
+                        f"the mailbox holds its {limits.total_bytes:,} bytes",
+                    )
+                else:
+                    item = MailboxItem(
+                        message_id=mid,
+                        inbox_tag=tag,
+                        expiry=envelope.expiry,
+                        envelope=data,
+                        from_peer=peer,
+                        size=size,
+                    )
+                    return code, detail, item
+        self._counts[f"refused:{code.name.lower()}"] += 1
+        return code, detail, None
+
+    # --- the owner's requests --------------------------------------------------------------------
+
+    def _owner_request(
+        self, peer: str, request: SyncRequest | FetchRequest | DeleteRequest, wall_now: float
+    ) -> MailboxResponse:
+        owned = self._tags_owned_by(peer, wall_now)
+        if isinstance(request, FetchRequest):
+            items = [i for i in self._storage.mailbox_get(request.message_ids) if i.inbox_tag in owned]
+            self._counts["fetched"] += len(items)
+            return Fetched(envelopes=tuple(i.envelope for i in items))
+        if not owned.issuperset(request.tags):
+            return self._refuse(ErrorCode.NOT_YOUR_TAG, "a tag in the request is not derived from your key")
+        if isinstance(request, DeleteRequest):
+            gone = self._storage.mailbox_delete(request.tags, request.generation)
+            for item in gone:
+                self._usage.add(item, -1)
+            self._counts["deleted"] += len(gone)
+            return Deleted(count=len(gone))
+        try:
+            message = decode_message(request.reconcile)
+        except DecodeError as exc:
+            return self._refuse(ErrorCode.BAD_REQUEST, str(exc))
+        generation = self._storage.mailbox_last_number()
+        reply = Reconciler(self._storage.mailbox_items(request.tags)).respond(message)
+        return Synced(reconcile=encode_message(reply), generation=generation)
+
+    def _tags_owned_by(self, peer: str, wall_now: float) -> frozenset[bytes]:
+        """Every inbox tag ``peer``'s key has had within the longest TTL, and tomorrow's."""
+        today = epoch_of(wall_now)
+        cached = self._tags_of.get((peer, today))
+        if cached is not None:
+            return cached
+        try:
+            public = PublicIdentity.from_peer_id(peer)
+        except (DecodeError, ValueError):
+            tags: frozenset[bytes] = frozenset()
+        else:
+            tags = frozenset(owned_tags(public, wall_now))
+        if len(self._tags_of) > 10_000:  # bounded: one entry per peer and day
+            self._tags_of.clear()
+        self._tags_of[(peer, today)] = tags
+        return tags
+
+    def _refuse(self, code: ErrorCode, detail: str) -> MailboxError:
+        self._counts[f"refused:{code.name.lower()}"] += 1
+        return MailboxError(code=code, detail=detail)
+
+
+def owned_tags(public: PublicIdentity, wall_now: float) -> tuple[bytes, ...]:
+    """The tags a recipient syncs: one per day within the longest TTL, up to tomorrow (newest last)."""
+    today = epoch_of(wall_now)
+    first = epoch_of(wall_now - MAX_TTL - CLOCK_SKEW)
+    return tuple(inbox_tag(public, e) for e in range(first, today + 2))

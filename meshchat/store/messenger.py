@@ -1,0 +1,799 @@
+"""The store-and-forward core of one user: outbox, inbox, receipts, mailbox stores and syncs. Sans-IO.
+
+``Messenger`` is what ``meshchat.Node`` and the simulator drive. It takes inputs (the app sends a
+message; envelopes arrive by gossip or from a mailbox; a mailbox answers; a timer fires), always with
+the wall time passed in, and returns actions for its driver: publish an envelope on an inbox topic,
+call a mailbox (``/meshchat/mailbox/1.0.0``), hand a message to the app, report a status change. It
+writes to a ``Storage`` (sqlite on a profile, memory in the simulator) before it returns, so what it
+reports has already survived a crash. Time is wall time throughout: outbox retries are persisted and
+must mean the same after a restart.
+
+**Sending.** ``send`` seals the body with its place in the conversation (``seq``) to the recipient,
+writes the outbox record (``queued``), publishes it on the recipient's inbox shard and stores it on
+``mailbox_copies`` mailboxes (ranked per inbox tag by rendezvous hashing, so a recipient that knows
+the same mailboxes asks the same ones first). Each proven step moves the record forward
+(``OUTBOX_TRANSITIONS``); late or repeated news never moves it back. Until a receipt comes back it is
+retried with exponential backoff (published again while no mailbox holds it; stored on more mailboxes
+while fewer than ``mailbox_copies`` do); at its expiry it becomes ``expired``; a mailbox's permanent
+refusal (too large, malformed) makes it ``failed`` with the reason, a transient one (quota) is shown
+in ``error`` and retried.
+
+**Receiving.** Envelopes addressed to one of this identity's tags are opened and verified; the seen
+window (every accepted id, kept until its expiry) and the inbox are written in one transaction, then
+the app hears of them, in the sender's order within a batch. Each batch answers every sender with one
+signed, sealed delivery receipt, published and stored on mailboxes for the sender. A duplicate is not
+delivered again, but its sender gets a receipt again (at most once per ``RERECEIPT_INTERVAL``), in
+case the first receipt was lost. Failures are counted by reason in ``statistics``.
+
+**Syncing.** With each mailbox, every ``sync_interval`` and when it first becomes reachable: range-based
+reconciliation of the ids it holds for our tags against our seen window; fetch what we lack in
+batches (cut where the expiry changes, so same-TTL messages keep their order), accept; then delete
+what the mailbox held when the sync began. A failed step abandons the sync without deleting anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TypeAlias
+
+import nacl.utils
+
+from meshchat.crypto import (
+    DEFAULT_TTL,
+    epoch_of,
+    inbox_tag,
+    inbox_tags_around,
+    inbox_topic,
+    open_envelope,
+    seal,
+)
+from meshchat.errors import DecodeError, MeshchatError, StorageError
+from meshchat.identity import Identity, KeyCache, PublicIdentity, RandomBytes
+from meshchat.store.mailbox import CLOCK_SKEW, owned_tags
+from meshchat.store.payload import MAX_RECEIPT_IDS, Chat, Receipt, ReceiptKind, decode_payload, encode_payload
+from meshchat.store.protocol import (
+    MAX_FETCH_IDS,
+    PERMANENT_STORE_CODES,
+    Deleted,
+    DeleteRequest,
+    Fetched,
+    FetchRequest,
+    MailboxError,
+    MailboxRequest,
+    MailboxResponse,
+    StoreCode,
+    Stored,
+    StoreRequest,
+    Synced,
+    SyncRequest,
+    batches,
+)
+from meshchat.store.reconcile import Reconciler, decode_message, encode_message
+from meshchat.store.storage import InboxRecord, OutboxRecord, OutboxStatus, SeenEntry, Storage
+from meshchat.wire import decode_envelope, message_id
+
+__all__ = [
+    "OUTBOX_TRANSITIONS",
+    "Action",
+    "CallMailbox",
+    "MessageReceived",
+    "Messenger",
+    "MessengerStatistics",
+    "OutboxInput",
+    "PublishEnvelope",
+    "StatusChanged",
+    "StoreConfig",
+    "StoreProblem",
+]
+
+#: Seconds before a duplicate of a message earns its sender another receipt.
+RERECEIPT_INTERVAL = 60.0
+#: Duplicates remembered for ``RERECEIPT_INTERVAL`` (bounded: a replayer cannot grow it).
+_RERECEIPT_MEMORY = 10_000
+#: Seconds between sweeps of the seen window.
+SEEN_PRUNE_INTERVAL = 3600.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreConfig:
+    """Store-and-forward parameters."""
+
+    #: Mailboxes each message is stored on (redundancy against a mailbox going away).
+    mailbox_copies: int = 3
+    #: Seconds before the first retry; each later one waits twice as long.
+    retry_initial: float = 10.0
+    #: Longest wait between retries, seconds.
+    retry_max: float = 30 * 60.0
+    #: Seconds between syncs with each mailbox.
+    sync_interval: float = 60.0
+    #: Seconds a message lives unless the sender says otherwise.
+    ttl: int = DEFAULT_TTL
+    #: Envelopes fetched per mailbox request.
+    fetch_batch: int = 256
+
+    def __post_init__(self) -> None:
+        if self.mailbox_copies < 1 or self.retry_initial <= 0 or self.retry_max < self.retry_initial:
+            raise ValueError("mailbox_copies >= 1 and 0 < retry_initial <= retry_max are required")
+        if not 0 < self.fetch_batch <= MAX_FETCH_IDS or self.sync_interval <= 0:
+            raise ValueError(f"0 < fetch_batch <= {MAX_FETCH_IDS} and sync_interval > 0 are required")
+
+
+# --- the outbox state machine, as a table ---------------------------------------------------------
+
+
+class OutboxInput(Enum):
+    """What can happen to a sent message."""
+
+    #: The driver handed it to at least one peer on the inbox topic.
+    PUBLISHED = "published"
+    #: A mailbox acknowledged storing it.
+    MAILBOX_STORED = "mailbox stored"
+    #: The recipient's delivery receipt arrived.
+    DELIVERY_RECEIPT = "delivery receipt"
+    #: The recipient's read receipt arrived.
+    READ_RECEIPT = "read receipt"
+    #: Its expiry passed.
+    EXPIRY_PASSED = "expiry passed"
+    #: A mailbox refused it for good (too large, malformed).
+    REFUSED_FOR_GOOD = "refused for good"
+    #: A mailbox refused it for now (over quota, full): shown as the error, retried later.
+    REFUSED_FOR_NOW = "refused for now"
+
+
+_S, _I = OutboxStatus, OutboxInput
+#: ``(status, input) -> new status``. Pairs not listed leave the status as it is: network news comes
+#: late and out of order (a mailbox's ack after the receipt), and never moves a message backwards.
+OUTBOX_TRANSITIONS: dict[tuple[OutboxStatus, OutboxInput], OutboxStatus] = {
+    (_S.QUEUED, _I.PUBLISHED): _S.RELAYED,
+    (_S.QUEUED, _I.MAILBOX_STORED): _S.STORED,
+    (_S.RELAYED, _I.MAILBOX_STORED): _S.STORED,
+    **{(s, _I.DELIVERY_RECEIPT): _S.DELIVERED for s in (_S.QUEUED, _S.RELAYED, _S.STORED, _S.EXPIRED)},
+    **{(s, _I.READ_RECEIPT): _S.READ for s in (_S.QUEUED, _S.RELAYED, _S.STORED, _S.DELIVERED, _S.EXPIRED)},
+    **{(s, _I.EXPIRY_PASSED): _S.EXPIRED for s in (_S.QUEUED, _S.RELAYED, _S.STORED)},
+    **{(s, _I.REFUSED_FOR_GOOD): _S.FAILED for s in (_S.QUEUED, _S.RELAYED)},
+}
+#: Statuses in which a message is still being retried.
+_RETRYING = frozenset({_S.QUEUED, _S.RELAYED, _S.STORED})
+
+
+# --- actions ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublishEnvelope:
+    """Publish ``envelope`` on gossip ``topic``; for an outbox message, report ``published``."""
+
+    #: The inbox shard topic.
+    topic: str
+    #: The envelope bytes.
+    envelope: bytes
+    #: The outbox message's id, or None for a receipt (nobody needs to hear back).
+    message_id: bytes | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallMailbox:
+    """Send ``request`` to mailbox ``peer``; report ``mailbox_replied`` or ``mailbox_failed``."""
+
+    #: The mailbox's PeerId.
+    peer: str
+    #: The request.
+    request: MailboxRequest
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageReceived:
+    """A message for the application, already in the inbox and the seen window."""
+
+    #: The stored message (``number`` is its place in the inbox).
+    message: InboxRecord
+    #: Who sent it (proven).
+    sender: PublicIdentity
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusChanged:
+    """A sent message moved on (or a mailbox reported a problem with it)."""
+
+    #: The message's id.
+    message_id: bytes
+    #: Its status now.
+    status: OutboxStatus
+    #: The last problem reported for it ("" if none).
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreProblem:
+    """Local storage failed; what it concerned was not accepted and will be fetched or sent again."""
+
+    #: The error.
+    error: StorageError
+
+
+Action: TypeAlias = PublishEnvelope | CallMailbox | MessageReceived | StatusChanged | StoreProblem
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessengerStatistics:
+    """What the messenger did, and what it discarded and why."""
+
+    #: Messages handed to the application.
+    received: int
+    #: Receipts accepted.
+    receipts: int
+    #: Mailbox syncs completed.
+    syncs: int
+    #: Envelopes discarded, by reason (duplicate, not ours, a mailbox's mistakes ...).
+    discarded: dict[str, int]
+    #: Envelopes with our tag that failed to open or verify, by error (forged, altered, expired).
+    rejected: dict[str, int]
+    #: Outbox records in each status that is still retrying.
+    pending: dict[str, int]
+
+
+@dataclass(slots=True)
+class _Sync:
+    """One sync with one mailbox: reconcile, fetch, delete."""
+
+    tags: tuple[bytes, ...]
+    reconciler: Reconciler
+    need: list[bytes] = field(default_factory=list)
+    generation: int | None = None
+    next_request: MailboxRequest | None = None
+    done_reconciling: bool = False
+    carry: list[bytes] = field(default_factory=list)
+
+
+class Messenger:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        storage: Storage,
+        *,
+        config: StoreConfig | None = None,
+        rng: random.Random,
+        random_bytes: RandomBytes = nacl.utils.random,
+        wall_now: float,
+    ) -> None:
+        """Resume from ``storage``: pending outbox records are retried when their time comes."""
+        self.identity = identity
+        self.storage = storage
+        self.config = config or StoreConfig()
+        self._rng = rng
+        self._random_bytes = random_bytes
+        self._keys = KeyCache()
+        self._pending: dict[bytes, OutboxRecord] = {}
+        self._timers: list[tuple[float, bytes]] = []
+        self._last_seq: dict[bytes, int] = {}
+        self._mailboxes: list[str] = []
+        self._to_store: dict[str, OrderedDict[bytes, bytes]] = {}
+        self._busy: dict[str, MailboxRequest] = {}
+        self._syncs: dict[str, _Sync] = {}
+        self._next_sync: dict[str, float] = {}
+        self._rereceipted: OrderedDict[bytes, float] = OrderedDict()
+        self._discarded: Counter[str] = Counter()
+        self._rejected: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter()
+        self._tags_day = -1
+        self._tags: frozenset[bytes] = frozenset()
+        self._next_seen_prune = 0.0
+        for record in storage.outbox_pending():
+            if record.status in _RETRYING:
+                self._track(record)
+
+    # --- inputs from the application ------------------------------------------------------------
+
+    def send(
+        self,
+        recipient: PublicIdentity,
+        body: bytes,
+        *,
+        wall_now: float,
+        ref: str = "",
+        ttl: int | None = None,
+    ) -> tuple[OutboxRecord, list[Action]]:
+        """Queue ``body`` for ``recipient``; return its outbox record and the actions to start delivery.
+
+        With ``ref`` (an idempotency key) a second send with the same ref returns the first one's record
+        and does nothing, so an app that crashed mid-send can simply send everything again. The record is
+        durable when this returns; ``StorageError`` means it was not queued.
+        """
+        if ref:
+            known = self.storage.outbox_by_ref(ref)
+            if known is not None:
+                return known, []
+        key = recipient.ed25519
+        seq = self._last_seq.get(key)
+        if seq is None:
+            seq = self.storage.last_seq(key)
+        envelope = seal(
+            self.identity,
+            recipient,
+            encode_payload(Chat(seq=seq + 1, body=body)),
+            wall_now=wall_now,
+            ttl=self.config.ttl if ttl is None else ttl,
+            random_bytes=self._random_bytes,
+        )
+        record = OutboxRecord(
+            message_id=message_id(envelope),
+            recipient=key,
+            envelope=envelope,
+            ref=ref,
+            seq=seq + 1,
+            created_at=wall_now,
+            expiry=decode_envelope(envelope).expiry,
+            status=OutboxStatus.QUEUED,
+            next_attempt=wall_now + self.config.retry_initial,
+            updated_at=wall_now,
+        )
+        self.storage.outbox_add([record])
+        self._last_seq[key] = seq + 1
+        self._track(record)
+        actions: list[Action] = [self._publish(record)]
+        actions += self._plan_stores(record)
+        return record, actions
+
+    def mark_read(
+        self, sender: PublicIdentity, message_ids: Sequence[bytes], *, wall_now: float
+    ) -> list[Action]:
+        """Tell ``sender`` that the app read ``message_ids`` (a signed, sealed read receipt)."""
+        return self._receipts({sender: list(message_ids)}, ReceiptKind.READ, wall_now)
+
+    def status(self, message_id: bytes) -> OutboxRecord | None:
+        """The outbox record of a sent message, if it is ours."""
+        return self._pending.get(message_id) or self.storage.outbox_get(message_id)
+
+    def topics(self, wall_now: float) -> set[str]:
+        """The inbox topics to join now (yesterday's, today's and tomorrow's tags)."""
+        return {inbox_topic(tag) for tag in inbox_tags_around(self.identity.public, wall_now)}
+
+    # --- inputs from the driver -----------------------------------------------------------------
+
+    def published(self, message_id: bytes, *, peers: int, wall_now: float) -> list[Action]:
+        """The driver published an outbox message to ``peers`` peers."""
+        record = self._pending.get(message_id)
+        if record is None or peers <= 0:
+            return []
+        return self._move([(record, OutboxInput.PUBLISHED, None)], wall_now)
+
+    def receive(self, envelopes: Sequence[bytes], *, wall_now: float) -> list[Action]:
+        """Envelopes arrived (by gossip, or fetched from a mailbox): accept what is ours and new."""
+        self._refresh_tags(wall_now)
+        fresh: dict[bytes, tuple[bytes, int]] = {}
+        for data in envelopes:
+            try:
+                envelope = decode_envelope(data)
+            except DecodeError:
+                self._discarded["malformed"] += 1
+                continue
+            if envelope.inbox_tag not in self._tags:
+                self._discarded["not ours"] += 1
+                continue
+            mid = message_id(data)
+            if mid in fresh:
+                self._discarded["duplicate"] += 1
+                continue
+            fresh[mid] = (data, envelope.expiry)
+        seen = self.storage.seen(fresh)
+        actions: list[Action] = []
+        chats: list[tuple[InboxRecord, PublicIdentity, SeenEntry]] = []
+        receipts: list[tuple[Receipt, PublicIdentity, SeenEntry]] = []
+        rereceipts: dict[PublicIdentity, list[bytes]] = {}
+        for mid, (data, expiry) in fresh.items():
+            try:
+                opened = open_envelope(self.identity, data, wall_now=wall_now, key_cache=self._keys)
+                payload = decode_payload(opened.body)
+            except MeshchatError as exc:
+                self._rejected[type(exc).__name__] += 1
+                continue
+            if mid in seen:
+                self._discarded["duplicate"] += 1
+                if isinstance(payload, Chat) and self._may_rereceipt(mid, wall_now):
+                    rereceipts.setdefault(opened.sender, []).append(mid)
+                continue
+            entry = SeenEntry(message_id=mid, inbox_tag=decode_envelope(data).inbox_tag, expiry=expiry)
+            if isinstance(payload, Receipt):
+                receipts.append((payload, opened.sender, entry))
+                continue
+            message = InboxRecord(
+                number=0,
+                message_id=mid,
+                sender=opened.sender.ed25519,
+                seq=payload.seq,
+                body=payload.body,
+                sent_at_ms=opened.sent_at_ms,
+                received_at=wall_now,
+            )
+            chats.append((message, opened.sender, entry))
+        chats.sort(key=lambda c: (c[0].sender, c[0].seq))
+        try:
+            numbered = self.storage.accept(
+                [c[2] for c in chats] + [r[2] for r in receipts], [c[0] for c in chats]
+            )
+        except StorageError as exc:
+            self._discarded["storage failed"] += len(chats) + len(receipts)
+            return [StoreProblem(error=exc)]
+        by_sender: dict[PublicIdentity, list[bytes]] = rereceipts
+        for message, (_, sender, _) in zip(numbered, chats, strict=True):
+            actions.append(MessageReceived(message=message, sender=sender))
+            by_sender.setdefault(sender, []).append(message.message_id)
+        self._counts["received"] += len(numbered)
+        actions += self._apply_receipts(receipts, wall_now)
+        actions += self._receipts(by_sender, ReceiptKind.DELIVERED, wall_now)
+        return actions
+
+    def mailboxes_changed(self, peers: Iterable[str], *, wall_now: float) -> list[Action]:
+        """The mailboxes reachable now (the driver's view); new ones are synced with at once."""
+        wanted = list(dict.fromkeys(peers))
+        gone = set(self._mailboxes) - set(wanted)
+        for peer in gone:
+            self._to_store.pop(peer, None)
+            self._syncs.pop(peer, None)
+            self._next_sync.pop(peer, None)
+        actions: list[Action] = []
+        new = [p for p in wanted if p not in self._mailboxes]
+        self._mailboxes = wanted
+        for peer in new:
+            self._next_sync[peer] = wall_now
+        if new:
+            for record in list(self._pending.values()):
+                actions += self._plan_stores(record)
+        actions += self._start_due_syncs(wall_now)
+        for peer in self._mailboxes:
+            actions += self._pump(peer)
+        return actions
+
+    def sync_now(self, *, wall_now: float) -> list[Action]:
+        """Sync with every reachable mailbox now (a user pulled to refresh; a node came online)."""
+        for peer in self._mailboxes:
+            self._next_sync[peer] = wall_now
+        return self._start_due_syncs(wall_now) + [a for p in self._mailboxes for a in self._pump(p)]
+
+    def mailbox_replied(
+        self, peer: str, request: MailboxRequest, response: MailboxResponse, *, wall_now: float
+    ) -> list[Action]:
+        """Mailbox ``peer`` answered ``request``."""
+        if self._busy.get(peer) is request:
+            del self._busy[peer]
+        actions: list[Action] = []
+        match response:
+            case Stored():
+                actions += self._stored(peer, response, wall_now)
+            case Synced() if isinstance(request, SyncRequest):
+                self._synced(peer, response)
+            case Fetched() if isinstance(request, FetchRequest):
+                actions += self._fetched(peer, request, response, wall_now)
+            case Deleted() if isinstance(request, DeleteRequest):
+                self._syncs.pop(peer, None)
+                self._counts["syncs"] += 1
+            case MailboxError():
+                self._discarded[f"mailbox error: {response.code.name.lower()}"] += 1
+                self._syncs.pop(peer, None)
+            case _:
+                self._discarded["mailbox answered the wrong question"] += 1
+                self._syncs.pop(peer, None)
+        return actions + self._pump(peer)
+
+    def mailbox_failed(
+        self, peer: str, request: MailboxRequest, problem: str, *, wall_now: float
+    ) -> list[Action]:
+        """The call to ``peer`` failed (unreachable, timed out, garbage answer): abandon its sync; the
+        messages waiting for it are planned again at their next retry."""
+        if self._busy.get(peer) is request:
+            del self._busy[peer]
+        self._discarded["mailbox call failed"] += 1
+        self._syncs.pop(peer, None)
+        self._to_store.pop(peer, None)
+        self._next_sync[peer] = wall_now + self.config.sync_interval
+        return []
+
+    def on_timer(self, *, wall_now: float) -> list[Action]:
+        """Retry, expire and sync what is due at ``wall_now``."""
+        actions: list[Action] = []
+        due: list[OutboxRecord] = []
+        while self._timers and self._timers[0][0] <= wall_now:
+            when, mid = heapq.heappop(self._timers)
+            record = self._pending.get(mid)
+            if record is not None and record.next_attempt == when:
+                due.append(record)
+        moves: list[tuple[OutboxRecord, OutboxInput, str | None]] = []
+        retried: list[OutboxRecord] = []
+        for record in due:
+            if wall_now > record.expiry:
+                moves.append((record, OutboxInput.EXPIRY_PASSED, None))
+                continue
+            attempts = record.attempts + 1
+            wait = min(self.config.retry_max, self.config.retry_initial * 2**attempts)
+            retry = record.replace(
+                attempts=attempts,
+                next_attempt=min(wall_now + wait * (1 + 0.1 * self._rng.random()), record.expiry + 1.0),
+                updated_at=wall_now,
+            )
+            retried.append(retry)
+        if retried:
+            try:
+                self.storage.outbox_update(retried)
+            except StorageError as exc:
+                actions.append(StoreProblem(error=exc))
+                retried = [r.replace(next_attempt=wall_now + self.config.retry_initial) for r in due]
+            for record in retried:
+                self._track(record)
+                if not record.stored_on:
+                    actions.append(self._publish(record))
+                actions += self._plan_stores(record)
+        actions += self._move(moves, wall_now)
+        if wall_now >= self._next_seen_prune:
+            self._next_seen_prune = wall_now + SEEN_PRUNE_INTERVAL
+            self.storage.prune_seen(int(wall_now) - CLOCK_SKEW)
+        actions += self._start_due_syncs(wall_now)
+        for peer in self._mailboxes:
+            actions += self._pump(peer)
+        return actions
+
+    def next_deadline(self) -> float | None:
+        """The wall time ``on_timer`` should next be called at (None: nothing scheduled)."""
+        candidates = [t for p, t in self._next_sync.items() if p not in self._syncs]
+        if self._timers:
+            candidates.append(self._timers[0][0])
+        return min(candidates) if candidates else None
+
+    def statistics(self) -> MessengerStatistics:
+        """Counters since start."""
+        pending = Counter(r.status.value for r in self._pending.values())
+        return MessengerStatistics(
+            received=self._counts["received"],
+            receipts=self._counts["receipts"],
+            syncs=self._counts["syncs"],
+            discarded=dict(self._discarded),
+            rejected=dict(self._rejected),
+            pending=dict(pending),
+        )
+
+    @property
+    def mailboxes(self) -> list[str]:
+        """The reachable mailboxes, as last told by the driver."""
+        return list(self._mailboxes)
+
+    # --- internals: outbox ----------------------------------------------------------------------
+
+    def _track(self, record: OutboxRecord) -> None:
+        if record.status not in _RETRYING:
+            self._pending.pop(record.message_id, None)
+            return
+        self._pending[record.message_id] = record
+        heapq.heappush(self._timers, (record.next_attempt, record.message_id))
+
+    def _publish(self, record: OutboxRecord) -> PublishEnvelope:
+        tag = decode_envelope(record.envelope).inbox_tag
+        return PublishEnvelope(topic=inbox_topic(tag), envelope=record.envelope, message_id=record.message_id)
+
+    def _move(
+        self, moves: Sequence[tuple[OutboxRecord, OutboxInput, str | None]], wall_now: float
+    ) -> list[Action]:
+        """Apply outbox inputs per ``OUTBOX_TRANSITIONS``; persist and report what changed."""
+        changed: dict[bytes, OutboxRecord] = {}
+        for record, event, error in moves:
+            current = changed.get(record.message_id, record)
+            status = OUTBOX_TRANSITIONS.get((current.status, event), current.status)
+            if status is current.status and error is None:
+                continue
+            changed[record.message_id] = current.replace(
+                status=status, error=current.error if error is None else error, updated_at=wall_now
+            )
+        if not changed:
+            return []
+        try:
+            self.storage.outbox_update(list(changed.values()))
+        except StorageError as exc:
+            return [StoreProblem(error=exc)]  # nothing moved; the same news will come again
+        actions: list[Action] = []
+        for record in changed.values():
+            self._track(record)
+            actions.append(
+                StatusChanged(message_id=record.message_id, status=record.status, error=record.error)
+            )
+        return actions
+
+    def _ranked_mailboxes(self, tag: bytes) -> list[str]:
+        """Mailboxes in rendezvous order for ``tag``: every node that knows the same set ranks alike."""
+        return sorted(
+            self._mailboxes, key=lambda p: hashlib.blake2b(tag + p.encode(), digest_size=8).digest()
+        )
+
+    def _plan_stores(self, record: OutboxRecord) -> list[Action]:
+        """Queue ``record`` for the mailboxes it still needs; start calls to idle ones."""
+        if record.status not in _RETRYING:
+            return []
+        tag = decode_envelope(record.envelope).inbox_tag
+        peers = self._queue_store(tag, record.message_id, record.envelope, record.stored_on)
+        return [a for peer in peers for a in self._pump(peer)]
+
+    def _queue_store(
+        self, tag: bytes, mid: bytes, envelope: bytes, stored_on: Sequence[str] = ()
+    ) -> list[str]:
+        """Queue an envelope for the mailboxes it still needs; return them."""
+        missing = self.config.mailbox_copies - len(stored_on)
+        chosen: list[str] = []
+        for peer in self._ranked_mailboxes(tag):
+            if missing <= 0:
+                break
+            if peer in stored_on:
+                continue
+            self._to_store.setdefault(peer, OrderedDict())[mid] = envelope
+            chosen.append(peer)
+            missing -= 1
+        return chosen
+
+    def _stored(self, peer: str, response: Stored, wall_now: float) -> list[Action]:
+        moves: list[tuple[OutboxRecord, OutboxInput, str | None]] = []
+        for result in response.results:
+            record = self._pending.get(result.message_id)
+            if record is None:
+                continue  # a receipt we stored for someone, or a message that moved on meanwhile
+            if result.code is StoreCode.STORED:
+                if peer not in record.stored_on:
+                    record = record.replace(stored_on=(*record.stored_on, peer))
+                    self._pending[record.message_id] = record
+                moves.append((record, OutboxInput.MAILBOX_STORED, ""))
+                continue
+            problem = f"mailbox {peer}: {result.code.name.lower().replace('_', ' ')}: {result.detail}"
+            permanent = result.code in PERMANENT_STORE_CODES
+            event = OutboxInput.REFUSED_FOR_GOOD if permanent else OutboxInput.REFUSED_FOR_NOW
+            moves.append((record, event, problem))
+        return self._move(moves, wall_now)
+
+    # --- internals: receipts --------------------------------------------------------------------
+
+    def _apply_receipts(
+        self, receipts: Sequence[tuple[Receipt, PublicIdentity, SeenEntry]], wall_now: float
+    ) -> list[Action]:
+        moves: list[tuple[OutboxRecord, OutboxInput, str | None]] = []
+        for receipt, signer, _ in receipts:
+            event = (
+                OutboxInput.READ_RECEIPT if receipt.kind is ReceiptKind.READ else OutboxInput.DELIVERY_RECEIPT
+            )
+            for mid in receipt.message_ids:
+                record = self._pending.get(mid) or self.storage.outbox_get(mid)
+                if record is None:
+                    self._discarded["receipt for an unknown message"] += 1
+                elif record.recipient != signer.ed25519:
+                    self._discarded["receipt signed by someone else"] += 1
+                else:
+                    moves.append((record, event, None))
+            self._counts["receipts"] += 1
+        return self._move(moves, wall_now)
+
+    def _receipts(
+        self, by_sender: dict[PublicIdentity, list[bytes]], kind: ReceiptKind, wall_now: float
+    ) -> list[Action]:
+        """Seal one receipt per sender (per ``MAX_RECEIPT_IDS`` ids); publish and store each."""
+        actions: list[Action] = []
+        for sender, ids in by_sender.items():
+            for start in range(0, len(ids), MAX_RECEIPT_IDS):
+                chunk = tuple(ids[start : start + MAX_RECEIPT_IDS])
+                envelope = seal(
+                    self.identity,
+                    sender,
+                    encode_payload(Receipt(kind=kind, message_ids=chunk)),
+                    wall_now=wall_now,
+                    ttl=self.config.ttl,
+                    random_bytes=self._random_bytes,
+                )
+                tag = inbox_tag(sender, epoch_of(wall_now))
+                actions.append(PublishEnvelope(topic=inbox_topic(tag), envelope=envelope, message_id=None))
+                self._queue_store(tag, message_id(envelope), envelope)
+        for peer in self._mailboxes:
+            actions += self._pump(peer)
+        return actions
+
+    def _may_rereceipt(self, mid: bytes, wall_now: float) -> bool:
+        last = self._rereceipted.get(mid)
+        if last is not None and wall_now - last < RERECEIPT_INTERVAL:
+            return False
+        self._rereceipted[mid] = wall_now
+        self._rereceipted.move_to_end(mid)
+        while len(self._rereceipted) > _RERECEIPT_MEMORY:
+            self._rereceipted.popitem(last=False)
+        return True
+
+    def _refresh_tags(self, wall_now: float) -> None:
+        day = epoch_of(wall_now)
+        if day != self._tags_day:
+            self._tags_day = day
+            self._tags = frozenset(owned_tags(self.identity.public, wall_now))
+
+    # --- internals: mailbox calls ---------------------------------------------------------------
+
+    def _pump(self, peer: str) -> list[Action]:
+        """Start the next call to ``peer`` if none is in flight: sync steps first, then stores."""
+        if peer in self._busy or peer not in self._mailboxes:
+            return []
+        request: MailboxRequest | None = None
+        sync = self._syncs.get(peer)
+        if sync is not None and sync.next_request is not None:
+            request, sync.next_request = sync.next_request, None
+        elif self._to_store.get(peer):
+            queue = self._to_store[peer]
+            batch = batches(list(queue.values()))[0]
+            for _ in batch:
+                queue.popitem(last=False)
+            request = StoreRequest(envelopes=batch)
+        if request is None:
+            return []
+        self._busy[peer] = request
+        return [CallMailbox(peer=peer, request=request)]
+
+    def _start_due_syncs(self, wall_now: float) -> list[Action]:
+        for peer in self._mailboxes:
+            if peer in self._syncs or self._next_sync.get(peer, wall_now) > wall_now:
+                continue
+            self._next_sync[peer] = wall_now + self.config.sync_interval
+            tags = owned_tags(self.identity.public, wall_now)
+            reconciler = Reconciler(self.storage.seen_items(tags))
+            self._syncs[peer] = _Sync(
+                tags=tags,
+                reconciler=reconciler,
+                next_request=SyncRequest(tags=tags, reconcile=encode_message(reconciler.initiate())),
+            )
+        return []
+
+    def _synced(self, peer: str, response: Synced) -> None:
+        sync = self._syncs.get(peer)
+        if sync is None or sync.done_reconciling:
+            return
+        if sync.generation is None:
+            sync.generation = response.generation
+        try:
+            next_message, _have, need = sync.reconciler.reconcile(decode_message(response.reconcile))
+        except DecodeError:
+            self._discarded["mailbox sent a bad reconcile message"] += 1
+            self._syncs.pop(peer, None)
+            return
+        sync.need += need
+        if next_message is not None:
+            sync.next_request = SyncRequest(tags=sync.tags, reconcile=encode_message(next_message))
+            return
+        sync.done_reconciling = True
+        self._next_fetch_or_delete(sync)
+
+    def _next_fetch_or_delete(self, sync: _Sync) -> None:
+        if sync.need:
+            batch = sync.need[: self.config.fetch_batch]
+            del sync.need[: self.config.fetch_batch]
+            sync.next_request = FetchRequest(message_ids=tuple(batch))
+        else:
+            assert sync.generation is not None
+            sync.next_request = DeleteRequest(tags=sync.tags, generation=sync.generation)
+
+    def _fetched(self, peer: str, request: FetchRequest, response: Fetched, wall_now: float) -> list[Action]:
+        sync = self._syncs.get(peer)
+        asked = set(request.message_ids)
+        envelopes = [e for e in response.envelopes if message_id(e) in asked]
+        if len(envelopes) != len(response.envelopes):
+            self._discarded["mailbox sent envelopes not asked for"] += len(response.envelopes) - len(
+                envelopes
+            )
+        # Same-TTL messages from one sender keep their order: ``need`` comes in (expiry, id) order, and
+        # envelopes sharing the batch's last expiry wait for the next batch, which may hold more of them.
+        if sync is not None:
+            envelopes = sync.carry + envelopes
+            sync.carry = []
+            if sync.need and envelopes:
+                last = max(decode_envelope(e).expiry for e in envelopes)
+                sync.carry = [e for e in envelopes if decode_envelope(e).expiry == last]
+                envelopes = [e for e in envelopes if decode_envelope(e).expiry != last]
+        actions = self.receive(envelopes, wall_now=wall_now)
+        if any(isinstance(a, StoreProblem) for a in actions):
+            self._syncs.pop(peer, None)  # nothing deleted: the next sync fetches them again
+        elif sync is not None:
+            self._next_fetch_or_delete(sync)
+        return actions

@@ -1,0 +1,106 @@
+"""What travels inside a sealed envelope's body: a chat message or a receipt.
+
+The seal (``meshchat.crypto.seal``) signs and encrypts a body; this module gives that body a shape,
+a canonical msgpack map with integer keys::
+
+    chat:     {1: 1, 2: seq, 3: body}                 seq = position in the sender's conversation
+    receipt:  {1: 2, 4: receipt kind, 5: [ids...]}   kind 1 = delivered, 2 = read
+
+A receipt is sealed to the original sender and signed by the recipient like any message, so nobody
+on the way (relay, mailbox) can read it, let alone forge "delivered". One receipt covers up to
+``MAX_RECEIPT_IDS`` messages, so syncing thousands of messages costs a handful of receipts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import TypeAlias
+
+from meshchat.errors import DecodeError
+from meshchat.wire.codec import pack, unpack_canonical
+
+__all__ = [
+    "MAX_RECEIPT_IDS",
+    "Chat",
+    "Payload",
+    "Receipt",
+    "ReceiptKind",
+    "decode_payload",
+    "encode_payload",
+]
+
+#: Message ids one receipt may name: 1,000 x 33 bytes stays well inside one envelope (64 KiB).
+MAX_RECEIPT_IDS = 1000
+_ID_SIZE = 32
+_CHAT, _RECEIPT = 1, 2
+_K_TYPE, _K_SEQ, _K_BODY, _K_RECEIPT_KIND, _K_IDS = 1, 2, 3, 4, 5
+_MAX_SEQ = 2**63 - 1
+#: Decoding limit for a body, bytes: an envelope's body can never be larger.
+_MAX_PAYLOAD = 64 * 1024
+
+
+class ReceiptKind(IntEnum):
+    """What a receipt says about the messages it names."""
+
+    #: The recipient's node accepted them (stored in its inbox).
+    DELIVERED = 1
+    #: The recipient's application marked them read.
+    READ = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chat:
+    """An application message."""
+
+    #: Position in the sender's conversation with this recipient: 1, 2, ...
+    seq: int
+    #: The application's bytes.
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Receipt:
+    """The recipient's signed statement that it received (or read) messages."""
+
+    #: Delivered or read.
+    kind: ReceiptKind
+    #: Ids of the messages it covers.
+    message_ids: tuple[bytes, ...]
+
+
+Payload: TypeAlias = Chat | Receipt
+
+
+def encode_payload(payload: Payload) -> bytes:
+    """The body bytes to seal for ``payload``."""
+    if isinstance(payload, Chat):
+        return pack({_K_TYPE: _CHAT, _K_SEQ: payload.seq, _K_BODY: payload.body})
+    if not 0 < len(payload.message_ids) <= MAX_RECEIPT_IDS:
+        raise ValueError(f"a receipt names 1 to {MAX_RECEIPT_IDS} messages, not {len(payload.message_ids)}")
+    # codec.pack limits containers to 64 items; the ids list is one flat bytes string instead.
+    return pack(
+        {_K_TYPE: _RECEIPT, _K_RECEIPT_KIND: int(payload.kind), _K_IDS: b"".join(payload.message_ids)}
+    )
+
+
+def decode_payload(data: bytes) -> Payload:
+    """Parse a sealed body; ``DecodeError`` for anything that is not a well-formed chat or receipt."""
+    fields = unpack_canonical(data, what="message payload", limit=_MAX_PAYLOAD)
+    if not isinstance(fields, dict):
+        raise DecodeError("message payload", "not a map")
+    kind = fields.get(_K_TYPE)
+    if kind == _CHAT and fields.keys() == {_K_TYPE, _K_SEQ, _K_BODY}:
+        seq, body = fields[_K_SEQ], fields[_K_BODY]
+        if type(seq) is not int or not 0 < seq <= _MAX_SEQ or type(body) is not bytes:
+            raise DecodeError("message payload", "chat seq or body has the wrong type or range")
+        return Chat(seq=seq, body=body)
+    if kind == _RECEIPT and fields.keys() == {_K_TYPE, _K_RECEIPT_KIND, _K_IDS}:
+        receipt_kind, ids = fields[_K_RECEIPT_KIND], fields[_K_IDS]
+        if type(receipt_kind) is not int or receipt_kind not in ReceiptKind._value2member_map_:
+            raise DecodeError("message payload", f"unknown receipt kind {receipt_kind!r}")
+        if type(ids) is not bytes or not ids or len(ids) % _ID_SIZE or len(ids) > _ID_SIZE * MAX_RECEIPT_IDS:
+            raise DecodeError("message payload", "receipt ids must be 1 to 1,000 ids of 32 bytes")
+        split = tuple(ids[i : i + _ID_SIZE] for i in range(0, len(ids), _ID_SIZE))
+        return Receipt(kind=ReceiptKind(receipt_kind), message_ids=split)
+    raise DecodeError("message payload", f"unknown payload type {kind!r} or wrong fields")

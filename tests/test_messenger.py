@@ -1,0 +1,286 @@
+"""The store-and-forward core: outbox states, receipts, mailboxes, sync, seen window (in memory)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from meshchat.crypto import seal
+from meshchat.errors import StorageError
+from meshchat.identity import Identity
+from meshchat.store.mailbox import MailboxLimits, owned_tags
+from meshchat.store.messenger import OUTBOX_TRANSITIONS, OutboxInput, StoreConfig
+from meshchat.store.payload import Receipt, ReceiptKind, encode_payload
+from meshchat.store.protocol import (
+    ErrorCode,
+    Fetched,
+    FetchRequest,
+    MailboxError,
+    StoreRequest,
+    SyncRequest,
+)
+from meshchat.store.reconcile import Reconciler, encode_message
+from meshchat.store.storage import MemoryStorage, OutboxStatus
+from tests.store_harness import Harness
+
+
+def three_mailboxes(h: Harness) -> list[str]:
+    return [h.add_mailbox() for _ in range(3)]
+
+
+def bodies(user) -> list[bytes]:  # type: ignore[no-untyped-def]
+    return [m.message.body for m in user.received]
+
+
+def test_offline_recipient_gets_everything_in_order_from_mailboxes_and_sender_sees_delivered() -> None:
+    h = Harness()
+    boxes = three_mailboxes(h)
+    alice, bob = h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.disconnect("bob")
+    ids = [h.send("alice", "bob", f"m{i}".encode()) for i in range(120)]
+    h.settle()
+    assert all(alice.messenger.status(i).status is OutboxStatus.STORED for i in ids)  # type: ignore[union-attr]
+    assert all(len(alice.messenger.status(i).stored_on) == 3 for i in ids)  # type: ignore[union-attr]
+    assert bob.received == []
+    h.connect("bob")
+    h.settle()
+    assert bodies(bob) == [f"m{i}".encode() for i in range(120)]
+    assert [m.message.seq for m in bob.received] == list(range(1, 121))
+    assert all(alice.messenger.status(i).status is OutboxStatus.DELIVERED for i in ids)  # type: ignore[union-attr]
+    # Bob synced every mailbox and deleted what he got; Alice's receipts wait there until she syncs.
+    h.advance(61)
+    assert all(h.mailboxes[b].statistics().items == 0 for b in boxes)
+    assert bob.messenger.statistics().received == 120
+
+
+def test_online_recipient_gets_it_by_gossip_and_the_status_walks_the_table() -> None:
+    h = Harness()
+    h.add_mailbox()
+    alice, bob = h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.connect("bob")
+    mid = h.send("alice", "bob", b"hi")
+    h.settle()
+    assert bodies(bob) == [b"hi"]
+    seen = [s.status for s in alice.statuses if s.message_id == mid]
+    assert seen[0] is OutboxStatus.RELAYED and seen[-1] is OutboxStatus.DELIVERED
+    bob.messenger.mark_read(alice.identity.public, [mid], wall_now=h.now)
+    h.feed("bob", bob.messenger.mark_read(alice.identity.public, [mid], wall_now=h.now))
+    h.settle()
+    assert alice.messenger.status(mid).status is OutboxStatus.READ  # type: ignore[union-attr]
+
+
+def test_transition_table_never_moves_backwards() -> None:
+    order = list(OutboxStatus)
+    for (before, _event), after in OUTBOX_TRANSITIONS.items():
+        if before is OutboxStatus.EXPIRED:
+            assert after in (OutboxStatus.DELIVERED, OutboxStatus.READ)  # a late receipt still counts
+        else:
+            assert order.index(after) > order.index(before)
+    assert (OutboxStatus.DELIVERED, OutboxInput.MAILBOX_STORED) not in OUTBOX_TRANSITIONS
+
+
+def test_restart_never_delivers_twice_and_a_replay_is_rejected_but_receipted_again() -> None:
+    h = Harness()
+    h.add_mailbox()
+    alice, bob = h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.connect("bob")
+    mid = h.send("alice", "bob", b"once")
+    h.settle()
+    envelope = alice.messenger.status(mid).envelope  # type: ignore[union-attr]
+    bob = h.restart("bob")
+    h.connect("bob")
+    h.feed("bob", bob.messenger.receive([envelope], wall_now=h.now))
+    h.settle()
+    assert bob.received == []
+    assert bob.messenger.statistics().discarded["duplicate"] == 1
+    receipts_before = alice.messenger.statistics().receipts
+    h.now += 61
+    h.feed("bob", bob.messenger.receive([envelope], wall_now=h.now))
+    h.settle()
+    assert alice.messenger.statistics().receipts == receipts_before + 1  # re-receipted after the interval
+    assert bob.storage.inbox_after(0, 10)[0].body == b"once"
+    assert len(bob.storage.inbox_after(0, 10)) == 1
+
+
+def test_sender_retries_with_backoff_until_a_path_exists() -> None:
+    h = Harness(config=StoreConfig(retry_initial=5.0))
+    alice, bob = h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.disconnect("bob")
+    mid = h.send("alice", "bob", b"later")
+    h.settle()
+    assert alice.messenger.status(mid).status is OutboxStatus.QUEUED  # type: ignore[union-attr]
+    h.advance(100)
+    attempts = alice.messenger.status(mid).attempts  # type: ignore[union-attr]
+    assert 2 <= attempts <= 5  # 10 s, 20 s, 40 s, 80 s (+ jitter): exponential, not every 5 s
+    h.connect("bob")
+    h.advance(200)
+    assert bodies(bob) == [b"later"]
+    assert alice.messenger.status(mid).status is OutboxStatus.DELIVERED  # type: ignore[union-attr]
+
+
+def test_a_message_without_receipt_expires_and_a_late_receipt_still_counts() -> None:
+    h = Harness()
+    alice, _bob = h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.disconnect("bob")
+    record, actions = alice.messenger.send(h.users["bob"].identity.public, b"x", wall_now=h.now, ttl=60)
+    h.feed("alice", actions)
+    h.settle()
+    h.advance(200)
+    assert alice.messenger.status(record.message_id).status is OutboxStatus.EXPIRED  # type: ignore[union-attr]
+    assert alice.storage.outbox_pending() == [] or all(
+        r.status is not OutboxStatus.QUEUED for r in alice.storage.outbox_pending()
+    )
+
+
+def test_ref_makes_send_idempotent() -> None:
+    h = Harness()
+    alice, _ = h.add_user("alice"), h.add_user("bob")
+    first = h.send("alice", "bob", b"a", ref="k1")
+    again = h.send("alice", "bob", b"a", ref="k1")
+    assert first == again
+    assert len(alice.storage.outbox_recent(10)) == 1
+
+
+def test_forged_receipt_from_another_key_is_discarded() -> None:
+    h = Harness()
+    alice, _bob = h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.disconnect("bob")
+    mid = h.send("alice", "bob", b"secret")
+    h.settle()
+    mallory = Identity(bytes(range(32)))
+    forged = seal(
+        mallory,
+        alice.identity.public,
+        encode_payload(Receipt(kind=ReceiptKind.DELIVERED, message_ids=(mid,))),
+        wall_now=h.now,
+    )
+    h.feed("alice", alice.messenger.receive([forged], wall_now=h.now))
+    h.settle()
+    assert alice.messenger.status(mid).status is OutboxStatus.QUEUED  # type: ignore[union-attr]
+    assert alice.messenger.statistics().discarded["receipt signed by someone else"] == 1
+
+
+def test_over_quota_shows_in_the_outbox_and_too_large_fails_for_good() -> None:
+    h = Harness(config=StoreConfig(mailbox_copies=1))
+    h.add_mailbox(MailboxLimits(per_tag_bytes=2_000, max_envelope=60_000))
+    alice, _bob = h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.disconnect("bob")
+    ids = [h.send("alice", "bob", b"q" * 100) for _ in range(10)]
+    h.settle()
+    statuses = [alice.messenger.status(i) for i in ids]
+    assert any(s.status is OutboxStatus.STORED for s in statuses)  # type: ignore[union-attr]
+    refused = [s for s in statuses if s.status is OutboxStatus.QUEUED]  # type: ignore[union-attr]
+    assert refused and all("tag quota" in s.error for s in refused)  # type: ignore[union-attr]
+    big = h.send("alice", "bob", b"z" * 61_000)
+    h.settle()
+    record = alice.messenger.status(big)
+    assert record.status is OutboxStatus.FAILED and "too large" in record.error  # type: ignore[union-attr]
+
+
+def test_mailbox_refuses_other_peoples_tags_and_a_lying_mailbox_is_ignored() -> None:
+    h = Harness()
+    box = h.add_mailbox()
+    _alice, bob, carol = h.add_user("alice"), h.add_user("bob"), h.add_user("carol")
+    h.connect("alice")
+    h.disconnect("bob")
+    h.disconnect("carol")
+    h.send("alice", "carol", b"for carol")
+    h.send("alice", "bob", b"for bob")
+    h.settle()
+    # Bob asks for Carol's tags: refused.
+    request = SyncRequest(
+        tags=owned_tags(carol.identity.public, h.now), reconcile=encode_message(Reconciler([]).initiate())
+    )
+    answer = h.mailboxes[box].handle(bob.identity.public.peer_id, request, wall_now=h.now)
+    assert isinstance(answer, MailboxError) and answer.code is ErrorCode.NOT_YOUR_TAG
+    # A mailbox that slips Carol's envelope (and garbage) into Bob's fetch: Bob delivers only his own.
+    carol_envelope = next(
+        p.envelope for n, p in h.published if n == "alice" and p.message_id and p.envelope != b""
+    )
+
+    def tamper(peer, request, response):  # type: ignore[no-untyped-def]
+        if isinstance(request, FetchRequest) and isinstance(response, Fetched):
+            return Fetched(envelopes=(*response.envelopes, carol_envelope, b"\x01garbage"))
+        return response
+
+    h.tamper = tamper
+    h.connect("bob")
+    h.settle()
+    assert bodies(bob) == [b"for bob"]
+    assert bob.messenger.statistics().discarded["mailbox sent envelopes not asked for"] == 2
+
+
+def test_storage_failure_while_accepting_loses_nothing() -> None:
+    h = Harness()
+    h.add_mailbox()
+    _alice, bob = h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.disconnect("bob")
+    for i in range(5):
+        h.send("alice", "bob", f"m{i}".encode())
+    h.settle()
+    assert isinstance(bob.storage, MemoryStorage)
+    bob.storage.fail_next = 1
+    h.connect("bob")
+    h.settle()
+    assert bob.received == [] and len(bob.problems) == 1
+    assert isinstance(bob.problems[0].error, StorageError)
+    h.advance(61)  # the next sync fetches them again: nothing was deleted
+    assert bodies(bob) == [f"m{i}".encode() for i in range(5)]
+
+
+def test_mailbox_storage_failure_is_reported_to_the_sender() -> None:
+    h = Harness(config=StoreConfig(mailbox_copies=1))
+    storage = MemoryStorage()
+    h.add_mailbox(storage=storage)
+    alice, _ = h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.disconnect("bob")
+    h.settle()
+    storage.fail_next = 1
+    mid = h.send("alice", "bob", b"x")
+    h.settle()
+    record = alice.messenger.status(mid)
+    assert record.status is OutboxStatus.QUEUED and "storage failed" in record.error  # type: ignore[union-attr]
+    h.advance(30)  # retried: stored now
+    assert alice.messenger.status(mid).status is OutboxStatus.STORED  # type: ignore[union-attr]
+
+
+def test_outbox_survives_restart_and_resumes_retrying() -> None:
+    h = Harness()
+    alice, bob = h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.disconnect("bob")
+    ids = [h.send("alice", "bob", f"r{i}".encode()) for i in range(3)]
+    h.settle()
+    alice = h.restart("alice")
+    h.connect("alice")
+    h.connect("bob")
+    h.advance(60)
+    assert sorted(bodies(bob)) == [b"r0", b"r1", b"r2"]
+    assert all(alice.messenger.status(i).status is OutboxStatus.DELIVERED for i in ids)  # type: ignore[union-attr]
+
+
+def test_store_request_counts_every_refusal() -> None:
+    h = Harness()
+    box = h.add_mailbox(MailboxLimits(max_envelope=1000))
+    core = h.mailboxes[box]
+    answer = core.handle("peer", StoreRequest(envelopes=(b"\x01junk", b"x" * 2000)), wall_now=h.now)
+    codes = [r.code.name for r in answer.results]  # type: ignore[union-attr]
+    assert codes == ["MALFORMED", "TOO_LARGE"]
+    assert core.statistics().refused == {"malformed": 1, "too_large": 1}
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ValueError):
+        StoreConfig(mailbox_copies=0)
+    with pytest.raises(ValueError):
+        dataclasses.replace(StoreConfig(), fetch_batch=100_000)
