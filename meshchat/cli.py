@@ -68,6 +68,7 @@ from meshchat.identity import (
 from meshchat.sim import Results, Scenario, TopologyKind, parse_latency, parse_partition
 from meshchat.sim import run as run_simulation
 from meshchat.sim.plot import plot_results
+from meshchat.store.mailbox import MailboxLimits
 from meshchat.wire import Invite, decode_envelope, message_id
 
 __all__ = [
@@ -179,6 +180,12 @@ ProfileOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of text.")]
+MailboxOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="MULTIADDR", help="Store sent messages on, and sync from, this mailbox (repeatable)."
+    ),
+]
 
 
 # --- output ---------------------------------------------------------------------------------------
@@ -766,9 +773,11 @@ def node_command(
         list[str] | None,
         typer.Option(metavar="MULTIADDR", help="Reserve a slot on this circuit relay; print the address."),
     ] = None,
+    mailbox: MailboxOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")] = False,
 ) -> None:
-    """Run a node on the network until Ctrl-C: print its PeerId and addresses, then every event."""
+    """Run a node on the network until Ctrl-C: print its PeerId and addresses, then every event.
+    It goes on delivering the profile's outbox and syncs its inbox from mailboxes."""
     from meshchat.cli_node import run_node  # noqa: PLC0415 (py-libp2p takes ~0.6 s to import)
 
     topics = (topic or []) + (signed_topic or [])
@@ -788,6 +797,7 @@ def node_command(
         relay=relay,
         circuit_relay=circuit_relay,
         reserve=reserve or [],
+        mailboxes=mailbox or [],
     )
 
 
@@ -819,13 +829,23 @@ def send_command(
     profile: ProfileOption = None,
     listen: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Listen here.")] = None,
     bootstrap: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")] = None,
+    mailbox: MailboxOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Send one sealed message to a contact (they, or a relay on their shard, must be online)."""
+    """Send one sealed message to a contact: it waits in the outbox until a peer on their shard (or a
+    --mailbox) has it; `meshchat status` and `meshchat outbox` then show where it is."""
     from meshchat.cli_node import run_send  # noqa: PLC0415
 
     _run_on_network(
-        profile, listen, bootstrap, run_send, to=to, text=text, json_lines=json_output, out=sys.stdout
+        profile,
+        listen,
+        bootstrap,
+        run_send,
+        to=to,
+        text=text,
+        json_lines=json_output,
+        out=sys.stdout,
+        mailboxes=mailbox or [],
     )
 
 
@@ -836,6 +856,7 @@ def chat_command(
     profile: ProfileOption = None,
     listen: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Listen here.")] = None,
     bootstrap: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")] = None,
+    mailbox: MailboxOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")] = False,
 ) -> None:
     """Talk to a contact: each line you type goes to them sealed; what anyone sends you is printed."""
@@ -853,7 +874,120 @@ def chat_command(
         read_stdin=True,
         out=sys.stdout,
         chat_with=to,
+        mailboxes=mailbox or [],
     )
+
+
+_DEFAULT_LIMITS = MailboxLimits()
+
+
+@app.command("mailbox")
+def mailbox_command(
+    *,
+    profile: ProfileOption = None,
+    listen: Annotated[
+        list[str] | None,
+        typer.Option(metavar="MULTIADDR", help="Listen here (repeatable; default /ip4/0.0.0.0/tcp/0)."),
+    ] = None,
+    bootstrap: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")] = None,
+    quota_tag: Annotated[
+        int, typer.Option(metavar="BYTES", help="Bytes held per recipient inbox tag.")
+    ] = _DEFAULT_LIMITS.per_tag_bytes,
+    quota_peer: Annotated[
+        int, typer.Option(metavar="BYTES", help="Bytes held per sending peer.")
+    ] = _DEFAULT_LIMITS.per_peer_bytes,
+    budget: Annotated[
+        int, typer.Option(metavar="BYTES", help="Bytes held in total (disk budget).")
+    ] = _DEFAULT_LIMITS.total_bytes,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")] = False,
+) -> None:
+    """Run a mailbox until Ctrl-C: keep sealed envelopes for offline recipients (it cannot read them)
+    until they sync or the envelopes expire, within per-recipient, per-sender and total quotas."""
+    from meshchat.cli_node import run_node  # noqa: PLC0415
+
+    if min(quota_tag, quota_peer, budget) <= 0:
+        raise CommandError("--quota-tag, --quota-peer and --budget must be positive byte counts")
+    limits = MailboxLimits(per_tag_bytes=quota_tag, per_peer_bytes=quota_peer, total_bytes=budget)
+    _run_on_network(
+        profile,
+        listen,
+        bootstrap,
+        run_node,
+        mdns=False,
+        topics=[],
+        signed_topics=[],
+        json_lines=json_output,
+        read_stdin=False,
+        out=sys.stdout,
+        mailbox_limits=limits,
+    )
+
+
+@app.command("outbox")
+def outbox_command(
+    *,
+    profile: ProfileOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show this many, newest first.")] = 20,
+    json_output: JsonOption = False,
+) -> None:
+    """Where your sent messages are: queued, relayed, stored, delivered, read, expired or failed."""
+    from meshchat.cli_store import names_of, open_store, outbox_json, outbox_table  # noqa: PLC0415
+
+    folder = _profile_dir(profile)
+    names = names_of(folder)
+    with open_store(folder) as store:
+        records = store.outbox_recent(limit)
+    if json_output:
+        _emit_json({"outbox": [outbox_json(r, names) for r in records]})
+    else:
+        _stdout().print(outbox_table(records, names))
+
+
+@app.command("status")
+def status_command(
+    message: Annotated[
+        str, typer.Argument(metavar="MSG_ID", help="A sent message's id (hex, or 8+ digits).")
+    ],
+    *,
+    profile: ProfileOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Where one sent message is, and the last problem reported for it."""
+    from meshchat.cli_store import find_outbox_record, names_of, open_store, outbox_json  # noqa: PLC0415
+
+    folder = _profile_dir(profile)
+    with open_store(folder) as store:
+        record = outbox_json(find_outbox_record(store, message), names_of(folder))
+    if json_output:
+        _emit_json(record)
+        return
+    to = record["to_name"] or record["to"]
+    _stdout().print(f"{record['message_id']} to {escape(str(to))}: [bold]{record['status']}[/]")
+    if record["stored_on"]:
+        _stdout().print(f"  stored on {len(record['stored_on'])} mailbox(es)")  # type: ignore[arg-type]
+    if record["error"]:
+        _stdout().print(f"  last problem: {escape(str(record['error']))}")
+
+
+@app.command("inbox")
+def inbox_command(
+    *,
+    profile: ProfileOption = None,
+    after: Annotated[int, typer.Option(min=0, help="Only messages numbered after this one.")] = 0,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 100,
+    json_output: JsonOption = False,
+) -> None:
+    """Messages this profile received (kept in its store, in arrival order, each exactly once)."""
+    from meshchat.cli_store import inbox_json, inbox_table, names_of, open_store  # noqa: PLC0415
+
+    folder = _profile_dir(profile)
+    names = names_of(folder)
+    with open_store(folder) as store:
+        messages = store.inbox_after(after, limit)
+    if json_output:
+        _emit_json({"inbox": [inbox_json(m, names) for m in messages]})
+    else:
+        _stdout().print(inbox_table(messages, names))
 
 
 # --- simulation -----------------------------------------------------------------------------------

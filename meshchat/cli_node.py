@@ -30,6 +30,8 @@ from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
 from meshchat.net import MessageDelivered, PeerJoined, PeerLeft
 from meshchat.node import Node, NodeEvent
+from meshchat.store.mailbox import MailboxLimits
+from meshchat.store.messenger import StatusChanged, StoreProblem
 from meshchat.store.storage import OutboxStatus
 from meshchat.wire import message_id
 
@@ -91,8 +93,20 @@ def _describe(event: NodeEvent, printer: _Printer) -> None:
                 contact=contact.name if contact is not None else None,
                 sent_at_ms=sent_at,
                 message_id=mid.hex(),
+                seq=event.seq,
+                number=event.number,
                 data=base64.b64encode(body).decode("ascii"),
             )
+        case StatusChanged(message_id=mid, status=status, error=error):
+            printer.event(
+                "status",
+                f"{mid.hex()[:16]} {status.value}" + (f" ({error})" if error else ""),
+                message_id=mid.hex(),
+                status=status.value,
+                error=error,
+            )
+        case StoreProblem(error=error):
+            printer.event("store_problem", str(error), error=str(error))
         case MessageDelivered(topic=topic, message_id=mid, data=data, source=source):
             text = data.decode("utf-8", errors="replace")
             printer.event(
@@ -177,11 +191,14 @@ async def run_node(
     chat_with: str | None = None,
     circuit_relay: bool = False,
     reserve: Sequence[str] = (),
+    mailboxes: Sequence[str] = (),
+    mailbox_limits: MailboxLimits | None = None,
 ) -> None:
     """Run a node until SIGINT or SIGTERM, printing its events to ``out``.
 
     With ``read_stdin`` each input line is published to the first topic, or, with ``chat_with``, sent
-    sealed to that contact.
+    sealed to that contact. With ``mailbox_limits`` the node serves as a mailbox within them; it stores
+    its own messages on ``mailboxes`` (and on any mailbox it meets).
     """
     printer = (
         _ChatPrinter(out)
@@ -197,6 +214,9 @@ async def run_node(
         signed_topics=signed_topics,
         relay_inbox_shards=relay,
         circuit_relay=circuit_relay,
+        mailbox=mailbox_limits is not None,
+        mailbox_limits=mailbox_limits,
+        mailboxes=mailboxes,
     ) as node:
         contact = node.contacts.find(chat_with) if chat_with is not None else None
         printer.event(
@@ -236,6 +256,18 @@ async def run_node(
                     printer.event("stopped", signal.Signals(signum).name, signal=signal.Signals(signum).name)
                     nursery.cancel_scope.cancel()
                     break
+        held = node.mailbox_statistics()
+        if held is not None:
+            printer.event(
+                "mailbox",
+                f"holding {held.items} envelopes ({held.bytes:,} bytes); refused {held.refused or 'none'}",
+                items=held.items,
+                bytes=held.bytes,
+                stored=held.stored,
+                fetched=held.fetched,
+                deleted=held.deleted,
+                refused=held.refused,
+            )
         stats = node.statistics()
         drops = {reason.value: count for reason, count in stats.drops.items() if count}
         router_drops = {reason.value: count for reason, count in stats.router.drops.items() if count}
@@ -258,18 +290,22 @@ async def run_send(
     bootstrap: Sequence[str],
     json_lines: bool,
     out: TextIO,
+    mailboxes: Sequence[str] = (),
 ) -> None:
-    """Send one sealed message to contact ``to`` and return once it is on the wire to a peer.
+    """Send one sealed message to contact ``to``: queue it in the profile's outbox, then return once a
+    peer on the contact's inbox shard has it (or, given ``mailboxes``, once a mailbox stored it).
 
-    Raises ``NetworkError`` if nobody on the contact's inbox shard is reachable within ``SEND_TIMEOUT``:
-    without store-and-forward (the next issue) the recipient, or a relay, must be online.
+    Raises ``NetworkError`` if that does not happen within ``SEND_TIMEOUT``; the message stays queued
+    in the outbox and ``meshchat node`` on this profile goes on retrying it.
     """
     printer = _Printer(out, json_lines=json_lines)
-    async with Node.open(profile, identity=identity, listen=listen, bootstrap=bootstrap) as node:
+    async with Node.open(
+        profile, identity=identity, listen=listen, bootstrap=bootstrap, mailboxes=mailboxes
+    ) as node:
         contact = node.contacts.find(to)
         handle = await node.send(contact, text)
         with trio.move_on_after(SEND_TIMEOUT):
-            await handle.wait_until(OutboxStatus.RELAYED)
+            await handle.wait_until(OutboxStatus.STORED if mailboxes else OutboxStatus.RELAYED)
         status = handle.status
         if status in (OutboxStatus.QUEUED, OutboxStatus.FAILED):
             why = handle.error or f"nobody on their inbox shard or a mailbox took it in {SEND_TIMEOUT:g} s"

@@ -79,7 +79,7 @@ from meshchat.store.messenger import (
     StoreProblem,
 )
 from meshchat.store.protocol import MailboxRequest
-from meshchat.store.sqlite import SqliteStorage
+from meshchat.store.sqlite import STORE_FILE, SqliteStorage
 from meshchat.store.storage import InboxRecord, MemoryStorage, OutboxRecord, OutboxStatus, Storage
 
 __all__ = ["DEFAULT_LISTEN", "KEY_FILE", "STORE_FILE", "MessageHandle", "Node", "NodeEvent"]
@@ -88,8 +88,6 @@ __all__ = ["DEFAULT_LISTEN", "KEY_FILE", "STORE_FILE", "MessageHandle", "Node", 
 #: sent messages moving on (``StatusChanged``), and local storage failing (``StoreProblem``).
 NodeEvent: TypeAlias = NetEvent | DirectMessage | StatusChanged | StoreProblem
 
-#: The store-and-forward database inside a profile folder.
-STORE_FILE = "store.db"
 
 #: The identity's key file inside a profile folder.
 KEY_FILE = KEY_FILE_NAME
@@ -99,6 +97,8 @@ DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/0",)
 BOOTSTRAP_TIMEOUT = 10.0
 #: Seconds a DHT lookup of one PeerId may take.
 DHT_LOOKUP_TIMEOUT = 15.0
+#: Seconds between attempts to reconnect to a configured mailbox that is down.
+MAILBOX_REDIAL = 5.0
 #: Seconds closing a node's connections may take.
 CLOSE_TIMEOUT = 5.0
 
@@ -326,11 +326,9 @@ class Node:
                 await driver.join(f"{INBOX_TOPIC_PREFIX}{shard}")
         if bootstrap:
             await self._bootstrap(bootstrap)
-        for info in mailboxes:
-            try:
-                await self._dial(info)
-            except Exception as exc:  # a configured mailbox that is down now: probed again on connect
-                self.unreachable_mailboxes[str(info.peer_id)] = str(exc) or type(exc).__name__
+        if mailboxes:
+            await self._dial_mailboxes(mailboxes)
+            nursery.start_soon(self._keep_mailboxes_connected, mailboxes)
         return nursery
 
     # --- direct messages ---------------------------------------------------------------------------
@@ -471,6 +469,25 @@ class Node:
                 await self._timer_kick.wait()
                 continue
             self._perform(self._messenger.on_timer(wall_now=time.time()))
+
+    async def _dial_mailboxes(self, infos: list[PeerInfo]) -> None:
+        """Dial each configured mailbox we are not connected to (a failure is noted, not raised)."""
+        connected = self._host.get_network().connections
+        for info in infos:
+            if connected.get(info.peer_id):
+                continue
+            try:
+                await self._dial(info)
+                self.unreachable_mailboxes.pop(str(info.peer_id), None)
+            except Exception as exc:  # down now: the next round tries again
+                self.unreachable_mailboxes[str(info.peer_id)] = str(exc) or type(exc).__name__
+
+    async def _keep_mailboxes_connected(self, infos: list[PeerInfo]) -> None:
+        """Redial configured mailboxes that went away, every ``MAILBOX_REDIAL`` seconds (a backoff:
+        there is nothing to wait on for a peer that is down)."""
+        while True:
+            await trio.sleep(MAILBOX_REDIAL)
+            await self._dial_mailboxes(infos)
 
     async def _probe_mailbox(self, peer: str) -> None:
         """A peer joined: if it serves the mailbox protocol, store on it and sync from it."""

@@ -68,7 +68,10 @@ from meshchat.store.storage import (
 if TYPE_CHECKING:
     from meshchat.store.storage import Storage
 
-__all__ = ["BUSY_TIMEOUT", "CHUNK", "SCHEMA_VERSION", "SqliteStorage"]
+__all__ = ["BUSY_TIMEOUT", "CHUNK", "SCHEMA_VERSION", "STORE_FILE", "SqliteStorage"]
+
+#: The store's file name inside a profile folder (``Node`` and the ``outbox``/``inbox`` commands).
+STORE_FILE = "store.db"
 
 #: The layout this module writes and reads (``PRAGMA user_version``). A file with a higher number was
 #: written by a newer meshchat and is refused rather than misread.

@@ -1,0 +1,139 @@
+"""Store-and-forward over the real network (127.0.0.1): a mailbox holds what an offline recipient
+misses; the recipient syncs it when it comes online; receipts come back to the sender, signed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+from typer.testing import CliRunner
+
+from meshchat.cli import app
+from meshchat.identity import Identity, save_identity
+from meshchat.inbox import DirectMessage
+from meshchat.node import KEY_FILE, Node
+from meshchat.store.mailbox import MailboxLimits
+from meshchat.store.messenger import StatusChanged, StoreConfig
+from meshchat.store.storage import OutboxStatus
+from meshchat.wire import Invite
+
+LOCAL = ["/ip4/127.0.0.1/tcp/0"]
+WAIT = 30.0
+FAST = StoreConfig(retry_initial=0.5, sync_interval=1.0)
+
+
+def profile(tmp_path: Path, name: str, seed: int) -> tuple[Path, Identity]:
+    folder = tmp_path / name
+    folder.mkdir()
+    identity = Identity(bytes([seed]) * 32)
+    save_identity(folder / KEY_FILE, identity, None)
+    return folder, identity
+
+
+@asynccontextmanager
+async def mailbox_node(tmp_path: Path, limits: MailboxLimits | None = None) -> AsyncIterator[Node]:
+    folder, _ = profile(tmp_path, "mailbox", 9)
+    async with Node.open(folder, listen=LOCAL, mailbox=True, mailbox_limits=limits, dht=False) as node:
+        yield node
+
+
+async def direct_messages(node: Node, count: int) -> list[DirectMessage]:
+    got: list[DirectMessage] = []
+    with trio.fail_after(WAIT):
+        async for event in node.events():
+            if isinstance(event, DirectMessage):
+                got.append(event)
+                if len(got) == count:
+                    return got
+    raise AssertionError("unreachable")
+
+
+async def test_offline_recipient_gets_everything_from_the_mailbox_and_receipts_come_back(
+    tmp_path: Path,
+) -> None:
+    alice_dir, _ = profile(tmp_path, "alice", 1)
+    bob_dir, bob_id = profile(tmp_path, "bob", 2)
+    async with mailbox_node(tmp_path) as box:
+        address = box.listen_addrs[0]
+        async with Node.open(
+            alice_dir, listen=LOCAL, mailboxes=[address], store_config=FAST, dht=False
+        ) as alice:
+            alice.contacts.add(Invite.create(bob_id, name="Bob").to_text())
+            handles = [await alice.send("Bob", f"message {i}") for i in range(40)]
+            with trio.fail_after(WAIT):
+                for handle in handles:
+                    await handle.wait_until(OutboxStatus.STORED)
+            assert all(h.record.stored_on == (box.peer_id,) for h in handles)
+        held = box.mailbox_statistics()
+        assert held is not None and held.items == 40
+        # Bob comes online for the first time: everything is waiting, in Alice's order.
+        async with Node.open(bob_dir, listen=LOCAL, mailboxes=[address], store_config=FAST, dht=False) as bob:
+            got = await direct_messages(bob, 40)
+            assert [m.body.decode() for m in got] == [f"message {i}" for i in range(40)]
+            assert [m.seq for m in got] == list(range(1, 41))
+            assert [m.number for m in got] == list(range(1, 41))
+            with trio.fail_after(WAIT):  # Bob deleted what he took; his receipts wait for Alice
+                await bob.wait_for(lambda: bob.store_statistics().syncs >= 1)
+        # Alice comes back: she syncs her receipts from the mailbox; every message is delivered.
+        async with Node.open(
+            alice_dir, listen=LOCAL, mailboxes=[address], store_config=FAST, dht=False
+        ) as alice:
+            with trio.fail_after(WAIT):
+                await alice.wait_for(
+                    lambda: all(r.status is OutboxStatus.DELIVERED for r in alice.outbox(100))
+                )
+            assert len(alice.outbox(100)) == 40
+        # Bob again: nothing new, nothing twice (the seen window and the inbox are in his profile).
+        async with Node.open(bob_dir, listen=LOCAL, mailboxes=[address], store_config=FAST, dht=False) as bob:
+            with trio.fail_after(WAIT):
+                await bob.wait_for(lambda: bob.store_statistics().syncs >= 1)
+            assert bob.store_statistics().received == 0
+            assert len(bob.inbox(limit=1000)) == 40
+        with trio.fail_after(WAIT):  # the mailbox dropped what was delivered, receipts included
+            await box.wait_for(lambda: box.mailbox_statistics().items == 0)  # type: ignore[union-attr]
+
+    runner = CliRunner()
+    outbox = runner.invoke(app, ["outbox", "--profile", str(alice_dir), "--json", "--limit", "100"])
+    assert outbox.exit_code == 0, outbox.output
+    assert outbox.output.count('"status": "delivered"') == 40
+    first = handles[0].message_id.hex()
+    status = runner.invoke(app, ["status", first[:12], "--profile", str(alice_dir)])
+    assert status.exit_code == 0 and "delivered" in status.output
+    inbox = runner.invoke(app, ["inbox", "--profile", str(bob_dir), "--json"])
+    assert inbox.exit_code == 0 and inbox.output.count('"from_name": null') == 40
+
+
+async def test_an_over_quota_mailbox_answers_and_the_outbox_shows_it(tmp_path: Path) -> None:
+    alice_dir, _ = profile(tmp_path, "alice", 1)
+    _, bob_id = profile(tmp_path, "bob", 2)
+    async with mailbox_node(tmp_path, MailboxLimits(per_tag_bytes=3_000)) as box:
+        async with Node.open(
+            alice_dir, listen=LOCAL, mailboxes=[box.listen_addrs[0]], store_config=FAST, dht=False
+        ) as alice:
+            alice.contacts.add(Invite.create(bob_id, name="Bob").to_text())
+            handles = [await alice.send("Bob", "x" * 200) for _ in range(8)]
+            with trio.fail_after(WAIT):
+                await alice.wait_for(lambda: all(h.status is OutboxStatus.STORED or h.error for h in handles))
+            refused = [h for h in handles if h.status is OutboxStatus.QUEUED]
+            assert refused and all("tag quota" in h.error for h in refused)
+            statuses = []
+            while True:
+                try:
+                    event = alice.events().receive_nowait()
+                except trio.WouldBlock:
+                    break
+                if isinstance(event, StatusChanged) and event.error:
+                    statuses.append(event)
+            assert statuses  # the refusal reached the app as an event too
+        held = box.mailbox_statistics()
+        assert held is not None and held.refused.get("tag_quota", 0) >= len(refused)
+
+
+def test_status_of_an_unknown_message_is_a_clear_error(tmp_path: Path) -> None:
+    folder, _ = profile(tmp_path, "carol", 3)
+    runner = CliRunner()
+    result = runner.invoke(app, ["status", "deadbeefdeadbeef", "--profile", str(folder)])
+    assert result.exit_code != 0
+    assert "has no store.db yet" in result.output
