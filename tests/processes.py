@@ -32,9 +32,9 @@ class JsonLinesProcess:
             self._changed.set()
             self._changed = trio.Event()
 
-    async def wait_for(self, condition: Callable[[], bool]) -> None:
-        """Wait (at most ``WAIT`` seconds) until ``condition()`` holds, checked on each new output."""
-        with trio.fail_after(WAIT):
+    async def wait_for(self, condition: Callable[[], bool], *, timeout: float = WAIT) -> None:  # noqa: ASYNC109
+        """Wait (at most ``timeout`` seconds) until ``condition()`` holds, checked on each new output."""
+        with trio.fail_after(timeout):
             while not condition():
                 await self._changed.wait()
 

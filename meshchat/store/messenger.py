@@ -248,7 +248,7 @@ class _Sync:
     generation: int | None = None
     next_request: MailboxRequest | None = None
     done_reconciling: bool = False
-    carry: list[bytes] = field(default_factory=list)
+    carry: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 class Messenger:
@@ -368,7 +368,7 @@ class Messenger:
     def receive(self, envelopes: Sequence[bytes], *, wall_now: float) -> list[Action]:
         """Envelopes arrived (by gossip, or fetched from a mailbox): accept what is ours and new."""
         self._refresh_tags(wall_now)
-        fresh: dict[bytes, tuple[bytes, int]] = {}
+        fresh: dict[bytes, tuple[bytes, int, bytes]] = {}
         for data in envelopes:
             try:
                 envelope = decode_envelope(data)
@@ -382,13 +382,13 @@ class Messenger:
             if mid in fresh:
                 self._discarded["duplicate"] += 1
                 continue
-            fresh[mid] = (data, envelope.expiry)
+            fresh[mid] = (data, envelope.expiry, envelope.inbox_tag)
         seen = self.storage.seen(fresh)
         actions: list[Action] = []
         chats: list[tuple[InboxRecord, PublicIdentity, SeenEntry]] = []
         receipts: list[tuple[Receipt, PublicIdentity, SeenEntry]] = []
         rereceipts: dict[PublicIdentity, list[bytes]] = {}
-        for mid, (data, expiry) in fresh.items():
+        for mid, (data, expiry, tag) in fresh.items():
             try:
                 opened = open_envelope(self.identity, data, wall_now=wall_now, key_cache=self._keys)
                 payload = decode_payload(opened.body)
@@ -400,7 +400,7 @@ class Messenger:
                 if isinstance(payload, Chat) and self._may_rereceipt(mid, wall_now):
                     rereceipts.setdefault(opened.sender, []).append(mid)
                 continue
-            entry = SeenEntry(message_id=mid, inbox_tag=decode_envelope(data).inbox_tag, expiry=expiry)
+            entry = SeenEntry(message_id=mid, inbox_tag=tag, expiry=expiry)
             if isinstance(payload, Receipt):
                 receipts.append((payload, opened.sender, entry))
                 continue
@@ -784,13 +784,15 @@ class Messenger:
             )
         # Same-TTL messages from one sender keep their order: ``need`` comes in (expiry, id) order, and
         # envelopes sharing the batch's last expiry wait for the next batch, which may hold more of them.
+        dated = [(decode_envelope(e).expiry, e) for e in envelopes]
         if sync is not None:
-            envelopes = sync.carry + envelopes
+            dated = sync.carry + dated
             sync.carry = []
-            if sync.need and envelopes:
-                last = max(decode_envelope(e).expiry for e in envelopes)
-                sync.carry = [e for e in envelopes if decode_envelope(e).expiry == last]
-                envelopes = [e for e in envelopes if decode_envelope(e).expiry != last]
+            if sync.need and dated:
+                last = max(expiry for expiry, _ in dated)
+                sync.carry = [d for d in dated if d[0] == last]
+                dated = [d for d in dated if d[0] != last]
+        envelopes = [e for _, e in dated]
         actions = self.receive(envelopes, wall_now=wall_now)
         if any(isinstance(a, StoreProblem) for a in actions):
             self._syncs.pop(peer, None)  # nothing deleted: the next sync fetches them again
