@@ -284,3 +284,22 @@ def test_config_is_checked() -> None:
         StoreConfig(mailbox_copies=0)
     with pytest.raises(ValueError):
         dataclasses.replace(StoreConfig(), fetch_batch=100_000)
+
+
+def test_sender_withdraws_its_mailbox_copies_once_the_receipt_is_in() -> None:
+    h = Harness()
+    boxes = three_mailboxes(h)
+    alice, bob = h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.disconnect("bob")
+    mid = h.send("alice", "bob", b"stored thrice")
+    h.settle()
+    assert all(h.mailboxes[b].statistics().items == 1 for b in boxes)
+    # Bob gets it by gossip (a resend), never syncing; Alice's receipt makes her take the copies back.
+    bob.online = True
+    h.feed("bob", bob.messenger.receive([alice.messenger.status(mid).envelope], wall_now=h.now))  # type: ignore[union-attr]
+    h.settle()
+    assert alice.messenger.status(mid).status is OutboxStatus.DELIVERED  # type: ignore[union-attr]
+    assert [h.mailboxes[b].statistics().withdrawn for b in boxes] == [1, 1, 1]
+    # Nothing is left: Bob (who knows no mailbox yet) sent his receipt by gossip only.
+    assert sum(h.mailboxes[b].statistics().items for b in boxes) == 0

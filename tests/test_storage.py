@@ -356,6 +356,14 @@ def test_mailbox_delete_only_listed_tags_up_to_a_number(store: Storage) -> None:
     assert [i.number for i in store.mailbox_delete([TAG_A, TAG_C], ALL)] == [4, 5]
 
 
+def test_mailbox_withdraw_only_what_that_peer_stored(store: Storage) -> None:
+    store.mailbox_put([item(1, from_peer="alice"), item(2, from_peer="mallory"), item(3, from_peer="alice")])
+    gone = store.mailbox_withdraw([mid(3), mid(2), mid(1), mid(9)], "alice")
+    assert [i.message_id for i in gone] == [mid(1), mid(3)]  # arrival order; mallory's stays
+    assert [i.message_id for i in store.mailbox_all()] == [mid(2)]
+    assert store.mailbox_withdraw([mid(2)], "alice") == []
+
+
 def test_mailbox_delete_with_many_tags(store: Storage) -> None:
     tags = [n.to_bytes(16, "big") for n in range(1200)]
     store.mailbox_put([item(n, tag=tags[n]) for n in range(1200)])

@@ -12,7 +12,8 @@
 * **Only the owner of an inbox tag lists, fetches or deletes its envelopes.** The requester's PeerId
   (authenticated by the secure channel; it *is* the recipient's public key) must derive every tag it
   names, for any day within the longest TTL.
-* Items go when they expire, or when their recipient, after a sync, deletes what it has received.
+* Items go when they expire, when their recipient, after a sync, deletes what it has received, or
+  when their sender, holding the recipient's receipt, withdraws them (only what that peer stored).
 
 Quotas are counted in memory (rebuilt from storage at start) so a store request costs no scans.
 """
@@ -40,6 +41,7 @@ from meshchat.store.protocol import (
     StoreResult,
     Synced,
     SyncRequest,
+    WithdrawRequest,
 )
 from meshchat.store.reconcile import Reconciler, decode_message, encode_message
 from meshchat.store.storage import MailboxItem, Storage
@@ -81,6 +83,8 @@ class MailboxStatistics:
     fetched: int
     #: Envelopes deleted by their recipients since start.
     deleted: int
+    #: Envelopes withdrawn by their senders (receipt in hand) since start.
+    withdrawn: int
     #: Envelopes dropped at expiry since start.
     expired: int
     #: Refused envelopes by reason, and refused requests by error code name.
@@ -131,6 +135,12 @@ class MailboxCore:
                     return self._store(peer, request, wall_now)
                 case SyncRequest() | FetchRequest() | DeleteRequest():
                     return self._owner_request(peer, request, wall_now)
+                case WithdrawRequest():
+                    gone = self._storage.mailbox_withdraw(request.message_ids, peer)
+                    for item in gone:
+                        self._usage.add(item, -1)
+                    self._counts["withdrawn"] += len(gone)
+                    return Deleted(count=len(gone))
         except StorageError as exc:
             return self._refuse(ErrorCode.STORAGE_FAILED, str(exc))
 
@@ -153,6 +163,7 @@ class MailboxCore:
             stored=counts["stored"],
             fetched=counts["fetched"],
             deleted=counts["deleted"],
+            withdrawn=counts["withdrawn"],
             expired=counts["expired"],
             refused=refused,
         )

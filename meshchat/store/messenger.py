@@ -72,6 +72,7 @@ from meshchat.store.protocol import (
     StoreRequest,
     Synced,
     SyncRequest,
+    WithdrawRequest,
     batches,
 )
 from meshchat.store.reconcile import Reconciler, decode_message, encode_message
@@ -276,6 +277,7 @@ class Messenger:
         self._last_seq: dict[bytes, int] = {}
         self._mailboxes: list[str] = []
         self._to_store: dict[str, OrderedDict[bytes, bytes]] = {}
+        self._to_withdraw: dict[str, dict[bytes, None]] = {}
         self._busy: dict[str, MailboxRequest] = {}
         self._syncs: dict[str, _Sync] = {}
         self._next_sync: dict[str, float] = {}
@@ -437,6 +439,7 @@ class Messenger:
         gone = set(self._mailboxes) - set(wanted)
         for peer in gone:
             self._to_store.pop(peer, None)
+            self._to_withdraw.pop(peer, None)
             self._syncs.pop(peer, None)
             self._next_sync.pop(peer, None)
         actions: list[Action] = []
@@ -475,6 +478,8 @@ class Messenger:
             case Deleted() if isinstance(request, DeleteRequest):
                 self._syncs.pop(peer, None)
                 self._counts["syncs"] += 1
+            case Deleted() if isinstance(request, WithdrawRequest):
+                self._counts["withdrawn"] += response.count
             case MailboxError():
                 self._discarded[f"mailbox error: {response.code.name.lower()}"] += 1
                 self._syncs.pop(peer, None)
@@ -601,6 +606,17 @@ class Messenger:
             actions.append(
                 StatusChanged(message_id=record.message_id, status=record.status, error=record.error)
             )
+            if record.status in (_S.DELIVERED, _S.READ):
+                actions += self._withdraw(record)
+        return actions
+
+    def _withdraw(self, record: OutboxRecord) -> list[Action]:
+        """The recipient has it: take back the copies stored on mailboxes (best effort, not persisted:
+        a copy missed here goes at its expiry)."""
+        actions: list[Action] = []
+        for peer in record.stored_on:
+            self._to_withdraw.setdefault(peer, {})[record.message_id] = None
+            actions += self._pump(peer)
         return actions
 
     def _ranked_mailboxes(self, tag: bytes) -> list[str]:
@@ -727,6 +743,11 @@ class Messenger:
             for _ in batch:
                 queue.popitem(last=False)
             request = StoreRequest(envelopes=batch)
+        elif self._to_withdraw.get(peer):
+            ids = list(self._to_withdraw[peer])[:MAX_FETCH_IDS]
+            for mid in ids:
+                del self._to_withdraw[peer][mid]
+            request = WithdrawRequest(message_ids=tuple(ids))
         if request is None:
             return []
         self._busy[peer] = request

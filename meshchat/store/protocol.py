@@ -6,13 +6,16 @@ One request, one response, each a msgpack map with small integer keys (key 0 is 
     sync    {0: 2, 2: [tag, ...], 3: reconcile msg}   ->  {0: 2, 3: reconcile msg, 5: generation}
     fetch   {0: 3, 4: [id, ...]}                      ->  {0: 3, 1: [envelope, ...]}
     delete  {0: 4, 2: [tag, ...], 5: generation}      ->  {0: 4, 7: count}
+    withdraw {0: 6, 4: [id, ...]}                     ->  {0: 4, 7: count}
     (any)                                             ->  {0: 5, 8: error code, 9: detail}
 
 Sync runs range-based set reconciliation (``meshchat.store.reconcile``) over ``(expiry, id)`` of the
 envelopes for the requester's own inbox tags; the mailbox checks that the tags belong to the PeerId
 the secure channel authenticated, so nobody lists, fetches or deletes someone else's envelopes.
 ``generation`` is the mailbox's arrival counter when the sync began: ``delete`` removes what had
-arrived by then, so an envelope stored during a sync is never deleted unseen.
+arrived by then, so an envelope stored during a sync is never deleted unseen. ``withdraw`` is the
+sender's side of the same clean-up: once the recipient's receipt came back, the sender takes back
+the copies it stored (only its own: the mailbox checks who stored each one).
 
 Drivers frame each message with an unsigned-varint length prefix (libp2p's convention). Decoding
 checks the size before parsing, then every field's type and size; anything else is ``DecodeError``.
@@ -50,6 +53,7 @@ __all__ = [
     "Stored",
     "SyncRequest",
     "Synced",
+    "WithdrawRequest",
     "decode_request",
     "decode_response",
     "encode_request",
@@ -69,7 +73,7 @@ MAX_SYNC_TAGS = 40
 #: Longest detail text in an error or a store result.
 MAX_DETAIL = 200
 _ID_SIZE = 32
-_OP_STORE, _OP_SYNC, _OP_FETCH, _OP_DELETE, _OP_ERROR = 1, 2, 3, 4, 5
+_OP_STORE, _OP_SYNC, _OP_FETCH, _OP_DELETE, _OP_ERROR, _OP_WITHDRAW = 1, 2, 3, 4, 5, 6
 _K_OP, _K_ENVELOPES, _K_TAGS, _K_RECONCILE, _K_IDS, _K_GENERATION, _K_RESULTS = 0, 1, 2, 3, 4, 5, 6
 _K_COUNT, _K_CODE, _K_DETAIL = 7, 8, 9
 
@@ -146,7 +150,15 @@ class DeleteRequest:
     generation: int
 
 
-MailboxRequest: TypeAlias = StoreRequest | SyncRequest | FetchRequest | DeleteRequest
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WithdrawRequest:
+    """Their recipient has them: drop these envelopes that I stored."""
+
+    #: Message ids.
+    message_ids: tuple[bytes, ...]
+
+
+MailboxRequest: TypeAlias = StoreRequest | SyncRequest | FetchRequest | DeleteRequest | WithdrawRequest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,6 +238,8 @@ def encode_request(request: MailboxRequest) -> bytes:
             return _pack({_K_OP: _OP_FETCH, _K_IDS: list(ids)})
         case DeleteRequest(tags=tags, generation=generation):
             return _pack({_K_OP: _OP_DELETE, _K_TAGS: list(tags), _K_GENERATION: generation})
+        case WithdrawRequest(message_ids=ids):
+            return _pack({_K_OP: _OP_WITHDRAW, _K_IDS: list(ids)})
 
 
 def encode_response(response: MailboxResponse) -> bytes:
@@ -323,6 +337,11 @@ def decode_request(data: bytes) -> MailboxRequest:
         _fields(value, {_K_TAGS, _K_GENERATION}, what)
         return DeleteRequest(
             tags=_tags(value[_K_TAGS], what), generation=_uint(value[_K_GENERATION], what, "generation")
+        )
+    if op == _OP_WITHDRAW:
+        _fields(value, {_K_IDS}, what)
+        return WithdrawRequest(
+            message_ids=_blobs(value[_K_IDS], what, "ids", size=_ID_SIZE, limit=MAX_FETCH_IDS)
         )
     raise DecodeError(what, f"unknown operation {op}")
 

@@ -538,6 +538,21 @@ class SqliteStorage:
         gone.sort(key=lambda item: item.number)
         return gone
 
+    def mailbox_withdraw(self, message_ids: Iterable[bytes], from_peer: str) -> list[MailboxItem]:
+        """See ``Storage``: the deleted items in arrival order."""
+        wanted = list(set(message_ids))
+        gone: list[MailboxItem] = []
+        with self._transaction("mailbox_withdraw") as db:
+            for chunk in _chunks(wanted):
+                where = f"message_id IN ({_marks(len(chunk))}) AND from_peer = ?"
+                rows = db.execute(
+                    f"SELECT {_MAILBOX_COLUMNS} FROM mailbox WHERE {where}", (*chunk, from_peer)
+                )
+                gone.extend(map(_mailbox_item, rows))
+                db.execute(f"DELETE FROM mailbox WHERE {where}", (*chunk, from_peer))
+        gone.sort(key=lambda item: item.number)
+        return gone
+
     def mailbox_prune(self, before: int) -> list[MailboxItem]:
         """See ``Storage``: the deleted items in arrival order."""
         sql = f"SELECT {_MAILBOX_COLUMNS} FROM mailbox WHERE expiry < ?"

@@ -71,6 +71,7 @@ class OutboxRecord:
     #: The sealed envelope, exactly as published and stored on mailboxes.
     envelope: bytes
     #: The application's idempotency key (``send(..., ref=...)``), unique per profile; "" if none.
+    #: ``ref``, ``seq``, ``recipient`` and ``envelope`` never change after ``outbox_add``.
     ref: str
     #: Position in the conversation with ``recipient`` (1, 2, ...), sealed inside the message.
     seq: int
@@ -170,7 +171,7 @@ class Storage(Protocol):
         ...
 
     def outbox_pending(self) -> list[OutboxRecord]:
-        """Records not in a terminal status, oldest first."""
+        """Records not in a terminal status, in the order they were added."""
         ...
 
     def outbox_recent(self, limit: int) -> list[OutboxRecord]:
@@ -218,6 +219,10 @@ class Storage(Protocol):
 
     def mailbox_delete(self, tags: Iterable[bytes], up_to: int) -> list[MailboxItem]:
         """Delete items addressed to ``tags`` numbered ``up_to`` or lower; return what was deleted."""
+        ...
+
+    def mailbox_withdraw(self, message_ids: Iterable[bytes], from_peer: str) -> list[MailboxItem]:
+        """Delete the items among ``message_ids`` that ``from_peer`` stored; return what was deleted."""
         ...
 
     def mailbox_prune(self, before: int) -> list[MailboxItem]:
@@ -362,6 +367,18 @@ class MemoryStorage:
         for item in gone:
             del self._mailbox[item.message_id]
         return gone
+
+    def mailbox_withdraw(self, message_ids: Iterable[bytes], from_peer: str) -> list[MailboxItem]:
+        """See ``Storage``."""
+        self._write()
+        gone = [
+            self._mailbox[i]
+            for i in dict.fromkeys(message_ids)
+            if i in self._mailbox and self._mailbox[i].from_peer == from_peer
+        ]
+        for item in gone:
+            del self._mailbox[item.message_id]
+        return sorted(gone, key=lambda item: item.number)
 
     def mailbox_prune(self, before: int) -> list[MailboxItem]:
         """See ``Storage``."""
