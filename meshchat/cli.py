@@ -517,6 +517,8 @@ def demo(*, json_output: JsonOption = False) -> None:
     four nodes on 127.0.0.1 over TCP + Noise + yamux (everything in a temporary folder)."""
     from meshchat.demo_net import run_network_demo  # noqa: PLC0415 (py-libp2p takes ~0.6 s to import)
 
+    _quiet_libp2p()
+
     console = None if json_output else _stdout()
     with tempfile.TemporaryDirectory(prefix="meshchat-demo-") as workdir:
         summary = run_demo(Path(workdir), wall_now=time.time(), console=console)
@@ -718,6 +720,16 @@ def _demo_timings(alice: DemoPerson, bob: DemoPerson, wall_now: float, say: Say)
 # --- the real network -----------------------------------------------------------------------------
 
 
+def _quiet_libp2p() -> None:
+    """Set py-libp2p's log level from $MESHCHAT_LIBP2P_LOG (default: only critical messages)."""
+    level = os.environ.get(LIBP2P_LOG_ENV, "CRITICAL").upper()
+    if level not in logging.getLevelNamesMapping():
+        raise CommandError(
+            f"${LIBP2P_LOG_ENV} must be a log level (DEBUG, INFO, WARNING, ERROR), not {level!r}"
+        )
+    logging.getLogger("libp2p").setLevel(level)
+
+
 def _run_on_network(
     profile: Path | None, listen: list[str] | None, bootstrap: list[str] | None, run: Any, **options: Any
 ) -> None:
@@ -727,12 +739,7 @@ def _run_on_network(
 
     # py-libp2p logs every failed redial of a peer that left at ERROR level on stderr; meshchat counts
     # what matters in its own statistics. $MESHCHAT_LIBP2P_LOG (a level name) shows them again.
-    level = os.environ.get(LIBP2P_LOG_ENV, "CRITICAL").upper()
-    if level not in logging.getLevelNamesMapping():
-        raise CommandError(
-            f"${LIBP2P_LOG_ENV} must be a log level (DEBUG, INFO, WARNING, ERROR), not {level!r}"
-        )
-    logging.getLogger("libp2p").setLevel(level)
+    _quiet_libp2p()
     folder = _profile_dir(profile)
     identity = _load_identity(folder)
     listen_on = listen or list(DEFAULT_LISTEN)

@@ -5,6 +5,10 @@ cannot read. Alice's node dials only the first relay, Bob's only the second, so 
 three hops of TCP + Noise + yamux (Alice -> relay 1 -> relay 2 -> Bob). The demo prints the path, the
 time from ``send`` to Bob's verified ``DirectMessage`` for each message, and what each relay delivered
 to its own application (nothing readable).
+
+Then store-and-forward: Bob goes offline, Alice sends again; relay 1, which is also a mailbox, keeps
+the envelopes (unread). Bob comes back, syncs from it and gets them in order, and his signed receipts
+turn Alice's outbox entries to "delivered".
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import functools
 import itertools
 import time
 from collections.abc import Callable
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
 import trio
@@ -23,6 +27,7 @@ from meshchat.errors import MeshchatError
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
 from meshchat.node import Node
+from meshchat.store.storage import MemoryStorage, OutboxStatus
 
 __all__ = ["NETWORK_DEMO_TIMEOUT", "run_network_demo"]
 
@@ -41,12 +46,21 @@ async def run_network_demo(
     """Send ``texts`` from Alice to Bob across two relays; return the path, timings and relay views."""
     with trio.fail_after(NETWORK_DEMO_TIMEOUT):
         async with AsyncExitStack() as stack:
-            bob_node = await stack.enter_async_context(Node.open(identity=bob, listen=LOCAL))
+            bob_storage = MemoryStorage()  # Bob's store outlives his node: he goes offline and back
+            bob_online = await stack.enter_async_context(trio.open_nursery())
+            bob_node, bob_scope = await _start(
+                bob_online, Node.open(identity=bob, listen=LOCAL, storage=bob_storage)
+            )
             relays = [
                 await stack.enter_async_context(
-                    Node.open(identity=Identity.generate(), listen=LOCAL, relay_inbox_shards=True)
+                    Node.open(
+                        identity=Identity.generate(),
+                        listen=LOCAL,
+                        relay_inbox_shards=True,
+                        mailbox=index == 0,
+                    )
                 )
-                for _ in range(2)
+                for index in range(2)
             ]
             alice_node = await stack.enter_async_context(Node.open(identity=alice, listen=LOCAL))
             await relays[1].connect(bob_node.listen_addrs[0])
@@ -64,9 +78,11 @@ async def run_network_demo(
             hops = " → ".join(f"{name} ({_short(n)})" for name, n in zip(names, path, strict=True))
             say(f"\n[bold]7. over the network[/] (TCP + Noise + yamux on 127.0.0.1): {hops}")
             timings = []
+            live = []
             for text in texts:
                 started = time.perf_counter()
                 handle = await alice_node.send(bob.public, text)
+                live.append(handle)
                 got = await _direct(bob_node, handle.message_id)
                 elapsed = (time.perf_counter() - started) * 1000
                 if got.body.decode() != text or got.sender != alice.public:
@@ -76,18 +92,72 @@ async def run_network_demo(
                 timings.append(round(elapsed, 2))
                 say(f"  {elapsed:6.2f} ms  Bob got, verified from Alice: {text}")
             readable = [_readable(relay) for relay in relays]
-            say(
-                f"  relays handled {[r.driver.router.statistics().delivered for r in relays]} envelopes each;"
-                f" readable messages for them: {sum(readable)}"
-            )
+            carried = [r.driver.router.statistics().delivered for r in relays]
+            say(f"  relays handled {carried} envelopes each; readable messages for them: {sum(readable)}")
+            await alice_node.wait_for(lambda: relays[0].peer_id in alice_node.mailboxes)
+            for handle in live:  # Bob's signed receipts came back
+                await handle.wait_until(OutboxStatus.DELIVERED)
+            say(f"  Alice's outbox: {[h.status.value for h in live]} (Bob's signed receipts)")
+            bob_scope.cancel()  # Bob goes offline
+            await alice_node.wait_for(lambda: bob_node.peer_id not in alice_node.driver.router.peers)
+            offline = await _store_and_forward(alice_node, relays[0], bob, bob_storage, texts[:2], say)
             return {
+                "offline": offline,
                 "path": [n.peer_id for n in path],
                 "hops": len(path) - 1,
                 "latency_ms": timings,
-                "relay_envelopes": [r.driver.router.statistics().delivered for r in relays],
+                "relay_envelopes": carried,
                 "relay_readable": sum(readable),
             }
     raise AssertionError("unreachable")
+
+
+async def _start(
+    nursery: trio.Nursery, opening: AbstractAsyncContextManager[Node]
+) -> tuple[Node, trio.CancelScope]:
+    """Enter ``opening`` in a task of ``nursery``; cancelling the returned scope closes the node."""
+
+    async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as scope:
+            async with opening as node:
+                task_status.started((node, scope))
+                await trio.sleep_forever()
+
+    started: tuple[Node, trio.CancelScope] = await nursery.start(run)
+    return started
+
+
+async def _store_and_forward(  # noqa: PLR0917 (one call site, every argument a different thing)
+    alice_node: Node,
+    mailbox: Node,
+    bob: Identity,
+    bob_storage: MemoryStorage,
+    texts: list[str],
+    say: Callable[..., Any],
+) -> dict[str, object]:
+    """Bob is offline: Alice's messages wait on the mailbox; Bob comes back and syncs; receipts return."""
+    say("\n[bold]8. store-and-forward[/]: Bob goes offline; relay 1 is also a mailbox")
+    handles = [await alice_node.send(bob.public, f"(while you were away) {text}") for text in texts]
+    for handle in handles:
+        await handle.wait_until(OutboxStatus.STORED)
+    held = mailbox.mailbox_statistics()
+    statuses = [h.status.value for h in handles]
+    say(f"  Alice's outbox: {statuses}; the mailbox holds them sealed ({held.bytes if held else 0:,} bytes)")
+    started = time.perf_counter()
+    async with Node.open(
+        identity=bob, listen=LOCAL, storage=bob_storage, mailboxes=[mailbox.listen_addrs[0]]
+    ) as bob_node:
+        got = [await _direct(bob_node, h.message_id) for h in handles]
+        elapsed = (time.perf_counter() - started) * 1000
+        for message in got:
+            say(f"  Bob, back online, synced #{message.seq}: {message.body.decode()}")
+        for handle in handles:
+            await handle.wait_until(OutboxStatus.DELIVERED)
+    statuses = [h.status.value for h in handles]
+    say(f"  {elapsed:.0f} ms from Bob's start to his inbox; Alice's outbox: {statuses}")
+    if [m.body.decode() for m in got] != [f"(while you were away) {t}" for t in texts]:
+        raise NetworkDemoFailed("Bob did not get the messages that waited for him, in order")
+    return {"messages": len(got), "statuses": [h.status.value for h in handles], "sync_ms": round(elapsed, 1)}
 
 
 def _meshed(node: Node, peer: Node, topic: str) -> bool:

@@ -379,6 +379,9 @@ def test_demo_json_reports_verified_messages_and_the_expected_failures() -> None
     # receipts on their way back; at most one receipt per message.
     assert all(len(cli.DEMO_MESSAGES) <= n <= 2 * len(cli.DEMO_MESSAGES) for n in network["relay_envelopes"])
     assert network["relay_readable"] == 0
+    # Store-and-forward: Bob offline, the mailbox kept two messages; he synced them; receipts came back.
+    assert network["offline"]["messages"] == 2
+    assert network["offline"]["statuses"] == ["delivered", "delivered"]
 
 
 def _process_env() -> dict[str, str]:

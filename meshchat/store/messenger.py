@@ -654,7 +654,12 @@ class Messenger:
         for result in response.results:
             record = self._pending.get(result.message_id)
             if record is None:
-                continue  # a receipt we stored for someone, or a message that moved on meanwhile
+                # A receipt we stored for someone; or our message, whose receipt came back while this
+                # store was in flight: then the copy just stored is not needed, take it back.
+                done = self.storage.outbox_get(result.message_id) if result.code is StoreCode.STORED else None
+                if done is not None and done.status in (_S.DELIVERED, _S.READ):
+                    self._to_withdraw.setdefault(peer, {})[result.message_id] = None
+                continue
             if result.code is StoreCode.STORED:
                 if peer not in record.stored_on:
                     record = record.replace(stored_on=(*record.stored_on, peer))
