@@ -11,6 +11,7 @@ from __future__ import annotations
 from meshchat.crypto import OpenedMessage, open_envelope, seal
 from meshchat.errors import MeshchatError
 from meshchat.identity import Identity, PublicIdentity, load_identity, safety_number, save_identity
+from meshchat.store import MailboxLimits, OutboxStatus, StoreConfig
 from meshchat.wire import Envelope, EnvelopeKind, Invite, decode_envelope, encode_envelope, message_id
 
 __all__ = [
@@ -18,10 +19,13 @@ __all__ = [
     "EnvelopeKind",
     "Identity",
     "Invite",
+    "MailboxLimits",
     "MeshchatError",
     "Node",
     "OpenedMessage",
+    "OutboxStatus",
     "PublicIdentity",
+    "StoreConfig",
     "decode_envelope",
     "encode_envelope",
     "load_identity",

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from meshchat.crypto import seal
+from meshchat.crypto import epoch_of, inbox_tag, seal
 from meshchat.errors import StorageError
 from meshchat.identity import Identity
 from meshchat.store.mailbox import MailboxLimits, owned_tags
@@ -22,6 +22,8 @@ from meshchat.store.protocol import (
 )
 from meshchat.store.reconcile import Reconciler, encode_message
 from meshchat.store.storage import MemoryStorage, OutboxStatus
+from meshchat.wire import EnvelopeKind
+from meshchat.wire.envelope import encode_fields
 from tests.store_harness import Harness
 
 
@@ -303,3 +305,20 @@ def test_sender_withdraws_its_mailbox_copies_once_the_receipt_is_in() -> None:
     assert [h.mailboxes[b].statistics().withdrawn for b in boxes] == [1, 1, 1]
     # Nothing is left: Bob (who knows no mailbox yet) sent his receipt by gossip only.
     assert sum(h.mailboxes[b].statistics().items for b in boxes) == 0
+
+
+def test_an_envelope_expiring_past_the_longest_ttl_is_refused() -> None:
+    h = Harness()
+    bob = h.add_user("bob")
+    far = encode_fields(  # today's tag for Bob, an expiry 40 days ahead (seal() refuses such a TTL)
+        kind=EnvelopeKind.SEALED,
+        inbox_tag=inbox_tag(bob.identity.public, epoch_of(h.now)),
+        expiry=int(h.now) + 40 * 24 * 3600,
+        ephemeral_key=bytes(32),
+        nonce=bytes(24),
+        ciphertext=bytes(300),
+    )
+    h.feed("bob", bob.messenger.receive([far], wall_now=h.now))
+    h.settle()
+    assert bob.received == []
+    assert bob.messenger.statistics().discarded["expiry too far ahead"] == 1

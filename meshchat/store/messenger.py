@@ -46,6 +46,7 @@ import nacl.utils
 
 from meshchat.crypto import (
     DEFAULT_TTL,
+    MAX_TTL,
     epoch_of,
     inbox_tag,
     inbox_tags_around,
@@ -369,22 +370,7 @@ class Messenger:
 
     def receive(self, envelopes: Sequence[bytes], *, wall_now: float) -> list[Action]:
         """Envelopes arrived (by gossip, or fetched from a mailbox): accept what is ours and new."""
-        self._refresh_tags(wall_now)
-        fresh: dict[bytes, tuple[bytes, int, bytes]] = {}
-        for data in envelopes:
-            try:
-                envelope = decode_envelope(data)
-            except DecodeError:
-                self._discarded["malformed"] += 1
-                continue
-            if envelope.inbox_tag not in self._tags:
-                self._discarded["not ours"] += 1
-                continue
-            mid = message_id(data)
-            if mid in fresh:
-                self._discarded["duplicate"] += 1
-                continue
-            fresh[mid] = (data, envelope.expiry, envelope.inbox_tag)
+        fresh = self._screen(envelopes, wall_now)
         seen = self.storage.seen(fresh)
         actions: list[Action] = []
         chats: list[tuple[InboxRecord, PublicIdentity, SeenEntry]] = []
@@ -432,6 +418,31 @@ class Messenger:
         actions += self._apply_receipts(receipts, wall_now)
         actions += self._receipts(by_sender, ReceiptKind.DELIVERED, wall_now)
         return actions
+
+    def _screen(self, envelopes: Sequence[bytes], wall_now: float) -> dict[bytes, tuple[bytes, int, bytes]]:
+        """The envelopes worth opening, by id: well-formed, ours, sane expiry, once each."""
+        self._refresh_tags(wall_now)
+        fresh: dict[bytes, tuple[bytes, int, bytes]] = {}
+        for data in envelopes:
+            try:
+                envelope = decode_envelope(data)
+            except DecodeError:
+                self._discarded["malformed"] += 1
+                continue
+            if envelope.inbox_tag not in self._tags:
+                self._discarded["not ours"] += 1
+                continue
+            if envelope.expiry > wall_now + MAX_TTL + CLOCK_SKEW:
+                # No honest sender seals one (the seen window keeps ids until their expiry: refuse
+                # what would pin an entry for longer than the longest TTL).
+                self._discarded["expiry too far ahead"] += 1
+                continue
+            mid = message_id(data)
+            if mid in fresh:
+                self._discarded["duplicate"] += 1
+                continue
+            fresh[mid] = (data, envelope.expiry, envelope.inbox_tag)
+        return fresh
 
     def mailboxes_changed(self, peers: Iterable[str], *, wall_now: float) -> list[Action]:
         """The mailboxes reachable now (the driver's view); new ones are synced with at once."""
