@@ -867,21 +867,22 @@ def chat_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")] = False,
 ) -> None:
     """Talk to a contact: each line you type goes to them sealed; what anyone sends you is printed."""
-    from meshchat.cli_node import run_node  # noqa: PLC0415
+    _run_node(profile, listen, bootstrap, json_output, read_stdin=True, chat_with=to, mailboxes=mailbox or [])
 
+
+def _run_node(
+    profile: Path | None,
+    listen: list[str] | None,
+    bootstrap: list[str] | None,
+    json_output: bool,
+    **options: Any,
+) -> None:
+    """``run_node`` with no topics and no stdin unless ``options`` say otherwise (chat, mailbox)."""
+    from meshchat.cli_node import run_node  # noqa: PLC0415 (py-libp2p takes ~0.6 s to import)
+
+    settings: dict[str, Any] = {"mdns": False, "topics": [], "signed_topics": [], "read_stdin": False}
     _run_on_network(
-        profile,
-        listen,
-        bootstrap,
-        run_node,
-        mdns=False,
-        topics=[],
-        signed_topics=[],
-        json_lines=json_output,
-        read_stdin=True,
-        out=sys.stdout,
-        chat_with=to,
-        mailboxes=mailbox or [],
+        profile, listen, bootstrap, run_node, json_lines=json_output, out=sys.stdout, **(settings | options)
     )
 
 
@@ -910,24 +911,10 @@ def mailbox_command(
 ) -> None:
     """Run a mailbox until Ctrl-C: keep sealed envelopes for offline recipients (it cannot read them)
     until they sync or the envelopes expire, within per-recipient, per-sender and total quotas."""
-    from meshchat.cli_node import run_node  # noqa: PLC0415
-
     if min(quota_tag, quota_peer, budget) <= 0:
         raise CommandError("--quota-tag, --quota-peer and --budget must be positive byte counts")
     limits = MailboxLimits(per_tag_bytes=quota_tag, per_peer_bytes=quota_peer, total_bytes=budget)
-    _run_on_network(
-        profile,
-        listen,
-        bootstrap,
-        run_node,
-        mdns=False,
-        topics=[],
-        signed_topics=[],
-        json_lines=json_output,
-        read_stdin=False,
-        out=sys.stdout,
-        mailbox_limits=limits,
-    )
+    _run_node(profile, listen, bootstrap, json_output, mailbox_limits=limits)
 
 
 @app.command("outbox")

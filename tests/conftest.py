@@ -6,10 +6,12 @@ Strategies are plain module-level objects (``from conftest import seeds``): pyte
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import strategies as st
 
-from meshchat.identity import SEED_SIZE, Identity, KdfLimits
+from meshchat.identity import KEY_FILE_NAME, SEED_SIZE, Identity, KdfLimits, save_identity
 
 #: The cheapest argon2id libsodium allows (1 pass, 8 KiB): key-file tests run in milliseconds, not
 #: ~0.2 s per derivation. Only one test uses the real defaults.
@@ -44,3 +46,13 @@ printable_text = st.text(alphabet=st.characters(exclude_categories=("C",)), max_
 def fast_kdf() -> KdfLimits:
     """Argon2id limits small enough for tests that derive keys many times."""
     return FAST_KDF
+
+
+def make_profile(tmp_path: Path, name: str, seed: int) -> tuple[Path, Identity]:
+    """A profile folder ``tmp_path/name`` with an unlocked identity from ``seed`` (made once)."""
+    folder = tmp_path / name
+    identity = Identity(bytes([seed]) * 32)
+    if not folder.exists():
+        folder.mkdir()
+        save_identity(folder / KEY_FILE_NAME, identity, None)
+    return folder, identity

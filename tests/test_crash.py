@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import trio
+from conftest import make_profile
 from processes import JsonLinesProcess
 
-from meshchat.identity import Identity, save_identity
-from meshchat.node import KEY_FILE
+from meshchat.identity import Identity
 from meshchat.store.sqlite import STORE_FILE, SqliteStorage
 
 pytestmark = pytest.mark.slow
@@ -31,14 +31,6 @@ N = 1000
 RUN_WAIT = 120.0
 PEER_SCRIPT = str(Path(__file__).with_name("crash_peer.py"))
 Start = Callable[..., Awaitable[JsonLinesProcess]]
-
-
-def make_profile(tmp_path: Path, name: str, seed: int) -> tuple[Path, Identity]:
-    folder = tmp_path / name
-    if not folder.exists():
-        folder.mkdir()
-        save_identity(folder / KEY_FILE, Identity(bytes([seed]) * 32), None)
-    return folder, Identity(bytes([seed]) * 32)
 
 
 @asynccontextmanager

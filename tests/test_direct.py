@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 import trio
+from conftest import make_profile
 
 from meshchat.contacts import CONTACTS_FILE, Contacts
 from meshchat.crypto import epoch_of, inbox_tag, inbox_topic, seal
 from meshchat.errors import NetworkError, ProfileError, UnknownPeer
-from meshchat.identity import Identity, save_identity
+from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
 from meshchat.net import MessageDelivered
-from meshchat.node import KEY_FILE, Node
+from meshchat.node import Node
 from meshchat.store.messenger import StoreConfig
 from meshchat.store.payload import Chat, encode_payload
 from meshchat.store.storage import OutboxStatus
@@ -27,14 +28,6 @@ LOCAL = ["/ip4/127.0.0.1/tcp/0"]
 WAIT = 15.0
 #: Retry after half a second (the default is 10 s): a message sent before the mesh formed comes soon.
 FAST_RETRY = StoreConfig(retry_initial=0.5)
-
-
-def profile(tmp_path: Path, name: str, seed: int) -> tuple[Path, Identity]:
-    folder = tmp_path / name
-    folder.mkdir()
-    identity = Identity(bytes([seed]) * 32)
-    save_identity(folder / KEY_FILE, identity, None)
-    return folder, identity
 
 
 async def next_direct(node: Node) -> DirectMessage:
@@ -52,8 +45,8 @@ async def subscribed(node: Node, peer: str, topic: str) -> None:
 
 @asynccontextmanager
 async def alice_and_bob(tmp_path: Path, *, relay: bool) -> AsyncIterator[tuple[Node, Node, Node | None]]:
-    alice_dir, alice_id = profile(tmp_path, "alice", 1)
-    bob_dir, bob_id = profile(tmp_path, "bob", 2)
+    alice_dir, alice_id = make_profile(tmp_path, "alice", 1)
+    bob_dir, bob_id = make_profile(tmp_path, "bob", 2)
     async with AsyncExitStack() as stack:
         bob = await stack.enter_async_context(Node.open(bob_dir, listen=LOCAL, store_config=FAST_RETRY))
         middle = None
@@ -141,7 +134,7 @@ async def test_an_envelope_for_bob_sealed_by_a_stranger_is_delivered_with_no_con
 
 
 async def test_contacts_persist_and_unknown_names_are_typed_errors(tmp_path: Path) -> None:
-    folder, _ = profile(tmp_path, "carol", 4)
+    folder, _ = make_profile(tmp_path, "carol", 4)
     contacts = Contacts(folder)
     invite = Invite.create(Identity(b"\x05" * 32), name="Dave").to_text()
     contacts.add(invite)
@@ -162,8 +155,8 @@ async def test_contacts_persist_and_unknown_names_are_typed_errors(tmp_path: Pat
 async def test_a_contact_without_an_address_is_found_through_the_dht(tmp_path: Path) -> None:
     """Alice knows only Carol's key (her invite has no address) and one bootstrap peer; a DHT lookup
     through that peer finds Carol's address, Alice dials her and the message arrives."""
-    alice_dir, _ = profile(tmp_path, "alice", 1)
-    carol_dir, carol_id = profile(tmp_path, "carol", 7)
+    alice_dir, _ = make_profile(tmp_path, "alice", 1)
+    carol_dir, carol_id = make_profile(tmp_path, "carol", 7)
     async with (
         Node.open(identity=Identity(b"\x08" * 32), listen=LOCAL) as hub,
         Node.open(carol_dir, listen=LOCAL, bootstrap=[hub.listen_addrs[0]]) as carol,
@@ -191,8 +184,8 @@ async def test_find_peer_without_the_dht_is_a_network_error() -> None:
 async def test_a_peer_behind_a_circuit_relay_is_reached_through_its_reservation(tmp_path: Path) -> None:
     """Dave reserves a slot on a circuit relay v2 and hands out the relayed address; Alice dials that
     address (the connection runs through the relay) and her sealed message arrives."""
-    alice_dir, _ = profile(tmp_path, "alice", 1)
-    dave_dir, dave_id = profile(tmp_path, "dave", 11)
+    alice_dir, _ = make_profile(tmp_path, "alice", 1)
+    dave_dir, dave_id = make_profile(tmp_path, "dave", 11)
     async with (
         Node.open(identity=Identity(b"\x0d" * 32), listen=LOCAL, circuit_relay=True) as relay,
         Node.open(dave_dir, listen=LOCAL) as dave,

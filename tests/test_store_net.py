@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from conftest import make_profile
 from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 from typer.testing import CliRunner
@@ -17,9 +18,9 @@ from typer.testing import CliRunner
 from meshchat.cli import app
 from meshchat.errors import StorageError
 from meshchat.gossip.rpc import frame
-from meshchat.identity import Identity, save_identity
+from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
-from meshchat.node import KEY_FILE, Node
+from meshchat.node import Node
 from meshchat.store.mailbox import MailboxLimits
 from meshchat.store.messenger import StatusChanged, StoreConfig
 from meshchat.store.protocol import MAILBOX_PROTOCOL
@@ -32,17 +33,9 @@ WAIT = 30.0
 FAST = StoreConfig(retry_initial=0.5, sync_interval=1.0)
 
 
-def profile(tmp_path: Path, name: str, seed: int) -> tuple[Path, Identity]:
-    folder = tmp_path / name
-    folder.mkdir()
-    identity = Identity(bytes([seed]) * 32)
-    save_identity(folder / KEY_FILE, identity, None)
-    return folder, identity
-
-
 @asynccontextmanager
 async def mailbox_node(tmp_path: Path, limits: MailboxLimits | None = None) -> AsyncIterator[Node]:
-    folder, _ = profile(tmp_path, "mailbox", 9)
+    folder, _ = make_profile(tmp_path, "mailbox", 9)
     async with Node.open(folder, listen=LOCAL, mailbox=True, mailbox_limits=limits, dht=False) as node:
         yield node
 
@@ -61,8 +54,8 @@ async def direct_messages(node: Node, count: int) -> list[DirectMessage]:
 async def test_offline_recipient_gets_everything_from_the_mailbox_and_receipts_come_back(
     tmp_path: Path,
 ) -> None:
-    alice_dir, _ = profile(tmp_path, "alice", 1)
-    bob_dir, bob_id = profile(tmp_path, "bob", 2)
+    alice_dir, _ = make_profile(tmp_path, "alice", 1)
+    bob_dir, bob_id = make_profile(tmp_path, "bob", 2)
     async with mailbox_node(tmp_path) as box:
         address = box.listen_addrs[0]
         async with Node.open(
@@ -114,8 +107,8 @@ async def test_offline_recipient_gets_everything_from_the_mailbox_and_receipts_c
 
 
 async def test_an_over_quota_mailbox_answers_and_the_outbox_shows_it(tmp_path: Path) -> None:
-    alice_dir, _ = profile(tmp_path, "alice", 1)
-    _, bob_id = profile(tmp_path, "bob", 2)
+    alice_dir, _ = make_profile(tmp_path, "alice", 1)
+    _, bob_id = make_profile(tmp_path, "bob", 2)
     async with mailbox_node(tmp_path, MailboxLimits(per_tag_bytes=3_000)) as box:
         async with Node.open(
             alice_dir, listen=LOCAL, mailboxes=[box.listen_addrs[0]], store_config=FAST, dht=False
@@ -140,7 +133,7 @@ async def test_an_over_quota_mailbox_answers_and_the_outbox_shows_it(tmp_path: P
 
 
 def test_status_of_an_unknown_message_is_a_clear_error(tmp_path: Path) -> None:
-    folder, _ = profile(tmp_path, "carol", 3)
+    folder, _ = make_profile(tmp_path, "carol", 3)
     runner = CliRunner()
     result = runner.invoke(app, ["status", "deadbeefdeadbeef", "--profile", str(folder)])
     assert result.exit_code != 0
@@ -148,8 +141,8 @@ def test_status_of_an_unknown_message_is_a_clear_error(tmp_path: Path) -> None:
 
 
 async def test_a_mailbox_answering_garbage_costs_nothing_already_accepted(tmp_path: Path) -> None:
-    alice_dir, _ = profile(tmp_path, "alice", 1)
-    _, bob_id = profile(tmp_path, "bob", 2)
+    alice_dir, _ = make_profile(tmp_path, "alice", 1)
+    _, bob_id = make_profile(tmp_path, "bob", 2)
     async with Node.open(identity=Identity(b"\x0b" * 32), listen=LOCAL, dht=False) as liar:
 
         async def garbage(stream: INetStream) -> None:
@@ -173,7 +166,7 @@ async def test_a_mailbox_answering_garbage_costs_nothing_already_accepted(tmp_pa
 
 
 async def test_a_full_disk_refuses_the_send_and_keeps_what_was_queued(tmp_path: Path) -> None:
-    _, bob_id = profile(tmp_path, "bob", 2)
+    _, bob_id = make_profile(tmp_path, "bob", 2)
     storage = SqliteStorage(tmp_path / "tiny.db", max_pages=40)
     async with Node.open(identity=Identity(b"\x0c" * 32), listen=LOCAL, storage=storage, dht=False) as alice:
         queued = []
