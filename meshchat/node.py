@@ -97,6 +97,9 @@ DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/0",)
 BOOTSTRAP_TIMEOUT = 10.0
 #: Seconds a DHT lookup of one PeerId may take.
 DHT_LOOKUP_TIMEOUT = 15.0
+#: Seconds a published message may wait to be written to a peer's stream before it counts as not
+#: relayed (the outbox retries it).
+PUBLISH_FLUSH_TIMEOUT = 10.0
 #: Seconds between attempts to reconnect to a configured mailbox that is down.
 MAILBOX_REDIAL = 5.0
 #: Seconds closing a node's connections may take.
@@ -446,10 +449,13 @@ class Node:
             self.events_dropped += 1
 
     async def _publish_envelope(self, action: PublishEnvelope) -> None:
-        await self._driver.publish(action.topic, action.envelope)
-        if action.message_id is not None:
-            peers = len(self._driver.router.topic_peers(action.topic))
-            self._perform(self._messenger.published(action.message_id, peers=peers, wall_now=time.time()))
+        if action.message_id is None:  # a receipt: nobody needs to hear back
+            await self._driver.publish(action.topic, action.envelope)
+            return
+        peers = 0
+        with trio.move_on_after(PUBLISH_FLUSH_TIMEOUT):
+            peers = await self._driver.publish_and_flush(action.topic, action.envelope)
+        self._perform(self._messenger.published(action.message_id, peers=peers, wall_now=time.time()))
 
     async def _call_mailbox(self, peer: str, request: MailboxRequest) -> None:
         try:

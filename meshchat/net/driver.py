@@ -171,10 +171,38 @@ class DriverStatistics:
     router: RouterStatistics
 
 
+class _Ticket:
+    """A tracked publish: which peers' queues its frames went into, at which position."""
+
+    __slots__ = ("marks", "routed")
+
+    def __init__(self) -> None:
+        self.routed = trio.Event()  # the router has handled the publish
+        self.marks: dict[PeerId, tuple[_Link, int]] = {}
+
+    def written(self) -> int:
+        return sum(1 for link, mark in self.marks.values() if link.written >= mark)
+
+    def settled(self) -> bool:
+        """Written to a peer, or no peer left that could still write it."""
+        return self.written() > 0 or not any(link.writable for link, _ in self.marks.values())
+
+
 class _Link:
     """One connected peer: its send queue, writer task and what the router was told."""
 
-    __slots__ = ("announced", "connections", "ip", "outbound", "queue", "receive", "scope", "writable")
+    __slots__ = (
+        "announced",
+        "connections",
+        "enqueued",
+        "ip",
+        "outbound",
+        "queue",
+        "receive",
+        "scope",
+        "writable",
+        "written",
+    )
 
     def __init__(self, *, outbound: bool, ip: str | None) -> None:
         self.outbound = outbound
@@ -182,6 +210,8 @@ class _Link:
         self.connections = 0
         self.announced = False  # the router has had PeerConnected
         self.writable = True  # False once our pubsub stream failed to open or to write
+        self.enqueued = 0  # frames put in the queue so far
+        self.written = 0  # frames written to the stream so far (the queue is FIFO)
         self.queue: trio.MemorySendChannel[bytes]
         self.receive: trio.MemoryReceiveChannel[bytes]
         self.queue, self.receive = trio.open_memory_channel[bytes](SEND_QUEUE_FRAMES)
@@ -267,6 +297,10 @@ class GossipDriver:
         self._nursery: trio.Nursery | None = None
         self._changed_event = trio.Event()
         self._inbound: InboundCounter | None = None
+        # Tracked publishes (``publish_and_flush``): keyed by the Publish input's id, the input kept.
+        self._tickets: dict[int, tuple[Publish, _Ticket]] = {}
+        self._marks: dict[PeerId, tuple[_Link, int]] | None = None  # set while routing a tracked one
+        self._flush_waiters = 0
 
     # --- the application's side -------------------------------------------------------------------
 
@@ -283,6 +317,21 @@ class GossipDriver:
     async def publish(self, topic: Topic, data: bytes) -> None:
         """Publish ``data`` on ``topic``."""
         await self._inputs_send.send(Publish(topic=topic, data=data))
+
+    async def publish_and_flush(self, topic: Topic, data: bytes) -> int:
+        """Publish ``data`` on ``topic`` and return once our stream to a peer took it: the number of
+        peers it has been written to (0: none had a writable stream for it)."""
+        publish = Publish(topic=topic, data=data)
+        ticket = _Ticket()
+        self._tickets[id(publish)] = (publish, ticket)
+        await self._inputs_send.send(publish)
+        await ticket.routed.wait()
+        self._flush_waiters += 1
+        try:
+            await self.wait_for(ticket.settled)
+        finally:
+            self._flush_waiters -= 1
+        return ticket.written()
 
     async def join(self, topic: Topic) -> None:
         """Subscribe to ``topic``."""
@@ -360,14 +409,27 @@ class GossipDriver:
             if event is None:
                 self._perform(router.on_timer(now=now))
                 continue
-            self._perform(router.handle(event, now=now))
+            self._handle(event, now)
             # Take whatever else is waiting before sleeping again: one wake-up, many inputs.
             for _ in range(INPUT_QUEUE):
                 try:
                     event = inputs.receive_nowait()
                 except trio.WouldBlock:
                     break
-                self._perform(router.handle(event, now=trio.current_time()))
+                self._handle(event, trio.current_time())
+
+    def _handle(self, event: RouterInput, now: float) -> None:
+        entry = self._tickets.pop(id(event), None) if self._tickets else None
+        if entry is None or entry[0] is not event:
+            self._perform(self._router.handle(event, now=now))
+            return
+        ticket = entry[1]
+        self._marks = ticket.marks
+        try:
+            self._perform(self._router.handle(event, now=now))
+        finally:
+            self._marks = None
+        ticket.routed.set()
 
     def _perform(self, actions: list[RouterAction]) -> None:
         self._changed()
@@ -399,6 +461,10 @@ class GossipDriver:
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             self._drops[NetDrop.SEND_QUEUE_FULL] += 1
             self._later.append(SendFailed(peer=peer))
+            return
+        link.enqueued += 1
+        if self._marks is not None:
+            self._marks[peer] = (link, link.enqueued)
 
     def _emit(self, event: NetEvent) -> None:
         try:
@@ -432,6 +498,7 @@ class GossipDriver:
         if link.connections > 0 and any(not c.is_closed for c in still_open):
             return
         del self._links[peer]
+        link.writable = False
         link.scope.cancel()
         link.queue.close()
         if link.announced:
@@ -474,6 +541,9 @@ class GossipDriver:
                             break
                     await stream.write(b"".join(batch))
                     self._frames_sent += len(batch)
+                    link.written += len(batch)
+                    if self._flush_waiters:
+                        self._changed()
             except Exception:  # any failure of this peer's stream ends its writer
                 await self._fail_link(peer, link)
         if stream is not None:
