@@ -269,8 +269,9 @@ class MailboxCore:
         except DecodeError as exc:
             return self._refuse(ErrorCode.BAD_REQUEST, str(exc))
         generation = self._storage.mailbox_last_number()
-        reply = Reconciler(self._storage.mailbox_items(request.tags)).respond(message)
-        return Synced(reconcile=encode_message(reply), generation=generation)
+        held = self._storage.mailbox_items(request.tags)
+        reply = Reconciler(held).respond(message)
+        return Synced(reconcile=encode_message(reply), generation=generation, held=len(held))
 
     def _tags_owned_by(self, peer: str, wall_now: float) -> frozenset[bytes]:
         """Every inbox tag ``peer``'s key has had within the longest TTL, and tomorrow's."""

@@ -98,6 +98,8 @@ __all__ = [
 RERECEIPT_INTERVAL = 60.0
 #: Duplicates remembered for ``RERECEIPT_INTERVAL`` (bounded: a replayer cannot grow it).
 _RERECEIPT_MEMORY = 10_000
+#: Receipts waiting for a mailbox's acknowledgement (bounded: each names up to 1,000 messages).
+MAX_UNSTORED_RECEIPTS = 10_000
 #: Seconds between sweeps of the seen window.
 SEEN_PRUNE_INTERVAL = 3600.0
 
@@ -118,6 +120,10 @@ class StoreConfig:
     ttl: int = DEFAULT_TTL
     #: Envelopes fetched per mailbox request.
     fetch_batch: int = 256
+    #: Longest wait between retries once a mailbox holds the message, seconds. Each retry publishes
+    #: it again, so a recipient whose receipt was lost sends another (it may also be long offline:
+    #: hence longer than ``retry_max``).
+    stored_retry_max: float = 4 * 3600.0
 
     def __post_init__(self) -> None:
         if self.mailbox_copies < 1 or self.retry_initial <= 0 or self.retry_max < self.retry_initial:
@@ -250,6 +256,7 @@ class _Sync:
     generation: int | None = None
     next_request: MailboxRequest | None = None
     done_reconciling: bool = False
+    held: int = 0
     carry: list[tuple[int, bytes]] = field(default_factory=list)
 
 
@@ -279,6 +286,10 @@ class Messenger:
         self._mailboxes: list[str] = []
         self._to_store: dict[str, OrderedDict[bytes, bytes]] = {}
         self._to_withdraw: dict[str, dict[bytes, None]] = {}
+        # Receipts no mailbox has acknowledged yet (tag, envelope, expiry), retried while they live;
+        # kept in memory: after a crash the sender's next retry earns a new receipt.
+        self._unstored_receipts: OrderedDict[bytes, tuple[bytes, bytes, int]] = OrderedDict()
+        self._receipt_retry: float | None = None
         self._busy: dict[str, MailboxRequest] = {}
         self._syncs: dict[str, _Sync] = {}
         self._next_sync: dict[str, float] = {}
@@ -288,6 +299,7 @@ class Messenger:
         self._counts: Counter[str] = Counter()
         self._tags_day = -1
         self._tags: frozenset[bytes] = frozenset()
+        self._owned: tuple[bytes, ...] = ()
         self._next_seen_prune = 0.0
         for record in storage.outbox_pending():
             if record.status in _RETRYING:
@@ -461,6 +473,7 @@ class Messenger:
         if new:
             for record in list(self._pending.values()):
                 actions += self._plan_stores(record)
+            self._requeue_receipts(wall_now)
         actions += self._start_due_syncs(wall_now)
         for peer in self._mailboxes:
             actions += self._pump(peer)
@@ -509,7 +522,10 @@ class Messenger:
         self._discarded["mailbox call failed"] += 1
         self._syncs.pop(peer, None)
         self._to_store.pop(peer, None)
-        self._next_sync[peer] = wall_now + self.config.sync_interval
+        if peer in self._mailboxes:  # (one that left has no next sync)
+            self._next_sync[peer] = wall_now + self.config.sync_interval
+        if self._unstored_receipts and self._receipt_retry is None:
+            self._receipt_retry = wall_now + self.config.retry_initial
         return []
 
     def on_timer(self, *, wall_now: float) -> list[Action]:
@@ -528,7 +544,8 @@ class Messenger:
                 moves.append((record, OutboxInput.EXPIRY_PASSED, None))
                 continue
             attempts = record.attempts + 1
-            wait = min(self.config.retry_max, self.config.retry_initial * 2**attempts)
+            cap = self.config.stored_retry_max if record.stored_on else self.config.retry_max
+            wait = min(cap, self.config.retry_initial * 2**attempts)
             retry = record.replace(
                 attempts=attempts,
                 next_attempt=min(wall_now + wait * (1 + 0.1 * self._rng.random()), record.expiry + 1.0),
@@ -543,10 +560,12 @@ class Messenger:
                 retried = [r.replace(next_attempt=wall_now + self.config.retry_initial) for r in due]
             for record in retried:
                 self._track(record)
-                if not record.stored_on:
-                    actions.append(self._publish(record))
+                actions.append(self._publish(record))
                 actions += self._plan_stores(record)
         actions += self._move(moves, wall_now)
+        if self._receipt_retry is not None and wall_now >= self._receipt_retry:
+            self._receipt_retry = None
+            self._requeue_receipts(wall_now)
         if wall_now >= self._next_seen_prune:
             self._next_seen_prune = wall_now + SEEN_PRUNE_INTERVAL
             self.storage.prune_seen(int(wall_now) - CLOCK_SKEW)
@@ -560,6 +579,8 @@ class Messenger:
         candidates = [t for p, t in self._next_sync.items() if p not in self._syncs]
         if self._timers:
             candidates.append(self._timers[0][0])
+        if self._receipt_retry is not None:
+            candidates.append(self._receipt_retry)
         return min(candidates) if candidates else None
 
     def statistics(self) -> MessengerStatistics:
@@ -663,6 +684,9 @@ class Messenger:
     def _stored(self, peer: str, response: Stored, wall_now: float) -> list[Action]:
         moves: list[tuple[OutboxRecord, OutboxInput, str | None]] = []
         for result in response.results:
+            if result.code is StoreCode.STORED and result.message_id in self._unstored_receipts:
+                del self._unstored_receipts[result.message_id]  # one mailbox holds it: enough
+                continue
             record = self._pending.get(result.message_id)
             if record is None:
                 # A receipt we stored for someone; or our message, whose receipt came back while this
@@ -722,10 +746,24 @@ class Messenger:
                 )
                 tag = inbox_tag(sender, epoch_of(wall_now))
                 actions.append(PublishEnvelope(topic=inbox_topic(tag), envelope=envelope, message_id=None))
-                self._queue_store(tag, message_id(envelope), envelope)
+                mid = message_id(envelope)
+                self._queue_store(tag, mid, envelope)
+                self._unstored_receipts[mid] = (tag, envelope, decode_envelope(envelope).expiry)
+                while len(self._unstored_receipts) > MAX_UNSTORED_RECEIPTS:
+                    self._unstored_receipts.popitem(last=False)
+                    self._discarded["receipt never stored (too many waiting)"] += 1
         for peer in self._mailboxes:
             actions += self._pump(peer)
         return actions
+
+    def _requeue_receipts(self, wall_now: float) -> None:
+        """Queue every receipt no mailbox acknowledged (dropping the expired ones) again."""
+        for mid, (tag, envelope, expiry) in list(self._unstored_receipts.items()):
+            if expiry < wall_now:
+                del self._unstored_receipts[mid]
+                self._discarded["receipt expired unstored"] += 1
+            elif not any(mid in queue for queue in self._to_store.values()):
+                self._queue_store(tag, mid, envelope)
 
     def _may_rereceipt(self, mid: bytes, wall_now: float) -> bool:
         last = self._rereceipted.get(mid)
@@ -741,7 +779,8 @@ class Messenger:
         day = epoch_of(wall_now)
         if day != self._tags_day:
             self._tags_day = day
-            self._tags = frozenset(owned_tags(self.identity.public, wall_now))
+            self._owned = owned_tags(self.identity.public, wall_now)
+            self._tags = frozenset(self._owned)
 
     # --- internals: mailbox calls ---------------------------------------------------------------
 
@@ -774,7 +813,8 @@ class Messenger:
             if peer in self._syncs or self._next_sync.get(peer, wall_now) > wall_now:
                 continue
             self._next_sync[peer] = wall_now + self.config.sync_interval
-            tags = owned_tags(self.identity.public, wall_now)
+            self._refresh_tags(wall_now)
+            tags = self._owned
             reconciler = Reconciler(self.storage.seen_items(tags))
             self._syncs[peer] = _Sync(
                 tags=tags,
@@ -789,6 +829,7 @@ class Messenger:
             return
         if sync.generation is None:
             sync.generation = response.generation
+            sync.held = response.held
         try:
             next_message, _have, need = sync.reconciler.reconcile(decode_message(response.reconcile))
         except DecodeError:
@@ -800,16 +841,19 @@ class Messenger:
             sync.next_request = SyncRequest(tags=sync.tags, reconcile=encode_message(next_message))
             return
         sync.done_reconciling = True
-        self._next_fetch_or_delete(sync)
+        self._next_fetch_or_delete(peer, sync)
 
-    def _next_fetch_or_delete(self, sync: _Sync) -> None:
+    def _next_fetch_or_delete(self, peer: str, sync: _Sync) -> None:
         if sync.need:
             batch = sync.need[: self.config.fetch_batch]
             del sync.need[: self.config.fetch_batch]
             sync.next_request = FetchRequest(message_ids=tuple(batch))
-        else:
+        elif sync.held or sync.carry:
             assert sync.generation is not None
             sync.next_request = DeleteRequest(tags=sync.tags, generation=sync.generation)
+        else:  # the mailbox held nothing for us: no delete to ask for
+            del self._syncs[peer]
+            self._counts["syncs"] += 1
 
     def _fetched(self, peer: str, request: FetchRequest, response: Fetched, wall_now: float) -> list[Action]:
         sync = self._syncs.get(peer)
@@ -834,5 +878,5 @@ class Messenger:
         if any(isinstance(a, StoreProblem) for a in actions):
             self._syncs.pop(peer, None)  # nothing deleted: the next sync fetches them again
         elif sync is not None:
-            self._next_fetch_or_delete(sync)
+            self._next_fetch_or_delete(peer, sync)
         return actions

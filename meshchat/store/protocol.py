@@ -3,7 +3,7 @@
 One request, one response, each a msgpack map with small integer keys (key 0 is the operation)::
 
     store   {0: 1, 1: [envelope, ...]}                ->  {0: 1, 6: [[id, code, detail], ...]}
-    sync    {0: 2, 2: [tag, ...], 3: reconcile msg}   ->  {0: 2, 3: reconcile msg, 5: generation}
+    sync    {0: 2, 2: [tag, ...], 3: reconcile msg}   ->  {0: 2, 3: reconcile msg, 5: generation, 7: held}
     fetch   {0: 3, 4: [id, ...]}                      ->  {0: 3, 1: [envelope, ...]}
     delete  {0: 4, 2: [tag, ...], 5: generation}      ->  {0: 4, 7: count}
     withdraw {0: 6, 4: [id, ...]}                     ->  {0: 4, 7: count}
@@ -189,6 +189,8 @@ class Synced:
     reconcile: bytes
     #: The mailbox's arrival counter now.
     generation: int
+    #: How many envelopes it holds for the tags (0: nothing to fetch or delete).
+    held: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -248,8 +250,10 @@ def encode_response(response: MailboxResponse) -> bytes:
         case Stored(results=results):
             rows = [[r.message_id, int(r.code), r.detail[:MAX_DETAIL]] for r in results]
             return _pack({_K_OP: _OP_STORE, _K_RESULTS: rows})
-        case Synced(reconcile=reconcile, generation=generation):
-            return _pack({_K_OP: _OP_SYNC, _K_RECONCILE: reconcile, _K_GENERATION: generation})
+        case Synced(reconcile=reconcile, generation=generation, held=held):
+            return _pack(
+                {_K_OP: _OP_SYNC, _K_RECONCILE: reconcile, _K_GENERATION: generation, _K_COUNT: held}
+            )
         case Fetched(envelopes=envelopes):
             return _pack({_K_OP: _OP_FETCH, _K_ENVELOPES: list(envelopes)})
         case Deleted(count=count):
@@ -355,10 +359,11 @@ def decode_response(data: bytes) -> MailboxResponse:
         _fields(value, {_K_RESULTS}, what)
         return Stored(results=_store_results(value[_K_RESULTS], what))
     if op == _OP_SYNC:
-        _fields(value, {_K_RECONCILE, _K_GENERATION}, what)
+        _fields(value, {_K_RECONCILE, _K_GENERATION, _K_COUNT}, what)
         return Synced(
             reconcile=_reconcile_bytes(value[_K_RECONCILE], what),
             generation=_uint(value[_K_GENERATION], what, "generation"),
+            held=_uint(value[_K_COUNT], what, "held"),
         )
     if op == _OP_FETCH:
         _fields(value, {_K_ENVELOPES}, what)
