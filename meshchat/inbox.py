@@ -27,7 +27,12 @@ CLOCK_SKEW = 600
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DirectMessage:
-    """A sealed message to this node that opened and verified."""
+    """A sealed message to this node that opened and verified.
+
+    Order: messages one sync brings from a mailbox reach the application in each sender's order
+    (for messages sent with the same TTL); messages that arrive live by gossip come as the network
+    delivers them. ``seq`` is the sender's order in every case: sort by it where order matters.
+    """
 
     #: Who signed it (proven).
     sender: PublicIdentity

@@ -96,13 +96,16 @@ async def kill_after(peer: JsonLinesProcess, condition: Callable[[], bool]) -> b
     return not finished(peer)
 
 
-def assert_inbox_exactly_once(tmp_path: Path) -> None:
+def assert_inbox_exactly_once(tmp_path: Path, *, in_order: bool = False) -> None:
     with SqliteStorage(tmp_path / "recipient" / STORE_FILE) as store:
         inbox = store.inbox_after(0, N * 2)
     bodies = [m.body.decode() for m in inbox]
     assert len(bodies) == N, f"{len(bodies)} messages in the inbox"
     assert sorted(bodies) == sorted(f"m{i}" for i in range(N))  # each exactly once
     assert [m.number for m in inbox] == list(range(1, N + 1))
+    if in_order:  # one sync brought them all: the app got them in the sender's order
+        assert bodies == [f"m{i}" for i in range(N)]
+        assert [m.seq for m in inbox] == list(range(1, N + 1))
 
 
 def queued(peer: JsonLinesProcess) -> int:
@@ -124,7 +127,7 @@ async def test_sender_killed_while_sending_loses_and_duplicates_nothing(tmp_path
         await run_to(sender, "all_stored")
         receiver = await start(*recipient_args(tmp_path, mailbox))
         await run_to(receiver, "done")
-    assert_inbox_exactly_once(tmp_path)
+    assert_inbox_exactly_once(tmp_path, in_order=True)
     printed = [e["body"] for e in receiver.events if e["event"] == "direct"]
     assert len(printed) == len(set(printed)) == N
 
