@@ -39,13 +39,10 @@ import random
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import TypeAlias
 
 import nacl.utils
 
 from meshchat.crypto import (
-    DEFAULT_TTL,
     MAX_TTL,
     epoch_of,
     inbox_tag,
@@ -57,6 +54,19 @@ from meshchat.crypto import (
 from meshchat.errors import DecodeError, MeshchatError, StorageError
 from meshchat.identity import Identity, KeyCache, PublicIdentity, RandomBytes
 from meshchat.store.mailbox import CLOCK_SKEW, owned_tags
+from meshchat.store.outbox import (
+    OUTBOX_TRANSITIONS,
+    RETRYING,
+    Action,
+    CallMailbox,
+    MessageReceived,
+    MessengerStatistics,
+    OutboxInput,
+    PublishEnvelope,
+    StatusChanged,
+    StoreConfig,
+    StoreProblem,
+)
 from meshchat.store.payload import MAX_RECEIPT_IDS, Chat, Receipt, ReceiptKind, decode_payload, encode_payload
 from meshchat.store.protocol import (
     MAX_FETCH_IDS,
@@ -94,6 +104,8 @@ __all__ = [
     "StoreProblem",
 ]
 
+_S = OutboxStatus
+
 #: Seconds before a duplicate of a message earns its sender another receipt.
 RERECEIPT_INTERVAL = 60.0
 #: Duplicates remembered for ``RERECEIPT_INTERVAL`` (bounded: a replayer cannot grow it).
@@ -102,148 +114,6 @@ _RERECEIPT_MEMORY = 10_000
 MAX_UNSTORED_RECEIPTS = 10_000
 #: Seconds between sweeps of the seen window.
 SEEN_PRUNE_INTERVAL = 3600.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoreConfig:
-    """Store-and-forward parameters."""
-
-    #: Mailboxes each message is stored on (redundancy against a mailbox going away).
-    mailbox_copies: int = 3
-    #: Seconds before the first retry; each later one waits twice as long.
-    retry_initial: float = 10.0
-    #: Longest wait between retries, seconds.
-    retry_max: float = 30 * 60.0
-    #: Seconds between syncs with each mailbox.
-    sync_interval: float = 60.0
-    #: Seconds a message lives unless the sender says otherwise.
-    ttl: int = DEFAULT_TTL
-    #: Envelopes fetched per mailbox request.
-    fetch_batch: int = 256
-    #: Longest wait between retries once a mailbox holds the message, seconds. Each retry publishes
-    #: it again, so a recipient whose receipt was lost sends another (it may also be long offline:
-    #: hence longer than ``retry_max``).
-    stored_retry_max: float = 4 * 3600.0
-
-    def __post_init__(self) -> None:
-        if self.mailbox_copies < 1 or self.retry_initial <= 0 or self.retry_max < self.retry_initial:
-            raise ValueError("mailbox_copies >= 1 and 0 < retry_initial <= retry_max are required")
-        if not 0 < self.fetch_batch <= MAX_FETCH_IDS or self.sync_interval <= 0:
-            raise ValueError(f"0 < fetch_batch <= {MAX_FETCH_IDS} and sync_interval > 0 are required")
-
-
-# --- the outbox state machine, as a table ---------------------------------------------------------
-
-
-class OutboxInput(Enum):
-    """What can happen to a sent message."""
-
-    #: The driver handed it to at least one peer on the inbox topic.
-    PUBLISHED = "published"
-    #: A mailbox acknowledged storing it.
-    MAILBOX_STORED = "mailbox stored"
-    #: The recipient's delivery receipt arrived.
-    DELIVERY_RECEIPT = "delivery receipt"
-    #: The recipient's read receipt arrived.
-    READ_RECEIPT = "read receipt"
-    #: Its expiry passed.
-    EXPIRY_PASSED = "expiry passed"
-    #: A mailbox refused it for good (too large, malformed).
-    REFUSED_FOR_GOOD = "refused for good"
-    #: A mailbox refused it for now (over quota, full): shown as the error, retried later.
-    REFUSED_FOR_NOW = "refused for now"
-
-
-_S, _I = OutboxStatus, OutboxInput
-#: ``(status, input) -> new status``. Pairs not listed leave the status as it is: network news comes
-#: late and out of order (a mailbox's ack after the receipt), and never moves a message backwards.
-OUTBOX_TRANSITIONS: dict[tuple[OutboxStatus, OutboxInput], OutboxStatus] = {
-    (_S.QUEUED, _I.PUBLISHED): _S.RELAYED,
-    (_S.QUEUED, _I.MAILBOX_STORED): _S.STORED,
-    (_S.RELAYED, _I.MAILBOX_STORED): _S.STORED,
-    **{(s, _I.DELIVERY_RECEIPT): _S.DELIVERED for s in (_S.QUEUED, _S.RELAYED, _S.STORED, _S.EXPIRED)},
-    **{(s, _I.READ_RECEIPT): _S.READ for s in (_S.QUEUED, _S.RELAYED, _S.STORED, _S.DELIVERED, _S.EXPIRED)},
-    **{(s, _I.EXPIRY_PASSED): _S.EXPIRED for s in (_S.QUEUED, _S.RELAYED, _S.STORED)},
-    **{(s, _I.REFUSED_FOR_GOOD): _S.FAILED for s in (_S.QUEUED, _S.RELAYED)},
-}
-#: Statuses in which a message is still being retried.
-_RETRYING = frozenset({_S.QUEUED, _S.RELAYED, _S.STORED})
-
-
-# --- actions ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PublishEnvelope:
-    """Publish ``envelope`` on gossip ``topic``; for an outbox message, report ``published``."""
-
-    #: The inbox shard topic.
-    topic: str
-    #: The envelope bytes.
-    envelope: bytes
-    #: The outbox message's id, or None for a receipt (nobody needs to hear back).
-    message_id: bytes | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallMailbox:
-    """Send ``request`` to mailbox ``peer``; report ``mailbox_replied`` or ``mailbox_failed``."""
-
-    #: The mailbox's PeerId.
-    peer: str
-    #: The request.
-    request: MailboxRequest
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MessageReceived:
-    """A message for the application, already in the inbox and the seen window."""
-
-    #: The stored message (``number`` is its place in the inbox).
-    message: InboxRecord
-    #: Who sent it (proven).
-    sender: PublicIdentity
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StatusChanged:
-    """A sent message moved on (or a mailbox reported a problem with it)."""
-
-    #: The message's id.
-    message_id: bytes
-    #: Its status now.
-    status: OutboxStatus
-    #: The last problem reported for it ("" if none).
-    error: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoreProblem:
-    """Local storage failed; what it concerned was not accepted and will be fetched or sent again."""
-
-    #: The error.
-    error: StorageError
-
-
-Action: TypeAlias = PublishEnvelope | CallMailbox | MessageReceived | StatusChanged | StoreProblem
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MessengerStatistics:
-    """What the messenger did, and what it discarded and why."""
-
-    #: Messages handed to the application.
-    received: int
-    #: Receipts accepted.
-    receipts: int
-    #: Mailbox syncs completed.
-    syncs: int
-    #: Envelopes discarded, by reason (duplicate, not ours, a mailbox's mistakes ...).
-    discarded: dict[str, int]
-    #: Envelopes with our tag that failed to open or verify, by error (forged, altered, expired).
-    rejected: dict[str, int]
-    #: Outbox records in each status that is still retrying.
-    pending: dict[str, int]
 
 
 @dataclass(slots=True)
@@ -302,7 +172,7 @@ class Messenger:
         self._owned: tuple[bytes, ...] = ()
         self._next_seen_prune = 0.0
         for record in storage.outbox_pending():
-            if record.status in _RETRYING:
+            if record.status in RETRYING:
                 self._track(record)
 
     # --- inputs from the application ------------------------------------------------------------
@@ -603,7 +473,7 @@ class Messenger:
     # --- internals: outbox ----------------------------------------------------------------------
 
     def _track(self, record: OutboxRecord) -> None:
-        if record.status not in _RETRYING:
+        if record.status not in RETRYING:
             self._pending.pop(record.message_id, None)
             return
         self._pending[record.message_id] = record
@@ -659,7 +529,7 @@ class Messenger:
 
     def _plan_stores(self, record: OutboxRecord) -> list[Action]:
         """Queue ``record`` for the mailboxes it still needs; start calls to idle ones."""
-        if record.status not in _RETRYING:
+        if record.status not in RETRYING:
             return []
         tag = decode_envelope(record.envelope).inbox_tag
         peers = self._queue_store(tag, record.message_id, record.envelope, record.stored_on)

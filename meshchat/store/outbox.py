@@ -1,0 +1,174 @@
+"""The store-and-forward core's vocabulary: its configuration, the outbox state table, the actions
+it asks its driver to perform, and its statistics (``meshchat.store.messenger`` is the core itself).
+
+Read ``OUTBOX_TRANSITIONS`` as the outbox's whole state machine (STYLE.md section 3): a message moves
+only on proven news, and never backwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import TypeAlias
+
+from meshchat.crypto import DEFAULT_TTL
+from meshchat.errors import StorageError
+from meshchat.identity import PublicIdentity
+from meshchat.store.protocol import MAX_FETCH_IDS, MailboxRequest
+from meshchat.store.storage import InboxRecord, OutboxStatus
+
+__all__ = [
+    "OUTBOX_TRANSITIONS",
+    "RETRYING",
+    "Action",
+    "CallMailbox",
+    "MessageReceived",
+    "MessengerStatistics",
+    "OutboxInput",
+    "PublishEnvelope",
+    "StatusChanged",
+    "StoreConfig",
+    "StoreProblem",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreConfig:
+    """Store-and-forward parameters."""
+
+    #: Mailboxes each message is stored on (redundancy against a mailbox going away).
+    mailbox_copies: int = 3
+    #: Seconds before the first retry; each later one waits twice as long.
+    retry_initial: float = 10.0
+    #: Longest wait between retries, seconds.
+    retry_max: float = 30 * 60.0
+    #: Seconds between syncs with each mailbox.
+    sync_interval: float = 60.0
+    #: Seconds a message lives unless the sender says otherwise.
+    ttl: int = DEFAULT_TTL
+    #: Envelopes fetched per mailbox request.
+    fetch_batch: int = 256
+    #: Longest wait between retries once a mailbox holds the message, seconds. Each retry publishes
+    #: it again, so a recipient whose receipt was lost sends another (it may also be long offline:
+    #: hence longer than ``retry_max``).
+    stored_retry_max: float = 4 * 3600.0
+
+    def __post_init__(self) -> None:
+        if self.mailbox_copies < 1 or self.retry_initial <= 0 or self.retry_max < self.retry_initial:
+            raise ValueError("mailbox_copies >= 1 and 0 < retry_initial <= retry_max are required")
+        if not 0 < self.fetch_batch <= MAX_FETCH_IDS or self.sync_interval <= 0:
+            raise ValueError(f"0 < fetch_batch <= {MAX_FETCH_IDS} and sync_interval > 0 are required")
+
+
+# --- the outbox state machine, as a table ---------------------------------------------------------
+
+
+class OutboxInput(Enum):
+    """What can happen to a sent message."""
+
+    #: The driver handed it to at least one peer on the inbox topic.
+    PUBLISHED = "published"
+    #: A mailbox acknowledged storing it.
+    MAILBOX_STORED = "mailbox stored"
+    #: The recipient's delivery receipt arrived.
+    DELIVERY_RECEIPT = "delivery receipt"
+    #: The recipient's read receipt arrived.
+    READ_RECEIPT = "read receipt"
+    #: Its expiry passed.
+    EXPIRY_PASSED = "expiry passed"
+    #: A mailbox refused it for good (too large, malformed).
+    REFUSED_FOR_GOOD = "refused for good"
+    #: A mailbox refused it for now (over quota, full): shown as the error, retried later.
+    REFUSED_FOR_NOW = "refused for now"
+
+
+_S, _I = OutboxStatus, OutboxInput
+#: ``(status, input) -> new status``. Pairs not listed leave the status as it is: network news comes
+#: late and out of order (a mailbox's ack after the receipt), and never moves a message backwards.
+OUTBOX_TRANSITIONS: dict[tuple[OutboxStatus, OutboxInput], OutboxStatus] = {
+    (_S.QUEUED, _I.PUBLISHED): _S.RELAYED,
+    (_S.QUEUED, _I.MAILBOX_STORED): _S.STORED,
+    (_S.RELAYED, _I.MAILBOX_STORED): _S.STORED,
+    **{(s, _I.DELIVERY_RECEIPT): _S.DELIVERED for s in (_S.QUEUED, _S.RELAYED, _S.STORED, _S.EXPIRED)},
+    **{(s, _I.READ_RECEIPT): _S.READ for s in (_S.QUEUED, _S.RELAYED, _S.STORED, _S.DELIVERED, _S.EXPIRED)},
+    **{(s, _I.EXPIRY_PASSED): _S.EXPIRED for s in (_S.QUEUED, _S.RELAYED, _S.STORED)},
+    **{(s, _I.REFUSED_FOR_GOOD): _S.FAILED for s in (_S.QUEUED, _S.RELAYED)},
+}
+#: Statuses in which a message is still being retried.
+RETRYING = frozenset({_S.QUEUED, _S.RELAYED, _S.STORED})
+
+
+# --- actions ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublishEnvelope:
+    """Publish ``envelope`` on gossip ``topic``; for an outbox message, report ``published``."""
+
+    #: The inbox shard topic.
+    topic: str
+    #: The envelope bytes.
+    envelope: bytes
+    #: The outbox message's id, or None for a receipt (nobody needs to hear back).
+    message_id: bytes | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallMailbox:
+    """Send ``request`` to mailbox ``peer``; report ``mailbox_replied`` or ``mailbox_failed``."""
+
+    #: The mailbox's PeerId.
+    peer: str
+    #: The request.
+    request: MailboxRequest
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageReceived:
+    """A message for the application, already in the inbox and the seen window."""
+
+    #: The stored message (``number`` is its place in the inbox).
+    message: InboxRecord
+    #: Who sent it (proven).
+    sender: PublicIdentity
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusChanged:
+    """A sent message moved on (or a mailbox reported a problem with it)."""
+
+    #: The message's id.
+    message_id: bytes
+    #: Its status now.
+    status: OutboxStatus
+    #: The last problem reported for it ("" if none).
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreProblem:
+    """Local storage failed; what it concerned was not accepted and will be fetched or sent again."""
+
+    #: The error.
+    error: StorageError
+
+
+Action: TypeAlias = PublishEnvelope | CallMailbox | MessageReceived | StatusChanged | StoreProblem
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessengerStatistics:
+    """What the messenger did, and what it discarded and why."""
+
+    #: Messages handed to the application.
+    received: int
+    #: Receipts accepted.
+    receipts: int
+    #: Mailbox syncs completed.
+    syncs: int
+    #: Envelopes discarded, by reason (duplicate, not ours, a mailbox's mistakes ...).
+    discarded: dict[str, int]
+    #: Envelopes with our tag that failed to open or verify, by error (forged, altered, expired).
+    rejected: dict[str, int]
+    #: Outbox records in each status that is still retrying.
+    pending: dict[str, int]
