@@ -37,7 +37,7 @@ BUSY = StoreScenario(
     online_mean=600.0,
     partition=(300.0, 1200.0),
     carrier_period=200.0,
-    seed=5,
+    seed=3,  # a seed whose run has calls lost on the link and calls cut by closing connections
 )
 
 

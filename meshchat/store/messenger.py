@@ -401,12 +401,13 @@ class Messenger:
     def on_timer(self, *, wall_now: float) -> list[Action]:
         """Retry, expire and sync what is due at ``wall_now``."""
         actions: list[Action] = []
-        due: list[OutboxRecord] = []
+        due_by_id: dict[bytes, OutboxRecord] = {}  # a record can sit in the heap twice at one time
         while self._timers and self._timers[0][0] <= wall_now:
             when, mid = heapq.heappop(self._timers)
             record = self._pending.get(mid)
             if record is not None and record.next_attempt == when:
-                due.append(record)
+                due_by_id[mid] = record
+        due = list(due_by_id.values())
         moves: list[tuple[OutboxRecord, OutboxInput, str | None]] = []
         retried: list[OutboxRecord] = []
         for record in due:
@@ -488,7 +489,9 @@ class Messenger:
     ) -> list[Action]:
         """Apply outbox inputs per ``OUTBOX_TRANSITIONS``; persist and report what changed."""
         changed: dict[bytes, OutboxRecord] = {}
+        before: dict[bytes, tuple[OutboxStatus, str]] = {}
         for record, event, error in moves:
+            before.setdefault(record.message_id, (record.status, record.error))
             current = changed.get(record.message_id, record)
             status = OUTBOX_TRANSITIONS.get((current.status, event), current.status)
             if status is current.status and error is None:
@@ -505,6 +508,8 @@ class Messenger:
         actions: list[Action] = []
         for record in changed.values():
             self._track(record)
+            if (record.status, record.error) == before[record.message_id]:
+                continue  # persisted (another mailbox holds it too), but nothing the app needs to hear
             actions.append(
                 StatusChanged(message_id=record.message_id, status=record.status, error=record.error)
             )
