@@ -253,6 +253,8 @@ class Messenger:
     def receive(self, envelopes: Sequence[bytes], *, wall_now: float) -> list[Action]:
         """Envelopes arrived (by gossip, or fetched from a mailbox): accept what is ours and new."""
         fresh = self._screen(envelopes, wall_now)
+        if not fresh:  # a relay's everyday case: envelopes for others, no storage touched
+            return []
         seen = self.storage.seen(fresh)
         actions: list[Action] = []
         chats: list[tuple[InboxRecord, PublicIdentity, SeenEntry]] = []
