@@ -36,6 +36,7 @@ from libp2p.relay.circuit_v2.discovery import RelayDiscovery
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.tools.anyio_service import background_trio_service
+from multiaddr import Multiaddr
 
 from meshchat.contacts import Contact, Contacts
 from meshchat.crypto import (
@@ -104,6 +105,24 @@ PUBLISH_FLUSH_TIMEOUT = 10.0
 MAILBOX_REDIAL = 5.0
 #: Seconds closing a node's connections may take.
 CLOSE_TIMEOUT = 5.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class _Options:
+    """``Node.open``'s settings, passed on to ``Node._run`` as one record."""
+
+    mdns: bool
+    config: GossipConfig | None
+    score_params: ScoreParams | None
+    validator: Validator | None
+    signed_topics: tuple[str, ...]
+    inbox: bool
+    relay_inbox_shards: bool
+    dht: bool
+    circuit_relay: bool
+    mailbox: bool
+    mailbox_limits: MailboxLimits | None
+    store_config: StoreConfig | None
 
 
 class MessageHandle:
@@ -232,13 +251,57 @@ class Node:
                 raise ValueError("give a profile folder or an identity")
             identity = load_identity(Path(profile_dir) / KEY_FILE, passphrase)
         contacts = Contacts(Path(profile_dir)) if profile_dir is not None else None
-        if storage is None:
-            storage = (
-                SqliteStorage(Path(profile_dir) / STORE_FILE) if profile_dir is not None else MemoryStorage()
-            )
         mailbox_addrs = [_peer_info(a) for a in mailboxes]
         listen_addrs = [parse_multiaddr(a) for a in listen]
         bootstrap_infos = [_peer_info(a) for a in bootstrap]
+        opened: SqliteStorage | None = None  # the store this node opened, closed when it stops
+        if storage is None:
+            if profile_dir is None:
+                storage = MemoryStorage()
+            else:
+                storage = opened = SqliteStorage(Path(profile_dir) / STORE_FILE)
+        with contextlib.closing(opened) if opened is not None else contextlib.nullcontext():
+            async with cls._run(
+                identity,
+                contacts,
+                storage,
+                listen_addrs,
+                bootstrap_infos,
+                mailbox_addrs,
+                options=_Options(
+                    mdns=mdns,
+                    config=config,
+                    score_params=score_params,
+                    validator=validator,
+                    signed_topics=tuple(signed_topics),
+                    inbox=inbox,
+                    relay_inbox_shards=relay_inbox_shards,
+                    dht=dht,
+                    circuit_relay=circuit_relay,
+                    mailbox=mailbox,
+                    mailbox_limits=mailbox_limits,
+                    store_config=store_config,
+                ),
+            ) as node:
+                yield node
+
+    @classmethod
+    @asynccontextmanager
+    async def _run(  # noqa: PLR0917 (the parts Node.open checked and opened, in order)
+        cls,
+        identity: Identity,
+        contacts: Contacts | None,
+        storage: Storage,
+        listen_addrs: list[Multiaddr],
+        bootstrap_infos: list[PeerInfo],
+        mailbox_addrs: list[PeerInfo],
+        *,
+        options: _Options,
+    ) -> AsyncIterator[Node]:
+        """Build the host, router, driver and store cores; run them until the caller is done."""
+        mdns, config, score_params = options.mdns, options.config, options.score_params
+        validator, signed_topics = options.validator, options.signed_topics
+        store_config, mailbox, mailbox_limits = options.store_config, options.mailbox, options.mailbox_limits
         inbound = InboundCounter()
         host = build_host(identity, mdns=mdns, inbound=inbound)
         config = config or GossipConfig()
@@ -266,10 +329,10 @@ class Node:
             async with host.run(listen_addrs), contextlib.AsyncExitStack() as services:
                 nursery = await node._start(
                     services,
-                    dht=dht,
-                    circuit_relay=circuit_relay,
-                    inbox=inbox,
-                    relay_inbox_shards=relay_inbox_shards,
+                    dht=options.dht,
+                    circuit_relay=options.circuit_relay,
+                    inbox=options.inbox,
+                    relay_inbox_shards=options.relay_inbox_shards,
                     bootstrap=bootstrap_infos,
                     mailboxes=mailbox_addrs,
                 )
@@ -280,8 +343,6 @@ class Node:
                     inbound.closing = True
                     await node._hang_up()
                 nursery.cancel_scope.cancel()
-            if isinstance(storage, SqliteStorage):
-                storage.close()
         except BaseExceptionGroup as group:
             # trio wraps whatever ends a nursery (an error of ours, or of the caller's ``async with``
             # body) in exception groups; one error is raised as itself, as callers expect.

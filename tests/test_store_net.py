@@ -16,7 +16,7 @@ from libp2p.custom_types import TProtocol
 from typer.testing import CliRunner
 
 from meshchat.cli import app
-from meshchat.errors import StorageError
+from meshchat.errors import NetworkError, StorageError
 from meshchat.gossip.rpc import frame
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
@@ -24,7 +24,7 @@ from meshchat.node import Node
 from meshchat.store.mailbox import MailboxLimits
 from meshchat.store.messenger import StatusChanged, StoreConfig
 from meshchat.store.protocol import MAILBOX_PROTOCOL
-from meshchat.store.sqlite import SqliteStorage
+from meshchat.store.sqlite import STORE_FILE, SqliteStorage
 from meshchat.store.storage import OutboxStatus
 from meshchat.wire import Invite
 
@@ -177,3 +177,16 @@ async def test_a_full_disk_refuses_the_send_and_keeps_what_was_queued(tmp_path: 
         kept = {r.message_id for r in alice.outbox(1000)}
         assert kept == {h.message_id for h in queued}
         assert all(h.status is OutboxStatus.QUEUED for h in queued)
+    # The caller's store is the caller's: the node leaves it open, with everything it accepted.
+    assert len(storage.outbox_recent(1000)) == len(queued)
+    storage.close()
+
+
+async def test_a_profile_store_is_closed_even_when_opening_the_node_fails(tmp_path: Path) -> None:
+    folder, _ = make_profile(tmp_path, "alice", 1)
+    nobody = Identity(b"\x0d" * 32).public.peer_id
+    with pytest.raises(NetworkError):  # the store was open by then: bootstrap comes after it
+        async with Node.open(folder, listen=LOCAL, bootstrap=[f"/ip4/127.0.0.1/tcp/1/p2p/{nobody}"]):
+            pass
+    # sqlite removes the WAL file when the last connection closes: the node closed its own.
+    assert (folder / STORE_FILE).exists() and not (folder / f"{STORE_FILE}-wal").exists()
