@@ -38,7 +38,6 @@ import heapq
 import random
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 import nacl.utils
 
@@ -86,8 +85,8 @@ from meshchat.store.protocol import (
     WithdrawRequest,
     batches,
 )
-from meshchat.store.reconcile import Reconciler, decode_message, encode_message
 from meshchat.store.storage import InboxRecord, OutboxRecord, OutboxStatus, SeenEntry, Storage
+from meshchat.store.sync import SyncSession, SyncState
 from meshchat.wire import decode_envelope, message_id
 
 __all__ = [
@@ -114,20 +113,6 @@ _RERECEIPT_MEMORY = 10_000
 MAX_UNSTORED_RECEIPTS = 10_000
 #: Seconds between sweeps of the seen window.
 SEEN_PRUNE_INTERVAL = 3600.0
-
-
-@dataclass(slots=True)
-class _Sync:
-    """One sync with one mailbox: reconcile, fetch, delete."""
-
-    tags: tuple[bytes, ...]
-    reconciler: Reconciler
-    need: list[bytes] = field(default_factory=list)
-    generation: int | None = None
-    next_request: MailboxRequest | None = None
-    done_reconciling: bool = False
-    held: int = 0
-    carry: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 class Messenger:
@@ -161,7 +146,7 @@ class Messenger:
         self._unstored_receipts: OrderedDict[bytes, tuple[bytes, bytes, int]] = OrderedDict()
         self._receipt_retry: float | None = None
         self._busy: dict[str, MailboxRequest] = {}
-        self._syncs: dict[str, _Sync] = {}
+        self._syncs: dict[str, SyncSession] = {}
         self._next_sync: dict[str, float] = {}
         self._rereceipted: OrderedDict[bytes, float] = OrderedDict()
         self._discarded: Counter[str] = Counter()
@@ -372,8 +357,7 @@ class Messenger:
             case Fetched() if isinstance(request, FetchRequest):
                 actions += self._fetched(peer, request, response, wall_now)
             case Deleted() if isinstance(request, DeleteRequest):
-                self._syncs.pop(peer, None)
-                self._counts["syncs"] += 1
+                self._end_sync(peer)
             case Deleted() if isinstance(request, WithdrawRequest):
                 self._counts["withdrawn"] += response.count
             case MailboxError():
@@ -665,17 +649,15 @@ class Messenger:
         """Start the next call to ``peer`` if none is in flight: sync steps first, then stores."""
         if peer in self._busy or peer not in self._mailboxes:
             return []
-        request: MailboxRequest | None = None
         sync = self._syncs.get(peer)
-        if sync is not None and sync.next_request is not None:
-            request, sync.next_request = sync.next_request, None
-        elif self._to_store.get(peer):
+        request = sync.take_request() if sync is not None else None
+        if request is None and self._to_store.get(peer):
             queue = self._to_store[peer]
             batch = batches(list(queue.values()))[0]
             for _ in batch:
                 queue.popitem(last=False)
             request = StoreRequest(envelopes=batch)
-        elif self._to_withdraw.get(peer):
+        if request is None and self._to_withdraw.get(peer):
             ids = list(self._to_withdraw[peer])[:MAX_FETCH_IDS]
             for mid in ids:
                 del self._to_withdraw[peer][mid]
@@ -692,68 +674,41 @@ class Messenger:
             self._next_sync[peer] = wall_now + self.config.sync_interval
             self._refresh_tags(wall_now)
             tags = self._owned
-            reconciler = Reconciler(self.storage.seen_items(tags))
-            self._syncs[peer] = _Sync(
-                tags=tags,
-                reconciler=reconciler,
-                next_request=SyncRequest(tags=tags, reconcile=encode_message(reconciler.initiate())),
+            self._syncs[peer] = SyncSession(
+                tags, self.storage.seen_items(tags), fetch_batch=self.config.fetch_batch
             )
         return []
 
     def _synced(self, peer: str, response: Synced) -> None:
         sync = self._syncs.get(peer)
-        if sync is None or sync.done_reconciling:
+        if sync is None:
             return
-        if sync.generation is None:
-            sync.generation = response.generation
-            sync.held = response.held
         try:
-            next_message, _have, need = sync.reconciler.reconcile(decode_message(response.reconcile))
+            sync.synced(response)
         except DecodeError:
             self._discarded["mailbox sent a bad reconcile message"] += 1
-            self._syncs.pop(peer, None)
-            return
-        sync.need += need
-        if next_message is not None:
-            sync.next_request = SyncRequest(tags=sync.tags, reconcile=encode_message(next_message))
-            return
-        sync.done_reconciling = True
-        self._next_fetch_or_delete(peer, sync)
-
-    def _next_fetch_or_delete(self, peer: str, sync: _Sync) -> None:
-        if sync.need:
-            batch = sync.need[: self.config.fetch_batch]
-            del sync.need[: self.config.fetch_batch]
-            sync.next_request = FetchRequest(message_ids=tuple(batch))
-        elif sync.held or sync.carry:
-            assert sync.generation is not None
-            sync.next_request = DeleteRequest(tags=sync.tags, generation=sync.generation)
-        else:  # the mailbox held nothing for us: no delete to ask for
             del self._syncs[peer]
-            self._counts["syncs"] += 1
+            return
+        if sync.state is SyncState.DONE:
+            self._end_sync(peer)
 
     def _fetched(self, peer: str, request: FetchRequest, response: Fetched, wall_now: float) -> list[Action]:
         sync = self._syncs.get(peer)
-        asked = set(request.message_ids)
-        envelopes = [e for e in response.envelopes if message_id(e) in asked]
-        if len(envelopes) != len(response.envelopes):
-            self._discarded["mailbox sent envelopes not asked for"] += len(response.envelopes) - len(
-                envelopes
-            )
-        # Same-TTL messages from one sender keep their order: ``need`` comes in (expiry, id) order, and
-        # envelopes sharing the batch's last expiry wait for the next batch, which may hold more of them.
-        dated = [(decode_envelope(e).expiry, e) for e in envelopes]
-        if sync is not None:
-            dated = sync.carry + dated
-            sync.carry = []
-            if sync.need and dated:
-                last = max(expiry for expiry, _ in dated)
-                sync.carry = [d for d in dated if d[0] == last]
-                dated = [d for d in dated if d[0] != last]
-        envelopes = [e for _, e in dated]
+        if sync is None:  # abandoned meanwhile: still ours to accept
+            envelopes, unasked = SyncSession((), (), fetch_batch=1).fetched(request, response)
+        else:
+            envelopes, unasked = sync.fetched(request, response)
+        if unasked:
+            self._discarded["mailbox sent envelopes not asked for"] += unasked
         actions = self.receive(envelopes, wall_now=wall_now)
         if any(isinstance(a, StoreProblem) for a in actions):
             self._syncs.pop(peer, None)  # nothing deleted: the next sync fetches them again
         elif sync is not None:
-            self._next_fetch_or_delete(peer, sync)
+            sync.accepted()
+            if sync.state is SyncState.DONE:
+                self._end_sync(peer)
         return actions
+
+    def _end_sync(self, peer: str) -> None:
+        if self._syncs.pop(peer, None) is not None:
+            self._counts["syncs"] += 1
