@@ -31,10 +31,6 @@ from libp2p.abc import IHost
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
-from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
-from libp2p.relay.circuit_v2.discovery import RelayDiscovery
-from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
-from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
@@ -67,6 +63,7 @@ from meshchat.net import (
     parse_multiaddr,
 )
 from meshchat.net.mailbox import MailboxServer, call_mailbox, supports_mailbox
+from meshchat.net.relay import CircuitRelay
 from meshchat.store.mailbox import MailboxCore, MailboxLimits, MailboxStatistics
 from meshchat.store.messenger import (
     Action,
@@ -196,7 +193,7 @@ class Node:
         #: Events the application did not take in time (its queue was full), counted, not kept.
         self.events_dropped = 0
         self._dht: KadDHT | None = None
-        self._relay: _CircuitRelay | None = None
+        self._relay: CircuitRelay | None = None
 
     @classmethod
     @asynccontextmanager
@@ -374,7 +371,7 @@ class Node:
         if dht:
             self._dht = KadDHT(host, DHTMode.SERVER)
             await services.enter_async_context(background_trio_service(self._dht))
-        self._relay = await services.enter_async_context(_CircuitRelay.running(host, hop=circuit_relay))
+        self._relay = await services.enter_async_context(CircuitRelay.running(host, hop=circuit_relay))
         if self._mailbox is not None:
             self._mailbox_server = MailboxServer(host, self._mailbox)
         nursery = await services.enter_async_context(trio.open_nursery())
@@ -430,14 +427,6 @@ class Node:
         if actions and isinstance(to, Contact):
             await self.reach(to)
         self._perform(actions)
-        return handle
-
-    async def send_and_wait(
-        self, to: Contact | PublicIdentity | str, body: bytes | str, *, until: OutboxStatus
-    ) -> MessageHandle:
-        """``send``, then wait until the message is at least ``until`` (or expired, or failed)."""
-        handle = await self.send(to, body)
-        await handle.wait_until(until)
         return handle
 
     def outbox(self, limit: int = 100) -> list[OutboxRecord]:
@@ -761,27 +750,6 @@ class Node:
         drops = dict(stats.drops)
         drops[NetDrop.EVENT_QUEUE_FULL] += self.events_dropped
         return dataclasses.replace(stats, drops=drops)
-
-
-class _CircuitRelay:
-    """py-libp2p's circuit relay v2 on one host: the protocol (hop if asked), the transport to dial
-    ``/p2p-circuit`` addresses, and relay discovery to make reservations."""
-
-    def __init__(self, protocol: CircuitV2Protocol, transport: CircuitV2Transport) -> None:
-        self.protocol = protocol
-        self.transport = transport
-        self.discovery = transport.discovery
-
-    @classmethod
-    @asynccontextmanager
-    async def running(cls, host: IHost, *, hop: bool) -> AsyncIterator[_CircuitRelay]:
-        protocol = CircuitV2Protocol(host, allow_hop=hop)
-        roles = RelayRole.STOP | RelayRole.CLIENT | (RelayRole.HOP if hop else RelayRole(0))
-        async with background_trio_service(protocol):
-            transport = CircuitV2Transport(host, protocol, RelayConfig(roles=roles))
-            transport.discovery = RelayDiscovery(host, auto_reserve=False)
-            async with background_trio_service(transport.discovery):
-                yield cls(protocol, transport)
 
 
 def _only_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
