@@ -101,7 +101,11 @@ def find_outbox_record(store: SqliteStorage, message_id: str) -> OutboxRecord:
         if record is not None:
             return record
     elif len(text) >= 8:
-        matches = [r for r in store.outbox_recent(100_000) if r.message_id.hex().startswith(text)]
+        # Two tell "unique" from "ambiguous"; an odd digit count searches the byte prefix before it, so
+        # take more (records sharing 4+ bytes of a random id are rare) and filter on the last digit.
+        limit = 2 if len(text) % 2 == 0 else 64
+        found = store.outbox_with_prefix(raw, limit)
+        matches = [r for r in found if r.message_id.hex().startswith(text)]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:

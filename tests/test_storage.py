@@ -133,6 +133,18 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
 # --- outbox ----------------------------------------------------------------------------------------
 
 
+def test_outbox_with_prefix_finds_records_by_the_start_of_their_id(store: Storage) -> None:
+    top = dataclasses.replace(outbox_record(9), message_id=b"\xff" * 32)
+    store.outbox_add([outbox_record(2), outbox_record(256), outbox_record(1), outbox_record(255), top])
+    zeros = bytes(31)  # mid(n) is n in 32 big-endian bytes: 1, 2 and 255 share 31 zero bytes
+    assert [r.message_id for r in store.outbox_with_prefix(zeros, ALL)] == [mid(1), mid(2), mid(255)]
+    assert [r.message_id for r in store.outbox_with_prefix(zeros, 2)] == [mid(1), mid(2)]
+    assert store.outbox_with_prefix(mid(256), ALL) == [outbox_record(256)]
+    assert store.outbox_with_prefix(b"\xff\xff", ALL) == [top]
+    assert store.outbox_with_prefix(b"\x01", ALL) == []
+    assert store.outbox_with_prefix(b"", ALL) == []  # an empty prefix finds nothing, not everything
+
+
 def test_outbox_get_returns_the_record_as_added(store: Storage) -> None:
     record = outbox_record(1, ref="Grüße-1").replace(
         attempts=3,

@@ -184,6 +184,14 @@ def _outbox_row(record: OutboxRecord) -> tuple[object, ...]:
     )
 
 
+def _after_prefix(prefix: bytes) -> bytes:
+    """The smallest byte string greater than every string starting with ``prefix``."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return b"\xff" * 33  # longer than any id: an upper bound for an all-0xff prefix
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
 def _outbox_record(row: Sequence[Any]) -> OutboxRecord:
     try:
         status = OutboxStatus(row[7])
@@ -380,6 +388,18 @@ class SqliteStorage:
                 f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE ref = ? AND ref != ''", (ref,)
             ).fetchone()
         return None if row is None else _outbox_record(row)
+
+    def outbox_with_prefix(self, prefix: bytes, limit: int) -> list[OutboxRecord]:
+        """See ``Storage``: a range scan of the primary key, in id order."""
+        if not prefix:
+            return []
+        with self._transaction("outbox_with_prefix", write=False) as db:
+            rows = db.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE message_id >= ? AND message_id < ? "
+                "ORDER BY message_id LIMIT ?",
+                (prefix, _after_prefix(prefix), limit),
+            ).fetchall()
+        return [_outbox_record(row) for row in rows]
 
     def outbox_pending(self) -> list[OutboxRecord]:
         """See ``Storage``: oldest (first added) first."""

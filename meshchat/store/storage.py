@@ -170,6 +170,10 @@ class Storage(Protocol):
         """The record sent with idempotency key ``ref``, if any."""
         ...
 
+    def outbox_with_prefix(self, prefix: bytes, limit: int) -> list[OutboxRecord]:
+        """Up to ``limit`` records whose id starts with ``prefix`` (non-empty), in id order."""
+        ...
+
     def outbox_pending(self) -> list[OutboxRecord]:
         """Records not in a terminal status, in the order they were added."""
         ...
@@ -292,6 +296,14 @@ class MemoryStorage:
         """See ``Storage``."""
         message_id = self._refs.get(ref)
         return None if message_id is None else self._outbox[message_id]
+
+    def outbox_with_prefix(self, prefix: bytes, limit: int) -> list[OutboxRecord]:
+        """See ``Storage``."""
+        if not prefix:
+            return []
+        return sorted(
+            (r for i, r in self._outbox.items() if i.startswith(prefix)), key=lambda r: r.message_id
+        )[:limit]
 
     def outbox_pending(self) -> list[OutboxRecord]:
         """See ``Storage``."""
