@@ -183,7 +183,6 @@ class Node:
         self._messenger = messenger
         self._mailbox = mailbox
         self._mailbox_server: MailboxServer | None = None
-        self._mailbox_peers: list[str] = []
         #: Configured mailboxes that could not be dialled at start, with the reason.
         self.unreachable_mailboxes: dict[str, str] = {}
         self._nursery: trio.Nursery | None = None
@@ -547,16 +546,19 @@ class Node:
 
     async def _probe_mailbox(self, peer: str) -> None:
         """A peer joined: if it serves the mailbox protocol, store on it and sync from it."""
-        if peer in self._mailbox_peers or not await supports_mailbox(self._host, peer):
+        if peer in self._messenger.mailboxes or not await supports_mailbox(self._host, peer):
             return
-        if peer not in self._mailbox_peers:
-            self._mailbox_peers.append(peer)
-            self._perform(self._messenger.mailboxes_changed(self._mailbox_peers, wall_now=time.time()))
+        if peer in self._messenger.mailboxes or not self._host.get_network().connections.get(
+            ID.from_base58(peer)
+        ):
+            return  # found meanwhile by another probe, or gone while we asked
+        mailboxes = [*self._messenger.mailboxes, peer]
+        self._perform(self._messenger.mailboxes_changed(mailboxes, wall_now=time.time()))
 
     def _mailbox_left(self, peer: str) -> None:
-        if peer in self._mailbox_peers:
-            self._mailbox_peers.remove(peer)
-            self._perform(self._messenger.mailboxes_changed(self._mailbox_peers, wall_now=time.time()))
+        if peer in self._messenger.mailboxes:
+            mailboxes = [p for p in self._messenger.mailboxes if p != peer]
+            self._perform(self._messenger.mailboxes_changed(mailboxes, wall_now=time.time()))
 
     def inbox_topic(self, wall_now: float | None = None) -> str:
         """The inbox shard topic this node's envelopes travel on today (or at unix time ``wall_now``)."""
