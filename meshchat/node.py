@@ -455,8 +455,18 @@ class Node:
         return self._messenger.statistics()
 
     def mailbox_statistics(self) -> MailboxStatistics | None:
-        """What this node holds for others as a mailbox (None if it is not one)."""
-        return None if self._mailbox is None else self._mailbox.statistics()
+        """What this node holds for others as a mailbox (None if it is not one). ``refused`` also
+        counts streams refused before a request could be read (undecodable, broken)."""
+        if self._mailbox is None:
+            return None
+        stats = self._mailbox.statistics()
+        server = self._mailbox_server
+        if server is None or not server.refused:
+            return stats
+        refused = dict(stats.refused)
+        for reason, count in server.refused.items():
+            refused[reason] = refused.get(reason, 0) + count
+        return dataclasses.replace(stats, refused=refused)
 
     # --- store-and-forward: performing the messenger's actions -------------------------------------
 

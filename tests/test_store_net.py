@@ -13,17 +13,18 @@ import trio
 from conftest import make_profile
 from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
 from typer.testing import CliRunner
 
 from meshchat.cli import app
 from meshchat.errors import NetworkError, StorageError
-from meshchat.gossip.rpc import frame
+from meshchat.gossip.rpc import FrameDecoder, frame
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
 from meshchat.node import Node
 from meshchat.store.mailbox import MailboxLimits
 from meshchat.store.messenger import StatusChanged, StoreConfig
-from meshchat.store.protocol import MAILBOX_PROTOCOL
+from meshchat.store.protocol import MAILBOX_PROTOCOL, MAX_FRAME, ErrorCode, MailboxError, decode_response
 from meshchat.store.sqlite import STORE_FILE, SqliteStorage
 from meshchat.store.storage import OutboxStatus
 from meshchat.wire import Invite
@@ -190,3 +191,19 @@ async def test_a_profile_store_is_closed_even_when_opening_the_node_fails(tmp_pa
             pass
     # sqlite removes the WAL file when the last connection closes: the node closed its own.
     assert (folder / STORE_FILE).exists() and not (folder / f"{STORE_FILE}-wal").exists()
+
+
+async def test_a_mailbox_counts_requests_it_cannot_read(tmp_path: Path) -> None:
+    async with (
+        mailbox_node(tmp_path) as box,
+        Node.open(identity=Identity(b"\x0e" * 32), listen=LOCAL, dht=False) as peer,
+    ):
+        await peer.connect(box.listen_addrs[0])
+        stream = await peer.host.new_stream(ID.from_base58(box.peer_id), [TProtocol(MAILBOX_PROTOCOL)])
+        await stream.write(frame(b"\xc1 not msgpack"))
+        frames = FrameDecoder(max_frame_size=MAX_FRAME).feed(await stream.read(4096))
+        answer = decode_response(frames[0])
+        assert isinstance(answer, MailboxError) and answer.code is ErrorCode.BAD_REQUEST
+        await stream.close()
+        held = box.mailbox_statistics()
+        assert held is not None and held.refused.get("bad request") == 1
