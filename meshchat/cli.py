@@ -415,6 +415,12 @@ def invite(
         list[str] | None,
         typer.Option("--addr", metavar="MULTIADDR", help="Address where you can be reached; repeatable."),
     ] = None,
+    mailbox: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="MULTIADDR", help="A mailbox you sync from (ends in /p2p/<PeerId>); repeatable."
+        ),
+    ] = None,
     qr: Annotated[
         Path | None, typer.Option("--qr", metavar="FILE.png", help="Also save the invite as a QR code PNG.")
     ] = None,
@@ -430,7 +436,9 @@ def invite(
     identity = _load_identity(folder)
     display_name = _read_profile_name(folder) if name is None else name
     try:
-        card = Invite.create(identity, name=display_name, addrs=tuple(addr or ()))
+        card = Invite.create(
+            identity, name=display_name, addrs=tuple(addr or ()), mailboxes=tuple(mailbox or ())
+        )
     except BadInvite as exc:
         raise CommandError(f"cannot create the invite: {exc.problem}") from exc
     token = card.to_text()

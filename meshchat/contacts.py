@@ -54,6 +54,11 @@ class Contact:
         """Where their invite says they can be reached."""
         return self.invite.addrs
 
+    @property
+    def mailboxes(self) -> tuple[str, ...]:
+        """The mailboxes their invite says they sync from (messages for them are stored there)."""
+        return self.invite.mailboxes
+
 
 class Contacts:
     """The contacts of one profile folder, loaded at construction, saved on every change."""

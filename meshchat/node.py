@@ -98,6 +98,8 @@ DHT_LOOKUP_TIMEOUT = 15.0
 #: Seconds a published message may wait to be written to a peer's stream before it counts as not
 #: relayed (the outbox retries it).
 PUBLISH_FLUSH_TIMEOUT = 10.0
+#: Seconds to wait for a contact just dialled to subscribe to its inbox shard before publishing.
+SUBSCRIPTION_WAIT = 5.0
 #: Seconds between attempts to reconnect to a configured mailbox that is down.
 MAILBOX_REDIAL = 5.0
 #: Seconds closing a node's connections may take.
@@ -366,6 +368,8 @@ class Node:
     ) -> trio.Nursery:
         """Start the DHT, circuit relay, driver and event translation inside ``services``; join the
         inbox topics; dial the bootstrap peers. Returns the nursery the node's tasks run in."""
+        for contact in self._contacts or ():  # receipts and messages for them go to their mailboxes
+            self._prefer_mailboxes_of(contact)
         host, driver = self._host, self._driver
         if dht:
             self._dht = KadDHT(host, DHTMode.SERVER)
@@ -415,18 +419,40 @@ class Node:
         stored on mailboxes, and retried until the recipient's receipt comes back or it expires
         (``ttl`` seconds, default a week). ``ref`` is an idempotency key: sending again with a ref
         already in the outbox returns that message instead of sending a second one. Returns a handle
-        whose ``status`` says where the message is.
+        whose ``status`` says where the message is. It does not wait for the network: a contact not
+        connected yet is dialled (at its invite's addresses and mailboxes) in the background, and the
+        message published again once that worked.
         """
         if isinstance(to, str):
             to = self.contacts.find(to)
         recipient = to.public if isinstance(to, Contact) else to
+        if isinstance(to, Contact):
+            self._prefer_mailboxes_of(to)
         data = body.encode("utf-8") if isinstance(body, str) else body
         record, actions = self._messenger.send(recipient, data, wall_now=time.time(), ref=ref, ttl=ttl)
-        handle = MessageHandle(self, record)
-        if actions and isinstance(to, Contact):
-            await self.reach(to)
         self._perform(actions)
-        return handle
+        if actions and isinstance(to, Contact) and not self._connected_to(to.peer_id):
+            assert self._nursery is not None
+            self._nursery.start_soon(self._reach_and_publish, to, record.message_id)
+        return MessageHandle(self, record)
+
+    def _connected_to(self, peer_id: str) -> bool:
+        return bool(self._host.get_network().connections.get(ID.from_base58(peer_id)))
+
+    def _prefer_mailboxes_of(self, contact: Contact) -> None:
+        peers = [str(_peer_info(a).peer_id) for a in contact.mailboxes]
+        self._messenger.prefer_mailboxes(contact.public, peers)
+
+    async def _reach_and_publish(self, contact: Contact, mid: bytes) -> None:
+        """Dial ``contact`` (and its mailboxes); once it hears us on its inbox shard, publish again."""
+        await self.reach(contact)
+        if not self._connected_to(contact.peer_id):
+            return  # the outbox retries it, and its mailboxes keep it
+        topic = inbox_topic(inbox_tag(contact.public, epoch_of(time.time())))
+        router = self._driver.router
+        with trio.move_on_after(SUBSCRIPTION_WAIT):  # its subscription comes a round trip later
+            await self.wait_for(lambda: contact.peer_id in router.topic_peers(topic))
+        self._perform(self._messenger.retry_now(mid, wall_now=time.time()))
 
     def outbox(self, limit: int = 100) -> list[OutboxRecord]:
         """The ``limit`` most recently sent messages, newest first, with their status."""
@@ -513,7 +539,7 @@ class Node:
             return
         peers = 0
         with trio.move_on_after(PUBLISH_FLUSH_TIMEOUT):
-            peers = await self._driver.publish_and_flush(action.topic, action.envelope)
+            peers = await self._driver.publish_and_flush(action.topic, action.envelope, again=action.again)
         self._perform(self._messenger.published(action.message_id, peers=peers, wall_now=time.time()))
 
     async def _call_mailbox(self, peer: str, request: MailboxRequest) -> None:
@@ -576,9 +602,13 @@ class Node:
         return inbox_topic(inbox_tag(self.identity.public, epoch_of(now)))
 
     async def reach(self, contact: Contact) -> None:
-        """Dial ``contact`` at its invite's addresses if not connected (best effort: relays may carry it)."""
-        network = self._host.get_network()
-        if any(str(peer) == contact.peer_id for peer in network.connections):
+        """Dial ``contact``'s mailboxes and ``contact`` itself at its invite's addresses, or by the DHT,
+        where not connected (best effort: relays and mailboxes may carry it)."""
+        for address in contact.mailboxes:
+            with contextlib.suppress(BadAddress, NetworkError):
+                if not self._connected_to(str(_peer_info(address).peer_id)):
+                    await self.connect(address)
+        if self._connected_to(contact.peer_id):
             return
         for address in contact.addrs:
             full = address if "/p2p/" in address else f"{address}/p2p/{contact.peer_id}"

@@ -195,8 +195,11 @@ async def test_a_peer_behind_a_circuit_relay_is_reached_through_its_reservation(
             relayed = await dave.reserve(relay.listen_addrs[0])
         assert relayed == f"{relay.listen_addrs[0]}/p2p-circuit/p2p/{dave.peer_id}"
         alice.contacts.add(Invite.create(dave_id, name="Dave", addrs=[relayed]).to_text())
-        await alice.send("Dave", "hello?")  # dials the relayed address in Dave's invite
-        conns = {str(p): c for p, c in alice.host.get_network().connections.items()}
+        await alice.send("Dave", "hello?")  # dials the relayed address in Dave's invite (in the background)
+        network = alice.host.get_network()
+        with trio.fail_after(WAIT):
+            await alice.wait_for(lambda: any(str(p) == dave.peer_id for p in network.connections))
+        conns = {str(p): c for p, c in network.connections.items()}
         assert dave.peer_id in conns
         through = [str(a) for c in conns[dave.peer_id] for a in c.get_transport_addresses()]
         assert any("/p2p-circuit" in a for a in through), through  # not a direct connection

@@ -9,6 +9,7 @@ decoding, not only when creating.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import unicodedata
 from pathlib import Path
 
@@ -463,3 +464,22 @@ def test_qr_code_of_the_largest_ascii_invite() -> None:
         Invite.create(ALICE, name="x" * MAX_NAME_LENGTH, addrs=addrs)
     invite = Invite.create(ALICE, name="x" * MAX_NAME_LENGTH, addrs=addrs[:-1])
     assert isinstance(invite.qr(), segno.QRCode)
+
+
+def test_an_invite_names_the_mailboxes_its_owner_syncs_from() -> None:
+    owner = Identity(b"\x07" * 32)
+    mailbox_peer = Identity(b"\x08" * 32).public.peer_id
+    box = f"/ip4/192.0.2.1/tcp/4002/p2p/{mailbox_peer}"
+    invite = Invite.create(owner, name="Bob", mailboxes=[box])
+    again = Invite.from_text(invite.to_text())
+    assert again.mailboxes == (box,) and again == invite
+    plain = Invite.create(owner, name="Bob")
+    assert Invite.from_text(plain.to_text()).mailboxes == ()
+    body = plain.to_text().removeprefix("MESHCHAT:")
+    raw = base64.b32decode(body + "=" * (-len(body) % 8))
+    assert set(msgpack.unpackb(raw[1:], strict_map_key=False)) == {1, 2, 3, 4}  # as before field 5
+    with pytest.raises(BadInvite, match="p2p"):
+        Invite.create(owner, mailboxes=["/ip4/192.0.2.1/tcp/4002"])  # no PeerId: unusable
+    tampered = dataclasses.replace(invite, mailboxes=(box.replace("4002", "4003"),))
+    with pytest.raises(BadSignature):
+        Invite.from_text(tampered.to_text())

@@ -172,6 +172,28 @@ def test_a_line_forwards_across_hops_and_duplicates_are_dropped() -> None:
     assert net.routers["n00"].statistics().drops[DropReason.DUPLICATE] == 1
 
 
+def test_publishing_again_sends_a_seen_message_once_more_but_nobody_delivers_it_twice() -> None:
+    net = full_mesh(["a", "b"])
+    net.disconnect("a", "b")  # the first publish reaches nobody (the recipient is away)
+    net.input("a", Publish(topic=TOPIC, data=b"retry me"))
+    net.settle()
+    net.connect("a", "b")
+    net.settle()
+    net.join_all()
+    net.input("a", Publish(topic=TOPIC, data=b"retry me"))  # plain: a duplicate, dropped
+    net.settle()
+    assert net.delivered["b"] == []
+    before = len(net.sent)
+    net.input("a", Publish(topic=TOPIC, data=b"retry me", again=True))
+    net.settle()
+    assert [d.data for d in net.delivered["b"]] == [b"retry me"]
+    assert len(net.sent) > before
+    assert net.routers["a"].statistics().published == 1  # one message, sent twice
+    net.input("a", Publish(topic=TOPIC, data=b"retry me", again=True))  # b has it: dropped there
+    net.settle()
+    assert len(net.delivered["b"]) == 1
+
+
 def test_a_ring_delivers_once_per_node_despite_two_paths() -> None:
     ring = names(6)
     net = Net(ring)

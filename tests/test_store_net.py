@@ -207,3 +207,22 @@ async def test_a_mailbox_counts_requests_it_cannot_read(tmp_path: Path) -> None:
         await stream.close()
         held = box.mailbox_statistics()
         assert held is not None and held.refused.get("bad request") == 1
+
+
+async def test_a_sender_stores_on_the_mailboxes_named_in_the_recipients_invite(tmp_path: Path) -> None:
+    alice_dir, _ = make_profile(tmp_path, "alice", 1)
+    bob_dir, bob_id = make_profile(tmp_path, "bob", 2)
+    async with mailbox_node(tmp_path) as box:
+        # Alice knows no mailbox of her own: Bob's invite names the one he syncs from.
+        bob_invite = Invite.create(bob_id, name="Bob", mailboxes=[box.listen_addrs[0]])
+        async with Node.open(alice_dir, listen=LOCAL, store_config=FAST, dht=False) as alice:
+            alice.contacts.add(bob_invite.to_text())
+            handle = await alice.send("Bob", "found your mailbox in your invite")
+            with trio.fail_after(WAIT):
+                await handle.wait_until(OutboxStatus.STORED)
+            assert handle.record.stored_on == (box.peer_id,)
+        async with Node.open(
+            bob_dir, listen=LOCAL, mailboxes=[box.listen_addrs[0]], store_config=FAST, dht=False
+        ) as bob:
+            got = await direct_messages(bob, 1)
+            assert got[0].body == b"found your mailbox in your invite"

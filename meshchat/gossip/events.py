@@ -117,6 +117,9 @@ class Publish:
     topic: Topic
     #: The payload.
     data: bytes
+    #: A retry: a message this router already saw goes to the publish targets once more instead of
+    #: being dropped as a duplicate (store-and-forward publishes until the recipient's receipt comes).
+    again: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

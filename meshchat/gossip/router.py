@@ -234,8 +234,8 @@ class GossipRouter:
         match event:
             case RpcReceived(peer=peer, rpc=rpc):
                 self._on_rpc(peer, rpc, now)
-            case Publish(topic=topic, data=data):
-                self._publish(topic, data, now)
+            case Publish(topic=topic, data=data, again=again):
+                self._publish(topic, data, now, again=again)
             case PeerConnected():
                 self._on_connected(event, now)
             case PeerDisconnected(peer=peer):
@@ -376,7 +376,7 @@ class GossipRouter:
 
     # --- publishing and forwarding ----------------------------------------------------------------
 
-    def _publish(self, topic: Topic, data: bytes, now: float) -> None:
+    def _publish(self, topic: Topic, data: bytes, now: float, *, again: bool = False) -> None:
         message = PubMessage(topic=topic, data=data)
         if topic in self._signed_topics:
             if self._signer is None:
@@ -385,12 +385,13 @@ class GossipRouter:
             mid = signed_message_id(message)
         else:
             mid = self._message_id(data)
-        if mid in self._seen:
+        if mid not in self._seen:
+            self._seen.add(mid, now=now, valid=True)
+            self._mcache.put(mid, message)
+            self._published += 1
+        elif not again:
             self._drop(DropReason.DUPLICATE)
             return
-        self._seen.add(mid, now=now, valid=True)
-        self._mcache.put(mid, message)
-        self._published += 1
         if self.config.flood_publish:
             targets = {
                 p for p in self._gossipsub_peers(topic) if self._score_of(p, now) >= self._publish_threshold

@@ -318,10 +318,10 @@ class GossipDriver:
         """Publish ``data`` on ``topic``."""
         await self._inputs_send.send(Publish(topic=topic, data=data))
 
-    async def publish_and_flush(self, topic: Topic, data: bytes) -> int:
-        """Publish ``data`` on ``topic`` and return once our stream to a peer took it: the number of
-        peers it has been written to (0: none had a writable stream for it)."""
-        publish = Publish(topic=topic, data=data)
+    async def publish_and_flush(self, topic: Topic, data: bytes, *, again: bool = False) -> int:
+        """Publish ``data`` on ``topic`` (``again``: once more, see ``Publish``) and return once our
+        stream to a peer took it: the number of peers it has been written to (0: none could)."""
+        publish = Publish(topic=topic, data=data, again=again)
         ticket = _Ticket()
         self._tickets[id(publish)] = (publish, ticket)
         await self._inputs_send.send(publish)

@@ -141,9 +141,11 @@ class Messenger:
         self._mailboxes: list[str] = []
         self._to_store: dict[str, OrderedDict[bytes, bytes]] = {}
         self._to_withdraw: dict[str, dict[bytes, None]] = {}
-        # Receipts no mailbox has acknowledged yet (tag, envelope, expiry), retried while they live;
-        # kept in memory: after a crash the sender's next retry earns a new receipt.
-        self._unstored_receipts: OrderedDict[bytes, tuple[bytes, bytes, int]] = OrderedDict()
+        # Receipts no mailbox has acknowledged yet (tag, envelope, expiry, preferred mailboxes), retried
+        # while they live; kept in memory: after a crash the sender's next retry earns a new receipt.
+        self._unstored_receipts: OrderedDict[bytes, tuple[bytes, bytes, int, tuple[str, ...]]] = OrderedDict()
+        # Each contact's own mailboxes (from their invite), by public key: stores for them go there.
+        self._preferred: dict[bytes, tuple[str, ...]] = {}
         self._receipt_retry: float | None = None
         self._busy: dict[str, MailboxRequest] = {}
         self._syncs: dict[str, SyncSession] = {}
@@ -217,6 +219,22 @@ class Messenger:
     ) -> list[Action]:
         """Tell ``sender`` that the app read ``message_ids`` (a signed, sealed read receipt)."""
         return self._receipts({sender: list(message_ids)}, ReceiptKind.READ, wall_now)
+
+    def retry_now(self, message_id: bytes, *, wall_now: float) -> list[Action]:
+        """Publish a pending message again now (the driver just reached its recipient)."""
+        record = self._pending.get(message_id)
+        if record is None:
+            return []
+        return [self._publish(record, again=True), *self._plan_stores(record)]
+
+    def prefer_mailboxes(self, recipient: PublicIdentity, peers: Sequence[str]) -> None:
+        """``recipient`` syncs from mailboxes ``peers`` (PeerIds, from their invite): every message and
+        receipt for them is stored on one of these whenever one is reachable, besides the usual
+        rendezvous choice."""
+        if peers:
+            self._preferred[recipient.ed25519] = tuple(peers)
+        else:
+            self._preferred.pop(recipient.ed25519, None)
 
     def status(self, message_id: bytes) -> OutboxRecord | None:
         """The outbox record of a sent message, if it is ours."""
@@ -417,7 +435,7 @@ class Messenger:
                 retried = [r.replace(next_attempt=wall_now + self.config.retry_initial) for r in due]
             for record in retried:
                 self._track(record)
-                actions.append(self._publish(record))
+                actions.append(self._publish(record, again=True))
                 actions += self._plan_stores(record)
         actions += self._move(moves, wall_now)
         if self._receipt_retry is not None and wall_now >= self._receipt_retry:
@@ -466,9 +484,11 @@ class Messenger:
         self._pending[record.message_id] = record
         heapq.heappush(self._timers, (record.next_attempt, record.message_id))
 
-    def _publish(self, record: OutboxRecord) -> PublishEnvelope:
+    def _publish(self, record: OutboxRecord, *, again: bool = False) -> PublishEnvelope:
         tag = decode_envelope(record.envelope).inbox_tag
-        return PublishEnvelope(topic=inbox_topic(tag), envelope=record.envelope, message_id=record.message_id)
+        return PublishEnvelope(
+            topic=inbox_topic(tag), envelope=record.envelope, message_id=record.message_id, again=again
+        )
 
     def _move(
         self, moves: Sequence[tuple[OutboxRecord, OutboxInput, str | None]], wall_now: float
@@ -523,23 +543,35 @@ class Messenger:
         if record.status not in RETRYING:
             return []
         tag = decode_envelope(record.envelope).inbox_tag
-        peers = self._queue_store(tag, record.message_id, record.envelope, record.stored_on)
+        preferred = self._preferred.get(record.recipient, ())
+        peers = self._queue_store(tag, record.message_id, record.envelope, record.stored_on, preferred)
         return [a for peer in peers for a in self._pump(peer)]
 
     def _queue_store(
-        self, tag: bytes, mid: bytes, envelope: bytes, stored_on: Sequence[str] = ()
+        self,
+        tag: bytes,
+        mid: bytes,
+        envelope: bytes,
+        stored_on: Sequence[str] = (),
+        preferred: Sequence[str] = (),
     ) -> list[str]:
-        """Queue an envelope for the mailboxes it still needs; return them."""
-        missing = self.config.mailbox_copies - len(stored_on)
+        """Queue an envelope for the mailboxes it still needs; return them. One of the recipient's own
+        (``preferred``, from their invite) comes first while none holds it; the rest in rendezvous
+        order up to ``mailbox_copies``."""
         chosen: list[str] = []
+        reachable = [p for p in preferred if p in self._mailboxes]
+        if reachable and not any(p in stored_on for p in preferred):
+            chosen.append(reachable[0])
+        missing = self.config.mailbox_copies - len(stored_on) - len(chosen)
         for peer in self._ranked_mailboxes(tag):
             if missing <= 0:
                 break
-            if peer in stored_on:
+            if peer in stored_on or peer in chosen:
                 continue
-            self._to_store.setdefault(peer, OrderedDict())[mid] = envelope
             chosen.append(peer)
             missing -= 1
+        for peer in chosen:
+            self._to_store.setdefault(peer, OrderedDict())[mid] = envelope
         return chosen
 
     def _stored(self, peer: str, response: Stored, wall_now: float) -> list[Action]:
@@ -608,8 +640,9 @@ class Messenger:
                 tag = inbox_tag(sender, epoch_of(wall_now))
                 actions.append(PublishEnvelope(topic=inbox_topic(tag), envelope=envelope, message_id=None))
                 mid = message_id(envelope)
-                self._queue_store(tag, mid, envelope)
-                self._unstored_receipts[mid] = (tag, envelope, decode_envelope(envelope).expiry)
+                preferred = self._preferred.get(sender.ed25519, ())
+                self._queue_store(tag, mid, envelope, (), preferred)
+                self._unstored_receipts[mid] = (tag, envelope, decode_envelope(envelope).expiry, preferred)
                 while len(self._unstored_receipts) > MAX_UNSTORED_RECEIPTS:
                     self._unstored_receipts.popitem(last=False)
                     self._discarded["receipt never stored (too many waiting)"] += 1
@@ -619,12 +652,12 @@ class Messenger:
 
     def _requeue_receipts(self, wall_now: float) -> None:
         """Queue every receipt no mailbox acknowledged (dropping the expired ones) again."""
-        for mid, (tag, envelope, expiry) in list(self._unstored_receipts.items()):
+        for mid, (tag, envelope, expiry, preferred) in list(self._unstored_receipts.items()):
             if expiry < wall_now:
                 del self._unstored_receipts[mid]
                 self._discarded["receipt expired unstored"] += 1
             elif not any(mid in queue for queue in self._to_store.values()):
-                self._queue_store(tag, mid, envelope)
+                self._queue_store(tag, mid, envelope, (), preferred)
 
     def _may_rereceipt(self, mid: bytes, wall_now: float) -> bool:
         last = self._rereceipted.get(mid)

@@ -111,6 +111,8 @@ class PublishEnvelope:
     envelope: bytes
     #: The outbox message's id, or None for a receipt (nobody needs to hear back).
     message_id: bytes | None
+    #: A retry: the gossip router publishes it again although it has seen it.
+    again: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

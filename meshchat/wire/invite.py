@@ -3,9 +3,12 @@
 Text form: ``MESHCHAT:`` followed by unpadded RFC 4648 base32 of ``version byte || msgpack map``::
 
     1: Ed25519 public key (32)   2: display name (str)   3: multiaddrs (array of str)   4: signature (64)
+    5: mailboxes (array of multiaddrs ending in /p2p/<PeerId>; present only when not empty)
 
-The signature covers a domain string, the version and the canonical encoding of fields 1-3, so changing
-any character of the token is detected. Base32 upper case fits the QR alphanumeric mode (denser codes)
+The signature covers a domain string, the version and the canonical encoding of every field but 4, so
+changing any character of the token is detected. Field 5 names the mailboxes the inviter syncs from:
+senders store messages for it there. An invite without mailboxes is byte for byte what it was before
+field 5 existed. Base32 upper case fits the QR alphanumeric mode (denser codes)
 and survives being read aloud or retyped in either case.
 
 An invite proves only that its holder of the key wrote it; a person still compares safety numbers.
@@ -46,7 +49,8 @@ MAX_INVITE_TEXT = 3391
 _ALLOWED_FORMAT_CHARACTERS = frozenset("\u200c\u200d")
 _PRINTABLE_ASCII = frozenset(chr(c) for c in range(0x21, 0x7F))
 _SIGNING_DOMAIN = b"meshchat/invite/v1\x00"
-_K_KEY, _K_NAME, _K_ADDRS, _K_SIGNATURE = 1, 2, 3, 4
+_K_KEY, _K_NAME, _K_ADDRS, _K_SIGNATURE, _K_MAILBOXES = 1, 2, 3, 4, 5
+_REQUIRED = frozenset({_K_KEY, _K_NAME, _K_ADDRS, _K_SIGNATURE})
 
 
 def _check_name(name: object) -> str:
@@ -61,9 +65,9 @@ def _check_name(name: object) -> str:
     return name
 
 
-def _check_addrs(addrs: object) -> tuple[str, ...]:
+def _check_addrs(addrs: object, *, what: str = "addresses") -> tuple[str, ...]:
     if not isinstance(addrs, tuple) or len(addrs) > MAX_ADDRS:
-        raise BadInvite(f"addresses must be a sequence of at most {MAX_ADDRS} multiaddrs")
+        raise BadInvite(f"{what} must be a sequence of at most {MAX_ADDRS} multiaddrs")
     for addr in addrs:
         if (
             not isinstance(addr, str)
@@ -85,17 +89,30 @@ class Invite:
     name: str
     #: Multiaddrs where the inviter may be reached, possibly none.
     addrs: tuple[str, ...]
-    #: The inviter's signature over the fields above.
+    #: The inviter's signature over the other fields.
     signature: bytes
+    #: Mailboxes the inviter syncs from (multiaddrs ending in ``/p2p/<PeerId>``), possibly none.
+    mailboxes: tuple[str, ...] = ()
 
     @classmethod
-    def create(cls, identity: Identity, *, name: str = "", addrs: Sequence[str] = ()) -> Invite:
+    def create(
+        cls, identity: Identity, *, name: str = "", addrs: Sequence[str] = (), mailboxes: Sequence[str] = ()
+    ) -> Invite:
         """Sign an invite for ``identity``. Raises ``BadInvite`` for a name or address out of limits."""
         name = _check_name(unicodedata.normalize("NFC", name))
         checked_addrs = _check_addrs(tuple(addrs))
+        checked_mailboxes = _check_mailboxes(tuple(mailboxes))
         fields: dict[int, object] = {_K_KEY: identity.public.ed25519, _K_NAME: name, _K_ADDRS: checked_addrs}
+        if checked_mailboxes:
+            fields[_K_MAILBOXES] = checked_mailboxes
         signature = identity.sign(_signed(fields))
-        invite = cls(public=identity.public, name=name, addrs=checked_addrs, signature=signature)
+        invite = cls(
+            public=identity.public,
+            name=name,
+            addrs=checked_addrs,
+            signature=signature,
+            mailboxes=checked_mailboxes,
+        )
         size = len(invite.to_text())
         if size > MAX_INVITE_TEXT:
             raise BadInvite(f"the invite would be {size:,} characters; the limit is {MAX_INVITE_TEXT:,}")
@@ -103,12 +120,14 @@ class Invite:
 
     def to_text(self) -> str:
         """The token to paste or send: ``MESHCHAT:`` + base32."""
-        fields = {
+        fields: dict[int, object] = {
             _K_KEY: self.public.ed25519,
             _K_NAME: self.name,
             _K_ADDRS: self.addrs,
             _K_SIGNATURE: self.signature,
         }
+        if self.mailboxes:
+            fields[_K_MAILBOXES] = self.mailboxes
         raw = bytes([INVITE_VERSION]) + pack(fields)
         return INVITE_PREFIX + base64.b32encode(raw).decode("ascii").rstrip("=")
 
@@ -136,23 +155,34 @@ class Invite:
             fields = unpack_canonical(raw[1:], what="invite", limit=MAX_INVITE_TEXT)
         except DecodeError as exc:
             raise BadInvite(exc.problem) from exc
-        if not isinstance(fields, dict) or fields.keys() != {_K_KEY, _K_NAME, _K_ADDRS, _K_SIGNATURE}:
-            raise BadInvite("expected a map with keys 1-4")
+        if not isinstance(fields, dict) or not _REQUIRED <= fields.keys() <= _REQUIRED | {_K_MAILBOXES}:
+            raise BadInvite("expected a map with keys 1-4 (and 5, mailboxes)")
         signature = fields.pop(_K_SIGNATURE)
         if not isinstance(signature, bytes):
             raise BadInvite("signature is not bytes")
         name, addrs = _check_name(fields[_K_NAME]), _check_addrs(fields[_K_ADDRS])
+        mailboxes = _check_mailboxes(fields.get(_K_MAILBOXES, ()))
+        if _K_MAILBOXES in fields and not mailboxes:
+            raise BadInvite("an empty mailbox list is left out, not written (one invite, one text)")
         key = fields[_K_KEY]
         try:
             public = PublicIdentity.from_bytes(key)
         except DecodeError as exc:
             raise BadInvite(f"public key: {exc.problem}") from exc
         public.verify(_signed(fields), signature, what="invite")
-        return cls(public=public, name=name, addrs=addrs, signature=signature)
+        return cls(public=public, name=name, addrs=addrs, signature=signature, mailboxes=mailboxes)
 
     def qr(self) -> segno.QRCode:
         """A QR code of the token; ``.save("invite.png")`` or ``.terminal()`` it."""
         return segno.make_qr(self.to_text(), error="m")
+
+
+def _check_mailboxes(mailboxes: object) -> tuple[str, ...]:
+    checked = _check_addrs(mailboxes, what="mailboxes")
+    for addr in checked:
+        if "/p2p/" not in addr:
+            raise BadInvite(f"a mailbox address must end in /p2p/<PeerId>: {addr[:40]!r}")
+    return checked
 
 
 def _signed(fields: dict[int, object]) -> bytes:
