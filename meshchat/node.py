@@ -440,7 +440,10 @@ class Node:
         return bool(self._host.get_network().connections.get(ID.from_base58(peer_id)))
 
     def _prefer_mailboxes_of(self, contact: Contact) -> None:
-        peers = [str(_peer_info(a).peer_id) for a in contact.mailboxes]
+        peers = []
+        for address in contact.mailboxes:
+            with contextlib.suppress(BadAddress):  # an unusable one in an invite is skipped, not fatal
+                peers.append(str(_peer_info(address).peer_id))
         self._messenger.prefer_mailboxes(contact.public, peers)
 
     async def _reach_and_publish(self, contact: Contact, mid: bytes) -> None:

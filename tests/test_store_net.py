@@ -17,6 +17,7 @@ from libp2p.peer.id import ID
 from typer.testing import CliRunner
 
 from meshchat.cli import app
+from meshchat.contacts import Contacts
 from meshchat.errors import NetworkError, StorageError
 from meshchat.gossip.rpc import FrameDecoder, frame
 from meshchat.identity import Identity
@@ -226,3 +227,14 @@ async def test_a_sender_stores_on_the_mailboxes_named_in_the_recipients_invite(t
         ) as bob:
             got = await direct_messages(bob, 1)
             assert got[0].body == b"found your mailbox in your invite"
+
+
+async def test_an_unusable_mailbox_address_in_an_invite_is_skipped(tmp_path: Path) -> None:
+    alice_dir, _ = make_profile(tmp_path, "alice", 1)
+    _, bob_id = make_profile(tmp_path, "bob", 2)
+    nobody = Identity(b"\x0f" * 32).public.peer_id
+    odd = Invite.create(bob_id, name="Bob", mailboxes=[f"/not-a-protocol/1/p2p/{nobody}"])
+    Contacts(alice_dir).add(odd.to_text())
+    async with Node.open(alice_dir, listen=LOCAL, store_config=FAST, dht=False) as alice:  # opens
+        handle = await alice.send("Bob", "still queued")
+        assert handle.status is OutboxStatus.QUEUED
