@@ -1,27 +1,31 @@
 """The simulator figures the gossip issue asks for, each printed next to its target.
 
-Run: python benchmarks/bench_sim.py [--scale S] [--seed N] [--big]
+Run: python benchmarks/bench_sim.py [--scale S] [--seed N] [--workers W] [--big]
 
 Scenarios (at ``--scale 1``, the issue's sizes): 1,000 nodes, D=6, 50-150 ms links, 1,000 messages
 from random publishers at 10 messages/s, with IDONTWANT on and off; the same with 10 % link loss;
 1,000 honest nodes plus 4,000 Sybils that never forward, scoring on and off; large messages (16 KiB
-bodies, 1 MB/s uplinks), where IDONTWANT has time to act, on and off; and the speed run. ``--big``
-adds 10,000 nodes (fast path, default router settings). ``--scale 0.1`` runs everything at a tenth of
-the nodes and messages, for a quick look.
+bodies, 1 MB/s uplinks), where IDONTWANT has time to act, on and off; and the speed run, on one
+process and on ``--workers`` processes (default: 2, or 1 on a one-core machine;
+``meshchat.sim.parallel``). ``--big`` adds 10,000 nodes (fast path, default router settings) on
+``--workers`` processes. ``--scale 0.1`` runs everything at a tenth of the nodes and messages, for a
+quick look. The figure rows run on one process: a worker count is part of a run's identity.
 
 Speed is a ratio measured in the same run: virtual seconds simulated per wall second ("x real
 time"). How fast a run goes depends on the offered load, so it is printed at two: 1 message/s, the
 load of a 1,000-user inbox shard where everyone sends ~86 messages a day (the speed run), and the
 10 messages/s of the broadcast rows, ten times that. Peak memory is this process's maximum resident
-set size (``resource.getrusage``).
+set size (``resource.getrusage``); with workers, the parent's plus the largest worker's times the
+worker count (an upper bound: pages the workers share with the parent are counted in each).
 
 The last line reads ``delivery=… p99_ms=… dup=… loss_delivery=… sybil_delivery=… speed_x=…
-speed_x_at_10_per_s=…``.
+speed_x_at_10_per_s=… speed_x_workers=…``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 from dataclasses import replace
 
@@ -50,6 +54,12 @@ def main() -> None:
     parser.add_argument("--big", action="store_true", help="also run 10,000 nodes (slow: many minutes)")
     parser.add_argument("--big-only", action="store_true", help="run only the 10,000-node scenario")
     parser.add_argument("--speed-only", action="store_true", help="run only the speed run (1 msg/s)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="processes for the parallel speed run and the 10,000-node run (default: 2)",
+    )
     args = parser.parse_args()
     nodes, messages = max(20, int(1000 * args.scale)), max(20, int(1000 * args.scale))
     # Envelopes are small (a chat message pads to 367 bytes), under the router's default IDONTWANT
@@ -60,13 +70,16 @@ def main() -> None:
     )
 
     if args.big_only:
-        big_run(base)
+        big_run(base, args.workers)
         return
-    # The speed run first, while the machine is quiet: the broadcast scenario at 1 message/s.
+    # The speed run first, while the machine is quiet: the broadcast scenario at 1 message/s, on one
+    # process, then shared by the workers.
     realistic = run(replace(base, gossip=GossipConfig(), rate=1.0))
     line("speed run: 1 msg/s", realistic, ">= 10x real time")
+    shared = run(replace(base, gossip=GossipConfig(), rate=1.0, workers=args.workers))
+    line(f"speed run, {args.workers} workers", shared, ">= 10x real time")
     if args.speed_only:
-        print(f"speed_x={speed(realistic):.1f}")
+        print(f"speed_x={speed(realistic):.1f} speed_x_workers={speed(shared):.1f}")
         return
     broadcast = run(base)
     line("broadcast, IDONTWANT on", broadcast, "100%, mean <= 500 ms, p99 <= 1000 ms, dup <= 3")
@@ -90,23 +103,32 @@ def main() -> None:
     without_scoring = run(replace(sybil, score_params=None))
     line(f"{4 * nodes} Sybils, scoring off", without_scoring, "contrast")
     if args.big:
-        big_run(base)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak memory {peak_mib:,.0f} MiB (nodes={nodes}, messages={messages}, scale={args.scale})")
+        big_run(base, args.workers)
+    print(f"peak memory {peak_memory(args.workers)} (nodes={nodes}, messages={messages}, scale={args.scale})")
     print(
         f"delivery={broadcast.delivery_ratio:.4f} p99_ms={broadcast.latency_ms['p99'] or 0:.0f} "
         f"dup={broadcast.duplicates_per_message:.2f} loss_delivery={lossy.delivery_ratio:.4f} "
         f"sybil_delivery={with_scoring.delivery_ratio:.4f} speed_x={speed(realistic):.1f} "
-        f"speed_x_at_10_per_s={speed(broadcast):.1f}"
+        f"speed_x_at_10_per_s={speed(broadcast):.1f} speed_x_workers={speed(shared):.1f}"
     )
 
 
-def big_run(base: Scenario) -> None:
+def big_run(base: Scenario, workers: int) -> None:
     """Ten times the nodes, fast-path validation, default router settings; prints its row and memory."""
-    big = run(replace(base, nodes=10 * base.nodes, fast_path=True, gossip=GossipConfig()))
-    line(f"{big.nodes} nodes, fast path", big, "<= 10 min wall, <= 8 GiB")
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak memory so far {peak_mib:,.0f} MiB")
+    big = run(replace(base, nodes=10 * base.nodes, fast_path=True, gossip=GossipConfig(), workers=workers))
+    line(f"{big.nodes} nodes, fast path, {workers} workers", big, "<= 10 min wall, <= 8 GiB")
+    print(f"peak memory so far {peak_memory(workers)}")
+    print(f"big_wall_s={big.wall_seconds:.0f} big_delivery={big.delivery_ratio:.4f}")
+
+
+def peak_memory(workers: int) -> str:
+    """Peak resident memory of this process and (an upper bound on) its workers together."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if not child:
+        return f"{own:,.0f} MiB"
+    total = own + workers * child
+    return f"{total:,.0f} MiB at most (parent {own:,.0f} MiB + {workers} x largest worker {child:,.0f} MiB)"
 
 
 def speed(result: Results) -> float:

@@ -1015,6 +1015,10 @@ def sim_command(
         str, typer.Option(help="random-regular, small-world or clusters.", metavar="KIND")
     ] = "random-regular",
     seed: Annotated[int, typer.Option(help="Seed of every random choice; same seed, same results.")] = 0,
+    workers: Annotated[
+        int,
+        typer.Option(help="Processes sharing the nodes (one per core; results depend on the count too)."),
+    ] = 1,
     churn: Annotated[float, typer.Option(help="Fraction of nodes that leave once and come back.")] = 0.0,
     partition: Annotated[
         str | None,
@@ -1058,6 +1062,7 @@ def sim_command(
         raise CommandError(f"--topology must be one of {kinds}, not {topology!r}") from None
     scenario = Scenario(
         seed=seed,
+        workers=workers,
         nodes=nodes,
         degree=degree,
         topology=kind,
@@ -1107,7 +1112,12 @@ def _sim_table(results: Results, *, json_path: str | None, plot: Path | None) ->
     table = Table(title="meshchat sim", title_justify="left", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("network", f"{results.nodes:,} nodes, seed {results.seed}, {results.validation} validation")
+    workers = results.parameters.get("workers", 1)
+    table.add_row(
+        "network",
+        f"{results.nodes:,} nodes, seed {results.seed}, {results.validation} validation"
+        + (f", {workers} workers" if workers != 1 else ""),
+    )
     ratio = "n/a" if results.delivery_ratio is None else f"{results.delivery_ratio:.4f}"
     table.add_row(
         "delivery",

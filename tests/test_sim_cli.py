@@ -41,6 +41,19 @@ def test_the_same_command_gives_the_same_json(tmp_path: Path) -> None:
     assert outputs[0] == outputs[1]
 
 
+def test_two_workers_share_a_run_and_repeat_it_exactly(tmp_path: Path) -> None:
+    outputs = []
+    for name in ("a.json", "b.json"):
+        result = sim(*SMALL, "--churn", "0.2", "--sybils", "2", "--workers", "2", "--json", tmp_path / name)
+        assert result.exit_code == 0, result.output
+        assert "2 workers" in result.stdout
+        data = json.loads((tmp_path / name).read_text())
+        del data["wall_seconds"]
+        outputs.append(data)
+    assert outputs[0] == outputs[1]
+    assert outputs[0]["parameters"]["workers"] == 2 and outputs[0]["delivery_ratio"] > 0.9
+
+
 def test_table_and_plot(tmp_path: Path) -> None:
     plot = tmp_path / "run.png"
     result = sim(
@@ -60,6 +73,8 @@ def test_table_and_plot(tmp_path: Path) -> None:
         (("--topology", "ring"), "--topology"),
         (("--loss", "1.5"), "loss"),
         (("--plot", "out.svg"), "PNG"),
+        (("--workers", "2", "--latency", "lognormal:80ms"), "workers"),
+        (("--workers", "0"), "workers"),
     ],
 )
 def test_bad_options_give_one_error_line(args: tuple[str, ...], message: str) -> None:

@@ -48,7 +48,8 @@ class EventKind(IntEnum):
     BOOT = 3
     #: A dial from ``node`` completes: a = the other node, b = the new link.
     OPEN = 4
-    #: Close the connection between ``node`` and a = the other node (a router asked to).
+    #: Close the connection between ``node`` and a = the other node if it is still b = link id (a
+    #: router asked to).
     CLOSE = 5
     #: Tell ``node``'s router that a send to a = the other node failed.
     SEND_FAILED = 6

@@ -20,12 +20,14 @@ import contextlib
 import gc
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import assert_never
 
 from meshchat.gossip import (
     Deliver,
     Dial,
     Disconnect,
+    DropReason,
     Join,
     PeerConnected,
     PeerDisconnected,
@@ -43,7 +45,14 @@ from meshchat.sim.results import Results, summarize
 from meshchat.sim.scenario import Reconnect, Scenario
 from meshchat.sim.world import World
 
-__all__ = ["CONNECT_ROUND_TRIPS", "PROGRESS_STEPS", "Simulation", "collector_paused", "run"]
+__all__ = [
+    "CONNECT_ROUND_TRIPS",
+    "PROGRESS_STEPS",
+    "RouterFigures",
+    "Simulation",
+    "collector_paused",
+    "run",
+]
 
 #: Round trips a dial takes before pubsub can talk: TCP (1), then Noise XX and multistream-select
 #: negotiation pipelined into about one more.
@@ -52,6 +61,29 @@ CONNECT_ROUND_TRIPS = 2
 PROGRESS_STEPS = 100
 #: Random draws tried to find an online honest publisher before scanning the whole list.
 PUBLISHER_DRAWS = 64
+
+
+@dataclass(slots=True, kw_only=True)
+class RouterFigures:
+    """The figures of ``Results`` that come from routers rather than from the metrics."""
+
+    #: Drops by reason, over honest routers (retired ones included).
+    drops: dict[DropReason, int]
+    #: ``ROUTER_COUNTERS`` summed over honest routers.
+    counters: dict[str, int]
+    #: Mesh size of each online subscribed honest node at the end.
+    meshes: list[int]
+    #: Messages Sybils did not forward.
+    withheld: int
+
+    def add(self, other: RouterFigures) -> None:
+        """Add ``other``'s figures (another worker's) to these."""
+        for reason, count in other.drops.items():
+            self.drops[reason] += count
+        for name, count in other.counters.items():
+            self.counters[name] += count
+        self.meshes.extend(other.meshes)
+        self.withheld += other.withheld
 
 
 class Simulation:
@@ -68,12 +100,22 @@ class Simulation:
         self.metrics = world.metrics
         #: Events processed so far.
         self.events = 0
-        self._disconnects_of_attackers = 0
+        #: Seconds from a router's ``Disconnect`` until both ends are closed: the shortest link delay,
+        #: so a second worker process (``meshchat.sim.parallel``) hears of it in time.
+        self.close_delay = scenario.min_latency
+        #: Honest routers' disconnects of attackers.
+        self.disconnects_of_attackers = 0
+        #: Set by ``meshchat.sim.parallel``: the workers' ``router_figures`` added up.
+        self.merged_figures: RouterFigures | None = None
 
     # --- running ----------------------------------------------------------------------------------
 
     def run(self, progress: Callable[[float], None] | None = None) -> Results:
         """Run to the end of the scenario; call ``progress(fraction)`` along the way."""
+        if self.scenario.workers > 1:
+            from meshchat.sim.parallel import run_parallel  # noqa: PLC0415 (it imports this module)
+
+            return run_parallel(self, progress)
         started = time.perf_counter()  # wall time, only for the report: the simulation never sees it
         duration = self.scenario.duration
         with collector_paused():
@@ -85,7 +127,10 @@ class Simulation:
 
     def run_until(self, elapsed: float) -> None:
         """Process every event due up to ``elapsed`` seconds from the start; leave the clock there."""
-        limit = self.clock.at(elapsed)
+        self.run_to(self.clock.at(elapsed))
+
+    def run_to(self, limit: float) -> None:
+        """Process every event due at or before ``limit`` (virtual monotonic time); leave the clock there."""
         clock = self.clock
         pop_until = self.queue.pop_until
         push = self.queue.push
@@ -129,6 +174,8 @@ class Simulation:
     # --- driving routers --------------------------------------------------------------------------
 
     def _input(self, node: Node, event: RouterInput) -> None:
+        if not node.local:
+            return  # another worker process runs this node (events every worker replays call here)
         router = node.router
         assert router is not None, "inputs go to online nodes only"
         self._perform_and_rearm(node, router, router.handle(event, now=self.clock.now))
@@ -170,8 +217,8 @@ class Simulation:
                     other = network.by_peer_id.get(peer)
                     if other is not None:
                         if node.role is Role.HONEST and other.role is not Role.HONEST:
-                            self._disconnects_of_attackers += 1
-                        self.queue.push(self.clock.now, EventKind.CLOSE, node, other)
+                            self.disconnects_of_attackers += 1
+                        self._close(node, other)
                 case Dial(peer=peer):
                     other = network.by_peer_id.get(peer)
                     if other is None or other.router is None or other.index in node.links:
@@ -185,6 +232,22 @@ class Simulation:
         link = self.network.new_link(node, other)
         done = self.clock.now + CONNECT_ROUND_TRIPS * 2 * link.latency
         self.queue.push(done, EventKind.OPEN, node, other, link)
+        if not other.local:
+            self.network.notes[self.network.owner[other.index]].append(
+                (EventKind.OPEN, done, node.index, other.index, link.latency, link.id)
+            )
+
+    def _close(self, node: Node, other: Node) -> None:
+        """Close the link between ``node`` and ``other`` at both ends, ``close_delay`` from now."""
+        link = node.links.get(other.index)
+        if link is None:
+            return
+        at = self.clock.now + self.close_delay
+        self.queue.push(at, EventKind.CLOSE, node, other, link.id)
+        if not other.local:
+            self.network.notes[self.network.owner[other.index]].append(
+                (EventKind.CLOSE, at, node.index, other.index, 0.0, link.id)
+            )
 
     # --- rare events ------------------------------------------------------------------------------
 
@@ -222,8 +285,9 @@ class Simulation:
             return  # churned out before it even started
         if node.subscribed:
             self._input(node, Join(topic=self.scenario.topic))
-        for other in self.world.dial_targets[node.index]:
-            self._dial(node, other)
+        if node.local:
+            for other in self.world.dial_targets[node.index]:
+                self._dial(node, other)
 
     def _on_open(self, event: Event) -> None:
         node: Node = event[3]
@@ -232,10 +296,15 @@ class Simulation:
         if self.network.install(node, other, link):
             self._input(node, PeerConnected(peer=other.peer_id, outbound=True, ip=other.ip))
             self._input(other, PeerConnected(peer=node.peer_id, outbound=False, ip=node.ip))
+        elif node.local:
+            self.network.drops[LinkDrop.DIAL_FAILED] += 1
 
     def _on_close(self, event: Event) -> None:
         node: Node = event[3]
         other: Node = event[4]
+        link = node.links.get(other.index)
+        if link is None or link.id != event[5]:
+            return  # already closed (by the other end, or a leave), maybe reopened since
         if self.network.remove(node, other):
             self._input(node, PeerDisconnected(peer=other.peer_id))
             self._input(other, PeerDisconnected(peer=node.peer_id))
@@ -249,7 +318,8 @@ class Simulation:
         node: Node = event[3]
         if node.router is None:
             return
-        self.world.retire(node.router)
+        if node.local:
+            self.world.retire(node.router)
         node.router = None
         node.incarnation += 1
         node.timer_at = float("inf")
@@ -272,8 +342,9 @@ class Simulation:
         else:
             online = [n for n in world.honest if n.router is not None and n is not node]
             targets = world.churn_rng.sample(online, min(len(world.neighbours[node.index]), len(online)))
-        for other in targets:
-            self._dial(node, other)
+        if node.local:
+            for other in targets:
+                self._dial(node, other)
 
     def _on_publish(self, _event: Event) -> None:
         world = self.world
@@ -304,7 +375,7 @@ class Simulation:
                 garbage = world.envelopes.garbage()
                 self.metrics.junk(garbage, "invalid")
                 rpc = flood_rpc(scenario.topic, garbage)
-                for index in list(node.links):
+                for index in list(node.links) if node.local else ():
                     self.network.send(node, self.network.nodes[index].peer_id, rpc)
         else:
             rate = scenario.spam_rate
@@ -319,18 +390,31 @@ class Simulation:
 
     # --- results ----------------------------------------------------------------------------------
 
+    def router_figures(self) -> RouterFigures:
+        """What the routers this process ran report (with several workers, each reports its own)."""
+        world, topic = self.world, self.scenario.topic
+        drops, counters = world.router_totals()
+        return RouterFigures(
+            drops=drops,
+            counters=counters,
+            meshes=[
+                len(node.router.mesh.get(topic, ()))
+                for node in world.honest
+                if node.router is not None and node.subscribed and node.local
+            ],
+            withheld=sum(
+                n.router.withheld for n in world.attackers if isinstance(n.router, SybilRouter) and n.local
+            ),
+        )
+
     def results(self, *, wall_seconds: float) -> Results:
         """The figures of the run so far."""
         scenario, metrics, world = self.scenario, self.metrics, self.world
         counted, expected = metrics.delivery()
         latencies = sorted(metrics.latencies)  # once: a large run has millions
-        router_drops, router_counters = world.router_totals()
-        meshes = [
-            len(node.router.mesh.get(scenario.topic, ()))
-            for node in world.honest
-            if node.router is not None and node.subscribed
-        ]
-        withheld = sum(n.router.withheld for n in world.attackers if isinstance(n.router, SybilRouter))
+        figures = self.router_figures() if self.merged_figures is None else self.merged_figures
+        router_drops, router_counters = figures.drops, figures.counters
+        meshes, withheld = figures.meshes, figures.withheld
         return Results(
             seed=scenario.seed,
             nodes=scenario.nodes,
@@ -361,7 +445,7 @@ class Simulation:
                 "invalid_delivered": metrics.other_deliveries["invalid"],
                 "spam_delivered": metrics.other_deliveries["spam"],
                 "sybil_withheld": withheld,
-                "attackers_disconnected": self._disconnects_of_attackers,
+                "attackers_disconnected": self.disconnects_of_attackers,
                 "eclipse_victim_delivery_ratio": (
                     None if world.victim is None else metrics.node_delivery_ratio(world.victim.index)
                 ),

@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from meshchat.gossip.messages import PubMessage
 from meshchat.sim.results import CDF_POINTS, DIGITS, percentile
 
-__all__ = ["MAX_TIME_BUCKETS", "MessageRecord", "Metrics"]
+__all__ = ["MAX_TIME_BUCKETS", "MessageRecord", "Metrics", "MetricsShare"]
 
 #: Most points in ``delivery_over_time``: enough for a readable plot of any run length.
 MAX_TIME_BUCKETS = 200
@@ -63,6 +64,26 @@ class MessageRecord:
         self.eligible = 0
         #: Deliveries counted.
         self.delivered = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class MetricsShare:
+    """One worker's measurements of the honest nodes it ran (``Metrics.share``)."""
+
+    #: The honest node indices it ran.
+    nodes: range
+    #: Every honest message: (data, publisher, published_at), in publish order (every worker has all).
+    published: list[tuple[bytes, int, float]]
+    #: Per message, copies received by ``nodes``.
+    copies: list[array[int]]
+    #: Per message, when ``nodes`` delivered it.
+    delivered_at: list[array[float]]
+    #: Per message, deliveries counted at ``nodes``.
+    delivered: list[int]
+    #: Latencies of the deliveries counted at ``nodes``.
+    latencies: array[float]
+    #: Other deliveries at ``nodes``, by kind.
+    other_deliveries: dict[str, int]
 
 
 class Metrics:
@@ -141,6 +162,38 @@ class Metrics:
         if at <= record.window_end and self.eligible(node, record):
             record.delivered += 1
             self.latencies.append(at - record.published_at)
+
+    # --- several workers (``meshchat.sim.parallel``) ----------------------------------------------
+
+    def share(self, nodes: range) -> MetricsShare:
+        """What this worker measured of the honest nodes ``nodes`` (the ones it ran)."""
+        return MetricsShare(
+            nodes=nodes,
+            published=[(r.data, r.publisher, r.published_at) for r in self.records],
+            copies=[r.copies[nodes.start : nodes.stop] for r in self.records],
+            delivered_at=[r.delivered_at[nodes.start : nodes.stop] for r in self.records],
+            delivered=[r.delivered for r in self.records],
+            latencies=self.latencies,
+            other_deliveries=dict(self.other_deliveries),
+        )
+
+    def merge(self, shares: Sequence[MetricsShare]) -> None:
+        """Take the workers' shares as this run's measurements (these metrics must be unused)."""
+        if self.records or not shares:
+            raise ValueError("merge needs unused metrics and at least one share")
+        for data, publisher, at in shares[0].published:
+            self.published(data, publisher=publisher, at=at)
+        for share in shares:
+            if len(share.published) != len(self.records):
+                raise ValueError("the workers disagree on what was published")
+            lo, hi = share.nodes.start, share.nodes.stop
+            for index, record in enumerate(self.records):
+                record.copies[lo:hi] = share.copies[index]
+                record.delivered_at[lo:hi] = share.delivered_at[index]
+                record.delivered += share.delivered[index]
+            self.latencies.extend(share.latencies)
+            for kind, count in share.other_deliveries.items():
+                self.other_deliveries[kind] += count
 
     # --- questions --------------------------------------------------------------------------------
 

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import random
 import typing
+from array import array
 from collections.abc import Mapping, Set
 from enum import Enum
 
 from meshchat.gossip import RouterAction, RouterInput, RouterStatistics, RpcReceived
-from meshchat.gossip.messages import RPC, PeerId, Topic
+from meshchat.gossip.messages import RPC, PeerId, PubMessage, Topic
 from meshchat.gossip.rpc import rpc_size
 from meshchat.sim.clock import EventKind, EventQueue, VirtualClock
 from meshchat.sim.scenario import Scenario, TopologyKind
 
-__all__ = ["Link", "LinkDrop", "Network", "Node", "Role", "RouterLike", "framed_size"]
+__all__ = ["Link", "LinkDrop", "Network", "Node", "Outgoing", "Role", "RouterLike", "framed_size"]
 
 
 def framed_size(rpc: RPC) -> int:
@@ -86,15 +87,49 @@ class RouterLike(typing.Protocol):
 class Link:
     """One open connection, shared by both ends; a reconnection makes a new one."""
 
-    __slots__ = ("latency", "tail_down", "tail_up")
+    __slots__ = ("id", "latency", "tail_down", "tail_up")
 
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, link_id: int = 0) -> None:
         #: Base one-way delay, seconds.
         self.latency = latency
+        #: Unique in the run: names the link to the other worker process (each has its own copy).
+        self.id = link_id
         #: Latest arrival scheduled from the lower-indexed end to the higher (jitter keeps FIFO).
         self.tail_up = 0.0
         #: Latest arrival scheduled the other way.
         self.tail_down = 0.0
+
+
+#: ``Outgoing.columns()``: times, destinations, sources, entry refs, link ids, entries.
+OutgoingColumns: typing.TypeAlias = tuple[
+    "array[float]", "array[int]", "array[int]", "array[int]", "array[int]", list[PubMessage | RpcReceived]
+]
+
+
+class Outgoing:
+    """RPCs sent to another worker's nodes during one window, column by column (cheap to pickle).
+
+    Arrival ``i`` is at ``times[i]`` from node ``srcs[i]`` to node ``dsts[i]`` over link ``links[i]``,
+    carrying ``entries[refs[i]]``: the ``RpcReceived`` itself, or, for the common RPC that forwards one
+    message and nothing else, just the ``PubMessage`` (the receiving worker rebuilds the RPC once).
+    """
+
+    __slots__ = ("dsts", "entries", "last", "links", "refs", "srcs", "times")
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self.times = array("d")
+        self.dsts = array("l")
+        self.srcs = array("l")
+        self.refs = array("l")
+        self.links = array("q")
+        self.entries: list[PubMessage | RpcReceived] = []
+        #: The input the latest entry was made from (consecutive sends of one RPC share an entry).
+        self.last: RpcReceived | None = None
+
+    def columns(self) -> OutgoingColumns:
+        """What to ship: everything but ``last``."""
+        return self.times, self.dsts, self.srcs, self.refs, self.links, self.entries
 
 
 class Node:
@@ -107,6 +142,7 @@ class Node:
         "index",
         "ip",
         "links",
+        "local",
         "peer_id",
         "role",
         "router",
@@ -138,6 +174,8 @@ class Node:
         self.incarnation = 0
         #: Open connections by the other node's index.
         self.links: dict[int, Link] = {}
+        #: True if this process runs its router (always, with one worker; see ``meshchat.sim.parallel``).
+        self.local = True
         #: When the uplink finishes what it is sending (virtual monotonic time).
         self.uplink_free = 0.0
         #: Bytes sent (pubsub framing included), over the whole run.
@@ -175,6 +213,16 @@ class Network:
         self._last_rpc: RPC | None = None
         self._last_size = 0
         self._last_input: RpcReceived | None = None
+        self._next_link_id = 0
+        self._link_id_step = 1
+        #: With several workers: what goes to each worker's nodes, by worker index
+        #: (``meshchat.sim.parallel`` ships and replaces these).
+        self.outgoing: list[Outgoing] = []
+        #: With several workers: connections opened and closed that another worker must replay,
+        #: ``(OPEN or CLOSE, time, node, other, latency, link id)`` by worker index.
+        self.notes: list[list[tuple[EventKind, float, int, int, float, int]]] = []
+        #: Worker index of each node (all 0 with one worker).
+        self.owner: list[int] = []
         #: Every node, honest ones first.
         self.nodes: list[Node] = []
         #: Nodes by PeerId.
@@ -190,6 +238,7 @@ class Network:
             raise ValueError(f"node {node.index} ({node.peer_id}) added out of order or twice")
         node.uplink_free = self._clock.now
         self.nodes.append(node)
+        self.owner.append(0)
         self.by_peer_id[node.peer_id] = node
 
     # --- connections ------------------------------------------------------------------------------
@@ -201,12 +250,30 @@ class Network:
             model = self._scenario.cluster_latency
         else:
             model = self._scenario.latency
-        return Link(model.sample(self._latency_rng))
+        self._next_link_id += self._link_id_step
+        return Link(model.sample(self._latency_rng), self._next_link_id)
+
+    def share(self, *, worker: int, workers: int, owner: list[int], rngs: tuple[random.Random, ...]) -> None:
+        """Make this the network of worker ``worker`` of ``workers``: it runs the nodes it ``owner``s.
+
+        Sends to other workers' nodes go to ``outgoing``; link ids stay unique across workers. ``rngs``
+        (latency, loss, jitter) replace the inherited ones, so workers do not draw the same numbers.
+        """
+        self._latency_rng, self._loss_rng, self._jitter_rng = rngs
+        self.owner = owner
+        for node in self.nodes:
+            node.local = owner[node.index] == worker
+        self.outgoing = [Outgoing() for _ in range(workers)]
+        self.notes = [[] for _ in range(workers)]
+        self._next_link_id = worker + 1 - workers  # the first new_link gives worker + 1
+        self._link_id_step = workers
 
     def install(self, a: Node, b: Node, link: Link) -> bool:
-        """Open ``link`` between two online nodes; False (counted) if either is away or already linked."""
+        """Open ``link`` between two online nodes; False if either is away or they are already linked.
+
+        The caller counts a failure (each worker installs both ends; the dialler's counts it).
+        """
         if a.router is None or b.router is None or b.index in a.links or a is b:
-            self.drops[LinkDrop.DIAL_FAILED] += 1
             return False
         a.links[b.index] = link
         b.links[a.index] = link
@@ -259,5 +326,18 @@ class Network:
                 arrival = link.tail_up = max(arrival, link.tail_up)
             else:
                 arrival = link.tail_down = max(arrival, link.tail_down)
-        self._queue.push(arrival, EventKind.ARRIVE, dst, src, received, link)
+        if dst.local:
+            self._queue.push(arrival, EventKind.ARRIVE, dst, src, received, link)
+            return True
+        out = self.outgoing[self.owner[dst.index]]
+        if received is not out.last:
+            out.last = received
+            publish = rpc.publish
+            single = len(publish) == 1 and rpc.control is None and not rpc.subscriptions
+            out.entries.append(publish[0] if single else received)
+        out.times.append(arrival)
+        out.dsts.append(dst.index)
+        out.srcs.append(src.index)
+        out.refs.append(len(out.entries) - 1)
+        out.links.append(link.id)
         return True

@@ -24,6 +24,7 @@ from meshchat.wire import MAX_ENVELOPE_SIZE
 __all__ = [
     "DEFAULT_TOPIC",
     "MAX_NODES",
+    "MAX_WORKERS",
     "Partition",
     "PartitionSplit",
     "Reconnect",
@@ -36,6 +37,8 @@ __all__ = [
 DEFAULT_TOPIC = "meshchat/inbox/0"
 #: Largest network a scenario may ask for: 100,000 nodes is ~10x the 10 min / 8 GiB benchmark.
 MAX_NODES = 100_000
+#: Most worker processes one run may use.
+MAX_WORKERS = 64
 #: Default one-way link delay: 50-150 ms, terrestrial paths within a continent and across one ocean.
 DEFAULT_LATENCY = UniformLatency(0.050, 0.150)
 #: Default one-way delay inside a geographic cluster: 5-20 ms, a metro or national network.
@@ -111,6 +114,9 @@ class Scenario:
     # --- run ---
     #: Seeds every random choice; the same seed and scenario give the same results.
     seed: int = 0
+    #: Processes that share the nodes (``meshchat.sim.parallel``). Results depend on it: the same seed
+    #: and worker count give the same results; another count is another (equally valid) run.
+    workers: int = 1
     # --- network ---
     #: Honest nodes.
     nodes: int = 100
@@ -186,6 +192,11 @@ class Scenario:
 
     def __post_init__(self) -> None:
         _check_int("nodes", self.nodes, 2, MAX_NODES)
+        _check_int("workers", self.workers, 1, min(MAX_WORKERS, self.nodes))
+        if self.workers > 1 and self.min_latency <= 0:
+            raise ScenarioError(
+                "workers", "several workers need links with a positive shortest delay (not log-normal)"
+            )
         _check_int("degree", self.degree, 1, self.nodes - 1)
         _check_int("messages", self.messages, 0, 10_000_000)
         _check_int("body_size", self.body_size, 0, MAX_BODY)
@@ -232,6 +243,14 @@ class Scenario:
     def duration(self) -> float:
         """Virtual seconds the whole run lasts: warm-up, publishing, then the drain period."""
         return self.last_publish + self.drain
+
+    @property
+    def min_latency(self) -> float:
+        """The shortest one-way delay any link of this scenario can have, seconds."""
+        models = [self.latency]
+        if self.topology is TopologyKind.CLUSTERS:
+            models.append(self.cluster_latency)
+        return min(model.minimum for model in models)
 
     @property
     def attackers(self) -> int:
