@@ -93,11 +93,13 @@ def test_a_different_seed_gives_different_results() -> None:
     assert run(BUSY).to_json(include_wall=False) != run(other).to_json(include_wall=False)
 
 
-def test_results_do_not_depend_on_string_hashing() -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_results_do_not_depend_on_string_hashing(workers: int) -> None:
     """Two processes with different PYTHONHASHSEED (set iteration order) agree byte for byte."""
     code = (
         "from meshchat.sim import run, Scenario;"
-        "scenario = Scenario(nodes=30, degree=4, messages=15, seed=3, churn=0.1, sybils=2);"
+        "scenario = Scenario(nodes=30, degree=4, messages=15, seed=3, churn=0.1, sybils=2,"
+        f" workers={workers});"
         "print(run(scenario).to_json(include_wall=False))"
     )
     outputs = {
@@ -221,10 +223,19 @@ def test_the_clock_runs_at_an_offset_and_the_run_is_bounded() -> None:
 # --- partitions ---------------------------------------------------------------------------------------
 
 
-def test_a_partition_without_a_bridge_delivers_nothing_across_and_healing_restores_delivery() -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_partition_without_a_bridge_delivers_nothing_across_and_healing_restores_delivery(
+    workers: int,
+) -> None:
     at, heal = 8.0, 28.0
     scenario = Scenario(
-        nodes=60, degree=6, messages=200, rate=5, seed=6, partition=Partition(at=at, heal=heal)
+        nodes=60,
+        degree=6,
+        messages=200,
+        rate=5,
+        seed=6,
+        partition=Partition(at=at, heal=heal),
+        workers=workers,
     )
     sim = Simulation(scenario)
     results = sim.run()
@@ -397,8 +408,9 @@ def test_plot_without_matplotlib_is_a_clear_error(tmp_path: Path, monkeypatch: p
 
 
 @pytest.mark.slow
-def test_a_thousand_nodes_deliver_everything() -> None:
-    results = run(Scenario(nodes=1000, degree=6, messages=100, seed=1))
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_thousand_nodes_deliver_everything(workers: int) -> None:
+    results = run(Scenario(nodes=1000, degree=6, messages=100, seed=1, workers=workers))
     assert results.delivery_ratio == 1.0
     assert results.latency_ms["p99"] is not None and results.latency_ms["p99"] < 1500
     assert results.mesh_degree["min"] is not None and results.mesh_degree["min"] >= 3

@@ -2,20 +2,20 @@
 
 They must be as deterministic as one-process runs, measure the same network the same way (a
 different worker count is a different run, so figures agree statistically, schedules exactly), carry
-every kind of event across the workers' boundary, and fail loudly, leaving no process behind.
+every kind of event across the workers' boundary, and fail loudly, leaving no process behind. (The
+partition test and the 1,000-node test of ``test_sim.py`` run on one worker and on two.)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import multiprocessing
 import os
 
 import pytest
 
 from meshchat.gossip import GossipRouter
-from meshchat.sim import LogNormalLatency, Partition, Scenario, ScenarioError, Simulation, run
+from meshchat.sim import LogNormalLatency, Scenario, ScenarioError, Simulation, run
 from meshchat.sim.errors import WorkerFailed
 from meshchat.sim.parallel import owners
 from tests.test_sim import BUSY
@@ -65,29 +65,6 @@ def test_every_kind_of_event_crosses_between_workers() -> None:
     assert two.attack["spam_delivered"] > 0
     # A 40-node network split in two with churn loses 4-13 % by seed on one worker or two.
     assert two.delivery_ratio is not None and two.delivery_ratio > 0.8
-
-
-def test_a_partition_without_a_bridge_delivers_nothing_across_on_two_workers() -> None:
-    at, heal = 8.0, 28.0
-    scenario = Scenario(
-        nodes=60, degree=6, messages=200, rate=5, seed=6, partition=Partition(at=at, heal=heal), workers=2
-    )
-    sim = Simulation(scenario)
-    results = sim.run()
-    side = [node.side for node in sim.world.honest]
-    retrievable = scenario.gossip.mcache_len * scenario.gossip.heartbeat_interval + 1.0
-    never_crossed = after_heal = 0
-    for record in sim.metrics.records:
-        home = side[record.publisher]
-        across = [t for node, t in enumerate(record.delivered_at) if side[node] != home and not math.isnan(t)]
-        if at <= record.published_at < heal - retrievable:
-            assert across == [], f"message {record.index} crossed the partition"
-            never_crossed += 1
-        if record.published_at >= heal + 3.0:
-            after_heal += 1
-            assert record.delivered == record.eligible, f"message {record.index} after the heal"
-    assert never_crossed > 30 and after_heal > 30
-    assert results.drops["network"]["partition"] > 0
 
 
 def test_three_workers_swap_without_deadlock_and_deliver_everything() -> None:

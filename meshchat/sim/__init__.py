@@ -9,7 +9,8 @@ and seed give byte-identical results JSON (``wall_seconds`` apart). ``meshchat s
 Modules: ``scenario`` (knobs), ``latency`` (delay models), ``topology`` (graphs), ``clock`` (virtual
 clock, event heap), ``network`` (nodes, links, the send path), ``payloads`` (identities, envelopes,
 validators), ``adversary`` (Sybil wrapper, flood RPCs), ``world`` (building a run), ``engine`` (the
-driver loop), ``metrics`` and ``results`` (figures), ``plot`` (PNG output).
+driver loop), ``parallel`` (a run shared by several processes: ``Scenario(workers=2)``), ``metrics``
+and ``results`` (figures), ``plot`` (PNG output).
 """
 
 from __future__ import annotations

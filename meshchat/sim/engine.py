@@ -4,8 +4,11 @@ This is the simulator's equivalent of the network driver (STYLE.md section 1): f
 calls ``handle`` / ``on_timer`` and performs the returned actions. ``SendRpc`` goes through
 ``Network.send`` (delay, loss, partition, bandwidth) and comes back as ``RpcReceived`` at the peer;
 ``Deliver`` is recorded by ``Metrics``; ``Disconnect`` and ``Dial`` close and open simulated
-connections, with ``PeerDisconnected``/``PeerConnected`` to both ends. Each node has at most one live
-timer event, set from ``next_deadline()`` after every router call (stale ones are skipped).
+connections, with ``PeerDisconnected``/``PeerConnected`` to both ends (a close takes effect at both
+ends one shortest link delay after the router asked; a dial after two round trips). Each node has at
+most one live timer event, set from ``next_deadline()`` after every router call (stale ones are
+skipped). With ``Scenario.workers > 1`` the run is shared by processes (``meshchat.sim.parallel``);
+this loop then runs in each of them, for the nodes that process owns (``Node.local``).
 
 Everything random comes from ``random.Random`` instances derived from the seed and a component name;
 nothing reads the wall clock except the one measurement reported as ``wall_seconds``. Setting the

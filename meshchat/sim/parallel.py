@@ -27,6 +27,12 @@ sent, so the same scenario (seed and worker count included) gives the same resul
 count is another, equally valid, run: simultaneous events are ordered differently, and each worker
 draws link delays, loss and jitter from its own streams.
 
+What it is not: worth it for small runs (every window costs a swap of ~0.1-1 ms; on two cores 1,000
+nodes ran 1.5-1.8x faster than on one, 10,000 nodes 1.7-1.8x), or exact where two workers meet one
+link's open and close at the very same virtual instant (equal floating-point times): they may order
+the two differently, leaving the link open at one end only; what is sent over it is then counted as
+``closed``.
+
 Why by hand: the Python simulation libraries (SimPy, salabim) run in one process; this barrier form of
 conservative synchronisation is a few dozen lines over the simulator's own queue. Workers are
 ``multiprocessing`` processes started by ``fork`` (the world is inherited, not pickled), so several
