@@ -73,11 +73,20 @@ def test_three_workers_swap_without_deadlock_and_deliver_everything() -> None:
     assert results.parameters["workers"] == 3
 
 
-def test_owners_are_contiguous_nearly_equal_blocks() -> None:
-    assert owners(7, 2) == [0, 0, 0, 0, 1, 1, 1]
-    assert owners(9, 3) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-    counts = [owners(10_001, 4).count(w) for w in range(4)]
-    assert max(counts) - min(counts) <= 1
+def test_owners_split_evenly_and_cut_few_links() -> None:
+    world = Simulation(dataclasses.replace(BROADCAST, nodes=2000, sybils=200)).world
+    adjacency = world.adjacency()
+    links = sum(len(n) for n in adjacency) // 2
+    for workers in (2, 3):
+        owner = owners(adjacency, workers)
+        counts = [owner.count(w) for w in range(workers)]
+        assert max(counts) - min(counts) <= 1  # swaps keep the blocks' sizes
+        between = sum(1 for a, near in enumerate(adjacency) for b in near if owner[a] != owner[b]) // 2
+        blocks = [index * workers // len(adjacency) for index in range(len(adjacency))]
+        contiguous = sum(1 for a, near in enumerate(adjacency) for b in near if blocks[a] != blocks[b]) // 2
+        assert between < 0.75 * contiguous < links
+    assert owners([[1], [0], [3], [2]], 2) in ([0, 0, 1, 1], [1, 1, 0, 0])
+    assert owners([[3], [2], [1], [0]], 2) in ([0, 1, 1, 0], [1, 0, 0, 1])  # crossed pairs are swapped
 
 
 def test_progress_comes_from_the_workers_and_reaches_one() -> None:

@@ -71,7 +71,7 @@ class MetricsShare:
     """One worker's measurements of the honest nodes it ran (``Metrics.share``)."""
 
     #: The honest node indices it ran.
-    nodes: range
+    nodes: list[int]
     #: Every honest message: (data, publisher, published_at), in publish order (every worker has all).
     published: list[tuple[bytes, int, float]]
     #: Per message, copies received by ``nodes``.
@@ -165,13 +165,13 @@ class Metrics:
 
     # --- several workers (``meshchat.sim.parallel``) ----------------------------------------------
 
-    def share(self, nodes: range) -> MetricsShare:
+    def share(self, nodes: list[int]) -> MetricsShare:
         """What this worker measured of the honest nodes ``nodes`` (the ones it ran)."""
         return MetricsShare(
             nodes=nodes,
             published=[(r.data, r.publisher, r.published_at) for r in self.records],
-            copies=[r.copies[nodes.start : nodes.stop] for r in self.records],
-            delivered_at=[r.delivered_at[nodes.start : nodes.stop] for r in self.records],
+            copies=[array("I", [r.copies[node] for node in nodes]) for r in self.records],
+            delivered_at=[array("d", [r.delivered_at[node] for node in nodes]) for r in self.records],
             delivered=[r.delivered for r in self.records],
             latencies=self.latencies,
             other_deliveries=dict(self.other_deliveries),
@@ -186,10 +186,13 @@ class Metrics:
         for share in shares:
             if len(share.published) != len(self.records):
                 raise ValueError("the workers disagree on what was published")
-            lo, hi = share.nodes.start, share.nodes.stop
             for index, record in enumerate(self.records):
-                record.copies[lo:hi] = share.copies[index]
-                record.delivered_at[lo:hi] = share.delivered_at[index]
+                copies, times = record.copies, record.delivered_at
+                for node, count, at in zip(
+                    share.nodes, share.copies[index], share.delivered_at[index], strict=True
+                ):
+                    copies[node] = count
+                    times[node] = at
                 record.delivered += share.delivered[index]
             self.latencies.extend(share.latencies)
             for kind, count in share.other_deliveries.items():

@@ -153,6 +153,15 @@ class World:
         )
         return SybilRouter(router) if node.role is Role.SYBIL else router
 
+    def adjacency(self) -> list[list[int]]:
+        """Each node's neighbours at boot (whom it dials and who dials it), by index."""
+        adjacency: list[list[int]] = [[] for _ in self.network.nodes]
+        for dialler, targets in enumerate(self.dial_targets):
+            for target in targets:
+                adjacency[dialler].append(target.index)
+                adjacency[target.index].append(dialler)
+        return adjacency
+
     def retire(self, router: RouterLike) -> None:
         """Keep the counters of an honest router that churn is about to discard."""
         self._add_statistics(self.router_drops, self.router_counters, router.statistics())
