@@ -461,14 +461,18 @@ class SqliteStorage:
 
     def seen_items(self, tags: Iterable[bytes]) -> list[tuple[int, bytes]]:
         """See ``Storage``: in the order the entries were accepted."""
+        return self._items_of_tags("seen_items", "SELECT rowid, expiry, message_id FROM seen", tags)
+
+    def _items_of_tags(self, operation: str, select: str, tags: Iterable[bytes]) -> list[tuple[int, bytes]]:
+        """``(expiry, message_id)`` of the rows ``select`` (order key, expiry, id) finds for ``tags``.
+
+        In the order of the first selected column (the order rows were written).
+        """
         wanted = list(set(tags))
         found: list[tuple[int, int, bytes]] = []
-        with self._transaction("seen_items", write=False) as db:
+        with self._transaction(operation, write=False) as db:
             for chunk in _chunks(wanted):
-                rows = db.execute(
-                    f"SELECT rowid, expiry, message_id FROM seen WHERE inbox_tag IN ({_marks(len(chunk))})",
-                    chunk,
-                )
+                rows = db.execute(f"{select} WHERE inbox_tag IN ({_marks(len(chunk))})", chunk)
                 found.extend((int(r[0]), int(r[1]), bytes(r[2])) for r in rows)
         found.sort()
         return [(expiry, message_id) for _, expiry, message_id in found]
@@ -519,18 +523,7 @@ class SqliteStorage:
 
     def mailbox_items(self, tags: Iterable[bytes]) -> list[tuple[int, bytes]]:
         """See ``Storage``: in arrival order."""
-        wanted = list(set(tags))
-        found: list[tuple[int, int, bytes]] = []
-        with self._transaction("mailbox_items", write=False) as db:
-            for chunk in _chunks(wanted):
-                rows = db.execute(
-                    "SELECT number, expiry, message_id FROM mailbox "
-                    f"WHERE inbox_tag IN ({_marks(len(chunk))})",
-                    chunk,
-                )
-                found.extend((int(r[0]), int(r[1]), bytes(r[2])) for r in rows)
-        found.sort()
-        return [(expiry, message_id) for _, expiry, message_id in found]
+        return self._items_of_tags("mailbox_items", "SELECT number, expiry, message_id FROM mailbox", tags)
 
     def mailbox_get(self, message_ids: Iterable[bytes]) -> list[MailboxItem]:
         """See ``Storage``: in the order of ``message_ids``."""
