@@ -235,10 +235,7 @@ class Simulation:
         link = self.network.new_link(node, other)
         done = self.clock.now + CONNECT_ROUND_TRIPS * 2 * link.latency
         self.queue.push(done, EventKind.OPEN, node, other, link)
-        if not other.local:
-            self.network.notes[self.network.owner[other.index]].append(
-                (EventKind.OPEN, done, node.index, other.index, link.latency, link.id)
-            )
+        self.network.tell(EventKind.OPEN, done, node, other, link)
 
     def _close(self, node: Node, other: Node) -> None:
         """Close the link between ``node`` and ``other`` at both ends, ``close_delay`` from now."""
@@ -247,10 +244,7 @@ class Simulation:
             return
         at = self.clock.now + self.close_delay
         self.queue.push(at, EventKind.CLOSE, node, other, link.id)
-        if not other.local:
-            self.network.notes[self.network.owner[other.index]].append(
-                (EventKind.CLOSE, at, node.index, other.index, 0.0, link.id)
-            )
+        self.network.tell(EventKind.CLOSE, at, node, other, link)
 
     # --- rare events ------------------------------------------------------------------------------
 
@@ -308,9 +302,9 @@ class Simulation:
         link = node.links.get(other.index)
         if link is None or link.id != event[5]:
             return  # already closed (by the other end, or a leave), maybe reopened since
-        if self.network.remove(node, other):
-            self._input(node, PeerDisconnected(peer=other.peer_id))
-            self._input(other, PeerDisconnected(peer=node.peer_id))
+        self.network.remove(node, other)
+        self._input(node, PeerDisconnected(peer=other.peer_id))
+        self._input(other, PeerDisconnected(peer=node.peer_id))
 
     def _on_send_failed(self, event: Event) -> None:
         node: Node = event[3]

@@ -268,6 +268,12 @@ class Network:
         self._next_link_id = worker + 1 - workers  # the first new_link gives worker + 1
         self._link_id_step = workers
 
+    def tell(self, kind: EventKind, at: float, node: Node, other: Node, link: Link) -> None:
+        """If ``other`` is another worker's, note that ``link`` to it opens or closes (``kind``) at ``at``."""
+        if not other.local:
+            note = (kind, at, node.index, other.index, link.latency, link.id)
+            self.notes[self.owner[other.index]].append(note)
+
     def install(self, a: Node, b: Node, link: Link) -> bool:
         """Open ``link`` between two online nodes; False if either is away or they are already linked.
 

@@ -218,9 +218,11 @@ def _collect(
     pending = dict(zip(reports, range(len(reports)), strict=True))
     while pending:
         ready = wait(list(pending), timeout=POLL_SECONDS)
-        for silent, worker in pending.items():
-            if not ready and processes[worker].exitcode is not None and not silent.poll():
-                raise WorkerFailed(worker, f"it exited (code {processes[worker].exitcode}) without a result")
+        if not ready:
+            for silent, worker in pending.items():
+                code = processes[worker].exitcode
+                if code is not None and not silent.poll():
+                    raise WorkerFailed(worker, f"it exited (code {code}) without a result")
         for conn in ready:
             assert isinstance(conn, Connection)
             worker = pending[conn]
@@ -300,7 +302,7 @@ def _run_part(
             component_rng(scenario.seed, f"{name}/worker-{worker}") for name in ("latency", "loss", "jitter")
         ),
     )
-    channels = {other: _Channel(sock) for other, sock in peers.items()}
+    channels = {other: _Channel(peers[other]) for other in sorted(peers)}  # swapped in this order
     step = scenario.min_latency
     end = clock.at(scenario.duration)
     report_every = scenario.duration / PROGRESS_STEPS
@@ -309,8 +311,8 @@ def _run_part(
     with collector_paused():
         while (boundary := boundary + step) < end:
             sim.run_to(math.nextafter(boundary, -math.inf))
-            for other in sorted(peers):
-                _swap(sim, other, channels[other])
+            for other, channel in channels.items():
+                _swap(sim, other, channel)
             if worker == 0 and boundary >= next_report:
                 report.send(("progress", min(1.0, (boundary - clock.start) / scenario.duration)))
                 next_report += report_every
