@@ -13,17 +13,20 @@ from __future__ import annotations
 from enum import Enum
 
 __all__ = [
+    "AddressInUse",
     "BadAddress",
     "BadInvite",
     "BadSignature",
     "DecodeError",
     "DecryptionFailed",
     "Expired",
+    "InvalidTransition",
     "KeyFileError",
     "KeyFileProblem",
     "MeshchatError",
     "NetworkError",
     "ProfileError",
+    "ProfileLocked",
     "QuotaExceeded",
     "Replay",
     "StorageError",
@@ -178,3 +181,32 @@ class ProfileError(MeshchatError):
 
 class StorageError(MeshchatError):
     """The local store failed (disk full, corrupt database, I/O error); nothing accepted was lost."""
+
+
+class AddressInUse(NetworkError):
+    """Another process already listens on the address (refused: sharing a port splits its connections)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__(f"listen on {address}", "the address is already in use by another process")
+
+
+class ProfileLocked(ProfileError):
+    """Another process runs a node on this profile folder (two would share one store and one identity)."""
+
+    def __init__(self, *, path: str, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        who = f"process {pid}" if pid is not None else "another process"
+        super().__init__(f"profile {path} is in use by {who}; stop it first or use another profile")
+
+
+class InvalidTransition(MeshchatError):
+    """A state machine was handed an input its current state does not allow (the caller's mistake, as
+    h11's LocalProtocolError): names the machine, the state and the input."""
+
+    def __init__(self, *, machine: str, state: str, event: str) -> None:
+        self.machine = machine
+        self.state = state
+        self.event = event
+        super().__init__(f"{machine} can't handle {event} in state {state}")
