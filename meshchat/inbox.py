@@ -13,16 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshchat.contacts import Contact
-from meshchat.crypto import INBOX_TOPIC_PREFIX, MAX_TTL
+from meshchat.crypto import CLOCK_SKEW, INBOX_TOPIC_PREFIX, MAX_TTL
 from meshchat.errors import DecodeError
 from meshchat.gossip import ValidationResult, Validator
 from meshchat.identity import PublicIdentity
 from meshchat.wire import decode_envelope
 
 __all__ = ["CLOCK_SKEW", "DirectMessage", "envelope_relay_check"]
-
-#: Seconds a sender's clock may run ahead of ours before its envelopes look as if they expire too late.
-CLOCK_SKEW = 600
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from meshchat.crypto.seal import DEFAULT_TTL, MAX_BODY_SIZE, MAX_TTL, OpenedMessage, open_envelope, seal
+from meshchat.crypto.seal import (
+    CLOCK_SKEW,
+    DEFAULT_TTL,
+    MAX_BODY_SIZE,
+    MAX_TTL,
+    OpenedMessage,
+    open_envelope,
+    seal,
+)
 from meshchat.crypto.tags import (
     INBOX_EPOCH_SECONDS,
     INBOX_SHARDS,
@@ -14,6 +22,7 @@ from meshchat.crypto.tags import (
 )
 
 __all__ = [
+    "CLOCK_SKEW",
     "DEFAULT_TTL",
     "INBOX_EPOCH_SECONDS",
     "INBOX_SHARDS",

@@ -45,12 +45,15 @@ from meshchat.wire import (
 from meshchat.wire.codec import pack, unpack_canonical
 from meshchat.wire.envelope import encode_fields
 
-__all__ = ["DEFAULT_TTL", "MAX_BODY_SIZE", "MAX_TTL", "OpenedMessage", "open_envelope", "seal"]
+__all__ = ["CLOCK_SKEW", "DEFAULT_TTL", "MAX_BODY_SIZE", "MAX_TTL", "OpenedMessage", "open_envelope", "seal"]
 
 #: How long an envelope lives by default: a week covers a phone left off over a long holiday weekend.
 DEFAULT_TTL = 7 * 24 * 3600
 #: Longest lifetime a sender may ask for; mailboxes and seen windows are sized to cover it.
 MAX_TTL = 30 * 24 * 3600
+#: Seconds a peer's clock may be ahead of ours: an expiry up to ``MAX_TTL + CLOCK_SKEW`` ahead is
+#: accepted, and what expired is kept this much longer (the one value every layer uses).
+CLOCK_SKEW = 600
 _DOMAIN = b"meshchat/seal/v1\x00"
 _PERSON = b"meshchat-seal-v1"
 _KEY_SIZE = sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from meshchat.crypto import MAX_TTL, epoch_of, inbox_tag
+from meshchat.crypto import CLOCK_SKEW, MAX_TTL, epoch_of, inbox_tag
 from meshchat.errors import DecodeError, StorageError
 from meshchat.identity import PublicIdentity
 from meshchat.store.protocol import (
@@ -49,8 +49,6 @@ from meshchat.wire import MAX_ENVELOPE_SIZE, decode_envelope, message_id
 
 __all__ = ["CLOCK_SKEW", "MailboxCore", "MailboxLimits", "MailboxStatistics", "owned_tags"]
 
-#: Seconds a sender's clock may run ahead of ours (an expiry that far past the longest TTL is accepted).
-CLOCK_SKEW = 600
 #: Seconds between sweeps of expired items.
 PRUNE_INTERVAL = 300.0
 

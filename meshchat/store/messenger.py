@@ -42,6 +42,7 @@ from collections.abc import Iterable, Sequence
 import nacl.utils
 
 from meshchat.crypto import (
+    CLOCK_SKEW,
     MAX_TTL,
     epoch_of,
     inbox_tag,
@@ -52,7 +53,7 @@ from meshchat.crypto import (
 )
 from meshchat.errors import DecodeError, MeshchatError, StorageError
 from meshchat.identity import Identity, KeyCache, PublicIdentity, RandomBytes
-from meshchat.store.mailbox import CLOCK_SKEW, owned_tags
+from meshchat.store.mailbox import owned_tags
 from meshchat.store.outbox import (
     OUTBOX_TRANSITIONS,
     RETRYING,

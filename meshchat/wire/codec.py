@@ -12,11 +12,13 @@ parsing and bounds every container, and turns every failure of the msgpack libra
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgpack
 
 from meshchat.errors import DecodeError, TooLarge
 
-__all__ = ["pack", "unpack_canonical"]
+__all__ = ["pack", "unpack_bounded", "unpack_canonical"]
 
 #: No meshchat object has more entries than this in one array or map.
 MAX_CONTAINER_ITEMS = 64
@@ -82,6 +84,48 @@ def pack(value: object) -> bytes:
     return data
 
 
+def unpack_bounded(
+    data: bytes,
+    *,
+    what: str,
+    limit: int,
+    max_str: int | None = None,
+    max_items: int = MAX_CONTAINER_ITEMS,
+    max_map: int | None = None,
+    use_list: bool = False,
+    object_pairs_hook: Callable[[list[tuple[object, object]]], object] | None = None,
+) -> object:
+    """Decode exactly one msgpack value of at most ``limit`` bytes, every length bounded.
+
+    The one place meshchat calls ``msgpack.unpackb`` on a peer's bytes: ``TooLarge`` before parsing when
+    ``data`` is over ``limit``; ``DecodeError`` for trailing bytes, a string over ``max_str`` (default
+    ``limit``), an array over ``max_items`` entries, a map over ``max_map`` (default ``max_items``),
+    an extension type, and anything else the msgpack library refuses.
+    """
+    if len(data) > limit:
+        raise TooLarge(what=what, size=len(data), limit=limit)
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=use_list,
+            strict_map_key=False,
+            max_bin_len=limit,
+            max_str_len=limit if max_str is None else max_str,
+            max_array_len=max_items,
+            max_map_len=max_items if max_map is None else max_map,
+            max_ext_len=0,
+            object_pairs_hook=object_pairs_hook,
+        )
+    except msgpack.ExtraData as exc:
+        raise DecodeError(what, "trailing bytes after the encoded value") from exc
+    except _KeyOrderError as exc:
+        raise DecodeError(what, str(exc)) from exc
+    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as exc:
+        # UnicodeDecodeError, OutOfData, FormatError, StackError, over-limit lengths and unhashable keys.
+        raise DecodeError(what, f"not valid msgpack within limits ({type(exc).__name__})") from exc
+
+
 def unpack_canonical(data: bytes, *, what: str, limit: int) -> object:
     """Decode one msgpack value of at most ``limit`` bytes, in canonical form, with nothing after it.
 
@@ -89,28 +133,7 @@ def unpack_canonical(data: bytes, *, what: str, limit: int) -> object:
     that is not exactly one canonically encoded value (map keys ascending integers, no extension types,
     containers nested at most ``MAX_DEPTH`` deep).
     """
-    if len(data) > limit:
-        raise TooLarge(what=what, size=len(data), limit=limit)
-    try:
-        value = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=False,
-            strict_map_key=False,
-            max_bin_len=limit,
-            max_str_len=limit,
-            max_array_len=MAX_CONTAINER_ITEMS,
-            max_map_len=MAX_CONTAINER_ITEMS,
-            max_ext_len=0,
-            object_pairs_hook=_ordered_map,
-        )
-    except msgpack.ExtraData as exc:
-        raise DecodeError(what, "trailing bytes after the encoded value") from exc
-    except _KeyOrderError as exc:
-        raise DecodeError(what, str(exc)) from exc
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        # UnicodeDecodeError, OutOfData, FormatError, StackError and unhashable keys all land here.
-        raise DecodeError(what, f"not valid msgpack ({type(exc).__name__})") from exc
+    value = unpack_bounded(data, what=what, limit=limit, object_pairs_hook=_ordered_map)
     if not _depth_within(value, MAX_DEPTH):
         raise DecodeError(what, f"containers nested deeper than {MAX_DEPTH}")
     try:
