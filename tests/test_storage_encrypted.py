@@ -219,6 +219,30 @@ def test_an_encrypted_log_left_by_a_killed_writer_is_unreadable_but_replayed(tmp
         assert store.last_seq(b"r" * 32) == 50
 
 
+def test_a_full_disk_under_encryption_is_a_storage_error_and_loses_nothing(tmp_path: Path) -> None:
+    """SQLCipher's errors map as sqlite's do: a full disk is ``StorageError``, the batch rolled back."""
+    path = tmp_path / "store.db"
+    with SqliteStorage(path, key=KEY, max_pages=60) as store:
+        fill(store, 2)
+        before = snapshot(store)
+        big = [
+            MailboxItem(
+                message_id=mid(5000 + n),
+                inbox_tag=TAG,
+                expiry=2_000_000_000,
+                envelope=b"y" * 5000,
+                from_peer="12D3KooWsender",
+                size=5000,
+            )
+            for n in range(100)
+        ]
+        with pytest.raises(StorageError, match="full"):
+            store.mailbox_put(big)
+        assert snapshot(store) == before
+    with SqliteStorage(path, key=KEY) as store:
+        assert snapshot(store) == before
+
+
 # --- the wrong key, no key, a damaged file -------------------------------------------------------------
 
 
