@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ import pytest
 from meshchat.errors import StorageError
 from meshchat.identity import Identity
 from meshchat.store.encrypted import (
+    CIPHER_COMPATIBILITY,
     MIGRATION_SUFFIX,
     STORE_KEY_SIZE,
     is_plaintext_store,
@@ -404,3 +406,36 @@ def test_a_plaintext_store_another_process_has_open_is_not_migrated(tmp_path: Pa
             assert holder.wait(timeout=30) == 0
     with SqliteStorage(path, key=KEY) as store:  # once it is closed, the migration goes through
         assert len(store.inbox_after(0, ALL)) == 3
+
+
+@pytest.fixture
+def other_cipher_defaults() -> Iterator[None]:
+    """SQLCipher's process-wide defaults set to version 3's, as a later library might change them."""
+    import sqlcipher3.dbapi2 as sqlcipher  # noqa: PLC0415  # the library's global state, for this test
+
+    db = sqlcipher.connect(":memory:")
+    try:
+        db.execute("PRAGMA cipher_default_compatibility = 3")
+        yield
+    finally:
+        db.execute(f"PRAGMA cipher_default_compatibility = {CIPHER_COMPATIBILITY}")
+        db.close()
+
+
+@pytest.mark.usefixtures("other_cipher_defaults")
+def test_the_cipher_settings_are_pinned_not_the_librarys_defaults(tmp_path: Path) -> None:
+    import sqlcipher3.dbapi2 as sqlcipher  # noqa: PLC0415  # reads the file as another program would
+
+    new, migrated = tmp_path / "new.db", tmp_path / "migrated.db"
+    SqliteStorage(migrated).close()
+    for path in (new, migrated):
+        with SqliteStorage(path, key=KEY) as store:
+            fill(store, 2)
+        raw = sqlcipher.connect(str(path))
+        try:
+            raw.execute(f"PRAGMA key = \"x'{KEY.hex()}'\"")
+            raw.execute("PRAGMA cipher_compatibility = 4")
+            assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,), path.name
+            assert raw.execute("PRAGMA cipher_hmac_algorithm").fetchone() == ("HMAC_SHA512",)
+        finally:
+            raw.close()

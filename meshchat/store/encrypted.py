@@ -10,8 +10,9 @@ passphrase (argon2id) protects the seed, and the store key is a keyed BLAKE2b of
 second passphrase, no second KDF at every open, and nothing extra to back up. A profile made with
 ``--insecure-no-passphrase`` keeps its seed in plaintext, so its store is only as private as that file.
 
-SQLCipher (4.x, through the ``sqlcipher3`` module of ``sqlcipher3-binary``) encrypts every page of the
-database and of its write-ahead log with AES-256-CBC and authenticates it with HMAC-SHA512: a page
+SQLCipher (4.x, through the ``sqlcipher3`` module of ``sqlcipher3-binary``; settings pinned by
+``CIPHER_COMPATIBILITY``) encrypts every page of the database and of its write-ahead log with
+AES-256-CBC and authenticates it with HMAC-SHA512: a page
 changed on disk, or the wrong key, fails the HMAC and is refused. The key is given as a raw 32-byte
 key (``PRAGMA key = "x'..'"``), so SQLCipher skips its PBKDF2 (256,000 iterations by default, ~0.1 s
 per open); each database file still gets its own random salt (its first 16 bytes), from which the HMAC
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from meshchat.identity import Identity
 
 __all__ = [
+    "CIPHER_COMPATIBILITY",
     "MIGRATION_SUFFIX",
     "PLAIN_ERRORS",
     "STORE_KEY_SIZE",
@@ -59,6 +61,12 @@ _KEY_PERSON = b"meshchat-store-1"
 
 #: The first 16 bytes of every plaintext sqlite database file. An encrypted file starts with its salt.
 _PLAIN_HEADER = b"SQLite format 3\x00"
+
+#: SQLCipher's settings, named by major version: 4 is AES-256-CBC, HMAC-SHA512, 4,096-byte pages (and
+#: PBKDF2-HMAC-SHA512 with 256,000 iterations, unused with a raw key). Set on every connection, not
+#: left to the library's defaults, so a later SQLCipher with new defaults still reads the stores
+#: written now; changing it means migrating every store.
+CIPHER_COMPATIBILITY = 4
 
 #: The encrypted copy is written to ``store.db`` + this suffix, then renamed over ``store.db``. A file by
 #: that name left by a crash during a migration is an unfinished copy and is deleted.
@@ -153,6 +161,7 @@ def connect_encrypted(
         # SQLCipher logs a failed HMAC to stderr before the error reaches us; the StorageError says it.
         db.execute("PRAGMA cipher_log_level = NONE")
         db.execute(_key_pragma(key))
+        db.execute(f"PRAGMA cipher_compatibility = {CIPHER_COMPATIBILITY}")
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads page 1: checks the key
     except dbapi.Error as exc:
         db.close()
@@ -251,6 +260,7 @@ def _export(plain: sqlite3.Connection, path: Path, tmp: Path, key: bytes, schema
         )
     plain.execute("ATTACH DATABASE ? AS encrypted KEY ?", (str(tmp), f"x'{key.hex()}'"))
     try:
+        plain.execute(f"PRAGMA encrypted.cipher_compatibility = {CIPHER_COMPATIBILITY}")
         plain.execute("SELECT sqlcipher_export('encrypted')")
         plain.execute(f"PRAGMA encrypted.user_version = {version}")  # not copied by sqlcipher_export
     finally:
