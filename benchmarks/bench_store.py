@@ -2,6 +2,10 @@
 
 Run: python benchmarks/bench_store.py [--messages 10000] [--outbox-messages 2000] [--profile]
 
+Every figure is measured twice in the same run: with plain sqlite stores and with stores encrypted at
+rest (``SqliteStorage(path, key=store_key(identity))``, SQLCipher), and printed side by side with the
+ratio encrypted / plain (1.0: encryption costs nothing; 0.8: it costs 20 %).
+
 **Resync.** Three nodes in this process on 127.0.0.1 (TCP + Noise + yamux), each with its own sqlite
 store (WAL, synchronous=FULL) in a temporary folder: a mailbox M, a sender A that stores on M only
 (``mailbox_copies=1``) and a recipient B that is offline. A sends ``--messages`` 100-byte messages to
@@ -27,9 +31,19 @@ with ``open_envelope`` alone (no network, no storage) is measured afterwards.
 ``SqliteStorage``, against plain ``sqlite3`` in the same run: one single-row INSERT + COMMIT per row
 of the same size (message id, recipient key, envelope-sized blob) into a table with the same pragmas
 (WAL, synchronous=FULL). The two alternate in rounds, so disk weather hits both alike.
-``outbox_ratio_vs_sqlite`` is outbox msgs/s over sqlite rows/s: 1.0 is bare sqlite's speed.
+``outbox_ratio_vs_sqlite`` is outbox msgs/s over sqlite rows/s: 1.0 is bare sqlite's speed. The
+encrypted outbox runs in the same rounds, into its own encrypted ``SqliteStorage``.
 
-The last line reads ``resync_msgs_per_s=… outbox_ratio_vs_sqlite=… lost=… duplicated=…``.
+**Opening.** ``SqliteStorage(path)`` on the filled outbox files, plain and encrypted (a raw key: no
+KDF; ``PRAGMA quick_check`` reads and so decrypts every page), and for scale the cost of a SQLCipher
+passphrase key (PBKDF2, 256,000 iterations), which the raw key avoids.
+
+**Resync, encrypted.** The same resync with all three stores encrypted, in fresh files.
+
+The last line reads ``resync_msgs_per_s=… outbox_ratio_vs_sqlite=… lost=… duplicated=…`` followed by
+the encrypted figures: ``outbox_encrypted_msgs_per_s=… outbox_encrypted_ratio=…
+resync_encrypted_msgs_per_s=… resync_encrypted_ratio=… open_ms=… open_encrypted_ms=…`` (the lost and
+duplicated counts add both resyncs).
 With ``--profile`` the resync runs under cProfile and the top functions are printed.
 """
 
@@ -57,6 +71,7 @@ from meshchat.errors import MeshchatError
 from meshchat.identity import Identity, KeyCache
 from meshchat.inbox import DirectMessage
 from meshchat.node import Node
+from meshchat.store.encrypted import store_key
 from meshchat.store.mailbox import MailboxStatistics, owned_tags
 from meshchat.store.messenger import Messenger, MessengerStatistics, StoreConfig
 from meshchat.store.payload import Chat, Receipt, decode_payload, encode_payload
@@ -178,11 +193,15 @@ class Resync:
         return self.distinct / self.total_seconds if self.total_seconds else 0.0
 
 
-async def resync(folder: Path, count: int, *, profile: bool) -> Resync:
+async def resync(folder: Path, count: int, *, profile: bool, encrypted: bool = False) -> Resync:
     mailbox_id, sender_id, recipient_id = (Identity(bytes([i]) * 32) for i in (0x4D, 0x41, 0x42))
+
+    def key(identity: Identity) -> bytes | None:
+        return store_key(identity) if encrypted else None
+
     body = bytes(BODY)
     config = StoreConfig(mailbox_copies=1)
-    m_storage = MailboxStorage(folder / "mailbox.db")
+    m_storage = MailboxStorage(folder / "mailbox.db", key=key(mailbox_id))
     async with Node.open(identity=mailbox_id, listen=[LOCAL], mailbox=True, storage=m_storage) as mailbox:
         m_addr = mailbox.listen_addrs[0]
 
@@ -194,7 +213,7 @@ async def resync(folder: Path, count: int, *, profile: bool) -> Resync:
                 listen=[LOCAL],
                 mailboxes=[m_addr],
                 store_config=config,
-                storage=SqliteStorage(folder / "sender.db"),
+                storage=SqliteStorage(folder / "sender.db", key=key(sender_id)),
             ) as sender,
             trio.open_nursery() as nursery,
         ):
@@ -238,7 +257,7 @@ async def resync(folder: Path, count: int, *, profile: bool) -> Resync:
             expected={h.message_id for h in handles},
         )
         m_storage.log = log
-        r_storage = RecipientStorage(folder / "recipient.db")
+        r_storage = RecipientStorage(folder / "recipient.db", key=key(recipient_id))
         seen: set[bytes] = set()
         events = 0
         first_message = all_messages = None
@@ -390,6 +409,8 @@ class Outbox:
     count: int
     outbox_seconds: float
     add_seconds: float
+    encrypted_seconds: float
+    encrypted_add_seconds: float
     sqlite_seconds: float
     seal_seconds: float
     size: int
@@ -399,6 +420,10 @@ class Outbox:
         return self.count / self.outbox_seconds
 
     @property
+    def encrypted_rate(self) -> float:
+        return self.count / self.encrypted_seconds
+
+    @property
     def sqlite_rate(self) -> float:
         return self.count / self.sqlite_seconds
 
@@ -406,16 +431,28 @@ class Outbox:
     def ratio(self) -> float:
         return self.rate / self.sqlite_rate
 
+    @property
+    def encrypted_ratio(self) -> float:
+        """Encrypted outbox msgs/s over plain outbox msgs/s."""
+        return self.encrypted_rate / self.rate
+
 
 def outbox_vs_sqlite(folder: Path, count: int) -> Outbox:
-    """Outbox writes against bare sqlite inserts (and sealing alone), alternating in ``ROUNDS`` rounds."""
+    """Outbox writes, plain and encrypted, against bare sqlite inserts (and sealing alone).
+
+    The four alternate in ``ROUNDS`` rounds, so disk weather hits all alike.
+    """
     sender, recipient = Identity(bytes([0x53]) * 32), Identity(bytes([0x52]) * 32).public
+    body = bytes(BODY)
     storage = TimedOutbox(folder / "outbox.db")
     messenger = Messenger(sender, storage, rng=random.Random(1), wall_now=time.time())
-    body = bytes(BODY)
     record, _ = messenger.send(recipient, body, wall_now=time.time())  # warm up; gives the size
     storage.add_seconds = 0.0
     size = len(record.envelope)
+    encrypted = TimedOutbox(folder / "outbox-encrypted.db", key=store_key(sender))
+    encrypted_messenger = Messenger(sender, encrypted, rng=random.Random(1), wall_now=time.time())
+    encrypted_messenger.send(recipient, body, wall_now=time.time())
+    encrypted.add_seconds = 0.0
 
     db = sqlite3.connect(folder / "plain.db", isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
@@ -427,7 +464,7 @@ def outbox_vs_sqlite(folder: Path, count: int) -> Outbox:
     blob = os.urandom(size)
     payload = encode_payload(Chat(seq=1, body=body))
     per_round = max(1, count // ROUNDS)
-    outbox_seconds = sqlite_seconds = seal_seconds = 0.0
+    outbox_seconds = encrypted_seconds = sqlite_seconds = seal_seconds = 0.0
     done = 0
     try:
         for _ in range(ROUNDS):
@@ -446,23 +483,83 @@ def outbox_vs_sqlite(folder: Path, count: int) -> Outbox:
             outbox_seconds += time.perf_counter() - started
             started = time.perf_counter()
             for _ in range(per_round):
+                encrypted_messenger.send(recipient, body, wall_now=time.time())
+            encrypted_seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            for _ in range(per_round):
                 seal(sender, recipient, payload, wall_now=time.time())
             seal_seconds += time.perf_counter() - started
             done += per_round
     finally:
         db.close()
         storage.close()
+        encrypted.close()
     return Outbox(
         count=done,
         outbox_seconds=outbox_seconds,
         add_seconds=storage.add_seconds,
+        encrypted_seconds=encrypted_seconds,
+        encrypted_add_seconds=encrypted.add_seconds,
         sqlite_seconds=sqlite_seconds,
         seal_seconds=seal_seconds,
         size=size,
     )
 
 
+# --- opening ------------------------------------------------------------------------------------------
+
+#: Opens timed per file (the median is reported).
+OPENS = 9
+
+
+@dataclass
+class Opening:
+    plain_ms: float
+    encrypted_ms: float
+    size_bytes: int
+    passphrase_ms: float
+
+    @property
+    def ratio(self) -> float:
+        """Encrypted opens/s over plain opens/s."""
+        return self.plain_ms / self.encrypted_ms
+
+
+def opening(folder: Path) -> Opening:
+    """Median ``SqliteStorage`` open + close of the outbox files ``outbox_vs_sqlite`` filled."""
+    key = store_key(Identity(bytes([0x53]) * 32))
+
+    def median_ms(path: Path, key: bytes | None) -> float:
+        times = []
+        for _ in range(OPENS):
+            started = time.perf_counter()
+            SqliteStorage(path, key=key).close()
+            times.append((time.perf_counter() - started) * 1000)
+        return sorted(times)[OPENS // 2]
+
+    import sqlcipher3.dbapi2 as sqlcipher  # noqa: PLC0415  # for scale only: a passphrase key
+
+    tiny = folder / "passphrase.db"
+    started = time.perf_counter()
+    db = sqlcipher.connect(str(tiny))
+    db.execute("PRAGMA key = 'a passphrase'")  # PBKDF2-HMAC-SHA512, SQLCipher 4's default iterations
+    db.execute("CREATE TABLE t (x)")
+    db.close()
+    passphrase_ms = (time.perf_counter() - started) * 1000
+    return Opening(
+        plain_ms=median_ms(folder / "outbox.db", None),
+        encrypted_ms=median_ms(folder / "outbox-encrypted.db", key),
+        size_bytes=(folder / "outbox-encrypted.db").stat().st_size,
+        passphrase_ms=passphrase_ms,
+    )
+
+
 # --- main ---------------------------------------------------------------------------------------------
+
+
+def side_by_side(name: str, plain: float, encrypted: float, unit: str) -> str:
+    ratio = encrypted / plain if plain else 0.0
+    return f"  {name:<34} {plain:9,.0f} {unit}  encrypted {encrypted:9,.0f} {unit}  ratio {ratio:.2f}"
 
 
 async def main(messages: int, outbox_messages: int, profile: bool) -> None:
@@ -479,23 +576,51 @@ async def main(messages: int, outbox_messages: int, profile: bool) -> None:
             f"{o.outbox_seconds * per_msg:6.0f} us/msg\n"
             f"    of which outbox_add (sqlite, fsync)            "
             f"{o.add_seconds * per_msg:6.0f} us/msg\n"
+            f"  outbox, store encrypted (SQLCipher)     {o.encrypted_rate:8,.0f} msgs/s  "
+            f"{o.encrypted_seconds * per_msg:6.0f} us/msg\n"
+            f"    of which outbox_add (SQLCipher, fsync)         "
+            f"{o.encrypted_add_seconds * per_msg:6.0f} us/msg\n"
             f"    seal alone (same body, no storage)             "
             f"{o.seal_seconds * per_msg:6.0f} us/msg\n"
             f"  sqlite INSERT + COMMIT, {o.size}-byte rows {o.sqlite_rate:8,.0f} rows/s  "
             f"{o.sqlite_seconds * per_msg:6.0f} us/row   (WAL, synchronous=FULL)\n"
-            f"  outbox / sqlite: {o.ratio:.2f}",
+            f"  outbox / sqlite: {o.ratio:.2f}   encrypted outbox / outbox: {o.encrypted_ratio:.2f}",
             flush=True,
         )
-        ratio = o.ratio
-        r = await resync(folder, messages, profile=profile)
-    print_resync(r)
-    if r.profile:
-        print(r.profile)
-    lost = r.messages - r.distinct
-    duplicated = r.events - len(r.received_ids)
+        opened = opening(folder)
+        print(
+            f"opening SqliteStorage with {o.count + 1:,} outbox records "
+            f"({opened.size_bytes / 1e6:.1f} MB, quick_check reads every page), median of {OPENS}:\n"
+            f"  plain {opened.plain_ms:6.2f} ms   encrypted (raw key, no KDF) {opened.encrypted_ms:6.2f} ms"
+            f"   ratio (opens/s) {opened.ratio:.2f}\n"
+            f"  for scale: a SQLCipher passphrase key (PBKDF2, 256,000 iterations) "
+            f"{opened.passphrase_ms:6.1f} ms",
+            flush=True,
+        )
+        (folder / "plain").mkdir()
+        r = await resync(folder / "plain", messages, profile=profile)
+        print_resync(r)
+        if r.profile:
+            print(r.profile)
+        (folder / "encrypted").mkdir()
+        print("\nthe same resync, all three stores encrypted at rest:", flush=True)
+        e = await resync(folder / "encrypted", messages, profile=False, encrypted=True)
+        print_resync(e)
+    print("\nplain vs encrypted stores, same run:")
+    print(side_by_side("outbox writes", o.rate, o.encrypted_rate, "msgs/s"))
+    print(side_by_side("resync end to end", r.rate, e.rate, "msgs/s"))
     print(
-        f"resync_msgs_per_s={r.rate:.0f} outbox_ratio_vs_sqlite={ratio:.2f} "
-        f"lost={lost} duplicated={duplicated}"
+        side_by_side("opens of the outbox store", 1000 / opened.plain_ms, 1000 / opened.encrypted_ms, "/s   ")
+    )
+    lost = r.messages - r.distinct + e.messages - e.distinct
+    duplicated = r.events - len(r.received_ids) + e.events - len(e.received_ids)
+    print(
+        f"resync_msgs_per_s={r.rate:.0f} outbox_ratio_vs_sqlite={o.ratio:.2f} "
+        f"lost={lost} duplicated={duplicated} "
+        f"outbox_encrypted_msgs_per_s={o.encrypted_rate:.0f} outbox_encrypted_ratio={o.encrypted_ratio:.2f} "
+        f"resync_encrypted_msgs_per_s={e.rate:.0f} "
+        f"resync_encrypted_ratio={e.rate / r.rate if r.rate else 0:.2f} "
+        f"open_ms={opened.plain_ms:.2f} open_encrypted_ms={opened.encrypted_ms:.2f}"
     )
 
 

@@ -1,6 +1,7 @@
-"""The ``Storage`` contract, checked on both backends; then what only the sqlite file promises.
+"""The ``Storage`` contract, checked on every backend; then what only the sqlite file promises.
 
-The conformance tests run once on ``MemoryStorage`` and once on ``SqliteStorage``: each method's
+The conformance tests run on ``MemoryStorage``, ``SqliteStorage`` and ``SqliteStorage`` with a key
+(SQLCipher; what only encryption promises is in ``test_storage_encrypted.py``): each method's
 results and orders, and that a refused call (``ValueError``) changes nothing. The sqlite tests check
 durability (close and reopen, a killed writer), refusal of damaged or foreign files, a full disk (a
 tiny ``max_page_count``) losing nothing already accepted, and the file's permissions. A Hypothesis
@@ -120,13 +121,14 @@ def snapshot(store: Storage) -> tuple[object, ...]:
     )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "sqlcipher"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    """Each backend in turn, empty."""
+    """Each backend in turn, empty (sqlcipher: the sqlite store encrypted at rest with a key)."""
     if request.param == "memory":
         yield MemoryStorage()
     else:
-        with SqliteStorage(tmp_path / "store.db") as sqlite_store:
+        key = b"\x6b" * 32 if request.param == "sqlcipher" else None
+        with SqliteStorage(tmp_path / "store.db", key=key) as sqlite_store:
             yield sqlite_store
 
 

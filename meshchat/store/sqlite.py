@@ -38,6 +38,10 @@ naming the store and sqlite's reason; a constraint the caller broke (a known out
 already-seen id, as ``MemoryStorage`` checks; or a NaN, which sqlite stores as NULL) becomes
 ``ValueError``.
 
+At rest. Opened with a key (``SqliteStorage(path, key=store_key(identity))``), the file and its log are
+encrypted by SQLCipher, and a plaintext store is encrypted in place on that first open; see
+``meshchat.store.encrypted``. Without a key the standard library's ``sqlite3`` opens a plain file.
+
 Needs sqlite 3.8.3 or later (partial indexes, ``WITHOUT ROWID``); uses no newer syntax (no
 ``RETURNING``, no ``STRICT`` tables), so older system sqlites shipped with Python 3.11 read the file.
 """
@@ -56,6 +60,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from meshchat.errors import StorageError
+from meshchat.store.encrypted import PLAIN_ERRORS, check_store_key, connect_encrypted, damaged_pages
 from meshchat.store.storage import (
     TERMINAL_STATUSES,
     InboxRecord,
@@ -247,18 +252,26 @@ class SqliteStorage:
     other's transaction, then fails with ``StorageError`` ("database is locked").
     """
 
-    def __init__(self, path: str | Path, *, max_pages: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, key: bytes | None = None, max_pages: int | None = None) -> None:
         """Open the store at ``path``, creating it (mode 0600) if missing; its folder must exist.
 
+        ``key`` (32 bytes, ``meshchat.store.encrypted.store_key(identity)``) encrypts the file at rest
+        with SQLCipher; a plaintext store found at ``path`` is then encrypted in place, once, keeping
+        every record. Without a key the file is plain sqlite (the standard library's ``sqlite3``).
         ``max_pages`` caps the file at that many pages (``PRAGMA max_page_count``): past it every
         write fails with "database or disk is full", as on a full disk (for tests).
-        Raises ``StorageError`` if the file cannot be opened, is not a meshchat store, is corrupt,
-        or was written by a newer meshchat.
+        Raises ``StorageError`` if the file cannot be opened, cannot be decrypted with ``key``, is not
+        a meshchat store, is corrupt, or was written by a newer meshchat; ``ValueError`` for a key
+        that is not 32 bytes.
         """
         #: Where the database is.
         self.path = Path(path)
+        #: Whether the file is encrypted at rest (opened with a key).
+        self.encrypted = key is not None
         self._lock = threading.Lock()
         self._closed = False
+        if key is not None:
+            check_store_key(key)  # a caller's mistake: ValueError before anything touches the disk
         try:
             # sqlite would create the file with the umask's mode (usually 0644); message metadata
             # and mailbox contents are private, so create it first, readable by its owner only.
@@ -267,9 +280,15 @@ class SqliteStorage:
             os.close(fd)
         except OSError as exc:
             raise StorageError(f"cannot open store {self.path}: {exc}") from exc
-        self._db = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-        )
+        self._errors = PLAIN_ERRORS
+        if key is None:
+            self._db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+        else:
+            self._db, self._errors = connect_encrypted(
+                self.path, key, timeout=BUSY_TIMEOUT, schema_version=SCHEMA_VERSION
+            )
         try:
             self._open(max_pages)
         except BaseException:
@@ -287,9 +306,19 @@ class SqliteStorage:
             db.execute("PRAGMA foreign_keys = ON")
             if max_pages is not None:
                 db.execute(f"PRAGMA max_page_count = {int(max_pages)}")
-        except sqlite3.Error as exc:
+        except self._errors.error as exc:
+            # SQLCipher reports a page that fails its HMAC as a plain "SQL logic error"; ask it which.
+            damaged: list[str] = []
+            if self.encrypted:
+                try:
+                    damaged = damaged_pages(db)
+                except self._errors.error as check_exc:  # the first error is the one to report
+                    exc.add_note(f"cipher_integrity_check failed too: {check_exc}")
+            if damaged:
+                raise StorageError(f"store {self.path} is corrupt: {'; '.join(damaged)}") from exc
             if exc.sqlite_errorname in _CORRUPT_CODES:
-                raise StorageError(f"store {self.path} is corrupt or not a database: {exc}") from exc
+                hint = "" if self.encrypted else " (or encrypted: open it with its identity's key)"
+                raise StorageError(f"store {self.path} is corrupt or not a database{hint}: {exc}") from exc
             raise StorageError(f"cannot open store {self.path}: {exc}") from exc
         with self._transaction("open") as db:
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
@@ -343,11 +372,11 @@ class SqliteStorage:
                 try:
                     if db.in_transaction:
                         db.execute("ROLLBACK")
-                except sqlite3.Error as rollback_exc:
+                except self._errors.error as rollback_exc:
                     exc.add_note(f"rolling back also failed: {rollback_exc}")
-                if isinstance(exc, sqlite3.IntegrityError):
+                if isinstance(exc, self._errors.integrity):
                     raise ValueError(f"{what}: {exc}") from exc
-                if isinstance(exc, sqlite3.Error):
+                if isinstance(exc, self._errors.error):
                     raise StorageError(f"store {self.path}: {what}: {exc}") from exc
                 raise
 
