@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TextIO
 
 import trio
+from libp2p.peer.id import ID
 from rich.console import Console
 
 from meshchat.cli.common import terminal_markup, terminal_text
@@ -291,10 +292,12 @@ def _hears(node: Node, contact: Contact) -> bool:
 class _ChatSender:
     """Sends ``chat`` lines to one contact in the order typed.
 
-    ``Node.send`` on a contact it is not connected to dials it in a task of its own per message, and
-    each publish is a task too; lines piped in before the connection was up went out in whatever order
-    those tasks woke (often newest first). So this dials first and waits (bounded) for the contact to
-    be heard, and, while it is, waits for each line to reach a peer before sending the next.
+    ``Node.send`` to a contact it is not connected to dials it in a task of its own per message, and
+    each publish is a task too: lines piped in before the connection was up went out in whatever order
+    those tasks woke (often newest first). So the sender dials first (``reach``: once at the start,
+    then before a line at most every ``REACH_AGAIN_AFTER`` while the contact is not heard) and waits,
+    bounded, for the contact to be heard; while it is, it waits for each line to reach a peer before
+    sending the next.
     """
 
     def __init__(self, node: Node, contact: Contact, printer: _Printer) -> None:
@@ -302,14 +305,28 @@ class _ChatSender:
         self._contact = contact
         self._printer = printer
         self._reached_at = -math.inf
+        self._reaching = trio.Lock()
 
-    async def send(self, line: bytes) -> None:
+    def _connected(self) -> bool:
+        return bool(self._node.host.get_network().connections.get(ID.from_base58(self._contact.peer_id)))
+
+    async def reach(self) -> None:
+        """Dial the contact unless it is heard or was dialled less than ``REACH_AGAIN_AFTER`` ago; once
+        connected, wait (at most ``SUBSCRIPTION_WAIT``) until it is heard on its inbox shard."""
         node, contact = self._node, self._contact
-        if not _hears(node, contact) and trio.current_time() - self._reached_at >= REACH_AGAIN_AFTER:
+        async with self._reaching:
+            if _hears(node, contact) or trio.current_time() - self._reached_at < REACH_AGAIN_AFTER:
+                return
             self._reached_at = trio.current_time()
             await node.reach(contact)
-            with trio.move_on_after(SUBSCRIPTION_WAIT):
-                await node.wait_for(lambda: _hears(node, contact))
+            if self._connected():
+                with trio.move_on_after(SUBSCRIPTION_WAIT):
+                    await node.wait_for(lambda: _hears(node, contact))
+
+    async def send(self, line: bytes) -> None:
+        """Send one line, after the lines before it."""
+        node, contact = self._node, self._contact
+        await self.reach()
         heard = _hears(node, contact)
         handle = await node.send(contact, line)
         self._printer.event(
@@ -383,7 +400,9 @@ async def run_node(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_print_events, node, printer)
                 if contact is not None:
-                    nursery.start_soon(_read_stdin, _ChatSender(node, contact, printer).send, printer)
+                    sender = _ChatSender(node, contact, printer)
+                    nursery.start_soon(sender.reach)  # dial while the user types the first line
+                    nursery.start_soon(_read_stdin, sender.send, printer)
                 elif read_stdin:
 
                     async def publish(line: bytes) -> None:
