@@ -481,3 +481,42 @@ def test_chat_on_a_terminal_reads_as_a_conversation() -> None:
     assert lines[0].endswith(" Alice: Привет!")
     assert lines[1].endswith(" you → Alice: [hi] back")  # rich markup in a message is shown, not run
     assert lines[2].endswith(" peer_connected: 12D3KooWxyz (/meshsub/1.2.0, inbound)")
+
+
+# --- start-up -------------------------------------------------------------------------------------
+
+#: Modules ``meshchat --help`` must not load: each takes a noticeable part of a second to import.
+HEAVY_MODULES = ("libp2p", "trio", "matplotlib", "meshchat.sim", "meshchat.node", "meshchat.net")
+
+
+def test_help_and_importing_the_cli_load_no_network_stack_or_simulator() -> None:
+    """Import-time regression guard (timings are the benchmark's job: bench_cli_startup.py)."""
+    code = (
+        "import json, sys\n"
+        "from meshchat.cli import main\n"
+        "sys.argv = ['meshchat', '--help']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        encoding="utf-8",
+        env=_process_env(),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Commands" in result.stdout  # the help was printed
+    assert json.loads(result.stdout.splitlines()[-1]) == []
+
+
+def test_version_prints_the_package_version() -> None:
+    from meshchat import __version__  # noqa: PLC0415
+
+    result = run("--version")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"meshchat {__version__}\n"
