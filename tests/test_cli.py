@@ -520,3 +520,22 @@ def test_version_prints_the_package_version() -> None:
     result = run("--version")
     assert result.exit_code == 0, result.output
     assert result.stdout == f"meshchat {__version__}\n"
+
+
+def test_mailbox_help_names_the_library_defaults() -> None:
+    """``mailbox`` leaves unset quotas to ``MailboxLimits`` (so --help need not import the store layer)
+    and names its defaults in the help: they must stay the same numbers."""
+    from meshchat.store.mailbox import MailboxLimits  # noqa: PLC0415
+
+    limits = MailboxLimits()
+    assert (limits.per_tag_bytes, limits.per_peer_bytes, limits.total_bytes) == (8 << 20, 64 << 20, 1 << 30)
+    shown = run("mailbox", "--help", env={"COLUMNS": "300"})
+    assert shown.exit_code == 0, shown.output
+    for text in ("default: 8 MiB", "default: 64 MiB", "default: 1 GiB"):
+        assert text in shown.stdout
+
+
+def test_mailbox_refuses_a_quota_that_is_not_positive(tmp_path: Path) -> None:
+    init(tmp_path)
+    line = assert_one_error_line(run("mailbox", "--profile", tmp_path, "--quota-tag", "0"))
+    assert "positive byte counts" in line

@@ -22,7 +22,6 @@ from meshchat.cli.common import (
     profile_dir,
     quiet_libp2p,
 )
-from meshchat.store.mailbox import MailboxLimits
 
 __all__ = ["chat_command", "mailbox_command", "node_command", "send_command"]
 
@@ -163,28 +162,31 @@ def chat_command(
     _run_node(profile, listen, bootstrap, json_output, read_stdin=True, chat_with=to, mailboxes=mailbox or [])
 
 
-_DEFAULT_LIMITS = MailboxLimits()
-
-
 def mailbox_command(
     *,
     profile: ProfileOption = None,
     listen: ListenOption = None,
     bootstrap: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")] = None,
     quota_tag: Annotated[
-        int, typer.Option(metavar="BYTES", help="Bytes held per recipient inbox tag.")
-    ] = _DEFAULT_LIMITS.per_tag_bytes,
+        int | None,
+        typer.Option(metavar="BYTES", help="Bytes held per recipient inbox tag (default: 8 MiB)."),
+    ] = None,
     quota_peer: Annotated[
-        int, typer.Option(metavar="BYTES", help="Bytes held per sending peer.")
-    ] = _DEFAULT_LIMITS.per_peer_bytes,
+        int | None, typer.Option(metavar="BYTES", help="Bytes held per sending peer (default: 64 MiB).")
+    ] = None,
     budget: Annotated[
-        int, typer.Option(metavar="BYTES", help="Bytes held in total (disk budget).")
-    ] = _DEFAULT_LIMITS.total_bytes,
+        int | None,
+        typer.Option(metavar="BYTES", help="Bytes held in total, the disk budget (default: 1 GiB)."),
+    ] = None,
     json_output: EventsJsonOption = False,
 ) -> None:
     """Run a mailbox until Ctrl-C: keep sealed envelopes for offline recipients (it cannot read them)
     until they sync or the envelopes expire, within per-recipient, per-sender and total quotas."""
-    if min(quota_tag, quota_peer, budget) <= 0:
+    from meshchat.store.mailbox import MailboxLimits  # noqa: PLC0415
+
+    given = {"per_tag_bytes": quota_tag, "per_peer_bytes": quota_peer, "total_bytes": budget}
+    if any(value is not None and value <= 0 for value in given.values()):
         raise CommandError("--quota-tag, --quota-peer and --budget must be positive byte counts")
-    limits = MailboxLimits(per_tag_bytes=quota_tag, per_peer_bytes=quota_peer, total_bytes=budget)
+    # Unset options keep MailboxLimits' defaults (the help names them; a test keeps the two in step).
+    limits = MailboxLimits(**{k: v for k, v in given.items() if v is not None})
     _run_node(profile, listen, bootstrap, json_output, mailbox_limits=limits)
