@@ -98,14 +98,15 @@ async def processes() -> AsyncIterator[Callable[..., Any]]:
     started: list[trio.Process] = []
     async with trio.open_nursery() as nursery:
 
-        async def start(*args: str | Path) -> JsonLinesProcess:
-            process = await trio.lowlevel.open_process(
-                [*MESHCHAT, *map(str, args)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=_env(),
-            )
+        async def start(*args: str | Path, stderr: Path | None = None) -> JsonLinesProcess:
+            with open(os.devnull if stderr is None else stderr, "wb") as err:  # noqa: ASYNC230 (a local file)
+                process = await trio.lowlevel.open_process(
+                    [*MESHCHAT, *map(str, args)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    env=_env(),
+                )
             started.append(process)
             events = JsonLinesProcess(process)
             nursery.start_soon(events.read_events)
@@ -155,8 +156,13 @@ async def test_chat_refuses_a_1_mb_line_once_and_sends_none_of_it(tmp_path: Path
     await init(bob, "Bob")
     await add(alice, (await meshchat("invite", "--profile", bob)).stdout)
     async with processes() as start:
-        chat = await start("chat", "--profile", alice, "--to", "Bob", "--json", "--listen", LOCAL)
+        errors = tmp_path / "stderr"
+        chat = await start(
+            "chat", "--profile", alice, "--to", "Bob", "--json", "--listen", LOCAL, stderr=errors
+        )
         await pipe_huge_line_then(chat, "Сәлам".encode())
+        # Bob's invite has no address: chat says so at the start (stderr: stdout stays JSON).
+        assert "warning: Bob's invite has no address and no mailbox" in errors.read_text()
         assert len(of(chat, "refused")) == 1 and of(chat, "refused")[0]["size"] == HUGE
         sent = [base64.b64decode(e["data"]).decode() for e in of(chat, "sent")]
         assert sent == ["Сәлам"]  # on the old code: 15 refusals, then the line's last 16,960 bytes
@@ -238,6 +244,7 @@ async def test_invite_carries_the_addresses_a_running_node_recorded_and_send_del
             (bob / ADDRESSES_FILE).write_text(json.dumps({"addrs": addrs, "written_at": time.time()}))
         invited = await meshchat("invite", "--profile", bob, "--json")
         assert "warning" not in invited.stderr.decode()
+        assert "With the addresses this profile's node recorded" in invited.stderr.decode()
         assert json.loads(invited.stdout)["addrs"] == read_recorded_addresses(bob)
         await add(alice, json.loads(invited.stdout)["token"].encode())
         sent = json.loads((await meshchat("send", "--profile", alice, "--to", "Bob", "--json", "hi")).stdout)

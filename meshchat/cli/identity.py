@@ -197,6 +197,9 @@ def invite(
     if qr_terminal:
         card.qr().terminal(out=sys.stderr, compact=True)
     err = stderr_console()
+    if card.addrs and not addr:
+        shown = ", ".join(card.addrs)
+        err.print(f"[dim]With the addresses this profile's node recorded: {terminal_markup(shown)}[/]")
     if not card.addrs and not card.mailboxes:
         err.print(
             "[yellow]warning: this invite has no address and no mailbox: "

@@ -385,6 +385,12 @@ async def run_node(
         mailboxes=mailboxes,
     ) as node:
         contact = node.contacts.find(chat_with) if chat_with is not None else None
+        if contact is not None and _unreachable_now(contact, bootstrap, mailboxes):
+            sys.stderr.write(
+                f"warning: {terminal_text(contact.name)}'s invite has no address and no mailbox, and no "
+                "--bootstrap or --mailbox was given: what you type waits in the outbox until their node "
+                "reaches this one (ask them for an invite made while their `meshchat node` runs)\n"
+            )
         printer.event(
             "listening",
             f"{node.peer_id} on {', '.join(node.listen_addrs)}",
