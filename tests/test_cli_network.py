@@ -22,9 +22,18 @@ import pytest
 import trio
 from processes import JsonLinesProcess
 
-from meshchat.cli.common import ADDRESSES_FILE, PASSPHRASE_ENV, PROFILE_ENV, read_recorded_addresses
+from meshchat.cli.common import (
+    ADDRESSES_FILE,
+    MAX_RECORDED_ADDRESS_LENGTH,
+    MAX_RECORDED_ADDRESSES,
+    PASSPHRASE_ENV,
+    PROFILE_ENV,
+    read_recorded_addresses,
+)
 from meshchat.cli.runner import MAX_STDIN_LINE, Line, LineSplitter, LineTooLong
-from meshchat.wire import message_id
+from meshchat.identity import Identity
+from meshchat.wire import Invite, message_id
+from meshchat.wire.invite import MAX_ADDR_LENGTH, MAX_ADDRS
 
 MESHCHAT = [sys.executable, "-m", "meshchat"]
 LOCAL = "/ip4/127.0.0.1/tcp/0"
@@ -201,8 +210,14 @@ def test_recorded_addresses_tolerate_a_missing_or_malformed_file(tmp_path: Path)
         path.write_bytes(bad)
         assert read_recorded_addresses(tmp_path) == []
     good = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWAbc"
-    path.write_text(json.dumps({"addrs": [good, 7, "not an address"], "written_at": 1}))
+    junk = [7, "not an address", "/ip4/1.2.3.4/tcp/1 x", "/\x1b[31m", "/" + "a" * 300, "/ip4/é"]
+    path.write_text(json.dumps({"addrs": [good, *junk], "written_at": 1}))
     assert read_recorded_addresses(tmp_path) == [good]
+    many = [f"/ip4/127.0.0.{i}/tcp/4001" for i in range(20)]
+    path.write_text(json.dumps({"addrs": many, "written_at": 1}))
+    assert read_recorded_addresses(tmp_path) == many[:MAX_ADDRS]  # what one invite carries
+    Invite.create(Identity.generate(), addrs=tuple(read_recorded_addresses(tmp_path)))  # and it does
+    assert (MAX_RECORDED_ADDRESSES, MAX_RECORDED_ADDRESS_LENGTH) == (MAX_ADDRS, MAX_ADDR_LENGTH)
 
 
 async def test_an_invite_without_address_warns_and_send_to_it_says_why_at_once(tmp_path: Path) -> None:

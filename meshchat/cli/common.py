@@ -39,6 +39,8 @@ __all__ = [
     "EXIT_USAGE",
     "KEY_FILE",
     "LIBP2P_LOG_ENV",
+    "MAX_RECORDED_ADDRESSES",
+    "MAX_RECORDED_ADDRESS_LENGTH",
     "PASSPHRASE_ENV",
     "PROFILE_ENV",
     "PROFILE_FILE",
@@ -74,6 +76,11 @@ PROFILE_FILE = "profile.json"
 ADDRESSES_FILE = "addresses.json"
 #: Largest ``addresses.json`` read, bytes: a few dozen multiaddrs fit in a fraction of it.
 MAX_ADDRESSES_FILE = 64 * 1024
+#: Most recorded addresses an invite takes, in the node's order: what one invite carries
+#: (``meshchat.wire.invite.MAX_ADDRS``; a test keeps the two equal).
+MAX_RECORDED_ADDRESSES = 8
+#: Longest recorded address used (``meshchat.wire.invite.MAX_ADDR_LENGTH``).
+MAX_RECORDED_ADDRESS_LENGTH = 256
 #: Environment variable holding the passphrase, for scripts and CI (a terminal prompt otherwise).
 PASSPHRASE_ENV = "MESHCHAT_PASSPHRASE"
 #: Environment variable naming the profile folder when ``--profile`` is not given.
@@ -260,7 +267,8 @@ def write_profile(profile: Path, name: str) -> None:
 
 def read_recorded_addresses(profile: Path) -> list[str]:
     """The addresses a running node of this profile recorded in ``addresses.json`` (``[]`` if there is
-    no such file or it is unreadable or malformed: the caller then says the invite has no address)."""
+    no such file or it is unreadable or malformed: the caller then says the invite has no address).
+    Entries an invite could not carry are skipped; at most ``MAX_RECORDED_ADDRESSES`` are returned."""
     path = profile / ADDRESSES_FILE
     try:
         with path.open("rb") as file:
@@ -276,7 +284,17 @@ def read_recorded_addresses(profile: Path) -> list[str]:
     addrs = data.get("addrs") if isinstance(data, dict) else None
     if not isinstance(addrs, list):
         return []
-    return [a for a in addrs if isinstance(a, str) and a.startswith("/")]
+    usable = [
+        a
+        for a in addrs
+        if isinstance(a, str)
+        and a.startswith("/")
+        and len(a) <= MAX_RECORDED_ADDRESS_LENGTH
+        and a.isascii()
+        and a.isprintable()
+        and " " not in a
+    ]
+    return usable[:MAX_RECORDED_ADDRESSES]
 
 
 def public_identity(profile: Path) -> PublicIdentity:

@@ -5,8 +5,8 @@ The command line half (options, profile, passphrase) is in ``meshchat.cli.networ
 imported only when one of those commands runs (it pulls in trio and py-libp2p). It prints the PeerId
 and listen addresses first, then one line per event, as text or, with ``--json``, as one JSON object
 per line (``listening``, ``reserved``, ``peer_connected``, ``peer_disconnected``, ``message``,
-``direct``, ``status``, ``published``, ``sent``, ``refused``, ``stdin_closed``, ``stopped``,
-``mailbox``, ``statistics``) for scripts and tests. Text output passes every peer-chosen string
+``direct``, ``status``, ``store_problem``, ``published``, ``sent``, ``refused``, ``stdin_closed``,
+``stopped``, ``mailbox``, ``statistics``) for scripts and tests. Text output passes every peer-chosen string
 through ``terminal_text``; JSON carries it exactly.
 
 With ``--stdin`` every line read from standard input is published to the first topic;
