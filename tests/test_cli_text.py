@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from meshchat.cli import app
-from meshchat.cli.common import terminal_markup, terminal_text
+from meshchat.cli.common import print_error, terminal_markup, terminal_text
 from meshchat.cli.runner import _ChatPrinter, _describe, _Printer
 from meshchat.contacts import Contacts
 from meshchat.identity import Identity, save_identity
@@ -174,3 +174,21 @@ def test_names_from_invites_are_shown_as_text(tmp_path: Path) -> None:
     renamed = runner.invoke(app, ["add", "--profile", str(me), token, "--name", "\x1b]0;t\x07M\x1b[2J"])
     assert renamed.exit_code == 0, renamed.output
     assert "\x1b" not in renamed.stdout and "\x07" not in renamed.stdout and "added M" in renamed.stdout
+
+
+def test_an_error_line_quoting_a_peer_cannot_drive_the_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    print_error(f"bad invite from {HOSTILE}\nsecond line")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: bad invite from red")
+    for char in FORBIDDEN:
+        assert char not in err
+
+
+def test_send_to_an_unknown_hostile_name_is_one_clean_error_line(tmp_path: Path) -> None:
+    me = tmp_path / "me"
+    assert runner.invoke(app, ["init", "--profile", str(me), "--insecure-no-passphrase"]).exit_code == 0
+    result = runner.invoke(app, ["send", "--profile", str(me), "--to", "\x1b]0;pwned\x07Eve", "hi"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    for char in FORBIDDEN:
+        assert char not in result.stderr
