@@ -7,7 +7,7 @@ into one line on stderr. One module per command group:
 - ``identity``: ``init``, ``id``, ``invite``, ``safety-number``, ``add``
 - ``network``: ``node``, ``chat``, ``send``, ``mailbox`` (the live node runs in ``runner``)
 - ``store``: ``outbox``, ``status``, ``inbox``
-- ``sim``: ``sim``; ``demo``: ``demo`` (its network part in ``demo_net``)
+- ``sim``: ``sim``; ``demo``: ``demo`` (its steps in ``demo_local``, its network part in ``demo_net``)
 - ``common``: options, consoles, the error line, ``terminal_text``, profiles and passphrases
 
 Start-up stays fast (``meshchat --help``): command modules import trio, py-libp2p, the simulator and
