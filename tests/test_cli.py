@@ -21,14 +21,17 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from meshchat import cli
-from meshchat.cli_node import _ChatPrinter
+from meshchat.cli import common
+from meshchat.cli.demo import DEMO_MESSAGES
+from meshchat.cli.identity import QR_PNG_SCALE
+from meshchat.cli.runner import _ChatPrinter
 from meshchat.identity import is_encrypted, load_identity, read_public_key, safety_number
 from meshchat.identity.keys import PublicIdentity
 from meshchat.wire import Invite
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Side of the smallest QR code (version 1, 21 modules) at the CLI's scale, without its quiet zone.
-SMALLEST_QR_PIXELS = 21 * cli.QR_PNG_SCALE
+SMALLEST_QR_PIXELS = 21 * QR_PNG_SCALE
 
 runner = CliRunner()
 
@@ -189,8 +192,8 @@ def test_prompted_passphrases_must_match_and_then_protect_the_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     answers: list[str] = []
-    monkeypatch.setattr(cli, "_stdin_is_interactive", lambda: True)
-    monkeypatch.setattr(cli, "_ask_hidden", lambda prompt: answers.pop(0))
+    monkeypatch.setattr(common, "_stdin_is_interactive", lambda: True)
+    monkeypatch.setattr(common, "_ask_hidden", lambda prompt: answers.pop(0))
     profile = tmp_path / "p"
 
     answers[:] = ["first", "second"]
@@ -213,8 +216,8 @@ def test_ctrl_c_at_the_passphrase_prompt_exits_130_quietly(
     def interrupted(prompt: str) -> str:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_stdin_is_interactive", lambda: True)
-    monkeypatch.setattr(cli, "_ask_hidden", interrupted)
+    monkeypatch.setattr(common, "_stdin_is_interactive", lambda: True)
+    monkeypatch.setattr(common, "_ask_hidden", interrupted)
     result = run("init", "--profile", tmp_path / "p")
     assert result.exit_code == 130
     assert "Traceback" not in result.output and "error" not in result.output
@@ -363,7 +366,7 @@ def test_demo_json_reports_verified_messages_and_the_expected_failures() -> None
     result = run("demo", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert [m["text"] for m in summary["messages"]] == [text for _, text in cli.DEMO_MESSAGES]
+    assert [m["text"] for m in summary["messages"]] == [text for _, text in DEMO_MESSAGES]
     assert {m["sender"] for m in summary["messages"]} == {"Alice"}
     assert summary["carol"] == "DecryptionFailed"
     assert summary["tampered"] == "DecryptionFailed"
@@ -373,11 +376,11 @@ def test_demo_json_reports_verified_messages_and_the_expected_failures() -> None
     assert summary["timings_ms"]["seal"] > 0 and summary["timings_ms"]["open"] > 0
     network = summary["network"]  # the same messages across four real nodes on 127.0.0.1
     assert network["hops"] == 3 and len(set(network["path"])) == 4
-    assert len(network["latency_ms"]) == len(cli.DEMO_MESSAGES)
+    assert len(network["latency_ms"]) == len(DEMO_MESSAGES)
     assert all(ms > 0 for ms in network["latency_ms"])
     # Both relays carried each message, and (by the time they were counted) some of Bob's signed
     # receipts on their way back; at most one receipt per message.
-    assert all(len(cli.DEMO_MESSAGES) <= n <= 2 * len(cli.DEMO_MESSAGES) for n in network["relay_envelopes"])
+    assert all(len(DEMO_MESSAGES) <= n <= 2 * len(DEMO_MESSAGES) for n in network["relay_envelopes"])
     assert network["relay_readable"] == 0
     # Store-and-forward: Bob offline, the mailbox kept two messages; he synced them; receipts came back.
     assert network["offline"]["messages"] == 2
@@ -431,7 +434,7 @@ def test_the_installed_meshchat_demo_runs_and_shows_the_failures_it_promises() -
     assert "DecryptionFailed" in result.stdout
     assert "Alice ✓" in result.stdout  # the verified sender, named by comparing keys
     assert "not visible" in result.stdout
-    for _, text in cli.DEMO_MESSAGES:
+    for _, text in DEMO_MESSAGES:
         assert text in result.stdout
     assert "Traceback" not in result.stderr
 
@@ -478,3 +481,61 @@ def test_chat_on_a_terminal_reads_as_a_conversation() -> None:
     assert lines[0].endswith(" Alice: Привет!")
     assert lines[1].endswith(" you → Alice: [hi] back")  # rich markup in a message is shown, not run
     assert lines[2].endswith(" peer_connected: 12D3KooWxyz (/meshsub/1.2.0, inbound)")
+
+
+# --- start-up -------------------------------------------------------------------------------------
+
+#: Modules ``meshchat --help`` must not load: each takes a noticeable part of a second to import.
+HEAVY_MODULES = ("libp2p", "trio", "matplotlib", "meshchat.sim", "meshchat.node", "meshchat.net")
+
+
+def test_help_and_importing_the_cli_load_no_network_stack_or_simulator() -> None:
+    """Import-time regression guard (timings are the benchmark's job: bench_cli_startup.py)."""
+    code = (
+        "import json, sys\n"
+        "from meshchat.cli import main\n"
+        "sys.argv = ['meshchat', '--help']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        encoding="utf-8",
+        env=_process_env(),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Commands" in result.stdout  # the help was printed
+    assert json.loads(result.stdout.splitlines()[-1]) == []
+
+
+def test_version_prints_the_package_version() -> None:
+    from meshchat import __version__  # noqa: PLC0415
+
+    result = run("--version")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"meshchat {__version__}\n"
+
+
+def test_mailbox_help_names_the_library_defaults() -> None:
+    """``mailbox`` leaves unset quotas to ``MailboxLimits`` (so --help need not import the store layer)
+    and names its defaults in the help: they must stay the same numbers."""
+    from meshchat.store.mailbox import MailboxLimits  # noqa: PLC0415
+
+    limits = MailboxLimits()
+    assert (limits.per_tag_bytes, limits.per_peer_bytes, limits.total_bytes) == (8 << 20, 64 << 20, 1 << 30)
+    shown = run("mailbox", "--help", env={"COLUMNS": "300"})
+    assert shown.exit_code == 0, shown.output
+    for text in ("default: 8 MiB", "default: 64 MiB", "default: 1 GiB"):
+        assert text in shown.stdout
+
+
+def test_mailbox_refuses_a_quota_that_is_not_positive(tmp_path: Path) -> None:
+    init(tmp_path)
+    line = assert_one_error_line(run("mailbox", "--profile", tmp_path, "--quota-tag", "0"))
+    assert "positive byte counts" in line

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+import meshchat.sim
 from meshchat import cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -72,7 +73,6 @@ def test_table_and_plot(tmp_path: Path) -> None:
         (("--partition", "5"), "AT:HEAL"),
         (("--topology", "ring"), "--topology"),
         (("--loss", "1.5"), "loss"),
-        (("--plot", "out.svg"), "PNG"),
         (("--workers", "2", "--latency", "lognormal:80ms"), "workers"),
         (("--workers", "0"), "workers"),
     ],
@@ -86,7 +86,46 @@ def test_bad_options_give_one_error_line(args: tuple[str, ...], message: str) ->
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
 
 
-def test_an_unwritable_json_path_is_one_error_line(tmp_path: Path) -> None:
-    result = sim(*SMALL, "--json", tmp_path / "missing" / "out.json")
-    assert result.exit_code == 1
-    assert result.stderr.strip().startswith("error: cannot write")
+@pytest.mark.parametrize(
+    ("option", "target", "message"),
+    [
+        ("--plot", "missing/run.png", "does not exist"),
+        ("--plot", "folder.png", "is a folder"),
+        ("--plot", "run.svg", "PNG"),
+        ("--json", "missing/out.json", "does not exist"),
+        ("--json", "folder.png", "is a folder"),
+        ("--json", "file/out.json", "is not a folder"),
+    ],
+    ids=[
+        "plot-missing-folder",
+        "plot-onto-folder",
+        "plot-not-png",
+        "json-missing-folder",
+        "json-onto-folder",
+        "json-under-a-file",
+    ],
+)
+def test_output_paths_are_checked_before_the_simulation_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str, target: str, message: str
+) -> None:
+    """A bad --plot or --json path fails at once (exit 2, one line), not after a run of minutes."""
+    runs: list[object] = []
+    monkeypatch.setattr(meshchat.sim, "run", lambda *a, **k: runs.append(a))
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "file").write_text("")
+    result = sim(*SMALL, option, tmp_path / target)
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert option in lines[0]
+    assert runs == []  # the simulation never started
+    assert "Traceback" not in result.output
+
+
+def test_a_plot_and_json_in_good_folders_still_run(tmp_path: Path) -> None:
+    result = sim(*SMALL, "--plot", tmp_path / "run.png", "--json", tmp_path / "run.json")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert json.loads((tmp_path / "run.json").read_text())["nodes"] == 16

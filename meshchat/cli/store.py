@@ -1,8 +1,9 @@
-"""``meshchat outbox``, ``status`` and ``inbox``: what the profile's store says, without the network.
+"""``meshchat outbox | status | inbox``: what the profile's store says, without the network.
 
 These read ``store.db`` in the profile folder (``meshchat.store.sqlite``) and print tables (rich) or
-JSON. Kept apart from ``cli.py`` so that file stays about commands, and so these never import
-py-libp2p: asking "where is my message?" takes a fraction of a second.
+JSON. They never import py-libp2p or trio: asking "where is my message?" takes a fraction of a
+second. Names and bodies in tables pass through ``terminal_markup`` (a received body can carry
+terminal escape sequences or rich markup); JSON carries them exactly.
 """
 
 from __future__ import annotations
@@ -10,30 +11,104 @@ from __future__ import annotations
 import base64
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-from rich.markup import escape
-from rich.table import Table
+import typer
 
-from meshchat.contacts import Contacts
+from meshchat.cli.common import (
+    JsonOption,
+    ProfileOption,
+    emit_json,
+    profile_dir,
+    stdout_console,
+    terminal_markup,
+)
 from meshchat.errors import ProfileError
-from meshchat.identity.peerid import peer_id_from_public_key
-from meshchat.store.sqlite import STORE_FILE, SqliteStorage
-from meshchat.store.storage import InboxRecord, OutboxRecord
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from meshchat.store.sqlite import SqliteStorage
+    from meshchat.store.storage import InboxRecord, OutboxRecord
 
 __all__ = [
-    "STORE_FILE",
     "find_outbox_record",
+    "inbox_command",
     "inbox_json",
     "inbox_table",
     "names_of",
     "open_store",
+    "outbox_command",
     "outbox_json",
     "outbox_table",
+    "status_command",
 ]
+
+
+def outbox_command(
+    *,
+    profile: ProfileOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show this many, newest first.")] = 20,
+    json_output: JsonOption = False,
+) -> None:
+    """Where your sent messages are: queued, relayed, stored, delivered, read, expired or failed."""
+    folder = profile_dir(profile)
+    names = names_of(folder)
+    with open_store(folder) as store:
+        records = store.outbox_recent(limit)
+    if json_output:
+        emit_json({"outbox": [outbox_json(r, names) for r in records]})
+    else:
+        stdout_console().print(outbox_table(records, names))
+
+
+def status_command(
+    message: Annotated[
+        str, typer.Argument(metavar="MSG_ID", help="A sent message's id (hex, or 8+ digits).")
+    ],
+    *,
+    profile: ProfileOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Where one sent message is, and the last problem reported for it."""
+    folder = profile_dir(profile)
+    with open_store(folder) as store:
+        record = outbox_json(find_outbox_record(store, message), names_of(folder))
+    if json_output:
+        emit_json(record)
+        return
+    out = stdout_console()
+    to = terminal_markup(str(record["to_name"] or record["to"]))
+    out.print(f"{record['message_id']} to {to}: [bold]{record['status']}[/]")
+    stored_on = record["stored_on"]
+    if isinstance(stored_on, list) and stored_on:
+        out.print(f"  stored on {len(stored_on)} mailbox(es)")
+    if record["error"]:
+        out.print(f"  last problem: {terminal_markup(str(record['error']))}")
+
+
+def inbox_command(
+    *,
+    profile: ProfileOption = None,
+    after: Annotated[int, typer.Option(min=0, help="Only messages numbered after this one.")] = 0,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 100,
+    json_output: JsonOption = False,
+) -> None:
+    """Messages this profile received (kept in its store, in arrival order, each exactly once)."""
+    folder = profile_dir(profile)
+    names = names_of(folder)
+    with open_store(folder) as store:
+        messages = store.inbox_after(after, limit)
+    if json_output:
+        emit_json({"inbox": [inbox_json(m, names) for m in messages]})
+    else:
+        stdout_console().print(inbox_table(messages, names))
 
 
 def open_store(profile: Path) -> SqliteStorage:
     """The profile's store; ``ProfileError`` if the profile has never run a node."""
+    from meshchat.store.sqlite import STORE_FILE, SqliteStorage  # noqa: PLC0415
+
     path = profile / STORE_FILE
     if not path.exists():
         raise ProfileError(f"{profile} has no {STORE_FILE} yet: nothing was sent or received with it")
@@ -42,6 +117,8 @@ def open_store(profile: Path) -> SqliteStorage:
 
 def names_of(profile: Path) -> dict[str, str]:
     """Contact names by PeerId (empty if the profile has no contacts file)."""
+    from meshchat.contacts import Contacts  # noqa: PLC0415
+
     try:
         return {c.peer_id: c.name for c in Contacts(profile)}
     except ProfileError:
@@ -52,9 +129,15 @@ def _when(unix: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix))
 
 
+def _peer_id(public_key: bytes) -> str:
+    from meshchat.identity.peerid import peer_id_from_public_key  # noqa: PLC0415
+
+    return peer_id_from_public_key(public_key)
+
+
 def outbox_json(record: OutboxRecord, names: dict[str, str]) -> dict[str, object]:
     """One outbox record as JSON (ids in hex)."""
-    peer = peer_id_from_public_key(record.recipient)
+    peer = _peer_id(record.recipient)
     return {
         "message_id": record.message_id.hex(),
         "to": peer,
@@ -72,19 +155,21 @@ def outbox_json(record: OutboxRecord, names: dict[str, str]) -> dict[str, object
 
 def outbox_table(records: list[OutboxRecord], names: dict[str, str]) -> Table:
     """The outbox as a table, newest first."""
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(title="outbox (newest first)")
     for column in ("message", "to", "seq", "status", "sent", "mailboxes", "problem"):
         table.add_column(column)
     for record in records:
-        peer = peer_id_from_public_key(record.recipient)
+        peer = _peer_id(record.recipient)
         table.add_row(
             record.message_id.hex()[:16],
-            escape(names.get(peer, peer[-12:])),
+            terminal_markup(names.get(peer, peer[-12:])),
             str(record.seq),
             record.status.value,
             _when(record.created_at),
             str(len(record.stored_on)),
-            escape(record.error),
+            terminal_markup(record.error),
         )
     return table
 
@@ -115,7 +200,7 @@ def find_outbox_record(store: SqliteStorage, message_id: str) -> OutboxRecord:
 
 def inbox_json(message: InboxRecord, names: dict[str, str]) -> dict[str, object]:
     """One received message as JSON (the body in base64, and as text when it is UTF-8)."""
-    peer = peer_id_from_public_key(message.sender)
+    peer = _peer_id(message.sender)
     try:
         text: str | None = message.body.decode("utf-8")
     except UnicodeDecodeError:
@@ -134,17 +219,19 @@ def inbox_json(message: InboxRecord, names: dict[str, str]) -> dict[str, object]
 
 
 def inbox_table(messages: list[InboxRecord], names: dict[str, str]) -> Table:
-    """Received messages as a table, in arrival order."""
+    """Received messages as a table, in arrival order (a body's own line breaks kept, nothing else)."""
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(title="inbox")
     for column in ("#", "from", "seq", "received", "message"):
         table.add_column(column)
     for message in messages:
-        peer = peer_id_from_public_key(message.sender)
+        peer = _peer_id(message.sender)
         table.add_row(
             str(message.number),
-            escape(names.get(peer, peer[-12:])),
+            terminal_markup(names.get(peer, peer[-12:])),
             str(message.seq),
             _when(message.received_at),
-            escape(message.body.decode("utf-8", errors="replace")),
+            terminal_markup(message.body.decode("utf-8", errors="replace"), multiline=True),
         )
     return table

@@ -1,4 +1,5 @@
-"""The network half of ``meshchat demo``: four nodes on 127.0.0.1, sealed messages over real TCP.
+"""The network half of ``meshchat demo`` (``meshchat.cli.demo``): four nodes on 127.0.0.1, sealed
+messages over real TCP.
 
 Alice and Bob each run a node; two relays between them join every inbox shard and carry envelopes they
 cannot read. Alice's node dials only the first relay, Bob's only the second, so every message crosses

@@ -1,0 +1,154 @@
+"""The ``meshchat`` command: profiles, invites, contacts, the node, the store and the simulator.
+
+This is the top layer (DESIGN.md: ... -> node -> cli), a thin typer + rich front end. It holds no
+protocol logic: it finds profiles, asks for passphrases, prints, and turns the library's typed errors
+into one line on stderr. One module per command group:
+
+- ``identity``: ``init``, ``id``, ``invite``, ``safety-number``, ``add``
+- ``network``: ``node``, ``chat``, ``send``, ``mailbox`` (the live node runs in ``runner``)
+- ``store``: ``outbox``, ``status``, ``inbox``
+- ``sim``: ``sim``; ``demo``: ``demo`` (its steps in ``demo_local``, its network part in ``demo_net``)
+- ``common``: options, consoles, the error line, ``terminal_text``, profiles and passphrases
+
+Start-up stays fast (``meshchat --help``): command modules import trio, py-libp2p, the simulator and
+matplotlib only inside the commands that use them.
+
+Contract for scripts: with ``--json`` a command prints exactly one JSON object on stdout and nothing
+else there (``node``, ``chat`` and ``mailbox``: one object per line); ``meshchat invite`` prints the bare
+token on stdout; decoration and warnings go to stderr. Text output never passes a peer's control
+characters or rich markup to the terminal; JSON carries them exactly. Exit status: 0 success; 1 a
+failure, explained by one ``error: ...`` line on stderr; 2 a command line that does not parse or
+cannot work as given (also one ``error:`` line); 130 interrupted by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from meshchat.cli import demo as _demo
+from meshchat.cli import identity as _identity
+from meshchat.cli import network as _network
+from meshchat.cli import sim as _sim
+from meshchat.cli import store as _store
+from meshchat.cli.common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    KEY_FILE,
+    LIBP2P_LOG_ENV,
+    PASSPHRASE_ENV,
+    PROFILE_ENV,
+    PROFILE_FILE,
+    CommandError,
+    UsageError,
+    describe,
+    print_error,
+)
+from meshchat.errors import MeshchatError
+
+__all__ = [
+    "KEY_FILE",
+    "LIBP2P_LOG_ENV",
+    "PASSPHRASE_ENV",
+    "PROFILE_ENV",
+    "PROFILE_FILE",
+    "CommandError",
+    "app",
+    "main",
+]
+
+
+class _MeshchatGroup(TyperGroup):
+    """The command group, with one error policy for every command: one ``error:`` line, no traceback."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run a command; report ``MeshchatError``, ``CommandError`` and usage errors as one line.
+
+        typer's standalone mode would print usage errors as a multi-line panel and let library errors
+        escape as tracebacks, so this runs it non-standalone and does the exiting itself. typer still
+        turns Ctrl-C into exit status 130, quietly.
+        """
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except UsageError as exc:
+            print_error(str(exc))
+            sys.exit(EXIT_USAGE)
+        except (MeshchatError, CommandError) as exc:
+            print_error(describe(exc))
+            sys.exit(EXIT_FAILURE)
+        except typer.TyperException as exc:  # click's usage and parameter errors, vendored by typer
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                sys.exit(exc.exit_code)  # typer has already printed the help; the same test typer makes
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            print_error(exc.format_message() + hint)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            print_error("aborted")
+            sys.exit(EXIT_FAILURE)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+app = typer.Typer(
+    cls=_MeshchatGroup,
+    name="meshchat",
+    help="meshchat: end-to-end encrypted peer-to-peer messaging with no central operator.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from meshchat import __version__  # noqa: PLC0415
+
+        typer.echo(f"meshchat {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _options(
+    *,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """meshchat: end-to-end encrypted peer-to-peer messaging with no central operator."""
+
+
+app.command("init")(_identity.init)
+app.command("id")(_identity.show_id)
+app.command("invite")(_identity.invite)
+app.command("safety-number")(_identity.safety_number_command)
+app.command("add")(_identity.add_command)
+app.command("demo")(_demo.demo)
+app.command("node")(_network.node_command)
+app.command("send")(_network.send_command)
+app.command("chat")(_network.chat_command)
+app.command("mailbox")(_network.mailbox_command)
+app.command("outbox")(_store.outbox_command)
+app.command("status")(_store.status_command)
+app.command("inbox")(_store.inbox_command)
+app.command("sim")(_sim.sim_command)
+
+
+def main() -> None:
+    """Run the ``meshchat`` command (the console script and ``python -m meshchat``)."""
+    app(prog_name="meshchat")

@@ -1,0 +1,513 @@
+"""The network half of ``meshchat node``, ``chat``, ``mailbox`` and ``send``: a live ``Node`` under trio,
+printing what happens.
+
+The command line half (options, profile, passphrase) is in ``meshchat.cli.network``; this module is
+imported only when one of those commands runs (it pulls in trio and py-libp2p). It prints the PeerId
+and listen addresses first, then one line per event, as text or, with ``--json``, as one JSON object
+per line (``listening``, ``reserved``, ``peer_connected``, ``peer_disconnected``, ``message``,
+``direct``, ``status``, ``store_problem``, ``published``, ``sent``, ``refused``, ``stdin_closed``,
+``stopped``, ``mailbox``, ``statistics``) for scripts and tests. Text output passes every peer-chosen string
+through ``terminal_text``; JSON carries it exactly.
+
+With ``--stdin`` every line read from standard input is published to the first topic;
+``meshchat chat --to CONTACT`` sends each line sealed to the contact instead, in the order typed. A
+line longer than ``MAX_STDIN_LINE`` is refused once, whole: nothing of it is sent. ``--reserve RELAY``
+books a circuit relay slot and prints the relayed address. SIGINT and SIGTERM stop the node cleanly.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import trio
+from libp2p.peer.id import ID
+from rich.console import Console
+
+from meshchat.cli.common import terminal_markup, terminal_text
+from meshchat.contacts import Contact
+from meshchat.crypto import epoch_of, inbox_tag, inbox_topic
+from meshchat.errors import MeshchatError, NetworkError
+from meshchat.identity import Identity
+from meshchat.inbox import DirectMessage
+from meshchat.net import MessageDelivered, PeerJoined, PeerLeft
+from meshchat.node import SUBSCRIPTION_WAIT, Node, NodeEvent
+from meshchat.store.mailbox import MailboxLimits
+from meshchat.store.messenger import StatusChanged, StoreProblem
+from meshchat.store.storage import OutboxStatus
+from meshchat.wire import message_id
+
+__all__ = [
+    "CHAT_ORDER_WAIT",
+    "MAX_STDIN_LINE",
+    "REACH_AGAIN_AFTER",
+    "SEND_TIMEOUT",
+    "Line",
+    "LineSplitter",
+    "LineTooLong",
+    "run_node",
+    "run_send",
+]
+
+#: Seconds ``meshchat send`` waits for a peer on the recipient's inbox shard before giving up.
+SEND_TIMEOUT = 15.0
+
+#: Longest line accepted on standard input for publishing, bytes: what one RPC may carry with room to
+#: spare (a longer line is refused with a ``refused`` event, whole, not cut).
+MAX_STDIN_LINE = 60 * 1024
+
+#: Most seconds ``chat`` waits for one line to reach a peer before taking the next, while the contact
+#: is connected: each publish runs as its own task, so without the wait two lines could overtake.
+CHAT_ORDER_WAIT = 5.0
+
+#: Seconds ``chat`` lets pass before dialling an unreachable contact again ahead of a line (between
+#: tries lines go straight to the outbox, which retries them; a dial can take several seconds).
+REACH_AGAIN_AFTER = 30.0
+
+#: Bytes read from standard input at a time.
+STDIN_CHUNK = 64 * 1024
+
+
+# --- standard input, line by line -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Line:
+    """A complete input line, without its line ending."""
+
+    #: The line's bytes.
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LineTooLong:
+    """An input line over the limit, refused whole: none of its bytes are kept."""
+
+    #: Its length in bytes (without the line ending).
+    size: int
+
+
+class LineSplitter:
+    """Splits a byte stream into lines of at most ``limit`` bytes, sans-IO.
+
+    A longer line is reported once, as ``LineTooLong``, when its end arrives; its bytes are dropped as
+    they come, so memory stays within ``limit`` whatever the input.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._buffer = bytearray()
+        #: Bytes of the current line dropped so far, or None while it is within the limit.
+        self._dropped: int | None = None
+
+    def feed(self, chunk: bytes) -> list[Line | LineTooLong]:
+        """Take the next bytes; return the lines they complete."""
+        out: list[Line | LineTooLong] = []
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            self._take(chunk[start:] if end < 0 else chunk[start:end])
+            if end < 0:
+                return out
+            out.append(self._end_line())
+            start = end + 1
+
+    def finish(self) -> list[Line | LineTooLong]:
+        """The input ended: its last line, if it had no line ending."""
+        if self._dropped is None and not self._buffer:
+            return []
+        return [self._end_line()]
+
+    def _take(self, piece: bytes) -> None:
+        if self._dropped is not None:
+            self._dropped += len(piece)
+            return
+        self._buffer += piece
+        if len(self._buffer) > self.limit + 1:  # + 1: a "\r" before the "\n" is not part of the line
+            self._dropped = len(self._buffer)
+            self._buffer.clear()
+
+    def _end_line(self) -> Line | LineTooLong:
+        dropped, self._dropped = self._dropped, None
+        if dropped is not None:
+            return LineTooLong(size=dropped)
+        data = bytes(self._buffer).removesuffix(b"\r")
+        self._buffer.clear()
+        return Line(data=data) if len(data) <= self.limit else LineTooLong(size=len(data))
+
+
+# --- printing -------------------------------------------------------------------------------------
+
+
+class _Printer:
+    """Writes events as JSON lines or as text, flushing each so pipes see them at once."""
+
+    def __init__(self, out: TextIO, *, json_lines: bool) -> None:
+        self._out = out
+        self._json = json_lines
+
+    def event(self, kind: str, text: str, **fields: object) -> None:
+        if self._json:
+            line = json.dumps({"event": kind, **fields}, ensure_ascii=False)
+        else:
+            line = f"{kind:18s} {terminal_text(text)}"
+        self._out.write(line + "\n")
+        self._out.flush()
+
+
+class _ChatPrinter(_Printer):
+    """``meshchat chat`` on a terminal: a conversation, not a log. Messages as ``HH:MM:SS name: text``
+    with names in colour (rich), your own lines as ``you → name``, everything else dimmed."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(out, json_lines=False)
+        self._console = Console(file=out, highlight=False, soft_wrap=True)
+
+    def event(self, kind: str, text: str, **fields: object) -> None:
+        now = time.strftime("%H:%M:%S")
+        if kind == "direct":
+            who = terminal_markup(str(fields.get("contact") or str(fields.get("sender", ""))[-8:]))
+            body = terminal_markup(_text_of(fields))
+            self._console.print(f"[dim]{now}[/] [bold cyan]{who}[/]: {body}")
+        elif kind == "sent":
+            to = terminal_markup(text.removeprefix("to "))
+            self._console.print(f"[dim]{now} you → {to}: {terminal_markup(_text_of(fields))}[/]")
+        else:
+            self._console.print(f"[dim]{now} {terminal_markup(kind)}: {terminal_markup(text)}[/]")
+
+
+def _text_of(fields: dict[str, object]) -> str:
+    return base64.b64decode(str(fields.get("data", ""))).decode("utf-8", errors="replace")
+
+
+def _describe(event: NodeEvent, printer: _Printer) -> None:
+    match event:
+        case DirectMessage(sender=sender, contact=contact, body=body, sent_at_ms=sent_at, message_id=mid):
+            who = contact.name if contact is not None else sender.peer_id
+            printer.event(
+                "direct",
+                f"from {who}: {body.decode('utf-8', errors='replace')}",
+                sender=sender.peer_id,
+                contact=contact.name if contact is not None else None,
+                sent_at_ms=sent_at,
+                message_id=mid.hex(),
+                seq=event.seq,
+                number=event.number,
+                data=base64.b64encode(body).decode("ascii"),
+            )
+        case StatusChanged(message_id=mid, status=status, error=error):
+            printer.event(
+                "status",
+                f"{mid.hex()[:16]} {status.value}" + (f" ({error})" if error else ""),
+                message_id=mid.hex(),
+                status=status.value,
+                error=error,
+            )
+        case StoreProblem(error=error):
+            printer.event("store_problem", str(error), error=str(error))
+        case MessageDelivered(topic=topic, message_id=mid, data=data, source=source):
+            text = data.decode("utf-8", errors="replace")
+            printer.event(
+                "message",
+                f"[{topic}] from {source}: {text}",
+                topic=topic,
+                message_id=mid.hex(),
+                sender=source,
+                data=base64.b64encode(data).decode("ascii"),
+            )
+        case PeerJoined(peer=peer, protocol=protocol, outbound=outbound):
+            printer.event(
+                "peer_connected",
+                f"{peer} ({protocol.value}, {'outbound' if outbound else 'inbound'})",
+                peer=peer,
+                protocol=protocol.value,
+                outbound=outbound,
+            )
+        case PeerLeft(peer=peer):
+            printer.event("peer_disconnected", peer, peer=peer)
+
+
+async def _print_events(node: Node, printer: _Printer) -> None:
+    async for event in node.events():
+        _describe(event, printer)
+
+
+LineHandler = Callable[[bytes], Awaitable[None]]
+
+
+async def _read_stdin(handle: LineHandler, printer: _Printer) -> None:
+    """Hand each line of standard input (without its line ending) to ``handle``, one after the other,
+    until end of input; refuse a line over ``MAX_STDIN_LINE`` once, whole."""
+    stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    splitter = LineSplitter(MAX_STDIN_LINE)
+    async with stream:
+        while chunk := await stream.receive_some(STDIN_CHUNK):
+            for item in splitter.feed(chunk):
+                await _checked(handle, item, printer)
+        for item in splitter.finish():
+            await _checked(handle, item, printer)
+    printer.event("stdin_closed", "standard input closed")
+
+
+async def _checked(handle: LineHandler, item: Line | LineTooLong, printer: _Printer) -> None:
+    if isinstance(item, LineTooLong):
+        printer.event(
+            "refused",
+            f"a line of {item.size:,} bytes; the limit is {MAX_STDIN_LINE:,} (nothing of it was sent)",
+            limit=MAX_STDIN_LINE,
+            size=item.size,
+        )
+        return
+    try:
+        await handle(item.data)
+    except MeshchatError as exc:
+        printer.event("refused", str(exc), error=type(exc).__name__)
+
+
+async def _publish_line(node: Node, topic: str, line: bytes, printer: _Printer) -> None:
+    await node.publish(topic, line)
+    if topic in node.driver.router.config.signed_topics:  # its id is author + seqno, chosen by the router
+        printer.event("published", f"[{topic}] {len(line)} bytes, signed", topic=topic)
+    else:
+        printer.event(
+            "published", f"[{topic}] {len(line)} bytes", topic=topic, message_id=message_id(line).hex()
+        )
+
+
+def _hears(node: Node, contact: Contact) -> bool:
+    """True if ``contact`` is a gossip peer on its own inbox shard: a publish now reaches it."""
+    topic = inbox_topic(inbox_tag(contact.public, epoch_of(time.time())))
+    return contact.peer_id in node.driver.router.topic_peers(topic)
+
+
+class _ChatSender:
+    """Sends ``chat`` lines to one contact in the order typed.
+
+    ``Node.send`` to a contact it is not connected to dials it in a task of its own per message, and
+    each publish is a task too: lines piped in before the connection was up went out in whatever order
+    those tasks woke (often newest first). So the sender dials first (``reach``: once at the start,
+    then before a line at most every ``REACH_AGAIN_AFTER`` while the contact is not heard) and waits,
+    bounded, for the contact to be heard; while it is, it waits for each line to reach a peer before
+    sending the next.
+    """
+
+    def __init__(self, node: Node, contact: Contact, printer: _Printer) -> None:
+        self._node = node
+        self._contact = contact
+        self._printer = printer
+        self._reached_at = -math.inf
+        self._reaching = trio.Lock()
+
+    def _connected(self) -> bool:
+        return bool(self._node.host.get_network().connections.get(ID.from_base58(self._contact.peer_id)))
+
+    async def reach(self) -> None:
+        """Dial the contact unless it is heard or was dialled less than ``REACH_AGAIN_AFTER`` ago; once
+        connected, wait (at most ``SUBSCRIPTION_WAIT``) until it is heard on its inbox shard."""
+        node, contact = self._node, self._contact
+        async with self._reaching:
+            if _hears(node, contact) or trio.current_time() - self._reached_at < REACH_AGAIN_AFTER:
+                return
+            self._reached_at = trio.current_time()
+            await node.reach(contact)
+            if self._connected():
+                with trio.move_on_after(SUBSCRIPTION_WAIT):
+                    await node.wait_for(lambda: _hears(node, contact))
+
+    async def send(self, line: bytes) -> None:
+        """Send one line, after the lines before it."""
+        node, contact = self._node, self._contact
+        await self.reach()
+        heard = _hears(node, contact)
+        handle = await node.send(contact, line)
+        self._printer.event(
+            "sent",
+            f"to {contact.name}",
+            to=contact.peer_id,
+            message_id=handle.message_id.hex(),
+            data=base64.b64encode(line).decode("ascii"),
+        )
+        if heard:
+            with trio.move_on_after(CHAT_ORDER_WAIT):
+                await handle.wait_until(OutboxStatus.RELAYED)
+
+
+async def run_node(
+    profile: Path,
+    identity: Identity,
+    *,
+    listen: Sequence[str],
+    bootstrap: Sequence[str],
+    mdns: bool,
+    topics: Sequence[str],
+    signed_topics: Sequence[str],
+    json_lines: bool,
+    read_stdin: bool,
+    out: TextIO,
+    relay: bool = False,
+    chat_with: str | None = None,
+    circuit_relay: bool = False,
+    reserve: Sequence[str] = (),
+    mailboxes: Sequence[str] = (),
+    mailbox_limits: MailboxLimits | None = None,
+) -> None:
+    """Run a node until SIGINT or SIGTERM, printing its events to ``out``.
+
+    With ``read_stdin`` each input line is published to the first topic, or, with ``chat_with``, sent
+    sealed to that contact. With ``mailbox_limits`` the node serves as a mailbox within them; it stores
+    its own messages on ``mailboxes`` (and on any mailbox it meets).
+    """
+    printer = (
+        _ChatPrinter(out)
+        if chat_with is not None and not json_lines
+        else _Printer(out, json_lines=json_lines)
+    )
+    async with Node.open(
+        profile,
+        identity=identity,
+        listen=listen,
+        bootstrap=bootstrap,
+        mdns=mdns,
+        signed_topics=signed_topics,
+        relay_inbox_shards=relay,
+        circuit_relay=circuit_relay,
+        mailbox=mailbox_limits is not None,
+        mailbox_limits=mailbox_limits,
+        mailboxes=mailboxes,
+    ) as node:
+        contact = node.contacts.find(chat_with) if chat_with is not None else None
+        if contact is not None and _unreachable_now(contact, bootstrap, mailboxes):
+            sys.stderr.write(
+                f"warning: {terminal_text(contact.name)}'s invite has no address and no mailbox, and no "
+                "--bootstrap or --mailbox was given: what you type waits in the outbox until their node "
+                "reaches this one (ask them for an invite made while their `meshchat node` runs)\n"
+            )
+        printer.event(
+            "listening",
+            f"{node.peer_id} on {', '.join(node.listen_addrs)}",
+            peer_id=node.peer_id,
+            addrs=node.listen_addrs,
+        )
+        for relay_address in reserve:
+            relayed = await node.reserve(relay_address)
+            printer.event("reserved", f"reachable through {relayed}", addr=relayed)
+        for topic in topics:
+            await node.subscribe(topic)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_print_events, node, printer)
+                if contact is not None:
+                    sender = _ChatSender(node, contact, printer)
+                    nursery.start_soon(sender.reach)  # dial while the user types the first line
+                    nursery.start_soon(_read_stdin, sender.send, printer)
+                elif read_stdin:
+
+                    async def publish(line: bytes) -> None:
+                        await _publish_line(node, topics[0], line, printer)
+
+                    nursery.start_soon(_read_stdin, publish, printer)
+                async for signum in signals:
+                    printer.event("stopped", signal.Signals(signum).name, signal=signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break
+        _print_totals(node, printer)
+
+
+def _print_totals(node: Node, printer: _Printer) -> None:
+    held = node.mailbox_statistics()
+    if held is not None:
+        printer.event(
+            "mailbox",
+            f"holding {held.items} envelopes ({held.bytes:,} bytes); refused {held.refused or 'none'}",
+            items=held.items,
+            bytes=held.bytes,
+            stored=held.stored,
+            fetched=held.fetched,
+            deleted=held.deleted,
+            refused=held.refused,
+        )
+    stats = node.statistics()
+    drops = {reason.value: count for reason, count in stats.drops.items() if count}
+    router_drops = {reason.value: count for reason, count in stats.router.drops.items() if count}
+    printer.event(
+        "statistics",
+        f"delivered {stats.router.delivered}, drops {drops or 'none'}, router {router_drops or 'none'}",
+        delivered=stats.router.delivered,
+        drops=drops,
+        router_drops=router_drops,
+    )
+
+
+def _unreachable_now(contact: Contact, bootstrap: Sequence[str], mailboxes: Sequence[str]) -> bool:
+    """True if nothing could carry a message to ``contact`` now: their invite has no address and no
+    mailbox, and no peer (``--bootstrap``) or mailbox (``--mailbox``) was given to meet them through."""
+    return not (contact.addrs or contact.mailboxes or bootstrap or mailboxes)
+
+
+async def run_send(
+    profile: Path,
+    identity: Identity,
+    *,
+    to: str,
+    text: str,
+    listen: Sequence[str],
+    bootstrap: Sequence[str],
+    json_lines: bool,
+    out: TextIO,
+    mailboxes: Sequence[str] = (),
+) -> None:
+    """Send one sealed message to contact ``to``: queue it in the profile's outbox, then return once a
+    peer on the contact's inbox shard has it (or, given ``mailboxes``, once a mailbox stored it).
+
+    Raises ``NetworkError`` if that does not happen within ``SEND_TIMEOUT``, or at once if nothing
+    could carry it (the contact's invite has no address or mailbox and no ``bootstrap`` or
+    ``mailboxes`` were given); the message stays queued in the outbox either way and ``meshchat node``
+    on this profile goes on retrying it.
+    """
+    printer = _Printer(out, json_lines=json_lines)
+    async with Node.open(
+        profile, identity=identity, listen=listen, bootstrap=bootstrap, mailboxes=mailboxes
+    ) as node:
+        contact = node.contacts.find(to)
+        handle = await node.send(contact, text)
+        no_route = not (contact.addrs or contact.mailboxes)
+        if not _unreachable_now(contact, bootstrap, mailboxes):
+            with trio.move_on_after(SEND_TIMEOUT):
+                await handle.wait_until(OutboxStatus.STORED if mailboxes else OutboxStatus.RELAYED)
+        status = handle.status
+        if status in (OutboxStatus.QUEUED, OutboxStatus.FAILED):
+            why = handle.error or (
+                f"{contact.name}'s invite has no address and no mailbox"
+                + ("" if bootstrap or mailboxes else " and no --bootstrap or --mailbox was given")
+                + ", so nothing can carry it now"
+                if no_route
+                else f"nobody on their inbox shard or a mailbox took it in {SEND_TIMEOUT:g} s"
+            )
+            hint = (
+                f" (ask {contact.name} for an invite made while their `meshchat node` runs, and "
+                "`meshchat add` it again)"
+                if no_route and status is not OutboxStatus.FAILED
+                else ""
+            )
+            raise NetworkError(
+                f"send to {contact.name}",
+                f"{why}; message {handle.message_id.hex()} is {status.value} in the outbox"
+                + ("" if status is OutboxStatus.FAILED else " and `meshchat node` retries it")
+                + hint,
+            )
+        printer.event(
+            "sent",
+            f"to {contact.name}: {status.value}",
+            to=contact.peer_id,
+            message_id=handle.message_id.hex(),
+            status=status.value,
+        )
