@@ -8,11 +8,16 @@ build on them.
 
 from __future__ import annotations
 
-from meshchat.crypto import OpenedMessage, open_envelope, seal
-from meshchat.errors import MeshchatError
-from meshchat.identity import Identity, PublicIdentity, load_identity, safety_number, save_identity
-from meshchat.store import MailboxLimits, OutboxStatus, StoreConfig
-from meshchat.wire import Envelope, EnvelopeKind, Invite, decode_envelope, encode_envelope, message_id
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from meshchat.crypto import OpenedMessage, open_envelope, seal
+    from meshchat.errors import MeshchatError
+    from meshchat.identity import Identity, PublicIdentity, load_identity, safety_number, save_identity
+    from meshchat.node import Node
+    from meshchat.store import MailboxLimits, OutboxStatus, StoreConfig
+    from meshchat.wire import Envelope, EnvelopeKind, Invite, decode_envelope, encode_envelope, message_id
 
 __all__ = [
     "Envelope",
@@ -39,11 +44,39 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> object:
-    # ``Node`` pulls in py-libp2p (~0.6 s to import): load it on first use, so ``meshchat id`` and the
-    # simulator start fast.
-    if name == "Node":
-        from meshchat.node import Node  # noqa: PLC0415
+#: Where each public name lives. Loaded on first use (PEP 562), so ``import meshchat`` and
+#: ``meshchat --help`` cost what the caller uses: ``Node`` alone pulls in py-libp2p (~0.6 s).
+_HOMES = {
+    "Envelope": "meshchat.wire",
+    "EnvelopeKind": "meshchat.wire",
+    "Identity": "meshchat.identity",
+    "Invite": "meshchat.wire",
+    "MailboxLimits": "meshchat.store",
+    "MeshchatError": "meshchat.errors",
+    "Node": "meshchat.node",
+    "OpenedMessage": "meshchat.crypto",
+    "OutboxStatus": "meshchat.store",
+    "PublicIdentity": "meshchat.identity",
+    "StoreConfig": "meshchat.store",
+    "decode_envelope": "meshchat.wire",
+    "encode_envelope": "meshchat.wire",
+    "load_identity": "meshchat.identity",
+    "message_id": "meshchat.wire",
+    "open_envelope": "meshchat.crypto",
+    "safety_number": "meshchat.identity",
+    "save_identity": "meshchat.identity",
+    "seal": "meshchat.crypto",
+}
 
-        return Node
-    raise AttributeError(f"module 'meshchat' has no attribute {name!r}")
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'meshchat' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # the next access skips this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
