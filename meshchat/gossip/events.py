@@ -56,8 +56,10 @@ class DropReason(Enum):
     BAD_SIGNATURE = "bad signature"
     #: The validator asked to ignore the message (no penalty).
     IGNORED = "ignored"
-    #: A message for a topic this router neither joined nor relays.
+    #: A message, IHAVE or PRUNE for a topic this router has not joined.
     UNKNOWN_TOPIC = "unknown topic"
+    #: A SUBSCRIBE beyond ``GossipConfig.max_topics_per_peer`` topics for that peer.
+    TOPIC_LIMIT = "topics over limit"
     #: The sending peer's score is below the graylist threshold: its whole RPC was ignored.
     GRAYLISTED = "graylisted"
     #: IHAVE beyond the per-heartbeat limits, or from a peer below the gossip threshold.

@@ -71,6 +71,12 @@ __all__ = ["GossipRouter", "RouterStatistics", "ValidationResult", "Validator"]
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
+#: Backoff entries kept per topic. Connected peers hold at most one each (the host caps connections
+#: at 1,024); the rest belong to peers that left, remembered so they cannot reset a backoff by
+#: reconnecting. New identities cost nothing, so past this many the entries of departed peers that
+#: expire first are forgotten: the worst a flood of identities achieves is an early GRAFT allowed.
+MAX_BACKOFFS_PER_TOPIC = 4096
+
 
 class ValidationResult(Enum):
     """An extended validator's verdict (gossipsub-v1.1.md, "Extended Validators")."""
@@ -290,6 +296,10 @@ class GossipRouter:
     def _add_backoff(self, topic: Topic, peer: PeerId, until: float) -> None:
         backoffs = self._backoff.setdefault(topic, {})
         backoffs[peer] = max(backoffs.get(peer, until), until)
+        if len(backoffs) > MAX_BACKOFFS_PER_TOPIC:
+            departed = sorted((at, p) for p, at in backoffs.items() if p not in self._peers)
+            for _, gone in departed[: len(backoffs) - MAX_BACKOFFS_PER_TOPIC]:
+                del backoffs[gone]
 
     def _gossipsub_peers(self, topic: Topic) -> set[PeerId]:
         return self._topic_peers.get(topic, set())
@@ -310,7 +320,7 @@ class GossipRouter:
         if state is None:
             return
         for topic in state.topics:
-            self._topic_peers[topic].discard(peer)
+            self._forget_topic_peer(topic, peer)
         for topic, members in self._mesh.items():
             if peer in members:
                 members.discard(peer)
@@ -448,13 +458,18 @@ class GossipRouter:
             self._on_control(peer, state, rpc.control, now)
 
     def _on_subscription(self, peer: PeerId, state: _Peer, sub: SubOpts, now: float) -> None:
-        members = self._topic_peers.setdefault(sub.topic, set())
         if sub.subscribe:
+            if sub.topic in state.topics:
+                return
+            if len(state.topics) >= self.config.max_topics_per_peer:
+                self._drop(DropReason.TOPIC_LIMIT)
+                return
             state.topics.add(sub.topic)
-            members.add(peer)
+            self._topic_peers.setdefault(sub.topic, set()).add(peer)
             return
-        state.topics.discard(sub.topic)
-        members.discard(peer)
+        if sub.topic in state.topics:  # else never subscribed: no entry is made for the topic
+            state.topics.discard(sub.topic)
+            self._forget_topic_peer(sub.topic, peer)
         mesh = self._mesh.get(sub.topic)
         if mesh is not None and peer in mesh:
             mesh.discard(peer)
@@ -463,6 +478,13 @@ class GossipRouter:
         fanout = self._fanout.get(sub.topic)
         if fanout is not None:
             fanout.discard(peer)
+
+    def _forget_topic_peer(self, topic: Topic, peer: PeerId) -> None:
+        members = self._topic_peers.get(topic)
+        if members is not None:
+            members.discard(peer)
+            if not members:
+                del self._topic_peers[topic]  # churn through many topics must not leave empty sets
 
     def _on_message(self, peer: PeerId, message: PubMessage, now: float) -> None:
         topic = message.topic
@@ -555,12 +577,17 @@ class GossipRouter:
 
     def _on_prune(self, peer: PeerId, prune: Prune, now: float) -> None:
         mesh = self._mesh.get(prune.topic)
-        if mesh is not None and peer in mesh:
+        if mesh is None:
+            # Not joined: we would never GRAFT there, so a backoff is pointless, and recording one
+            # would let a peer grow the backoff table with made-up topics (go-libp2p also skips these).
+            self._drop(DropReason.UNKNOWN_TOPIC)
+            return
+        if peer in mesh:
             mesh.discard(peer)
             if self._score is not None:
                 self._score.prune(peer, prune.topic, now=now)
         backoff = self.config.prune_backoff if prune.backoff is None else float(prune.backoff)
-        self._add_backoff(prune.topic, peer, now + backoff)
+        self._add_backoff(prune.topic, peer, now + min(backoff, self.config.max_prune_backoff))
         if not prune.peers or self._score_of(peer, now) < self._accept_px_threshold:
             return
         offered = [
@@ -629,6 +656,10 @@ class GossipRouter:
         if ids:
             dont = self._dont_send.setdefault(peer, {})
             for mid in ids:
+                # Re-inserted at the end, so insertion order stays time order: _forget_dont_send stops
+                # at the first live entry, and an id repeated every heartbeat at the front kept every
+                # entry behind it for ever (5,000 more per heartbeat).
+                dont.pop(mid, None)
                 dont[mid] = now
 
     def _send_prune(self, peer: PeerId, topic: Topic, now: float, *, backoff: float, exchange: bool) -> None:
@@ -796,9 +827,9 @@ class GossipRouter:
         horizon = now - self.config.mcache_len * self.config.heartbeat_interval
         for peer in list(self._dont_send):
             dont = self._dont_send[peer]
-            # Ids go in as IDONTWANTs arrive, in time order: drop from the front up to the first live
-            # one (a repeated id keeps its place with a later time, which can only keep entries after
-            # it a little longer). Scanning every entry each heartbeat cost 6 % of a simulation.
+            # Ids go in as IDONTWANTs arrive, in time order (a repeated id moves to the end): drop from
+            # the front up to the first live one. Scanning every entry each heartbeat cost 6 % of a
+            # simulation.
             stale: list[MessageId] = []
             for mid, at in dont.items():
                 if at > horizon:
