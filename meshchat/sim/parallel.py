@@ -57,14 +57,13 @@ from typing import TYPE_CHECKING
 from meshchat.gossip import RpcReceived
 from meshchat.gossip.messages import RPC, PubMessage
 from meshchat.sim.clock import EventKind
-from meshchat.sim.engine import PROGRESS_STEPS, RouterFigures, collector_paused
 from meshchat.sim.errors import ScenarioError, WorkerFailed
 from meshchat.sim.metrics import MetricsShare
 from meshchat.sim.network import Link, LinkDrop, Outgoing
+from meshchat.sim.running import PROGRESS_STEPS, RouterFigures, SharedSimulation, collector_paused
 from meshchat.sim.world import component_rng
 
 if TYPE_CHECKING:
-    from meshchat.sim.engine import Simulation
     from meshchat.sim.results import Results
 
 __all__ = ["WorkerShare", "owners", "run_parallel"]
@@ -149,7 +148,7 @@ def _refine(adjacency: Sequence[Sequence[int]], owner: list[int], first: int, se
     return swapped
 
 
-def run_parallel(sim: Simulation, progress: Callable[[float], None] | None) -> Results:
+def run_parallel(sim: SharedSimulation, progress: Callable[[float], None] | None) -> Results:
     """Run ``sim`` (built, not started) in ``sim.scenario.workers`` processes; return its results."""
     workers = sim.scenario.workers
     if "fork" not in multiprocessing.get_all_start_methods():
@@ -241,7 +240,7 @@ def _collect(
     return [share for share in shares if share is not None]
 
 
-def _merge(sim: Simulation, shares: list[WorkerShare]) -> None:
+def _merge(sim: SharedSimulation, shares: list[WorkerShare]) -> None:
     """Make the parent's (unrun) simulation hold the whole run's measurements."""
     sim.metrics.merge([share.metrics for share in shares])
     figures = shares[0].figures
@@ -267,7 +266,7 @@ def _merge(sim: Simulation, shares: list[WorkerShare]) -> None:
 
 
 def _work(  # noqa: PLR0917 (a process target: its arguments are positional)
-    sim: Simulation,
+    sim: SharedSimulation,
     worker: int,
     owner: list[int],
     peers: dict[int, socket.socket],
@@ -291,7 +290,7 @@ def _work(  # noqa: PLR0917 (a process target: its arguments are positional)
 
 
 def _run_part(
-    sim: Simulation, worker: int, owner: list[int], peers: dict[int, socket.socket], report: Connection
+    sim: SharedSimulation, worker: int, owner: list[int], peers: dict[int, socket.socket], report: Connection
 ) -> WorkerShare:
     scenario, clock, network = sim.scenario, sim.clock, sim.network
     network.share(
@@ -335,7 +334,7 @@ def _run_part(
     )
 
 
-def _swap(sim: Simulation, other: int, channel: _Channel) -> None:
+def _swap(sim: SharedSimulation, other: int, channel: _Channel) -> None:
     """Swap this window's traffic with worker ``other`` and queue what it sent to this worker's nodes."""
     network = sim.network
     outgoing = (network.outgoing[other].columns(), network.notes[other])
