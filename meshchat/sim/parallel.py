@@ -2,8 +2,10 @@
 
 A run of 10,000 nodes spends its time in the routers (~18 us per message copy in CPython), and one
 process uses one core. With ``Scenario(workers=W)`` the parent builds the world, then forks W worker
-processes. Each inherits the whole world (copy on write) and runs the routers of one contiguous block
-of nodes (``Network.share``, ``owners``). Every event is then either
+processes. Each inherits the whole world (copy on write) and runs the routers of one part of the nodes:
+``owners`` cuts the graph into W equal parts with few links between them (contiguous index blocks,
+refined by a greedy Kernighan-Lin pass), and ``Network.share`` makes a worker's network run its part.
+Every event is then either
 
 - local to the node it concerns (arrivals, timers, sends): only the node's worker has it; or
 - replayed by every worker from the same schedule with the same random draws (boot, publishing: who
@@ -27,16 +29,18 @@ sent, so the same scenario (seed and worker count included) gives the same resul
 count is another, equally valid, run: simultaneous events are ordered differently, and each worker
 draws link delays, loss and jitter from its own streams.
 
-What it is not: worth it for small runs (every window costs a swap of ~0.1-1 ms; on two cores the
-1,000-node speed run went 1.8x faster than on one, 10,000 nodes ~2x), or exact where two workers meet one
-link's open and close at the very same virtual instant (equal floating-point times): they may order
-the two differently, leaving the link open at one end only; what is sent over it is then counted as
-``closed``.
+What it is not: worth it for small runs (every window costs a swap of ~0.1-1 ms; 10,000 nodes took
+390 s on two workers and 810-900 s on one), or exact where two workers meet one link's open and close
+at the very same virtual instant (equal floating-point times): they may order the two differently,
+leaving the link open at one end only; what is sent over it is then counted as ``closed``.
 
 Why by hand: the Python simulation libraries (SimPy, salabim) run in one process; this barrier form of
 conservative synchronisation is a few dozen lines over the simulator's own queue. Workers are
 ``multiprocessing`` processes started by ``fork`` (the world is inherited, not pickled), so several
 workers need a platform with fork (Linux, macOS); elsewhere the run raises ``ScenarioError``.
+
+``meshchat.sim.engine``'s ``Simulation.run`` calls ``run_parallel``; this module sees the simulation
+only as a ``meshchat.sim.running.SharedSimulation`` and never imports the engine.
 """
 
 from __future__ import annotations
