@@ -21,9 +21,9 @@ def peer_footprint(router: GossipRouter, peer: str) -> set[str]:
         found.add("mesh")
     if any(peer in members for members in router._fanout.values()):
         found.add("fanout")
-    if peer in router._dont_send:
+    if peer in router._dont_send.by_peer:
         found.add("dont_send")
-    if any(peer in advertisers for advertisers in router._promises.values()):
+    if router._promises.owed_by(peer):
         found.add("promises")
     if peer in router._outbox.pending:
         found.add("outbox")
@@ -44,4 +44,4 @@ def topic_entries(router: GossipRouter) -> int:
 
 def backoff_entries(router: GossipRouter) -> int:
     """Entries in the GRAFT backoff table."""
-    return sum(len(peers) for peers in router._backoff.values())
+    return len(router._backoff)

@@ -22,8 +22,8 @@ from meshchat.gossip import (
     RpcReceived,
     ScoreParams,
 )
-from meshchat.gossip import router as router_module
 from meshchat.gossip import score as score_module
+from meshchat.gossip import tables as tables_module
 from meshchat.gossip.messages import (
     RPC,
     ControlMessage,
@@ -141,7 +141,7 @@ def test_a_huge_prune_backoff_is_capped() -> None:
 
 
 def test_backoffs_of_departed_identities_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(router_module, "MAX_BACKOFFS_PER_TOPIC", 10)
+    monkeypatch.setattr(tables_module, "MAX_BACKOFFS_PER_TOPIC", 10)
     router = make_router()
     router.handle(PeerConnected(peer="stays", outbound=False), now=0.0)
     router.handle(RpcReceived(peer="stays", rpc=control(prune=(Prune(topic=TOPIC, backoff=60),))), now=0.0)
@@ -171,7 +171,7 @@ def test_an_idontwant_id_repeated_every_heartbeat_does_not_pin_the_table() -> No
         )
         now = heartbeats(router, now, 1)
     window = router.config.mcache_len + 1
-    assert len(router._dont_send["p"]) <= window * 101
+    assert len(router._dont_send.by_peer["p"]) <= window * 101
 
 
 # --- promises and scores ----------------------------------------------------------------------------
