@@ -4,8 +4,8 @@ Run: python benchmarks/bench_rpc.py [--seconds S]
 
 Both sides do the whole job the router pays for: records to bytes (encode) and bytes to records
 (decode), including the limit checks. The protobuf side uses the official ``protobuf`` package (its
-upb C backend when installed) with the spec's schema, built at run time from a ``FileDescriptorProto``
-(no protoc), and converts its message objects to and from ``meshchat.gossip.messages`` records.
+upb C backend when installed) with the spec's schema (``tests/pubsub_schema.py``, the copy the tests
+use too), and converts its message objects to and from ``meshchat.gossip.messages`` records.
 
 Three realistic RPCs, measured in one run and interleaved (rounds of each side alternate; the best
 round of each counts, as the machine is noisy):
@@ -24,12 +24,13 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import base58
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.internal import api_implementation
 
 from meshchat.errors import DecodeError, TooLarge
@@ -48,64 +49,13 @@ from meshchat.gossip.messages import (
 from meshchat.gossip.rpc import RpcLimits, decode_rpc, encode_rpc
 from meshchat.identity import Identity
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for tests.pubsub_schema
+from tests.pubsub_schema import protobuf_classes
+
 ROUNDS = 12
 LIMITS = RpcLimits()
 
-_F = descriptor_pb2.FieldDescriptorProto
-_OPT, _REP, _REQ = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED, _F.LABEL_REQUIRED
-_BOOL, _STR, _BYTES, _U64, _MSG = _F.TYPE_BOOL, _F.TYPE_STRING, _F.TYPE_BYTES, _F.TYPE_UINT64, _F.TYPE_MESSAGE
-#: The pubsub schema (pubsub/README.md, gossipsub v1.1 and v1.2): message -> (name, number, label, type).
-SCHEMA: dict[str, list[tuple[str, int, int, int | str]]] = {
-    "RPC": [
-        ("subscriptions", 1, _REP, "SubOpts"),
-        ("publish", 2, _REP, "Message"),
-        ("control", 3, _OPT, "ControlMessage"),
-    ],
-    "SubOpts": [("subscribe", 1, _OPT, _BOOL), ("topicid", 2, _OPT, _STR)],
-    "Message": [
-        ("from", 1, _OPT, _BYTES),
-        ("data", 2, _OPT, _BYTES),
-        ("seqno", 3, _OPT, _BYTES),
-        ("topic", 4, _REQ, _STR),
-        ("signature", 5, _OPT, _BYTES),
-        ("key", 6, _OPT, _BYTES),
-    ],
-    "ControlMessage": [
-        ("ihave", 1, _REP, "ControlIHave"),
-        ("iwant", 2, _REP, "ControlIWant"),
-        ("graft", 3, _REP, "ControlGraft"),
-        ("prune", 4, _REP, "ControlPrune"),
-        ("idontwant", 5, _REP, "ControlIDontWant"),
-    ],
-    "ControlIHave": [("topicID", 1, _OPT, _STR), ("messageIDs", 2, _REP, _BYTES)],
-    "ControlIWant": [("messageIDs", 1, _REP, _BYTES)],
-    "ControlGraft": [("topicID", 1, _OPT, _STR)],
-    "ControlPrune": [("topicID", 1, _OPT, _STR), ("peers", 2, _REP, "PeerInfo"), ("backoff", 3, _OPT, _U64)],
-    "PeerInfo": [("peerID", 1, _OPT, _BYTES), ("signedPeerRecord", 2, _OPT, _BYTES)],
-    "ControlIDontWant": [("messageIDs", 1, _REP, _BYTES)],
-}
-
-
-def protobuf_classes(package: str = "bench.pubsub") -> dict[str, Any]:
-    """The schema's message classes, built without protoc."""
-    file = descriptor_pb2.FileDescriptorProto(name=f"{package}.proto", package=package, syntax="proto2")
-    for name, fields in SCHEMA.items():
-        message = file.message_type.add(name=name)
-        for field_name, number, label, kind in fields:
-            field = message.field.add(name=field_name, number=number, label=label)
-            if isinstance(kind, str):
-                field.type, field.type_name = _MSG, f".{package}.{kind}"
-            else:
-                field.type = kind
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return {
-        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{name}"))
-        for name in SCHEMA
-    }
-
-
-PB = protobuf_classes()
+PB = protobuf_classes("bench.pubsub")
 
 
 @functools.lru_cache(maxsize=4096)

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from pathlib import Path
 
 import msgpack
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+import meshchat
 from meshchat.errors import DecodeError, MeshchatError, TooLarge, UnsupportedVersion
 from meshchat.wire import (
     ENVELOPE_VERSION,
@@ -595,3 +597,15 @@ def test_codec_failures_say_what_is_wrong(data: bytes, problem: str) -> None:
     assert type(caught.value) is DecodeError
     assert caught.value.what == "thing"
     assert problem in caught.value.problem
+
+
+def test_only_the_codec_calls_msgpack_unpackb_in_wire_crypto_gossip_and_sim() -> None:
+    """Peers' bytes reach msgpack only through ``unpack_bounded`` (size, lengths and depth bounded)."""
+    package = Path(meshchat.__file__).parent
+    callers = [
+        str(path.relative_to(package))
+        for folder in ("wire", "crypto", "gossip", "sim")
+        for path in sorted((package / folder).glob("*.py"))
+        if "unpackb" in path.read_text(encoding="utf-8")
+    ]
+    assert callers == ["wire/codec.py"]

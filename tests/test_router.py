@@ -49,6 +49,7 @@ from meshchat.gossip.messages import (
     SubOpts,
 )
 from meshchat.wire import message_id
+from tests.router_probe import peer_footprint, topic_entries
 
 TOPIC = "inbox/0"
 #: Upper bound on RPC hops one ``Net.settle`` may process; a bug that ping-pongs forever fails fast.
@@ -536,15 +537,32 @@ def test_same_seed_same_actions() -> None:
 # --- stateful: one router against a model of what it may do ---------------------------------------
 
 PEERS = [f"p{i}" for i in range(14)]
+#: Topics peers may subscribe to in the machine; more than its per-peer limit, so the limit is hit.
+OTHER_TOPICS = [f"x{i}" for i in range(5)]
+MACHINE_TOPIC_LIMIT = 3
+#: Drop reasons the machine's model predicts exactly from what it sent (the rest it bounds per rule).
+PREDICTED_DROPS = (
+    DropReason.GRAYLISTED,
+    DropReason.TOPIC_LIMIT,
+    DropReason.UNKNOWN_PEER,
+    DropReason.UNKNOWN_TOPIC,
+    DropReason.SEND_FAILED,
+)
 
 
 class RouterMachine(RuleBasedStateMachine):
-    """A router under arbitrary peer behaviour; invariants checked after every step."""
+    """A router under arbitrary peer behaviour; invariants checked after every step.
+
+    Besides what the router may do (its actions), the model keeps which topics each peer is subscribed
+    to and, for every rule, what each input must be accounted as: a message is delivered or dropped for
+    exactly one reason, a GRAFT ends in the mesh or is counted as refused, every IWANT id is served,
+    suppressed or counted unserved, a SUBSCRIBE over the limit is counted, and nothing else moves.
+    """
 
     @initialize(seed=st.integers(0, 2**32), scoring=st.booleans())
     def start(self, seed: int, scoring: bool) -> None:
         self.now = 0.0
-        self.config = GossipConfig()
+        self.config = GossipConfig(max_topics_per_peer=MACHINE_TOPIC_LIMIT)
         self.router = GossipRouter(
             self.config,
             local_peer="me",
@@ -555,14 +573,38 @@ class RouterMachine(RuleBasedStateMachine):
             score_params=ScoreParams() if scoring else None,
         )
         self.connected: set[str] = set()
+        self.subscribed: dict[str, set[str]] = {}  # the model: each connected peer's topics
         self.delivered: set[bytes] = set()
         self.known: dict[bytes, bytes] = {}  # id -> data of every valid message the router has seen
         self.heartbeat_just_ran = False
+        #: Drops the model predicts on its own, by reason; ``every_drop_is_counted`` compares.
+        self.expected = dict.fromkeys(PREDICTED_DROPS, 0)
         self._do(Join(topic=TOPIC))
 
     def _do(self, event: object) -> None:
         self._check(self.router.handle(event, now=self.now))  # type: ignore[arg-type]
         self.heartbeat_just_ran = False
+
+    def _counted(self, event: object, allowed: set[DropReason]) -> dict[str, int]:
+        """Handle ``event``; check only ``allowed`` drop reasons moved; return every counter's change."""
+        before = self.router.statistics()
+        self._do(event)
+        after = self.router.statistics()
+        moved = {r for r in DropReason if after.drops[r] != before.drops[r]}
+        assert moved <= allowed, f"{event!r} moved drop counters {moved}, allowed {allowed}"
+        changes = {r.name: after.drops[r] - before.drops[r] for r in DropReason}
+        changes["delivered"] = after.delivered - before.delivered
+        changes["published"] = after.published - before.published
+        changes["served"] = after.iwant_served - before.iwant_served
+        changes["suppressed"] = after.suppressed_by_idontwant - before.suppressed_by_idontwant
+        assert all(v >= 0 for v in changes.values()), f"a counter went down: {changes}"
+        return changes
+
+    def _graylisted(self, peer: str) -> bool:
+        """Whether the router will ignore ``peer``'s next RPC (and count it once as GRAYLISTED)."""
+        graylisted = self.router.score(peer, now=self.now) < ScoreParams().thresholds.graylist_threshold
+        self.expected[DropReason.GRAYLISTED] += graylisted
+        return graylisted
 
     def _check(self, actions: list[RouterAction]) -> None:
         for action in actions:
@@ -584,27 +626,85 @@ class RouterMachine(RuleBasedStateMachine):
                 case Dial():
                     pass
 
+    def _subscribe(self, peer: str, subs: tuple[SubOpts, ...]) -> None:
+        graylisted = self._graylisted(peer)
+        allowed = {DropReason.GRAYLISTED} if graylisted else {DropReason.TOPIC_LIMIT}
+        changes = self._counted(RpcReceived(peer=peer, rpc=RPC(subscriptions=subs)), allowed)
+        if graylisted:
+            assert changes["GRAYLISTED"] == 1
+            return
+        topics = self.subscribed.setdefault(peer, set())
+        refused = 0
+        for sub in subs:
+            if not sub.subscribe:
+                topics.discard(sub.topic)
+            elif sub.topic not in topics and len(topics) >= MACHINE_TOPIC_LIMIT:
+                refused += 1
+            else:
+                topics.add(sub.topic)
+        assert changes["TOPIC_LIMIT"] == refused, "a refused subscription was not counted (or vice versa)"
+        self.expected[DropReason.TOPIC_LIMIT] += refused
+
     @rule(peer=st.sampled_from(PEERS), outbound=st.booleans())
     def connect(self, peer: str, outbound: bool) -> None:
         self.connected.add(peer)
-        self._do(PeerConnected(peer=peer, outbound=outbound))
-        self._do(RpcReceived(peer=peer, rpc=RPC(subscriptions=(SubOpts(subscribe=True, topic=TOPIC),))))
+        self._counted(PeerConnected(peer=peer, outbound=outbound), set())
+        self._subscribe(peer, (SubOpts(subscribe=True, topic=TOPIC),))
 
     @precondition(lambda self: self.connected)
     @rule(data=st.data())
     def disconnect(self, data: st.DataObject) -> None:
         peer = data.draw(st.sampled_from(sorted(self.connected)))
         self.connected.discard(peer)
-        self._do(PeerDisconnected(peer=peer))
+        self.subscribed.pop(peer, None)
+        self._counted(PeerDisconnected(peer=peer), set())
 
     @precondition(lambda self: self.connected)
-    @rule(data=st.data(), payload=st.binary(min_size=1, max_size=40), bad=st.booleans())
-    def receive_message(self, data: st.DataObject, payload: bytes, bad: bool) -> None:
+    @rule(
+        data=st.data(),
+        ops=st.lists(
+            st.tuples(st.booleans(), st.sampled_from([TOPIC, *OTHER_TOPICS])), min_size=1, max_size=8
+        ),
+    )
+    def churn_subscriptions(self, data: st.DataObject, ops: list[tuple[bool, str]]) -> None:
+        peer = data.draw(st.sampled_from(sorted(self.connected)))
+        self._subscribe(peer, tuple(SubOpts(subscribe=on, topic=topic) for on, topic in ops))
+
+    @precondition(lambda self: self.connected)
+    @rule(data=st.data(), payload=st.binary(min_size=1, max_size=40), bad=st.booleans(), joined=st.booleans())
+    def receive_message(self, data: st.DataObject, payload: bytes, bad: bool, joined: bool) -> None:
         peer = data.draw(st.sampled_from(sorted(self.connected)))
         body = (b"bad" if bad else b"ok") + payload
-        if not bad:
+        if not bad and joined:
             self.known[message_id(body)] = body
-        self._do(RpcReceived(peer=peer, rpc=RPC(publish=(PubMessage(topic=TOPIC, data=body),))))
+        topic = TOPIC if joined else OTHER_TOPICS[0]
+        graylisted = self._graylisted(peer)
+        allowed = {DropReason.DUPLICATE, DropReason.INVALID} if joined else {DropReason.UNKNOWN_TOPIC}
+        changes = self._counted(
+            RpcReceived(peer=peer, rpc=RPC(publish=(PubMessage(topic=topic, data=body),))),
+            {DropReason.GRAYLISTED} if graylisted else allowed,
+        )
+        outcomes = changes["delivered"] + sum(changes[r.name] for r in DropReason)
+        assert outcomes == 1, f"one message, {outcomes} outcomes: {changes}"
+        if bad:
+            assert changes["delivered"] == 0
+        if not joined and not graylisted:
+            self.expected[DropReason.UNKNOWN_TOPIC] += 1
+
+    @rule(data=st.data())
+    def receive_from_a_stranger(self, data: st.DataObject) -> None:
+        stranger = data.draw(st.sampled_from([p for p in [*PEERS, "zz"] if p not in self.connected]))
+        rpc = RPC(subscriptions=(SubOpts(subscribe=True, topic=TOPIC),))
+        self.expected[DropReason.UNKNOWN_PEER] += 1
+        assert (
+            self._counted(RpcReceived(peer=stranger, rpc=rpc), {DropReason.UNKNOWN_PEER})["UNKNOWN_PEER"] == 1
+        )
+        assert stranger not in self.router.topic_peers(TOPIC)
+
+    @rule(peer=st.sampled_from(PEERS))
+    def send_failed(self, peer: str) -> None:
+        self.expected[DropReason.SEND_FAILED] += 1
+        assert self._counted(SendFailed(peer=peer), {DropReason.SEND_FAILED})["SEND_FAILED"] == 1
 
     @precondition(lambda self: self.connected)
     @rule(data=st.data(), kind=st.sampled_from(["graft", "prune", "ihave", "iwant", "idontwant"]))
@@ -618,18 +718,45 @@ class RouterMachine(RuleBasedStateMachine):
             "iwant": ControlMessage(iwant=(IWant(message_ids=ids),)),
             "idontwant": ControlMessage(idontwant=(IDontWant(message_ids=ids),)),
         }[kind]
-        self._do(RpcReceived(peer=peer, rpc=RPC(control=control)))
+        graylisted = self._graylisted(peer)
+        was_in_mesh = peer in self.router.mesh.get(TOPIC, set())
+        allowed = {
+            "graft": {DropReason.GRAFT_REFUSED},
+            "prune": set(),
+            "ihave": {DropReason.IHAVE_LIMIT},
+            "iwant": {DropReason.IWANT_UNSERVED},
+            "idontwant": set(),  # at most 4 ids: far below the per-heartbeat limit
+        }[kind]
+        changes = self._counted(
+            RpcReceived(peer=peer, rpc=RPC(control=control)),
+            {DropReason.GRAYLISTED} if graylisted else allowed,
+        )
+        if graylisted:
+            assert changes["GRAYLISTED"] == 1
+        elif kind == "graft":
+            in_mesh = peer in self.router.mesh[TOPIC]
+            assert changes["GRAFT_REFUSED"] == (0 if in_mesh or was_in_mesh else 1), (
+                "a refused GRAFT was not counted"
+            )
+        elif kind == "iwant":
+            answered = changes["served"] + changes["suppressed"] + changes["IWANT_UNSERVED"]
+            assert answered == len(ids), f"{len(ids)} ids asked, {answered} accounted for"
+        elif kind == "ihave":
+            assert changes["IHAVE_LIMIT"] <= 1
 
     @rule(payload=st.binary(min_size=1, max_size=40))
     def publish(self, payload: bytes) -> None:
         body = b"own" + payload
         self.known[message_id(body)] = body
-        self._do(Publish(topic=TOPIC, data=body))
+        changes = self._counted(Publish(topic=TOPIC, data=body), {DropReason.DUPLICATE})
+        assert changes["published"] + changes["DUPLICATE"] == 1
 
     @rule(dt=st.floats(min_value=0.0, max_value=5.0))
     def wait(self, dt: float) -> None:
         self.now += dt
+        before = self.router.statistics().drops
         self._check(self.router.on_timer(now=self.now))
+        assert self.router.statistics().drops == before, "the heartbeat dropped something"
         self.heartbeat_just_ran = True
 
     @invariant()
@@ -641,6 +768,21 @@ class RouterMachine(RuleBasedStateMachine):
             assert len(mesh) <= self.config.d_hi
 
     @invariant()
+    def topics_per_peer_bounded(self) -> None:
+        for topic in [TOPIC, *OTHER_TOPICS]:
+            expected = {p for p, topics in self.subscribed.items() if topic in topics}
+            assert self.router.topic_peers(topic) == expected, topic
+        assert all(len(topics) <= MACHINE_TOPIC_LIMIT for topics in self.subscribed.values())
+        assert all(self.router._topic_peers.values()), "an empty per-topic set was left behind"
+        assert topic_entries(self.router) <= MACHINE_TOPIC_LIMIT * len(self.connected)
+
+    @invariant()
+    def departed_peers_leave_nothing(self) -> None:
+        for peer in set(PEERS) - self.connected:
+            # Promises expire in iwant_followup_time, IWANT counts with their message: both time-bound.
+            assert peer_footprint(self.router, peer) <= {"promises", "iwant_counts"}, peer
+
+    @invariant()
     def scores_are_finite(self) -> None:
         for peer in self.connected:
             score = self.router.score(peer, now=self.now)
@@ -649,8 +791,10 @@ class RouterMachine(RuleBasedStateMachine):
 
     @invariant()
     def every_drop_is_counted(self) -> None:
+        # Each rule checks its own accounting (``_counted``); across the run, the reasons the model
+        # predicts must add up to exactly what it predicted, and deliveries to what it saw delivered.
         stats = self.router.statistics()
-        assert all(count >= 0 for count in stats.drops.values())
+        assert {r: stats.drops[r] for r in PREDICTED_DROPS} == self.expected
         assert stats.delivered == len(self.delivered)
 
 

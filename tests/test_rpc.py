@@ -1,6 +1,6 @@
 """The pubsub RPC codec against the reference: the official ``protobuf`` package on the spec's schema.
 
-The schema is built at test time from a ``FileDescriptorProto`` (no protoc, no generated code). Every
+The schema is ``tests/pubsub_schema.py`` (the one copy, shared with ``benchmarks/bench_rpc.py``). Every
 property is checked both ways: our bytes are protobuf's bytes, protobuf's bytes decode to the records
 protobuf itself sees, and on arbitrary bytes the two parsers agree wherever we accept; where protobuf
 accepts and we refuse, the refusal is one of the documented stricter rules.
@@ -14,7 +14,6 @@ from typing import Any
 import base58
 import pytest
 from conftest import MULTILINGUAL_SAMPLES
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -44,61 +43,11 @@ from meshchat.gossip.rpc import (
     rpc_size,
 )
 from meshchat.identity import Identity
+from tests.pubsub_schema import protobuf_classes
 
 # ------------------------------------------------------------------------------ the reference schema
 
-_F = descriptor_pb2.FieldDescriptorProto
-_OPT, _REP, _REQ = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED, _F.LABEL_REQUIRED
-_BOOL, _STR, _BYTES, _U64 = _F.TYPE_BOOL, _F.TYPE_STRING, _F.TYPE_BYTES, _F.TYPE_UINT64
-#: pubsub/README.md + gossipsub v1.1 (PeerInfo, backoff) + v1.2 (IDONTWANT), with ``from`` as bytes
-#: (go-libp2p-pubsub's and js-libp2p-gossipsub's rpc.proto). Message -> (name, number, label, type).
-SCHEMA: dict[str, list[tuple[str, int, int, Any]]] = {
-    "RPC": [
-        ("subscriptions", 1, _REP, "SubOpts"),
-        ("publish", 2, _REP, "Message"),
-        ("control", 3, _OPT, "ControlMessage"),
-    ],
-    "SubOpts": [("subscribe", 1, _OPT, _BOOL), ("topicid", 2, _OPT, _STR)],
-    "Message": [
-        ("from", 1, _OPT, _BYTES),
-        ("data", 2, _OPT, _BYTES),
-        ("seqno", 3, _OPT, _BYTES),
-        ("topic", 4, _REQ, _STR),
-        ("signature", 5, _OPT, _BYTES),
-        ("key", 6, _OPT, _BYTES),
-    ],
-    "ControlMessage": [
-        ("ihave", 1, _REP, "ControlIHave"),
-        ("iwant", 2, _REP, "ControlIWant"),
-        ("graft", 3, _REP, "ControlGraft"),
-        ("prune", 4, _REP, "ControlPrune"),
-        ("idontwant", 5, _REP, "ControlIDontWant"),
-    ],
-    "ControlIHave": [("topicID", 1, _OPT, _STR), ("messageIDs", 2, _REP, _BYTES)],
-    "ControlIWant": [("messageIDs", 1, _REP, _BYTES)],
-    "ControlGraft": [("topicID", 1, _OPT, _STR)],
-    "ControlPrune": [("topicID", 1, _OPT, _STR), ("peers", 2, _REP, "PeerInfo"), ("backoff", 3, _OPT, _U64)],
-    "PeerInfo": [("peerID", 1, _OPT, _BYTES), ("signedPeerRecord", 2, _OPT, _BYTES)],
-    "ControlIDontWant": [("messageIDs", 1, _REP, _BYTES)],
-}
-
-
-def _build_classes(package: str = "meshchat.test.pubsub") -> dict[str, Any]:
-    file = descriptor_pb2.FileDescriptorProto(name=f"{package}.proto", package=package, syntax="proto2")
-    for name, fields in SCHEMA.items():
-        message = file.message_type.add(name=name)
-        for field_name, number, label, kind in fields:
-            field = message.field.add(name=field_name, number=number, label=label)
-            if isinstance(kind, str):
-                field.type, field.type_name = _F.TYPE_MESSAGE, f".{package}.{kind}"
-            else:
-                field.type = kind
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return {n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{n}")) for n in SCHEMA}
-
-
-PB = _build_classes()
+PB = protobuf_classes("meshchat.test.pubsub")
 
 
 class NotRepresentable(ValueError):

@@ -8,14 +8,16 @@ partition test and the 1,000-node test of ``test_sim.py`` run on one worker and 
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import multiprocessing
 import os
 
 import pytest
 
 from meshchat.gossip import GossipRouter
-from meshchat.sim import LogNormalLatency, Scenario, ScenarioError, Simulation, run
+from meshchat.sim import LogNormalLatency, Scenario, ScenarioError, Simulation, parallel, run
 from meshchat.sim.errors import WorkerFailed
 from meshchat.sim.parallel import owners
 from tests.test_sim import BUSY
@@ -127,3 +129,14 @@ def test_several_workers_need_a_positive_shortest_delay() -> None:
         Scenario(workers=2, latency=LogNormalLatency(median=0.08))
     with pytest.raises(ScenarioError, match="workers"):
         Scenario(workers=0)
+
+
+def test_parallel_does_not_import_the_engine() -> None:
+    """The engine runs the workers; the workers' module must not import the engine back (it did)."""
+    tree = ast.parse(inspect.getsource(parallel))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    assert "meshchat.sim.engine" not in imported
+    assert "meshchat.sim.running" in imported

@@ -73,6 +73,15 @@ class GossipConfig:
     max_idontwant_ids: int = 5000
     #: Send IDONTWANT at all (turn off to measure what it saves).
     idontwant: bool = True
+    #: Topics one peer may be subscribed to at once; further SUBSCRIBEs are dropped and counted
+    #: (``DropReason.TOPIC_LIMIT``). A meshchat node joins its inbox shard and one topic per group, so
+    #: 256 leaves room for a member of many groups, while 1,024 connections x 256 bounds the router's
+    #: per-topic peer sets at 262,144 entries (subscribe/unsubscribe churn from one peer grew them
+    #: without limit before).
+    max_topics_per_peer: int = 256
+    #: Longest PRUNE backoff honoured, seconds: a peer asking for more gets this much. The spec's
+    #: default is 60 s; without a cap a PRUNE with a backoff of 2**64 s would pin an entry for ever.
+    max_prune_backoff: float = 3600.0
 
     def __post_init__(self) -> None:
         if not (0 <= self.d_lo <= self.d <= self.d_hi):
@@ -85,6 +94,10 @@ class GossipConfig:
             raise ValueError("need 0 < mcache_gossip <= mcache_len")
         if self.heartbeat_interval <= 0:
             raise ValueError("heartbeat_interval must be positive")
+        if self.max_topics_per_peer < 1:
+            raise ValueError("max_topics_per_peer must be at least 1")
+        if self.max_prune_backoff < max(self.prune_backoff, self.unsubscribe_backoff):
+            raise ValueError("max_prune_backoff must be at least prune_backoff and unsubscribe_backoff")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

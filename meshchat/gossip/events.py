@@ -3,11 +3,14 @@
 Inputs say what happened (``RpcReceived``); actions say what the driver must do (``SendRpc``). Both are
 small frozen records; the sets are closed unions, dispatched with ``match`` and ``assert_never``.
 Drops are not actions: the router counts every discarded message by ``DropReason`` in
-``GossipRouter.statistics()``, so a driver that reports metrics sees them without a per-duplicate event.
+``GossipRouter.statistics()`` (a ``RouterStatistics``), so a driver that reports metrics sees them
+without a per-duplicate event. The application's say in what is delivered, the ``Validator`` and its
+``ValidationResult``, is defined here too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import TypeAlias
@@ -27,9 +30,12 @@ __all__ = [
     "Publish",
     "RouterAction",
     "RouterInput",
+    "RouterStatistics",
     "RpcReceived",
     "SendFailed",
     "SendRpc",
+    "ValidationResult",
+    "Validator",
 ]
 
 
@@ -56,8 +62,10 @@ class DropReason(Enum):
     BAD_SIGNATURE = "bad signature"
     #: The validator asked to ignore the message (no penalty).
     IGNORED = "ignored"
-    #: A message for a topic this router neither joined nor relays.
+    #: A message, IHAVE or PRUNE for a topic this router has not joined.
     UNKNOWN_TOPIC = "unknown topic"
+    #: A SUBSCRIBE beyond ``GossipConfig.max_topics_per_peer`` topics for that peer.
+    TOPIC_LIMIT = "topics over limit"
     #: The sending peer's score is below the graylist threshold: its whole RPC was ignored.
     GRAYLISTED = "graylisted"
     #: IHAVE beyond the per-heartbeat limits, or from a peer below the gossip threshold.
@@ -197,3 +205,41 @@ class Dial:
 
 
 RouterAction: TypeAlias = SendRpc | Deliver | Disconnect | Dial
+
+
+# --- the validator and the counters ----------------------------------------------------------------
+
+
+class ValidationResult(Enum):
+    """An extended validator's verdict (gossipsub-v1.1.md, "Extended Validators")."""
+
+    #: Deliver and forward.
+    ACCEPT = "accept"
+    #: Drop and penalise the sender (P4).
+    REJECT = "reject"
+    #: Drop without penalty.
+    IGNORE = "ignore"
+
+
+#: ``validator(topic, data, message_id)`` decides whether a new message is delivered and forwarded.
+Validator = Callable[[Topic, bytes, MessageId], ValidationResult]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouterStatistics:
+    """Counters of one router since it started."""
+
+    #: Discarded messages and control entries, by reason.
+    drops: Mapping[DropReason, int]
+    #: Messages handed to the application.
+    delivered: int
+    #: Messages published by the local application.
+    published: int
+    #: Message copies sent to peers (publishing, forwarding and IWANT answers).
+    messages_sent: int
+    #: Message copies not sent because the peer had said IDONTWANT.
+    suppressed_by_idontwant: int
+    #: IWANT requests answered with the message.
+    iwant_served: int
+    #: RPCs emitted.
+    rpcs_sent: int

@@ -13,6 +13,10 @@ its thresholds, opportunistic grafting, extended validators, spam protection), g
 peering agreements and signed-topic validation are out of scope here (the network driver verifies
 libp2p signatures on StrictSign topics before handing messages in).
 
+The tables peers fill live beside it, each with its bound: ``tables`` (backoffs, IWANT promises,
+IDONTWANT ids), ``mcache`` (messages and seen ids), ``score`` (peer scores); the peers' topic sets and
+the mesh stay here, bounded by ``GossipConfig.max_topics_per_peer`` and the mesh degree.
+
 What it is not: a transport. Drivers frame, encode and send the RPCs in ``SendRpc`` actions, open and
 close connections for ``Dial``/``Disconnect``, and call ``on_timer`` once ``now >= next_deadline()``.
 """
@@ -24,8 +28,7 @@ import random
 import statistics as stats_lib
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
-from enum import Enum
-from typing import TypeVar, assert_never
+from typing import assert_never
 
 from meshchat.gossip.config import GossipConfig, ScoreParams
 from meshchat.gossip.events import (
@@ -41,9 +44,12 @@ from meshchat.gossip.events import (
     Publish,
     RouterAction,
     RouterInput,
+    RouterStatistics,
     RpcReceived,
     SendFailed,
     SendRpc,
+    ValidationResult,
+    Validator,
 )
 from meshchat.gossip.mcache import MessageCache, SeenCache
 from meshchat.gossip.messages import (
@@ -64,51 +70,14 @@ from meshchat.gossip.messages import (
 from meshchat.gossip.outbox import Outbox
 from meshchat.gossip.score import PeerScore
 from meshchat.gossip.signing import MessageSigner, signature_problem, signed_message_id, unsigned_problem
+from meshchat.gossip.tables import Backoffs, DontSend, Promises
 from meshchat.wire import message_id as content_id
 
 __all__ = ["GossipRouter", "RouterStatistics", "ValidationResult", "Validator"]
 
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-class ValidationResult(Enum):
-    """An extended validator's verdict (gossipsub-v1.1.md, "Extended Validators")."""
-
-    #: Deliver and forward.
-    ACCEPT = "accept"
-    #: Drop and penalise the sender (P4).
-    REJECT = "reject"
-    #: Drop without penalty.
-    IGNORE = "ignore"
-
-
-#: ``validator(topic, data, message_id)`` decides whether a new message is delivered and forwarded.
-Validator = Callable[[Topic, bytes, MessageId], ValidationResult]
-
 
 def _accept_all(_topic: Topic, _data: bytes, _mid: MessageId) -> ValidationResult:
     return ValidationResult.ACCEPT
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RouterStatistics:
-    """Counters of one router since it started."""
-
-    #: Discarded messages and control entries, by reason.
-    drops: Mapping[DropReason, int]
-    #: Messages handed to the application.
-    delivered: int
-    #: Messages published by the local application.
-    published: int
-    #: Message copies sent to peers (publishing, forwarding and IWANT answers).
-    messages_sent: int
-    #: Message copies not sent because the peer had said IDONTWANT.
-    suppressed_by_idontwant: int
-    #: IWANT requests answered with the message.
-    iwant_served: int
-    #: RPCs emitted.
-    rpcs_sent: int
 
 
 @dataclass(slots=True)
@@ -161,11 +130,12 @@ class GossipRouter:
         self._fanout: dict[Topic, set[PeerId]] = {}
         self._fanout_last_publish: dict[Topic, float] = {}
         self._joined: set[Topic] = set()
-        self._backoff: dict[Topic, dict[PeerId, float]] = {}
+        self._backoff = Backoffs()
         self._mcache = MessageCache(history=config.mcache_len, gossip=config.mcache_gossip)
         self._seen = SeenCache(config.seen_ttl)
-        self._promises: dict[MessageId, dict[PeerId, float]] = {}
-        self._dont_send: dict[PeerId, dict[MessageId, float]] = {}
+        self._promises = Promises()
+        self._dont_send = DontSend()
+        self._dont_by_peer = self._dont_send.by_peer  # the forwarding hot path reads it directly
         self._next_heartbeat: float | None = None
         self._heartbeats = 0
         self._outbox = Outbox()
@@ -206,7 +176,7 @@ class GossipRouter:
 
     def backoff_until(self, topic: Topic, peer: PeerId) -> float | None:
         """When the GRAFT backoff for ``peer`` in ``topic`` ends, or None if there is none."""
-        return self._backoff.get(topic, {}).get(peer)
+        return self._backoff.until(topic, peer)
 
     def statistics(self) -> RouterStatistics:
         """A snapshot of the counters."""
@@ -284,12 +254,10 @@ class GossipRouter:
         return 0.0 if self._score is None else self._score.score(peer, now=now)
 
     def _in_backoff(self, topic: Topic, peer: PeerId, now: float) -> bool:
-        until = self._backoff.get(topic, {}).get(peer)
-        return until is not None and until > now
+        return self._backoff.active(topic, peer, now)
 
     def _add_backoff(self, topic: Topic, peer: PeerId, until: float) -> None:
-        backoffs = self._backoff.setdefault(topic, {})
-        backoffs[peer] = max(backoffs.get(peer, until), until)
+        self._backoff.add(topic, peer, until, connected=self._peers)
 
     def _gossipsub_peers(self, topic: Topic) -> set[PeerId]:
         return self._topic_peers.get(topic, set())
@@ -310,7 +278,7 @@ class GossipRouter:
         if state is None:
             return
         for topic in state.topics:
-            self._topic_peers[topic].discard(peer)
+            self._forget_topic_peer(topic, peer)
         for topic, members in self._mesh.items():
             if peer in members:
                 members.discard(peer)
@@ -320,7 +288,7 @@ class GossipRouter:
             members.discard(peer)
         if self._score is not None:
             self._score.remove_peer(peer, now=now)
-        self._dont_send.pop(peer, None)
+        self._dont_send.forget_peer(peer)
         self._outbox.discard(peer)
 
     # --- subscriptions ----------------------------------------------------------------------------
@@ -420,7 +388,7 @@ class GossipRouter:
         return fanout
 
     def _send_message(self, peer: PeerId, mid: MessageId, message: PubMessage) -> None:
-        dont = self._dont_send.get(peer)
+        dont = self._dont_by_peer.get(peer)
         if dont is not None and mid in dont:
             self._suppressed += 1
             return
@@ -448,13 +416,18 @@ class GossipRouter:
             self._on_control(peer, state, rpc.control, now)
 
     def _on_subscription(self, peer: PeerId, state: _Peer, sub: SubOpts, now: float) -> None:
-        members = self._topic_peers.setdefault(sub.topic, set())
         if sub.subscribe:
+            if sub.topic in state.topics:
+                return
+            if len(state.topics) >= self.config.max_topics_per_peer:
+                self._drop(DropReason.TOPIC_LIMIT)
+                return
             state.topics.add(sub.topic)
-            members.add(peer)
+            self._topic_peers.setdefault(sub.topic, set()).add(peer)
             return
-        state.topics.discard(sub.topic)
-        members.discard(peer)
+        if sub.topic in state.topics:  # else never subscribed: no entry is made for the topic
+            state.topics.discard(sub.topic)
+            self._forget_topic_peer(sub.topic, peer)
         mesh = self._mesh.get(sub.topic)
         if mesh is not None and peer in mesh:
             mesh.discard(peer)
@@ -463,6 +436,13 @@ class GossipRouter:
         fanout = self._fanout.get(sub.topic)
         if fanout is not None:
             fanout.discard(peer)
+
+    def _forget_topic_peer(self, topic: Topic, peer: PeerId) -> None:
+        members = self._topic_peers.get(topic)
+        if members is not None:
+            members.discard(peer)
+            if not members:
+                del self._topic_peers[topic]  # churn through many topics must not leave empty sets
 
     def _on_message(self, peer: PeerId, message: PubMessage, now: float) -> None:
         topic = message.topic
@@ -493,7 +473,7 @@ class GossipRouter:
         problem = signature_problem(message) if signed else unsigned_problem(message)
         verdict = ValidationResult.REJECT if problem else self._validator(topic, message.data, mid)
         self._seen.add(mid, now=now, valid=verdict is ValidationResult.ACCEPT)
-        self._promises.pop(mid, None)
+        self._promises.fulfil(mid)
         if verdict is ValidationResult.REJECT:
             self._drop(DropReason.BAD_SIGNATURE if problem else DropReason.INVALID)
             if self._score is not None:
@@ -533,7 +513,7 @@ class GossipRouter:
             return
         if peer in mesh:
             return
-        until = self._backoff.get(topic, {}).get(peer)
+        until = self._backoff.until(topic, peer)
         if until is not None and until > now:
             self._drop(DropReason.GRAFT_REFUSED)
             if self._score is not None:
@@ -555,12 +535,17 @@ class GossipRouter:
 
     def _on_prune(self, peer: PeerId, prune: Prune, now: float) -> None:
         mesh = self._mesh.get(prune.topic)
-        if mesh is not None and peer in mesh:
+        if mesh is None:
+            # Not joined: we would never GRAFT there, so a backoff is pointless, and recording one
+            # would let a peer grow the backoff table with made-up topics (go-libp2p also skips these).
+            self._drop(DropReason.UNKNOWN_TOPIC)
+            return
+        if peer in mesh:
             mesh.discard(peer)
             if self._score is not None:
                 self._score.prune(peer, prune.topic, now=now)
         backoff = self.config.prune_backoff if prune.backoff is None else float(prune.backoff)
-        self._add_backoff(prune.topic, peer, now + backoff)
+        self._add_backoff(prune.topic, peer, now + min(backoff, self.config.max_prune_backoff))
         if not prune.peers or self._score_of(peer, now) < self._accept_px_threshold:
             return
         offered = [
@@ -598,13 +583,13 @@ class GossipRouter:
         self._outbox.iwant(peer, IWant(message_ids=tuple(wanted)))
         # v1.1: track one random id per IWANT; if it never arrives, the advertiser lied or stalled.
         promised = self._rng.choice(wanted)
-        self._promises.setdefault(promised, {})[peer] = now + self.config.iwant_followup_time
+        self._promises.add(promised, peer, now + self.config.iwant_followup_time)
 
     def _on_iwant(self, peer: PeerId, iwant: IWant, now: float) -> None:
         if self._score_of(peer, now) < self._gossip_threshold:
             self._drop(DropReason.IWANT_UNSERVED, len(iwant.message_ids))
             return
-        dont = self._dont_send.get(peer)
+        dont = self._dont_by_peer.get(peer)
         for mid in iwant.message_ids:
             if dont is not None and mid in dont:
                 # It asked, then said it has it (the copy came meanwhile): IDONTWANT wins, as in
@@ -627,9 +612,7 @@ class GossipRouter:
             ids = ids[: max(room, 0)]
         state.idontwant_ids += len(ids)
         if ids:
-            dont = self._dont_send.setdefault(peer, {})
-            for mid in ids:
-                dont[mid] = now
+            self._dont_send.add(peer, ids, now)
 
     def _send_prune(self, peer: PeerId, topic: Topic, now: float, *, backoff: float, exchange: bool) -> None:
         state = self._peers.get(peer)
@@ -653,7 +636,7 @@ class GossipRouter:
         if self._score is not None:
             self._score.tick(now=now)
         self._check_promises(now)
-        self._clear_backoffs(now)
+        self._backoff.expire(now)
         for topic in sorted(self._mesh):
             self._maintain_mesh(topic, now)
         self._maintain_fanout(now)
@@ -661,25 +644,14 @@ class GossipRouter:
         self._disconnect_graylisted(now)
         for state in self._peers.values():
             state.ihave_messages = state.ihave_ids = state.idontwant_ids = 0
-        self._forget_dont_send(now)
+        self._dont_send.expire(now - self.config.mcache_len * self.config.heartbeat_interval)
         self._seen.expire(now)
         self._mcache.shift()
 
     def _check_promises(self, now: float) -> None:
-        broken: list[MessageId] = []
-        for mid, advertisers in self._promises.items():
-            for peer, deadline in list(advertisers.items()):
-                if deadline <= now:
-                    del advertisers[peer]
-                    if self._score is not None:
-                        self._score.penalize(peer)
-            if not advertisers:
-                broken.append(mid)
-        for mid in broken:
-            del self._promises[mid]
-
-    def _clear_backoffs(self, now: float) -> None:
-        _drop_times_up_to(self._backoff, now)
+        for peer in self._promises.broken(now):
+            if self._score is not None:
+                self._score.penalize(peer)
 
     def _maintain_mesh(self, topic: Topic, now: float) -> None:
         config = self.config
@@ -791,30 +763,3 @@ class GossipRouter:
         for peer in sorted(self._peers):
             if self._score_of(peer, now) < self._graylist_threshold:
                 self._actions.append(Disconnect(peer=peer, reason="score below the graylist threshold"))
-
-    def _forget_dont_send(self, now: float) -> None:
-        horizon = now - self.config.mcache_len * self.config.heartbeat_interval
-        for peer in list(self._dont_send):
-            dont = self._dont_send[peer]
-            # Ids go in as IDONTWANTs arrive, in time order: drop from the front up to the first live
-            # one (a repeated id keeps its place with a later time, which can only keep entries after
-            # it a little longer). Scanning every entry each heartbeat cost 6 % of a simulation.
-            stale: list[MessageId] = []
-            for mid, at in dont.items():
-                if at > horizon:
-                    break
-                stale.append(mid)
-            for mid in stale:
-                del dont[mid]
-            if not dont:
-                del self._dont_send[peer]
-
-
-def _drop_times_up_to(table: dict[_K, dict[_V, float]], horizon: float) -> None:
-    """Remove inner entries whose time is ``<= horizon``, and inner maps left empty."""
-    for outer in list(table):
-        inner = table[outer]
-        for key in [k for k, at in inner.items() if at <= horizon]:
-            del inner[key]
-        if not inner:
-            del table[outer]

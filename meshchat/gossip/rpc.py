@@ -29,15 +29,16 @@ required ``Message.topic`` must be present.
 Why hand-written rather than the ``protobuf`` package with the spec's ``rpc.proto``: the router needs
 records, not protobuf objects, and with upb's C parser the Python conversion to and from records is
 most of protobuf's cost. ``benchmarks/bench_rpc.py`` measures both doing that whole job in one run. On
-the development machine (CPython 3.11, protobuf 7.36 with upb, two shared cores, so +-15% between runs)
-this codec was never measurably slower and mostly faster: a 1 KiB message 1.4-1.75x protobuf's encodes
-per second and 1.3-1.5x its decodes (~700k and ~270k per second), an IHAVE of 50 ids 1.0x and
-1.1-1.4x, a mixed RPC 1.05-1.2x and 1.0-1.35x; geometric means 1.12-1.27 (encode), 1.15-1.37 (decode).
-Two tricks make it so: ids of one length (hashes) are written with one ``join`` and read with
-strided slices instead of a Python loop per id, and every tag of this schema is one byte, read inline.
-It also enforces the limits while parsing (protobuf would first build every object) and spares
-meshchat a compiled runtime dependency and generated code. Per-message size caches were not worth it:
-a message's size is four ``len`` calls, cheaper than hashing the record to look it up.
+the development machine (CPython 3.11, protobuf 6.33 with upb, two cores shared with other work, so
++-15% between runs) this codec was mostly faster and never clearly slower: a 1 KiB message 1.4-1.9x
+protobuf's encodes per second and 1.1-1.5x its decodes (~800k and ~200k per second), an IHAVE of 50
+ids 1.0-1.25x and 1.1-1.45x, a mixed RPC 0.9-1.2x and 1.0-1.35x; geometric means 1.12-1.29 (encode),
+1.15-1.37 (decode). Two tricks make it so: ids of one length (hashes) are written with one ``join``
+and read with strided slices instead of a Python loop per id, and every tag of this schema is one
+byte, read inline. It also enforces the limits while parsing (protobuf would first build every
+object) and spares meshchat a compiled runtime dependency and generated code. Per-message size caches
+were not worth it: an unsigned message's size is two ``len`` calls and a few comparisons, cheaper than
+hashing the record to look it up.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ DEFAULT_MAX_IDS_PER_ENTRY = 5000
 DEFAULT_MAX_TOPIC_LENGTH = 1024
 #: Most subscription changes in one RPC. A peer announces all its topics in its first RPC; a meshchat
 #: node is in a handful (its inbox shard, its groups), an Ethereum consensus node in at most a couple of
-#: hundred. Bounds the topics a single RPC can make the router track.
+#: hundred. Bounds the work one RPC costs; what the router keeps per peer has its own, lower bound
+#: (``GossipConfig.max_topics_per_peer``), since many RPCs can follow one another.
 DEFAULT_MAX_SUBSCRIPTIONS = 1024
 #: Most control entries (IHAVE + IWANT + GRAFT + PRUNE + IDONTWANT) in one RPC. Routers send one
 #: IHAVE/GRAFT/PRUNE per topic and, like go-libp2p-pubsub, one IDONTWANT per large message, batched.

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from meshchat.gossip.config import ScoreParams
 from meshchat.gossip.messages import PeerId, Topic
 
-__all__ = ["PeerScore"]
+__all__ = ["MAX_RETAINED_PEERS", "PeerScore"]
+
+#: Departed peers whose scores are remembered (for ``retain_score``) at once. Identities cost nothing,
+#: so without a cap every connect-and-leave would add an entry kept for an hour. Past the cap the
+#: oldest departed peer is forgotten first; laundering one bad score that way takes this many fresh
+#: connections, each of which the host's connection limits slow down.
+MAX_RETAINED_PEERS = 10_000
 
 
 @dataclass(slots=True)
@@ -43,7 +49,7 @@ class _PeerStats:
 class PeerScore:
     """Scores of the peers one router knows, per gossipsub v1.1."""
 
-    __slots__ = ("_cache", "_ips", "_next_decay", "_params", "_peers")
+    __slots__ = ("_cache", "_ips", "_next_decay", "_params", "_peers", "_retained")
 
     def __init__(self, params: ScoreParams) -> None:
         """Score peers with ``params``."""
@@ -51,6 +57,8 @@ class PeerScore:
         self._peers: dict[PeerId, _PeerStats] = {}
         self._ips: dict[str, set[PeerId]] = {}
         self._cache: dict[PeerId, float] = {}
+        #: Departed peers in the order they left (that is, expiry order: ``retain_score`` is fixed).
+        self._retained: dict[PeerId, None] = {}
         self._next_decay: float | None = None
 
     @property
@@ -66,6 +74,7 @@ class PeerScore:
         if stats is None:
             stats = self._peers[peer] = _PeerStats()
         stats.connected = True
+        self._retained.pop(peer, None)
         if ip is not None:
             stats.ip = ip
             self._ips.setdefault(ip, set()).add(peer)
@@ -86,6 +95,11 @@ class PeerScore:
         stats.expires = now + self._params.retain_score
         self._forget_ip(peer, stats)
         self._cache.pop(peer, None)
+        self._retained[peer] = None
+        while len(self._retained) > MAX_RETAINED_PEERS:
+            oldest = next(iter(self._retained))
+            del self._retained[oldest]
+            del self._peers[oldest]
 
     def _forget_ip(self, peer: PeerId, stats: _PeerStats) -> None:
         if stats.ip is None:
@@ -112,7 +126,9 @@ class PeerScore:
     def _topic(self, peer: PeerId, topic: Topic) -> _TopicStats | None:
         if self._params.topic(topic) is None:
             return None
-        stats = self._stats(peer)
+        stats = self._peers.get(peer)
+        if stats is None:
+            return None  # not (or no longer) known: counters are kept only for added peers
         tstats = stats.topics.get(topic)
         if tstats is None:
             tstats = stats.topics[topic] = _TopicStats()
@@ -181,8 +197,16 @@ class PeerScore:
             self._cache.pop(peer, None)
 
     def penalize(self, peer: PeerId, count: float = 1.0) -> None:
-        """Add to ``peer``'s behaviour penalty (P7): broken IWANT promises, GRAFT during backoff."""
-        self._stats(peer).behaviour_penalty += count
+        """Add to ``peer``'s behaviour penalty (P7): broken IWANT promises, GRAFT during backoff.
+
+        A peer not known (never added, or its retained score expired) is not penalised: an IWANT
+        promise that breaks after its advertiser was forgotten must not create a record that no
+        ``remove_peer`` would ever expire.
+        """
+        stats = self._peers.get(peer)
+        if stats is None:
+            return
+        stats.behaviour_penalty += count
         self._cache.pop(peer, None)
 
     # --- score ------------------------------------------------------------------------------------
@@ -251,8 +275,12 @@ class PeerScore:
         while now >= self._next_decay:
             self._decay()
             self._next_decay += self._params.decay_interval
-        for peer in [p for p, s in self._peers.items() if not s.connected and s.expires <= now]:
-            del self._peers[peer]
+        while self._retained:
+            oldest = next(iter(self._retained))
+            if self._peers[oldest].expires > now:
+                break
+            del self._retained[oldest]
+            del self._peers[oldest]
         self._cache.clear()
 
     def _decay(self) -> None:

@@ -19,18 +19,14 @@ It is not a protocol implementation: routers are the real ones, adversaries wrap
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import assert_never
 
 from meshchat.gossip import (
     Deliver,
     Dial,
     Disconnect,
-    DropReason,
     Join,
     PeerConnected,
     PeerDisconnected,
@@ -44,7 +40,9 @@ from meshchat.gossip import (
 from meshchat.sim.adversary import SybilRouter, flood_rpc
 from meshchat.sim.clock import Event, EventKind
 from meshchat.sim.network import Link, LinkDrop, Node, Role, RouterLike
+from meshchat.sim.parallel import run_parallel
 from meshchat.sim.results import Results, summarize
+from meshchat.sim.running import PROGRESS_STEPS, RouterFigures, collector_paused
 from meshchat.sim.scenario import Reconnect, Scenario
 from meshchat.sim.world import World
 
@@ -60,33 +58,8 @@ __all__ = [
 #: Round trips a dial takes before pubsub can talk: TCP (1), then Noise XX and multistream-select
 #: negotiation pipelined into about one more.
 CONNECT_ROUND_TRIPS = 2
-#: How often ``progress`` is called over a run.
-PROGRESS_STEPS = 100
 #: Random draws tried to find an online honest publisher before scanning the whole list.
 PUBLISHER_DRAWS = 64
-
-
-@dataclass(slots=True, kw_only=True)
-class RouterFigures:
-    """The figures of ``Results`` that come from routers rather than from the metrics."""
-
-    #: Drops by reason, over honest routers (retired ones included).
-    drops: dict[DropReason, int]
-    #: ``ROUTER_COUNTERS`` summed over honest routers.
-    counters: dict[str, int]
-    #: Mesh size of each online subscribed honest node at the end.
-    meshes: list[int]
-    #: Messages Sybils did not forward.
-    withheld: int
-
-    def add(self, other: RouterFigures) -> None:
-        """Add ``other``'s figures (another worker's) to these."""
-        for reason, count in other.drops.items():
-            self.drops[reason] += count
-        for name, count in other.counters.items():
-            self.counters[name] += count
-        self.meshes.extend(other.meshes)
-        self.withheld += other.withheld
 
 
 class Simulation:
@@ -116,8 +89,6 @@ class Simulation:
     def run(self, progress: Callable[[float], None] | None = None) -> Results:
         """Run to the end of the scenario; call ``progress(fraction)`` along the way."""
         if self.scenario.workers > 1:
-            from meshchat.sim.parallel import run_parallel  # noqa: PLC0415 (it imports this module)
-
             return run_parallel(self, progress)
         started = time.perf_counter()  # wall time, only for the report: the simulation never sees it
         duration = self.scenario.duration
@@ -454,24 +425,6 @@ class Simulation:
             wall_seconds=round(wall_seconds, 3),
             parameters=scenario.to_dict(),
         )
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector for the block; restore its previous state after.
-
-    A run allocates millions of short-lived tuples and records but creates no reference cycles (a test
-    checks: ``gc.collect()`` finds nothing after a run with every feature on), so the collector's
-    passes over a heap of thousands of routers find nothing and cost 12-15 % of the run time.
-    Reference counting still frees everything as usual.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def run(scenario: Scenario, *, progress: Callable[[float], None] | None = None) -> Results:

@@ -2,8 +2,10 @@
 
 A run of 10,000 nodes spends its time in the routers (~18 us per message copy in CPython), and one
 process uses one core. With ``Scenario(workers=W)`` the parent builds the world, then forks W worker
-processes. Each inherits the whole world (copy on write) and runs the routers of one contiguous block
-of nodes (``Network.share``, ``owners``). Every event is then either
+processes. Each inherits the whole world (copy on write) and runs the routers of one part of the nodes:
+``owners`` cuts the graph into W equal parts with few links between them (contiguous index blocks,
+refined by a greedy Kernighan-Lin pass), and ``Network.share`` makes a worker's network run its part.
+Every event is then either
 
 - local to the node it concerns (arrivals, timers, sends): only the node's worker has it; or
 - replayed by every worker from the same schedule with the same random draws (boot, publishing: who
@@ -27,16 +29,18 @@ sent, so the same scenario (seed and worker count included) gives the same resul
 count is another, equally valid, run: simultaneous events are ordered differently, and each worker
 draws link delays, loss and jitter from its own streams.
 
-What it is not: worth it for small runs (every window costs a swap of ~0.1-1 ms; on two cores the
-1,000-node speed run went 1.8x faster than on one, 10,000 nodes ~2x), or exact where two workers meet one
-link's open and close at the very same virtual instant (equal floating-point times): they may order
-the two differently, leaving the link open at one end only; what is sent over it is then counted as
-``closed``.
+What it is not: worth it for small runs (every window costs a swap of ~0.1-1 ms; 10,000 nodes took
+390 s on two workers and 810-900 s on one), or exact where two workers meet one link's open and close
+at the very same virtual instant (equal floating-point times): they may order the two differently,
+leaving the link open at one end only; what is sent over it is then counted as ``closed``.
 
 Why by hand: the Python simulation libraries (SimPy, salabim) run in one process; this barrier form of
 conservative synchronisation is a few dozen lines over the simulator's own queue. Workers are
 ``multiprocessing`` processes started by ``fork`` (the world is inherited, not pickled), so several
 workers need a platform with fork (Linux, macOS); elsewhere the run raises ``ScenarioError``.
+
+``meshchat.sim.engine``'s ``Simulation.run`` calls ``run_parallel``; this module sees the simulation
+only as a ``meshchat.sim.running.SharedSimulation`` and never imports the engine.
 """
 
 from __future__ import annotations
@@ -57,14 +61,13 @@ from typing import TYPE_CHECKING
 from meshchat.gossip import RpcReceived
 from meshchat.gossip.messages import RPC, PubMessage
 from meshchat.sim.clock import EventKind
-from meshchat.sim.engine import PROGRESS_STEPS, RouterFigures, collector_paused
 from meshchat.sim.errors import ScenarioError, WorkerFailed
 from meshchat.sim.metrics import MetricsShare
 from meshchat.sim.network import Link, LinkDrop, Outgoing
+from meshchat.sim.running import PROGRESS_STEPS, RouterFigures, SharedSimulation, collector_paused
 from meshchat.sim.world import component_rng
 
 if TYPE_CHECKING:
-    from meshchat.sim.engine import Simulation
     from meshchat.sim.results import Results
 
 __all__ = ["WorkerShare", "owners", "run_parallel"]
@@ -149,7 +152,7 @@ def _refine(adjacency: Sequence[Sequence[int]], owner: list[int], first: int, se
     return swapped
 
 
-def run_parallel(sim: Simulation, progress: Callable[[float], None] | None) -> Results:
+def run_parallel(sim: SharedSimulation, progress: Callable[[float], None] | None) -> Results:
     """Run ``sim`` (built, not started) in ``sim.scenario.workers`` processes; return its results."""
     workers = sim.scenario.workers
     if "fork" not in multiprocessing.get_all_start_methods():
@@ -241,7 +244,7 @@ def _collect(
     return [share for share in shares if share is not None]
 
 
-def _merge(sim: Simulation, shares: list[WorkerShare]) -> None:
+def _merge(sim: SharedSimulation, shares: list[WorkerShare]) -> None:
     """Make the parent's (unrun) simulation hold the whole run's measurements."""
     sim.metrics.merge([share.metrics for share in shares])
     figures = shares[0].figures
@@ -267,7 +270,7 @@ def _merge(sim: Simulation, shares: list[WorkerShare]) -> None:
 
 
 def _work(  # noqa: PLR0917 (a process target: its arguments are positional)
-    sim: Simulation,
+    sim: SharedSimulation,
     worker: int,
     owner: list[int],
     peers: dict[int, socket.socket],
@@ -291,7 +294,7 @@ def _work(  # noqa: PLR0917 (a process target: its arguments are positional)
 
 
 def _run_part(
-    sim: Simulation, worker: int, owner: list[int], peers: dict[int, socket.socket], report: Connection
+    sim: SharedSimulation, worker: int, owner: list[int], peers: dict[int, socket.socket], report: Connection
 ) -> WorkerShare:
     scenario, clock, network = sim.scenario, sim.clock, sim.network
     network.share(
@@ -335,7 +338,7 @@ def _run_part(
     )
 
 
-def _swap(sim: Simulation, other: int, channel: _Channel) -> None:
+def _swap(sim: SharedSimulation, other: int, channel: _Channel) -> None:
     """Swap this window's traffic with worker ``other`` and queue what it sent to this worker's nodes."""
     network = sim.network
     outgoing = (network.outgoing[other].columns(), network.notes[other])

@@ -1,7 +1,10 @@
 """What a simulation run reports: one frozen ``Results`` record, written as sorted-key JSON.
 
-Every figure except ``wall_seconds`` is a function of the scenario and seed alone, so two runs of the
-same scenario give byte-identical ``to_json(include_wall=False)``. Definitions (also in the README of
+Every figure except ``wall_seconds`` is a function of the scenario and seed alone (and the worker
+count: another count is another run), so ``to_json()`` leaves the wall time out by default: two runs
+of the same scenario give byte-identical JSON, which is what ``meshchat sim --json`` writes. The wall
+time stays on the record (``Results.wall_seconds``, in the command's table) and joins the JSON only
+when asked for with ``include_wall=True``. Definitions (also in the README of
 the command, ``meshchat sim --help``):
 
 - ``delivery_ratio``: deliveries counted / deliveries expected. A delivery is expected for every pair
@@ -105,13 +108,14 @@ class Results:
     events: int
     #: Virtual seconds simulated.
     virtual_seconds: float
-    #: Wall-clock seconds the run took (the only figure that differs between identical runs).
+    #: Wall-clock seconds the run took (the only figure that differs between identical runs, so it is
+    #: left out of ``to_dict``/``to_json`` unless ``include_wall=True``).
     wall_seconds: float
     #: The scenario's knobs.
     parameters: Mapping[str, object]
 
-    def to_dict(self, *, include_wall: bool = True) -> dict[str, object]:
-        """The results as JSON-ready values."""
+    def to_dict(self, *, include_wall: bool = False) -> dict[str, object]:
+        """The results as JSON-ready values; ``wall_seconds`` only with ``include_wall=True``."""
         out: dict[str, object] = {name: getattr(self, name) for name in self.__dataclass_fields__}
         out["latency_cdf_ms"] = list(self.latency_cdf_ms)
         out["delivery_over_time"] = [dict(b) for b in self.delivery_over_time]
@@ -119,6 +123,6 @@ class Results:
             del out["wall_seconds"]
         return out
 
-    def to_json(self, *, include_wall: bool = True, indent: int | None = None) -> str:
-        """Sorted-key JSON; without ``wall_seconds`` it is byte-identical for the same scenario."""
+    def to_json(self, *, include_wall: bool = False, indent: int | None = None) -> str:
+        """Sorted-key JSON, byte-identical for the same scenario unless ``include_wall=True``."""
         return json.dumps(self.to_dict(include_wall=include_wall), sort_keys=True, indent=indent)

@@ -197,15 +197,15 @@ class StoreResults:
     #: The scenario's knobs.
     parameters: Mapping[str, object]
 
-    def to_dict(self, *, include_wall: bool = True) -> dict[str, object]:
-        """The results as JSON-ready values."""
+    def to_dict(self, *, include_wall: bool = False) -> dict[str, object]:
+        """The results as JSON-ready values; ``wall_seconds`` only with ``include_wall=True``."""
         out: dict[str, object] = {name: getattr(self, name) for name in self.__dataclass_fields__}
         if not include_wall:
             del out["wall_seconds"]
         return out
 
-    def to_json(self, include_wall: bool = True, *, indent: int | None = None) -> str:
-        """Sorted-key JSON; without ``wall_seconds`` it is byte-identical for the same scenario."""
+    def to_json(self, include_wall: bool = False, *, indent: int | None = None) -> str:
+        """Sorted-key JSON, byte-identical for the same scenario unless ``include_wall=True``."""
         return json.dumps(self.to_dict(include_wall=include_wall), sort_keys=True, indent=indent)
 
 

@@ -90,9 +90,9 @@ from typing import Any, TypeAlias, assert_never, get_args
 from meshchat.crypto import epoch_of, inbox_tags_around, inbox_topic
 from meshchat.identity import Identity
 from meshchat.sim.clock import SIM_EPOCH
-from meshchat.sim.engine import collector_paused
 from meshchat.sim.payloads import make_identities
 from meshchat.sim.results import DIGITS, summarize
+from meshchat.sim.running import PROGRESS_STEPS, collector_paused
 from meshchat.sim.store_scenario import SentMessage, StoreResults, StoreScenario
 from meshchat.sim.world import component_rng
 from meshchat.store.mailbox import MailboxCore
@@ -137,8 +137,6 @@ OFFLINE_CAP_FACTOR = 6.0
 #: Seconds until the driver asks again when the messenger's deadline did not move past an ``on_timer``
 #: call at that time (a deadline nothing will consume: see "Found" in the module docstring).
 STALE_DEADLINE_RETRY = 1.0
-#: Calls of ``progress`` over a run.
-PROGRESS_STEPS = 100
 #: Random draws tried to find an online sender before scanning the whole list.
 SENDER_DRAWS = 64
 #: How ``mailbox_calls_by_kind`` names each request: ``StoreRequest`` is "store", and so on.

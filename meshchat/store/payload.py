@@ -90,6 +90,10 @@ def decode_payload(data: bytes) -> Payload:
     if not isinstance(fields, dict):
         raise DecodeError("message payload", "not a map")
     kind = fields.get(_K_TYPE)
+    if type(kind) is not int:
+        # True == 1 == 1.0 in Python: without this exact-type check ``True`` and ``1.0`` would be two more
+        # byte forms of a chat's type tag (each canonical msgpack in itself), so one payload, three ids.
+        raise DecodeError("message payload", f"payload type must be an integer, not {kind!r}")
     if kind == _CHAT and fields.keys() == {_K_TYPE, _K_SEQ, _K_BODY}:
         seq, body = fields[_K_SEQ], fields[_K_BODY]
         if type(seq) is not int or not 0 < seq <= _MAX_SEQ or type(body) is not bytes:
