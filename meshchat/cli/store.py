@@ -1,6 +1,7 @@
 """``meshchat outbox | status | inbox``: what the profile's store says, without the network.
 
-These read ``store.db`` in the profile folder (``meshchat.store.sqlite``) and print tables (rich) or
+These read ``store.db`` in the profile folder (``meshchat.store.sqlite``, encrypted at rest with a key
+derived from the identity, so they ask for the passphrase as ``send`` does) and print tables (rich) or
 JSON. They never import py-libp2p or trio: asking "where is my message?" takes a fraction of a
 second. Names and bodies in tables pass through ``terminal_markup`` (a received body can carry
 terminal escape sequences or rich markup); JSON carries them exactly.
@@ -19,6 +20,7 @@ from meshchat.cli.common import (
     JsonOption,
     ProfileOption,
     emit_json,
+    load_profile_identity,
     profile_dir,
     stdout_console,
     terminal_markup,
@@ -106,13 +108,15 @@ def inbox_command(
 
 
 def open_store(profile: Path) -> SqliteStorage:
-    """The profile's store; ``ProfileError`` if the profile has never run a node."""
+    """The profile's store, decrypted with its identity's key (asking for the passphrase if the key
+    file has one); ``ProfileError`` if the profile has never run a node."""
+    from meshchat.store.encrypted import store_key  # noqa: PLC0415
     from meshchat.store.sqlite import STORE_FILE, SqliteStorage  # noqa: PLC0415
 
     path = profile / STORE_FILE
     if not path.exists():
         raise ProfileError(f"{profile} has no {STORE_FILE} yet: nothing was sent or received with it")
-    return SqliteStorage(path)
+    return SqliteStorage(path, key=store_key(load_profile_identity(profile)))
 
 
 def names_of(profile: Path) -> dict[str, str]:
