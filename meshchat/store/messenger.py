@@ -73,6 +73,7 @@ from meshchat.store.protocol import (
     PERMANENT_STORE_CODES,
     Deleted,
     DeleteRequest,
+    ErrorCode,
     Fetched,
     FetchRequest,
     MailboxError,
@@ -86,8 +87,9 @@ from meshchat.store.protocol import (
     WithdrawRequest,
     batches,
 )
+from meshchat.store.reasons import DiscardReason, RejectReason, reject_reason
 from meshchat.store.storage import InboxRecord, OutboxRecord, OutboxStatus, SeenEntry, Storage
-from meshchat.store.sync import SyncSession, SyncState
+from meshchat.store.sync import SyncSession, SyncState, screen_fetched
 from meshchat.wire import decode_envelope, message_id
 
 __all__ = [
@@ -114,6 +116,13 @@ _RERECEIPT_MEMORY = 10_000
 MAX_UNSTORED_RECEIPTS = 10_000
 #: Seconds between sweeps of the seen window.
 SEEN_PRUNE_INTERVAL = 3600.0
+#: Seconds a mailbox caught lying (a fetched item that is not an envelope it was asked for, a garbage
+#: or endless reconciliation, store results for what it was not sent) is not used: long enough that
+#: a hostile mailbox costs us one call per ten minutes, short enough that one with a passing fault
+#: (a corrupted disk it has since repaired) is used again the same hour.
+MAILBOX_PENALTY = 600.0
+#: Penalised mailboxes remembered (bounded: the oldest penalty is forgiven first).
+MAX_PENALISED = 1024
 
 
 class Messenger:
@@ -152,8 +161,13 @@ class Messenger:
         self._syncs: dict[str, SyncSession] = {}
         self._next_sync: dict[str, float] = {}
         self._rereceipted: OrderedDict[bytes, float] = OrderedDict()
-        self._discarded: Counter[str] = Counter()
-        self._rejected: Counter[str] = Counter()
+        self._discarded: Counter[DiscardReason] = Counter()
+        self._rejected: Counter[RejectReason] = Counter()
+        self._mailbox_errors: Counter[ErrorCode] = Counter()
+        # Mailboxes caught lying, until when they are not used (bounded: ``MAX_PENALISED``).
+        self._penalised: OrderedDict[str, float] = OrderedDict()
+        # The driver's view of reachable mailboxes; ``_mailboxes`` leaves out the penalised ones.
+        self._reachable: list[str] = []
         self._counts: Counter[str] = Counter()
         self._tags_day = -1
         self._tags: frozenset[bytes] = frozenset()
@@ -269,10 +283,10 @@ class Messenger:
                 opened = open_envelope(self.identity, data, wall_now=wall_now, key_cache=self._keys)
                 payload = decode_payload(opened.body)
             except MeshchatError as exc:
-                self._rejected[type(exc).__name__] += 1
+                self._rejected[reject_reason(exc)] += 1
                 continue
             if mid in seen:
-                self._discarded["duplicate"] += 1
+                self._discarded[DiscardReason.DUPLICATE] += 1
                 if isinstance(payload, Chat) and self._may_rereceipt(mid, wall_now):
                     rereceipts.setdefault(opened.sender, []).append(mid)
                 continue
@@ -296,7 +310,7 @@ class Messenger:
                 [c[2] for c in chats] + [r[2] for r in receipts], [c[0] for c in chats]
             )
         except StorageError as exc:
-            self._discarded["storage failed"] += len(chats) + len(receipts)
+            self._discarded[DiscardReason.STORAGE_FAILED] += len(chats) + len(receipts)
             return [StoreProblem(error=exc)]
         by_sender: dict[PublicIdentity, list[bytes]] = rereceipts
         for message, (_, sender, _) in zip(numbered, chats, strict=True):
@@ -315,26 +329,36 @@ class Messenger:
             try:
                 envelope = decode_envelope(data)
             except DecodeError:
-                self._discarded["malformed"] += 1
+                self._discarded[DiscardReason.MALFORMED] += 1
                 continue
             if envelope.inbox_tag not in self._tags:
-                self._discarded["not ours"] += 1
+                self._discarded[DiscardReason.NOT_OURS] += 1
                 continue
             if envelope.expiry > wall_now + MAX_TTL + CLOCK_SKEW:
                 # No honest sender seals one (the seen window keeps ids until their expiry: refuse
                 # what would pin an entry for longer than the longest TTL).
-                self._discarded["expiry too far ahead"] += 1
+                self._discarded[DiscardReason.EXPIRY_TOO_FAR] += 1
                 continue
             mid = message_id(data)
             if mid in fresh:
-                self._discarded["duplicate"] += 1
+                self._discarded[DiscardReason.DUPLICATE] += 1
                 continue
             fresh[mid] = (data, envelope.expiry, envelope.inbox_tag)
         return fresh
 
     def mailboxes_changed(self, peers: Iterable[str], *, wall_now: float) -> list[Action]:
-        """The mailboxes reachable now (the driver's view); new ones are synced with at once."""
-        wanted = list(dict.fromkeys(peers))
+        """The mailboxes reachable now (the driver's view); new ones are synced with at once. A
+        mailbox caught lying is left out until its ``MAILBOX_PENALTY`` is over."""
+        self._reachable = list(dict.fromkeys(peers))
+        return self._use_mailboxes(wall_now)
+
+    def _use_mailboxes(self, wall_now: float, *, replan: bool = False) -> list[Action]:
+        """Use the reachable mailboxes that are not penalised (``replan``: plan every pending message
+        again, as when a mailbox that held queued stores is set aside)."""
+        for peer, until in list(self._penalised.items()):
+            if until <= wall_now:
+                del self._penalised[peer]
+        wanted = [p for p in self._reachable if p not in self._penalised]
         gone = set(self._mailboxes) - set(wanted)
         for peer in gone:
             self._to_store.pop(peer, None)
@@ -346,7 +370,7 @@ class Messenger:
         self._mailboxes = wanted
         for peer in new:
             self._next_sync[peer] = wall_now
-        if new:
+        if new or (replan and gone):
             for record in list(self._pending.values()):
                 actions += self._plan_stores(record)
             self._requeue_receipts(wall_now)
@@ -354,6 +378,16 @@ class Messenger:
         for peer in self._mailboxes:
             actions += self._pump(peer)
         return actions
+
+    def _penalise(self, peer: str, wall_now: float) -> list[Action]:
+        """``peer`` lied: abandon its sync (nothing deleted) and do not use it for ``MAILBOX_PENALTY``."""
+        self._counts["penalties"] += 1
+        self._penalised[peer] = wall_now + MAILBOX_PENALTY
+        self._penalised.move_to_end(peer)
+        while len(self._penalised) > MAX_PENALISED:
+            self._penalised.popitem(last=False)
+        self._syncs.pop(peer, None)
+        return self._use_mailboxes(wall_now, replan=True)
 
     def sync_now(self, *, wall_now: float) -> list[Action]:
         """Sync with every reachable mailbox now (a user pulled to refresh; a node came online)."""
@@ -364,27 +398,38 @@ class Messenger:
     def mailbox_replied(
         self, peer: str, request: MailboxRequest, response: MailboxResponse, *, wall_now: float
     ) -> list[Action]:
-        """Mailbox ``peer`` answered ``request``."""
+        """Mailbox ``peer`` answered ``request``. Nothing a mailbox answers raises: a lie is counted
+        (``DiscardReason``), costs the mailbox a ``MAILBOX_PENALTY``, and the rest goes on."""
         if self._busy.get(peer) is request:
             del self._busy[peer]
         actions: list[Action] = []
         match response:
-            case Stored():
-                actions += self._stored(peer, response, wall_now)
+            case Stored() if isinstance(request, StoreRequest):
+                actions += self._stored(peer, request, response, wall_now)
             case Synced() if isinstance(request, SyncRequest):
-                self._synced(peer, response)
+                actions += self._synced(peer, request, response, wall_now)
             case Fetched() if isinstance(request, FetchRequest):
                 actions += self._fetched(peer, request, response, wall_now)
             case Deleted() if isinstance(request, DeleteRequest):
-                self._end_sync(peer)
+                sync = self._syncs.get(peer)
+                if sync is None or sync.awaiting is not request:
+                    self._discarded[DiscardReason.STALE_REPLY] += 1
+                else:
+                    sync.deleted()
+                    self._end_sync(peer)
             case Deleted() if isinstance(request, WithdrawRequest):
-                self._counts["withdrawn"] += response.count
+                if response.count > len(request.message_ids):
+                    self._discarded[DiscardReason.DELETED_TOO_MANY] += 1
+                    actions += self._penalise(peer, wall_now)
+                else:
+                    self._counts["withdrawn"] += response.count
             case MailboxError():
-                self._discarded[f"mailbox error: {response.code.name.lower()}"] += 1
+                self._discarded[DiscardReason.MAILBOX_ERROR] += 1
+                self._mailbox_errors[response.code] += 1
                 self._syncs.pop(peer, None)
             case _:
-                self._discarded["mailbox answered the wrong question"] += 1
-                self._syncs.pop(peer, None)
+                self._discarded[DiscardReason.WRONG_ANSWER] += 1
+                actions += self._penalise(peer, wall_now)
         return actions + self._pump(peer)
 
     def mailbox_failed(
@@ -394,7 +439,7 @@ class Messenger:
         messages waiting for it are planned again at their next retry."""
         if self._busy.get(peer) is request:
             del self._busy[peer]
-        self._discarded["mailbox call failed"] += 1
+        self._discarded[DiscardReason.CALL_FAILED] += 1
         self._syncs.pop(peer, None)
         self._to_store.pop(peer, None)
         if peer in self._mailboxes:  # (one that left has no next sync)
@@ -445,6 +490,8 @@ class Messenger:
         if wall_now >= self._next_seen_prune:
             self._next_seen_prune = wall_now + SEEN_PRUNE_INTERVAL
             self.storage.prune_seen(int(wall_now) - CLOCK_SKEW)
+        if any(until <= wall_now for until in self._penalised.values()):
+            actions += self._use_mailboxes(wall_now)
         actions += self._start_due_syncs(wall_now)
         for peer in self._mailboxes:
             actions += self._pump(peer)
@@ -457,6 +504,7 @@ class Messenger:
             candidates.append(self._timers[0][0])
         if self._receipt_retry is not None:
             candidates.append(self._receipt_retry)
+        candidates += [until for peer, until in self._penalised.items() if peer in self._reachable]
         return min(candidates) if candidates else None
 
     def statistics(self) -> MessengerStatistics:
@@ -466,15 +514,18 @@ class Messenger:
             received=self._counts["received"],
             receipts=self._counts["receipts"],
             syncs=self._counts["syncs"],
-            discarded=dict(self._discarded),
-            rejected=dict(self._rejected),
+            # Keyed by the enum members themselves (a StrEnum is a str).
+            discarded={reason: n for reason, n in self._discarded.items()},
+            rejected={reason: n for reason, n in self._rejected.items()},
             pending=dict(pending),
+            mailbox_errors=dict(self._mailbox_errors),
+            penalties=self._counts["penalties"],
         )
 
     @property
     def mailboxes(self) -> list[str]:
-        """The reachable mailboxes, as last told by the driver."""
-        return list(self._mailboxes)
+        """The reachable mailboxes, as last told by the driver (penalised ones included)."""
+        return list(self._reachable)
 
     # --- internals: outbox ----------------------------------------------------------------------
 
@@ -575,9 +626,19 @@ class Messenger:
             self._to_store.setdefault(peer, OrderedDict())[mid] = envelope
         return chosen
 
-    def _stored(self, peer: str, response: Stored, wall_now: float) -> list[Action]:
-        moves: list[tuple[OutboxRecord, OutboxInput, str | None]] = []
+    def _stored(self, peer: str, request: StoreRequest, response: Stored, wall_now: float) -> list[Action]:
+        asked = {message_id(e) for e in request.envelopes}
+        results = []
         for result in response.results:
+            if result.message_id in asked:
+                asked.discard(result.message_id)  # a second result for one envelope is unasked
+                results.append(result)
+            else:
+                self._discarded[DiscardReason.STORED_UNASKED] += 1
+        if asked:  # not stored, as far as we know: planned again at their next retry
+            self._discarded[DiscardReason.STORED_MISSING] += len(asked)
+        moves: list[tuple[OutboxRecord, OutboxInput, str | None]] = []
+        for result in results:
             if result.code is StoreCode.STORED and result.message_id in self._unstored_receipts:
                 del self._unstored_receipts[result.message_id]  # one mailbox holds it: enough
                 continue
@@ -599,7 +660,10 @@ class Messenger:
             permanent = result.code in PERMANENT_STORE_CODES
             event = OutboxInput.REFUSED_FOR_GOOD if permanent else OutboxInput.REFUSED_FOR_NOW
             moves.append((record, event, problem))
-        return self._move(moves, wall_now)
+        actions = self._move(moves, wall_now)
+        if len(results) != len(response.results) or asked:
+            actions += self._penalise(peer, wall_now)
+        return actions
 
     # --- internals: receipts --------------------------------------------------------------------
 
@@ -614,9 +678,9 @@ class Messenger:
             for mid in receipt.message_ids:
                 record = self._pending.get(mid) or self.storage.outbox_get(mid)
                 if record is None:
-                    self._discarded["receipt for an unknown message"] += 1
+                    self._discarded[DiscardReason.RECEIPT_UNKNOWN] += 1
                 elif record.recipient != signer.ed25519:
-                    self._discarded["receipt signed by someone else"] += 1
+                    self._discarded[DiscardReason.RECEIPT_WRONG_SIGNER] += 1
                 else:
                     moves.append((record, event, None))
             self._counts["receipts"] += 1
@@ -646,7 +710,7 @@ class Messenger:
                 self._unstored_receipts[mid] = (tag, envelope, decode_envelope(envelope).expiry, preferred)
                 while len(self._unstored_receipts) > MAX_UNSTORED_RECEIPTS:
                     self._unstored_receipts.popitem(last=False)
-                    self._discarded["receipt never stored (too many waiting)"] += 1
+                    self._discarded[DiscardReason.RECEIPT_TOO_MANY] += 1
         for peer in self._mailboxes:
             actions += self._pump(peer)
         return actions
@@ -656,7 +720,7 @@ class Messenger:
         for mid, (tag, envelope, expiry, preferred) in list(self._unstored_receipts.items()):
             if expiry < wall_now:
                 del self._unstored_receipts[mid]
-                self._discarded["receipt expired unstored"] += 1
+                self._discarded[DiscardReason.RECEIPT_EXPIRED] += 1
             elif not any(mid in queue for queue in self._to_store.values()):
                 self._queue_store(tag, mid, envelope, (), preferred)
 
@@ -713,28 +777,32 @@ class Messenger:
             )
         return []
 
-    def _synced(self, peer: str, response: Synced) -> None:
+    def _synced(self, peer: str, request: SyncRequest, response: Synced, wall_now: float) -> list[Action]:
         sync = self._syncs.get(peer)
-        if sync is None:
-            return
-        try:
-            sync.synced(response)
-        except DecodeError:
-            self._discarded["mailbox sent a bad reconcile message"] += 1
-            del self._syncs[peer]
-            return
+        if sync is None or sync.awaiting is not request:
+            self._discarded[DiscardReason.STALE_REPLY] += 1
+            return []
+        problem = sync.synced(response)
+        if problem is not None:
+            self._discarded[problem] += 1
+            return self._penalise(peer, wall_now)
         if sync.state is SyncState.DONE:
             self._end_sync(peer)
+        return []
 
     def _fetched(self, peer: str, request: FetchRequest, response: Fetched, wall_now: float) -> list[Action]:
         sync = self._syncs.get(peer)
-        if sync is None:  # abandoned meanwhile: still ours to accept
-            envelopes, unasked = SyncSession((), (), fetch_batch=1).fetched(request, response)
-        else:
-            envelopes, unasked = sync.fetched(request, response)
-        if unasked:
-            self._discarded["mailbox sent envelopes not asked for"] += unasked
+        if sync is not None and sync.awaiting is request:
+            envelopes, problems = sync.fetched(request, response)
+        else:  # abandoned meanwhile: what is good is still ours to accept
+            sync = None
+            self._refresh_tags(wall_now)
+            good, problems = screen_fetched(self._owned, request, response)
+            envelopes = [e for _, e in sorted(good, key=lambda d: d[0])]
+        self._discarded.update(problems)
         actions = self.receive(envelopes, wall_now=wall_now)
+        if problems:
+            return actions + self._penalise(peer, wall_now)  # the good ones are in; the sync is not
         if any(isinstance(a, StoreProblem) for a in actions):
             self._syncs.pop(peer, None)  # nothing deleted: the next sync fetches them again
         elif sync is not None:

@@ -7,14 +7,14 @@ only on proven news, and never backwards.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TypeAlias
 
 from meshchat.crypto import DEFAULT_TTL
 from meshchat.errors import StorageError
 from meshchat.identity import PublicIdentity
-from meshchat.store.protocol import MAX_FETCH_IDS, MailboxRequest
+from meshchat.store.protocol import MAX_FETCH_IDS, ErrorCode, MailboxRequest
 from meshchat.store.storage import InboxRecord, OutboxStatus
 
 __all__ = [
@@ -168,9 +168,14 @@ class MessengerStatistics:
     receipts: int
     #: Mailbox syncs completed.
     syncs: int
-    #: Envelopes discarded, by reason (duplicate, not ours, a mailbox's mistakes ...).
+    #: Envelopes discarded, by reason (duplicate, not ours, a mailbox's mistakes ...). The keys are
+    #: ``DiscardReason`` members (a ``StrEnum``: typed ``str`` so callers' string-keyed counters add them).
     discarded: dict[str, int]
-    #: Envelopes with our tag that failed to open or verify, by error (forged, altered, expired).
+    #: Envelopes with our tag that failed to open or verify, by ``RejectReason`` (forged, altered, expired).
     rejected: dict[str, int]
     #: Outbox records in each status that is still retrying.
     pending: dict[str, int]
+    #: Mailbox error answers, by code.
+    mailbox_errors: dict[ErrorCode, int] = field(default_factory=dict)
+    #: Times a mailbox was caught lying and set aside for ``MAILBOX_PENALTY``.
+    penalties: int = 0
