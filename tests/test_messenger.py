@@ -323,3 +323,52 @@ def test_an_envelope_expiring_past_the_longest_ttl_is_refused() -> None:
     h.settle()
     assert bob.received == []
     assert bob.messenger.statistics().discarded["expiry too far ahead"] == 1
+
+
+class _OutboxWritesFail(MemoryStorage):
+    """A disk that fails the next write of outbox records, whichever call carries them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_outbox = 0
+
+    def outbox_update(self, records):  # type: ignore[no-untyped-def]
+        if self.fail_outbox and records:
+            self.fail_outbox -= 1
+            raise StorageError("outbox write failed")
+        super().outbox_update(records)
+
+    def accept(self, entries, messages, outbox=()):  # type: ignore[no-untyped-def]
+        if self.fail_outbox and outbox:
+            self.fail_outbox -= 1
+            raise StorageError("outbox write failed")
+        return super().accept(entries, messages, outbox)
+
+
+def test_a_receipt_and_the_outbox_move_it_proves_are_one_transaction() -> None:
+    """Issue 12, "After a crash": the seen entry and the outbox update used to be two commits; when the
+    second failed (a kill between them) the receipt was seen, never processed again, and the message
+    stayed ``stored``. Now both fail together and the receipt counts when it comes again."""
+    h = Harness()
+    h.add_mailbox()
+    storage = _OutboxWritesFail()
+    alice, _bob = h.add_user("alice", storage=storage), h.add_user("bob")
+    h.connect("alice")
+    h.disconnect("bob")
+    mid = h.send("alice", "bob", b"x")
+    h.settle()
+    assert alice.messenger.status(mid).status is OutboxStatus.STORED  # type: ignore[union-attr]
+    h.disconnect("alice")
+    h.connect("bob")
+    h.settle()  # Bob's receipt waits on the mailbox
+    storage.fail_outbox = 1
+    receipt = next(p.envelope for n, p in h.published if n == "bob" and p.message_id is None)
+    alice.messenger.mailboxes_changed([], wall_now=h.now)
+    alice.online = True
+    h.feed("alice", alice.messenger.receive([receipt], wall_now=h.now))
+    h.settle()
+    assert alice.problems and alice.messenger.status(mid).status is OutboxStatus.STORED  # type: ignore[union-attr]
+    h.feed("alice", alice.messenger.receive([receipt], wall_now=h.now))  # the same receipt again
+    h.settle()
+    assert alice.messenger.status(mid).status is OutboxStatus.DELIVERED  # type: ignore[union-attr]
+    assert storage.outbox_get(mid).status is OutboxStatus.DELIVERED  # type: ignore[union-attr]

@@ -38,6 +38,7 @@ import heapq
 import random
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import nacl.utils
 
@@ -123,6 +124,16 @@ SEEN_PRUNE_INTERVAL = 3600.0
 MAILBOX_PENALTY = 600.0
 #: Penalised mailboxes remembered (bounded: the oldest penalty is forgiven first).
 MAX_PENALISED = 1024
+
+
+@dataclass(slots=True)
+class _Moves:
+    """Outbox records an input changes, before they are persisted."""
+
+    #: The new records, by id.
+    changed: dict[bytes, OutboxRecord] = field(default_factory=dict)
+    #: Each record's (status, error) before, to report only what the app has not heard.
+    before: dict[bytes, tuple[OutboxStatus, str]] = field(default_factory=dict)
 
 
 class Messenger:
@@ -305,9 +316,14 @@ class Messenger:
             )
             chats.append((message, opened.sender, entry))
         chats.sort(key=lambda c: (c[0].sender, c[0].seq))
+        # What the receipts prove is written in the same transaction as their seen entries: a crash
+        # cannot leave a receipt seen (never processed again) with its message still ``stored``.
+        proven = self._plan_moves(self._receipt_moves(receipts), wall_now)
         try:
             numbered = self.storage.accept(
-                [c[2] for c in chats] + [r[2] for r in receipts], [c[0] for c in chats]
+                [c[2] for c in chats] + [r[2] for r in receipts],
+                [c[0] for c in chats],
+                list(proven.changed.values()),
             )
         except StorageError as exc:
             self._discarded[DiscardReason.STORAGE_FAILED] += len(chats) + len(receipts)
@@ -317,7 +333,8 @@ class Messenger:
             actions.append(MessageReceived(message=message, sender=sender))
             by_sender.setdefault(sender, []).append(message.message_id)
         self._counts["received"] += len(numbered)
-        actions += self._apply_receipts(receipts, wall_now)
+        self._counts["receipts"] += len(receipts)
+        actions += self._report_moves(proven)
         actions += self._receipts(by_sender, ReceiptKind.DELIVERED, wall_now)
         return actions
 
@@ -546,27 +563,37 @@ class Messenger:
         self, moves: Sequence[tuple[OutboxRecord, OutboxInput, str | None]], wall_now: float
     ) -> list[Action]:
         """Apply outbox inputs per ``OUTBOX_TRANSITIONS``; persist and report what changed."""
-        changed: dict[bytes, OutboxRecord] = {}
-        before: dict[bytes, tuple[OutboxStatus, str]] = {}
+        planned = self._plan_moves(moves, wall_now)
+        if not planned.changed:
+            return []
+        try:
+            self.storage.outbox_update(list(planned.changed.values()))
+        except StorageError as exc:
+            return [StoreProblem(error=exc)]  # nothing moved; the same news will come again
+        return self._report_moves(planned)
+
+    def _plan_moves(
+        self, moves: Sequence[tuple[OutboxRecord, OutboxInput, str | None]], wall_now: float
+    ) -> _Moves:
+        """The records ``moves`` change (per ``OUTBOX_TRANSITIONS``), not yet persisted."""
+        planned = _Moves()
         for record, event, error in moves:
-            before.setdefault(record.message_id, (record.status, record.error))
-            current = changed.get(record.message_id, record)
+            planned.before.setdefault(record.message_id, (record.status, record.error))
+            current = planned.changed.get(record.message_id, record)
             status = OUTBOX_TRANSITIONS.get((current.status, event), current.status)
             if status is current.status and error is None:
                 continue
-            changed[record.message_id] = current.replace(
+            planned.changed[record.message_id] = current.replace(
                 status=status, error=current.error if error is None else error, updated_at=wall_now
             )
-        if not changed:
-            return []
-        try:
-            self.storage.outbox_update(list(changed.values()))
-        except StorageError as exc:
-            return [StoreProblem(error=exc)]  # nothing moved; the same news will come again
+        return planned
+
+    def _report_moves(self, planned: _Moves) -> list[Action]:
+        """Track the persisted ``planned`` records and tell the app what moved."""
         actions: list[Action] = []
-        for record in changed.values():
+        for record in planned.changed.values():
             self._track(record)
-            if (record.status, record.error) == before[record.message_id]:
+            if (record.status, record.error) == planned.before[record.message_id]:
                 continue  # persisted (another mailbox holds it too), but nothing the app needs to hear
             actions.append(
                 StatusChanged(message_id=record.message_id, status=record.status, error=record.error)
@@ -667,9 +694,10 @@ class Messenger:
 
     # --- internals: receipts --------------------------------------------------------------------
 
-    def _apply_receipts(
-        self, receipts: Sequence[tuple[Receipt, PublicIdentity, SeenEntry]], wall_now: float
-    ) -> list[Action]:
+    def _receipt_moves(
+        self, receipts: Sequence[tuple[Receipt, PublicIdentity, SeenEntry]]
+    ) -> list[tuple[OutboxRecord, OutboxInput, str | None]]:
+        """The outbox inputs ``receipts`` prove (a receipt counts only from the message's recipient)."""
         moves: list[tuple[OutboxRecord, OutboxInput, str | None]] = []
         for receipt, signer, _ in receipts:
             event = (
@@ -683,8 +711,7 @@ class Messenger:
                     self._discarded[DiscardReason.RECEIPT_WRONG_SIGNER] += 1
                 else:
                     moves.append((record, event, None))
-            self._counts["receipts"] += 1
-        return self._move(moves, wall_now)
+        return moves
 
     def _receipts(
         self, by_sender: dict[PublicIdentity, list[bytes]], kind: ReceiptKind, wall_now: float
