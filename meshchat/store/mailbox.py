@@ -15,13 +15,22 @@
 * Items go when they expire, when their recipient, after a sync, deletes what it has received, or
   when their sender, holding the recipient's receipt, withdraws them (only what that peer stored).
 
+* **Many identities cannot crowd out the people a mailbox is for.** PeerIds cost nothing, so a
+  per-peer quota alone lets eight fresh identities fill the whole budget. A mailbox that knows its
+  ``owner`` (and, through ``set_friends``, the owner's contacts) counts every envelope addressed to
+  one of their inbox tags, or stored by one of them, as *theirs*; all other envelopes (strangers')
+  together may fill only ``STRANGER_SHARE`` of the budget, each stranger still within its per-peer
+  quota. A mailbox with no owner (a public volunteer) has no such reserve.
+
 Quotas are counted in memory (rebuilt from storage at start) so a store request costs no scans.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from meshchat.crypto import CLOCK_SKEW, MAX_TTL, epoch_of, inbox_tag
 from meshchat.errors import DecodeError, StorageError
@@ -47,10 +56,71 @@ from meshchat.store.reconcile import Reconciler, decode_message, encode_message
 from meshchat.store.storage import MailboxItem, Storage
 from meshchat.wire import MAX_ENVELOPE_SIZE, decode_envelope, message_id
 
-__all__ = ["CLOCK_SKEW", "MailboxCore", "MailboxLimits", "MailboxStatistics", "owned_tags"]
+__all__ = [
+    "CLOCK_SKEW",
+    "MAX_FRIENDS",
+    "STRANGER_SHARE",
+    "MailboxCore",
+    "MailboxLimits",
+    "MailboxRefusal",
+    "MailboxStatistics",
+    "owned_tags",
+]
 
 #: Seconds between sweeps of expired items.
 PRUNE_INTERVAL = 300.0
+#: The share of ``MailboxLimits.total_bytes`` that strangers (neither the owner nor one of its
+#: contacts, as sender or recipient) may fill together, when the mailbox has an owner. Half: strangers
+#: keep a useful mailbox (a contact's contact, a message for someone not yet added) while the owner
+#: and contacts, the people a volunteer runs it for, always find the other half free, however many
+#: identities the strangers make up.
+STRANGER_SHARE = 0.5
+#: Contacts ``set_friends`` takes (bounded: each costs one tag per day of the TTL window). Far more
+#: than anyone's address book; past it the rest count as strangers.
+MAX_FRIENDS = 10_000
+#: Peers whose owned tags are cached for a day (bounded: the cache is cleared when full).
+_TAGS_CACHE = 10_000
+
+
+class MailboxRefusal(StrEnum):
+    """Why a mailbox refused an envelope or a request (``MailboxStatistics.refused``)."""
+
+    #: Larger than ``max_envelope``.
+    TOO_LARGE = "too_large"
+    #: The recipient's tag is at ``per_tag_bytes``.
+    TAG_QUOTA = "tag_quota"
+    #: The sending peer is at ``per_peer_bytes``.
+    PEER_QUOTA = "peer_quota"
+    #: ``total_bytes`` is used up.
+    MAILBOX_FULL = "mailbox_full"
+    #: Strangers together fill their ``STRANGER_SHARE`` (answered ``MAILBOX_FULL``).
+    STRANGERS_FULL = "strangers_full"
+    #: Expired, or expiring past the longest TTL.
+    BAD_EXPIRY = "bad_expiry"
+    #: Not an envelope.
+    MALFORMED = "malformed"
+    #: The mailbox's storage failed.
+    STORAGE_FAILED = "storage_failed"
+    #: A request that did not decode.
+    BAD_REQUEST = "bad_request"
+    #: A tag in an owner's request that is not the requester's.
+    NOT_YOUR_TAG = "not_your_tag"
+
+
+_STORE_REFUSALS: dict[StoreCode, MailboxRefusal] = {
+    StoreCode.TOO_LARGE: MailboxRefusal.TOO_LARGE,
+    StoreCode.TAG_QUOTA: MailboxRefusal.TAG_QUOTA,
+    StoreCode.PEER_QUOTA: MailboxRefusal.PEER_QUOTA,
+    StoreCode.MAILBOX_FULL: MailboxRefusal.MAILBOX_FULL,
+    StoreCode.BAD_EXPIRY: MailboxRefusal.BAD_EXPIRY,
+    StoreCode.MALFORMED: MailboxRefusal.MALFORMED,
+    StoreCode.STORAGE_FAILED: MailboxRefusal.STORAGE_FAILED,
+}
+_ERROR_REFUSALS: dict[ErrorCode, MailboxRefusal] = {
+    ErrorCode.BAD_REQUEST: MailboxRefusal.BAD_REQUEST,
+    ErrorCode.NOT_YOUR_TAG: MailboxRefusal.NOT_YOUR_TAG,
+    ErrorCode.STORAGE_FAILED: MailboxRefusal.STORAGE_FAILED,
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,24 +155,30 @@ class MailboxStatistics:
     withdrawn: int
     #: Envelopes dropped at expiry since start.
     expired: int
-    #: Refused envelopes by reason, and refused requests by error code name.
+    #: Refused envelopes and requests, by ``MailboxRefusal`` (a ``StrEnum``, so typed ``str`` here:
+    #: the node adds its server's own string-keyed refusals to these).
     refused: dict[str, int]
+    #: Bytes held for strangers (counted against ``STRANGER_SHARE`` when the mailbox has an owner).
+    stranger_bytes: int = 0
 
 
 class _Usage:
-    """Bytes held per tag, per sending peer, and in total."""
+    """Bytes held per tag, per sending peer, for strangers, and in total."""
 
     def __init__(self) -> None:
         self.by_tag: Counter[bytes] = Counter()
         self.by_peer: Counter[str] = Counter()
         self.total = 0
         self.items = 0
+        self.strangers = 0
 
-    def add(self, item: MailboxItem, sign: int = 1) -> None:
+    def add(self, item: MailboxItem, sign: int = 1, *, stranger: bool = False) -> None:
         self.by_tag[item.inbox_tag] += sign * item.size
         self.by_peer[item.from_peer] += sign * item.size
         self.total += sign * item.size
         self.items += sign
+        if stranger:
+            self.strangers += sign * item.size
         if self.by_tag[item.inbox_tag] <= 0:
             del self.by_tag[item.inbox_tag]
         if self.by_peer[item.from_peer] <= 0:
@@ -112,19 +188,70 @@ class _Usage:
 class MailboxCore:
     """Answers mailbox requests from a ``Storage``; see the module docstring."""
 
-    def __init__(self, storage: Storage, limits: MailboxLimits | None = None) -> None:
-        """Serve from ``storage`` (its held items count against the quotas at once)."""
+    def __init__(
+        self, storage: Storage, limits: MailboxLimits | None = None, *, owner: PublicIdentity | None = None
+    ) -> None:
+        """Serve from ``storage`` (its held items count against the quotas at once). With ``owner``
+        (the identity running it), strangers share only ``STRANGER_SHARE`` of the budget."""
         self._storage = storage
         self.limits = limits or MailboxLimits()
-        self._usage = _Usage()
-        for item in storage.mailbox_all():
-            self._usage.add(item)
+        self.owner = owner
+        self._friends: tuple[PublicIdentity, ...] = ()
+        self._trusted_peers: frozenset[str] = frozenset()
+        self._trusted_tags: frozenset[bytes] = frozenset()
+        self._trusted_day: int | None = None
         self._tags_of: dict[tuple[str, int], frozenset[bytes]] = {}
         self._next_prune = 0.0
         self._counts: Counter[str] = Counter()
+        self._refused: Counter[MailboxRefusal] = Counter()
+        self._usage = _Usage()
+        # Ids of the held items counted as strangers' (so a removal subtracts what its store added).
+        self._stranger_ids: set[bytes] = set()
+        self._recount()
+
+    def set_friends(self, friends: Iterable[PublicIdentity]) -> None:
+        """The owner's contacts (the node calls this when they change): what they store, and what is
+        addressed to them, counts against the owner's reserve, not the strangers' share. At most
+        ``MAX_FRIENDS``; the held items are counted again under the new set at the next request."""
+        self._friends = tuple(dict.fromkeys(friends))[:MAX_FRIENDS]
+        self._trusted_day = None
+
+    def _recount(self) -> None:
+        """Rebuild the usage counters from storage (at start, and when the trusted set changes)."""
+        self._usage = _Usage()
+        self._stranger_ids.clear()
+        for item in self._storage.mailbox_all():
+            self._add(item)
+
+    def _add(self, item: MailboxItem, sign: int = 1) -> None:
+        if sign > 0:
+            stranger = self._is_stranger(item.inbox_tag, item.from_peer)
+            if stranger:
+                self._stranger_ids.add(item.message_id)
+        else:
+            stranger = item.message_id in self._stranger_ids
+            self._stranger_ids.discard(item.message_id)
+        self._usage.add(item, sign, stranger=stranger)
+
+    def _is_stranger(self, tag: bytes, peer: str) -> bool:
+        if self.owner is None:
+            return False  # no reserve to keep: nobody is a stranger
+        return tag not in self._trusted_tags and peer not in self._trusted_peers
+
+    def _refresh_trusted(self, wall_now: float) -> None:
+        """The owner's and friends' tags for every day an envelope stored today can be addressed to."""
+        day = epoch_of(wall_now)
+        if self.owner is None or day == self._trusted_day:
+            return
+        self._trusted_day = day
+        people = (self.owner, *self._friends)
+        self._trusted_peers = frozenset(p.peer_id for p in people)
+        self._trusted_tags = frozenset(t for p in people for t in owned_tags(p, wall_now))
+        self._recount()  # once a day (and after set_friends): who counts as a stranger moved
 
     def handle(self, peer: str, request: MailboxRequest, *, wall_now: float) -> MailboxResponse:
         """Answer ``request`` from ``peer`` (its authenticated PeerId) at unix time ``wall_now``."""
+        self._refresh_trusted(wall_now)
         if wall_now >= self._next_prune:
             self.prune(wall_now=wall_now)
         try:
@@ -136,7 +263,7 @@ class MailboxCore:
                 case WithdrawRequest():
                     gone = self._storage.mailbox_withdraw(request.message_ids, peer)
                     for item in gone:
-                        self._usage.add(item, -1)
+                        self._add(item, -1)
                     self._counts["withdrawn"] += len(gone)
                     return Deleted(count=len(gone))
         except StorageError as exc:
@@ -147,14 +274,14 @@ class MailboxCore:
         self._next_prune = wall_now + PRUNE_INTERVAL
         gone = self._storage.mailbox_prune(int(wall_now) - CLOCK_SKEW)
         for item in gone:
-            self._usage.add(item, -1)
+            self._add(item, -1)
         self._counts["expired"] += len(gone)
         return len(gone)
 
     def statistics(self) -> MailboxStatistics:
         """Counters since start and what is held now."""
         counts = self._counts
-        refused = {k[8:]: v for k, v in counts.items() if k.startswith("refused:")}
+        refused: dict[str, int] = {reason: n for reason, n in self._refused.items()}
         return MailboxStatistics(
             items=self._usage.items,
             bytes=self._usage.total,
@@ -164,6 +291,7 @@ class MailboxCore:
             withdrawn=counts["withdrawn"],
             expired=counts["expired"],
             refused=refused,
+            stranger_bytes=self._usage.strangers,
         )
 
     # --- store -----------------------------------------------------------------------------------
@@ -177,13 +305,13 @@ class MailboxCore:
             code, detail, item = self._check(peer, data, mid, wall_now, pending)
             if item is not None:
                 accepted.append(item)
-                pending.add(item)
+                pending.add(item, stranger=self._is_stranger(item.inbox_tag, peer))
             results.append(StoreResult(message_id=mid, code=code, detail=detail))
         try:
             stored = self._storage.mailbox_put(accepted)
         except StorageError as exc:
             failed = {i.message_id for i in accepted}
-            self._counts["refused:storage_failed"] += len(failed)
+            self._refused[MailboxRefusal.STORAGE_FAILED] += len(failed)
             return Stored(
                 results=tuple(
                     StoreResult(message_id=r.message_id, code=StoreCode.STORAGE_FAILED, detail=str(exc))
@@ -193,7 +321,7 @@ class MailboxCore:
                 )
             )
         for item in stored:
-            self._usage.add(item)
+            self._add(item)
         self._counts["stored"] += len(stored)
         return Stored(results=tuple(results))
 
@@ -231,6 +359,13 @@ class MailboxCore:
                         StoreCode.MAILBOX_FULL,
                         f"the mailbox holds its {limits.total_bytes:,} bytes",
                     )
+                elif (
+                    self._is_stranger(tag, peer)
+                    and usage.strangers + pending.strangers + size > self._stranger_budget()
+                ):
+                    self._refused[MailboxRefusal.STRANGERS_FULL] += 1
+                    detail = f"strangers fill their {self._stranger_budget():,} bytes of this mailbox"
+                    return StoreCode.MAILBOX_FULL, detail, None
                 else:
                     item = MailboxItem(
                         message_id=mid,
@@ -241,8 +376,11 @@ class MailboxCore:
                         size=size,
                     )
                     return code, detail, item
-        self._counts[f"refused:{code.name.lower()}"] += 1
+        self._refused[_STORE_REFUSALS[code]] += 1
         return code, detail, None
+
+    def _stranger_budget(self) -> int:
+        return int(self.limits.total_bytes * STRANGER_SHARE)
 
     # --- the owner's requests --------------------------------------------------------------------
 
@@ -259,7 +397,7 @@ class MailboxCore:
         if isinstance(request, DeleteRequest):
             gone = self._storage.mailbox_delete(request.tags, request.generation)
             for item in gone:
-                self._usage.add(item, -1)
+                self._add(item, -1)
             self._counts["deleted"] += len(gone)
             return Deleted(count=len(gone))
         try:
@@ -283,13 +421,13 @@ class MailboxCore:
             tags: frozenset[bytes] = frozenset()
         else:
             tags = frozenset(owned_tags(public, wall_now))
-        if len(self._tags_of) > 10_000:  # bounded: one entry per peer and day
+        if len(self._tags_of) > _TAGS_CACHE:  # bounded: one entry per peer and day
             self._tags_of.clear()
         self._tags_of[(peer, today)] = tags
         return tags
 
     def _refuse(self, code: ErrorCode, detail: str) -> MailboxError:
-        self._counts[f"refused:{code.name.lower()}"] += 1
+        self._refused[_ERROR_REFUSALS[code]] += 1
         return MailboxError(code=code, detail=detail)
 
 
