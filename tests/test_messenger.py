@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 
@@ -372,3 +373,61 @@ def test_a_receipt_and_the_outbox_move_it_proves_are_one_transaction() -> None:
     h.settle()
     assert alice.messenger.status(mid).status is OutboxStatus.DELIVERED  # type: ignore[union-attr]
     assert storage.outbox_get(mid).status is OutboxStatus.DELIVERED  # type: ignore[union-attr]
+
+
+def test_with_everyone_back_up_a_receipt_waiting_on_a_mailbox_arrives_within_seconds() -> None:
+    """Issue 12: "when all processes are up, every message should reach delivered within 10 s of the
+    last restart". Receipts by gossip are lost here, so they wait on the mailbox for Alice's next
+    sync: every ``sync_interval`` (60 s) before, ``receipt_sync_interval`` (5 s) now."""
+    h = Harness(config=StoreConfig(retry_initial=30.0, sync_interval=60.0, receipt_sync_interval=5.0))
+    box = h.add_mailbox()
+    alice, bob = h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.disconnect("bob")
+    ids = [h.send("alice", "bob", f"m{i}".encode()) for i in range(5)]
+    h.settle()
+    h.gossip_lost = lambda _sender, receiver, action: receiver == "alice"
+    # The mailbox restarts (Alice syncs with it at once), then Bob restarts: the last restart.
+    h.mailbox_online[box] = False
+    h.feed("alice", alice.messenger.mailboxes_changed([], wall_now=h.now))
+    h.advance(2)
+    h.mailbox_online[box] = True
+    h.connect("alice")
+    h.settle()
+    h.advance(1)
+    bob = h.restart("bob")
+    h.connect("bob")
+    h.settle()
+    last_restart = h.now
+    assert sorted(bodies(bob)) == [f"m{i}".encode() for i in range(5)]
+    delivered_at: dict[bytes, float] = {}
+    for _ in range(30):
+        h.advance(1)
+        for mid in ids:
+            if alice.messenger.status(mid).status is OutboxStatus.DELIVERED:  # type: ignore[union-attr]
+                delivered_at.setdefault(mid, h.now)
+    assert set(delivered_at) == set(ids)
+    assert max(delivered_at.values()) - last_restart <= 10
+
+
+def test_fast_syncs_back_off_to_the_sync_interval_while_the_recipient_stays_away() -> None:
+    h = Harness(config=StoreConfig(retry_initial=30.0, sync_interval=60.0, receipt_sync_interval=5.0))
+    box = h.add_mailbox()
+    h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.disconnect("bob")
+    h.send("alice", "bob", b"x")
+    h.settle()
+    start, syncs = h.now, []
+    real_call = h._call
+
+    def count(user, peer, request):  # type: ignore[no-untyped-def]
+        if isinstance(request, SyncRequest):
+            syncs.append(h.now - start)
+        return real_call(user, peer, request)
+
+    h._call = count  # type: ignore[method-assign]
+    h.advance(400)
+    assert box in h.users["alice"].messenger.mailboxes
+    gaps = [round(b - a) for a, b in itertools.pairwise(syncs)]
+    assert syncs[0] <= 5.5 and gaps[:4] == [5, 10, 20, 40] and set(gaps[4:]) == {60}

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 import random
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
@@ -171,6 +172,8 @@ class Messenger:
         self._busy: dict[str, MailboxRequest] = {}
         self._syncs: dict[str, SyncSession] = {}
         self._next_sync: dict[str, float] = {}
+        # Each usable mailbox's next wait while messages await receipts (doubling up to sync_interval).
+        self._receipt_wait: dict[str, float] = {}
         self._rereceipted: OrderedDict[bytes, float] = OrderedDict()
         self._discarded: Counter[DiscardReason] = Counter()
         self._rejected: Counter[RejectReason] = Counter()
@@ -236,6 +239,7 @@ class Messenger:
         self.storage.outbox_add([record])
         self._last_seq[key] = seq + 1
         self._track(record)
+        self._hurry_syncs(wall_now)
         actions: list[Action] = [self._publish(record)]
         actions += self._plan_stores(record)
         return record, actions
@@ -251,6 +255,7 @@ class Messenger:
         record = self._pending.get(message_id)
         if record is None:
             return []
+        self._hurry_syncs(wall_now)  # its recipient is back: its receipt may wait on a mailbox soon
         return [self._publish(record, again=True), *self._plan_stores(record)]
 
     def prefer_mailboxes(self, recipient: PublicIdentity, peers: Sequence[str]) -> None:
@@ -382,11 +387,13 @@ class Messenger:
             self._to_withdraw.pop(peer, None)
             self._syncs.pop(peer, None)
             self._next_sync.pop(peer, None)
+            self._receipt_wait.pop(peer, None)
         actions: list[Action] = []
         new = [p for p in wanted if p not in self._mailboxes]
         self._mailboxes = wanted
         for peer in new:
             self._next_sync[peer] = wall_now
+            self._receipt_wait.pop(peer, None)  # starts again at receipt_sync_interval
         if new or (replan and gone):
             for record in list(self._pending.values()):
                 actions += self._plan_stores(record)
@@ -796,13 +803,30 @@ class Messenger:
         for peer in self._mailboxes:
             if peer in self._syncs or self._next_sync.get(peer, wall_now) > wall_now:
                 continue
-            self._next_sync[peer] = wall_now + self.config.sync_interval
+            self._next_sync[peer] = wall_now + self._sync_wait(peer)
             self._refresh_tags(wall_now)
             tags = self._owned
             self._syncs[peer] = SyncSession(
                 tags, self.storage.seen_items(tags), fetch_batch=self.config.fetch_batch
             )
         return []
+
+    def _sync_wait(self, peer: str) -> float:
+        """Seconds until the next sync with ``peer``: short while messages await receipts."""
+        if not self._pending:
+            self._receipt_wait.pop(peer, None)
+            return self.config.sync_interval
+        wait = min(self._receipt_wait.get(peer, self.config.receipt_sync_interval), self.config.sync_interval)
+        self._receipt_wait[peer] = min(2 * wait, self.config.sync_interval)
+        return wait
+
+    def _hurry_syncs(self, wall_now: float) -> None:
+        """A receipt may come soon: sync every mailbox within ``receipt_sync_interval``, then back off."""
+        soon = min(self.config.receipt_sync_interval, self.config.sync_interval)
+        for peer in self._mailboxes:
+            self._receipt_wait.pop(peer, None)
+            if self._next_sync.get(peer, math.inf) > wall_now + soon:
+                self._next_sync[peer] = wall_now + soon
 
     def _synced(self, peer: str, request: SyncRequest, response: Synced, wall_now: float) -> list[Action]:
         sync = self._syncs.get(peer)
