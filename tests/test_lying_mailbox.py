@@ -8,10 +8,12 @@ from collections.abc import Callable
 
 import msgpack
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from meshchat.crypto import epoch_of, inbox_tag
 from meshchat.identity import Identity
-from meshchat.store.messenger import MAILBOX_PENALTY, StoreConfig
+from meshchat.store.messenger import MAILBOX_PENALTY, CallMailbox, StoreConfig
 from meshchat.store.protocol import (
     Deleted,
     ErrorCode,
@@ -250,3 +252,47 @@ def test_a_late_answer_to_an_abandoned_sync_is_ignored() -> None:
     fetch = FetchRequest(message_ids=(b"\x02" * 32,))
     bob.messenger.mailbox_replied(box, fetch, Fetched(envelopes=(b"junk",)), wall_now=h.now)
     assert bob.messenger.statistics().discarded[DiscardReason.UNASKED] == 1
+
+
+# --- whatever a mailbox answers, nothing raises (h11's fuzzing rule) ---------------------------------
+
+ids = st.binary(min_size=32, max_size=32)
+responses = st.one_of(
+    st.builds(
+        Stored,
+        results=st.lists(
+            st.builds(
+                StoreResult, message_id=ids, code=st.sampled_from(StoreCode), detail=st.text(max_size=5)
+            ),
+            max_size=4,
+        ).map(tuple),
+    ),
+    st.builds(
+        Synced, reconcile=st.binary(max_size=80), generation=st.integers(0, 99), held=st.integers(0, 99)
+    ),
+    st.builds(Fetched, envelopes=st.lists(st.binary(max_size=120), max_size=4).map(tuple)),
+    st.builds(Deleted, count=st.integers(0, 2000)),
+    st.builds(MailboxError, code=st.sampled_from(ErrorCode), detail=st.text(max_size=5)),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answers=st.lists(st.tuples(st.integers(0, 50), st.none() | responses), min_size=1, max_size=12))
+def test_no_answer_a_mailbox_gives_raises_out_of_the_messenger(
+    answers: list[tuple[int, MailboxResponse | None]],
+) -> None:
+    """Each answer is the honest mailbox's (None) or anything else, to any request it was asked."""
+    h = Harness(seed=4)
+    box, _alice, bob = stored_for_bob(h)
+    plant(h, box, b"", inbox_tag(bob.identity.public, epoch_of(h.now)))  # and one lie on its disk
+    calls = [a for a in bob.messenger.mailboxes_changed([box], wall_now=h.now) if isinstance(a, CallMailbox)]
+    requests: list[MailboxRequest] = [c.request for c in calls]
+    for pick, lie in answers:
+        request = requests[pick % len(requests)] if requests else StoreRequest(envelopes=())
+        honest = h.mailboxes[box].handle(bob.identity.public.peer_id, request, wall_now=h.now)
+        response = honest if lie is None else lie
+        actions = bob.messenger.mailbox_replied(box, request, response, wall_now=h.now)
+        requests += [a.request for a in actions if isinstance(a, CallMailbox)]
+        h.now += 1
+        bob.messenger.on_timer(wall_now=h.now)
+    assert bob.messenger.statistics().received <= len(GOOD)
