@@ -230,7 +230,7 @@ class MessengerMachine(RuleBasedStateMachine):
 
 
 MessengerMachine.TestCase.settings = settings(
-    max_examples=25, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=40, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 test_messenger_never_delivers_twice_and_moves_forward = MessengerMachine.TestCase
 
