@@ -710,9 +710,18 @@ class StorageComparison(RuleBasedStateMachine):
     def outbox_recent(self, limit: int) -> None:
         same(lambda s: s.outbox_recent(limit), self.model, self.real)
 
-    @rule(entries=st.lists(seen_entries, max_size=4), messages=st.lists(inbox_records, max_size=3))
-    def accept(self, entries: list[SeenEntry], messages: list[InboxRecord]) -> None:
-        same(lambda s: s.accept(entries, messages), self.model, self.real)
+    @rule(
+        entries=st.lists(seen_entries, max_size=4),
+        messages=st.lists(inbox_records, max_size=3),
+        proven=st.lists(ids, max_size=2),
+        status=st.sampled_from([OutboxStatus.DELIVERED, OutboxStatus.READ]),
+    )
+    def accept(
+        self, entries: list[SeenEntry], messages: list[InboxRecord], proven: list[bytes], status: OutboxStatus
+    ) -> None:
+        # With the outbox moves receipts proved: all in one transaction, or nothing (a seen id refused).
+        moved = [r.replace(status=status) for i in proven if (r := self.model.outbox_get(i)) is not None]
+        same(lambda s: s.accept(entries, messages, moved), self.model, self.real)
 
     @rule(message_ids=st.lists(ids, max_size=6))
     def seen(self, message_ids: list[bytes]) -> None:
