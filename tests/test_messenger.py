@@ -6,12 +6,14 @@ import dataclasses
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshchat.crypto import epoch_of, inbox_tag, seal
 from meshchat.errors import StorageError
 from meshchat.identity import Identity
 from meshchat.store.mailbox import MailboxLimits, owned_tags
-from meshchat.store.messenger import OUTBOX_TRANSITIONS, OutboxInput, StoreConfig
+from meshchat.store.messenger import OUTBOX_TRANSITIONS, MessageReceived, OutboxInput, StoreConfig
 from meshchat.store.payload import Receipt, ReceiptKind, encode_payload
 from meshchat.store.protocol import (
     ErrorCode,
@@ -431,3 +433,27 @@ def test_fast_syncs_back_off_to_the_sync_interval_while_the_recipient_stays_away
     assert box in h.users["alice"].messenger.mailboxes
     gaps = [round(b - a) for a, b in itertools.pairwise(syncs)]
     assert syncs[0] <= 5.5 and gaps[:4] == [5, 10, 20, 40] and set(gaps[4:]) == {60}
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_no_envelope_from_a_peer_raises_out_of_receive(data: st.DataObject) -> None:
+    """Real envelopes for Bob with any bytes changed, cut or appended, and arbitrary bytes: each is
+    accepted or counted as set aside; nothing raises."""
+    h = Harness(seed=9)
+    alice, bob = h.add_user("alice"), h.add_user("bob")
+    record, _ = alice.messenger.send(bob.identity.public, b"hi", wall_now=h.now)
+    real = record.envelope
+    index = data.draw(st.integers(0, len(real) - 1))
+    candidates = [
+        real[:index] + bytes([real[index] ^ data.draw(st.integers(1, 255))]) + real[index + 1 :],
+        real[:index],
+        real + data.draw(st.binary(min_size=1, max_size=8)),
+        data.draw(st.binary(max_size=300)),
+        real,
+    ]
+    actions = bob.messenger.receive(candidates, wall_now=h.now)
+    stats = bob.messenger.statistics()
+    counted = stats.received + sum(stats.discarded.values()) + sum(stats.rejected.values())
+    assert counted == len(candidates)
+    assert [a.message.body for a in actions if isinstance(a, MessageReceived)] == [b"hi"]
