@@ -259,6 +259,12 @@ class MailboxMachine(RuleBasedStateMachine):
         assert all(b <= LIMITS.per_tag_bytes for b in by_tag.values())
         assert all(b <= LIMITS.per_peer_bytes for b in by_peer.values())
         assert self.core.statistics().stranger_bytes <= LIMITS.total_bytes * STRANGER_SHARE
+        trusted = {OWNER.public.peer_id, FRIEND.public.peer_id}
+        from_strangers: Counter[bytes] = Counter()
+        for item in items:
+            if item.from_peer not in trusted:
+                from_strangers[item.inbox_tag] += item.size
+        assert all(b <= LIMITS.per_tag_bytes * STRANGER_SHARE for b in from_strangers.values())
 
     @invariant()
     def counts_add_up(self) -> None:

@@ -111,3 +111,20 @@ def test_the_strangers_count_survives_a_restart_and_follows_set_friends() -> Non
     again.set_friends([FRIEND])
     again.handle(OWNER.peer_id, StoreRequest(envelopes=()), wall_now=NOW)
     assert again.statistics().stranger_bytes == before - len(envelope(tag_of(FRIEND), rng))
+
+
+def test_strangers_flooding_the_owners_inbox_leave_room_for_its_contacts() -> None:
+    rng = random.Random(5)
+    core = MailboxCore(MemoryStorage(), LIMITS, owner=OWNER)
+    core.set_friends([FRIEND])
+    stored = 0
+    for _ in range(40):  # fresh identities, each well within its per-peer quota
+        peer = Identity(rng.randbytes(32)).public.peer_id
+        data = envelope(tag_of(OWNER), rng)
+        if store(core, peer, data) is StoreCode.STORED:
+            stored += len(data)
+        else:
+            break
+    assert LIMITS.per_tag_bytes * STRANGER_SHARE - 1024 < stored <= LIMITS.per_tag_bytes * STRANGER_SHARE
+    assert core.statistics().refused[MailboxRefusal.STRANGERS_TAG_FULL] == 1
+    assert store(core, FRIEND.peer_id, envelope(tag_of(OWNER), rng)) is StoreCode.STORED

@@ -20,7 +20,9 @@
   ``owner`` (and, through ``set_friends``, the owner's contacts) counts every envelope addressed to
   one of their inbox tags, or stored by one of them, as *theirs*; all other envelopes (strangers')
   together may fill only ``STRANGER_SHARE`` of the budget, each stranger still within its per-peer
-  quota. A mailbox with no owner (a public volunteer) has no such reserve.
+  quota; and strangers (as senders) fill only ``STRANGER_SHARE`` of any one inbox's quota, so a flood
+  addressed to the owner leaves room for its contacts' messages. A mailbox with no owner (a public
+  volunteer) has no such reserve.
 
 Quotas are counted in memory (rebuilt from storage at start) so a store request costs no scans.
 """
@@ -75,6 +77,10 @@ PRUNE_INTERVAL = 300.0
 #: and contacts, the people a volunteer runs it for, always find the other half free, however many
 #: identities the strangers make up.
 STRANGER_SHARE = 0.5
+#: How a held item counts (``MailboxCore._flags``): neither for nor from the owner or a contact ...
+_STRANGER = 1
+#: ... stored by a peer who is neither the owner nor a contact (whatever its tag).
+_FROM_STRANGER = 2
 #: Contacts ``set_friends`` takes (bounded: each costs one tag per day of the TTL window). Far more
 #: than anyone's address book; past it the rest count as strangers.
 MAX_FRIENDS = 10_000
@@ -95,6 +101,8 @@ class MailboxRefusal(StrEnum):
     MAILBOX_FULL = "mailbox_full"
     #: Strangers together fill their ``STRANGER_SHARE`` (answered ``MAILBOX_FULL``).
     STRANGERS_FULL = "strangers_full"
+    #: Strangers fill their ``STRANGER_SHARE`` of one inbox's quota (answered ``TAG_QUOTA``).
+    STRANGERS_TAG_FULL = "strangers_tag_full"
     #: Expired, or expiring past the longest TTL.
     BAD_EXPIRY = "bad_expiry"
     #: Not an envelope.
@@ -168,19 +176,29 @@ class _Usage:
     def __init__(self) -> None:
         self.by_tag: Counter[bytes] = Counter()
         self.by_peer: Counter[str] = Counter()
+        #: Per tag, the bytes stored by peers who are neither the owner nor a contact.
+        self.by_tag_from_strangers: Counter[bytes] = Counter()
         self.total = 0
         self.items = 0
+        #: Bytes neither for nor from the owner or a contact.
         self.strangers = 0
 
-    def add(self, item: MailboxItem, sign: int = 1, *, stranger: bool = False) -> None:
-        self.by_tag[item.inbox_tag] += sign * item.size
-        self.by_peer[item.from_peer] += sign * item.size
-        self.total += sign * item.size
+    def add(
+        self, item: MailboxItem, sign: int = 1, *, stranger: bool = False, from_stranger: bool = False
+    ) -> None:
+        size, tag = sign * item.size, item.inbox_tag
+        self.by_tag[tag] += size
+        self.by_peer[item.from_peer] += size
+        self.total += size
         self.items += sign
         if stranger:
-            self.strangers += sign * item.size
-        if self.by_tag[item.inbox_tag] <= 0:
-            del self.by_tag[item.inbox_tag]
+            self.strangers += size
+        if from_stranger:
+            self.by_tag_from_strangers[tag] += size
+            if self.by_tag_from_strangers[tag] <= 0:
+                del self.by_tag_from_strangers[tag]
+        if self.by_tag[tag] <= 0:
+            del self.by_tag[tag]
         if self.by_peer[item.from_peer] <= 0:
             del self.by_peer[item.from_peer]
 
@@ -205,8 +223,9 @@ class MailboxCore:
         self._counts: Counter[str] = Counter()
         self._refused: Counter[MailboxRefusal] = Counter()
         self._usage = _Usage()
-        # Ids of the held items counted as strangers' (so a removal subtracts what its store added).
-        self._stranger_ids: set[bytes] = set()
+        # How each held item was counted, by id (only those with a flag: ``_STRANGER``,
+        # ``_FROM_STRANGER``), so a removal subtracts what its store added.
+        self._flags: dict[bytes, int] = {}
         self._recount()
 
     def set_friends(self, friends: Iterable[PublicIdentity]) -> None:
@@ -219,24 +238,26 @@ class MailboxCore:
     def _recount(self) -> None:
         """Rebuild the usage counters from storage (at start, and when the trusted set changes)."""
         self._usage = _Usage()
-        self._stranger_ids.clear()
+        self._flags.clear()
         for item in self._storage.mailbox_all():
             self._add(item)
 
     def _add(self, item: MailboxItem, sign: int = 1) -> None:
         if sign > 0:
-            stranger = self._is_stranger(item.inbox_tag, item.from_peer)
-            if stranger:
-                self._stranger_ids.add(item.message_id)
+            flags = self._flags_of(item.inbox_tag, item.from_peer)
+            if flags:
+                self._flags[item.message_id] = flags
         else:
-            stranger = item.message_id in self._stranger_ids
-            self._stranger_ids.discard(item.message_id)
-        self._usage.add(item, sign, stranger=stranger)
+            flags = self._flags.pop(item.message_id, 0)
+        self._usage.add(
+            item, sign, stranger=bool(flags & _STRANGER), from_stranger=bool(flags & _FROM_STRANGER)
+        )
 
-    def _is_stranger(self, tag: bytes, peer: str) -> bool:
-        if self.owner is None:
-            return False  # no reserve to keep: nobody is a stranger
-        return tag not in self._trusted_tags and peer not in self._trusted_peers
+    def _flags_of(self, tag: bytes, peer: str) -> int:
+        """How an envelope for ``tag`` stored by ``peer`` counts (no flags: the owner's or a contact's)."""
+        if self.owner is None or peer in self._trusted_peers:
+            return 0  # no owner, no reserve to keep: nobody is a stranger
+        return _FROM_STRANGER | (0 if tag in self._trusted_tags else _STRANGER)
 
     def _refresh_trusted(self, wall_now: float) -> None:
         """The owner's and friends' tags for every day an envelope stored today can be addressed to."""
@@ -305,7 +326,10 @@ class MailboxCore:
             code, detail, item = self._check(peer, data, mid, wall_now, pending)
             if item is not None:
                 accepted.append(item)
-                pending.add(item, stranger=self._is_stranger(item.inbox_tag, peer))
+                flags = self._flags_of(item.inbox_tag, peer)
+                pending.add(
+                    item, stranger=bool(flags & _STRANGER), from_stranger=bool(flags & _FROM_STRANGER)
+                )
             results.append(StoreResult(message_id=mid, code=code, detail=detail))
         try:
             stored = self._storage.mailbox_put(accepted)
@@ -359,13 +383,19 @@ class MailboxCore:
                         StoreCode.MAILBOX_FULL,
                         f"the mailbox holds its {limits.total_bytes:,} bytes",
                     )
-                elif (
-                    self._is_stranger(tag, peer)
-                    and usage.strangers + pending.strangers + size > self._stranger_budget()
+                elif (flags := self._flags_of(tag, peer)) & _STRANGER and (
+                    usage.strangers + pending.strangers + size > self._stranger_budget()
                 ):
                     self._refused[MailboxRefusal.STRANGERS_FULL] += 1
                     detail = f"strangers fill their {self._stranger_budget():,} bytes of this mailbox"
                     return StoreCode.MAILBOX_FULL, detail, None
+                elif flags & _FROM_STRANGER and (
+                    usage.by_tag_from_strangers[tag] + pending.by_tag_from_strangers[tag] + size
+                    > limits.per_tag_bytes * STRANGER_SHARE
+                ):
+                    self._refused[MailboxRefusal.STRANGERS_TAG_FULL] += 1
+                    detail = f"strangers fill their share of this inbox's {limits.per_tag_bytes:,}-byte quota"
+                    return StoreCode.TAG_QUOTA, detail, None
                 else:
                     item = MailboxItem(
                         message_id=mid,
