@@ -227,6 +227,8 @@ class MailboxCore:
         # ``_FROM_STRANGER``), so a removal subtracts what its store added.
         self._flags: dict[bytes, int] = {}
         self._recount()
+        # Counted before the trusted set was known (or after it changed): count again at the next request.
+        self._stale_counts = owner is not None
 
     def set_friends(self, friends: Iterable[PublicIdentity]) -> None:
         """The owner's contacts (the node calls this when they change): what they store, and what is
@@ -234,6 +236,7 @@ class MailboxCore:
         ``MAX_FRIENDS``; the held items are counted again under the new set at the next request."""
         self._friends = tuple(dict.fromkeys(friends))[:MAX_FRIENDS]
         self._trusted_day = None
+        self._stale_counts = self.owner is not None
 
     def _recount(self) -> None:
         """Rebuild the usage counters from storage (at start, and when the trusted set changes)."""
@@ -268,7 +271,11 @@ class MailboxCore:
         people = (self.owner, *self._friends)
         self._trusted_peers = frozenset(p.peer_id for p in people)
         self._trusted_tags = frozenset(t for p in people for t in owned_tags(p, wall_now))
-        self._recount()  # once a day (and after set_friends): who counts as a stranger moved
+        # A new day only adds tomorrow's tags (and drops one whose envelopes have expired): items keep
+        # the flags they were stored with, so only a new trusted set needs a full count.
+        if self._stale_counts:
+            self._stale_counts = False
+            self._recount()
 
     def handle(self, peer: str, request: MailboxRequest, *, wall_now: float) -> MailboxResponse:
         """Answer ``request`` from ``peer`` (its authenticated PeerId) at unix time ``wall_now``."""
