@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from meshchat.identity import Identity
@@ -51,6 +52,8 @@ class Harness:
         #: Rewrites mailbox responses (tests of lying mailboxes): (mailbox, request, response) -> response.
         self.tamper = None
         self.published: list[tuple[str, PublishEnvelope]] = []
+        #: Drops gossip (tests of receipts that must come by mailbox): (sender, receiver, action) -> lost?
+        self.gossip_lost: Callable[[str, str, PublishEnvelope], bool] | None = None
 
     def _random_bytes(self, n: int) -> bytes:
         return self.rng.randbytes(n)
@@ -150,6 +153,8 @@ class Harness:
                         continue
                     if action.topic in other.messenger.topics(self.now):
                         peers += 1
+                        if self.gossip_lost is not None and self.gossip_lost(name, other.name, action):
+                            continue
                         self.feed(other.name, other.messenger.receive([action.envelope], wall_now=self.now))
                 if action.message_id is not None:
                     self.feed(

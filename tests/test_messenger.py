@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshchat.crypto import epoch_of, inbox_tag, seal
 from meshchat.errors import StorageError
 from meshchat.identity import Identity
 from meshchat.store.mailbox import MailboxLimits, owned_tags
-from meshchat.store.messenger import OUTBOX_TRANSITIONS, OutboxInput, StoreConfig
+from meshchat.store.messenger import OUTBOX_TRANSITIONS, MessageReceived, OutboxInput, StoreConfig
 from meshchat.store.payload import Receipt, ReceiptKind, encode_payload
 from meshchat.store.protocol import (
     ErrorCode,
@@ -323,3 +326,134 @@ def test_an_envelope_expiring_past_the_longest_ttl_is_refused() -> None:
     h.settle()
     assert bob.received == []
     assert bob.messenger.statistics().discarded["expiry too far ahead"] == 1
+
+
+class _OutboxWritesFail(MemoryStorage):
+    """A disk that fails the next write of outbox records, whichever call carries them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_outbox = 0
+
+    def outbox_update(self, records):  # type: ignore[no-untyped-def]
+        if self.fail_outbox and records:
+            self.fail_outbox -= 1
+            raise StorageError("outbox write failed")
+        super().outbox_update(records)
+
+    def accept(self, entries, messages, outbox=()):  # type: ignore[no-untyped-def]
+        if self.fail_outbox and outbox:
+            self.fail_outbox -= 1
+            raise StorageError("outbox write failed")
+        return super().accept(entries, messages, outbox)
+
+
+def test_a_receipt_and_the_outbox_move_it_proves_are_one_transaction() -> None:
+    """Issue 12, "After a crash": the seen entry and the outbox update used to be two commits; when the
+    second failed (a kill between them) the receipt was seen, never processed again, and the message
+    stayed ``stored``. Now both fail together and the receipt counts when it comes again."""
+    h = Harness()
+    h.add_mailbox()
+    storage = _OutboxWritesFail()
+    alice, _bob = h.add_user("alice", storage=storage), h.add_user("bob")
+    h.connect("alice")
+    h.disconnect("bob")
+    mid = h.send("alice", "bob", b"x")
+    h.settle()
+    assert alice.messenger.status(mid).status is OutboxStatus.STORED  # type: ignore[union-attr]
+    h.disconnect("alice")
+    h.connect("bob")
+    h.settle()  # Bob's receipt waits on the mailbox
+    storage.fail_outbox = 1
+    receipt = next(p.envelope for n, p in h.published if n == "bob" and p.message_id is None)
+    alice.messenger.mailboxes_changed([], wall_now=h.now)
+    alice.online = True
+    h.feed("alice", alice.messenger.receive([receipt], wall_now=h.now))
+    h.settle()
+    assert alice.problems and alice.messenger.status(mid).status is OutboxStatus.STORED  # type: ignore[union-attr]
+    h.feed("alice", alice.messenger.receive([receipt], wall_now=h.now))  # the same receipt again
+    h.settle()
+    assert alice.messenger.status(mid).status is OutboxStatus.DELIVERED  # type: ignore[union-attr]
+    assert storage.outbox_get(mid).status is OutboxStatus.DELIVERED  # type: ignore[union-attr]
+
+
+def test_with_everyone_back_up_a_receipt_waiting_on_a_mailbox_arrives_within_seconds() -> None:
+    """Issue 12: "when all processes are up, every message should reach delivered within 10 s of the
+    last restart". Receipts by gossip are lost here, so they wait on the mailbox for Alice's next
+    sync: every ``sync_interval`` (60 s) before, ``receipt_sync_interval`` (5 s) now."""
+    h = Harness(config=StoreConfig(retry_initial=30.0, sync_interval=60.0, receipt_sync_interval=5.0))
+    box = h.add_mailbox()
+    alice, bob = h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.disconnect("bob")
+    ids = [h.send("alice", "bob", f"m{i}".encode()) for i in range(5)]
+    h.settle()
+    h.gossip_lost = lambda _sender, receiver, action: receiver == "alice"
+    # The mailbox restarts (Alice syncs with it at once), then Bob restarts: the last restart.
+    h.mailbox_online[box] = False
+    h.feed("alice", alice.messenger.mailboxes_changed([], wall_now=h.now))
+    h.advance(2)
+    h.mailbox_online[box] = True
+    h.connect("alice")
+    h.settle()
+    h.advance(1)
+    bob = h.restart("bob")
+    h.connect("bob")
+    h.settle()
+    last_restart = h.now
+    assert sorted(bodies(bob)) == [f"m{i}".encode() for i in range(5)]
+    delivered_at: dict[bytes, float] = {}
+    for _ in range(30):
+        h.advance(1)
+        for mid in ids:
+            if alice.messenger.status(mid).status is OutboxStatus.DELIVERED:  # type: ignore[union-attr]
+                delivered_at.setdefault(mid, h.now)
+    assert set(delivered_at) == set(ids)
+    assert max(delivered_at.values()) - last_restart <= 10
+
+
+def test_fast_syncs_back_off_to_the_sync_interval_while_the_recipient_stays_away() -> None:
+    h = Harness(config=StoreConfig(retry_initial=30.0, sync_interval=60.0, receipt_sync_interval=5.0))
+    box = h.add_mailbox()
+    h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.disconnect("bob")
+    h.send("alice", "bob", b"x")
+    h.settle()
+    start, syncs = h.now, []
+    real_call = h._call
+
+    def count(user, peer, request):  # type: ignore[no-untyped-def]
+        if isinstance(request, SyncRequest):
+            syncs.append(h.now - start)
+        return real_call(user, peer, request)
+
+    h._call = count  # type: ignore[method-assign]
+    h.advance(400)
+    assert box in h.users["alice"].messenger.mailboxes
+    gaps = [round(b - a) for a, b in itertools.pairwise(syncs)]
+    assert syncs[0] <= 5.5 and gaps[:4] == [5, 10, 20, 40] and set(gaps[4:]) == {60}
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_no_envelope_from_a_peer_raises_out_of_receive(data: st.DataObject) -> None:
+    """Real envelopes for Bob with any bytes changed, cut or appended, and arbitrary bytes: each is
+    accepted or counted as set aside; nothing raises."""
+    h = Harness(seed=9)
+    alice, bob = h.add_user("alice"), h.add_user("bob")
+    record, _ = alice.messenger.send(bob.identity.public, b"hi", wall_now=h.now)
+    real = record.envelope
+    index = data.draw(st.integers(0, len(real) - 1))
+    candidates = [
+        real[:index] + bytes([real[index] ^ data.draw(st.integers(1, 255))]) + real[index + 1 :],
+        real[:index],
+        real + data.draw(st.binary(min_size=1, max_size=8)),
+        data.draw(st.binary(max_size=300)),
+        real,
+    ]
+    actions = bob.messenger.receive(candidates, wall_now=h.now)
+    stats = bob.messenger.statistics()
+    counted = stats.received + sum(stats.discarded.values()) + sum(stats.rejected.values())
+    assert counted == len(candidates)
+    assert [a.message.body for a in actions if isinstance(a, MessageReceived)] == [b"hi"]

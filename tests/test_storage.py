@@ -712,9 +712,18 @@ class StorageComparison(RuleBasedStateMachine):
     def outbox_recent(self, limit: int) -> None:
         same(lambda s: s.outbox_recent(limit), self.model, self.real)
 
-    @rule(entries=st.lists(seen_entries, max_size=4), messages=st.lists(inbox_records, max_size=3))
-    def accept(self, entries: list[SeenEntry], messages: list[InboxRecord]) -> None:
-        same(lambda s: s.accept(entries, messages), self.model, self.real)
+    @rule(
+        entries=st.lists(seen_entries, max_size=4),
+        messages=st.lists(inbox_records, max_size=3),
+        proven=st.lists(ids, max_size=2),
+        status=st.sampled_from([OutboxStatus.DELIVERED, OutboxStatus.READ]),
+    )
+    def accept(
+        self, entries: list[SeenEntry], messages: list[InboxRecord], proven: list[bytes], status: OutboxStatus
+    ) -> None:
+        # With the outbox moves receipts proved: all in one transaction, or nothing (a seen id refused).
+        moved = [r.replace(status=status) for i in proven if (r := self.model.outbox_get(i)) is not None]
+        same(lambda s: s.accept(entries, messages, moved), self.model, self.real)
 
     @rule(message_ids=st.lists(ids, max_size=6))
     def seen(self, message_ids: list[bytes]) -> None:
@@ -758,3 +767,28 @@ StorageComparison.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_sqlite_behaves_as_memory = StorageComparison.TestCase
+
+
+def test_accept_writes_what_receipts_proved_in_the_same_transaction(store: Storage) -> None:
+    store.outbox_add([outbox_record(1), outbox_record(2)])
+    delivered = store.outbox_get(mid(1)).replace(status=OutboxStatus.DELIVERED)  # type: ignore[union-attr]
+    store.accept([entry(50)], [], [delivered])
+    assert store.outbox_get(mid(1)) == delivered
+    assert store.seen([mid(50)]) == {mid(50)}
+    # A refused accept (the receipt was already seen) moves no outbox record either.
+    before = snapshot(store)
+    read = delivered.replace(status=OutboxStatus.READ)
+    with pytest.raises(ValueError):
+        store.accept([entry(50)], [], [read])
+    assert snapshot(store) == before
+
+
+def test_sqlite_accept_whose_outbox_update_fails_keeps_no_seen_entry(tmp_path: Path) -> None:
+    with SqliteStorage(tmp_path / "store.db") as store:
+        store.outbox_add([outbox_record(1, ref="a"), outbox_record(2, ref="b")])
+        clash = store.outbox_get(mid(2)).replace(ref="a", status=OutboxStatus.DELIVERED)  # type: ignore[union-attr]
+        with pytest.raises(ValueError):
+            store.accept([entry(50)], [message(50)], [clash])
+        assert store.seen([mid(50)]) == set()  # rolled back with the outbox update
+        assert store.inbox_after(0, ALL) == []
+        assert store.outbox_get(mid(2)).status is OutboxStatus.QUEUED  # type: ignore[union-attr]

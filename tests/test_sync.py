@@ -38,12 +38,12 @@ def run(session: SyncSession, core: MailboxCore, accepted: list[bytes]) -> list[
             session.synced(answer)
         elif isinstance(answer, Fetched):
             assert isinstance(request, FetchRequest)
-            got, unasked = session.fetched(request, answer)
-            assert unasked == 0
+            got, problems = session.fetched(request, answer)
+            assert not problems
             accepted += got
             session.accepted()
         elif isinstance(answer, Deleted):
-            session.state = SyncState.DONE  # the messenger ends the session on the mailbox's Deleted
+            session.deleted()
         if states[-1] is not session.state:
             states.append(session.state)
     return states

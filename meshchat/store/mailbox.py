@@ -15,13 +15,24 @@
 * Items go when they expire, when their recipient, after a sync, deletes what it has received, or
   when their sender, holding the recipient's receipt, withdraws them (only what that peer stored).
 
+* **Many identities cannot crowd out the people a mailbox is for.** PeerIds cost nothing, so a
+  per-peer quota alone lets eight fresh identities fill the whole budget. A mailbox that knows its
+  ``owner`` (and, through ``set_friends``, the owner's contacts) counts every envelope addressed to
+  one of their inbox tags, or stored by one of them, as *theirs*; all other envelopes (strangers')
+  together may fill only ``STRANGER_SHARE`` of the budget, each stranger still within its per-peer
+  quota; and strangers (as senders) fill only ``STRANGER_SHARE`` of any one inbox's quota, so a flood
+  addressed to the owner leaves room for its contacts' messages. A mailbox with no owner (a public
+  volunteer) has no such reserve.
+
 Quotas are counted in memory (rebuilt from storage at start) so a store request costs no scans.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from meshchat.crypto import CLOCK_SKEW, MAX_TTL, epoch_of, inbox_tag
 from meshchat.errors import DecodeError, StorageError
@@ -47,10 +58,77 @@ from meshchat.store.reconcile import Reconciler, decode_message, encode_message
 from meshchat.store.storage import MailboxItem, Storage
 from meshchat.wire import MAX_ENVELOPE_SIZE, decode_envelope, message_id
 
-__all__ = ["CLOCK_SKEW", "MailboxCore", "MailboxLimits", "MailboxStatistics", "owned_tags"]
+__all__ = [
+    "CLOCK_SKEW",
+    "MAX_FRIENDS",
+    "STRANGER_SHARE",
+    "MailboxCore",
+    "MailboxLimits",
+    "MailboxRefusal",
+    "MailboxStatistics",
+    "owned_tags",
+]
 
 #: Seconds between sweeps of expired items.
 PRUNE_INTERVAL = 300.0
+#: The share of ``MailboxLimits.total_bytes`` that strangers (neither the owner nor one of its
+#: contacts, as sender or recipient) may fill together, when the mailbox has an owner. Half: strangers
+#: keep a useful mailbox (a contact's contact, a message for someone not yet added) while the owner
+#: and contacts, the people a volunteer runs it for, always find the other half free, however many
+#: identities the strangers make up.
+STRANGER_SHARE = 0.5
+#: How a held item counts (``MailboxCore._flags``): neither for nor from the owner or a contact ...
+_STRANGER = 1
+#: ... stored by a peer who is neither the owner nor a contact (whatever its tag).
+_FROM_STRANGER = 2
+#: Contacts ``set_friends`` takes (bounded: each costs one tag per day of the TTL window). Far more
+#: than anyone's address book; past it the rest count as strangers.
+MAX_FRIENDS = 10_000
+#: Peers whose owned tags are cached for a day (bounded: the cache is cleared when full).
+_TAGS_CACHE = 10_000
+
+
+class MailboxRefusal(StrEnum):
+    """Why a mailbox refused an envelope or a request (``MailboxStatistics.refused``)."""
+
+    #: Larger than ``max_envelope``.
+    TOO_LARGE = "too_large"
+    #: The recipient's tag is at ``per_tag_bytes``.
+    TAG_QUOTA = "tag_quota"
+    #: The sending peer is at ``per_peer_bytes``.
+    PEER_QUOTA = "peer_quota"
+    #: ``total_bytes`` is used up.
+    MAILBOX_FULL = "mailbox_full"
+    #: Strangers together fill their ``STRANGER_SHARE`` (answered ``MAILBOX_FULL``).
+    STRANGERS_FULL = "strangers_full"
+    #: Strangers fill their ``STRANGER_SHARE`` of one inbox's quota (answered ``TAG_QUOTA``).
+    STRANGERS_TAG_FULL = "strangers_tag_full"
+    #: Expired, or expiring past the longest TTL.
+    BAD_EXPIRY = "bad_expiry"
+    #: Not an envelope.
+    MALFORMED = "malformed"
+    #: The mailbox's storage failed.
+    STORAGE_FAILED = "storage_failed"
+    #: A request that did not decode.
+    BAD_REQUEST = "bad_request"
+    #: A tag in an owner's request that is not the requester's.
+    NOT_YOUR_TAG = "not_your_tag"
+
+
+_STORE_REFUSALS: dict[StoreCode, MailboxRefusal] = {
+    StoreCode.TOO_LARGE: MailboxRefusal.TOO_LARGE,
+    StoreCode.TAG_QUOTA: MailboxRefusal.TAG_QUOTA,
+    StoreCode.PEER_QUOTA: MailboxRefusal.PEER_QUOTA,
+    StoreCode.MAILBOX_FULL: MailboxRefusal.MAILBOX_FULL,
+    StoreCode.BAD_EXPIRY: MailboxRefusal.BAD_EXPIRY,
+    StoreCode.MALFORMED: MailboxRefusal.MALFORMED,
+    StoreCode.STORAGE_FAILED: MailboxRefusal.STORAGE_FAILED,
+}
+_ERROR_REFUSALS: dict[ErrorCode, MailboxRefusal] = {
+    ErrorCode.BAD_REQUEST: MailboxRefusal.BAD_REQUEST,
+    ErrorCode.NOT_YOUR_TAG: MailboxRefusal.NOT_YOUR_TAG,
+    ErrorCode.STORAGE_FAILED: MailboxRefusal.STORAGE_FAILED,
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,26 +163,42 @@ class MailboxStatistics:
     withdrawn: int
     #: Envelopes dropped at expiry since start.
     expired: int
-    #: Refused envelopes by reason, and refused requests by error code name.
+    #: Refused envelopes and requests, by ``MailboxRefusal`` (a ``StrEnum``, so typed ``str`` here:
+    #: the node adds its server's own string-keyed refusals to these).
     refused: dict[str, int]
+    #: Bytes held for strangers (counted against ``STRANGER_SHARE`` when the mailbox has an owner).
+    stranger_bytes: int = 0
 
 
 class _Usage:
-    """Bytes held per tag, per sending peer, and in total."""
+    """Bytes held per tag, per sending peer, for strangers, and in total."""
 
     def __init__(self) -> None:
         self.by_tag: Counter[bytes] = Counter()
         self.by_peer: Counter[str] = Counter()
+        #: Per tag, the bytes stored by peers who are neither the owner nor a contact.
+        self.by_tag_from_strangers: Counter[bytes] = Counter()
         self.total = 0
         self.items = 0
+        #: Bytes neither for nor from the owner or a contact.
+        self.strangers = 0
 
-    def add(self, item: MailboxItem, sign: int = 1) -> None:
-        self.by_tag[item.inbox_tag] += sign * item.size
-        self.by_peer[item.from_peer] += sign * item.size
-        self.total += sign * item.size
+    def add(
+        self, item: MailboxItem, sign: int = 1, *, stranger: bool = False, from_stranger: bool = False
+    ) -> None:
+        size, tag = sign * item.size, item.inbox_tag
+        self.by_tag[tag] += size
+        self.by_peer[item.from_peer] += size
+        self.total += size
         self.items += sign
-        if self.by_tag[item.inbox_tag] <= 0:
-            del self.by_tag[item.inbox_tag]
+        if stranger:
+            self.strangers += size
+        if from_stranger:
+            self.by_tag_from_strangers[tag] += size
+            if self.by_tag_from_strangers[tag] <= 0:
+                del self.by_tag_from_strangers[tag]
+        if self.by_tag[tag] <= 0:
+            del self.by_tag[tag]
         if self.by_peer[item.from_peer] <= 0:
             del self.by_peer[item.from_peer]
 
@@ -112,19 +206,80 @@ class _Usage:
 class MailboxCore:
     """Answers mailbox requests from a ``Storage``; see the module docstring."""
 
-    def __init__(self, storage: Storage, limits: MailboxLimits | None = None) -> None:
-        """Serve from ``storage`` (its held items count against the quotas at once)."""
+    def __init__(
+        self, storage: Storage, limits: MailboxLimits | None = None, *, owner: PublicIdentity | None = None
+    ) -> None:
+        """Serve from ``storage`` (its held items count against the quotas at once). With ``owner``
+        (the identity running it), strangers share only ``STRANGER_SHARE`` of the budget."""
         self._storage = storage
         self.limits = limits or MailboxLimits()
-        self._usage = _Usage()
-        for item in storage.mailbox_all():
-            self._usage.add(item)
+        self.owner = owner
+        self._friends: tuple[PublicIdentity, ...] = ()
+        self._trusted_peers: frozenset[str] = frozenset()
+        self._trusted_tags: frozenset[bytes] = frozenset()
+        self._trusted_day: int | None = None
         self._tags_of: dict[tuple[str, int], frozenset[bytes]] = {}
         self._next_prune = 0.0
         self._counts: Counter[str] = Counter()
+        self._refused: Counter[MailboxRefusal] = Counter()
+        self._usage = _Usage()
+        # How each held item was counted, by id (only those with a flag: ``_STRANGER``,
+        # ``_FROM_STRANGER``), so a removal subtracts what its store added.
+        self._flags: dict[bytes, int] = {}
+        self._recount()
+        # Counted before the trusted set was known (or after it changed): count again at the next request.
+        self._stale_counts = owner is not None
+
+    def set_friends(self, friends: Iterable[PublicIdentity]) -> None:
+        """The owner's contacts (the node calls this when they change): what they store, and what is
+        addressed to them, counts against the owner's reserve, not the strangers' share. At most
+        ``MAX_FRIENDS``; the held items are counted again under the new set at the next request."""
+        self._friends = tuple(dict.fromkeys(friends))[:MAX_FRIENDS]
+        self._trusted_day = None
+        self._stale_counts = self.owner is not None
+
+    def _recount(self) -> None:
+        """Rebuild the usage counters from storage (at start, and when the trusted set changes)."""
+        self._usage = _Usage()
+        self._flags.clear()
+        for item in self._storage.mailbox_all():
+            self._add(item)
+
+    def _add(self, item: MailboxItem, sign: int = 1) -> None:
+        if sign > 0:
+            flags = self._flags_of(item.inbox_tag, item.from_peer)
+            if flags:
+                self._flags[item.message_id] = flags
+        else:
+            flags = self._flags.pop(item.message_id, 0)
+        self._usage.add(
+            item, sign, stranger=bool(flags & _STRANGER), from_stranger=bool(flags & _FROM_STRANGER)
+        )
+
+    def _flags_of(self, tag: bytes, peer: str) -> int:
+        """How an envelope for ``tag`` stored by ``peer`` counts (no flags: the owner's or a contact's)."""
+        if self.owner is None or peer in self._trusted_peers:
+            return 0  # no owner, no reserve to keep: nobody is a stranger
+        return _FROM_STRANGER | (0 if tag in self._trusted_tags else _STRANGER)
+
+    def _refresh_trusted(self, wall_now: float) -> None:
+        """The owner's and friends' tags for every day an envelope stored today can be addressed to."""
+        day = epoch_of(wall_now)
+        if self.owner is None or day == self._trusted_day:
+            return
+        self._trusted_day = day
+        people = (self.owner, *self._friends)
+        self._trusted_peers = frozenset(p.peer_id for p in people)
+        self._trusted_tags = frozenset(t for p in people for t in owned_tags(p, wall_now))
+        # A new day only adds tomorrow's tags (and drops one whose envelopes have expired): items keep
+        # the flags they were stored with, so only a new trusted set needs a full count.
+        if self._stale_counts:
+            self._stale_counts = False
+            self._recount()
 
     def handle(self, peer: str, request: MailboxRequest, *, wall_now: float) -> MailboxResponse:
         """Answer ``request`` from ``peer`` (its authenticated PeerId) at unix time ``wall_now``."""
+        self._refresh_trusted(wall_now)
         if wall_now >= self._next_prune:
             self.prune(wall_now=wall_now)
         try:
@@ -136,7 +291,7 @@ class MailboxCore:
                 case WithdrawRequest():
                     gone = self._storage.mailbox_withdraw(request.message_ids, peer)
                     for item in gone:
-                        self._usage.add(item, -1)
+                        self._add(item, -1)
                     self._counts["withdrawn"] += len(gone)
                     return Deleted(count=len(gone))
         except StorageError as exc:
@@ -147,14 +302,14 @@ class MailboxCore:
         self._next_prune = wall_now + PRUNE_INTERVAL
         gone = self._storage.mailbox_prune(int(wall_now) - CLOCK_SKEW)
         for item in gone:
-            self._usage.add(item, -1)
+            self._add(item, -1)
         self._counts["expired"] += len(gone)
         return len(gone)
 
     def statistics(self) -> MailboxStatistics:
         """Counters since start and what is held now."""
         counts = self._counts
-        refused = {k[8:]: v for k, v in counts.items() if k.startswith("refused:")}
+        refused: dict[str, int] = {reason: n for reason, n in self._refused.items()}
         return MailboxStatistics(
             items=self._usage.items,
             bytes=self._usage.total,
@@ -164,6 +319,7 @@ class MailboxCore:
             withdrawn=counts["withdrawn"],
             expired=counts["expired"],
             refused=refused,
+            stranger_bytes=self._usage.strangers,
         )
 
     # --- store -----------------------------------------------------------------------------------
@@ -177,13 +333,16 @@ class MailboxCore:
             code, detail, item = self._check(peer, data, mid, wall_now, pending)
             if item is not None:
                 accepted.append(item)
-                pending.add(item)
+                flags = self._flags_of(item.inbox_tag, peer)
+                pending.add(
+                    item, stranger=bool(flags & _STRANGER), from_stranger=bool(flags & _FROM_STRANGER)
+                )
             results.append(StoreResult(message_id=mid, code=code, detail=detail))
         try:
             stored = self._storage.mailbox_put(accepted)
         except StorageError as exc:
             failed = {i.message_id for i in accepted}
-            self._counts["refused:storage_failed"] += len(failed)
+            self._refused[MailboxRefusal.STORAGE_FAILED] += len(failed)
             return Stored(
                 results=tuple(
                     StoreResult(message_id=r.message_id, code=StoreCode.STORAGE_FAILED, detail=str(exc))
@@ -193,7 +352,7 @@ class MailboxCore:
                 )
             )
         for item in stored:
-            self._usage.add(item)
+            self._add(item)
         self._counts["stored"] += len(stored)
         return Stored(results=tuple(results))
 
@@ -231,6 +390,19 @@ class MailboxCore:
                         StoreCode.MAILBOX_FULL,
                         f"the mailbox holds its {limits.total_bytes:,} bytes",
                     )
+                elif (flags := self._flags_of(tag, peer)) & _STRANGER and (
+                    usage.strangers + pending.strangers + size > self._stranger_budget()
+                ):
+                    self._refused[MailboxRefusal.STRANGERS_FULL] += 1
+                    detail = f"strangers fill their {self._stranger_budget():,} bytes of this mailbox"
+                    return StoreCode.MAILBOX_FULL, detail, None
+                elif flags & _FROM_STRANGER and (
+                    usage.by_tag_from_strangers[tag] + pending.by_tag_from_strangers[tag] + size
+                    > limits.per_tag_bytes * STRANGER_SHARE
+                ):
+                    self._refused[MailboxRefusal.STRANGERS_TAG_FULL] += 1
+                    detail = f"strangers fill their share of this inbox's {limits.per_tag_bytes:,}-byte quota"
+                    return StoreCode.TAG_QUOTA, detail, None
                 else:
                     item = MailboxItem(
                         message_id=mid,
@@ -241,8 +413,11 @@ class MailboxCore:
                         size=size,
                     )
                     return code, detail, item
-        self._counts[f"refused:{code.name.lower()}"] += 1
+        self._refused[_STORE_REFUSALS[code]] += 1
         return code, detail, None
+
+    def _stranger_budget(self) -> int:
+        return int(self.limits.total_bytes * STRANGER_SHARE)
 
     # --- the owner's requests --------------------------------------------------------------------
 
@@ -259,7 +434,7 @@ class MailboxCore:
         if isinstance(request, DeleteRequest):
             gone = self._storage.mailbox_delete(request.tags, request.generation)
             for item in gone:
-                self._usage.add(item, -1)
+                self._add(item, -1)
             self._counts["deleted"] += len(gone)
             return Deleted(count=len(gone))
         try:
@@ -283,13 +458,13 @@ class MailboxCore:
             tags: frozenset[bytes] = frozenset()
         else:
             tags = frozenset(owned_tags(public, wall_now))
-        if len(self._tags_of) > 10_000:  # bounded: one entry per peer and day
+        if len(self._tags_of) > _TAGS_CACHE:  # bounded: one entry per peer and day
             self._tags_of.clear()
         self._tags_of[(peer, today)] = tags
         return tags
 
     def _refuse(self, code: ErrorCode, detail: str) -> MailboxError:
-        self._counts[f"refused:{code.name.lower()}"] += 1
+        self._refused[_ERROR_REFUSALS[code]] += 1
         return MailboxError(code=code, detail=detail)
 
 

@@ -32,6 +32,7 @@ import msgpack
 
 from meshchat.errors import DecodeError, TooLarge
 from meshchat.wire import INBOX_TAG_SIZE, MAX_ENVELOPE_SIZE
+from meshchat.wire.codec import unpack_bounded
 
 __all__ = [
     "MAILBOX_PROTOCOL",
@@ -263,22 +264,14 @@ def encode_response(response: MailboxResponse) -> bytes:
 
 
 def _unpack(data: bytes, what: str) -> dict[object, object]:
-    if len(data) > MAX_FRAME:
-        raise TooLarge(what=what, size=len(data), limit=MAX_FRAME)
-    try:
-        value = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=False,
-            strict_map_key=False,
-            max_bin_len=MAX_FRAME,
-            max_str_len=MAX_DETAIL * 4,
-            max_array_len=max(MAX_STORE_BATCH, MAX_FETCH_IDS),
-            max_map_len=16,
-            max_ext_len=0,
-        )
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise DecodeError(what, f"not valid msgpack ({type(exc).__name__})") from exc
+    value = unpack_bounded(
+        data,
+        what=what,
+        limit=MAX_FRAME,
+        max_str=MAX_DETAIL * 4,
+        max_items=max(MAX_STORE_BATCH, MAX_FETCH_IDS),
+        max_map=16,
+    )
     if not isinstance(value, dict) or type(value.get(_K_OP)) is not int:
         raise DecodeError(what, "not a map with an operation")
     return value

@@ -40,7 +40,8 @@ from enum import IntEnum
 
 import msgpack
 
-from meshchat.errors import DecodeError, TooLarge, UnsupportedVersion
+from meshchat.errors import DecodeError, UnsupportedVersion
+from meshchat.wire.codec import unpack_bounded
 
 __all__ = [
     "BUCKETS",
@@ -227,24 +228,16 @@ def decode_message(data: bytes) -> ReconcileMessage:
     ``FINGERPRINT_SIZE`` bytes, more than ``MAX_RANGES`` ranges or ``MAX_IDS`` ids, or a last bound
     other than ``INFINITY``. No other exception escapes.
     """
-    if len(data) > MAX_MESSAGE_SIZE:
-        raise TooLarge(what=_WHAT, size=len(data), limit=MAX_MESSAGE_SIZE)
-    try:
-        value = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            max_bin_len=MAX_IDS * ID_SIZE,
-            max_str_len=0,
-            max_array_len=_MAX_FIELDS,
-            max_map_len=0,
-            max_ext_len=0,
-        )
-    except msgpack.ExtraData as exc:
-        raise DecodeError(_WHAT, "trailing bytes after the encoded value") from exc
-    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as exc:
-        # OutOfData, FormatError, StackError, UnicodeDecodeError and over-limit lengths all land here.
-        raise DecodeError(_WHAT, f"not valid msgpack within limits ({type(exc).__name__})") from exc
+    # Every bin is bounded by the frame (ids and fingerprints are checked below: at most ``MAX_IDS`` ids).
+    value = unpack_bounded(
+        data,
+        what=_WHAT,
+        limit=MAX_MESSAGE_SIZE,
+        max_str=0,
+        max_items=_MAX_FIELDS,
+        max_map=0,
+        use_list=True,
+    )
     if type(value) is not list or not value:
         raise DecodeError(_WHAT, "not a non-empty array")
     version = value[0]

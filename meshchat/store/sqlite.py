@@ -189,6 +189,16 @@ def _outbox_row(record: OutboxRecord) -> tuple[object, ...]:
     )
 
 
+def _update_outbox(db: sqlite3.Connection, records: Sequence[OutboxRecord]) -> None:
+    """Replace outbox rows with the same ids, inside the caller's transaction."""
+    db.executemany(
+        "UPDATE outbox SET recipient = ?, envelope = ?, ref = ?, seq = ?, created_at = ?, "
+        "expiry = ?, status = ?, attempts = ?, next_attempt = ?, stored_on = ?, error = ?, "
+        "updated_at = ? WHERE message_id = ?",
+        [(*_outbox_row(r)[1:], r.message_id) for r in records],
+    )
+
+
 def _after_prefix(prefix: bytes) -> bytes:
     """The smallest byte string greater than every string starting with ``prefix``."""
     stripped = prefix.rstrip(b"\xff")
@@ -390,14 +400,8 @@ class SqliteStorage:
     def outbox_update(self, records: Sequence[OutboxRecord]) -> None:
         """See ``Storage``. Ids not in the outbox are ignored; a ref another record holds raises
         ``ValueError``. ``last_seq`` keeps what was added (a changed ``seq`` does not lower it)."""
-        rows = [(*_outbox_row(r)[1:], r.message_id) for r in records]
         with self._transaction("outbox_update") as db:
-            db.executemany(
-                "UPDATE outbox SET recipient = ?, envelope = ?, ref = ?, seq = ?, created_at = ?, "
-                "expiry = ?, status = ?, attempts = ?, next_attempt = ?, stored_on = ?, error = ?, "
-                "updated_at = ? WHERE message_id = ?",
-                rows,
-            )
+            _update_outbox(db, records)
 
     def outbox_get(self, message_id: bytes) -> OutboxRecord | None:
         """See ``Storage``."""
@@ -469,11 +473,17 @@ class SqliteStorage:
                 found.update(row[0] for row in rows)
         return found
 
-    def accept(self, entries: Sequence[SeenEntry], messages: Sequence[InboxRecord]) -> list[InboxRecord]:
+    def accept(
+        self,
+        entries: Sequence[SeenEntry],
+        messages: Sequence[InboxRecord],
+        outbox: Sequence[OutboxRecord] = (),
+    ) -> list[InboxRecord]:
         """See ``Storage``. An id already seen (or repeated in ``entries``) raises ``ValueError``."""
         seen_rows = [(e.message_id, e.inbox_tag, e.expiry) for e in entries]
         with self._transaction("accept") as db:
             db.executemany("INSERT INTO seen (message_id, inbox_tag, expiry) VALUES (?, ?, ?)", seen_rows)
+            _update_outbox(db, outbox)
             if not messages:
                 return []
             last = int(db.execute("SELECT value FROM counters WHERE name = 'inbox'").fetchone()[0])

@@ -191,9 +191,18 @@ class Storage(Protocol):
         """Which of ``message_ids`` are in the seen window."""
         ...
 
-    def accept(self, entries: Sequence[SeenEntry], messages: Sequence[InboxRecord]) -> list[InboxRecord]:
-        """Add ``entries`` to the seen window and ``messages`` to the inbox in one durable transaction;
-        return the messages with their ``number`` assigned. ``ValueError`` if an entry is already seen."""
+    def accept(
+        self,
+        entries: Sequence[SeenEntry],
+        messages: Sequence[InboxRecord],
+        outbox: Sequence[OutboxRecord] = (),
+    ) -> list[InboxRecord]:
+        """Add ``entries`` to the seen window and ``messages`` to the inbox, and replace the ``outbox``
+        records with the same ids (what accepted receipts proved), in one durable transaction; return
+        the messages with their ``number`` assigned. ``ValueError`` if an entry is already seen.
+
+        One transaction, so a crash cannot leave a receipt seen (never processed again) while the
+        outbox still says ``stored``."""
         ...
 
     def seen_items(self, tags: Iterable[bytes]) -> list[tuple[int, bytes]]:
@@ -321,12 +330,20 @@ class MemoryStorage:
         """See ``Storage``."""
         return {i for i in message_ids if i in self._seen}
 
-    def accept(self, entries: Sequence[SeenEntry], messages: Sequence[InboxRecord]) -> list[InboxRecord]:
+    def accept(
+        self,
+        entries: Sequence[SeenEntry],
+        messages: Sequence[InboxRecord],
+        outbox: Sequence[OutboxRecord] = (),
+    ) -> list[InboxRecord]:
         """See ``Storage``."""
         self._write()
         ids = {e.message_id for e in entries}
         if len(ids) != len(entries) or any(i in self._seen for i in ids):
             raise ValueError("the seen window already holds one of these ids")
+        for record in outbox:
+            if record.message_id in self._outbox:
+                self._outbox[record.message_id] = record
         for entry in entries:
             self._seen[entry.message_id] = entry
         numbered = [dataclasses.replace(m, number=len(self._inbox) + n) for n, m in enumerate(messages, 1)]

@@ -9,13 +9,19 @@ state           on                                     next
 ==============  =====================================  ==========================================
 RECONCILING     ``synced`` with more to compare        RECONCILING (another ``SyncRequest``)
 RECONCILING     ``synced``, done comparing             FETCHING, or DELETING / DONE (nothing new)
-FETCHING        ``fetched`` then ``accepted``          FETCHING while ids remain, then DELETING
-DELETING        the mailbox's ``Deleted``              DONE (the messenger ends the session)
+RECONCILING     ``synced``: garbage, or too many       FAILED (the mailbox lied)
+                rounds
+FETCHING        ``fetched``                            ACCEPTING, or FAILED (the mailbox lied)
+ACCEPTING       ``accepted``                           FETCHING while ids remain, then DELETING
+DELETING        ``deleted`` (the mailbox's answer)     DONE
 ==============  =====================================  ==========================================
 
-Anything else (a bad answer, a failed call, a storage failure) abandons the session without a delete,
-so the next sync fetches again what was not stored. ``DONE`` without a delete when the mailbox held
-nothing for us.
+``SYNC_TRANSITIONS`` is that table as ``(state, input)`` pairs; any other input raises
+``InvalidTransition`` naming both (the caller's mistake: the messenger only feeds a session the answer
+to the request it took from it). A fault of the mailbox is not an exception but the FAILED state and
+a ``DiscardReason`` per bad item, so a lying mailbox costs only itself; FAILED, a failed call or a
+storage failure abandons the session without a delete, so the next sync fetches again what was not
+stored. ``DONE`` without a delete when the mailbox held nothing for us.
 
 Order: ids to fetch come in ``(expiry, id)`` order; a fetched batch's envelopes that share its last
 expiry wait for the next batch (which may hold more of them), so messages one sender sent with the
@@ -24,9 +30,11 @@ same TTL reach the application in the sender's order.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from enum import Enum
 
+from meshchat.errors import DecodeError, InvalidTransition
 from meshchat.store.protocol import (
     DeleteRequest,
     Fetched,
@@ -35,10 +43,26 @@ from meshchat.store.protocol import (
     Synced,
     SyncRequest,
 )
-from meshchat.store.reconcile import Reconciler, decode_message, encode_message
+from meshchat.store.reasons import DiscardReason
+from meshchat.store.reconcile import MAX_IDS, Reconciler, decode_message, encode_message
 from meshchat.wire import decode_envelope, message_id
 
-__all__ = ["SyncSession", "SyncState"]
+__all__ = [
+    "MAX_RECONCILE_ROUNDS",
+    "SYNC_TRANSITIONS",
+    "SyncInput",
+    "SyncSession",
+    "SyncState",
+    "screen_fetched",
+]
+
+#: Reconciliation rounds one sync may take. An honest mailbox needs a handful (each round splits a
+#: differing range 16 ways; a full frame carries ~8,000 ids, so even 250,000 new ids fit); a mailbox
+#: that keeps answering with new ranges is cut off here. Also bounds what it can make us remember:
+#: at most ``MAX_RECONCILE_ROUNDS * MAX_IDS`` ids to fetch.
+MAX_RECONCILE_ROUNDS = 64
+#: Ids one sync may be told to fetch (see ``MAX_RECONCILE_ROUNDS``).
+MAX_NEED = MAX_RECONCILE_ROUNDS * MAX_IDS
 
 
 class SyncState(Enum):
@@ -48,10 +72,69 @@ class SyncState(Enum):
     RECONCILING = "reconciling"
     #: Fetching what the mailbox has and we lack.
     FETCHING = "fetching"
+    #: Fetched envelopes handed out; waiting until they are stored.
+    ACCEPTING = "accepting"
     #: Asking the mailbox to drop what it held when the sync began.
     DELETING = "deleting"
     #: Finished.
     DONE = "done"
+    #: The mailbox lied: abandon the session (nothing deleted).
+    FAILED = "failed"
+
+
+class SyncInput(Enum):
+    """What a session is told."""
+
+    #: The mailbox's reconciliation reply.
+    SYNCED = "synced"
+    #: The mailbox's fetched envelopes.
+    FETCHED = "fetched"
+    #: What ``fetched`` returned is stored.
+    ACCEPTED = "accepted"
+    #: The mailbox deleted what it held when the sync began.
+    DELETED = "deleted"
+
+
+_St, _In = SyncState, SyncInput
+#: ``(state, input) -> states it may lead to``; any other pair raises ``InvalidTransition``.
+SYNC_TRANSITIONS: dict[tuple[SyncState, SyncInput], frozenset[SyncState]] = {
+    (_St.RECONCILING, _In.SYNCED): frozenset(
+        {_St.RECONCILING, _St.FETCHING, _St.DELETING, _St.DONE, _St.FAILED}
+    ),
+    (_St.FETCHING, _In.FETCHED): frozenset({_St.ACCEPTING, _St.FAILED}),
+    (_St.ACCEPTING, _In.ACCEPTED): frozenset({_St.FETCHING, _St.DELETING, _St.DONE}),
+    (_St.DELETING, _In.DELETED): frozenset({_St.DONE}),
+}
+
+
+def screen_fetched(
+    tags: Iterable[bytes], request: FetchRequest, response: Fetched
+) -> tuple[list[tuple[int, bytes]], Counter[DiscardReason]]:
+    """The good envelopes of a fetch answer as ``(expiry, envelope)``, and the bad items by reason.
+
+    Good: asked for (once), an envelope, addressed to one of ``tags``. Anything else is the mailbox's
+    lie (it chose the ids during reconciliation, and an id is the hash of the bytes).
+    """
+    wanted = set(tags)
+    asked = set(request.message_ids)
+    good: list[tuple[int, bytes]] = []
+    problems: Counter[DiscardReason] = Counter()
+    for data in response.envelopes:
+        mid = message_id(data)
+        if mid not in asked:
+            problems[DiscardReason.UNASKED] += 1
+            continue
+        asked.discard(mid)  # a second copy is unasked
+        try:
+            envelope = decode_envelope(data)
+        except DecodeError:
+            problems[DiscardReason.FETCHED_MALFORMED] += 1
+            continue
+        if envelope.inbox_tag not in wanted:
+            problems[DiscardReason.FETCHED_WRONG_TAG] += 1
+            continue
+        good.append((envelope.expiry, data))
+    return good, problems
 
 
 class SyncSession:
@@ -63,8 +146,11 @@ class SyncSession:
         """Sync ``tags`` against our ``seen`` items ``(expiry, id)``, fetching ``fetch_batch`` at a time."""
         self.tags = tags
         self.state = SyncState.RECONCILING
+        #: The request taken and not answered yet (the messenger matches answers against it).
+        self.awaiting: MailboxRequest | None = None
         self._fetch_batch = fetch_batch
         self._reconciler = Reconciler(seen)
+        self._rounds = 0
         self._need: list[bytes] = []
         self._generation: int | None = None
         self._held = 0
@@ -76,37 +162,71 @@ class SyncSession:
     def take_request(self) -> MailboxRequest | None:
         """The next request to send, once (None: waiting for an answer, or done)."""
         request, self._next = self._next, None
+        if request is not None:
+            self.awaiting = request
         return request
 
-    def synced(self, response: Synced) -> None:
-        """The mailbox's reconciliation reply; ``DecodeError`` if it is garbage."""
-        if self.state is not SyncState.RECONCILING:
-            return
+    def synced(self, response: Synced) -> DiscardReason | None:
+        """The mailbox's reconciliation reply; the mailbox's fault if it is garbage (then FAILED)."""
+        self._enter(SyncInput.SYNCED)
+        self.awaiting = None
+        self._rounds += 1
+        try:
+            next_message, _have, need = self._reconciler.reconcile(decode_message(response.reconcile))
+        except DecodeError:
+            self.state = SyncState.FAILED
+            return DiscardReason.BAD_RECONCILE
         if self._generation is None:
             self._generation, self._held = response.generation, response.held
-        next_message, _have, need = self._reconciler.reconcile(decode_message(response.reconcile))
         self._need += need
         if next_message is not None:
+            if self._rounds >= MAX_RECONCILE_ROUNDS or len(self._need) > MAX_NEED:
+                self.state = SyncState.FAILED
+                return DiscardReason.ENDLESS_RECONCILE
             self._next = SyncRequest(tags=self.tags, reconcile=encode_message(next_message))
         else:
             self._advance()
+        return None
 
-    def fetched(self, request: FetchRequest, response: Fetched) -> tuple[list[bytes], int]:
-        """The envelopes to accept now, in order, and how many the mailbox sent without being asked."""
-        asked = set(request.message_ids)
-        envelopes = [e for e in response.envelopes if message_id(e) in asked]
-        unasked = len(response.envelopes) - len(envelopes)
-        dated = self._carry + [(decode_envelope(e).expiry, e) for e in envelopes]
+    def fetched(self, request: FetchRequest, response: Fetched) -> tuple[list[bytes], Counter[DiscardReason]]:
+        """The envelopes to accept now, in order, and the mailbox's bad items by reason.
+
+        With bad items the session FAILED: every good envelope is returned (none held back for order),
+        and the messenger abandons the session after storing them.
+        """
+        self._enter(SyncInput.FETCHED)
+        if request is not self.awaiting:
+            raise InvalidTransition(
+                machine="SyncSession", state=self.state.name, event="fetched (for another request)"
+            )
+        self.awaiting = None
+        good, problems = screen_fetched(self.tags, request, response)
+        dated = self._carry + good
         self._carry = []
+        if problems:
+            self.state = SyncState.FAILED
+            return [e for _, e in sorted(dated, key=lambda d: d[0])], problems
+        self.state = SyncState.ACCEPTING
         if self._need and dated:
             last = max(expiry for expiry, _ in dated)
             self._carry = [d for d in dated if d[0] == last]
             dated = [d for d in dated if d[0] != last]
-        return [e for _, e in dated], unasked
+        return [e for _, e in dated], problems
 
     def accepted(self) -> None:
         """What ``fetched`` returned is stored: go on."""
+        self._enter(SyncInput.ACCEPTED)
         self._advance()
+
+    def deleted(self) -> None:
+        """The mailbox answered the delete: done."""
+        self._enter(SyncInput.DELETED)
+        self.awaiting = None
+        self.state = SyncState.DONE
+
+    def _enter(self, event: SyncInput) -> None:
+        if (self.state, event) not in SYNC_TRANSITIONS:
+            raise InvalidTransition(machine="SyncSession", state=self.state.name, event=event.value)
 
     def _advance(self) -> None:
         if self._need:
