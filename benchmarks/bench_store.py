@@ -155,10 +155,15 @@ class RecipientStorage(SqliteStorage):
     accept_seconds = 0.0
     accept_calls = 0
 
-    def accept(self, entries: Sequence[SeenEntry], messages: Sequence[InboxRecord]) -> list[InboxRecord]:
+    def accept(
+        self,
+        entries: Sequence[SeenEntry],
+        messages: Sequence[InboxRecord],
+        outbox: Sequence[OutboxRecord] = (),
+    ) -> list[InboxRecord]:
         started = time.perf_counter()
         try:
-            return super().accept(entries, messages)
+            return super().accept(entries, messages, outbox)
         finally:
             self.accept_seconds += time.perf_counter() - started
             self.accept_calls += 1
