@@ -10,14 +10,21 @@ Streams follow the pubsub spec: each side opens one outbound stream per peer, ne
 ``/meshsub/1.2.0``, ``/meshsub/1.1.0`` or ``/meshsub/1.0.0``, writes unsigned-varint length-prefixed
 protobuf RPCs on it, and reads the peer's RPCs from the peer's stream. The router learns of a peer
 once either stream has negotiated a protocol (that tells it which gossipsub version the peer speaks).
+A peer has one inbound stream at a time: a newer one resets the older, as go-libp2p-pubsub does.
 
-What it is not: it does not use py-libp2p's own pubsub (DESIGN.md: too slow, drops silently) and does
-not know what an envelope is (the validator passed in does).
+What it is not: it does not use py-libp2p's own pubsub (DESIGN.md: too slow, drops silently), does
+not know what an envelope is (the validator passed in does), and does not dial on its own beyond the
+peers the router's peer exchange names (the node does).
 
-Nothing is dropped silently: bad frames, oversized frames, stalled streams, full queues and failed
-writes are counted by ``NetDrop`` in ``statistics()``; the router counts its own drops by
-``DropReason``. A bad frame resets the offender's stream and, through the router's score (P4 for
-invalid messages, graylisting), can get it disconnected.
+Bounded, and nothing dropped silently: what a peer can make the driver hold is one unfinished frame
+per peer, charged to a ``BufferBudget`` (per peer and in total) and finished within
+``FRAME_STALL_TIMEOUT`` of its first byte; ``SEND_QUEUE_FRAMES`` and ``SEND_QUEUE_BYTES`` per peer
+queued for sending; ``EVENT_QUEUE`` events for the application. Bad, oversized or stalled frames,
+streams over the budget, duplicate streams, full queues, failed writes and dials, and failed or
+evicted inbound handshakes are counted by ``NetDrop`` in ``statistics()``; the router counts its own
+drops by ``DropReason``. A bad frame resets the offender's stream only (the router is not told of it);
+invalid messages in well-formed frames lower the sender's score (P4), which graylists it and then
+gets it disconnected.
 """
 
 from __future__ import annotations
@@ -146,7 +153,7 @@ class MessageDelivered:
     message_id: bytes
     #: The payload.
     data: bytes
-    #: The peer it first came from (None when published locally is never delivered).
+    #: The peer it first came from (what this node publishes is not delivered back to it).
     source: PeerId
 
 

@@ -43,6 +43,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.tcp.tcp import TCP, TCPListener
 from libp2p.utils.multiaddr_utils import extract_ip_from_multiaddr
+from multiaddr.exceptions import Error as MultiaddrError
 from multiaddr.exceptions import ProtocolLookupError
 
 from meshchat.errors import AddressInUse, BadAddress, NetworkError
@@ -123,7 +124,7 @@ def parse_multiaddr(text: str) -> multiaddr.Multiaddr:
     """``text`` as a multiaddr; ``BadAddress`` if it is not one."""
     try:
         return multiaddr.Multiaddr(text)
-    except Exception as exc:  # the multiaddr package raises several unrelated types
+    except (MultiaddrError, ValueError) as exc:  # its parse errors are both (30,000 fuzzed strings)
         raise BadAddress(text, str(exc) or type(exc).__name__) from None
 
 
@@ -136,7 +137,7 @@ class _Inbound:
         self.stream = stream
         self.scope = trio.CancelScope()
         self.authenticated = False  # py-libp2p reported it as a connection (handshake done)
-        self.evicted = False  # closed mid-handshake to make room for a newer one
+        self.evicted = False  # its socket was closed mid-handshake to make room for a newer one
 
 
 class InboundCounter:
@@ -190,9 +191,11 @@ class InboundCounter:
             key = _remote_of(stream)
             entry = _Inbound(stream)
             while len(self._pending) >= max(1, self.max_pending):
+                # Closing its socket (not cancelling its handler) lets py-libp2p's failed-upgrade path
+                # run to its end, which gives back the resource manager's slot for it too.
                 _, oldest = self._pending.popitem(last=False)
                 oldest.evicted = True
-                oldest.scope.cancel()
+                await _close_quietly(oldest.stream)
             self._handlers[key] = self._pending[key] = entry
             try:
                 with entry.scope:
@@ -204,7 +207,6 @@ class InboundCounter:
                     del self._pending[key]
             if entry.evicted:
                 self.evicted += 1
-                await _close_quietly(stream)
                 self.on_change()
             elif not entry.authenticated and not self.closing:
                 self.failed += 1
