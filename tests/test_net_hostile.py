@@ -21,9 +21,21 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
-from test_net import LOCAL, WAIT, honest_traffic_still_flows, identity, line, raw_peer, wait_for
+from test_net import (
+    LOCAL,
+    TOPIC,
+    WAIT,
+    collect,
+    honest_traffic_still_flows,
+    identity,
+    line,
+    raw_peer,
+    wait_for,
+)
 
 from meshchat.errors import AddressInUse, NetworkError
+from meshchat.gossip.messages import RPC, SubOpts
+from meshchat.gossip.rpc import encode_rpc, frame
 from meshchat.net import NetDrop
 from meshchat.net import driver as driver_module
 from meshchat.net import mailbox as mailbox_module
@@ -114,6 +126,37 @@ async def test_a_frame_trickled_a_byte_at_a_time_is_reset_at_the_frame_deadline(
         await wait_for(b, lambda: b.statistics().drops[NetDrop.STALLED_STREAM] == 1, "stall counted")
         assert sent < 60  # reset before the frame could be finished (the old timeout restarted each byte)
         await honest_traffic_still_flows(a, b)
+
+
+async def test_a_peer_that_reads_nothing_fills_only_its_own_bounded_send_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A subscriber that stops reading its connection: once the socket's buffers are full, frames queue
+    for it up to ``SEND_QUEUE_BYTES`` (before: up to 1,024 frames of any size) and the rest are
+    refused, counted; the other peer still gets everything."""
+    monkeypatch.setattr(driver_module, "SEND_QUEUE_BYTES", 256 * 1024)
+    async with line(2) as (a, b), raw_peer(63) as deaf:
+        stream = await open_stream(deaf, b, "/meshsub/1.1.0")
+        await stream.write(frame(encode_rpc(RPC(subscriptions=(SubOpts(subscribe=True, topic=TOPIC),)))))
+        deaf_id = deaf.get_id().to_base58()
+        await wait_for(b, lambda: deaf_id in b.driver.router.topic_peers(TOPIC), "subscribed")
+
+        async def read_nothing(n: int | None = None) -> bytes:
+            await trio.sleep_forever()
+            raise AssertionError("unreachable")
+
+        b_id = info_from_p2p_addr(multiaddr.Multiaddr(b.listen_addrs[0])).peer_id
+        (conn,) = deaf.get_network().connections[b_id]
+        conn.muxed_conn.secured_conn.read = read_nothing  # type: ignore[attr-defined,method-assign]
+        count = 400  # 12 MB: more than loopback's socket buffers hold
+        for i in range(count):  # each written to a before the next: a's queue never fills
+            assert await b.driver.publish_and_flush(TOPIC, b"%03d" % i + b"m" * 30_000) >= 1
+        await wait_for(b, lambda: b.statistics().drops[NetDrop.SEND_QUEUE_FULL] > 0, "refused, counted")
+        got = await collect(a, count)
+        assert sorted(e.data[:3] for e in got) == [b"%03d" % i for i in range(count)]
+        # Each peer's queue (and batch in flight) within the bound: the deaf one's full, a's draining.
+        assert 256 * 1024 - 30_100 < b.statistics().queued_bytes <= 2 * 256 * 1024
+        assert b.statistics().drops[NetDrop.SEND_QUEUE_FULL] > count // 2  # all of them the deaf one's
 
 
 # --- item 7: the mailbox protocol server ------------------------------------------------------------

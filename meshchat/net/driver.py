@@ -593,8 +593,10 @@ class GossipDriver:
                         except (trio.WouldBlock, trio.EndOfChannel):
                             break
                     data = b"".join(batch)
-                    link.queued_bytes -= len(data)
-                    await stream.write(data)
+                    try:
+                        await stream.write(data)
+                    finally:  # counted until written: the queue and the batch in flight share the bound
+                        link.queued_bytes -= len(data)
                     self._frames_sent += len(batch)
                     link.written += len(batch)
                     if self._flush_waiters:
