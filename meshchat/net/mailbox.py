@@ -148,34 +148,43 @@ class MailboxServer:
 
     async def _answer(self, peer: str, stream: INetStream, reader: FrameReader) -> None:
         """Read the request, answer it, close the stream; or count why not and reset it."""
-        try:
-            with trio.move_on_after(CALL_TIMEOUT) as deadline:
-                try:
-                    raw = await _read_frame(stream, reader)
-                except EOFError:
-                    self.probes += 1
-                    await _close_quietly(stream)
-                    return
-                reader.release()  # the frame is whole: it is the core's to bound now
-                try:
-                    request = decode_request(raw)
-                except DecodeError as exc:  # TooLarge is one
-                    self.refused[BAD_REQUEST] += 1
-                    answer: MailboxResponse = MailboxError(code=ErrorCode.BAD_REQUEST, detail=str(exc))
-                else:
-                    answer = self.core.handle(peer, request, wall_now=time.time())
-                await stream.write(frame(encode_response(answer)))
+        with trio.move_on_after(CALL_TIMEOUT) as deadline:
+            try:
+                raw = await _read_frame(stream, reader)
+            except EOFError:
+                self.probes += 1
                 await _close_quietly(stream)
                 return
-            if deadline.cancelled_caught:
-                self.refused[TIMED_OUT] += 1
-        except QuotaExceeded:
-            self.refused[BUFFER_FULL] += 1
-        except DecodeError:  # the frame itself is broken (too long, or two on one call stream)
-            self.refused[BAD_FRAME] += 1
-        except IO_ERRORS:  # the peer went away mid-call
-            self.refused[BROKEN_STREAM] += 1
-        await _reset_quietly(stream)
+            except QuotaExceeded:
+                self.refused[BUFFER_FULL] += 1
+                await _reset_quietly(stream)
+                return
+            except DecodeError:  # the frame itself is broken (too long, or two on one call stream)
+                self.refused[BAD_FRAME] += 1
+                await _reset_quietly(stream)
+                return
+            except IO_ERRORS:  # the peer went away mid-call
+                self.refused[BROKEN_STREAM] += 1
+                await _reset_quietly(stream)
+                return
+            reader.release()  # the frame is whole: it is the core's to bound now
+            try:
+                request = decode_request(raw)
+            except DecodeError as exc:  # TooLarge is one
+                self.refused[BAD_REQUEST] += 1
+                answer: MailboxResponse = MailboxError(code=ErrorCode.BAD_REQUEST, detail=str(exc))
+            else:
+                answer = self.core.handle(peer, request, wall_now=time.time())
+            try:
+                await stream.write(frame(encode_response(answer)))
+            except IO_ERRORS:  # the peer went away before the answer
+                self.refused[BROKEN_STREAM] += 1
+                await _reset_quietly(stream)
+                return
+            await _close_quietly(stream)
+        if deadline.cancelled_caught:  # a request or an answer not through in time (a slow peer)
+            self.refused[TIMED_OUT] += 1
+            await _reset_quietly(stream)
 
 
 async def _close_quietly(stream: INetStream) -> None:
