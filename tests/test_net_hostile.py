@@ -20,6 +20,7 @@ import pytest
 import trio
 from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.host.ping import PingService
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from test_net import (
     LOCAL,
@@ -40,7 +41,7 @@ from meshchat.net import NetDrop
 from meshchat.net import driver as driver_module
 from meshchat.net import mailbox as mailbox_module
 from meshchat.net.budget import MAX_BUFFERED_PER_PEER
-from meshchat.net.host import IO_ERRORS
+from meshchat.net.host import IO_ERRORS, MAX_STREAM_BUFFER, WindowedYamux
 from meshchat.net.mailbox import MAX_CALLS_PER_PEER, call_mailbox
 from meshchat.node import Node
 from meshchat.store.protocol import MAILBOX_PROTOCOL, FetchRequest, MailboxError
@@ -157,6 +158,33 @@ async def test_a_peer_that_reads_nothing_fills_only_its_own_bounded_send_queue(
         # Each peer's queue (and batch in flight) within the bound: the deaf one's full, a's draining.
         assert 256 * 1024 - 30_100 < b.statistics().queued_bytes <= 2 * 256 * 1024
         assert b.statistics().drops[NetDrop.SEND_QUEUE_FULL] > count // 2  # all of them the deaf one's
+
+
+async def test_a_peer_ignoring_yamux_flow_control_cannot_fill_a_stalled_stream() -> None:
+    """py-libp2p's yamux buffered whatever a peer sent past the receive window (it only logged it):
+    8 MiB into a stream whose reader is stalled stayed in memory. Now a stream holds at most its
+    window, and never more than ``MAX_STREAM_BUFFER``; the rest is refused and counted."""
+
+    async def stalled(stream: INetStream) -> None:
+        await trio.sleep_forever()
+
+    async with line(1) as (b,), raw_peer(64) as evil:
+        b.host.set_stream_handler(TProtocol("/test/stalled"), stalled)  # any slow reader
+        stream = await open_stream(evil, b, "/test/stalled")
+        stream.muxed_stream.send_window = 1 << 40  # type: ignore[attr-defined]  # ignore flow control
+        b_id = info_from_p2p_addr(multiaddr.Multiaddr(b.listen_addrs[0])).peer_id
+        with trio.fail_after(WAIT):
+            for _ in range(128):
+                await stream.write(b"p" * 65536)
+            # The node reads a connection's frames in order: once a ping's echo is back, it has
+            # handled every frame written before it.
+            await PingService(evil).ping(b_id, ping_amt=1)
+        (conn,) = b.host.get_network().connections[evil.get_id()]
+        muxer = conn.muxed_conn
+        assert isinstance(muxer, WindowedYamux)
+        assert muxer.refused_frames > 0
+        assert 0 < sum(len(buffer) for buffer in muxer.stream_buffers.values()) <= MAX_STREAM_BUFFER
+        assert b.host.get_network().connections.get(evil.get_id())  # the connection itself lives on
 
 
 # --- item 7: the mailbox protocol server ------------------------------------------------------------

@@ -24,11 +24,12 @@ import resource
 import socket
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost, IMuxedConn, INetConn, INetStream, INetwork, INotifee, ISecureConn
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
@@ -36,11 +37,14 @@ from libp2p.custom_types import THandler, TProtocol
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.io.abc import ReadWriteCloser
 from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.exceptions import MuxedStreamError
 from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
+from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
+from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, Yamux
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.tcp.tcp import TCP, TCPListener
 from libp2p.utils.multiaddr_utils import extract_ip_from_multiaddr
 from multiaddr.exceptions import Error as MultiaddrError
@@ -54,8 +58,10 @@ __all__ = [
     "HANDSHAKE_TIMEOUT",
     "IO_ERRORS",
     "MAX_PENDING_HANDSHAKES",
+    "MAX_STREAM_BUFFER",
     "MUXERS",
     "InboundCounter",
+    "WindowedYamux",
     "build_host",
     "key_pair_of",
     "parse_multiaddr",
@@ -126,6 +132,83 @@ def parse_multiaddr(text: str) -> multiaddr.Multiaddr:
         return multiaddr.Multiaddr(text)
     except (MultiaddrError, ValueError) as exc:  # its parse errors are both (30,000 fuzzed strings)
         raise BadAddress(text, str(exc) or type(exc).__name__) from None
+
+
+#: Most unread bytes one yamux stream may hold, whatever window py-libp2p's auto-tuning granted: four
+#: maximum-size meshchat frames (1 MiB); meshchat's readers take frames as they come, and py-libp2p's
+#: own protocols (identify, ping, DHT, relay reservations) exchange small messages.
+MAX_STREAM_BUFFER = 4 * 1024 * 1024
+
+
+class _WindowedBuffer(bytearray):
+    """A yamux stream's receive buffer that refuses data beyond the window its receiver granted."""
+
+    def __init__(self, value: bytes | bytearray, muxer: Yamux, stream_id: int) -> None:
+        super().__init__(value)
+        self._muxer = muxer
+        self._stream_id = stream_id
+
+    def extend(self, data: object) -> None:
+        """Append ``data`` (bytes), or raise ``MuxedStreamError`` if the sender ignored the window."""
+        assert isinstance(data, bytes | bytearray | memoryview), "yamux appends bytes"
+        stream = self._muxer.streams.get(self._stream_id)
+        window = stream.target_recv_window if stream is not None else DEFAULT_WINDOW_SIZE
+        if len(self) + len(data) > min(window, MAX_STREAM_BUFFER):
+            if isinstance(self._muxer, WindowedYamux):
+                self._muxer.refused_frames += 1
+            raise MuxedStreamError(f"peer sent past the receive window of stream {self._stream_id}")
+        super().extend(data)
+
+
+class _WindowedBuffers(dict[int, bytearray]):
+    """A yamux connection's receive buffers, each a ``_WindowedBuffer``."""
+
+    def __init__(self, muxer: Yamux) -> None:
+        super().__init__()
+        self._muxer = muxer
+
+    def __setitem__(self, stream_id: int, value: bytearray) -> None:
+        super().__setitem__(stream_id, _WindowedBuffer(value, self._muxer, stream_id))
+
+
+class WindowedYamux(Yamux):
+    """py-libp2p's yamux, holding a peer to the receive window it was granted, and each stream's
+    unread data to ``MAX_STREAM_BUFFER``.
+
+    py-libp2p 0.8.1's yamux logs "peer exceeded receive window" and buffers the data anyway, so a peer
+    that ignores flow control could make a node buffer without limit on any stream whose reader is
+    slow or stalled (a stream still negotiating, a ping whose echoes it never reads). Its window
+    auto-tuning also grows a stream's window to 16 MiB after a few quick small reads. Here a stream's
+    buffer refuses data beyond the smaller of the two; py-libp2p then marks that stream closed for
+    reading and drops what else comes for it (the yamux spec makes a window violation a protocol
+    error; go-yamux closes the whole session).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stream_buffers = _WindowedBuffers(self)
+        #: Data frames refused (dropped) because they went past a stream's bound.
+        self.refused_frames = 0
+
+
+class _WindowedMuxerMultistream(MuxerMultistream):
+    """py-libp2p's muxer negotiation, building the negotiated muxer from the class it was given:
+    py-libp2p 0.8.1's own builds a plain ``Yamux`` for yamux whatever class ``muxer_opt`` names."""
+
+    async def new_conn(self, conn: ISecureConn, peer_id: ID) -> IMuxedConn:
+        protocol, transport_class = await self._selector.select(
+            conn, conn.is_initiator, self.negotiate_timeout
+        )
+        return self._annotate_connection(transport_class(conn, peer_id), conn, protocol)
+
+
+def _use_windowed_yamux(host: IHost) -> None:
+    """Make ``host``'s connections use ``WindowedYamux`` (see ``_WindowedMuxerMultistream``)."""
+    upgrader = host.get_network().upgrader  # type: ignore[attr-defined]  # the Swarm's, not in INetwork
+    negotiation: MuxerMultistream = upgrader.muxer_multistream
+    transports = {protocol: cls for protocol, cls in negotiation.transports.items()}
+    transports[MUXERS[0]] = WindowedYamux
+    upgrader.muxer_multistream = _WindowedMuxerMultistream(transports, negotiation.negotiate_timeout)
 
 
 class _Inbound:
@@ -367,6 +450,7 @@ def build_host(
         ),
     )
     host.get_network().register_notifee(counter.notifee())
+    _use_windowed_yamux(host)
     return host
 
 
