@@ -8,8 +8,8 @@ per stream for as long as the stall timeout allows (100 such streams held 100 Mi
 what it holds to its peer in a ``BufferBudget``; growth beyond the peer's share or the total is refused
 with ``QuotaExceeded``, and the reader resets its stream (its caller counts that as a drop).
 
-What it is not: it does not bound what py-libp2p's muxers buffer below a stream (yamux's receive window
-per stream, which the bound on streams per peer in the readers keeps in check) nor what is queued for
+What it is not: it does not bound what the muxer buffers below a stream (``meshchat.net.host``'s
+``WindowedYamux`` holds each stream to its window and ``MAX_STREAM_BUFFER``) nor what is queued for
 sending (``meshchat.net.driver.SEND_QUEUE_BYTES``).
 """
 
