@@ -21,7 +21,7 @@ from processes import JsonLinesProcess
 
 from meshchat.identity import Identity, save_identity
 from meshchat.net import MessageDelivered, NetDrop
-from meshchat.net.host import HANDSHAKE_TIMEOUT
+from meshchat.net.host import HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, MAX_PENDING_HANDSHAKES
 from meshchat.node import KEY_FILE, Node
 
 pytestmark = pytest.mark.slow
@@ -184,12 +184,18 @@ async def test_meshchat_send_reaches_a_contact_running_meshchat_chat(tmp_path: P
             await chat.wait()
 
 
-async def test_500_idle_connections_do_not_stop_honest_traffic_and_are_closed() -> None:
-    """500 TCP connections that never start a handshake (in this process, beside the two nodes).
+#: Idle sockets in the flood: more than the connection cap (``MAX_CONNECTIONS``), which they used to fill
+#: until they timed out, locking every new peer out.
+FLOOD = MAX_CONNECTIONS + 76
+
+
+async def test_an_idle_flood_larger_than_the_connection_cap_does_not_lock_out_new_peers() -> None:
+    """1,100 TCP connections that never start a handshake (in this process, beside the two nodes).
 
     What holds: the node stays up, the peer it already has keeps delivering, it can still dial out, a
-    new peer still gets in (the connection pool is sized past 500: py-libp2p counts each pending
-    handshake against it), and it closes every idle connection once the handshake timeout passes.
+    new peer still gets in (no more than ``MAX_PENDING_HANDSHAKES`` handshakes stay pending: for each
+    newer one the oldest is closed at once), and it closes every idle connection, the rest once the
+    handshake timeout passes, each counted as evicted or failed.
     """
     async with (
         Node.open(identity=Identity(b"\x31" * 32), listen=[LOCAL]) as a,
@@ -204,7 +210,7 @@ async def test_500_idle_connections_do_not_stop_honest_traffic_and_are_closed() 
         idle: list[trio.SocketStream] = []
         try:
             with trio.fail_after(WAIT):
-                for _ in range(500):
+                for _ in range(FLOOD):
                     idle.append(await trio.open_tcp_stream("127.0.0.1", port))
             await a.publish(TOPIC, b"through the crowd")
             await _delivered(b, b"through the crowd")
@@ -219,9 +225,15 @@ async def test_500_idle_connections_do_not_stop_honest_traffic_and_are_closed() 
                     while await stream.receive_some(4096):
                         pass  # multistream-select's greeting, if any; then the node's close
                     closed += 1
-            assert closed == 500
+            assert closed == FLOOD
+
+            def refused() -> int:
+                drops = b.statistics().drops
+                return drops[NetDrop.HANDSHAKE_FAILED] + drops[NetDrop.HANDSHAKE_EVICTED]
+
             with trio.fail_after(WAIT):  # each one counted, by reason, once the node has let it go
-                await b.wait_for(lambda: b.statistics().drops[NetDrop.HANDSHAKE_FAILED] == 500)
+                await b.wait_for(lambda: refused() == FLOOD)
+            assert b.statistics().drops[NetDrop.HANDSHAKE_EVICTED] >= FLOOD - MAX_PENDING_HANDSHAKES
             assert a.statistics().drops[NetDrop.HANDSHAKE_FAILED] == 0
             async with Node.open(identity=Identity(b"\x34" * 32), listen=[LOCAL]) as d:
                 await d.connect(b.listen_addrs[0])  # inbound works again

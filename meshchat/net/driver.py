@@ -10,14 +10,21 @@ Streams follow the pubsub spec: each side opens one outbound stream per peer, ne
 ``/meshsub/1.2.0``, ``/meshsub/1.1.0`` or ``/meshsub/1.0.0``, writes unsigned-varint length-prefixed
 protobuf RPCs on it, and reads the peer's RPCs from the peer's stream. The router learns of a peer
 once either stream has negotiated a protocol (that tells it which gossipsub version the peer speaks).
+A peer has one inbound stream at a time: a newer one resets the older, as go-libp2p-pubsub does.
 
-What it is not: it does not use py-libp2p's own pubsub (DESIGN.md: too slow, drops silently) and does
-not know what an envelope is (the validator passed in does).
+What it is not: it does not use py-libp2p's own pubsub (DESIGN.md: too slow, drops silently), does
+not know what an envelope is (the validator passed in does), and does not dial on its own beyond the
+peers the router's peer exchange names (the node does).
 
-Nothing is dropped silently: bad frames, oversized frames, stalled streams, full queues and failed
-writes are counted by ``NetDrop`` in ``statistics()``; the router counts its own drops by
-``DropReason``. A bad frame resets the offender's stream and, through the router's score (P4 for
-invalid messages, graylisting), can get it disconnected.
+Bounded, and nothing dropped silently: what a peer can make the driver hold is one unfinished frame
+per peer, charged to a ``BufferBudget`` (per peer and in total) and finished within
+``FRAME_STALL_TIMEOUT`` of its first byte; ``SEND_QUEUE_FRAMES`` and ``SEND_QUEUE_BYTES`` per peer
+queued for sending; ``EVENT_QUEUE`` events for the application. Bad, oversized or stalled frames,
+streams over the budget, duplicate streams, full queues, failed writes and dials, and failed or
+evicted inbound handshakes are counted by ``NetDrop`` in ``statistics()``; the router counts its own
+drops by ``DropReason``. A bad frame resets the offender's stream only (the router is not told of it);
+invalid messages in well-formed frames lower the sender's score (P4), which graylists it and then
+gets it disconnected.
 """
 
 from __future__ import annotations
@@ -26,19 +33,19 @@ import contextlib
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum
-from typing import Any, TypeAlias, assert_never
+from typing import Any, assert_never
 
 import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo as Libp2pPeerInfo
+from libp2p.peer.peerstore import PeerStoreError
 from libp2p.rcmgr import Direction
 from multiaddr import Multiaddr
+from multiaddr.exceptions import ProtocolLookupError
 
-from meshchat.errors import DecodeError, TooLarge
+from meshchat.errors import DecodeError, QuotaExceeded, TooLarge
 from meshchat.gossip import (
     Deliver,
     Dial,
@@ -52,14 +59,22 @@ from meshchat.gossip import (
     Publish,
     RouterAction,
     RouterInput,
-    RouterStatistics,
     RpcReceived,
     SendFailed,
     SendRpc,
 )
 from meshchat.gossip.messages import PeerId, Topic
-from meshchat.gossip.rpc import FrameDecoder, RpcLimits, decode_rpc, encode_rpc, frame
-from meshchat.net.host import InboundCounter
+from meshchat.gossip.rpc import RpcLimits, decode_rpc, encode_rpc, frame
+from meshchat.net.budget import BufferBudget, FrameReader
+from meshchat.net.events import (
+    DriverStatistics,
+    MessageDelivered,
+    NetDrop,
+    NetEvent,
+    PeerJoined,
+    PeerLeft,
+)
+from meshchat.net.host import CLOSE_ERRORS, IO_ERRORS, InboundCounter
 
 __all__ = [
     "PUBSUB_PROTOCOLS",
@@ -77,6 +92,10 @@ PUBSUB_PROTOCOLS: tuple[TProtocol, ...] = tuple(TProtocol(p.value) for p in reve
 #: RPC frames queued for one peer before further ones are refused (counted): ~1,000 messages is a few
 #: seconds of a busy topic; a peer that cannot take that is too slow to keep up anyway.
 SEND_QUEUE_FRAMES = 1024
+#: Bytes queued for one peer before further frames are refused (counted): a peer that reads nothing
+#: would otherwise make the node hold ``SEND_QUEUE_FRAMES`` frames of up to 1 MiB each. 8 MiB is 128
+#: maximum-size envelopes, or the whole frame queue at 8 KiB a frame (chat messages are far smaller).
+SEND_QUEUE_BYTES = 8 * 1024 * 1024
 #: Frames written to a stream in one write, at most: fewer system calls under load.
 WRITE_BATCH_FRAMES = 64
 #: Router inputs waiting to be handled; stream readers wait (TCP backpressure) when it is full.
@@ -88,87 +107,14 @@ EVENT_QUEUE = 8192
 READ_CHUNK = 64 * 1024
 #: Seconds to open and negotiate a pubsub stream to a connected peer.
 STREAM_OPEN_TIMEOUT = 10.0
-#: Seconds a peer may leave a frame half-sent before its stream is reset (slowloris defence; h11 and
-#: nginx use similar header timeouts). The memory it can hold meanwhile is one frame, at most
-#: ``RpcLimits.max_rpc_size``.
+#: Seconds a peer may take to finish a frame once it has started it, before its stream is reset
+#: (slowloris defence; h11 and nginx use similar header timeouts). It runs from the frame's first byte,
+#: not from the last read, so trickling a byte at a time does not extend it; 30 s is 1 MiB at 35 KB/s.
+#: What a peer can make the node hold meanwhile is bounded by the ``BufferBudget`` (per peer and in
+#: total) and by one inbound pubsub stream per peer.
 FRAME_STALL_TIMEOUT = 30.0
 #: Seconds to dial a peer.
 DIAL_TIMEOUT = 10.0
-
-
-class NetDrop(Enum):
-    """Why the driver discarded something. Each is counted."""
-
-    #: An RPC frame that did not decode (its stream was reset).
-    MALFORMED_RPC = "malformed rpc"
-    #: A frame longer than the RPC size limit (its stream was reset before the body was read).
-    OVERSIZED_FRAME = "oversized frame"
-    #: A stream left a frame unfinished for ``FRAME_STALL_TIMEOUT`` (it was reset).
-    STALLED_STREAM = "stalled stream"
-    #: A frame for a peer whose send queue was full.
-    SEND_QUEUE_FULL = "send queue full"
-    #: A frame for a peer with no connection, or whose stream failed to open or write.
-    SEND_FAILED = "send failed"
-    #: An event the application did not take in time (the event queue was full).
-    EVENT_QUEUE_FULL = "event queue full"
-    #: A peer-exchange dial that failed or had no address to use.
-    DIAL_FAILED = "dial failed"
-    #: An inbound TCP connection that never became a libp2p connection (idle until the handshake
-    #: timeout, garbage, wrong key, over the connection cap); counted by ``InboundCounter``.
-    HANDSHAKE_FAILED = "inbound handshake failed"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MessageDelivered:
-    """A validated message arrived, once per message id."""
-
-    #: The topic.
-    topic: Topic
-    #: Its id.
-    message_id: bytes
-    #: The payload.
-    data: bytes
-    #: The peer it first came from (None when published locally is never delivered).
-    source: PeerId
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PeerJoined:
-    """A peer's pubsub stream negotiated a protocol: it is a gossip peer now."""
-
-    #: The peer.
-    peer: PeerId
-    #: The gossipsub version it speaks.
-    protocol: Protocol
-    #: True if this node dialled the connection.
-    outbound: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PeerLeft:
-    """The last connection to a gossip peer closed."""
-
-    #: The peer.
-    peer: PeerId
-
-
-NetEvent: TypeAlias = MessageDelivered | PeerJoined | PeerLeft
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DriverStatistics:
-    """Counters of the driver and of the router it runs."""
-
-    #: What the driver discarded, by reason.
-    drops: dict[NetDrop, int]
-    #: RPC frames written to peers.
-    frames_sent: int
-    #: RPC frames read from peers and decoded.
-    frames_received: int
-    #: Gossip peers now.
-    peers: int
-    #: The router's own counters.
-    router: RouterStatistics
 
 
 class _Ticket:
@@ -198,6 +144,7 @@ class _Link:
         "ip",
         "outbound",
         "queue",
+        "queued_bytes",
         "receive",
         "scope",
         "writable",
@@ -212,6 +159,7 @@ class _Link:
         self.writable = True  # False once our pubsub stream failed to open or to write
         self.enqueued = 0  # frames put in the queue so far
         self.written = 0  # frames written to the stream so far (the queue is FIFO)
+        self.queued_bytes = 0  # bytes in the queue now (bounded by SEND_QUEUE_BYTES)
         self.queue: trio.MemorySendChannel[bytes]
         self.receive: trio.MemoryReceiveChannel[bytes]
         self.queue, self.receive = trio.open_memory_channel[bytes](SEND_QUEUE_FRAMES)
@@ -220,18 +168,18 @@ class _Link:
 
 def _ip_of(conn: INetConn) -> str | None:
     """The remote IP address of ``conn`` (for the IP colocation penalty), if it tells."""
-    try:
-        addresses: list[Multiaddr] = conn.get_transport_addresses()
-    except Exception:  # best effort: py-libp2p transports differ in what they know
-        return None
+    addresses: list[Multiaddr] = conn.get_transport_addresses()
     for address in addresses:
         for proto in ("ip4", "ip6"):
             try:
                 return str(address.value_for_protocol(proto))
-            except Exception:  # not this protocol: try the next
+            except ProtocolLookupError:  # not this protocol: try the next
                 continue
     return None
 
+
+#: A network call's failures (``IO_ERRORS``) or its deadline passing (``trio.fail_after``).
+_IO_OR_TIMEOUT: tuple[type[Exception], ...] = (*IO_ERRORS, trio.TooSlowError)
 
 #: Seconds a stream reset may take while a task is being torn down.
 RESET_TIMEOUT = 1.0
@@ -241,7 +189,7 @@ async def _reset_quietly(stream: INetStream) -> None:
     """Reset ``stream`` even while being cancelled; it may be broken already, which is fine."""
     with trio.move_on_after(RESET_TIMEOUT) as scope:
         scope.shield = True
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(*CLOSE_ERRORS):  # NetStream.reset swallows its own; this is a guard
             await stream.reset()
 
 
@@ -282,9 +230,14 @@ class GossipDriver:
         *,
         limits: RpcLimits | None = None,
         event_capacity: int = EVENT_QUEUE,
+        budget: BufferBudget | None = None,
     ) -> None:
-        """Drive ``router`` over ``host``; RPCs beyond ``limits`` are refused."""
+        """Drive ``router`` over ``host``; RPCs beyond ``limits`` are refused; unfinished frames are
+        charged to ``budget`` (share one with the mailbox server to bound both together)."""
         self._host = host
+        self._budget = budget or BufferBudget()
+        # Each peer's inbound pubsub stream reader (one per peer; a newer stream replaces the older).
+        self._readers: dict[PeerId, trio.CancelScope] = {}
         self._router = router
         self._limits = limits or RpcLimits()
         self._links: dict[PeerId, _Link] = {}
@@ -356,21 +309,35 @@ class GossipDriver:
         self._changed_event = trio.Event()
 
     def count_inbound(self, counter: InboundCounter) -> None:
-        """Report ``counter``'s failed inbound connections as ``HANDSHAKE_FAILED`` (and wake waiters)."""
+        """Report ``counter``'s failed and evicted inbound connections as ``HANDSHAKE_FAILED`` and
+        ``HANDSHAKE_EVICTED`` (and wake waiters)."""
         self._inbound = counter
         counter.on_change = self._changed
+
+    @property
+    def inbound(self) -> InboundCounter | None:
+        """The inbound connection counter given to ``count_inbound``, if any."""
+        return self._inbound
+
+    @property
+    def budget(self) -> BufferBudget:
+        """What the pubsub stream readers hold for peers."""
+        return self._budget
 
     def statistics(self) -> DriverStatistics:
         """A snapshot of the counters."""
         drops = dict(self._drops)
         if self._inbound is not None:
             drops[NetDrop.HANDSHAKE_FAILED] = self._inbound.failed
+            drops[NetDrop.HANDSHAKE_EVICTED] = self._inbound.evicted
         return DriverStatistics(
             drops=drops,
             frames_sent=self._frames_sent,
             frames_received=self._frames_received,
             peers=sum(1 for link in self._links.values() if link.announced),
             router=self._router.statistics(),
+            buffer=self._budget.statistics(),
+            queued_bytes=sum(link.queued_bytes for link in self._links.values()),
         )
 
     # --- running ----------------------------------------------------------------------------------
@@ -457,11 +424,14 @@ class GossipDriver:
             self._later.append(SendFailed(peer=peer))
             return
         try:
+            if link.queued_bytes + len(data) > SEND_QUEUE_BYTES:
+                raise trio.WouldBlock
             link.queue.send_nowait(data)
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             self._drops[NetDrop.SEND_QUEUE_FULL] += 1
             self._later.append(SendFailed(peer=peer))
             return
+        link.queued_bytes += len(data)
         link.enqueued += 1
         if self._marks is not None:
             self._marks[peer] = (link, link.enqueued)
@@ -525,7 +495,7 @@ class GossipDriver:
             try:
                 with trio.fail_after(STREAM_OPEN_TIMEOUT):
                     stream = await self._host.new_stream(ID.from_base58(peer), list(PUBSUB_PROTOCOLS))
-            except Exception:  # no pubsub there (a DHT or relay peer, say), or it did not answer in time
+            except _IO_OR_TIMEOUT:  # no pubsub there (a DHT or relay peer), or no answer
                 link.writable = False
                 self._count_unsent(link)
                 return
@@ -539,12 +509,16 @@ class GossipDriver:
                             batch.append(receive.receive_nowait())
                         except (trio.WouldBlock, trio.EndOfChannel):
                             break
-                    await stream.write(b"".join(batch))
+                    data = b"".join(batch)
+                    try:
+                        await stream.write(data)
+                    finally:  # counted until written: the queue and the batch in flight share the bound
+                        link.queued_bytes -= len(data)
                     self._frames_sent += len(batch)
                     link.written += len(batch)
                     if self._flush_waiters:
                         self._changed()
-            except Exception:  # any failure of this peer's stream ends its writer
+            except IO_ERRORS:  # any failure of this peer's stream ends its writer
                 await self._fail_link(peer, link)
         if stream is not None:
             await _reset_quietly(stream)
@@ -554,9 +528,10 @@ class GossipDriver:
         lost = 0
         while True:
             try:
-                link.receive.receive_nowait()
+                data = link.receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
+            link.queued_bytes -= len(data)
             lost += 1
         self._drops[NetDrop.SEND_FAILED] += lost
         self._changed()
@@ -574,63 +549,86 @@ class GossipDriver:
     # --- reading ----------------------------------------------------------------------------------
 
     async def _on_stream(self, stream: INetStream) -> None:
-        """A peer opened its pubsub stream to us: read its RPCs until it ends or misbehaves."""
+        """A peer opened its pubsub stream to us: read its RPCs until it ends or misbehaves.
+
+        One inbound stream per peer: a newer one resets the older (as go-libp2p-pubsub does), so a
+        peer cannot make the node read, and buffer a frame for, many streams at once.
+        """
         peer = stream.muxed_conn.peer_id.to_base58()
-        link = self._links.get(peer)
-        if link is None:
-            # The stream can come before the connection notice; the notice will find this link.
-            link = self._links[peer] = _Link(outbound=False, ip=None)
-            self._spawn(self._write, peer, link)
-        await self._announce(peer, link, stream.get_protocol())
-        decoder = FrameDecoder(max_frame_size=self._limits.max_rpc_size)
-        partial = False
+        older = self._readers.get(peer)
+        if older is not None:
+            self._drops[NetDrop.DUPLICATE_STREAM] += 1
+            older.cancel()
+        scope = self._readers[peer] = trio.CancelScope()
+        reader = FrameReader(self._budget, peer, max_frame_size=self._limits.max_rpc_size)
         try:
-            while True:
-                data = b""
-                with trio.move_on_after(FRAME_STALL_TIMEOUT if partial else math.inf):
-                    data = await stream.read(READ_CHUNK)
-                    if not data:
-                        return
-                if not data:
-                    self._drops[NetDrop.STALLED_STREAM] += 1
-                    return
-                try:
-                    frames = decoder.feed(data)
-                    rpcs = [decode_rpc(f, limits=self._limits) for f in frames]
-                except DecodeError as exc:
-                    oversized = isinstance(exc, TooLarge)
-                    self._drops[NetDrop.OVERSIZED_FRAME if oversized else NetDrop.MALFORMED_RPC] += 1
-                    return
-                partial = decoder.pending
-                self._frames_received += len(rpcs)
-                for rpc in rpcs:
-                    await self._inputs_send.send(RpcReceived(peer=peer, rpc=rpc))
-        except Exception:  # the stream broke: the connection notice does the rest
+            with scope:
+                link = self._links.get(peer)
+                if link is None:
+                    # The stream can come before the connection notice; the notice will find this link.
+                    link = self._links[peer] = _Link(outbound=False, ip=None)
+                    self._spawn(self._write, peer, link)
+                await self._announce(peer, link, stream.get_protocol())
+                await self._read(peer, stream, reader)
+        except IO_ERRORS:  # the stream broke: the connection notice does the rest
             pass
         finally:
+            reader.release()
+            if self._readers.get(peer) is scope:
+                del self._readers[peer]
             self._changed()
             await _reset_quietly(stream)
+
+    async def _read(self, peer: PeerId, stream: INetStream, reader: FrameReader) -> None:
+        """Read RPCs off ``stream`` until it ends, misbehaves (counted) or stalls mid-frame (counted)."""
+        deadline = math.inf  # when the frame begun must be complete
+        while True:
+            data = b""
+            with trio.move_on_at(deadline):
+                data = await stream.read(READ_CHUNK)
+                if not data:
+                    return
+            if not data:
+                self._drops[NetDrop.STALLED_STREAM] += 1
+                return
+            try:
+                frames = reader.feed(data)
+                rpcs = [decode_rpc(f, limits=self._limits) for f in frames]
+            except QuotaExceeded:
+                self._drops[NetDrop.BUFFER_FULL] += 1
+                return
+            except DecodeError as exc:
+                oversized = isinstance(exc, TooLarge)
+                self._drops[NetDrop.OVERSIZED_FRAME if oversized else NetDrop.MALFORMED_RPC] += 1
+                return
+            if not reader.pending:
+                deadline = math.inf
+            elif frames or deadline == math.inf:  # a new frame began in this chunk
+                deadline = trio.current_time() + FRAME_STALL_TIMEOUT
+            self._frames_received += len(rpcs)
+            for rpc in rpcs:
+                await self._inputs_send.send(RpcReceived(peer=peer, rpc=rpc))
 
     # --- connection management --------------------------------------------------------------------
 
     async def _disconnect(self, peer: PeerId) -> None:
-        try:
-            with trio.move_on_after(DIAL_TIMEOUT):
-                await self._host.disconnect(ID.from_base58(peer))
-        except Exception:  # already gone
-            pass
+        with trio.move_on_after(DIAL_TIMEOUT), contextlib.suppress(*IO_ERRORS):  # already gone
+            await self._host.disconnect(ID.from_base58(peer))
 
     async def _dial(self, peer: PeerId) -> None:
         """Peer exchange offered ``peer``: dial it if the peerstore knows an address."""
+        peer_id = ID.from_base58(peer)
         try:
-            peer_id = ID.from_base58(peer)
             addresses = self._host.get_peerstore().addrs(peer_id)
-            if not addresses:
-                self._drops[NetDrop.DIAL_FAILED] += 1
-                self._changed()
-                return
+        except PeerStoreError:  # never heard of it (or its addresses expired)
+            addresses = []
+        if not addresses:
+            self._drops[NetDrop.DIAL_FAILED] += 1
+            self._changed()
+            return
+        try:
             with trio.fail_after(DIAL_TIMEOUT):
                 await self._host.connect(Libp2pPeerInfo(peer_id, addresses))
-        except Exception:  # unreachable, refused, timed out: all the same here
+        except _IO_OR_TIMEOUT:  # unreachable, refused, timed out: all the same here
             self._drops[NetDrop.DIAL_FAILED] += 1
             self._changed()

@@ -8,6 +8,11 @@ one the Noise handshake authenticated, which is what lets the core check inbox-t
 Framing reuses the pubsub codec's unsigned-varint prefix (``meshchat.gossip.rpc.frame``); message
 formats are ``meshchat.store.protocol``'s. Bad frames and undecodable requests get a ``MailboxError``
 back (or a reset when the frame itself is broken), counted in ``MailboxServer.refused``.
+
+What a peer can make a mailbox hold is bounded: ``MAX_CALLS_PER_PEER`` calls at once per peer and
+``MAX_CALLS`` in all (more are reset at once), each call's request frame within ``MAX_FRAME`` and
+charged to a ``BufferBudget`` (per peer and in total) while it arrives, and each call, a slow reader's
+included, within ``CALL_TIMEOUT`` from start to answer. Every refusal is counted by reason.
 """
 
 from __future__ import annotations
@@ -15,14 +20,18 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Callable
+from typing import Final
 
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
-from meshchat.errors import DecodeError, NetworkError, TooLarge
-from meshchat.gossip.rpc import FrameDecoder, frame
+from meshchat.errors import DecodeError, NetworkError, QuotaExceeded
+from meshchat.gossip.rpc import frame
+from meshchat.net.budget import BufferBudget, FrameReader
+from meshchat.net.host import CLOSE_ERRORS, IO_ERRORS
 from meshchat.store.mailbox import MailboxCore
 from meshchat.store.protocol import (
     MAILBOX_PROTOCOL,
@@ -37,26 +46,51 @@ from meshchat.store.protocol import (
     encode_response,
 )
 
-__all__ = ["CALL_TIMEOUT", "MailboxServer", "call_mailbox", "supports_mailbox"]
+__all__ = [
+    "CALL_TIMEOUT",
+    "MAX_CALLS",
+    "MAX_CALLS_PER_PEER",
+    "MailboxServer",
+    "call_mailbox",
+    "supports_mailbox",
+]
 
 #: Seconds one call (open, request, response) may take: a full frame at a slow link's pace.
 CALL_TIMEOUT = 30.0
 #: Seconds to find out whether a peer speaks the mailbox protocol.
 PROBE_TIMEOUT = 10.0
+#: Calls one peer may have open at once; more are reset (counted). A client makes its calls to one
+#: mailbox in turn (sync, fetch, store); four leave room for a store racing a sync.
+MAX_CALLS_PER_PEER = 4
+#: Calls open at once, all peers together; more are reset (counted). Each may hold a request frame
+#: (1 MiB) and its answer for up to ``CALL_TIMEOUT``; 256 calls is far beyond what honest clients of a
+#: volunteer mailbox make at once, and their frames are capped by the ``BufferBudget`` besides.
+MAX_CALLS = 256
 _READ_CHUNK = 64 * 1024
 _PROTOCOL = TProtocol(MAILBOX_PROTOCOL)
+#: The reasons ``MailboxServer.refused`` counts (beside the core's own).
+BAD_REQUEST: Final = "bad request"
+BAD_FRAME: Final = "bad frame"
+BROKEN_STREAM: Final = "broken stream"
+TIMED_OUT: Final = "timed out"
+TOO_MANY_CALLS: Final = "too many calls"
+BUFFER_FULL: Final = "buffer budget exceeded"
+#: A network call's failures or its deadline passing.
+_IO_OR_TIMEOUT: tuple[type[Exception], ...] = (*IO_ERRORS, trio.TooSlowError)
+#: What makes a call fail on the network: those, or an answer cut short.
+_CALL_ERRORS: tuple[type[Exception], ...] = (*_IO_OR_TIMEOUT, EOFError)
 
 
-async def _read_frame(stream: INetStream) -> bytes:
-    """One length-prefixed frame; ``DecodeError``/``TooLarge`` if broken, ``EOFError`` if it ends early."""
-    decoder = FrameDecoder(max_frame_size=MAX_FRAME)
+async def _read_frame(stream: INetStream, reader: FrameReader) -> bytes:
+    """One length-prefixed frame; ``DecodeError``/``TooLarge`` if broken, ``QuotaExceeded`` if over the
+    reader's budget, ``EOFError`` if it ends early. The caller releases ``reader``."""
     while True:
         chunk = await stream.read(_READ_CHUNK)
         if not chunk:
             raise EOFError("stream ended before a whole frame")
-        frames = decoder.feed(chunk)
+        frames = reader.feed(chunk)
         if frames:
-            if len(frames) > 1 or decoder.pending:
+            if len(frames) > 1 or reader.pending:
                 raise DecodeError("mailbox frame", "more than one message on a call stream")
             return frames[0]
 
@@ -64,60 +98,130 @@ async def _read_frame(stream: INetStream) -> bytes:
 class MailboxServer:
     """Serves ``core`` on ``host``'s ``/meshchat/mailbox/1.0.0`` streams."""
 
-    def __init__(self, host: IHost, core: MailboxCore) -> None:
-        """Register the stream handler."""
+    def __init__(self, host: IHost, core: MailboxCore, *, budget: BufferBudget | None = None) -> None:
+        """Register the stream handler; request frames are charged to ``budget`` while they arrive
+        (share the gossip driver's to bound both together)."""
         self.core = core
+        self.budget = budget or BufferBudget()
         #: Streams refused before reaching the core, by reason.
         self.refused: Counter[str] = Counter()
         #: Streams closed before a request (peers checking that we are a mailbox).
         self.probes = 0
+        # Calls open now, per peer (an entry is deleted at 0: at most one per connected peer).
+        self._calls: dict[str, int] = {}
+        self._open = 0
+        self._changed = trio.Event()
         host.set_stream_handler(_PROTOCOL, self._serve)
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        """Return once ``condition()`` holds; it is checked each time a call ends, so nothing polls."""
+        while not condition():
+            await self._changed.wait()
+
+    @property
+    def open_calls(self) -> int:
+        """Calls being served now."""
+        return self._open
 
     async def _serve(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id.to_base58()
+        if self._calls.get(peer, 0) >= MAX_CALLS_PER_PEER or self._open >= MAX_CALLS:
+            self.refused[TOO_MANY_CALLS] += 1
+            await _reset_quietly(stream)
+            self._changed.set()
+            self._changed = trio.Event()
+            return
+        self._calls[peer] = self._calls.get(peer, 0) + 1
+        self._open += 1
+        reader = FrameReader(self.budget, peer, max_frame_size=MAX_FRAME)
         try:
-            with trio.move_on_after(CALL_TIMEOUT):
-                try:
-                    raw = await _read_frame(stream)
-                except EOFError:
-                    self.probes += 1
-                    return
-                try:
-                    request = decode_request(raw)
-                except DecodeError as exc:  # TooLarge is one
-                    self.refused["bad request"] += 1
-                    answer: MailboxResponse = MailboxError(code=ErrorCode.BAD_REQUEST, detail=str(exc))
-                else:
-                    answer = self.core.handle(peer, request, wall_now=time.time())
-                await stream.write(frame(encode_response(answer)))
-        except Exception:  # the peer went away mid-call, or sent a broken frame: nothing to answer
-            self.refused["broken stream"] += 1
+            await self._answer(peer, stream, reader)
         finally:
-            with contextlib.suppress(Exception):  # already reset
-                await stream.close()
+            reader.release()
+            self._open -= 1
+            if self._calls[peer] == 1:
+                del self._calls[peer]
+            else:
+                self._calls[peer] -= 1
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def _answer(self, peer: str, stream: INetStream, reader: FrameReader) -> None:
+        """Read the request, answer it, close the stream; or count why not and reset it."""
+        with trio.move_on_after(CALL_TIMEOUT) as deadline:
+            try:
+                raw = await _read_frame(stream, reader)
+            except EOFError:
+                self.probes += 1
+                await _close_quietly(stream)
+                return
+            except QuotaExceeded:
+                self.refused[BUFFER_FULL] += 1
+                await _reset_quietly(stream)
+                return
+            except DecodeError:  # the frame itself is broken (too long, or two on one call stream)
+                self.refused[BAD_FRAME] += 1
+                await _reset_quietly(stream)
+                return
+            except IO_ERRORS:  # the peer went away mid-call
+                self.refused[BROKEN_STREAM] += 1
+                await _reset_quietly(stream)
+                return
+            reader.release()  # the frame is whole: it is the core's to bound now
+            try:
+                request = decode_request(raw)
+            except DecodeError as exc:  # TooLarge is one
+                self.refused[BAD_REQUEST] += 1
+                answer: MailboxResponse = MailboxError(code=ErrorCode.BAD_REQUEST, detail=str(exc))
+            else:
+                answer = self.core.handle(peer, request, wall_now=time.time())
+            try:
+                await stream.write(frame(encode_response(answer)))
+            except IO_ERRORS:  # the peer went away before the answer
+                self.refused[BROKEN_STREAM] += 1
+                await _reset_quietly(stream)
+                return
+            await _close_quietly(stream)
+        if deadline.cancelled_caught:  # a request or an answer not through in time (a slow peer)
+            self.refused[TIMED_OUT] += 1
+            await _reset_quietly(stream)
 
 
-async def call_mailbox(host: IHost, peer: str, request: MailboxRequest) -> MailboxResponse:
-    """Send ``request`` to mailbox ``peer`` (connected) and return its answer.
+async def _close_quietly(stream: INetStream) -> None:
+    with trio.move_on_after(PROBE_TIMEOUT), contextlib.suppress(*CLOSE_ERRORS):  # already reset
+        await stream.close()
+
+
+async def _reset_quietly(stream: INetStream) -> None:
+    with trio.move_on_after(PROBE_TIMEOUT), contextlib.suppress(*CLOSE_ERRORS):  # already gone
+        await stream.reset()
+
+
+async def call_mailbox(
+    host: IHost, peer: str, request: MailboxRequest, *, budget: BufferBudget | None = None
+) -> MailboxResponse:
+    """Send ``request`` to mailbox ``peer`` (connected) and return its answer (its frame charged to
+    ``budget`` while it arrives, if given).
 
     Raises ``NetworkError`` if the call cannot be made or times out, ``DecodeError`` (or ``TooLarge``)
     if the answer is garbage.
     """
     data = frame(encode_request(request))
+    reader = FrameReader(budget or BufferBudget(), peer, max_frame_size=MAX_FRAME)
     stream: INetStream | None = None
     try:
         with trio.fail_after(CALL_TIMEOUT):
             stream = await host.new_stream(ID.from_base58(peer), [_PROTOCOL])
             await stream.write(data)
-            raw = await _read_frame(stream)
-    except (DecodeError, TooLarge):
-        raise
-    except Exception as exc:  # timeouts, resets, refusals: py-libp2p raises many types for one meaning
+            raw = await _read_frame(stream, reader)
+    except QuotaExceeded as exc:
+        raise NetworkError(f"mailbox call to {peer}", str(exc)) from exc
+    except _CALL_ERRORS as exc:  # timeouts, resets, refusals, an answer cut short
         raise NetworkError(f"mailbox call to {peer}", str(exc) or type(exc).__name__) from exc
     finally:
+        reader.release()
         if stream is not None:
-            with contextlib.suppress(Exception):  # already reset
-                await stream.close()
+            await _close_quietly(stream)
     return decode_response(raw)
 
 
@@ -126,8 +230,7 @@ async def supports_mailbox(host: IHost, peer: str) -> bool:
     try:
         with trio.fail_after(PROBE_TIMEOUT):
             stream = await host.new_stream(ID.from_base58(peer), [_PROTOCOL])
-    except Exception:  # not supported, or the peer left: either way not a mailbox for us now
+    except _IO_OR_TIMEOUT:  # not supported, or the peer left: either way not a mailbox for us now
         return False
-    with contextlib.suppress(Exception):  # already gone
-        await stream.reset()
+    await _reset_quietly(stream)
     return True
