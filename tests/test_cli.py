@@ -470,6 +470,30 @@ def test_network_commands_refuse_a_bad_libp2p_log_level(tmp_path: Path) -> None:
     assert "MESHCHAT_LIBP2P_LOG" in line
 
 
+def test_libp2p_log_records_reach_stderr_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging  # noqa: PLC0415
+
+    import meshchat.net  # noqa: F401, PLC0415 (installs the NullHandler on the libp2p logger)
+
+    logger = logging.getLogger("libp2p")
+    handlers, level = list(logger.handlers), logger.level
+    try:
+        monkeypatch.delenv(cli.LIBP2P_LOG_ENV, raising=False)
+        common.quiet_libp2p()
+        logging.getLogger("libp2p.test").error("unasked")
+        monkeypatch.setenv(cli.LIBP2P_LOG_ENV, "error")
+        common.quiet_libp2p()
+        logging.getLogger("libp2p.test").error("asked for")
+    finally:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+    err = capsys.readouterr().err
+    assert "unasked" not in err
+    assert "asked for" in err
+
+
 def test_chat_on_a_terminal_reads_as_a_conversation() -> None:
     out = io.StringIO()
     printer = _ChatPrinter(out)

@@ -205,13 +205,23 @@ def emit_json(value: dict[str, object]) -> None:
 
 
 def quiet_libp2p() -> None:
-    """Set py-libp2p's log level from $MESHCHAT_LIBP2P_LOG (default: only critical messages)."""
-    level = os.environ.get(LIBP2P_LOG_ENV, "CRITICAL").upper()
+    """Show py-libp2p's log records on stderr from level $MESHCHAT_LIBP2P_LOG up (unset: none).
+
+    ``meshchat.net`` gives the ``libp2p`` logger a ``NullHandler`` (nothing reaches stderr by default);
+    asking for a level attaches a stderr handler to that logger.
+    """
+    level = os.environ.get(LIBP2P_LOG_ENV, "").upper()
+    if not level:
+        return
     if level not in logging.getLevelNamesMapping():
         raise CommandError(
             f"${LIBP2P_LOG_ENV} must be a log level (DEBUG, INFO, WARNING, ERROR), not {level!r}"
         )
-    logging.getLogger("libp2p").setLevel(level)
+    logger = logging.getLogger("libp2p")
+    logger.setLevel(level)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("libp2p %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
 
 
 # --- profiles -------------------------------------------------------------------------------------
