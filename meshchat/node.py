@@ -686,14 +686,15 @@ class Node:
     @property
     def dialable_addrs(self) -> list[str]:
         """Where other peers can dial this node: the listen addresses with a wildcard (``0.0.0.0``)
-        expanded to this machine's interfaces, then the circuit relay addresses it reserved."""
+        expanded to this machine's interfaces (loopback last), then the circuit relay addresses it
+        reserved."""
         suffix = f"/p2p/{self.peer_id}"
         addrs: list[str] = []
         for transport_addr in self._host.get_transport_addrs():
-            for concrete in expand_wildcard_address(transport_addr):
-                text = f"{concrete}{suffix}"
-                if text not in addrs:
-                    addrs.append(text)
+            concrete = [str(a) for a in expand_wildcard_address(transport_addr)]
+            if str(transport_addr).startswith("/ip4/0.0.0.0/"):  # peers on this machine too
+                concrete.append(str(transport_addr).replace("/ip4/0.0.0.0/", "/ip4/127.0.0.1/", 1))
+            addrs += [f"{a}{suffix}" for a in concrete if f"{a}{suffix}" not in addrs]
         return addrs + self._reserved
 
     def _write_addresses(self) -> None:
