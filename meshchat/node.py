@@ -459,6 +459,7 @@ class Node:
             self._mailbox_server = MailboxServer(host, self._mailbox)
         nursery = await services.enter_async_context(trio.open_nursery())
         self._nursery = nursery
+        self._dialer.drop_stale_circuits(nursery)
         await nursery.start(driver.run)
         await nursery.start(self._store.run)
         nursery.start_soon(self._feed.run)  # before anything can commit: nothing is missed

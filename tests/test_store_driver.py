@@ -5,6 +5,7 @@ contacts, not only publish to whoever happens to be connected)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 
 import trio
 import trio.testing
@@ -59,6 +60,9 @@ class FakeNetwork:
     async def reach(self, recipient: PublicIdentity, topic: str) -> None:
         self.reaches.append((trio.current_time(), recipient))
         await trio.sleep(0.25)  # a dial that takes a quarter of a second and fails
+
+    async def wait_listening(self, peer: str, topics: Collection[str]) -> set[str]:
+        return set()
 
     def changed(self) -> None:
         pass

@@ -19,12 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from multiaddr import Multiaddr
 
 from meshchat.errors import BadAddress, NetworkError
 from meshchat.net.host import parse_multiaddr
@@ -235,6 +236,23 @@ class Dialer:
             raise NetworkError(f"reserve on {relay_address}", "the relay refused or does not relay")
         return f"{relay_address}/p2p-circuit/p2p/{own_peer_id}"
 
+    def drop_stale_circuits(self, nursery: trio.Nursery) -> None:
+        """From now on, when a peer connects while an older circuit-relayed connection to it is still
+        open, hang up on that peer (all its connections; it dials again at its next retry).
+
+        Why: py-libp2p 0.8.1's relay does not close the far end of a circuit when the dialling side
+        goes away, so a one-shot sender (``meshchat send``) leaves a dead relayed connection behind on
+        the recipient. The sender's next run connects again; the recipient's gossip link to it still
+        writes on the dead connection, the sender never hears the recipient's subscription, and its
+        messages stay queued (three sends through a relay: one arrived). A clean slate fixes it.
+        """
+        self._host.get_network().register_notifee(_StaleCircuitDropper(self, nursery))
+
+    async def hang_up_on(self, peer: ID) -> None:
+        """Close every connection to ``peer`` (best effort)."""
+        with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(*DIAL_ERRORS):
+            await self._host.disconnect(peer)
+
     async def hang_up(self) -> None:
         """Close every connection before the host stops (py-libp2p 0.8.1 leaks dialled sockets else)."""
         network = self._host.get_network()
@@ -243,3 +261,37 @@ class Dialer:
             for peer_id in list(network.connections):
                 with contextlib.suppress(*DIAL_ERRORS):  # already closed by the other side
                     await self._host.disconnect(peer_id)
+
+
+def _relayed(conn: INetConn) -> bool:
+    return any("/p2p-circuit" in str(a) for a in conn.get_transport_addresses())
+
+
+class _StaleCircuitDropper(INotifee):
+    """See ``Dialer.drop_stale_circuits``."""
+
+    def __init__(self, dialer: Dialer, nursery: trio.Nursery) -> None:
+        self._dialer = dialer
+        self._nursery = nursery
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        """A new connection: if an older relayed one to the same peer is open, start over."""
+        peer = conn.muxed_conn.peer_id
+        older = [c for c in network.connections.get(peer, []) if c is not conn and not c.is_closed]
+        if any(_relayed(c) for c in older):
+            self._nursery.start_soon(self._dialer.hang_up_on, peer)  # not inline: we are in add_conn
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        """Not needed."""
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        """Not needed."""
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        """Not needed."""
+
+    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        """Not needed."""
+
+    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        """Not needed."""

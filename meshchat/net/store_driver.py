@@ -15,7 +15,8 @@ can run this driver on a fake network.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Collection
 from typing import Any, Protocol, TypeAlias, assert_never
 
 import trio
@@ -40,7 +41,9 @@ from meshchat.store.messenger import (
 from meshchat.store.protocol import MailboxRequest, MailboxResponse
 
 __all__ = [
+    "MAX_HELD_RECEIPTS",
     "PUBLISH_FLUSH_TIMEOUT",
+    "RECEIPT_HOLD",
     "SUBSCRIPTION_WAIT",
     "NetStoreIO",
     "StoreDriver",
@@ -53,6 +56,14 @@ __all__ = [
 PUBLISH_FLUSH_TIMEOUT = 10.0
 #: Seconds to wait for a contact just dialled to subscribe to its inbox shard before publishing.
 SUBSCRIPTION_WAIT = 5.0
+
+#: Seconds a receipt we published is offered again to peers that join its topic. The router drops a
+#: sender's re-publish of a message we already have as a gossip duplicate for its ``seen_ttl`` (2 min),
+#: so a sender that went away before our receipt reached it (``meshchat send``) would not hear from us
+#: for minutes: we offer the receipt again when it comes back instead.
+RECEIPT_HOLD = 600.0
+#: Receipts held for that (bounded: one per batch of received messages; the oldest go first, counted).
+MAX_HELD_RECEIPTS = 1024
 
 #: What the driver tells the application: sent messages moving on, local storage failing.
 StoreEvent: TypeAlias = StatusChanged | StoreProblem
@@ -79,6 +90,9 @@ class StoreIO(Protocol):
     async def reach(self, recipient: PublicIdentity, topic: str) -> None:
         """Try to connect to ``recipient`` (a contact) and wait, briefly, until it listens on ``topic``."""
 
+    async def wait_listening(self, peer: str, topics: Collection[str]) -> set[str]:
+        """Wait (briefly) until connected ``peer`` listens on one of ``topics``; those it listens on."""
+
     def changed(self) -> None:
         """The outbox changed: wake whoever waits on the node's state."""
 
@@ -104,6 +118,10 @@ class StoreDriver:
         self._on_committed = on_committed
         self._nursery: trio.Nursery | None = None
         self._timer_kick = trio.Event()
+        # Receipts we published, by envelope: (topic, envelope, offered until); see RECEIPT_HOLD.
+        self._held_receipts: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        #: Held receipts dropped to stay within ``MAX_HELD_RECEIPTS``.
+        self.receipts_dropped = 0
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run the core's timers; the driver's tasks live here until this is cancelled."""
@@ -159,9 +177,12 @@ class StoreDriver:
                 self.perform(self.messenger.retry_now(record.message_id, wall_now=self.now()))
 
     def peer_joined(self, peer: str) -> None:
-        """A peer connected: ask whether it is a mailbox (in the background)."""
+        """A peer connected: ask whether it is a mailbox, and offer it the receipts we hold for its
+        inbox topic (both in the background)."""
         assert self._nursery is not None
         self._nursery.start_soon(self._probe_mailbox, peer)
+        if self._held_receipts:
+            self._nursery.start_soon(self._offer_receipts, peer)
 
     def peer_left(self, peer: str) -> None:
         """A peer disconnected: if it was a mailbox, stop using it."""
@@ -172,7 +193,8 @@ class StoreDriver:
     # --- tasks ---------------------------------------------------------------------------------------
 
     async def _publish_envelope(self, action: PublishEnvelope) -> None:
-        if action.message_id is None:  # a receipt: nobody needs to hear back
+        if action.message_id is None:  # a receipt: nobody needs to hear back, but see RECEIPT_HOLD
+            self._hold_receipt(action.topic, action.envelope)
             await self._io.publish(action.topic, action.envelope)
             return
         if action.again:  # a retry: first try to reach the recipient (it may be back, or never dialled)
@@ -207,6 +229,28 @@ class StoreDriver:
                 await self._timer_kick.wait()
                 continue
             self.perform(self.messenger.on_timer(wall_now=self.now()))
+
+    def _hold_receipt(self, topic: str, envelope: bytes) -> None:
+        self._held_receipts[envelope] = (topic, self.now() + RECEIPT_HOLD)
+        while len(self._held_receipts) > MAX_HELD_RECEIPTS:
+            self._held_receipts.popitem(last=False)
+            self.receipts_dropped += 1
+
+    async def _offer_receipts(self, peer: str) -> None:
+        """Publish again the receipts held for the topics ``peer`` listens on (it may be a sender that
+        went away before our receipt reached it)."""
+        now = self.now()
+        for envelope, (_, until) in list(self._held_receipts.items()):
+            if until < now:
+                del self._held_receipts[envelope]
+        topics = {topic for topic, _ in self._held_receipts.values()}
+        if not topics:
+            return
+        listening = await self._io.wait_listening(peer, topics)
+        for envelope, (topic, _) in list(self._held_receipts.items()):
+            if topic in listening:
+                with trio.move_on_after(PUBLISH_FLUSH_TIMEOUT):
+                    await self._io.publish_and_flush(topic, envelope, again=True)
 
     async def _probe_mailbox(self, peer: str) -> None:
         """A peer joined: if it serves the mailbox protocol, store on it and sync from it at once."""
@@ -264,6 +308,16 @@ class NetStoreIO:
         router = self._gossip.router
         with trio.move_on_after(SUBSCRIPTION_WAIT):
             await self._gossip.wait_for(lambda: contact.peer_id in router.topic_peers(topic))
+
+    async def wait_listening(self, peer: str, topics: Collection[str]) -> set[str]:
+        router = self._gossip.router
+
+        def listening() -> set[str]:
+            return {t for t in topics if peer in router.topic_peers(t)}
+
+        with trio.move_on_after(SUBSCRIPTION_WAIT):
+            await self._gossip.wait_for(lambda: bool(listening()))
+        return listening()
 
     def changed(self) -> None:
         self._gossip.notify_changed()
