@@ -4,7 +4,8 @@ A message to a contact is a sealed envelope (``meshchat.crypto.seal``) published
 shard topic (``meshchat.crypto.inbox_topic`` of today's blinded tag). Every node on that shard relays
 it after the cheap relay check (structure, size, expiry within the TTL window); only the recipient,
 whose tag it carries, opens it (``meshchat.store.messenger``), and only a verified sender's message
-reaches the application, as a ``DirectMessage``.
+reaches the application, as a ``DirectMessage``: ``InboxFeed`` reads each one back from the inbox
+once it is committed and hands it to ``Node.events()``, in inbox order, none skipped.
 """
 
 from __future__ import annotations

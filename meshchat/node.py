@@ -86,7 +86,7 @@ from meshchat.net import (
 from meshchat.net.dialer import Dialer, Whereabouts, peer_info
 from meshchat.net.mailbox import MailboxServer
 from meshchat.net.relay import CircuitRelay
-from meshchat.net.store_driver import NetStoreIO, StoreDriver, StoreEvent
+from meshchat.net.store_driver import MessageHandle, NetStoreIO, StoreDriver, StoreEvent
 from meshchat.store.mailbox import MailboxCore, MailboxLimits, MailboxStatistics
 from meshchat.store.messenger import (
     MessageReceived,
@@ -97,7 +97,7 @@ from meshchat.store.messenger import (
     StoreProblem,
 )
 from meshchat.store.sqlite import STORE_FILE, SqliteStorage
-from meshchat.store.storage import InboxRecord, MemoryStorage, OutboxRecord, OutboxStatus, Storage
+from meshchat.store.storage import InboxRecord, MemoryStorage, OutboxRecord, Storage
 
 __all__ = [
     "ADDRESSES_FILE",
@@ -165,46 +165,6 @@ def _profile_lock(profile: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock; the file stays (removing it would race with the next opener)
-
-
-class MessageHandle:
-    """A sent message: its id and, whenever asked, where it is (``status``)."""
-
-    def __init__(self, node: Node, record: OutboxRecord) -> None:
-        """Made by ``Node.send``."""
-        self._node = node
-        #: The envelope's id (BLAKE2b-256), as ``meshchat status`` and receipts name it.
-        self.message_id = record.message_id
-        #: Its place in the conversation with the recipient.
-        self.seq = record.seq
-
-    @property
-    def record(self) -> OutboxRecord:
-        """The outbox record as it is now."""
-        record = self._node._messenger.status(self.message_id)
-        assert record is not None, "outbox records are never deleted"
-        return record
-
-    @property
-    def status(self) -> OutboxStatus:
-        """Where the message is: queued, relayed, stored, delivered, read, expired or failed."""
-        return self.record.status
-
-    @property
-    def error(self) -> str:
-        """The last problem reported for it ("" if none)."""
-        return self.record.error
-
-    async def wait_until(self, *statuses: OutboxStatus) -> OutboxStatus:
-        """Return the status once it is one of ``statuses`` (or a later one, or a terminal one)."""
-        order = list(OutboxStatus)
-        first = min(order.index(s) for s in statuses)
-        final = {OutboxStatus.EXPIRED, OutboxStatus.FAILED}
-        await self._node.wait_for(lambda: order.index(self.status) >= first or self.status in final)
-        return self.status
-
-    def __repr__(self) -> str:
-        return f"<MessageHandle {self.message_id.hex()[:16]} {self.status.value}>"
 
 
 class Node:
@@ -555,7 +515,7 @@ class Node:
         self._store.perform(actions)
         if actions and isinstance(to, Contact) and not self._dialer.connected_to(to.peer_id):
             self._store.reach_and_publish(recipient, record.message_id)
-        return MessageHandle(self, record)
+        return MessageHandle(record, messenger=self._messenger, wait_for=self.wait_for)
 
     def _whereabouts(self, public: PublicIdentity) -> Whereabouts | None:
         contact = self._contacts.by_key(public) if self._contacts is not None else None

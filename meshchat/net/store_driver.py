@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol, TypeAlias, assert_never
 
 import trio
@@ -39,12 +39,14 @@ from meshchat.store.messenger import (
     StoreProblem,
 )
 from meshchat.store.protocol import MailboxRequest, MailboxResponse
+from meshchat.store.storage import OutboxRecord, OutboxStatus
 
 __all__ = [
     "MAX_HELD_RECEIPTS",
     "PUBLISH_FLUSH_TIMEOUT",
     "RECEIPT_HOLD",
     "SUBSCRIPTION_WAIT",
+    "MessageHandle",
     "NetStoreIO",
     "StoreDriver",
     "StoreEvent",
@@ -67,6 +69,53 @@ MAX_HELD_RECEIPTS = 1024
 
 #: What the driver tells the application: sent messages moving on, local storage failing.
 StoreEvent: TypeAlias = StatusChanged | StoreProblem
+
+
+class MessageHandle:
+    """A sent message: its id and, whenever asked, where it is (``status``). ``Node.send`` returns one."""
+
+    def __init__(
+        self,
+        record: OutboxRecord,
+        *,
+        messenger: Messenger,
+        wait_for: Callable[[Callable[[], bool]], Awaitable[None]],
+    ) -> None:
+        """The handle of ``record``, sent by ``messenger``; ``wait_for`` is ``Node.wait_for``."""
+        self._messenger = messenger
+        self._wait_for = wait_for
+        #: The envelope's id (BLAKE2b-256), as ``meshchat status`` and receipts name it.
+        self.message_id = record.message_id
+        #: Its place in the conversation with the recipient.
+        self.seq = record.seq
+
+    @property
+    def record(self) -> OutboxRecord:
+        """The outbox record as it is now."""
+        record = self._messenger.status(self.message_id)
+        assert record is not None, "outbox records are never deleted"
+        return record
+
+    @property
+    def status(self) -> OutboxStatus:
+        """Where the message is: queued, relayed, stored, delivered, read, expired or failed."""
+        return self.record.status
+
+    @property
+    def error(self) -> str:
+        """The last problem reported for it ("" if none)."""
+        return self.record.error
+
+    async def wait_until(self, *statuses: OutboxStatus) -> OutboxStatus:
+        """Return the status once it is one of ``statuses`` (or a later one, or a terminal one)."""
+        order = list(OutboxStatus)
+        first = min(order.index(s) for s in statuses)
+        final = {OutboxStatus.EXPIRED, OutboxStatus.FAILED}
+        await self._wait_for(lambda: order.index(self.status) >= first or self.status in final)
+        return self.status
+
+    def __repr__(self) -> str:
+        return f"<MessageHandle {self.message_id.hex()[:16]} {self.status.value}>"
 
 
 class StoreIO(Protocol):
