@@ -12,7 +12,7 @@ import trio.testing
 
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.inbox import DirectMessage, InboxFeed
-from meshchat.net.store_driver import StoreDriver, StoreEvent
+from meshchat.net.store_driver import RECEIPT_HOLD, StoreDriver, StoreEvent
 from meshchat.store.messenger import MessageReceived, Messenger, StatusChanged, StoreConfig
 from meshchat.store.protocol import MailboxRequest, MailboxResponse
 from meshchat.store.storage import MemoryStorage, OutboxStatus
@@ -148,3 +148,53 @@ async def test_a_feed_without_a_start_announces_only_what_is_committed_from_then
         nursery.cancel_scope.cancel()
     assert isinstance(event, DirectMessage) and event.number == 3 and event.body == b"m2"
     assert receive.statistics().current_buffer_used == 0
+
+
+class ListeningNetwork(FakeNetwork):
+    """Everyone listens on every topic; publishes and receipts are recorded."""
+
+    def __init__(self) -> None:
+        super().__init__(until=1_000)
+        self.receipts: list[tuple[str, bytes, bool]] = []
+        self.offered = trio.Event()
+
+    async def publish(self, topic: str, envelope: bytes) -> None:
+        self.receipts.append((topic, envelope, False))
+
+    async def publish_and_flush(self, topic: str, envelope: bytes, *, again: bool) -> int:
+        self.receipts.append((topic, envelope, again))
+        self.offered.set()
+        return 1
+
+    async def wait_listening(self, peer: str, topics: Collection[str]) -> set[str]:
+        return set(topics)
+
+
+async def test_a_receipt_is_offered_again_to_a_peer_that_comes_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A sender that re-publishes a message we have gets no new receipt (the gossip router drops the
+    duplicate for minutes), so the receipt we published is offered again when a peer that listens on
+    its topic joins, until ``RECEIPT_HOLD`` has passed."""
+    network = ListeningNetwork()
+    bob = Messenger(BOB, MemoryStorage(), rng=random.Random(1), wall_now=wall_clock())
+    alice = Messenger(ALICE, MemoryStorage(), rng=random.Random(2), wall_now=wall_clock())
+    envelope = alice.send(BOB.public, b"hi", wall_now=wall_clock())[0].envelope
+    driver = StoreDriver(bob, network, wall_clock=wall_clock, on_event=list, on_committed=list)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.run)
+        driver.receive(envelope)
+        with trio.fail_after(1):
+            await trio.testing.wait_all_tasks_blocked()
+        [(topic, receipt, again)] = network.receipts
+        assert topic in alice.topics(wall_clock()) and not again  # published once, to Alice's shard
+        driver.peer_joined("alice")
+        with trio.fail_after(1):
+            await network.offered.wait()
+        assert network.receipts[-1] == (topic, receipt, True)  # again: the router saw it before
+        await trio.sleep(RECEIPT_HOLD + 1)
+        count = len(network.receipts)
+        driver.peer_joined("alice")
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(network.receipts) == count  # held no longer
+        nursery.cancel_scope.cancel()

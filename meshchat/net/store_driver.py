@@ -220,10 +220,8 @@ class StoreDriver:
     def retry_pending(self) -> None:
         """Publish and store every pending message again now, reaching its recipient first (a node
         that just started: the persisted retry times may be minutes away)."""
-        assert self._nursery is not None
         for record in self.messenger.storage.outbox_pending():
-            if self.messenger.status(record.message_id) is not None:
-                self.perform(self.messenger.retry_now(record.message_id, wall_now=self.now()))
+            self.perform(self.messenger.retry_now(record.message_id, wall_now=self.now()))
 
     def peer_joined(self, peer: str) -> None:
         """A peer connected: ask whether it is a mailbox, and offer it the receipts we hold for its
