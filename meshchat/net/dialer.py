@@ -237,8 +237,8 @@ class Dialer:
         return f"{relay_address}/p2p-circuit/p2p/{own_peer_id}"
 
     def drop_stale_circuits(self, nursery: trio.Nursery) -> None:
-        """From now on, when a peer connects while an older circuit-relayed connection to it is still
-        open, hang up on that peer (all its connections; it dials again at its next retry).
+        """From now on, when a peer connects through a relay while an older relayed connection to it
+        is still open, hang up on that peer (all its connections; it dials again at its next retry).
 
         Why: py-libp2p 0.8.1's relay does not close the far end of a circuit when the dialling side
         goes away, so a one-shot sender (``meshchat send``) leaves a dead relayed connection behind on
@@ -275,7 +275,10 @@ class _StaleCircuitDropper(INotifee):
         self._nursery = nursery
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        """A new connection: if an older relayed one to the same peer is open, start over."""
+        """A new relayed connection: if an older relayed one to the same peer is open, start over.
+        (A direct connection next to a relayed one is an upgrade, not a sign of a dead circuit.)"""
+        if not _relayed(conn):
+            return
         peer = conn.muxed_conn.peer_id
         older = [c for c in network.connections.get(peer, []) if c is not conn and not c.is_closed]
         if any(_relayed(c) for c in older):
