@@ -5,8 +5,8 @@ The invite text is kept as it was received (signed by its owner), so the file pr
 a contact whose invite no longer verifies is an error, not a silently different key. Writes are atomic
 (temporary file, fsync, rename): a crash leaves the old list or the new one, never half of one.
 
-Store-and-forward brings a sqlite database (the next issue); contacts then move there. This file is
-small, edited rarely, and readable by a person, which is why it is JSON for now.
+Messages live in the profile's sqlite store (``store.db``); contacts stay here: the file is small,
+edited rarely and readable by a person.
 """
 
 from __future__ import annotations

@@ -4,22 +4,27 @@ A message to a contact is a sealed envelope (``meshchat.crypto.seal``) published
 shard topic (``meshchat.crypto.inbox_topic`` of today's blinded tag). Every node on that shard relays
 it after the cheap relay check (structure, size, expiry within the TTL window); only the recipient,
 whose tag it carries, opens it (``meshchat.store.messenger``), and only a verified sender's message
-reaches the application, as a ``DirectMessage``.
+reaches the application, as a ``DirectMessage``: ``InboxFeed`` reads each one back from the inbox
+once it is committed and hands it to ``Node.events()``, in inbox order, none skipped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from meshchat.contacts import Contact
+import trio
+
+from meshchat.contacts import Contact, Contacts
 from meshchat.crypto import CLOCK_SKEW, INBOX_TOPIC_PREFIX, MAX_TTL
 from meshchat.errors import DecodeError
 from meshchat.gossip import ValidationResult, Validator
 from meshchat.identity import PublicIdentity
+from meshchat.store.storage import InboxRecord, Storage
 from meshchat.wire import decode_envelope
 
-__all__ = ["CLOCK_SKEW", "DirectMessage", "envelope_relay_check"]
+__all__ = ["CLOCK_SKEW", "FEED_BATCH", "DirectMessage", "InboxFeed", "envelope_relay_check"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,3 +69,62 @@ def envelope_relay_check(wall_clock: Callable[[], float], inner: Validator | Non
         return ValidationResult.ACCEPT
 
     return check
+
+
+#: Inbox records read from storage per step when feeding the event stream.
+FEED_BATCH = 256
+
+
+class InboxFeed:
+    """Feeds committed inbox messages, in inbox order, into the node's event stream as ``DirectMessage``.
+
+    It reads them back from storage rather than keeping them: when the application does not take its
+    events, the feed waits (nothing is dropped and nothing piles up in memory), and resuming after a
+    restart is the same loop started at the application's last acknowledged number.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        contacts: Contacts | None,
+        events: trio.MemorySendChannel[Any],
+        *,
+        after: int | None,
+    ) -> None:
+        """Feed messages numbered after ``after`` (None: only those committed from now on)."""
+        self._storage = storage
+        self._contacts = contacts
+        self._events = events
+        self._cursor = after
+        self._committed = trio.Event()
+
+    def committed(self, numbers: Sequence[int]) -> None:
+        """Messages with ``numbers`` were committed to the inbox (wake the feed)."""
+        if self._cursor is None and numbers:
+            self._cursor = min(numbers) - 1
+        self._committed.set()
+
+    async def run(self) -> None:
+        """Feed until cancelled."""
+        while True:
+            self._committed = trio.Event()
+            records = self._storage.inbox_after(self._cursor, FEED_BATCH) if self._cursor is not None else []
+            if not records:
+                await self._committed.wait()
+                continue
+            for record in records:
+                await self._events.send(self.message(record))
+                self._cursor = record.number
+
+    def message(self, record: InboxRecord) -> DirectMessage:
+        """``record`` as the application sees it."""
+        sender = PublicIdentity.from_bytes(record.sender)
+        return DirectMessage(
+            sender=sender,
+            contact=self._contacts.by_key(sender) if self._contacts is not None else None,
+            body=record.body,
+            sent_at_ms=record.sent_at_ms,
+            message_id=record.message_id,
+            seq=record.seq,
+            number=record.number,
+        )

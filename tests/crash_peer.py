@@ -3,7 +3,10 @@ refs, so running it again after a crash sends nothing twice) and waits until a m
 all, or a recipient that syncs until its inbox holds N messages. Prints one JSON object per line.
 
     python tests/crash_peer.py send PROFILE MAILBOX_ADDR RECIPIENT_PEER_ID N
-    python tests/crash_peer.py receive PROFILE MAILBOX_ADDR N
+    python tests/crash_peer.py receive PROFILE MAILBOX_ADDR N [AFTER]
+
+The recipient prints each message once across its runs: started again with the last inbox number
+it printed (``AFTER``), its event stream replays the messages committed after that one first.
 """
 
 from __future__ import annotations
@@ -43,27 +46,20 @@ async def send(profile: Path, mailbox: str, recipient: str, count: int) -> None:
         say("all_stored")
 
 
-async def receive(profile: Path, mailbox: str, count: int) -> None:
-    async with Node.open(profile, listen=LOCAL, mailboxes=[mailbox], store_config=FAST, dht=False) as node:
+async def receive(profile: Path, mailbox: str, count: int, after: int) -> None:
+    """Print every message after inbox number ``after`` (the last one this app printed before it was
+    killed) until the inbox's ``count``-th: the event stream replays what was committed but not yet
+    printed, then goes on live."""
+    async with Node.open(
+        profile, listen=LOCAL, mailboxes=[mailbox], store_config=FAST, dht=False, events_after=after
+    ) as node:
         say("started")
-
-        def show(event: object) -> None:
-            if isinstance(event, DirectMessage):
-                say("direct", body=event.body.decode(), number=event.number, seq=event.seq)
-
-        async def print_messages() -> None:
+        if after < count:
             async for event in node.events():
-                show(event)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(print_messages)
-            await node.wait_for(lambda: len(node.inbox(limit=count + 1)) >= count)
-            nursery.cancel_scope.cancel()
-        while True:  # what arrived in the last batch, not printed yet
-            try:
-                show(node.events().receive_nowait())
-            except trio.WouldBlock:
-                break
+                if isinstance(event, DirectMessage):
+                    say("direct", body=event.body.decode(), number=event.number, seq=event.seq)
+                    if event.number >= count:
+                        break
         say("done", inbox=len(node.inbox(limit=count + 1)))
 
 
@@ -73,7 +69,7 @@ def main() -> None:
     if role == "send":
         trio.run(send, Path(profile), mailbox, rest[0], int(rest[1]))
     else:
-        trio.run(receive, Path(profile), mailbox, int(rest[0]))
+        trio.run(receive, Path(profile), mailbox, int(rest[0]), int(rest[1]) if len(rest) > 1 else 0)
 
 
 if __name__ == "__main__":

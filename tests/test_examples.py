@@ -34,3 +34,10 @@ def test_sealed_hello_runs_and_bob_reads_alices_message() -> None:
 def test_two_nodes_example_delivers_a_sealed_message_over_tcp() -> None:
     result = run_example("two_nodes.py")
     assert "Bob got 'Привет, Боб!', signed by Alice: True" in result.stdout
+
+
+def test_resume_events_example_replays_what_the_app_had_not_handled() -> None:
+    result = run_example("resume_events.py")
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("handled", "replayed"))]
+    assert [line.split(":")[0] for line in lines] == ["handled #1", "replayed #2", "replayed #3"]
+    assert sorted(line.split(": ")[1] for line in lines) == ["one", "three", "two"]

@@ -1,0 +1,370 @@
+"""The store-and-forward core's I/O half: performs the ``Messenger``'s actions and runs its timers.
+
+What it is: the driver of ``meshchat.store.messenger.Messenger`` on a real network (STYLE §1): it
+publishes envelopes and reports how far they got, calls mailboxes and hands the answers back, calls
+``on_timer`` at the core's deadline, notices mailboxes coming and going, and reaches a message's
+recipient (invite addresses, the recipient's mailboxes, the DHT) before each retry publishes it again.
+It reads the wall time from the clock it is given (``time.time`` on a real node; a function of trio's
+clock in tests, so retries run under ``MockClock``).
+
+What it is not: it decides nothing about delivery (the core does) and does not open connections by
+itself: everything network-side goes through ``StoreIO`` (``NetStoreIO`` on a libp2p host), so a test
+can run this driver on a fake network.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, Protocol, TypeAlias, assert_never
+
+import trio
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+
+from meshchat.crypto import epoch_of, inbox_tag, inbox_topic
+from meshchat.errors import DecodeError, NetworkError
+from meshchat.identity import PublicIdentity
+from meshchat.net.dialer import Dialer, Whereabouts
+from meshchat.net.driver import GossipDriver
+from meshchat.net.mailbox import call_mailbox, supports_mailbox
+from meshchat.store.messenger import (
+    Action,
+    CallMailbox,
+    MessageReceived,
+    Messenger,
+    PublishEnvelope,
+    StatusChanged,
+    StoreProblem,
+)
+from meshchat.store.protocol import MailboxRequest, MailboxResponse
+from meshchat.store.storage import OutboxRecord, OutboxStatus
+
+__all__ = [
+    "MAX_HELD_RECEIPTS",
+    "PUBLISH_FLUSH_TIMEOUT",
+    "RECEIPT_HOLD",
+    "SUBSCRIPTION_WAIT",
+    "MessageHandle",
+    "NetStoreIO",
+    "StoreDriver",
+    "StoreEvent",
+    "StoreIO",
+]
+
+#: Seconds a published message may wait to be written to a peer's stream before it counts as not
+#: relayed (the outbox retries it).
+PUBLISH_FLUSH_TIMEOUT = 10.0
+#: Seconds to wait for a contact just dialled to subscribe to its inbox shard before publishing.
+SUBSCRIPTION_WAIT = 5.0
+
+#: Seconds a receipt we published is offered again to peers that join its topic. The router drops a
+#: sender's re-publish of a message we already have as a gossip duplicate for its ``seen_ttl`` (2 min),
+#: so a sender that went away before our receipt reached it (``meshchat send``) would not hear from us
+#: for minutes: we offer the receipt again when it comes back instead.
+RECEIPT_HOLD = 600.0
+#: Receipts held for that (bounded: one per batch of received messages; the oldest go first, counted).
+MAX_HELD_RECEIPTS = 1024
+
+#: What the driver tells the application: sent messages moving on, local storage failing.
+StoreEvent: TypeAlias = StatusChanged | StoreProblem
+
+
+class MessageHandle:
+    """A sent message: its id and, whenever asked, where it is (``status``). ``Node.send`` returns one."""
+
+    def __init__(
+        self,
+        record: OutboxRecord,
+        *,
+        messenger: Messenger,
+        wait_for: Callable[[Callable[[], bool]], Awaitable[None]],
+    ) -> None:
+        """The handle of ``record``, sent by ``messenger``; ``wait_for`` is ``Node.wait_for``."""
+        self._messenger = messenger
+        self._wait_for = wait_for
+        #: The envelope's id (BLAKE2b-256), as ``meshchat status`` and receipts name it.
+        self.message_id = record.message_id
+        #: Its place in the conversation with the recipient.
+        self.seq = record.seq
+
+    @property
+    def record(self) -> OutboxRecord:
+        """The outbox record as it is now."""
+        record = self._messenger.status(self.message_id)
+        assert record is not None, "outbox records are never deleted"
+        return record
+
+    @property
+    def status(self) -> OutboxStatus:
+        """Where the message is: queued, relayed, stored, delivered, read, expired or failed."""
+        return self.record.status
+
+    @property
+    def error(self) -> str:
+        """The last problem reported for it ("" if none)."""
+        return self.record.error
+
+    async def wait_until(self, *statuses: OutboxStatus) -> OutboxStatus:
+        """Return the status once it is one of ``statuses`` (or a later one, or a terminal one)."""
+        order = list(OutboxStatus)
+        first = min(order.index(s) for s in statuses)
+        final = {OutboxStatus.EXPIRED, OutboxStatus.FAILED}
+        await self._wait_for(lambda: order.index(self.status) >= first or self.status in final)
+        return self.status
+
+    def __repr__(self) -> str:
+        return f"<MessageHandle {self.message_id.hex()[:16]} {self.status.value}>"
+
+
+class StoreIO(Protocol):
+    """The network as the store driver sees it."""
+
+    async def publish(self, topic: str, envelope: bytes) -> None:
+        """Publish ``envelope`` on ``topic`` without tracking it (a receipt)."""
+
+    async def publish_and_flush(self, topic: str, envelope: bytes, *, again: bool) -> int:
+        """Publish ``envelope``; return the number of peers whose stream took it (0: none)."""
+
+    async def call_mailbox(self, peer: str, request: MailboxRequest) -> MailboxResponse:
+        """Call mailbox ``peer``; ``NetworkError`` or ``DecodeError`` if that fails."""
+
+    async def supports_mailbox(self, peer: str) -> bool:
+        """Whether connected peer ``peer`` serves the mailbox protocol."""
+
+    def connected(self, peer: str) -> bool:
+        """Whether ``peer`` is connected now."""
+
+    async def reach(self, recipient: PublicIdentity, topic: str) -> None:
+        """Try to connect to ``recipient`` (a contact) and wait, briefly, until it listens on ``topic``."""
+
+    async def wait_listening(self, peer: str, topics: Collection[str]) -> set[str]:
+        """Wait (briefly) until connected ``peer`` listens on one of ``topics``; those it listens on."""
+
+    def changed(self) -> None:
+        """The outbox changed: wake whoever waits on the node's state."""
+
+
+class StoreDriver:
+    """Runs one ``Messenger`` on a ``StoreIO`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        messenger: Messenger,
+        io: StoreIO,
+        *,
+        wall_clock: Callable[[], float],
+        on_event: Callable[[StoreEvent], None],
+        on_committed: Callable[[list[MessageReceived]], None],
+    ) -> None:
+        """``on_event`` hears status changes and storage problems; ``on_committed`` each batch of
+        messages the core accepted into the inbox (in inbox order)."""
+        self.messenger = messenger
+        self._io = io
+        self._wall_clock = wall_clock
+        self._on_event = on_event
+        self._on_committed = on_committed
+        self._nursery: trio.Nursery | None = None
+        self._timer_kick = trio.Event()
+        # Receipts we published, by envelope: (topic, envelope, offered until); see RECEIPT_HOLD.
+        self._held_receipts: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        #: Held receipts dropped to stay within ``MAX_HELD_RECEIPTS``.
+        self.receipts_dropped = 0
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the core's timers; the driver's tasks live here until this is cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await self._run_timers()
+
+    def perform(self, actions: list[Action]) -> None:
+        """Carry out the messenger's actions (publishes and mailbox calls run as tasks)."""
+        nursery = self._nursery
+        assert nursery is not None, "the store driver runs before anything sends"
+        received: list[MessageReceived] = []
+        for action in actions:
+            match action:
+                case PublishEnvelope():
+                    nursery.start_soon(self._publish_envelope, action)
+                case CallMailbox(peer=peer, request=request):
+                    nursery.start_soon(self._call_mailbox, peer, request)
+                case MessageReceived():
+                    received.append(action)
+                case StatusChanged() | StoreProblem():
+                    self._on_event(action)
+                case _:
+                    assert_never(action)
+        if received:
+            self._on_committed(received)
+        self._timer_kick.set()
+        self._io.changed()
+
+    def now(self) -> float:
+        """The wall time, from the injected clock."""
+        return self._wall_clock()
+
+    # --- inputs from the node ---------------------------------------------------------------------
+
+    def receive(self, envelope: bytes) -> None:
+        """An envelope arrived on an inbox topic."""
+        self.perform(self.messenger.receive([envelope], wall_now=self.now()))
+
+    def reach_and_publish(self, recipient: PublicIdentity, message_id: bytes) -> None:
+        """Reach ``recipient`` in the background, then publish ``message_id`` again (a first send to
+        a contact we are not connected to)."""
+        assert self._nursery is not None
+        self._nursery.start_soon(self._reach_and_publish, recipient, message_id)
+
+    def retry_pending(self) -> None:
+        """Publish and store every pending message again now, reaching its recipient first (a node
+        that just started: the persisted retry times may be minutes away)."""
+        for record in self.messenger.storage.outbox_pending():
+            self.perform(self.messenger.retry_now(record.message_id, wall_now=self.now()))
+
+    def peer_joined(self, peer: str) -> None:
+        """A peer connected: ask whether it is a mailbox, and offer it the receipts we hold for its
+        inbox topic (both in the background)."""
+        assert self._nursery is not None
+        self._nursery.start_soon(self._probe_mailbox, peer)
+        if self._held_receipts:
+            self._nursery.start_soon(self._offer_receipts, peer)
+
+    def peer_left(self, peer: str) -> None:
+        """A peer disconnected: if it was a mailbox, stop using it."""
+        if peer in self.messenger.mailboxes:
+            mailboxes = [p for p in self.messenger.mailboxes if p != peer]
+            self.perform(self.messenger.mailboxes_changed(mailboxes, wall_now=self.now()))
+
+    # --- tasks ---------------------------------------------------------------------------------------
+
+    async def _publish_envelope(self, action: PublishEnvelope) -> None:
+        if action.message_id is None:  # a receipt: nobody needs to hear back, but see RECEIPT_HOLD
+            self._hold_receipt(action.topic, action.envelope)
+            await self._io.publish(action.topic, action.envelope)
+            return
+        if action.again:  # a retry: first try to reach the recipient (it may be back, or never dialled)
+            record = self.messenger.status(action.message_id)
+            if record is not None:
+                await self._io.reach(PublicIdentity.from_bytes(record.recipient), action.topic)
+        peers = 0
+        with trio.move_on_after(PUBLISH_FLUSH_TIMEOUT):
+            peers = await self._io.publish_and_flush(action.topic, action.envelope, again=action.again)
+        self.perform(self.messenger.published(action.message_id, peers=peers, wall_now=self.now()))
+
+    async def _reach_and_publish(self, recipient: PublicIdentity, message_id: bytes) -> None:
+        topic = inbox_topic(inbox_tag(recipient, epoch_of(self.now())))
+        await self._io.reach(recipient, topic)
+        self.perform(self.messenger.retry_now(message_id, wall_now=self.now()))
+
+    async def _call_mailbox(self, peer: str, request: MailboxRequest) -> None:
+        try:
+            response = await self._io.call_mailbox(peer, request)
+        except (NetworkError, DecodeError) as exc:
+            self.perform(self.messenger.mailbox_failed(peer, request, str(exc), wall_now=self.now()))
+            return
+        self.perform(self.messenger.mailbox_replied(peer, request, response, wall_now=self.now()))
+
+    async def _run_timers(self) -> None:
+        """Call the messenger's timer at its deadline (wall time), re-reading it after every change."""
+        while True:
+            deadline = self.messenger.next_deadline()
+            delay = math.inf if deadline is None else max(0.0, deadline - self.now())
+            self._timer_kick = trio.Event()
+            with trio.move_on_after(delay):
+                await self._timer_kick.wait()
+                continue
+            self.perform(self.messenger.on_timer(wall_now=self.now()))
+
+    def _hold_receipt(self, topic: str, envelope: bytes) -> None:
+        self._held_receipts[envelope] = (topic, self.now() + RECEIPT_HOLD)
+        while len(self._held_receipts) > MAX_HELD_RECEIPTS:
+            self._held_receipts.popitem(last=False)
+            self.receipts_dropped += 1
+
+    async def _offer_receipts(self, peer: str) -> None:
+        """Publish again the receipts held for the topics ``peer`` listens on (it may be a sender that
+        went away before our receipt reached it)."""
+        now = self.now()
+        for envelope, (_, until) in list(self._held_receipts.items()):
+            if until < now:
+                del self._held_receipts[envelope]
+        topics = {topic for topic, _ in self._held_receipts.values()}
+        if not topics:
+            return
+        listening = await self._io.wait_listening(peer, topics)
+        for envelope, (topic, _) in list(self._held_receipts.items()):
+            if topic in listening:
+                with trio.move_on_after(PUBLISH_FLUSH_TIMEOUT):
+                    await self._io.publish_and_flush(topic, envelope, again=True)
+
+    async def _probe_mailbox(self, peer: str) -> None:
+        """A peer joined: if it serves the mailbox protocol, store on it and sync from it at once."""
+        if peer in self.messenger.mailboxes or not await self._io.supports_mailbox(peer):
+            return
+        if peer in self.messenger.mailboxes or not self._io.connected(peer):
+            return  # found meanwhile by another probe, or gone while we asked
+        mailboxes = [*self.messenger.mailboxes, peer]
+        self.perform(self.messenger.mailboxes_changed(mailboxes, wall_now=self.now()))
+
+
+class NetStoreIO:
+    """``StoreIO`` on a libp2p host: meshchat's gossip driver, the mailbox protocol, the dialer."""
+
+    def __init__(
+        self,
+        host: IHost,
+        gossip: GossipDriver,
+        dialer: Dialer,
+        whereabouts: Callable[[PublicIdentity], Whereabouts | None],
+    ) -> None:
+        """Publish through ``gossip``, call mailboxes on ``host``, reach recipients with ``dialer`` at
+        what ``whereabouts`` says of them (None: not a contact, nothing to dial)."""
+        self._host = host
+        self._gossip = gossip
+        self._dialer = dialer
+        self._whereabouts = whereabouts
+
+    async def publish(self, topic: str, envelope: bytes) -> None:
+        await self._gossip.publish(topic, envelope)
+
+    async def publish_and_flush(self, topic: str, envelope: bytes, *, again: bool) -> int:
+        return await self._gossip.publish_and_flush(topic, envelope, again=again)
+
+    async def call_mailbox(self, peer: str, request: MailboxRequest) -> MailboxResponse:
+        return await call_mailbox(self._host, peer, request)
+
+    async def supports_mailbox(self, peer: str) -> bool:
+        return await supports_mailbox(self._host, peer)
+
+    def connected(self, peer: str) -> bool:
+        return bool(self._host.get_network().connections.get(ID.from_base58(peer)))
+
+    async def reach(self, recipient: PublicIdentity, topic: str) -> None:
+        contact = self._whereabouts(recipient)
+        if contact is None:
+            return  # not a contact: we know no address; relays and mailboxes carry it
+        if not self.connected(contact.peer_id) and not await self._dialer.reach(contact):
+            return  # the outbox retries it, and mailboxes keep it
+        await self.wait_subscribed(contact, topic)
+
+    async def wait_subscribed(self, contact: Whereabouts, topic: str) -> None:
+        """Wait (at most ``SUBSCRIPTION_WAIT``) until ``contact`` listens on ``topic``: its subscription
+        comes a round trip after the connection."""
+        router = self._gossip.router
+        with trio.move_on_after(SUBSCRIPTION_WAIT):
+            await self._gossip.wait_for(lambda: contact.peer_id in router.topic_peers(topic))
+
+    async def wait_listening(self, peer: str, topics: Collection[str]) -> set[str]:
+        router = self._gossip.router
+
+        def listening() -> set[str]:
+            return {t for t in topics if peer in router.topic_peers(t)}
+
+        with trio.move_on_after(SUBSCRIPTION_WAIT):
+            await self._gossip.wait_for(lambda: bool(listening()))
+        return listening()
+
+    def changed(self) -> None:
+        self._gossip.notify_changed()
