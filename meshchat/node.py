@@ -87,6 +87,7 @@ from meshchat.net.dialer import Dialer, Whereabouts, peer_info
 from meshchat.net.mailbox import MailboxServer
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import MessageHandle, NetStoreIO, StoreDriver, StoreEvent
+from meshchat.store.encrypted import store_key
 from meshchat.store.mailbox import MailboxCore, MailboxLimits, MailboxStatistics
 from meshchat.store.messenger import (
     MessageReceived,
@@ -285,7 +286,8 @@ class Node:
                 if profile is None:
                     storage = MemoryStorage()
                 else:
-                    storage = opened = SqliteStorage(profile / STORE_FILE)
+                    # encrypted at rest with a key derived from the identity the passphrase unlocked
+                    storage = opened = SqliteStorage(profile / STORE_FILE, key=store_key(identity))
             with contextlib.closing(opened) if opened is not None else contextlib.nullcontext():
                 async with cls._run(
                     identity,
@@ -350,7 +352,11 @@ class Node:
         messenger = Messenger(
             identity, storage, config=options.store_config, rng=random.Random(), wall_now=wall_clock()
         )
-        core = MailboxCore(storage, options.mailbox_limits) if options.mailbox else None
+        core = None
+        if options.mailbox:
+            # the owner and its contacts keep a reserve that strangers' identities cannot fill
+            core = MailboxCore(storage, options.mailbox_limits, owner=identity.public)
+            core.set_friends(contact.public for contact in contacts or ())
         node = cls(
             identity,
             host,
@@ -416,7 +422,10 @@ class Node:
         relay = await services.enter_async_context(CircuitRelay.running(host, hop=options.circuit_relay))
         self._dialer.relay = relay
         if self._mailbox is not None:
-            self._mailbox_server = MailboxServer(host, self._mailbox)
+            # one buffer budget for gossip and mailbox streams, so its total bounds both together
+            self._mailbox_server = MailboxServer(
+                host, self._mailbox, budget=driver.budget, wall_clock=self._wall_clock
+            )
         nursery = await services.enter_async_context(trio.open_nursery())
         self._nursery = nursery
         self._dialer.drop_stale_circuits(nursery)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -105,3 +106,15 @@ async def test_a_running_node_records_its_dialable_addresses_in_the_profile(tmp_
         again = json.loads((folder / ADDRESSES_FILE).read_text())
         assert again["addrs"] == [*recorded["addrs"], relayed]
         assert not list(folder.glob(f".{ADDRESSES_FILE}.*"))  # written atomically: no temporary left
+
+
+async def test_a_closed_node_stops_listening_on_its_port() -> None:
+    """py-libp2p's listeners outlive its host: a node closed inside a process went on accepting
+    connections, and a node opened again on the same port was refused as AddressInUse."""
+    async with Node.open(identity=Identity.generate(), listen=LOCAL, dht=False) as first:
+        port = int(first.listen_addrs[0].split("/")[4])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # raises EADDRINUSE while anything still listens there
+    again = [f"/ip4/127.0.0.1/tcp/{port}"]
+    async with Node.open(identity=Identity.generate(), listen=again, dht=False) as second:
+        assert f"/tcp/{port}/" in second.listen_addrs[0]

@@ -40,7 +40,8 @@ from meshchat.errors import MeshchatError, NetworkError
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
 from meshchat.net import MessageDelivered, PeerJoined, PeerLeft
-from meshchat.node import SUBSCRIPTION_WAIT, Node, NodeEvent
+from meshchat.net.store_driver import SUBSCRIPTION_WAIT
+from meshchat.node import Node, NodeEvent
 from meshchat.store.mailbox import MailboxLimits
 from meshchat.store.messenger import StatusChanged, StoreProblem
 from meshchat.store.storage import OutboxStatus

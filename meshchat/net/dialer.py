@@ -254,10 +254,15 @@ class Dialer:
             await self._host.disconnect(peer)
 
     async def hang_up(self) -> None:
-        """Close every connection before the host stops (py-libp2p 0.8.1 leaks dialled sockets else)."""
+        """Stop listening and close every connection before the host stops: py-libp2p 0.8.1 leaks
+        dialled sockets, and its listeners run in system tasks that outlive the host, so a node
+        closed inside a process went on accepting connections on its port."""
         network = self._host.get_network()
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
             scope.shield = True
+            for listener in list(network.listeners.values()):
+                with contextlib.suppress(*DIAL_ERRORS):
+                    await listener.close()
             for peer_id in list(network.connections):
                 with contextlib.suppress(*DIAL_ERRORS):  # already closed by the other side
                     await self._host.disconnect(peer_id)

@@ -98,10 +98,18 @@ async def _read_frame(stream: INetStream, reader: FrameReader) -> bytes:
 class MailboxServer:
     """Serves ``core`` on ``host``'s ``/meshchat/mailbox/1.0.0`` streams."""
 
-    def __init__(self, host: IHost, core: MailboxCore, *, budget: BufferBudget | None = None) -> None:
+    def __init__(
+        self,
+        host: IHost,
+        core: MailboxCore,
+        *,
+        budget: BufferBudget | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         """Register the stream handler; request frames are charged to ``budget`` while they arrive
-        (share the gossip driver's to bound both together)."""
+        (share the gossip driver's to bound both together); ``wall_clock`` gives the core its unix time."""
         self.core = core
+        self._wall_clock = wall_clock
         self.budget = budget or BufferBudget()
         #: Streams refused before reaching the core, by reason.
         self.refused: Counter[str] = Counter()
@@ -174,7 +182,7 @@ class MailboxServer:
                 self.refused[BAD_REQUEST] += 1
                 answer: MailboxResponse = MailboxError(code=ErrorCode.BAD_REQUEST, detail=str(exc))
             else:
-                answer = self.core.handle(peer, request, wall_now=time.time())
+                answer = self.core.handle(peer, request, wall_now=self._wall_clock())
             try:
                 await stream.write(frame(encode_response(answer)))
             except IO_ERRORS:  # the peer went away before the answer

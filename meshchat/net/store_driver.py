@@ -320,9 +320,11 @@ class NetStoreIO:
         whereabouts: Callable[[PublicIdentity], Whereabouts | None],
     ) -> None:
         """Publish through ``gossip``, call mailboxes on ``host``, reach recipients with ``dialer`` at
-        what ``whereabouts`` says of them (None: not a contact, nothing to dial)."""
+        what ``whereabouts`` says of them (None: not a contact, nothing to dial). Mailbox answers are
+        charged to the gossip driver's buffer budget, so one bound covers both."""
         self._host = host
         self._gossip = gossip
+        self._budget = gossip.budget
         self._dialer = dialer
         self._whereabouts = whereabouts
 
@@ -333,7 +335,7 @@ class NetStoreIO:
         return await self._gossip.publish_and_flush(topic, envelope, again=again)
 
     async def call_mailbox(self, peer: str, request: MailboxRequest) -> MailboxResponse:
-        return await call_mailbox(self._host, peer, request)
+        return await call_mailbox(self._host, peer, request, budget=self._budget)
 
     async def supports_mailbox(self, peer: str) -> bool:
         return await supports_mailbox(self._host, peer)
