@@ -22,6 +22,7 @@ from conftest import make_profile
 from processes import JsonLinesProcess
 
 from meshchat.identity import Identity
+from meshchat.store.encrypted import store_key
 from meshchat.store.sqlite import STORE_FILE, SqliteStorage
 
 pytestmark = pytest.mark.slow
@@ -97,7 +98,8 @@ async def kill_after(peer: JsonLinesProcess, condition: Callable[[], bool]) -> b
 
 
 def assert_inbox_exactly_once(tmp_path: Path, *, in_order: bool = False) -> None:
-    with SqliteStorage(tmp_path / "recipient" / STORE_FILE) as store:
+    _, recipient = make_profile(tmp_path, "recipient", 52)
+    with SqliteStorage(tmp_path / "recipient" / STORE_FILE, key=store_key(recipient)) as store:
         inbox = store.inbox_after(0, N * 2)
     bodies = [m.body.decode() for m in inbox]
     assert len(bodies) == N, f"{len(bodies)} messages in the inbox"
