@@ -4,6 +4,8 @@ misses; the recipient syncs it when it comes online; receipts come back to the s
 from __future__ import annotations
 
 import contextlib
+import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,13 +24,24 @@ from meshchat.errors import NetworkError, StorageError
 from meshchat.gossip.rpc import FrameDecoder, frame
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
+from meshchat.net.mailbox import call_mailbox
 from meshchat.node import Node
 from meshchat.store.mailbox import MailboxLimits
 from meshchat.store.messenger import StatusChanged, StoreConfig
-from meshchat.store.protocol import MAILBOX_PROTOCOL, MAX_FRAME, ErrorCode, MailboxError, decode_response
+from meshchat.store.protocol import (
+    MAILBOX_PROTOCOL,
+    MAX_FRAME,
+    ErrorCode,
+    MailboxError,
+    StoreCode,
+    Stored,
+    StoreRequest,
+    decode_response,
+)
 from meshchat.store.sqlite import STORE_FILE, SqliteStorage
 from meshchat.store.storage import OutboxStatus
-from meshchat.wire import Invite
+from meshchat.wire import INBOX_TAG_SIZE, EnvelopeKind, Invite
+from meshchat.wire.envelope import encode_fields
 
 LOCAL = ["/ip4/127.0.0.1/tcp/0"]
 WAIT = 30.0
@@ -239,3 +252,44 @@ async def test_an_unusable_mailbox_address_in_an_invite_is_skipped(tmp_path: Pat
     async with Node.open(alice_dir, listen=LOCAL, store_config=FAST, dht=False) as alice:  # opens
         handle = await alice.send("Bob", "still queued")
         assert handle.status is OutboxStatus.QUEUED
+
+
+async def test_fresh_identities_cannot_crowd_the_mailbox_owners_contacts_out(tmp_path: Path) -> None:
+    """Issue 12, item 5, on the real network: eight throwaway identities fill what strangers may hold
+    of a mailbox node; Alice's message to Bob, the mailbox owner's contact, is still stored."""
+    limits = MailboxLimits(per_tag_bytes=16 * 1024, per_peer_bytes=8 * 1024, total_bytes=64 * 1024)
+    box_dir, _ = make_profile(tmp_path, "mailbox", 9)
+    alice_dir, _ = make_profile(tmp_path, "alice", 1)
+    _, bob_id = make_profile(tmp_path, "bob", 2)
+    bob_invite = Invite.create(bob_id, name="Bob").to_text()
+    Contacts(box_dir).add(bob_invite)  # the mailbox's owner knows Bob
+    rng = random.Random(12)
+    refused: list[StoreCode] = []
+    async with Node.open(box_dir, listen=LOCAL, mailbox=True, mailbox_limits=limits, dht=False) as box:
+        for _ in range(8):
+            async with Node.open(identity=Identity.generate(), listen=LOCAL, dht=False, inbox=False) as sybil:
+                await sybil.connect(box.listen_addrs[0])
+                for _ in range(20):  # bounded: each identity stores until it is refused
+                    data = encode_fields(
+                        kind=EnvelopeKind.SEALED,
+                        inbox_tag=rng.randbytes(INBOX_TAG_SIZE),
+                        expiry=int(time.time()) + 3600,
+                        ephemeral_key=rng.randbytes(32),
+                        nonce=rng.randbytes(24),
+                        ciphertext=rng.randbytes(900),
+                    )
+                    answer = await call_mailbox(sybil.host, box.peer_id, StoreRequest(envelopes=(data,)))
+                    assert isinstance(answer, Stored)
+                    if answer.results[0].code is not StoreCode.STORED:
+                        refused.append(answer.results[0].code)
+                        break
+        held = box.mailbox_statistics()
+        assert held is not None and held.stranger_bytes <= limits.total_bytes // 2
+        assert StoreCode.MAILBOX_FULL in refused  # the strangers' share was full
+        async with Node.open(
+            alice_dir, listen=LOCAL, mailboxes=[box.listen_addrs[0]], store_config=FAST, dht=False
+        ) as alice:
+            alice.contacts.add(bob_invite)
+            handle = await alice.send("Bob", "still room for Bob")
+            with trio.fail_after(WAIT):
+                assert await handle.wait_until(OutboxStatus.STORED) is OutboxStatus.STORED
