@@ -1,0 +1,195 @@
+"""A recipient's messages are published in the order they were sent (``seq``), whatever the network
+does meanwhile: the store driver on a fake network under trio's ``MockClock``, where each reach of a
+contact takes a random time (before, each publish and each reach was its own task, and the
+recipient could get 3, 1, 2)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Collection
+
+import pytest
+import trio
+import trio.testing
+
+from meshchat.identity import Identity, PublicIdentity
+from meshchat.net import store_driver
+from meshchat.net.store_driver import REACH_TIMEOUT, StoreDriver
+from meshchat.store.messenger import Messenger, StoreConfig
+from meshchat.store.protocol import MailboxRequest, MailboxResponse
+from meshchat.store.storage import MemoryStorage
+
+EPOCH = 1_800_000_000.0
+ALICE = Identity(b"\x01" * 32)
+BOB = Identity(b"\x02" * 32)
+CAROL = Identity(b"\x03" * 32)
+
+
+class NoJitter(random.Random):
+    """Retries wait exactly ``retry_initial * 2**attempts``."""
+
+    def random(self) -> float:
+        return 0.0
+
+
+def wall_clock() -> float:
+    return EPOCH + trio.current_time()
+
+
+class SlowDials:
+    """A ``StoreIO`` where nobody listens (every publish reaches 0 peers) and reaching a contact takes
+    a random time, or for ever for the contacts in ``hangs``."""
+
+    def __init__(self, seed: int, *, hangs: Collection[PublicIdentity] = ()) -> None:
+        self.publishes: list[tuple[float, bytes, bool]] = []
+        self.reaches: list[tuple[float, PublicIdentity]] = []
+        self.reaching = 0
+        self.most_reaching = 0
+        self._rng = random.Random(seed)
+        self._hangs = set(hangs)
+
+    async def publish(self, topic: str, envelope: bytes) -> None:
+        raise AssertionError("no receipts in this test")
+
+    async def publish_and_flush(self, topic: str, envelope: bytes, *, again: bool) -> int:
+        self.publishes.append((trio.current_time(), envelope, again))
+        await trio.sleep(self._rng.uniform(0, 0.01))  # writing to a stream takes a moment
+        return 0
+
+    async def call_mailbox(self, peer: str, request: MailboxRequest) -> MailboxResponse:
+        raise AssertionError("no mailboxes in this test")
+
+    async def supports_mailbox(self, peer: str) -> bool:
+        return False
+
+    def connected(self, peer: str) -> bool:
+        return False
+
+    async def reach(self, recipient: PublicIdentity, topic: str) -> None:
+        self.reaches.append((trio.current_time(), recipient))
+        self.reaching += 1
+        self.most_reaching = max(self.most_reaching, self.reaching)
+        try:
+            await trio.sleep(math.inf if recipient in self._hangs else self._rng.uniform(0, 2))
+        finally:
+            self.reaching -= 1
+
+    async def wait_listening(self, peer: str, topics: Collection[str]) -> set[str]:
+        return set()
+
+    def changed(self) -> None:
+        pass
+
+
+def alice(storage: MemoryStorage | None = None) -> Messenger:
+    config = StoreConfig(retry_initial=10.0, retry_max=600.0)
+    return Messenger(ALICE, storage or MemoryStorage(), config=config, rng=NoJitter(), wall_now=wall_clock())
+
+
+def send_like_node(
+    driver: StoreDriver, to: PublicIdentity, count: int
+) -> dict[bytes, tuple[PublicIdentity, int]]:
+    """What ``Node.send`` does for a contact it is not connected to, ``count`` times in a row: queue
+    the publish, then ask for a reach. Returns ``envelope -> (recipient, seq)``."""
+    sent = {}
+    for i in range(count):
+        record, actions = driver.messenger.send(to, f"m{i + 1}".encode(), wall_now=wall_clock())
+        driver.perform(actions)
+        driver.reach_and_publish(to, record.message_id)
+        sent[record.envelope] = (to, record.seq)
+    return sent
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_fifty_quick_sends_to_a_contact_being_dialled_go_out_in_seq_order(
+    autojump_clock: trio.testing.MockClock, seed: int
+) -> None:
+    network = SlowDials(seed)
+    driver = StoreDriver(alice(), network, wall_clock=wall_clock, on_event=list, on_committed=list)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.run)
+        sent = send_like_node(driver, BOB.public, 50)
+        await trio.sleep(5)  # virtual: before the first retry (10 s)
+        nursery.cancel_scope.cancel()
+    assert [sent[envelope][1] for _, envelope, _ in network.publishes] == list(range(1, 51))
+    assert len(network.reaches) == 1  # reached once, then everything queued published
+    assert network.publishes[0][0] >= network.reaches[0][0]
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_retries_keep_the_order(autojump_clock: trio.testing.MockClock, seed: int) -> None:
+    network = SlowDials(seed)
+    driver = StoreDriver(alice(), network, wall_clock=wall_clock, on_event=list, on_committed=list)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.run)
+        sent = send_like_node(driver, BOB.public, 50)
+        await trio.sleep(100)  # virtual: the first send, retries at 10, 30 and 70 s
+        nursery.cancel_scope.cancel()
+    order = [sent[envelope][1] for _, envelope, _ in network.publishes]
+    assert order == list(range(1, 51)) * 4
+    assert [again for _, _, again in network.publishes[50:]] == [True] * 150
+    assert len(network.reaches) == 4  # one per round, not one per message
+
+
+async def test_pending_messages_published_at_start_go_out_in_seq_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storage = MemoryStorage()
+    before = alice(storage)
+    seqs = {}
+    for i in range(30):
+        record, _ = before.send(BOB.public, f"m{i}".encode(), wall_now=wall_clock())  # never published
+        seqs[record.envelope] = record.seq
+    network = SlowDials(7)
+    driver = StoreDriver(alice(storage), network, wall_clock=wall_clock, on_event=list, on_committed=list)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.run)
+        driver.retry_pending()
+        await trio.sleep(5)
+        nursery.cancel_scope.cancel()
+    assert [seqs[envelope] for _, envelope, _ in network.publishes] == list(range(1, 31))
+    assert len(network.reaches) == 1
+
+
+async def test_a_contact_whose_dial_hangs_does_not_hold_up_another(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    network = SlowDials(3, hangs=[BOB.public])
+    driver = StoreDriver(alice(), network, wall_clock=wall_clock, on_event=list, on_committed=list)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.run)
+        start = trio.current_time()
+        to_bob = send_like_node(driver, BOB.public, 5)
+        to_carol = send_like_node(driver, CAROL.public, 5)
+        await trio.sleep(REACH_TIMEOUT + 5)
+        nursery.cancel_scope.cancel()
+    carol = [(t - start, to_carol[e][1]) for t, e, _ in network.publishes if e in to_carol]
+    bob = [(t - start, to_bob[e][1]) for t, e, _ in network.publishes if e in to_bob]
+    assert [seq for t, seq in carol if t < 3] == [1, 2, 3, 4, 5]  # at once, then her retries
+    # Bob's hung reach is given up after REACH_TIMEOUT; his messages then go out, in order.
+    assert [seq for _, seq in bob[:5]] == [1, 2, 3, 4, 5] and all(t >= REACH_TIMEOUT for t, _ in bob)
+
+
+async def test_recipients_served_at_once_and_queued_publishes_are_bounded(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_driver, "MAX_RECIPIENTS_SERVED", 2)
+    monkeypatch.setattr(store_driver, "MAX_QUEUED_PUBLISHES", 3)
+    others = [Identity(bytes([10 + i]) * 32).public for i in range(4)]
+    network = SlowDials(5, hangs=others)
+    driver = StoreDriver(alice(), network, wall_clock=wall_clock, on_event=list, on_committed=list)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.run)
+        for other in others:
+            send_like_node(driver, other, 1)
+        to_bob = send_like_node(driver, BOB.public, 5)
+        await trio.sleep(1)
+        assert network.most_reaching == 2  # two recipients served, the others wait their turn
+        # Bob's 4th and 5th (first send and reach): not queued, left to the outbox's retry
+        assert driver.publishes_deferred == 4
+        await trio.sleep(4 * REACH_TIMEOUT)
+        nursery.cancel_scope.cancel()
+    assert network.most_reaching == 2
+    bob = [to_bob[e][1] for _, e, _ in network.publishes if e in to_bob]
+    assert bob[:3] == [1, 2, 3] and {4, 5} <= set(bob)  # the deferred ones went out on a retry
