@@ -16,7 +16,7 @@ import trio.testing
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.net import store_driver
 from meshchat.net.store_driver import REACH_TIMEOUT, StoreDriver
-from meshchat.store.messenger import Messenger, StoreConfig
+from meshchat.store.messenger import Messenger, PublishEnvelope, StoreConfig
 from meshchat.store.protocol import MailboxRequest, MailboxResponse
 from meshchat.store.storage import MemoryStorage
 
@@ -33,6 +33,10 @@ class NoJitter(random.Random):
         return 0.0
 
 
+def ignore(event: object) -> None:
+    pass
+
+
 def wall_clock() -> float:
     return EPOCH + trio.current_time()
 
@@ -44,6 +48,7 @@ class SlowDials:
     def __init__(self, seed: int, *, hangs: Collection[PublicIdentity] = ()) -> None:
         self.publishes: list[tuple[float, bytes, bool]] = []
         self.reaches: list[tuple[float, PublicIdentity]] = []
+        self.reached_at: list[float] = []
         self.reaching = 0
         self.most_reaching = 0
         self._rng = random.Random(seed)
@@ -74,6 +79,7 @@ class SlowDials:
             await trio.sleep(math.inf if recipient in self._hangs else self._rng.uniform(0, 2))
         finally:
             self.reaching -= 1
+            self.reached_at.append(trio.current_time())
 
     async def wait_listening(self, peer: str, topics: Collection[str]) -> set[str]:
         return set()
@@ -82,9 +88,11 @@ class SlowDials:
         pass
 
 
-def alice(storage: MemoryStorage | None = None) -> Messenger:
+def alice(storage: MemoryStorage | None = None, *, rng: random.Random | None = None) -> Messenger:
     config = StoreConfig(retry_initial=10.0, retry_max=600.0)
-    return Messenger(ALICE, storage or MemoryStorage(), config=config, rng=NoJitter(), wall_now=wall_clock())
+    return Messenger(
+        ALICE, storage or MemoryStorage(), config=config, rng=rng or NoJitter(), wall_now=wall_clock()
+    )
 
 
 def send_like_node(
@@ -106,7 +114,7 @@ async def test_fifty_quick_sends_to_a_contact_being_dialled_go_out_in_seq_order(
     autojump_clock: trio.testing.MockClock, seed: int
 ) -> None:
     network = SlowDials(seed)
-    driver = StoreDriver(alice(), network, wall_clock=wall_clock, on_event=list, on_committed=list)
+    driver = StoreDriver(alice(), network, wall_clock=wall_clock, on_event=ignore, on_committed=ignore)
     async with trio.open_nursery() as nursery:
         await nursery.start(driver.run)
         sent = send_like_node(driver, BOB.public, 50)
@@ -120,7 +128,7 @@ async def test_fifty_quick_sends_to_a_contact_being_dialled_go_out_in_seq_order(
 @pytest.mark.parametrize("seed", range(3))
 async def test_retries_keep_the_order(autojump_clock: trio.testing.MockClock, seed: int) -> None:
     network = SlowDials(seed)
-    driver = StoreDriver(alice(), network, wall_clock=wall_clock, on_event=list, on_committed=list)
+    driver = StoreDriver(alice(), network, wall_clock=wall_clock, on_event=ignore, on_committed=ignore)
     async with trio.open_nursery() as nursery:
         await nursery.start(driver.run)
         sent = send_like_node(driver, BOB.public, 50)
@@ -130,6 +138,35 @@ async def test_retries_keep_the_order(autojump_clock: trio.testing.MockClock, se
     assert order == list(range(1, 51)) * 4
     assert [again for _, _, again in network.publishes[50:]] == [True] * 150
     assert len(network.reaches) == 4  # one per round, not one per message
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_jittered_retries_offer_every_missing_message_in_order_from_any_reach_on(
+    autojump_clock: trio.testing.MockClock, seed: int
+) -> None:
+    """Sends spread over time, retries on their own jittered timers: whenever a reach completes (the
+    moment the recipient may be back), the messages published from then on, each counted when first
+    offered, come in seq order: a recipient that came back then sees 1, 2, 3, ..."""
+    rng = random.Random(seed)
+    network = SlowDials(seed)
+    messenger = alice(rng=random.Random(seed))
+    driver = StoreDriver(messenger, network, wall_clock=wall_clock, on_event=ignore, on_committed=ignore)
+    sent: dict[bytes, tuple[PublicIdentity, int]] = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.run)
+        for _ in range(30):
+            sent |= send_like_node(driver, BOB.public, 1)
+            await trio.sleep(rng.uniform(0, 3))
+        await trio.sleep(200)
+        nursery.cancel_scope.cancel()
+    assert len(network.reached_at) > 5
+    for reached in network.reached_at:
+        offered: list[int] = []
+        for t, envelope, _ in network.publishes:
+            seq = sent[envelope][1]
+            if t >= reached and seq not in offered:
+                offered.append(seq)
+        assert offered == sorted(offered), f"after the reach at {reached}"
 
 
 async def test_pending_messages_published_at_start_go_out_in_seq_order(
@@ -142,7 +179,7 @@ async def test_pending_messages_published_at_start_go_out_in_seq_order(
         record, _ = before.send(BOB.public, f"m{i}".encode(), wall_now=wall_clock())  # never published
         seqs[record.envelope] = record.seq
     network = SlowDials(7)
-    driver = StoreDriver(alice(storage), network, wall_clock=wall_clock, on_event=list, on_committed=list)
+    driver = StoreDriver(alice(storage), network, wall_clock=wall_clock, on_event=ignore, on_committed=ignore)
     async with trio.open_nursery() as nursery:
         await nursery.start(driver.run)
         driver.retry_pending()
@@ -156,7 +193,7 @@ async def test_a_contact_whose_dial_hangs_does_not_hold_up_another(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     network = SlowDials(3, hangs=[BOB.public])
-    driver = StoreDriver(alice(), network, wall_clock=wall_clock, on_event=list, on_committed=list)
+    driver = StoreDriver(alice(), network, wall_clock=wall_clock, on_event=ignore, on_committed=ignore)
     async with trio.open_nursery() as nursery:
         await nursery.start(driver.run)
         start = trio.current_time()
@@ -171,25 +208,45 @@ async def test_a_contact_whose_dial_hangs_does_not_hold_up_another(
     assert [seq for _, seq in bob[:5]] == [1, 2, 3, 4, 5] and all(t >= REACH_TIMEOUT for t, _ in bob)
 
 
-async def test_recipients_served_at_once_and_queued_publishes_are_bounded(
+async def test_recipients_served_at_once_are_bounded(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store_driver, "MAX_RECIPIENTS_SERVED", 2)
-    monkeypatch.setattr(store_driver, "MAX_QUEUED_PUBLISHES", 3)
     others = [Identity(bytes([10 + i]) * 32).public for i in range(4)]
     network = SlowDials(5, hangs=others)
-    driver = StoreDriver(alice(), network, wall_clock=wall_clock, on_event=list, on_committed=list)
+    driver = StoreDriver(alice(), network, wall_clock=wall_clock, on_event=ignore, on_committed=ignore)
     async with trio.open_nursery() as nursery:
         await nursery.start(driver.run)
         for other in others:
             send_like_node(driver, other, 1)
-        to_bob = send_like_node(driver, BOB.public, 5)
         await trio.sleep(1)
-        assert network.most_reaching == 2  # two recipients served, the others wait their turn
-        # Bob's 4th and 5th (first send and reach): not queued, left to the outbox's retry
-        assert driver.publishes_deferred == 4
-        await trio.sleep(4 * REACH_TIMEOUT)
+        assert network.reaching == 2  # two recipients served, the others wait their turn
+        await trio.sleep(3 * REACH_TIMEOUT)
         nursery.cancel_scope.cancel()
     assert network.most_reaching == 2
-    bob = [to_bob[e][1] for _, e, _ in network.publishes if e in to_bob]
-    assert bob[:3] == [1, 2, 3] and {4, 5} <= set(bob)  # the deferred ones went out on a retry
+    assert {who for _, who in network.reaches} == set(others)  # each had its turn
+
+
+async def test_a_full_queue_keeps_the_lowest_seqs_and_the_rest_go_out_once_those_are_delivered(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_driver, "MAX_QUEUED_PUBLISHES", 3)
+    network = SlowDials(6)
+    driver = StoreDriver(alice(), network, wall_clock=wall_clock, on_event=ignore, on_committed=ignore)
+    bob = Messenger(BOB, MemoryStorage(), rng=random.Random(1), wall_now=wall_clock())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.run)
+        sent = send_like_node(driver, BOB.public, 5)
+        # 4 and 5 were not queued (their publish and their reach): the outbox retries them
+        assert driver.publishes_deferred == 4
+        await trio.sleep(5)
+        first = [sent[e][1] for _, e, _ in network.publishes]
+        assert first == [1, 2, 3]
+        # Bob got 1, 2 and 3; his receipts come back: only 4 and 5 are retried at 10 s
+        got = [e for e, (_, seq) in sent.items() if seq <= 3]
+        for action in bob.receive(got, wall_now=wall_clock()):
+            if isinstance(action, PublishEnvelope):
+                driver.receive(action.envelope)
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    assert [sent[e][1] for _, e, _ in network.publishes[3:]] == [4, 5]

@@ -9,15 +9,17 @@ clock in tests, so retries run under ``MockClock``).
 
 **Order.** A recipient sees messages in the order it first receives them, so each recipient's
 messages are published by one task at a time (``_Conversation``), lowest ``seq`` first: first sends,
-retries and the pending messages published at start alike. A retry, or a first send to a contact we
-are not connected to, asks for a reach: the task reaches the recipient once, then publishes everything
-queued for it in ``seq`` order. (Before, each publish and each reach was its own task, and trio does
-not run tasks in the order they were started: a quick 1, 2, 3 to a contact being dialled could arrive
-as 3, 1, 2.) What is queued together goes out in order; the outbox retries each message on its own
-jittered timer, so retries that fall due apart are published apart. At most ``MAX_RECIPIENTS_SERVED``
-recipients are served at once and a recipient's queue holds at most ``MAX_QUEUED_PUBLISHES``; what is
-over waits for the outbox's next retry (counted in ``publishes_deferred``). Receipts need no order:
-each is published at once.
+retries and the pending messages published at start alike. (Before, each publish and each reach was
+its own task, and trio does not run tasks in the order they were started: a quick 1, 2, 3 to a
+contact being dialled could arrive as 3, 1, 2.) A retry, or a first send to a contact we are not
+connected to, asks for a reach: the task reaches the recipient once, then queues again every message
+to it still retried with a lower ``seq`` than one queued (the outbox retries each message on its own
+jittered timer, so a recipient that comes back must not get the first one due before the others), and
+publishes the queue in ``seq`` order. So from any reach on, the recipient is offered each message it
+lacks before any later one. The price: a retry publishes the recipient's older unacknowledged
+messages too. At most ``MAX_RECIPIENTS_SERVED`` recipients are served at once, and a recipient's queue
+holds its ``MAX_QUEUED_PUBLISHES`` lowest ``seq``s; the rest wait for a later retry (counted in
+``publishes_deferred``). Receipts need no order: each is published at once.
 
 What it is not: it decides nothing about delivery (the core does) and does not open connections by
 itself: everything network-side goes through ``StoreIO`` (``NetStoreIO`` on a libp2p host), so a test
@@ -50,6 +52,7 @@ from meshchat.store.messenger import (
     StatusChanged,
     StoreProblem,
 )
+from meshchat.store.outbox import RETRYING
 from meshchat.store.protocol import MailboxRequest, MailboxResponse
 from meshchat.store.storage import OutboxRecord, OutboxStatus
 
@@ -158,6 +161,23 @@ class _Conversation:
         """The inbox topic of the first queued publish (the recipient's today)."""
         return min(self.queued.values(), key=lambda q: q[0])[1].topic
 
+    def put(self, message_id: bytes, seq: int, action: PublishEnvelope) -> bool:
+        """Queue ``action`` (merged with one queued for the same message: ``again`` if either asks
+        for it). A full queue keeps the lowest ``seq``s: it drops the highest of them and ``action``.
+        Returns whether something was dropped."""
+        queued = self.queued.get(message_id)
+        if queued is not None:
+            action = dataclasses.replace(action, again=action.again or queued[1].again)
+        elif len(self.queued) >= MAX_QUEUED_PUBLISHES:
+            last = max(self.queued, key=lambda mid: self.queued[mid][0])
+            if self.queued[last][0] < seq:
+                return True
+            del self.queued[last]
+            self.queued[message_id] = (seq, action)
+            return True
+        self.queued[message_id] = (seq, action)
+        return False
+
     def pop_first(self) -> PublishEnvelope:
         """Take the queued publish with the lowest ``seq``."""
         first = min(self.queued, key=lambda mid: self.queued[mid][0])
@@ -220,6 +240,11 @@ class StoreDriver:
         # Recipients with publishes queued, by Ed25519 key: one task serves each (see "Order").
         self._conversations: dict[bytes, _Conversation] = {}
         self._serving = trio.CapacityLimiter(MAX_RECIPIENTS_SERVED)
+        # Every outbox message still retried, by recipient: ``message id -> (seq, its last publish)``,
+        # published again after a reach (see "Order"). As large as the outbox's own retrying records
+        # (the application sends them; no peer can grow it), each an envelope the outbox holds anyway.
+        self._unacked: dict[bytes, dict[bytes, tuple[int, PublishEnvelope]]] = {}
+        self._recipient_of: dict[bytes, bytes] = {}
         #: Publishes not queued because their recipient's queue was full (the outbox retries them).
         self.publishes_deferred = 0
 
@@ -245,7 +270,11 @@ class StoreDriver:
                     nursery.start_soon(self._call_mailbox, peer, request)
                 case MessageReceived():
                     received.append(action)
-                case StatusChanged() | StoreProblem():
+                case StatusChanged():
+                    if action.status not in RETRYING:
+                        self._settled(action.message_id)
+                    self._on_event(action)
+                case StoreProblem():
                     self._on_event(action)
                 case _:
                     assert_never(action)
@@ -307,14 +336,34 @@ class StoreDriver:
             recipient = PublicIdentity.from_bytes(record.recipient)
             conversation = self._conversations[record.recipient] = _Conversation(recipient)
             self._nursery.start_soon(self._serve, record.recipient, conversation)
-        queued = conversation.queued.get(mid)
-        if queued is not None:  # published once for both; ``again`` if either asked for it
-            action = dataclasses.replace(action, again=action.again or queued[1].again)
-        elif len(conversation.queued) >= MAX_QUEUED_PUBLISHES:
-            self.publishes_deferred += 1
-            return
-        conversation.queued[mid] = (record.seq, action)
+        if record.status in RETRYING:
+            self._unacked.setdefault(record.recipient, {})[mid] = (record.seq, action)
+            self._recipient_of[mid] = record.recipient
+        self.publishes_deferred += conversation.put(mid, record.seq, action)
         conversation.reach = conversation.reach or action.again
+
+    def _settled(self, message_id: bytes) -> None:
+        """``message_id`` is retried no more (delivered, read, expired, failed): never publish it again."""
+        recipient = self._recipient_of.pop(message_id, None)
+        unacked = self._unacked.get(recipient or b"")
+        if recipient is None or unacked is None:
+            return
+        unacked.pop(message_id, None)
+        if not unacked:
+            del self._unacked[recipient]
+
+    def _queue_unacked_before(self, key: bytes, conversation: _Conversation) -> None:
+        """The recipient was just reached (it may have come back, or be reached for the first time):
+        queue again every message to it still retried with a lower ``seq`` than one queued, so it
+        gets them before that one, not at their own retries (the outbox retries each message on its
+        own jittered timer)."""
+        if not conversation.queued:
+            return
+        highest = max(seq for seq, _ in conversation.queued.values())
+        for mid, (seq, action) in self._unacked.get(key, {}).items():
+            if seq < highest and mid not in conversation.queued:
+                again = dataclasses.replace(action, again=True)
+                self.publishes_deferred += conversation.put(mid, seq, again)
 
     async def _serve(self, key: bytes, conversation: _Conversation) -> None:
         """Publish ``conversation``'s queue lowest ``seq`` first, reaching the recipient once whenever
@@ -325,6 +374,7 @@ class StoreDriver:
                     with trio.move_on_after(REACH_TIMEOUT):
                         await self._io.reach(conversation.recipient, conversation.topic())
                     conversation.reach = False  # retries queued while it ran are served by it
+                    self._queue_unacked_before(key, conversation)
                     continue  # publishes may have been queued meanwhile, some with a lower seq
                 await self._publish_message(conversation.pop_first())
             del self._conversations[key]  # no checkpoint since the queue was found empty
