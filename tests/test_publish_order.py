@@ -16,7 +16,7 @@ import trio.testing
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.net import store_driver
 from meshchat.net.store_driver import REACH_TIMEOUT, StoreDriver
-from meshchat.store.messenger import Messenger, PublishEnvelope, StoreConfig
+from meshchat.store.messenger import MessageReceived, Messenger, PublishEnvelope, StoreConfig
 from meshchat.store.protocol import MailboxRequest, MailboxResponse
 from meshchat.store.storage import MemoryStorage
 
@@ -250,3 +250,28 @@ async def test_a_full_queue_keeps_the_lowest_seqs_and_the_rest_go_out_once_those
         await trio.sleep(10)
         nursery.cancel_scope.cancel()
     assert [sent[e][1] for _, e, _ in network.publishes[3:]] == [4, 5]
+
+
+class TakesReceipts(SlowDials):
+    async def publish(self, topic: str, envelope: bytes) -> None:
+        pass
+
+
+async def test_the_receiver_commits_live_envelopes_as_they_arrive_and_a_batch_in_seq_order() -> None:
+    """What ``DirectMessage``'s docstring says: envelopes that arrive one by one (gossip) are committed
+    and numbered as the network delivers them; a batch (one mailbox fetch) in each sender's order."""
+    sender = alice()
+    envelopes = [sender.send(BOB.public, f"m{i}".encode(), wall_now=EPOCH)[0].envelope for i in range(1, 7)]
+    committed: list[MessageReceived] = []
+    bob = Messenger(BOB, MemoryStorage(), rng=random.Random(1), wall_now=EPOCH)
+    driver = StoreDriver(
+        bob, TakesReceipts(1), wall_clock=lambda: EPOCH, on_event=ignore, on_committed=committed.extend
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.run)
+        for envelope in (envelopes[2], envelopes[0], envelopes[1]):  # live, out of order: 3, 1, 2
+            driver.receive(envelope)
+        batch = [a for a in bob.receive(envelopes[:2:-1], wall_now=EPOCH) if isinstance(a, MessageReceived)]
+        nursery.cancel_scope.cancel()
+    assert [(r.message.seq, r.message.number) for r in committed] == [(3, 1), (1, 2), (2, 3)]
+    assert [(r.message.seq, r.message.number) for r in batch] == [(4, 4), (5, 5), (6, 6)]  # sent 6, 5, 4
