@@ -78,8 +78,9 @@ PUBLISH_FLUSH_TIMEOUT = 10.0
 #: or a DHT lookup, and one flush in flight). 16: a handful of sockets and lookups at a time, while a
 #: contact whose dial hangs takes one slot of 16 and the others go on.
 MAX_RECIPIENTS_SERVED = 16
-#: Publishes queued for one recipient (references to envelopes the outbox holds anyway). What is over
-#: is not queued: the outbox's next retry publishes it (counted in ``publishes_deferred``).
+#: Publishes queued for one recipient (references to envelopes the outbox holds anyway). A full queue
+#: keeps the lowest ``seq``s; the others wait for the outbox's next retry (counted in
+#: ``publishes_deferred``).
 MAX_QUEUED_PUBLISHES = 1024
 #: Seconds a reach may take before its recipient's messages are published anyway (relays and
 #: mailboxes may carry them): longer than a dial and a DHT lookup (``DHT_LOOKUP_TIMEOUT``) together.
@@ -376,7 +377,9 @@ class StoreDriver:
                     conversation.reach = False  # retries queued while it ran are served by it
                     self._queue_unacked_before(key, conversation)
                     continue  # publishes may have been queued meanwhile, some with a lower seq
-                await self._publish_message(conversation.pop_first())
+                action = conversation.pop_first()
+                if action.message_id in self._recipient_of:  # else delivered (or over) meanwhile
+                    await self._publish_message(action)
             del self._conversations[key]  # no checkpoint since the queue was found empty
 
     async def _publish_message(self, action: PublishEnvelope) -> None:
