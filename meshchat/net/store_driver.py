@@ -7,6 +7,20 @@ recipient (invite addresses, the recipient's mailboxes, the DHT) before each ret
 It reads the wall time from the clock it is given (``time.time`` on a real node; a function of trio's
 clock in tests, so retries run under ``MockClock``).
 
+**Order.** A recipient sees messages in the order it first receives them, so each recipient's
+messages are published by one task at a time (``_Conversation``), lowest ``seq`` first: first sends,
+retries and the pending messages published at start alike. (Before, each publish and each reach was
+its own task, and trio does not run tasks in the order they were started: a quick 1, 2, 3 to a
+contact being dialled could arrive as 3, 1, 2.) A retry, or a first send to a contact we are not
+connected to, asks for a reach: the task reaches the recipient once, then queues again every message
+to it still retried with a lower ``seq`` than one queued (the outbox retries each message on its own
+jittered timer, so a recipient that comes back must not get the first one due before the others), and
+publishes the queue in ``seq`` order. So from any reach on, the recipient is offered each message it
+lacks before any later one. The price: a retry publishes the recipient's older unacknowledged
+messages too. At most ``MAX_RECIPIENTS_SERVED`` recipients are served at once, and a recipient's queue
+holds its ``MAX_QUEUED_PUBLISHES`` lowest ``seq``s; the rest wait for a later retry (counted in
+``publishes_deferred``). Receipts need no order: each is published at once.
+
 What it is not: it decides nothing about delivery (the core does) and does not open connections by
 itself: everything network-side goes through ``StoreIO`` (``NetStoreIO`` on a libp2p host), so a test
 can run this driver on a fake network.
@@ -14,6 +28,7 @@ can run this driver on a fake network.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
@@ -23,7 +38,6 @@ import trio
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
 
-from meshchat.crypto import epoch_of, inbox_tag, inbox_topic
 from meshchat.errors import DecodeError, NetworkError
 from meshchat.identity import PublicIdentity
 from meshchat.net.dialer import Dialer, Whereabouts
@@ -38,12 +52,16 @@ from meshchat.store.messenger import (
     StatusChanged,
     StoreProblem,
 )
+from meshchat.store.outbox import RETRYING
 from meshchat.store.protocol import MailboxRequest, MailboxResponse
 from meshchat.store.storage import OutboxRecord, OutboxStatus
 
 __all__ = [
     "MAX_HELD_RECEIPTS",
+    "MAX_QUEUED_PUBLISHES",
+    "MAX_RECIPIENTS_SERVED",
     "PUBLISH_FLUSH_TIMEOUT",
+    "REACH_TIMEOUT",
     "RECEIPT_HOLD",
     "SUBSCRIPTION_WAIT",
     "MessageHandle",
@@ -56,6 +74,17 @@ __all__ = [
 #: Seconds a published message may wait to be written to a peer's stream before it counts as not
 #: relayed (the outbox retries it).
 PUBLISH_FLUSH_TIMEOUT = 10.0
+#: Recipients whose messages are published at once (each with one task: at most one reach, a dial
+#: or a DHT lookup, and one flush in flight). 16: a handful of sockets and lookups at a time, while a
+#: contact whose dial hangs takes one slot of 16 and the others go on.
+MAX_RECIPIENTS_SERVED = 16
+#: Publishes queued for one recipient (references to envelopes the outbox holds anyway). A full queue
+#: keeps the lowest ``seq``s; the others wait for the outbox's next retry (counted in
+#: ``publishes_deferred``).
+MAX_QUEUED_PUBLISHES = 1024
+#: Seconds a reach may take before its recipient's messages are published anyway (relays and
+#: mailboxes may carry them): longer than a dial and a DHT lookup (``DHT_LOOKUP_TIMEOUT``) together.
+REACH_TIMEOUT = 60.0
 #: Seconds to wait for a contact just dialled to subscribe to its inbox shard before publishing.
 SUBSCRIPTION_WAIT = 5.0
 
@@ -118,6 +147,44 @@ class MessageHandle:
         return f"<MessageHandle {self.message_id.hex()[:16]} {self.status.value}>"
 
 
+@dataclasses.dataclass(slots=True)
+class _Conversation:
+    """One recipient's publishes, waiting for the task that serves it (see "Order" above)."""
+
+    #: Who they are for.
+    recipient: PublicIdentity
+    #: ``message id -> (seq, publish)``; served lowest ``seq`` first.
+    queued: dict[bytes, tuple[int, PublishEnvelope]] = dataclasses.field(default_factory=dict)
+    #: Reach the recipient before the next publish.
+    reach: bool = False
+
+    def topic(self) -> str:
+        """The inbox topic of the first queued publish (the recipient's today)."""
+        return min(self.queued.values(), key=lambda q: q[0])[1].topic
+
+    def put(self, message_id: bytes, seq: int, action: PublishEnvelope) -> bool:
+        """Queue ``action`` (merged with one queued for the same message: ``again`` if either asks
+        for it). A full queue keeps the lowest ``seq``s: it drops the highest of them and ``action``.
+        Returns whether something was dropped."""
+        queued = self.queued.get(message_id)
+        if queued is not None:
+            action = dataclasses.replace(action, again=action.again or queued[1].again)
+        elif len(self.queued) >= MAX_QUEUED_PUBLISHES:
+            last = max(self.queued, key=lambda mid: self.queued[mid][0])
+            if self.queued[last][0] < seq:
+                return True
+            del self.queued[last]
+            self.queued[message_id] = (seq, action)
+            return True
+        self.queued[message_id] = (seq, action)
+        return False
+
+    def pop_first(self) -> PublishEnvelope:
+        """Take the queued publish with the lowest ``seq``."""
+        first = min(self.queued, key=lambda mid: self.queued[mid][0])
+        return self.queued.pop(first)[1]
+
+
 class StoreIO(Protocol):
     """The network as the store driver sees it."""
 
@@ -171,6 +238,16 @@ class StoreDriver:
         self._held_receipts: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         #: Held receipts dropped to stay within ``MAX_HELD_RECEIPTS``.
         self.receipts_dropped = 0
+        # Recipients with publishes queued, by Ed25519 key: one task serves each (see "Order").
+        self._conversations: dict[bytes, _Conversation] = {}
+        self._serving = trio.CapacityLimiter(MAX_RECIPIENTS_SERVED)
+        # Every outbox message still retried, by recipient: ``message id -> (seq, its last publish)``,
+        # published again after a reach (see "Order"). As large as the outbox's own retrying records
+        # (the application sends them; no peer can grow it), each an envelope the outbox holds anyway.
+        self._unacked: dict[bytes, dict[bytes, tuple[int, PublishEnvelope]]] = {}
+        self._recipient_of: dict[bytes, bytes] = {}
+        #: Publishes not queued because their recipient's queue was full (the outbox retries them).
+        self.publishes_deferred = 0
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run the core's timers; the driver's tasks live here until this is cancelled."""
@@ -186,13 +263,19 @@ class StoreDriver:
         received: list[MessageReceived] = []
         for action in actions:
             match action:
+                case PublishEnvelope(message_id=None):  # a receipt: no order to keep
+                    nursery.start_soon(self._publish_receipt, action)
                 case PublishEnvelope():
-                    nursery.start_soon(self._publish_envelope, action)
+                    self._queue_publish(action)
                 case CallMailbox(peer=peer, request=request):
                     nursery.start_soon(self._call_mailbox, peer, request)
                 case MessageReceived():
                     received.append(action)
-                case StatusChanged() | StoreProblem():
+                case StatusChanged():
+                    if action.status not in RETRYING:
+                        self._settled(action.message_id)
+                    self._on_event(action)
+                case StoreProblem():
                     self._on_event(action)
                 case _:
                     assert_never(action)
@@ -212,10 +295,13 @@ class StoreDriver:
         self.perform(self.messenger.receive([envelope], wall_now=self.now()))
 
     def reach_and_publish(self, recipient: PublicIdentity, message_id: bytes) -> None:
-        """Reach ``recipient`` in the background, then publish ``message_id`` again (a first send to
-        a contact we are not connected to)."""
-        assert self._nursery is not None
-        self._nursery.start_soon(self._reach_and_publish, recipient, message_id)
+        """Reach ``recipient`` in the background before publishing ``message_id`` (a first send to a
+        contact we are not connected to), in its place among the recipient's messages."""
+        conversation = self._conversations.get(recipient.ed25519)
+        if conversation is not None and message_id in conversation.queued:
+            conversation.reach = True
+            return
+        self.perform(self.messenger.retry_now(message_id, wall_now=self.now()))
 
     def retry_pending(self) -> None:
         """Publish and store every pending message again now, reaching its recipient first (a node
@@ -239,24 +325,74 @@ class StoreDriver:
 
     # --- tasks ---------------------------------------------------------------------------------------
 
-    async def _publish_envelope(self, action: PublishEnvelope) -> None:
-        if action.message_id is None:  # a receipt: nobody needs to hear back, but see RECEIPT_HOLD
-            self._hold_receipt(action.topic, action.envelope)
-            await self._io.publish(action.topic, action.envelope)
+    def _queue_publish(self, action: PublishEnvelope) -> None:
+        """Queue an outbox message's publish behind its recipient's others; start the recipient's
+        task if none runs. A retry asks for a reach first (it may be back, or never dialled)."""
+        mid = action.message_id
+        assert mid is not None and self._nursery is not None
+        record = self.messenger.status(mid)
+        assert record is not None, "the messenger publishes only messages in its outbox"
+        conversation = self._conversations.get(record.recipient)
+        if conversation is None:
+            recipient = PublicIdentity.from_bytes(record.recipient)
+            conversation = self._conversations[record.recipient] = _Conversation(recipient)
+            self._nursery.start_soon(self._serve, record.recipient, conversation)
+        if record.status in RETRYING:
+            self._unacked.setdefault(record.recipient, {})[mid] = (record.seq, action)
+            self._recipient_of[mid] = record.recipient
+        self.publishes_deferred += conversation.put(mid, record.seq, action)
+        conversation.reach = conversation.reach or action.again
+
+    def _settled(self, message_id: bytes) -> None:
+        """``message_id`` is retried no more (delivered, read, expired, failed): never publish it again."""
+        recipient = self._recipient_of.pop(message_id, None)
+        unacked = self._unacked.get(recipient or b"")
+        if recipient is None or unacked is None:
             return
-        if action.again:  # a retry: first try to reach the recipient (it may be back, or never dialled)
-            record = self.messenger.status(action.message_id)
-            if record is not None:
-                await self._io.reach(PublicIdentity.from_bytes(record.recipient), action.topic)
+        unacked.pop(message_id, None)
+        if not unacked:
+            del self._unacked[recipient]
+
+    def _queue_unacked_before(self, key: bytes, conversation: _Conversation) -> None:
+        """The recipient was just reached (it may have come back, or be reached for the first time):
+        queue again every message to it still retried with a lower ``seq`` than one queued, so it
+        gets them before that one, not at their own retries (the outbox retries each message on its
+        own jittered timer)."""
+        if not conversation.queued:
+            return
+        highest = max(seq for seq, _ in conversation.queued.values())
+        for mid, (seq, action) in self._unacked.get(key, {}).items():
+            if seq < highest and mid not in conversation.queued:
+                again = dataclasses.replace(action, again=True)
+                self.publishes_deferred += conversation.put(mid, seq, again)
+
+    async def _serve(self, key: bytes, conversation: _Conversation) -> None:
+        """Publish ``conversation``'s queue lowest ``seq`` first, reaching the recipient once whenever
+        asked to, until the queue is empty."""
+        async with self._serving:
+            while conversation.queued:
+                if conversation.reach:
+                    with trio.move_on_after(REACH_TIMEOUT):
+                        await self._io.reach(conversation.recipient, conversation.topic())
+                    conversation.reach = False  # retries queued while it ran are served by it
+                    self._queue_unacked_before(key, conversation)
+                    continue  # publishes may have been queued meanwhile, some with a lower seq
+                action = conversation.pop_first()
+                if action.message_id in self._recipient_of:  # else delivered (or over) meanwhile
+                    await self._publish_message(action)
+            del self._conversations[key]  # no checkpoint since the queue was found empty
+
+    async def _publish_message(self, action: PublishEnvelope) -> None:
+        assert action.message_id is not None
         peers = 0
         with trio.move_on_after(PUBLISH_FLUSH_TIMEOUT):
             peers = await self._io.publish_and_flush(action.topic, action.envelope, again=action.again)
         self.perform(self.messenger.published(action.message_id, peers=peers, wall_now=self.now()))
 
-    async def _reach_and_publish(self, recipient: PublicIdentity, message_id: bytes) -> None:
-        topic = inbox_topic(inbox_tag(recipient, epoch_of(self.now())))
-        await self._io.reach(recipient, topic)
-        self.perform(self.messenger.retry_now(message_id, wall_now=self.now()))
+    async def _publish_receipt(self, action: PublishEnvelope) -> None:
+        """Nobody needs to hear back, but see ``RECEIPT_HOLD``."""
+        self._hold_receipt(action.topic, action.envelope)
+        await self._io.publish(action.topic, action.envelope)
 
     async def _call_mailbox(self, peer: str, request: MailboxRequest) -> None:
         try:
