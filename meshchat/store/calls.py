@@ -3,8 +3,10 @@
 ``MailboxCalls`` keeps, per mailbox, one call in flight at most, and the queues behind it: the running
 ``SyncSession`` first, then envelopes to store (``queue_store``: a recipient's own mailboxes first,
 then rendezvous order), then ids to withdraw. It schedules syncs: every ``sync_interval``, at once
-with a mailbox that becomes reachable, and every ``receipt_sync_interval`` (doubling) while sent
-messages await receipts. A mailbox caught lying is ``penalise``d: set aside for ``MAILBOX_PENALTY``.
+with a mailbox that becomes reachable, and while sent messages await receipts every
+``receipt_sync_interval``, doubling up to ``receipt_sync_max`` for ``receipt_sync_window`` after a
+send, a mailbox appearing or a recipient coming back, up to ``sync_interval`` after that. A mailbox
+caught lying is ``penalise``d: set aside for ``MAILBOX_PENALTY``.
 It interprets no answer (the messenger does) and touches no storage.
 """
 
@@ -48,6 +50,9 @@ class MailboxCalls:
         self._next_sync: dict[str, float] = {}
         # Each usable mailbox's next wait while messages await receipts (doubling up to sync_interval).
         self._receipt_wait: dict[str, float] = {}
+        # Until when syncs stay at most ``receipt_sync_max`` apart while receipts are awaited: a send,
+        # a mailbox (re)appearing or a recipient coming back opens ``receipt_sync_window`` of them.
+        self._quick_until = -math.inf
 
     @property
     def reachable(self) -> list[str]:
@@ -81,6 +86,8 @@ class MailboxCalls:
             self._receipt_wait.pop(peer, None)
         new = [p for p in wanted if p not in self._usable]
         self._usable = wanted
+        if new:
+            self._quick_until = wall_now + self._config.receipt_sync_window
         for peer in new:
             self._next_sync[peer] = wall_now
             self._receipt_wait.pop(peer, None)  # starts again at receipt_sync_interval
@@ -188,22 +195,26 @@ class MailboxCalls:
         for peer in self._usable:
             if peer in self._syncs or self._next_sync.get(peer, wall_now) > wall_now:
                 continue
-            self._next_sync[peer] = wall_now + self._sync_wait(peer, awaiting)
+            self._next_sync[peer] = wall_now + self._sync_wait(peer, awaiting, wall_now)
             self._syncs[peer] = new_session()
 
-    def _sync_wait(self, peer: str, awaiting: bool) -> float:
-        """Seconds until the next sync with ``peer``: short while messages await receipts."""
+    def _sync_wait(self, peer: str, awaiting: bool, wall_now: float) -> float:
+        """Seconds until the next sync with ``peer``: short while messages await receipts (doubling up
+        to ``receipt_sync_max`` within the quick window, up to ``sync_interval`` after it)."""
         config = self._config
         if not awaiting:
             self._receipt_wait.pop(peer, None)
             return config.sync_interval
-        wait = min(self._receipt_wait.get(peer, config.receipt_sync_interval), config.sync_interval)
-        self._receipt_wait[peer] = min(2 * wait, config.sync_interval)
+        ceiling = config.receipt_sync_max if wall_now < self._quick_until else config.sync_interval
+        ceiling = min(ceiling, config.sync_interval)
+        wait = min(self._receipt_wait.get(peer, config.receipt_sync_interval), ceiling)
+        self._receipt_wait[peer] = min(2 * wait, ceiling)
         return wait
 
     def hurry(self, wall_now: float) -> None:
         """A receipt may come soon: sync every mailbox within ``receipt_sync_interval``, then back off."""
         soon = min(self._config.receipt_sync_interval, self._config.sync_interval)
+        self._quick_until = wall_now + self._config.receipt_sync_window
         for peer in self._usable:
             self._receipt_wait.pop(peer, None)
             if self._next_sync.get(peer, math.inf) > wall_now + soon:
@@ -211,6 +222,7 @@ class MailboxCalls:
 
     def sync_all_now(self, wall_now: float) -> None:
         """Every usable mailbox is due now."""
+        self._quick_until = wall_now + self._config.receipt_sync_window
         for peer in self._usable:
             self._next_sync[peer] = wall_now
 

@@ -58,12 +58,20 @@ class StoreConfig:
     #: 5 s: with every process up, a receipt that missed gossip is in within seconds, and a sender
     #: waiting for an offline recipient costs each mailbox only ~4 extra syncs before the usual pace.
     receipt_sync_interval: float = 5.0
+    #: Longest wait between those syncs for ``receipt_sync_window`` seconds after a send, a mailbox
+    #: (re)appearing or a recipient coming back, seconds. 10 s: when every process is up again, the
+    #: last receipt is in within ~10 s of the last restart, whichever process restarted last. After
+    #: the window the waits double up to ``sync_interval``, so a recipient away for days costs each
+    #: mailbox one sync a minute, not six (a sync is one reconcile exchange of a few hundred bytes).
+    receipt_sync_max: float = 10.0
+    #: Seconds the ``receipt_sync_max`` pace lasts (an hour: a crashed process is back well within it).
+    receipt_sync_window: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.mailbox_copies < 1 or self.retry_initial <= 0 or self.retry_max < self.retry_initial:
             raise ValueError("mailbox_copies >= 1 and 0 < retry_initial <= retry_max are required")
-        if self.receipt_sync_interval <= 0:
-            raise ValueError("receipt_sync_interval > 0 is required")
+        if not 0 < self.receipt_sync_interval <= self.receipt_sync_max or self.receipt_sync_window < 0:
+            raise ValueError("0 < receipt_sync_interval <= receipt_sync_max, receipt_sync_window >= 0")
         if not 0 < self.fetch_batch <= MAX_FETCH_IDS or self.sync_interval <= 0:
             raise ValueError(f"0 < fetch_batch <= {MAX_FETCH_IDS} and sync_interval > 0 are required")
 
