@@ -51,6 +51,7 @@ __all__ = [
     "CHAT_ORDER_WAIT",
     "MAX_STDIN_LINE",
     "REACH_AGAIN_AFTER",
+    "RECEIPT_WAIT",
     "SEND_TIMEOUT",
     "Line",
     "LineSplitter",
@@ -61,6 +62,12 @@ __all__ = [
 
 #: Seconds ``meshchat send`` waits for a peer on the recipient's inbox shard before giving up.
 SEND_TIMEOUT = 15.0
+
+#: Seconds ``meshchat send`` waits, once the contact itself has the message (it is connected to it),
+#: for the contact's signed receipt: on a live connection it comes back in well under a second, and
+#: without it the sender's outbox would say ``relayed`` until its next ``meshchat node`` (the receipt
+#: is sent again only when the sender retries).
+RECEIPT_WAIT = 5.0
 
 #: Longest line accepted on standard input for publishing, bytes: what one RPC may carry with room to
 #: spare (a longer line is refused with a ``refused`` event, whole, not cut).
@@ -360,12 +367,15 @@ async def run_node(
     reserve: Sequence[str] = (),
     mailboxes: Sequence[str] = (),
     mailbox_limits: MailboxLimits | None = None,
+    events_after: int | None = None,
 ) -> None:
     """Run a node until SIGINT or SIGTERM, printing its events to ``out``.
 
     With ``read_stdin`` each input line is published to the first topic, or, with ``chat_with``, sent
     sealed to that contact. With ``mailbox_limits`` the node serves as a mailbox within them; it stores
-    its own messages on ``mailboxes`` (and on any mailbox it meets).
+    its own messages on ``mailboxes`` (and on any mailbox it meets). With ``events_after`` the inbox
+    messages numbered after it are printed (as ``direct`` events) before live ones, so a script that
+    follows the output resumes after the last ``number`` it handled.
     """
     printer = (
         _ChatPrinter(out)
@@ -384,6 +394,7 @@ async def run_node(
         mailbox=mailbox_limits is not None,
         mailbox_limits=mailbox_limits,
         mailboxes=mailboxes,
+        events_after=events_after,
     ) as node:
         contact = node.contacts.find(chat_with) if chat_with is not None else None
         if contact is not None and _unreachable_now(contact, bootstrap, mailboxes):
@@ -467,7 +478,9 @@ async def run_send(
     mailboxes: Sequence[str] = (),
 ) -> None:
     """Send one sealed message to contact ``to``: queue it in the profile's outbox, then return once a
-    peer on the contact's inbox shard has it (or, given ``mailboxes``, once a mailbox stored it).
+    peer on the contact's inbox shard has it (or, given ``mailboxes``, once a mailbox stored it). If
+    that peer is the contact itself, it also waits (at most ``RECEIPT_WAIT``) for their receipt, so
+    the outbox says ``delivered`` without another run.
 
     Raises ``NetworkError`` if that does not happen within ``SEND_TIMEOUT``, or at once if nothing
     could carry it (the contact's invite has no address or mailbox and no ``bootstrap`` or
@@ -484,6 +497,9 @@ async def run_send(
         if not _unreachable_now(contact, bootstrap, mailboxes):
             with trio.move_on_after(SEND_TIMEOUT):
                 await handle.wait_until(OutboxStatus.STORED if mailboxes else OutboxStatus.RELAYED)
+            if handle.status in (OutboxStatus.RELAYED, OutboxStatus.STORED) and _hears(node, contact):
+                with trio.move_on_after(RECEIPT_WAIT):
+                    await handle.wait_until(OutboxStatus.DELIVERED)
         status = handle.status
         if status in (OutboxStatus.QUEUED, OutboxStatus.FAILED):
             why = handle.error or (
