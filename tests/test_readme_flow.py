@@ -26,6 +26,7 @@ import trio
 from processes import JsonLinesProcess
 
 from meshchat.cli.common import LIBP2P_LOG_ENV, PASSPHRASE_ENV, PROFILE_ENV
+from meshchat.cli.runner import SEND_TIMEOUT
 from meshchat.identity import PublicIdentity, read_public_key, safety_number
 from meshchat.wire import Invite
 
@@ -158,7 +159,11 @@ async def test_the_readme_walk_through_delivers_then_chats_both_ways(tmp_path: P
         assert [(m["message_id"], m["text"]) for m in inbox] == [(direct["message_id"], "Привет!")]
 
         # Both ways: Bob adds Alice's invite, stops his node and chats on the same port.
-        alice_invite = (await meshchat("invite", "--profile", alice)).stdout.decode().strip()
+        invited = await meshchat("invite", "--profile", alice)
+        alice_invite = invited.stdout.decode().strip()
+        # Alice's one-shot send listened nowhere, so it recorded no address for her invite to carry
+        assert Invite.from_text(alice_invite).addrs == ()
+        assert "warning: this invite has no address" in invited.stderr.decode()
         await meshchat("add", "--profile", bob, alice_invite)
         await bob_node.stop()
         address = f"/ip4/127.0.0.1/tcp/{_port(listening)}"
@@ -192,10 +197,20 @@ async def test_a_send_while_bob_is_offline_is_delivered_by_alices_later_node(tmp
         )
         await bob_node.stop()
 
+        # An invite made now still carries the address, with a warning that no node listens there.
+        stale = await meshchat("invite", "--profile", bob)
+        assert "warning: no `meshchat node` or `meshchat chat` of this profile runs now" in " ".join(
+            stale.stderr.decode().split()
+        )
+        assert Invite.from_text(stale.stdout.decode()).addrs == tuple(listening["addrs"])
+
+        started = trio.current_time()
         offline = await meshchat("send", "--profile", alice, "--to", "Bob", "пока тебя не было", check=False)
         error = offline.stderr.decode()
         assert offline.returncode == 1, error
+        assert "Bob could not be reached at the address in their invite" in error, error
         assert "queued in the outbox" in error and "`meshchat node` retries it" in error, error
+        assert trio.current_time() - started < SEND_TIMEOUT  # said at once, not after the timeout
         outbox = json.loads((await meshchat("outbox", "--profile", alice, "--json")).stdout)["outbox"]
         assert [r["status"] for r in outbox] == ["queued"]
 

@@ -297,6 +297,11 @@ def _hears(node: Node, contact: Contact) -> bool:
     return contact.peer_id in node.driver.router.topic_peers(topic)
 
 
+def _connected(node: Node, contact: Contact) -> bool:
+    """True if ``node`` has a connection to ``contact`` now."""
+    return bool(node.host.get_network().connections.get(ID.from_base58(contact.peer_id)))
+
+
 class _ChatSender:
     """Sends ``chat`` lines to one contact in the order typed.
 
@@ -316,7 +321,7 @@ class _ChatSender:
         self._reaching = trio.Lock()
 
     def _connected(self) -> bool:
-        return bool(self._node.host.get_network().connections.get(ID.from_base58(self._contact.peer_id)))
+        return _connected(self._node, self._contact)
 
     async def reach(self) -> None:
         """Dial the contact unless it is heard or was dialled less than ``REACH_AGAIN_AFTER`` ago; once
@@ -494,9 +499,17 @@ async def run_send(
         contact = node.contacts.find(to)
         handle = await node.send(contact, text)
         no_route = not (contact.addrs or contact.mailboxes)
+        # Only the contact itself can take it (no mailbox, no peer given): if dialling them fails, say
+        # so at once rather than wait out SEND_TIMEOUT. ``reach`` joins the dial ``send`` started.
+        only_them = not (contact.mailboxes or bootstrap or mailboxes)
+        missed = False
         if not _unreachable_now(contact, bootstrap, mailboxes):
             with trio.move_on_after(SEND_TIMEOUT):
-                await handle.wait_until(OutboxStatus.STORED if mailboxes else OutboxStatus.RELAYED)
+                if only_them:
+                    await node.reach(contact)
+                    missed = not _connected(node, contact)
+                if not missed:
+                    await handle.wait_until(OutboxStatus.STORED if mailboxes else OutboxStatus.RELAYED)
             if handle.status in (OutboxStatus.RELAYED, OutboxStatus.STORED) and _hears(node, contact):
                 with trio.move_on_after(RECEIPT_WAIT):
                     await handle.wait_until(OutboxStatus.DELIVERED)
@@ -507,6 +520,8 @@ async def run_send(
                 + ("" if bootstrap or mailboxes else " and no --bootstrap or --mailbox was given")
                 + ", so nothing can carry it now"
                 if no_route
+                else f"{contact.name} could not be reached at the address in their invite or by the DHT"
+                if missed
                 else f"nobody on their inbox shard or a mailbox took it in {SEND_TIMEOUT:g} s"
             )
             hint = (
