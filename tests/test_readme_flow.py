@@ -226,3 +226,56 @@ async def test_a_send_while_bob_is_offline_is_delivered_by_alices_later_node(tmp
         await bob_node.stop()
     outbox = json.loads((await meshchat("outbox", "--profile", alice, "--json")).stdout)["outbox"]
     assert [r["status"] for r in outbox] == ["delivered"]
+
+
+async def test_the_readme_relay_lobby_and_mailbox_commands(tmp_path: Path) -> None:
+    """The README's second block: a relay node, a node on the lobby topic through it publishing stdin,
+    a mailbox, Bob's invite naming it, Alice's send storing there while Bob is offline, `status` by
+    12 hex digits; then Bob's node syncs from the mailbox and Alice's outbox turns `delivered`."""
+    relay, x, box = tmp_path / ".relay", tmp_path / ".x", tmp_path / ".box"
+    bob, alice = tmp_path / ".bob", tmp_path / ".alice"
+    for profile in (relay, x, box, bob, alice):
+        await meshchat("init", "--profile", profile, "--name", profile.name.removeprefix(".").capitalize())
+    local = "/ip4/127.0.0.1/tcp/0"
+    async with processes(tmp_path) as start:
+        # meshchat node --profile ~/.relay --listen /ip4/0.0.0.0/tcp/4003 --relay --json
+        relay_node = await start("node", "--profile", relay, "--listen", local, "--relay", "--json")
+        relay_addr = (await relay_node.first("listening"))["addrs"][0]
+        # meshchat node --profile ~/.x --bootstrap /ip4/…/tcp/4003/p2p/12D3KooW… --topic lobby --stdin --json
+        x_node = await start(
+            "node", "--profile", x, "--bootstrap", relay_addr, "--topic", "lobby", "--stdin", "--json"
+        )
+        assert (await x_node.first("peer_connected"))["peer"] == relay_addr.split("/p2p/")[1]
+        await x_node.write_line(b"hello, lobby")
+        assert (await x_node.first("published"))["topic"] == "lobby"
+
+        # meshchat mailbox --profile ~/.box --listen /ip4/0.0.0.0/tcp/4002
+        mailbox = await start("mailbox", "--profile", box, "--listen", local, "--json")
+        box_addr = (await mailbox.first("listening"))["addrs"][0]
+        # meshchat invite --profile ~/.bob --mailbox /ip4/…/tcp/4002/p2p/12D3KooW…
+        invited = await meshchat("invite", "--profile", bob, "--mailbox", box_addr)
+        assert "warning" not in invited.stderr.decode(), invited.stderr.decode()
+        await meshchat("add", "--profile", alice, invited.stdout.decode().strip())
+        # meshchat send --profile ~/.alice --to Bob --mailbox /ip4/…/tcp/4002/p2p/12D3KooW… "see you"
+        sent = await meshchat(
+            "send", "--profile", alice, "--to", "Bob", "--mailbox", box_addr, "--json", "see you"
+        )
+        message = json.loads(sent.stdout)
+        assert message["status"] == "stored", message
+        # meshchat status --profile ~/.alice 3fa2c1d0e9b8
+        status = await meshchat("status", "--profile", alice, message["message_id"][:12])
+        assert f"{message['message_id']} to Bob: stored" in status.stdout.decode()
+
+        # Bob's node syncs from the mailbox (--mailbox ADDR: stores on, and syncs from, it)
+        bob_node = await start("node", "--profile", bob, "--listen", local, "--mailbox", box_addr, "--json")
+        direct = await bob_node.first("direct")
+        assert (direct["message_id"], _text(direct)) == (message["message_id"], "see you")
+        # Alice's node picks Bob's receipt up from the mailbox
+        alice_node = await start(
+            "node", "--profile", alice, "--listen", local, "--mailbox", box_addr, "--json"
+        )
+        await alice_node.wait_for(lambda: any(e["status"] == "delivered" for e in alice_node.of("status")))
+        for running in (alice_node, bob_node, mailbox, x_node, relay_node):
+            await running.stop()
+    status = await meshchat("status", "--profile", alice, "--json", message["message_id"][:12])
+    assert json.loads(status.stdout)["status"] == "delivered"
