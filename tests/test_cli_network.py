@@ -352,3 +352,14 @@ async def stop(events: JsonLinesProcess) -> None:
         await events.process.wait()
     assert events.process.returncode == 0
     assert of(events, "stopped")
+
+
+async def test_a_node_stopped_as_soon_as_it_printed_listening_stops_cleanly(tmp_path: Path) -> None:
+    """A script that sends SIGINT the moment it reads ``listening`` gets ``stopped`` and exit 0 (the old
+    code installed its signal handler after joining topics: exit 130 and a KeyboardInterrupt)."""
+    await init(tmp_path / "p", "P")
+    async with processes() as start:
+        for _ in range(3):
+            topics = [arg for i in range(8) for arg in ("--topic", f"t{i}")]
+            node = await start("node", "--profile", tmp_path / "p", "--json", "--listen", LOCAL, *topics)
+            await stop(node)

@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -408,19 +408,22 @@ async def run_node(
                 "--bootstrap or --mailbox was given: what you type waits in the outbox until their node "
                 "reaches this one (ask them for an invite made while their `meshchat node` runs)\n"
             )
-        printer.event(
-            "listening",
-            f"{node.peer_id} on {', '.join(node.listen_addrs)}",
-            peer_id=node.peer_id,
-            addrs=node.listen_addrs,
-        )
-        for relay_address in reserve:
-            relayed = await node.reserve(relay_address)
-            printer.event("reserved", f"reachable through {relayed}", addr=relayed)
-        for topic in topics:
-            await node.subscribe(topic)
+        # SIGINT and SIGTERM are caught from before "listening" is printed: a script that stops the
+        # node as soon as it printed that gets a clean stop (exit 0, "stopped"), not a KeyboardInterrupt.
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            printer.event(
+                "listening",
+                f"{node.peer_id} on {', '.join(node.listen_addrs)}",
+                peer_id=node.peer_id,
+                addrs=node.listen_addrs,
+            )
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(_stop_on_signal, signals, printer, nursery.cancel_scope)
+                for relay_address in reserve:
+                    relayed = await node.reserve(relay_address)
+                    printer.event("reserved", f"reachable through {relayed}", addr=relayed)
+                for topic in topics:
+                    await node.subscribe(topic)
                 nursery.start_soon(_print_events, node, printer)
                 if contact is not None:
                     sender = _ChatSender(node, contact, printer)
@@ -432,11 +435,16 @@ async def run_node(
                         await _publish_line(node, topics[0], line, printer)
 
                     nursery.start_soon(_read_stdin, publish, printer)
-                async for signum in signals:
-                    printer.event("stopped", signal.Signals(signum).name, signal=signal.Signals(signum).name)
-                    nursery.cancel_scope.cancel()
-                    break
         _print_totals(node, printer)
+
+
+async def _stop_on_signal(signals: AsyncIterator[int], printer: _Printer, scope: trio.CancelScope) -> None:
+    """Print ``stopped`` and cancel ``scope`` at the first SIGINT or SIGTERM."""
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        printer.event("stopped", name, signal=name)
+        scope.cancel()
+        return
 
 
 def _print_totals(node: Node, printer: _Printer) -> None:
