@@ -12,7 +12,13 @@ through ``terminal_text``; JSON carries it exactly.
 With ``--stdin`` every line read from standard input is published to the first topic;
 ``meshchat chat --to CONTACT`` sends each line sealed to the contact instead, in the order typed. A
 line longer than ``MAX_STDIN_LINE`` is refused once, whole: nothing of it is sent. ``--reserve RELAY``
-books a circuit relay slot and prints the relayed address. SIGINT and SIGTERM stop the node cleanly.
+books a circuit relay slot and prints the relayed address. SIGINT and SIGTERM stop the node cleanly
+(from before ``listening`` is printed). With ``events_after`` (``--events-after N``) the inbox messages
+numbered after N are printed as ``direct`` events (each with its ``number``) before live ones.
+
+``meshchat send`` dials the contact (joining the dial ``Node.send`` starts), says at once if the
+contact was the only route and could not be reached, else waits for a peer or mailbox to take the
+message and, if the contact itself has it, briefly for the receipt (``RECEIPT_WAIT``).
 """
 
 from __future__ import annotations
