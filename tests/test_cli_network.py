@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,10 +25,13 @@ from processes import JsonLinesProcess
 
 from meshchat.cli.common import (
     ADDRESSES_FILE,
+    LOCK_FILE,
     MAX_RECORDED_ADDRESS_LENGTH,
     MAX_RECORDED_ADDRESSES,
     PASSPHRASE_ENV,
     PROFILE_ENV,
+    ProfileHolder,
+    profile_holder,
     read_recorded_addresses,
 )
 from meshchat.cli.runner import MAX_STDIN_LINE, Line, LineSplitter, LineTooLong
@@ -107,14 +111,16 @@ async def processes() -> AsyncIterator[Callable[..., Any]]:
     started: list[trio.Process] = []
     async with trio.open_nursery() as nursery:
 
-        async def start(*args: str | Path, stderr: Path | None = None) -> JsonLinesProcess:
+        async def start(
+            *args: str | Path, stderr: Path | None = None, env: dict[str, str] | None = None
+        ) -> JsonLinesProcess:
             with open(os.devnull if stderr is None else stderr, "wb") as err:  # noqa: ASYNC230 (a local file)
                 process = await trio.lowlevel.open_process(
                     [*MESHCHAT, *map(str, args)],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=err,
-                    env=_env(),
+                    env=_env() if env is None else env,
                 )
             started.append(process)
             events = JsonLinesProcess(process)
@@ -246,8 +252,9 @@ async def test_an_invite_without_address_warns_and_send_to_it_says_why_at_once(t
 async def test_invite_carries_the_addresses_a_running_node_recorded_and_send_delivers(
     tmp_path: Path,
 ) -> None:
-    """Bob's node is running and (as ``Node`` does) recorded its addresses: a plain `meshchat invite`
-    carries them, and Alice's one-shot `send` reaches Bob's chat with no --addr anywhere."""
+    """Bob's chat is running and its node recorded its addresses in ``addresses.json``: a plain
+    `meshchat invite` carries them, and Alice's one-shot `send` reaches Bob's chat with no --addr
+    anywhere."""
     alice, bob = tmp_path / "alice", tmp_path / "bob"
     await init(alice, "Alice")
     await init(bob, "Bob")
@@ -255,8 +262,8 @@ async def test_invite_carries_the_addresses_a_running_node_recorded_and_send_del
     async with processes() as start:
         bob_chat = await start("chat", "--profile", bob, "--to", "Alice", "--json", "--listen", LOCAL)
         addrs = (await bob_chat.first("listening"))["addrs"]
-        if not (bob / ADDRESSES_FILE).exists():  # written by Node itself once that lands
-            (bob / ADDRESSES_FILE).write_text(json.dumps({"addrs": addrs, "written_at": time.time()}))
+        recorded = json.loads((bob / ADDRESSES_FILE).read_text())["addrs"]  # the node's own file
+        assert recorded == addrs  # listening on 127.0.0.1: nothing to expand
         invited = await meshchat("invite", "--profile", bob, "--json")
         assert "warning" not in invited.stderr.decode()
         assert "With the addresses this profile's node recorded" in invited.stderr.decode()
@@ -274,3 +281,85 @@ async def test_an_invite_given_an_address_or_mailbox_does_not_warn(tmp_path: Pat
     address = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
     invited = await meshchat("invite", "--profile", tmp_path / "p", flag, address)
     assert "warning" not in invited.stderr.decode()
+
+
+# --- the profile lock and resuming the event stream -------------------------------------------------
+
+
+def test_the_cli_checks_the_same_lock_file_the_node_takes() -> None:
+    from meshchat.node import LOCK_FILE as NODE_LOCK_FILE  # noqa: PLC0415 (py-libp2p: only here)
+
+    assert LOCK_FILE == NODE_LOCK_FILE
+
+
+@pytest.mark.parametrize("command", ["node", "chat", "send", "mailbox"])
+async def test_a_busy_profile_is_refused_before_the_passphrase_naming_the_holder(
+    tmp_path: Path, command: str
+) -> None:
+    """A node holds Bob's (passphrase-protected) profile; a second command on it is refused at once,
+    naming the holder's PID, without asking for the passphrase (none is given here and there is no
+    terminal: the old code failed with "a passphrase is needed" instead)."""
+    bob = tmp_path / "bob"
+    env = {**_env(), PASSPHRASE_ENV: "pw"}
+    await trio.run_process(
+        [*MESHCHAT, "init", "--profile", str(bob), "--name", "Bob"], env=env, capture_stdout=True
+    )
+    async with processes() as start:
+        holder = await start("node", "--profile", bob, "--json", "--listen", LOCAL, env=env)
+        assert profile_holder(bob) == ProfileHolder(pid=holder.process.pid)
+        args = {"node": [], "chat": ["--to", "Alice"], "send": ["--to", "Alice", "hi"], "mailbox": []}
+        refused = await meshchat(command, "--profile", bob, "--listen", LOCAL, *args[command], check=False)
+        error = refused.stderr.decode()
+        assert refused.returncode == 1, error
+        assert error.strip() == (
+            f"error: profile {bob} is in use by process {holder.process.pid}; "
+            "stop it first or use another profile"
+        )
+    assert profile_holder(bob) is None  # the holder is gone: the lock with it
+
+
+async def test_node_events_after_replays_the_messages_a_script_had_not_handled(tmp_path: Path) -> None:
+    """Bob's node prints two messages (numbers 1 and 2); a script handled only number 1 when it stopped.
+    `meshchat node --events-after 1` prints number 2 again, once, before live events; without the
+    option nothing old is printed."""
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    await init(alice, "Alice")
+    await init(bob, "Bob")
+    async with processes() as start:
+        bob_node = await start("node", "--profile", bob, "--json", "--listen", LOCAL)
+        await add(alice, (await meshchat("invite", "--profile", bob)).stdout)
+        for text in ("one", "two"):
+            await meshchat("send", "--profile", alice, "--to", "Bob", text)
+        await bob_node.wait_for(lambda: len(of(bob_node, "direct")) == 2)
+        assert [(e["number"], base64.b64decode(e["data"])) for e in of(bob_node, "direct")] == [
+            (1, b"one"),
+            (2, b"two"),
+        ]
+        await stop(bob_node)
+        resumed = await start("node", "--profile", bob, "--json", "--listen", LOCAL, "--events-after", "1")
+        await resumed.first("direct")
+        await stop(resumed)
+        assert [(e["number"], base64.b64decode(e["data"])) for e in of(resumed, "direct")] == [(2, b"two")]
+        fresh = await start("node", "--profile", bob, "--json", "--listen", LOCAL)
+        await stop(fresh)
+        assert of(fresh, "direct") == []
+
+
+async def stop(events: JsonLinesProcess) -> None:
+    """Ctrl-C by PID; wait (bounded) until it printed ``stopped`` and exited 0."""
+    events.process.send_signal(signal.SIGINT)
+    with trio.fail_after(WAIT):
+        await events.process.wait()
+    assert events.process.returncode == 0
+    assert of(events, "stopped")
+
+
+async def test_a_node_stopped_as_soon_as_it_printed_listening_stops_cleanly(tmp_path: Path) -> None:
+    """A script that sends SIGINT the moment it reads ``listening`` gets ``stopped`` and exit 0 (the old
+    code installed its signal handler after joining topics: exit 130 and a KeyboardInterrupt)."""
+    await init(tmp_path / "p", "P")
+    async with processes() as start:
+        for _ in range(3):
+            topics = [arg for i in range(8) for arg in ("--topic", f"t{i}")]
+            node = await start("node", "--profile", tmp_path / "p", "--json", "--listen", LOCAL, *topics)
+            await stop(node)

@@ -22,6 +22,7 @@ from meshchat.cli.common import (
     load_profile_identity,
     passphrase,
     profile_dir,
+    profile_holder,
     public_identity,
     read_profile_name,
     read_recorded_addresses,
@@ -200,6 +201,11 @@ def invite(
     if card.addrs and not addr:
         shown = ", ".join(card.addrs)
         err.print(f"[dim]With the addresses this profile's node recorded: {terminal_markup(shown)}[/]")
+        if profile_holder(folder) is None:
+            err.print(
+                "[yellow]warning: no `meshchat node` or `meshchat chat` of this profile runs now: these "
+                "addresses reach you only while one listens there again (the same --listen port).[/]"
+            )
     if not card.addrs and not card.mailboxes:
         err.print(
             "[yellow]warning: this invite has no address and no mailbox: "

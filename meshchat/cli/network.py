@@ -18,6 +18,7 @@ from meshchat.cli.common import (
     CommandError,
     MailboxOption,
     ProfileOption,
+    check_profile_free,
     load_profile_identity,
     profile_dir,
     quiet_libp2p,
@@ -34,13 +35,23 @@ BootstrapOption = Annotated[
     typer.Option(metavar="MULTIADDR", help="Dial at start; ends in /p2p/<PeerId> (repeatable)."),
 ]
 EventsJsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")]
+EventsAfterOption = Annotated[
+    int | None,
+    typer.Option(
+        "--events-after",
+        metavar="N",
+        min=0,
+        help="First print the received messages numbered after N (the last `number` you handled).",
+    ),
+]
 
 
 def _run_on_network(
     profile: Path | None, listen: list[str] | None, bootstrap: list[str] | None, run: Any, **options: Any
 ) -> None:
-    """Load the profile's identity and run ``run(folder, identity, listen=..., bootstrap=..., **options)``
-    under trio (the shared start of ``node``, ``send``, ``chat`` and ``mailbox``)."""
+    """Check the profile is not in use, load its identity and run ``run(folder, identity, listen=...,
+    bootstrap=..., **options)`` under trio (the shared start of ``node``, ``send``, ``chat`` and
+    ``mailbox``)."""
     import trio  # noqa: PLC0415
 
     from meshchat.node import DEFAULT_LISTEN  # noqa: PLC0415 (py-libp2p takes ~0.6 s to import)
@@ -49,8 +60,9 @@ def _run_on_network(
     # what matters in its own statistics. $MESHCHAT_LIBP2P_LOG (a level name) shows them again.
     quiet_libp2p()
     folder = profile_dir(profile)
+    check_profile_free(folder)  # before the passphrase: a busy profile is refused without asking
     identity = load_profile_identity(folder)
-    listen_on = listen or list(DEFAULT_LISTEN)
+    listen_on = listen if listen is not None else list(DEFAULT_LISTEN)
     call = functools.partial(run, folder, identity, listen=listen_on, bootstrap=bootstrap or [], **options)
     trio.run(call)
 
@@ -98,6 +110,7 @@ def node_command(
         typer.Option(metavar="MULTIADDR", help="Reserve a slot on this circuit relay; print the address."),
     ] = None,
     mailbox: MailboxOption = None,
+    events_after: EventsAfterOption = None,
     json_output: EventsJsonOption = False,
 ) -> None:
     """Run a node on the network until Ctrl-C: print its PeerId and addresses, then every event.
@@ -118,6 +131,7 @@ def node_command(
         circuit_relay=circuit_relay,
         reserve=reserve or [],
         mailboxes=mailbox or [],
+        events_after=events_after,
     )
 
 
@@ -126,18 +140,24 @@ def send_command(
     *,
     to: Annotated[str, typer.Option("--to", metavar="CONTACT", help="Contact name or PeerId.")],
     profile: ProfileOption = None,
-    listen: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Listen here.")] = None,
+    listen: Annotated[
+        list[str] | None,
+        typer.Option(metavar="MULTIADDR", help="Listen here (default: nowhere; it only dials out)."),
+    ] = None,
     bootstrap: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")] = None,
     mailbox: MailboxOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Send one sealed message to a contact: it waits in the outbox until a peer on their shard (or a
-    --mailbox) has it; `meshchat status` and `meshchat outbox` then show where it is."""
+    --mailbox) has it, and, when that is the contact itself, a few seconds for their receipt;
+    `meshchat status` and `meshchat outbox` then show where it is."""
     from meshchat.cli.runner import run_send  # noqa: PLC0415
 
+    # A one-shot send dials out and leaves: listening on every interface would open a port for
+    # nothing and record, in addresses.json, addresses that die with it (and go into the next invite).
     _run_on_network(
         profile,
-        listen,
+        listen or [],
         bootstrap,
         run_send,
         to=to,
@@ -155,11 +175,21 @@ def chat_command(
     listen: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Listen here.")] = None,
     bootstrap: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")] = None,
     mailbox: MailboxOption = None,
+    events_after: EventsAfterOption = None,
     json_output: EventsJsonOption = False,
 ) -> None:
     """Talk to a contact: each line you type goes to them sealed, in order; what anyone sends you is
     printed."""
-    _run_node(profile, listen, bootstrap, json_output, read_stdin=True, chat_with=to, mailboxes=mailbox or [])
+    _run_node(
+        profile,
+        listen,
+        bootstrap,
+        json_output,
+        read_stdin=True,
+        chat_with=to,
+        mailboxes=mailbox or [],
+        events_after=events_after,
+    )
 
 
 def mailbox_command(

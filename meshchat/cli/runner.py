@@ -12,7 +12,13 @@ through ``terminal_text``; JSON carries it exactly.
 With ``--stdin`` every line read from standard input is published to the first topic;
 ``meshchat chat --to CONTACT`` sends each line sealed to the contact instead, in the order typed. A
 line longer than ``MAX_STDIN_LINE`` is refused once, whole: nothing of it is sent. ``--reserve RELAY``
-books a circuit relay slot and prints the relayed address. SIGINT and SIGTERM stop the node cleanly.
+books a circuit relay slot and prints the relayed address. SIGINT and SIGTERM stop the node cleanly
+(from before ``listening`` is printed). With ``events_after`` (``--events-after N``) the inbox messages
+numbered after N are printed as ``direct`` events (each with its ``number``) before live ones.
+
+``meshchat send`` dials the contact (joining the dial ``Node.send`` starts), says at once if the
+contact was the only route and could not be reached, else waits for a peer or mailbox to take the
+message and, if the contact itself has it, briefly for the receipt (``RECEIPT_WAIT``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -51,6 +57,7 @@ __all__ = [
     "CHAT_ORDER_WAIT",
     "MAX_STDIN_LINE",
     "REACH_AGAIN_AFTER",
+    "RECEIPT_WAIT",
     "SEND_TIMEOUT",
     "Line",
     "LineSplitter",
@@ -61,6 +68,12 @@ __all__ = [
 
 #: Seconds ``meshchat send`` waits for a peer on the recipient's inbox shard before giving up.
 SEND_TIMEOUT = 15.0
+
+#: Seconds ``meshchat send`` waits, once the contact itself has the message (it is connected to it),
+#: for the contact's signed receipt: on a live connection it comes back in well under a second, and
+#: without it the sender's outbox would say ``relayed`` until its next ``meshchat node`` (the receipt
+#: is sent again only when the sender retries).
+RECEIPT_WAIT = 5.0
 
 #: Longest line accepted on standard input for publishing, bytes: what one RPC may carry with room to
 #: spare (a longer line is refused with a ``refused`` event, whole, not cut).
@@ -290,6 +303,11 @@ def _hears(node: Node, contact: Contact) -> bool:
     return contact.peer_id in node.driver.router.topic_peers(topic)
 
 
+def _connected(node: Node, contact: Contact) -> bool:
+    """True if ``node`` has a connection to ``contact`` now."""
+    return bool(node.host.get_network().connections.get(ID.from_base58(contact.peer_id)))
+
+
 class _ChatSender:
     """Sends ``chat`` lines to one contact in the order typed.
 
@@ -309,7 +327,7 @@ class _ChatSender:
         self._reaching = trio.Lock()
 
     def _connected(self) -> bool:
-        return bool(self._node.host.get_network().connections.get(ID.from_base58(self._contact.peer_id)))
+        return _connected(self._node, self._contact)
 
     async def reach(self) -> None:
         """Dial the contact unless it is heard or was dialled less than ``REACH_AGAIN_AFTER`` ago; once
@@ -360,12 +378,15 @@ async def run_node(
     reserve: Sequence[str] = (),
     mailboxes: Sequence[str] = (),
     mailbox_limits: MailboxLimits | None = None,
+    events_after: int | None = None,
 ) -> None:
     """Run a node until SIGINT or SIGTERM, printing its events to ``out``.
 
     With ``read_stdin`` each input line is published to the first topic, or, with ``chat_with``, sent
     sealed to that contact. With ``mailbox_limits`` the node serves as a mailbox within them; it stores
-    its own messages on ``mailboxes`` (and on any mailbox it meets).
+    its own messages on ``mailboxes`` (and on any mailbox it meets). With ``events_after`` the inbox
+    messages numbered after it are printed (as ``direct`` events) before live ones, so a script that
+    follows the output resumes after the last ``number`` it handled.
     """
     printer = (
         _ChatPrinter(out)
@@ -384,6 +405,7 @@ async def run_node(
         mailbox=mailbox_limits is not None,
         mailbox_limits=mailbox_limits,
         mailboxes=mailboxes,
+        events_after=events_after,
     ) as node:
         contact = node.contacts.find(chat_with) if chat_with is not None else None
         if contact is not None and _unreachable_now(contact, bootstrap, mailboxes):
@@ -392,19 +414,22 @@ async def run_node(
                 "--bootstrap or --mailbox was given: what you type waits in the outbox until their node "
                 "reaches this one (ask them for an invite made while their `meshchat node` runs)\n"
             )
-        printer.event(
-            "listening",
-            f"{node.peer_id} on {', '.join(node.listen_addrs)}",
-            peer_id=node.peer_id,
-            addrs=node.listen_addrs,
-        )
-        for relay_address in reserve:
-            relayed = await node.reserve(relay_address)
-            printer.event("reserved", f"reachable through {relayed}", addr=relayed)
-        for topic in topics:
-            await node.subscribe(topic)
+        # SIGINT and SIGTERM are caught from before "listening" is printed: a script that stops the
+        # node as soon as it printed that gets a clean stop (exit 0, "stopped"), not a KeyboardInterrupt.
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            printer.event(
+                "listening",
+                f"{node.peer_id} on {', '.join(node.listen_addrs)}",
+                peer_id=node.peer_id,
+                addrs=node.listen_addrs,
+            )
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(_stop_on_signal, signals, printer, nursery.cancel_scope)
+                for relay_address in reserve:
+                    relayed = await node.reserve(relay_address)
+                    printer.event("reserved", f"reachable through {relayed}", addr=relayed)
+                for topic in topics:
+                    await node.subscribe(topic)
                 nursery.start_soon(_print_events, node, printer)
                 if contact is not None:
                     sender = _ChatSender(node, contact, printer)
@@ -416,11 +441,16 @@ async def run_node(
                         await _publish_line(node, topics[0], line, printer)
 
                     nursery.start_soon(_read_stdin, publish, printer)
-                async for signum in signals:
-                    printer.event("stopped", signal.Signals(signum).name, signal=signal.Signals(signum).name)
-                    nursery.cancel_scope.cancel()
-                    break
         _print_totals(node, printer)
+
+
+async def _stop_on_signal(signals: AsyncIterator[int], printer: _Printer, scope: trio.CancelScope) -> None:
+    """Print ``stopped`` and cancel ``scope`` at the first SIGINT or SIGTERM."""
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        printer.event("stopped", name, signal=name)
+        scope.cancel()
+        return
 
 
 def _print_totals(node: Node, printer: _Printer) -> None:
@@ -467,7 +497,9 @@ async def run_send(
     mailboxes: Sequence[str] = (),
 ) -> None:
     """Send one sealed message to contact ``to``: queue it in the profile's outbox, then return once a
-    peer on the contact's inbox shard has it (or, given ``mailboxes``, once a mailbox stored it).
+    peer on the contact's inbox shard has it (or, given ``mailboxes``, once a mailbox stored it). If
+    that peer is the contact itself, it also waits (at most ``RECEIPT_WAIT``) for their receipt, so
+    the outbox says ``delivered`` without another run.
 
     Raises ``NetworkError`` if that does not happen within ``SEND_TIMEOUT``, or at once if nothing
     could carry it (the contact's invite has no address or mailbox and no ``bootstrap`` or
@@ -481,9 +513,20 @@ async def run_send(
         contact = node.contacts.find(to)
         handle = await node.send(contact, text)
         no_route = not (contact.addrs or contact.mailboxes)
+        # Only the contact itself can take it (no mailbox, no peer given): if dialling them fails, say
+        # so at once rather than wait out SEND_TIMEOUT. ``reach`` joins the dial ``send`` started.
+        only_them = not (contact.mailboxes or bootstrap or mailboxes)
+        missed = False
         if not _unreachable_now(contact, bootstrap, mailboxes):
             with trio.move_on_after(SEND_TIMEOUT):
-                await handle.wait_until(OutboxStatus.STORED if mailboxes else OutboxStatus.RELAYED)
+                if only_them:
+                    await node.reach(contact)
+                    missed = not _connected(node, contact)
+                if not missed:
+                    await handle.wait_until(OutboxStatus.STORED if mailboxes else OutboxStatus.RELAYED)
+            if handle.status in (OutboxStatus.RELAYED, OutboxStatus.STORED) and _hears(node, contact):
+                with trio.move_on_after(RECEIPT_WAIT):
+                    await handle.wait_until(OutboxStatus.DELIVERED)
         status = handle.status
         if status in (OutboxStatus.QUEUED, OutboxStatus.FAILED):
             why = handle.error or (
@@ -491,6 +534,8 @@ async def run_send(
                 + ("" if bootstrap or mailboxes else " and no --bootstrap or --mailbox was given")
                 + ", so nothing can carry it now"
                 if no_route
+                else f"{contact.name} could not be reached at the address in their invite or by the DHT"
+                if missed
                 else f"nobody on their inbox shard or a mailbox took it in {SEND_TIMEOUT:g} s"
             )
             hint = (
