@@ -275,3 +275,24 @@ async def test_the_receiver_commits_live_envelopes_as_they_arrive_and_a_batch_in
         nursery.cancel_scope.cancel()
     assert [(r.message.seq, r.message.number) for r in committed] == [(3, 1), (1, 2), (2, 3)]
     assert [(r.message.seq, r.message.number) for r in batch] == [(4, 4), (5, 5), (6, 6)]  # sent 6, 5, 4
+
+
+async def test_a_contact_that_connects_gets_what_waits_for_it_at_once_not_at_the_next_retry(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    network = SlowDials(5)
+    driver = StoreDriver(alice(), network, wall_clock=wall_clock, on_event=ignore, on_committed=ignore)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.run)
+        sent = send_like_node(driver, BOB.public, 5)
+        await trio.sleep(15)  # virtual: sent at 0, retried at 10; the next retry is at 30
+        before = len(network.publishes)
+        driver.peer_joined("QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N")  # not a contact: nothing
+        await trio.sleep(3)
+        assert len(network.publishes) == before
+        driver.peer_joined(BOB.public.peer_id)
+        await trio.sleep(3)  # virtual: well before the retry at 30
+        nursery.cancel_scope.cancel()
+    now_published = [sent[envelope][1] for t, envelope, _ in network.publishes[before:]]
+    assert now_published == [1, 2, 3, 4, 5]
+    assert all(t < 30 for t, _, _ in network.publishes[before:])

@@ -310,12 +310,20 @@ class StoreDriver:
             self.perform(self.messenger.retry_now(record.message_id, wall_now=self.now()))
 
     def peer_joined(self, peer: str) -> None:
-        """A peer connected: ask whether it is a mailbox, and offer it the receipts we hold for its
-        inbox topic (both in the background)."""
+        """A peer connected: ask whether it is a mailbox, offer it the receipts we hold for its inbox
+        topic (both in the background), and if messages to it wait for a retry, publish them now
+        (reaching it first waits for its subscription): a contact that comes back gets what was
+        sent meanwhile at once, not at the next retry, which may be half an hour away."""
         assert self._nursery is not None
         self._nursery.start_soon(self._probe_mailbox, peer)
         if self._held_receipts:
             self._nursery.start_soon(self._offer_receipts, peer)
+        try:
+            key = PublicIdentity.from_peer_id(peer).ed25519
+        except DecodeError:  # not an Ed25519 PeerId (another libp2p application's peer): not a contact
+            return
+        for message_id in list(self._unacked.get(key, ())):
+            self.perform(self.messenger.retry_now(message_id, wall_now=self.now()))
 
     def peer_left(self, peer: str) -> None:
         """A peer disconnected: if it was a mailbox, stop using it."""
