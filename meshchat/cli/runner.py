@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import os
 import signal
 import sys
@@ -46,7 +45,6 @@ from meshchat.errors import MeshchatError, NetworkError
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
 from meshchat.net import MessageDelivered, PeerJoined, PeerLeft
-from meshchat.net.store_driver import SUBSCRIPTION_WAIT
 from meshchat.node import Node, NodeEvent
 from meshchat.store.mailbox import MailboxLimits
 from meshchat.store.messenger import StatusChanged, StoreProblem
@@ -54,9 +52,7 @@ from meshchat.store.storage import OutboxStatus
 from meshchat.wire import message_id
 
 __all__ = [
-    "CHAT_ORDER_WAIT",
     "MAX_STDIN_LINE",
-    "REACH_AGAIN_AFTER",
     "RECEIPT_WAIT",
     "SEND_TIMEOUT",
     "Line",
@@ -78,14 +74,6 @@ RECEIPT_WAIT = 5.0
 #: Longest line accepted on standard input for publishing, bytes: what one RPC may carry with room to
 #: spare (a longer line is refused with a ``refused`` event, whole, not cut).
 MAX_STDIN_LINE = 60 * 1024
-
-#: Most seconds ``chat`` waits for one line to reach a peer before taking the next, while the contact
-#: is connected: each publish runs as its own task, so without the wait two lines could overtake.
-CHAT_ORDER_WAIT = 5.0
-
-#: Seconds ``chat`` lets pass before dialling an unreachable contact again ahead of a line (between
-#: tries lines go straight to the outbox, which retries them; a dial can take several seconds).
-REACH_AGAIN_AFTER = 30.0
 
 #: Bytes read from standard input at a time.
 STDIN_CHUNK = 64 * 1024
@@ -309,45 +297,24 @@ def _connected(node: Node, contact: Contact) -> bool:
 
 
 class _ChatSender:
-    """Sends ``chat`` lines to one contact in the order typed.
-
-    ``Node.send`` to a contact it is not connected to dials it in a task of its own per message, and
-    each publish is a task too: lines piped in before the connection was up went out in whatever order
-    those tasks woke (often newest first). So the sender dials first (``reach``: once at the start,
-    then before a line at most every ``REACH_AGAIN_AFTER`` while the contact is not heard) and waits,
-    bounded, for the contact to be heard; while it is, it waits for each line to reach a peer before
-    sending the next.
-    """
+    """Sends ``chat`` lines to one contact. ``Node.send`` keeps a recipient's messages in the order they
+    were sent (one ordered queue per recipient, published once the contact is reached, and again at
+    once when it connects), so this only dials at the start, while the user types the first line, and
+    prints what was sent."""
 
     def __init__(self, node: Node, contact: Contact, printer: _Printer) -> None:
         self._node = node
         self._contact = contact
         self._printer = printer
-        self._reached_at = -math.inf
-        self._reaching = trio.Lock()
-
-    def _connected(self) -> bool:
-        return _connected(self._node, self._contact)
 
     async def reach(self) -> None:
-        """Dial the contact unless it is heard or was dialled less than ``REACH_AGAIN_AFTER`` ago; once
-        connected, wait (at most ``SUBSCRIPTION_WAIT``) until it is heard on its inbox shard."""
-        node, contact = self._node, self._contact
-        async with self._reaching:
-            if _hears(node, contact) or trio.current_time() - self._reached_at < REACH_AGAIN_AFTER:
-                return
-            self._reached_at = trio.current_time()
-            await node.reach(contact)
-            if self._connected():
-                with trio.move_on_after(SUBSCRIPTION_WAIT):
-                    await node.wait_for(lambda: _hears(node, contact))
+        """Dial the contact (best effort: the outbox retries what cannot go now)."""
+        await self._node.reach(self._contact)
 
     async def send(self, line: bytes) -> None:
         """Send one line, after the lines before it."""
-        node, contact = self._node, self._contact
-        await self.reach()
-        heard = _hears(node, contact)
-        handle = await node.send(contact, line)
+        contact = self._contact
+        handle = await self._node.send(contact, line)
         self._printer.event(
             "sent",
             f"to {contact.name}",
@@ -355,9 +322,6 @@ class _ChatSender:
             message_id=handle.message_id.hex(),
             data=base64.b64encode(line).decode("ascii"),
         )
-        if heard:
-            with trio.move_on_after(CHAT_ORDER_WAIT):
-                await handle.wait_until(OutboxStatus.RELAYED)
 
 
 async def run_node(
