@@ -37,12 +37,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
-import json
-import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeAlias
@@ -64,11 +61,11 @@ from meshchat.crypto import (
     inbox_tag,
     inbox_topic,
 )
-from meshchat.errors import BadAddress, NetworkError, ProfileError, ProfileLocked
+from meshchat.errors import BadAddress, NetworkError, ProfileError
 from meshchat.gossip import GossipConfig, GossipRouter, ScoreParams, Validator
 from meshchat.gossip.messages import Topic
 from meshchat.gossip.signing import MessageSigner
-from meshchat.identity import KEY_FILE_NAME, Identity, PublicIdentity, load_identity, replace_atomically
+from meshchat.identity import KEY_FILE_NAME, Identity, PublicIdentity, load_identity
 from meshchat.inbox import DirectMessage, InboxFeed, envelope_relay_check
 from meshchat.net import (
     EVENT_QUEUE,
@@ -87,6 +84,7 @@ from meshchat.net.dialer import Dialer, Whereabouts, peer_info
 from meshchat.net.mailbox import MailboxServer
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import MessageHandle, NetStoreIO, StoreDriver, StoreEvent
+from meshchat.profile import ADDRESSES_FILE, LOCK_FILE, hold_profile, write_addresses
 from meshchat.store.encrypted import store_key
 from meshchat.store.mailbox import MailboxCore, MailboxLimits, MailboxStatistics
 from meshchat.store.messenger import (
@@ -118,10 +116,6 @@ NodeEvent: TypeAlias = NetEvent | DirectMessage | StatusChanged | StoreProblem
 
 #: The identity's key file inside a profile folder.
 KEY_FILE = KEY_FILE_NAME
-#: The lock a running node holds on its profile folder (the file holds its PID).
-LOCK_FILE = "lock"
-#: Where a running node writes the addresses it can be dialled at (for invites).
-ADDRESSES_FILE = "addresses.json"
 #: Where a node listens unless told otherwise: every interface, a port the system picks.
 DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/0",)
 
@@ -144,28 +138,6 @@ class _Options:
     store_config: StoreConfig | None
     wall_clock: Callable[[], float]
     events_after: int | None
-
-
-@contextlib.contextmanager
-def _profile_lock(profile: Path) -> Iterator[None]:
-    """Hold ``profile/lock`` (an exclusive ``flock``, released when the process ends, however it
-    ends); the file holds our PID so a second opener can name us. ``ProfileLocked`` if held."""
-    path = profile / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise ProfileError(f"cannot open {path}: {exc.strerror or exc}") from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip()
-            raise ProfileLocked(path=str(profile), pid=int(text) if text.isdigit() else None) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock; the file stays (removing it would race with the next opener)
 
 
 class Node:
@@ -273,7 +245,7 @@ class Node:
         if identity is None and profile_dir is None:
             raise ValueError("give a profile folder or an identity")
         profile = Path(profile_dir) if profile_dir is not None else None
-        with _profile_lock(profile) if profile is not None else contextlib.nullcontext():
+        with hold_profile(profile) if profile is not None else contextlib.nullcontext():
             if identity is None:
                 assert profile is not None
                 identity = load_identity(profile / KEY_FILE, passphrase)
@@ -669,14 +641,8 @@ class Node:
 
     def _write_addresses(self) -> None:
         """Record ``dialable_addrs`` in the profile's ``addresses.json`` (atomically), for invites."""
-        if self._profile is None:
-            return
-        data = {"addrs": self.dialable_addrs, "written_at": int(self._wall_clock())}
-        path = self._profile / ADDRESSES_FILE
-        try:
-            replace_atomically(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
-        except OSError as exc:
-            raise ProfileError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        if self._profile is not None:
+            write_addresses(self._profile, self.dialable_addrs, written_at=self._wall_clock())
 
     @property
     def host(self) -> IHost:

@@ -25,7 +25,6 @@ from processes import JsonLinesProcess
 
 from meshchat.cli.common import (
     ADDRESSES_FILE,
-    LOCK_FILE,
     MAX_RECORDED_ADDRESS_LENGTH,
     MAX_RECORDED_ADDRESSES,
     PASSPHRASE_ENV,
@@ -284,12 +283,6 @@ async def test_an_invite_given_an_address_or_mailbox_does_not_warn(tmp_path: Pat
 
 
 # --- the profile lock and resuming the event stream -------------------------------------------------
-
-
-def test_the_cli_checks_the_same_lock_file_the_node_takes() -> None:
-    from meshchat.node import LOCK_FILE as NODE_LOCK_FILE  # noqa: PLC0415 (py-libp2p: only here)
-
-    assert LOCK_FILE == NODE_LOCK_FILE
 
 
 @pytest.mark.parametrize("command", ["node", "chat", "send", "mailbox"])

@@ -12,7 +12,6 @@ A profile is a folder holding ``identity.key`` (written by ``meshchat.identity.s
 
 from __future__ import annotations
 
-import fcntl
 import getpass
 import json
 import logging
@@ -29,7 +28,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from meshchat.errors import KeyFileError, KeyFileProblem, ProfileError, ProfileLocked
+from meshchat.errors import KeyFileError, KeyFileProblem, ProfileError
+from meshchat.profile import (
+    ADDRESSES_FILE,
+    LOCK_FILE,
+    ProfileHolder,
+    check_profile_free,
+    profile_holder,
+)
 
 if TYPE_CHECKING:
     from meshchat.identity import Identity, PublicIdentity
@@ -76,14 +82,6 @@ __all__ = [
 KEY_FILE = "identity.key"
 #: The display-name file inside a profile folder.
 PROFILE_FILE = "profile.json"
-#: The file a running node of the profile keeps its reachable addresses in (written by ``Node``):
-#: ``{"addrs": ["/ip4/.../tcp/.../p2p/12D3Koo...", ...], "written_at": <unix seconds>}``.
-ADDRESSES_FILE = "addresses.json"
-#: The lock a running node holds on its profile folder, holding its PID (``meshchat.node.LOCK_FILE``,
-#: spelled out here so checking it does not import py-libp2p; a test keeps the two equal).
-LOCK_FILE = "lock"
-#: Most bytes of the lock file read for the holder's PID.
-MAX_LOCK_FILE = 32
 #: Largest ``addresses.json`` read, bytes: a few dozen multiaddrs fit in a fraction of it.
 MAX_ADDRESSES_FILE = 64 * 1024
 #: Most recorded addresses an invite takes, in the node's order: what one invite carries
@@ -315,49 +313,6 @@ def read_recorded_addresses(profile: Path) -> list[str]:
         and " " not in a
     ]
     return usable[:MAX_RECORDED_ADDRESSES]
-
-
-@dataclass(frozen=True, slots=True)
-class ProfileHolder:
-    """A process that runs a node on a profile now."""
-
-    #: Its PID, as it wrote it in the lock file (None if unreadable).
-    pid: int | None
-
-
-def profile_holder(profile: Path) -> ProfileHolder | None:
-    """Who runs a node on ``profile`` now (None: nobody).
-
-    It tries the same ``flock`` the node takes (``meshchat.node``), without waiting, and lets it go at
-    once. No lock file: no node ever ran here.
-    """
-    path = profile / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ProfileError(f"cannot open {path}: {exc.strerror or exc}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        text = os.pread(fd, MAX_LOCK_FILE, 0).decode("ascii", errors="replace").strip()
-        return ProfileHolder(pid=int(text) if text.isdigit() else None)
-    finally:
-        os.close(fd)  # releases the lock if we took it
-    return None
-
-
-def check_profile_free(profile: Path) -> None:
-    """``ProfileLocked`` (naming the holder's PID) if a node runs on ``profile`` now.
-
-    Commands that open a node call this before asking for the passphrase, so nobody types one only to
-    be told the profile is busy (the node takes the lock for real when it opens: a race between the
-    two is still refused there, only after the passphrase).
-    """
-    holder = profile_holder(profile)
-    if holder is not None:
-        raise ProfileLocked(path=str(profile), pid=holder.pid)
 
 
 def public_identity(profile: Path) -> PublicIdentity:
