@@ -53,6 +53,7 @@ from meshchat.store.protocol import (
     Synced,
     SyncRequest,
     WithdrawRequest,
+    batches,
 )
 from meshchat.store.reconcile import Reconciler, decode_message, encode_message
 from meshchat.store.storage import MailboxItem, Storage
@@ -427,8 +428,13 @@ class MailboxCore:
         owned = self._tags_owned_by(peer, wall_now)
         if isinstance(request, FetchRequest):
             items = [i for i in self._storage.mailbox_get(request.message_ids) if i.inbox_tag in owned]
-            self._counts["fetched"] += len(items)
-            return Fetched(envelopes=tuple(i.envelope for i in items))
+            # Up to 512 envelopes of up to 64 KiB do not fit one frame: answer the first ones that do
+            # (the recipient asks again for the rest; before, the answer raised TooLarge and a
+            # recipient with a few dozen large messages waiting could never fetch them).
+            envelopes = batches([i.envelope for i in items])[:1]
+            fetched = envelopes[0] if envelopes else ()
+            self._counts["fetched"] += len(fetched)
+            return Fetched(envelopes=fetched)
         if not owned.issuperset(request.tags):
             return self._refuse(ErrorCode.NOT_YOUR_TAG, "a tag in the request is not derived from your key")
         if isinstance(request, DeleteRequest):
