@@ -4,7 +4,21 @@ failed before its fix."""
 from __future__ import annotations
 
 from meshchat.crypto import MAX_BODY_SIZE
-from meshchat.store.protocol import MAX_FRAME, Fetched, FetchRequest, encode_response
+from meshchat.errors import StorageError
+from meshchat.identity import Identity
+from meshchat.store.mailbox import PRUNE_INTERVAL, MailboxCore, MailboxRefusal
+from meshchat.store.protocol import (
+    MAX_FRAME,
+    ErrorCode,
+    Fetched,
+    FetchRequest,
+    MailboxError,
+    StoreCode,
+    Stored,
+    StoreRequest,
+    encode_response,
+)
+from meshchat.store.storage import MailboxItem, MemoryStorage
 from tests.store_harness import Harness
 
 #: A body that fills an envelope (the payload's own header takes the rest).
@@ -47,3 +61,48 @@ def test_a_fetch_answer_always_fits_a_frame() -> None:
     )
     assert isinstance(answer, Fetched) and 0 < len(answer.envelopes) < 20
     assert len(encode_response(answer)) <= MAX_FRAME
+
+
+class FailingDisk(MemoryStorage):
+    """A mailbox's storage whose disk fails (full, or the folder turned read-only) while it runs."""
+
+    broken = False
+
+    def mailbox_prune(self, before: int) -> list[MailboxItem]:
+        if self.broken:
+            raise StorageError("disk I/O error")
+        return super().mailbox_prune(before)
+
+    def mailbox_all(self) -> list[MailboxItem]:
+        if self.broken:
+            raise StorageError("disk I/O error")
+        return super().mailbox_all()
+
+
+def test_a_failing_disk_during_a_mailbox_sweep_is_an_answer_not_an_exception() -> None:
+    """The sweep of expired items and the recount after a new contact ran outside ``handle``'s
+    ``StorageError`` guard: a read-only or failing disk raised out of the server's stream handler.
+    Now the request is answered ``STORAGE_FAILED`` (counted), the quotas keep what they counted, and
+    the mailbox serves again once the disk is back."""
+    h = Harness()
+    h.add_mailbox()
+    _alice, bob = h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.disconnect("bob")
+    envelope = h.users["alice"].messenger.send(bob.identity.public, b"hi", wall_now=h.now)[0].envelope
+    disk = FailingDisk()
+    core = MailboxCore(disk, owner=Identity(b"\x05" * 32).public)
+    stored = core.handle("someone", StoreRequest(envelopes=(envelope,)), wall_now=h.now)
+    assert isinstance(stored, Stored) and stored.results[0].code is StoreCode.STORED
+    held = core.statistics().bytes
+    disk.broken = True
+    core.set_friends([bob.identity.public])  # the owner added a contact: counted again at the next request
+    later = h.now + PRUNE_INTERVAL + 1
+    answer = core.handle("someone", StoreRequest(envelopes=()), wall_now=later)  # raised before the fix
+    assert isinstance(answer, MailboxError) and answer.code is ErrorCode.STORAGE_FAILED
+    assert core.statistics().refused[MailboxRefusal.STORAGE_FAILED] == 1
+    assert core.statistics().bytes == held  # not reset by a recount that failed halfway
+    disk.broken = False
+    again = core.handle(bob.identity.public.peer_id, StoreRequest(envelopes=()), wall_now=later + 1)
+    assert isinstance(again, Stored)
+    assert core.statistics().bytes == held and core.statistics().stranger_bytes == 0  # now Bob's

@@ -241,9 +241,10 @@ class MailboxCore:
 
     def _recount(self) -> None:
         """Rebuild the usage counters from storage (at start, and when the trusted set changes)."""
+        items = self._storage.mailbox_all()  # read first: a failing disk leaves the old counts whole
         self._usage = _Usage()
         self._flags.clear()
-        for item in self._storage.mailbox_all():
+        for item in items:
             self._add(item)
 
     def _add(self, item: MailboxItem, sign: int = 1) -> None:
@@ -268,22 +269,24 @@ class MailboxCore:
         day = epoch_of(wall_now)
         if self.owner is None or day == self._trusted_day:
             return
-        self._trusted_day = day
         people = (self.owner, *self._friends)
         self._trusted_peers = frozenset(p.peer_id for p in people)
         self._trusted_tags = frozenset(t for p in people for t in owned_tags(p, wall_now))
         # A new day only adds tomorrow's tags (and drops one whose envelopes have expired): items keep
         # the flags they were stored with, so only a new trusted set needs a full count.
         if self._stale_counts:
+            self._recount()  # StorageError: counted again at the next request
             self._stale_counts = False
-            self._recount()
+        self._trusted_day = day
 
     def handle(self, peer: str, request: MailboxRequest, *, wall_now: float) -> MailboxResponse:
         """Answer ``request`` from ``peer`` (its authenticated PeerId) at unix time ``wall_now``."""
-        self._refresh_trusted(wall_now)
-        if wall_now >= self._next_prune:
-            self.prune(wall_now=wall_now)
         try:
+            # Both read or write the disk: a failing disk is the answer's STORAGE_FAILED, never an
+            # exception out of the server's stream handler.
+            self._refresh_trusted(wall_now)
+            if wall_now >= self._next_prune:
+                self.prune(wall_now=wall_now)
             match request:
                 case StoreRequest():
                     return self._store(peer, request, wall_now)
