@@ -3,9 +3,19 @@ failed before its fix."""
 
 from __future__ import annotations
 
-from meshchat.crypto import MAX_BODY_SIZE
+import os
+import time
+
+import multiaddr
+import trio
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from test_net import LOCAL, WAIT, identity, raw_peer
+
+from meshchat.crypto import MAX_BODY_SIZE, seal
 from meshchat.errors import StorageError
 from meshchat.identity import Identity
+from meshchat.net.mailbox import call_mailbox
+from meshchat.node import Node
 from meshchat.store.mailbox import PRUNE_INTERVAL, MailboxCore, MailboxRefusal
 from meshchat.store.protocol import (
     MAX_FRAME,
@@ -19,6 +29,7 @@ from meshchat.store.protocol import (
     encode_response,
 )
 from meshchat.store.storage import MailboxItem, MemoryStorage
+from meshchat.wire import message_id
 from tests.store_harness import Harness
 
 #: A body that fills an envelope (the payload's own header takes the rest).
@@ -106,3 +117,32 @@ def test_a_failing_disk_during_a_mailbox_sweep_is_an_answer_not_an_exception() -
     again = core.handle(bob.identity.public.peer_id, StoreRequest(envelopes=()), wall_now=later + 1)
     assert isinstance(again, Stored)
     assert core.statistics().bytes == held and core.statistics().stranger_bytes == 0  # now Bob's
+
+
+async def test_a_peer_fetching_its_own_large_envelopes_at_once_does_not_stop_a_mailbox_node() -> None:
+    """Any peer could stop ``meshchat mailbox`` (exit code 1, "mailbox message is 1,572,151 bytes"):
+    store 24 near-limit envelopes addressed to its own key, then fetch them in one call. Now it gets
+    what fits one frame, and the node serves on."""
+    async with (
+        Node.open(identity=identity(100), listen=LOCAL, mailbox=True, dht=False) as box,
+        raw_peer(101) as evil,
+    ):
+        me = identity(101).public
+        assert me.peer_id == evil.get_id().to_base58()
+        await evil.connect(info_from_p2p_addr(multiaddr.Multiaddr(box.listen_addrs[0])))
+        sender, now = identity(102), time.time()
+        envelopes = [
+            seal(sender, me, bytes([i]) * (MAX_BODY_SIZE - 10), wall_now=now, random_bytes=os.urandom)
+            for i in range(24)
+        ]
+        with trio.fail_after(WAIT):
+            for batch in (envelopes[:12], envelopes[12:]):  # each request within one frame
+                stored = await call_mailbox(evil, box.peer_id, StoreRequest(envelopes=tuple(batch)))
+                assert isinstance(stored, Stored) and {r.code for r in stored.results} == {StoreCode.STORED}
+            ids = tuple(message_id(e) for e in envelopes)
+            fetched = await call_mailbox(evil, box.peer_id, FetchRequest(message_ids=ids))
+            assert isinstance(fetched, Fetched) and 0 < len(fetched.envelopes) < 24
+            rest = tuple(i for i in ids if i not in {message_id(e) for e in fetched.envelopes})
+            fetched_rest = await call_mailbox(evil, box.peer_id, FetchRequest(message_ids=rest))
+        assert isinstance(fetched_rest, Fetched)
+        assert len(fetched.envelopes) + len(fetched_rest.envelopes) == 24
