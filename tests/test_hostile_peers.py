@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import multiaddr
+import pytest
 import trio
+from conftest import make_profile
 from libp2p.peer.peerinfo import info_from_p2p_addr
+from test_direct import FAST_RETRY
 from test_net import LOCAL, WAIT, identity, raw_peer
 
 from meshchat.crypto import MAX_BODY_SIZE, seal
 from meshchat.errors import StorageError
 from meshchat.identity import Identity
+from meshchat.inbox import DirectMessage
+from meshchat.net import dialer as dialer_module
+from meshchat.net.dialer import BOOTSTRAP_TIMEOUT
 from meshchat.net.mailbox import call_mailbox
 from meshchat.node import Node
 from meshchat.store.mailbox import PRUNE_INTERVAL, MailboxCore, MailboxRefusal
@@ -29,7 +38,7 @@ from meshchat.store.protocol import (
     encode_response,
 )
 from meshchat.store.storage import MailboxItem, MemoryStorage
-from meshchat.wire import message_id
+from meshchat.wire import Invite, message_id
 from tests.store_harness import Harness
 
 #: A body that fills an envelope (the payload's own header takes the rest).
@@ -146,3 +155,74 @@ async def test_a_peer_fetching_its_own_large_envelopes_at_once_does_not_stop_a_m
             fetched_rest = await call_mailbox(evil, box.peer_id, FetchRequest(message_ids=rest))
         assert isinstance(fetched_rest, Fetched)
         assert len(fetched.envelopes) + len(fetched_rest.envelopes) == 24
+
+
+@asynccontextmanager
+async def hanging_peers(count: int) -> AsyncIterator[list[str]]:
+    """``count`` addresses on 127.0.0.1 that accept a connection and never answer (peer addresses of
+    made-up identities)."""
+    listeners = [trio.socket.socket() for _ in range(count)]
+    held: list[trio.socket.SocketType] = []
+
+    async def hold(sock: trio.socket.SocketType) -> None:
+        while True:
+            conn, _ = await sock.accept()
+            held.append(conn)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            addresses = []
+            for i, sock in enumerate(listeners):
+                await sock.bind(("127.0.0.1", 0))
+                sock.listen()
+                nursery.start_soon(hold, sock)
+                peer = Identity(bytes([200 + i]) * 32).public.peer_id
+                addresses.append(f"/ip4/127.0.0.1/tcp/{sock.getsockname()[1]}/p2p/{peer}")
+            yield addresses
+            nursery.cancel_scope.cancel()
+    finally:
+        for sock in listeners + held:
+            sock.close()
+
+
+async def test_mailboxes_that_hang_in_an_invite_do_not_delay_a_message_to_an_online_contact(
+    tmp_path: Path,
+) -> None:
+    """Bob is online at the address in his invite, which also names three mailboxes that accept
+    connections and never answer. The dialer tried them one after the other before Bob: 30 s
+    (``BOOTSTRAP_TIMEOUT`` each) until Bob had the message, at every retry."""
+    alice_dir, _ = make_profile(tmp_path, "alice", 1)
+    bob_dir, bob_id = make_profile(tmp_path, "bob", 2)
+    async with (
+        hanging_peers(3) as mailboxes,
+        Node.open(bob_dir, listen=LOCAL, store_config=FAST_RETRY, dht=False) as bob,
+        Node.open(alice_dir, listen=LOCAL, store_config=FAST_RETRY, dht=False) as alice,
+    ):
+        invite = Invite.create(bob_id, name="Bob", addrs=bob.listen_addrs, mailboxes=mailboxes)
+        alice.contacts.add(invite.to_text())
+        await alice.send("Bob", "hi")
+        with trio.fail_after(BOOTSTRAP_TIMEOUT - 2):  # one hanging dial's time, less a margin
+            async for event in bob.events():
+                if isinstance(event, DirectMessage):
+                    assert event.body == b"hi"
+                    break
+
+
+async def test_configured_mailboxes_are_dialled_at_once_not_one_after_the_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node configured with three mailboxes that hang and one that works: it started (and each
+    redial round took) ``BOOTSTRAP_TIMEOUT`` per hanging mailbox before reaching the working one."""
+    monkeypatch.setattr(dialer_module, "BOOTSTRAP_TIMEOUT", 3.0)
+    async with (
+        hanging_peers(3) as hanging,
+        Node.open(identity=identity(103), listen=LOCAL, mailbox=True, dht=False) as box,
+    ):
+        started = trio.current_time()
+        configured = [*hanging, box.listen_addrs[0]]
+        async with Node.open(identity=identity(104), listen=LOCAL, mailboxes=configured, dht=False) as node:
+            assert trio.current_time() - started < 2 * 3.0  # one timeout, not three
+            assert node.host.get_network().connections.get(
+                info_from_p2p_addr(multiaddr.Multiaddr(box.listen_addrs[0])).peer_id
+            )
+            assert len(node.unreachable_mailboxes) == 3
