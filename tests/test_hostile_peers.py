@@ -13,6 +13,7 @@ import multiaddr
 import pytest
 import trio
 from conftest import make_profile
+from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from test_direct import FAST_RETRY
 from test_net import LOCAL, WAIT, identity, raw_peer
@@ -22,11 +23,13 @@ from meshchat.errors import StorageError
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
 from meshchat.net import dialer as dialer_module
+from meshchat.net import mailbox as mailbox_module
 from meshchat.net.dialer import BOOTSTRAP_TIMEOUT
-from meshchat.net.mailbox import call_mailbox
+from meshchat.net.mailbox import MAX_CALLS_PER_PEER, call_mailbox
 from meshchat.node import Node
 from meshchat.store.mailbox import PRUNE_INTERVAL, MailboxCore, MailboxRefusal
 from meshchat.store.protocol import (
+    MAILBOX_PROTOCOL,
     MAX_FRAME,
     ErrorCode,
     Fetched,
@@ -226,3 +229,35 @@ async def test_configured_mailboxes_are_dialled_at_once_not_one_after_the_other(
                 info_from_p2p_addr(multiaddr.Multiaddr(box.listen_addrs[0])).peer_id
             )
             assert len(node.unreachable_mailboxes) == 3
+
+
+async def test_stalled_calls_from_many_identities_cannot_lock_other_clients_out_of_a_mailbox(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PeerIds cost nothing: identities stalling ``MAX_CALLS_PER_PEER`` calls each filled ``MAX_CALLS``
+    and every other client's call was reset ("too many calls") until they timed out, again and again.
+    Now a new call ends the oldest, counted."""
+    monkeypatch.setattr(mailbox_module, "MAX_CALLS", 2 * MAX_CALLS_PER_PEER)
+    async with (
+        Node.open(identity=identity(105), listen=LOCAL, mailbox=True, dht=False) as box,
+        Node.open(identity=identity(106), listen=LOCAL, dht=False) as honest,
+        raw_peer(107) as evil_a,
+        raw_peer(108) as evil_b,
+    ):
+        server = box._mailbox_server
+        assert server is not None
+        info = info_from_p2p_addr(multiaddr.Multiaddr(box.listen_addrs[0]))
+        stalled = []
+        with trio.fail_after(WAIT):
+            for evil in (evil_a, evil_b):
+                await evil.connect(info)
+                for _ in range(MAX_CALLS_PER_PEER):
+                    stream = await evil.new_stream(info.peer_id, [TProtocol(MAILBOX_PROTOCOL)])
+                    await stream.write(b"\x40")  # a frame of 64 bytes announced, never sent
+                    stalled.append(stream)
+            await server.wait_for(lambda: server.open_calls == 2 * MAX_CALLS_PER_PEER)
+            await honest.connect(box.listen_addrs[0])
+            answer = await call_mailbox(honest.host, box.peer_id, FetchRequest(message_ids=(b"\x00" * 32,)))
+        assert isinstance(answer, Fetched)  # was NetworkError: the stream reset, "too many calls"
+        assert server.refused[mailbox_module.EVICTED] == 1 and server.refused["too many calls"] == 0
+        assert server.open_calls == 2 * MAX_CALLS_PER_PEER - 1
