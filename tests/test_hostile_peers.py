@@ -40,6 +40,7 @@ from meshchat.store.protocol import (
     StoreRequest,
     encode_response,
 )
+from meshchat.store.reasons import DiscardReason
 from meshchat.store.storage import MailboxItem, MemoryStorage
 from meshchat.wire import Invite, message_id
 from tests.store_harness import Harness
@@ -261,3 +262,48 @@ async def test_stalled_calls_from_many_identities_cannot_lock_other_clients_out_
         assert isinstance(answer, Fetched)  # was NetworkError: the stream reset, "too many calls"
         assert server.refused[mailbox_module.EVICTED] == 1 and server.refused["too many calls"] == 0
         assert server.open_calls == 2 * MAX_CALLS_PER_PEER - 1
+
+
+class DeadDisk(MemoryStorage):
+    """A profile's storage whose every call fails while ``broken`` (a disk that returns I/O errors)."""
+
+    broken = False
+
+    def __getattribute__(self, name: str) -> object:
+        attribute = super().__getattribute__(name)
+        if not name.startswith("_") and callable(attribute) and super().__getattribute__("broken"):
+
+            def fail(*args: object, **kwargs: object) -> None:
+                raise StorageError(f"{name}: disk I/O error")
+
+            return fail
+        return attribute
+
+
+def test_a_failing_disk_never_raises_out_of_the_messenger_inputs_a_driver_feeds() -> None:
+    """A read in ``receive`` (the seen check), the hourly sweep of seen entries in ``on_timer`` and the
+    read that starts a sync raised ``StorageError`` out of the messenger, so out of the node's event
+    and timer tasks: ``meshchat node`` stopped on a disk hiccup. Now each is a ``StoreProblem`` the app
+    hears, counted, and what was not accepted comes again once the disk is back."""
+    h = Harness()
+    h.add_mailbox()
+    h.add_user("alice")
+    bob = h.add_user("bob", storage=DeadDisk())
+    h.connect("alice")
+    h.connect("bob")
+    h.send("alice", "bob", b"one")
+    h.settle()
+    storage = bob.storage
+    assert isinstance(storage, DeadDisk)
+    storage.broken = True
+    h.send("alice", "bob", b"two")  # by gossip: the seen check fails
+    h.settle()
+    h.advance(2 * 3600)  # the sweep of seen entries, retries and syncs: all on the dead disk
+    h.feed("bob", bob.messenger.sync_now(wall_now=h.now))
+    h.settle()
+    assert bob.problems and all(isinstance(p.error, StorageError) for p in bob.problems)
+    assert bob.messenger.statistics().discarded[DiscardReason.STORAGE_FAILED] >= 1
+    assert [m.message.body for m in bob.received] == [b"one"]
+    storage.broken = False
+    h.advance(3 * 3600)  # Alice's retry, or Bob's next sync: "two" is not lost
+    assert [m.message.body for m in bob.received] == [b"one", b"two"]
