@@ -12,6 +12,7 @@ from pathlib import Path
 import multiaddr
 import pytest
 import trio
+import trio.testing
 from conftest import make_profile
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
@@ -21,13 +22,14 @@ from test_net import LOCAL, WAIT, identity, raw_peer
 from meshchat.crypto import MAX_BODY_SIZE, seal
 from meshchat.errors import StorageError
 from meshchat.identity import Identity
-from meshchat.inbox import DirectMessage
+from meshchat.inbox import DirectMessage, InboxFeed
 from meshchat.net import dialer as dialer_module
 from meshchat.net import mailbox as mailbox_module
 from meshchat.net.dialer import BOOTSTRAP_TIMEOUT
 from meshchat.net.mailbox import MAX_CALLS_PER_PEER, call_mailbox
 from meshchat.node import Node
 from meshchat.store.mailbox import PRUNE_INTERVAL, MailboxCore, MailboxRefusal
+from meshchat.store.messenger import StoreProblem
 from meshchat.store.protocol import (
     MAILBOX_PROTOCOL,
     MAX_FRAME,
@@ -307,3 +309,27 @@ def test_a_failing_disk_never_raises_out_of_the_messenger_inputs_a_driver_feeds(
     storage.broken = False
     h.advance(3 * 3600)  # Alice's retry, or Bob's next sync: "two" is not lost
     assert [m.message.body for m in bob.received] == [b"one", b"two"]
+
+
+async def test_the_inbox_feed_reports_a_failing_read_and_feeds_on_once_the_disk_is_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The feed's read of the inbox raised ``StorageError`` out of the node's task (the node stopped)."""
+    h = Harness()
+    bob = h.add_user("bob", storage=DeadDisk())
+    h.add_user("alice")
+    h.send("alice", "bob", b"one")
+    h.settle()
+    storage = bob.storage
+    assert isinstance(storage, DeadDisk)
+    storage.broken = True
+    send, receive = trio.open_memory_channel[object](10)
+    feed = InboxFeed(storage, None, send, after=0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(feed.run)
+        problem = await receive.receive()
+        assert isinstance(problem, StoreProblem) and isinstance(problem.error, StorageError)
+        storage.broken = False
+        message = await receive.receive()  # FEED_RETRY later (virtual time)
+        assert isinstance(message, DirectMessage) and message.body == b"one"
+        nursery.cancel_scope.cancel()
