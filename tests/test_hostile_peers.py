@@ -17,15 +17,17 @@ from conftest import make_profile
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from test_direct import FAST_RETRY
-from test_net import LOCAL, WAIT, identity, raw_peer
+from test_net import LOCAL, WAIT, honest_traffic_still_flows, identity, line, raw_peer, wait_for
 
 from meshchat.crypto import MAX_BODY_SIZE, seal
 from meshchat.errors import StorageError
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage, InboxFeed
+from meshchat.net import NetDrop
 from meshchat.net import dialer as dialer_module
 from meshchat.net import mailbox as mailbox_module
 from meshchat.net.dialer import BOOTSTRAP_TIMEOUT
+from meshchat.net.host import IO_ERRORS, MAX_INBOUND_STREAMS_PER_PEER
 from meshchat.net.mailbox import MAX_CALLS_PER_PEER, call_mailbox
 from meshchat.node import Node
 from meshchat.store.mailbox import PRUNE_INTERVAL, MailboxCore, MailboxRefusal
@@ -333,3 +335,26 @@ async def test_the_inbox_feed_reports_a_failing_read_and_feeds_on_once_the_disk_
         message = await receive.receive()  # FEED_RETRY later (virtual time)
         assert isinstance(message, DirectMessage) and message.body == b"one"
         nursery.cancel_scope.cancel()
+
+
+async def test_streams_one_peer_opens_at_once_are_bounded_whatever_their_protocol() -> None:
+    """py-libp2p's identify-push handler reads up to 1 MiB per stream, and a peer could open any number
+    of them: 200 streams stalled 256 KiB into their message held 59 MiB. Now a peer has at most
+    ``MAX_INBOUND_STREAMS_PER_PEER`` inbound streams open; the rest are reset, counted, and the node
+    still serves others."""
+    extra = 8
+    async with line(2) as (a, b), raw_peer(109) as evil:
+        info = info_from_p2p_addr(multiaddr.Multiaddr(b.listen_addrs[0]))
+        await evil.connect(info)
+        held = []
+        with trio.fail_after(WAIT):
+            for _ in range(MAX_INBOUND_STREAMS_PER_PEER + extra):
+                try:
+                    stream = await evil.new_stream(info.peer_id, [TProtocol("/ipfs/id/push/1.0.0")])
+                    await stream.write(b"\x80\x80\x40" + b"x" * (64 * 1024))  # 1 MiB announced, 64 KiB sent
+                    held.append(stream)
+                except IO_ERRORS:
+                    pass  # reset as it opened
+        await wait_for(b, lambda: b.statistics().drops[NetDrop.TOO_MANY_STREAMS] == extra, "refused, counted")
+        assert len(held) == MAX_INBOUND_STREAMS_PER_PEER
+        await honest_traffic_still_flows(a, b)
