@@ -14,6 +14,7 @@ import pytest
 import trio
 import trio.testing
 from conftest import make_profile
+from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from test_direct import FAST_RETRY
@@ -27,7 +28,7 @@ from meshchat.net import NetDrop
 from meshchat.net import dialer as dialer_module
 from meshchat.net import mailbox as mailbox_module
 from meshchat.net.dialer import BOOTSTRAP_TIMEOUT
-from meshchat.net.host import IO_ERRORS, MAX_INBOUND_STREAMS_PER_PEER
+from meshchat.net.host import IO_ERRORS, MAX_IDENTIFY_PUSHES_PER_PEER, MAX_INBOUND_STREAMS_PER_PEER
 from meshchat.net.mailbox import MAX_CALLS_PER_PEER, call_mailbox
 from meshchat.node import Node
 from meshchat.store.mailbox import PRUNE_INTERVAL, MailboxCore, MailboxRefusal
@@ -337,24 +338,41 @@ async def test_the_inbox_feed_reports_a_failing_read_and_feeds_on_once_the_disk_
         nursery.cancel_scope.cancel()
 
 
+async def open_stalled(evil: object, node: Node, protocol: str, count: int) -> list[INetStream]:
+    """Open ``count`` streams of ``protocol`` to ``node``, each stalled 32 KiB into a 60,000-byte
+    message (within what py-libp2p's handlers accept); return those the node did not reset."""
+    info = info_from_p2p_addr(multiaddr.Multiaddr(node.listen_addrs[0]))
+    await evil.connect(info)  # type: ignore[attr-defined]
+    held = []
+    with trio.fail_after(WAIT):
+        for _ in range(count):
+            try:
+                stream = await evil.new_stream(info.peer_id, [TProtocol(protocol)])  # type: ignore[attr-defined]
+                await stream.write(b"\xe0\xd4\x03" + b"x" * (32 * 1024))
+                held.append(stream)
+            except IO_ERRORS:
+                pass  # reset as it opened
+    return held
+
+
 async def test_streams_one_peer_opens_at_once_are_bounded_whatever_their_protocol() -> None:
-    """py-libp2p's identify-push handler reads up to 1 MiB per stream, and a peer could open any number
-    of them: 200 streams stalled 256 KiB into their message held 59 MiB. Now a peer has at most
-    ``MAX_INBOUND_STREAMS_PER_PEER`` inbound streams open; the rest are reset, counted, and the node
-    still serves others."""
+    """py-libp2p's own handlers (the circuit relay's stop, identify push) read up to 1 MiB per stream,
+    and a peer could open any number of them: 200 streams stalled 256 KiB into their message held
+    58 MiB. Now a peer has at most ``MAX_INBOUND_STREAMS_PER_PEER`` inbound streams open; the rest
+    are reset, counted, and the node still serves others."""
     extra = 8
     async with line(2) as (a, b), raw_peer(109) as evil:
-        info = info_from_p2p_addr(multiaddr.Multiaddr(b.listen_addrs[0]))
-        await evil.connect(info)
-        held = []
-        with trio.fail_after(WAIT):
-            for _ in range(MAX_INBOUND_STREAMS_PER_PEER + extra):
-                try:
-                    stream = await evil.new_stream(info.peer_id, [TProtocol("/ipfs/id/push/1.0.0")])
-                    await stream.write(b"\x80\x80\x40" + b"x" * (64 * 1024))  # 1 MiB announced, 64 KiB sent
-                    held.append(stream)
-                except IO_ERRORS:
-                    pass  # reset as it opened
+        held = await open_stalled(
+            evil, b, "/libp2p/circuit/relay/0.2.0/stop", MAX_INBOUND_STREAMS_PER_PEER + extra
+        )
         await wait_for(b, lambda: b.statistics().drops[NetDrop.TOO_MANY_STREAMS] == extra, "refused, counted")
         assert len(held) == MAX_INBOUND_STREAMS_PER_PEER
+        await honest_traffic_still_flows(a, b)
+
+
+async def test_a_peer_has_one_identify_push_in_progress_at_a_time() -> None:
+    async with line(2) as (a, b), raw_peer(110) as evil:
+        held = await open_stalled(evil, b, "/ipfs/id/push/1.0.0", 10)
+        await wait_for(b, lambda: b.statistics().drops[NetDrop.TOO_MANY_STREAMS] == 9, "refused, counted")
+        assert len(held) <= MAX_IDENTIFY_PUSHES_PER_PEER + 1  # a reset may reach the writer after its write
         await honest_traffic_still_flows(a, b)

@@ -35,6 +35,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
 from libp2p.custom_types import THandler, TProtocol
 from libp2p.exceptions import BaseLibp2pError
+from libp2p.identity.identify_push.identify_push import ID_PUSH as IDENTIFY_PUSH
 from libp2p.io.abc import ReadWriteCloser
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
@@ -57,6 +58,7 @@ __all__ = [
     "CLOSE_ERRORS",
     "HANDSHAKE_TIMEOUT",
     "IO_ERRORS",
+    "MAX_IDENTIFY_PUSHES_PER_PEER",
     "MAX_INBOUND_STREAMS_PER_PEER",
     "MAX_PENDING_HANDSHAKES",
     "MAX_STREAM_BUFFER",
@@ -105,6 +107,10 @@ MAX_PENDING_HANDSHAKES = 256
 #: one pubsub stream per peer and at most ``meshchat.net.mailbox.MAX_CALLS_PER_PEER`` mailbox calls;
 #: identify, ping, DHT queries and relay circuits add a few short-lived ones.
 MAX_INBOUND_STREAMS_PER_PEER = 32
+#: Identify pushes one peer may have in progress at once (more are reset, counted with the streams
+#: above): a peer pushes when its addresses or protocols change, one message of a few KiB, while
+#: py-libp2p's handler takes up to 1 MiB each for up to 10 s.
+MAX_IDENTIFY_PUSHES_PER_PEER = 1
 #: Stream multiplexers in order of preference: yamux, then mplex for peers that only speak mplex.
 MUXERS: tuple[TProtocol, ...] = (TProtocol(YAMUX_PROTOCOL_ID), TProtocol(MPLEX_PROTOCOL_ID))
 
@@ -260,8 +266,6 @@ class InboundCounter:
         self.streams_refused = 0
         #: Most inbound streams one peer may have open at once.
         self.max_streams_per_peer = MAX_INBOUND_STREAMS_PER_PEER
-        # Inbound streams open now, per peer (an entry is deleted at 0: one per connected peer at most).
-        self._streams: dict[ID, int] = {}
         #: Called after every change (the node wakes its waiters with it).
         self.on_change: Callable[[], None] = _nothing
         # Every running handler by remote (ip, port), and those still handshaking, oldest first. Both
@@ -311,27 +315,30 @@ class InboundCounter:
 
         return counted
 
-    def wrap_streams(self, handler: Callable[[INetStream], Any]) -> Callable[[INetStream], Any]:
-        """``handler`` (the swarm's for every inbound stream), resetting each stream beyond
-        ``max_streams_per_peer`` open ones of the same peer."""
+    def wrap_streams(
+        self, handler: Callable[[INetStream], Any], *, limit: int | None = None
+    ) -> Callable[[INetStream], Any]:
+        """``handler`` (the swarm's for every inbound stream, or one protocol's), resetting each stream
+        beyond ``limit`` (default ``max_streams_per_peer``) open ones of the same peer."""
+        open_streams: dict[ID, int] = {}  # per peer; an entry is deleted at 0
 
         async def limited(stream: INetStream) -> None:
             peer = stream.muxed_conn.peer_id
-            open_now = self._streams.get(peer, 0)
-            if open_now >= self.max_streams_per_peer:
+            open_now = open_streams.get(peer, 0)
+            if open_now >= (self.max_streams_per_peer if limit is None else limit):
                 self.streams_refused += 1
                 self.on_change()
                 with trio.move_on_after(HANDSHAKE_TIMEOUT), contextlib.suppress(*CLOSE_ERRORS):
                     await stream.reset()
                 return
-            self._streams[peer] = open_now + 1
+            open_streams[peer] = open_now + 1
             try:
                 await handler(stream)
             finally:
-                if self._streams[peer] == 1:
-                    del self._streams[peer]
+                if open_streams[peer] == 1:
+                    del open_streams[peer]
                 else:
-                    self._streams[peer] -= 1
+                    open_streams[peer] -= 1
 
         return limited
 
@@ -491,6 +498,9 @@ def build_host(
     network.register_notifee(counter.notifee())
     swarm_handler = network.common_stream_handler  # type: ignore[attr-defined]  # the Swarm's, not in INetwork
     network.set_stream_handler(counter.wrap_streams(swarm_handler))
+    push = host.get_mux().handlers[IDENTIFY_PUSH]  # one push at a time per peer: see the constant
+    assert push is not None, "py-libp2p's host serves identify push"
+    host.set_stream_handler(IDENTIFY_PUSH, counter.wrap_streams(push, limit=MAX_IDENTIFY_PUSHES_PER_PEER))
     _use_windowed_yamux(host)
     return host
 
