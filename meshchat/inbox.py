@@ -18,13 +18,14 @@ import trio
 
 from meshchat.contacts import Contact, Contacts
 from meshchat.crypto import CLOCK_SKEW, INBOX_TOPIC_PREFIX, MAX_TTL
-from meshchat.errors import DecodeError
+from meshchat.errors import DecodeError, StorageError
 from meshchat.gossip import ValidationResult, Validator
 from meshchat.identity import PublicIdentity
+from meshchat.store.outbox import StoreProblem
 from meshchat.store.storage import InboxRecord, Storage
 from meshchat.wire import decode_envelope
 
-__all__ = ["CLOCK_SKEW", "FEED_BATCH", "DirectMessage", "InboxFeed", "envelope_relay_check"]
+__all__ = ["CLOCK_SKEW", "FEED_BATCH", "FEED_RETRY", "DirectMessage", "InboxFeed", "envelope_relay_check"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +74,9 @@ def envelope_relay_check(wall_clock: Callable[[], float], inner: Validator | Non
 
 #: Inbox records read from storage per step when feeding the event stream.
 FEED_BATCH = 256
+#: Seconds the feed waits before reading the inbox again after the read failed (a backoff: nothing
+#: signals a disk coming back; a new commit wakes it sooner).
+FEED_RETRY = 5.0
 
 
 class InboxFeed:
@@ -80,7 +84,9 @@ class InboxFeed:
 
     It reads them back from storage rather than keeping them: when the application does not take its
     events, the feed waits (nothing is dropped and nothing piles up in memory), and resuming after a
-    restart is the same loop started at the application's last acknowledged number.
+    restart is the same loop started at the application's last acknowledged number. A read that fails
+    (``StorageError``) is a ``StoreProblem`` in the stream, and the feed reads again from the same place
+    ``FEED_RETRY`` seconds later (it stopped the node before).
     """
 
     def __init__(
@@ -108,7 +114,15 @@ class InboxFeed:
         """Feed until cancelled."""
         while True:
             self._committed = trio.Event()
-            records = self._storage.inbox_after(self._cursor, FEED_BATCH) if self._cursor is not None else []
+            try:
+                records = (
+                    self._storage.inbox_after(self._cursor, FEED_BATCH) if self._cursor is not None else []
+                )
+            except StorageError as exc:
+                await self._events.send(StoreProblem(error=exc))
+                with trio.move_on_after(FEED_RETRY):
+                    await self._committed.wait()
+                continue
             if not records:
                 await self._committed.wait()
                 continue

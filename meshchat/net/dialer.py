@@ -34,6 +34,7 @@ from meshchat.net.relay import CircuitRelay
 __all__ = [
     "BOOTSTRAP_TIMEOUT",
     "CLOSE_TIMEOUT",
+    "CONTACT_MAILBOX_GRACE",
     "DHT_LOOKUP_TIMEOUT",
     "DIAL_ERRORS",
     "MAILBOX_REDIAL",
@@ -44,6 +45,10 @@ __all__ = [
 
 #: Seconds to wait for one dial (a bootstrap peer, a contact, a mailbox, a relay).
 BOOTSTRAP_TIMEOUT = 10.0
+#: Seconds the dials to a contact's mailboxes may go on once the contact itself is connected (see
+#: ``Dialer._reach``): the message then goes to the contact directly, and an honest mailbox on a
+#: working network has answered by then; the next retry dials the others again.
+CONTACT_MAILBOX_GRACE = 2.0
 #: Seconds a DHT lookup of one PeerId may take.
 DHT_LOOKUP_TIMEOUT = 15.0
 #: Seconds between attempts to reconnect to a configured mailbox that is down.
@@ -80,6 +85,14 @@ def peer_info(address: str) -> PeerInfo:
         return info_from_p2p_addr(parsed)
     except ValueError as exc:  # py-libp2p's InvalidAddrError, or a PeerId that does not decode
         raise BadAddress(address, "a peer address must end in /p2p/<PeerId>") from exc
+
+
+def _peer_of(address: str) -> str | None:
+    """The PeerId ``address`` ends in, or None if it is not a peer address."""
+    try:
+        return str(peer_info(address).peer_id)
+    except BadAddress:
+        return None
 
 
 def _problem(exc: BaseException) -> str:
@@ -152,16 +165,20 @@ class Dialer:
             raise NetworkError("bootstrap", "no bootstrap peer reached: " + "; ".join(errors))
 
     async def dial_mailboxes(self, infos: list[PeerInfo]) -> None:
-        """Dial each configured mailbox we are not connected to (a failure is noted, not raised)."""
+        """Dial each configured mailbox we are not connected to, all at once (a failure is noted, not
+        raised): one that hangs must not hold up the redial of the others for ``BOOTSTRAP_TIMEOUT``."""
         connected = self._host.get_network().connections
-        for info in infos:
-            if connected.get(info.peer_id):
-                continue
-            try:
-                await self.dial(info)
-                self.unreachable_mailboxes.pop(str(info.peer_id), None)
-            except _DIAL_FAILED as exc:  # down now: the next round tries again
-                self.unreachable_mailboxes[str(info.peer_id)] = _problem(exc)
+        async with trio.open_nursery() as nursery:
+            for info in infos:
+                if not connected.get(info.peer_id):
+                    nursery.start_soon(self._dial_mailbox, info)
+
+    async def _dial_mailbox(self, info: PeerInfo) -> None:
+        try:
+            await self.dial(info)
+            self.unreachable_mailboxes.pop(str(info.peer_id), None)
+        except _DIAL_FAILED as exc:  # down now: the next round tries again
+            self.unreachable_mailboxes[str(info.peer_id)] = _problem(exc)
 
     async def keep_mailboxes_connected(self, infos: list[PeerInfo]) -> None:
         """Redial configured mailboxes that went away, every ``MAILBOX_REDIAL`` seconds (a backoff:
@@ -187,22 +204,46 @@ class Dialer:
         return self.connected_to(contact.peer_id)
 
     async def _reach(self, contact: Whereabouts) -> None:
-        for address in contact.mailboxes:
-            with contextlib.suppress(BadAddress, NetworkError):
-                if not self.connected_to(str(peer_info(address).peer_id)):
-                    await self.connect(address)
-        if self.connected_to(contact.peer_id):
-            return
-        for address in contact.addrs:
+        """The contact's mailboxes (all at once) beside the contact itself. Dialled one after the other,
+        three mailboxes that accept a connection and never answer held a message to a contact who was
+        online for 30 s (``BOOTSTRAP_TIMEOUT`` each, at every retry); once the contact is connected,
+        the mailbox dials get ``CONTACT_MAILBOX_GRACE`` more and are given up."""
+        own = [a for a in contact.mailboxes if _peer_of(a) == contact.peer_id]  # a contact's own mailbox
+        others = [a for a in contact.mailboxes if a not in own]
+        async with trio.open_nursery() as nursery:
+            mailboxes = trio.CancelScope()
+            nursery.start_soon(self._connect_all, others, mailboxes)
+            await self._reach_directly(contact, [*contact.addrs, *own])
+            if self.connected_to(contact.peer_id):
+                mailboxes.deadline = min(mailboxes.deadline, trio.current_time() + CONTACT_MAILBOX_GRACE)
+
+    async def _reach_directly(self, contact: Whereabouts, addresses: Sequence[str]) -> None:
+        for address in addresses:
+            if self.connected_to(contact.peer_id):
+                return
             full = address if "/p2p/" in address else f"{address}/p2p/{contact.peer_id}"
             with contextlib.suppress(BadAddress, NetworkError):
                 await self.connect(full)
                 return
+        if self.connected_to(contact.peer_id):
+            return
         with contextlib.suppress(NetworkError):
             for address in await self.find_peer(contact.peer_id):
                 with contextlib.suppress(BadAddress, NetworkError):
                     await self.connect(address)
                     return
+
+    async def _connect_all(self, addresses: Sequence[str], scope: trio.CancelScope) -> None:
+        """Dial each of ``addresses`` not connected yet, all at once, within ``scope`` (best effort)."""
+        with scope:
+            async with trio.open_nursery() as nursery:
+                for address in addresses:
+                    nursery.start_soon(self._connect_quietly, address)
+
+    async def _connect_quietly(self, address: str) -> None:
+        with contextlib.suppress(BadAddress, NetworkError):
+            if not self.connected_to(str(peer_info(address).peer_id)):
+                await self.connect(address)
 
     async def find_peer(self, peer_id: str) -> list[str]:
         """Look ``peer_id`` up in the DHT; its addresses (each ending in ``/p2p/<PeerId>``), or none.

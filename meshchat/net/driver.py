@@ -310,7 +310,7 @@ class GossipDriver:
 
     def count_inbound(self, counter: InboundCounter) -> None:
         """Report ``counter``'s failed and evicted inbound connections as ``HANDSHAKE_FAILED`` and
-        ``HANDSHAKE_EVICTED`` (and wake waiters)."""
+        ``HANDSHAKE_EVICTED``, its refused streams as ``TOO_MANY_STREAMS`` (and wake waiters)."""
         self._inbound = counter
         counter.on_change = self._changed
 
@@ -330,6 +330,7 @@ class GossipDriver:
         if self._inbound is not None:
             drops[NetDrop.HANDSHAKE_FAILED] = self._inbound.failed
             drops[NetDrop.HANDSHAKE_EVICTED] = self._inbound.evicted
+            drops[NetDrop.TOO_MANY_STREAMS] = self._inbound.streams_refused
         return DriverStatistics(
             drops=drops,
             frames_sent=self._frames_sent,

@@ -46,6 +46,9 @@ class NetDrop(Enum):
     #: An older inbound pubsub stream of a peer that opened another one; the older was reset (one
     #: inbound stream per peer, as go-libp2p-pubsub keeps).
     DUPLICATE_STREAM = "duplicate pubsub stream"
+    #: An inbound stream of a peer that had ``meshchat.net.host.MAX_INBOUND_STREAMS_PER_PEER`` open
+    #: already (any protocol); it was reset. Counted by ``InboundCounter``.
+    TOO_MANY_STREAMS = "too many inbound streams"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

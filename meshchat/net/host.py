@@ -35,6 +35,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
 from libp2p.custom_types import THandler, TProtocol
 from libp2p.exceptions import BaseLibp2pError
+from libp2p.identity.identify_push.identify_push import ID_PUSH as IDENTIFY_PUSH
 from libp2p.io.abc import ReadWriteCloser
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
@@ -57,6 +58,8 @@ __all__ = [
     "CLOSE_ERRORS",
     "HANDSHAKE_TIMEOUT",
     "IO_ERRORS",
+    "MAX_IDENTIFY_PUSHES_PER_PEER",
+    "MAX_INBOUND_STREAMS_PER_PEER",
     "MAX_PENDING_HANDSHAKES",
     "MAX_STREAM_BUFFER",
     "MUXERS",
@@ -97,6 +100,17 @@ MAX_CONNECTIONS = 1024
 #: the same second stay far below it; idle or slow sockets (a flood, a slowloris) can then hold at most
 #: this many of the ``MAX_CONNECTIONS`` slots, and authenticated peers always find room.
 MAX_PENDING_HANDSHAKES = 256
+#: Inbound streams one peer may have open at once; each one beyond is reset as it arrives (counted in
+#: ``InboundCounter.streams_refused``). py-libp2p's own protocol handlers (identify push, the circuit
+#: relay's stop) read a message of up to 1 MiB per stream and the number of streams was unbounded:
+#: 200 identify-push streams stalled 256 KiB into their message held 59 MiB of one node. meshchat keeps
+#: one pubsub stream per peer and at most ``meshchat.net.mailbox.MAX_CALLS_PER_PEER`` mailbox calls;
+#: identify, ping, DHT queries and relay circuits add a few short-lived ones.
+MAX_INBOUND_STREAMS_PER_PEER = 32
+#: Identify pushes one peer may have in progress at once (more are reset, counted with the streams
+#: above): a peer pushes when its addresses or protocols change, one message of a few KiB, while
+#: py-libp2p's handler takes up to 1 MiB each for up to 10 s.
+MAX_IDENTIFY_PUSHES_PER_PEER = 1
 #: Stream multiplexers in order of preference: yamux, then mplex for peers that only speak mplex.
 MUXERS: tuple[TProtocol, ...] = (TProtocol(YAMUX_PROTOCOL_ID), TProtocol(MPLEX_PROTOCOL_ID))
 
@@ -248,6 +262,10 @@ class InboundCounter:
         self.evicted = 0
         #: Set when the host starts closing: handlers that return from then on are not failures.
         self.closing = False
+        #: Inbound streams reset because their peer had ``max_streams_per_peer`` open already.
+        self.streams_refused = 0
+        #: Most inbound streams one peer may have open at once.
+        self.max_streams_per_peer = MAX_INBOUND_STREAMS_PER_PEER
         #: Called after every change (the node wakes its waiters with it).
         self.on_change: Callable[[], None] = _nothing
         # Every running handler by remote (ip, port), and those still handshaking, oldest first. Both
@@ -296,6 +314,33 @@ class InboundCounter:
                 self.on_change()
 
         return counted
+
+    def wrap_streams(
+        self, handler: Callable[[INetStream], Any], *, limit: int | None = None
+    ) -> Callable[[INetStream], Any]:
+        """``handler`` (the swarm's for every inbound stream, or one protocol's), resetting each stream
+        beyond ``limit`` (default ``max_streams_per_peer``) open ones of the same peer."""
+        open_streams: dict[ID, int] = {}  # per peer; an entry is deleted at 0
+
+        async def limited(stream: INetStream) -> None:
+            peer = stream.muxed_conn.peer_id
+            open_now = open_streams.get(peer, 0)
+            if open_now >= (self.max_streams_per_peer if limit is None else limit):
+                self.streams_refused += 1
+                self.on_change()
+                with trio.move_on_after(HANDSHAKE_TIMEOUT), contextlib.suppress(*CLOSE_ERRORS):
+                    await stream.reset()
+                return
+            open_streams[peer] = open_now + 1
+            try:
+                await handler(stream)
+            finally:
+                if open_streams[peer] == 1:
+                    del open_streams[peer]
+                else:
+                    open_streams[peer] -= 1
+
+        return limited
 
     def notifee(self) -> INotifee:
         """The swarm notifee that tells this counter which connections authenticated and closed."""
@@ -449,7 +494,13 @@ def build_host(
             outbound_upgrade_timeout=HANDSHAKE_TIMEOUT,
         ),
     )
-    host.get_network().register_notifee(counter.notifee())
+    network = host.get_network()
+    network.register_notifee(counter.notifee())
+    swarm_handler = network.common_stream_handler  # type: ignore[attr-defined]  # the Swarm's, not in INetwork
+    network.set_stream_handler(counter.wrap_streams(swarm_handler))
+    push = host.get_mux().handlers[IDENTIFY_PUSH]  # one push at a time per peer: see the constant
+    assert push is not None, "py-libp2p's host serves identify push"
+    host.set_stream_handler(IDENTIFY_PUSH, counter.wrap_streams(push, limit=MAX_IDENTIFY_PUSHES_PER_PEER))
     _use_windowed_yamux(host)
     return host
 

@@ -9,17 +9,18 @@ Framing reuses the pubsub codec's unsigned-varint prefix (``meshchat.gossip.rpc.
 formats are ``meshchat.store.protocol``'s. Bad frames and undecodable requests get a ``MailboxError``
 back (or a reset when the frame itself is broken), counted in ``MailboxServer.refused``.
 
-What a peer can make a mailbox hold is bounded: ``MAX_CALLS_PER_PEER`` calls at once per peer and
-``MAX_CALLS`` in all (more are reset at once), each call's request frame within ``MAX_FRAME`` and
-charged to a ``BufferBudget`` (per peer and in total) while it arrives, and each call, a slow reader's
-included, within ``CALL_TIMEOUT`` from start to answer. Every refusal is counted by reason.
+What a peer can make a mailbox hold is bounded: ``MAX_CALLS_PER_PEER`` calls at once per peer (more
+are reset at once) and ``MAX_CALLS`` in all (past it, a new call ends the oldest), each call's request
+frame within ``MAX_FRAME`` and charged to a ``BufferBudget`` (per peer and in total) while it arrives,
+and each call, a slow reader's included, within ``CALL_TIMEOUT`` from start to answer. Every refusal
+is counted by reason.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Final
 
@@ -62,9 +63,12 @@ PROBE_TIMEOUT = 10.0
 #: Calls one peer may have open at once; more are reset (counted). A client makes its calls to one
 #: mailbox in turn (sync, fetch, store); four leave room for a store racing a sync.
 MAX_CALLS_PER_PEER = 4
-#: Calls open at once, all peers together; more are reset (counted). Each may hold a request frame
-#: (1 MiB) and its answer for up to ``CALL_TIMEOUT``; 256 calls is far beyond what honest clients of a
-#: volunteer mailbox make at once, and their frames are capped by the ``BufferBudget`` besides.
+#: Calls open at once, all peers together. Each may hold a request frame (1 MiB) and its answer for up
+#: to ``CALL_TIMEOUT``; 256 calls is far beyond what honest clients of a volunteer mailbox make at once,
+#: and their frames are capped by the ``BufferBudget`` besides. When all are taken, a new call ends the
+#: oldest (counted ``EVICTED``), as the host closes its oldest unfinished handshake: PeerIds cost
+#: nothing, so 64 identities stalling four calls each locked every other client out for as long as
+#: they kept it up, while an honest call takes milliseconds and is never the oldest for long.
 MAX_CALLS = 256
 _READ_CHUNK = 64 * 1024
 _PROTOCOL = TProtocol(MAILBOX_PROTOCOL)
@@ -74,6 +78,7 @@ BAD_FRAME: Final = "bad frame"
 BROKEN_STREAM: Final = "broken stream"
 TIMED_OUT: Final = "timed out"
 TOO_MANY_CALLS: Final = "too many calls"
+EVICTED: Final = "evicted for a newer call"
 BUFFER_FULL: Final = "buffer budget exceeded"
 #: A network call's failures or its deadline passing.
 _IO_OR_TIMEOUT: tuple[type[Exception], ...] = (*IO_ERRORS, trio.TooSlowError)
@@ -117,7 +122,8 @@ class MailboxServer:
         self.probes = 0
         # Calls open now, per peer (an entry is deleted at 0: at most one per connected peer).
         self._calls: dict[str, int] = {}
-        self._open = 0
+        # Every open call's cancel scope, oldest first (bounded: at most ``MAX_CALLS``).
+        self._running: OrderedDict[trio.CancelScope, None] = OrderedDict()
         self._changed = trio.Event()
         host.set_stream_handler(_PROTOCOL, self._serve)
 
@@ -129,30 +135,40 @@ class MailboxServer:
     @property
     def open_calls(self) -> int:
         """Calls being served now."""
-        return self._open
+        return len(self._running)
 
     async def _serve(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id.to_base58()
-        if self._calls.get(peer, 0) >= MAX_CALLS_PER_PEER or self._open >= MAX_CALLS:
+        if self._calls.get(peer, 0) >= MAX_CALLS_PER_PEER:
             self.refused[TOO_MANY_CALLS] += 1
             await _reset_quietly(stream)
-            self._changed.set()
-            self._changed = trio.Event()
+            self._notify()
             return
+        if len(self._running) >= MAX_CALLS:
+            oldest, _ = self._running.popitem(last=False)
+            oldest.cancel()  # its call resets its stream on the way out
+            self.refused[EVICTED] += 1
         self._calls[peer] = self._calls.get(peer, 0) + 1
-        self._open += 1
+        scope = trio.CancelScope()
+        self._running[scope] = None
         reader = FrameReader(self.budget, peer, max_frame_size=MAX_FRAME)
         try:
-            await self._answer(peer, stream, reader)
+            with scope:
+                await self._answer(peer, stream, reader)
+            if scope.cancelled_caught:
+                await _reset_quietly(stream)
         finally:
             reader.release()
-            self._open -= 1
+            self._running.pop(scope, None)
             if self._calls[peer] == 1:
                 del self._calls[peer]
             else:
                 self._calls[peer] -= 1
-            self._changed.set()
-            self._changed = trio.Event()
+            self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     async def _answer(self, peer: str, stream: INetStream, reader: FrameReader) -> None:
         """Read the request, answer it, close the stream; or count why not and reset it."""

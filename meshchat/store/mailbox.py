@@ -53,6 +53,7 @@ from meshchat.store.protocol import (
     Synced,
     SyncRequest,
     WithdrawRequest,
+    batches,
 )
 from meshchat.store.reconcile import Reconciler, decode_message, encode_message
 from meshchat.store.storage import MailboxItem, Storage
@@ -240,9 +241,10 @@ class MailboxCore:
 
     def _recount(self) -> None:
         """Rebuild the usage counters from storage (at start, and when the trusted set changes)."""
+        items = self._storage.mailbox_all()  # read first: a failing disk leaves the old counts whole
         self._usage = _Usage()
         self._flags.clear()
-        for item in self._storage.mailbox_all():
+        for item in items:
             self._add(item)
 
     def _add(self, item: MailboxItem, sign: int = 1) -> None:
@@ -267,22 +269,24 @@ class MailboxCore:
         day = epoch_of(wall_now)
         if self.owner is None or day == self._trusted_day:
             return
-        self._trusted_day = day
         people = (self.owner, *self._friends)
         self._trusted_peers = frozenset(p.peer_id for p in people)
         self._trusted_tags = frozenset(t for p in people for t in owned_tags(p, wall_now))
         # A new day only adds tomorrow's tags (and drops one whose envelopes have expired): items keep
         # the flags they were stored with, so only a new trusted set needs a full count.
         if self._stale_counts:
+            self._recount()  # StorageError: counted again at the next request
             self._stale_counts = False
-            self._recount()
+        self._trusted_day = day
 
     def handle(self, peer: str, request: MailboxRequest, *, wall_now: float) -> MailboxResponse:
         """Answer ``request`` from ``peer`` (its authenticated PeerId) at unix time ``wall_now``."""
-        self._refresh_trusted(wall_now)
-        if wall_now >= self._next_prune:
-            self.prune(wall_now=wall_now)
         try:
+            # Both read or write the disk: a failing disk is the answer's STORAGE_FAILED, never an
+            # exception out of the server's stream handler.
+            self._refresh_trusted(wall_now)
+            if wall_now >= self._next_prune:
+                self.prune(wall_now=wall_now)
             match request:
                 case StoreRequest():
                     return self._store(peer, request, wall_now)
@@ -427,8 +431,13 @@ class MailboxCore:
         owned = self._tags_owned_by(peer, wall_now)
         if isinstance(request, FetchRequest):
             items = [i for i in self._storage.mailbox_get(request.message_ids) if i.inbox_tag in owned]
-            self._counts["fetched"] += len(items)
-            return Fetched(envelopes=tuple(i.envelope for i in items))
+            # Up to 512 envelopes of up to 64 KiB do not fit one frame: answer the first ones that do
+            # (the recipient asks again for the rest; before, the answer raised TooLarge and a
+            # recipient with a few dozen large messages waiting could never fetch them).
+            envelopes = batches([i.envelope for i in items])[:1]
+            fetched = envelopes[0] if envelopes else ()
+            self._counts["fetched"] += len(fetched)
+            return Fetched(envelopes=fetched)
         if not owned.issuperset(request.tags):
             return self._refuse(ErrorCode.NOT_YOUR_TAG, "a tag in the request is not derived from your key")
         if isinstance(request, DeleteRequest):

@@ -245,7 +245,11 @@ class Messenger:
         fresh = self._screen(envelopes, wall_now)
         if not fresh:  # a relay's everyday case: envelopes for others, no storage touched
             return []
-        seen = self.storage.seen(fresh)
+        try:
+            seen = self.storage.seen(fresh)
+        except StorageError as exc:  # nothing accepted: they come again (sender retries, mailbox sync)
+            self._discarded[DiscardReason.STORAGE_FAILED] += len(fresh)
+            return [StoreProblem(error=exc)]
         actions: list[Action] = []
         chats: list[tuple[InboxRecord, PublicIdentity, SeenEntry]] = []
         receipts: list[tuple[Receipt, PublicIdentity, SeenEntry]] = []
@@ -308,8 +312,8 @@ class Messenger:
     def sync_now(self, *, wall_now: float) -> list[Action]:
         """Sync with every reachable mailbox now (a user pulled to refresh; a node came online)."""
         self._calls.sync_all_now(wall_now)
-        self._start_due_syncs(wall_now)
-        return list(self._calls.pump_all())
+        actions = self._start_due_syncs(wall_now)
+        return actions + list(self._calls.pump_all())
 
     def mailbox_replied(
         self, peer: str, request: MailboxRequest, response: MailboxResponse, *, wall_now: float
@@ -371,10 +375,13 @@ class Messenger:
             self._requeue_receipts(wall_now)
         if wall_now >= self._next_seen_prune:
             self._next_seen_prune = wall_now + SEEN_PRUNE_INTERVAL
-            self.storage.prune_seen(int(wall_now) - CLOCK_SKEW)
+            try:
+                self.storage.prune_seen(int(wall_now) - CLOCK_SKEW)
+            except StorageError as exc:  # the old entries stay an hour longer: harmless
+                actions.append(StoreProblem(error=exc))
         if self._calls.penalty_over(wall_now):
             actions += self._use_mailboxes(wall_now)
-        self._start_due_syncs(wall_now)
+        actions += self._start_due_syncs(wall_now)
         actions += self._calls.pump_all()
         return actions
 
@@ -506,7 +513,14 @@ class Messenger:
             if record is None:
                 # A receipt we stored for someone; or our message, whose receipt came back while this
                 # store was in flight: then the copy just stored is not needed, take it back.
-                done = self.storage.outbox_get(result.message_id) if result.code is StoreCode.STORED else None
+                try:
+                    done = (
+                        self.storage.outbox_get(result.message_id)
+                        if result.code is StoreCode.STORED
+                        else None
+                    )
+                except StorageError:  # the withdraw is only a clean-up: the copy expires anyway
+                    done = None
                 if done is not None and done.status in (_S.DELIVERED, _S.READ):
                     self._calls.queue_withdraw(peer, result.message_id)
                 continue
@@ -575,7 +589,7 @@ class Messenger:
             for record in self._outbox.records():
                 actions += self._plan_stores(record)
             self._requeue_receipts(wall_now)
-        self._start_due_syncs(wall_now)
+        actions += self._start_due_syncs(wall_now)
         actions += self._calls.pump_all()
         return actions
 
@@ -585,13 +599,20 @@ class Messenger:
         self._calls.penalise(peer, wall_now)
         return self._use_mailboxes(wall_now, replan=True)
 
-    def _start_due_syncs(self, wall_now: float) -> None:
+    def _start_due_syncs(self, wall_now: float) -> list[Action]:
+        """Start the syncs that are due; a ``StoreProblem`` if what we have cannot be read (the syncs
+        not started are tried again at their next time)."""
+
         def new_session() -> SyncSession:
             self._refresh_tags(wall_now)
             tags = self._owned
             return SyncSession(tags, self.storage.seen_items(tags), fetch_batch=self.config.fetch_batch)
 
-        self._calls.start_due_syncs(wall_now, new_session, awaiting=self._outbox.awaiting_receipts())
+        try:
+            self._calls.start_due_syncs(wall_now, new_session, awaiting=self._outbox.awaiting_receipts())
+        except StorageError as exc:
+            return [StoreProblem(error=exc)]
+        return []
 
     def _synced(self, peer: str, request: SyncRequest, response: Synced, wall_now: float) -> list[Action]:
         sync = self._calls.session(peer, request)

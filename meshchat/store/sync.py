@@ -207,6 +207,11 @@ class SyncSession:
             self.state = SyncState.FAILED
             return [e for _, e in sorted(dated, key=lambda d: d[0])], problems
         self.state = SyncState.ACCEPTING
+        # A mailbox answers a fetch with what fits one frame: ask again for the rest, as long as each
+        # answer brings something (an id it no longer holds, expired meanwhile, is not asked forever).
+        if response.envelopes:
+            returned = {message_id(data) for data in response.envelopes}
+            self._need[:0] = [mid for mid in request.message_ids if mid not in returned]
         if self._need and dated:
             last = max(expiry for expiry, _ in dated)
             self._carry = [d for d in dated if d[0] == last]
