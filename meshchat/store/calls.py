@@ -53,6 +53,10 @@ class MailboxCalls:
         # Until when syncs stay at most ``receipt_sync_max`` apart while receipts are awaited: a send,
         # a mailbox (re)appearing or a recipient coming back opens ``receipt_sync_window`` of them.
         self._quick_until = -math.inf
+        # Usable mailboxes a sync completed with since this core started or they (re)appeared; the
+        # first sync with any other compares against nothing (``start_due_syncs``). Bounded by
+        # ``_usable``: ``refresh`` forgets the gone ones.
+        self._compared: set[str] = set()
 
     @property
     def reachable(self) -> list[str]:
@@ -79,6 +83,7 @@ class MailboxCalls:
         wanted = [p for p in self._reachable if p not in self._penalised]
         gone = set(self._usable) - set(wanted)
         for peer in gone:
+            self._compared.discard(peer)
             self._to_store.pop(peer, None)
             self._to_withdraw.pop(peer, None)
             self._syncs.pop(peer, None)
@@ -188,15 +193,16 @@ class MailboxCalls:
     # --- syncs ------------------------------------------------------------------------------------------
 
     def start_due_syncs(
-        self, wall_now: float, new_session: Callable[[], SyncSession], *, awaiting: bool
+        self, wall_now: float, new_session: Callable[[bool], SyncSession], *, awaiting: bool
     ) -> None:
         """Start a sync with each usable mailbox whose time has come (``awaiting``: sent messages
-        wait for receipts, so the next one comes sooner)."""
+        wait for receipts, so the next one comes sooner). ``new_session(first)``: ``first`` until a
+        sync with that mailbox completed since this core started or the mailbox (re)appeared."""
         for peer in self._usable:
             if peer in self._syncs or self._next_sync.get(peer, wall_now) > wall_now:
                 continue
             self._next_sync[peer] = wall_now + self._sync_wait(peer, awaiting, wall_now)
-            self._syncs[peer] = new_session()
+            self._syncs[peer] = new_session(peer not in self._compared)
 
     def _sync_wait(self, peer: str, awaiting: bool, wall_now: float) -> float:
         """Seconds until the next sync with ``peer``: short while messages await receipts (doubling up
@@ -237,7 +243,11 @@ class MailboxCalls:
 
     def end_sync(self, peer: str) -> bool:
         """``peer``'s sync is complete; True if there was one."""
-        return self._syncs.pop(peer, None) is not None
+        if self._syncs.pop(peer, None) is None:
+            return False
+        if peer in self._usable:
+            self._compared.add(peer)
+        return True
 
     def next_deadline(self) -> float | None:
         """The next sync due (not running) or penalty to end."""

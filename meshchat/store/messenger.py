@@ -603,10 +603,19 @@ class Messenger:
         """Start the syncs that are due; a ``StoreProblem`` if what we have cannot be read (the syncs
         not started are tried again at their next time)."""
 
-        def new_session() -> SyncSession:
+        def new_session(first: bool) -> SyncSession:
             self._refresh_tags(wall_now)
             tags = self._owned
-            return SyncSession(tags, self.storage.seen_items(tags), fetch_batch=self.config.fetch_batch)
+            # The first sync with a mailbox since we started (or it came back) compares against
+            # nothing we have seen: ids it still holds that we accepted come from a sync cut short,
+            # maybe by a crash that took their receipt with it (receipts live in memory until a
+            # mailbox holds one), and the sender, reaching us only through mailboxes, would wait
+            # for it forever. Fetched again they are duplicates, which earn their senders a new
+            # receipt. The cost: a mailbox holds nothing of ours after a completed sync, but copies
+            # a sender stored on several mailboxes are fetched once more from each after a
+            # (re)connection (their senders get one receipt again, per ``RERECEIPT_INTERVAL``).
+            have = [] if first else self.storage.seen_items(tags)
+            return SyncSession(tags, have, fetch_batch=self.config.fetch_batch)
 
         try:
             self._calls.start_due_syncs(wall_now, new_session, awaiting=self._outbox.awaiting_receipts())
