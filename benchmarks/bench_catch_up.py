@@ -257,7 +257,7 @@ async def mailbox_last(s: Scenario) -> Result:
         await s.all_stored(sender)
         recipient = await s.start_recipient(start)
         # The recipient fetches and commits all 300 in well under a second: the kill lands after that
-        # (usually) but before the sender has its receipts (it syncs every 5-10 s): that is the work cut.
+        # (usually) but before the sender has its receipts (it syncs every 5 s): that is the work cut.
         await recipient.wait_for(lambda: syncing(recipient), RUN_WAIT, "a message")
         await box.kill()
         delivered_at_kill = max(

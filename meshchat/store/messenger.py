@@ -30,7 +30,7 @@ reconciliation of the ids it holds for our tags against our seen window; fetch w
 batches (cut where the expiry changes, so same-TTL messages keep their order), accept; then delete
 what the mailbox held when the sync began. A failed step abandons the sync without deleting anything.
 While sent messages await receipts, syncs come every ``receipt_sync_interval``, doubling up to
-``receipt_sync_max`` (10 s) for an hour after a send, a mailbox appearing or a recipient coming back,
+``receipt_sync_max`` (5 s) for an hour after a send, a mailbox appearing or a recipient coming back,
 then up to ``sync_interval``: a receipt that missed gossip is in within seconds. Nothing a mailbox answers
 raises: a lie (not an envelope, another tag, unasked ids, garbage reconciliation ...) is counted by
 ``DiscardReason``, the good envelopes of the same fetch are accepted, and the mailbox is set aside for
