@@ -175,7 +175,12 @@ FLOOD, FLOOD_SIZE = 300, 4096
 
 
 @pytest.mark.slow
-async def test_a_node_whose_stdout_is_not_read_still_relays_while_a_peer_floods(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_at_last", [False, True], ids=["never-read", "read-at-last"])
+async def test_a_node_whose_stdout_is_not_read_still_relays_while_a_peer_floods(
+    tmp_path: Path, read_at_last: bool
+) -> None:
+    """Never read: SIGTERM still ends it, after the bounded drain. Read at last (after the flood):
+    everything queued comes out and the dropped notices are counted in ``statistics``."""
     profile = tmp_path / "node"
     profile.mkdir()
     save_identity(profile / KEY_FILE, Identity(b"\x51" * 32), None)
@@ -212,19 +217,34 @@ async def test_a_node_whose_stdout_is_not_read_still_relays_while_a_peer_floods(
                     if isinstance(event, MessageDelivered) and event.data == b"still there?":
                         break
 
-        # Stopped with its output still unread, it exits once the bounded drain gives up.
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(OUTPUT_DRAIN + WAIT):
-            await process.wait()
-        assert process.returncode == 0
-        assert "lines of output were not written" in (tmp_path / "stderr").read_text()
         rest = b""
-        while chunk := await process.stdout.receive_some(1 << 16):
-            rest += chunk
-        complete = rest.split(b"\n")[:-1]  # the last may be cut by the abandoned write
-        assert complete and all(json.loads(line)["event"] for line in complete)
-        first = b"00000" + b"f" * (FLOOD_SIZE - 5)
-        assert any(base64.b64decode(json.loads(line).get("data", "")) == first for line in complete)
+
+        async def read_rest() -> None:
+            nonlocal rest
+            assert process.stdout is not None
+            while chunk := await process.stdout.receive_some(1 << 16):
+                rest += chunk
+
+        async with trio.open_nursery() as nursery:
+            if read_at_last:
+                nursery.start_soon(read_rest)
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(OUTPUT_DRAIN + WAIT):
+                await process.wait()
+        assert process.returncode == 0
+        await read_rest()
+        complete = rest.split(b"\n")[:-1]  # the last may be cut by an abandoned write
+        events = [json.loads(line) for line in complete]
+        messages = [base64.b64decode(e["data"]) for e in events if e["event"] == "message"]
+        flood = [int(m[:5]) for m in messages if len(m) == FLOOD_SIZE]
+        assert flood[0] == 0 and flood == sorted(flood)  # printed in the order delivered
+        notice = "lines of output were not written"
+        if read_at_last:
+            assert events[-1]["event"] == "statistics"
+            assert events[-1]["output_dropped"] > 0 and len(flood) + events[-1]["output_dropped"] >= FLOOD
+            assert notice not in (tmp_path / "stderr").read_text()
+        else:
+            assert notice in (tmp_path / "stderr").read_text()
     finally:
         if process.returncode is None:
             process.kill()

@@ -7,7 +7,9 @@ and listen addresses first, then one line per event, as text or, with ``--json``
 per line (``listening``, ``reserved``, ``peer_connected``, ``peer_disconnected``, ``message``,
 ``direct``, ``status``, ``store_problem``, ``published``, ``sent``, ``refused``, ``stdin_closed``,
 ``stopped``, ``mailbox``, ``statistics``) for scripts and tests. Text output passes every peer-chosen string
-through ``terminal_text``; JSON carries it exactly.
+through ``terminal_text``; JSON carries it exactly. Output goes through an ``OutputQueue``: a reader of
+standard output that lags or stops slows the output, never the node (live notices beyond
+``OUTPUT_BUFFER`` are dropped and counted as ``statistics``' ``output_dropped``; ``direct`` never).
 
 With ``--stdin`` every line read from standard input is published to the first topic;
 ``meshchat chat --to CONTACT`` sends each line sealed to the contact instead, in the order typed. A
@@ -198,11 +200,12 @@ class OutputQueue:
         #: Lines handed to the worker thread and not yet written.
         self._writing = 0
         self._changed = trio.Event()
+        #: True once ``run`` has ended: nothing more will be written.
+        self._stopped = False
         #: Live notices dropped because the buffer was full; after ``drain``, also lines never written.
         self.dropped = 0
 
-    def isatty(self) -> bool:
-        """True if the output is a terminal."""
+    def isatty(self) -> bool:  # for _ChatPrinter's colours
         return self._out.isatty()
 
     def put(self, text: str, *, keep: bool = False) -> None:
@@ -221,7 +224,7 @@ class OutputQueue:
             await self._changed.wait()
 
     async def run(self) -> None:
-        """Write what is queued, batch by batch, until cancelled."""
+        """Write what is queued, batch by batch, until cancelled (or the write fails: a closed pipe)."""
         fd = self._own_fd()
         try:
             while True:
@@ -231,31 +234,36 @@ class OutputQueue:
                 self._writing = len(self._lines)
                 self._lines.clear()
                 data = batch.encode(self._encoding, self._errors)
-                # abandon_on_cancel: a write to a reader that never reads cannot hold the exit; the
-                # (daemon) worker thread stays blocked in it until the process ends.
                 write = functools.partial(self._write, fd, data, batch)
-                # trio-typing's stubs (pulled in by py-libp2p) shadow trio's own and predate its rename
-                # of ``cancellable`` (trio 0.23); the project needs trio >= 0.26.
-                await trio.to_thread.run_sync(write, abandon_on_cancel=True)  # type: ignore[call-arg]
+                try:
+                    # abandon_on_cancel: a write to a reader that never reads cannot hold the exit; the
+                    # (daemon) worker thread stays blocked in it until the process ends. trio-typing's
+                    # stubs (py-libp2p's) shadow trio's own and predate this name (trio 0.23).
+                    await trio.to_thread.run_sync(write, abandon_on_cancel=True)  # type: ignore[call-arg]
+                except trio.Cancelled:
+                    fd = None  # not closed: the abandoned thread may still write to it
+                    raise
                 self._writing = 0
                 self._held -= len(data)
                 self._notify()
         finally:
-            if fd is not None and not self._writing:
-                os.close(fd)  # not while an abandoned thread may still write to it
+            self._stopped = True
+            self._notify()
+            if fd is not None:
+                os.close(fd)
 
     async def drain(self, seconds: float = OUTPUT_DRAIN) -> None:
         """Wait at most ``seconds`` for everything queued to be written; count what was not as dropped
         and say so on standard error."""
         with trio.move_on_after(seconds):
-            while self._held:
+            while self._held and not self._stopped:
                 await self._changed.wait()
         unwritten = len(self._lines) + self._writing
         if unwritten:
             self.dropped += unwritten
             sys.stderr.write(
                 f"meshchat: {unwritten} lines of output were not written: standard output was not read "
-                f"for {seconds:g} s\n"
+                f"for {seconds:g} s, or closed\n"
             )
 
     def _own_fd(self) -> int | None:
@@ -527,10 +535,6 @@ async def run_node(
     its own messages on ``mailboxes`` (and on any mailbox it meets). With ``events_after`` the inbox
     messages numbered after it are printed (as ``direct`` events) before live ones, so a script that
     follows the output resumes after the last ``number`` it handled.
-
-    Output goes through an ``OutputQueue``: a reader of ``out`` that is slow or stopped slows the
-    output, never the node (live notices beyond ``OUTPUT_BUFFER`` are dropped and counted in the
-    ``statistics`` event's ``output_dropped``).
     """
     async with _opened_output(out) as output:
         printer = (
