@@ -7,7 +7,9 @@ and listen addresses first, then one line per event, as text or, with ``--json``
 per line (``listening``, ``reserved``, ``peer_connected``, ``peer_disconnected``, ``message``,
 ``direct``, ``status``, ``store_problem``, ``published``, ``sent``, ``refused``, ``stdin_closed``,
 ``stopped``, ``mailbox``, ``statistics``) for scripts and tests. Text output passes every peer-chosen string
-through ``terminal_text``; JSON carries it exactly.
+through ``terminal_text``; JSON carries it exactly. Output goes through an ``OutputQueue``: a reader of
+standard output that lags or stops slows the output, never the node (live notices beyond
+``OUTPUT_BUFFER`` are dropped and counted as ``statistics``' ``output_dropped``; ``direct`` never).
 
 With ``--stdin`` every line read from standard input is published to the first topic;
 ``meshchat chat --to CONTACT`` sends each line sealed to the contact instead, in the order typed. A
@@ -24,12 +26,16 @@ message and, if the contact itself has it, briefly for the receipt (``RECEIPT_WA
 from __future__ import annotations
 
 import base64
+import functools
+import io
 import json
 import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -52,12 +58,16 @@ from meshchat.store.storage import OutboxStatus
 from meshchat.wire import message_id
 
 __all__ = [
+    "KEPT_EVENTS",
     "MAX_STDIN_LINE",
+    "OUTPUT_BUFFER",
+    "OUTPUT_DRAIN",
     "RECEIPT_WAIT",
     "SEND_TIMEOUT",
     "Line",
     "LineSplitter",
     "LineTooLong",
+    "OutputQueue",
     "run_node",
     "run_send",
 ]
@@ -147,13 +157,168 @@ class LineSplitter:
         return Line(data=data) if len(data) <= self.limit else LineTooLong(size=len(data))
 
 
+# --- output that never blocks the node ------------------------------------------------------------
+
+#: Bytes of output held for a slow reader of standard output (lines queued plus the batch being
+#: written): a burst of about 3,000 ordinary event lines, or a dozen of the largest (a 60 KiB message
+#: is ~82 KiB of base64 JSON), at most 1 MiB of memory however far the reader lags. The kernel's pipe
+#: buffer (64 KiB on Linux) comes on top. Live notices that do not fit are dropped and counted.
+OUTPUT_BUFFER = 1024 * 1024
+
+#: Seconds the command waits at exit for the reader to take what is still queued: a reader that is
+#: reading takes ``OUTPUT_BUFFER`` in well under a second; one that has not read for this long may
+#: never read, and must not hold the exit (a service manager's stop, a script's SIGTERM) for ever.
+OUTPUT_DRAIN = 5.0
+
+#: Events never dropped for a slow reader: ``direct`` messages (the event loop waits for room before
+#: taking the next event instead) and the lines a run prints once or once per option, which cannot
+#: grow the buffer. Every other line is a live notice.
+KEPT_EVENTS = frozenset(
+    {"direct", "listening", "reserved", "stopped", "stdin_closed", "mailbox", "statistics"}
+)
+
+
+class OutputQueue:
+    """Standard output for a node: ``put`` queues a whole line and returns at once; ``run`` (a task)
+    writes the queued lines in batches from a worker thread, so a reader that is slow or stopped slows
+    the output, never the event loop.
+
+    Within ``OUTPUT_BUFFER`` bytes every line is kept. Beyond it a live notice is dropped and counted
+    (``dropped``); a kept line is queued anyway, and the task that printed a ``direct`` message waits
+    in ``wait_for_room`` before it takes the next one, so held bytes stay within the bound plus one
+    line. ``drain`` waits (bounded) for everything queued to be written.
+    """
+
+    def __init__(self, out: TextIO, *, limit: int = OUTPUT_BUFFER) -> None:
+        self._out = out
+        self._limit = limit
+        self._encoding = getattr(out, "encoding", None) or "utf-8"
+        self._errors = getattr(out, "errors", None) or "strict"
+        self._lines: deque[str] = deque()
+        #: Bytes queued or being written.
+        self._held = 0
+        #: Lines handed to the worker thread and not yet written.
+        self._writing = 0
+        self._changed = trio.Event()
+        #: True once ``run`` has ended: nothing more will be written.
+        self._stopped = False
+        #: Live notices dropped because the buffer was full; after ``drain``, also lines never written.
+        self.dropped = 0
+
+    def isatty(self) -> bool:  # for _ChatPrinter's colours
+        return self._out.isatty()
+
+    def put(self, text: str, *, keep: bool = False) -> None:
+        """Queue ``text`` (whole lines); without ``keep``, drop and count it if it does not fit."""
+        size = len(text.encode(self._encoding, self._errors))  # an unencodable line fails here, at once
+        if not keep and self._held + size > self._limit:
+            self.dropped += 1
+            return
+        self._lines.append(text)
+        self._held += size
+        self._notify()
+
+    async def wait_for_room(self) -> None:
+        """Return once the held bytes are within the bound again."""
+        while self._held > self._limit:
+            await self._changed.wait()
+
+    async def run(self) -> None:
+        """Write what is queued, batch by batch, until cancelled (or the write fails: a closed pipe)."""
+        fd = self._own_fd()
+        try:
+            while True:
+                while not self._lines:
+                    await self._changed.wait()
+                batch = "".join(self._lines)
+                self._writing = len(self._lines)
+                self._lines.clear()
+                data = batch.encode(self._encoding, self._errors)
+                write = functools.partial(self._write, fd, data, batch)
+                try:
+                    # abandon_on_cancel: a write to a reader that never reads cannot hold the exit; the
+                    # (daemon) worker thread stays blocked in it until the process ends. trio-typing's
+                    # stubs (py-libp2p's) shadow trio's own and predate this name (trio 0.23).
+                    await trio.to_thread.run_sync(write, abandon_on_cancel=True)  # type: ignore[call-arg]
+                except trio.Cancelled:
+                    fd = None  # not closed: the abandoned thread may still write to it
+                    raise
+                self._writing = 0
+                self._held -= len(data)
+                self._notify()
+        finally:
+            self._stopped = True
+            self._notify()
+            if fd is not None:
+                os.close(fd)
+
+    async def drain(self, seconds: float = OUTPUT_DRAIN) -> None:
+        """Wait at most ``seconds`` for everything queued to be written; count what was not as dropped
+        and say so on standard error."""
+        with trio.move_on_after(seconds):
+            while self._held and not self._stopped:
+                await self._changed.wait()
+        unwritten = len(self._lines) + self._writing
+        if unwritten:
+            self.dropped += unwritten
+            sys.stderr.write(
+                f"meshchat: {unwritten} lines of output were not written: standard output was not read "
+                f"for {seconds:g} s, or closed\n"
+            )
+
+    def _own_fd(self) -> int | None:
+        """A duplicate of ``out``'s file descriptor, written with ``os.write`` so that a thread left
+        blocked at exit holds no lock of ``out`` (Python's exit would wait on it); None if ``out`` has
+        no descriptor (a StringIO, a test runner's capture), then it is written with ``out.write``."""
+        try:
+            fd = self._out.fileno()
+        except (OSError, ValueError):  # io.UnsupportedOperation is both
+            return None
+        self._out.flush()  # what was written to ``out`` before comes first
+        return os.dup(fd)
+
+    def _write(self, fd: int | None, data: bytes, text: str) -> None:
+        if fd is None:
+            self._out.write(text)
+            self._out.flush()
+            return
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+
+@asynccontextmanager
+async def _opened_output(out: TextIO) -> AsyncIterator[OutputQueue]:
+    """An ``OutputQueue`` on ``out`` with its writer running; on exit, drained (bounded). An error of
+    the body leaves as itself, not wrapped in the writer's nursery's ``ExceptionGroup``."""
+    output = OutputQueue(out)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(output.run)
+            try:
+                yield output
+            finally:
+                with trio.CancelScope(shield=True):
+                    await output.drain()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
 # --- printing -------------------------------------------------------------------------------------
 
 
 class _Printer:
-    """Writes events as JSON lines or as text, flushing each so pipes see them at once."""
+    """Writes events as JSON lines or as text, each line whole: straight to ``out`` (flushed, so pipes
+    see it at once), or, given an ``OutputQueue``, into it without ever blocking the event loop."""
 
-    def __init__(self, out: TextIO, *, json_lines: bool) -> None:
+    def __init__(self, out: TextIO | OutputQueue, *, json_lines: bool) -> None:
         self._out = out
         self._json = json_lines
 
@@ -162,17 +327,27 @@ class _Printer:
             line = json.dumps({"event": kind, **fields}, ensure_ascii=False)
         else:
             line = f"{kind:18s} {terminal_text(text)}"
-        self._out.write(line + "\n")
-        self._out.flush()
+        self._emit(kind, line + "\n")
+
+    def _emit(self, kind: str, text: str) -> None:
+        if isinstance(self._out, OutputQueue):
+            self._out.put(text, keep=kind in KEPT_EVENTS)
+        else:
+            self._out.write(text)
+            self._out.flush()
 
 
 class _ChatPrinter(_Printer):
     """``meshchat chat`` on a terminal: a conversation, not a log. Messages as ``HH:MM:SS name: text``
     with names in colour (rich), your own lines as ``you → name``, everything else dimmed."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO | OutputQueue) -> None:
         super().__init__(out, json_lines=False)
-        self._console = Console(file=out, highlight=False, soft_wrap=True)
+        # rich renders into a string (coloured if ``out`` is a terminal), written whole by ``_emit``.
+        self._rendered = io.StringIO()
+        self._console = Console(
+            file=self._rendered, highlight=False, soft_wrap=True, force_terminal=out.isatty() or None
+        )
 
     def event(self, kind: str, text: str, **fields: object) -> None:
         now = time.strftime("%H:%M:%S")
@@ -185,6 +360,10 @@ class _ChatPrinter(_Printer):
             self._console.print(f"[dim]{now} you → {to}: {terminal_markup(_text_of(fields))}[/]")
         else:
             self._console.print(f"[dim]{now} {terminal_markup(kind)}: {terminal_markup(text)}[/]")
+        rendered = self._rendered.getvalue()
+        self._rendered.seek(0)
+        self._rendered.truncate()
+        self._emit(kind, rendered)
 
 
 def _text_of(fields: dict[str, object]) -> str:
@@ -238,9 +417,14 @@ def _describe(event: NodeEvent, printer: _Printer) -> None:
             printer.event("peer_disconnected", peer, peer=peer)
 
 
-async def _print_events(node: Node, printer: _Printer) -> None:
+async def _print_events(node: Node, printer: _Printer, output: OutputQueue) -> None:
+    """Print the node's events. After a ``direct`` message (never dropped) wait for room in
+    ``output`` before taking the next event: the node replays committed messages from its store, so
+    waiting costs only output latency, while live notices that do not fit are dropped and counted."""
     async for event in node.events():
         _describe(event, printer)
+        if isinstance(event, DirectMessage):
+            await output.wait_for_room()
 
 
 LineHandler = Callable[[bytes], Awaitable[None]]
@@ -352,60 +536,61 @@ async def run_node(
     messages numbered after it are printed (as ``direct`` events) before live ones, so a script that
     follows the output resumes after the last ``number`` it handled.
     """
-    printer = (
-        _ChatPrinter(out)
-        if chat_with is not None and not json_lines
-        else _Printer(out, json_lines=json_lines)
-    )
-    async with Node.open(
-        profile,
-        identity=identity,
-        listen=listen,
-        bootstrap=bootstrap,
-        mdns=mdns,
-        signed_topics=signed_topics,
-        relay_inbox_shards=relay,
-        circuit_relay=circuit_relay,
-        mailbox=mailbox_limits is not None,
-        mailbox_limits=mailbox_limits,
-        mailboxes=mailboxes,
-        events_after=events_after,
-    ) as node:
-        contact = node.contacts.find(chat_with) if chat_with is not None else None
-        if contact is not None and _unreachable_now(contact, bootstrap, mailboxes):
-            sys.stderr.write(
-                f"warning: {terminal_text(contact.name)}'s invite has no address and no mailbox, and no "
-                "--bootstrap or --mailbox was given: what you type waits in the outbox until their node "
-                "reaches this one (ask them for an invite made while their `meshchat node` runs)\n"
-            )
-        # SIGINT and SIGTERM are caught from before "listening" is printed: a script that stops the
-        # node as soon as it printed that gets a clean stop (exit 0, "stopped"), not a KeyboardInterrupt.
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            printer.event(
-                "listening",
-                f"{node.peer_id} on {', '.join(node.listen_addrs)}",
-                peer_id=node.peer_id,
-                addrs=node.listen_addrs,
-            )
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_stop_on_signal, signals, printer, nursery.cancel_scope)
-                for relay_address in reserve:
-                    relayed = await node.reserve(relay_address)
-                    printer.event("reserved", f"reachable through {relayed}", addr=relayed)
-                for topic in topics:
-                    await node.subscribe(topic)
-                nursery.start_soon(_print_events, node, printer)
-                if contact is not None:
-                    sender = _ChatSender(node, contact, printer)
-                    nursery.start_soon(sender.reach)  # dial while the user types the first line
-                    nursery.start_soon(_read_stdin, sender.send, printer)
-                elif read_stdin:
+    async with _opened_output(out) as output:
+        printer = (
+            _ChatPrinter(output)
+            if chat_with is not None and not json_lines
+            else _Printer(output, json_lines=json_lines)
+        )
+        async with Node.open(
+            profile,
+            identity=identity,
+            listen=listen,
+            bootstrap=bootstrap,
+            mdns=mdns,
+            signed_topics=signed_topics,
+            relay_inbox_shards=relay,
+            circuit_relay=circuit_relay,
+            mailbox=mailbox_limits is not None,
+            mailbox_limits=mailbox_limits,
+            mailboxes=mailboxes,
+            events_after=events_after,
+        ) as node:
+            contact = node.contacts.find(chat_with) if chat_with is not None else None
+            if contact is not None and _unreachable_now(contact, bootstrap, mailboxes):
+                sys.stderr.write(
+                    f"warning: {terminal_text(contact.name)}'s invite has no address and no mailbox, and no "
+                    "--bootstrap or --mailbox was given: what you type waits in the outbox until their node "
+                    "reaches this one (ask them for an invite made while their `meshchat node` runs)\n"
+                )
+            # SIGINT and SIGTERM are caught from before "listening" is printed: a script that stops the
+            # node as soon as it printed that gets a clean stop (exit 0, "stopped"), not a KeyboardInterrupt.
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                printer.event(
+                    "listening",
+                    f"{node.peer_id} on {', '.join(node.listen_addrs)}",
+                    peer_id=node.peer_id,
+                    addrs=node.listen_addrs,
+                )
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_stop_on_signal, signals, printer, nursery.cancel_scope)
+                    for relay_address in reserve:
+                        relayed = await node.reserve(relay_address)
+                        printer.event("reserved", f"reachable through {relayed}", addr=relayed)
+                    for topic in topics:
+                        await node.subscribe(topic)
+                    nursery.start_soon(_print_events, node, printer, output)
+                    if contact is not None:
+                        sender = _ChatSender(node, contact, printer)
+                        nursery.start_soon(sender.reach)  # dial while the user types the first line
+                        nursery.start_soon(_read_stdin, sender.send, printer)
+                    elif read_stdin:
 
-                    async def publish(line: bytes) -> None:
-                        await _publish_line(node, topics[0], line, printer)
+                        async def publish(line: bytes) -> None:
+                            await _publish_line(node, topics[0], line, printer)
 
-                    nursery.start_soon(_read_stdin, publish, printer)
-        _print_totals(node, printer)
+                        nursery.start_soon(_read_stdin, publish, printer)
+            _print_totals(node, printer, output.dropped)
 
 
 async def _stop_on_signal(signals: AsyncIterator[int], printer: _Printer, scope: trio.CancelScope) -> None:
@@ -417,7 +602,7 @@ async def _stop_on_signal(signals: AsyncIterator[int], printer: _Printer, scope:
         return
 
 
-def _print_totals(node: Node, printer: _Printer) -> None:
+def _print_totals(node: Node, printer: _Printer, output_dropped: int) -> None:
     held = node.mailbox_statistics()
     if held is not None:
         printer.event(
@@ -433,12 +618,15 @@ def _print_totals(node: Node, printer: _Printer) -> None:
     stats = node.statistics()
     drops = {reason.value: count for reason, count in stats.drops.items() if count}
     router_drops = {reason.value: count for reason, count in stats.router.drops.items() if count}
+    lagged = f"; {output_dropped} lines of output dropped (not read in time)" if output_dropped else ""
     printer.event(
         "statistics",
-        f"delivered {stats.router.delivered}, drops {drops or 'none'}, router {router_drops or 'none'}",
+        f"delivered {stats.router.delivered}, drops {drops or 'none'}, router {router_drops or 'none'}"
+        + lagged,
         delivered=stats.router.delivered,
         drops=drops,
         router_drops=router_drops,
+        output_dropped=output_dropped,
     )
 
 
