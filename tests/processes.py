@@ -13,6 +13,18 @@ import trio
 WAIT = 30.0
 
 
+async def stop_processes(processes: list[trio.Process], *, timeout: float = WAIT) -> None:  # noqa: ASYNC109
+    """Kill every process of ``processes`` still running (by PID) and reap them all, within
+    ``timeout`` seconds, even while the caller is being cancelled."""
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+    with trio.move_on_after(timeout) as scope:
+        scope.shield = True
+        for process in processes:
+            await process.wait()
+
+
 class JsonLinesProcess:
     """A running process and the JSON events it has printed so far (non-JSON lines are skipped)."""
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import trio
-from processes import JsonLinesProcess
+from processes import JsonLinesProcess, stop_processes
 
 from meshchat.cli.common import (
     ADDRESSES_FILE,
@@ -130,13 +130,7 @@ async def processes() -> AsyncIterator[Callable[..., Any]]:
         try:
             yield start
         finally:
-            for process in started:
-                if process.returncode is None:
-                    process.kill()
-            with trio.move_on_after(WAIT) as scope:
-                scope.shield = True
-                for process in started:
-                    await process.wait()
+            await stop_processes(started)
             nursery.cancel_scope.cancel()
 
 

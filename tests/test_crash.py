@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import trio
 from conftest import make_profile
-from processes import JsonLinesProcess
+from processes import JsonLinesProcess, stop_processes
 
 from meshchat.identity import Identity
 from meshchat.store.encrypted import store_key
@@ -52,13 +52,7 @@ async def processes() -> AsyncIterator[Start]:
         try:
             yield start
         finally:
-            for process in running:
-                if process.returncode is None:
-                    process.kill()
-            with trio.move_on_after(30) as scope:
-                scope.shield = True
-                for process in running:
-                    await process.wait()
+            await stop_processes(running, timeout=30)
             nursery.cancel_scope.cancel()
 
 

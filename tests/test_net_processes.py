@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import trio
-from processes import JsonLinesProcess
+from processes import JsonLinesProcess, stop_processes
 
 from meshchat.identity import Identity, save_identity
 from meshchat.net import MessageDelivered, NetDrop
@@ -76,13 +76,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[tuple[trio.Nursery, Callable[
         try:
             yield nursery, start
         finally:
-            for process in processes:
-                if process.returncode is None:
-                    process.kill()
-            with trio.move_on_after(WAIT) as scope:
-                scope.shield = True
-                for process in processes:
-                    await process.wait()
+            await stop_processes(processes)
             nursery.cancel_scope.cancel()
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from processes import JsonLinesProcess
+from processes import JsonLinesProcess, stop_processes
 
 from meshchat.cli.common import LIBP2P_LOG_ENV, PASSPHRASE_ENV, PROFILE_ENV
 from meshchat.cli.runner import SEND_TIMEOUT
@@ -101,13 +101,7 @@ async def processes(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         try:
             yield start
         finally:
-            for process in started:
-                if process.returncode is None:
-                    process.kill()
-            with trio.move_on_after(WAIT) as scope:
-                scope.shield = True
-                for process in started:
-                    await process.wait()
+            await stop_processes(started)
             nursery.cancel_scope.cancel()
 
 
