@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -230,14 +229,12 @@ async def test_an_invite_without_address_warns_and_send_to_it_says_why_at_once(t
     assert "meshchat node" in warning and "--addr" in warning and "--mailbox" in warning
     assert invited.stdout.decode().startswith("MESHCHAT:")  # the token is still printed, alone
     await add(alice, invited.stdout)
-    started = time.monotonic()
     sent = await meshchat("send", "--profile", alice, "--to", "Bob", "hello", check=False)
-    took = time.monotonic() - started
     error = sent.stderr.decode()
     assert sent.returncode == 1, error
+    # with no route, send waits for nothing (after a wait the error would name SEND_TIMEOUT instead)
     assert error.startswith("error: send to Bob: Bob's invite has no address and no mailbox")
     assert "queued in the outbox" in error and "`meshchat node` retries it" in error
-    assert took < 15, took  # it did not wait out SEND_TIMEOUT (15 s) first
     outbox = json.loads((await meshchat("outbox", "--profile", alice, "--json")).stdout)["outbox"]
     assert [r["status"] for r in outbox] == ["queued"]
 
