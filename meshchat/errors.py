@@ -17,20 +17,27 @@ __all__ = [
     "BadAddress",
     "BadInvite",
     "BadSignature",
+    "ChainJumpTooFar",
     "DecodeError",
     "DecryptionFailed",
     "Expired",
+    "GroupError",
+    "GroupFull",
     "InvalidTransition",
     "KeyFileError",
     "KeyFileProblem",
     "MeshchatError",
     "NetworkError",
+    "NotAuthorized",
+    "NotInGroup",
     "ProfileError",
     "ProfileLocked",
     "QuotaExceeded",
     "Replay",
     "StorageError",
     "TooLarge",
+    "UnknownChain",
+    "UnknownGroup",
     "UnknownPeer",
     "UnsupportedVersion",
 ]
@@ -210,3 +217,64 @@ class InvalidTransition(MeshchatError):
         self.state = state
         self.event = event
         super().__init__(f"{machine} can't handle {event} in state {state}")
+
+
+class GroupError(MeshchatError):
+    """Base class of the errors of group membership, keys and messages (``meshchat.groups``)."""
+
+
+class UnknownGroup(GroupError):
+    """A group id this node does not know (not a member, never invited, or the id is wrong)."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        super().__init__(f"unknown group: {group}")
+
+
+class NotAuthorized(GroupError):
+    """A group operation or message whose author lacks the role it needs (a non-member, a non-admin,
+    a removed member), judged against what the author could see when it signed."""
+
+    def __init__(self, *, what: str, author: str, needs: str) -> None:
+        self.what = what
+        self.author = author
+        self.needs = needs
+        super().__init__(f"{what} by {author[:16]}… refused: the author is not {needs}")
+
+
+class NotInGroup(GroupError):
+    """The local user tried something in a group it is not (or no longer) a member of, or named a
+    member the group does not have (the caller's mistake)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(problem)
+
+
+class GroupFull(GroupError):
+    """A group would grow past a fixed bound (members, operations, pending operations)."""
+
+    def __init__(self, *, what: str, size: int, limit: int) -> None:
+        self.what = what
+        self.size = size
+        self.limit = limit
+        super().__init__(f"group {what} would be {size:,}; the limit is {limit:,}")
+
+
+class UnknownChain(GroupError):
+    """A group message on a sending chain this member was never handed (or has discarded: its sender
+    was removed, or the chain was replaced)."""
+
+    def __init__(self, chain_id: bytes) -> None:
+        self.chain_id = chain_id
+        super().__init__(f"no sending chain {chain_id.hex()[:16]}… in this group")
+
+
+class ChainJumpTooFar(GroupError):
+    """A group message claims a position too far ahead on its sender's chain: deriving the skipped keys
+    would cost memory and time the sender did not earn. Nothing is derived or stored."""
+
+    def __init__(self, *, jump: int, limit: int) -> None:
+        self.jump = jump
+        self.limit = limit
+        super().__init__(f"chain jump of {jump:,} messages; the limit is {limit:,}")

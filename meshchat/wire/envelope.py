@@ -73,6 +73,9 @@ class EnvelopeKind(IntEnum):
 
     #: Sealed to one recipient's inbox: sealed sender, signed inside (``meshchat.crypto.seal``).
     SEALED = 1
+    #: A group message (``meshchat.groups.seal``): the inbox tag is the group's tag for the day, the
+    #: ephemeral-key field carries the encrypted chain header, the ciphertext is under a chain key.
+    GROUP = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
