@@ -1,0 +1,1 @@
+"""Groups: signed membership operations, sender chains and the group envelope (sans-IO)."""
