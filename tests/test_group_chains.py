@@ -29,7 +29,7 @@ from meshchat.groups.chains import (
     decode_handout,
     encode_handout,
 )
-from meshchat.identity import Identity, RandomBytes
+from meshchat.identity import Identity, KeyCache, RandomBytes
 
 NOW = 1_800_000_000.5
 SENDER = Identity(bytes([0x5E]) * 32).public.ed25519
@@ -432,3 +432,22 @@ def test_handout_constructor_checks_sizes() -> None:
         SenderChain(
             chain_id=bytes(16), chain_key=bytes(31), iteration=0, signing_seed=bytes(32), created_at=0
         )
+
+
+def test_a_key_cache_checks_each_signing_key_once_and_still_refuses_bad_keys() -> None:
+    sender, _ = new_pair()
+    data = encode_handout(sender.handout())
+    cache = KeyCache(capacity=4)
+    first = decode_handout(data, key_cache=cache)
+    assert decode_handout(data, key_cache=cache) == first == decode_handout(data)
+    assert len(cache) == 1
+    chain = ReceiverChain.from_handout(first, SENDER, key_cache=cache)
+    assert ReceiverChain.from_bytes(chain.to_bytes(), key_cache=cache) == chain
+    assert len(cache) == 1
+    bad = _repack({**_fields(data), 5: bytes(32)})
+    with pytest.raises(DecodeError):
+        decode_handout(bad, key_cache=cache)
+    bad_handout = ChainHandout(chain_id=bytes(16), chain_key=bytes(32), iteration=0, signing_key=bytes(32))
+    with pytest.raises(DecodeError):
+        ReceiverChain.from_handout(bad_handout, SENDER, key_cache=cache)
+    assert len(cache) == 1

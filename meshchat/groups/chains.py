@@ -42,7 +42,14 @@ from typing import TypeGuard
 import nacl.bindings as sodium
 
 from meshchat.errors import ChainJumpTooFar, DecodeError, InvalidTransition, Replay
-from meshchat.identity import PUBLIC_KEY_SIZE, SEED_SIZE, SIGNATURE_SIZE, PublicIdentity, RandomBytes
+from meshchat.identity import (
+    PUBLIC_KEY_SIZE,
+    SEED_SIZE,
+    SIGNATURE_SIZE,
+    KeyCache,
+    PublicIdentity,
+    RandomBytes,
+)
 from meshchat.wire.codec import pack, unpack_canonical
 
 __all__ = [
@@ -118,11 +125,15 @@ def _is_count(value: object, limit: int = _MAX_COUNT) -> TypeGuard[int]:
     return type(value) is int and 0 <= value <= limit
 
 
-def _checked_signing_key(signing_key: bytes, what: str) -> bytes:
+def _checked_signing_key(signing_key: bytes, what: str, key_cache: KeyCache | None) -> bytes:
     if not _is_bytes(signing_key, PUBLIC_KEY_SIZE):
         raise DecodeError(what, f"signing key must be {PUBLIC_KEY_SIZE} bytes")
-    # Refuses points off the curve, of small order or with a torsion part, as for identities.
-    return PublicIdentity.from_bytes(signing_key).ed25519
+    # Refuses points off the curve, of small order or with a torsion part, as for identities (about
+    # 45 us; a shared KeyCache pays it once per key, e.g. a simulator whose members all decode one
+    # sender's handout).
+    if key_cache is None:
+        return PublicIdentity.from_bytes(signing_key).ed25519
+    return key_cache.public_identity(signing_key).ed25519
 
 
 def _replay_id(chain_id: bytes, iteration: int) -> bytes:
@@ -177,10 +188,11 @@ def encode_handout(handout: ChainHandout) -> bytes:
     )
 
 
-def decode_handout(data: bytes) -> ChainHandout:
+def decode_handout(data: bytes, *, key_cache: KeyCache | None = None) -> ChainHandout:
     """Parse handout bytes: size, canonical structure, exact types, a usable signing key.
 
-    Raises ``TooLarge`` or ``DecodeError``, never anything else.
+    Raises ``TooLarge`` or ``DecodeError``, never anything else. Pass a ``key_cache`` to check each
+    signing key once across calls.
     """
     fields = _unpack_map(data, what="chain handout", limit=_MAX_HANDOUT_SIZE, keys=_HANDOUT_FIELDS)
     signing_key = fields[_K_SIGNING]
@@ -192,7 +204,7 @@ def decode_handout(data: bytes) -> ChainHandout:
         iteration=fields[_K_ITERATION],  # type: ignore[arg-type]  # idem
         signing_key=signing_key,
     )
-    _checked_signing_key(signing_key, "chain handout")
+    _checked_signing_key(signing_key, "chain handout", key_cache)
     return handout
 
 
@@ -331,11 +343,14 @@ class ReceiverChain:
     dropped_keys: int = 0
 
     @classmethod
-    def from_handout(cls, handout: ChainHandout, sender: bytes) -> ReceiverChain:
+    def from_handout(
+        cls, handout: ChainHandout, sender: bytes, *, key_cache: KeyCache | None = None
+    ) -> ReceiverChain:
         """A receiving chain that reads ``sender``'s chain from ``handout.iteration`` on.
 
-        ``DecodeError`` if the handout's signing key is not a usable Ed25519 key or ``sender`` is not
-        32 bytes.
+        ``DecodeError`` if the handout's signing key is not a usable Ed25519 key (checked again, as a
+        ``ChainHandout`` may be built without ``decode_handout``; a ``key_cache`` makes it a lookup) or
+        ``sender`` is not 32 bytes.
         """
         if not _is_bytes(sender, PUBLIC_KEY_SIZE):
             raise DecodeError("receiver chain", f"sender must be a {PUBLIC_KEY_SIZE}-byte key")
@@ -343,7 +358,7 @@ class ReceiverChain:
             chain_id=handout.chain_id,
             chain_key=handout.chain_key,
             iteration=handout.iteration,
-            signing_key=_checked_signing_key(handout.signing_key, "chain handout"),
+            signing_key=_checked_signing_key(handout.signing_key, "chain handout", key_cache),
             sender=sender,
         )
 
@@ -427,8 +442,11 @@ class ReceiverChain:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> ReceiverChain:
-        """Restore a chain from ``to_bytes``; ``DecodeError`` (or ``TooLarge``) for anything corrupt."""
+    def from_bytes(cls, data: bytes, *, key_cache: KeyCache | None = None) -> ReceiverChain:
+        """Restore a chain from ``to_bytes``; ``DecodeError`` (or ``TooLarge``) for anything corrupt.
+
+        Pass a ``key_cache`` to check each signing key once across calls.
+        """
         what = "receiver chain"
         fields = _unpack_map(data, what=what, limit=_MAX_RECEIVER_SIZE, keys=_RECEIVER_FIELDS)
         chain_id, chain_key, iteration = fields[_K_CHAIN_ID], fields[_K_CHAIN_KEY], fields[_K_ITERATION]
@@ -458,7 +476,7 @@ class ReceiverChain:
             chain_id=chain_id,
             chain_key=chain_key,
             iteration=iteration,
-            signing_key=_checked_signing_key(signing_key, what),
+            signing_key=_checked_signing_key(signing_key, what, key_cache),
             sender=sender,
             skipped_keys=skipped_keys,
             dropped_keys=dropped,
