@@ -17,6 +17,7 @@ import nacl.bindings as sodium
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from meshchat.crypto import DEFAULT_TTL, INBOX_EPOCH_SECONDS, MAX_TTL, epoch_of, seal
 from meshchat.errors import (
@@ -30,7 +31,7 @@ from meshchat.errors import (
     UnknownChain,
     UnsupportedVersion,
 )
-from meshchat.groups.chains import MAX_SKIP, ReceiverChain, SenderChain
+from meshchat.groups.chains import MAX_SKIP, MAX_SKIPPED_KEYS, ReceiverChain, SenderChain
 from meshchat.groups.seal import (
     GROUP_TOPIC_PREFIX,
     MAX_GROUP_BODY,
@@ -97,6 +98,14 @@ def _header(group_id: bytes, chain_id: bytes, iteration: int, nonce: bytes) -> b
     plain = position + _blake(position, key=hkey, size=8, person=b"meshchat-ghchk1")
     mask = _blake(nonce, key=hkey, person=b"meshchat-ghdr1")
     return bytes(a ^ b for a, b in zip(plain, mask, strict=True))
+
+
+def spec_keys(chain_key: bytes, count: int) -> list[bytes]:
+    keys = []
+    for _ in range(count):
+        keys.append(_blake(b"\x01", key=chain_key, person=b"meshchat-gmk1"))
+        chain_key = _blake(b"\x02", key=chain_key, person=b"meshchat-gck1")
+    return keys
 
 
 def _pad(inner: bytes) -> bytes:
@@ -447,3 +456,63 @@ def test_mutated_envelopes_raise_typed_errors_or_open_the_original(data: st.Data
         assert receiver.to_bytes() == stored
     else:
         assert mutated == envelope and opened.body == b"original"
+
+
+class GroupChainMachine(RuleBasedStateMachine):
+    """A sender, a receiver restarted from storage at will, deliveries in any order with duplicates and
+    member forgeries mixed in: each genuine message is delivered once with its body, nothing else ever."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sender, self.receiver = new_pair()
+        self.sent: list[bytes] = []
+        self.delivered: set[int] = set()
+
+    @rule()
+    def send(self) -> None:
+        self.sent.append(send(self.sender, body=b"message %d" % len(self.sent)))
+
+    @precondition(lambda self: bool(self.sent))
+    @rule(data=st.data())
+    def deliver(self, data: st.DataObject) -> None:
+        index = data.draw(st.integers(min_value=0, max_value=len(self.sent) - 1))
+        stored = self.receiver.to_bytes()
+        try:
+            opened = open_group(self.sent[index], group_id=GROUP, chain=self.receiver, wall_now=NOW)
+        except Replay:
+            assert index in self.delivered
+            assert self.receiver.to_bytes() == stored
+            return
+        assert index not in self.delivered
+        assert (opened.iteration, opened.body) == (index, b"message %d" % index)
+        self.delivered.add(index)
+
+    @rule(data=st.data())
+    def forge(self, data: st.DataObject) -> None:
+        # A member forges message ``iteration``: one already delivered, one still awaited, or ahead.
+        iteration = data.draw(st.integers(min_value=0, max_value=self.sender.iteration + 30))
+        key = spec_keys(CHAIN_RANDOMNESS[16:48], iteration + 1)[iteration]
+        forged = _seal_by_hand(
+            message_key=key,
+            chain_id=self.sender.chain_id,
+            iteration=iteration,
+            body=b"forged",
+            sign=_signer(bytes(32)),
+        )
+        stored = self.receiver.to_bytes()
+        with pytest.raises(Replay if iteration in self.delivered else BadSignature):
+            open_group(forged, group_id=GROUP, chain=self.receiver, wall_now=NOW)
+        assert self.receiver.to_bytes() == stored
+
+    @rule()
+    def restart(self) -> None:
+        self.receiver = ReceiverChain.from_bytes(self.receiver.to_bytes())
+
+    @invariant()
+    def skipped_keys_are_exactly_the_undelivered_ones(self) -> None:
+        assert set(self.receiver.skipped_keys) == set(range(self.receiver.iteration)) - self.delivered
+        assert len(self.receiver.skipped_keys) <= MAX_SKIPPED_KEYS
+
+
+GroupChainMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+test_group_chain_machine = GroupChainMachine.TestCase
