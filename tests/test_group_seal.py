@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Callable
+from dataclasses import replace
 
 import msgpack
 import nacl.bindings as sodium
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+import meshchat.groups.chains as chains_module
 from meshchat.crypto import DEFAULT_TTL, INBOX_EPOCH_SECONDS, MAX_TTL, epoch_of, seal
 from meshchat.errors import (
     BadSignature,
@@ -51,6 +53,7 @@ from meshchat.wire import (
     EnvelopeKind,
     associated_data,
     decode_envelope,
+    encode_envelope,
     message_id,
 )
 from meshchat.wire.envelope import encode_fields
@@ -274,6 +277,32 @@ def test_headers_do_not_link_messages_of_one_chain() -> None:
     assert read_header(second, GROUP) == (sender.chain_id, 1)
     with pytest.raises(DecodeError):
         read_header(first, OTHER_GROUP)
+
+
+@pytest.mark.parametrize("position", range(16, 24))
+def test_an_outsider_flipping_header_bits_costs_members_no_key_derivation(
+    position: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The header is XOR-encrypted, so a relay can flip bits of the iteration without knowing any key;
+    # the keyed check refuses the result before the chain derives the keys up to the claimed index.
+    sender, receiver = new_pair()
+    decoded = decode_envelope(send(sender))
+    derived = 0
+
+    def counting(chain_key: bytes) -> bytes:
+        nonlocal derived
+        derived += 1
+        return chain_key
+
+    monkeypatch.setattr(chains_module, "_message_key", counting)
+    monkeypatch.setattr(chains_module, "_next_chain_key", counting)
+    for flip in (0x01, 0x04, 0x40):
+        ephemeral = bytearray(decoded.ephemeral_key)
+        ephemeral[position] ^= flip
+        tampered = encode_envelope(replace(decoded, ephemeral_key=bytes(ephemeral)))
+        with pytest.raises(DecodeError, match="header"):
+            open_group(tampered, group_id=GROUP, chain=receiver, wall_now=NOW)
+    assert derived == 0 and receiver.iteration == 0
 
 
 def test_header_key_is_the_documented_hash() -> None:

@@ -18,7 +18,8 @@ schedule is ``meshchat.groups.chains``, deciding which chain to use is the group
   ``MAX_SKIP`` keys for a message that then fails to decrypt.
 - plaintext = canonical msgpack ``{1: sent_at_ms, 2: body, 3: signature}``, padded like
   ``meshchat.crypto.seal`` (``0x80`` then zeros to the next ``PAD_BUCKETS`` size); the signature is the
-  chain's Ed25519 key over ``DOMAIN || group_id || associated data || sent_at_ms (8 bytes) || body``.
+  chain's Ed25519 key over ``DOMAIN || group_id || associated data || sent_at_ms (8 bytes) || body``
+  (``DOMAIN = "meshchat/group-seal/v1\\x00"``).
   Members share the chain key, so they could all encrypt a message on it; only the sender holds the
   signing key, so none of them can make one that verifies (no member can forge another's message).
 - ciphertext = XChaCha20-Poly1305 under the message key, the envelope header as associated data.
