@@ -13,6 +13,7 @@ from meshchat.store.mailbox import MailboxCore, MailboxLimits
 from meshchat.store.messenger import (
     Action,
     CallMailbox,
+    ControlReceived,
     MessageReceived,
     Messenger,
     PublishEnvelope,
@@ -36,6 +37,7 @@ class User:
     received: list[MessageReceived] = field(default_factory=list)
     statuses: list[StatusChanged] = field(default_factory=list)
     problems: list[StoreProblem] = field(default_factory=list)
+    controls: list[ControlReceived] = field(default_factory=list)
 
 
 class Harness:
@@ -168,6 +170,8 @@ class Harness:
                 user.statuses.append(action)
             case StoreProblem():
                 user.problems.append(action)
+            case ControlReceived():
+                user.controls.append(action)
 
     def _call(self, user: User, peer: str, request: MailboxRequest) -> list[Action]:
         messenger = user.messenger

@@ -47,6 +47,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import nacl.utils
 
@@ -59,6 +60,8 @@ from meshchat.store.outbox import (
     OUTBOX_TRANSITIONS,
     Action,
     CallMailbox,
+    ControlReceived,
+    GroupEnvelopes,
     MessageReceived,
     MessengerStatistics,
     OutboxInput,
@@ -67,7 +70,7 @@ from meshchat.store.outbox import (
     StoreConfig,
     StoreProblem,
 )
-from meshchat.store.payload import Chat, Receipt, ReceiptKind, decode_payload, encode_payload
+from meshchat.store.payload import Chat, Control, Receipt, ReceiptKind, decode_payload, encode_payload
 from meshchat.store.protocol import (
     PERMANENT_STORE_CODES,
     Deleted,
@@ -87,6 +90,7 @@ from meshchat.store.protocol import (
 )
 from meshchat.store.reasons import DiscardReason, RejectReason, reject_reason
 from meshchat.store.receipts import MAX_UNSTORED_RECEIPTS, RERECEIPT_INTERVAL, ReceiptMaker
+from meshchat.store.shared import SharedTags
 from meshchat.store.storage import InboxRecord, OutboxRecord, OutboxStatus, SeenEntry, Storage
 from meshchat.store.sync import SyncSession, SyncState, screen_fetched
 from meshchat.store.tracker import Move, Moves, OutboxTracker
@@ -100,6 +104,8 @@ __all__ = [
     "RERECEIPT_INTERVAL",
     "Action",
     "CallMailbox",
+    "ControlReceived",
+    "GroupEnvelopes",
     "MessageReceived",
     "Messenger",
     "MessengerStatistics",
@@ -114,6 +120,17 @@ _S = OutboxStatus
 
 #: Seconds between sweeps of the seen window.
 SEEN_PRUNE_INTERVAL = 3600.0
+
+
+@dataclass(slots=True)
+class _Inbound:
+    """What one ``receive`` opened, sorted (``Messenger._open``)."""
+
+    chats: list[tuple[InboxRecord, PublicIdentity, SeenEntry]] = field(default_factory=list)
+    receipts: list[tuple[Receipt, PublicIdentity, SeenEntry]] = field(default_factory=list)
+    controls: list[ControlReceived] = field(default_factory=list)
+    #: Senders to receipt again (duplicates, per ``RERECEIPT_INTERVAL``) and for controls.
+    rereceipts: dict[PublicIdentity, list[bytes]] = field(default_factory=dict)
 
 
 class Messenger:
@@ -150,6 +167,7 @@ class Messenger:
         self._tags: frozenset[bytes] = frozenset()
         self._owned: tuple[bytes, ...] = ()
         self._next_seen_prune = 0.0
+        self._shared = SharedTags()
 
     # --- inputs from the application ------------------------------------------------------------
 
@@ -161,12 +179,15 @@ class Messenger:
         wall_now: float,
         ref: str = "",
         ttl: int | None = None,
+        control: bool = False,
     ) -> tuple[OutboxRecord, list[Action]]:
         """Queue ``body`` for ``recipient``; return its outbox record and the actions to start delivery.
 
         With ``ref`` (an idempotency key) a second send with the same ref returns the first one's record
         and does nothing, so an app that crashed mid-send can simply send everything again. The record is
-        durable when this returns; ``StorageError`` means it was not queued.
+        durable when this returns; ``StorageError`` means it was not queued. With ``control`` the body is
+        for the recipient's machinery (groups), not its inbox: it arrives as ``ControlReceived``; the
+        rest (outbox, retries, mailboxes, delivery receipt) is as for a chat.
         """
         if ref:
             known = self.storage.outbox_by_ref(ref)
@@ -176,7 +197,7 @@ class Messenger:
         envelope = seal(
             self.identity,
             recipient,
-            encode_payload(Chat(seq=seq, body=body)),
+            encode_payload(Control(seq=seq, body=body) if control else Chat(seq=seq, body=body)),
             wall_now=wall_now,
             ttl=self.config.ttl if ttl is None else ttl,
             random_bytes=self._random_bytes,
@@ -241,64 +262,47 @@ class Messenger:
         return self._move([(record, OutboxInput.PUBLISHED, None)], wall_now)
 
     def receive(self, envelopes: Sequence[bytes], *, wall_now: float) -> list[Action]:
-        """Envelopes arrived (by gossip, or fetched from a mailbox): accept what is ours and new."""
-        fresh = self._screen(envelopes, wall_now)
-        if not fresh:  # a relay's everyday case: envelopes for others, no storage touched
+        """Envelopes arrived (by gossip, or fetched from a mailbox): accept what is ours and new; hand
+        on those for watched tags (``GroupEnvelopes``, unopened) and the control messages."""
+        fresh, watched = self._screen(envelopes, wall_now)
+        if not fresh and not watched:  # a relay's everyday case: envelopes for others, no storage touched
             return []
         try:
-            seen = self.storage.seen(fresh)
+            seen = self.storage.seen([*fresh, *watched])
         except StorageError as exc:  # nothing accepted: they come again (sender retries, mailbox sync)
-            self._discarded[DiscardReason.STORAGE_FAILED] += len(fresh)
+            self._discarded[DiscardReason.STORAGE_FAILED] += len(fresh) + len(watched)
             return [StoreProblem(error=exc)]
         actions: list[Action] = []
-        chats: list[tuple[InboxRecord, PublicIdentity, SeenEntry]] = []
-        receipts: list[tuple[Receipt, PublicIdentity, SeenEntry]] = []
-        rereceipts: dict[PublicIdentity, list[bytes]] = {}
-        for mid, (data, expiry, tag) in fresh.items():
-            try:
-                opened = open_envelope(self.identity, data, wall_now=wall_now, key_cache=self._keys)
-                payload = decode_payload(opened.body)
-            except MeshchatError as exc:
-                self._rejected[reject_reason(exc)] += 1
-                continue
-            if mid in seen:
-                self._discarded[DiscardReason.DUPLICATE] += 1
-                if isinstance(payload, Chat) and self._receipts.may_rereceipt(mid, wall_now):
-                    rereceipts.setdefault(opened.sender, []).append(mid)
-                continue
-            entry = SeenEntry(message_id=mid, inbox_tag=tag, expiry=expiry)
-            if isinstance(payload, Receipt):
-                receipts.append((payload, opened.sender, entry))
-                continue
-            message = InboxRecord(
-                number=0,
-                message_id=mid,
-                sender=opened.sender.ed25519,
-                seq=payload.seq,
-                body=payload.body,
-                sent_at_ms=opened.sent_at_ms,
-                received_at=wall_now,
-            )
-            chats.append((message, opened.sender, entry))
+        unseen = tuple(data for mid, data in watched.items() if mid not in seen)
+        if len(unseen) < len(watched):
+            self._discarded[DiscardReason.DUPLICATE] += len(watched) - len(unseen)
+        if unseen:
+            actions.append(GroupEnvelopes(envelopes=unseen))
+        inbound = self._open(fresh, seen, wall_now)
+        chats, receipts = inbound.chats, inbound.receipts
         chats.sort(key=lambda c: (c[0].sender, c[0].seq))
         # What the receipts prove is written in the same transaction as their seen entries: a crash
         # cannot leave a receipt seen (never processed again) with its message still ``stored``.
         proven = self._outbox.plan(self._receipt_moves(receipts), wall_now)
-        try:
-            numbered = self.storage.accept(
-                [c[2] for c in chats] + [r[2] for r in receipts],
-                [c[0] for c in chats],
-                list(proven.changed.values()),
-            )
-        except StorageError as exc:
-            self._discarded[DiscardReason.STORAGE_FAILED] += len(chats) + len(receipts)
-            return [StoreProblem(error=exc)]
-        by_sender: dict[PublicIdentity, list[bytes]] = rereceipts
+        numbered: list[InboxRecord] = []
+        if chats or receipts:
+            try:
+                numbered = self.storage.accept(
+                    [c[2] for c in chats] + [r[2] for r in receipts],
+                    [c[0] for c in chats],
+                    list(proven.changed.values()),
+                )
+            except StorageError as exc:
+                self._discarded[DiscardReason.STORAGE_FAILED] += len(chats) + len(receipts)
+                return [*actions, StoreProblem(error=exc)]
+        by_sender = inbound.rereceipts
         for message, (_, sender, _) in zip(numbered, chats, strict=True):
             actions.append(MessageReceived(message=message, sender=sender))
             by_sender.setdefault(sender, []).append(message.message_id)
+        actions += inbound.controls  # before the receipts: see ``ControlReceived``
         self._counts["received"] += len(numbered)
         self._counts["receipts"] += len(receipts)
+        self._counts["controls"] += len(inbound.controls)
         actions += self._report(proven)
         actions += self._send_receipts(by_sender, ReceiptKind.DELIVERED, wall_now)
         return actions
@@ -410,6 +414,7 @@ class Messenger:
             pending=self._outbox.counts(),
             mailbox_errors=dict(self._mailbox_errors),
             penalties=self._counts["penalties"],
+            controls=self._counts["controls"],
         )
 
     @property
@@ -419,17 +424,66 @@ class Messenger:
 
     # --- internals: inbox -------------------------------------------------------------------------
 
-    def _screen(self, envelopes: Sequence[bytes], wall_now: float) -> dict[bytes, tuple[bytes, int, bytes]]:
-        """The envelopes worth opening, by id: well-formed, ours, sane expiry, once each."""
+    def _open(
+        self, fresh: dict[bytes, tuple[bytes, int, bytes]], seen: set[bytes], wall_now: float
+    ) -> _Inbound:
+        """Open and verify ``fresh`` envelopes; sort them into chats, receipts and controls."""
+        inbound = _Inbound()
+        for mid, (data, expiry, tag) in fresh.items():
+            try:
+                opened = open_envelope(self.identity, data, wall_now=wall_now, key_cache=self._keys)
+                payload = decode_payload(opened.body)
+            except MeshchatError as exc:
+                self._rejected[reject_reason(exc)] += 1
+                continue
+            if isinstance(payload, Control):
+                # Not in the seen window: every copy is announced (the machinery is its own dedup).
+                # Its sender gets a receipt for it, and for another copy once per RERECEIPT_INTERVAL.
+                if self._receipts.may_rereceipt(mid, wall_now):
+                    inbound.rereceipts.setdefault(opened.sender, []).append(mid)
+                inbound.controls.append(
+                    ControlReceived(
+                        sender=opened.sender, body=payload.body, message_id=mid, sent_at_ms=opened.sent_at_ms
+                    )
+                )
+                continue
+            if mid in seen:
+                self._discarded[DiscardReason.DUPLICATE] += 1
+                if isinstance(payload, Chat) and self._receipts.may_rereceipt(mid, wall_now):
+                    inbound.rereceipts.setdefault(opened.sender, []).append(mid)
+                continue
+            entry = SeenEntry(message_id=mid, inbox_tag=tag, expiry=expiry)
+            if isinstance(payload, Receipt):
+                inbound.receipts.append((payload, opened.sender, entry))
+                continue
+            message = InboxRecord(
+                number=0,
+                message_id=mid,
+                sender=opened.sender.ed25519,
+                seq=payload.seq,
+                body=payload.body,
+                sent_at_ms=opened.sent_at_ms,
+                received_at=wall_now,
+            )
+            inbound.chats.append((message, opened.sender, entry))
+        return inbound
+
+    def _screen(
+        self, envelopes: Sequence[bytes], wall_now: float
+    ) -> tuple[dict[bytes, tuple[bytes, int, bytes]], dict[bytes, bytes]]:
+        """The envelopes worth opening, by id (well-formed, ours, sane expiry, once each); and those
+        for watched tags, by id (the same checks; not ours to open)."""
         self._refresh_tags(wall_now)
         fresh: dict[bytes, tuple[bytes, int, bytes]] = {}
+        watched: dict[bytes, bytes] = {}
         for data in envelopes:
             try:
                 envelope = decode_envelope(data)
             except DecodeError:
                 self._discarded[DiscardReason.MALFORMED] += 1
                 continue
-            if envelope.inbox_tag not in self._tags:
+            shared = envelope.inbox_tag in self._shared.watched
+            if not shared and envelope.inbox_tag not in self._tags:
                 self._discarded[DiscardReason.NOT_OURS] += 1
                 continue
             if envelope.expiry > wall_now + MAX_TTL + CLOCK_SKEW:
@@ -438,11 +492,13 @@ class Messenger:
                 self._discarded[DiscardReason.EXPIRY_TOO_FAR] += 1
                 continue
             mid = message_id(data)
-            if mid in fresh:
+            if mid in fresh or mid in watched:
                 self._discarded[DiscardReason.DUPLICATE] += 1
-                continue
-            fresh[mid] = (data, envelope.expiry, envelope.inbox_tag)
-        return fresh
+            elif shared:
+                watched[mid] = data
+            else:
+                fresh[mid] = (data, envelope.expiry, envelope.inbox_tag)
+        return fresh, watched
 
     def _refresh_tags(self, wall_now: float) -> None:
         day = epoch_of(wall_now)

@@ -22,6 +22,8 @@ __all__ = [
     "RETRYING",
     "Action",
     "CallMailbox",
+    "ControlReceived",
+    "GroupEnvelopes",
     "MessageReceived",
     "MessengerStatistics",
     "OutboxInput",
@@ -152,6 +154,37 @@ class MessageReceived:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ControlReceived:
+    """A verified control message (``send(..., control=True)``) for the node's machinery (groups).
+
+    Not in the inbox nor the seen window: every copy that arrives is announced (the machinery's own
+    state is its dedup; its contents are idempotent). It comes before the delivery receipt's actions
+    in the same list: a driver that hands it on (and commits) first sends no receipt for what it lost.
+    """
+
+    #: Who sent it (proven by the seal's signature).
+    sender: PublicIdentity
+    #: The machinery's bytes.
+    body: bytes
+    #: The envelope's id.
+    message_id: bytes
+    #: The sender's clock when sealing, ms since the unix epoch (the sender's claim).
+    sent_at_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupEnvelopes:
+    """Envelopes for watched (group) tags, unopened, in arrival order: for the groups core.
+
+    Ids in the seen window (``Messenger.group_accepted``) are left out; the rest may come again
+    (another copy by gossip, another mailbox) until the groups core has accepted them.
+    """
+
+    #: The envelope bytes.
+    envelopes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StatusChanged:
     """A sent message moved on (or a mailbox reported a problem with it)."""
 
@@ -171,7 +204,15 @@ class StoreProblem:
     error: StorageError
 
 
-Action: TypeAlias = PublishEnvelope | CallMailbox | MessageReceived | StatusChanged | StoreProblem
+Action: TypeAlias = (
+    PublishEnvelope
+    | CallMailbox
+    | MessageReceived
+    | StatusChanged
+    | StoreProblem
+    | ControlReceived
+    | GroupEnvelopes
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,3 +236,5 @@ class MessengerStatistics:
     mailbox_errors: dict[ErrorCode, int] = field(default_factory=dict)
     #: Times a mailbox was caught lying and set aside for ``MAILBOX_PENALTY``.
     penalties: int = 0
+    #: Control messages handed on (``ControlReceived``), every copy counted.
+    controls: int = 0
