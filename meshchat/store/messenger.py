@@ -23,7 +23,11 @@ window (every accepted id, kept until its expiry) and the inbox are written in o
 the app hears of them, in the sender's order within a batch. Each batch answers every sender with one
 signed, sealed delivery receipt, published and stored on mailboxes for the sender. A duplicate is not
 delivered again, but its sender gets a receipt again (at most once per ``RERECEIPT_INTERVAL``), in
-case the first receipt was lost. Failures are counted by reason in ``statistics``.
+case the first receipt was lost. Failures are counted by reason in ``statistics``. A control message
+(``send(..., control=True)``, for the groups machinery) is receipted like a chat but handed on as
+``ControlReceived``, never written to the inbox or the seen window. Envelopes for the watched (group)
+tags (``watch_tags``) are not opened: they come out as ``GroupEnvelopes`` for the groups core, whose
+``group_accepted`` puts them in the seen window (see ``shared.py``).
 
 **Syncing.** With each mailbox, every ``sync_interval`` and when it first becomes reachable: range-based
 reconciliation of the ids it holds for our tags against our seen window; fetch what we lack in
@@ -39,22 +43,23 @@ raises: a lie (not an envelope, another tag, unasked ids, garbage reconciliation
 **Shape.** ``Messenger`` is the facade; the work is done by ``OutboxTracker`` (``tracker.py``: retrying
 records, timers, moves), ``ReceiptMaker`` (``receipts.py``: sealing receipts, keeping them until
 stored) and ``MailboxCalls`` (``calls.py``: which mailboxes, queues, one call in flight each, sync
-scheduling, penalties). This module keeps the inbox (screening, opening, accepting) and the glue.
+scheduling, penalties), ``inbound.py`` (screening and opening what arrives) and ``SharedTags``
+(``shared.py``: watched tags, shared envelopes). This module keeps the inbox (accepting) and the glue.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Sequence
 
 import nacl.utils
 
-from meshchat.crypto import CLOCK_SKEW, MAX_TTL, epoch_of, inbox_tags_around, inbox_topic, open_envelope, seal
-from meshchat.errors import DecodeError, MeshchatError, StorageError
+from meshchat.crypto import CLOCK_SKEW, epoch_of, inbox_tags_around, inbox_topic, seal
+from meshchat.errors import StorageError
 from meshchat.identity import Identity, KeyCache, PublicIdentity, RandomBytes
 from meshchat.store.calls import MAILBOX_PENALTY, MAX_PENALISED, MailboxCalls
+from meshchat.store.inbound import open_inbound, screen
 from meshchat.store.mailbox import owned_tags
 from meshchat.store.outbox import (
     OUTBOX_TRANSITIONS,
@@ -70,7 +75,7 @@ from meshchat.store.outbox import (
     StoreConfig,
     StoreProblem,
 )
-from meshchat.store.payload import Chat, Control, Receipt, ReceiptKind, decode_payload, encode_payload
+from meshchat.store.payload import Chat, Control, Receipt, ReceiptKind, encode_payload
 from meshchat.store.protocol import (
     PERMANENT_STORE_CODES,
     Deleted,
@@ -88,7 +93,7 @@ from meshchat.store.protocol import (
     SyncRequest,
     WithdrawRequest,
 )
-from meshchat.store.reasons import DiscardReason, RejectReason, reject_reason
+from meshchat.store.reasons import DiscardReason, RejectReason
 from meshchat.store.receipts import MAX_UNSTORED_RECEIPTS, RERECEIPT_INTERVAL, ReceiptMaker
 from meshchat.store.shared import SharedTags
 from meshchat.store.storage import InboxRecord, OutboxRecord, OutboxStatus, SeenEntry, Storage
@@ -120,17 +125,6 @@ _S = OutboxStatus
 
 #: Seconds between sweeps of the seen window.
 SEEN_PRUNE_INTERVAL = 3600.0
-
-
-@dataclass(slots=True)
-class _Inbound:
-    """What one ``receive`` opened, sorted (``Messenger._open``)."""
-
-    chats: list[tuple[InboxRecord, PublicIdentity, SeenEntry]] = field(default_factory=list)
-    receipts: list[tuple[Receipt, PublicIdentity, SeenEntry]] = field(default_factory=list)
-    controls: list[ControlReceived] = field(default_factory=list)
-    #: Senders to receipt again (duplicates, per ``RERECEIPT_INTERVAL``) and for controls.
-    rereceipts: dict[PublicIdentity, list[bytes]] = field(default_factory=dict)
 
 
 class Messenger:
@@ -244,6 +238,30 @@ class Messenger:
         else:
             self._preferred.pop(recipient.ed25519, None)
 
+    def watch_tags(self, tags: Collection[bytes], *, wall_now: float) -> list[Action]:
+        """Follow ``tags`` (the groups' tags) besides our own, replacing the set: their envelopes come
+        out unopened as ``GroupEnvelopes``, and each sync fetches them without deleting them.
+        ``ValueError`` beyond ``MAX_WATCHED_TAGS``. New tags are synced with every mailbox now."""
+        new = frozenset(tags) - self._shared.watched
+        self._shared.watch(tags)
+        if not new:
+            return []
+        self._calls.due_now(wall_now)
+        return self._start_due_syncs(wall_now) + self._calls.pump_all()
+
+    def group_accepted(self, entries: Sequence[SeenEntry], *, wall_now: float) -> list[Action]:
+        """The groups core accepted these group envelopes: into the seen window, so reconciliation
+        stops fetching them and another copy is dropped as a duplicate. A ``StoreProblem`` if that
+        cannot be written (they are fetched again: the groups core drops them as replays)."""
+        unique = {e.message_id: e for e in entries}
+        try:
+            seen = self.storage.seen(unique)
+            if len(seen) < len(unique):
+                self.storage.accept([e for mid, e in unique.items() if mid not in seen], [], [])
+        except StorageError as exc:
+            return [StoreProblem(error=exc)]
+        return []
+
     def status(self, message_id: bytes) -> OutboxRecord | None:
         """The outbox record of a sent message, if it is ours."""
         return self._outbox.lookup(message_id)
@@ -264,7 +282,10 @@ class Messenger:
     def receive(self, envelopes: Sequence[bytes], *, wall_now: float) -> list[Action]:
         """Envelopes arrived (by gossip, or fetched from a mailbox): accept what is ours and new; hand
         on those for watched tags (``GroupEnvelopes``, unopened) and the control messages."""
-        fresh, watched = self._screen(envelopes, wall_now)
+        self._refresh_tags(wall_now)
+        fresh, watched = screen(
+            envelopes, self._tags, self._shared.watched, wall_now=wall_now, discarded=self._discarded
+        )
         if not fresh and not watched:  # a relay's everyday case: envelopes for others, no storage touched
             return []
         try:
@@ -278,7 +299,16 @@ class Messenger:
             self._discarded[DiscardReason.DUPLICATE] += len(watched) - len(unseen)
         if unseen:
             actions.append(GroupEnvelopes(envelopes=unseen))
-        inbound = self._open(fresh, seen, wall_now)
+        inbound = open_inbound(
+            self.identity,
+            fresh,
+            seen,
+            wall_now=wall_now,
+            keys=self._keys,
+            receipts=self._receipts,
+            rejected=self._rejected,
+            discarded=self._discarded,
+        )
         chats, receipts = inbound.chats, inbound.receipts
         chats.sort(key=lambda c: (c[0].sender, c[0].seq))
         # What the receipts prove is written in the same transaction as their seen entries: a crash
@@ -339,7 +369,7 @@ class Messenger:
                     self._discarded[DiscardReason.STALE_REPLY] += 1
                 else:
                     sync.deleted()
-                    self._end_sync(peer)
+                    actions += self._end_sync(peer)
             case Deleted() if isinstance(request, WithdrawRequest):
                 if response.count > len(request.message_ids):
                     self._discarded[DiscardReason.DELETED_TOO_MANY] += 1
@@ -423,82 +453,6 @@ class Messenger:
         return self._calls.reachable
 
     # --- internals: inbox -------------------------------------------------------------------------
-
-    def _open(
-        self, fresh: dict[bytes, tuple[bytes, int, bytes]], seen: set[bytes], wall_now: float
-    ) -> _Inbound:
-        """Open and verify ``fresh`` envelopes; sort them into chats, receipts and controls."""
-        inbound = _Inbound()
-        for mid, (data, expiry, tag) in fresh.items():
-            try:
-                opened = open_envelope(self.identity, data, wall_now=wall_now, key_cache=self._keys)
-                payload = decode_payload(opened.body)
-            except MeshchatError as exc:
-                self._rejected[reject_reason(exc)] += 1
-                continue
-            if isinstance(payload, Control):
-                # Not in the seen window: every copy is announced (the machinery is its own dedup).
-                # Its sender gets a receipt for it, and for another copy once per RERECEIPT_INTERVAL.
-                if self._receipts.may_rereceipt(mid, wall_now):
-                    inbound.rereceipts.setdefault(opened.sender, []).append(mid)
-                inbound.controls.append(
-                    ControlReceived(
-                        sender=opened.sender, body=payload.body, message_id=mid, sent_at_ms=opened.sent_at_ms
-                    )
-                )
-                continue
-            if mid in seen:
-                self._discarded[DiscardReason.DUPLICATE] += 1
-                if isinstance(payload, Chat) and self._receipts.may_rereceipt(mid, wall_now):
-                    inbound.rereceipts.setdefault(opened.sender, []).append(mid)
-                continue
-            entry = SeenEntry(message_id=mid, inbox_tag=tag, expiry=expiry)
-            if isinstance(payload, Receipt):
-                inbound.receipts.append((payload, opened.sender, entry))
-                continue
-            message = InboxRecord(
-                number=0,
-                message_id=mid,
-                sender=opened.sender.ed25519,
-                seq=payload.seq,
-                body=payload.body,
-                sent_at_ms=opened.sent_at_ms,
-                received_at=wall_now,
-            )
-            inbound.chats.append((message, opened.sender, entry))
-        return inbound
-
-    def _screen(
-        self, envelopes: Sequence[bytes], wall_now: float
-    ) -> tuple[dict[bytes, tuple[bytes, int, bytes]], dict[bytes, bytes]]:
-        """The envelopes worth opening, by id (well-formed, ours, sane expiry, once each); and those
-        for watched tags, by id (the same checks; not ours to open)."""
-        self._refresh_tags(wall_now)
-        fresh: dict[bytes, tuple[bytes, int, bytes]] = {}
-        watched: dict[bytes, bytes] = {}
-        for data in envelopes:
-            try:
-                envelope = decode_envelope(data)
-            except DecodeError:
-                self._discarded[DiscardReason.MALFORMED] += 1
-                continue
-            shared = envelope.inbox_tag in self._shared.watched
-            if not shared and envelope.inbox_tag not in self._tags:
-                self._discarded[DiscardReason.NOT_OURS] += 1
-                continue
-            if envelope.expiry > wall_now + MAX_TTL + CLOCK_SKEW:
-                # No honest sender seals one (the seen window keeps ids until their expiry: refuse
-                # what would pin an entry for longer than the longest TTL).
-                self._discarded[DiscardReason.EXPIRY_TOO_FAR] += 1
-                continue
-            mid = message_id(data)
-            if mid in fresh or mid in watched:
-                self._discarded[DiscardReason.DUPLICATE] += 1
-            elif shared:
-                watched[mid] = data
-            else:
-                fresh[mid] = (data, envelope.expiry, envelope.inbox_tag)
-        return fresh, watched
 
     def _refresh_tags(self, wall_now: float) -> None:
         day = epoch_of(wall_now)
@@ -674,7 +628,12 @@ class Messenger:
             return SyncSession(tags, have, fetch_batch=self.config.fetch_batch)
 
         try:
-            self._calls.start_due_syncs(wall_now, new_session, awaiting=self._outbox.awaiting_receipts())
+            self._calls.start_due_syncs(
+                wall_now,
+                new_session,
+                awaiting=self._outbox.awaiting_receipts(),
+                later=self._shared.sessions,
+            )
         except StorageError as exc:
             return [StoreProblem(error=exc)]
         return []
@@ -689,7 +648,7 @@ class Messenger:
             self._discarded[problem] += 1
             return self._penalise(peer, wall_now)
         if sync.state is SyncState.DONE:
-            self._end_sync(peer)
+            return self._end_sync(peer)
         return []
 
     def _fetched(self, peer: str, request: FetchRequest, response: Fetched, wall_now: float) -> list[Action]:
@@ -698,7 +657,7 @@ class Messenger:
             envelopes, problems = sync.fetched(request, response)
         else:  # abandoned meanwhile: what is good is still ours to accept
             self._refresh_tags(wall_now)
-            good, problems = screen_fetched(self._owned, request, response)
+            good, problems = screen_fetched((*self._owned, *self._shared.watched), request, response)
             envelopes = [e for _, e in sorted(good, key=lambda d: d[0])]
         self._discarded.update(problems)
         actions = self.receive(envelopes, wall_now=wall_now)
@@ -709,9 +668,22 @@ class Messenger:
         elif sync is not None:
             sync.accepted()
             if sync.state is SyncState.DONE:
-                self._end_sync(peer)
+                actions += self._end_sync(peer)
         return actions
 
-    def _end_sync(self, peer: str) -> None:
-        if self._calls.end_sync(peer):
-            self._counts["syncs"] += 1
+    def _end_sync(self, peer: str) -> list[Action]:
+        """``peer``'s session is done: start the round's next (watched tags), or count the round."""
+
+        def watched_session(tags: tuple[bytes, ...]) -> SyncSession:
+            # Never deleted, so compared against what we have even on a first sync (fetching a
+            # group's whole backlog again at each reconnection would be all waste).
+            have = self.storage.seen_items(tags)
+            return SyncSession(tags, have, fetch_batch=self.config.fetch_batch, delete=False)
+
+        try:
+            if self._calls.end_sync(peer, watched_session):
+                self._counts["syncs"] += 1
+        except StorageError as exc:
+            self._calls.drop_sync(peer)
+            return [StoreProblem(error=exc)]
+        return []

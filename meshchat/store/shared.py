@@ -57,6 +57,8 @@ class SharedTags:
         """Nothing watched, nothing to store."""
         #: The tags followed besides our own inbox tags.
         self.watched: frozenset[bytes] = frozenset()
+        #: The watched tags in sync sessions of at most ``MAX_SYNC_TAGS``, in tag order.
+        self.sessions: tuple[tuple[bytes, ...], ...] = ()
         #: Shared envelopes dropped unstored because ``MAX_SHARED_PENDING`` newer ones came.
         self.given_up = 0
         self._envelopes: OrderedDict[bytes, SharedEnvelope] = OrderedDict()
@@ -70,11 +72,10 @@ class SharedTags:
         if any(type(tag) is not bytes or len(tag) != INBOX_TAG_SIZE for tag in wanted):
             raise ValueError(f"a watched tag is {INBOX_TAG_SIZE} bytes")
         self.watched = wanted
-
-    def sessions(self, exclude: Collection[bytes] = ()) -> list[tuple[bytes, ...]]:
-        """The watched tags (less ``exclude``: our own) in sync sessions of at most ``MAX_SYNC_TAGS``."""
-        tags = sorted(self.watched.difference(exclude))
-        return [tuple(tags[i : i + MAX_SYNC_TAGS]) for i in range(0, len(tags), MAX_SYNC_TAGS)]
+        ordered = sorted(wanted)
+        self.sessions = tuple(
+            tuple(ordered[i : i + MAX_SYNC_TAGS]) for i in range(0, len(ordered), MAX_SYNC_TAGS)
+        )
 
     # --- shared envelopes ---------------------------------------------------------------------------
 
