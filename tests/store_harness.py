@@ -14,6 +14,7 @@ from meshchat.store.messenger import (
     Action,
     CallMailbox,
     ControlReceived,
+    GroupEnvelopes,
     MessageReceived,
     Messenger,
     PublishEnvelope,
@@ -38,6 +39,7 @@ class User:
     statuses: list[StatusChanged] = field(default_factory=list)
     problems: list[StoreProblem] = field(default_factory=list)
     controls: list[ControlReceived] = field(default_factory=list)
+    groups: list[GroupEnvelopes] = field(default_factory=list)
 
 
 class Harness:
@@ -172,6 +174,8 @@ class Harness:
                 user.problems.append(action)
             case ControlReceived():
                 user.controls.append(action)
+            case GroupEnvelopes():
+                user.groups.append(action)
 
     def _call(self, user: User, peer: str, request: MailboxRequest) -> list[Action]:
         messenger = user.messenger

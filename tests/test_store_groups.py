@@ -4,9 +4,15 @@ tags, shared envelopes stored on mailboxes, mailboxes holding GROUP envelopes fo
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
+from meshchat.errors import StorageError
+from meshchat.identity import Identity
+from meshchat.store.encrypted import encrypt_plaintext_store, is_plaintext_store
 from meshchat.store.mailbox import owned_tags
 from meshchat.store.messenger import (
     CallMailbox,
@@ -17,16 +23,24 @@ from meshchat.store.messenger import (
 )
 from meshchat.store.protocol import (
     MAX_SYNC_TAGS,
+    DeleteRequest,
+    ErrorCode,
+    Fetched,
+    FetchRequest,
     MailboxError,
     MailboxRequest,
     MailboxResponse,
+    StoreCode,
+    Stored,
+    StoreRequest,
     Synced,
     SyncRequest,
 )
 from meshchat.store.reconcile import Reconciler, decode_message, encode_message
 from meshchat.store.shared import MAX_WATCHED_TAGS
-from meshchat.store.storage import MemoryStorage, OutboxStatus, SeenEntry
-from meshchat.wire import EnvelopeKind, message_id
+from meshchat.store.sqlite import SCHEMA_VERSION, SqliteStorage
+from meshchat.store.storage import MailboxItem, MemoryStorage, OutboxStatus, SeenEntry, Storage
+from meshchat.wire import EnvelopeKind, decode_envelope, message_id
 from meshchat.wire.envelope import encode_fields
 from tests.store_harness import Harness
 
@@ -226,3 +240,223 @@ def test_each_sync_also_reconciles_the_watched_tags_in_sessions_of_at_most_max_s
     assert all(len(tags) <= MAX_SYNC_TAGS for tags in seen)
     assert bob.messenger.statistics().syncs == before + 1  # one round, four sessions
     assert bob.messenger.statistics().penalties == 0
+
+
+# --- D. mailboxes hold GROUP envelopes as shared items --------------------------------------------
+
+
+def entries_of(envelopes: Iterable[bytes]) -> list[SeenEntry]:
+    """The seen entries the groups core hands back once it accepted ``envelopes``."""
+    return [
+        SeenEntry(
+            message_id=message_id(e), inbox_tag=decode_envelope(e).inbox_tag, expiry=decode_envelope(e).expiry
+        )
+        for e in envelopes
+    ]
+
+
+def store_on(h: Harness, box: str, storer: str, envelopes: Sequence[bytes]) -> None:
+    peer = h.users[storer].identity.public.peer_id
+    answer = h.mailboxes[box].handle(peer, StoreRequest(envelopes=tuple(envelopes)), wall_now=h.now)
+    assert isinstance(answer, Stored) and {r.code for r in answer.results} == {StoreCode.STORED}
+
+
+def test_every_member_fetches_a_group_envelope_from_a_mailbox_and_none_deletes_it() -> None:
+    h = Harness()
+    box = h.add_mailbox()
+    tag = tag_of(7)
+    alice, bob, carol = h.add_user("alice"), h.add_user("bob"), h.add_user("carol")
+    for user in (bob, carol):
+        user.messenger.watch_tags([tag], wall_now=h.now)
+    sent = [group_envelope(tag, h.now, n) for n in range(3)]
+    store_on(h, box, "alice", sent)
+    h.connect("bob")
+    h.settle()
+    assert sorted(e for g in bob.groups for e in g.envelopes) == sorted(sent)
+    assert h.mailboxes[box].statistics().items == 3  # bob's sync deleted nothing
+    h.connect("carol")
+    h.settle()
+    assert sorted(e for g in carol.groups for e in g.envelopes) == sorted(sent)
+    assert h.mailboxes[box].statistics().items == 3
+    assert h.mailboxes[box].statistics().deleted == 0
+    # Once bob's groups core accepted them, his next syncs compare and fetch nothing again.
+    assert bob.messenger.group_accepted(entries_of(sent), wall_now=h.now) == []
+    fetched = h.mailboxes[box].statistics().fetched
+    more = group_envelope(tag, h.now, 9)
+    store_on(h, box, "alice", [more])
+    bob.groups.clear()
+    h.feed("bob", bob.messenger.sync_now(wall_now=h.now))
+    h.settle()
+    assert [e for g in bob.groups for e in g.envelopes] == [more]
+    assert h.mailboxes[box].statistics().fetched == fetched + 1
+    h.feed("bob", bob.messenger.sync_now(wall_now=h.now))  # not accepted yet: fetched again
+    h.settle()
+    assert [e for g in bob.groups for e in g.envelopes] == [more, more]
+    bob.messenger.group_accepted(entries_of([more]), wall_now=h.now)
+    h.feed("bob", bob.messenger.sync_now(wall_now=h.now))
+    h.settle()
+    assert len(bob.groups) == 2 and h.mailboxes[box].statistics().fetched == fetched + 2
+    # A restart (a "first" sync of our own tags) still compares the group tags: nothing fetched again.
+    bob = h.restart("bob")
+    bob.messenger.watch_tags([tag], wall_now=h.now)
+    h.connect("bob")
+    h.settle()
+    assert bob.groups == []
+    assert alice.messenger.statistics().rejected == {}
+
+
+def test_a_stranger_lists_and_fetches_group_items_under_a_group_tag_but_never_sealed_ones() -> None:
+    h = Harness()
+    box = h.add_mailbox()
+    alice, bob = h.add_user("alice"), h.add_user("bob")
+    mallory = Identity(b"\x66" * 32).public.peer_id
+    core = h.mailboxes[box]
+    group = group_envelope(tag_of(1), h.now, 1)
+    store_on(h, box, "alice", [group])
+    # A sealed envelope for bob, and one a liar addressed to the group's tag.
+    h.disconnect("bob")
+    h.connect("alice")
+    for_bob = h.send("alice", "bob", b"for bob only")
+    h.settle()
+    sealed_on_group_tag = encode_fields(
+        kind=EnvelopeKind.SEALED,
+        inbox_tag=tag_of(1),
+        expiry=int(h.now) + 60,
+        ephemeral_key=bytes(32),
+        nonce=bytes(24),
+        ciphertext=bytes(40),
+    )
+    store_on(h, box, "alice", [sealed_on_group_tag])
+    assert core.statistics().items == 3
+
+    def sync(peer: str, tags: tuple[bytes, ...]) -> list[bytes]:
+        answer = core.handle(
+            peer, SyncRequest(tags=tags, reconcile=encode_message(Reconciler([]).initiate())), wall_now=h.now
+        )
+        assert isinstance(answer, Synced)
+        _, _, need = Reconciler([]).reconcile(decode_message(answer.reconcile))
+        return need
+
+    assert sync(mallory, (tag_of(1),)) == [message_id(group)]  # the group item only
+    assert sync(mallory, owned_tags(bob.identity.public, h.now)) == []  # bob's sealed one: not listed
+    assert sync(bob.identity.public.peer_id, owned_tags(bob.identity.public, h.now)) == [for_bob]
+    asked = FetchRequest(message_ids=(message_id(group), for_bob, message_id(sealed_on_group_tag)))
+    assert core.handle(mallory, asked, wall_now=h.now) == Fetched(envelopes=(group,))
+    for tags in ((tag_of(1),), owned_tags(bob.identity.public, h.now)):
+        refused = core.handle(mallory, DeleteRequest(tags=tags, generation=100), wall_now=h.now)
+        assert isinstance(refused, MailboxError) and refused.code is ErrorCode.NOT_YOUR_TAG
+    assert core.statistics().items == 3
+    assert alice.messenger.statistics().penalties == 0
+
+
+@pytest.fixture(params=["memory", "sqlite", "sqlcipher"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    if request.param == "memory":
+        yield MemoryStorage()
+    else:
+        key = b"\x6b" * 32 if request.param == "sqlcipher" else None
+        with SqliteStorage(tmp_path / "store.db", key=key) as sqlite_store:
+            yield sqlite_store
+
+
+def mailbox_item(n: int, kind: EnvelopeKind, tag: bytes = b"\x0a" * 16) -> MailboxItem:
+    return MailboxItem(
+        message_id=bytes([n]) * 32,
+        inbox_tag=tag,
+        expiry=1000 + n,
+        envelope=b"envelope %d" % n,
+        from_peer="12D3KooWpeer",
+        size=10,
+        kind=kind,
+    )
+
+
+def test_every_backend_remembers_an_items_kind_and_lists_by_kind(store: Storage) -> None:
+    store.mailbox_put([mailbox_item(1, EnvelopeKind.SEALED), mailbox_item(2, EnvelopeKind.GROUP)])
+    assert [i.kind for i in store.mailbox_get([bytes([1]) * 32, bytes([2]) * 32])] == [
+        EnvelopeKind.SEALED,
+        EnvelopeKind.GROUP,
+    ]
+    assert [i.kind for i in store.mailbox_all()] == [EnvelopeKind.SEALED, EnvelopeKind.GROUP]
+    tag = [b"\x0a" * 16]
+    assert store.mailbox_items(tag) == [(1001, bytes([1]) * 32), (1002, bytes([2]) * 32)]
+    assert store.mailbox_items(tag, kind=EnvelopeKind.GROUP) == [(1002, bytes([2]) * 32)]
+    assert store.mailbox_items(tag, kind=EnvelopeKind.SEALED) == [(1001, bytes([1]) * 32)]
+
+
+#: The mailbox table and version as meshchat wrote them before group envelopes (schema version 1).
+V1_SCHEMA = (
+    """CREATE TABLE mailbox (
+        number     INTEGER PRIMARY KEY,
+        message_id BLOB NOT NULL UNIQUE,
+        inbox_tag  BLOB NOT NULL,
+        expiry     INTEGER NOT NULL,
+        envelope   BLOB NOT NULL,
+        from_peer  TEXT NOT NULL,
+        size       INTEGER NOT NULL)""",
+    "CREATE INDEX mailbox_tag ON mailbox (inbox_tag, number)",
+    "CREATE INDEX mailbox_expiry ON mailbox (expiry)",
+    "INSERT INTO mailbox VALUES (1, x'" + "01" * 32 + "', x'" + "0a" * 16 + "', 1001, x'aa', 'peer', 1)",
+    "PRAGMA user_version = 1",
+)
+
+
+def v1_store(path: Path) -> None:
+    """A version 1 store: today's schema for the other tables (unchanged since), v1's mailbox table."""
+    with SqliteStorage(path):
+        pass
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("DROP TABLE mailbox")
+        for statement in V1_SCHEMA:
+            db.execute(statement)
+        db.execute("UPDATE counters SET value = 1 WHERE name = 'mailbox'")
+        assert db.execute("PRAGMA table_info(mailbox)").fetchall()[-1][1] == "size"
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("key", [None, b"\x6b" * 32], ids=["plain", "encrypted-on-open"])
+def test_a_version_1_store_is_migrated_in_place_and_keeps_its_items(
+    tmp_path: Path, key: bytes | None
+) -> None:
+    path = tmp_path / "store.db"
+    v1_store(path)
+    with SqliteStorage(path, key=key) as store:
+        [old] = store.mailbox_get([b"\x01" * 32])
+        assert (old.kind, old.envelope, old.number) == (EnvelopeKind.SEALED, b"\xaa", 1)
+        assert store.mailbox_items([b"\x0a" * 16], kind=EnvelopeKind.GROUP) == []
+        store.mailbox_put([mailbox_item(2, EnvelopeKind.GROUP)])
+        assert store.mailbox_last_number() == 2
+    with SqliteStorage(path, key=key) as store:  # reopened: version 2 now, nothing migrated again
+        assert [i.kind for i in store.mailbox_all()] == [EnvelopeKind.SEALED, EnvelopeKind.GROUP]
+    if key is None:
+        db = sqlite3.connect(path)
+        try:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        finally:
+            db.close()
+
+
+def test_an_encrypted_version_1_store_opens_after_the_migration(tmp_path: Path) -> None:
+    path, key = tmp_path / "store.db", b"\x6b" * 32
+    v1_store(path)
+    encrypt_plaintext_store(path, key, timeout=5.0, schema_version=1)  # as meshchat v1 did
+    assert not is_plaintext_store(path)
+    with SqliteStorage(path, key=key) as store:
+        [old] = store.mailbox_get([b"\x01" * 32])
+        assert old.kind is EnvelopeKind.SEALED
+        store.mailbox_put([mailbox_item(2, EnvelopeKind.GROUP)])
+    with SqliteStorage(path, key=key) as store:
+        assert [i.kind for i in store.mailbox_all()] == [EnvelopeKind.SEALED, EnvelopeKind.GROUP]
+
+
+def test_a_store_of_a_newer_version_is_still_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    with SqliteStorage(path):
+        pass
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StorageError, match="schema version 3"):
+        SqliteStorage(path)
