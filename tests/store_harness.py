@@ -14,6 +14,8 @@ from meshchat.store.messenger import (
     Action,
     CallMailbox,
     ControlReceived,
+    EnvelopeRefused,
+    EnvelopeStored,
     GroupEnvelopes,
     MessageReceived,
     Messenger,
@@ -40,6 +42,7 @@ class User:
     problems: list[StoreProblem] = field(default_factory=list)
     controls: list[ControlReceived] = field(default_factory=list)
     groups: list[GroupEnvelopes] = field(default_factory=list)
+    shared: list[EnvelopeStored | EnvelopeRefused] = field(default_factory=list)
 
 
 class Harness:
@@ -176,6 +179,8 @@ class Harness:
                 user.controls.append(action)
             case GroupEnvelopes():
                 user.groups.append(action)
+            case EnvelopeStored() | EnvelopeRefused():
+                user.shared.append(action)
 
     def _call(self, user: User, peer: str, request: MailboxRequest) -> list[Action]:
         messenger = user.messenger

@@ -13,10 +13,12 @@ import pytest
 from meshchat.errors import StorageError
 from meshchat.identity import Identity
 from meshchat.store.encrypted import encrypt_plaintext_store, is_plaintext_store
-from meshchat.store.mailbox import owned_tags
+from meshchat.store.mailbox import MailboxLimits, owned_tags
 from meshchat.store.messenger import (
     CallMailbox,
     ControlReceived,
+    EnvelopeRefused,
+    EnvelopeStored,
     GroupEnvelopes,
     PublishEnvelope,
     StoreProblem,
@@ -37,7 +39,7 @@ from meshchat.store.protocol import (
     SyncRequest,
 )
 from meshchat.store.reconcile import Reconciler, decode_message, encode_message
-from meshchat.store.shared import MAX_WATCHED_TAGS
+from meshchat.store.shared import MAX_SHARED_PENDING, MAX_WATCHED_TAGS
 from meshchat.store.sqlite import SCHEMA_VERSION, SqliteStorage
 from meshchat.store.storage import MailboxItem, MemoryStorage, OutboxStatus, SeenEntry, Storage
 from meshchat.wire import EnvelopeKind, decode_envelope, message_id
@@ -135,7 +137,7 @@ def test_a_forged_or_altered_control_is_rejected_and_counted_like_a_chat() -> No
 # --- B. watched (group) tags --------------------------------------------------------------------
 
 
-def group_envelope(tag: bytes, now: float, n: int, *, ttl: int = 3600) -> bytes:
+def group_envelope(tag: bytes, now: float, n: int, *, ttl: int = 3600, pad: int = 16) -> bytes:
     """A GROUP envelope as the groups core seals one (the store never opens it: random bytes inside)."""
     return encode_fields(
         kind=EnvelopeKind.GROUP,
@@ -143,7 +145,7 @@ def group_envelope(tag: bytes, now: float, n: int, *, ttl: int = 3600) -> bytes:
         expiry=int(now) + ttl,
         ephemeral_key=bytes([n % 256]) * 32,
         nonce=n.to_bytes(24, "big"),
-        ciphertext=b"group message %d" % n + bytes(16),
+        ciphertext=b"group message %d" % n + bytes(pad),
     )
 
 
@@ -460,3 +462,107 @@ def test_a_store_of_a_newer_version_is_still_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StorageError, match="schema version 3"):
         SqliteStorage(path)
+
+
+# --- C. storing shared envelopes ----------------------------------------------------------------
+
+
+def test_a_shared_envelope_is_stored_on_mailbox_copies_mailboxes_and_each_store_is_reported() -> None:
+    h = Harness()
+    boxes = [h.add_mailbox() for _ in range(4)]
+    alice, bob = h.add_user("alice"), h.add_user("bob")
+    h.connect("alice")
+    h.settle()
+    tag = tag_of(3)
+    envelope = group_envelope(tag, h.now, 1)
+    mid = message_id(envelope)
+    h.feed("alice", alice.messenger.store_shared(tag, mid, envelope, wall_now=h.now))
+    h.settle()
+    ranked = sorted(boxes, key=lambda p: hashlib.blake2b(tag + p.encode(), digest_size=8).digest())
+    assert alice.shared == [EnvelopeStored(message_id=mid, peer=p) for p in ranked[:3]]
+    for box in boxes:
+        held = h.mailboxes[box].statistics().items
+        assert held == (1 if box in ranked[:3] else 0)
+    [item] = h.mailboxes[ranked[0]]._storage.mailbox_get([mid])
+    assert item.kind is EnvelopeKind.GROUP
+    assert alice.messenger.statistics().discarded.get("mailbox acknowledged what it was not sent") is None
+    # Stored: not queued again when the mailboxes change.
+    alice.shared.clear()
+    h.feed("alice", alice.messenger.mailboxes_changed(boxes[:2], wall_now=h.now))
+    h.feed("alice", alice.messenger.mailboxes_changed(boxes, wall_now=h.now))
+    h.settle()
+    assert alice.shared == []
+    # A member syncing later finds it there.
+    bob.messenger.watch_tags([tag], wall_now=h.now)
+    h.connect("bob")
+    h.settle()
+    # From each of the three (the groups core drops the copies it already accepted).
+    assert [g.envelopes for g in bob.groups] == [(envelope,)] * 3
+
+
+def test_a_shared_envelope_waits_for_a_mailbox_and_is_stored_when_one_appears() -> None:
+    h = Harness()
+    alice = h.add_user("alice")
+    h.connect("alice")
+    envelope = group_envelope(tag_of(1), h.now, 1)
+    mid = message_id(envelope)
+    assert alice.messenger.store_shared(tag_of(1), mid, envelope, wall_now=h.now) == []  # no mailbox
+    box = h.add_mailbox()
+    h.connect("alice")
+    h.settle()
+    assert alice.shared == [EnvelopeStored(message_id=mid, peer=box)]
+    with pytest.raises(ValueError, match="id"):
+        alice.messenger.store_shared(tag_of(1), bytes(32), envelope, wall_now=h.now)
+
+
+def test_a_refused_shared_envelope_is_retried_when_mailboxes_change_unless_refused_for_good() -> None:
+    h = Harness()
+    small = h.add_mailbox(limits=MailboxLimits(per_tag_bytes=100, max_envelope=400))
+    alice = h.add_user("alice")
+    h.connect("alice")
+    fits_later = group_envelope(tag_of(1), h.now, 1)  # over the tag's 100-byte quota here
+    too_large = group_envelope(tag_of(2), h.now, 2, pad=500)
+    for envelope, tag in ((fits_later, tag_of(1)), (too_large, tag_of(2))):
+        h.feed("alice", alice.messenger.store_shared(tag, message_id(envelope), envelope, wall_now=h.now))
+    h.settle()
+    assert sorted((a.code, a.message_id) for a in alice.shared if isinstance(a, EnvelopeRefused)) == sorted(
+        [(StoreCode.TAG_QUOTA, message_id(fits_later)), (StoreCode.TOO_LARGE, message_id(too_large))]
+    )
+    assert all(isinstance(a, EnvelopeRefused) and a.peer == small and a.detail for a in alice.shared)
+    alice.shared.clear()
+    roomy = h.add_mailbox()
+    h.connect("alice")
+    h.settle()
+    # The quota refusal is tried again (on the new mailbox, and the small one once more); the
+    # permanent one never.
+    assert EnvelopeStored(message_id=message_id(fits_later), peer=roomy) in alice.shared
+    assert all(a.message_id == message_id(fits_later) for a in alice.shared)
+
+
+def test_shared_envelopes_waiting_for_a_mailbox_are_bounded() -> None:
+    h = Harness()
+    alice = h.add_user("alice")
+    h.connect("alice")
+    sent = [group_envelope(tag_of(1), h.now, n) for n in range(MAX_SHARED_PENDING + 5)]
+    for envelope in sent:
+        assert alice.messenger.store_shared(tag_of(1), message_id(envelope), envelope, wall_now=h.now) == []
+    assert alice.messenger.statistics().shared_given_up == 5
+    box = h.add_mailbox(limits=MailboxLimits(per_tag_bytes=10**9))
+    h.connect("alice")
+    h.settle()
+    stored = {a.message_id for a in alice.shared if isinstance(a, EnvelopeStored)}
+    assert stored == {message_id(e) for e in sent[5:]}  # the oldest five were given up
+    assert h.mailboxes[box].statistics().items == MAX_SHARED_PENDING
+
+
+def test_an_expired_shared_envelope_is_not_retried() -> None:
+    h = Harness()
+    alice = h.add_user("alice")
+    h.connect("alice")
+    envelope = group_envelope(tag_of(1), h.now, 1, ttl=60)
+    alice.messenger.store_shared(tag_of(1), message_id(envelope), envelope, wall_now=h.now)
+    h.now += 120
+    h.add_mailbox()
+    h.connect("alice")
+    h.settle()
+    assert alice.shared == []

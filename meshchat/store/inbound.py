@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 from meshchat.crypto import CLOCK_SKEW, MAX_TTL, open_envelope
 from meshchat.errors import DecodeError, MeshchatError
 from meshchat.identity import Identity, KeyCache, PublicIdentity
-from meshchat.store.outbox import ControlReceived
-from meshchat.store.payload import Chat, Control, Receipt, decode_payload
+from meshchat.store.outbox import ControlReceived, OutboxInput
+from meshchat.store.payload import Chat, Control, Receipt, ReceiptKind, decode_payload
 from meshchat.store.reasons import DiscardReason, RejectReason, reject_reason
 from meshchat.store.receipts import ReceiptMaker
 from meshchat.store.storage import InboxRecord, SeenEntry
+from meshchat.store.tracker import Move, OutboxTracker
 from meshchat.wire import decode_envelope, message_id
 
-__all__ = ["Fresh", "Inbound", "open_inbound", "screen"]
+__all__ = ["Fresh", "Inbound", "open_inbound", "receipt_moves", "screen"]
 
 #: Envelopes worth opening, by id: ``(envelope, expiry, inbox tag)``.
 Fresh = dict[bytes, tuple[bytes, int, bytes]]
@@ -126,3 +127,23 @@ def open_inbound(
         )
         inbound.chats.append((message, opened.sender, entry))
     return inbound
+
+
+def receipt_moves(
+    receipts: Sequence[tuple[Receipt, PublicIdentity, SeenEntry]],
+    outbox: OutboxTracker,
+    discarded: Counter[DiscardReason],
+) -> list[Move]:
+    """The outbox inputs ``receipts`` prove (a receipt counts only from the message's recipient)."""
+    moves: list[Move] = []
+    for receipt, signer, _ in receipts:
+        event = OutboxInput.READ_RECEIPT if receipt.kind is ReceiptKind.READ else OutboxInput.DELIVERY_RECEIPT
+        for mid in receipt.message_ids:
+            record = outbox.lookup(mid)
+            if record is None:
+                discarded[DiscardReason.RECEIPT_UNKNOWN] += 1
+            elif record.recipient != signer.ed25519:
+                discarded[DiscardReason.RECEIPT_WRONG_SIGNER] += 1
+            else:
+                moves.append((record, event, None))
+    return moves

@@ -27,7 +27,8 @@ case the first receipt was lost. Failures are counted by reason in ``statistics`
 (``send(..., control=True)``, for the groups machinery) is receipted like a chat but handed on as
 ``ControlReceived``, never written to the inbox or the seen window. Envelopes for the watched (group)
 tags (``watch_tags``) are not opened: they come out as ``GroupEnvelopes`` for the groups core, whose
-``group_accepted`` puts them in the seen window (see ``shared.py``).
+``group_accepted`` puts them in the seen window; ``store_shared`` puts the groups core's envelopes on
+mailboxes for every member (see ``shared.py``).
 
 **Syncing.** With each mailbox, every ``sync_interval`` and when it first becomes reachable: range-based
 reconciliation of the ids it holds for our tags against our seen window; fetch what we lack in
@@ -59,13 +60,15 @@ from meshchat.crypto import CLOCK_SKEW, epoch_of, inbox_tags_around, inbox_topic
 from meshchat.errors import StorageError
 from meshchat.identity import Identity, KeyCache, PublicIdentity, RandomBytes
 from meshchat.store.calls import MAILBOX_PENALTY, MAX_PENALISED, MailboxCalls
-from meshchat.store.inbound import open_inbound, screen
+from meshchat.store.inbound import open_inbound, receipt_moves, screen
 from meshchat.store.mailbox import owned_tags
 from meshchat.store.outbox import (
     OUTBOX_TRANSITIONS,
     Action,
     CallMailbox,
     ControlReceived,
+    EnvelopeRefused,
+    EnvelopeStored,
     GroupEnvelopes,
     MessageReceived,
     MessengerStatistics,
@@ -75,7 +78,7 @@ from meshchat.store.outbox import (
     StoreConfig,
     StoreProblem,
 )
-from meshchat.store.payload import Chat, Control, Receipt, ReceiptKind, encode_payload
+from meshchat.store.payload import Chat, Control, ReceiptKind, encode_payload
 from meshchat.store.protocol import (
     PERMANENT_STORE_CODES,
     Deleted,
@@ -110,6 +113,8 @@ __all__ = [
     "Action",
     "CallMailbox",
     "ControlReceived",
+    "EnvelopeRefused",
+    "EnvelopeStored",
     "GroupEnvelopes",
     "MessageReceived",
     "Messenger",
@@ -262,6 +267,17 @@ class Messenger:
             return [StoreProblem(error=exc)]
         return []
 
+    def store_shared(
+        self, tag: bytes, message_id: bytes, envelope: bytes, *, wall_now: float
+    ) -> list[Action]:
+        """Store a shared (group) ``envelope`` for ``tag`` on ``mailbox_copies`` mailboxes. Each one that
+        stores it answers ``EnvelopeStored``, a refusal ``EnvelopeRefused``; until one stores it, it is
+        queued again when the mailboxes change (in memory, at most ``MAX_SHARED_PENDING``, until its
+        expiry). ``ValueError`` if ``message_id`` is not the envelope's id."""
+        item = self._shared.add(tag, message_id, envelope)
+        self._shared.unstored(wall_now)  # forget the expired ones
+        return self._shared.plan(item, self._calls)
+
     def status(self, message_id: bytes) -> OutboxRecord | None:
         """The outbox record of a sent message, if it is ours."""
         return self._outbox.lookup(message_id)
@@ -313,7 +329,7 @@ class Messenger:
         chats.sort(key=lambda c: (c[0].sender, c[0].seq))
         # What the receipts prove is written in the same transaction as their seen entries: a crash
         # cannot leave a receipt seen (never processed again) with its message still ``stored``.
-        proven = self._outbox.plan(self._receipt_moves(receipts), wall_now)
+        proven = self._outbox.plan(receipt_moves(receipts, self._outbox, self._discarded), wall_now)
         numbered: list[InboxRecord] = []
         if chats or receipts:
             try:
@@ -445,6 +461,7 @@ class Messenger:
             mailbox_errors=dict(self._mailbox_errors),
             penalties=self._counts["penalties"],
             controls=self._counts["controls"],
+            shared_given_up=self._shared.given_up,
         )
 
     @property
@@ -516,7 +533,11 @@ class Messenger:
         if asked:  # not stored, as far as we know: planned again at their next retry
             self._discarded[DiscardReason.STORED_MISSING] += len(asked)
         moves: list[Move] = []
+        shared: list[Action] = []
         for result in results:
+            if (told := self._shared.result(peer, result)) is not None:
+                shared.append(told)
+                continue
             if result.code is StoreCode.STORED and self._receipts.acknowledged(result.message_id):
                 continue  # one of our receipts: one mailbox holding it is enough
             record = self._outbox.get(result.message_id)
@@ -541,29 +562,12 @@ class Messenger:
             permanent = result.code in PERMANENT_STORE_CODES
             event = OutboxInput.REFUSED_FOR_GOOD if permanent else OutboxInput.REFUSED_FOR_NOW
             moves.append((record, event, problem))
-        actions = self._move(moves, wall_now)
+        actions = shared + self._move(moves, wall_now)
         if len(results) != len(response.results) or asked:
             actions += self._penalise(peer, wall_now)
         return actions
 
     # --- internals: receipts ------------------------------------------------------------------------
-
-    def _receipt_moves(self, receipts: Sequence[tuple[Receipt, PublicIdentity, SeenEntry]]) -> list[Move]:
-        """The outbox inputs ``receipts`` prove (a receipt counts only from the message's recipient)."""
-        moves: list[Move] = []
-        for receipt, signer, _ in receipts:
-            event = (
-                OutboxInput.READ_RECEIPT if receipt.kind is ReceiptKind.READ else OutboxInput.DELIVERY_RECEIPT
-            )
-            for mid in receipt.message_ids:
-                record = self._outbox.lookup(mid)
-                if record is None:
-                    self._discarded[DiscardReason.RECEIPT_UNKNOWN] += 1
-                elif record.recipient != signer.ed25519:
-                    self._discarded[DiscardReason.RECEIPT_WRONG_SIGNER] += 1
-                else:
-                    moves.append((record, event, None))
-        return moves
 
     def _send_receipts(
         self, by_sender: dict[PublicIdentity, list[bytes]], kind: ReceiptKind, wall_now: float
@@ -599,6 +603,8 @@ class Messenger:
             for record in self._outbox.records():
                 actions += self._plan_stores(record)
             self._requeue_receipts(wall_now)
+            for item in self._shared.unstored(wall_now):
+                actions += self._shared.plan(item, self._calls)
         actions += self._start_due_syncs(wall_now)
         actions += self._calls.pump_all()
         return actions

@@ -14,7 +14,7 @@ from typing import TypeAlias
 from meshchat.crypto import DEFAULT_TTL
 from meshchat.errors import StorageError
 from meshchat.identity import PublicIdentity
-from meshchat.store.protocol import MAX_FETCH_IDS, ErrorCode, MailboxRequest
+from meshchat.store.protocol import MAX_FETCH_IDS, ErrorCode, MailboxRequest, StoreCode
 from meshchat.store.storage import InboxRecord, OutboxStatus
 
 __all__ = [
@@ -23,6 +23,8 @@ __all__ = [
     "Action",
     "CallMailbox",
     "ControlReceived",
+    "EnvelopeRefused",
+    "EnvelopeStored",
     "GroupEnvelopes",
     "MessageReceived",
     "MessengerStatistics",
@@ -185,6 +187,31 @@ class GroupEnvelopes:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopeStored:
+    """A mailbox acknowledged storing a shared envelope (``Messenger.store_shared``)."""
+
+    #: The envelope's id.
+    message_id: bytes
+    #: The mailbox's PeerId.
+    peer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopeRefused:
+    """A mailbox refused a shared envelope (``Messenger.store_shared``). A permanent refusal
+    (``PERMANENT_STORE_CODES``) is final; after another it is queued again when the mailboxes change."""
+
+    #: The envelope's id.
+    message_id: bytes
+    #: The mailbox's PeerId.
+    peer: str
+    #: Why.
+    code: StoreCode
+    #: The mailbox's explanation.
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StatusChanged:
     """A sent message moved on (or a mailbox reported a problem with it)."""
 
@@ -212,6 +239,8 @@ Action: TypeAlias = (
     | StoreProblem
     | ControlReceived
     | GroupEnvelopes
+    | EnvelopeStored
+    | EnvelopeRefused
 )
 
 
@@ -238,3 +267,5 @@ class MessengerStatistics:
     penalties: int = 0
     #: Control messages handed on (``ControlReceived``), every copy counted.
     controls: int = 0
+    #: Shared envelopes given up unstored (``MAX_SHARED_PENDING`` newer ones were waiting).
+    shared_given_up: int = 0

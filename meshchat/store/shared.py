@@ -19,8 +19,10 @@ from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from meshchat.store.protocol import MAX_SYNC_TAGS
-from meshchat.wire import INBOX_TAG_SIZE
+from meshchat.store.calls import MailboxCalls
+from meshchat.store.outbox import Action, EnvelopeRefused, EnvelopeStored
+from meshchat.store.protocol import MAX_SYNC_TAGS, PERMANENT_STORE_CODES, StoreCode, StoreResult
+from meshchat.wire import INBOX_TAG_SIZE, decode_envelope, message_id
 
 __all__ = ["MAX_SHARED_PENDING", "MAX_WATCHED_TAGS", "SharedEnvelope", "SharedTags"]
 
@@ -79,21 +81,44 @@ class SharedTags:
 
     # --- shared envelopes ---------------------------------------------------------------------------
 
-    def add(self, item: SharedEnvelope) -> SharedEnvelope:
-        """Remember ``item`` (a known id keeps its first record, which is returned)."""
-        known = self._envelopes.get(item.message_id)
+    def add(self, tag: bytes, mid: bytes, envelope: bytes) -> SharedEnvelope:
+        """Remember a shared envelope (a known id keeps its first record, which is returned).
+        ``ValueError`` if ``mid`` is not ``envelope``'s id; ``DecodeError`` if it is no envelope."""
+        if message_id(envelope) != mid:
+            raise ValueError("message_id is not the envelope's id")
+        known = self._envelopes.get(mid)
         if known is not None:
             return known
-        self._envelopes[item.message_id] = item
+        item = SharedEnvelope(
+            tag=tag, message_id=mid, envelope=envelope, expiry=decode_envelope(envelope).expiry
+        )
+        self._envelopes[mid] = item
         while len(self._envelopes) > MAX_SHARED_PENDING:
             _, oldest = self._envelopes.popitem(last=False)
             if not oldest.stored_on:
                 self.given_up += 1
         return item
 
-    def get(self, message_id: bytes) -> SharedEnvelope | None:
-        """The shared envelope ``message_id``, if it is one of ours still remembered."""
-        return self._envelopes.get(message_id)
+    def plan(self, item: SharedEnvelope, calls: MailboxCalls) -> list[Action]:
+        """Queue ``item`` for ``mailbox_copies`` mailboxes (rendezvous order for its tag) unless one
+        holds it, it was refused for good, or it is queued already; start calls to idle ones."""
+        if item.stored_on or item.refused_for_good or calls.is_queued(item.message_id):
+            return []
+        peers = calls.queue_store(item.tag, item.message_id, item.envelope)
+        return [a for peer in peers for a in calls.pump(peer)]
+
+    def result(self, peer: str, result: StoreResult) -> Action | None:
+        """What mailbox ``peer``'s ``result`` says of a shared envelope (None: not one of ours)."""
+        item = self._envelopes.get(result.message_id)
+        if item is None:
+            return None
+        if result.code is StoreCode.STORED:
+            if peer not in item.stored_on:
+                item.stored_on.append(peer)
+            return EnvelopeStored(message_id=item.message_id, peer=peer)
+        if result.code in PERMANENT_STORE_CODES:
+            item.refused_for_good = True
+        return EnvelopeRefused(message_id=item.message_id, peer=peer, code=result.code, detail=result.detail)
 
     def unstored(self, wall_now: float) -> list[SharedEnvelope]:
         """The shared envelopes no mailbox holds yet and that may still be stored (expired ones go)."""

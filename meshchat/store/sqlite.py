@@ -182,6 +182,16 @@ _MAILBOX_COLUMNS_NO_ENVELOPE = "number, message_id, inbox_tag, expiry, x'', from
 _CORRUPT_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 
 
+def _migrate(db: sqlite3.Connection) -> int:
+    """Apply ``_MIGRATIONS`` from the file's version on (inside the caller's transaction); the version now."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    while version in _MIGRATIONS:
+        for statement in _MIGRATIONS[version]:
+            db.execute(statement)
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    return version
+
+
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), CHUNK):
         yield values[start : start + CHUNK]
@@ -337,13 +347,9 @@ class SqliteStorage:
             return
         plain = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
         try:
-            version = int(plain.execute("PRAGMA user_version").fetchone()[0])
-            if version in _MIGRATIONS:
+            if int(plain.execute("PRAGMA user_version").fetchone()[0]) in _MIGRATIONS:
                 plain.execute("BEGIN IMMEDIATE")
-                while version in _MIGRATIONS:
-                    for statement in _MIGRATIONS[version]:
-                        plain.execute(statement)
-                    version = int(plain.execute("PRAGMA user_version").fetchone()[0])
+                _migrate(plain)
                 plain.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot migrate store {self.path}: {exc}") from exc
@@ -383,10 +389,7 @@ class SqliteStorage:
                 for statement in _SCHEMA:
                     db.execute(statement)
                 return
-            while version in _MIGRATIONS:
-                for statement in _MIGRATIONS[version]:
-                    db.execute(statement)
-                version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            version = _migrate(db)
             if version != SCHEMA_VERSION:
                 raise StorageError(
                     f"store {self.path} has schema version {version}; "
