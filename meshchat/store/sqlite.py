@@ -272,6 +272,10 @@ def _inbox_record(row: Sequence[Any]) -> InboxRecord:
     )
 
 
+def _mailbox_row(i: MailboxItem) -> tuple[object, ...]:
+    return (i.number, i.message_id, i.inbox_tag, i.expiry, i.envelope, i.from_peer, i.size, int(i.kind))
+
+
 def _mailbox_item(row: Sequence[Any]) -> MailboxItem:
     try:
         kind = EnvelopeKind(row[7])
@@ -608,19 +612,7 @@ class SqliteStorage:
                 return []
             db.executemany(
                 f"INSERT INTO mailbox ({_MAILBOX_COLUMNS}) VALUES ({_marks(8)})",
-                [
-                    (
-                        i.number,
-                        i.message_id,
-                        i.inbox_tag,
-                        i.expiry,
-                        i.envelope,
-                        i.from_peer,
-                        i.size,
-                        int(i.kind),
-                    )
-                    for i in stored
-                ],
+                [_mailbox_row(i) for i in stored],
             )
             db.execute("UPDATE counters SET value = ? WHERE name = 'mailbox'", (stored[-1].number,))
         return stored
