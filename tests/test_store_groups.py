@@ -20,6 +20,7 @@ from meshchat.store.messenger import (
     EnvelopeRefused,
     EnvelopeStored,
     GroupEnvelopes,
+    MessageReceived,
     PublishEnvelope,
     StoreProblem,
 )
@@ -566,3 +567,13 @@ def test_an_expired_shared_envelope_is_not_retried() -> None:
     h.connect("alice")
     h.settle()
     assert alice.shared == []
+
+
+def test_a_watched_tag_equal_to_one_of_our_own_does_not_hide_our_messages() -> None:
+    h = Harness()
+    alice, bob = h.add_user("alice"), h.add_user("bob")
+    bob.messenger.watch_tags(owned_tags(bob.identity.public, h.now), wall_now=h.now)
+    record, _ = alice.messenger.send(bob.identity.public, b"still mine", wall_now=h.now)
+    actions = bob.messenger.receive([record.envelope], wall_now=h.now)
+    assert [a.message.body for a in actions if isinstance(a, MessageReceived)] == [b"still mine"]
+    assert not any(isinstance(a, GroupEnvelopes) for a in actions)

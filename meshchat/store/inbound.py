@@ -57,8 +57,9 @@ def screen(
         except DecodeError:
             discarded[DiscardReason.MALFORMED] += 1
             continue
-        is_watched = envelope.inbox_tag in watched
-        if not is_watched and envelope.inbox_tag not in tags:
+        ours = envelope.inbox_tag in tags  # (our own tags win over a watched one equal to them)
+        is_watched = not ours and envelope.inbox_tag in watched
+        if not ours and not is_watched:
             discarded[DiscardReason.NOT_OURS] += 1
             continue
         if envelope.expiry > wall_now + MAX_TTL + CLOCK_SKEW:
