@@ -73,6 +73,7 @@ downstream of a void one are re-checked; without concurrent removals nothing is.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -494,9 +495,27 @@ class Membership:
         return members
 
     def _is_member(self, key: bytes, counted: int) -> bool:
-        if len(self._adds) > MAX_GROUP_MEMBERS:  # row 9 may apply: rank everyone
-            return key in self._members(counted)
-        return self._qualifying_add(key, counted) is not None
+        add = self._qualifying_add(key, counted)
+        if add is None:
+            return False
+        if len(self._adds) <= MAX_GROUP_MEMBERS:
+            return True  # row 9 cannot apply: fewer keys were ever added than fit
+        # Row 9: at most ``ahead`` members rank before ``key`` (every target of an earlier counted add,
+        # and the lower keys of its own); only if that could fill the group, rank everyone.
+        rank = self._canonical_key(add)
+        ahead = bisect.bisect_left(self._ops[add].targets, key)
+        for other in self._adds_in_canonical_order():
+            if self._canonical_key(other) >= rank:
+                break
+            if counted >> other & 1:
+                ahead += len(self._ops[other].targets)
+        return ahead < MAX_GROUP_MEMBERS or key in self._members(counted)
+
+    def _adds_in_canonical_order(self) -> list[int]:
+        if self._canonical_adds is None:
+            adds = {i for indexes in self._adds.values() for i in indexes}
+            self._canonical_adds = sorted(adds, key=self._canonical_key)
+        return self._canonical_adds
 
     def _admin_by_grant(self, key: bytes, counted: int, members: frozenset[bytes] | None = None) -> bool:
         """Rows 6, 7: a member with a counted grant having every counted demotion and removal in its past."""
@@ -509,10 +528,7 @@ class Membership:
 
     def _fallback_admin(self, counted: int) -> bytes | None:
         """Row 10: the member whose earliest qualifying add comes first (ties by key)."""
-        if self._canonical_adds is None:
-            adds = {i for indexes in self._adds.values() for i in indexes}
-            self._canonical_adds = sorted(adds, key=self._canonical_key)
-        for add in self._canonical_adds:
+        for add in self._adds_in_canonical_order():
             if counted >> add & 1:
                 for key in self._ops[add].targets:  # ascending: ties by key
                     removals = self._removals.get(key, 0) & counted
