@@ -368,6 +368,26 @@ def test_pending_ops_resolve_when_parents_arrive() -> None:
     assert m.state().members == keys(A, B, C)
 
 
+def test_what_follows_a_refused_op_is_dropped_not_fetched() -> None:
+    g = Group(B, C)
+    bad = g.sign(B, OpKind.PROMOTE, [key(C)], after=[g.create])  # B is no admin
+    child = g.sign(C, OpKind.RENAME, name="C's", after=[bad])
+    grandchild = g.sign(C, OpKind.LEAVE, after=[child])
+    m = Membership(g.create)
+    assert m.add(grandchild) is OpOutcome.PENDING
+    assert m.add(child) is OpOutcome.PENDING
+    assert m.missing() == {bad.op_id}
+    with pytest.raises(NotAuthorized):
+        m.add(bad)
+    assert m.missing() == set()  # nothing left to fetch
+    stats = m.statistics()
+    assert (stats["pending"], stats["refused_parent"], stats["refused_not_authorized"]) == (0, 2, 1)
+    with pytest.raises(DecodeError):  # arriving again later: refused at once, not held
+        m.add(child)
+    assert m.statistics()["refused_parent"] == 3
+    assert m.statistics()["pending"] == 0
+
+
 def test_pending_bound_evicts_the_oldest() -> None:
     g = Group(B)
     orphans = [

@@ -84,6 +84,7 @@ from meshchat.groups.ops import MAX_GROUP_MEMBERS, GroupOp, OpKind
 __all__ = [
     "MAX_OPS",
     "MAX_PENDING_OPS",
+    "MAX_REFUSED_IDS",
     "MAX_TARGET_ENTRIES",
     "GroupState",
     "Membership",
@@ -95,6 +96,9 @@ __all__ = [
 MAX_OPS = 10_000
 #: Operations held while their parents are missing: a few sync rounds' worth; the oldest goes first.
 MAX_PENDING_OPS = 256
+#: Ids of refused operations remembered, so that what follows them is refused at once rather than held
+#: and fetched again and again (a refusal is final: it depends on the operation's past alone).
+MAX_REFUSED_IDS = 1024
 #: Member keys named by all stored operations together (a CREATE of 1,000 plus a hundred full
 #: re-additions): bounds the per-key indexes whatever the admins sign.
 MAX_TARGET_ENTRIES = 100_000
@@ -157,6 +161,7 @@ class Membership:
         "_members_memo",
         "_ops",
         "_pending",
+        "_refused",
         "_removals",
         "_renames",
         "_state",
@@ -198,6 +203,7 @@ class Membership:
         self._target_entries = 0
         self._pending: dict[bytes, GroupOp] = {}
         self._waiting: dict[bytes, set[bytes]] = {}
+        self._refused: dict[bytes, None] = {}
         self._state: GroupState | None = None
         self._stats: dict[str, int] = dict.fromkeys(
             (
@@ -208,6 +214,7 @@ class Membership:
                 "refused_malformed",
                 "refused_wrong_group",
                 "refused_full",
+                "refused_parent",
             ),
             0,
         )
@@ -239,6 +246,10 @@ class Membership:
         if op_id in self._index or op_id in self._pending:
             self._stats["duplicate"] += 1
             return OpOutcome.DUPLICATE
+        if any(p in self._refused for p in op.parents):
+            self._stats["refused_parent"] += 1
+            self._refuse(op_id)
+            raise DecodeError(_WHAT, "follows an operation this group refused")
         missing = [p for p in op.parents if p not in self._index]
         if missing:
             self._hold(op, op_id, missing)
@@ -282,7 +293,7 @@ class Membership:
             parent
             for op in self._pending.values()
             for parent in op.parents
-            if parent not in self._index and parent not in self._pending
+            if parent not in self._index and parent not in self._pending and parent not in self._refused
         }
 
     def statistics(self) -> dict[str, int]:
@@ -325,22 +336,36 @@ class Membership:
                 try:
                     self._accept_counted(child, child_id)
                 except (DecodeError, NotAuthorized, GroupFull):
-                    continue  # counted by _accept_counted; its own descendants stay held
+                    continue  # counted, remembered, and what waited for it dropped (_refuse)
                 work.append(child_id)
 
     def _accept_counted(self, op: GroupOp, op_id: bytes) -> None:
         try:
             self._accept(op, op_id)
-        except NotAuthorized:
-            self._stats["refused_not_authorized"] += 1
-            raise
-        except GroupFull:
-            self._stats["refused_full"] += 1
-            raise
-        except DecodeError:
-            self._stats["refused_malformed"] += 1
+        except (DecodeError, NotAuthorized, GroupFull) as exc:
+            if isinstance(exc, NotAuthorized):
+                self._stats["refused_not_authorized"] += 1
+            elif isinstance(exc, GroupFull):
+                self._stats["refused_full"] += 1
+            else:
+                self._stats["refused_malformed"] += 1
+            self._refuse(op_id)
             raise
         self._stats["accepted"] += 1
+
+    def _refuse(self, op_id: bytes) -> None:
+        """Remember a refused op and drop the held ops that follow it (they can never be stored)."""
+        work = [op_id]
+        while work:
+            refused = work.pop()
+            if len(self._refused) >= MAX_REFUSED_IDS:
+                del self._refused[next(iter(self._refused))]
+            self._refused[refused] = None
+            for child_id in sorted(self._waiting.pop(refused, ())):
+                if child_id in self._pending:
+                    self._drop_pending(child_id)
+                    self._stats["refused_parent"] += 1
+                    work.append(child_id)
 
     def _accept(self, op: GroupOp, op_id: bytes) -> None:
         if len(self._ops) >= MAX_OPS:
