@@ -281,6 +281,19 @@ def test_row_10_no_admin_left_the_earliest_member_becomes_admin() -> None:
     assert g.state().admins == {fallback}
 
 
+def test_row_10_the_stand_in_admin_keeps_the_role_by_promoting_itself() -> None:
+    g = Group(B, C, D)
+    leave = g.sign(A, OpKind.LEAVE, after=[g.create])
+    stand_in = next(i for i in (B, C, D) if key(i) == min(key(B), key(C), key(D)))
+    other = next(i for i in (B, C, D) if i is not stand_in)
+    promote_other = g.sign(stand_in, OpKind.PROMOTE, [key(other)], after=[leave])
+    assert g.state().admins == keys(other)  # a granted role exists: the stand-in is no admin now
+    g.all.remove(promote_other)
+    promote_self = g.sign(stand_in, OpKind.PROMOTE, [key(stand_in)], after=[leave])
+    g.sign(stand_in, OpKind.PROMOTE, [key(other)], after=[promote_self])
+    assert g.state().admins == keys(stand_in, other)
+
+
 def test_row_10_empty_group_has_no_admin() -> None:
     g = Group()
     g.sign(A, OpKind.LEAVE, after=[g.create])
@@ -367,6 +380,11 @@ def test_pending_ops_resolve_when_parents_arrive() -> None:
     g.all.remove(unauthorized)
     assert m.state() == g.membership().state()
     assert m.state().members == keys(A, B, C)
+    assert m.get(b.op_id) == b
+    assert m.get(unauthorized.op_id) is None
+    assert b.op_id in m
+    assert unauthorized.op_id not in m
+    assert len(m) == 4
 
 
 def test_what_follows_a_refused_op_is_dropped_not_fetched() -> None:

@@ -49,7 +49,9 @@ row situation                               result
                                             ADD that overflows its author's own view is refused
                                             (``GroupFull``).
 10  no admin left (all left, removed or     The member whose earliest qualifying add comes first
-    demoted)                                in the canonical order (ties by key) is admin.
+    demoted)                                in the canonical order (ties by key) is admin, only as
+                                            long as nobody holds a granted role: it should PROMOTE
+                                            itself before promoting anyone else.
 11  an op made with voided rights           An operation counts only if its author has the role in
                                             the state of the *counted* operations of its past: X
                                             promoted by a void promotion (row 5) cannot add anyone,
@@ -300,8 +302,18 @@ class Membership:
         """Counts: accepted, duplicate, pending (held now), evicted, refused_* by reason, ops stored."""
         return {**self._stats, "pending": len(self._pending), "ops": len(self._ops)}
 
+    def get(self, op_id: bytes) -> GroupOp | None:
+        """The stored op with this id (to hand to a member who misses it), or None."""
+        index = self._index.get(op_id)
+        return None if index is None else self._ops[index]
+
     def __contains__(self, op_id: object) -> bool:
+        """True if the op with this id is stored (not merely held)."""
         return op_id in self._index
+
+    def __len__(self) -> int:
+        """Stored ops, the CREATE included."""
+        return len(self._ops)
 
     # ----------------------------------------------------------------------------------------------
     # Accepting and holding
