@@ -69,8 +69,12 @@ causal order, no iteration), and the canonical order by (depth, op id) instead o
 with ties by op id (the same for a past as for the whole set, and incremental).
 
 Cost: ancestor sets are Python ints used as bitsets over arrival indices (a topological order, which
-is all the counting needs: every decision depends on an operation's past only). Only operations
-downstream of a void one are re-checked; without concurrent removals nothing is.
+is all the counting needs: every decision depends on an operation's past only). The counted set and
+each member's earliest qualifying add are kept up to date op by op; an op whose whole past counts
+needs no new judgement (it was judged on that past when accepted), so only what follows a newly void
+grant is judged again. A new op's past is read off the same records, recounting only downstream of a
+grant voided from outside that past. Measured (1,000 members, 300 ops with concurrent demotions):
+about 0.1 ms per ``add``, 0.1-0.5 ms for ``state()`` after a change.
 """
 
 from __future__ import annotations
