@@ -124,9 +124,14 @@ def test_row_01_roles_in_the_causal_past() -> None:
         m.add(g.sign(A, OpKind.REMOVE, [key(E)], after=[promote]))
     with pytest.raises(DecodeError):
         m.add(g.sign(A, OpKind.PROMOTE, [key(E)], after=[promote]))
+    many = [key(B), key(C), *(bytes([7, i]) * 16 for i in range(9))]  # > 8 targets: the bulk check
+    with pytest.raises(DecodeError):
+        m.add(g.sign(A, OpKind.REMOVE, many, after=[promote]))
+    with pytest.raises(DecodeError):
+        m.add(g.sign(A, OpKind.ADD, many, after=[promote]))
     stats = m.statistics()
     assert stats["refused_not_authorized"] == 4
-    assert stats["refused_malformed"] == 3
+    assert stats["refused_malformed"] == 5
     assert stats["accepted"] == 3  # the CREATE, the promotion, B's add
     assert stats["ops"] == 3
 
