@@ -240,10 +240,12 @@ class Membership:
         """Store ``op`` if its author may do it, hold it if parents are missing, or raise.
 
         Raises ``DecodeError`` (another group, a second CREATE, targets that do not fit the author's
-        view), ``NotAuthorized`` (the author lacks the role in the op's past), ``GroupFull``
-        (``MAX_OPS``, ``MAX_TARGET_ENTRIES``, or an ADD past ``MAX_GROUP_MEMBERS``). Refused ops are
-        counted and not kept. When an op is held and ``MAX_PENDING_OPS`` are already held, the oldest
-        held op is dropped (counted as evicted).
+        view, a parent this group refused), ``NotAuthorized`` (the author lacks the role in the op's
+        past), ``GroupFull`` (``MAX_OPS``, ``MAX_TARGET_ENTRIES``, or an ADD past
+        ``MAX_GROUP_MEMBERS``). Refused ops are counted and not kept; held ops that follow them are
+        dropped and counted. A held op is judged when its last parent arrives (a refusal then is
+        counted, not raised). When ``MAX_PENDING_OPS`` are already held, the oldest is dropped
+        (counted as evicted) and the call still returns PENDING.
         """
         if op.kind is OpKind.CREATE:
             if op.op_id == self.group_id:
@@ -413,7 +415,7 @@ class Membership:
             return
         if not self._is_admin(author, counted):
             raise NotAuthorized(what=op.kind.name, author=author.hex(), needs="an admin")
-        if op.kind in (OpKind.LEAVE, OpKind.RENAME):
+        if op.kind is OpKind.RENAME:
             return
         if len(op.targets) <= 8:  # a few keys: look each up; many: list the members once
             in_group = [self._is_member(t, counted) for t in op.targets]
