@@ -11,6 +11,7 @@ from meshchat.groups.events import MemberStatus, PublishGroup, SendControl
 from meshchat.groups.ops import OpKind
 from meshchat.groups.payload import TextBody, encode_body
 from meshchat.groups.seal import seal_group
+from meshchat.groups.storage import GroupWrite
 from tests.group_harness import GroupNet
 
 
@@ -204,3 +205,34 @@ def test_hostile_control_messages_are_counted_not_raised() -> None:
     assert ops == []  # nobody to invite: nothing sent
     net.send(0, gid, "still fine")
     assert net.texts(1, gid) == ["hello", "still fine"]
+
+
+def test_in_an_announcements_group_only_admins_post() -> None:
+    net = GroupNet(4)
+    group_id, actions = net[0].core.create(
+        "7B announcements", [net[i].identity.public for i in (1, 2, 3)], wall_now=net.now, admins_only=True
+    )
+    net.perform(0, actions)
+    net.deliver()
+    for i in (1, 2, 3):
+        net.join(i, group_id)
+        assert net[i].core.view(group_id).admins_only
+    net.send(0, group_id, "no school on Friday")
+    assert all(net.texts(i, group_id) == ["no school on Friday"] for i in (1, 2, 3))
+    with pytest.raises(NotAuthorized):
+        net[1].core.send(group_id, b"can we have Monday off too?", wall_now=net.now)
+    # a member whose own node does not check (a hostile one) gets nowhere either: everyone drops it
+    session = net[1].core._groups[group_id]
+    write = GroupWrite()
+    handouts = session.ensure_chain(write, net.now)
+    envelope, _ = session.seal(encode_body(TextBody(body=b"forged announcement", ref="")), write, net.now)
+    net.perform(1, handouts)
+    net.deliver()
+    for i in (0, 2, 3):
+        net.perform(i, net[i].core.envelopes_received([envelope], wall_now=net.now))
+        assert "forged announcement" not in net.texts(i, group_id)
+        assert net[i].core.statistics()["not_admin_post"] == 1
+    # the admin promotes a member: now it may post
+    net.op(0, "promote", group_id, net[1].key)
+    net.send(1, group_id, "class rep here")
+    assert "class rep here" in net.texts(2, group_id)

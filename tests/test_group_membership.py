@@ -243,6 +243,26 @@ def test_row_08_concurrent_renames_highest_op_id_then_the_latest() -> None:
     assert g.state().name == "final"
 
 
+def test_row_13_announce_only_admins_post_one_way() -> None:
+    g = Group(B, C)
+    assert not g.state().admins_only
+    m = g.membership()
+    with pytest.raises(NotAuthorized):  # a member cannot make the group an announcements group
+        m.add(g.sign(B, OpKind.ANNOUNCE, after=[g.create]))
+    g.all.pop()
+    announce = g.sign(A, OpKind.ANNOUNCE, after=[g.create])
+    assert g.state().admins_only
+    # concurrent with A's removal by another admin, A's ANNOUNCE is void like a rename (row 5)
+    h = Group(B, C)
+    promote = h.sign(A, OpKind.PROMOTE, [key(B)], after=[h.create])
+    h.sign(A, OpKind.ANNOUNCE, after=[promote])
+    h.sign(B, OpKind.REMOVE, [key(A)], after=[promote])
+    assert not h.state().admins_only
+    # one way: later ops do not undo it
+    g.sign(A, OpKind.RENAME, name="news", after=[announce])
+    assert g.state().admins_only
+
+
 def test_row_09_concurrent_adds_past_the_limit_are_counted_in_order() -> None:
     synthetic = sorted(bytes([1, i >> 8, i & 0xFF]) + bytes(29) for i in range(1200))
     start, left, right = synthetic[:900], synthetic[900:1000], synthetic[1000:1100]

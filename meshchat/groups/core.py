@@ -43,6 +43,7 @@ from meshchat.errors import (
     DecodeError,
     GroupFull,
     MeshchatError,
+    NotAuthorized,
     NotInGroup,
     StorageError,
     UnknownGroup,
@@ -133,6 +134,8 @@ class GroupView:
     members: frozenset[bytes]
     admins: frozenset[bytes]
     creator: bytes
+    #: Only admins post (an announcements group).
+    admins_only: bool = False
 
 
 class GroupsCore:
@@ -205,10 +208,11 @@ class GroupsCore:
     # --- the application's calls ---------------------------------------------------------------------
 
     def create(
-        self, name: str, members: Sequence[PublicIdentity], *, wall_now: float
+        self, name: str, members: Sequence[PublicIdentity], *, wall_now: float, admins_only: bool = False
     ) -> tuple[bytes, list[GroupAction]]:
         """Create a group named ``name`` with us (its admin) and ``members`` (each invited: they get
-        the op set on the 1:1 path). Returns the group id and the actions."""
+        the op set on the 1:1 path); ``admins_only``: an announcements group (an ANNOUNCE op follows
+        the CREATE). Returns the group id and the actions."""
         if len(self._groups) >= MAX_GROUPS:
             raise GroupFull(what="count", size=len(self._groups) + 1, limit=MAX_GROUPS)
         targets = tuple(sorted({self.me, *(m.ed25519 for m in members)}))
@@ -232,6 +236,16 @@ class GroupsCore:
             updated_at=wall_now,
         )
         group = self._session(record, Membership(op))
+        if admins_only:
+            announce = sign_op(
+                self.identity,
+                kind=OpKind.ANNOUNCE,
+                group_id=op.op_id,
+                parents=(op.op_id,),
+                created_at_ms=int(wall_now * 1000),
+            )
+            group.membership.add(announce)
+            group.announced.add(announce.op_id)
         write = GroupWrite(groups=[record])
         self._groups[op.op_id] = group
         actions: list[GroupAction] = [TopicsChanged()]
@@ -288,6 +302,11 @@ class GroupsCore:
         """Send ``body`` to the group: one envelope for all members. ``ref``: idempotency key (a
         second send with the same ref returns the first one). ``StorageError``: not sent."""
         group = self._joined(group_id)
+        state = group.state()
+        if state.admins_only and self.me not in state.admins:
+            raise NotAuthorized(
+                what="message", author=self.me.hex(), needs="an admin (only admins post here)"
+            )
         if ref:
             known = self.storage.outbox_by_ref(group_id, ref)
             if known is not None:
@@ -662,6 +681,7 @@ class GroupsCore:
             members=state.members,
             admins=state.admins,
             creator=state.creator,
+            admins_only=state.admins_only,
         )
 
 

@@ -61,6 +61,9 @@ row situation                               result
                                             cycles; by *counted* ones it has none or two answers:
                                             A promotes D ‖ C promotes B; B removes A; D removes C.
                                             Here both promotions are void, so neither removal counts.
+13  announce (only admins post)             Once any ANNOUNCE counts, only admins post: one way,
+                                            so concurrent ones cannot disagree. ANNOUNCE needs
+                                            admin (row 1) and is voided like a rename (row 5).
 === ======================================= ========================================================
 
 Refinements of the first design (GROUPS.md): rows 11 and 12 (a fixpoint over counted removals can
@@ -112,7 +115,7 @@ MAX_TARGET_ENTRIES = 100_000
 _WHAT = "group operation"
 #: Operations that grant rights or change how the group looks: void when their author concurrently
 #: lost the admin role (row 5).
-_GRANTS = frozenset((OpKind.ADD, OpKind.PROMOTE, OpKind.RENAME))
+_GRANTS = frozenset((OpKind.ADD, OpKind.PROMOTE, OpKind.RENAME, OpKind.ANNOUNCE))
 
 
 class OpOutcome(Enum):
@@ -144,6 +147,8 @@ class GroupState:
     heads: tuple[bytes, ...]
     #: Keys removed or left (by a counted removal) and not members now.
     removed: frozenset[bytes]
+    #: Only admins post (a counted ANNOUNCE, row 13).
+    admins_only: bool = False
 
 
 class Membership:
@@ -156,6 +161,7 @@ class Membership:
     __slots__ = (
         "_adds",
         "_anc",
+        "_announces",
         "_authored_grants",
         "_canonical_adds",
         "_counted_all",
@@ -210,6 +216,7 @@ class Membership:
         # Row 2 for the whole set: each member's earliest qualifying add (before row 9's limit).
         self._firsts_all: dict[bytes, int] = {}
         self._renames: list[int] = []
+        self._announces: list[int] = []
         self._canonical_adds: list[int] | None = None
         self._members_memo: dict[int, frozenset[bytes]] = {}
         self._target_entries = 0
@@ -293,6 +300,7 @@ class Membership:
                 creator=self._ops[0].author,
                 heads=tuple(sorted(self._ids[i] for i, child in enumerate(self._has_child) if not child)),
                 removed=removed,
+                admins_only=any(counted >> i & 1 for i in self._announces),
             )
         return self._state
 
@@ -415,7 +423,7 @@ class Membership:
             return
         if not self._is_admin(author, counted):
             raise NotAuthorized(what=op.kind.name, author=author.hex(), needs="an admin")
-        if op.kind is OpKind.RENAME:
+        if op.kind in (OpKind.RENAME, OpKind.ANNOUNCE):
             return
         if len(op.targets) <= 8:  # a few keys: look each up; many: list the members once
             in_group = [self._is_member(t, counted) for t in op.targets]
@@ -461,6 +469,8 @@ class Membership:
                 self._grants.setdefault(key, []).append(index)
         elif kind is OpKind.RENAME:
             self._renames.append(index)
+        elif kind is OpKind.ANNOUNCE:
+            self._announces.append(index)
         lost: tuple[bytes, ...] = ()
         if kind is OpKind.REMOVE:
             lost = op.targets

@@ -46,6 +46,7 @@ from meshchat.groups.payload import (
     ChainControl,
     OpsBody,
     OpsControl,
+    TextBody,
     decode_body,
     encode_body,
     encode_control,
@@ -267,10 +268,14 @@ class GroupSession:
             counts[f"rejected_{type(exc).__name__}"] += 1
             return False
         sender = chain.sender
-        if sender not in self.state().members:
+        state = self.state()
+        if sender not in state.members:
             counts["removed_sender"] += 1
             return True
         write.chains.append(self._chain_record(chain, self.keys.generation_of(sender, chain.chain_id)))
+        if state.admins_only and sender not in state.admins and isinstance(body, TextBody):
+            counts["not_admin_post"] += 1  # an announcements group: only admins post
+            return True
         if isinstance(body, OpsBody):
             actions += self.receive_ops(body.ops, write, wall_now)
             return True
