@@ -62,11 +62,12 @@ from meshchat.groups.events import (
 )
 from meshchat.groups.keys import GroupKeys
 from meshchat.groups.membership import Membership
-from meshchat.groups.ops import GroupOp, OpKind, decode_op, sign_op
+from meshchat.groups.ops import MAX_GROUP_MEMBERS, GroupOp, OpKind, decode_op, sign_op
 from meshchat.groups.outbox import REPUBLISH_FIRST, GroupOutbox, status_of
 from meshchat.groups.payload import (
     ChainControl,
     OpsControl,
+    OpsWanted,
     ReceiptControl,
     TextBody,
     decode_control,
@@ -216,6 +217,8 @@ class GroupsCore:
         if len(self._groups) >= MAX_GROUPS:
             raise GroupFull(what="count", size=len(self._groups) + 1, limit=MAX_GROUPS)
         targets = tuple(sorted({self.me, *(m.ed25519 for m in members)}))
+        if len(targets) > MAX_GROUP_MEMBERS:
+            raise GroupFull(what="membership", size=len(targets), limit=MAX_GROUP_MEMBERS)
         op = sign_op(
             self.identity,
             kind=OpKind.CREATE,
@@ -430,6 +433,9 @@ class GroupsCore:
                 actions += self._chain_control(control, sender.ed25519, write, wall_now)
             case ReceiptControl():
                 actions += self._receipt_control(control, sender.ed25519, write)
+            case OpsWanted():
+                group = self._groups.get(control.group_id)
+                actions += [] if group is None else group.answer_wanted(control, sender.ed25519)
         return self._commit(write, actions)
 
     def envelopes_received(self, envelopes: Sequence[bytes], *, wall_now: float) -> list[GroupAction]:
@@ -529,7 +535,7 @@ class GroupsCore:
         group = self._groups.get(control.group_id)
         if group is None:
             return self._maybe_invited(control, sender, write, wall_now)
-        return group.receive_ops(control.ops, write, wall_now)
+        return group.receive_ops(control.ops, write, wall_now, source=sender)
 
     def _maybe_invited(
         self, control: OpsControl, sender: bytes, write: GroupWrite, wall_now: float
