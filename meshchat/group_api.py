@@ -81,11 +81,13 @@ class Groups:
 
     # --- changing groups ---------------------------------------------------------------------------------
 
-    def create(self, name: str, members: Sequence[Member] = ()) -> GroupView:
+    def create(self, name: str, members: Sequence[Member] = (), *, admins_only: bool = False) -> GroupView:
         """Create group ``name`` with us as its admin and ``members`` invited (each accepts with
-        ``join`` on its node). ``GroupFull`` beyond ``MAX_GROUP_MEMBERS`` or ``MAX_GROUPS``."""
+        ``join`` on its node); ``admins_only``: an announcements group, where only admins post
+        (members' ``send`` raises ``NotAuthorized``, and their messages are dropped by everyone).
+        ``GroupFull`` beyond ``MAX_GROUP_MEMBERS`` or ``MAX_GROUPS``."""
         keys = [self._public(m) for m in members]
-        group_id, actions = self._core.create(name, keys, wall_now=self._now())
+        group_id, actions = self._core.create(name, keys, wall_now=self._now(), admins_only=admins_only)
         self._driver.perform(actions)
         return self._core.view(group_id)
 

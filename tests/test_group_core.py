@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from meshchat.errors import NotAuthorized, NotInGroup, UnknownGroup
+from meshchat.errors import GroupFull, NotAuthorized, NotInGroup, UnknownGroup
 from meshchat.groups.chains import SenderChain
 from meshchat.groups.core import GroupsCore
 from meshchat.groups.events import MemberStatus, PublishGroup, SendControl
+from meshchat.groups.keys import ROTATE_SECONDS
 from meshchat.groups.ops import OpKind
 from meshchat.groups.payload import TextBody, encode_body
 from meshchat.groups.seal import seal_group
+from meshchat.groups.storage import GroupWrite
+from meshchat.identity import Identity
 from tests.group_harness import GroupNet
 
 
@@ -204,3 +207,75 @@ def test_hostile_control_messages_are_counted_not_raised() -> None:
     assert ops == []  # nobody to invite: nothing sent
     net.send(0, gid, "still fine")
     assert net.texts(1, gid) == ["hello", "still fine"]
+
+
+def test_in_an_announcements_group_only_admins_post() -> None:
+    net = GroupNet(4)
+    group_id, actions = net[0].core.create(
+        "7B announcements", [net[i].identity.public for i in (1, 2, 3)], wall_now=net.now, admins_only=True
+    )
+    net.perform(0, actions)
+    net.deliver()
+    for i in (1, 2, 3):
+        net.join(i, group_id)
+        assert net[i].core.view(group_id).admins_only
+    net.send(0, group_id, "no school on Friday")
+    assert all(net.texts(i, group_id) == ["no school on Friday"] for i in (1, 2, 3))
+    with pytest.raises(NotAuthorized):
+        net[1].core.send(group_id, b"can we have Monday off too?", wall_now=net.now)
+    # a member whose own node does not check (a hostile one) gets nowhere either: everyone drops it
+    session = net[1].core._groups[group_id]
+    write = GroupWrite()
+    handouts = session.ensure_chain(write, net.now)
+    envelope, _ = session.seal(encode_body(TextBody(body=b"forged announcement", ref="")), write, net.now)
+    net.perform(1, handouts)
+    net.deliver()
+    for i in (0, 2, 3):
+        net.perform(i, net[i].core.envelopes_received([envelope], wall_now=net.now))
+        assert "forged announcement" not in net.texts(i, group_id)
+        assert net[i].core.statistics()["not_admin_post"] == 1
+    # the admin promotes a member: now it may post
+    net.op(0, "promote", group_id, net[1].key)
+    net.send(1, group_id, "class rep here")
+    assert "class rep here" in net.texts(2, group_id)
+
+
+def test_an_op_whose_parent_was_lost_is_fetched_from_its_author() -> None:
+    net = GroupNet(4)
+    gid = net.create("Street", 0, [1, 2, 3])
+    net.send(0, gid, "hello")  # every member has the admin's chain now
+    net.offline = {3}
+    net.op(0, "rename", gid, "Elm street")
+    net.held.clear()  # member 3 never gets the rename: not by gossip, not from a mailbox
+    net.offline = set()
+    net.op(0, "promote", gid, net[1].key)  # names the rename as its parent
+    assert net[3].core.statistics()["ops_wanted"] == 1
+    v0, v3 = net[0].core.view(gid), net[3].core.view(gid)
+    assert (
+        (v3.name, v3.members, v3.admins)
+        == (v0.name, v0.members, v0.admins)
+        == (
+            "Elm street",
+            v0.members,
+            frozenset({net[0].key, net[1].key}),
+        )
+    )
+
+
+def test_a_chain_is_replaced_on_schedule_post_compromise() -> None:
+    net = GroupNet(3)
+    gid = net.create("Trio", 0, [1, 2])
+    net.send(0, gid, "first")
+    assert net[0].core.statistics()["chains_started"] == 1
+    net.now += ROTATE_SECONDS + 1
+    net.send(0, gid, "a week later")
+    assert net[0].core.statistics()["chains_started"] == 2  # a new chain, handed out again
+    assert net.texts(1, gid) == ["first", "a week later"]
+
+
+def test_a_group_larger_than_the_maximum_is_refused() -> None:
+    net = GroupNet(1)
+    many = [Identity(bytes([1]) + i.to_bytes(31, "big")).public for i in range(1000)]
+    with pytest.raises(GroupFull):
+        net[0].core.create("Too big", many, wall_now=net.now)
+    assert net[0].core.groups() == []

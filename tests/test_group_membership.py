@@ -4,6 +4,7 @@ property that matters most: the same set of operations gives the same state, wha
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Iterable, Sequence
 
@@ -123,9 +124,14 @@ def test_row_01_roles_in_the_causal_past() -> None:
         m.add(g.sign(A, OpKind.REMOVE, [key(E)], after=[promote]))
     with pytest.raises(DecodeError):
         m.add(g.sign(A, OpKind.PROMOTE, [key(E)], after=[promote]))
+    many = [key(B), key(C), *(bytes([7, i]) * 16 for i in range(9))]  # > 8 targets: the bulk check
+    with pytest.raises(DecodeError):
+        m.add(g.sign(A, OpKind.REMOVE, many, after=[promote]))
+    with pytest.raises(DecodeError):
+        m.add(g.sign(A, OpKind.ADD, many, after=[promote]))
     stats = m.statistics()
     assert stats["refused_not_authorized"] == 4
-    assert stats["refused_malformed"] == 3
+    assert stats["refused_malformed"] == 5
     assert stats["accepted"] == 3  # the CREATE, the promotion, B's add
     assert stats["ops"] == 3
 
@@ -196,12 +202,19 @@ def test_row_06_promote_concurrent_with_demote_demote_wins() -> None:
     g = Group(B, C)
     promote_c = g.sign(A, OpKind.PROMOTE, [key(C)], after=[g.create])
     promote_b = g.sign(A, OpKind.PROMOTE, [key(B)], after=[promote_c])
-    g.sign(A, OpKind.DEMOTE, [key(B)], after=[promote_b])
-    again = g.sign(C, OpKind.PROMOTE, [key(B)], after=[promote_b])
+    demote = g.sign(A, OpKind.DEMOTE, [key(B)], after=[promote_b])
+    again = g.sign(C, OpKind.PROMOTE, [key(B)], after=[promote_b])  # C had not seen the demotion
     assert g.state().admins == keys(A, C)
-    g.sign(C, OpKind.PROMOTE, [key(B)], after=g.membership().state().heads and g.all[-2:])
-    assert key(B) in g.state().admins  # a promotion that saw the demotion
-    assert again in g.all
+    g.sign(C, OpKind.PROMOTE, [key(B)], after=[demote, again])
+    assert g.state().admins == keys(A, B, C)  # a promotion that saw the demotion counts
+
+
+def test_row_06_promote_concurrent_with_demote_of_a_plain_member() -> None:
+    g = Group(B, C)
+    promote_c = g.sign(A, OpKind.PROMOTE, [key(C)], after=[g.create])
+    g.sign(A, OpKind.PROMOTE, [key(B)], after=[promote_c])
+    g.sign(C, OpKind.DEMOTE, [key(B)], after=[promote_c])  # B was no admin in C's view: allowed
+    assert g.state().admins == keys(A, C)
 
 
 def test_row_07_remove_concurrent_with_promote_x_is_out_and_no_admin_when_back() -> None:
@@ -228,6 +241,26 @@ def test_row_08_concurrent_renames_highest_op_id_then_the_latest() -> None:
     assert g.state().name == names[max(names)]
     g.sign(B, OpKind.RENAME, name="final", after=g.all[-3:])
     assert g.state().name == "final"
+
+
+def test_row_13_announce_only_admins_post_one_way() -> None:
+    g = Group(B, C)
+    assert not g.state().admins_only
+    m = g.membership()
+    with pytest.raises(NotAuthorized):  # a member cannot make the group an announcements group
+        m.add(g.sign(B, OpKind.ANNOUNCE, after=[g.create]))
+    g.all.pop()
+    announce = g.sign(A, OpKind.ANNOUNCE, after=[g.create])
+    assert g.state().admins_only
+    # concurrent with A's removal by another admin, A's ANNOUNCE is void like a rename (row 5)
+    h = Group(B, C)
+    promote = h.sign(A, OpKind.PROMOTE, [key(B)], after=[h.create])
+    h.sign(A, OpKind.ANNOUNCE, after=[promote])
+    h.sign(B, OpKind.REMOVE, [key(A)], after=[promote])
+    assert not h.state().admins_only
+    # one way: later ops do not undo it
+    g.sign(A, OpKind.RENAME, name="news", after=[announce])
+    assert g.state().admins_only
 
 
 def test_row_09_concurrent_adds_past_the_limit_are_counted_in_order() -> None:
@@ -278,6 +311,19 @@ def test_row_10_no_admin_left_the_earliest_member_becomes_admin() -> None:
     # A member added earlier beats the creator's other CREATE targets only by order: a later add
     # never becomes the fallback while a CREATE member remains.
     assert g.state().admins == {fallback}
+
+
+def test_row_10_the_stand_in_admin_keeps_the_role_by_promoting_itself() -> None:
+    g = Group(B, C, D)
+    leave = g.sign(A, OpKind.LEAVE, after=[g.create])
+    stand_in = next(i for i in (B, C, D) if key(i) == min(key(B), key(C), key(D)))
+    other = next(i for i in (B, C, D) if i is not stand_in)
+    promote_other = g.sign(stand_in, OpKind.PROMOTE, [key(other)], after=[leave])
+    assert g.state().admins == keys(other)  # a granted role exists: the stand-in is no admin now
+    g.all.remove(promote_other)
+    promote_self = g.sign(stand_in, OpKind.PROMOTE, [key(stand_in)], after=[leave])
+    g.sign(stand_in, OpKind.PROMOTE, [key(other)], after=[promote_self])
+    assert g.state().admins == keys(stand_in, other)
 
 
 def test_row_10_empty_group_has_no_admin() -> None:
@@ -366,6 +412,11 @@ def test_pending_ops_resolve_when_parents_arrive() -> None:
     g.all.remove(unauthorized)
     assert m.state() == g.membership().state()
     assert m.state().members == keys(A, B, C)
+    assert m.get(b.op_id) == b
+    assert m.get(unauthorized.op_id) is None
+    assert b.op_id in m
+    assert unauthorized.op_id not in m
+    assert len(m) == 4
 
 
 def test_what_follows_a_refused_op_is_dropped_not_fetched() -> None:
@@ -390,9 +441,6 @@ def test_what_follows_a_refused_op_is_dropped_not_fetched() -> None:
 
 def test_pending_bound_evicts_the_oldest() -> None:
     g = Group(B)
-    orphans = [
-        g.sign(A, OpKind.ADD, [key(C)], after=[g.create]) for _ in range(1)
-    ]  # a real parent for the last one
     fake_parents = [bytes([9, i >> 8, i & 0xFF]) + bytes(29) for i in range(MAX_PENDING_OPS + 1)]
     m = Membership(g.create)
     held = []
@@ -403,11 +451,13 @@ def test_pending_bound_evicts_the_oldest() -> None:
     stats = m.statistics()
     assert stats["pending"] == MAX_PENDING_OPS
     assert stats["evicted"] == 1
-    assert fake_parents[0] not in m.missing()
-    assert m.missing() == set(fake_parents[1:])
-    assert m.add(held[0]) is OpOutcome.PENDING  # it was dropped, so it is new again
+    assert m.missing() == set(fake_parents[1:])  # the oldest held op is gone, and what it needed
+    assert m.add(held[0]) is OpOutcome.PENDING  # so it is new again, and pushes out the next oldest
     assert m.statistics()["evicted"] == 2
-    assert m.add(orphans[0]) is OpOutcome.ACCEPTED
+    assert m.missing() == {fake_parents[0], *fake_parents[2:]}
+    # A full holding area does not stop ops whose parents are here.
+    assert m.add(g.sign(A, OpKind.ADD, [key(C)], after=[g.create])) is OpOutcome.ACCEPTED
+    assert m.statistics()["pending"] == MAX_PENDING_OPS
 
 
 def test_max_ops_is_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -467,10 +517,13 @@ class Member:
         others = sorted(state.members - {me})
         choices: list[tuple[OpKind, list[bytes], str]] = [(OpKind.LEAVE, [], "")]
         if me in state.admins:
+            choices *= rng.random() < 0.3  # admins seldom leave
             if outsiders:
-                choices += [(OpKind.ADD, rng.sample(outsiders, rng.randint(1, len(outsiders))), "")] * 3
+                choices += [
+                    (OpKind.ADD, rng.sample(outsiders, rng.randint(1, min(2, len(outsiders)))), "")
+                ] * 6
             if others:
-                choices += [(OpKind.REMOVE, [rng.choice(others)], "")] * 3
+                choices += [(OpKind.REMOVE, [rng.choice(others)], "")] * 2
                 choices += [(OpKind.PROMOTE, [rng.choice(others)], "")] * 3
                 choices += [(OpKind.DEMOTE, [rng.choice(sorted(state.members))], "")] * 2
             choices += [(OpKind.RENAME, [], f"name {clock}")]
@@ -486,11 +539,18 @@ class Member:
             name=name,
             created_at_ms=clock,
         )
-        self.receive([op])
+        try:
+            self.view.add(op)
+        except GroupFull:
+            return None  # the group is full in this member's view
+        self.known[op.op_id] = op
         return op
 
 
-def _history(rng: random.Random, members: int, steps: int) -> tuple[GroupOp, list[GroupOp], list[Member]]:
+def _history(
+    rng: random.Random, members: int, steps: int, *, split: bool = False
+) -> tuple[GroupOp, list[GroupOp], list[Member]]:
+    """Members acting on partial views; ``split``: start partitioned, an admin on each side."""
     founders = POOL[:members]
     create = make_create(founders[0], [key(f) for f in founders[1:]], nonce=rng.randbytes(CREATE_NONCE_SIZE))
     everyone = [Member(identity, create) for identity in POOL]
@@ -506,6 +566,10 @@ def _history(rng: random.Random, members: int, steps: int) -> tuple[GroupOp, lis
     for member in everyone:
         member.receive([promote])
     sides: list[list[Member]] = [everyone]
+    if split:
+        rest = rng.sample(everyone[2:], len(everyone) - 2)
+        cut = rng.randint(0, len(rest))
+        sides = [[everyone[0], *rest[:cut]], [everyone[1], *rest[cut:]]]
     for step in range(steps):
         roll = rng.random()
         if roll < 0.1:  # a partition: two sides evolve apart
@@ -530,6 +594,42 @@ def _history(rng: random.Random, members: int, steps: int) -> tuple[GroupOp, lis
     return create, list(all_ops.values()), everyone
 
 
+def _two_sides(rng: random.Random, members: int, steps: int) -> tuple[GroupOp, list[GroupOp]]:
+    """Two sides of a partition, each one shared view, evolve apart; then they merge and go on.
+
+    Every op of one side is concurrent with every op of the other, so conflicts are the rule: adds
+    past the member limit, grants by admins demoted on the other side, and what such admins did next.
+    """
+    create, ops, _ = _history(rng, members, 0)
+    by_key = {key(p): p for p in POOL}
+    sides = [Member(POOL[0], create), Member(POOL[0], create)]
+    for side, newcomer in zip(sides, POOL[-2:], strict=True):
+        side.receive(ops)
+        # Each side first adds its own newcomer: with one free seat, the merge has one member too many.
+        add = sign_op(
+            POOL[0],
+            kind=OpKind.ADD,
+            group_id=create.op_id,
+            parents=side.view.state().heads,
+            targets=[key(newcomer)],
+            created_at_ms=1_700_000_000_000,
+        )
+        with contextlib.suppress(GroupFull):
+            side.view.add(add)
+            side.known[add.op_id] = add
+    for step in range(steps):
+        side = sides[rng.randrange(2)] if step < steps * 3 // 4 else sides[0]
+        if step == steps * 3 // 4:
+            for other in sides:
+                other.receive(sides[1].known.values())  # the heal: side 0 gets everything
+        state = side.view.state()
+        pool = sorted(state.admins) if state.admins and rng.random() < 0.85 else sorted(state.members)
+        if pool:
+            side.identity = by_key[rng.choice(pool)]
+            side.act(rng, create.op_id, 1_700_000_000_000 + step)
+    return create, list({op.op_id: op for side in sides for op in side.known.values()}.values())
+
+
 def _check_invariants(state: GroupState) -> None:
     assert state.admins <= state.members
     assert bool(state.admins) == bool(state.members)
@@ -541,9 +641,16 @@ def _check_invariants(state: GroupState) -> None:
     rng=st.randoms(use_true_random=False),
     members=st.integers(min_value=3, max_value=6),
     steps=st.integers(min_value=5, max_value=60),
+    two_sides=st.booleans(),
 )
-def test_any_order_with_duplicates_converges(rng: random.Random, members: int, steps: int) -> None:
-    create, ops, everyone = _history(rng, members, steps)
+def test_any_order_with_duplicates_converges(
+    rng: random.Random, members: int, steps: int, two_sides: bool
+) -> None:
+    if two_sides:
+        create, ops = _two_sides(rng, members, steps)
+        everyone = []
+    else:
+        create, ops, everyone = _history(rng, members, steps)
     states = []
     orders = []
     for _ in range(3):
@@ -560,7 +667,7 @@ def test_any_order_with_duplicates_converges(rng: random.Random, members: int, s
         orders.append(m.ops())
     assert all(order == orders[0] for order in orders)
     # Everyone who catches up agrees too, including the members that built the history.
-    for member in rng.sample(everyone, 2):
+    for member in rng.sample(everyone, min(2, len(everyone))):
         member.receive(ops)
         states.append(member.view.state())
     assert all(s == states[0] for s in states)
@@ -570,3 +677,132 @@ def test_any_order_with_duplicates_converges(rng: random.Random, members: int, s
     for op in sorted(ops, key=lambda op: op.op_id):
         decoded.add(decode_op(encode_op(op)))
     assert decoded.state() == states[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# A reference: the rules table read literally, with no bitsets, shortcuts or caches
+
+
+class Reference:
+    """The state of a set of ops, straight from the rules table (slow, obviously right)."""
+
+    def __init__(self, ops: Iterable[GroupOp], limit: int) -> None:
+        self.ops = {op.op_id: op for op in ops}
+        self.limit = limit
+        self.past: dict[bytes, frozenset[bytes]] = {}
+        self.depth: dict[bytes, int] = {}
+        for op_id in sorted(self.ops, key=self._depth_of):
+            op = self.ops[op_id]
+            self.past[op_id] = frozenset().union(*({p} | self.past[p] for p in op.parents))
+
+    def _depth_of(self, op_id: bytes) -> int:
+        if op_id not in self.depth:
+            parents = self.ops[op_id].parents
+            self.depth[op_id] = 1 + max(map(self._depth_of, parents)) if parents else 0
+        return self.depth[op_id]
+
+    def order(self, ids: Iterable[bytes]) -> list[bytes]:
+        return sorted(ids, key=lambda i: (self.depth[i], i))
+
+    def concurrent(self, x: bytes, y: bytes) -> bool:
+        return x != y and x not in self.past[y] and y not in self.past[x]
+
+    def lost(self, member: bytes, ids: Iterable[bytes], *, demotions: bool) -> set[bytes]:
+        """Ids among ``ids`` that remove ``member`` (and demote it, if asked)."""
+        kinds = {OpKind.REMOVE, OpKind.DEMOTE} if demotions else {OpKind.REMOVE}
+        return {
+            i
+            for i in ids
+            if (self.ops[i].kind in kinds and member in self.ops[i].targets)
+            or (self.ops[i].kind is OpKind.LEAVE and self.ops[i].author == member)
+        }
+
+    def counted(self, down_set: frozenset[bytes]) -> frozenset[bytes]:
+        counted: set[bytes] = set()
+        for x in self.order(down_set):
+            op = self.ops[x]
+            voiders = self.lost(op.author, down_set, demotions=True)  # rows 5 and 12: every stored one
+            if op.kind in (OpKind.ADD, OpKind.PROMOTE, OpKind.RENAME) and any(
+                self.concurrent(x, r) for r in voiders
+            ):
+                continue
+            if op.kind is OpKind.CREATE or self.may(op, frozenset(self.past[x] & counted)):  # row 11
+                counted.add(x)
+        return frozenset(counted)
+
+    def first_adds(self, c: frozenset[bytes]) -> dict[bytes, bytes]:
+        """Row 2: each member's earliest counted add that has all its counted removals in its past."""
+        firsts: dict[bytes, bytes] = {}
+        for a in self.order(c):
+            op = self.ops[a]
+            if op.kind in (OpKind.CREATE, OpKind.ADD):
+                for member in op.targets:
+                    if member not in firsts and self.lost(member, c, demotions=False) <= self.past[a]:
+                        firsts[member] = a
+        return firsts
+
+    def members(self, c: frozenset[bytes]) -> frozenset[bytes]:
+        firsts = self.first_adds(c)
+        ranked = sorted(firsts, key=lambda m: (self.depth[firsts[m]], firsts[m], m))
+        return frozenset(ranked[: self.limit])  # row 9
+
+    def admins(self, c: frozenset[bytes]) -> frozenset[bytes]:
+        members = self.members(c)
+        admins = set()
+        for member in members:
+            lost = self.lost(member, c, demotions=True)
+            for g in c:
+                op = self.ops[g]
+                grants = (op.kind is OpKind.CREATE and op.author == member) or (
+                    op.kind is OpKind.PROMOTE and member in op.targets
+                )
+                if grants and lost <= self.past[g]:
+                    admins.add(member)
+        if not admins and members:  # row 10
+            firsts = self.first_adds(c)
+            admins.add(min(members, key=lambda m: (self.depth[firsts[m]], firsts[m], m)))
+        return frozenset(admins)
+
+    def may(self, op: GroupOp, c: frozenset[bytes]) -> bool:
+        if op.kind is OpKind.LEAVE:
+            return op.author in self.members(c)
+        return op.author in self.admins(c)
+
+    def name(self, c: frozenset[bytes]) -> str:
+        renames = [r for r in c if self.ops[r].kind is OpKind.RENAME]
+        latest = [r for r in renames if not any(r in self.past[o] for o in renames)]
+        create = next(op for op in self.ops.values() if op.kind is OpKind.CREATE)
+        return self.ops[max(latest)].name if latest else create.name
+
+    def state(self) -> tuple[frozenset[bytes], frozenset[bytes], str]:
+        c = self.counted(frozenset(self.ops))
+        return self.members(c), self.admins(c), self.name(c)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rng=st.randoms(use_true_random=False),
+    members=st.integers(min_value=3, max_value=6),
+    steps=st.integers(min_value=5, max_value=45),
+    room=st.sampled_from([0, 1, 1, 2, MAX_GROUP_MEMBERS]),
+    split=st.booleans(),
+)
+def test_membership_matches_the_literal_rules(
+    rng: random.Random, members: int, steps: int, room: int, split: bool
+) -> None:
+    """The fast implementation (bitsets, skipped re-checks, rank bounds) against the table read
+    literally, including row 9 with a small member limit; and every stored op is allowed in its past."""
+    limit = min(members + room, MAX_GROUP_MEMBERS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(membership_module, "MAX_GROUP_MEMBERS", limit)
+        create, ops = _two_sides(rng, members, steps) if split else _history(rng, members, steps)[:2]
+        m = Membership(create)
+        for op in rng.sample(ops, len(ops)):
+            m.add(op)
+        state = m.state()
+    reference = Reference(ops, limit)
+    assert (state.members, state.admins, state.name) == reference.state()
+    for op in ops:
+        if op.kind is not OpKind.CREATE:
+            past = reference.past[op.op_id]
+            assert reference.may(op, reference.counted(past))

@@ -43,6 +43,7 @@ from meshchat.errors import (
     DecodeError,
     GroupFull,
     MeshchatError,
+    NotAuthorized,
     NotInGroup,
     StorageError,
     UnknownGroup,
@@ -61,11 +62,12 @@ from meshchat.groups.events import (
 )
 from meshchat.groups.keys import GroupKeys
 from meshchat.groups.membership import Membership
-from meshchat.groups.ops import GroupOp, OpKind, decode_op, sign_op
+from meshchat.groups.ops import MAX_GROUP_MEMBERS, GroupOp, OpKind, decode_op, sign_op
 from meshchat.groups.outbox import REPUBLISH_FIRST, GroupOutbox, status_of
 from meshchat.groups.payload import (
     ChainControl,
     OpsControl,
+    OpsWanted,
     ReceiptControl,
     TextBody,
     decode_control,
@@ -133,6 +135,8 @@ class GroupView:
     members: frozenset[bytes]
     admins: frozenset[bytes]
     creator: bytes
+    #: Only admins post (an announcements group).
+    admins_only: bool = False
 
 
 class GroupsCore:
@@ -205,13 +209,16 @@ class GroupsCore:
     # --- the application's calls ---------------------------------------------------------------------
 
     def create(
-        self, name: str, members: Sequence[PublicIdentity], *, wall_now: float
+        self, name: str, members: Sequence[PublicIdentity], *, wall_now: float, admins_only: bool = False
     ) -> tuple[bytes, list[GroupAction]]:
         """Create a group named ``name`` with us (its admin) and ``members`` (each invited: they get
-        the op set on the 1:1 path). Returns the group id and the actions."""
+        the op set on the 1:1 path); ``admins_only``: an announcements group (an ANNOUNCE op follows
+        the CREATE). Returns the group id and the actions."""
         if len(self._groups) >= MAX_GROUPS:
             raise GroupFull(what="count", size=len(self._groups) + 1, limit=MAX_GROUPS)
         targets = tuple(sorted({self.me, *(m.ed25519 for m in members)}))
+        if len(targets) > MAX_GROUP_MEMBERS:
+            raise GroupFull(what="membership", size=len(targets), limit=MAX_GROUP_MEMBERS)
         op = sign_op(
             self.identity,
             kind=OpKind.CREATE,
@@ -232,6 +239,16 @@ class GroupsCore:
             updated_at=wall_now,
         )
         group = self._session(record, Membership(op))
+        if admins_only:
+            announce = sign_op(
+                self.identity,
+                kind=OpKind.ANNOUNCE,
+                group_id=op.op_id,
+                parents=(op.op_id,),
+                created_at_ms=int(wall_now * 1000),
+            )
+            group.membership.add(announce)
+            group.announced.add(announce.op_id)
         write = GroupWrite(groups=[record])
         self._groups[op.op_id] = group
         actions: list[GroupAction] = [TopicsChanged()]
@@ -288,6 +305,11 @@ class GroupsCore:
         """Send ``body`` to the group: one envelope for all members. ``ref``: idempotency key (a
         second send with the same ref returns the first one). ``StorageError``: not sent."""
         group = self._joined(group_id)
+        state = group.state()
+        if state.admins_only and self.me not in state.admins:
+            raise NotAuthorized(
+                what="message", author=self.me.hex(), needs="an admin (only admins post here)"
+            )
         if ref:
             known = self.storage.outbox_by_ref(group_id, ref)
             if known is not None:
@@ -411,6 +433,9 @@ class GroupsCore:
                 actions += self._chain_control(control, sender.ed25519, write, wall_now)
             case ReceiptControl():
                 actions += self._receipt_control(control, sender.ed25519, write)
+            case OpsWanted():
+                group = self._groups.get(control.group_id)
+                actions += [] if group is None else group.answer_wanted(control, sender.ed25519)
         return self._commit(write, actions)
 
     def envelopes_received(self, envelopes: Sequence[bytes], *, wall_now: float) -> list[GroupAction]:
@@ -510,7 +535,7 @@ class GroupsCore:
         group = self._groups.get(control.group_id)
         if group is None:
             return self._maybe_invited(control, sender, write, wall_now)
-        return group.receive_ops(control.ops, write, wall_now)
+        return group.receive_ops(control.ops, write, wall_now, source=sender)
 
     def _maybe_invited(
         self, control: OpsControl, sender: bytes, write: GroupWrite, wall_now: float
@@ -662,6 +687,7 @@ class GroupsCore:
             members=state.members,
             admins=state.admins,
             creator=state.creator,
+            admins_only=state.admins_only,
         )
 
 

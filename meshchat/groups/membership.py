@@ -49,7 +49,9 @@ row situation                               result
                                             ADD that overflows its author's own view is refused
                                             (``GroupFull``).
 10  no admin left (all left, removed or     The member whose earliest qualifying add comes first
-    demoted)                                in the canonical order (ties by key) is admin.
+    demoted)                                in the canonical order (ties by key) is admin, only as
+                                            long as nobody holds a granted role: it should PROMOTE
+                                            itself before promoting anyone else.
 11  an op made with voided rights           An operation counts only if its author has the role in
                                             the state of the *counted* operations of its past: X
                                             promoted by a void promotion (row 5) cannot add anyone,
@@ -59,6 +61,9 @@ row situation                               result
                                             cycles; by *counted* ones it has none or two answers:
                                             A promotes D ‖ C promotes B; B removes A; D removes C.
                                             Here both promotions are void, so neither removal counts.
+13  announce (only admins post)             Once any ANNOUNCE counts, only admins post: one way,
+                                            so concurrent ones cannot disagree. ANNOUNCE needs
+                                            admin (row 1) and is voided like a rename (row 5).
 === ======================================= ========================================================
 
 Refinements of the first design (GROUPS.md): rows 11 and 12 (a fixpoint over counted removals can
@@ -67,8 +72,12 @@ causal order, no iteration), and the canonical order by (depth, op id) instead o
 with ties by op id (the same for a past as for the whole set, and incremental).
 
 Cost: ancestor sets are Python ints used as bitsets over arrival indices (a topological order, which
-is all the counting needs: every decision depends on an operation's past only). Only operations
-downstream of a void one are re-checked; without concurrent removals nothing is.
+is all the counting needs: every decision depends on an operation's past only). The counted set and
+each member's earliest qualifying add are kept up to date op by op; an op whose whole past counts
+needs no new judgement (it was judged on that past when accepted), so only what follows a newly void
+grant is judged again. A new op's past is read off the same records, recounting only downstream of a
+grant voided from outside that past. Measured (1,000 members, 300 ops with concurrent demotions):
+about 0.1 ms per ``add``, 0.1-0.5 ms for ``state()`` after a change.
 """
 
 from __future__ import annotations
@@ -106,7 +115,7 @@ MAX_TARGET_ENTRIES = 100_000
 _WHAT = "group operation"
 #: Operations that grant rights or change how the group looks: void when their author concurrently
 #: lost the admin role (row 5).
-_GRANTS = frozenset((OpKind.ADD, OpKind.PROMOTE, OpKind.RENAME))
+_GRANTS = frozenset((OpKind.ADD, OpKind.PROMOTE, OpKind.RENAME, OpKind.ANNOUNCE))
 
 
 class OpOutcome(Enum):
@@ -138,6 +147,8 @@ class GroupState:
     heads: tuple[bytes, ...]
     #: Keys removed or left (by a counted removal) and not members now.
     removed: frozenset[bytes]
+    #: Only admins post (a counted ANNOUNCE, row 13).
+    admins_only: bool = False
 
 
 class Membership:
@@ -150,10 +161,13 @@ class Membership:
     __slots__ = (
         "_adds",
         "_anc",
+        "_announces",
         "_authored_grants",
         "_canonical_adds",
+        "_counted_all",
         "_demotions",
         "_depth",
+        "_firsts_all",
         "_grants",
         "_has_child",
         "_ids",
@@ -197,7 +211,12 @@ class Membership:
         self._authored_grants: dict[bytes, list[int]] = {}
         self._voiders: dict[bytes, list[int]] = {}
         self._voided: set[int] = set()
+        # The counted ops of everything stored (a bitset), kept up to date by _store.
+        self._counted_all = 0
+        # Row 2 for the whole set: each member's earliest qualifying add (before row 9's limit).
+        self._firsts_all: dict[bytes, int] = {}
         self._renames: list[int] = []
+        self._announces: list[int] = []
         self._canonical_adds: list[int] | None = None
         self._members_memo: dict[int, frozenset[bytes]] = {}
         self._target_entries = 0
@@ -228,10 +247,12 @@ class Membership:
         """Store ``op`` if its author may do it, hold it if parents are missing, or raise.
 
         Raises ``DecodeError`` (another group, a second CREATE, targets that do not fit the author's
-        view), ``NotAuthorized`` (the author lacks the role in the op's past), ``GroupFull``
-        (``MAX_OPS``, ``MAX_TARGET_ENTRIES``, or an ADD past ``MAX_GROUP_MEMBERS``). Refused ops are
-        counted and not kept. When an op is held and ``MAX_PENDING_OPS`` are already held, the oldest
-        held op is dropped (counted as evicted).
+        view, a parent this group refused), ``NotAuthorized`` (the author lacks the role in the op's
+        past), ``GroupFull`` (``MAX_OPS``, ``MAX_TARGET_ENTRIES``, or an ADD past
+        ``MAX_GROUP_MEMBERS``). Refused ops are counted and not kept; held ops that follow them are
+        dropped and counted. A held op is judged when its last parent arrives (a refusal then is
+        counted, not raised). When ``MAX_PENDING_OPS`` are already held, the oldest is dropped
+        (counted as evicted) and the call still returns PENDING.
         """
         if op.kind is OpKind.CREATE:
             if op.op_id == self.group_id:
@@ -262,7 +283,7 @@ class Membership:
         """The group's state from every stored operation (cached until the next change)."""
         if self._state is None:
             self._members_memo.clear()
-            counted = self._counted((1 << len(self._ops)) - 1)
+            counted = self._counted_all
             members = self._members(counted)
             admins = frozenset(k for k in self._grants if self._admin_by_grant(k, counted, members))
             if not admins:
@@ -279,6 +300,7 @@ class Membership:
                 creator=self._ops[0].author,
                 heads=tuple(sorted(self._ids[i] for i, child in enumerate(self._has_child) if not child)),
                 removed=removed,
+                admins_only=any(counted >> i & 1 for i in self._announces),
             )
         return self._state
 
@@ -300,8 +322,18 @@ class Membership:
         """Counts: accepted, duplicate, pending (held now), evicted, refused_* by reason, ops stored."""
         return {**self._stats, "pending": len(self._pending), "ops": len(self._ops)}
 
+    def get(self, op_id: bytes) -> GroupOp | None:
+        """The stored op with this id (to hand to a member who misses it), or None."""
+        index = self._index.get(op_id)
+        return None if index is None else self._ops[index]
+
     def __contains__(self, op_id: object) -> bool:
+        """True if the op with this id is stored (not merely held)."""
         return op_id in self._index
+
+    def __len__(self) -> int:
+        """Stored ops, the CREATE included."""
+        return len(self._ops)
 
     # ----------------------------------------------------------------------------------------------
     # Accepting and holding
@@ -383,7 +415,7 @@ class Membership:
     def _check(self, op: GroupOp, past: int) -> None:
         """Row 1: the author's role and the targets, judged in the state of the op's past alone."""
         self._members_memo.clear()
-        counted = self._counted(past)
+        counted = self._counted_within(past)
         author = op.author
         if op.kind is OpKind.LEAVE:
             if not self._is_member(author, counted):
@@ -391,18 +423,23 @@ class Membership:
             return
         if not self._is_admin(author, counted):
             raise NotAuthorized(what=op.kind.name, author=author.hex(), needs="an admin")
-        if op.kind is OpKind.ADD:
-            if any(self._is_member(t, counted) for t in op.targets):
-                raise DecodeError(_WHAT, "ADD names someone who is a member already")
-            known = len(self._adds) + sum(t not in self._adds for t in op.targets)
-            if known > MAX_GROUP_MEMBERS:  # else no view of any past can overflow: skip the count
-                size = len(self._members(counted)) + len(op.targets)
-                if size > MAX_GROUP_MEMBERS:
-                    raise GroupFull(what="membership", size=size, limit=MAX_GROUP_MEMBERS)
-        elif op.kind in (OpKind.REMOVE, OpKind.PROMOTE, OpKind.DEMOTE) and not all(
-            self._is_member(t, counted) for t in op.targets
-        ):
-            raise DecodeError(_WHAT, f"{op.kind.name} names someone who is not a member")
+        if op.kind in (OpKind.RENAME, OpKind.ANNOUNCE):
+            return
+        if len(op.targets) <= 8:  # a few keys: look each up; many: list the members once
+            in_group = [self._is_member(t, counted) for t in op.targets]
+        else:
+            members = self._members(counted)
+            in_group = [t in members for t in op.targets]
+        if op.kind is not OpKind.ADD:
+            if not all(in_group):
+                raise DecodeError(_WHAT, f"{op.kind.name} names someone who is not a member")
+            return
+        if any(in_group):
+            raise DecodeError(_WHAT, "ADD names someone who is a member already")
+        if len(self._adds) + len(op.targets) > MAX_GROUP_MEMBERS:  # else no view can overflow
+            size = len(self._members(counted)) + len(op.targets)
+            if size > MAX_GROUP_MEMBERS:
+                raise GroupFull(what="membership", size=size, limit=MAX_GROUP_MEMBERS)
 
     def _store(self, op: GroupOp, op_id: bytes, past: int) -> None:
         index = len(self._ops)
@@ -432,6 +469,8 @@ class Membership:
                 self._grants.setdefault(key, []).append(index)
         elif kind is OpKind.RENAME:
             self._renames.append(index)
+        elif kind is OpKind.ANNOUNCE:
+            self._announces.append(index)
         lost: tuple[bytes, ...] = ()
         if kind is OpKind.REMOVE:
             lost = op.targets
@@ -444,22 +483,35 @@ class Membership:
             lost = op.targets
             for key in lost:
                 self._demotions[key] = self._demotions.get(key, 0) | bit
-        # Row 5: pair this op with the concurrent ones it voids or that void it. A new op cannot be in
-        # an older op's past, so "concurrent" is "not in the new op's past".
+        first_change = self._pair_voids(op, index, past, lost)
+        self._members_memo.clear()
+        before = self._counted_all
+        self._counted_all = self._recount((bit << 1) - 1, before, first_change)
+        self._firsts_all = self._firsts_from(self._firsts_all, before, self._counted_all)
+        self._state = None
+
+    def _pair_voids(self, op: GroupOp, index: int, past: int, lost: tuple[bytes, ...]) -> int:
+        """Row 5: pair a new op with the concurrent ones it voids or that void it; return the lowest
+        index whose counted status may change. A new op cannot be in an older op's past, so
+        "concurrent" is "not in the new op's past"."""
+        bit = 1 << index
+        first_change = index
         for key in lost:
             self._voiders.setdefault(key, []).append(index)
             for grant in self._authored_grants.get(key, ()):
                 if not past >> grant & 1:
+                    if not self._void[grant]:
+                        first_change = min(first_change, grant)
                     self._void[grant] |= bit
                     self._voided.add(grant)
-        if kind in _GRANTS:
-            self._authored_grants.setdefault(author, []).append(index)
-            for voider in self._voiders.get(author, ()):
+        if op.kind in _GRANTS:
+            self._authored_grants.setdefault(op.author, []).append(index)
+            for voider in self._voiders.get(op.author, ()):
                 if not past >> voider & 1:
                     self._void[index] |= 1 << voider
             if self._void[index]:
                 self._voided.add(index)
-        self._state = None
+        return first_change
 
     # ----------------------------------------------------------------------------------------------
     # The rules, for any down-set given as a bitset
@@ -467,18 +519,29 @@ class Membership:
     def _canonical_key(self, index: int) -> tuple[int, bytes]:
         return (self._depth[index], self._ids[index])
 
-    def _counted(self, within: int) -> int:
-        """The counted ops (rows 5, 11, 12) of the down-set ``within``, as a bitset."""
-        void = self._void
-        starts = [g for g in self._voided if within >> g & 1 and void[g] & within]
-        if not starts:
-            return within  # nothing void: every stored op counts
-        uncounted = 0
-        anc = self._anc
-        for index in range(min(starts), len(self._ops)):
-            if not within >> index & 1:
+    def _counted_within(self, within: int) -> int:
+        """The counted ops (rows 5, 11, 12) of the down-set ``within`` (a bitset).
+
+        They are those of the whole set, except downstream of a grant that only voiders outside
+        ``within`` void (the first index of such a grant is where recounting starts).
+        """
+        start = min((g for g in self._voided if within >> g & 1 and not self._void[g] & within), default=None)
+        if start is None:
+            return within & self._counted_all
+        return self._recount(within, self._counted_all, start)
+
+    def _recount(self, within: int, known: int, start: int) -> int:
+        """The counted ops of the down-set ``within``, given that below index ``start`` they are
+        exactly those in ``known``. Indices ascend along the causal order, so one pass suffices."""
+        uncounted = within & ~known & ((1 << start) - 1)
+        void, anc = self._void, self._anc
+        flags = format(within >> start, "b")[::-1]  # flags[k]: is index start + k in ``within``
+        for offset, flag in enumerate(flags):
+            if flag != "1":
                 continue
-            # Row 5 (void), or row 11: a past with uncounted ops is a different view; judge it again.
+            index = start + offset
+            # Row 5 (void), or row 11: judge it again when its past lost an op. An op whose whole
+            # past counts counts too (unless void): it was judged on that very past when accepted.
             past = anc[index]
             if void[index] & within or (past & uncounted and not self._authorized(index, past & ~uncounted)):
                 uncounted |= 1 << index
@@ -500,16 +563,38 @@ class Membership:
                 best = add
         return best
 
+    def _firsts_from(self, firsts: dict[bytes, int], known: int, counted: int) -> dict[bytes, int]:
+        """Row 2's earliest qualifying adds for ``counted``, from ``firsts`` (those for ``known``):
+        only keys that an op counted in one and not the other adds or removes are looked at again."""
+        changed = known ^ counted
+        if not changed:
+            return firsts
+        keys: set[bytes] = set()
+        while changed:
+            low = changed & -changed
+            changed ^= low
+            op = self._ops[low.bit_length() - 1]
+            if op.kind in (OpKind.CREATE, OpKind.ADD, OpKind.REMOVE):
+                keys.update(op.targets)
+            elif op.kind is OpKind.LEAVE:
+                keys.add(op.author)
+        if not keys:
+            return firsts
+        updated = dict(firsts)
+        for key in keys:
+            add = self._qualifying_add(key, counted)
+            if add is None:
+                updated.pop(key, None)
+            else:
+                updated[key] = add
+        return updated
+
     def _members(self, counted: int) -> frozenset[bytes]:
         """Members (rows 2, 3, 9) among the ``counted`` ops."""
         memo = self._members_memo.get(counted)
         if memo is not None:
             return memo
-        firsts: dict[bytes, int] = {}
-        for key in self._adds:
-            add = self._qualifying_add(key, counted)
-            if add is not None:
-                firsts[key] = add
+        firsts = self._firsts_from(self._firsts_all, self._counted_all, counted)
         if len(firsts) > MAX_GROUP_MEMBERS:  # row 9
             ranked = sorted(firsts, key=lambda k: (*self._canonical_key(firsts[k]), k))
             firsts = {k: firsts[k] for k in ranked[:MAX_GROUP_MEMBERS]}
@@ -534,7 +619,10 @@ class Membership:
                 break
             if counted >> other & 1:
                 ahead += len(self._ops[other].targets)
-        return ahead < MAX_GROUP_MEMBERS or key in self._members(counted)
+        if ahead < MAX_GROUP_MEMBERS:
+            return True
+        firsts = self._firsts_from(self._firsts_all, self._counted_all, counted)
+        return len(firsts) <= MAX_GROUP_MEMBERS or key in self._members(counted)
 
     def _adds_in_canonical_order(self) -> list[int]:
         if self._canonical_adds is None:

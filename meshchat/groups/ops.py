@@ -27,6 +27,7 @@ LEAVE      32 bytes    1..16         none (the author leaves)               ""  
 PROMOTE    32 bytes    1..16         1..MAX_TARGETS                         ""            b""
 DEMOTE     32 bytes    1..16         1..MAX_TARGETS                         ""            b""
 RENAME     32 bytes    1..16         none                                   1..64 bytes   b""
+ANNOUNCE   32 bytes    1..16         none (from now on only admins post)    ""            b""
 =========  ==========  ============  =====================================  ============  ========
 
 ``decode_op`` checks the size first (``TooLarge``), then structure, exact types and the rules above
@@ -109,6 +110,9 @@ class OpKind(IntEnum):
     DEMOTE = 6
     #: An admin renames the group.
     RENAME = 7
+    #: From now on only admins post in the group (an announcements group; members read, react by
+    #: receipts). One way: a group that should be open again is a new group.
+    ANNOUNCE = 8
 
 
 _TARGETED = frozenset((OpKind.ADD, OpKind.REMOVE, OpKind.PROMOTE, OpKind.DEMOTE))

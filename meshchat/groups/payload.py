@@ -9,6 +9,7 @@ Canonical msgpack maps with integer keys (``meshchat.wire.codec``)::
       ops:      {1: 1, 2: group id, 3: [op, ...]}    an invitation (the op set, in parts) or news
       chain:    {1: 2, 2: group id, 3: generation, 4: handout}
       receipt:  {1: 3, 2: group id, 3: kind, 4: ids}  kind 1 = delivered, 2 = read; ids flat, 32 bytes each
+      wanted:   {1: 4, 2: group id, 3: op ids}        ops we lack (parents of ops we hold); ids flat
 
 Ops travel as a list of at most ``MAX_OPS_PER_BODY`` encoded ops whose total stays within
 ``MAX_OPS_BYTES`` (``pack_ops`` cuts a longer list into several bodies). A decoder accepts exactly
@@ -28,11 +29,13 @@ from meshchat.wire.codec import pack, unpack_canonical
 __all__ = [
     "MAX_OPS_BYTES",
     "MAX_OPS_PER_BODY",
+    "MAX_WANTED_OPS",
     "ChainControl",
     "Control",
     "GroupBody",
     "OpsBody",
     "OpsControl",
+    "OpsWanted",
     "ReceiptControl",
     "TextBody",
     "decode_body",
@@ -51,7 +54,9 @@ _MAX_BODY = 64 * 1024
 _ID = 32
 _K_TYPE = 1
 _TEXT, _OPS = 1, 2
-_C_OPS, _C_CHAIN, _C_RECEIPT = 1, 2, 3
+_C_OPS, _C_CHAIN, _C_RECEIPT, _C_WANTED = 1, 2, 3, 4
+#: Op ids one ``OpsWanted`` names.
+MAX_WANTED_OPS = 64
 _MAX_REF_BYTES = 256
 
 
@@ -110,7 +115,17 @@ class ReceiptControl:
     message_ids: tuple[bytes, ...]
 
 
-Control: TypeAlias = OpsControl | ChainControl | ReceiptControl
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpsWanted:
+    """A member asks for ops it lacks: parents named by ops it holds (answered with ``OpsControl``)."""
+
+    #: The group.
+    group_id: bytes
+    #: The op ids (at most ``MAX_WANTED_OPS``).
+    op_ids: tuple[bytes, ...]
+
+
+Control: TypeAlias = OpsControl | ChainControl | ReceiptControl | OpsWanted
 
 
 def encode_body(body: GroupBody) -> bytes:
@@ -148,6 +163,10 @@ def encode_control(control: Control) -> bytes:
             if not 0 < control.generation < 2**63:
                 raise ValueError("generation out of range")
             return pack({_K_TYPE: _C_CHAIN, 2: control.group_id, 3: control.generation, 4: control.handout})
+        case OpsWanted():
+            if not 0 < len(control.op_ids) <= MAX_WANTED_OPS or any(len(i) != _ID for i in control.op_ids):
+                raise ValueError(f"1 to {MAX_WANTED_OPS} op ids of 32 bytes")
+            return pack({_K_TYPE: _C_WANTED, 2: control.group_id, 3: b"".join(control.op_ids)})
         case ReceiptControl():
             if not 0 < len(control.message_ids) <= MAX_RECEIPT_IDS:
                 raise ValueError(f"a receipt names 1 to {MAX_RECEIPT_IDS} messages")
@@ -177,6 +196,11 @@ def decode_control(data: bytes) -> Control:
             raise DecodeError(what, "receipt ids must be 1 to 1,000 ids of 32 bytes")
         split = tuple(ids[i : i + _ID] for i in range(0, len(ids), _ID))
         return ReceiptControl(group_id=group_id, kind=ReceiptKind(receipt_kind), message_ids=split)
+    if kind == _C_WANTED and fields.keys() == {_K_TYPE, 2, 3}:
+        ids = fields[3]
+        if type(ids) is not bytes or not ids or len(ids) % _ID or len(ids) > _ID * MAX_WANTED_OPS:
+            raise DecodeError(what, f"wanted op ids must be 1 to {MAX_WANTED_OPS} ids of 32 bytes")
+        return OpsWanted(group_id=group_id, op_ids=tuple(ids[i : i + _ID] for i in range(0, len(ids), _ID)))
     raise DecodeError(what, f"unknown control type {kind!r} or wrong fields")
 
 

@@ -43,9 +43,12 @@ from meshchat.groups.keys import GroupKeys, Waiting
 from meshchat.groups.membership import GroupState, Membership, OpOutcome
 from meshchat.groups.ops import GroupOp, OpKind, decode_op, encode_op
 from meshchat.groups.payload import (
+    MAX_WANTED_OPS,
     ChainControl,
     OpsBody,
     OpsControl,
+    OpsWanted,
+    TextBody,
     decode_body,
     encode_body,
     encode_control,
@@ -58,7 +61,10 @@ from meshchat.store.payload import ReceiptKind
 from meshchat.store.storage import SeenEntry
 from meshchat.wire import decode_envelope, message_id
 
-__all__ = ["Context", "GroupSession", "replace_record"]
+__all__ = ["WANT_INTERVAL", "Context", "GroupSession", "replace_record"]
+
+#: Seconds between two requests for missing ops in one group (each names up to ``MAX_WANTED_OPS``).
+WANT_INTERVAL = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +108,7 @@ class GroupSession:
         self.stored_ops: set[bytes] = set()
         #: Op ids already reported as ``GroupChanged``.
         self.announced: set[bytes] = set()
+        self._next_want = 0.0
 
     @property
     def group_id(self) -> bytes:
@@ -267,12 +274,16 @@ class GroupSession:
             counts[f"rejected_{type(exc).__name__}"] += 1
             return False
         sender = chain.sender
-        if sender not in self.state().members:
+        state = self.state()
+        if sender not in state.members:
             counts["removed_sender"] += 1
             return True
         write.chains.append(self._chain_record(chain, self.keys.generation_of(sender, chain.chain_id)))
+        if state.admins_only and sender not in state.admins and isinstance(body, TextBody):
+            counts["not_admin_post"] += 1  # an announcements group: only admins post
+            return True
         if isinstance(body, OpsBody):
-            actions += self.receive_ops(body.ops, write, wall_now)
+            actions += self.receive_ops(body.ops, write, wall_now, source=sender)
             return True
         write.messages.append(
             GroupMessageRecord(
@@ -301,12 +312,32 @@ class GroupSession:
             if outcome is OpOutcome.DUPLICATE:
                 counts["op_duplicate"] += 1
 
-    def receive_ops(self, ops: Sequence[bytes], write: GroupWrite, wall_now: float) -> list[GroupAction]:
-        """Ops from a member: add them, store them, act on what changed."""
+    def receive_ops(
+        self, ops: Sequence[bytes], write: GroupWrite, wall_now: float, *, source: bytes | None = None
+    ) -> list[GroupAction]:
+        """Ops from member ``source``: add them, store them, act on what changed; if some name
+        parents we lack, ask ``source`` for them (at most once per ``WANT_INTERVAL``)."""
         before = self.state()
         self.add_ops(ops)
         self.persist_ops(write)
-        return self.after_ops(before, write, wall_now)
+        actions = self.after_ops(before, write, wall_now)
+        missing = self.membership.missing()
+        if missing and source is not None and source != self._ctx.me and wall_now >= self._next_want:
+            self._next_want = wall_now + WANT_INTERVAL
+            self._ctx.counts["ops_wanted"] += 1
+            wanted = OpsWanted(group_id=self.group_id, op_ids=tuple(sorted(missing))[:MAX_WANTED_OPS])
+            actions.append(
+                SendControl(recipient=source, body=encode_control(wanted), ttl=self._ctx.control_ttl)
+            )
+        return actions
+
+    def answer_wanted(self, wanted: OpsWanted, sender: bytes) -> list[GroupAction]:
+        """A member asks for ops it lacks: send those we hold (a non-member gets nothing)."""
+        if sender not in self.state().members:
+            self._ctx.counts["wanted_from_non_member"] += 1
+            return []
+        ops = [op for op in map(self.membership.get, wanted.op_ids) if op is not None]
+        return self.send_ops(sender, ops) if ops else []
 
     def after_ops(self, before: GroupState, write: GroupWrite, wall_now: float) -> list[GroupAction]:
         """What changes when ops were added (see the module docstring)."""
