@@ -12,37 +12,49 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from typing import TypeVar
 
 import trio
 
 from meshchat import Identity, Node
 from meshchat.crypto import epoch_of
-from meshchat.groups.events import GroupInvited, GroupMessage, GroupStatus, MemberStatus
+from meshchat.groups.events import GroupChanged, GroupInvited, GroupMessage, GroupStatus, MemberStatus
+from meshchat.groups.ops import OpKind
 from meshchat.groups.seal import group_tag, group_topic
-from meshchat.node import NodeEvent
 from meshchat.store.messenger import StoreConfig
 
 LOCAL = ["/ip4/127.0.0.1/tcp/0"]
 NAMES = ["Mum", "Dad", "Anna", "Ben", "Joe"]
 WAIT = 20.0  # seconds any one step may take before the example gives up
 FAST_RETRY = StoreConfig(retry_initial=0.5)  # resend unacknowledged control messages quickly
+E = TypeVar("E")
 
 
-async def next_event(node: Node, wanted: Callable[[NodeEvent], bool]) -> NodeEvent:
-    """The next event of ``node`` for which ``wanted`` holds (others are skipped)."""
+async def next_event(node: Node, kind: type[E], wanted: Callable[[E], bool] = lambda _: True) -> E:
+    """The next event of ``node`` of type ``kind`` for which ``wanted`` holds (others are skipped)."""
     with trio.fail_after(WAIT):
         async for event in node.events():
-            if wanted(event):
+            if isinstance(event, kind) and wanted(event):
                 return event
     raise AssertionError("unreachable")
+
+
+def body_is(text: str) -> Callable[[GroupMessage], bool]:
+    """A test for a group message whose body is ``text``."""
+    return lambda message: message.body == text.encode()
 
 
 async def wait_for_mesh(hub: Node, members: list[Node], topic: str) -> None:
     """Return once ``hub`` and each of ``members`` are in each other's gossip mesh for ``topic``."""
     with trio.fail_after(WAIT):
-        await hub.wait_for(lambda: {m.peer_id for m in members} <= hub.driver.router.mesh.get(topic, set()))
+        await meshed(hub, {m.peer_id for m in members}, topic)
         for member in members:
-            await member.wait_for(lambda m=member: hub.peer_id in m.driver.router.mesh.get(topic, set()))
+            await meshed(member, {hub.peer_id}, topic)
+
+
+async def meshed(node: Node, peers: set[str], topic: str) -> None:
+    """Return once ``peers`` are all in ``node``'s gossip mesh for ``topic``."""
+    await node.wait_for(lambda: peers <= node.driver.router.mesh.get(topic, set()))
 
 
 async def main() -> None:
@@ -53,18 +65,18 @@ async def main() -> None:
         for name, identity in people.items():
             # A star around Mum's node. Gossip flows only through nodes that joined a topic, and key
             # handouts travel on each recipient's inbox shard: Mum's node relays all the shards.
-            node = Node.open(
+            opening = Node.open(
                 identity=identity,
                 listen=LOCAL,
                 dht=False,
                 relay_inbox_shards=name == "Mum",
                 store_config=FAST_RETRY,
             )
-            nodes[name] = await stack.enter_async_context(node)
+            nodes[name] = await stack.enter_async_context(opening)
         mum = nodes["Mum"]
         others = [nodes[name] for name in NAMES[1:]]
-        for node in others:
-            await node.connect(mum.listen_addrs[0])
+        for member in others:
+            await member.connect(mum.listen_addrs[0])
         with trio.fail_after(WAIT):  # until Mum heard each of them listen on their inbox shard
             await mum.wait_for(
                 lambda: all(n.peer_id in mum.driver.router.topic_peers(n.inbox_topic()) for n in others)
@@ -74,8 +86,7 @@ async def main() -> None:
         family = mum.groups.create("Family", [people[name].public for name in NAMES[1:]])
         print(f"Mum created {family.name!r} ({family.group_id.hex()[:16]}…), inviting {', '.join(NAMES[1:])}")
         for name in NAMES[1:]:
-            invited = await next_event(nodes[name], lambda e: isinstance(e, GroupInvited))
-            assert isinstance(invited, GroupInvited)
+            invited = await next_event(nodes[name], GroupInvited)
             joined = nodes[name].groups.join(invited.group_id)
             print(f"{name} was invited by {name_of[invited.by]} and joined: {joined.status.value}")
         # No mailbox here, so nobody could fetch a message the gossip mesh missed: wait until the
@@ -88,10 +99,8 @@ async def main() -> None:
             nodes[sender].groups.send(family.group_id, text)
             for name in NAMES:
                 if name != sender:
-                    got = await next_event(
-                        nodes[name], lambda e, t=text: isinstance(e, GroupMessage) and e.body == t.encode()
-                    )
-                    assert isinstance(got, GroupMessage)
+                    got = await next_event(nodes[name], GroupMessage, body_is(text))
+                    assert got.sender == people[sender].public.ed25519  # proven by the sender's signature
             print(f"{sender}: {text} -> read by all {len(NAMES) - 1} others")
 
         # 3. Mum removes Joe. Joe's node learns it; the others drop him from their member lists.
@@ -100,13 +109,7 @@ async def main() -> None:
         with trio.fail_after(WAIT):
             await joe.wait_for(lambda: joe.groups.members(family.group_id).status is MemberStatus.REMOVED)
         for name in ("Dad", "Anna", "Ben"):
-            node = nodes[name]
-            with trio.fail_after(WAIT):
-                await node.wait_for(
-                    lambda n=node: (
-                        people["Joe"].public.ed25519 not in n.groups.members(family.group_id).members
-                    )
-                )
+            await next_event(nodes[name], GroupChanged, lambda c: c.kind is OpKind.REMOVE)
         members = sorted(name_of[key] for key in mum.groups.members(family.group_id).members)
         print(
             f"Mum removed Joe; Joe's status: {joe.groups.members(family.group_id).status.value}; "
@@ -117,7 +120,7 @@ async def main() -> None:
         secret = "Joe's surprise party is on Friday 🤫"
         sent = mum.groups.send(family.group_id, secret)
         for name in ("Dad", "Anna", "Ben"):
-            await next_event(nodes[name], lambda e: isinstance(e, GroupMessage) and e.body == secret.encode())
+            await next_event(nodes[name], GroupMessage, body_is(secret))
             print(f"{name} read: {secret}")
         joe_history = [m.body.decode() for m in joe.groups.history(family.group_id)]
         print(f"Joe's history: {' | '.join(joe_history)}")
@@ -125,12 +128,8 @@ async def main() -> None:
 
         # 5. Mum's status of that message: receipts from members come back batched.
         status = await next_event(
-            mum,
-            lambda e: (
-                isinstance(e, GroupStatus) and e.message_id == sent.message_id and e.delivered == e.members
-            ),
+            mum, GroupStatus, lambda s: s.message_id == sent.message_id and s.delivered == s.members
         )
-        assert isinstance(status, GroupStatus)
         print(f"status of Mum's message: {status.describe()}")
 
 

@@ -55,3 +55,13 @@ def test_family_group_example_the_removed_member_cannot_read_what_follows() -> N
     assert "Joe's history: Sunday lunch at ours, 1 pm | I'll bake a cake 🎂\n" in out
     assert "Joe could not read the message after his removal: True" in out
     assert "status of Mum's message: delivered to 3 of 3" in out
+
+
+def test_classroom_example_announcements_reach_all_30_and_only_the_teacher_posts_there() -> None:
+    out = run_example("classroom.py").stdout
+    assert "all 30 students joined 'Class 7B' and '7B announcements' (admins only: True)" in out
+    assert "-> received by 30 of 30 students" in out
+    refused = next(line for line in out.splitlines() if line.startswith("student 07 tried to post"))
+    assert "NotAuthorized: " in refused and "not an admin" in refused
+    assert "received by the teacher: True, and 29 of 29 other students" in out
+    assert "status of the announcement: delivered to 30 of 30" in out
