@@ -279,3 +279,23 @@ def test_a_group_larger_than_the_maximum_is_refused() -> None:
     with pytest.raises(GroupFull):
         net[0].core.create("Too big", many, wall_now=net.now)
     assert net[0].core.groups() == []
+
+
+def test_a_message_a_member_missed_is_published_again_until_every_member_has_it() -> None:
+    net = GroupNet(3)
+    gid = net.create("Trio", 0, [1, 2])
+    net.send(0, gid, "hello")
+    net.offline = {2}
+    mid = net.send(0, gid, "are you there?")
+    net.held.clear()  # member 2 missed it on the topic
+    net.offline = set()
+    net.tick(3.0)  # receipts: member 1 has it, member 2 does not
+    assert net[0].core.status(mid).delivered == 1  # type: ignore[union-attr]
+    net.tick(10.0)  # published again: member 2 takes it, member 1 drops it as a duplicate
+    assert net.texts(2, gid) == ["hello", "are you there?"]
+    assert net.texts(1, gid) == ["hello", "are you there?"]
+    net.tick(3.0)
+    assert net[0].core.status(mid).delivered == 2  # type: ignore[union-attr]
+    published = len(net.published)
+    net.tick(60.0)
+    assert len(net.published) == published  # everyone has it: no more repeats
