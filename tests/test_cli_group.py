@@ -1,0 +1,207 @@
+"""``meshchat group ...`` and ``meshchat chat --group`` run as a user runs them: real ``meshchat``
+processes on 127.0.0.1, a passphrase in ``$MESHCHAT_PASSPHRASE``, profiles in a temporary folder.
+
+Alice creates a group with Bob while Bob's node runs: his node prints the invitation; he stops it,
+accepts (``group join``), and chats in the group (``chat --group``); Alice's one-shot ``group send``
+arrives there and is reported delivered; both histories hold it; a non-admin's removal and an
+unknown group fail with an ``error:`` line; Alice's removal of Bob reaches his running node. Every
+process is stopped by its PID and reaped; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+from processes import JsonLinesProcess, stop_processes
+
+from meshchat.cli.common import LIBP2P_LOG_ENV, PASSPHRASE_ENV, PROFILE_ENV
+from meshchat.identity import PublicIdentity, read_public_key
+
+MESHCHAT = [sys.executable, "-m", "meshchat"]
+PASSPHRASE = "correct horse battery staple"
+LOCAL = "/ip4/127.0.0.1/tcp/0"
+#: Seconds any one command or wait may take.
+WAIT = 30.0
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in (PROFILE_ENV, LIBP2P_LOG_ENV)}
+    return {**env, PASSPHRASE_ENV: PASSPHRASE, "PYTHONIOENCODING": "utf-8", "COLUMNS": "200"}
+
+
+async def meshchat(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """Run one ``meshchat`` command to its end (bounded)."""
+    with trio.fail_after(WAIT + 10):
+        result = await trio.run_process(
+            [*MESHCHAT, *map(str, args)], capture_stdout=True, capture_stderr=True, check=False, env=_env()
+        )
+    if check:
+        assert result.returncode == 0, result.stderr.decode()
+    return result
+
+
+async def json_of(*args: str | Path) -> Any:
+    """The one JSON object a ``--json`` command printed."""
+    return json.loads((await meshchat(*args, "--json")).stdout)
+
+
+class Running(JsonLinesProcess):
+    """A long-running ``meshchat`` process (``node``, ``chat``) whose stderr goes to a file."""
+
+    def __init__(self, process: trio.Process, stderr: Path) -> None:
+        super().__init__(process)
+        self.stderr = stderr
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == kind]
+
+    async def next(self, kind: str) -> dict[str, Any]:
+        """The first event of ``kind`` (waiting, bounded)."""
+        await self.wait_for(lambda: bool(self.of(kind)))
+        return self.of(kind)[0]
+
+    async def stop(self) -> None:
+        """Ctrl-C by PID; wait (bounded) for it to exit 0."""
+        self.process.send_signal(signal.SIGINT)
+        with trio.fail_after(WAIT):
+            await self.process.wait()
+        assert self.process.returncode == 0, self.stderr.read_text()
+
+
+@asynccontextmanager
+async def processes(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """A ``start(*args)`` that launches a ``meshchat`` process and waits for its ``listening`` event;
+    whatever is still running at the end is killed by PID and reaped."""
+    started: list[trio.Process] = []
+    async with trio.open_nursery() as nursery:
+
+        async def start(*args: str | Path) -> Running:
+            stderr = tmp_path / f"stderr-{len(started)}"
+            with open(stderr, "wb") as err:  # noqa: ASYNC230 (a local file)
+                process = await trio.lowlevel.open_process(
+                    [*MESHCHAT, *map(str, args)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    env=_env(),
+                )
+            started.append(process)
+            running = Running(process, stderr)
+            nursery.start_soon(running.read_events)
+            try:
+                await running.first("listening")
+            except trio.TooSlowError:
+                raise AssertionError(stderr.read_text()) from None
+            return running
+
+        try:
+            yield start
+        finally:
+            await stop_processes(started)
+            nursery.cancel_scope.cancel()
+
+
+def _port(listening: dict[str, Any]) -> str:
+    match = re.match(r"/ip4/127\.0\.0\.1/tcp/(\d+)/p2p/", listening["addrs"][0])
+    assert match is not None, listening
+    return match.group(1)
+
+
+def _peer(profile: Path) -> str:
+    return PublicIdentity.from_bytes(read_public_key(profile / "identity.key")).peer_id
+
+
+async def test_create_invite_join_chat_send_history_remove(tmp_path: Path) -> None:
+    alice, bob = tmp_path / ".alice", tmp_path / ".bob"
+    await meshchat("init", "--profile", alice, "--name", "Alice")
+    await meshchat("init", "--profile", bob, "--name", "Bob")
+    # (a running node reads its contacts when it starts: Bob adds Alice first)
+    await meshchat("add", "--profile", bob, (await meshchat("invite", "--profile", alice)).stdout.decode())
+    async with processes(tmp_path) as start:
+        bob_node = await start("node", "--profile", bob, "--listen", LOCAL, "--json")
+        listening = await bob_node.first("listening")
+        address = f"/ip4/127.0.0.1/tcp/{_port(listening)}"
+        bob_invite = (await meshchat("invite", "--profile", bob)).stdout.decode()
+        await meshchat("add", "--profile", alice, bob_invite)
+
+        # Alice creates the group with Bob: the invitation reaches his running node.
+        created = await json_of("group", "create", "Family", "--member", "Bob", "--profile", alice)
+        assert created["event"] == "create"
+        group = created["group"]
+        group_id = group["group_id"]
+        assert group["name"] == "Family" and group["status"] == "joined"
+        assert [(m["contact"], m["admin"], m["me"]) for m in group["members"]] == [
+            (None, True, True),
+            ("Bob", False, False),
+        ]
+        assert [(c["contact"], c["status"]) for c in created["controls"]] == [("Bob", "delivered")]
+        invited = await bob_node.next("group_invited")
+        assert (invited["group_id"], invited["name"], invited["by_contact"]) == (group_id, "Family", "Alice")
+
+        # Reads work while the node runs, without the network: Bob is invited, not joined yet.
+        listed = await json_of("group", "list", "--profile", bob)
+        assert [(g["group_id"], g["status"], g["members"]) for g in listed["groups"]] == [
+            (group_id, "invited", 2)
+        ]
+        # An unknown group: exit 1 and one error line.
+        unknown = await meshchat("group", "history", "Nope", "--profile", bob, check=False)
+        assert unknown.returncode == 1 and unknown.stdout == b""
+        assert unknown.stderr.decode().strip() == "error: unknown group: Nope"
+
+        # Bob stops his node and accepts by id prefix (local), then fails to remove the admin.
+        await bob_node.stop()
+        joined = await json_of("group", "join", group_id[:12], "--profile", bob)
+        assert (joined["group_id"], joined["status"]) == (group_id, "joined")
+        refused = await meshchat("group", "remove", "Family", "Alice", "--profile", bob, check=False)
+        error = refused.stderr.decode()
+        assert refused.returncode == 1 and refused.stdout == b"", error
+        assert re.fullmatch(r"error: REMOVE by [0-9a-f]{16}… refused: the author is not an admin\n", error)
+
+        # Bob chats in the group on his old address (Alice's contact has it); Alice's send arrives.
+        bob_chat = await start("chat", "--profile", bob, "--group", "Family", "--listen", address, "--json")
+        sent = await json_of("group", "send", "Family", "dinner at 8", "--profile", alice)
+        assert (sent["status"], sent["delivered"]) == ("delivered to 1 of 1", 1), sent
+        message = await bob_chat.next("group_message")
+        assert (message["contact"], message["group"]) == ("Alice", "Family")
+        assert (message["message_id"], message["group_id"]) == (sent["message_id"], group_id)
+        assert base64.b64decode(message["data"]) == b"dinner at 8"
+        await bob_chat.write_line(b"I'll bring bread")
+        mine = await bob_chat.next("group_sent")
+        await bob_chat.stop()
+
+        bob_history = await json_of("group", "history", "Family", "--profile", bob)
+        assert [(m["text"], m["contact"], m["message_id"]) for m in bob_history["history"]] == [
+            ("dinner at 8", "Alice", sent["message_id"]),
+            ("I'll bring bread", None, mine["message_id"]),
+        ]
+        alice_history = await json_of("group", "history", group_id, "--profile", alice)
+        assert [(m["text"], m["sender"]) for m in alice_history["history"]] == [("dinner at 8", _peer(alice))]
+        after = await json_of("group", "history", "Family", "--profile", bob, "--after", "1")
+        assert [m["text"] for m in after["history"]] == ["I'll bring bread"]
+
+        # Alice removes Bob while his node runs: his node prints it, and the members agree.
+        bob_node = await start("node", "--profile", bob, "--listen", address, "--json")
+        removed = await json_of("group", "remove", "Family", "Bob", "--profile", alice)
+        assert [(m["contact"], m["admin"]) for m in removed["group"]["members"]] == [(None, True)]
+        change = await bob_node.next("group_changed")
+        assert (change["change"], change["author_contact"], change["targets"]) == (
+            "remove",
+            "Alice",
+            [_peer(bob)],
+        )
+        await bob_node.stop()
+    members = await json_of("group", "members", "Family", "--profile", bob)
+    assert members["status"] == "removed"
+    text = (await meshchat("group", "members", "Family", "--profile", alice)).stdout.decode()
+    assert "admin" in text and "you" in text and "Bob" not in text
