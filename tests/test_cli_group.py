@@ -11,6 +11,7 @@ process is stopped by its PID and reaped; every wait is bounded.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import re
@@ -26,7 +27,11 @@ import trio
 from processes import JsonLinesProcess, stop_processes
 
 from meshchat.cli.common import LIBP2P_LOG_ENV, PASSPHRASE_ENV, PROFILE_ENV
-from meshchat.identity import PublicIdentity, read_public_key
+from meshchat.cli.group_events import describe_group_event
+from meshchat.cli.runner import SEND_TIMEOUT, _ChatPrinter, _Printer
+from meshchat.groups.events import GroupChanged, GroupInvited, GroupMessage, GroupStatus
+from meshchat.groups.ops import OpKind
+from meshchat.identity import Identity, PublicIdentity, read_public_key
 
 MESHCHAT = [sys.executable, "-m", "meshchat"]
 PASSPHRASE = "correct horse battery staple"
@@ -190,18 +195,165 @@ async def test_create_invite_join_chat_send_history_remove(tmp_path: Path) -> No
         after = await json_of("group", "history", "Family", "--profile", bob, "--after", "1")
         assert [m["text"] for m in after["history"]] == ["I'll bring bread"]
 
-        # Alice removes Bob while his node runs: his node prints it, and the members agree.
-        bob_node = await start("node", "--profile", bob, "--listen", address, "--json")
+        # Bob's chat again, replaying what came after #1; Alice removes him: his chat prints it.
+        bob_chat = await start(
+            "chat",
+            "--profile",
+            bob,
+            "--group",
+            group_id[:8],
+            "--listen",
+            address,
+            "--events-after",
+            "1",
+            "--json",
+        )
+        replayed = await bob_chat.next("group_message")
+        assert (replayed["number"], replayed["message_id"]) == (2, mine["message_id"])
         removed = await json_of("group", "remove", "Family", "Bob", "--profile", alice)
         assert [(m["contact"], m["admin"]) for m in removed["group"]["members"]] == [(None, True)]
-        change = await bob_node.next("group_changed")
+        change = await bob_chat.next("group_changed")
         assert (change["change"], change["author_contact"], change["targets"]) == (
             "remove",
             "Alice",
             [_peer(bob)],
         )
-        await bob_node.stop()
+        await bob_chat.stop()
+        assert [e["number"] for e in bob_chat.of("group_message")] == [2]
     members = await json_of("group", "members", "Family", "--profile", bob)
     assert members["status"] == "removed"
     text = (await meshchat("group", "members", "Family", "--profile", alice)).stdout.decode()
     assert "admin" in text and "you" in text and "Bob" not in text
+
+
+async def test_a_create_nobody_can_carry_fails_at_once_and_stays_queued(tmp_path: Path) -> None:
+    """Bob's invite has no address and no mailbox, and no --bootstrap or --mailbox is given: the
+    group is made, its invitation waits in the outbox, and the command says so at once (exit 1)."""
+    alice, bob = tmp_path / ".alice", tmp_path / ".bob"
+    await meshchat("init", "--profile", alice, "--name", "Alice")
+    await meshchat("init", "--profile", bob, "--name", "Bob")
+    await meshchat("add", "--profile", alice, (await meshchat("invite", "--profile", bob)).stdout.decode())
+    started = trio.current_time()
+    failed = await meshchat(
+        "group", "create", "Book club", "-m", "Bob", "--profile", alice, "--json", check=False
+    )
+    error = " ".join(failed.stderr.decode().split())
+    assert failed.returncode == 1 and failed.stdout == b"", error
+    assert (
+        error.startswith("error: create Book club (")
+        and "1 control message(s) to Bob wait in the outbox" in error
+    )
+    assert "`meshchat node` on this profile sends what waits" in error
+    assert trio.current_time() - started < SEND_TIMEOUT
+    listed = await json_of("group", "list", "--profile", alice)
+    assert [(g["name"], g["status"], g["members"]) for g in listed["groups"]] == [("Book club", "joined", 2)]
+    outbox = (await json_of("outbox", "--profile", alice))["outbox"]
+    assert [(r["to_name"], r["status"]) for r in outbox] == [("Bob", "queued")]
+
+
+async def test_bad_command_lines_fail_before_any_work(tmp_path: Path) -> None:
+    alice = tmp_path / ".alice"
+    await meshchat("init", "--profile", alice, "--name", "Alice")
+    for args, expected in [
+        (("group", "create", ""), "error: group name must be 1 to 64 utf-8 bytes, not 0"),
+        (("group", "create", "a\x1bb"), "error: group name contains the control character U+001B"),
+        (("chat", "--to", "Bob", "--group", "Family"), "error: give one of --to CONTACT or --group GROUP"),
+        (("chat",), "error: give one of --to CONTACT or --group GROUP"),
+    ]:
+        result = await meshchat(*args, "--profile", alice, check=False)
+        assert (result.returncode, result.stderr.decode().strip()) == (2, expected), args
+    # Reads of a profile that never had a group: empty, and no groups.db made for it.
+    assert await json_of("group", "list", "--profile", alice) == {"groups": []}
+    assert not (alice / "groups.db").exists()
+
+
+# --- printing (no processes) ----------------------------------------------------------------------
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, object]]] = []
+
+    def event(self, kind: str, text: str, **fields: object) -> None:
+        self.lines.append((kind, text, fields))
+
+
+def test_group_events_print_names_and_peer_ids_and_ignore_other_events() -> None:
+    alice, bob = Identity.generate().public, Identity.generate().public
+    names = {bob.peer_id: "Bob"}
+    gid = bytes(range(32))
+    printer = _Lines()
+    events = [
+        GroupMessage(
+            group_id=gid,
+            number=7,
+            sender=bob.ed25519,
+            body=b"hi",
+            ref="r",
+            sent_at_ms=5,
+            message_id=b"\x01" * 32,
+        ),
+        GroupChanged(
+            group_id=gid, kind=OpKind.REMOVE, author=alice.ed25519, targets=(bob.ed25519,), name="Fam"
+        ),
+        GroupChanged(group_id=gid, kind=OpKind.RENAME, author=bob.ed25519, targets=(), name="Family"),
+        GroupInvited(group_id=gid, name="Fam", by=bob.ed25519),
+        GroupStatus(group_id=gid, message_id=b"\x02" * 32, stored=1, delivered=2, read=1, members=3),
+    ]
+    for event in events:
+        assert describe_group_event(event, printer, names=names, group_name=lambda g: "Fam")
+    assert not describe_group_event(object(), printer, names=names, group_name=lambda g: "Fam")
+    (k1, t1, f1), (k2, t2, f2), (k3, t3, _), (k4, t4, f4), (k5, t5, f5) = printer.lines
+    assert (k1, t1) == ("group_message", "[Fam] Bob: hi")
+    assert f1 == {
+        "group_id": gid.hex(),
+        "group": "Fam",
+        "number": 7,
+        "message_id": "01" * 32,
+        "sender": bob.peer_id,
+        "contact": "Bob",
+        "ref": "r",
+        "sent_at_ms": 5,
+        "data": "aGk=",
+    }
+    assert (k2, t2) == ("group_changed", f"[Fam] …{alice.peer_id[-12:]} removed Bob")
+    assert (f2["change"], f2["author"], f2["author_contact"], f2["targets"]) == (
+        "remove",
+        alice.peer_id,
+        None,
+        [bob.peer_id],
+    )
+    assert (k3, t3) == ("group_changed", "[Fam] Bob renamed the group to Family")
+    assert k4 == "group_invited" and t4.endswith(f"accept with: meshchat group join {gid.hex()[:16]}")
+    assert (f4["by"], f4["by_contact"], f4["name"]) == (bob.peer_id, "Bob", "Fam")
+    assert (k5, t5, f5["status"], f5["delivered"]) == (
+        "group_status",
+        f"[Fam] {'02' * 8} delivered to 2 of 3, read by 1",
+        "delivered to 2 of 3, read by 1",
+        2,
+    )
+
+
+def test_a_hostile_group_name_or_message_cannot_drive_the_terminal() -> None:
+    bob = Identity.generate().public
+    event = GroupMessage(
+        group_id=b"\x00" * 32,
+        number=1,
+        sender=bob.ed25519,
+        body=b"\x1b]0;pwned\x07x\n[bold]y",
+        ref="",
+        sent_at_ms=0,
+        message_id=b"\x00" * 32,
+    )
+    for make in (lambda out: _Printer(out, json_lines=False), _ChatPrinter):
+        out = io.StringIO()
+        describe_group_event(
+            event, make(out), names={bob.peer_id: "[red]B\u202eob"}, group_name=lambda g: "\x1b[2J"
+        )
+        text = out.getvalue()
+        assert text.count("\n") == 1 and "\x1b" not in text and "\u202e" not in text, text
+        assert "[bold]y" in text and "[red]B\\u202eob" in text, text
+    out = io.StringIO()
+    describe_group_event(event, _Printer(out, json_lines=True), names={}, group_name=lambda g: "\x1b[2J")
+    line = json.loads(out.getvalue())
+    assert (line["group"], base64.b64decode(line["data"])) == ("\x1b[2J", event.body)

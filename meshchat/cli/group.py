@@ -42,6 +42,7 @@ from meshchat.cli.common import (
     JsonOption,
     MailboxOption,
     ProfileOption,
+    UsageError,
     check_profile_free,
     emit_json,
     load_profile_identity,
@@ -105,6 +106,15 @@ def _change(  # noqa: PLR0917 (the options every change command shares, in order
     )
 
 
+def _check_name(name: str) -> None:
+    """``UsageError`` (exit 2, before any work) for a name no group may have."""
+    from meshchat.groups.ops import _name_problem  # noqa: PLC0415 (the rule CREATE and RENAME enforce)
+
+    problem = _name_problem(name)
+    if problem is not None:
+        raise UsageError(f"group {problem}")
+
+
 def _make(kind: str, group: str, **fields: object) -> Change:
     from meshchat.cli.group_runner import Change, ChangeKind  # noqa: PLC0415
 
@@ -126,9 +136,9 @@ def create_command(
     json_output: JsonOption = False,
 ) -> None:
     """Create a group with you as its admin; each --member gets an invitation (`group join` accepts)."""
-    _change(
-        _make("create", name, members=tuple(member or ())), profile, listen, bootstrap, mailbox, json_output
-    )
+    _check_name(name)
+    change = _make("create", name, members=tuple(member or ()))
+    _change(change, profile, listen, bootstrap, mailbox, json_output)
 
 
 @group_app.command("invite")
@@ -203,6 +213,7 @@ def rename_command(
     json_output: JsonOption = False,
 ) -> None:
     """Rename the group (admins only)."""
+    _check_name(new_name)
     _change(_make("rename", group, members=(new_name,)), profile, listen, bootstrap, mailbox, json_output)
 
 
@@ -325,6 +336,7 @@ def history_command(
     with _groups(folder) as maybe:
         core, group_id = _found(maybe, group)
         view, records = core.view(group_id), core.history(group_id, after=after, limit=limit)
+        me = core.me
     names = names_of(folder)
     if json_output:
         emit_json(
@@ -335,7 +347,7 @@ def history_command(
             }
         )
     else:
-        stdout_console().print(_history_table(view, records, names))
+        stdout_console().print(_history_table(view, records, names, me))
 
 
 @group_app.command("list")
@@ -390,7 +402,9 @@ def _members_table(view: GroupView, names: dict[str, str], me: bytes) -> Table:
     return table
 
 
-def _history_table(view: GroupView, records: list[GroupMessageRecord], names: dict[str, str]) -> Table:
+def _history_table(
+    view: GroupView, records: list[GroupMessageRecord], names: dict[str, str], me: bytes
+) -> Table:
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=f"{terminal_markup(view.name)} ({short_id(view.group_id)})")
@@ -399,7 +413,7 @@ def _history_table(view: GroupView, records: list[GroupMessageRecord], names: di
     for record in records:
         table.add_row(
             str(record.number),
-            terminal_markup(label(record.sender, names)),
+            "you" if record.sender == me else terminal_markup(label(record.sender, names)),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.received_at)),
             terminal_markup(record.body.decode("utf-8", errors="replace"), multiline=True),
         )

@@ -39,8 +39,9 @@ from typing import TextIO
 
 import trio
 
+from meshchat.cli.common import CommandError
 from meshchat.cli.group_events import describe_group_event, label, peer_of, short_id, view_json
-from meshchat.cli.output import opened_output
+from meshchat.cli.output import OutputQueue, opened_output
 from meshchat.cli.runner import (
     RECEIPT_WAIT,
     SEND_TIMEOUT,
@@ -68,6 +69,9 @@ __all__ = ["OUTBOX_MARGIN", "Change", "ChangeKind", "member_public", "run_group_
 #: Outbox records looked at beyond the ones a change made, when finding them again (other records
 #: may be written meanwhile: receipts owed to members, retries of older messages).
 OUTBOX_MARGIN = 200
+
+#: Messages read from the history at a time when ``chat --group --events-after N`` replays it.
+REPLAY_PAGE = 100
 
 #: Outbox statuses that say a control message has left this machine.
 _LEFT = frozenset({OutboxStatus.RELAYED, OutboxStatus.STORED, OutboxStatus.DELIVERED, OutboxStatus.READ})
@@ -116,31 +120,47 @@ def member_public(node: Node, who: str) -> PublicIdentity:
 
 
 def _apply(node: Node, change: Change) -> tuple[bytes, list[GroupAction], GroupOutRecord | None]:
-    """Make ``change`` in the groups core: (group id, its actions, the message record of a SEND)."""
+    """Make ``change`` in the groups core: (group id, its actions, the message record of a SEND).
+    ``CommandError`` for an argument the core refuses as invalid (a name it cannot carry)."""
     core = node.groups.driver.core
     now = node.groups.driver.now()
-    if change.kind is ChangeKind.CREATE:
-        keys = [member_public(node, m) for m in change.members]
-        group_id, actions = core.create(change.group, keys, wall_now=now)
-        return group_id, actions, None
-    group_id = node.groups.id_of(change.group)
-    match change.kind:
-        case ChangeKind.INVITE:
-            actions = core.invite(group_id, member_public(node, change.member), wall_now=now)
-        case ChangeKind.REMOVE:
-            actions = core.remove(group_id, member_public(node, change.member).ed25519, wall_now=now)
-        case ChangeKind.PROMOTE:
-            actions = core.promote(group_id, member_public(node, change.member).ed25519, wall_now=now)
-        case ChangeKind.DEMOTE:
-            actions = core.demote(group_id, member_public(node, change.member).ed25519, wall_now=now)
-        case ChangeKind.RENAME:
-            actions = core.rename(group_id, change.members[0], wall_now=now)
-        case ChangeKind.LEAVE:
-            actions = core.leave(group_id, wall_now=now)
-        case ChangeKind.SEND:
-            record, actions = core.send(group_id, change.text.encode("utf-8"), wall_now=now)
-            return group_id, actions, record
-    return group_id, actions, None
+    try:
+        if change.kind is ChangeKind.CREATE:
+            keys = [member_public(node, m) for m in change.members]
+            return (*core.create(change.group, keys, wall_now=now), None)
+        group_id = node.groups.id_of(change.group)
+        match change.kind:
+            case ChangeKind.SEND:
+                record, actions = core.send(group_id, change.text.encode("utf-8"), wall_now=now)
+                return group_id, actions, record
+            case ChangeKind.RENAME:
+                return group_id, core.rename(group_id, change.members[0], wall_now=now), None
+            case ChangeKind.LEAVE:
+                return group_id, core.leave(group_id, wall_now=now), None
+            case ChangeKind.INVITE:
+                member = _member(node, group_id, change, member=False)
+                return group_id, core.invite(group_id, member, wall_now=now), None
+        key = _member(node, group_id, change, member=True).ed25519
+        operation = {
+            ChangeKind.REMOVE: core.remove,
+            ChangeKind.PROMOTE: core.promote,
+            ChangeKind.DEMOTE: core.demote,
+        }[change.kind]
+        return group_id, operation(group_id, key, wall_now=now), None
+    except ValueError as exc:  # sign_op's check of what it signs (group.py checks names first)
+        raise CommandError(str(exc)) from exc
+
+
+def _member(node: Node, group_id: bytes, change: Change, *, member: bool) -> PublicIdentity:
+    """``change.member``'s key, checked to be (``member``) or not be a member of the group; said
+    with the name the user gave (the core names keys in hex)."""
+    public = member_public(node, change.member)
+    view = node.groups.members(group_id)
+    if member and public.ed25519 not in view.members:
+        raise NotInGroup(f"{change.member} is not a member of {view.name}")
+    if not member and public.ed25519 in view.members:
+        raise NotInGroup(f"{change.member} is a member of {view.name} already")
+    return public
 
 
 class _Progress:
@@ -357,7 +377,9 @@ async def run_group_chat(
     mailboxes: Sequence[str] = (),
     events_after: int | None = None,
 ) -> None:
-    """``meshchat chat --group``: each stdin line is one message to ``group``; events are printed."""
+    """``meshchat chat --group``: each stdin line is one message to ``group``; events are printed.
+    With ``events_after`` the group's messages numbered after it are printed first (its history:
+    direct messages are not replayed here)."""
     async with opened_output(out) as output:
         printer = _ChatPrinter(output) if not json_lines else _Printer(output, json_lines=True)
         async with Node.open(
@@ -366,7 +388,6 @@ async def run_group_chat(
             listen=listen,
             bootstrap=bootstrap,
             mailboxes=mailboxes,
-            events_after=events_after,
         ) as node:
             group_id = node.groups.id_of(group)
             view = node.groups.members(group_id)
@@ -386,7 +407,8 @@ async def run_group_chat(
                 )
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_stop_on_signal, signals, printer, nursery.cancel_scope)
-                    nursery.start_soon(_print_chat_events, node, group_id, printer)
+                    shown = await _replay(node, group_id, printer, output, events_after)
+                    nursery.start_soon(_print_chat_events, node, group_id, printer, shown)
                     me = identity.public.ed25519
                     for contact in node.contacts:
                         if contact.public.ed25519 in view.members - {me}:
@@ -406,9 +428,38 @@ async def run_group_chat(
             _print_totals(node, printer, output.dropped)
 
 
-async def _print_chat_events(node: Node, group_id: bytes, printer: _Printer) -> None:
-    """Print every event; the chat's group messages are marked read once shown."""
+async def _replay(
+    node: Node, group_id: bytes, printer: _Printer, output: OutputQueue, after: int | None
+) -> int:
+    """Print the group's messages numbered after ``after`` (none if None), page by page, waiting for
+    room in ``output`` between lines; the last number printed (``after`` if none). They are not
+    marked read again (their read receipts went when they were first shown)."""
+    if after is None:
+        return 0
+    names = _contact_names(node)
+    while page := node.groups.history(group_id, after=after, limit=REPLAY_PAGE):
+        for record in page:
+            message = GroupMessage(
+                group_id=group_id,
+                number=record.number,
+                sender=record.sender,
+                body=record.body,
+                ref=record.ref,
+                sent_at_ms=record.sent_at_ms,
+                message_id=record.message_id,
+            )
+            describe_group_event(message, printer, names=names, group_name=lambda g: _group_name(node, g))
+            await output.wait_for_room()
+        after = page[-1].number
+    return after
+
+
+async def _print_chat_events(node: Node, group_id: bytes, printer: _Printer, shown: int) -> None:
+    """Print every event (but the group messages ``_replay`` printed already, numbered up to
+    ``shown``); the chat's group messages are marked read once shown."""
     async for event in node.events():
+        if isinstance(event, GroupMessage) and event.group_id == group_id and event.number <= shown:
+            continue
         names = _contact_names(node)
         if describe_group_event(event, printer, names=names, group_name=lambda g: _group_name(node, g)):
             if isinstance(event, GroupMessage) and event.group_id == group_id:
