@@ -57,7 +57,14 @@ from meshchat.cli.runner import (
 )
 from meshchat.errors import DecodeError, NetworkError, NotInGroup, UnknownPeer
 from meshchat.groups.core import GroupView
-from meshchat.groups.events import GroupAction, GroupMessage, MemberStatus, PublishGroup, SendControl
+from meshchat.groups.events import (
+    GroupAction,
+    GroupEvent,
+    GroupMessage,
+    MemberStatus,
+    PublishGroup,
+    SendControl,
+)
 from meshchat.groups.seal import group_topic
 from meshchat.groups.storage import GroupOutRecord
 from meshchat.identity import Identity, PublicIdentity
@@ -460,9 +467,10 @@ async def _print_chat_events(node: Node, group_id: bytes, printer: _Printer, sho
     async for event in node.events():
         if isinstance(event, GroupMessage) and event.group_id == group_id and event.number <= shown:
             continue
-        names = _contact_names(node)
-        if describe_group_event(event, printer, names=names, group_name=lambda g: _group_name(node, g)):
-            if isinstance(event, GroupMessage) and event.group_id == group_id:
-                node.groups.mark_read(event)
-        else:
+        if not isinstance(event, GroupEvent):
             _describe(event, printer)
+            continue
+        names = _contact_names(node)
+        describe_group_event(event, printer, names=names, group_name=lambda g: _group_name(node, g))
+        if isinstance(event, GroupMessage) and event.group_id == group_id:
+            node.groups.mark_read(event)

@@ -49,6 +49,7 @@ from meshchat.cli.output import KEPT_EVENTS, OUTPUT_BUFFER, OUTPUT_DRAIN, Output
 from meshchat.contacts import Contact
 from meshchat.crypto import epoch_of, inbox_tag, inbox_topic
 from meshchat.errors import MeshchatError, NetworkError, UnknownGroup
+from meshchat.groups.events import GroupEvent
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
 from meshchat.net import MessageDelivered, PeerJoined, PeerLeft
@@ -272,9 +273,11 @@ async def _print_events(node: Node, printer: _Printer, output: OutputQueue) -> N
     ``output`` before taking the next event: the node replays committed messages from its store, so
     waiting costs only output latency, while live notices that do not fit are dropped and counted."""
     async for event in node.events():
-        if not describe_group_event(
-            event, printer, names=_contact_names(node), group_name=lambda g: _group_name(node, g)
-        ):
+        if isinstance(event, GroupEvent):
+            describe_group_event(
+                event, printer, names=_contact_names(node), group_name=lambda g: _group_name(node, g)
+            )
+        else:
             _describe(event, printer)
         if isinstance(event, DirectMessage):
             await output.wait_for_room()
