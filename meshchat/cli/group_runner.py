@@ -352,10 +352,10 @@ def _report(
         }
         for r in progress.records.values()
     ]
-    text = f"{what}: done"
+    text = f"{view.name} ({short_id(view.group_id)}): done"
     if sent:
-        text += "; " + ", ".join(
-            f"{label(r.recipient, names)} {r.status.value}" for r in progress.records.values()
+        text += "; sent to " + ", ".join(
+            f"{label(r.recipient, names)} ({r.status.value})" for r in progress.records.values()
         )
     extra: dict[str, object] = {}
     if progress.message_id is not None:
