@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,9 +30,12 @@ from processes import JsonLinesProcess, stop_processes
 from meshchat.cli.common import LIBP2P_LOG_ENV, PASSPHRASE_ENV, PROFILE_ENV
 from meshchat.cli.group_events import describe_group_event
 from meshchat.cli.runner import SEND_TIMEOUT, _ChatPrinter, _Printer
+from meshchat.groups.core import GroupsCore
 from meshchat.groups.events import GroupChanged, GroupInvited, GroupMessage, GroupStatus
 from meshchat.groups.ops import OpKind
-from meshchat.identity import Identity, PublicIdentity, read_public_key
+from meshchat.groups.sqlite import GROUPS_FILE, SqliteGroupStorage
+from meshchat.identity import Identity, PublicIdentity, load_identity, read_public_key
+from meshchat.store.encrypted import store_key
 
 MESHCHAT = [sys.executable, "-m", "meshchat"]
 PASSPHRASE = "correct horse battery staple"
@@ -392,3 +396,49 @@ async def test_a_group_message_waits_on_a_mailbox_for_a_member_who_is_offline(tm
         assert (message["message_id"], message["contact"]) == (sent["message_id"], "Alice")
         assert base64.b64decode(message["data"]).decode() == "while you were out"
         await bob_node.stop()
+
+
+def test_the_reads_load_no_network_stack(tmp_path: Path) -> None:
+    """`group history | members | list` read groups.db without trio or py-libp2p (fast start-up)."""
+    profile = tmp_path / ".alice"
+    subprocess.run(
+        [*MESHCHAT, "init", "--profile", str(profile), "--insecure-no-passphrase"],
+        env=_env(),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    identity = load_identity(profile / "identity.key", None)
+    with SqliteGroupStorage(profile / GROUPS_FILE, key=store_key(identity)) as storage:
+        core = GroupsCore(identity, storage, wall_now=time.time())
+        group_id, _ = core.create("Fam", [], wall_now=time.time())
+        core.send(group_id, "Привет".encode(), wall_now=time.time())
+    heavy = ("trio", "libp2p", "meshchat.node", "meshchat.net")
+    for command in (["history", "Fam"], ["members", group_id.hex()[:10]], ["list"]):
+        code = (
+            "import json, sys\n"
+            "from meshchat.cli import main\n"
+            f"sys.argv = ['meshchat', 'group', *{command!r}, '--profile', {str(profile)!r}, '--json']\n"
+            "try:\n"
+            "    main()\n"
+            "except SystemExit as exc:\n"
+            "    assert exc.code in (0, None), exc.code\n"
+            f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            encoding="utf-8",
+            env=_env(),
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        printed, loaded = result.stdout.splitlines()
+        assert json.loads(loaded) == [], command
+        if command[0] == "history":
+            assert [m["text"] for m in json.loads(printed)["history"]] == ["Привет"]
+        if command[0] == "members":
+            assert json.loads(printed)["members"] == [
+                {"peer_id": identity.public.peer_id, "contact": None, "admin": True, "me": True}
+            ]
