@@ -108,9 +108,9 @@ def _change(  # noqa: PLR0917 (the options every change command shares, in order
 
 def _check_name(name: str) -> None:
     """``UsageError`` (exit 2, before any work) for a name no group may have."""
-    from meshchat.groups.ops import _name_problem  # noqa: PLC0415 (the rule CREATE and RENAME enforce)
+    from meshchat.groups.ops import name_problem  # noqa: PLC0415 (the rule CREATE and RENAME enforce)
 
-    problem = _name_problem(name)
+    problem = name_problem(name)
     if problem is not None:
         raise UsageError(f"group {problem}")
 
