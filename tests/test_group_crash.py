@@ -26,6 +26,8 @@ from conftest import make_profile
 from processes import JsonLinesProcess, stop_processes
 
 from meshchat.groups.core import GroupsCore
+from meshchat.groups.events import SendControl
+from meshchat.groups.outbox import REPUBLISH_FIRST
 from meshchat.groups.sqlite import GROUPS_FILE, SqliteGroupStorage
 from meshchat.store.encrypted import store_key
 from tests.group_harness import GroupNet
@@ -218,3 +220,30 @@ def test_a_chain_handout_from_a_member_we_do_not_know_yet_is_kept() -> None:
     restart(net, 1)
     net.deliver()
     assert net.texts(1, gid) == ["hello", "hi, I am new"]
+
+
+# --- a crash between the groups core's commit and the driver carrying out its actions ----------------
+# The core commits first (groups.db), then the driver hands its control messages to the messenger
+# (store.db). A SIGKILL in between loses them: the invitation, or the handout of a new chain (whose
+# members the record already counts as served), is never sent, and nothing ever sends it again.
+
+
+def test_an_invitation_lost_in_a_crash_after_the_commit_is_sent_after_the_restart() -> None:
+    net = GroupNet(2)
+    gid, lost = net[0].core.create("Pair", [net[1].identity.public], wall_now=net.now)
+    assert any(isinstance(a, SendControl) for a in lost)  # committed, never performed: killed here
+    restart(net, 0)
+    net.tick(1.0)  # the restarted node's timer
+    assert [i.group_id for i in net[1].invited] == [gid]
+
+
+def test_a_chain_handout_lost_in_a_crash_after_the_commit_is_sent_after_the_restart() -> None:
+    net = GroupNet(2)
+    gid = net.create("Pair", 0, [1])
+    _, lost = net[0].core.send(gid, b"first", wall_now=net.now)
+    assert any(isinstance(a, SendControl) for a in lost)  # the handout, never performed
+    restart(net, 0)
+    net.tick(1.0)
+    net.send(0, gid, "second")
+    net.tick(REPUBLISH_FIRST)  # the first message is published again: nobody stored it
+    assert net.texts(1, gid) == ["second", "first"]
