@@ -42,6 +42,9 @@ GROUP = "crash"
 PAGE = 100
 #: Seconds between two looks at the outbox while no event comes.
 RECHECK = 0.5
+#: Seconds without news after which a process says what it still waits for (``waiting``): a stall
+#: shows its cause in the test's logs.
+REPORT = 5.0
 
 
 def say(event: str, **fields: object) -> None:
@@ -70,9 +73,16 @@ async def admin(profile: Path, mailbox: str, member: str, count: int) -> None:
             )
 
         events = node.events()
+        quiet = 0.0
         while not all_stored():  # looked at again on each event (mailboxes storing: GroupStatus)
-            with trio.move_on_after(RECHECK):  # and now and then: an outbox record moving is no event
+            with trio.move_on_after(RECHECK) as scope:  # and now and then: an outbox move is no event
                 await events.receive()
+            quiet = quiet + RECHECK if scope.cancelled_caught else 0.0
+            if quiet >= REPORT:
+                quiet = 0.0
+                unstored = sum(1 for mid in ids if not (s := node.groups.status(mid)) or not s.stored)
+                pending = [r.status.value for r in node.outbox(10 * count) if r.status not in DONE]
+                say("waiting", unstored=unstored, controls=pending, stats=node.groups.statistics())
         say("all_stored", outbox=len(node.outbox(10 * count)))
         await trio.sleep_forever()
 
@@ -106,7 +116,12 @@ async def member(profile: Path, mailbox: str, count: int, after: int) -> None:
 
         catch_up()
         while not finished():
-            event = await events.receive()
+            with trio.move_on_after(REPORT) as scope:
+                event = await events.receive()
+            if scope.cancelled_caught:
+                held = len(node.groups.history(group, after=0, limit=count + 1))
+                say("waiting", held=held, last=last, stats=node.groups.statistics())
+                continue
             if isinstance(event, GroupMessage) and event.group_id == group:
                 say("event", number=event.number, mid=event.message_id.hex())
                 if event.number > last:

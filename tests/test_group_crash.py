@@ -41,15 +41,17 @@ Start = Callable[..., Awaitable[JsonLinesProcess]]
 
 
 @asynccontextmanager
-async def processes() -> AsyncIterator[Start]:
-    """``start(*args)`` launches a JSON-lines process; all are killed and reaped at exit."""
+async def processes(logs: Path) -> AsyncIterator[Start]:
+    """``start(*args)`` launches a JSON-lines process (its stderr in ``logs``/processN.err); all are
+    killed and reaped at exit."""
     running: list[trio.Process] = []
     async with trio.open_nursery() as nursery:
 
         async def start(*args: str) -> JsonLinesProcess:
-            process = await trio.lowlevel.open_process(
-                [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-            )
+            with (logs / f"process{len(running)}.err").open("wb") as stderr:
+                process = await trio.lowlevel.open_process(
+                    [sys.executable, *args], stdout=subprocess.PIPE, stderr=stderr
+                )
             running.append(process)
             peer = JsonLinesProcess(process)
             nursery.start_soon(peer.read_events)
@@ -127,7 +129,7 @@ def assert_exactly_once(tmp_path: Path, printed: list[dict[str, Any]], seen: lis
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_member_killed_while_receiving_prints_each_message_once(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
-    async with processes() as start:
+    async with processes(tmp_path) as start:
         mailbox = await start_mailbox(start, tmp_path)
         admin = await start(*admin_args(tmp_path, mailbox))
         printed: list[dict[str, Any]] = []
@@ -156,7 +158,7 @@ async def test_member_killed_while_receiving_prints_each_message_once(tmp_path: 
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_admin_killed_while_sending_loses_and_duplicates_nothing(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
-    async with processes() as start:
+    async with processes(tmp_path) as start:
         mailbox = await start_mailbox(start, tmp_path)
         member = await start(*member_args(tmp_path, mailbox, 0))
         mid_work = 0
