@@ -92,14 +92,23 @@ def count(peer: JsonLinesProcess, kind: str) -> int:
     return sum(1 for e in peer.events if e["event"] == kind)
 
 
+async def wait_for(peer: JsonLinesProcess, condition: Callable[[], bool]) -> None:
+    """``peer.wait_for``, failing with what the peer said it still waits for."""
+    try:
+        await peer.wait_for(condition, timeout=RUN_WAIT)
+    except trio.TooSlowError:
+        waiting = [e for e in peer.events if e["event"] == "waiting"][-1:]
+        raise AssertionError(f"stalled: {waiting}") from None
+
+
 async def run_to(peer: JsonLinesProcess, kind: str) -> None:
-    await peer.wait_for(lambda: any(e["event"] == kind for e in peer.events), timeout=RUN_WAIT)
+    await wait_for(peer, lambda: any(e["event"] == kind for e in peer.events))
 
 
 async def kill_after(peer: JsonLinesProcess, condition: Callable[[], bool]) -> bool:
     """SIGKILL ``peer`` once ``condition()`` holds on its output (or it finished first); True if it
     was killed in the middle of its work."""
-    await peer.wait_for(lambda: condition() or finished(peer), timeout=RUN_WAIT)
+    await wait_for(peer, lambda: condition() or finished(peer))
     peer.process.kill()
     await peer.process.wait()
     return not finished(peer)
