@@ -154,7 +154,9 @@ async def test_member_killed_while_receiving_prints_each_message_once(tmp_path: 
             )
             printed += [e for e in member.events if e["event"] == "group"]
             seen += [e for e in member.events if e["event"] == "event"]
-        assert mid_work >= 3  # most kills came while messages were still arriving
+        # The first kill always comes mid-work; a later one may find the run done already (a sync
+        # can bring every message in one batch, printed before the kill lands).
+        assert mid_work >= 1
         member = await start(*member_args(tmp_path, mailbox, last_number(printed)))
         await run_to(member, "done")
         printed += [e for e in member.events if e["event"] == "group"]
@@ -174,7 +176,9 @@ async def test_admin_killed_while_sending_loses_and_duplicates_nothing(tmp_path:
         for point in sorted(rng.sample(range(1, N), 3)):  # refs make the repeated sends no-ops
             admin = await start(*admin_args(tmp_path, mailbox))
             mid_work += await kill_after(admin, lambda a=admin, p=point: count(a, "queued") >= p)
-        assert mid_work == 3
+        # A run killed late may have sent (and a mailbox stored) everything: its successor finds all
+        # stored at once. The first run is always killed mid-work, and nearly always the others.
+        assert mid_work >= 2
         admin = await start(*admin_args(tmp_path, mailbox))
         await run_to(admin, "all_stored")
         await run_to(member, "done")
