@@ -341,3 +341,26 @@ def test_an_invitation_in_several_parts_arriving_in_any_order_is_complete() -> N
             net.perform(member, core.control_received(net[0].identity.public, body, wall_now=net.now))
         assert core.view(gid).status is MemberStatus.INVITED
         assert core.view(gid).name == "Big 59"
+
+
+def test_a_change_nobody_heard_is_published_again_until_every_member_has_it() -> None:
+    net = GroupNet(4)
+    gid = net.create("Street", 0, [1, 2, 3])
+    net.send(0, gid, "hello")
+    net.offline = {1, 2, 3}
+    net.op(0, "remove", gid, net[3].key)  # nobody hears it on the topic, and no mailbox keeps it
+    controls = [h for h in net.held if h[2] == "control"]  # the messenger's outbox retries these
+    net.held.clear()
+    net.offline = set()
+    net.queue.extend(controls)
+    net.deliver()
+    assert net[3].key in net[1].core.view(gid).members
+    net.tick(11.0)  # published again
+    assert net[3].key not in net[1].core.view(gid).members
+    assert net[3].key not in net[2].core.view(gid).members
+    statuses = len(net[0].statuses)
+    net.tick(3.0)  # receipts for the change come back: no GroupStatus for it (it is no message)
+    assert len(net[0].statuses) == statuses
+    published = len(net.published)
+    net.tick(60.0)
+    assert len(net.published) == published  # both remaining members acknowledged it: no more

@@ -429,7 +429,7 @@ class GroupsCore:
         """Send the receipts that are due; publish again what nobody has; forget what expired."""
         actions: list[GroupAction] = list(self._outbox.unsent_controls())
         actions += self._outbox.receipts_due(wall_now)
-        publishes, changed = self._outbox.due(wall_now)
+        publishes, changed = self._outbox.due(wall_now, self._waiting_for)
         actions += publishes
         for out in changed:
             self._outbox.set(out)
@@ -545,6 +545,12 @@ class GroupsCore:
         keys = GroupKeys(chain=None, generation=0, chain_members=frozenset())
         return GroupSession(record, membership, keys, self._ctx)
 
+    def _waiting_for(self, group_id: bytes) -> frozenset[bytes]:
+        group = self._groups.get(group_id)
+        if group is None or group.record.status is not MemberStatus.JOINED:
+            return frozenset()  # we left: nobody to publish to
+        return group.state().members - {self.me}
+
     def _topics_changed(self) -> None:
         self._tags_day = -1
 
@@ -578,8 +584,9 @@ class GroupsCore:
             return [GroupProblem(error=exc)]
         updated = [*updated, *self._pending_updates]
         self._pending_updates = []
-        for out in updated:
+        for out in write.outbox:  # (ours: sent, stored, acknowledged or published again)
             self._outbox.set(out)
+        updated = [o for o in updated if not o.is_ops]
         events: list[GroupAction] = [
             GroupMessage(
                 group_id=m.group_id,
@@ -603,6 +610,8 @@ class GroupsCore:
         except StorageError as exc:
             self._reload(exc)
             raise
+        for out in write.outbox:
+            self._outbox.set(out)
         return actions
 
     def _reload(self, exc: StorageError) -> None:

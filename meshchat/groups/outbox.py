@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from meshchat.groups.events import GroupStatus, PublishGroup, SendControl
@@ -111,9 +111,12 @@ class GroupOutbox:
         self._counts["receipts_received"] += 1
         return changed
 
-    def due(self, wall_now: float) -> tuple[list[PublishGroup], list[GroupOutRecord]]:
-        """Publishes again of what nobody has (and the records whose next time moved); forget what
-        expired."""
+    def due(
+        self, wall_now: float, waiting_for: Callable[[bytes], frozenset[bytes]]
+    ) -> tuple[list[PublishGroup], list[GroupOutRecord]]:
+        """Publishes again of what a member still lacks (and the records whose next time moved);
+        forget what expired. ``waiting_for(group_id)``: the members (us excluded) a message of that
+        group is still for (one who left since it was sent will never acknowledge it)."""
         publishes: list[PublishGroup] = []
         changed: list[GroupOutRecord] = []
         for mid, out in list(self.records.items()):
@@ -122,7 +125,10 @@ class GroupOutbox:
                 continue
             if not out.next_attempt or out.next_attempt > wall_now:
                 continue
-            if len(out.delivered) // 32 >= out.members or wall_now - out.created_at > REPUBLISH_FOR:
+            if (
+                waiting_for(out.group_id) <= unflat(out.delivered)
+                or wall_now - out.created_at > REPUBLISH_FOR
+            ):
                 changed.append(out.replace(next_attempt=0.0))
                 continue
             wait = min(REPUBLISH_MAX, 2 * max(REPUBLISH_FIRST, out.next_attempt - out.created_at))

@@ -255,6 +255,22 @@ class GroupSession:
         for part in pack_ops([encode_op(op) for op in ops]):
             envelope, tag = self.seal(encode_body(OpsBody(ops=part)), write, wall_now)
             mid = message_id(envelope)
+            # kept in the outbox like a message (not shown to the application): published again
+            # until every member acknowledged it, so a change made while nobody listened still spreads
+            write.outbox.append(
+                GroupOutRecord(
+                    message_id=mid,
+                    group_id=self.group_id,
+                    envelope=envelope,
+                    tag=tag,
+                    ref="",
+                    created_at=wall_now,
+                    expiry=decode_envelope(envelope).expiry,
+                    members=len(self.state().members) - 1,
+                    next_attempt=wall_now + REPUBLISH_FIRST,
+                    is_ops=True,
+                )
+            )
             actions.append(PublishGroup(topic=group_topic(tag), tag=tag, envelope=envelope, message_id=mid))
         return actions
 
@@ -367,6 +383,7 @@ class GroupSession:
             return True
         if isinstance(body, OpsBody):
             actions += self.receive_ops(body.ops, write, wall_now, source=sender)
+            self._ctx.owe(self.group_id, sender, ReceiptKind.DELIVERED, [mid], wall_now)
             return True
         write.messages.append(
             GroupMessageRecord(

@@ -93,14 +93,15 @@ _SCHEMA = (
         stored_on    TEXT NOT NULL,
         delivered    BLOB NOT NULL,
         read         BLOB NOT NULL,
-        next_attempt REAL NOT NULL) WITHOUT ROWID""",
+        next_attempt REAL NOT NULL,
+        is_ops       INTEGER NOT NULL) WITHOUT ROWID""",
     "CREATE INDEX group_outbox_ref ON group_outbox (group_id, ref) WHERE ref != ''",
     _CONTROLS,
     f"PRAGMA user_version = {_SCHEMA_VERSION}",
 )
 _OUT_COLUMNS = (
     "message_id, group_id, envelope, tag, ref, created_at, expiry, members, stored_on, delivered, read, "
-    "next_attempt"
+    "next_attempt, is_ops"
 )
 _MESSAGE_COLUMNS = "number, group_id, message_id, sender, body, ref, sent_at_ms, received_at"
 
@@ -236,7 +237,7 @@ class SqliteGroupStorage:
                         )
                     )
             db.executemany(
-                f"INSERT OR REPLACE INTO group_outbox ({_OUT_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+                f"INSERT OR REPLACE INTO group_outbox ({_OUT_COLUMNS}) VALUES ({', '.join('?' * 13)})",
                 [_out_row(o) for o in write.outbox],
             )
             db.executemany(
@@ -354,6 +355,7 @@ def _out_row(o: GroupOutRecord) -> tuple[object, ...]:
         o.delivered,
         o.read,
         o.next_attempt,
+        int(o.is_ops),
     )
 
 
@@ -375,4 +377,5 @@ def _out_record(r: Any) -> GroupOutRecord:
         delivered=r[9],
         read=r[10],
         next_attempt=r[11],
+        is_ops=bool(r[12]),
     )

@@ -125,6 +125,8 @@ class GroupOutRecord:
     read: bytes = b""
     #: When to publish it again if still nobody has it (0: never again).
     next_attempt: float = 0.0
+    #: Membership operations (``OpsBody``), not an application message: no ``GroupStatus`` for it.
+    is_ops: bool = False
 
     def replace(self, **changes: object) -> GroupOutRecord:
         """A copy with ``changes``."""
