@@ -121,6 +121,7 @@ def simulation(result: GroupResults) -> tuple[float, float]:
     )
     print(f"  per delivery        p50 {_ms(per['p50'])}  p99 {_ms(per['p99'])} ms")
     print(f"  bytes received per member per message  {result.bytes_per_member_per_message}")
+    print(f"    by path           {dict(result.bytes_by_path or {})}")
     print(
         f"  setup: every member joined after {result.setup_s} s, {result.setup_bytes_per_member} bytes each"
     )

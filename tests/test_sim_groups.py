@@ -117,6 +117,10 @@ def test_partition_members_present_throughout_converge_and_read_both_sides() -> 
     assert details["present_throughout_states_identical"] is True
     assert details["removed_x_out"] and details["removed_z_out"] and details["newcomer_in"]
     assert details["final_members"] == 39 and details["final_admins"] == 2
+    # What carried the other side's ops: the group envelopes stored on the other side's mailboxes,
+    # fetched by the syncs that follow the heal (the topic copies were published before it).
+    via = details["ops_learnt_after_heal_via"]
+    assert isinstance(via, dict) and via.get("mailbox", 0) >= 40 and via.get("topic", 0) == 0
     for tally in (details["during_partition"], details["post_heal_from_present"]):
         assert isinstance(tally, dict) and tally["messages"] > 0
         assert tally["delivered"] == tally["expected"] > 0

@@ -39,6 +39,7 @@ and follows the group's topics and tags. ``setup_s`` is the time until every mem
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -86,8 +87,8 @@ class _Run:
         self.setup_s: float | None = None
         self.setup_bytes: float | None = None
         self.phase_start = 0.0
-        self.phase_bytes = 0
-        self.phase_received: int | None = None
+        self.phase_bytes = (0, 0, 0)
+        self.phase_received: tuple[int, int, int] | None = None
         self.details: dict[str, object] = {}
 
     def setup(self) -> None:
@@ -99,7 +100,7 @@ class _Run:
         sim.run_until(sim.elapsed + _QUIET)
 
     def bytes_in(self, users: Sequence[SimUser]) -> int:
-        return sum(u.bytes_in for u in users)
+        return sum(self.sim.received(users))
 
     def send(self, user: SimUser, expected: Sequence[SimUser]) -> None:
         mid = self.sim.send(user, self.group_id, f"message {len(self.sent)}".encode())
@@ -111,7 +112,7 @@ class _Run:
         """The measured messages, one every ``interval``, from the senders in turn (scheduled now)."""
         s, sim = self.scenario, self.sim
         self.phase_start = sim.elapsed
-        self.phase_bytes = self.bytes_in(self.members)
+        self.phase_bytes = self.sim.received(self.members)
         for i in range(s.messages):
             sender = self.senders[i % len(self.senders)]
             sim.at(self.phase_start + i * s.interval, partial(self.send, sender, expected))
@@ -120,7 +121,13 @@ class _Run:
         """Run to the end of the message phase (its drain included) and count what members received."""
         s = self.scenario
         self.sim.run_until(self.phase_start + (s.messages - 1) * s.interval + s.drain)
-        self.phase_received = self.bytes_in(self.members) - self.phase_bytes
+        self.end_phase()
+
+    def end_phase(self) -> None:
+        """Count what members received since the phase started."""
+        now = self.sim.received(self.members)
+        before = self.phase_bytes
+        self.phase_received = (now[0] - before[0], now[1] - before[1], now[2] - before[2])
 
     def results(self, started: float, measured: int) -> GroupResults:
         s, sim = self.scenario, self.sim
@@ -135,7 +142,16 @@ class _Run:
             latencies += got
             if got and len(got) == len(times):
                 complete.append(max(got))
-        phase_bytes = self.phase_received
+        per = len(self.members) * measured
+        by_path = None
+        if self.phase_received is not None and per:
+            by_path = dict(
+                zip(
+                    ("group", "direct", "mailbox"),
+                    (round(b / per, DIGITS) for b in self.phase_received),
+                    strict=True,
+                )
+            )
         return GroupResults(
             run=s.run.value,
             seed=s.seed,
@@ -147,9 +163,8 @@ class _Run:
             duplicates=sim.duplicates,
             all_decrypted_s=summarize(sorted(complete), ordered=True),
             latency_s=summarize(sorted(latencies), ordered=True),
-            bytes_per_member_per_message=round(phase_bytes / (len(self.members) * measured), DIGITS)
-            if measured and phase_bytes is not None
-            else None,
+            bytes_per_member_per_message=None if by_path is None else round(sum(by_path.values()), DIGITS),
+            bytes_by_path=by_path,
             setup_s=self.setup_s,
             setup_bytes_per_member=self.setup_bytes,
             details=self.details,
@@ -260,7 +275,7 @@ def _churn(run: _Run) -> int:
 def _partition(run: _Run) -> int:
     s, sim, rng = run.scenario, run.sim, run.rng
     run.setup()
-    run.phase_start, run.phase_bytes = sim.elapsed, run.bytes_in(run.members)
+    run.phase_start, run.phase_bytes = sim.elapsed, sim.received(run.members)
     gid, a0, a1 = run.group_id, run.members[0], run.members[1]
     newcomer = sim.users[s.members]
     sim.apply(a0, lambda core: core.promote(gid, a1.key, wall_now=sim.now))
@@ -295,7 +310,9 @@ def _partition(run: _Run) -> int:
     sim.run_until(split_at + s.partition_length)
     sim.heal()
     healed_at = sim.elapsed
+    via_before = Counter(sim.changes_via)
     done = sim.run_while(lambda: not _converged(run), limit=s.settle)
+    via_after_heal = dict(sorted((sim.changes_via - via_before).items()))
     final = a0.core.view(gid)
     final_members = [u for u in sim.users if u.key in final.members]
     before = len(run.sent)
@@ -315,6 +332,7 @@ def _partition(run: _Run) -> int:
         "converged": done is not None,
         "converged_s_after_heal": None if done is None else round(done - healed_at, DIGITS),
         "states_identical": len(states) == 1,
+        "ops_learnt_after_heal_via": via_after_heal,
         "present_throughout_states_identical": len(present) == 1,
         "newcomer_state_matches": _state_of(newcomer, gid) == _state_of(a0, gid),
         "post_heal_messages_on_chains_handed_to_removed": leaked,
@@ -331,7 +349,7 @@ def _partition(run: _Run) -> int:
         ),
         "newcomer_partition_message_expected": len(throughout),
     }
-    run.phase_received = run.bytes_in(run.members) - run.phase_bytes
+    run.end_phase()
     return len(run.sent)
 
 

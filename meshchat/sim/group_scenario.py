@@ -141,6 +141,9 @@ class GroupResults:
     #: Envelope bytes members received during the measured phase (group copies, 1:1 copies, mailbox
     #: answers; control included) / (members x measured messages).
     bytes_per_member_per_message: float | None
+    #: The same by path: ``group`` (topic copies), ``direct`` (1:1 copies: chain handouts, ops,
+    #: receipts, the messenger's delivery receipts), ``mailbox`` (answers to stores and syncs).
+    bytes_by_path: Mapping[str, float] | None
     #: Seconds from the creation until every invited member had joined.
     setup_s: float | None
     #: Envelope bytes members received during the setup, per member.

@@ -133,6 +133,17 @@ class _Kind(IntEnum):
 
 
 _Event: TypeAlias = tuple[float, int, _Kind, Any, Any]
+#: What brought the inputs an event feeds (``changes_via``).
+_VIA = {
+    _Kind.TIMER: "timer",
+    _Kind.REQUEST: "mailbox",
+    _Kind.REPLY: "mailbox",
+    _Kind.TIMEOUT: "mailbox",
+    _Kind.DIRECT: "direct",
+    _Kind.GROUP: "topic",
+    _Kind.STEP: "local",
+    _Kind.EAVESDROP: "topic",
+}
 
 
 class _Call:
@@ -151,6 +162,7 @@ class SimUser:
     """One user: identity, both cores, what the driver knows about it, and what it received."""
 
     def __init__(self, index: int, identity: Identity, messenger: Messenger, core: GroupsCore) -> None:
+        """A user online on side 0 with no view yet."""
         self.index = index
         self.identity = identity
         self.public = identity.public
@@ -169,8 +181,10 @@ class SimUser:
         self.auto_join = True
         #: Keep receiving group copies after the core left the topics (see the module docstring).
         self.eavesdrop = False
-        #: Envelope bytes received (group and 1:1 copies, mailbox answers).
-        self.bytes_in = 0
+        #: Bytes received: group topic copies, 1:1 copies (control messages, receipts), mailbox answers.
+        self.bytes_group = 0
+        self.bytes_direct = 0
+        self.bytes_mailbox = 0
         #: Chain ids handed to this user (decoded from the control messages addressed to it).
         self.chains_handed: set[bytes] = set()
 
@@ -236,6 +250,10 @@ class GroupSimulation:
         self.bytes_total = 0
         self.counts: Counter[str] = Counter()
         self.group_changes: list[GroupChanged] = []
+        #: ``GroupChanged`` events (a member learning an op) by what brought the op: ``topic`` (a group
+        #: copy), ``mailbox`` (a sync or a store answer), ``direct`` (a 1:1 control message), ``local``.
+        self.changes_via: Counter[str] = Counter()
+        self._via = "local"
         self.invited: dict[int, float] = {}
         for user in self.users:
             self._set_view(user)
@@ -262,6 +280,7 @@ class GroupSimulation:
             wall, _, kind, a, b = heapq.heappop(queue)
             self.now = wall
             self.events += 1
+            self._via = _VIA[kind]
             if kind is kinds.GROUP:
                 self._on_group_copy(a, b)
             elif kind is kinds.DIRECT:
@@ -277,7 +296,7 @@ class GroupSimulation:
             elif kind is kinds.STEP:
                 a()
             elif kind is kinds.EAVESDROP:
-                a.bytes_in += len(b)
+                a.bytes_group += len(b)
                 self._perform(a, a.core.envelopes_received([b], wall_now=self.now))
                 self._arm(a)
             else:
@@ -412,6 +431,7 @@ class GroupSimulation:
                         self._perform(user, user.core.join(group_id, wall_now=self.now))
                 case GroupChanged():
                     self.group_changes.append(action)
+                    self.changes_via[self._via] += 1
                 case GroupStatus():
                     pass
                 case GroupProblem():
@@ -505,7 +525,7 @@ class GroupSimulation:
         self.counts["group_copies"] += copies
 
     def _on_group_copy(self, user: SimUser, envelope: bytes) -> None:
-        user.bytes_in += len(envelope)
+        user.bytes_group += len(envelope)
         self._feed(user, user.messenger.receive([envelope], wall_now=self.now))
 
     def _publish_direct(self, user: SimUser, action: PublishEnvelope) -> None:
@@ -528,7 +548,7 @@ class GroupSimulation:
             self._perform_store(user, user.messenger.published(action.message_id, peers=1, wall_now=self.now))
 
     def _on_direct(self, user: SimUser, envelope: bytes) -> None:
-        user.bytes_in += len(envelope)
+        user.bytes_direct += len(envelope)
         self._feed(user, user.messenger.receive([envelope], wall_now=self.now))
 
     # --- mailbox calls ------------------------------------------------------------------------------------
@@ -565,7 +585,7 @@ class GroupSimulation:
         if user.calls.get(call.peer) is not call:
             return
         del user.calls[call.peer]
-        user.bytes_in += len(data)
+        user.bytes_mailbox += len(data)
         actions = user.messenger.mailbox_replied(
             call.peer, call.request, decode_response(data), wall_now=self.now
         )
@@ -582,6 +602,15 @@ class GroupSimulation:
         )
 
     # --- figures ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def received(users: Sequence[SimUser]) -> tuple[int, int, int]:
+        """Bytes ``users`` received so far: group copies, 1:1 copies, mailbox answers."""
+        return (
+            sum(u.bytes_group for u in users),
+            sum(u.bytes_direct for u in users),
+            sum(u.bytes_mailbox for u in users),
+        )
 
     def core_counts(self) -> dict[str, int]:
         """``GroupsCore.statistics()`` summed over users, sorted by name."""
