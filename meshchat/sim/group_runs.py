@@ -20,15 +20,16 @@ and follows the group's topics and tags. ``setup_s`` is the time until every mem
   sent after the removal that its core emitted (must be 0), ``removed_got_chain`` says whether the
   chain that message is sealed with was ever handed to it (must be False).
 - **churn**: fanout's messages, while ``churn x members`` members go (half leave, half are removed
-  by the admin) and as many new users are invited and join, at random times of the message phase.
+  by the admin) at random times of the message phase, and as many new users are invited, each 1-3 s
+  after one of the departures (a group of 1,000 takes nobody more before someone went), and join.
   Expected deliveries: every message to every member present throughout (neither gone nor new) but
   its sender; ``details`` counts the joiners' deliveries of messages sent 5 s or more after they
   joined (not in the ratio: a member added mid-run reads from the chains' position when they were
   handed to it).
 - **partition**: user 1 is promoted admin; every sender sends a warm-up message; users and mailboxes
   split 50/50 (user 0 on side 0, user 1 on side 1). On side 0 the admin removes ``X`` (a side-1
-  member); on side 1 the other admin adds ``Y`` (a new user on side 1) and removes ``Z`` (a side-0
-  member); ``Y`` sends; the senders on both sides send all along. After ``partition_length``
+  member); on side 1 the other admin removes ``Z`` (a side-0 member), then adds ``Y`` (a new user on
+  side 1); ``Y`` sends; the senders on both sides send all along. After ``partition_length``
   seconds the sides heal; the run waits (at most ``settle``) until **converged**: every member that
   considers itself joined has the same members, admins and name, and the joined members are exactly
   those members. Then every sender, both admins and ``Y`` send once more. Expected deliveries:
@@ -44,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from meshchat.errors import UnknownGroup
+from meshchat.errors import GroupFull, UnknownGroup
 from meshchat.groups.events import MemberStatus
 from meshchat.groups.seal import read_header
 from meshchat.sim.group_scenario import GroupResults, GroupRun, GroupScenario
@@ -58,6 +59,8 @@ __all__ = ["JOINER_GRACE", "run_group"]
 
 #: Seconds after a joiner's join from which its deliveries are counted (``details`` of churn).
 JOINER_GRACE = 5.0
+#: Times an invitation refused because the group is full is tried again, a second apart.
+_INVITE_TRIES = 10
 #: Seconds between the end of the setup and the first measured message.
 _QUIET = 5.0
 
@@ -239,15 +242,20 @@ def _churn(run: _Run) -> int:
         went_at[user.index] = sim.elapsed
         sim.apply(admin, lambda core: core.remove(gid, user.key, wall_now=sim.now))
 
-    def invite(user: SimUser) -> None:
-        sim.apply(admin, lambda core: core.invite(gid, user.public, wall_now=sim.now))
+    def invite(user: SimUser, tries: int) -> None:
+        try:
+            sim.apply(admin, lambda core: core.invite(gid, user.public, wall_now=sim.now))
+        except GroupFull:  # the departure it follows has not reached the admin yet: a little later
+            if tries < _INVITE_TRIES:
+                sim.at(sim.elapsed + 1.0, partial(invite, user, tries + 1))
 
-    for user in leavers:
-        sim.at(run.phase_start + rng.uniform(0, span), partial(leave, user))
-    for user in removed:
-        sim.at(run.phase_start + rng.uniform(0, span), partial(remove, user))
-    for user in joiners:
-        sim.at(run.phase_start + rng.uniform(0, span), partial(invite, user))
+    # Departures at random times; each joiner is invited 1-3 s after one of them (a full group of
+    # 1,000 takes nobody more before someone went).
+    times = sorted(rng.uniform(0, span) for _ in gone)
+    for user, at in zip(gone, times, strict=True):
+        sim.at(run.phase_start + at, partial(leave if user in leavers else remove, user))
+    for user, at in zip(joiners, times, strict=True):
+        sim.at(run.phase_start + at + rng.uniform(1.0, 3.0), partial(invite, user, 0))
     run.run_phase()
     joiner_expected = joiner_delivered = gone_after = 0
     for record in run.sent:
@@ -297,10 +305,11 @@ def _partition(run: _Run) -> int:
     z = rng.choice([u for u in quiet if u.side == 0])  # removed by side 1
     throughout = [u for u in run.members if u is not x and u is not z]
     sim.at(split_at + 10, lambda: sim.apply(a0, lambda core: core.remove(gid, x.key, wall_now=sim.now)))
+    # Z goes before Y comes: a group of 1,000 takes nobody more.
+    sim.at(split_at + 20, lambda: sim.apply(a1, lambda core: core.remove(gid, z.key, wall_now=sim.now)))
     sim.at(
-        split_at + 20, lambda: sim.apply(a1, lambda core: core.invite(gid, newcomer.public, wall_now=sim.now))
+        split_at + 30, lambda: sim.apply(a1, lambda core: core.invite(gid, newcomer.public, wall_now=sim.now))
     )
-    sim.at(split_at + 30, lambda: sim.apply(a1, lambda core: core.remove(gid, z.key, wall_now=sim.now)))
     newcomer_sent: list[bytes] = []
     sim.at(split_at + 40, lambda: newcomer_sent.append(sim.send(newcomer, gid, b"hello from the newcomer")))
     spacing = s.partition_length / (s.messages + 1)
