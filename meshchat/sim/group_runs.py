@@ -174,6 +174,7 @@ class _Run:
             core_counts=sim.core_counts(),
             discarded=sim.discarded(),
             mailbox_calls=sim.calls,
+            driver_counts=sim.driver_counts(),
             controls=dict(sorted(sim.controls.items())),
             events=sim.events,
             virtual_seconds=round(sim.elapsed, DIGITS),

@@ -156,6 +156,10 @@ class GroupResults:
     discarded: Mapping[str, int]
     #: Mailbox calls made.
     mailbox_calls: int
+    #: What the driver counted: mailbox calls by request (``calls_store``, ``calls_sync`` ...), copies
+    #: sent (``group_copies``, ``direct_copies``), and what should stay 0: ``store_problems``,
+    #: ``group_problems``, ``stale_deadlines``, ``control_to_stranger``, ``chats_received``.
+    driver_counts: Mapping[str, int]
     #: 1:1 control messages sent (``SendControl``), by kind: ``ops``, ``chain``, ``receipt``.
     controls: Mapping[str, int]
     #: Events processed.

@@ -612,6 +612,14 @@ class GroupSimulation:
             sum(u.bytes_mailbox for u in users),
         )
 
+    def driver_counts(self) -> dict[str, int]:
+        """The driver's counters and the mailbox calls by request, sorted by name."""
+        counts = Counter(self.counts)
+        counts.update({f"calls_{kind}": n for kind, n in self.calls_by_kind.items()})
+        for name in ("store_problems", "group_problems", "stale_deadlines", "control_to_stranger"):
+            counts[name] += 0
+        return dict(sorted(counts.items()))
+
     def core_counts(self) -> dict[str, int]:
         """``GroupsCore.statistics()`` summed over users, sorted by name."""
         total: Counter[str] = Counter()
