@@ -77,6 +77,7 @@ from meshchat.store.messenger import Messenger, MessengerStatistics, StoreConfig
 from meshchat.store.payload import Chat, Receipt, decode_payload, encode_payload
 from meshchat.store.sqlite import SqliteStorage
 from meshchat.store.storage import InboxRecord, MailboxItem, OutboxRecord, OutboxStatus, SeenEntry
+from meshchat.wire import EnvelopeKind
 
 LOCAL = "/ip4/127.0.0.1/tcp/0"
 #: Message body, bytes: a chat line (its envelope is 367 bytes, the smallest padding bucket).
@@ -112,10 +113,12 @@ class MailboxStorage(SqliteStorage):
 
     log: MailboxLog | None = None
 
-    def mailbox_items(self, tags: Iterable[bytes]) -> list[tuple[int, bytes]]:
+    def mailbox_items(
+        self, tags: Iterable[bytes], *, kind: EnvelopeKind | None = None
+    ) -> list[tuple[int, bytes]]:
         if self.log is not None:
             self.log.syncs.append(time.perf_counter())  # one per SyncRequest (reconcile round)
-        return super().mailbox_items(tags)
+        return super().mailbox_items(tags, kind=kind)
 
     def mailbox_get(self, message_ids: Iterable[bytes]) -> list[MailboxItem]:
         asked = list(message_ids)

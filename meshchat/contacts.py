@@ -15,10 +15,14 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from meshchat.errors import MeshchatError, ProfileError, UnknownPeer
 from meshchat.identity import PublicIdentity, replace_atomically
 from meshchat.wire import Invite
+
+if TYPE_CHECKING:
+    from meshchat.net.dialer import Whereabouts
 
 __all__ = ["CONTACTS_FILE", "MAX_CONTACTS", "Contact", "Contacts"]
 
@@ -58,6 +62,12 @@ class Contact:
     def mailboxes(self) -> tuple[str, ...]:
         """The mailboxes their invite says they sync from (messages for them are stored there)."""
         return self.invite.mailboxes
+
+    def whereabouts(self) -> Whereabouts:
+        """Where the dialer looks for this contact."""
+        from meshchat.net.dialer import Whereabouts  # noqa: PLC0415 (py-libp2p only when dialling)
+
+        return Whereabouts(peer_id=self.peer_id, addrs=self.addrs, mailboxes=self.mailboxes)
 
 
 class Contacts:

@@ -19,8 +19,10 @@ carry whatever bytes the application publishes.
 committed to this profile's inbox while the node runs, in inbox order (``DirectMessage.number`` 1, 2,
 ...), none skipped: they are read back from the store, so a slow application makes the stream wait,
 it never drops one. Other events (``StatusChanged``, ``StoreProblem``, ``PeerJoined``, ``PeerLeft``,
-``MessageDelivered``) are live notices, queued up to ``EVENT_QUEUE`` and counted in
-``events_dropped`` beyond that; they are not ordered with respect to the direct messages. Across
+``MessageDelivered``, and the groups' ``GroupMessage``, ``GroupChanged``, ``GroupStatus``,
+``GroupInvited``: ``node.groups``) are live notices, queued up to ``EVENT_QUEUE`` and counted in
+``events_dropped`` beyond that (group messages stay in ``node.groups.history``); they are not
+ordered with respect to the direct messages. Across
 restarts the stream is at-least-once, not exactly-once: a message committed but not yet handled when
 the process stopped is replayed if the application opens the node with ``events_after=`` the last
 ``number`` it finished handling (messages after that number come first, then live ones); without
@@ -49,7 +51,6 @@ from libp2p.abc import IHost
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
-from libp2p.utils.address_validation import expand_wildcard_address
 from multiaddr import Multiaddr
 
 from meshchat.contacts import Contact, Contacts
@@ -65,6 +66,10 @@ from meshchat.errors import BadAddress, NetworkError, ProfileError
 from meshchat.gossip import GossipConfig, GossipRouter, ScoreParams, Validator
 from meshchat.gossip.messages import Topic
 from meshchat.gossip.signing import MessageSigner
+from meshchat.group_api import Groups
+from meshchat.groups.events import GroupEvent
+from meshchat.groups.sqlite import GROUPS_FILE, SqliteGroupStorage
+from meshchat.groups.storage import GroupStorage
 from meshchat.identity import KEY_FILE_NAME, Identity, PublicIdentity, load_identity
 from meshchat.inbox import DirectMessage, InboxFeed, envelope_relay_check
 from meshchat.net import (
@@ -81,9 +86,10 @@ from meshchat.net import (
     parse_multiaddr,
 )
 from meshchat.net.dialer import Dialer, Whereabouts, peer_info
+from meshchat.net.host import dialable_addrs, only_exception
 from meshchat.net.mailbox import MailboxServer
 from meshchat.net.relay import CircuitRelay
-from meshchat.net.store_driver import MessageHandle, NetStoreIO, StoreDriver, StoreEvent
+from meshchat.net.store_driver import GroupStoreAction, MessageHandle, NetStoreIO, StoreDriver, StoreEvent
 from meshchat.profile import ADDRESSES_FILE, LOCK_FILE, hold_profile, write_addresses
 from meshchat.store.encrypted import store_key
 from meshchat.store.mailbox import MailboxCore, MailboxLimits, MailboxStatistics
@@ -101,6 +107,7 @@ from meshchat.store.storage import InboxRecord, MemoryStorage, OutboxRecord, Sto
 __all__ = [
     "ADDRESSES_FILE",
     "DEFAULT_LISTEN",
+    "GROUPS_FILE",
     "KEY_FILE",
     "LOCK_FILE",
     "STORE_FILE",
@@ -110,8 +117,9 @@ __all__ = [
 ]
 
 #: What ``Node.events()`` yields: gossip messages, sealed messages to this node, peers coming and going,
-#: sent messages moving on (``StatusChanged``), and local storage failing (``StoreProblem``).
-NodeEvent: TypeAlias = NetEvent | DirectMessage | StatusChanged | StoreProblem
+#: sent messages moving on (``StatusChanged``), local storage failing (``StoreProblem``), and groups
+#: (``GroupMessage``, ``GroupChanged``, ``GroupStatus``, ``GroupInvited``, ``GroupProblem``).
+NodeEvent: TypeAlias = NetEvent | DirectMessage | StatusChanged | StoreProblem | GroupEvent
 
 
 #: The identity's key file inside a profile folder.
@@ -152,6 +160,7 @@ class Node:
         contacts: Contacts | None,
         messenger: Messenger,
         mailbox: MailboxCore | None,
+        group_storage: GroupStorage | None = None,
         wall_clock: Callable[[], float] = time.time,
         events_after: int | None = None,
         profile: Path | None = None,
@@ -181,7 +190,21 @@ class Node:
             wall_clock=wall_clock,
             on_event=self._emit,
             on_committed=self._committed,
+            on_group=self._from_store,
         )
+        #: The user's groups: create, invite, join, send, history (``meshchat.group_api.Groups``).
+        self.groups = Groups.build(
+            identity,
+            group_storage,
+            messenger=messenger,
+            store=self._store,
+            gossip=driver,
+            wall_clock=wall_clock,
+            on_event=self._emit,
+            reach=self._reach,
+            contacts=contacts,
+        )
+        self._group_driver = self.groups.driver
 
     @classmethod
     @asynccontextmanager
@@ -225,9 +248,10 @@ class Node:
         with ``circuit_relay`` this node also relays for others (for peers behind NAT).
 
         Store-and-forward: the outbox, inbox and seen window live in ``profile_dir/store.db`` (sqlite;
-        in memory for a node opened with an identity only, unless ``storage`` is given). Sent messages
-        are retried until their recipient's receipt comes back (``store_config``); each retry first
-        dials the recipient (a contact: its invite's addresses, its mailboxes, the DHT), and every
+        in memory for a node opened with an identity only, unless ``storage`` is given); groups
+        (``node.groups``) in ``profile_dir/groups.db``, both encrypted with the identity's store key.
+        Sent messages are retried until their recipient's receipt comes back (``store_config``); each
+        retry first dials the recipient (a contact: its invite's addresses, its mailboxes, the DHT), and every
         pending message is published again as soon as the node has started. Each message is stored on
         up to ``store_config.mailbox_copies`` mailboxes: the peers at ``mailboxes`` (dialled at start,
         redialled while down) and any connected peer that serves ``/meshchat/mailbox/1.0.0``; the node
@@ -260,11 +284,18 @@ class Node:
                 else:
                     # encrypted at rest with a key derived from the identity the passphrase unlocked
                     storage = opened = SqliteStorage(profile / STORE_FILE, key=store_key(identity))
-            with contextlib.closing(opened) if opened is not None else contextlib.nullcontext():
+            groups: SqliteGroupStorage | None = None
+            with contextlib.ExitStack() as closing:
+                if opened is not None:
+                    closing.enter_context(contextlib.closing(opened))
+                if profile is not None:
+                    groups = SqliteGroupStorage(profile / GROUPS_FILE, key=store_key(identity))
+                    closing.enter_context(contextlib.closing(groups))
                 async with cls._run(
                     identity,
                     contacts,
                     storage,
+                    groups,
                     listen_addrs,
                     bootstrap_infos,
                     mailbox_addrs,
@@ -295,6 +326,7 @@ class Node:
         identity: Identity,
         contacts: Contacts | None,
         storage: Storage,
+        group_storage: GroupStorage | None,
         listen_addrs: list[Multiaddr],
         bootstrap_infos: list[PeerInfo],
         mailbox_addrs: list[PeerInfo],
@@ -336,6 +368,7 @@ class Node:
             contacts=contacts,
             messenger=messenger,
             mailbox=core,
+            group_storage=group_storage,
             wall_clock=wall_clock,
             events_after=options.events_after,
             profile=profile,
@@ -363,7 +396,7 @@ class Node:
         except BaseExceptionGroup as group:
             # trio wraps whatever ends a nursery (an error of ours, or of the caller's ``async with``
             # body) in exception groups; one error is raised as itself, as callers expect.
-            single = _only_exception(group)
+            single = only_exception(group)
             if single is None:
                 raise
             if isinstance(single, OSError) and not started:
@@ -403,6 +436,7 @@ class Node:
         self._dialer.drop_stale_circuits(nursery)
         await nursery.start(driver.run)
         await nursery.start(self._store.run)
+        await nursery.start(self._group_driver.run)
         nursery.start_soon(self._feed.run)  # before anything can commit: nothing is missed
         nursery.start_soon(self._translate_events)
         self._write_addresses()
@@ -436,9 +470,12 @@ class Node:
         hands ours to the app and ignores the rest: a relay carries them unread); a peer that joins is
         asked whether it is a mailbox; everything else passes through."""
         async for event in self._driver.events:
-            if isinstance(event, MessageDelivered) and event.topic.startswith(INBOX_TOPIC_PREFIX):
-                self._store.receive(event.data)
-                continue
+            if isinstance(event, MessageDelivered):
+                if event.topic.startswith(INBOX_TOPIC_PREFIX):
+                    self._store.receive(event.data)
+                    continue
+                if self._group_driver.gossip(event.topic, event.data):  # a group topic's envelope
+                    continue
             if isinstance(event, PeerJoined):
                 self._store.peer_joined(event.peer)
             elif isinstance(event, PeerLeft):
@@ -446,12 +483,8 @@ class Node:
             self._emit(event)
 
     def events(self) -> trio.MemoryReceiveChannel[NodeEvent]:
-        """Messages and peer changes (``async for event in node.events()``); what it promises is in
-        the module docstring.
-
-        A channel, not a generator: breaking out of the loop leaves nothing to clean up, and the next
-        loop goes on where this one stopped.
-        """
+        """Messages and peer changes (``async for event in node.events()``; promises: module docstring).
+        A channel, not a generator: a loop broken out of leaves nothing behind; the next goes on."""
         return self._events
 
     async def wait_for(self, condition: Callable[[], bool]) -> None:
@@ -494,13 +527,23 @@ class Node:
         data = body.encode("utf-8") if isinstance(body, str) else body
         record, actions = self._messenger.send(recipient, data, wall_now=self._wall_clock(), ref=ref, ttl=ttl)
         self._store.perform(actions)
-        if actions and isinstance(to, Contact) and not self._dialer.connected_to(to.peer_id):
-            self._store.reach_and_publish(recipient, record.message_id)
+        if actions:
+            self._reach(recipient, record.message_id)
         return MessageHandle(record, messenger=self._messenger, wait_for=self.wait_for)
+
+    def _from_store(self, action: GroupStoreAction) -> None:
+        self._group_driver.from_store(action)
+
+    def _reach(self, recipient: PublicIdentity, message_id: bytes) -> None:
+        """A message just queued for ``recipient``: if it is a contact we are not connected to, dial
+        it in the background and publish again (anyone else is reached by gossip and mailboxes)."""
+        contact = self._contacts.by_key(recipient) if self._contacts is not None else None
+        if contact is not None and not self._dialer.connected_to(contact.peer_id):
+            self._store.reach_and_publish(recipient, message_id)
 
     def _whereabouts(self, public: PublicIdentity) -> Whereabouts | None:
         contact = self._contacts.by_key(public) if self._contacts is not None else None
-        return None if contact is None else _whereabouts_of(contact)
+        return None if contact is None else contact.whereabouts()
 
     def _prefer_mailboxes_of(self, contact: Contact) -> None:
         peers = []
@@ -547,14 +590,8 @@ class Node:
         counts streams refused before a request could be read (undecodable, broken)."""
         if self._mailbox is None:
             return None
-        stats = self._mailbox.statistics()
         server = self._mailbox_server
-        if server is None or not server.refused:
-            return stats
-        refused = dict(stats.refused)
-        for reason, count in server.refused.items():
-            refused[reason] = refused.get(reason, 0) + count
-        return dataclasses.replace(stats, refused=refused)
+        return self._mailbox.statistics() if server is None else server.statistics()
 
     @property
     def inbox_rejected(self) -> dict[str, int]:
@@ -591,7 +628,7 @@ class Node:
     async def reach(self, contact: Contact) -> None:
         """Dial ``contact``'s mailboxes and ``contact`` itself at its invite's addresses, or by the DHT,
         where not connected (best effort: relays and mailboxes may carry it)."""
-        await self._dialer.reach(_whereabouts_of(contact))
+        await self._dialer.reach(contact.whereabouts())
 
     async def reserve(self, relay_address: str) -> str:
         """Reserve a slot on the circuit relay at ``relay_address``; return the address peers can dial
@@ -630,14 +667,7 @@ class Node:
         """Where other peers can dial this node: the listen addresses with a wildcard (``0.0.0.0``)
         expanded to this machine's interfaces (loopback last), then the circuit relay addresses it
         reserved."""
-        suffix = f"/p2p/{self.peer_id}"
-        addrs: list[str] = []
-        for transport_addr in self._host.get_transport_addrs():
-            concrete = [str(a) for a in expand_wildcard_address(transport_addr)]
-            if str(transport_addr).startswith("/ip4/0.0.0.0/"):  # peers on this machine too
-                concrete.append(str(transport_addr).replace("/ip4/0.0.0.0/", "/ip4/127.0.0.1/", 1))
-            addrs += [f"{a}{suffix}" for a in concrete if f"{a}{suffix}" not in addrs]
-        return addrs + self._reserved
+        return dialable_addrs(self._host, self.peer_id) + self._reserved
 
     def _write_addresses(self) -> None:
         """Record ``dialable_addrs`` in the profile's ``addresses.json`` (atomically), for invites."""
@@ -677,17 +707,3 @@ class Node:
         drops = dict(stats.drops)
         drops[NetDrop.EVENT_QUEUE_FULL] += self.events_dropped
         return dataclasses.replace(stats, drops=drops)
-
-
-def _only_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception inside ``group`` and any groups nested in it, or None if there are several."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        if len(error.exceptions) != 1:
-            return None
-        error = error.exceptions[0]
-    return error
-
-
-def _whereabouts_of(contact: Contact) -> Whereabouts:
-    return Whereabouts(peer_id=contact.peer_id, addrs=contact.addrs, mailboxes=contact.mailboxes)

@@ -13,6 +13,10 @@ from meshchat.store.mailbox import MailboxCore, MailboxLimits
 from meshchat.store.messenger import (
     Action,
     CallMailbox,
+    ControlReceived,
+    EnvelopeRefused,
+    EnvelopeStored,
+    GroupEnvelopes,
     MessageReceived,
     Messenger,
     PublishEnvelope,
@@ -36,6 +40,9 @@ class User:
     received: list[MessageReceived] = field(default_factory=list)
     statuses: list[StatusChanged] = field(default_factory=list)
     problems: list[StoreProblem] = field(default_factory=list)
+    controls: list[ControlReceived] = field(default_factory=list)
+    groups: list[GroupEnvelopes] = field(default_factory=list)
+    shared: list[EnvelopeStored | EnvelopeRefused] = field(default_factory=list)
 
 
 class Harness:
@@ -168,6 +175,12 @@ class Harness:
                 user.statuses.append(action)
             case StoreProblem():
                 user.problems.append(action)
+            case ControlReceived():
+                user.controls.append(action)
+            case GroupEnvelopes():
+                user.groups.append(action)
+            case EnvelopeStored() | EnvelopeRefused():
+                user.shared.append(action)
 
     def _call(self, user: User, peer: str, request: MailboxRequest) -> list[Action]:
         messenger = user.messenger

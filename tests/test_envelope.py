@@ -332,7 +332,7 @@ MALFORMED: dict[str, bytes] = {
     "ciphertext of 15 bytes": _with(k6=bytes(15)),
     # unknown kinds
     "kind 0": _with(k1=0),
-    "kind 2": _with(k1=2),
+    "kind 3": _with(k1=3),  # (2 is GROUP)
     "kind 127": _with(k1=127),
     "kind -1": _with(k1=-1),
     "kind 2**32": _with(k1=2**32),

@@ -16,14 +16,16 @@ from meshchat.store.mailbox import MailboxLimits, owned_tags
 from meshchat.store.messenger import OUTBOX_TRANSITIONS, MessageReceived, OutboxInput, StoreConfig
 from meshchat.store.payload import Receipt, ReceiptKind, encode_payload
 from meshchat.store.protocol import (
+    DeleteRequest,
     ErrorCode,
     Fetched,
     FetchRequest,
     MailboxError,
     StoreRequest,
+    Synced,
     SyncRequest,
 )
-from meshchat.store.reconcile import Reconciler, encode_message
+from meshchat.store.reconcile import Reconciler, decode_message, encode_message
 from meshchat.store.storage import MemoryStorage, OutboxStatus
 from meshchat.wire import EnvelopeKind
 from meshchat.wire.envelope import encode_fields
@@ -200,12 +202,27 @@ def test_mailbox_refuses_other_peoples_tags_and_a_lying_mailbox_is_ignored() -> 
     h.send("alice", "carol", b"for carol")
     h.send("alice", "bob", b"for bob")
     h.settle()
-    # Bob asks for Carol's tags: refused.
-    request = SyncRequest(
-        tags=owned_tags(carol.identity.public, h.now), reconcile=encode_message(Reconciler([]).initiate())
-    )
+    # Bob asks for Carol's tags: her sealed envelopes are not listed to him (only group envelopes are
+    # listed to whoever names a tag), not fetched by id, and he cannot delete them.
+    carol_tags = owned_tags(carol.identity.public, h.now)
+    request = SyncRequest(tags=carol_tags, reconcile=encode_message(Reconciler([]).initiate()))
     answer = h.mailboxes[box].handle(bob.identity.public.peer_id, request, wall_now=h.now)
+    assert isinstance(answer, Synced) and answer.held == 0
+    _, _, need = Reconciler([]).reconcile(decode_message(answer.reconcile))
+    assert need == []
+    held = h.mailboxes[box].handle(carol.identity.public.peer_id, request, wall_now=h.now)
+    assert isinstance(held, Synced) and held.held == 1  # (it is there, for Carol)
+    carol_id = next(
+        i for i in h.mailboxes[box]._storage.mailbox_all() if i.inbox_tag in carol_tags
+    ).message_id
+    fetched = h.mailboxes[box].handle(
+        bob.identity.public.peer_id, FetchRequest(message_ids=(carol_id,)), wall_now=h.now
+    )
+    assert fetched == Fetched(envelopes=())
+    delete = DeleteRequest(tags=carol_tags, generation=10)
+    answer = h.mailboxes[box].handle(bob.identity.public.peer_id, delete, wall_now=h.now)
     assert isinstance(answer, MailboxError) and answer.code is ErrorCode.NOT_YOUR_TAG
+    assert h.mailboxes[box].statistics().items == 2
     # A mailbox that slips Carol's envelope (and garbage) into Bob's fetch: Bob delivers only his own.
     carol_envelope = next(
         p.envelope for n, p in h.published if n == "alice" and p.message_id and p.envelope != b""

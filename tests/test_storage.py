@@ -39,6 +39,7 @@ from meshchat.store.storage import (
     SeenEntry,
     Storage,
 )
+from meshchat.wire import EnvelopeKind
 
 ALICE = b"\xa1" * 32
 BOB = b"\xb0" * 32
@@ -646,6 +647,7 @@ mailbox_items = st.builds(
     envelope=st.binary(max_size=30),
     from_peer=st.sampled_from(["12D3KooWa", "12D3KooWb"]),
     size=st.integers(0, 30),
+    kind=st.sampled_from(EnvelopeKind),
     number=st.integers(0, 3),
 )
 
@@ -734,6 +736,7 @@ class StorageComparison(RuleBasedStateMachine):
     def by_tags(self, wanted: list[bytes]) -> None:
         same(lambda s: s.seen_items(wanted), self.model, self.real)
         same(lambda s: s.mailbox_items(wanted), self.model, self.real)
+        same(lambda s: s.mailbox_items(wanted, kind=EnvelopeKind.GROUP), self.model, self.real)
 
     @rule(before=times)
     def prune_seen(self, before: int) -> None:

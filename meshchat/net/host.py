@@ -47,6 +47,7 @@ from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, Yamux
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.transport.tcp.tcp import TCP, TCPListener
+from libp2p.utils.address_validation import expand_wildcard_address
 from libp2p.utils.multiaddr_utils import extract_ip_from_multiaddr
 from multiaddr.exceptions import Error as MultiaddrError
 from multiaddr.exceptions import ProtocolLookupError
@@ -66,7 +67,9 @@ __all__ = [
     "InboundCounter",
     "WindowedYamux",
     "build_host",
+    "dialable_addrs",
     "key_pair_of",
+    "only_exception",
     "parse_multiaddr",
 ]
 
@@ -138,6 +141,30 @@ _quiet_libp2p_logging()
 def key_pair_of(identity: Identity) -> KeyPair:
     """The libp2p key pair of ``identity``: the same Ed25519 key, hence the same PeerId."""
     return create_new_key_pair(identity.seed)
+
+
+def dialable_addrs(host: IHost, peer_id: str) -> list[str]:
+    """Where other peers can dial ``host``: its listen addresses, a wildcard (``0.0.0.0``) expanded to
+    this machine's interfaces (loopback last), each ending in ``/p2p/<peer_id>``."""
+    suffix = f"/p2p/{peer_id}"
+    addrs: list[str] = []
+    for transport_addr in host.get_transport_addrs():
+        concrete = [str(a) for a in expand_wildcard_address(transport_addr)]
+        if str(transport_addr).startswith("/ip4/0.0.0.0/"):  # peers on this machine too
+            concrete.append(str(transport_addr).replace("/ip4/0.0.0.0/", "/ip4/127.0.0.1/", 1))
+        addrs += [f"{a}{suffix}" for a in concrete if f"{a}{suffix}" not in addrs]
+    return addrs
+
+
+def only_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside ``group`` and any groups nested in it, or None if there are several
+    (trio wraps what ends a nursery in groups; one error is raised as itself, as callers expect)."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        if len(error.exceptions) != 1:
+            return None
+        error = error.exceptions[0]
+    return error
 
 
 def parse_multiaddr(text: str) -> multiaddr.Multiaddr:

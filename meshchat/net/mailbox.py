@@ -19,6 +19,7 @@ is counted by reason.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from meshchat.errors import DecodeError, NetworkError, QuotaExceeded
 from meshchat.gossip.rpc import frame
 from meshchat.net.budget import BufferBudget, FrameReader
 from meshchat.net.host import CLOSE_ERRORS, IO_ERRORS
-from meshchat.store.mailbox import MailboxCore
+from meshchat.store.mailbox import MailboxCore, MailboxStatistics
 from meshchat.store.protocol import (
     MAILBOX_PROTOCOL,
     MAX_FRAME,
@@ -126,6 +127,17 @@ class MailboxServer:
         self._running: OrderedDict[trio.CancelScope, None] = OrderedDict()
         self._changed = trio.Event()
         host.set_stream_handler(_PROTOCOL, self._serve)
+
+    def statistics(self) -> MailboxStatistics:
+        """The core's statistics, with the streams refused before a request could be read (undecodable,
+        broken, too many calls) added to ``refused``."""
+        stats = self.core.statistics()
+        if not self.refused:
+            return stats
+        refused = dict(stats.refused)
+        for reason, count in self.refused.items():
+            refused[reason] = refused.get(reason, 0) + count
+        return dataclasses.replace(stats, refused=refused)
 
     async def wait_for(self, condition: Callable[[], bool]) -> None:
         """Return once ``condition()`` holds; it is checked each time a call ends, so nothing polls."""

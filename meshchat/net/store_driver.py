@@ -46,6 +46,10 @@ from meshchat.net.mailbox import call_mailbox, supports_mailbox
 from meshchat.store.messenger import (
     Action,
     CallMailbox,
+    ControlReceived,
+    EnvelopeRefused,
+    EnvelopeStored,
+    GroupEnvelopes,
     MessageReceived,
     Messenger,
     PublishEnvelope,
@@ -56,6 +60,9 @@ from meshchat.store.outbox import RETRYING
 from meshchat.store.protocol import MailboxRequest, MailboxResponse
 from meshchat.store.storage import OutboxRecord, OutboxStatus
 
+#: The messenger's actions that belong to the groups core (``StoreDriver(on_group=...)``).
+GroupStoreAction: TypeAlias = ControlReceived | GroupEnvelopes | EnvelopeStored | EnvelopeRefused
+
 __all__ = [
     "MAX_HELD_RECEIPTS",
     "MAX_QUEUED_PUBLISHES",
@@ -64,6 +71,7 @@ __all__ = [
     "REACH_TIMEOUT",
     "RECEIPT_HOLD",
     "SUBSCRIPTION_WAIT",
+    "GroupStoreAction",
     "MessageHandle",
     "NetStoreIO",
     "StoreDriver",
@@ -224,14 +232,20 @@ class StoreDriver:
         wall_clock: Callable[[], float],
         on_event: Callable[[StoreEvent], None],
         on_committed: Callable[[list[MessageReceived]], None],
+        on_group: Callable[[GroupStoreAction], None] | None = None,
     ) -> None:
         """``on_event`` hears status changes and storage problems; ``on_committed`` each batch of
-        messages the core accepted into the inbox (in inbox order)."""
+        messages the core accepted into the inbox (in inbox order); ``on_group`` the actions that
+        belong to the groups core (control messages, group envelopes, shared stores), at once and in
+        order (without it they are counted in ``group_actions_dropped``)."""
         self.messenger = messenger
         self._io = io
         self._wall_clock = wall_clock
         self._on_event = on_event
         self._on_committed = on_committed
+        self._on_group = on_group
+        #: Group actions with no ``on_group`` to take them.
+        self.group_actions_dropped = 0
         self._nursery: trio.Nursery | None = None
         self._timer_kick = trio.Event()
         # Receipts we published, by envelope: (topic, envelope, offered until); see RECEIPT_HOLD.
@@ -277,6 +291,11 @@ class StoreDriver:
                     self._on_event(action)
                 case StoreProblem():
                     self._on_event(action)
+                case ControlReceived() | GroupEnvelopes() | EnvelopeStored() | EnvelopeRefused():
+                    if self._on_group is None:
+                        self.group_actions_dropped += 1
+                    else:
+                        self._on_group(action)
                 case _:
                     assert_never(action)
         if received:

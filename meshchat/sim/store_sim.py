@@ -99,6 +99,10 @@ from meshchat.store.mailbox import MailboxCore
 from meshchat.store.messenger import (
     Action,
     CallMailbox,
+    ControlReceived,
+    EnvelopeRefused,
+    EnvelopeStored,
+    GroupEnvelopes,
     MessageReceived,
     Messenger,
     PublishEnvelope,
@@ -273,6 +277,8 @@ class StoreSimulation:
         self.gossip_copies = 0
         self.stale_deadlines = 0
         self.store_problems = 0
+        #: Group actions from the messenger (none are expected: this simulation has no groups).
+        self.group_actions = 0
         self.misdelivered = 0
         self._retired_discards: Counter[str] = Counter()
         self._retired_rejects: Counter[str] = Counter()
@@ -434,6 +440,8 @@ class StoreSimulation:
                         sent.receipt_at = self.elapsed
                 case StoreProblem():
                     self.store_problems += 1
+                case ControlReceived() | GroupEnvelopes() | EnvelopeStored() | EnvelopeRefused():
+                    self.group_actions += 1  # nobody sends these here (``meshchat.sim.group_sim`` does)
                 case _:
                     assert_never(action)
 

@@ -1,7 +1,8 @@
 """The mailbox half of the ``Messenger``: which mailboxes to use, what to ask each, and when to sync.
 
 ``MailboxCalls`` keeps, per mailbox, one call in flight at most, and the queues behind it: the running
-``SyncSession`` first, then envelopes to store (``queue_store``: a recipient's own mailboxes first,
+``SyncSession`` first (a sync round: our own tags, then the watched tags' sessions, one after the
+other), then envelopes to store (``queue_store``: a recipient's own mailboxes first,
 then rendezvous order), then ids to withdraw. It schedules syncs: every ``sync_interval``, at once
 with a mailbox that becomes reachable, and while sent messages await receipts every
 ``receipt_sync_interval``, doubling up to ``receipt_sync_max`` for ``receipt_sync_window`` after a
@@ -47,6 +48,9 @@ class MailboxCalls:
         self._to_withdraw: dict[str, dict[bytes, None]] = {}
         self._busy: dict[str, MailboxRequest] = {}
         self._syncs: dict[str, SyncSession] = {}
+        # The watched tags' sessions still to run in each mailbox's sync round, by tags (made when
+        # their turn comes, so their "have" side includes what the sessions before accepted).
+        self._later: dict[str, list[tuple[bytes, ...]]] = {}
         self._next_sync: dict[str, float] = {}
         # Each usable mailbox's next wait while messages await receipts (doubling up to sync_interval).
         self._receipt_wait: dict[str, float] = {}
@@ -86,7 +90,7 @@ class MailboxCalls:
             self._compared.discard(peer)
             self._to_store.pop(peer, None)
             self._to_withdraw.pop(peer, None)
-            self._syncs.pop(peer, None)
+            self.drop_sync(peer)
             self._next_sync.pop(peer, None)
             self._receipt_wait.pop(peer, None)
         new = [p for p in wanted if p not in self._usable]
@@ -104,7 +108,7 @@ class MailboxCalls:
         self._penalised.move_to_end(peer)
         while len(self._penalised) > MAX_PENALISED:
             self._penalised.popitem(last=False)
-        self._syncs.pop(peer, None)
+        self.drop_sync(peer)
 
     def penalty_over(self, wall_now: float) -> bool:
         """True if some penalty has run out (``refresh`` takes the mailbox back)."""
@@ -185,7 +189,7 @@ class MailboxCalls:
     def failed(self, peer: str, request: MailboxRequest, wall_now: float) -> None:
         """The call failed: abandon the sync and the queued stores (planned again at their retry)."""
         self.answered(peer, request)
-        self._syncs.pop(peer, None)
+        self.drop_sync(peer)
         self._to_store.pop(peer, None)
         if peer in self._usable:  # (one that left has no next sync)
             self._next_sync[peer] = wall_now + self._config.sync_interval
@@ -193,16 +197,23 @@ class MailboxCalls:
     # --- syncs ------------------------------------------------------------------------------------------
 
     def start_due_syncs(
-        self, wall_now: float, new_session: Callable[[bool], SyncSession], *, awaiting: bool
+        self,
+        wall_now: float,
+        new_session: Callable[[bool], SyncSession],
+        *,
+        awaiting: bool,
+        later: Sequence[tuple[bytes, ...]] = (),
     ) -> None:
-        """Start a sync with each usable mailbox whose time has come (``awaiting``: sent messages
-        wait for receipts, so the next one comes sooner). ``new_session(first)``: ``first`` until a
-        sync with that mailbox completed since this core started or the mailbox (re)appeared."""
+        """Start a sync round with each usable mailbox whose time has come (``awaiting``: sent
+        messages wait for receipts, so the next one comes sooner). ``new_session(first)``: our own
+        tags' session, ``first`` until a sync with that mailbox completed since this core started or
+        the mailbox (re)appeared; ``later``: the tags of the sessions that follow it (``end_sync``)."""
         for peer in self._usable:
             if peer in self._syncs or self._next_sync.get(peer, wall_now) > wall_now:
                 continue
             self._next_sync[peer] = wall_now + self._sync_wait(peer, awaiting, wall_now)
             self._syncs[peer] = new_session(peer not in self._compared)
+            self._later[peer] = list(later)
 
     def _sync_wait(self, peer: str, awaiting: bool, wall_now: float) -> float:
         """Seconds until the next sync with ``peer``: short while messages await receipts (doubling up
@@ -226,6 +237,11 @@ class MailboxCalls:
             if self._next_sync.get(peer, math.inf) > wall_now + soon:
                 self._next_sync[peer] = wall_now + soon
 
+    def due_now(self, wall_now: float) -> None:
+        """Every usable mailbox not syncing is due now (no quicker pace afterwards)."""
+        for peer in self._usable:
+            self._next_sync[peer] = min(self._next_sync.get(peer, wall_now), wall_now)
+
     def sync_all_now(self, wall_now: float) -> None:
         """Every usable mailbox is due now."""
         self._quick_until = wall_now + self._config.receipt_sync_window
@@ -238,15 +254,22 @@ class MailboxCalls:
         return sync if sync is not None and sync.awaiting is request else None
 
     def drop_sync(self, peer: str) -> None:
-        """Abandon ``peer``'s sync (nothing deleted: the next sync fetches again)."""
+        """Abandon ``peer``'s sync round (nothing deleted: the next sync fetches again)."""
         self._syncs.pop(peer, None)
+        self._later.pop(peer, None)
 
-    def end_sync(self, peer: str) -> bool:
-        """``peer``'s sync is complete; True if there was one."""
+    def end_sync(self, peer: str, next_session: Callable[[tuple[bytes, ...]], SyncSession]) -> bool:
+        """``peer``'s current session is complete: start the round's next one (``next_session(tags)``;
+        its ``StorageError`` abandons the round); True if that ended a round."""
         if self._syncs.pop(peer, None) is None:
             return False
         if peer in self._usable:
-            self._compared.add(peer)
+            self._compared.add(peer)  # our own tags' session, the first of the round, completed
+        later = self._later.get(peer)
+        if later:
+            self._syncs[peer] = next_session(later.pop(0))
+            return False
+        self._later.pop(peer, None)
         return True
 
     def next_deadline(self) -> float | None:

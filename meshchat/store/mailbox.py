@@ -11,7 +11,10 @@
   failure). Every refusal is counted in ``statistics``.
 * **Only the owner of an inbox tag lists, fetches or deletes its envelopes.** The requester's PeerId
   (authenticated by the secure channel; it *is* the recipient's public key) must derive every tag it
-  names, for any day within the longest TTL.
+  deletes, for any day within the longest TTL; a sync naming other tags lists only the *group*
+  envelopes (``EnvelopeKind.GROUP``) held for them, and a fetch returns a sealed envelope only to its
+  tag's owner. A group's tag is derived from its secret id: knowing it is the capability, and what is
+  under it is encrypted for the members, who each fetch it (none deletes it: it goes at its expiry).
 * Items go when they expire, when their recipient, after a sync, deletes what it has received, or
   when their sender, holding the recipient's receipt, withdraws them (only what that peer stored).
 
@@ -57,7 +60,7 @@ from meshchat.store.protocol import (
 )
 from meshchat.store.reconcile import Reconciler, decode_message, encode_message
 from meshchat.store.storage import MailboxItem, Storage
-from meshchat.wire import MAX_ENVELOPE_SIZE, decode_envelope, message_id
+from meshchat.wire import MAX_ENVELOPE_SIZE, EnvelopeKind, decode_envelope, message_id
 
 __all__ = [
     "CLOCK_SKEW",
@@ -415,6 +418,7 @@ class MailboxCore:
                         envelope=data,
                         from_peer=peer,
                         size=size,
+                        kind=envelope.kind,
                     )
                     return code, detail, item
         self._refused[_STORE_REFUSALS[code]] += 1
@@ -430,7 +434,11 @@ class MailboxCore:
     ) -> MailboxResponse:
         owned = self._tags_owned_by(peer, wall_now)
         if isinstance(request, FetchRequest):
-            items = [i for i in self._storage.mailbox_get(request.message_ids) if i.inbox_tag in owned]
+            items = [
+                i
+                for i in self._storage.mailbox_get(request.message_ids)
+                if i.inbox_tag in owned or i.kind is EnvelopeKind.GROUP
+            ]
             # Up to 512 envelopes of up to 64 KiB do not fit one frame: answer the first ones that do
             # (the recipient asks again for the rest; before, the answer raised TooLarge and a
             # recipient with a few dozen large messages waiting could never fetch them).
@@ -438,9 +446,11 @@ class MailboxCore:
             fetched = envelopes[0] if envelopes else ()
             self._counts["fetched"] += len(fetched)
             return Fetched(envelopes=fetched)
-        if not owned.issuperset(request.tags):
-            return self._refuse(ErrorCode.NOT_YOUR_TAG, "a tag in the request is not derived from your key")
         if isinstance(request, DeleteRequest):
+            if not owned.issuperset(request.tags):
+                return self._refuse(
+                    ErrorCode.NOT_YOUR_TAG, "a tag in the request is not derived from your key"
+                )
             gone = self._storage.mailbox_delete(request.tags, request.generation)
             for item in gone:
                 self._add(item, -1)
@@ -451,7 +461,11 @@ class MailboxCore:
         except DecodeError as exc:
             return self._refuse(ErrorCode.BAD_REQUEST, str(exc))
         generation = self._storage.mailbox_last_number()
-        held = self._storage.mailbox_items(request.tags)
+        # Our own tags: everything held for them; any other (a group's): its group envelopes only.
+        held = self._storage.mailbox_items([t for t in request.tags if t in owned])
+        foreign = [t for t in request.tags if t not in owned]
+        if foreign:
+            held += self._storage.mailbox_items(foreign, kind=EnvelopeKind.GROUP)
         reply = Reconciler(held).respond(message)
         return Synced(reconcile=encode_message(reply), generation=generation, held=len(held))
 

@@ -23,7 +23,12 @@ window (every accepted id, kept until its expiry) and the inbox are written in o
 the app hears of them, in the sender's order within a batch. Each batch answers every sender with one
 signed, sealed delivery receipt, published and stored on mailboxes for the sender. A duplicate is not
 delivered again, but its sender gets a receipt again (at most once per ``RERECEIPT_INTERVAL``), in
-case the first receipt was lost. Failures are counted by reason in ``statistics``.
+case the first receipt was lost. Failures are counted by reason in ``statistics``. A control message
+(``send(..., control=True)``, for the groups machinery) is receipted like a chat but handed on as
+``ControlReceived``, never written to the inbox or the seen window. Envelopes for the watched (group)
+tags (``watch_tags``) are not opened: they come out as ``GroupEnvelopes`` for the groups core, whose
+``group_accepted`` puts them in the seen window; ``store_shared`` puts the groups core's envelopes on
+mailboxes for every member (see ``shared.py``).
 
 **Syncing.** With each mailbox, every ``sync_interval`` and when it first becomes reachable: range-based
 reconciliation of the ids it holds for our tags against our seen window; fetch what we lack in
@@ -39,26 +44,32 @@ raises: a lie (not an envelope, another tag, unasked ids, garbage reconciliation
 **Shape.** ``Messenger`` is the facade; the work is done by ``OutboxTracker`` (``tracker.py``: retrying
 records, timers, moves), ``ReceiptMaker`` (``receipts.py``: sealing receipts, keeping them until
 stored) and ``MailboxCalls`` (``calls.py``: which mailboxes, queues, one call in flight each, sync
-scheduling, penalties). This module keeps the inbox (screening, opening, accepting) and the glue.
+scheduling, penalties), ``inbound.py`` (screening and opening what arrives) and ``SharedTags``
+(``shared.py``: watched tags, shared envelopes). This module keeps the inbox (accepting) and the glue.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import nacl.utils
 
-from meshchat.crypto import CLOCK_SKEW, MAX_TTL, epoch_of, inbox_tags_around, inbox_topic, open_envelope, seal
-from meshchat.errors import DecodeError, MeshchatError, StorageError
+from meshchat.crypto import CLOCK_SKEW, epoch_of, inbox_tags_around, inbox_topic, seal
+from meshchat.errors import StorageError
 from meshchat.identity import Identity, KeyCache, PublicIdentity, RandomBytes
 from meshchat.store.calls import MAILBOX_PENALTY, MAX_PENALISED, MailboxCalls
+from meshchat.store.inbound import open_inbound, receipt_moves, screen
 from meshchat.store.mailbox import owned_tags
 from meshchat.store.outbox import (
     OUTBOX_TRANSITIONS,
     Action,
     CallMailbox,
+    ControlReceived,
+    EnvelopeRefused,
+    EnvelopeStored,
+    GroupEnvelopes,
     MessageReceived,
     MessengerStatistics,
     OutboxInput,
@@ -67,7 +78,7 @@ from meshchat.store.outbox import (
     StoreConfig,
     StoreProblem,
 )
-from meshchat.store.payload import Chat, Receipt, ReceiptKind, decode_payload, encode_payload
+from meshchat.store.payload import Chat, Control, ReceiptKind, encode_payload
 from meshchat.store.protocol import (
     PERMANENT_STORE_CODES,
     Deleted,
@@ -85,8 +96,9 @@ from meshchat.store.protocol import (
     SyncRequest,
     WithdrawRequest,
 )
-from meshchat.store.reasons import DiscardReason, RejectReason, reject_reason
+from meshchat.store.reasons import DiscardReason, RejectReason
 from meshchat.store.receipts import MAX_UNSTORED_RECEIPTS, RERECEIPT_INTERVAL, ReceiptMaker
+from meshchat.store.shared import SharedTags
 from meshchat.store.storage import InboxRecord, OutboxRecord, OutboxStatus, SeenEntry, Storage
 from meshchat.store.sync import SyncSession, SyncState, screen_fetched
 from meshchat.store.tracker import Move, Moves, OutboxTracker
@@ -100,6 +112,10 @@ __all__ = [
     "RERECEIPT_INTERVAL",
     "Action",
     "CallMailbox",
+    "ControlReceived",
+    "EnvelopeRefused",
+    "EnvelopeStored",
+    "GroupEnvelopes",
     "MessageReceived",
     "Messenger",
     "MessengerStatistics",
@@ -150,6 +166,7 @@ class Messenger:
         self._tags: frozenset[bytes] = frozenset()
         self._owned: tuple[bytes, ...] = ()
         self._next_seen_prune = 0.0
+        self._shared = SharedTags()
 
     # --- inputs from the application ------------------------------------------------------------
 
@@ -161,12 +178,15 @@ class Messenger:
         wall_now: float,
         ref: str = "",
         ttl: int | None = None,
+        control: bool = False,
     ) -> tuple[OutboxRecord, list[Action]]:
         """Queue ``body`` for ``recipient``; return its outbox record and the actions to start delivery.
 
         With ``ref`` (an idempotency key) a second send with the same ref returns the first one's record
         and does nothing, so an app that crashed mid-send can simply send everything again. The record is
-        durable when this returns; ``StorageError`` means it was not queued.
+        durable when this returns; ``StorageError`` means it was not queued. With ``control`` the body is
+        for the recipient's machinery (groups), not its inbox: it arrives as ``ControlReceived``; the
+        rest (outbox, retries, mailboxes, delivery receipt) is as for a chat.
         """
         if ref:
             known = self.storage.outbox_by_ref(ref)
@@ -176,7 +196,7 @@ class Messenger:
         envelope = seal(
             self.identity,
             recipient,
-            encode_payload(Chat(seq=seq, body=body)),
+            encode_payload(Control(seq=seq, body=body) if control else Chat(seq=seq, body=body)),
             wall_now=wall_now,
             ttl=self.config.ttl if ttl is None else ttl,
             random_bytes=self._random_bytes,
@@ -223,6 +243,41 @@ class Messenger:
         else:
             self._preferred.pop(recipient.ed25519, None)
 
+    def watch_tags(self, tags: Collection[bytes], *, wall_now: float) -> list[Action]:
+        """Follow ``tags`` (the groups' tags) besides our own, replacing the set: their envelopes come
+        out unopened as ``GroupEnvelopes``, and each sync fetches them without deleting them.
+        ``ValueError`` beyond ``MAX_WATCHED_TAGS``. New tags are synced with every mailbox now."""
+        new = frozenset(tags) - self._shared.watched
+        self._shared.watch(tags)
+        if not new:
+            return []
+        self._calls.due_now(wall_now)
+        return self._start_due_syncs(wall_now) + self._calls.pump_all()
+
+    def group_accepted(self, entries: Sequence[SeenEntry], *, wall_now: float) -> list[Action]:
+        """The groups core accepted these group envelopes: into the seen window, so reconciliation
+        stops fetching them and another copy is dropped as a duplicate. A ``StoreProblem`` if that
+        cannot be written (they are fetched again: the groups core drops them as replays)."""
+        unique = {e.message_id: e for e in entries}
+        try:
+            seen = self.storage.seen(unique)
+            if len(seen) < len(unique):
+                self.storage.accept([e for mid, e in unique.items() if mid not in seen], [], [])
+        except StorageError as exc:
+            return [StoreProblem(error=exc)]
+        return []
+
+    def store_shared(
+        self, tag: bytes, message_id: bytes, envelope: bytes, *, wall_now: float
+    ) -> list[Action]:
+        """Store a shared (group) ``envelope`` for ``tag`` on ``mailbox_copies`` mailboxes. Each one that
+        stores it answers ``EnvelopeStored``, a refusal ``EnvelopeRefused``; until one stores it, it is
+        queued again when the mailboxes change (in memory, at most ``MAX_SHARED_PENDING``, until its
+        expiry). ``ValueError`` if ``message_id`` is not the envelope's id."""
+        item = self._shared.add(tag, message_id, envelope)
+        self._shared.unstored(wall_now)  # forget the expired ones
+        return self._shared.plan(item, self._calls)
+
     def status(self, message_id: bytes) -> OutboxRecord | None:
         """The outbox record of a sent message, if it is ours."""
         return self._outbox.lookup(message_id)
@@ -241,64 +296,59 @@ class Messenger:
         return self._move([(record, OutboxInput.PUBLISHED, None)], wall_now)
 
     def receive(self, envelopes: Sequence[bytes], *, wall_now: float) -> list[Action]:
-        """Envelopes arrived (by gossip, or fetched from a mailbox): accept what is ours and new."""
-        fresh = self._screen(envelopes, wall_now)
-        if not fresh:  # a relay's everyday case: envelopes for others, no storage touched
+        """Envelopes arrived (by gossip, or fetched from a mailbox): accept what is ours and new; hand
+        on those for watched tags (``GroupEnvelopes``, unopened) and the control messages."""
+        self._refresh_tags(wall_now)
+        fresh, watched = screen(
+            envelopes, self._tags, self._shared.watched, wall_now=wall_now, discarded=self._discarded
+        )
+        if not fresh and not watched:  # a relay's everyday case: envelopes for others, no storage touched
             return []
         try:
-            seen = self.storage.seen(fresh)
+            seen = self.storage.seen([*fresh, *watched])
         except StorageError as exc:  # nothing accepted: they come again (sender retries, mailbox sync)
-            self._discarded[DiscardReason.STORAGE_FAILED] += len(fresh)
+            self._discarded[DiscardReason.STORAGE_FAILED] += len(fresh) + len(watched)
             return [StoreProblem(error=exc)]
         actions: list[Action] = []
-        chats: list[tuple[InboxRecord, PublicIdentity, SeenEntry]] = []
-        receipts: list[tuple[Receipt, PublicIdentity, SeenEntry]] = []
-        rereceipts: dict[PublicIdentity, list[bytes]] = {}
-        for mid, (data, expiry, tag) in fresh.items():
-            try:
-                opened = open_envelope(self.identity, data, wall_now=wall_now, key_cache=self._keys)
-                payload = decode_payload(opened.body)
-            except MeshchatError as exc:
-                self._rejected[reject_reason(exc)] += 1
-                continue
-            if mid in seen:
-                self._discarded[DiscardReason.DUPLICATE] += 1
-                if isinstance(payload, Chat) and self._receipts.may_rereceipt(mid, wall_now):
-                    rereceipts.setdefault(opened.sender, []).append(mid)
-                continue
-            entry = SeenEntry(message_id=mid, inbox_tag=tag, expiry=expiry)
-            if isinstance(payload, Receipt):
-                receipts.append((payload, opened.sender, entry))
-                continue
-            message = InboxRecord(
-                number=0,
-                message_id=mid,
-                sender=opened.sender.ed25519,
-                seq=payload.seq,
-                body=payload.body,
-                sent_at_ms=opened.sent_at_ms,
-                received_at=wall_now,
-            )
-            chats.append((message, opened.sender, entry))
+        unseen = tuple(data for mid, data in watched.items() if mid not in seen)
+        if len(unseen) < len(watched):
+            self._discarded[DiscardReason.DUPLICATE] += len(watched) - len(unseen)
+        if unseen:
+            actions.append(GroupEnvelopes(envelopes=unseen))
+        inbound = open_inbound(
+            self.identity,
+            fresh,
+            seen,
+            wall_now=wall_now,
+            keys=self._keys,
+            receipts=self._receipts,
+            rejected=self._rejected,
+            discarded=self._discarded,
+        )
+        chats, receipts = inbound.chats, inbound.receipts
         chats.sort(key=lambda c: (c[0].sender, c[0].seq))
         # What the receipts prove is written in the same transaction as their seen entries: a crash
         # cannot leave a receipt seen (never processed again) with its message still ``stored``.
-        proven = self._outbox.plan(self._receipt_moves(receipts), wall_now)
-        try:
-            numbered = self.storage.accept(
-                [c[2] for c in chats] + [r[2] for r in receipts],
-                [c[0] for c in chats],
-                list(proven.changed.values()),
-            )
-        except StorageError as exc:
-            self._discarded[DiscardReason.STORAGE_FAILED] += len(chats) + len(receipts)
-            return [StoreProblem(error=exc)]
-        by_sender: dict[PublicIdentity, list[bytes]] = rereceipts
+        proven = self._outbox.plan(receipt_moves(receipts, self._outbox, self._discarded), wall_now)
+        numbered: list[InboxRecord] = []
+        if chats or receipts:
+            try:
+                numbered = self.storage.accept(
+                    [c[2] for c in chats] + [r[2] for r in receipts],
+                    [c[0] for c in chats],
+                    list(proven.changed.values()),
+                )
+            except StorageError as exc:
+                self._discarded[DiscardReason.STORAGE_FAILED] += len(chats) + len(receipts)
+                return [*actions, StoreProblem(error=exc)]
+        by_sender = inbound.rereceipts
         for message, (_, sender, _) in zip(numbered, chats, strict=True):
             actions.append(MessageReceived(message=message, sender=sender))
             by_sender.setdefault(sender, []).append(message.message_id)
+        actions += inbound.controls  # before the receipts: see ``ControlReceived``
         self._counts["received"] += len(numbered)
         self._counts["receipts"] += len(receipts)
+        self._counts["controls"] += len(inbound.controls)
         actions += self._report(proven)
         actions += self._send_receipts(by_sender, ReceiptKind.DELIVERED, wall_now)
         return actions
@@ -335,7 +385,7 @@ class Messenger:
                     self._discarded[DiscardReason.STALE_REPLY] += 1
                 else:
                     sync.deleted()
-                    self._end_sync(peer)
+                    actions += self._end_sync(peer)
             case Deleted() if isinstance(request, WithdrawRequest):
                 if response.count > len(request.message_ids):
                     self._discarded[DiscardReason.DELETED_TOO_MANY] += 1
@@ -410,6 +460,8 @@ class Messenger:
             pending=self._outbox.counts(),
             mailbox_errors=dict(self._mailbox_errors),
             penalties=self._counts["penalties"],
+            controls=self._counts["controls"],
+            shared_given_up=self._shared.given_up,
         )
 
     @property
@@ -418,31 +470,6 @@ class Messenger:
         return self._calls.reachable
 
     # --- internals: inbox -------------------------------------------------------------------------
-
-    def _screen(self, envelopes: Sequence[bytes], wall_now: float) -> dict[bytes, tuple[bytes, int, bytes]]:
-        """The envelopes worth opening, by id: well-formed, ours, sane expiry, once each."""
-        self._refresh_tags(wall_now)
-        fresh: dict[bytes, tuple[bytes, int, bytes]] = {}
-        for data in envelopes:
-            try:
-                envelope = decode_envelope(data)
-            except DecodeError:
-                self._discarded[DiscardReason.MALFORMED] += 1
-                continue
-            if envelope.inbox_tag not in self._tags:
-                self._discarded[DiscardReason.NOT_OURS] += 1
-                continue
-            if envelope.expiry > wall_now + MAX_TTL + CLOCK_SKEW:
-                # No honest sender seals one (the seen window keeps ids until their expiry: refuse
-                # what would pin an entry for longer than the longest TTL).
-                self._discarded[DiscardReason.EXPIRY_TOO_FAR] += 1
-                continue
-            mid = message_id(data)
-            if mid in fresh:
-                self._discarded[DiscardReason.DUPLICATE] += 1
-                continue
-            fresh[mid] = (data, envelope.expiry, envelope.inbox_tag)
-        return fresh
 
     def _refresh_tags(self, wall_now: float) -> None:
         day = epoch_of(wall_now)
@@ -506,7 +533,11 @@ class Messenger:
         if asked:  # not stored, as far as we know: planned again at their next retry
             self._discarded[DiscardReason.STORED_MISSING] += len(asked)
         moves: list[Move] = []
+        shared: list[Action] = []
         for result in results:
+            if (told := self._shared.result(peer, result)) is not None:
+                shared.append(told)
+                continue
             if result.code is StoreCode.STORED and self._receipts.acknowledged(result.message_id):
                 continue  # one of our receipts: one mailbox holding it is enough
             record = self._outbox.get(result.message_id)
@@ -531,29 +562,12 @@ class Messenger:
             permanent = result.code in PERMANENT_STORE_CODES
             event = OutboxInput.REFUSED_FOR_GOOD if permanent else OutboxInput.REFUSED_FOR_NOW
             moves.append((record, event, problem))
-        actions = self._move(moves, wall_now)
+        actions = shared + self._move(moves, wall_now)
         if len(results) != len(response.results) or asked:
             actions += self._penalise(peer, wall_now)
         return actions
 
     # --- internals: receipts ------------------------------------------------------------------------
-
-    def _receipt_moves(self, receipts: Sequence[tuple[Receipt, PublicIdentity, SeenEntry]]) -> list[Move]:
-        """The outbox inputs ``receipts`` prove (a receipt counts only from the message's recipient)."""
-        moves: list[Move] = []
-        for receipt, signer, _ in receipts:
-            event = (
-                OutboxInput.READ_RECEIPT if receipt.kind is ReceiptKind.READ else OutboxInput.DELIVERY_RECEIPT
-            )
-            for mid in receipt.message_ids:
-                record = self._outbox.lookup(mid)
-                if record is None:
-                    self._discarded[DiscardReason.RECEIPT_UNKNOWN] += 1
-                elif record.recipient != signer.ed25519:
-                    self._discarded[DiscardReason.RECEIPT_WRONG_SIGNER] += 1
-                else:
-                    moves.append((record, event, None))
-        return moves
 
     def _send_receipts(
         self, by_sender: dict[PublicIdentity, list[bytes]], kind: ReceiptKind, wall_now: float
@@ -589,6 +603,8 @@ class Messenger:
             for record in self._outbox.records():
                 actions += self._plan_stores(record)
             self._requeue_receipts(wall_now)
+            for item in self._shared.unstored(wall_now):
+                actions += self._shared.plan(item, self._calls)
         actions += self._start_due_syncs(wall_now)
         actions += self._calls.pump_all()
         return actions
@@ -618,7 +634,12 @@ class Messenger:
             return SyncSession(tags, have, fetch_batch=self.config.fetch_batch)
 
         try:
-            self._calls.start_due_syncs(wall_now, new_session, awaiting=self._outbox.awaiting_receipts())
+            self._calls.start_due_syncs(
+                wall_now,
+                new_session,
+                awaiting=self._outbox.awaiting_receipts(),
+                later=self._shared.sessions,
+            )
         except StorageError as exc:
             return [StoreProblem(error=exc)]
         return []
@@ -633,7 +654,7 @@ class Messenger:
             self._discarded[problem] += 1
             return self._penalise(peer, wall_now)
         if sync.state is SyncState.DONE:
-            self._end_sync(peer)
+            return self._end_sync(peer)
         return []
 
     def _fetched(self, peer: str, request: FetchRequest, response: Fetched, wall_now: float) -> list[Action]:
@@ -642,7 +663,7 @@ class Messenger:
             envelopes, problems = sync.fetched(request, response)
         else:  # abandoned meanwhile: what is good is still ours to accept
             self._refresh_tags(wall_now)
-            good, problems = screen_fetched(self._owned, request, response)
+            good, problems = screen_fetched((*self._owned, *self._shared.watched), request, response)
             envelopes = [e for _, e in sorted(good, key=lambda d: d[0])]
         self._discarded.update(problems)
         actions = self.receive(envelopes, wall_now=wall_now)
@@ -653,9 +674,22 @@ class Messenger:
         elif sync is not None:
             sync.accepted()
             if sync.state is SyncState.DONE:
-                self._end_sync(peer)
+                actions += self._end_sync(peer)
         return actions
 
-    def _end_sync(self, peer: str) -> None:
-        if self._calls.end_sync(peer):
-            self._counts["syncs"] += 1
+    def _end_sync(self, peer: str) -> list[Action]:
+        """``peer``'s session is done: start the round's next (watched tags), or count the round."""
+
+        def watched_session(tags: tuple[bytes, ...]) -> SyncSession:
+            # Never deleted, so compared against what we have even on a first sync (fetching a
+            # group's whole backlog again at each reconnection would be all waste).
+            have = self.storage.seen_items(tags)
+            return SyncSession(tags, have, fetch_batch=self.config.fetch_batch, delete=False)
+
+        try:
+            if self._calls.end_sync(peer, watched_session):
+                self._counts["syncs"] += 1
+        except StorageError as exc:
+            self._calls.drop_sync(peer)
+            return [StoreProblem(error=exc)]
+        return []

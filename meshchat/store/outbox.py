@@ -14,7 +14,7 @@ from typing import TypeAlias
 from meshchat.crypto import DEFAULT_TTL
 from meshchat.errors import StorageError
 from meshchat.identity import PublicIdentity
-from meshchat.store.protocol import MAX_FETCH_IDS, ErrorCode, MailboxRequest
+from meshchat.store.protocol import MAX_FETCH_IDS, ErrorCode, MailboxRequest, StoreCode
 from meshchat.store.storage import InboxRecord, OutboxStatus
 
 __all__ = [
@@ -22,6 +22,10 @@ __all__ = [
     "RETRYING",
     "Action",
     "CallMailbox",
+    "ControlReceived",
+    "EnvelopeRefused",
+    "EnvelopeStored",
+    "GroupEnvelopes",
     "MessageReceived",
     "MessengerStatistics",
     "OutboxInput",
@@ -152,6 +156,62 @@ class MessageReceived:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ControlReceived:
+    """A verified control message (``send(..., control=True)``) for the node's machinery (groups).
+
+    Not in the inbox nor the seen window: every copy that arrives is announced (the machinery's own
+    state is its dedup; its contents are idempotent). It comes before the delivery receipt's actions
+    in the same list: a driver that hands it on (and commits) first sends no receipt for what it lost.
+    """
+
+    #: Who sent it (proven by the seal's signature).
+    sender: PublicIdentity
+    #: The machinery's bytes.
+    body: bytes
+    #: The envelope's id.
+    message_id: bytes
+    #: The sender's clock when sealing, ms since the unix epoch (the sender's claim).
+    sent_at_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupEnvelopes:
+    """Envelopes for watched (group) tags, unopened, in arrival order: for the groups core.
+
+    Ids in the seen window (``Messenger.group_accepted``) are left out; the rest may come again
+    (another copy by gossip, another mailbox) until the groups core has accepted them.
+    """
+
+    #: The envelope bytes.
+    envelopes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopeStored:
+    """A mailbox acknowledged storing a shared envelope (``Messenger.store_shared``)."""
+
+    #: The envelope's id.
+    message_id: bytes
+    #: The mailbox's PeerId.
+    peer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopeRefused:
+    """A mailbox refused a shared envelope (``Messenger.store_shared``). A permanent refusal
+    (``PERMANENT_STORE_CODES``) is final; after another it is queued again when the mailboxes change."""
+
+    #: The envelope's id.
+    message_id: bytes
+    #: The mailbox's PeerId.
+    peer: str
+    #: Why.
+    code: StoreCode
+    #: The mailbox's explanation.
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StatusChanged:
     """A sent message moved on (or a mailbox reported a problem with it)."""
 
@@ -171,7 +231,17 @@ class StoreProblem:
     error: StorageError
 
 
-Action: TypeAlias = PublishEnvelope | CallMailbox | MessageReceived | StatusChanged | StoreProblem
+Action: TypeAlias = (
+    PublishEnvelope
+    | CallMailbox
+    | MessageReceived
+    | StatusChanged
+    | StoreProblem
+    | ControlReceived
+    | GroupEnvelopes
+    | EnvelopeStored
+    | EnvelopeRefused
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,3 +265,7 @@ class MessengerStatistics:
     mailbox_errors: dict[ErrorCode, int] = field(default_factory=dict)
     #: Times a mailbox was caught lying and set aside for ``MAILBOX_PENALTY``.
     penalties: int = 0
+    #: Control messages handed on (``ControlReceived``), every copy counted.
+    controls: int = 0
+    #: Shared envelopes given up unstored (``MAX_SHARED_PENDING`` newer ones were waiting).
+    shared_given_up: int = 0

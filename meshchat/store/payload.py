@@ -1,10 +1,14 @@
-"""What travels inside a sealed envelope's body: a chat message or a receipt.
+"""What travels inside a sealed envelope's body: a chat message, a receipt or a control message.
 
 The seal (``meshchat.crypto.seal``) signs and encrypts a body; this module gives that body a shape,
 a canonical msgpack map with integer keys::
 
     chat:     {1: 1, 2: seq, 3: body}                 seq = position in the sender's conversation
     receipt:  {1: 2, 4: receipt kind, 5: [ids...]}   kind 1 = delivered, 2 = read
+    control:  {1: 3, 2: seq, 3: body}                 machinery (groups: invites, chain handouts)
+
+A control message travels and is receipted like a chat, but is not for the user's inbox: the
+messenger hands it to the machinery it is for (``ControlReceived``), which is its own dedup.
 
 A receipt is sealed to the original sender and signed by the recipient like any message, so nobody
 on the way (relay, mailbox) can read it, let alone forge "delivered". One receipt covers up to
@@ -23,6 +27,7 @@ from meshchat.wire.codec import pack, unpack_canonical
 __all__ = [
     "MAX_RECEIPT_IDS",
     "Chat",
+    "Control",
     "Payload",
     "Receipt",
     "ReceiptKind",
@@ -33,7 +38,7 @@ __all__ = [
 #: Message ids one receipt may name: 1,000 x 33 bytes stays well inside one envelope (64 KiB).
 MAX_RECEIPT_IDS = 1000
 _ID_SIZE = 32
-_CHAT, _RECEIPT = 1, 2
+_CHAT, _RECEIPT, _CONTROL = 1, 2, 3
 _K_TYPE, _K_SEQ, _K_BODY, _K_RECEIPT_KIND, _K_IDS = 1, 2, 3, 4, 5
 _MAX_SEQ = 2**63 - 1
 #: Decoding limit for a body, bytes: an envelope's body can never be larger.
@@ -69,13 +74,24 @@ class Receipt:
     message_ids: tuple[bytes, ...]
 
 
-Payload: TypeAlias = Chat | Receipt
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Control:
+    """A message for the node's machinery (group invites, chain handouts, group receipts), not the inbox."""
+
+    #: Position in the sender's conversation with this recipient (shared with chats): 1, 2, ...
+    seq: int
+    #: The machinery's bytes.
+    body: bytes
+
+
+Payload: TypeAlias = Chat | Receipt | Control
 
 
 def encode_payload(payload: Payload) -> bytes:
     """The body bytes to seal for ``payload``."""
-    if isinstance(payload, Chat):
-        return pack({_K_TYPE: _CHAT, _K_SEQ: payload.seq, _K_BODY: payload.body})
+    if isinstance(payload, Chat | Control):
+        kind = _CHAT if isinstance(payload, Chat) else _CONTROL
+        return pack({_K_TYPE: kind, _K_SEQ: payload.seq, _K_BODY: payload.body})
     if not 0 < len(payload.message_ids) <= MAX_RECEIPT_IDS:
         raise ValueError(f"a receipt names 1 to {MAX_RECEIPT_IDS} messages, not {len(payload.message_ids)}")
     # codec.pack limits containers to 64 items; the ids list is one flat bytes string instead.
@@ -85,7 +101,7 @@ def encode_payload(payload: Payload) -> bytes:
 
 
 def decode_payload(data: bytes) -> Payload:
-    """Parse a sealed body; ``DecodeError`` for anything that is not a well-formed chat or receipt."""
+    """Parse a sealed body; ``DecodeError`` for anything but a well-formed chat, receipt or control."""
     fields = unpack_canonical(data, what="message payload", limit=_MAX_PAYLOAD)
     if not isinstance(fields, dict):
         raise DecodeError("message payload", "not a map")
@@ -94,11 +110,11 @@ def decode_payload(data: bytes) -> Payload:
         # True == 1 == 1.0 in Python: without this exact-type check ``True`` and ``1.0`` would be two more
         # byte forms of a chat's type tag (each canonical msgpack in itself), so one payload, three ids.
         raise DecodeError("message payload", f"payload type must be an integer, not {kind!r}")
-    if kind == _CHAT and fields.keys() == {_K_TYPE, _K_SEQ, _K_BODY}:
+    if kind in (_CHAT, _CONTROL) and fields.keys() == {_K_TYPE, _K_SEQ, _K_BODY}:
         seq, body = fields[_K_SEQ], fields[_K_BODY]
         if type(seq) is not int or not 0 < seq <= _MAX_SEQ or type(body) is not bytes:
             raise DecodeError("message payload", "chat seq or body has the wrong type or range")
-        return Chat(seq=seq, body=body)
+        return Chat(seq=seq, body=body) if kind == _CHAT else Control(seq=seq, body=body)
     if kind == _RECEIPT and fields.keys() == {_K_TYPE, _K_RECEIPT_KIND, _K_IDS}:
         receipt_kind, ids = fields[_K_RECEIPT_KIND], fields[_K_IDS]
         if type(receipt_kind) is not int or receipt_kind not in ReceiptKind._value2member_map_:

@@ -5,7 +5,8 @@ caller's mistake), but what it accepted survives the process being killed and, a
 honours fsync, a power loss. It is a thin mapping of records onto tables through the standard
 library's ``sqlite3``, not a database layer of its own: no ORM, no migrations framework, no cache.
 
-Tables (schema version 1, kept in ``PRAGMA user_version``):
+Tables (schema version 2, kept in ``PRAGMA user_version``; a version 1 file is migrated in place at
+open, see ``_MIGRATIONS``):
 
 * ``outbox``: one row per ``OutboxRecord``; ``position`` (the rowid) is the insertion order, so
   ``outbox_pending`` is oldest first and ``outbox_recent`` newest first. ``status`` is
@@ -17,7 +18,8 @@ Tables (schema version 1, kept in ``PRAGMA user_version``):
 * ``seen``: the seen window (``SeenEntry``), indexed by inbox tag (reconciliation) and by expiry (pruning).
 * ``inbox``: ``InboxRecord`` rows; ``number`` is the arrival order the application resumes from.
 * ``mailbox``: ``MailboxItem`` rows; ``number`` is the arrival order, indexed with the inbox tag
-  (``mailbox_delete``) and expiry (``mailbox_prune``).
+  (``mailbox_delete``) and expiry (``mailbox_prune``); ``kind`` is the envelope's ``EnvelopeKind``
+  (version 2: group envelopes are listed to whoever names their tag, sealed ones to its owner only).
 * ``counters``: the last ``number`` handed out for ``inbox`` and ``mailbox``, so a number is never
   used twice, even after the rows that had it were deleted.
 
@@ -60,7 +62,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from meshchat.errors import StorageError
-from meshchat.store.encrypted import PLAIN_ERRORS, check_store_key, connect_encrypted, damaged_pages
+from meshchat.store.encrypted import (
+    PLAIN_ERRORS,
+    check_store_key,
+    connect_encrypted,
+    damaged_pages,
+    is_plaintext_store,
+)
 from meshchat.store.storage import (
     TERMINAL_STATUSES,
     InboxRecord,
@@ -69,6 +77,7 @@ from meshchat.store.storage import (
     OutboxStatus,
     SeenEntry,
 )
+from meshchat.wire import EnvelopeKind
 
 if TYPE_CHECKING:
     from meshchat.store.storage import Storage
@@ -80,7 +89,7 @@ STORE_FILE = "store.db"
 
 #: The layout this module writes and reads (``PRAGMA user_version``). A file with a higher number was
 #: written by a newer meshchat and is refused rather than misread.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Seconds a call waits for another connection's write transaction (a CLI command reading a running
 #: node's profile) before failing with "database is locked". Transactions here last milliseconds.
@@ -141,7 +150,8 @@ _SCHEMA = (
         expiry     INTEGER NOT NULL,
         envelope   BLOB NOT NULL,
         from_peer  TEXT NOT NULL,
-        size       INTEGER NOT NULL)""",
+        size       INTEGER NOT NULL,
+        kind       INTEGER NOT NULL DEFAULT 1)""",
     "CREATE INDEX mailbox_tag ON mailbox (inbox_tag, number)",
     "CREATE INDEX mailbox_expiry ON mailbox (expiry)",
     "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
@@ -149,17 +159,37 @@ _SCHEMA = (
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 
+#: How a file of an older schema version becomes the next one, in place, inside the open's
+#: transaction (a crash leaves the old version whole): ``version -> statements``.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 1 -> 2: mailbox items remember their envelope's kind; everything held so far was sealed.
+    1: (
+        f"ALTER TABLE mailbox ADD COLUMN kind INTEGER NOT NULL DEFAULT {int(EnvelopeKind.SEALED)}",
+        "PRAGMA user_version = 2",
+    ),
+}
+
 _OUTBOX_COLUMNS = (
     "message_id, recipient, envelope, ref, seq, created_at, expiry, status, attempts, next_attempt, "
     "stored_on, error, updated_at"
 )
 _INBOX_COLUMNS = "number, message_id, sender, seq, body, sent_at_ms, received_at"
-_MAILBOX_COLUMNS = "number, message_id, inbox_tag, expiry, envelope, from_peer, size"
+_MAILBOX_COLUMNS = "number, message_id, inbox_tag, expiry, envelope, from_peer, size, kind"
 #: ``mailbox_all`` leaves the envelopes on disk: an empty blob stands in for each.
-_MAILBOX_COLUMNS_NO_ENVELOPE = "number, message_id, inbox_tag, expiry, x'', from_peer, size"
+_MAILBOX_COLUMNS_NO_ENVELOPE = "number, message_id, inbox_tag, expiry, x'', from_peer, size, kind"
 
 #: sqlite's result codes for a file that is damaged or is not a database at all.
 _CORRUPT_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+def _migrate(db: sqlite3.Connection) -> int:
+    """Apply ``_MIGRATIONS`` from the file's version on (inside the caller's transaction); the version now."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    while version in _MIGRATIONS:
+        for statement in _MIGRATIONS[version]:
+            db.execute(statement)
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    return version
 
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -242,8 +272,17 @@ def _inbox_record(row: Sequence[Any]) -> InboxRecord:
     )
 
 
+def _mailbox_row(i: MailboxItem) -> tuple[object, ...]:
+    return (i.number, i.message_id, i.inbox_tag, i.expiry, i.envelope, i.from_peer, i.size, int(i.kind))
+
+
 def _mailbox_item(row: Sequence[Any]) -> MailboxItem:
+    try:
+        kind = EnvelopeKind(row[7])
+    except ValueError as exc:
+        raise StorageError(f"mailbox row of {bytes(row[1]).hex()} is corrupt: {exc}") from exc
     return MailboxItem(
+        kind=kind,
         number=row[0],
         message_id=row[1],
         inbox_tag=row[2],
@@ -296,6 +335,7 @@ class SqliteStorage:
                 self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
             )
         else:
+            self._migrate_plaintext()  # encrypting copies a store of this version only
             self._db, self._errors = connect_encrypted(
                 self.path, key, timeout=BUSY_TIMEOUT, schema_version=SCHEMA_VERSION
             )
@@ -304,6 +344,21 @@ class SqliteStorage:
         except BaseException:
             self._db.close()
             raise
+
+    def _migrate_plaintext(self) -> None:
+        """Bring a plaintext store of an older schema version (about to be encrypted) up to date."""
+        if not is_plaintext_store(self.path):
+            return
+        plain = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        try:
+            if int(plain.execute("PRAGMA user_version").fetchone()[0]) in _MIGRATIONS:
+                plain.execute("BEGIN IMMEDIATE")
+                _migrate(plain)
+                plain.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot migrate store {self.path}: {exc}") from exc
+        finally:
+            plain.close()
 
     def _open(self, max_pages: int | None) -> None:
         db = self._db
@@ -337,7 +392,9 @@ class SqliteStorage:
                     raise StorageError(f"{self.path} is a sqlite database but not a meshchat store")
                 for statement in _SCHEMA:
                     db.execute(statement)
-            elif version != SCHEMA_VERSION:
+                return
+            version = _migrate(db)
+            if version != SCHEMA_VERSION:
                 raise StorageError(
                     f"store {self.path} has schema version {version}; "
                     f"this meshchat reads version {SCHEMA_VERSION}"
@@ -502,8 +559,11 @@ class SqliteStorage:
         """See ``Storage``: in the order the entries were accepted."""
         return self._items_of_tags("seen_items", "SELECT rowid, expiry, message_id FROM seen", tags)
 
-    def _items_of_tags(self, operation: str, select: str, tags: Iterable[bytes]) -> list[tuple[int, bytes]]:
-        """``(expiry, message_id)`` of the rows ``select`` (order key, expiry, id) finds for ``tags``.
+    def _items_of_tags(
+        self, operation: str, select: str, tags: Iterable[bytes], only: str = ""
+    ) -> list[tuple[int, bytes]]:
+        """``(expiry, message_id)`` of the rows ``select`` (order key, expiry, id) finds for ``tags``
+        (and the condition ``only``, an ``AND ...`` clause of constants).
 
         In the order of the first selected column (the order rows were written).
         """
@@ -511,7 +571,7 @@ class SqliteStorage:
         found: list[tuple[int, int, bytes]] = []
         with self._transaction(operation, write=False) as db:
             for chunk in _chunks(wanted):
-                rows = db.execute(f"{select} WHERE inbox_tag IN ({_marks(len(chunk))})", chunk)
+                rows = db.execute(f"{select} WHERE inbox_tag IN ({_marks(len(chunk))}){only}", chunk)
                 found.extend((int(r[0]), int(r[1]), bytes(r[2])) for r in rows)
         found.sort()
         return [(expiry, message_id) for _, expiry, message_id in found]
@@ -551,18 +611,20 @@ class SqliteStorage:
             if not stored:
                 return []
             db.executemany(
-                f"INSERT INTO mailbox ({_MAILBOX_COLUMNS}) VALUES ({_marks(7)})",
-                [
-                    (i.number, i.message_id, i.inbox_tag, i.expiry, i.envelope, i.from_peer, i.size)
-                    for i in stored
-                ],
+                f"INSERT INTO mailbox ({_MAILBOX_COLUMNS}) VALUES ({_marks(8)})",
+                [_mailbox_row(i) for i in stored],
             )
             db.execute("UPDATE counters SET value = ? WHERE name = 'mailbox'", (stored[-1].number,))
         return stored
 
-    def mailbox_items(self, tags: Iterable[bytes]) -> list[tuple[int, bytes]]:
+    def mailbox_items(
+        self, tags: Iterable[bytes], *, kind: EnvelopeKind | None = None
+    ) -> list[tuple[int, bytes]]:
         """See ``Storage``: in arrival order."""
-        return self._items_of_tags("mailbox_items", "SELECT number, expiry, message_id FROM mailbox", tags)
+        only = "" if kind is None else f" AND kind = {int(kind)}"
+        return self._items_of_tags(
+            "mailbox_items", "SELECT number, expiry, message_id FROM mailbox", tags, only
+        )
 
     def mailbox_get(self, message_ids: Iterable[bytes]) -> list[MailboxItem]:
         """See ``Storage``: in the order of ``message_ids``."""

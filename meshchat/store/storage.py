@@ -24,6 +24,7 @@ from enum import Enum
 from typing import Protocol
 
 from meshchat.errors import StorageError
+from meshchat.wire import EnvelopeKind
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -145,6 +146,9 @@ class MailboxItem:
     from_peer: str
     #: Size of the envelope, bytes (kept when ``envelope`` is left out, for the quotas).
     size: int
+    #: The envelope's kind: ``SEALED`` items are for their tag's owner only; ``GROUP`` items are
+    #: shared, listed and fetched by whoever names their (group) tag.
+    kind: EnvelopeKind = EnvelopeKind.SEALED
     #: Order of arrival at this mailbox, assigned by the storage (1, 2, ...).
     number: int = 0
 
@@ -222,8 +226,10 @@ class Storage(Protocol):
         """Store ``items`` (durably); return them with ``number`` assigned. Known ids are skipped."""
         ...
 
-    def mailbox_items(self, tags: Iterable[bytes]) -> list[tuple[int, bytes]]:
-        """``(expiry, message_id)`` of held items addressed to ``tags``."""
+    def mailbox_items(
+        self, tags: Iterable[bytes], *, kind: EnvelopeKind | None = None
+    ) -> list[tuple[int, bytes]]:
+        """``(expiry, message_id)`` of held items addressed to ``tags`` (only those of ``kind``, if given)."""
         ...
 
     def mailbox_get(self, message_ids: Iterable[bytes]) -> list[MailboxItem]:
@@ -379,10 +385,16 @@ class MemoryStorage:
             stored.append(numbered)
         return stored
 
-    def mailbox_items(self, tags: Iterable[bytes]) -> list[tuple[int, bytes]]:
+    def mailbox_items(
+        self, tags: Iterable[bytes], *, kind: EnvelopeKind | None = None
+    ) -> list[tuple[int, bytes]]:
         """See ``Storage``."""
         wanted = set(tags)
-        return [(i.expiry, i.message_id) for i in self._mailbox.values() if i.inbox_tag in wanted]
+        return [
+            (i.expiry, i.message_id)
+            for i in self._mailbox.values()
+            if i.inbox_tag in wanted and (kind is None or i.kind is kind)
+        ]
 
     def mailbox_get(self, message_ids: Iterable[bytes]) -> list[MailboxItem]:
         """See ``Storage``."""

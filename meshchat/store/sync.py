@@ -21,7 +21,8 @@ DELETING        ``deleted`` (the mailbox's answer)     DONE
 to the request it took from it). A fault of the mailbox is not an exception but the FAILED state and
 a ``DiscardReason`` per bad item, so a lying mailbox costs only itself; FAILED, a failed call or a
 storage failure abandons the session without a delete, so the next sync fetches again what was not
-stored. ``DONE`` without a delete when the mailbox held nothing for us.
+stored. ``DONE`` without a delete when the mailbox held nothing for us, and always for a session made with
+``delete=False`` (watched group tags: what a group's member fetched stays for the other members).
 
 Order: ids to fetch come in ``(expiry, id)`` order; a fetched batch's envelopes that share its last
 expiry wait for the next batch (which may hold more of them), so messages one sender sent with the
@@ -141,10 +142,17 @@ class SyncSession:
     """See the module docstring."""
 
     def __init__(
-        self, tags: tuple[bytes, ...], seen: Iterable[tuple[int, bytes]], *, fetch_batch: int
+        self,
+        tags: tuple[bytes, ...],
+        seen: Iterable[tuple[int, bytes]],
+        *,
+        fetch_batch: int,
+        delete: bool = True,
     ) -> None:
-        """Sync ``tags`` against our ``seen`` items ``(expiry, id)``, fetching ``fetch_batch`` at a time."""
+        """Sync ``tags`` against our ``seen`` items ``(expiry, id)``, fetching ``fetch_batch`` at a time;
+        then (``delete``) ask the mailbox to drop what it held for them."""
         self.tags = tags
+        self.delete = delete
         self.state = SyncState.RECONCILING
         #: The request taken and not answered yet (the messenger matches answers against it).
         self.awaiting: MailboxRequest | None = None
@@ -238,9 +246,9 @@ class SyncSession:
             self.state = SyncState.FETCHING
             batch, self._need = self._need[: self._fetch_batch], self._need[self._fetch_batch :]
             self._next = FetchRequest(message_ids=tuple(batch))
-        elif self._held:
+        elif self._held and self.delete:
             assert self._generation is not None
             self.state = SyncState.DELETING
             self._next = DeleteRequest(tags=self.tags, generation=self._generation)
-        else:  # the mailbox held nothing for us: no delete to ask for
+        else:  # the mailbox held nothing for us (or what it holds is shared): no delete to ask for
             self.state = SyncState.DONE

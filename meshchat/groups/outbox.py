@@ -1,0 +1,154 @@
+"""Where our group messages are, and the receipts we owe other members: the groups core's outbox.
+
+``GroupOutbox`` keeps our sent group messages (``GroupOutRecord``) that have not expired: which
+mailboxes stored each, which members received and read it. Receipts travel batched: a member does not
+answer each group message with an envelope; it collects the ids it accepted (or read) per sender for
+``receipt_delay`` seconds and then sends each sender one ``ReceiptControl`` on the sealed 1:1 path
+naming them all (cut at ``MAX_RECEIPT_IDS``). A message nobody has stored or received is published
+again, after ``REPUBLISH_FIRST`` seconds, doubling up to ``REPUBLISH_MAX``, until one has or it expires.
+
+A receipt counts only from a current member of the message's group, once per member (a set of keys
+per message, not a counter a member could inflate); receipts for unknown messages are counted and
+dropped. Bounded: the records are our own messages (the application sends them, no peer can grow
+this), and the receipts we owe are at most what we accepted within one ``receipt_delay``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from meshchat.groups.events import GroupStatus, PublishGroup, SendControl
+from meshchat.groups.payload import ReceiptControl, encode_control
+from meshchat.groups.seal import group_topic
+from meshchat.groups.storage import GroupOutRecord, GroupStorage, flat, unflat
+from meshchat.store.payload import MAX_RECEIPT_IDS, ReceiptKind
+
+__all__ = ["REPUBLISH_FIRST", "REPUBLISH_MAX", "GroupOutbox", "status_of"]
+
+#: Seconds before a group message nobody has stored or received is published again.
+REPUBLISH_FIRST = 30.0
+#: Longest wait between two such publishes.
+REPUBLISH_MAX = 600.0
+
+
+def status_of(out: GroupOutRecord) -> GroupStatus:
+    """The application's view of ``out``."""
+    return GroupStatus(
+        group_id=out.group_id,
+        message_id=out.message_id,
+        stored=len(out.stored_on),
+        delivered=len(out.delivered) // 32,
+        read=len(out.read) // 32,
+        members=out.members,
+    )
+
+
+class GroupOutbox:
+    """See the module docstring."""
+
+    def __init__(
+        self, storage: GroupStorage, *, receipt_delay: float, control_ttl: int, counts: Counter[str]
+    ) -> None:
+        """Empty; ``load`` the stored records. ``counts`` is the core's counter (shared)."""
+        self._storage = storage
+        self._receipt_delay = receipt_delay
+        self._control_ttl = control_ttl
+        self._counts = counts
+        self.records: dict[bytes, GroupOutRecord] = {}
+        self._owed: dict[tuple[bytes, bytes, ReceiptKind], list[bytes]] = {}
+        self._owed_due: float | None = None
+
+    def load(self, records: Iterable[GroupOutRecord]) -> None:
+        """Take the stored records (at start)."""
+        self.records = {o.message_id: o for o in records}
+
+    def get(self, message_id: bytes) -> GroupOutRecord | None:
+        """Our message ``message_id`` (from memory, or storage once it expired there)."""
+        return self.records.get(message_id) or self._storage.outbox_get(message_id)
+
+    def set(self, out: GroupOutRecord) -> None:
+        """Remember ``out`` as committed."""
+        self.records[out.message_id] = out
+
+    # --- news about our messages -----------------------------------------------------------------------
+
+    def stored(self, message_id: bytes, peer: str) -> GroupOutRecord | None:
+        """Mailbox ``peer`` stored ``message_id``: the record to commit, or None if nothing changed."""
+        out = self.records.get(message_id)
+        if out is None or peer in out.stored_on:
+            return None
+        return out.replace(stored_on=(*out.stored_on, peer))
+
+    def receipt(self, control: ReceiptControl, sender: bytes) -> list[GroupOutRecord]:
+        """``sender`` (a member, checked by the caller) received or read messages: the records that
+        changed, to commit."""
+        changed: list[GroupOutRecord] = []
+        for mid in control.message_ids:
+            out = self.get(mid)
+            if out is None or out.group_id != control.group_id:
+                self._counts["receipt_unknown"] += 1
+                continue
+            delivered, read = unflat(out.delivered), unflat(out.read)
+            new_delivered = delivered | {sender}
+            new_read = read | {sender} if control.kind is ReceiptKind.READ else read
+            if new_delivered != delivered or new_read != read:
+                changed.append(out.replace(delivered=flat(new_delivered), read=flat(new_read)))
+        self._counts["receipts_received"] += 1
+        return changed
+
+    def due(self, wall_now: float) -> tuple[list[PublishGroup], list[GroupOutRecord]]:
+        """Publishes again of what nobody has (and the records whose next time moved); forget what
+        expired."""
+        publishes: list[PublishGroup] = []
+        changed: list[GroupOutRecord] = []
+        for mid, out in list(self.records.items()):
+            if out.expiry < wall_now:
+                del self.records[mid]
+                continue
+            if not out.next_attempt or out.next_attempt > wall_now:
+                continue
+            if out.stored_on or out.delivered:
+                changed.append(out.replace(next_attempt=0.0))
+                continue
+            wait = min(REPUBLISH_MAX, 2 * max(REPUBLISH_FIRST, out.next_attempt - out.created_at))
+            changed.append(out.replace(next_attempt=wall_now + wait))
+            publishes.append(
+                PublishGroup(
+                    topic=group_topic(out.tag), tag=out.tag, envelope=out.envelope, message_id=mid, again=True
+                )
+            )
+        return publishes, changed
+
+    # --- receipts we owe -------------------------------------------------------------------------------
+
+    def owe(
+        self, group_id: bytes, sender: bytes, kind: ReceiptKind, ids: Sequence[bytes], wall_now: float
+    ) -> None:
+        """We accepted (or read) ``ids`` of ``sender``'s: tell it with the next batch."""
+        self._owed.setdefault((group_id, sender, kind), []).extend(ids)
+        if self._owed_due is None:
+            self._owed_due = wall_now + self._receipt_delay
+
+    def receipts_due(self, wall_now: float) -> list[SendControl]:
+        """The batched receipts, if their time has come."""
+        if self._owed_due is None or wall_now < self._owed_due:
+            return []
+        sends: list[SendControl] = []
+        for (group_id, sender, kind), ids in self._owed.items():
+            unique = list(dict.fromkeys(ids))
+            for start in range(0, len(unique), MAX_RECEIPT_IDS):
+                part = tuple(unique[start : start + MAX_RECEIPT_IDS])
+                body = encode_control(ReceiptControl(group_id=group_id, kind=kind, message_ids=part))
+                sends.append(SendControl(recipient=sender, body=body, ttl=self._control_ttl))
+        self._counts["receipts_sent"] += len(sends)
+        self._owed.clear()
+        self._owed_due = None
+        return sends
+
+    def next_deadline(self) -> float | None:
+        """The next batch of receipts or publish again."""
+        times = [o.next_attempt for o in self.records.values() if o.next_attempt]
+        if self._owed_due is not None:
+            times.append(self._owed_due)
+        return min(times) if times else None

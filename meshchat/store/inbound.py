@@ -1,0 +1,150 @@
+"""The ``Messenger``'s inbox screening: which arriving envelopes are ours, which are for watched
+(group) tags, and what ours say once opened (chats, receipts, control messages). No storage: the
+messenger checks the seen window before and writes what this sorted after."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+from meshchat.crypto import CLOCK_SKEW, MAX_TTL, open_envelope
+from meshchat.errors import DecodeError, MeshchatError
+from meshchat.identity import Identity, KeyCache, PublicIdentity
+from meshchat.store.outbox import ControlReceived, OutboxInput
+from meshchat.store.payload import Chat, Control, Receipt, ReceiptKind, decode_payload
+from meshchat.store.reasons import DiscardReason, RejectReason, reject_reason
+from meshchat.store.receipts import ReceiptMaker
+from meshchat.store.storage import InboxRecord, SeenEntry
+from meshchat.store.tracker import Move, OutboxTracker
+from meshchat.wire import decode_envelope, message_id
+
+__all__ = ["Fresh", "Inbound", "open_inbound", "receipt_moves", "screen"]
+
+#: Envelopes worth opening, by id: ``(envelope, expiry, inbox tag)``.
+Fresh = dict[bytes, tuple[bytes, int, bytes]]
+
+
+@dataclass(slots=True)
+class Inbound:
+    """What one ``receive`` opened, sorted (``open_inbound``)."""
+
+    #: Chats for the inbox: the record to write, its proven sender, its seen entry.
+    chats: list[tuple[InboxRecord, PublicIdentity, SeenEntry]] = field(default_factory=list)
+    #: Receipts, with their proven signer and seen entry.
+    receipts: list[tuple[Receipt, PublicIdentity, SeenEntry]] = field(default_factory=list)
+    #: Control messages, announced as they are (never in the seen window).
+    controls: list[ControlReceived] = field(default_factory=list)
+    #: Senders to receipt: duplicates again (per ``RERECEIPT_INTERVAL``), and control messages.
+    rereceipts: dict[PublicIdentity, list[bytes]] = field(default_factory=dict)
+
+
+def screen(
+    envelopes: Sequence[bytes],
+    tags: Collection[bytes],
+    watched: Collection[bytes],
+    *,
+    wall_now: float,
+    discarded: Counter[DiscardReason],
+) -> tuple[Fresh, dict[bytes, bytes]]:
+    """The envelopes for our ``tags`` worth opening, by id (well-formed, sane expiry, once each); and
+    those for ``watched`` tags, by id (the same checks; not ours to open). The rest is counted."""
+    fresh: Fresh = {}
+    shared: dict[bytes, bytes] = {}
+    for data in envelopes:
+        try:
+            envelope = decode_envelope(data)
+        except DecodeError:
+            discarded[DiscardReason.MALFORMED] += 1
+            continue
+        ours = envelope.inbox_tag in tags  # (our own tags win over a watched one equal to them)
+        is_watched = not ours and envelope.inbox_tag in watched
+        if not ours and not is_watched:
+            discarded[DiscardReason.NOT_OURS] += 1
+            continue
+        if envelope.expiry > wall_now + MAX_TTL + CLOCK_SKEW:
+            # No honest sender seals one (the seen window keeps ids until their expiry: refuse
+            # what would pin an entry for longer than the longest TTL).
+            discarded[DiscardReason.EXPIRY_TOO_FAR] += 1
+            continue
+        mid = message_id(data)
+        if mid in fresh or mid in shared:
+            discarded[DiscardReason.DUPLICATE] += 1
+        elif is_watched:
+            shared[mid] = data
+        else:
+            fresh[mid] = (data, envelope.expiry, envelope.inbox_tag)
+    return fresh, shared
+
+
+def open_inbound(
+    identity: Identity,
+    fresh: Fresh,
+    seen: Collection[bytes],
+    *,
+    wall_now: float,
+    keys: KeyCache,
+    receipts: ReceiptMaker,
+    rejected: Counter[RejectReason],
+    discarded: Counter[DiscardReason],
+) -> Inbound:
+    """Open and verify ``fresh`` envelopes (``seen``: ids already accepted); sort them."""
+    inbound = Inbound()
+    for mid, (data, expiry, tag) in fresh.items():
+        try:
+            opened = open_envelope(identity, data, wall_now=wall_now, key_cache=keys)
+            payload = decode_payload(opened.body)
+        except MeshchatError as exc:
+            rejected[reject_reason(exc)] += 1
+            continue
+        if isinstance(payload, Control):
+            # Not in the seen window: every copy is announced (the machinery is its own dedup).
+            # Its sender gets a receipt for it, and for another copy once per RERECEIPT_INTERVAL.
+            if receipts.may_rereceipt(mid, wall_now):
+                inbound.rereceipts.setdefault(opened.sender, []).append(mid)
+            inbound.controls.append(
+                ControlReceived(
+                    sender=opened.sender, body=payload.body, message_id=mid, sent_at_ms=opened.sent_at_ms
+                )
+            )
+            continue
+        if mid in seen:
+            discarded[DiscardReason.DUPLICATE] += 1
+            if isinstance(payload, Chat) and receipts.may_rereceipt(mid, wall_now):
+                inbound.rereceipts.setdefault(opened.sender, []).append(mid)
+            continue
+        entry = SeenEntry(message_id=mid, inbox_tag=tag, expiry=expiry)
+        if isinstance(payload, Receipt):
+            inbound.receipts.append((payload, opened.sender, entry))
+            continue
+        message = InboxRecord(
+            number=0,
+            message_id=mid,
+            sender=opened.sender.ed25519,
+            seq=payload.seq,
+            body=payload.body,
+            sent_at_ms=opened.sent_at_ms,
+            received_at=wall_now,
+        )
+        inbound.chats.append((message, opened.sender, entry))
+    return inbound
+
+
+def receipt_moves(
+    receipts: Sequence[tuple[Receipt, PublicIdentity, SeenEntry]],
+    outbox: OutboxTracker,
+    discarded: Counter[DiscardReason],
+) -> list[Move]:
+    """The outbox inputs ``receipts`` prove (a receipt counts only from the message's recipient)."""
+    moves: list[Move] = []
+    for receipt, signer, _ in receipts:
+        event = OutboxInput.READ_RECEIPT if receipt.kind is ReceiptKind.READ else OutboxInput.DELIVERY_RECEIPT
+        for mid in receipt.message_ids:
+            record = outbox.lookup(mid)
+            if record is None:
+                discarded[DiscardReason.RECEIPT_UNKNOWN] += 1
+            elif record.recipient != signer.ed25519:
+                discarded[DiscardReason.RECEIPT_WRONG_SIGNER] += 1
+            else:
+                moves.append((record, event, None))
+    return moves
