@@ -43,6 +43,19 @@ removal is recorded and a removal property check fails.
 have no bandwidth or queueing; a mailbox answers at once; the cores' CPU time is not virtual time
 (a sender handing its chain to 999 members takes ~0.2 s of real CPU that the simulated clock does not
 see). Group topics are recomputed on ``TopicsChanged`` only: a run does not cross a day.
+
+**Found while building it** (not fixed here: the cores are not the simulator's; the partition test
+that shows the first two is ``xfail(strict=True)`` in ``tests/test_sim_groups.py``):
+
+- After a partition, ops authored on one side reach the other through the group envelopes stored on
+  its mailboxes (``store_shared``), fetched by the syncs that follow the heal: without them nothing
+  converges. But a member *added* on one side during the partition never learns the other side's
+  ops: they are sealed with chains it never had, and nobody sends it the ops it lacks. Its state
+  never converges, and it keeps handing its chain to a member the other side removed.
+- A chain handout that reaches a member before the op that makes its sender a member (or before the
+  invitation: on ``invite`` the admin's handout is sent before the op set) is dropped
+  (``chain_from_non_member``, ``chain_unknown_group``) and never sent again: that sender's messages
+  stay unreadable to that member until the sender's chain is replaced.
 """
 
 from __future__ import annotations
