@@ -41,3 +41,27 @@ def test_resume_events_example_replays_what_the_app_had_not_handled() -> None:
     lines = [line for line in result.stdout.splitlines() if line.startswith(("handled", "replayed"))]
     assert [line.split(":")[0] for line in lines] == ["handled #1", "replayed #2", "replayed #3"]
     assert sorted(line.split(": ")[1] for line in lines) == ["one", "three", "two"]
+
+
+def test_family_group_example_the_removed_member_cannot_read_what_follows() -> None:
+    out = run_example("family_group.py").stdout
+    for name in ("Dad", "Anna", "Ben", "Joe"):
+        assert f"{name} was invited by Mum and joined: joined" in out
+    assert "Mum: Sunday lunch at ours, 1 pm -> read by all 4 others" in out
+    assert "Anna: I'll bake a cake 🎂 -> read by all 4 others" in out
+    assert "Mum removed Joe; Joe's status: removed; members now: Anna, Ben, Dad, Mum" in out
+    for name in ("Dad", "Anna", "Ben"):
+        assert f"{name} read: Joe's surprise party is on Friday 🤫" in out
+    assert "Joe's history: Sunday lunch at ours, 1 pm | I'll bake a cake 🎂\n" in out
+    assert "Joe could not read the message after his removal: True" in out
+    assert "status of Mum's message: delivered to 3 of 3" in out
+
+
+def test_classroom_example_announcements_reach_all_30_and_only_the_teacher_posts_there() -> None:
+    out = run_example("classroom.py").stdout
+    assert "all 30 students joined 'Class 7B' and '7B announcements' (admins only: True)" in out
+    assert "-> received by 30 of 30 students" in out
+    refused = next(line for line in out.splitlines() if line.startswith("student 07 tried to post"))
+    assert "NotAuthorized: " in refused and "not an admin" in refused
+    assert "received by the teacher: True, and 29 of 29 other students" in out
+    assert "status of the announcement: delivered to 30 of 30" in out

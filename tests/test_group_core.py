@@ -279,3 +279,64 @@ def test_a_group_larger_than_the_maximum_is_refused() -> None:
     with pytest.raises(GroupFull):
         net[0].core.create("Too big", many, wall_now=net.now)
     assert net[0].core.groups() == []
+
+
+def test_a_message_a_member_missed_is_published_again_until_every_member_has_it() -> None:
+    net = GroupNet(3)
+    gid = net.create("Trio", 0, [1, 2])
+    net.send(0, gid, "hello")
+    net.offline = {2}
+    mid = net.send(0, gid, "are you there?")
+    net.held.clear()  # member 2 missed it on the topic
+    net.offline = set()
+    net.tick(3.0)  # receipts: member 1 has it, member 2 does not
+    assert net[0].core.status(mid).delivered == 1  # type: ignore[union-attr]
+    net.tick(10.0)  # published again: member 2 takes it, member 1 drops it as a duplicate
+    assert net.texts(2, gid) == ["hello", "are you there?"]
+    assert net.texts(1, gid) == ["hello", "are you there?"]
+    net.tick(3.0)
+    assert net[0].core.status(mid).delivered == 2  # type: ignore[union-attr]
+    published = len(net.published)
+    net.tick(60.0)
+    assert len(net.published) == published  # everyone has it: no more repeats
+
+
+def test_a_member_added_on_one_side_of_a_partition_learns_the_other_sides_changes() -> None:
+    net = GroupNet(6)
+    gid = net.create("Street", 0, [1, 2, 3])
+    net.op(0, "promote", gid, net[2].key)
+    net.send(2, gid, "side B's admin has a chain")
+    net.sides = {0: 0, 1: 0, 4: 0, 2: 1, 3: 1, 5: 1}
+    net.op(0, "invite", gid, net[4].identity.public)  # side A adds 4
+    net.join(4, gid)
+    net.op(2, "rename", gid, "Elm street")  # side B renames and removes 1, unseen by 4
+    net.op(2, "remove", gid, net[1].key)
+    net.heal()
+    views = {i: net[i].core.view(gid) for i in (0, 2, 3, 4)}
+    assert len({(v.name, v.members, v.admins) for v in views.values()}) == 1, views
+    assert views[4].name == "Elm street" and net[1].key not in views[4].members
+    net.send(3, gid, "welcome, 4")
+    assert "welcome, 4" in net.texts(4, gid)
+    assert "welcome, 4" not in net.texts(1, gid)
+
+
+def test_an_invitation_in_several_parts_arriving_in_any_order_is_complete() -> None:
+    net = GroupNet(4)
+    gid = net.create("Big", 0, [1], join=False)
+    for i in range(60):  # enough ops that the op set needs two control messages
+        net.op(0, "rename", gid, f"Big {i}")
+    controls_before = len(net.controls)
+    net.offline = {2, 3}
+    net.op(0, "invite", gid, net[2].identity.public)
+    net.op(0, "invite", gid, net[3].identity.public)
+    net.held.clear()
+    net.offline = set()
+    for member, order in ((2, 1), (3, -1)):  # the first part first (it lacks the ADD), and the last first
+        parts = [body for _, to, body in net.controls[controls_before:] if to == member]
+        assert len(parts) >= 2
+        core = net[member].core
+        assert core.groups() == []
+        for body in parts[::order]:
+            net.perform(member, core.control_received(net[0].identity.public, body, wall_now=net.now))
+        assert core.view(gid).status is MemberStatus.INVITED
+        assert core.view(gid).name == "Big 59"

@@ -18,6 +18,7 @@ from meshchat.cli.common import (
     CommandError,
     MailboxOption,
     ProfileOption,
+    UsageError,
     check_profile_free,
     load_profile_identity,
     profile_dir,
@@ -170,7 +171,11 @@ def send_command(
 
 def chat_command(
     *,
-    to: Annotated[str, typer.Option("--to", metavar="CONTACT", help="Contact name or PeerId.")],
+    to: Annotated[str | None, typer.Option("--to", metavar="CONTACT", help="Contact name or PeerId.")] = None,
+    group: Annotated[
+        str | None,
+        typer.Option("--group", metavar="GROUP", help="Talk to this group (name or hex id) instead."),
+    ] = None,
     profile: ProfileOption = None,
     listen: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Listen here.")] = None,
     bootstrap: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")] = None,
@@ -178,8 +183,25 @@ def chat_command(
     events_after: EventsAfterOption = None,
     json_output: EventsJsonOption = False,
 ) -> None:
-    """Talk to a contact: each line you type goes to them sealed, in order; what anyone sends you is
-    printed."""
+    """Talk to a contact (--to) or a group (--group): each line you type goes to them sealed, in order;
+    what anyone sends you is printed."""
+    if (to is None) == (group is None):
+        raise UsageError("give one of --to CONTACT or --group GROUP")
+    if group is not None:
+        from meshchat.cli.group_runner import run_group_chat  # noqa: PLC0415
+
+        _run_on_network(
+            profile,
+            listen,
+            bootstrap,
+            run_group_chat,
+            group=group,
+            json_lines=json_output,
+            out=sys.stdout,
+            mailboxes=mailbox or [],
+            events_after=events_after,
+        )
+        return
     _run_node(
         profile,
         listen,

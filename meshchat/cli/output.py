@@ -38,7 +38,7 @@ OUTPUT_DRAIN = 5.0
 #: taking the next event instead) and the lines a run prints once or once per option, which cannot
 #: grow the buffer. Every other line is a live notice.
 KEPT_EVENTS = frozenset(
-    {"direct", "listening", "reserved", "stopped", "stdin_closed", "mailbox", "statistics"}
+    {"direct", "group_message", "listening", "reserved", "stopped", "stdin_closed", "mailbox", "statistics"}
 )
 
 

@@ -6,7 +6,9 @@ imported only when one of those commands runs (it pulls in trio and py-libp2p). 
 and listen addresses first, then one line per event, as text or, with ``--json``, as one JSON object
 per line (``listening``, ``reserved``, ``peer_connected``, ``peer_disconnected``, ``message``,
 ``direct``, ``status``, ``store_problem``, ``published``, ``sent``, ``refused``, ``stdin_closed``,
-``stopped``, ``mailbox``, ``statistics``) for scripts and tests. Text output passes every peer-chosen string
+``stopped``, ``mailbox``, ``statistics``; for groups ``group_message``, ``group_changed``,
+``group_invited``, ``group_status``, ``group_problem``: ``meshchat.cli.group_events``) for scripts
+and tests. Text output passes every peer-chosen string
 through ``terminal_text``; JSON carries it exactly. Output goes through an ``OutputQueue``: a reader of
 standard output that lags or stops slows the output, never the node (live notices beyond
 ``OUTPUT_BUFFER`` are dropped and counted as ``statistics``' ``output_dropped``; ``direct`` never).
@@ -42,10 +44,12 @@ from libp2p.peer.id import ID
 from rich.console import Console
 
 from meshchat.cli.common import terminal_markup, terminal_text
+from meshchat.cli.group_events import describe_group_event, short_id
 from meshchat.cli.output import KEPT_EVENTS, OUTPUT_BUFFER, OUTPUT_DRAIN, OutputQueue, opened_output
 from meshchat.contacts import Contact
 from meshchat.crypto import epoch_of, inbox_tag, inbox_topic
-from meshchat.errors import MeshchatError, NetworkError
+from meshchat.errors import MeshchatError, NetworkError, UnknownGroup
+from meshchat.groups.events import GroupEvent
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
 from meshchat.net import MessageDelivered, PeerJoined, PeerLeft
@@ -197,11 +201,12 @@ class _ChatPrinter(_Printer):
 
     def event(self, kind: str, text: str, **fields: object) -> None:
         now = time.strftime("%H:%M:%S")
-        if kind == "direct":
+        if kind in {"direct", "group_message"}:
             who = terminal_markup(str(fields.get("contact") or str(fields.get("sender", ""))[-8:]))
             body = terminal_markup(_text_of(fields))
-            self._console.print(f"[dim]{now}[/] [bold cyan]{who}[/]: {body}")
-        elif kind == "sent":
+            where = f"[dim]\\[{terminal_markup(str(fields['group']))}][/] " if kind == "group_message" else ""
+            self._console.print(f"[dim]{now}[/] {where}[bold cyan]{who}[/]: {body}")
+        elif kind in {"sent", "group_sent"}:
             to = terminal_markup(text.removeprefix("to "))
             self._console.print(f"[dim]{now} you → {to}: {terminal_markup(_text_of(fields))}[/]")
         else:
@@ -268,9 +273,27 @@ async def _print_events(node: Node, printer: _Printer, output: OutputQueue) -> N
     ``output`` before taking the next event: the node replays committed messages from its store, so
     waiting costs only output latency, while live notices that do not fit are dropped and counted."""
     async for event in node.events():
-        _describe(event, printer)
+        if isinstance(event, GroupEvent):
+            describe_group_event(
+                event, printer, names=_contact_names(node), group_name=lambda g: _group_name(node, g)
+            )
+        else:
+            _describe(event, printer)
         if isinstance(event, DirectMessage):
             await output.wait_for_room()
+
+
+def _contact_names(node: Node) -> dict[str, str]:
+    """Contact names by PeerId, for group lines."""
+    return {c.peer_id: c.name for c in node.contacts}
+
+
+def _group_name(node: Node, group_id: bytes) -> str:
+    """A group's name (its short id if the node does not know it)."""
+    try:
+        return node.groups.members(group_id).name
+    except UnknownGroup:
+        return short_id(group_id)
 
 
 LineHandler = Callable[[bytes], Awaitable[None]]

@@ -94,6 +94,7 @@ __all__ = [
     "GROUP_TTL",
     "MAX_GROUPS",
     "MAX_ORPHANS",
+    "MAX_ORPHAN_BYTES",
     "RECEIPT_DELAY",
     "GroupConfig",
     "GroupView",
@@ -110,9 +111,11 @@ RECEIPT_DELAY = 2.0
 #: Groups one user can be in (invitations beyond are refused and counted): each costs topics, tags
 #: and memory, and any contact can invite.
 MAX_GROUPS = 256
-#: Control ops bodies for groups we do not know yet (the parts of an invitation that overtook its
-#: first part), kept per user.
+#: Groups whose invitation is still incomplete (parts that overtook the first, or the first parts
+#: before the one that adds us), kept per user.
 MAX_ORPHANS = 16
+#: Bytes of such parts kept in all: a 1,000-member group's op set twice over.
+MAX_ORPHAN_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +163,7 @@ class GroupsCore:
         self._groups: dict[bytes, GroupSession] = {}
         self._counts: Counter[str] = Counter()
         self._orphans: OrderedDict[bytes, list[tuple[bytes, ...]]] = OrderedDict()
+        self._orphan_bytes = 0
         self._outbox = GroupOutbox(
             storage, receipt_delay=self.config.receipt_delay, control_ttl=CONTROL_TTL, counts=self._counts
         )
@@ -540,15 +544,21 @@ class GroupsCore:
     def _maybe_invited(
         self, control: OpsControl, sender: bytes, write: GroupWrite, wall_now: float
     ) -> list[GroupAction]:
-        """Ops of a group we do not know: an invitation if they hold its CREATE and make us a member."""
-        create = _create_among(control)
-        if create is None:  # a later part overtook the first: keep it a while
-            self._orphans.setdefault(control.group_id, []).append(control.ops)
-            self._orphans.move_to_end(control.group_id)
-            while len(self._orphans) > MAX_ORPHANS:
-                self._orphans.popitem(last=False)
-                self._counts["orphans_dropped"] += 1
-            return []
+        """Ops of a group we do not know: an invitation once its parts hold the CREATE and make us a
+        member. Parts arrive in any order (an op set of a large group needs several): each is kept
+        (``MAX_ORPHANS`` groups, ``MAX_ORPHAN_BYTES`` in all, the oldest group dropped first) until
+        the ones before it are there."""
+        parts = self._orphans.setdefault(control.group_id, [])
+        parts.append(control.ops)
+        self._orphans.move_to_end(control.group_id)
+        self._orphan_bytes += sum(map(len, control.ops))
+        while len(self._orphans) > MAX_ORPHANS or self._orphan_bytes > MAX_ORPHAN_BYTES:
+            _, dropped = self._orphans.popitem(last=False)
+            self._orphan_bytes -= sum(len(op) for part in dropped for op in part)
+            self._counts["orphans_dropped"] += 1
+        create = next((c for part in parts if (c := _create_among(control.group_id, part)) is not None), None)
+        if create is None:
+            return []  # a later part overtook the first
         if len(self._groups) >= MAX_GROUPS:
             self._counts["groups_full"] += 1
             return []
@@ -562,14 +572,14 @@ class GroupsCore:
             updated_at=wall_now,
         )
         group = self._session(record, Membership(create))
-        group.add_ops(control.ops)
-        for part in self._orphans.pop(control.group_id, []):
+        for part in parts:
             group.add_ops(part)
-        group.announced = {op.op_id for op in group.membership.ops()}
         state = group.state()
         if self.me not in state.members:
-            self._counts["invite_not_member"] += 1
+            self._counts["invite_incomplete"] += 1  # the op adding us is in a part still to come
             return []
+        self._orphan_bytes -= sum(len(op) for part in self._orphans.pop(control.group_id) for op in part)
+        group.announced = {op.op_id for op in group.membership.ops()}
         self._groups[control.group_id] = group
         group.persist_ops(write)
         write.groups.append(group.record)
@@ -691,13 +701,13 @@ class GroupsCore:
         )
 
 
-def _create_among(control: OpsControl) -> GroupOp | None:
-    """The group's CREATE among ``control``'s ops (the first part of an invitation has it)."""
-    for data in control.ops:
+def _create_among(group_id: bytes, ops: Sequence[bytes]) -> GroupOp | None:
+    """Group ``group_id``'s CREATE among ``ops`` (the first part of an invitation has it)."""
+    for data in ops:
         try:
             op = decode_op(data)
         except MeshchatError:
             continue
-        if op.kind is OpKind.CREATE and op.op_id == control.group_id:
+        if op.kind is OpKind.CREATE and op.op_id == group_id:
             return op
     return None

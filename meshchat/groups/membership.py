@@ -327,6 +327,11 @@ class Membership:
         index = self._index.get(op_id)
         return None if index is None else self._ops[index]
 
+    def precedes(self, earlier: bytes, later: bytes) -> bool:
+        """True if stored op ``earlier`` is in the past of stored op ``later`` (``KeyError`` if either
+        is not stored)."""
+        return bool(self._anc[self._index[later]] >> self._index[earlier] & 1)
+
     def __contains__(self, op_id: object) -> bool:
         """True if the op with this id is stored (not merely held)."""
         return op_id in self._index

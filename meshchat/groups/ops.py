@@ -62,6 +62,7 @@ __all__ = [
     "OpKind",
     "decode_op",
     "encode_op",
+    "name_problem",
     "op_id_of",
     "sign_op",
 ]
@@ -119,7 +120,9 @@ _TARGETED = frozenset((OpKind.ADD, OpKind.REMOVE, OpKind.PROMOTE, OpKind.DEMOTE)
 _NAMED = frozenset((OpKind.CREATE, OpKind.RENAME))
 
 
-def _name_problem(name: str) -> str | None:
+def name_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as a group name (None if nothing): 1 to ``MAX_NAME_BYTES`` utf-8
+    bytes, no control or bidi-control characters (the rule CREATE and RENAME enforce)."""
     size = len(name.encode("utf-8", "surrogatepass"))
     if not 0 < size <= MAX_NAME_BYTES:
         return f"name must be 1 to {MAX_NAME_BYTES} utf-8 bytes, not {size}"
@@ -176,7 +179,7 @@ def _problem(
     elif targets:
         return f"a {kind.name} names no members"
     if kind in _NAMED:
-        return _name_problem(name)
+        return name_problem(name)
     return "only CREATE and RENAME carry a name" if name else None
 
 

@@ -4,8 +4,11 @@
 mailboxes stored each, which members received and read it. Receipts travel batched: a member does not
 answer each group message with an envelope; it collects the ids it accepted (or read) per sender for
 ``receipt_delay`` seconds and then sends each sender one ``ReceiptControl`` on the sealed 1:1 path
-naming them all (cut at ``MAX_RECEIPT_IDS``). A message nobody has stored or received is published
-again, after ``REPUBLISH_FIRST`` seconds, doubling up to ``REPUBLISH_MAX``, until one has or it expires.
+naming them all (cut at ``MAX_RECEIPT_IDS``). A message not yet received by every member is published
+again on the group's topic, after ``REPUBLISH_FIRST`` seconds, doubling up to ``REPUBLISH_MAX``, for
+``REPUBLISH_FOR`` seconds after it was sent (gossip reaches a member only over links that existed
+when the message passed; members who get it again drop it as a duplicate); members offline longer
+get it from the mailboxes that stored it.
 
 A receipt counts only from a current member of the message's group, once per member (a set of keys
 per message, not a counter a member could inflate); receipts for unknown messages are counted and
@@ -24,12 +27,16 @@ from meshchat.groups.seal import group_topic
 from meshchat.groups.storage import GroupOutRecord, GroupStorage, flat, unflat
 from meshchat.store.payload import MAX_RECEIPT_IDS, ReceiptKind
 
-__all__ = ["REPUBLISH_FIRST", "REPUBLISH_MAX", "GroupOutbox", "status_of"]
+__all__ = ["REPUBLISH_FIRST", "REPUBLISH_FOR", "REPUBLISH_MAX", "GroupOutbox", "status_of"]
 
-#: Seconds before a group message nobody has stored or received is published again.
-REPUBLISH_FIRST = 30.0
+#: Seconds before a group message some member has not acknowledged is published again (receipts
+#: come batched within ``RECEIPT_DELAY`` of delivery, so the first repeat goes only to real misses).
+REPUBLISH_FIRST = 10.0
 #: Longest wait between two such publishes.
 REPUBLISH_MAX = 600.0
+#: Seconds after sending during which it is published again (about 10 repeats at most); later, the
+#: mailboxes carry it to whoever still lacks it.
+REPUBLISH_FOR = 3600.0
 
 
 def status_of(out: GroupOutRecord) -> GroupStatus:
@@ -108,7 +115,7 @@ class GroupOutbox:
                 continue
             if not out.next_attempt or out.next_attempt > wall_now:
                 continue
-            if out.stored_on or out.delivered:
+            if len(out.delivered) // 32 >= out.members or wall_now - out.created_at > REPUBLISH_FOR:
                 changed.append(out.replace(next_attempt=0.0))
                 continue
             wait = min(REPUBLISH_MAX, 2 * max(REPUBLISH_FIRST, out.next_attempt - out.created_at))

@@ -382,6 +382,31 @@ class GroupSession:
         came = after.members - before.members - {me}
         if came and self.keys.chain is not None and self.record.status is MemberStatus.JOINED:
             actions += self.ensure_chain(write, wall_now)  # hands the current chain to them
+        if came and self.record.status is MemberStatus.JOINED:
+            actions += self._tell_newcomers(came)
+        return actions
+
+    def _tell_newcomers(self, came: frozenset[bytes]) -> list[GroupAction]:
+        """Send each member who came our own ops that its invitation could not hold: those not in the
+        past of the op that added it (made concurrently, e.g. on the other side of a partition; they
+        were published on chains it never had)."""
+        ops = self.membership.ops()
+        actions: list[GroupAction] = []
+        for member in sorted(came):
+            added_by = [op for op in ops if op.kind in (OpKind.CREATE, OpKind.ADD) and member in op.targets]
+            if not added_by:
+                continue
+            add_id = added_by[-1].op_id
+            own = [
+                op
+                for op in ops
+                if op.author == self._ctx.me
+                and op.op_id != add_id
+                and not self.membership.precedes(op.op_id, add_id)
+            ]
+            if own:
+                self._ctx.counts["ops_to_newcomers"] += len(own)
+                actions += self.send_ops(member, own)
         return actions
 
     def _chain_record(self, chain: ReceiverChain, generation: int) -> ChainRecord:

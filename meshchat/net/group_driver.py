@@ -151,7 +151,7 @@ class GroupDriver:
                         self._reach(recipient, record.message_id)
                 case PublishGroup():
                     assert self._nursery is not None, "the group driver runs before anything is sent"
-                    self._nursery.start_soon(self._gossip.publish, action.topic, action.envelope)
+                    self._nursery.start_soon(self._publish, action)
                     self._store.perform(
                         self._messenger.store_shared(
                             action.tag, action.message_id, action.envelope, wall_now=now
@@ -166,6 +166,12 @@ class GroupDriver:
                 case _:
                     assert_never(action)
         self._kick.set()
+
+    async def _publish(self, action: PublishGroup) -> None:
+        if action.again:  # past the routers' seen caches: members who lack it take it
+            await self._gossip.publish_and_flush(action.topic, action.envelope, again=True)
+        else:
+            await self._gossip.publish(action.topic, action.envelope)
 
     async def _follow_topics(self) -> None:
         """Join today's group topics, leave the ones no longer wanted, follow the tags in syncs."""
