@@ -44,18 +44,16 @@ have no bandwidth or queueing; a mailbox answers at once; the cores' CPU time is
 (a sender handing its chain to 999 members takes ~0.2 s of real CPU that the simulated clock does not
 see). Group topics are recomputed on ``TopicsChanged`` only: a run does not cross a day.
 
-**Found while building it** (not fixed here: the cores are not the simulator's; the partition test
-that shows the first two is ``xfail(strict=True)`` in ``tests/test_sim_groups.py``):
-
-- After a partition, ops authored on one side reach the other through the group envelopes stored on
-  its mailboxes (``store_shared``), fetched by the syncs that follow the heal: without them nothing
-  converges. But a member *added* on one side during the partition never learns the other side's
-  ops: they are sealed with chains it never had, and nobody sends it the ops it lacks. Its state
-  never converges, and it keeps handing its chain to a member the other side removed.
-- A chain handout that reaches a member before the op that makes its sender a member (or before the
-  invitation: on ``invite`` the admin's handout is sent before the op set) is dropped
-  (``chain_from_non_member``, ``chain_unknown_group``) and never sent again: that sender's messages
-  stay unreadable to that member until the sender's chain is replaced.
+**Found while building it** (the partition and churn runs): a member added on one side of a
+partition never learnt the other side's ops (sealed with chains it never had), so it never converged
+and kept handing its chain to a member removed on the other side; an invitation in several parts was
+lost when its first part arrived first. Both fixed in ``GroupsCore``; regression tests in
+``tests/test_sim_groups.py``. Still open there (``xfail(strict=True)``): a chain handout that reaches
+a member before the op making its sender a member (or before the invitation: on ``invite`` the
+admin's handout is sent before the op set) is dropped (``chain_from_non_member``,
+``chain_unknown_group``) and never sent again, so that sender's messages stay unreadable to that
+member until the sender's chain is replaced. The ops of the other side travel through the group
+envelopes its members stored on mailboxes (``store_shared``), fetched by the syncs after the heal.
 """
 
 from __future__ import annotations
