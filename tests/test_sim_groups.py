@@ -195,6 +195,7 @@ def test_churn_of_five_percent_in_a_thousand_members() -> None:
     result = run_group(dataclasses.replace(BIG, run=GroupRun.CHURN, messages=12, churn=0.05))
     churn = result.details["churn"]
     assert isinstance(churn, dict) and churn["left"] + churn["removed"] == 50
+    assert churn["joined"] == 50 and churn["members_at_end"] == 1000  # invitations of ~100 ops: 3 parts
     assert churn["gone_decrypted_after_going"] == 0
     assert result.delivery_ratio == 1.0 and result.duplicates == 0
 
@@ -204,8 +205,13 @@ def test_partition_of_a_thousand_members() -> None:
     result = run_group(dataclasses.replace(BIG, run=GroupRun.PARTITION, partition_length=120.0, settle=60.0))
     details = result.details["partition"]
     assert isinstance(details, dict)
-    assert details["present_throughout_states_identical"] is True
-    for tally in (details["during_partition"], details["post_heal_from_present"]):
+    assert details["converged"] is True and details["states_identical"] is True
+    assert details["post_heal_messages_on_chains_handed_to_removed"] == 0
+    for tally in (
+        details["during_partition"],
+        details["post_heal_from_present"],
+        details["post_heal_from_newcomer"],
+    ):
         assert isinstance(tally, dict) and tally["delivered"] == tally["expected"] > 0
 
 
