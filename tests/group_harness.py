@@ -77,6 +77,8 @@ class GroupNet:
         for action in actions:
             match action:
                 case SendControl():
+                    if action.control_id:
+                        member.core.controls_queued([action.control_id])
                     self.controls.append((who, self._by_key[action.recipient], action.body))
                     self.queue.append((who, self._by_key[action.recipient], "control", action.body))
                 case PublishGroup():

@@ -32,7 +32,7 @@ raised, and costs nothing already accepted.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,7 +48,7 @@ from meshchat.errors import (
     StorageError,
     UnknownGroup,
 )
-from meshchat.groups.chains import ReceiverChain, SenderChain
+from meshchat.groups.early import EarlyArrivals
 from meshchat.groups.events import (
     GroupAction,
     GroupInvited,
@@ -56,6 +56,7 @@ from meshchat.groups.events import (
     GroupProblem,
     GroupSeen,
     GroupStatus,
+    GroupView,
     MemberStatus,
     PublishGroup,
     TopicsChanged,
@@ -63,26 +64,24 @@ from meshchat.groups.events import (
 from meshchat.groups.keys import GroupKeys
 from meshchat.groups.membership import Membership
 from meshchat.groups.ops import MAX_GROUP_MEMBERS, GroupOp, OpKind, decode_op, sign_op
-from meshchat.groups.outbox import REPUBLISH_FIRST, GroupOutbox, status_of
+from meshchat.groups.outbox import GroupOutbox, status_of
 from meshchat.groups.payload import (
     ChainControl,
     OpsControl,
     OpsWanted,
     ReceiptControl,
-    TextBody,
     decode_control,
-    encode_body,
 )
 from meshchat.groups.seal import group_tag, group_topic
 from meshchat.groups.session import Context, GroupSession, replace_record
 from meshchat.groups.storage import (
     ChainRecord,
+    ControlRecord,
     GroupMessageRecord,
     GroupOutRecord,
     GroupRecord,
     GroupStorage,
     GroupWrite,
-    unflat,
 )
 from meshchat.identity import Identity, PublicIdentity, RandomBytes
 from meshchat.store.payload import ReceiptKind
@@ -93,8 +92,6 @@ __all__ = [
     "CONTROL_TTL",
     "GROUP_TTL",
     "MAX_GROUPS",
-    "MAX_ORPHANS",
-    "MAX_ORPHAN_BYTES",
     "RECEIPT_DELAY",
     "GroupConfig",
     "GroupView",
@@ -111,11 +108,6 @@ RECEIPT_DELAY = 2.0
 #: Groups one user can be in (invitations beyond are refused and counted): each costs topics, tags
 #: and memory, and any contact can invite.
 MAX_GROUPS = 256
-#: Groups whose invitation is still incomplete (parts that overtook the first, or the first parts
-#: before the one that adds us), kept per user.
-MAX_ORPHANS = 16
-#: Bytes of such parts kept in all: a 1,000-member group's op set twice over.
-MAX_ORPHAN_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,20 +118,6 @@ class GroupConfig:
     ttl: int = GROUP_TTL
     #: Receipt batching interval.
     receipt_delay: float = RECEIPT_DELAY
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GroupView:
-    """A group as the application sees it."""
-
-    group_id: bytes
-    name: str
-    status: MemberStatus
-    members: frozenset[bytes]
-    admins: frozenset[bytes]
-    creator: bytes
-    #: Only admins post (an announcements group).
-    admins_only: bool = False
 
 
 class GroupsCore:
@@ -162,8 +140,7 @@ class GroupsCore:
         self._random = random_bytes
         self._groups: dict[bytes, GroupSession] = {}
         self._counts: Counter[str] = Counter()
-        self._orphans: OrderedDict[bytes, list[tuple[bytes, ...]]] = OrderedDict()
-        self._orphan_bytes = 0
+        self._early = EarlyArrivals(self._counts)
         self._outbox = GroupOutbox(
             storage, receipt_delay=self.config.receipt_delay, control_ttl=CONTROL_TTL, counts=self._counts
         )
@@ -179,6 +156,8 @@ class GroupsCore:
         )
         self._tags_day = -1
         self._tags: dict[bytes, bytes] = {}
+        #: Controls committed but not handed to the messenger when the last process stopped.
+        self._unsent: list[ControlRecord] = []
         self._load(wall_now)
 
     # --- start ---------------------------------------------------------------------------------------
@@ -190,24 +169,17 @@ class GroupsCore:
             chains_by_group.setdefault(chain.group_id, []).append(chain)
         for record in stored.groups:
             ops = [decode_op(data) for data in stored.ops.get(record.group_id, [])]
-            create = next((op for op in ops if op.kind is OpKind.CREATE), None)
-            if create is None:
-                raise StorageError(f"group {record.group_id.hex()[:16]} has no CREATE op stored")
-            membership = Membership(create)
-            for op in ops:
-                if op.kind is not OpKind.CREATE:
-                    membership.add(op)
-            own = SenderChain.from_bytes(record.chain) if record.chain else None
-            keys = GroupKeys(
-                chain=own, generation=record.generation, chain_members=unflat(record.chain_members)
+            group, early = GroupSession.restore(
+                record, ops, chains_by_group.pop(record.group_id, []), self._ctx
             )
-            for chain in chains_by_group.get(record.group_id, []):
-                keys.load_receiver(ReceiverChain.from_bytes(chain.state), chain.generation)
-            group = GroupSession(record, membership, keys, self._ctx)
-            group.stored_ops = {op.op_id for op in ops}
-            group.announced = set(group.stored_ops)
+            for chain in early:  # handouts kept until their sender's op arrives
+                self._early.chains[chain.chain_id] = chain
             self._groups[record.group_id] = group
+        for chains in chains_by_group.values():  # handouts that came before their invitation
+            for chain in chains:
+                self._early.chains[chain.chain_id] = chain
         self._outbox.load(stored.outbox)
+        self._outbox.unsent = list(stored.controls)
         self._tags_day = -1
 
     # --- the application's calls ---------------------------------------------------------------------
@@ -261,7 +233,7 @@ class GroupsCore:
         for member in targets:
             if member != self.me:
                 actions += group.send_ops(member, group.membership.ops())
-        self._commit_or_raise(write)
+        actions = self._commit_or_raise(write, actions)
         self._tags_day = -1
         return op.op_id, actions
 
@@ -299,7 +271,7 @@ class GroupsCore:
         if group.record.status is not MemberStatus.INVITED or self.me not in group.membership.state().members:
             raise NotInGroup("this group has not invited us (or removed us since)")
         group.record = replace_record(group.record, status=MemberStatus.JOINED, updated_at=wall_now)
-        self._commit_or_raise(GroupWrite(groups=[group.record]))
+        self._commit_or_raise(GroupWrite(groups=[group.record]), [])
         self._tags_day = -1
         return [TopicsChanged()]
 
@@ -319,40 +291,14 @@ class GroupsCore:
             if known is not None:
                 return known, []
         write = GroupWrite()
-        actions = group.ensure_chain(write, wall_now)
-        envelope, tag = group.seal(encode_body(TextBody(body=body, ref=ref)), write, wall_now, ttl)
-        mid = message_id(envelope)
-        members = len(group.membership.state().members) - 1
-        out = GroupOutRecord(
-            message_id=mid,
-            group_id=group_id,
-            envelope=envelope,
-            tag=tag,
-            ref=ref,
-            created_at=wall_now,
-            expiry=decode_envelope(envelope).expiry,
-            members=members,
-            next_attempt=wall_now + REPUBLISH_FIRST,
-        )
-        write.outbox.append(out)
-        write.messages.append(
-            GroupMessageRecord(
-                number=0,
-                group_id=group_id,
-                message_id=mid,
-                sender=self.me,
-                body=body,
-                ref=ref,
-                sent_at_ms=int(wall_now * 1000),
-                received_at=wall_now,
-            )
-        )
-        write.groups.append(group.record)
-        self._commit_or_raise(write)
+        out, actions = group.send_text(body, ref, write, wall_now, ttl)
+        actions = self._commit_or_raise(write, actions)
         self._outbox.set(out)
         self._counts["sent"] += 1
-        actions.append(PublishGroup(topic=group_topic(tag), tag=tag, envelope=envelope, message_id=mid))
-        return out, actions
+        publish = PublishGroup(
+            topic=group_topic(out.tag), tag=out.tag, envelope=out.envelope, message_id=out.message_id
+        )
+        return out, [*actions, publish]
 
     def mark_read(
         self, group_id: bytes, sender: bytes, message_ids: Sequence[bytes], *, wall_now: float
@@ -440,6 +386,7 @@ class GroupsCore:
             case OpsWanted():
                 group = self._groups.get(control.group_id)
                 actions += [] if group is None else group.answer_wanted(control, sender.ed25519)
+        self._adopt_orphan_chains(write, actions, wall_now)
         return self._commit(write, actions)
 
     def envelopes_received(self, envelopes: Sequence[bytes], *, wall_now: float) -> list[GroupAction]:
@@ -468,6 +415,7 @@ class GroupsCore:
                 continue
             if group.open(mid, data, write, actions, wall_now):
                 seen.append(entry)
+        self._adopt_orphan_chains(write, actions, wall_now)
         if seen:
             actions.append(GroupSeen(entries=tuple(seen)))
         return self._commit(write, actions)
@@ -479,7 +427,8 @@ class GroupsCore:
 
     def on_timer(self, *, wall_now: float) -> list[GroupAction]:
         """Send the receipts that are due; publish again what nobody has; forget what expired."""
-        actions: list[GroupAction] = list(self._outbox.receipts_due(wall_now))
+        actions: list[GroupAction] = list(self._outbox.unsent_controls())
+        actions += self._outbox.receipts_due(wall_now)
         publishes, changed = self._outbox.due(wall_now)
         actions += publishes
         for out in changed:
@@ -489,6 +438,10 @@ class GroupsCore:
     def next_deadline(self) -> float | None:
         """When ``on_timer`` should next run."""
         return self._outbox.next_deadline()
+
+    def controls_queued(self, control_ids: Sequence[bytes]) -> list[GroupAction]:
+        """The messenger has these controls in its outbox now (it retries them from there)."""
+        return self._commit(GroupWrite(drop_controls=list(control_ids)), [])
 
     # --- internals: local ops ------------------------------------------------------------------------
 
@@ -530,8 +483,7 @@ class GroupsCore:
             actions.append(TopicsChanged())
         else:
             actions += group.publish_ops([op], write, wall_now, fresh_chain=True)
-        self._commit_or_raise(write)
-        return actions
+        return self._commit_or_raise(write, actions)
 
     def _ops_control(
         self, control: OpsControl, sender: bytes, write: GroupWrite, wall_now: float
@@ -548,14 +500,7 @@ class GroupsCore:
         member. Parts arrive in any order (an op set of a large group needs several): each is kept
         (``MAX_ORPHANS`` groups, ``MAX_ORPHAN_BYTES`` in all, the oldest group dropped first) until
         the ones before it are there."""
-        parts = self._orphans.setdefault(control.group_id, [])
-        parts.append(control.ops)
-        self._orphans.move_to_end(control.group_id)
-        self._orphan_bytes += sum(map(len, control.ops))
-        while len(self._orphans) > MAX_ORPHANS or self._orphan_bytes > MAX_ORPHAN_BYTES:
-            _, dropped = self._orphans.popitem(last=False)
-            self._orphan_bytes -= sum(len(op) for part in dropped for op in part)
-            self._counts["orphans_dropped"] += 1
+        parts = self._early.add_part(control.group_id, control.ops)
         create = next((c for part in parts if (c := _create_among(control.group_id, part)) is not None), None)
         if create is None:
             return []  # a later part overtook the first
@@ -578,7 +523,7 @@ class GroupsCore:
         if self.me not in state.members:
             self._counts["invite_incomplete"] += 1  # the op adding us is in a part still to come
             return []
-        self._orphan_bytes -= sum(len(op) for part in self._orphans.pop(control.group_id) for op in part)
+        self._early.take_parts(control.group_id)
         group.announced = {op.op_id for op in group.membership.ops()}
         self._groups[control.group_id] = group
         group.persist_ops(write)
@@ -588,11 +533,13 @@ class GroupsCore:
     def _chain_control(
         self, control: ChainControl, sender: bytes, write: GroupWrite, wall_now: float
     ) -> list[GroupAction]:
-        group = self._groups.get(control.group_id)
-        if group is None or sender == self.me:
+        if sender == self.me:
             self._counts["chain_unknown_group"] += 1
             return []
-        return group.take_chain(control, sender, write, wall_now)
+        return self._early.chain_control(control, sender, self._groups, write, wall_now)
+
+    def _adopt_orphan_chains(self, write: GroupWrite, actions: list[GroupAction], wall_now: float) -> None:
+        actions += self._early.adopt(self._groups, write, wall_now)
 
     def _session(self, record: GroupRecord, membership: Membership) -> GroupSession:
         keys = GroupKeys(chain=None, generation=0, chain_members=frozenset())
@@ -620,6 +567,7 @@ class GroupsCore:
     ) -> list[GroupAction]:
         """Persist ``write``; the events it makes true follow the actions. On a storage failure
         nothing is reported and the state is reloaded from storage (what came comes again)."""
+        actions = self._outbox.keep_controls(write, actions, self._random)
         if not write:
             return actions
         try:
@@ -648,15 +596,18 @@ class GroupsCore:
         events += [status_of(o) for o in updated]
         return actions + events
 
-    def _commit_or_raise(self, write: GroupWrite) -> None:
+    def _commit_or_raise(self, write: GroupWrite, actions: list[GroupAction]) -> list[GroupAction]:
+        actions = self._outbox.keep_controls(write, actions, self._random)
         try:
             self.storage.commit(write)
         except StorageError as exc:
             self._reload(exc)
             raise
+        return actions
 
     def _reload(self, exc: StorageError) -> None:
         self._groups.clear()
+        self._early.clear()
         self._counts["storage_failed"] += 1
         try:
             self._load(0.0)

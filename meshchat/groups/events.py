@@ -26,6 +26,7 @@ __all__ = [
     "GroupProblem",
     "GroupSeen",
     "GroupStatus",
+    "GroupView",
     "MemberStatus",
     "PublishGroup",
     "SendControl",
@@ -56,6 +57,9 @@ class SendControl:
     body: bytes
     #: Seconds the message may wait for its recipient.
     ttl: int
+    #: Its id in the groups store's unsent controls (set by the core when it commits it): the
+    #: driver sends it with this as the messenger's idempotency ref, then calls ``controls_queued``.
+    control_id: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,6 +170,20 @@ class GroupProblem:
 
     #: The error.
     error: StorageError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupView:
+    """A group as the application sees it."""
+
+    group_id: bytes
+    name: str
+    status: MemberStatus
+    members: frozenset[bytes]
+    admins: frozenset[bytes]
+    creator: bytes
+    #: Only admins post (an announcements group).
+    admins_only: bool = False
 
 
 GroupEvent: TypeAlias = GroupMessage | GroupChanged | GroupStatus | GroupInvited | GroupProblem

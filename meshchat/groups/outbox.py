@@ -18,16 +18,21 @@ this), and the receipts we owe are at most what we accepted within one ``receipt
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 from meshchat.groups.events import GroupStatus, PublishGroup, SendControl
 from meshchat.groups.payload import ReceiptControl, encode_control
 from meshchat.groups.seal import group_topic
-from meshchat.groups.storage import GroupOutRecord, GroupStorage, flat, unflat
+from meshchat.groups.storage import ControlRecord, GroupOutRecord, GroupStorage, GroupWrite, flat, unflat
+from meshchat.identity import RandomBytes
 from meshchat.store.payload import MAX_RECEIPT_IDS, ReceiptKind
 
 __all__ = ["REPUBLISH_FIRST", "REPUBLISH_FOR", "REPUBLISH_MAX", "GroupOutbox", "status_of"]
+
+A = TypeVar("A")
 
 #: Seconds before a group message some member has not acknowledged is published again (receipts
 #: come batched within ``RECEIPT_DELAY`` of delivery, so the first repeat goes only to real misses).
@@ -65,6 +70,8 @@ class GroupOutbox:
         self.records: dict[bytes, GroupOutRecord] = {}
         self._owed: dict[tuple[bytes, bytes, ReceiptKind], list[bytes]] = {}
         self._owed_due: float | None = None
+        #: Control messages committed but not handed to the messenger before the last stop.
+        self.unsent: list[ControlRecord] = []
 
     def load(self, records: Iterable[GroupOutRecord]) -> None:
         """Take the stored records (at start)."""
@@ -153,8 +160,42 @@ class GroupOutbox:
         self._owed_due = None
         return sends
 
+    # --- control messages not handed to the messenger yet ----------------------------------------------
+
+    def keep_controls(self, write: GroupWrite, actions: list[A], random_bytes: RandomBytes) -> list[A]:
+        """Give each new ``SendControl`` in ``actions`` an id and put it in ``write``: it is kept in the
+        groups store until the driver says the messenger has it (``controls_queued``), so a crash
+        between the two stores loses none. Returns the actions with the ids set."""
+        kept: list[A] = []
+        for action in actions:
+            if isinstance(action, SendControl) and not action.control_id:
+                stamped = dataclasses.replace(action, control_id=random_bytes(16))
+                write.controls.append(
+                    ControlRecord(
+                        control_id=stamped.control_id,
+                        recipient=stamped.recipient,
+                        body=stamped.body,
+                        ttl=stamped.ttl,
+                    )
+                )
+                kept.append(stamped)
+            else:
+                kept.append(action)
+        return kept
+
+    def unsent_controls(self) -> list[SendControl]:
+        """The controls a crash kept from the messenger (loaded at start), once."""
+        sends = [
+            SendControl(recipient=c.recipient, body=c.body, ttl=c.ttl, control_id=c.control_id)
+            for c in self.unsent
+        ]
+        self.unsent = []
+        return sends
+
     def next_deadline(self) -> float | None:
-        """The next batch of receipts or publish again."""
+        """The next batch of receipts or publish again (at once while controls wait to be sent)."""
+        if self.unsent:
+            return 0.0
         times = [o.next_attempt for o in self.records.values() if o.next_attempt]
         if self._owed_due is not None:
             times.append(self._owed_due)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from meshchat.crypto import epoch_of
-from meshchat.errors import DecodeError, MeshchatError, UnknownChain
+from meshchat.errors import DecodeError, MeshchatError, StorageError, UnknownChain
 from meshchat.groups.chains import ReceiverChain, SenderChain, decode_handout, encode_handout
 from meshchat.groups.events import (
     GroupAction,
@@ -42,6 +42,7 @@ from meshchat.groups.events import (
 from meshchat.groups.keys import GroupKeys, Waiting
 from meshchat.groups.membership import GroupState, Membership, OpOutcome
 from meshchat.groups.ops import GroupOp, OpKind, decode_op, encode_op
+from meshchat.groups.outbox import REPUBLISH_FIRST
 from meshchat.groups.payload import (
     MAX_WANTED_OPS,
     ChainControl,
@@ -55,7 +56,15 @@ from meshchat.groups.payload import (
     pack_ops,
 )
 from meshchat.groups.seal import group_tag, group_topic, open_group, read_header, seal_group
-from meshchat.groups.storage import ChainRecord, GroupMessageRecord, GroupRecord, GroupWrite, flat
+from meshchat.groups.storage import (
+    ChainRecord,
+    GroupMessageRecord,
+    GroupOutRecord,
+    GroupRecord,
+    GroupWrite,
+    flat,
+    unflat,
+)
 from meshchat.identity import Identity, RandomBytes
 from meshchat.store.payload import ReceiptKind
 from meshchat.store.storage import SeenEntry
@@ -109,6 +118,33 @@ class GroupSession:
         #: Op ids already reported as ``GroupChanged``.
         self.announced: set[bytes] = set()
         self._next_want = 0.0
+
+    @classmethod
+    def restore(
+        cls, record: GroupRecord, ops: Sequence[GroupOp], chains: Sequence[ChainRecord], ctx: Context
+    ) -> tuple[GroupSession, list[ChainRecord]]:
+        """A group as stored: its record, its ops, its chains; also returns the stored handouts whose
+        sender is not a member yet (kept until it is)."""
+        create = next((op for op in ops if op.kind is OpKind.CREATE), None)
+        if create is None:
+            raise StorageError(f"group {record.group_id.hex()[:16]} has no CREATE op stored")
+        membership = Membership(create)
+        for op in ops:
+            if op.kind is not OpKind.CREATE:
+                membership.add(op)
+        own = SenderChain.from_bytes(record.chain) if record.chain else None
+        keys = GroupKeys(chain=own, generation=record.generation, chain_members=unflat(record.chain_members))
+        members = membership.state().members
+        early: list[ChainRecord] = []
+        for chain in chains:
+            if chain.sender in members:
+                keys.load_receiver(ReceiverChain.from_bytes(chain.state), chain.generation)
+            else:
+                early.append(chain)
+        group = cls(record, membership, keys, ctx)
+        group.stored_ops = {op.op_id for op in ops}
+        group.announced = set(group.stored_ops)
+        return group, early
 
     @property
     def group_id(self) -> bytes:
@@ -173,6 +209,40 @@ class GroupSession:
         self.save_keys(write, wall_now)
         return envelope, group_tag(self.group_id, epoch_of(wall_now))
 
+    def send_text(
+        self, body: bytes, ref: str, write: GroupWrite, wall_now: float, ttl: int | None
+    ) -> tuple[GroupOutRecord, list[GroupAction]]:
+        """Seal ``body`` for the group (one envelope); put it in our outbox and history in ``write``.
+        Returns its outbox record and the handouts to send first (the publish is the caller's)."""
+        actions = self.ensure_chain(write, wall_now)
+        envelope, tag = self.seal(encode_body(TextBody(body=body, ref=ref)), write, wall_now, ttl)
+        mid = message_id(envelope)
+        out = GroupOutRecord(
+            message_id=mid,
+            group_id=self.group_id,
+            envelope=envelope,
+            tag=tag,
+            ref=ref,
+            created_at=wall_now,
+            expiry=decode_envelope(envelope).expiry,
+            members=len(self.state().members) - 1,
+            next_attempt=wall_now + REPUBLISH_FIRST,
+        )
+        write.outbox.append(out)
+        write.messages.append(
+            GroupMessageRecord(
+                number=0,
+                group_id=self.group_id,
+                message_id=mid,
+                sender=self._ctx.me,
+                body=body,
+                ref=ref,
+                sent_at_ms=int(wall_now * 1000),
+                received_at=wall_now,
+            )
+        )
+        return out, actions
+
     def publish_ops(
         self, ops: Sequence[GroupOp], write: GroupWrite, wall_now: float, *, fresh_chain: bool
     ) -> list[GroupAction]:
@@ -227,12 +297,25 @@ class GroupSession:
         if handout.chain_id in self.keys.receivers or handout.chain_id in self.keys.retired:
             counts["chain_replayed"] += 1
             return []
-        chain = ReceiverChain.from_handout(handout, sender)
-        write.drop_chains += self.keys.add_receiver(chain, control.generation)
-        write.chains.append(self._chain_record(chain, control.generation))
+        return self.adopt_chain(
+            ReceiverChain.from_handout(handout, sender), control.generation, write, wall_now
+        )
+
+    def adopt_chain(
+        self, chain: ReceiverChain, generation: int, write: GroupWrite, wall_now: float
+    ) -> list[GroupAction]:
+        """Hold ``chain`` (of a member, ``generation`` checked) and open what waited for it."""
+        counts = self._ctx.counts
+        if generation <= self.keys.newest_generation(chain.sender) or chain.chain_id in self.keys.retired:
+            counts["chain_replayed"] += 1
+            if chain.chain_id not in self.keys.receivers:  # a kept copy of a handout taken since
+                write.drop_chains.append(chain.chain_id)
+            return []
+        write.drop_chains += self.keys.add_receiver(chain, generation)
+        write.chains.append(self._chain_record(chain, generation))
         counts["chains_received"] += 1
         actions: list[GroupAction] = []
-        waiting = self.keys.take_waiting(handout.chain_id)
+        waiting = self.keys.take_waiting(chain.chain_id)
         seen: list[SeenEntry] = []
         for item in sorted(waiting, key=lambda w: read_header(decode_envelope(w.data), self.group_id)[1]):
             if self.open(item.message_id, item.data, write, actions, wall_now):

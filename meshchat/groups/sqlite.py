@@ -28,6 +28,7 @@ from meshchat.errors import StorageError
 from meshchat.groups.events import MemberStatus
 from meshchat.groups.storage import (
     ChainRecord,
+    ControlRecord,
     GroupMessageRecord,
     GroupOutRecord,
     GroupRecord,
@@ -44,6 +45,11 @@ _SCHEMA_VERSION = 1
 _BUSY_TIMEOUT = 5.0
 _CHUNK = 500
 
+_CONTROLS = """CREATE TABLE IF NOT EXISTS group_controls (
+        control_id BLOB PRIMARY KEY,
+        recipient  BLOB NOT NULL,
+        body       BLOB NOT NULL,
+        ttl        INTEGER NOT NULL) WITHOUT ROWID"""
 _SCHEMA = (
     """CREATE TABLE groups (
         group_id      BLOB PRIMARY KEY,
@@ -89,6 +95,7 @@ _SCHEMA = (
         read         BLOB NOT NULL,
         next_attempt REAL NOT NULL) WITHOUT ROWID""",
     "CREATE INDEX group_outbox_ref ON group_outbox (group_id, ref) WHERE ref != ''",
+    _CONTROLS,
     f"PRAGMA user_version = {_SCHEMA_VERSION}",
 )
 _OUT_COLUMNS = (
@@ -141,6 +148,9 @@ class SqliteGroupStorage:
             with self._transaction("create the schema") as db:
                 for statement in _SCHEMA:
                     db.execute(statement)
+        else:  # a file from before the table
+            with self._transaction("add the controls table") as db:
+                db.execute(_CONTROLS)
 
     def close(self) -> None:
         """Close the file (later calls raise ``StorageError``)."""
@@ -229,6 +239,13 @@ class SqliteGroupStorage:
                 f"INSERT OR REPLACE INTO group_outbox ({_OUT_COLUMNS}) VALUES ({', '.join('?' * 12)})",
                 [_out_row(o) for o in write.outbox],
             )
+            db.executemany(
+                "INSERT OR REPLACE INTO group_controls VALUES (?, ?, ?, ?)",
+                [(c.control_id, c.recipient, c.body, c.ttl) for c in write.controls],
+            )
+            db.executemany(
+                "DELETE FROM group_controls WHERE control_id = ?", [(c,) for c in write.drop_controls]
+            )
         return numbered
 
     def load(self, wall_now: float) -> StoredGroups:
@@ -259,7 +276,11 @@ class SqliteGroupStorage:
                     f"SELECT {_OUT_COLUMNS} FROM group_outbox WHERE expiry >= ?", (int(wall_now),)
                 )
             )
-        return StoredGroups(groups=groups, ops=ops, chains=chains, outbox=outbox)
+            controls = tuple(
+                ControlRecord(control_id=r[0], recipient=r[1], body=r[2], ttl=r[3])
+                for r in db.execute("SELECT control_id, recipient, body, ttl FROM group_controls")
+            )
+        return StoredGroups(groups=groups, ops=ops, chains=chains, outbox=outbox, controls=controls)
 
     def history(self, group_id: bytes, after: int, limit: int) -> list[GroupMessageRecord]:
         """See ``GroupStorage.history``."""

@@ -26,6 +26,7 @@ from meshchat.groups.events import MemberStatus
 
 __all__ = [
     "ChainRecord",
+    "ControlRecord",
     "GroupMessageRecord",
     "GroupOutRecord",
     "GroupRecord",
@@ -130,6 +131,21 @@ class GroupOutRecord:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]  # (checked by the dataclass)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlRecord:
+    """A control message committed by the core and not yet handed to the messenger (whose outbox
+    keeps it from then on): sent again after a restart, so a crash in between loses nothing."""
+
+    #: Random id (16 bytes); the messenger's ref is derived from it, so sending again is a no-op.
+    control_id: bytes
+    #: The recipient's Ed25519 key.
+    recipient: bytes
+    #: The control payload.
+    body: bytes
+    #: Its lifetime, seconds.
+    ttl: int
+
+
 @dataclass(slots=True, kw_only=True)
 class GroupWrite:
     """Everything one input changes, committed together."""
@@ -143,10 +159,20 @@ class GroupWrite:
     #: Messages to add to the history (``number`` 0); one whose id is stored already is skipped.
     messages: list[GroupMessageRecord] = field(default_factory=list)
     outbox: list[GroupOutRecord] = field(default_factory=list)
+    #: Control messages to send (kept until the messenger has them) and the ids it has now.
+    controls: list[ControlRecord] = field(default_factory=list)
+    drop_controls: list[bytes] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
-            self.groups or self.ops or self.chains or self.drop_chains or self.messages or self.outbox
+            self.groups
+            or self.ops
+            or self.chains
+            or self.drop_chains
+            or self.messages
+            or self.outbox
+            or self.controls
+            or self.drop_controls
         )
 
 
@@ -160,6 +186,8 @@ class StoredGroups:
     chains: tuple[ChainRecord, ...]
     #: Outbox records still waiting for someone to hold them (not expired).
     outbox: tuple[GroupOutRecord, ...]
+    #: Control messages committed but not yet handed to the messenger.
+    controls: tuple[ControlRecord, ...] = ()
 
 
 class GroupStorage(Protocol):
@@ -202,6 +230,7 @@ class MemoryGroupStorage:
         self._messages: list[GroupMessageRecord] = []
         self._ids: set[bytes] = set()
         self._outbox: dict[bytes, GroupOutRecord] = {}
+        self._controls: dict[bytes, ControlRecord] = {}
         self._last = 0
 
     def commit(self, write: GroupWrite) -> list[GroupMessageRecord]:
@@ -225,6 +254,10 @@ class MemoryGroupStorage:
             numbered.append(stored)
         for out in write.outbox:
             self._outbox[out.message_id] = out
+        for control in write.controls:
+            self._controls[control.control_id] = control
+        for control_id in write.drop_controls:
+            self._controls.pop(control_id, None)
         return numbered
 
     def load(self, wall_now: float) -> StoredGroups:
@@ -234,6 +267,7 @@ class MemoryGroupStorage:
             ops={g: list(ops.values()) for g, ops in self._ops.items()},
             chains=tuple(self._chains.values()),
             outbox=tuple(o for o in self._outbox.values() if o.expiry >= wall_now),
+            controls=tuple(self._controls.values()),
         )
 
     def history(self, group_id: bytes, after: int, limit: int) -> list[GroupMessageRecord]:

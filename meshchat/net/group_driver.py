@@ -139,16 +139,24 @@ class GroupDriver:
     def perform(self, actions: list[GroupAction]) -> None:
         """Carry out the core's actions, in order."""
         now = self._wall_clock()
+        queued: list[bytes] = []
         for action in actions:
             match action:
                 case SendControl():
                     recipient = PublicIdentity.from_bytes(action.recipient)
                     record, store_actions = self._messenger.send(
-                        recipient, action.body, wall_now=now, ttl=action.ttl, control=True
+                        recipient,
+                        action.body,
+                        wall_now=now,
+                        ttl=action.ttl,
+                        control=True,
+                        ref=f"group-control:{action.control_id.hex()}" if action.control_id else "",
                     )
                     self._store.perform(store_actions)
                     if store_actions:
                         self._reach(recipient, record.message_id)
+                    if action.control_id:
+                        queued.append(action.control_id)
                 case PublishGroup():
                     assert self._nursery is not None, "the group driver runs before anything is sent"
                     self._nursery.start_soon(self._publish, action)
@@ -165,6 +173,8 @@ class GroupDriver:
                     self._on_event(action)
                 case _:
                     assert_never(action)
+        if queued:  # the messenger's outbox has them now: the groups store may forget them
+            self.perform(self.core.controls_queued(queued))
         self._kick.set()
 
     async def _publish(self, action: PublishGroup) -> None:
