@@ -151,15 +151,10 @@ def test_partition_newcomer_converges_and_is_read_by_everyone() -> None:
     assert isinstance(tally, dict) and tally["delivered"] == tally["expected"] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "GroupsCore: a chain handout that reaches a member before the op making its sender a member is "
-        "dropped (chain_from_non_member) and never sent again: the newcomer's message sent during the "
-        "partition stays unreadable to the other side's members (19 of 38 read it)."
-    ),
-)
 def test_partition_newcomer_message_sent_during_the_partition_is_read_by_everyone() -> None:
+    """Regression (fixed in GroupsCore by a27a08b, early chain handouts): a handout that reached a
+    member before the op making its sender a member was dropped for good, so the newcomer's message
+    sent during the partition stayed unreadable to the other side (19 of 38 read it)."""
     details = _partition(40)
     assert details["newcomer_partition_message_delivered"] == details["newcomer_partition_message_expected"]
 

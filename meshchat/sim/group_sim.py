@@ -44,16 +44,14 @@ have no bandwidth or queueing; a mailbox answers at once; the cores' CPU time is
 (a sender handing its chain to 999 members takes ~0.2 s of real CPU that the simulated clock does not
 see). Group topics are recomputed on ``TopicsChanged`` only: a run does not cross a day.
 
-**Found while building it** (the partition and churn runs): a member added on one side of a
-partition never learnt the other side's ops (sealed with chains it never had), so it never converged
-and kept handing its chain to a member removed on the other side; an invitation in several parts was
-lost when its first part arrived first. Both fixed in ``GroupsCore``; regression tests in
-``tests/test_sim_groups.py``. Still open there (``xfail(strict=True)``): a chain handout that reaches
-a member before the op making its sender a member (or before the invitation: on ``invite`` the
-admin's handout is sent before the op set) is dropped (``chain_from_non_member``,
-``chain_unknown_group``) and never sent again, so that sender's messages stay unreadable to that
-member until the sender's chain is replaced. The ops of the other side travel through the group
-envelopes its members stored on mailboxes (``store_shared``), fetched by the syncs after the heal.
+**Found while building it** (the partition and churn runs), all fixed in ``GroupsCore`` since, with
+regression tests in ``tests/test_sim_groups.py``: a member added on one side of a partition never
+learnt the other side's ops (sealed with chains it never had), so it never converged and kept handing
+its chain to a member removed on the other side; an invitation in several parts was lost when its
+first part arrived first; a chain handout that reached a member before the op making its sender a
+member (or before the invitation) was dropped for good. The ops of the other side travel through the
+group envelopes its members stored on mailboxes (``store_shared``), fetched by the syncs after the
+heal.
 """
 
 from __future__ import annotations
