@@ -42,7 +42,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from itertools import pairwise
 
@@ -206,6 +206,8 @@ class GroupOp:
     created_at_ms: int
     #: Ed25519 signature by ``author`` over DOMAIN and every field above.
     signature: bytes
+    #: The id, computed once (an op is immutable; cores ask for ids all the time).
+    _id: bytes = field(default=b"", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         problem = _problem(
@@ -225,7 +227,9 @@ class GroupOp:
     @property
     def op_id(self) -> bytes:
         """BLAKE2b-256 of the encoding; for a CREATE this is the group id."""
-        return op_id_of(encode_op(self))
+        if not self._id:
+            object.__setattr__(self, "_id", op_id_of(encode_op(self)))  # frozen: set once, lazily
+        return self._id
 
 
 def op_id_of(encoded: bytes) -> bytes:

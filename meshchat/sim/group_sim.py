@@ -79,7 +79,7 @@ from meshchat.groups.events import (
     SendControl,
     TopicsChanged,
 )
-from meshchat.groups.payload import ChainControl, OpsControl, ReceiptControl, decode_control
+from meshchat.groups.payload import ChainControl, OpsControl, OpsWanted, ReceiptControl, decode_control
 from meshchat.groups.storage import MemoryGroupStorage
 from meshchat.identity import Identity
 from meshchat.sim.clock import SIM_EPOCH
@@ -462,10 +462,19 @@ class GroupSimulation:
                 recipient.chains_handed.add(_chain_id_of(control))
             case ReceiptControl():
                 self.controls["receipt"] += 1
+            case OpsWanted():
+                self.controls["wanted"] += 1
         _, actions = user.messenger.send(
-            recipient.public, action.body, wall_now=self.now, ttl=action.ttl, control=True
+            recipient.public,
+            action.body,
+            wall_now=self.now,
+            ttl=action.ttl,
+            control=True,
+            ref=f"group-control:{action.control_id.hex()}" if action.control_id else "",
         )
         self._perform_store(user, actions)
+        if action.control_id:  # the messenger's outbox has it now: the groups store may forget it
+            user.core.controls_queued([action.control_id])
 
     def _follow_topics(self, user: SimUser) -> None:
         wanted = frozenset(user.core.topics(self.now))
