@@ -10,7 +10,9 @@ Modules: ``scenario`` (knobs), ``latency`` (delay models), ``topology`` (graphs)
 clock, event heap), ``network`` (nodes, links, the send path), ``payloads`` (identities, envelopes,
 validators), ``adversary`` (Sybil wrapper, flood RPCs), ``world`` (building a run), ``engine`` (the
 driver loop), ``parallel`` (a run shared by several processes: ``Scenario(workers=2)``), ``metrics``
-and ``results`` (figures), ``plot`` (PNG output).
+and ``results`` (figures), ``plot`` (PNG output). Store-and-forward at scale: ``store_sim``
+(``run_store``). Groups with real keys: ``group_sim`` and ``group_runs``
+(``run_group(GroupScenario(run=GroupRun.FANOUT, members=1000))``: fan-out, removal, churn, partition).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from __future__ import annotations
 from meshchat.sim.clock import SIM_EPOCH, VirtualClock
 from meshchat.sim.engine import Simulation, run
 from meshchat.sim.errors import PlottingUnavailable, ScenarioError
+from meshchat.sim.group_runs import run_group
+from meshchat.sim.group_scenario import GroupResults, GroupRun, GroupScenario
+from meshchat.sim.group_sim import GroupSimulation
 from meshchat.sim.latency import FixedLatency, LatencyModel, LogNormalLatency, UniformLatency, parse_latency
 from meshchat.sim.network import LinkDrop, Role
 from meshchat.sim.results import Results
@@ -33,6 +38,10 @@ from meshchat.sim.scenario import (
 __all__ = [
     "SIM_EPOCH",
     "FixedLatency",
+    "GroupResults",
+    "GroupRun",
+    "GroupScenario",
+    "GroupSimulation",
     "LatencyModel",
     "LinkDrop",
     "LogNormalLatency",
@@ -51,4 +60,5 @@ __all__ = [
     "parse_latency",
     "parse_partition",
     "run",
+    "run_group",
 ]
