@@ -364,3 +364,22 @@ def test_a_change_nobody_heard_is_published_again_until_every_member_has_it() ->
     published = len(net.published)
     net.tick(60.0)
     assert len(net.published) == published  # both remaining members acknowledged it: no more
+
+
+def test_an_older_chain_handout_arriving_after_a_newer_one_still_opens_its_messages() -> None:
+    net = GroupNet(4)
+    gid = net.create("Street", 0, [1, 2, 3])
+    net.offline = {1}
+    net.send(0, gid, "on the first chain")
+    net.op(0, "remove", gid, net[3].key)
+    net.send(0, gid, "on the second chain")
+    held = [h for h in net.held if h[1] == 1]
+    net.held.clear()
+    net.offline = set()
+    controls = [h for h in held if h[2] == "control"]
+    envelopes = [h for h in held if h[2] == "group"]
+    net.queue.extend(reversed(controls))  # the newer handout first, then the older one
+    net.queue.extend(envelopes)
+    net.deliver()
+    assert net.texts(1, gid) == ["on the first chain", "on the second chain"]
+    assert net[3].key not in net[1].core.view(gid).members

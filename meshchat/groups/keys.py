@@ -10,9 +10,11 @@ returns). What it decides:
   compromise security: a key stolen once stops working). A new chain is handed to every current
   member; a member added later gets the current chain (from its current position: nothing sent before
   it joined).
-* **Which chains we accept**: a member's handout with a generation above the one we hold (older
-  ones arriving late are replays); at most ``CHAINS_PER_SENDER`` per member (the newest), so
-  messages still in flight on the previous chain open. A member's chains are dropped when the member
+* **Which chains we accept**: a member's handout of a generation we do not hold yet, in any order
+  (handouts travel one by one on the 1:1 path: when a member's chains change fast, as in a group
+  with churn, a newer one can arrive first, and the older one still opens the messages, and the
+  operations, sent on it); at most ``CHAINS_PER_SENDER`` per member (the newest), so messages still
+  in flight on earlier chains open. A member's chains are dropped when the member
   goes, their ids kept in ``retired`` (bounded) so that a late message on them is counted as from a
   removed member rather than kept waiting.
 * **Messages waiting for a chain**: a message can arrive before its sender's handout (both travel
@@ -41,8 +43,9 @@ __all__ = [
 ROTATE_SECONDS = 7 * 24 * 3600
 #: Messages after which our sending chain is replaced.
 ROTATE_MESSAGES = 10_000
-#: Chains kept per other member: the current one and the one before (messages in flight).
-CHAINS_PER_SENDER = 2
+#: Chains kept per other member: the current one and the ones before it (messages in flight; a
+#: member replaces its chain after each departure, so in a busy group several follow quickly).
+CHAINS_PER_SENDER = 4
 #: Retired chain ids remembered per group (each 16 bytes): a message on one is a removed member's.
 MAX_RETIRED = 4096
 #: Messages per group waiting for their sender's chain.
@@ -105,6 +108,14 @@ class GroupKeys:
         self.chain_members = members
 
     # --- theirs ------------------------------------------------------------------------------------
+
+    def generation_held(self, sender: bytes, generation: int) -> bool:
+        """True if we hold ``sender``'s chain of ``generation``, or it is older than every one of the
+        ``CHAINS_PER_SENDER`` we hold (it would be dropped at once)."""
+        held = self._by_sender.get(sender, [])
+        if any(g == generation for g, _ in held):
+            return True
+        return len(held) >= CHAINS_PER_SENDER and generation < held[0][0]
 
     def newest_generation(self, sender: bytes) -> int:
         """The highest generation of ``sender``'s chains we hold (0: none)."""

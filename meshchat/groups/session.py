@@ -316,7 +316,7 @@ class GroupSession:
         if sender not in self.state().members:
             counts["chain_from_non_member"] += 1
             return []
-        if control.generation <= self.keys.newest_generation(sender):
+        if self.keys.generation_held(sender, control.generation):
             counts["chain_replayed"] += 1
             return []
         try:
@@ -336,7 +336,7 @@ class GroupSession:
     ) -> list[GroupAction]:
         """Hold ``chain`` (of a member, ``generation`` checked) and open what waited for it."""
         counts = self._ctx.counts
-        if generation <= self.keys.newest_generation(chain.sender) or chain.chain_id in self.keys.retired:
+        if self.keys.generation_held(chain.sender, generation) or chain.chain_id in self.keys.retired:
             counts["chain_replayed"] += 1
             if chain.chain_id not in self.keys.receivers:  # a kept copy of a handout taken since
                 write.drop_chains.append(chain.chain_id)
