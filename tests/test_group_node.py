@@ -10,7 +10,7 @@ import trio
 from conftest import make_profile
 
 from meshchat.crypto import epoch_of
-from meshchat.groups.events import GroupInvited, GroupMessage, MemberStatus
+from meshchat.groups.events import GroupInvited, GroupMessage, MemberStatus, SendControl
 from meshchat.groups.seal import group_tag, group_topic
 from meshchat.node import Node
 from meshchat.store.messenger import StoreConfig
@@ -92,3 +92,14 @@ async def test_a_group_on_three_nodes_invite_join_talk_and_remove(tmp_path: Path
         alice.groups.send("Family", "just us now")
         await drain_until_message(bob, "just us now")
         assert b"just us now" not in [m.body for m in carol.groups.history(family.group_id)]
+
+
+async def test_a_member_key_that_is_no_key_costs_the_node_nothing(tmp_path: Path) -> None:
+    """Targets of ops are not checked to be curve points (it would cost a check per key of a CREATE
+    of 1,000); an admin can name a made-up key. Handing our chain to it must not stop our node."""
+    async with three_friends(tmp_path) as (alice, bob, _):
+        alice.groups.create("Pair", ["Bob"])
+        alice.groups.driver.perform([SendControl(recipient=b"\xff" * 32, body=b"handout", ttl=60)])
+        assert alice.groups.driver.refused == {"bad member key": 1}
+        bob.groups.join((await next_invitation(bob)).group_id)  # the node goes on
+        assert alice.groups.members("Pair").status is MemberStatus.JOINED

@@ -22,6 +22,7 @@ from typing import Any, assert_never
 import trio
 
 from meshchat.crypto import INBOX_EPOCH_SECONDS
+from meshchat.errors import DecodeError
 from meshchat.groups.core import GroupsCore
 from meshchat.groups.events import (
     GroupAction,
@@ -143,7 +144,13 @@ class GroupDriver:
         for action in actions:
             match action:
                 case SendControl():
-                    recipient = PublicIdentity.from_bytes(action.recipient)
+                    try:
+                        recipient = PublicIdentity.from_bytes(action.recipient)
+                    except DecodeError:  # a "member" key an admin made up: not a point, nobody to seal to
+                        self.refused["bad member key"] = self.refused.get("bad member key", 0) + 1
+                        if action.control_id:
+                            queued.append(action.control_id)
+                        continue
                     record, store_actions = self._messenger.send(
                         recipient,
                         action.body,
