@@ -30,7 +30,7 @@ from meshchat.store.messenger import StoreConfig
 
 LOCAL = ["/ip4/127.0.0.1/tcp/0"]
 STUDENTS = 30
-WAIT = 30.0  # seconds any one step may take before the example gives up
+WAIT = 90.0  # seconds any one step may take before the example gives up (a slow CI machine)
 FAST_RETRY = StoreConfig(retry_initial=0.5)  # resend unacknowledged control messages quickly
 #: The teacher's node keeps the whole class in its mesh (it forwards what each student posts).
 HUB = GossipConfig(d=STUDENTS, d_lo=4, d_hi=STUDENTS + 8)

@@ -25,7 +25,7 @@ from meshchat.store.messenger import StoreConfig
 
 LOCAL = ["/ip4/127.0.0.1/tcp/0"]
 NAMES = ["Mum", "Dad", "Anna", "Ben", "Joe"]
-WAIT = 20.0  # seconds any one step may take before the example gives up
+WAIT = 60.0  # seconds any one step may take before the example gives up (a slow CI machine)
 FAST_RETRY = StoreConfig(retry_initial=0.5)  # resend unacknowledged control messages quickly
 E = TypeVar("E")
 

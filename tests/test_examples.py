@@ -16,7 +16,7 @@ def run_example(name: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         encoding="utf-8",
         env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-        timeout=60,
+        timeout=300,  # each example bounds its own steps; this bounds the whole run
         check=False,
     )
     assert result.returncode == 0, result.stderr
