@@ -16,11 +16,15 @@ __all__ = [
     "AddressInUse",
     "BadAddress",
     "BadInvite",
+    "BadManifest",
     "BadSignature",
     "ChainJumpTooFar",
+    "ChunkMismatch",
     "DecodeError",
     "DecryptionFailed",
+    "DiskFull",
     "Expired",
+    "FileError",
     "GroupError",
     "GroupFull",
     "InvalidTransition",
@@ -37,6 +41,7 @@ __all__ = [
     "StorageError",
     "TooLarge",
     "UnknownChain",
+    "UnknownFile",
     "UnknownGroup",
     "UnknownPeer",
     "UnsupportedVersion",
@@ -278,3 +283,41 @@ class ChainJumpTooFar(GroupError):
         self.jump = jump
         self.limit = limit
         super().__init__(f"chain jump of {jump:,} messages; the limit is {limit:,}")
+
+
+class FileError(MeshchatError):
+    """A file transfer went wrong (base class of the attachment errors)."""
+
+
+class BadManifest(DecodeError):
+    """A file manifest is malformed or inconsistent (absurd sizes, counts that do not add up)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("file manifest", problem)
+
+
+class ChunkMismatch(FileError):
+    """A chunk's bytes do not hash to the address they were asked for: the source lied or the bytes were
+    damaged. Nothing was written; the chunk is fetched elsewhere and the source counted."""
+
+    def __init__(self, *, source: str, address: bytes) -> None:
+        self.source = source
+        self.address = address
+        super().__init__(f"chunk {address.hex()[:16]}… from {source[-12:]} does not match its hash")
+
+
+class UnknownFile(FileError):
+    """No attachment (received) or file (sent) with this id in this profile."""
+
+    def __init__(self, file_id: str) -> None:
+        self.file_id = file_id
+        super().__init__(f"no file {file_id}")
+
+
+class DiskFull(StorageError):
+    """The disk filled while writing a file: what was written is kept and the transfer resumes later."""
+
+    def __init__(self, *, path: str, needed: int) -> None:
+        self.path = path
+        self.needed = needed
+        super().__init__(f"no space left writing {path} ({needed:,} bytes more needed)")
