@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -52,6 +53,7 @@ from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
+from multiaddr.exceptions import Error as MultiaddrError
 
 from meshchat.contacts import Contact, Contacts
 from meshchat.crypto import (
@@ -63,6 +65,10 @@ from meshchat.crypto import (
     inbox_topic,
 )
 from meshchat.errors import BadAddress, NetworkError, ProfileError
+from meshchat.file_api import FileParts, Files, open_file_parts
+from meshchat.files.events import Attachment, FileEvent
+from meshchat.files.hold import HoldLimits
+from meshchat.files.manifest import is_offer
 from meshchat.gossip import GossipConfig, GossipRouter, ScoreParams, Validator
 from meshchat.gossip.messages import Topic
 from meshchat.gossip.signing import MessageSigner
@@ -86,6 +92,7 @@ from meshchat.net import (
     parse_multiaddr,
 )
 from meshchat.net.dialer import Dialer, Whereabouts, peer_info
+from meshchat.net.file_driver import FileConfig, FileDriver
 from meshchat.net.host import dialable_addrs, only_exception
 from meshchat.net.mailbox import MailboxServer
 from meshchat.net.relay import CircuitRelay
@@ -94,6 +101,7 @@ from meshchat.profile import ADDRESSES_FILE, LOCK_FILE, hold_profile, write_addr
 from meshchat.store.encrypted import store_key
 from meshchat.store.mailbox import MailboxCore, MailboxLimits, MailboxStatistics
 from meshchat.store.messenger import (
+    ControlReceived,
     MessageReceived,
     Messenger,
     MessengerStatistics,
@@ -118,8 +126,9 @@ __all__ = [
 
 #: What ``Node.events()`` yields: gossip messages, sealed messages to this node, peers coming and going,
 #: sent messages moving on (``StatusChanged``), local storage failing (``StoreProblem``), and groups
-#: (``GroupMessage``, ``GroupChanged``, ``GroupStatus``, ``GroupInvited``, ``GroupProblem``).
-NodeEvent: TypeAlias = NetEvent | DirectMessage | StatusChanged | StoreProblem | GroupEvent
+#: (``GroupMessage``, ``GroupChanged``, ``GroupStatus``, ``GroupInvited``, ``GroupProblem``) and files
+#: (``Attachment``, ``AttachmentFetched``, ``FileProblem``).
+NodeEvent: TypeAlias = NetEvent | DirectMessage | StatusChanged | StoreProblem | GroupEvent | FileEvent
 
 
 #: The identity's key file inside a profile folder.
@@ -146,6 +155,8 @@ class _Options:
     store_config: StoreConfig | None
     wall_clock: Callable[[], float]
     events_after: int | None
+    file_config: FileConfig
+    hold_limits: HoldLimits | None
 
 
 class Node:
@@ -164,6 +175,8 @@ class Node:
         wall_clock: Callable[[], float] = time.time,
         events_after: int | None = None,
         profile: Path | None = None,
+        files: FileParts,
+        file_config: FileConfig,
     ) -> None:
         """Use ``Node.open``; this only stores and wires its parts."""
         self.identity = identity
@@ -205,6 +218,28 @@ class Node:
             contacts=contacts,
         )
         self._group_driver = self.groups.driver
+        file_driver = FileDriver(
+            host,
+            files.store,
+            identity=identity,
+            hold=files.hold,
+            config=file_config,
+            downloads=files.downloads,
+            wall_clock=wall_clock,
+            on_event=self._emit,
+            reach=self._reach_peer,
+        )
+        #: Files sent and received: ``send``, ``fetch``, ``received``, ``progress`` (``meshchat.file_api``).
+        self.files = Files(
+            file_driver,
+            identity=identity,
+            messenger=messenger,
+            store=self._store,
+            contacts=contacts,
+            wall_clock=wall_clock,
+            reach=self._reach,
+            wait_for=self.wait_for,
+        )
 
     @classmethod
     @asynccontextmanager
@@ -232,6 +267,8 @@ class Node:
         storage: Storage | None = None,
         wall_clock: Callable[[], float] = time.time,
         events_after: int | None = None,
+        file_config: FileConfig | None = None,
+        hold_limits: HoldLimits | None = None,
     ) -> AsyncIterator[Node]:
         """Start a node for the identity in ``profile_dir`` (or ``identity``); stop it on exit.
 
@@ -256,7 +293,9 @@ class Node:
         up to ``store_config.mailbox_copies`` mailboxes: the peers at ``mailboxes`` (dialled at start,
         redialled while down) and any connected peer that serves ``/meshchat/mailbox/1.0.0``; the node
         syncs with a mailbox as soon as it connects. With ``mailbox`` this node is one: it keeps
-        envelopes for others within ``mailbox_limits``.
+        envelopes for others within ``mailbox_limits``, and other people's file chunks within
+        ``hold_limits`` (in ``profile_dir/hold``). Files (``node.files``, ``send_file``, ``fetch``) are
+        recorded in ``profile_dir/files.db`` and land in ``profile_dir/downloads`` (``file_config``).
 
         ``wall_clock`` is where the node reads unix time (expiry, retries, syncs); tests pass a
         function of trio's clock. ``events_after``: replay inbox messages numbered after it as
@@ -291,11 +330,21 @@ class Node:
                 if profile is not None:
                     groups = SqliteGroupStorage(profile / GROUPS_FILE, key=store_key(identity))
                     closing.enter_context(contextlib.closing(groups))
+                file_config = file_config or FileConfig()
+                files = open_file_parts(
+                    profile,
+                    identity,
+                    config=file_config,
+                    mailbox=mailbox,
+                    hold_limits=hold_limits,
+                    closing=closing,
+                )
                 async with cls._run(
                     identity,
                     contacts,
                     storage,
                     groups,
+                    files,
                     listen_addrs,
                     bootstrap_infos,
                     mailbox_addrs,
@@ -315,6 +364,8 @@ class Node:
                         store_config=store_config,
                         wall_clock=wall_clock,
                         events_after=events_after,
+                        file_config=file_config,
+                        hold_limits=hold_limits,
                     ),
                 ) as node:
                     yield node
@@ -327,6 +378,7 @@ class Node:
         contacts: Contacts | None,
         storage: Storage,
         group_storage: GroupStorage | None,
+        files: FileParts,
         listen_addrs: list[Multiaddr],
         bootstrap_infos: list[PeerInfo],
         mailbox_addrs: list[PeerInfo],
@@ -372,6 +424,8 @@ class Node:
             wall_clock=wall_clock,
             events_after=options.events_after,
             profile=profile,
+            files=files,
+            file_config=options.file_config,
         )
         started = False  # past this point an OSError is the caller's, not our failure to listen
         try:
@@ -437,6 +491,7 @@ class Node:
         await nursery.start(driver.run)
         await nursery.start(self._store.run)
         await nursery.start(self._group_driver.run)
+        await nursery.start(functools.partial(self.files.driver.run, bulk_ip=self._bulk_ip()))
         nursery.start_soon(self._feed.run)  # before anything can commit: nothing is missed
         nursery.start_soon(self._translate_events)
         self._write_addresses()
@@ -532,7 +587,45 @@ class Node:
         return MessageHandle(record, messenger=self._messenger, wait_for=self.wait_for)
 
     def _from_store(self, action: GroupStoreAction) -> None:
-        self._group_driver.from_store(action)
+        if isinstance(action, ControlReceived) and is_offer(action.body):
+            self.files.driver.offered(action.sender, action.body, action.message_id)
+        else:
+            self._group_driver.from_store(action)
+
+    # --- files --------------------------------------------------------------------------------------
+
+    async def send_file(
+        self, to: Contact | PublicIdentity | str, path: str | Path, *, caption: str = "", ref: str = ""
+    ) -> MessageHandle:
+        """Send the file at ``path`` with ``caption``: ``node.files.send`` (its docstring says more)."""
+        return await self.files.send(to, path, caption=caption, ref=ref)
+
+    async def fetch(self, attachment: Attachment | int, dest: str | Path | None = None) -> Path:
+        """Fetch a received attachment and return its path: ``node.files.fetch``."""
+        return await self.files.fetch(attachment, dest)
+
+    def _bulk_ip(self) -> str | None:
+        """Where bulk channels listen: the first IPv4 address the host listens on (all interfaces for
+        a wildcard), or None without one (then chunks travel on libp2p streams only)."""
+        for addr in self._host.get_addrs():
+            with contextlib.suppress(ValueError, MultiaddrError):
+                return str(addr.value_for_protocol("ip4"))
+        return None
+
+    async def _reach_peer(self, peer: str) -> bool:
+        """Dial ``peer`` (a contact at its whereabouts, anyone else through the DHT) unless connected;
+        whether it is connected now."""
+        if self._dialer.connected_to(peer):
+            return True
+        contact = next((c for c in self._contacts or () if c.peer_id == peer), None)
+        with contextlib.suppress(NetworkError, BadAddress):
+            if contact is not None:
+                await self._dialer.reach(contact.whereabouts())
+            elif self._dialer.dht is not None:
+                for address in await self._dialer.find_peer(peer):
+                    await self._dialer.connect(address)
+                    break
+        return self._dialer.connected_to(peer)
 
     def _reach(self, recipient: PublicIdentity, message_id: bytes) -> None:
         """A message just queued for ``recipient``: if it is a contact we are not connected to, dial

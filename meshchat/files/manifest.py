@@ -39,7 +39,10 @@ __all__ = [
     "MAX_THUMBNAIL",
     "Manifest",
     "decode_manifest",
+    "decode_offer",
     "encode_manifest",
+    "encode_offer",
+    "is_offer",
 ]
 
 MANIFEST_VERSION: Final = 1
@@ -192,3 +195,35 @@ def _problem(m: Manifest) -> str:
         if not ok:
             return problem
     return ""
+
+
+#: The control message type of a file offer (group controls use 1 to 4).
+_OFFER = 64
+#: How every offer's bytes begin: a two-field map whose field 1 is ``_OFFER``.
+_OFFER_HEAD: Final = b"\x82\x01\x40"
+
+
+def encode_offer(manifest: Manifest) -> bytes:
+    """The control message body that carries ``manifest`` to a contact."""
+    return pack({1: _OFFER, 2: encode_manifest(manifest)})
+
+
+def is_offer(body: bytes) -> bool:
+    """Whether a control message body is a file offer (rather than a group's)."""
+    return body.startswith(_OFFER_HEAD)
+
+
+def decode_offer(body: bytes) -> Manifest:
+    """The manifest in a file offer; ``BadManifest`` if it is not one."""
+    try:
+        fields = unpack_canonical(body, what="file offer", limit=MAX_MANIFEST + 64)
+    except DecodeError as exc:
+        raise BadManifest(exc.problem) from exc
+    if (
+        not isinstance(fields, dict)
+        or fields.keys() != {1, 2}
+        or fields[1] != _OFFER
+        or type(fields[2]) is not bytes
+    ):
+        raise BadManifest("not a file offer")
+    return decode_manifest(fields[2])

@@ -39,6 +39,7 @@ from libp2p.abc import IHost
 from libp2p.peer.id import ID
 
 from meshchat.errors import DecodeError, NetworkError
+from meshchat.files.events import FileProgress
 from meshchat.identity import PublicIdentity
 from meshchat.net.dialer import Dialer, Whereabouts
 from meshchat.net.driver import GossipDriver
@@ -117,9 +118,12 @@ class MessageHandle:
         *,
         messenger: Messenger,
         wait_for: Callable[[Callable[[], bool]], Awaitable[None]],
+        progress: Callable[[], FileProgress] | None = None,
     ) -> None:
-        """The handle of ``record``, sent by ``messenger``; ``wait_for`` is ``Node.wait_for``."""
+        """The handle of ``record``, sent by ``messenger``; ``wait_for`` is ``Node.wait_for``;
+        ``progress`` tells a file's transfer (``Node.send_file``)."""
         self._messenger = messenger
+        self._progress = progress
         self._wait_for = wait_for
         #: The envelope's id (BLAKE2b-256), as ``meshchat status`` and receipts name it.
         self.message_id = record.message_id
@@ -142,6 +146,11 @@ class MessageHandle:
     def error(self) -> str:
         """The last problem reported for it ("" if none)."""
         return self.record.error
+
+    @property
+    def progress(self) -> FileProgress | None:
+        """For a file (``Node.send_file``): bytes stored on mailboxes and served; None for a message."""
+        return None if self._progress is None else self._progress()
 
     async def wait_until(self, *statuses: OutboxStatus) -> OutboxStatus:
         """Return the status once it is one of ``statuses`` (or a later one, or a terminal one)."""

@@ -1,0 +1,562 @@
+"""Files on the real network: uploads to mailboxes, downloads from every source, resumed after a crash.
+
+What it is: the I/O half of ``meshchat.files`` (STYLE §1). A ``Download`` (sans-IO) decides which
+chunk to ask which source for and checks what comes back; this driver opens the channels
+(``chunk_server.open_source``: a bulk channel where the peer offers one), keeps ``FileConfig.window``
+chunks in flight per source, writes each checked chunk at its place in a partial file in the
+downloads folder (``.partial/<file id>.part``), and records the written chunks in ``files.db`` after
+an ``fsync``, so a download killed at any point resumes with what was on disk. Once every chunk is in,
+the partial file is renamed to a safe, unclaimed name (``names.claim_path``), and each mailbox named
+in the manifest is shown this recipient's token so it can drop the chunks once every recipient has
+them.
+
+Uploads: a sent file is cut again from the disk, chunk by chunk, and PUT to each mailbox after a
+HOLD that states its size, expiry and the recipients' token hashes; the next chunk to send is recorded
+as acks come back, so an upload resumes where it stopped. Chunks never sit in memory beyond the
+window.
+
+Failures: a source that lies (``ChunkMismatch``) is counted and, after ``MAX_STRIKES``, dropped; a
+source that goes away gives its chunks back to the others; with no source holding what is missing,
+the download waits (``FileConfig.retry_initial`` doubling to ``retry_max``) and tries again. A full
+disk raises ``DiskFull`` inside, becomes a ``FileProblem`` event, keeps the partial file and retries
+later. A sender's broken file (chunks that hash right but do not decrypt) fails the download for good.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Final
+
+import trio
+from libp2p.abc import IHost
+
+from meshchat.errors import (
+    BadManifest,
+    ChunkMismatch,
+    DecodeError,
+    DiskFull,
+    NetworkError,
+    UnknownFile,
+)
+from meshchat.files.chunks import CHUNK_SIZE, chunk_count, cut, fetch_token
+from meshchat.files.download import Download, Want
+from meshchat.files.events import Attachment, AttachmentFetched, FileEvent, FileProblem, FileProgress
+from meshchat.files.hold import ChunkHold
+from meshchat.files.manifest import Manifest, decode_manifest, decode_offer, encode_manifest
+from meshchat.files.names import claim_path
+from meshchat.files.protocol import (
+    ChunkData,
+    ChunkMissing,
+    Done,
+    Failed,
+    Get,
+    Hold,
+    Ok,
+    Put,
+    decode_reply,
+    encode,
+)
+from meshchat.files.sqlite import FileStore, ReceivedRecord, ReceivedState, SentRecord
+from meshchat.identity import Identity, PublicIdentity
+from meshchat.net.bulk import BulkListener
+from meshchat.net.chunk_server import Channel, ChunkServer, open_source
+from meshchat.net.host import IO_ERRORS
+
+__all__ = ["MAX_DOWNLOADS", "MAX_UPLOADS", "FileConfig", "FileDriver", "FileStatistics"]
+
+#: Downloads running at once (more wait their turn: each holds a window of chunks per source).
+MAX_DOWNLOADS: Final = 8
+#: Uploads running at once.
+MAX_UPLOADS: Final = 8
+#: Chunks written between two ``fsync``s and records of what was written (16 MiB): a crash costs at
+#: most this much re-fetching.
+_SYNC_EVERY: Final = 64
+_PARTIAL: Final = ".partial"
+#: Attempts at one download before it waits for the next retry round (each source tried each time).
+_ROUNDS: Final = 4
+#: A source or mailbox failing us: its answers, its stream, the network.
+_SOURCE_ERRORS: tuple[type[Exception], ...] = (DecodeError, EOFError, *IO_ERRORS)
+_DONE_ERRORS: tuple[type[Exception], ...] = (NetworkError, trio.TooSlowError, *_SOURCE_ERRORS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileConfig:
+    """How files are sent and fetched."""
+
+    #: Attachments up to this many bytes are fetched as soon as they arrive; larger ones wait for
+    #: ``node.fetch`` (``meshchat files --fetch``).
+    auto_fetch: int = 16 * 1024 * 1024
+    #: Where received files land (default: ``<profile>/downloads``).
+    downloads: Path | None = None
+    #: Seconds mailboxes keep a file's chunks (they drop them sooner once every recipient has them).
+    ttl: float = 14 * 86400.0
+    #: Chunks in flight per source (16 x 256 KiB = 4 MiB).
+    window: int = 16
+    #: Mailboxes a sent file is uploaded to.
+    mailbox_copies: int = 2
+    #: Seconds before a stalled transfer is tried again, doubling up to ``retry_max``.
+    retry_initial: float = 10.0
+    retry_max: float = 600.0
+    #: Offer and use bulk channels (direct TCP, much faster than a libp2p stream here).
+    bulk: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileStatistics:
+    """Counters of the file machinery."""
+
+    #: Chunks fetched and written; bytes written.
+    chunks_fetched: int
+    bytes_fetched: int
+    #: Chunks uploaded to mailboxes.
+    chunks_uploaded: int
+    #: Chunk bytes served to others (sent files and, on a mailbox, held ones).
+    bytes_served: int
+    #: Wrong chunks by source.
+    mismatches: dict[str, int]
+    #: Offers that were not valid manifests.
+    bad_offers: int
+    #: Requests this node refused, by reason.
+    refused: dict[str, int]
+
+
+@dataclass(slots=True)
+class _Running:
+    """A download in progress (one per attachment)."""
+
+    record: ReceivedRecord
+    plan: Download
+    finished: trio.Event = field(default_factory=trio.Event)
+    unsynced: list[int] = field(default_factory=list)
+    #: Why the sender's file cannot be fetched from anyone ("" while it can).
+    broken: str = ""
+
+
+class FileDriver:
+    """Sends and fetches files for one node (see the module docstring)."""
+
+    def __init__(
+        self,
+        host: IHost,
+        store: FileStore,
+        *,
+        identity: Identity,
+        hold: ChunkHold | None,
+        config: FileConfig,
+        downloads: Path,
+        wall_clock: Callable[[], float] = time.time,
+        on_event: Callable[[FileEvent], None],
+        reach: Callable[[str], Awaitable[bool]],
+    ) -> None:
+        """Serve ``store``'s files (and ``hold`` on a mailbox) on ``host``; ``reach(peer)`` dials a
+        peer if needed and says whether it is connected."""
+        self.host = host
+        self.store = store
+        self.identity = identity
+        self.config = config
+        self.downloads = downloads
+        self._wall_clock = wall_clock
+        self._on_event = on_event
+        self._reach = reach
+        self.server = ChunkServer(host, store, hold=hold, wall_clock=wall_clock)
+        self._nursery: trio.Nursery | None = None
+        self._running: dict[int, _Running] = {}
+        self._download_slots = trio.Semaphore(MAX_DOWNLOADS)
+        self._upload_slots = trio.Semaphore(MAX_UPLOADS)
+        self._uploading: set[tuple[bytes, str]] = set()
+        self._uploaded: dict[tuple[bytes, str], int] = {}
+        self._mismatches: dict[str, int] = {}
+        self._chunks_fetched = 0
+        self._bytes_fetched = 0
+        self._chunks_uploaded = 0
+        self._bad_offers = 0
+        self._changed = trio.Event()
+
+    # --- running ----------------------------------------------------------------------------------
+
+    async def run(self, *, bulk_ip: str | None, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve and transfer until cancelled; resume unfinished uploads and downloads first."""
+        async with contextlib.AsyncExitStack() as stack:
+            if bulk_ip is not None and self.config.bulk:
+                listener = await stack.enter_async_context(BulkListener.open(bulk_ip, self.server.on_bulk))
+                self.server.bulk = listener
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            self._nursery = nursery
+            for record in self.store.unfinished():
+                self.start_download(record.number)
+            for file_id, mailbox, _next in self.store.pending_uploads():
+                self.start_upload(file_id, mailbox)
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _changed_now(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        """Return once ``condition()`` holds, checked whenever a transfer moves on."""
+        while not condition():
+            await self._changed.wait()
+
+    # --- receiving --------------------------------------------------------------------------------
+
+    def offered(self, sender: PublicIdentity, body: bytes, message_id: bytes) -> None:
+        """A file offer arrived (a control message): record it, announce it, maybe fetch it. A bad
+        manifest is counted and dropped (``StorageError`` propagates: then no receipt is sent)."""
+        try:
+            manifest = decode_offer(body)
+        except BadManifest:
+            self._bad_offers += 1
+            return
+        record = self.store.add_received(
+            message_id=message_id,
+            file_id=manifest.file_id,
+            sender=sender.ed25519,
+            manifest=encode_manifest(manifest),
+            received_at=self._wall_clock(),
+        )
+        if record is None:  # a redelivery: announced before
+            return
+        fetching = manifest.size <= self.config.auto_fetch
+        if fetching:
+            self.store.set_received(record.number, ReceivedState.FETCHING)
+            self.start_download(record.number)
+        self._on_event(
+            Attachment(
+                number=record.number,
+                sender=sender,
+                message_id=message_id,
+                manifest=manifest,
+                fetching=fetching,
+            )
+        )
+
+    def fetch(self, number: int) -> None:
+        """Start fetching attachment ``number`` (``UnknownFile`` if there is none)."""
+        record = self.store.received(number)
+        if record is None:
+            raise UnknownFile(str(number))
+        if record.state in (ReceivedState.DONE, ReceivedState.FAILED):
+            return
+        if record.state is ReceivedState.OFFERED:
+            self.store.set_received(number, ReceivedState.FETCHING)
+        self.start_download(number)
+
+    async def wait_fetched(self, number: int) -> ReceivedRecord:
+        """Wait until attachment ``number`` is complete or failed; its record."""
+
+        def settled() -> bool:
+            record = self.store.received(number)
+            return record is None or record.state in (ReceivedState.DONE, ReceivedState.FAILED)
+
+        await self.wait_for(settled)
+        record = self.store.received(number)
+        if record is None:
+            raise UnknownFile(str(number))
+        return record
+
+    def received_progress(self, number: int) -> FileProgress:
+        """How much of attachment ``number`` is written."""
+        record = self.store.received(number)
+        if record is None:
+            raise UnknownFile(str(number))
+        manifest = decode_manifest(record.manifest)
+        running = self._running.get(number)
+        if record.state is ReceivedState.DONE:
+            done = manifest.size
+        elif running is not None:
+            done = running.plan.bytes_done
+        else:
+            done = Download(manifest, done=self.store.written(number)).bytes_done
+        return FileProgress(
+            total=manifest.size, stored=0, fetched=done, complete=record.state is ReceivedState.DONE
+        )
+
+    def start_download(self, number: int) -> None:
+        """Run attachment ``number``'s download in the background (once)."""
+        if number in self._running or self._nursery is None:
+            return
+        record = self.store.received(number)
+        if record is None:
+            return
+        manifest = decode_manifest(record.manifest)
+        sender = PublicIdentity.from_bytes(record.sender).peer_id
+        plan = Download(manifest, done=self.store.written(number), sources=[sender, *manifest.mailboxes])
+        running = _Running(record=record, plan=plan)
+        self._running[number] = running
+        self._nursery.start_soon(self._download, running)
+
+    async def _download(self, running: _Running) -> None:
+        number, plan = running.record.number, running.plan
+        partial = self.downloads / _PARTIAL / f"{plan.manifest.file_id.hex()}.part"
+        delay = self.config.retry_initial
+        try:
+            async with self._download_slots:
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    while not plan.complete:
+                        problem = await self._rounds(running, fd)
+                        if running.broken:
+                            raise BadManifest(running.broken)
+                        if plan.complete:
+                            break
+                        self._problem(
+                            number, plan.manifest.file_id, problem or "no source holds the rest yet"
+                        )
+                        await trio.sleep(delay)  # a timer: nothing signals a mailbox getting the chunks
+                        delay = min(delay * 2, self.config.retry_max)
+                        plan.retry_missing()
+                    await self._sync(running, fd)
+                finally:
+                    os.close(fd)
+                final = claim_path(self.downloads, plan.manifest.name)
+                os.replace(partial, final)
+                self.store.finished(number, str(final))
+            self._on_event(AttachmentFetched(number=number, path=str(final)))
+            await self._tell_mailboxes(plan.manifest)
+        except BadManifest as exc:
+            self.store.set_received(number, ReceivedState.FAILED, error=str(exc))
+            self._on_event(
+                FileProblem(number=number, file_id=plan.manifest.file_id, error=str(exc), final=True)
+            )
+        finally:
+            self._running.pop(number, None)
+            running.finished.set()
+            self._changed_now()
+
+    async def _rounds(self, running: _Running, fd: int) -> str:
+        """Fetch from every source in parallel, a few rounds; the last problem met, or ""."""
+        plan, problem = running.plan, ""
+        for _ in range(_ROUNDS):
+            problems: list[str] = []
+            async with trio.open_nursery() as nursery:
+                for source in list(plan.sources):
+                    nursery.start_soon(self._fetch_from, running, source, fd, problems)
+            await self._sync(running, fd)
+            if plan.complete or running.broken or plan.stalled() or not problems:
+                return problems[-1] if problems else problem
+            problem = problems[-1]
+        return problem
+
+    async def _fetch_from(self, running: _Running, source: str, fd: int, problems: list[str]) -> None:
+        plan = running.plan
+        if source == self.identity.public.peer_id or not plan.want(source, 1, peek=True):
+            return
+        if not await self._reach(source):
+            problems.append(f"cannot reach {source[-12:]}")
+            return
+        try:
+            channel = await open_source(self.host, source, bulk=self.config.bulk)
+        except NetworkError as exc:
+            problems.append(str(exc))
+            return
+        in_flight: deque[Want] = deque()
+        try:
+            while True:
+                room = self.config.window - len(in_flight)
+                wants = (
+                    plan.want(source, min(room, 64))
+                    if room >= self.config.window // 2 or not in_flight
+                    else []
+                )
+                if wants:
+                    in_flight.extend(wants)
+                    await channel.send(encode(Get(addresses=tuple(w.address for w in wants))))
+                if not in_flight:
+                    return
+                reply = decode_reply(await channel.receive())
+                want = in_flight.popleft()
+                match reply:
+                    case ChunkData() if reply.address == want.address:
+                        await self._take(running, source, reply.address, reply.data, fd)
+                    case ChunkMissing() if reply.address == want.address:
+                        plan.missing(source, reply.address)
+                    case _:
+                        raise DecodeError("chunk reply", "an answer out of order")
+        except _SOURCE_ERRORS as exc:
+            problems.append(f"{source[-12:]}: {exc}")
+        except DiskFull as exc:
+            problems.append(str(exc))
+        except BadManifest as exc:
+            running.broken = str(exc)
+        finally:
+            plan.source_failed(source)
+            await channel.aclose()
+
+    async def _take(self, running: _Running, source: str, address: bytes, data: bytes, fd: int) -> None:
+        try:
+            gots = running.plan.arrived(source, address, data)
+        except ChunkMismatch:
+            self._mismatches[source] = self._mismatches.get(source, 0) + 1
+            return
+        for got in gots:
+            try:
+                os.pwrite(fd, got.plaintext, got.index * CHUNK_SIZE)
+            except OSError as exc:
+                running.plan.source_failed(source)
+                if exc.errno == errno.ENOSPC:
+                    raise DiskFull(path=str(self.downloads), needed=len(got.plaintext)) from exc
+                raise
+            running.plan.written(got.index)
+            running.unsynced.append(got.index)
+            self._chunks_fetched += 1
+            self._bytes_fetched += len(got.plaintext)
+        if len(running.unsynced) >= _SYNC_EVERY:
+            await self._sync(running, fd)
+        self._changed_now()
+
+    async def _sync(self, running: _Running, fd: int) -> None:
+        """Flush the partial file, then record which chunks are in it (never the other way round)."""
+        if not running.unsynced:
+            return
+        positions, running.unsynced = running.unsynced, []
+        await trio.to_thread.run_sync(os.fsync, fd)
+        self.store.chunks_written(running.record.number, positions)
+
+    async def _tell_mailboxes(self, manifest: Manifest) -> None:
+        """Show each mailbox our token: it drops the file once every recipient has (best effort)."""
+        token = fetch_token(manifest.key, self.identity.public.ed25519)
+        for mailbox in manifest.mailboxes:
+            with contextlib.suppress(*_DONE_ERRORS):
+                with trio.fail_after(30):
+                    if await self._reach(mailbox):
+                        channel = await open_source(self.host, mailbox, bulk=False)
+                        try:
+                            await channel.send(encode(Done(file_id=manifest.file_id, token=token)))
+                            decode_reply(await channel.receive())
+                        finally:
+                            await channel.aclose()
+
+    def _problem(self, number: int, file_id: bytes, error: str) -> None:
+        self._on_event(FileProblem(number=number, file_id=file_id, error=error, final=False))
+
+    # --- sending ------------------------------------------------------------------------------------
+
+    def start_upload(self, file_id: bytes, mailbox: str) -> None:
+        """Upload a sent file to ``mailbox`` in the background (once at a time)."""
+        if (file_id, mailbox) in self._uploading or self._nursery is None:
+            return
+        self._uploading.add((file_id, mailbox))
+        self._nursery.start_soon(self._upload_until_done, file_id, mailbox)
+
+    async def _upload_until_done(self, file_id: bytes, mailbox: str) -> None:
+        delay = self.config.retry_initial
+        try:
+            while True:
+                async with self._upload_slots:
+                    problem = await self._upload(file_id, mailbox)
+                if not problem:
+                    return
+                self._problem(0, file_id, f"upload to {mailbox[-12:]}: {problem}")
+                await trio.sleep(delay)  # a timer: the mailbox may come back
+                delay = min(delay * 2, self.config.retry_max)
+        finally:
+            self._uploading.discard((file_id, mailbox))
+
+    async def _upload(self, file_id: bytes, mailbox: str) -> str:
+        """One attempt; "" when the mailbox has everything (or the file is gone), else the problem."""
+        record = self.store.sent(file_id)
+        if record is None:
+            return ""
+        start = self.store.uploaded(file_id).get(mailbox, (0, False))[0]
+        if not await self._reach(mailbox):
+            return "cannot reach the mailbox"
+        try:
+            channel = await open_source(self.host, mailbox, bulk=self.config.bulk)
+        except NetworkError as exc:
+            return str(exc)
+        manifest = decode_manifest(record.manifest)
+        tokens = tuple(record.tokens[i : i + 32] for i in range(0, len(record.tokens), 32))
+        wire = sum(len(d) for _, d in self.store.index_chunks(file_id)) + chunk_count(record.size) * (
+            CHUNK_SIZE + 16
+        )
+        try:
+            await channel.send(
+                encode(Hold(file_id=file_id, expiry=manifest.expiry, token_hashes=tokens, total_bytes=wire))
+            )
+            answer = decode_reply(await channel.receive())
+            if not isinstance(answer, Ok):
+                return answer.text if isinstance(answer, Failed) else "unexpected answer to HOLD"
+            for address, data in self.store.index_chunks(file_id):
+                await channel.send(encode(Put(file_id=file_id, address=address, data=data)))
+                answer = decode_reply(await channel.receive())
+                if not isinstance(answer, Ok):
+                    return answer.text if isinstance(answer, Failed) else "unexpected answer to PUT"
+            return await self._put_chunks(channel, record, mailbox, start)
+        except _SOURCE_ERRORS as exc:
+            return f"{type(exc).__name__}: {exc}"
+        except OSError as exc:
+            return f"cannot read {record.path}: {exc.strerror}"
+        finally:
+            await channel.aclose()
+
+    async def _put_chunks(self, channel: Channel, record: SentRecord, mailbox: str, start: int) -> str:
+        acked, window = start, self.config.window
+        pending: deque[int] = deque()
+        file_id = record.file_id
+        source = await trio.to_thread.run_sync(_open_binary, record.path)
+        with source:
+            source.seek(start * CHUNK_SIZE)
+            chunks = cut(source, record.key, record.size, first=start)
+            done = False
+            while not done or pending:
+                while not done and len(pending) < window:
+                    chunk = await trio.to_thread.run_sync(next, chunks, None)
+                    if chunk is None:
+                        done = True
+                        break
+                    await channel.send(
+                        encode(Put(file_id=file_id, address=chunk.address, data=chunk.ciphertext))
+                    )
+                    pending.append(chunk.index)
+                if not pending:
+                    break
+                answer = decode_reply(await channel.receive())
+                if not isinstance(answer, Ok):
+                    self.store.upload_progress(file_id, mailbox, acked)
+                    return answer.text if isinstance(answer, Failed) else "unexpected answer to PUT"
+                acked = pending.popleft() + 1
+                self._chunks_uploaded += 1
+                self._uploaded[(file_id, mailbox)] = acked
+                if acked % _SYNC_EVERY == 0:
+                    self.store.upload_progress(file_id, mailbox, acked)
+                self._changed_now()
+        self.store.upload_progress(file_id, mailbox, acked, finished=True)
+        self._changed_now()
+        return ""
+
+    def sent_progress(self, file_id: bytes) -> FileProgress:
+        """How far a sent file got: bytes on the best mailbox, bytes served."""
+        record = self.store.sent(file_id)
+        if record is None:
+            raise UnknownFile(file_id.hex())
+        uploads = self.store.uploaded(file_id)
+        best = max([self._uploaded.get((file_id, m), n) for m, (n, _f) in uploads.items()], default=0)
+        complete = any(f for _n, f in uploads.values())
+        stored = record.size if complete else min(record.size, best * CHUNK_SIZE)
+        served = min(record.size, self.server.served[file_id])
+        return FileProgress(total=record.size, stored=stored, fetched=served, complete=complete)
+
+    def statistics(self) -> FileStatistics:
+        """Counters (see ``FileStatistics``)."""
+        return FileStatistics(
+            chunks_fetched=self._chunks_fetched,
+            bytes_fetched=self._bytes_fetched,
+            chunks_uploaded=self._chunks_uploaded,
+            bytes_served=self.server.bytes_served,
+            mismatches=dict(self._mismatches),
+            bad_offers=self._bad_offers,
+            refused=dict(self.server.refused),
+        )
+
+
+def _open_binary(path: str) -> BinaryIO:
+    return open(path, "rb")  # closed by the caller's with
