@@ -372,6 +372,22 @@ async def test_open_bulk_to_a_closed_port_is_a_network_error() -> None:
         await open_bulk(HOST, port, a_ticket(port), peer=SERVER)
 
 
+async def test_errors_leave_the_listener_as_themselves() -> None:
+    with pytest.raises(KeyError, match="from the body"):
+        async with BulkListener.open(HOST, Recorder()):
+            raise KeyError("from the body")
+
+    async def buggy(channel: BulkChannel) -> None:
+        raise ZeroDivisionError("a bug in the handler")
+
+    with pytest.raises(ZeroDivisionError, match="a bug in the handler"):  # a bug is not swallowed
+        async with BulkListener.open(HOST, buggy) as listener:
+            ticket = listener.issue(PEER, now=trio.current_time())
+            async with await open_bulk(HOST, listener.port, ticket, peer=SERVER):
+                with trio.fail_after(GUARD):
+                    await trio.sleep_forever()  # until the handler's error cancels the block
+
+
 def test_a_ticket_with_wrong_sizes_cannot_exist() -> None:
     with pytest.raises(DecodeError, match="ticket id is 15 bytes"):
         BulkTicket(port=1, ticket=bytes(15), key=bytes(32))

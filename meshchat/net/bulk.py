@@ -366,13 +366,23 @@ class BulkListener:
             await extra.aclose()
         port = int(listeners[0].socket.getsockname()[1])
         listener = cls(port=port, handler=handler)
-        async with trio.open_nursery() as nursery:
-            serve = partial(trio.serve_listeners, handler_nursery=nursery)
-            nursery.start_soon(serve, listener._serve_connection, listeners[:1])
-            try:
-                yield listener
-            finally:
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                serve = partial(trio.serve_listeners, handler_nursery=nursery)
+                nursery.start_soon(serve, listener._serve_connection, listeners[:1])
+                try:
+                    yield listener
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # trio wraps what ends a nursery (the caller's body, a handler's bug) in exception groups;
+            # one error is raised as itself, as callers expect (as meshchat.net.host.only_exception).
+            error: BaseException = group
+            while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+                error = error.exceptions[0]
+            if isinstance(error, BaseExceptionGroup):
+                raise
+            raise error from None
 
     def issue(self, peer: str, *, now: float) -> BulkTicket:
         """A fresh single-use ticket for ``peer``, valid until ``now + TICKET_TTL`` (``now`` from
