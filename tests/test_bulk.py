@@ -5,6 +5,8 @@ was altered, replayed, cut short or announced too long is a ``DecodeError`` at t
 from __future__ import annotations
 
 import random
+import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +16,7 @@ import trio.testing
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from meshchat.errors import DecodeError, NetworkError, TooLarge
+from meshchat.net import bulk
 from meshchat.net.bulk import (
     MAX_BULK_FRAME,
     MAX_CONNECTIONS_PER_PEER,
@@ -349,6 +352,64 @@ async def test_a_peer_gets_at_most_its_share_of_connections() -> None:
         release.set()
         for channel in [*held, extra, fine]:
             await channel.aclose()
+
+
+async def test_all_peers_together_get_at_most_max_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bulk, "MAX_CONNECTIONS", 1)
+    release = trio.Event()
+
+    async def hold(channel: BulkChannel) -> None:
+        await channel.send(b"ready")
+        await release.wait()
+
+    async with BulkListener.open(HOST, hold) as listener:
+        first, second = (listener.issue(peer, now=trio.current_time()) for peer in ("one", "two"))
+        with trio.fail_after(GUARD):
+            held = await open_bulk(HOST, listener.port, first, peer=SERVER)
+            assert await held.receive() == b"ready"
+            refused = await open_bulk(HOST, listener.port, second, peer=SERVER)
+            with pytest.raises(EOFError):
+                await refused.receive()
+        assert listener.refused == {Refusal.TOO_MANY_CONNECTIONS: 1}
+        release.set()
+        await held.aclose()
+        await refused.aclose()
+
+
+async def test_connections_waiting_for_their_ticket_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bulk, "MAX_HELLOS", 1)
+    async with BulkListener.open(HOST, Recorder()) as listener:
+        silent = await trio.open_tcp_stream(HOST, listener.port)
+        await silent.send_all(b"part")
+        await trio.testing.wait_all_tasks_blocked()  # the listener waits for the rest of its ticket
+        another = await trio.open_tcp_stream(HOST, listener.port)
+        await wait_closed(another)
+        assert listener.refused == {Refusal.TOO_MANY_HELLOS: 1}
+        await another.aclose()
+        await silent.aclose()
+
+
+async def test_a_connection_reset_mid_transfer_is_counted_as_broken() -> None:
+    recorder = Recorder()
+    got_one = trio.Event()
+
+    async def handler(channel: BulkChannel) -> None:
+        await channel.receive()
+        got_one.set()
+        await recorder(channel)
+
+    async with BulkListener.open(HOST, handler) as listener:
+        ticket = listener.issue(PEER, now=trio.current_time())
+        channel = await open_bulk(HOST, listener.port, ticket, peer=SERVER)
+        await channel.send(b"one")
+        with trio.fail_after(GUARD):
+            await got_one.wait()
+            # SO_LINGER 0: close sends a reset instead of a clean end
+            channel._socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await channel.aclose()
+            await recorder.done.wait()
+        assert recorder.errors == []  # not a clean close, not a bad frame
+        assert listener.refused == {Refusal.BROKEN_CONNECTION: 1}
 
 
 async def test_outstanding_tickets_per_peer_are_bounded_and_the_oldest_goes() -> None:
