@@ -163,6 +163,11 @@ async def test_a_frame_over_the_limit_is_refused_before_anything_is_sent() -> No
         await sender.send(b"still usable")  # nothing went out, so the counters still agree
         assert await receiver.receive() == b"still usable"
         assert sender.bytes_sent == 12
+        await receiver.aclose()
+        with pytest.raises(trio.ClosedResourceError):  # our own mistake, not a broken connection
+            await receiver.receive()
+        with pytest.raises(trio.ClosedResourceError):
+            await receiver.send(b"late")
 
 
 async def test_an_unknown_ticket_is_refused_and_counted() -> None:

@@ -16,8 +16,9 @@ OpenSSL (``cryptography``) runs at ~9 GB/s here, so a few lines of framing aroun
 close to raw TCP. The libp2p stream stays the fallback (NAT, relays) and carries the same frames.
 
 What it is not: it does not hide frame sizes or timing, it does not resume a broken connection (the
-caller asks for a new ticket), and it has no forward secrecy of its own beyond the libp2p stream's:
-the ticket key is fresh per connection and forgotten when the ticket is used.
+caller asks for a new ticket), and its secrecy is the libp2p stream's, no more: the key crossed that
+stream (Noise, ephemeral keys), is fresh per ticket, and the listener forgets it once the ticket is
+used.
 
 Wire (all integers big-endian):
 - the client connects and sends the 16-byte ticket id;
@@ -83,7 +84,8 @@ MAX_TICKETS = 256
 #: one is being replaced.
 MAX_CONNECTIONS_PER_PEER = 2
 #: Open bulk connections for all peers (more: refused, counted). Each holds a socket, a task and up to
-#: two frame buffers (~2 MiB at worst, ~0.5 MiB with 256 KiB chunks): 128 MiB at the very worst.
+#: three frames (send buffer, receive buffer, the frame handed out): ~0.75 MiB with 256 KiB chunks,
+#: 48 MiB for 64; 3 MiB each, 192 MiB in all, only if every peer sends maximum-size frames.
 MAX_CONNECTIONS = 64
 #: Connections that have not yet presented a ticket (more: closed at once, counted). Anyone who can
 #: reach the port can open them; this bounds what they cost to 64 sockets for ``HELLO_TIMEOUT`` each.
@@ -190,6 +192,7 @@ class BulkChannel(trio.abc.AsyncResource):
         self._body = bytearray()  # grown to the largest frame received, at most MAX_BULK_FRAME + 16
         self._body_got = 0
         self._failure: str | None = None
+        self._closed = False
 
     def _what(self) -> str:
         return f"bulk channel with {self.peer}"
@@ -229,6 +232,8 @@ class BulkChannel(trio.abc.AsyncResource):
         """The next frame. ``EOFError`` if the peer closed cleanly between frames; ``DecodeError`` for a
         frame that does not authenticate, an oversized length or a connection closed mid-frame;
         ``NetworkError`` if the connection broke."""
+        if self._closed:
+            raise trio.ClosedResourceError(f"{self._what()} was closed here")
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this bulk channel")
         if self._failure is not None:
@@ -295,6 +300,7 @@ class BulkChannel(trio.abc.AsyncResource):
 
     async def aclose(self) -> None:
         """Closes the connection (the peer's ``receive`` then raises ``EOFError``)."""
+        self._closed = True
         await self._stream.aclose()
 
 
