@@ -1,0 +1,1 @@
+"""File transfers (issue 14)."""
