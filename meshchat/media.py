@@ -1,0 +1,619 @@
+"""Describe a file the user is about to send: its type, a thumbnail, its size in pixels, its duration.
+
+This is what the attachment manifest (FILES.md, "Manifest") says about a file besides its bytes, so a
+recipient can show a photo's thumbnail, a voice note's length or a video's poster frame before fetching
+anything. Pure functions over a path: no network, no clock, no protocol state. It is not a validator of
+what peers send: it runs on the sender's own file; the manifest decoder bounds what arrives.
+
+Libraries, and why:
+
+- **Pillow** decodes JPEG, PNG, GIF, WebP, BMP and TIFF and writes the JPEG thumbnail. It is the
+  maintained imaging library for Python, ships wheels everywhere and has its own fuzzers; JPEGs are
+  decoded at 1/2 to 1/8 scale (``draft``) so a 48-megapixel photo never exists in memory at full size.
+- **mutagen** reads durations from container headers without decoding a sample: OGG (Opus, Vorbis,
+  FLAC, Speex), MP4/M4A/MOV, MP3 (Xing/VBRI header, else its bitrate), FLAC, WAV, ADTS AAC, AIFF. It is
+  pure Python (no native code to break), so it is a hard dependency.
+- **PyAV** (``av``, the optional ``media`` extra) decodes one video frame for a poster and reads the
+  durations and sizes of WebM/Matroska, which mutagen cannot. Its wheels bundle FFmpeg's libraries, so
+  no system tool (ffmpeg, ffprobe) is installed or run. Without it a video still gets its duration when
+  mutagen can read it (MP4, MOV), but no poster and no size, and ``MediaInfo.problems`` says so.
+
+Bad media never raises: a corrupt or truncated file, a decompression bomb, a text file named ``.jpg``
+all give a ``MediaInfo`` whose ``problems`` say what could not be described. Only an unreadable path
+raises (``OSError``), before any decoding.
+
+Memory is bounded: images over ``MAX_IMAGE_PIXELS`` are not decoded (a PNG cannot be decoded at reduced
+scale, so this bounds a PNG to 256 MiB of RGBA while it is shrunk); a video is never read whole: one
+keyframe is sought and at most ``MAX_POSTER_FRAMES`` frames decoded after it, each scaled by FFmpeg
+straight to thumbnail size. Thumbnails carry no metadata (no EXIF, so no GPS position leaks).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import mimetypes
+import struct
+import warnings
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import mutagen
+from mutagen.aac import AAC
+from mutagen.aiff import AIFF
+from mutagen.flac import FLAC
+from mutagen.mp3 import MP3
+from mutagen.mp4 import MP4
+from mutagen.oggflac import OggFLAC
+from mutagen.oggopus import OggOpus
+from mutagen.oggspeex import OggSpeex
+from mutagen.oggtheora import OggTheora
+from mutagen.oggvorbis import OggVorbis
+from mutagen.wave import WAVE
+from PIL import Image, ImageDraw, ImageOps
+
+if TYPE_CHECKING:
+    import av
+    import av.container
+
+__all__ = [
+    "MAX_IMAGE_PIXELS",
+    "MAX_THUMBNAIL",
+    "THUMBNAIL_SIDE",
+    "MediaInfo",
+    "describe",
+    "guess_mime",
+    "sample_photo",
+    "sample_voice_note",
+]
+
+#: Bytes: the thumbnail travels inside a 64 KiB envelope together with the rest of the manifest.
+MAX_THUMBNAIL: Final = 24 * 1024
+#: Pixels, the longest side of a thumbnail: a chat bubble's width on a phone at 2x.
+THUMBNAIL_SIDE: Final = 320
+#: Larger images are not decoded (decompression bombs): 64 Mpx is above any phone camera (48-50 Mpx)
+#: and bounds a full RGBA decode to 256 MiB.
+MAX_IMAGE_PIXELS: Final = 64_000_000
+#: Bytes read to sniff a type: enough for an MP4 ``ftyp`` box, an EBML header and an OGG first page.
+SNIFF_BYTES: Final = 4096
+#: Seconds: the poster is the frame shown at this time (the first frames often fade in from black),
+#: or half the duration of a shorter video.
+POSTER_AT: Final = 1.0
+#: Frames decoded after the seek before settling for the last one: keyframes are rarely more than a few
+#: seconds apart, and this bounds the work a file whose timestamps never reach ``POSTER_AT`` can cause.
+MAX_POSTER_FRAMES: Final = 300
+#: Packets demuxed while looking for the poster: a stream whose packets never decode stops here.
+MAX_POSTER_PACKETS: Final = 2000
+#: JPEG qualities tried at each size, best first, until the thumbnail fits in ``MAX_THUMBNAIL``.
+THUMBNAIL_QUALITIES: Final = (80, 65, 50, 35)
+#: Longest sides tried, largest first; a 32 px JPEG is under 4 KiB at any quality, so one always fits.
+THUMBNAIL_SIDES: Final = (THUMBNAIL_SIDE, 240, 180, 128, 96, 64, 32)
+
+OCTET_STREAM: Final = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaInfo:
+    """What the manifest says about a file besides its bytes."""
+
+    #: The file's type, sniffed from its first bytes, else from its name: "image/jpeg", "audio/ogg".
+    mime: str
+    #: A JPEG of at most ``MAX_THUMBNAIL`` bytes and ``THUMBNAIL_SIDE`` px: images and video posters.
+    thumbnail: bytes | None = None
+    #: Pixels of the original image or video as displayed (after its EXIF or display-matrix rotation).
+    width: int | None = None
+    height: int | None = None
+    #: Milliseconds of audio or video.
+    duration_ms: int | None = None
+    #: Why something could not be described, one sentence each; empty when all went well.
+    problems: tuple[str, ...] = ()
+
+
+# --- types -------------------------------------------------------------------------------------------
+
+#: ``ftyp`` major brands (ISO base media file format) and the type they mean.
+_FTYP_BRANDS: Final[dict[bytes, str]] = {
+    b"M4A ": "audio/mp4",
+    b"M4B ": "audio/mp4",
+    b"M4P ": "audio/mp4",
+    b"F4A ": "audio/mp4",
+    b"qt  ": "video/quicktime",
+    b"3gp4": "video/3gpp",
+    b"3gp5": "video/3gpp",
+    b"3gp6": "video/3gpp",
+    b"3g2a": "video/3gpp2",
+    b"heic": "image/heic",
+    b"heix": "image/heic",
+    b"heim": "image/heic",
+    b"heis": "image/heic",
+    b"mif1": "image/heif",
+    b"msf1": "image/heif",
+    b"avif": "image/avif",
+    b"avis": "image/avif",
+}
+
+#: Extensions whose built-in ``mimetypes`` answer differs between Python versions or is missing.
+_EXTENSIONS: Final[dict[str, str]] = {
+    ".opus": "audio/ogg",
+    ".oga": "audio/ogg",
+    ".ogg": "audio/ogg",
+    ".m4a": "audio/mp4",
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".webm": "video/webm",
+    ".mkv": "video/x-matroska",
+    ".heic": "image/heic",
+    ".heif": "image/heif",
+    ".avif": "image/avif",
+    ".webp": "image/webp",
+}
+
+#: Every type the magic bytes can tell: a name claiming one of these for content that does not start
+#: like it (a text file named ``photo.jpg``) is not believed.
+_SNIFFED: Final = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/gif",
+        "image/webp",
+        "image/bmp",
+        "image/tiff",
+        "application/pdf",
+        "audio/ogg",
+        "video/ogg",
+        "audio/mpeg",
+        "audio/wav",
+        "audio/flac",
+        "audio/aac",
+        "video/webm",
+        "video/x-matroska",
+        "video/mp4",
+        "application/zip",
+        *_FTYP_BRANDS.values(),
+    }
+)
+
+_MIMETYPES: Final = mimetypes.MimeTypes()  # the built-in table only: the answer is the same on every host
+
+
+def guess_mime(path: Path, head: bytes) -> str:
+    """The type of a file from its first bytes (``head``), else from its name, else octet-stream.
+
+    A name that claims a type the magic bytes would have recognised is not believed.
+    """
+    sniffed = _sniff(head)
+    by_name = _by_extension(path)
+    if sniffed == "application/zip" and by_name is not None and by_name.startswith("application/"):
+        return by_name  # DOCX, XLSX, ODT, EPUB, JAR are all ZIP files: the name says which
+    if sniffed is not None:
+        return sniffed
+    if by_name is None or by_name in _SNIFFED:
+        return OCTET_STREAM
+    return by_name
+
+
+def _by_extension(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix in _EXTENSIONS:
+        return _EXTENSIONS[suffix]
+    mime, _encoding = _MIMETYPES.guess_type(path.name, strict=False)
+    return mime
+
+
+def _sniff(head: bytes) -> str | None:
+    """The type the magic bytes at the start of a file say, if any."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        return "audio/wav"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    if (
+        head[:2] == b"BM"
+        and len(head) >= 26
+        and head[14:18] in (b"\x0c\x00\x00\x00", b"(\x00\x00\x00", b"l\x00\x00\x00", b"|\x00\x00\x00")
+    ):
+        return "image/bmp"  # "BM" alone is too common a start; the DIB header size makes it a bitmap
+    if head.startswith(b"%PDF-"):
+        return "application/pdf"
+    if head.startswith(b"OggS"):
+        return _sniff_ogg(head)
+    if head.startswith(b"fLaC"):
+        return "audio/flac"
+    if head.startswith(b"ID3"):
+        return "audio/mpeg"
+    if head[4:8] == b"ftyp":
+        return _FTYP_BRANDS.get(head[8:12], "video/mp4")
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm" if b"webm" in head[:64] else "video/x-matroska"
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "application/zip"
+    if len(head) >= 4 and head[0] == 0xFF:
+        return _sniff_mpeg_audio(head)
+    return None
+
+
+def _sniff_ogg(head: bytes) -> str:
+    # The first page carries the first packet of the first stream: its codec's identification header.
+    first_page = head[:300]
+    if b"\x80theora" in first_page:
+        return "video/ogg"
+    return "audio/ogg"  # Opus, Vorbis, FLAC and Speex in OGG
+
+
+def _sniff_mpeg_audio(head: bytes) -> str | None:
+    """An MPEG audio frame header (MP3 without ID3) or an ADTS header (raw AAC) at the start."""
+    second = head[1]
+    if second & 0xF6 == 0xF0:  # 12 sync bits, MPEG-4/2 ADTS, layer 00
+        return "audio/aac"
+    layer = (second >> 1) & 0x3
+    version = (second >> 3) & 0x3
+    bitrate = head[2] >> 4
+    rate = (head[2] >> 2) & 0x3
+    if second & 0xE0 == 0xE0 and layer == 1 and version != 1 and bitrate not in (0, 15) and rate != 3:
+        return "audio/mpeg"  # 11 sync bits, layer III, a valid version, bitrate and sample rate
+    return None
+
+
+# --- describe ----------------------------------------------------------------------------------------
+
+
+def describe(path: Path) -> MediaInfo:
+    """What the manifest says about the file at ``path``: type, thumbnail, size, duration.
+
+    Reads the first ``SNIFF_BYTES`` to sniff the type, then as much as the type needs: a whole image
+    for its thumbnail, the headers of an audio file, one keyframe's worth of a video. Never raises
+    for bad content (see ``MediaInfo.problems``); raises ``OSError`` if ``path`` cannot be read.
+    """
+    with path.open("rb") as file:
+        head = file.read(SNIFF_BYTES)
+    mime = guess_mime(path, head)
+    problems: tuple[str, ...] = ()
+    claimed = _by_extension(path)
+    if mime == OCTET_STREAM and claimed is not None and claimed != OCTET_STREAM:
+        problems = (f"the name says {claimed} but the content does not start like one",)
+    kind = mime.partition("/")[0]
+    if kind == "image":
+        info = _describe_image(path, mime)
+    elif kind == "audio":
+        info = _describe_audio(path, mime)
+    elif kind == "video":
+        info = _describe_video(path, mime)
+    else:
+        info = MediaInfo(mime=mime)
+    if problems:
+        info = MediaInfo(
+            mime=info.mime,
+            thumbnail=info.thumbnail,
+            width=info.width,
+            height=info.height,
+            duration_ms=info.duration_ms,
+            problems=problems + info.problems,
+        )
+    return info
+
+
+#: What Pillow raises for content it cannot decode (its own fuzzers expect these); never a path error,
+#: since ``describe`` has read the file before.
+_IMAGE_ERRORS: Final = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    Image.DecompressionBombError,
+)
+
+#: The Pillow decoder for each image type: no other is tried on a file (less code facing a hostile file).
+_PILLOW_FORMATS: Final[dict[str, str]] = {
+    "image/jpeg": "JPEG",
+    "image/png": "PNG",
+    "image/gif": "GIF",
+    "image/webp": "WEBP",
+    "image/bmp": "BMP",
+    "image/tiff": "TIFF",
+}
+
+_ORIENTATION_TAG: Final = 0x0112
+_QUARTER_TURNS: Final = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
+
+
+def _describe_image(path: Path, mime: str) -> MediaInfo:
+    pillow_format = _PILLOW_FORMATS.get(mime)
+    if pillow_format is None:
+        return MediaInfo(mime=mime, problems=(f"no thumbnail: no {mime} decoder",))
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (and raises over twice its own limit) for huge images while opening; ours is
+            # lower, so a warning means too large: turn it into the exception handled below.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=[pillow_format]) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    return MediaInfo(mime=mime, problems=(_too_many_pixels(width, height),))
+                if image.getexif().get(_ORIENTATION_TAG) in _QUARTER_TURNS:
+                    width, height = height, width
+                image.draft("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))  # JPEG: decode at 1/2..1/8 scale
+                upright = ImageOps.exif_transpose(image)
+                thumbnail = _jpeg_thumbnail(upright)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        return MediaInfo(mime=mime, problems=(f"no thumbnail: {exc}",))
+    except _IMAGE_ERRORS as exc:
+        return MediaInfo(
+            mime=mime, problems=(f"no thumbnail: the {pillow_format} image does not decode: {exc}",)
+        )
+    return MediaInfo(mime=mime, thumbnail=thumbnail, width=width, height=height)
+
+
+def _too_many_pixels(width: int, height: int) -> str:
+    return f"no thumbnail: {width}x{height} is {width * height:,} pixels; the limit is {MAX_IMAGE_PIXELS:,}"
+
+
+def _jpeg_thumbnail(image: Image.Image) -> bytes:
+    """A JPEG of ``image`` no longer than ``THUMBNAIL_SIDE`` px and no larger than ``MAX_THUMBNAIL``."""
+    rgb = _flatten(image)
+    for side in THUMBNAIL_SIDES:
+        small = rgb.copy()
+        small.thumbnail((side, side), Image.Resampling.LANCZOS)
+        for quality in THUMBNAIL_QUALITIES:
+            out = io.BytesIO()
+            small.save(out, format="JPEG", quality=quality, optimize=True)
+            if out.tell() <= MAX_THUMBNAIL:
+                return out.getvalue()
+    raise AssertionError("a 32 px JPEG is always under MAX_THUMBNAIL")  # see THUMBNAIL_SIDES
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """RGB, transparent parts on white (what a chat bubble shows behind a PNG with alpha)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        image = image.point(lambda value: value / 256).convert("L")  # 16-bit grey: keep the top 8 bits
+    return image.convert("RGB")
+
+
+# --- audio and video ---------------------------------------------------------------------------------
+
+#: The mutagen reader(s) for each type: no other is tried on a file.
+_MUTAGEN_KINDS: Final[dict[str, Sequence[type[mutagen.FileType]]]] = {
+    "audio/ogg": (OggOpus, OggVorbis, OggFLAC, OggSpeex),
+    "video/ogg": (OggTheora,),
+    "audio/mpeg": (MP3,),
+    "audio/mp4": (MP4,),
+    "video/mp4": (MP4,),
+    "video/quicktime": (MP4,),
+    "video/3gpp": (MP4,),
+    "video/3gpp2": (MP4,),
+    "audio/flac": (FLAC,),
+    "audio/wav": (WAVE,),
+    "audio/x-wav": (WAVE,),
+    "audio/aac": (AAC,),
+    "audio/aiff": (AIFF,),
+    "audio/x-aiff": (AIFF,),
+}
+
+#: What mutagen raises for content it cannot parse (``MutagenError`` wraps most, not all, of them).
+_TAG_ERRORS: Final = (
+    mutagen.MutagenError,
+    OSError,
+    ValueError,
+    EOFError,
+    struct.error,
+    IndexError,
+    ZeroDivisionError,
+)
+
+
+def _describe_audio(path: Path, mime: str) -> MediaInfo:
+    duration_ms, problem = _mutagen_duration(path, mime)
+    if duration_ms is not None or mime in _MUTAGEN_KINDS:
+        return MediaInfo(mime=mime, duration_ms=duration_ms, problems=(problem,) if problem else ())
+    probe = _probe_with_av(path, want_poster=False)  # audio/webm, audio/3gpp, ...
+    if isinstance(probe, str):
+        return MediaInfo(mime=mime, problems=(f"no duration: {probe}",))
+    return MediaInfo(mime=mime, duration_ms=probe.duration_ms, problems=probe.problems)
+
+
+def _mutagen_duration(path: Path, mime: str) -> tuple[int | None, str | None]:
+    """The duration mutagen reads from the headers, or why not."""
+    kinds = _MUTAGEN_KINDS.get(mime)
+    if kinds is None:
+        return None, None
+    try:
+        parsed = mutagen.File(path, options=list(kinds))
+        length = None if parsed is None or parsed.info is None else float(parsed.info.length)
+    except _TAG_ERRORS as exc:
+        return None, f"no duration: the {mime} headers do not parse: {exc}"
+    if length is None:
+        return None, f"no duration: not a {mime} file mutagen recognises"
+    if not math.isfinite(length) or length < 0:
+        return None, f"no duration: the {mime} headers give {length} s"
+    return round(length * 1000), None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Probe:
+    """What PyAV found in a container."""
+
+    has_video: bool
+    width: int | None
+    height: int | None
+    duration_ms: int | None
+    poster: bytes | None
+    problems: tuple[str, ...]
+
+
+def _describe_video(path: Path, mime: str) -> MediaInfo:
+    duration_ms, duration_problem = _mutagen_duration(path, mime)
+    probe = _probe_with_av(path, want_poster=True)
+    if isinstance(probe, str):
+        problems = [f"no poster frame: {probe}"]
+        if duration_ms is None:
+            problems.append(duration_problem or f"no duration: {probe}")
+        return MediaInfo(mime=mime, duration_ms=duration_ms, problems=tuple(problems))
+    if not probe.has_video and probe.duration_ms is not None:
+        mime = mime.replace("video/", "audio/", 1)  # an MP4 or WebM holding sound only
+    return MediaInfo(
+        mime=mime,
+        thumbnail=probe.poster,
+        width=probe.width,
+        height=probe.height,
+        duration_ms=duration_ms if duration_ms is not None else probe.duration_ms,
+        problems=probe.problems,
+    )
+
+
+def _probe_with_av(path: Path, *, want_poster: bool) -> _Probe | str:
+    """Streams, duration and a poster frame read by PyAV, or why it could not be."""
+    try:
+        import av  # noqa: PLC0415  (optional, the "media" extra: imported when a video needs it)
+    except ImportError:
+        return "PyAV is not installed (pip install 'meshchat[media]')"
+    try:
+        with av.open(str(path), mode="r") as container:
+            duration_ms = None if container.duration is None else round(container.duration / 1000)
+            if not container.streams.video:
+                return _Probe(
+                    has_video=False,
+                    width=None,
+                    height=None,
+                    duration_ms=duration_ms,
+                    poster=None,
+                    problems=(),
+                )
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if not want_poster:
+                poster: bytes | None = None
+                problems: tuple[str, ...] = ()
+            elif width * height > MAX_IMAGE_PIXELS:
+                poster, problems = (
+                    None,
+                    (_too_many_pixels(width, height).replace("thumbnail", "poster frame"),),
+                )
+            else:
+                target = POSTER_AT if duration_ms is None else min(POSTER_AT, duration_ms / 2000)
+                frame = _poster_frame(container, stream, target)
+                if frame is None:
+                    poster, problems = None, ("no poster frame: no frame of the video decodes",)
+                else:
+                    if frame.rotation in (90, -90):
+                        width, height = height, width
+                    poster, problems = _jpeg_thumbnail(_frame_image(frame, width, height)), ()
+    except av.FFmpegError as exc:
+        return f"the file does not decode: {exc}"
+    return _Probe(
+        has_video=True, width=width, height=height, duration_ms=duration_ms, poster=poster, problems=problems
+    )
+
+
+def _poster_frame(
+    container: av.container.InputContainer, stream: av.VideoStream, target: float
+) -> av.VideoFrame | None:
+    """The frame shown at ``target`` seconds: from the keyframe before it, decode forward to it."""
+    import av  # noqa: PLC0415  (optional, see _probe_with_av)
+
+    if stream.time_base is not None and target > 0:
+        try:
+            container.seek(int(target / stream.time_base), stream=stream, backward=True, any_frame=False)
+        except av.FFmpegError:
+            container.seek(0)  # not seekable that way: decode from the start
+    chosen: av.VideoFrame | None = None
+    decoded = 0
+    for packets, packet in enumerate(container.demux(stream), start=1):
+        if packets > MAX_POSTER_PACKETS or decoded >= MAX_POSTER_FRAMES:
+            break
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            continue  # a damaged packet: the next keyframe may still decode
+        for frame in frames:
+            if not isinstance(frame, av.VideoFrame):
+                continue
+            decoded += 1
+            chosen = frame
+            if frame.time is None or frame.time >= target:
+                return chosen
+    return chosen
+
+
+def _frame_image(frame: av.VideoFrame, width: int, height: int) -> Image.Image:
+    """The frame as an upright RGB image no larger than a thumbnail (FFmpeg scales it, not Pillow)."""
+    scale = min(1.0, THUMBNAIL_SIDE / max(frame.width, frame.height, 1))
+    small = frame.reformat(
+        width=max(1, round(frame.width * scale)), height=max(1, round(frame.height * scale)), format="rgb24"
+    )
+    plane = small.planes[0]
+    image = Image.frombuffer(
+        "RGB", (small.width, small.height), bytes(plane), "raw", "RGB", plane.line_size, 1
+    )
+    rotation = frame.rotation
+    if rotation:
+        image = image.rotate(rotation, expand=True)  # counterclockwise degrees, as the display matrix says
+    return image
+
+
+# --- demo helpers ------------------------------------------------------------------------------------
+
+
+def sample_photo(path: Path) -> Path:
+    """Write a 1600x1200 JPEG photo-like picture to ``path`` (for the examples; no file ships with them)."""
+    width, height = 1600, 1200
+    sky = Image.linear_gradient("L").resize((width, height)).point(lambda v: 255 - v // 2)
+    image = Image.merge("RGB", (sky.point(lambda v: v // 3), sky.point(lambda v: v * 2 // 3), sky))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((1150, 150, 1400, 400), fill=(255, 214, 90))  # the sun
+    draw.polygon([(0, 1200), (500, 550), (900, 1000), (1250, 700), (1600, 1200)], fill=(60, 110, 70))
+    draw.rectangle((0, 1050, 1600, 1200), fill=(40, 80, 150))  # a lake
+    image.save(path, format="JPEG", quality=85)
+    return path
+
+
+#: Hz: Opus's native rate; a voice note is mono.
+_VOICE_RATE: Final = 48_000
+
+
+def sample_voice_note(path: Path, seconds: float = 3.0) -> Path:
+    """Write an OGG/Opus voice note of ``seconds`` (a hummed tune) to ``path``, for the examples.
+
+    Needs PyAV (the ``media`` extra) for its Opus encoder; raises ``ImportError`` saying so without it.
+    """
+    try:
+        import av  # noqa: PLC0415  (optional, see _probe_with_av)
+    except ImportError as exc:
+        raise ImportError(
+            "sample_voice_note needs PyAV to encode Opus: pip install 'meshchat[media]'"
+        ) from exc
+    total = round(seconds * _VOICE_RATE)
+    notes = (262.0, 294.0, 330.0, 349.0, 392.0)
+    samples = array("h", bytes(2 * total))
+    for i in range(total):
+        t = i / _VOICE_RATE
+        pitch = notes[int(t * 2) % len(notes)]  # a new note every half second
+        envelope = min(1.0, 4 * (t * 2 % 1), 4 * (1 - t * 2 % 1))  # no clicks between notes
+        samples[i] = int(9000 * envelope * math.sin(2 * math.pi * pitch * t))
+    with av.open(str(path), mode="w", format="ogg") as container:
+        stream = container.add_stream("libopus", rate=_VOICE_RATE, layout="mono")
+        frame = av.AudioFrame(format="s16", layout="mono", samples=total)
+        frame.planes[0].update(samples.tobytes())
+        frame.sample_rate = _VOICE_RATE
+        frame.pts = 0
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
