@@ -73,8 +73,16 @@ class Got:
 class Download:
     """One file's fetch plan (see the module docstring)."""
 
-    def __init__(self, manifest: Manifest, *, done: Iterable[int] = (), sources: Sequence[str] = ()) -> None:
-        """Plan ``manifest``'s download; ``done`` are data chunks already written."""
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        done: Iterable[int] = (),
+        sources: Sequence[str] = (),
+        addresses: bytes = b"",
+    ) -> None:
+        """Plan ``manifest``'s download; ``done`` are data chunks already written; ``addresses`` the
+        data chunks' addresses if the index was fetched before (``BadManifest`` if they do not fit)."""
         self.manifest = manifest
         self._aead = AESGCM(manifest.key)
         self._count = chunk_count(manifest.size)
@@ -92,6 +100,8 @@ class Download:
         self.sources: list[str] = []
         for source in sources:
             self.add_source(source)
+        if addresses:
+            self._take_index(addresses)
 
     # --- sources ----------------------------------------------------------------------------------------
 
@@ -177,27 +187,53 @@ class Download:
             self._lacks[source].add(address)
 
     def arrived(self, source: str, address: bytes, data: bytes) -> list[Got]:
-        """``source`` sent ``data`` for ``address``: check it and return what to write (several
-        positions when a file repeats a chunk; none for an index chunk or a chunk not wanted).
-        ``ChunkMismatch`` if it is not that chunk (the source is counted)."""
+        """``source`` sent ``data`` for ``address``: check it and return what to write (none for an
+        index chunk or a chunk not wanted). ``ChunkMismatch`` if it is not that chunk (the source is
+        counted)."""
+        self.received(source, address)
+        try:
+            if self.addresses is None:
+                self._index_arrived(address, data)
+                return []
+            return self.open_data(source, address, data)
+        except ChunkMismatch:
+            self.strike(source)
+            raise ChunkMismatch(source=source, address=address) from None
+
+    def received(self, source: str, address: bytes) -> None:
+        """``source`` answered for ``address`` (it is no longer in flight)."""
         if self._in_flight.get(address) == source:
             del self._in_flight[address]
+
+    def strike(self, source: str) -> None:
+        """``source`` sent a wrong chunk."""
+        self.strikes[source] = self.strikes.get(source, 0) + 1
+
+    def open_data(self, source: str, address: bytes, data: bytes) -> list[Got]:
+        """Check and decrypt a data chunk without changing the plan (a driver may run this on a worker
+        thread, then call ``received``/``strike``/``written`` on its own): ``ChunkMismatch`` if the
+        bytes do not hash to ``address``, ``BadManifest`` if they do but do not decrypt."""
         if address_of(data) != address:
-            self.strikes[source] = self.strikes.get(source, 0) + 1
             raise ChunkMismatch(source=source, address=address)
-        if self.addresses is None:
-            index = self._index_wanted.get(address)
-            if index is not None and index not in self._index_parts:
-                self._index_parts[index] = self._open(ChunkKind.INDEX, index, data)
-                if len(self._index_parts) == len(self.manifest.index):
-                    self._take_index()
-            return []
-        gots = []
-        for index in self._by_address.get(address, ()):
-            if index not in self._done:
-                plain = self._open(ChunkKind.DATA, index, data)
-                gots.append(Got(index=index, plaintext=plain))
-        return gots
+        return [
+            Got(index=i, plaintext=self._open(ChunkKind.DATA, i, data))
+            for i in self._by_address.get(address, ())
+            if i not in self._done
+        ]
+
+    def _index_arrived(self, address: bytes, data: bytes) -> None:
+        if address_of(data) != address:
+            raise ChunkMismatch(source="", address=address)
+        index = self._index_wanted.get(address)
+        if index is not None and index not in self._index_parts:
+            self._index_parts[index] = self._open(ChunkKind.INDEX, index, data)
+            if len(self._index_parts) == len(self.manifest.index):
+                self._take_index()
+
+    def unwritten(self, index: int) -> None:
+        """Data chunk ``index`` turned out not to be in the partial file after all: want it again."""
+        self._done.discard(index)
+        self._next = min(self._next, index)
 
     def written(self, index: int) -> None:
         """The driver wrote data chunk ``index``."""
@@ -217,8 +253,9 @@ class Download:
                 f"{kind.name.lower()} chunk {index} does not decrypt under the file's key"
             ) from exc
 
-    def _take_index(self) -> None:
-        joined = b"".join(self._index_parts[i] for i in range(len(self.manifest.index)))
+    def _take_index(self, joined: bytes | None = None) -> None:
+        if joined is None:
+            joined = b"".join(self._index_parts[i] for i in range(len(self.manifest.index)))
         if len(joined) != self._count * ADDRESS_SIZE:
             raise BadManifest(
                 f"the index lists {len(joined) // ADDRESS_SIZE} chunks, the size needs {self._count}"

@@ -66,7 +66,8 @@ _SCHEMA = (
         received_at REAL NOT NULL,
         state       TEXT NOT NULL,
         path        TEXT NOT NULL,
-        error       TEXT NOT NULL)""",
+        error       TEXT NOT NULL,
+        addresses   BLOB NOT NULL DEFAULT x'')""",
     """CREATE TABLE received_chunks (
         number   INTEGER NOT NULL,
         position INTEGER NOT NULL,
@@ -392,8 +393,21 @@ class FileStore:
                     (state.value, path, error, number),
                 )
 
+    def set_addresses(self, number: int, addresses: bytes) -> None:
+        """The data chunks' addresses (from the index), kept so a resumed download can check what its
+        partial file holds without fetching the index again."""
+        with self._transaction("note the index") as db:
+            db.execute("UPDATE received SET addresses = ? WHERE number = ?", (addresses, number))
+
+    def addresses(self, number: int) -> bytes:
+        """What ``set_addresses`` kept (empty before the index was fetched)."""
+        with self._transaction("read the index") as db:
+            row = db.execute("SELECT addresses FROM received WHERE number = ?", (number,)).fetchone()
+        return b"" if row is None else bytes(row[0])
+
     def chunks_written(self, number: int, positions: Sequence[int]) -> None:
-        """These data chunks are in the partial file (call after it was flushed to disk)."""
+        """These data chunks were written to the partial file (not necessarily flushed: a resumed
+        download checks each against its address before trusting it)."""
         with self._transaction("note written chunks") as db:
             db.executemany(
                 "INSERT OR IGNORE INTO received_chunks VALUES (?, ?)", [(number, p) for p in positions]
@@ -414,6 +428,7 @@ class FileStore:
                 (ReceivedState.DONE.value, path, number),
             )
             db.execute("DELETE FROM received_chunks WHERE number = ?", (number,))
+            db.execute("UPDATE received SET addresses = x'' WHERE number = ?", (number,))
 
 
 def _sent(row: Sequence[Any]) -> SentRecord:

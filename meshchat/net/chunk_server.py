@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 import trio
@@ -77,6 +77,8 @@ IDLE_TIMEOUT: Final = 120.0
 #: Seconds to open a stream and learn whether a bulk channel is on offer.
 OPEN_TIMEOUT: Final = 15.0
 _READ = 256 * 1024
+#: Chunks loaded per worker-thread call (1 MiB: a thread hop per chunk costs more than it saves).
+_LOAD_BATCH: Final = 4
 #: What opening a source can fail with short of a bug: the network, a deadline, a bad answer.
 _OPEN_ERRORS: tuple[type[Exception], ...] = (*IO_ERRORS, trio.TooSlowError, ValueError)
 _BULK_ERRORS: tuple[type[Exception], ...] = (
@@ -243,18 +245,24 @@ class ChunkServer:
     async def _answer(self, channel: Channel, peer: str, request: ChunkRequest) -> None:
         match request:
             case Get():
-                for address in request.addresses:
-                    # the hold's sqlite connection stays on this thread; a sent file's chunk is read and
-                    # encrypted on a worker thread (OpenSSL and file reads let the event loop go on)
-                    data = self._held(address)
-                    if data is None:
-                        data = await trio.to_thread.run_sync(self._load, address)
-                    reply: ChunkReply = (
-                        ChunkMissing(address=address)
-                        if data is None
-                        else ChunkData(address=address, data=data)
-                    )
-                    await channel.send(encode(reply))
+                # the hold's sqlite connection stays on this thread; a sent file's chunks are read and
+                # encrypted on a worker thread, ``_LOAD_BATCH`` at a time (OpenSSL and reads let the
+                # event loop go on meanwhile)
+                addresses = request.addresses
+                for start in range(0, len(addresses), _LOAD_BATCH):
+                    batch = addresses[start : start + _LOAD_BATCH]
+                    held = [self._held(a) for a in batch]
+                    if any(d is None for d in held):
+                        loaded = await trio.to_thread.run_sync(self._load_many, batch, held)
+                    else:
+                        loaded = held
+                    for address, data in zip(batch, loaded, strict=True):
+                        reply: ChunkReply = (
+                            ChunkMissing(address=address)
+                            if data is None
+                            else ChunkData(address=address, data=data)
+                        )
+                        await channel.send(encode(reply))
             case Bulk():
                 if self.bulk is None:
                     await channel.send(encode(Failed(code=ErrorCode.NO_BULK, text="no bulk channel here")))
@@ -312,6 +320,13 @@ class ChunkServer:
         if data is not None:
             self.bytes_served += len(data)
         return data
+
+    def _load_many(self, batch: Sequence[bytes], held: Sequence[bytes | None]) -> list[bytes | None]:
+        """The chunks of ``batch`` not ``held``, loaded by ``_load`` (runs on a worker thread)."""
+        return [
+            data if data is not None else self._load(address)
+            for address, data in zip(batch, held, strict=True)
+        ]
 
     def _load(self, address: bytes) -> bytes | None:
         """A chunk encrypted again from a file this profile sent (runs on a worker thread)."""
