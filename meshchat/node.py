@@ -228,6 +228,7 @@ class Node:
             wall_clock=wall_clock,
             on_event=self._emit,
             reach=self._reach_peer,
+            on_change=driver.notify_changed,
         )
         #: Files sent and received: ``send``, ``fetch``, ``received``, ``progress`` (``meshchat.file_api``).
         self.files = Files(

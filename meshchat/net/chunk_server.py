@@ -176,7 +176,11 @@ async def open_source(host: IHost, peer: str, *, bulk: bool = True) -> Channel:
             )
     except _BULK_ERRORS:
         return channel  # no bulk channel: the stream carries the chunks
-    await channel.aclose()
+    try:
+        await channel.aclose()
+    except BaseException:  # cancelled while closing the stream: the bulk channel must not leak
+        await fast.aclose()
+        raise
     return fast
 
 
@@ -202,6 +206,8 @@ class ChunkServer:
         self.served: Counter[bytes] = Counter()
         self.bytes_served = 0
         self._streams: Counter[str] = Counter()
+        #: Called after each answered request (progress waiters look at ``served``).
+        self.on_change: Callable[[], None] = lambda: None
         host.set_stream_handler(_PROTOCOL, self._on_stream)
 
     async def _on_stream(self, stream: INetStream) -> None:
@@ -228,6 +234,7 @@ class ChunkServer:
                     return
                 request = decode_request(raw)
                 await self._answer(channel, peer, request)
+                self.on_change()
         except EOFError:
             pass
         except DecodeError as exc:

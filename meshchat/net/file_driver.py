@@ -166,9 +166,11 @@ class FileDriver:
         wall_clock: Callable[[], float] = time.time,
         on_event: Callable[[FileEvent], None],
         reach: Callable[[str], Awaitable[bool]],
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         """Serve ``store``'s files (and ``hold`` on a mailbox) on ``host``; ``reach(peer)`` dials a
-        peer if needed and says whether it is connected."""
+        peer if needed and says whether it is connected; ``on_change`` is called whenever a transfer
+        moves on (the node wakes its ``wait_for`` waiters)."""
         self.host = host
         self.store = store
         self.identity = identity
@@ -177,7 +179,9 @@ class FileDriver:
         self._wall_clock = wall_clock
         self._on_event = on_event
         self._reach = reach
+        self._on_change = on_change
         self.server = ChunkServer(host, store, hold=hold, wall_clock=wall_clock)
+        self.server.on_change = self._changed_now
         self._nursery: trio.Nursery | None = None
         self._running: dict[int, _Running] = {}
         self._download_slots = trio.Semaphore(MAX_DOWNLOADS)
@@ -211,6 +215,7 @@ class FileDriver:
     def _changed_now(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+        self._on_change()
 
     async def wait_for(self, condition: Callable[[], bool]) -> None:
         """Return once ``condition()`` holds, checked whenever a transfer moves on."""
@@ -514,12 +519,12 @@ class FileDriver:
             channel = await open_source(self.host, mailbox, bulk=self.config.bulk)
         except NetworkError as exc:
             return str(exc)
-        manifest = decode_manifest(record.manifest)
-        tokens = tuple(record.tokens[i : i + 32] for i in range(0, len(record.tokens), 32))
-        wire = sum(len(d) for _, d in self.store.index_chunks(file_id)) + chunk_count(record.size) * (
-            CHUNK_SIZE + 16
-        )
         try:
+            manifest = decode_manifest(record.manifest)
+            tokens = tuple(record.tokens[i : i + 32] for i in range(0, len(record.tokens), 32))
+            wire = sum(len(d) for _, d in self.store.index_chunks(file_id)) + chunk_count(record.size) * (
+                CHUNK_SIZE + 16
+            )
             await channel.send(
                 encode(Hold(file_id=file_id, expiry=manifest.expiry, token_hashes=tokens, total_bytes=wire))
             )
