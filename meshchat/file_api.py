@@ -25,8 +25,9 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import trio
 
@@ -43,7 +44,10 @@ from meshchat.files.manifest import (
     encode_offer,
 )
 from meshchat.files.names import claim_path, safe_name
+from meshchat.files.protocol import MAX_TOKENS
 from meshchat.files.sqlite import FILES_FILE, FileStore, ReceivedRecord, ReceivedState, SentRecord
+from meshchat.groups.events import GroupView
+from meshchat.groups.storage import GroupOutRecord
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.media import describe
 from meshchat.net.file_driver import FileConfig, FileDriver, FileStatistics
@@ -51,12 +55,42 @@ from meshchat.net.store_driver import MessageHandle, StoreDriver
 from meshchat.store.encrypted import store_key
 from meshchat.store.messenger import Messenger
 
-__all__ = ["DOWNLOADS_FOLDER", "HOLD_FOLDER", "FileParts", "Files", "open_file_parts"]
+__all__ = [
+    "DOWNLOADS_FOLDER",
+    "HOLD_FOLDER",
+    "FileParts",
+    "Files",
+    "GroupFileHandle",
+    "GroupSender",
+    "open_file_parts",
+]
 
 #: Where received files land inside a profile folder (unless ``FileConfig.downloads`` says otherwise).
 DOWNLOADS_FOLDER = "downloads"
 #: Where a mailbox keeps other people's chunks inside its profile folder.
 HOLD_FOLDER = "hold"
+
+
+class GroupSender(Protocol):
+    """What sending a file to a group needs of ``node.groups`` (``meshchat.group_api.Groups``)."""
+
+    def send(self, group: bytes | str, body: bytes | str, *, ref: str = "") -> GroupOutRecord: ...
+    def members(self, group: bytes | str) -> GroupView: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class GroupFileHandle:
+    """A file sent to a group: its group message (``node.groups.status(message_id)``) and progress."""
+
+    group_id: bytes
+    message_id: bytes
+    file_id: bytes
+    _progress: Callable[[], FileProgress] = dataclasses.field(repr=False)
+
+    @property
+    def progress(self) -> FileProgress:
+        """Bytes stored on mailboxes and served to members."""
+        return self._progress()
 
 
 class Files:
@@ -73,8 +107,10 @@ class Files:
         wall_clock: Callable[[], float],
         reach: Callable[[PublicIdentity, bytes], None],
         wait_for: Callable[[Callable[[], bool]], Awaitable[None]],
+        groups: GroupSender | None = None,
     ) -> None:
-        """Use the node's; this only wires the parts."""
+        """Use the node's; this only wires the parts (``groups`` is ``node.groups``)."""
+        self._groups = groups
         self.driver = driver
         self._identity = identity
         self._messenger = messenger
@@ -101,9 +137,52 @@ class Files:
         ``OSError`` if the file cannot be read, ``ValueError`` for a caption over 4,096 bytes.
         """
         recipient = self._recipient(to)
+        manifest, file_id = await self._prepare(path, caption, [recipient.ed25519])
+        now = self._wall_clock()
+        out, actions = self._messenger.send(
+            recipient, encode_offer(manifest), wall_now=now, ref=ref, ttl=None, control=True
+        )
+        self._store.perform(actions)
+        if actions:
+            self._reach(recipient, out.message_id)
+        self._sent(file_id, out.message_id, manifest)
+        return MessageHandle(
+            out,
+            messenger=self._messenger,
+            wait_for=self._wait_for,
+            progress=lambda: self.driver.sent_progress(file_id),
+        )
+
+    async def send_to_group(
+        self, group: bytes | str, path: str | Path, *, caption: str = "", ref: str = ""
+    ) -> GroupFileHandle:
+        """Send the file at ``path`` to every member of ``group`` (its id, or its name): one manifest
+        in one group message (``node.groups.status`` follows it), one upload to the mailboxes, each
+        member fetches on its own (mailboxes keep the chunks until every member has them)."""
+        if self._groups is None:
+            raise ProfileError("this node has no groups")
+        view = self._groups.members(group)
+        members = sorted(m for m in view.members if m != self._identity.public.ed25519)
+        manifest, file_id = await self._prepare(path, caption, members)
+        out = self._groups.send(view.group_id, encode_offer(manifest), ref=ref)
+        self._sent(file_id, out.message_id, manifest)
+        return GroupFileHandle(
+            group_id=view.group_id,
+            message_id=out.message_id,
+            file_id=file_id,
+            _progress=lambda: self.driver.sent_progress(file_id),
+        )
+
+    async def _prepare(
+        self, path: str | Path, caption: str, recipients: Sequence[bytes]
+    ) -> tuple[Manifest, bytes]:
+        """Describe and cut the file, record it as sent (with a fetch token per recipient); its
+        manifest and id. The chunks are not copied: they are encrypted again whenever asked for."""
         source = Path(path)
         if len(caption.encode("utf-8")) > MAX_CAPTION_BYTES:
             raise ValueError(f"a caption is at most {MAX_CAPTION_BYTES} bytes")
+        if len(recipients) > MAX_TOKENS:
+            raise ValueError(f"a file goes to at most {MAX_TOKENS} recipients at once")
         info_stat = await trio.to_thread.run_sync(os.stat, source)
         if not stat.S_ISREG(info_stat.st_mode):
             raise IsADirectoryError(f"{source} is not a regular file")
@@ -140,7 +219,7 @@ class Files:
             manifest=encode_manifest(manifest),
             message_id=None,
             created_at=now,
-            tokens=token_hash(fetch_token(key, recipient.ed25519)),
+            tokens=b"".join(token_hash(fetch_token(key, r)) for r in recipients),
         )
         split = [addresses[i : i + 32] for i in range(0, len(addresses), 32)]
         self.driver.store.add_sent(
@@ -149,22 +228,13 @@ class Files:
             addresses=split,
             mailboxes=mailboxes,
         )
-        out, actions = self._messenger.send(
-            recipient, encode_offer(manifest), wall_now=now, ref=ref, ttl=None, control=True
-        )
-        self._store.perform(actions)
-        if actions:
-            self._reach(recipient, out.message_id)
-        self.driver.store.set_sent_message(index.file_id, out.message_id)
-        for mailbox in mailboxes:
-            self.driver.start_upload(index.file_id, mailbox)
-        file_id = index.file_id
-        return MessageHandle(
-            out,
-            messenger=self._messenger,
-            wait_for=self._wait_for,
-            progress=lambda: self.driver.sent_progress(file_id),
-        )
+        return manifest, index.file_id
+
+    def _sent(self, file_id: bytes, message_id: bytes, manifest: Manifest) -> None:
+        """The manifest is on its way: note its message and start the uploads."""
+        self.driver.store.set_sent_message(file_id, message_id)
+        for mailbox in manifest.mailboxes:
+            self.driver.start_upload(file_id, mailbox)
 
     async def fetch(self, attachment: Attachment | int, dest: str | Path | None = None) -> Path:
         """Fetch an attachment (or its number) and return where it is: in the downloads folder, or

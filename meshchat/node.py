@@ -53,7 +53,6 @@ from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
-from multiaddr.exceptions import Error as MultiaddrError
 
 from meshchat.contacts import Contact, Contacts
 from meshchat.crypto import (
@@ -73,7 +72,7 @@ from meshchat.gossip import GossipConfig, GossipRouter, ScoreParams, Validator
 from meshchat.gossip.messages import Topic
 from meshchat.gossip.signing import MessageSigner
 from meshchat.group_api import Groups
-from meshchat.groups.events import GroupEvent
+from meshchat.groups.events import GroupEvent, GroupMessage
 from meshchat.groups.sqlite import GROUPS_FILE, SqliteGroupStorage
 from meshchat.groups.storage import GroupStorage
 from meshchat.identity import KEY_FILE_NAME, Identity, PublicIdentity, load_identity
@@ -93,7 +92,7 @@ from meshchat.net import (
 )
 from meshchat.net.dialer import Dialer, Whereabouts, peer_info
 from meshchat.net.file_driver import FileConfig, FileDriver
-from meshchat.net.host import dialable_addrs, only_exception
+from meshchat.net.host import dialable_addrs, listen_ip, only_exception
 from meshchat.net.mailbox import MailboxServer
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import GroupStoreAction, MessageHandle, NetStoreIO, StoreDriver, StoreEvent
@@ -240,6 +239,7 @@ class Node:
             wall_clock=wall_clock,
             reach=self._reach,
             wait_for=self.wait_for,
+            groups=self.groups,
         )
 
     @classmethod
@@ -492,7 +492,7 @@ class Node:
         await nursery.start(driver.run)
         await nursery.start(self._store.run)
         await nursery.start(self._group_driver.run)
-        await nursery.start(functools.partial(self.files.driver.run, bulk_ip=self._bulk_ip()))
+        await nursery.start(functools.partial(self.files.driver.run, bulk_ip=listen_ip(self._host)))
         nursery.start_soon(self._feed.run)  # before anything can commit: nothing is missed
         nursery.start_soon(self._translate_events)
         self._write_addresses()
@@ -513,6 +513,10 @@ class Node:
     # --- events ----------------------------------------------------------------------------------
 
     def _emit(self, event: NodeEvent | StoreEvent) -> None:
+        if isinstance(event, GroupMessage) and is_offer(event.body):  # a file sent to a group
+            sender = PublicIdentity.from_bytes(event.sender)
+            self.files.driver.offered(sender, event.body, event.message_id, group_id=event.group_id)
+            return  # announced as an ``Attachment`` (the history keeps the offer)
         try:
             self._events_send.send_nowait(event)
         except trio.WouldBlock:
@@ -605,28 +609,9 @@ class Node:
         """Fetch a received attachment and return its path: ``node.files.fetch``."""
         return await self.files.fetch(attachment, dest)
 
-    def _bulk_ip(self) -> str | None:
-        """Where bulk channels listen: the first IPv4 address the host listens on (all interfaces for
-        a wildcard), or None without one (then chunks travel on libp2p streams only)."""
-        for addr in self._host.get_addrs():
-            with contextlib.suppress(ValueError, MultiaddrError):
-                return str(addr.value_for_protocol("ip4"))
-        return None
-
     async def _reach_peer(self, peer: str) -> bool:
-        """Dial ``peer`` (a contact at its whereabouts, anyone else through the DHT) unless connected;
-        whether it is connected now."""
-        if self._dialer.connected_to(peer):
-            return True
         contact = next((c for c in self._contacts or () if c.peer_id == peer), None)
-        with contextlib.suppress(NetworkError, BadAddress):
-            if contact is not None:
-                await self._dialer.reach(contact.whereabouts())
-            elif self._dialer.dht is not None:
-                for address in await self._dialer.find_peer(peer):
-                    await self._dialer.connect(address)
-                    break
-        return self._dialer.connected_to(peer)
+        return await self._dialer.reach_peer(peer, None if contact is None else contact.whereabouts())
 
     def _reach(self, recipient: PublicIdentity, message_id: bytes) -> None:
         """A message just queued for ``recipient``: if it is a contact we are not connected to, dial

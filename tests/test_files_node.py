@@ -7,7 +7,7 @@ import errno
 import hashlib
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ import trio
 from conftest import make_profile
 from libp2p.custom_types import TProtocol
 
+from meshchat.crypto import epoch_of
 from meshchat.files.chunks import CHUNK_SIZE
 from meshchat.files.events import Attachment, AttachmentFetched, FileProblem
 from meshchat.files.hold import HoldLimits
@@ -27,6 +28,8 @@ from meshchat.files.protocol import (
     encode,
 )
 from meshchat.files.sqlite import ReceivedState
+from meshchat.groups.events import GroupInvited
+from meshchat.groups.seal import group_tag, group_topic
 from meshchat.identity import Identity
 from meshchat.net import file_driver
 from meshchat.net.chunk_server import StreamChannel
@@ -45,6 +48,10 @@ def quick(downloads: Path, **changes: object) -> FileConfig:
     settings: dict[str, object] = {"downloads": downloads, "retry_initial": 0.2, "retry_max": 1.0}
     settings.update(changes)
     return FileConfig(**settings)  # type: ignore[arg-type]
+
+
+def contents(path: str | Path) -> bytes:
+    return Path(path).read_bytes()
 
 
 def digest(path: Path) -> str:
@@ -112,7 +119,7 @@ async def test_small_files_are_fetched_without_asking_and_large_ones_wait(tmp_pa
         await alice.send_file("Bob", small)
         fetched = await next_event(bob, AttachmentFetched)
         assert isinstance(fetched, AttachmentFetched)
-        assert Path(fetched.path).read_bytes() == b"hello"
+        assert contents(fetched.path) == b"hello"
         await alice.send_file("Bob", large)
         offered = await next_event(bob, Attachment)
         assert isinstance(offered, Attachment) and not offered.fetching
@@ -280,7 +287,7 @@ async def test_an_interrupted_download_resumes_where_it_stopped(tmp_path: Path) 
             await b.connect(alice.listen_addrs[0])
             record = await b.files.driver.wait_fetched(attachment.number)
             assert record.state is ReceivedState.DONE
-            assert Path(record.path).read_bytes() == source.read_bytes()
+            assert contents(record.path) == source.read_bytes()
             assert b.files.statistics().chunks_fetched <= 41 - first_run  # what was on disk was kept
 
 
@@ -315,10 +322,55 @@ async def test_a_full_disk_keeps_the_partial_file_and_resumes(
 async def test_a_bad_offer_is_counted_and_nothing_else_happens(tmp_path: Path) -> None:
     async with pair(tmp_path) as (alice, bob, bob_id):
         bad = b"\x82\x01\x40\x02\xc4\x03abc"  # an offer's head, then no manifest
-        record, actions = alice._messenger.send(
+        _record, actions = alice._messenger.send(
             bob_id.public, bad, wall_now=alice._wall_clock(), control=True
         )
         alice._store.perform(actions)
         with trio.fail_after(WAIT):
             await bob.wait_for(lambda: bob.files.statistics().bad_offers == 1)
         assert bob.files.received() == []
+
+
+async def test_a_file_sent_to_a_group_reaches_every_member(tmp_path: Path) -> None:
+    names = ["alice", "bob", "carol"]
+    profiles = [make_profile(tmp_path, name, i + 1) for i, name in enumerate(names)]
+    source = tmp_path / "class photo.jpg"
+    source.write_bytes(os.urandom(3 * CHUNK_SIZE + 99))
+    async with AsyncExitStack() as stack:
+        nodes: list[Node] = []
+        for (folder, _), name in zip(profiles, names, strict=True):
+            config = quick(tmp_path / f"downloads-{name}")
+            nodes.append(
+                await stack.enter_async_context(
+                    Node.open(folder, listen=LOCAL, store_config=FAST, file_config=config)
+                )
+            )
+        for i, node in enumerate(nodes):
+            for j, (_, identity) in enumerate(profiles):
+                if i != j:
+                    node.contacts.add(
+                        Invite.create(identity, name=names[j].title(), addrs=nodes[j].listen_addrs).to_text()
+                    )
+        alice, bob, carol = nodes
+        for node in (bob, carol):
+            await node.connect(alice.listen_addrs[0])
+        family = alice.groups.create("Family", ["Bob", "Carol"])
+        for node in (bob, carol):
+            await next_event(node, GroupInvited)
+            node.groups.join("Family")
+        today = group_topic(group_tag(family.group_id, epoch_of(alice.groups.driver.now())))
+        with trio.fail_after(WAIT):
+            await alice.wait_for(
+                lambda: {bob.peer_id, carol.peer_id} <= alice.driver.router.topic_peers(today)
+            )
+        handle = await alice.files.send_to_group("Family", source, caption="all of us")
+        for node in (bob, carol):
+            fetched = await next_event(node, AttachmentFetched)
+            assert isinstance(fetched, AttachmentFetched)
+            record = node.files.attachment(fetched.number)
+            assert record.group_id == family.group_id
+            assert node.files.manifest(record).caption == "all of us"
+            assert contents(fetched.path) == source.read_bytes()
+        # the group message is the offer, once, in the history of each member
+        assert [m.message_id for m in bob.groups.history("Family")] == [handle.message_id]
+        assert handle.progress.total == source.stat().st_size

@@ -27,6 +27,8 @@ class Attachment:
     manifest: Manifest
     #: Whether it is being fetched without being asked (within the automatic size).
     fetching: bool
+    #: The group it was sent to (a group message), or empty for a file sent to this profile alone.
+    group_id: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -67,7 +67,8 @@ _SCHEMA = (
         state       TEXT NOT NULL,
         path        TEXT NOT NULL,
         error       TEXT NOT NULL,
-        addresses   BLOB NOT NULL DEFAULT x'')""",
+        addresses   BLOB NOT NULL DEFAULT x'',
+        group_id    BLOB NOT NULL DEFAULT x'')""",
     """CREATE TABLE received_chunks (
         number   INTEGER NOT NULL,
         position INTEGER NOT NULL,
@@ -119,6 +120,8 @@ class ReceivedRecord:
     #: Where the bytes go (the partial file while fetching, the final name once done); "" before.
     path: str
     error: str
+    #: The group it was sent to, or empty.
+    group_id: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,7 +139,7 @@ class ServedChunk:
     data: bytes
 
 
-_RECEIVED = "number, message_id, file_id, sender, manifest, received_at, state, path, error"
+_RECEIVED = "number, message_id, file_id, sender, manifest, received_at, state, path, error, group_id"
 _SENT = "file_id, path, size, mtime_ns, key, manifest, message_id, created_at, tokens"
 
 
@@ -339,14 +342,21 @@ class FileStore:
     # --- received attachments ------------------------------------------------------------------------
 
     def add_received(
-        self, *, message_id: bytes, file_id: bytes, sender: bytes, manifest: bytes, received_at: float
+        self,
+        *,
+        message_id: bytes,
+        file_id: bytes,
+        sender: bytes,
+        manifest: bytes,
+        received_at: float,
+        group_id: bytes = b"",
     ) -> ReceivedRecord | None:
         """Record an attachment; None if this message was recorded before (a redelivery)."""
         with self._transaction("add an attachment") as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO received (message_id, file_id, sender, manifest, received_at, state, "
-                "path, error) VALUES (?, ?, ?, ?, ?, ?, '', '')",
-                (message_id, file_id, sender, manifest, received_at, ReceivedState.OFFERED.value),
+                "path, error, group_id) VALUES (?, ?, ?, ?, ?, ?, '', '', ?)",
+                (message_id, file_id, sender, manifest, received_at, ReceivedState.OFFERED.value, group_id),
             )
             if cursor.rowcount == 0:
                 return None
@@ -456,4 +466,5 @@ def _received(row: Sequence[Any]) -> ReceivedRecord:
         state=ReceivedState(row[6]),
         path=row[7],
         error=row[8],
+        group_id=row[9],
     )

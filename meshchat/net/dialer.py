@@ -203,6 +203,13 @@ class Dialer:
             done.set()
         return self.connected_to(contact.peer_id)
 
+    async def reach_peer(self, peer_id: str, whereabouts: Whereabouts | None = None) -> bool:
+        """Whether we are connected to ``peer_id``, after dialling it if not (at ``whereabouts`` if
+        known, else by the DHT): a file's source or a mailbox named in a manifest."""
+        if self.connected_to(peer_id):
+            return True
+        return await self.reach(whereabouts or Whereabouts(peer_id=peer_id))
+
     async def _reach(self, contact: Whereabouts) -> None:
         """The contact's mailboxes (all at once) beside the contact itself. Dialled one after the other,
         three mailboxes that accept a connection and never answer held a message to a contact who was

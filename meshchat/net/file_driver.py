@@ -224,9 +224,12 @@ class FileDriver:
 
     # --- receiving --------------------------------------------------------------------------------
 
-    def offered(self, sender: PublicIdentity, body: bytes, message_id: bytes) -> None:
-        """A file offer arrived (a control message): record it, announce it, maybe fetch it. A bad
-        manifest is counted and dropped (``StorageError`` propagates: then no receipt is sent)."""
+    def offered(
+        self, sender: PublicIdentity, body: bytes, message_id: bytes, *, group_id: bytes = b""
+    ) -> None:
+        """A file offer arrived (a control message, or a message to ``group_id``): record it,
+        announce it, maybe fetch it. A bad manifest is counted and dropped (``StorageError``
+        propagates: then no receipt is sent)."""
         try:
             manifest = decode_offer(body)
         except BadManifest:
@@ -238,6 +241,7 @@ class FileDriver:
             sender=sender.ed25519,
             manifest=encode_manifest(manifest),
             received_at=self._wall_clock(),
+            group_id=group_id,
         )
         if record is None:  # a redelivery: announced before
             return
@@ -252,6 +256,7 @@ class FileDriver:
                 message_id=message_id,
                 manifest=manifest,
                 fetching=fetching,
+                group_id=group_id,
             )
         )
 

@@ -69,6 +69,7 @@ __all__ = [
     "build_host",
     "dialable_addrs",
     "key_pair_of",
+    "listen_ip",
     "only_exception",
     "parse_multiaddr",
 ]
@@ -530,6 +531,15 @@ def build_host(
     host.set_stream_handler(IDENTIFY_PUSH, counter.wrap_streams(push, limit=MAX_IDENTIFY_PUSHES_PER_PEER))
     _use_windowed_yamux(host)
     return host
+
+
+def listen_ip(host: IHost) -> str | None:
+    """The first IPv4 address ``host`` listens on (``0.0.0.0`` for all interfaces), or None: where a
+    node's side channels (``meshchat.net.bulk``) listen beside it."""
+    for addr in host.get_addrs():
+        with contextlib.suppress(ValueError, MultiaddrError, ProtocolLookupError):
+            return str(addr.value_for_protocol("ip4"))
+    return None
 
 
 def _connection_limit() -> int:
