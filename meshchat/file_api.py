@@ -195,7 +195,9 @@ class Files:
         now = self._wall_clock()
         config = self.driver.config
         mailboxes = tuple(self._messenger.mailboxes[: config.mailbox_copies])
-        name = source.name.encode("utf-8", "surrogateescape")[:255].decode("utf-8", "ignore") or safe_name("")
+        # a name that is not UTF-8 (bytes from another system) keeps its readable part
+        name = source.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        name = name.encode("utf-8")[:255].decode("utf-8", "ignore") or safe_name("")
         manifest = Manifest(
             name=name,
             mime=media.mime,

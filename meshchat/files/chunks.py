@@ -122,13 +122,19 @@ def _nonce(kind: ChunkKind, index: int) -> bytes:
     return struct.pack(">B3xQ", kind, index)
 
 
+def _associated(length: int) -> bytes:
+    """The chunk's authenticated data: the format and the plaintext length, so a chunk cannot claim to
+    be shorter or longer than it was (padding alone would hide a difference within its bucket)."""
+    return _ASSOCIATED + struct.pack(">I", length)
+
+
 def encrypt_chunk(key: bytes | AESGCM, kind: ChunkKind, index: int, plaintext: bytes) -> bytes:
     """The ciphertext of chunk ``index`` (padded, then sealed); pass an ``AESGCM`` to reuse its key
     schedule across chunks."""
     aead = key if isinstance(key, AESGCM) else AESGCM(key)
     padding = padded_length(len(plaintext)) - len(plaintext)
     data = plaintext + bytes(padding) if padding else plaintext
-    return aead.encrypt(_nonce(kind, index), data, _ASSOCIATED)
+    return aead.encrypt(_nonce(kind, index), data, _associated(len(plaintext)))
 
 
 def decrypt_chunk(key: bytes | AESGCM, kind: ChunkKind, index: int, ciphertext: bytes, length: int) -> bytes:
@@ -138,7 +144,7 @@ def decrypt_chunk(key: bytes | AESGCM, kind: ChunkKind, index: int, ciphertext: 
         raise DecryptionFailed
     aead = key if isinstance(key, AESGCM) else AESGCM(key)
     try:
-        plain = aead.decrypt(_nonce(kind, index), ciphertext, _ASSOCIATED)
+        plain = aead.decrypt(_nonce(kind, index), ciphertext, _associated(length))
     except InvalidTag as exc:
         raise DecryptionFailed from exc
     return plain[:length] if len(plain) != length else plain

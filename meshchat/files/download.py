@@ -162,6 +162,8 @@ class Download:
         wants: list[Want] = []
         if self.addresses is None:
             for address, index in self._index_wanted.items():
+                if index in self._index_parts:
+                    continue
                 if len(wants) < limit and address not in self._in_flight and address not in lacks:
                     wants.append(Want(kind=ChunkKind.INDEX, index=index, address=address))
         else:
@@ -206,8 +208,10 @@ class Download:
             del self._in_flight[address]
 
     def strike(self, source: str) -> None:
-        """``source`` sent a wrong chunk."""
+        """``source`` sent a wrong chunk (struck off at ``MAX_STRIKES``: its chunks go elsewhere)."""
         self.strikes[source] = self.strikes.get(source, 0) + 1
+        if self.struck(source):
+            self.source_failed(source)
 
     def open_data(self, source: str, address: bytes, data: bytes) -> list[Got]:
         """Check and decrypt a data chunk without changing the plan (a driver may run this on a worker

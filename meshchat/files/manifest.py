@@ -145,7 +145,7 @@ def decode_manifest(data: bytes) -> Manifest:
         raise BadManifest(exc.problem) from exc
     if not isinstance(fields, dict) or fields.keys() != set(range(1, 14)):
         raise BadManifest("not a map of fields 1 to 13")
-    if fields[1] != MANIFEST_VERSION:
+    if type(fields[1]) is not int or fields[1] != MANIFEST_VERSION:
         raise BadManifest(f"version {fields[1]!r} (this is {MANIFEST_VERSION})")
     for key, kind in _TYPES.items():
         if type(fields[key]) is not kind:
@@ -174,6 +174,14 @@ def decode_manifest(data: bytes) -> Manifest:
         raise BadManifest(str(exc)) from exc
 
 
+def _utf8(text: str) -> int:
+    """``text``'s UTF-8 length, or -1 if it has no UTF-8 form (lone surrogates)."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return -1
+
+
 def _problem(m: Manifest) -> str:
     """Why ``m`` cannot be a manifest, or ``""``."""
     checks = (
@@ -181,14 +189,14 @@ def _problem(m: Manifest) -> str:
         (len(m.key) == KEY_SIZE, "key must be 32 bytes"),
         (len(m.index) == index_chunk_count(m.size), f"{len(m.index)} index chunks for {m.size} bytes"),
         (all(len(a) == ADDRESS_SIZE for a in m.index), "index addresses must be 32 bytes"),
-        (0 < len(m.name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES, "name empty or too long"),
+        (0 < _utf8(m.name) <= MAX_NAME_BYTES, "name empty, too long or not UTF-8"),
         (0 < len(m.mime) <= MAX_MIME and m.mime.isascii() and "/" in m.mime, "mime must be type/subtype"),
         (len(m.thumbnail) <= MAX_THUMBNAIL, f"thumbnail over {MAX_THUMBNAIL} bytes"),
         (0 <= m.width <= _MAX_SIDE and 0 <= m.height <= _MAX_SIDE, "width or height out of range"),
         (0 <= m.duration_ms <= _MAX_DURATION_MS, "duration out of range"),
-        (len(m.caption.encode("utf-8", "surrogatepass")) <= MAX_CAPTION_BYTES, "caption too long"),
+        (0 <= _utf8(m.caption) <= MAX_CAPTION_BYTES, "caption too long or not UTF-8"),
         (len(m.mailboxes) <= MAX_MAILBOXES, f"more than {MAX_MAILBOXES} mailboxes"),
-        (all(0 < len(p) <= _MAX_PEER_ID for p in m.mailboxes), "a mailbox PeerId is empty or too long"),
+        (all(0 < _utf8(p) <= _MAX_PEER_ID for p in m.mailboxes), "a mailbox PeerId is empty or too long"),
         (0 <= m.expiry < 2**53 and not math.isnan(m.expiry), "expiry out of range"),
     )
     for ok, problem in checks:

@@ -38,10 +38,10 @@ def safe_name(name: str) -> str:
     name = name.strip().lstrip(".").rstrip(". ")
     if not name:
         return _FALLBACK
-    stem, dot, ext = name.rpartition(".")
+    _stem, dot, ext = name.rpartition(".")
     if not dot:
-        stem, ext = name, ""
-    if stem.split(".")[0].upper() in _RESERVED or name.upper() in _RESERVED:
+        ext = ""
+    if name.partition(".")[0].rstrip(" ").upper() in _RESERVED:
         name = "_" + name
     return _shorten(name, ext)
 
