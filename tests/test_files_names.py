@@ -139,6 +139,43 @@ def test_safe_name_is_always_safe(tmp_path: Path, name: str) -> None:
     assert (tmp_path / safe).resolve().parent == tmp_path.resolve()
 
 
+#: Windows device names, as the module documents them.
+_DEVICES = (
+    {"CON", "PRN", "AUX", "NUL"} | {f"COM{i}" for i in range(1, 10)} | {f"LPT{i}" for i in range(1, 10)}
+)
+_pieces = st.sampled_from(
+    [
+        "CON",
+        "nul",
+        "Lpt1",
+        "com9",
+        "aux",
+        ".",
+        " ",
+        "..",
+        "/",
+        "\\",
+        "\x00",
+        "\u202e",
+        "\u200b",
+        "\n",
+        "a",
+        "x" * 150,
+        "é" * 60,
+        ".txt",
+        ".tar.gz",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_pieces, max_size=8).map("".join))
+def test_safe_name_never_leaves_a_device_name(name: str) -> None:
+    safe = safe_name(name)
+    assert safe.partition(".")[0].upper() not in _DEVICES
+    assert len(safe.encode()) <= MAX_SAFE_BYTES
+
+
 # --- claim_path --------------------------------------------------------------------------------------
 
 
