@@ -430,11 +430,6 @@ def test_an_index_under_another_key_is_a_bad_manifest(tmp_path: Path) -> None:
     assert download.addresses is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the plaintext length of a chunk is not authenticated; an index holding fewer addresses "
-    "than the size needs (same padding bucket) is taken with all-zero addresses instead of BadManifest",
-)
 def test_an_index_shorter_than_the_size_needs_is_a_bad_manifest() -> None:
     key = os.urandom(KEY_SIZE)
     # 3 addresses (96 bytes) and 5 (160 bytes) pad to the same 1 KiB bucket.
@@ -563,11 +558,6 @@ def test_two_index_chunks_are_fetched_before_any_data() -> None:
     assert [w.index for w in download.want("A", 2)] == [0, 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Download.want asks again for index chunks that already arrived (it skips only those "
-    "in flight or lacked), so a file with two index chunks re-fetches the first and never stalls",
-)
 def test_an_index_chunk_that_arrived_is_not_wanted_again() -> None:
     manifest, chunks = _two_index_chunk_file()
     download = Download(manifest, sources=["A"])
@@ -578,11 +568,6 @@ def test_an_index_chunk_that_arrived_is_not_wanted_again() -> None:
     assert download.stalled()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a source struck off keeps the chunks it was asked for before its last strike in flight, "
-    "so no other source is asked for them until the driver calls source_failed",
-)
 def test_a_struck_source_gives_back_the_chunks_it_was_asked_for(tmp_path: Path) -> None:
     sent = _send(tmp_path / "f", os.urandom(8 * CHUNK_SIZE))
     download = Download(sent.manifest, sources=["A", "L"])

@@ -63,11 +63,6 @@ def test_safe_name(name: str, expected: str) -> None:
     assert safe_name(name) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Windows also reserves a device name followed by spaces before the extension "
-    "('CON .txt', CPython's ntpath.isreserved: name.partition('.')[0].rstrip(' ')), not prefixed",
-)
 def test_reserved_names_with_spaces_before_the_extension_are_prefixed() -> None:
     assert safe_name("CON .txt") == "_CON .txt"
 

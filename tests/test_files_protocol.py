@@ -398,11 +398,6 @@ def test_the_wide_integer_case_really_is_non_canonical() -> None:
     assert msgpack.unpackb(data, strict_map_key=False) == _fields()  # same values, another spelling
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: decode_manifest compares the version with != so True and 1.0 (== 1 in Python) pass: "
-    "a second encoding of the same manifest",
-)
 @pytest.mark.parametrize("version", [True, 1.0], ids=["bool", "float"])
 def test_the_version_must_be_the_integer_1(version: object) -> None:
     with pytest.raises(BadManifest, match="version"):
@@ -460,23 +455,28 @@ def test_a_damaged_manifest_decodes_to_a_valid_one_or_is_refused(data: st.DataOb
 @given(
     name=st.text(min_size=1, max_size=120),
     caption=st.text(max_size=120),
-    mailboxes=st.lists(st.text(min_size=1, max_size=60), max_size=MAX_MAILBOXES),
+    # PeerIds are base58 text: their limit is in bytes, so any alphabet past ASCII can pass it
+    mailboxes=st.lists(
+        st.text(alphabet=st.characters(max_codepoint=127), min_size=1, max_size=60), max_size=MAX_MAILBOXES
+    ),
 )
 def test_any_text_fields_round_trip(name: str, caption: str, mailboxes: list[str]) -> None:
     try:
         m = _manifest(name=name, caption=caption, mailboxes=tuple(mailboxes))
     except ValueError:
-        assert len(name.encode()) > MAX_NAME_BYTES
+        assert not _encodable(name) or not _encodable(caption) or len(name.encode()) > MAX_NAME_BYTES
         return
     assert decode_manifest(encode_manifest(m)) == m
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Manifest measures name and caption with 'surrogatepass', so it accepts text with lone "
-    "surrogates (os.fsdecode of a non-UTF-8 file name) that encode_manifest cannot encode: "
-    "UnicodeEncodeError, not a typed error",
-)
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("field_name", ["name", "caption"])
 def test_a_manifest_that_can_be_built_can_be_encoded(field_name: str) -> None:
     text = os.fsdecode(b"\xff\xfeholiday.jpg")  # a Linux file name that is not UTF-8
