@@ -256,6 +256,7 @@ class Files:
             target = claim_path(target, decode_manifest(record.manifest).name)
         await trio.to_thread.run_sync(shutil.move, path, target)
         self.driver.store.set_received(number, ReceivedState.DONE, path=str(target))
+        self.driver.store.moved(record.file_id, str(target))
         return target
 
     def start_fetch(self, number: int) -> None:

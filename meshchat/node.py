@@ -228,6 +228,7 @@ class Node:
             on_event=self._emit,
             reach=self._reach_peer,
             on_change=driver.notify_changed,
+            group_peers=self._group_peers,
         )
         #: Files sent and received: ``send``, ``fetch``, ``received``, ``progress`` (``meshchat.file_api``).
         self.files = Files(
@@ -608,6 +609,11 @@ class Node:
     async def fetch(self, attachment: Attachment | int, dest: str | Path | None = None) -> Path:
         """Fetch a received attachment and return its path: ``node.files.fetch``."""
         return await self.files.fetch(attachment, dest)
+
+    def _group_peers(self, group_id: bytes) -> list[str]:
+        members = self.groups.members(group_id).members - {self.identity.public.ed25519}
+        peers = [PublicIdentity.from_bytes(m).peer_id for m in sorted(members)]
+        return [p for p in peers if self._dialer.connected_to(p)]
 
     async def _reach_peer(self, peer: str) -> bool:
         contact = next((c for c in self._contacts or () if c.peer_id == peer), None)

@@ -374,3 +374,52 @@ async def test_a_file_sent_to_a_group_reaches_every_member(tmp_path: Path) -> No
         # the group message is the offer, once, in the history of each member
         assert [m.message_id for m in bob.groups.history("Family")] == [handle.message_id]
         assert handle.progress.total == source.stat().st_size
+
+
+async def test_a_member_fetches_a_group_file_from_another_member_when_the_sender_is_gone(
+    tmp_path: Path,
+) -> None:
+    names = ["alice", "bob", "carol"]
+    profiles = [make_profile(tmp_path, name, i + 1) for i, name in enumerate(names)]
+    source = tmp_path / "minutes.pdf"
+    source.write_bytes(os.urandom(5 * CHUNK_SIZE + 1))
+    configs = [
+        quick(tmp_path / "dl-alice"),
+        quick(tmp_path / "dl-bob"),
+        quick(tmp_path / "dl-carol", auto_fetch=0),
+    ]
+    async with AsyncExitStack() as stack:
+        bob, carol = [
+            await stack.enter_async_context(
+                Node.open(profiles[i][0], listen=LOCAL, store_config=FAST, file_config=configs[i])
+            )
+            for i in (1, 2)
+        ]
+        await carol.connect(bob.listen_addrs[0])
+        async with Node.open(
+            profiles[0][0], listen=LOCAL, store_config=FAST, file_config=configs[0]
+        ) as alice:
+            for i, node in enumerate((alice, bob, carol)):
+                for j, (_, identity) in enumerate(profiles):
+                    if i != j:
+                        node.contacts.add(Invite.create(identity, name=names[j].title()).to_text())
+            for node in (bob, carol):
+                await node.connect(alice.listen_addrs[0])
+            family = alice.groups.create("Family", ["Bob", "Carol"])
+            for node in (bob, carol):
+                await next_event(node, GroupInvited)
+                node.groups.join("Family")
+            today = group_topic(group_tag(family.group_id, epoch_of(alice.groups.driver.now())))
+            with trio.fail_after(WAIT):
+                await alice.wait_for(
+                    lambda: {bob.peer_id, carol.peer_id} <= alice.driver.router.topic_peers(today)
+                )
+            await alice.files.send_to_group("Family", source)
+            fetched = await next_event(bob, AttachmentFetched)  # Bob fetches at once (auto)
+            offered = await next_event(carol, Attachment)  # Carol does not: over her automatic size
+            assert isinstance(offered, Attachment) and not offered.fetching
+        # Alice is gone, the group has no mailbox: Carol gets the file from Bob.
+        path = await carol.fetch(offered)
+        assert path.read_bytes() == source.read_bytes()
+        assert isinstance(fetched, AttachmentFetched)
+        assert bob.files.statistics().bytes_served >= source.stat().st_size

@@ -100,7 +100,7 @@ class Download:
         self.sources: list[str] = []
         for source in sources:
             self.add_source(source)
-        if addresses:
+        if addresses or not self._count:  # an empty file has nothing to fetch, its index included
             self._take_index(addresses)
 
     # --- sources ----------------------------------------------------------------------------------------

@@ -42,6 +42,12 @@ _SCHEMA = (
         message_id BLOB,
         created_at REAL NOT NULL,
         tokens     BLOB NOT NULL) WITHOUT ROWID""",
+    """CREATE TABLE holdings (
+        file_id  BLOB PRIMARY KEY,
+        path     TEXT NOT NULL,
+        size     INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        key      BLOB NOT NULL) WITHOUT ROWID""",
     """CREATE TABLE index_chunks (
         address  BLOB PRIMARY KEY,
         file_id  BLOB NOT NULL,
@@ -243,6 +249,10 @@ class FileStore:
                     record.tokens,
                 ),
             )
+            db.execute(
+                "INSERT OR REPLACE INTO holdings VALUES (?, ?, ?, ?, ?)",
+                (record.file_id, record.path, record.size, record.mtime_ns, record.key),
+            )
             db.executemany(
                 "INSERT OR REPLACE INTO index_chunks VALUES (?, ?, ?)",
                 [(a, record.file_id, d) for a, d in index],
@@ -279,7 +289,7 @@ class FileStore:
         with self._transaction("find a chunk") as db:
             row = db.execute(
                 "SELECT i.file_id, s.path, s.size, s.mtime_ns, s.key, i.data FROM index_chunks i "
-                "JOIN sent s ON s.file_id = i.file_id WHERE i.address = ?",
+                "JOIN holdings s ON s.file_id = i.file_id WHERE i.address = ?",
                 (address,),
             ).fetchone()
             if row is not None:
@@ -294,7 +304,7 @@ class FileStore:
                 )
             row = db.execute(
                 "SELECT v.file_id, s.path, s.size, s.mtime_ns, s.key, v.position FROM serve v "
-                "JOIN sent s ON s.file_id = v.file_id WHERE v.address = ?",
+                "JOIN holdings s ON s.file_id = v.file_id WHERE v.address = ?",
                 (address,),
             ).fetchone()
         if row is None:
@@ -429,6 +439,36 @@ class FileStore:
             return {
                 p for (p,) in db.execute("SELECT position FROM received_chunks WHERE number = ?", (number,))
             }
+
+    def hold(
+        self,
+        *,
+        file_id: bytes,
+        path: str,
+        size: int,
+        mtime_ns: int,
+        key: bytes,
+        index: Sequence[tuple[bytes, bytes]],
+        addresses: Sequence[bytes],
+    ) -> None:
+        """Serve a received, complete file to others too (group members fetching it): its path and
+        key, its index chunks (address, ciphertext) and its data chunks' addresses."""
+        with self._transaction("hold a file") as db:
+            db.execute(
+                "INSERT OR REPLACE INTO holdings VALUES (?, ?, ?, ?, ?)", (file_id, path, size, mtime_ns, key)
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO index_chunks VALUES (?, ?, ?)", [(a, file_id, d) for a, d in index]
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO serve VALUES (?, ?, ?)",
+                [(a, file_id, i) for i, a in enumerate(addresses)],
+            )
+
+    def moved(self, file_id: bytes, path: str) -> None:
+        """A held file is now at ``path`` (the user moved a download)."""
+        with self._transaction("note a move") as db:
+            db.execute("UPDATE holdings SET path = ? WHERE file_id = ?", (path, file_id))
 
     def finished(self, number: int, path: str) -> None:
         """The attachment is complete at ``path``: forget its chunk rows."""

@@ -258,11 +258,7 @@ class ChunkServer:
                 addresses = request.addresses
                 for start in range(0, len(addresses), _LOAD_BATCH):
                     batch = addresses[start : start + _LOAD_BATCH]
-                    held = [self._held(a) for a in batch]
-                    if any(d is None for d in held):
-                        loaded = await trio.to_thread.run_sync(self._load_many, batch, held)
-                    else:
-                        loaded = held
+                    loaded = await trio.to_thread.run_sync(self._load_many, batch)
                     for address, data in zip(batch, loaded, strict=True):
                         reply: ChunkReply = (
                             ChunkMissing(address=address)
@@ -285,24 +281,8 @@ class ChunkServer:
             self.refused["not a mailbox"] += 1
             return Failed(code=ErrorCode.NOT_A_MAILBOX, text="this peer holds no files for others")
         try:
-            match request:
-                case Hold():
-                    hold.register(
-                        peer,
-                        file_id=request.file_id,
-                        expiry=request.expiry,
-                        token_hashes=request.token_hashes,
-                        total_bytes=request.total_bytes,
-                        now=now,
-                    )
-                case Put():
-                    hold.put(
-                        peer, file_id=request.file_id, address=request.address, data=request.data, now=now
-                    )
-                case Done():
-                    hold.done(file_id=request.file_id, token=request.token, now=now)
-                case Has():
-                    return Held(addresses=tuple(hold.has(request.addresses)))
+            # on a worker thread: a put fsyncs, a done unlinks every chunk of the file
+            return await trio.to_thread.run_sync(self._hold_call, hold, peer, request, now)
         except QuotaExceeded as exc:
             return self._refuse(ErrorCode.QUOTA, exc)
         except UnknownFile as exc:
@@ -313,6 +293,25 @@ class ChunkServer:
             return self._refuse(ErrorCode.STORAGE, exc)
         except DecodeError as exc:
             return self._refuse(ErrorCode.BAD_REQUEST, exc)
+
+    @staticmethod
+    def _hold_call(hold: ChunkHold, peer: str, request: Hold | Put | Done | Has, now: float) -> ChunkReply:
+        match request:
+            case Hold():
+                hold.register(
+                    peer,
+                    file_id=request.file_id,
+                    expiry=request.expiry,
+                    token_hashes=request.token_hashes,
+                    total_bytes=request.total_bytes,
+                    now=now,
+                )
+            case Put():
+                hold.put(peer, file_id=request.file_id, address=request.address, data=request.data, now=now)
+            case Done():
+                hold.done(file_id=request.file_id, token=request.token, now=now)
+            case Has():
+                return Held(addresses=tuple(hold.has(request.addresses)))
         return Ok()
 
     def _refuse(self, code: ErrorCode, exc: Exception) -> Failed:
@@ -328,12 +327,10 @@ class ChunkServer:
             self.bytes_served += len(data)
         return data
 
-    def _load_many(self, batch: Sequence[bytes], held: Sequence[bytes | None]) -> list[bytes | None]:
-        """The chunks of ``batch`` not ``held``, loaded by ``_load`` (runs on a worker thread)."""
-        return [
-            data if data is not None else self._load(address)
-            for address, data in zip(batch, held, strict=True)
-        ]
+    def _load_many(self, batch: Sequence[bytes]) -> list[bytes | None]:
+        """The chunks of ``batch``, from the hold or a file (runs on a worker thread: ``ChunkHold`` and
+        ``FileStore`` each lock their own connection)."""
+        return [self._held(address) or self._load(address) for address in batch]
 
     def _load(self, address: bytes) -> bytes | None:
         """A chunk encrypted again from a file this profile sent (runs on a worker thread)."""

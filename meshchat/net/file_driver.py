@@ -50,6 +50,7 @@ from meshchat.files.chunks import (
     CHUNK_SIZE,
     ChunkKind,
     address_of,
+    build_index,
     chunk_count,
     cut,
     encrypt_chunk,
@@ -89,6 +90,9 @@ MAX_UPLOADS: Final = 8
 #: most this much re-fetching.
 _SYNC_EVERY: Final = 64
 _PARTIAL: Final = ".partial"
+#: Chunks checked and written per worker-thread call (2 MiB): one thread hop per chunk cost more than
+#: hashing it on this machine.
+_WRITE_BATCH: Final = 8
 #: Attempts at one download before it waits for the next retry round (each source tried each time).
 _ROUNDS: Final = 4
 #: A source or mailbox failing us: its answers, its stream, the network.
@@ -137,6 +141,15 @@ class FileStatistics:
     refused: dict[str, int]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Arrived:
+    """A data chunk a fetcher received, for the writer."""
+
+    source: str
+    address: bytes
+    data: bytes
+
+
 @dataclass(slots=True)
 class _Running:
     """A download in progress (one per attachment)."""
@@ -167,10 +180,13 @@ class FileDriver:
         on_event: Callable[[FileEvent], None],
         reach: Callable[[str], Awaitable[bool]],
         on_change: Callable[[], None] = lambda: None,
+        group_peers: Callable[[bytes], list[str]] = lambda group_id: [],
     ) -> None:
         """Serve ``store``'s files (and ``hold`` on a mailbox) on ``host``; ``reach(peer)`` dials a
         peer if needed and says whether it is connected; ``on_change`` is called whenever a transfer
-        moves on (the node wakes its ``wait_for`` waiters)."""
+        moves on (the node wakes its ``wait_for`` waiters); ``group_peers(group_id)`` names the members of
+        a group connected now: a file sent to the group is asked of them too (one may have it already)."""
+        self._group_peers = group_peers
         self.host = host
         self.store = store
         self.identity = identity
@@ -309,13 +325,13 @@ class FileDriver:
         if record is None:
             return
         manifest = decode_manifest(record.manifest)
-        sender = PublicIdentity.from_bytes(record.sender).peer_id
+        sources = [PublicIdentity.from_bytes(record.sender).peer_id, *manifest.mailboxes]
+        if record.group_id:
+            sources += [p for p in self._group_peers(record.group_id) if p not in sources]
         try:
-            plan = Download(
-                manifest, sources=[sender, *manifest.mailboxes], addresses=self.store.addresses(number)
-            )
+            plan = Download(manifest, sources=sources, addresses=self.store.addresses(number))
         except BadManifest:  # a damaged record: fetch the index again
-            plan = Download(manifest, sources=[sender, *manifest.mailboxes])
+            plan = Download(manifest, sources=sources)
         running = _Running(record=record, plan=plan, claimed=self.store.written(number))
         self._running[number] = running
         self._nursery.start_soon(self._download, running)
@@ -352,8 +368,11 @@ class FileDriver:
                 final = claim_path(self.downloads, plan.manifest.name)
                 os.replace(partial, final)
                 self.store.finished(number, str(final))
+                self._hold(plan, final)
             self._on_event(AttachmentFetched(number=number, path=str(final)))
-            await self._tell_mailboxes(plan.manifest)
+            self._changed_now()  # fetch() returns now, not after the mailboxes answered
+            if self._nursery is not None:
+                self._nursery.start_soon(self._tell_mailboxes, plan.manifest)
         except BadManifest as exc:
             self.store.set_received(number, ReceivedState.FAILED, error=str(exc))
             self._on_event(
@@ -370,99 +389,148 @@ class FileDriver:
         for _ in range(_ROUNDS):
             problems: list[str] = []
             async with trio.open_nursery() as nursery:
-                for source in list(plan.sources):
-                    nursery.start_soon(self._fetch_from, running, source, fd, problems)
+                # fetchers hand data chunks to one writer: receiving goes on while chunks are checked
+                # and written, a window of them at a time on a worker thread (the queue is bounded)
+                send, receive = trio.open_memory_channel[_Arrived](self.config.window)
+                nursery.start_soon(self._writer, running, receive, fd, problems, nursery.cancel_scope)
+                async with send, trio.open_nursery() as fetchers:
+                    for source in list(plan.sources):
+                        fetchers.start_soon(self._fetch_from, running, source, send.clone(), problems)
             await self._sync(running, fd)
             if plan.complete or running.broken or plan.stalled() or not problems:
                 return problems[-1] if problems else problem
             problem = problems[-1]
         return problem
 
-    async def _fetch_from(self, running: _Running, source: str, fd: int, problems: list[str]) -> None:
-        plan = running.plan
-        if source == self.identity.public.peer_id or not plan.want(source, 1, peek=True):
-            return
-        if not await self._reach(source):
-            problems.append(f"cannot reach {source[-12:]}")
-            return
-        try:
-            channel = await open_source(self.host, source, bulk=self.config.bulk)
-        except NetworkError as exc:
-            problems.append(str(exc))
-            return
-        in_flight: deque[Want] = deque()
-        try:
-            while True:
-                room = self.config.window - len(in_flight)
-                wants = (
-                    plan.want(source, min(room, 64))
-                    if room >= self.config.window // 2 or not in_flight
-                    else []
-                )
-                if wants:
-                    in_flight.extend(wants)
-                    await channel.send(encode(Get(addresses=tuple(w.address for w in wants))))
-                if not in_flight:
-                    return
-                reply = decode_reply(await channel.receive())
-                want = in_flight.popleft()
-                match reply:
-                    case ChunkData() if reply.address == want.address:
-                        await self._take(running, source, reply.address, reply.data, fd)
-                    case ChunkMissing() if reply.address == want.address:
-                        plan.missing(source, reply.address)
-                    case _:
-                        raise DecodeError("chunk reply", "an answer out of order")
-        except _SOURCE_ERRORS as exc:
-            problems.append(f"{source[-12:]}: {exc}")
-        except DiskFull as exc:
-            problems.append(str(exc))
-        except BadManifest as exc:
-            running.broken = str(exc)
-        finally:
-            plan.source_failed(source)
-            await channel.aclose()
-
-    async def _take(self, running: _Running, source: str, address: bytes, data: bytes, fd: int) -> None:
-        """Check a chunk and write it (hashing, decrypting and writing on a worker thread, so the
-        channels keep moving meanwhile); a wrong one is counted against ``source``."""
-        plan = running.plan
-        plan.received(source, address)
-        try:
-            if plan.addresses is None:
-                plan.arrived(source, address, data)
-                if plan.addresses is not None:
-                    self.store.set_addresses(running.record.number, b"".join(plan.addresses))
+    async def _fetch_from(
+        self, running: _Running, source: str, writer: trio.MemorySendChannel[_Arrived], problems: list[str]
+    ) -> None:
+        async with writer:
+            plan = running.plan
+            if source == self.identity.public.peer_id or not plan.want(source, 1, peek=True):
                 return
-            written = await trio.to_thread.run_sync(self._write, plan, source, address, data, fd)
+            if not await self._reach(source):
+                problems.append(f"cannot reach {source[-12:]}")
+                return
+            try:
+                channel = await open_source(self.host, source, bulk=self.config.bulk)
+            except NetworkError as exc:
+                problems.append(str(exc))
+                return
+            try:
+                await self._fetch_on(running, source, channel, writer)
+            except _SOURCE_ERRORS as exc:
+                problems.append(f"{source[-12:]}: {exc}")
+                plan.source_failed(source)
+            except BadManifest as exc:
+                running.broken = str(exc)
+            finally:
+                await channel.aclose()
+
+    async def _fetch_on(
+        self, running: _Running, source: str, channel: Channel, writer: trio.MemorySendChannel[_Arrived]
+    ) -> None:
+        """Keep ``window`` chunks asked of ``source``; index chunks are taken here, data chunks go to
+        the writer (they stay in flight in the plan until written, so nobody asks for them again)."""
+        plan, window = running.plan, self.config.window
+        in_flight: deque[Want] = deque()
+        while True:
+            room = window - len(in_flight)
+            wants = plan.want(source, min(room, 64)) if room >= window // 2 or not in_flight else []
+            if wants:
+                in_flight.extend(wants)
+                await channel.send(encode(Get(addresses=tuple(w.address for w in wants))))
+            if not in_flight:
+                return
+            reply = decode_reply(await channel.receive())
+            want = in_flight.popleft()
+            match reply:
+                case ChunkData() if reply.address == want.address and want.kind is ChunkKind.DATA:
+                    await writer.send(_Arrived(source=source, address=reply.address, data=reply.data))
+                case ChunkData() if reply.address == want.address:
+                    self._take_index(running, source, reply.address, reply.data)
+                case ChunkMissing() if reply.address == want.address:
+                    plan.missing(source, reply.address)
+                case _:
+                    raise DecodeError("chunk reply", "an answer out of order")
+
+    def _take_index(self, running: _Running, source: str, address: bytes, data: bytes) -> None:
+        plan = running.plan
+        try:
+            plan.arrived(source, address, data)
         except ChunkMismatch:
-            if plan.addresses is not None:
-                plan.strike(source)
             self._mismatches[source] = self._mismatches.get(source, 0) + 1
             return
-        for index, length in written:
-            plan.written(index)
-            running.unsynced.append(index)
-            self._chunks_fetched += 1
-            self._bytes_fetched += length
-        if len(running.unsynced) >= _SYNC_EVERY:
-            await self._sync(running, fd)
-        self._changed_now()
+        if plan.addresses is not None:
+            self.store.set_addresses(running.record.number, b"".join(plan.addresses))
 
-    def _write(
-        self, plan: Download, source: str, address: bytes, data: bytes, fd: int
-    ) -> list[tuple[int, int]]:
-        """Check, decrypt and write one data chunk (on a worker thread); (position, length) written."""
-        written = []
-        for got in plan.open_data(source, address, data):
+    async def _writer(
+        self,
+        running: _Running,
+        arrivals: trio.MemoryReceiveChannel[_Arrived],
+        fd: int,
+        problems: list[str],
+        round_scope: trio.CancelScope,
+    ) -> None:
+        """Check, decrypt and write what the fetchers hand over, up to ``_WRITE_BATCH`` chunks per
+        worker-thread call; a full disk or a broken file ends the round."""
+        plan = running.plan
+        async with arrivals:
+            async for first in arrivals:
+                batch = [first]
+                while len(batch) < _WRITE_BATCH:
+                    try:
+                        batch.append(arrivals.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                try:
+                    results = await trio.to_thread.run_sync(self._write_batch, plan, batch, fd)
+                except DiskFull as exc:
+                    problems.append(str(exc))
+                    round_scope.cancel()
+                    return
+                except BadManifest as exc:
+                    running.broken = str(exc)
+                    round_scope.cancel()
+                    return
+                for arrived, written in zip(batch, results, strict=True):
+                    plan.received(arrived.source, arrived.address)
+                    if written is None:
+                        plan.strike(arrived.source)
+                        self._mismatches[arrived.source] = self._mismatches.get(arrived.source, 0) + 1
+                        continue
+                    for index, length in written:
+                        plan.written(index)
+                        running.unsynced.append(index)
+                        self._chunks_fetched += 1
+                        self._bytes_fetched += length
+                if len(running.unsynced) >= _SYNC_EVERY:
+                    await self._sync(running, fd)
+                self._changed_now()
+
+    def _write_batch(
+        self, plan: Download, batch: list[_Arrived], fd: int
+    ) -> list[list[tuple[int, int]] | None]:
+        """Check, decrypt and write each chunk of ``batch`` (on a worker thread): the (position, length)
+        pairs written for each, or None for one that does not match its address."""
+        results: list[list[tuple[int, int]] | None] = []
+        for arrived in batch:
             try:
-                os.pwrite(fd, got.plaintext, got.index * CHUNK_SIZE)
-            except OSError as exc:
-                if exc.errno == errno.ENOSPC:
-                    raise DiskFull(path=str(self.downloads), needed=len(got.plaintext)) from exc
-                raise
-            written.append((got.index, len(got.plaintext)))
-        return written
+                gots = plan.open_data(arrived.source, arrived.address, arrived.data)
+            except ChunkMismatch:
+                results.append(None)
+                continue
+            written = []
+            for got in gots:
+                try:
+                    os.pwrite(fd, got.plaintext, got.index * CHUNK_SIZE)
+                except OSError as exc:
+                    if exc.errno == errno.ENOSPC:
+                        raise DiskFull(path=str(self.downloads), needed=len(got.plaintext)) from exc
+                    raise
+                written.append((got.index, len(got.plaintext)))
+            results.append(written)
+        return results
 
     async def _sync(self, running: _Running, fd: int) -> None:
         """Record which chunks were written. Not flushed first: a resumed download checks each one
@@ -471,6 +539,21 @@ class FileDriver:
             return
         positions, running.unsynced = running.unsynced, []
         self.store.chunks_written(running.record.number, positions)
+
+    def _hold(self, plan: Download, final: Path) -> None:
+        """Serve the complete file to others from now on (its index is rebuilt: it is deterministic)."""
+        assert plan.addresses is not None
+        manifest = plan.manifest
+        index = build_index(manifest.key, b"".join(plan.addresses))
+        self.store.hold(
+            file_id=manifest.file_id,
+            path=str(final),
+            size=manifest.size,
+            mtime_ns=os.stat(final).st_mtime_ns,
+            key=manifest.key,
+            index=list(zip(index.addresses, index.chunks, strict=True)),
+            addresses=plan.addresses,
+        )
 
     async def _tell_mailboxes(self, manifest: Manifest) -> None:
         """Show each mailbox our token: it drops the file once every recipient has (best effort)."""
