@@ -149,6 +149,14 @@ _EXTENSIONS: Final[dict[str, str]] = {
     ".heif": "image/heif",
     ".avif": "image/avif",
     ".webp": "image/webp",
+    # ZIP files the name tells apart (Python's built-in table lacks them before 3.13)
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ".odt": "application/vnd.oasis.opendocument.text",
+    ".ods": "application/vnd.oasis.opendocument.spreadsheet",
+    ".odp": "application/vnd.oasis.opendocument.presentation",
+    ".epub": "application/epub+zip",
 }
 
 #: Every type the magic bytes can tell: a name claiming one of these for content that does not start
@@ -336,6 +344,8 @@ def _describe_image(path: Path, mime: str) -> MediaInfo:
             # Pillow warns (and raises over twice its own limit) for huge images while opening; ours is
             # lower, so a warning means too large: turn it into the exception handled below.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns about what it skips in damaged EXIF ("Corrupt EXIF data"); the image is fine.
+            warnings.simplefilter("ignore", UserWarning)
             with Image.open(path, formats=[pillow_format]) as image:
                 width, height = image.size
                 if width * height > MAX_IMAGE_PIXELS:
@@ -425,7 +435,11 @@ def _describe_audio(path: Path, mime: str) -> MediaInfo:
     probe = _probe_with_av(path, want_poster=False)  # audio/webm, audio/3gpp, ...
     if isinstance(probe, str):
         return MediaInfo(mime=mime, problems=(f"no duration: {probe}",))
-    return MediaInfo(mime=mime, duration_ms=probe.duration_ms, problems=probe.problems)
+    if not probe.has_audio and not probe.has_video:
+        return MediaInfo(mime=mime, problems=("no duration: no audio stream found",))
+    if probe.duration_ms is None:
+        return MediaInfo(mime=mime, problems=("no duration: the container does not say",))
+    return MediaInfo(mime=mime, duration_ms=probe.duration_ms)
 
 
 def _mutagen_duration(path: Path, mime: str) -> tuple[int | None, str | None]:
@@ -450,11 +464,12 @@ class _Probe:
     """What PyAV found in a container."""
 
     has_video: bool
-    width: int | None
-    height: int | None
-    duration_ms: int | None
-    poster: bytes | None
-    problems: tuple[str, ...]
+    has_audio: bool = False
+    width: int | None = None
+    height: int | None = None
+    duration_ms: int | None = None
+    poster: bytes | None = None
+    problems: tuple[str, ...] = ()
 
 
 def _describe_video(path: Path, mime: str) -> MediaInfo:
@@ -465,15 +480,21 @@ def _describe_video(path: Path, mime: str) -> MediaInfo:
         if duration_ms is None:
             problems.append(duration_problem or f"no duration: {probe}")
         return MediaInfo(mime=mime, duration_ms=duration_ms, problems=tuple(problems))
-    if not probe.has_video and probe.duration_ms is not None:
-        mime = mime.replace("video/", "audio/", 1)  # an MP4 or WebM holding sound only
+    duration_ms = duration_ms if duration_ms is not None else probe.duration_ms
+    problems = list(probe.problems)
+    if not probe.has_video:
+        if probe.has_audio and duration_ms is not None:
+            return MediaInfo(mime=mime.replace("video/", "audio/", 1), duration_ms=duration_ms)  # sound only
+        problems.append("no poster frame: no video stream found")
+    if duration_ms is None:
+        problems.append(duration_problem or "no duration: the container does not say")
     return MediaInfo(
         mime=mime,
         thumbnail=probe.poster,
         width=probe.width,
         height=probe.height,
-        duration_ms=duration_ms if duration_ms is not None else probe.duration_ms,
-        problems=probe.problems,
+        duration_ms=duration_ms,
+        problems=tuple(problems),
     )
 
 
@@ -484,41 +505,44 @@ def _probe_with_av(path: Path, *, want_poster: bool) -> _Probe | str:
     except ImportError:
         return "PyAV is not installed (pip install 'meshchat[media]')"
     try:
-        with av.open(str(path), mode="r") as container:
-            duration_ms = None if container.duration is None else round(container.duration / 1000)
+        with av.open(str(path), mode="r", metadata_errors="replace") as container:
+            duration = container.duration  # microseconds
+            duration_ms = round(duration / 1000) if duration is not None and duration >= 0 else None
             if not container.streams.video:
                 return _Probe(
-                    has_video=False,
-                    width=None,
-                    height=None,
-                    duration_ms=duration_ms,
-                    poster=None,
-                    problems=(),
+                    has_video=False, has_audio=bool(container.streams.audio), duration_ms=duration_ms
                 )
             stream = container.streams.video[0]
-            width, height = stream.codec_context.width, stream.codec_context.height
+            context = stream.codec_context
+            if context is None:  # PyAV gives no decoder for a codec FFmpeg does not know
+                return _Probe(has_video=True, duration_ms=duration_ms, problems=(_NO_DECODER,))
+            width, height = context.width, context.height
+            if not width or not height:
+                return _Probe(has_video=True, duration_ms=duration_ms, problems=(_NO_DECODER,))
             if not want_poster:
-                poster: bytes | None = None
-                problems: tuple[str, ...] = ()
-            elif width * height > MAX_IMAGE_PIXELS:
-                poster, problems = (
-                    None,
-                    (_too_many_pixels(width, height).replace("thumbnail", "poster frame"),),
-                )
-            else:
-                target = POSTER_AT if duration_ms is None else min(POSTER_AT, duration_ms / 2000)
-                frame = _poster_frame(container, stream, target)
-                if frame is None:
-                    poster, problems = None, ("no poster frame: no frame of the video decodes",)
-                else:
-                    if frame.rotation in (90, -90):
-                        width, height = height, width
-                    poster, problems = _jpeg_thumbnail(_frame_image(frame, width, height)), ()
+                return _Probe(has_video=True, width=width, height=height, duration_ms=duration_ms)
+            if width * height > MAX_IMAGE_PIXELS:
+                problem = _too_many_pixels(width, height).replace("thumbnail", "poster frame")
+                return _Probe(has_video=True, duration_ms=duration_ms, problems=(problem,))
+            target = POSTER_AT if duration_ms is None else min(POSTER_AT, duration_ms / 2000)
+            frame = _poster_frame(container, stream, target)
     except av.FFmpegError as exc:
         return f"the file does not decode: {exc}"
-    return _Probe(
-        has_video=True, width=width, height=height, duration_ms=duration_ms, poster=poster, problems=problems
-    )
+    if frame is None:
+        return _Probe(
+            has_video=True,
+            width=width,
+            height=height,
+            duration_ms=duration_ms,
+            problems=("no poster frame: no frame of the video decodes",),
+        )
+    if frame.rotation in (90, -90):
+        width, height = height, width  # a phone held upright: landscape frames, turned for display
+    poster = _jpeg_thumbnail(_frame_image(frame))
+    return _Probe(has_video=True, width=width, height=height, duration_ms=duration_ms, poster=poster)
+
+
+_NO_DECODER: Final = "no poster frame: no decoder for the video stream"
 
 
 def _poster_frame(
@@ -551,7 +575,7 @@ def _poster_frame(
     return chosen
 
 
-def _frame_image(frame: av.VideoFrame, width: int, height: int) -> Image.Image:
+def _frame_image(frame: av.VideoFrame) -> Image.Image:
     """The frame as an upright RGB image no larger than a thumbnail (FFmpeg scales it, not Pillow)."""
     scale = min(1.0, THUMBNAIL_SIDE / max(frame.width, frame.height, 1))
     small = frame.reformat(
