@@ -188,14 +188,21 @@ def test_grey_and_cmyk_jpegs_give_rgb_thumbnails(tmp_path: Path, mode: str) -> N
     assert_aspect(thumbnail_of(info), 500, 300)
 
 
-def test_noise_shrinks_quality_then_size_until_it_fits(tmp_path: Path) -> None:
-    # Random pixels at 320 px and quality 80 make a ~70 KiB JPEG: three times the limit.
-    info = describe(make_noise_png(tmp_path / "noise.png", 960, 720))
-    image = thumbnail_of(info)
-    assert_aspect(image, 960, 720)
-    assert (
-        info.thumbnail is not None and len(info.thumbnail) > MAX_THUMBNAIL // 2
-    )  # shrunk no more than needed
+def test_noise_lowers_the_quality_until_it_fits(tmp_path: Path) -> None:
+    # Random pixels are JPEG's worst case: at 320 x 240 and quality 80 they take ~48 KiB.
+    path = make_noise_png(tmp_path / "noise.png", 320, 240)
+    best = io.BytesIO()
+    with Image.open(path) as original:
+        original.save(best, format="JPEG", quality=media.THUMBNAIL_QUALITIES[0], optimize=True)
+    assert best.tell() > MAX_THUMBNAIL
+    image = thumbnail_of(describe(path))
+    assert image.size == (320, 240)  # the same size, a lower quality
+
+
+def test_noise_shrinks_the_side_when_the_lowest_quality_is_too_large(tmp_path: Path) -> None:
+    image = thumbnail_of(describe(make_noise_png(tmp_path / "noise.png", 320, 320)))
+    assert image.width == image.height < THUMBNAIL_SIDE
+    assert image.width in media.THUMBNAIL_SIDES
 
 
 @pytest.mark.parametrize(
@@ -220,6 +227,36 @@ def test_pixel_limit_is_inclusive(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     over = describe(make_png(tmp_path / "over.png", 41, 25))
     assert over.thumbnail is None
     assert over.problems == ("no thumbnail: 41x25 is 1,025 pixels; the limit is 1,000",)
+
+
+def test_webp_has_a_lower_pixel_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pillow's WebP decoder holds four copies of the picture: a quarter of the pixels for the same memory.
+    assert media.MAX_WEBP_PIXELS == MAX_IMAGE_PIXELS // 4
+    monkeypatch.setattr(media, "MAX_WEBP_PIXELS", 1000)
+    assert describe(make_png(tmp_path / "ok.png", 41, 25)).thumbnail is not None
+    info = describe(make_webp(tmp_path / "big.webp", 41, 25))
+    assert info.problems == ("no thumbnail: 41x25 is 1,025 pixels; the limit is 1,000",)
+
+
+@pytest.mark.parametrize(
+    ("mode", "name"),
+    [("1", "a.png"), ("LA", "a.png"), ("P", "a.png"), ("I;16", "a.png"), ("F", "a.tif"), ("CMYK", "a.tif")],
+)
+def test_unusual_modes_give_rgb_thumbnails(tmp_path: Path, mode: str, name: str) -> None:
+    path = tmp_path / name
+    Image.linear_gradient("L").resize((300, 200)).convert(mode).save(path)
+    assert_aspect(thumbnail_of(describe(path)), 300, 200)
+
+
+def test_palette_transparency_is_shown_on_white(tmp_path: Path) -> None:
+    path = tmp_path / "sticker.gif"
+    image = Image.new("P", (100, 100), 1)
+    image.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    image.paste(0, (0, 0, 50, 100))  # left half: colour 0, red
+    image.save(path, transparency=1)  # right half transparent
+    thumbnail = thumbnail_of(describe(path))
+    assert close(thumbnail.getpixel((10, 50)), (255, 0, 0))
+    assert close(thumbnail.getpixel((90, 50)), (255, 255, 255), slack=8)
 
 
 def test_truncated_jpeg_gives_a_problem(tmp_path: Path) -> None:
