@@ -362,12 +362,21 @@ def _describe_image(path: Path, mime: str) -> MediaInfo:
                 ImageOps.exif_transpose(image, in_place=True)  # decodes; no copy when upright already
                 thumbnail = _jpeg_thumbnail(image)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        return MediaInfo(mime=mime, problems=(f"no thumbnail: {exc}",))
+        return MediaInfo(mime=mime, problems=(f"no thumbnail: {_reason(exc, path)}",))
     except _IMAGE_ERRORS as exc:
         return MediaInfo(
-            mime=mime, problems=(f"no thumbnail: the {pillow_format} image does not decode: {exc}",)
+            mime=mime,
+            problems=(f"no thumbnail: the {pillow_format} image does not decode: {_reason(exc, path)}",),
         )
     return MediaInfo(mime=mime, thumbnail=thumbnail, width=width, height=height)
+
+
+def _reason(exc: Exception, path: Path) -> str:
+    """A decoder's message without the local path (the problems may be shown to others)."""
+    strerror = getattr(exc, "strerror", None)  # OSError, PyAV's FFmpegError: "Invalid data found ..."
+    if isinstance(strerror, str) and strerror:
+        return strerror
+    return str(exc).replace(str(path), path.name)
 
 
 def _too_many_pixels(width: int, height: int, limit: int) -> str:
@@ -456,7 +465,7 @@ def _describe_audio(path: Path, mime: str) -> MediaInfo:
     duration_ms, problem = _mutagen_duration(path, mime)
     if duration_ms is not None or mime in _MUTAGEN_KINDS:
         return MediaInfo(mime=mime, duration_ms=duration_ms, problems=(problem,) if problem else ())
-    probe = _probe_with_av(path, want_poster=False)  # audio/webm, audio/3gpp, ...
+    probe = _probe_with_av(path, mime, want_poster=False)  # audio/webm, audio/3gpp, ...
     if isinstance(probe, str):
         return MediaInfo(mime=mime, problems=(f"no duration: {probe}",))
     if not probe.has_audio and not probe.has_video:
@@ -475,7 +484,7 @@ def _mutagen_duration(path: Path, mime: str) -> tuple[int | None, str | None]:
         parsed = mutagen.File(path, options=list(kinds))
         length = None if parsed is None or parsed.info is None else float(parsed.info.length)
     except _TAG_ERRORS as exc:
-        return None, f"no duration: the {mime} headers do not parse: {exc}"
+        return None, f"no duration: the {mime} headers do not parse: {_reason(exc, path)}"
     if length is None:
         return None, f"no duration: not a {mime} file mutagen recognises"
     if not math.isfinite(length) or length < 0:
@@ -498,7 +507,7 @@ class _Probe:
 
 def _describe_video(path: Path, mime: str) -> MediaInfo:
     duration_ms, duration_problem = _mutagen_duration(path, mime)
-    probe = _probe_with_av(path, want_poster=True)
+    probe = _probe_with_av(path, mime, want_poster=True)
     if isinstance(probe, str):
         problems = [f"no poster frame: {probe}"]
         if duration_ms is None:
@@ -522,14 +531,41 @@ def _describe_video(path: Path, mime: str) -> MediaInfo:
     )
 
 
-def _probe_with_av(path: Path, *, want_poster: bool) -> _Probe | str:
+#: The FFmpeg demuxer for each type PyAV reads; FFmpeg does not guess (a playlist named .avi is no AVI),
+#: and reads local files only (a playlist cannot make it fetch a URL or read another file).
+_DEMUXERS: Final[dict[str, str]] = {
+    "video/mp4": "mov",
+    "audio/mp4": "mov",
+    "video/quicktime": "mov",
+    "video/3gpp": "mov",
+    "video/3gpp2": "mov",
+    "audio/3gpp": "mov",
+    "video/webm": "matroska",
+    "audio/webm": "matroska",
+    "video/x-matroska": "matroska",
+    "audio/x-matroska": "matroska",
+    "video/ogg": "ogg",
+    "video/x-msvideo": "avi",
+    "video/mp2t": "mpegts",
+    "video/mpeg": "mpeg",
+    "video/x-flv": "flv",
+}
+_FFMPEG_OPTIONS: Final = {"protocol_whitelist": "file"}
+
+
+def _probe_with_av(path: Path, mime: str, *, want_poster: bool) -> _Probe | str:
     """Streams, duration and a poster frame read by PyAV, or why it could not be."""
+    demuxer = _DEMUXERS.get(mime)
+    if demuxer is None:
+        return f"no reader for {mime}"
     try:
         import av  # noqa: PLC0415  (optional, the "media" extra: imported when a video needs it)
     except ImportError:
         return "PyAV is not installed (pip install 'meshchat[media]')"
     try:
-        with av.open(str(path), mode="r", metadata_errors="replace") as container:
+        with av.open(
+            str(path), mode="r", format=demuxer, options=dict(_FFMPEG_OPTIONS), metadata_errors="replace"
+        ) as container:
             duration = container.duration  # microseconds
             duration_ms = round(duration / 1000) if duration is not None and duration >= 0 else None
             if not container.streams.video:
@@ -553,7 +589,7 @@ def _probe_with_av(path: Path, *, want_poster: bool) -> _Probe | str:
             target = POSTER_AT if duration_ms is None else min(POSTER_AT, duration_ms / 2000)
             frame = _poster_frame(container, stream, target)
     except av.FFmpegError as exc:
-        return f"the file does not decode: {exc}"
+        return f"the file does not decode: {_reason(exc, path)}"
     if frame is None:
         return _Probe(
             has_video=True,

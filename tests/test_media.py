@@ -435,6 +435,28 @@ def test_empty_movie_is_not_sound(tmp_path: Path) -> None:
     assert info.problems == ("no poster frame: no video stream found",)
 
 
+def test_playlist_named_like_a_video_is_not_followed(tmp_path: Path) -> None:
+    # FFmpeg guessing the format would read an HLS or concat playlist and open what it names.
+    target = tmp_path / "clip.mp4"
+    make_mp4(target, 1.0, 64, 48)
+    path = tmp_path / "holiday.avi"
+    path.write_text("ffconcat version 1.0\nfile clip.mp4\n")  # a name the concat demuxer deems safe
+    info = describe(path)
+    assert (info.mime, info.thumbnail, info.duration_ms) == ("video/x-msvideo", None, None)
+    assert info.problems == (
+        "no poster frame: the file does not decode: Invalid data found when processing input",
+        "no duration: the file does not decode: Invalid data found when processing input",
+    )
+
+
+def test_problems_do_not_name_the_local_folder(tmp_path: Path) -> None:
+    path = tmp_path / "photo.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(50))
+    info = describe(path)
+    assert info.problems
+    assert not any(str(tmp_path) in problem for problem in info.problems), info.problems
+
+
 @pytest.fixture
 def without_av(monkeypatch: pytest.MonkeyPatch) -> None:
     """``import av`` fails, as on an install without the ``media`` extra."""
