@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Final
 import mutagen
 from mutagen.aac import AAC
 from mutagen.aiff import AIFF
+from mutagen.asf import ASF
 from mutagen.flac import FLAC
 from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4
@@ -87,9 +88,10 @@ SNIFF_BYTES: Final = 4096
 #: Seconds: the poster is the frame shown at this time (the first frames often fade in from black),
 #: or half the duration of a shorter video.
 POSTER_AT: Final = 1.0
-#: Frames decoded after the seek before settling for the last one: keyframes are rarely more than a few
-#: seconds apart, and this bounds the work a file whose timestamps never reach ``POSTER_AT`` can cause.
-MAX_POSTER_FRAMES: Final = 300
+#: Frames decoded after the seek before settling for the last one. The seek lands on the keyframe at or
+#: before ``POSTER_AT``, so reaching it takes at most a second of frames (30-60 for phone video, 120 for
+#: slow motion); this bounds the work of a file whose timestamps never get there (4K: ~10 ms a frame).
+MAX_POSTER_FRAMES: Final = 120
 #: Packets demuxed while looking for the poster: a stream whose packets never decode stops here.
 MAX_POSTER_PACKETS: Final = 2000
 #: JPEG qualities tried at each size, best first, until the thumbnail fits in ``MAX_THUMBNAIL``.
@@ -154,6 +156,14 @@ _EXTENSIONS: Final[dict[str, str]] = {
     ".heif": "image/heif",
     ".avif": "image/avif",
     ".webp": "image/webp",
+    ".weba": "audio/webm",
+    ".m4v": "video/mp4",
+    ".3gp": "video/3gpp",
+    ".flv": "video/x-flv",
+    ".m2ts": "video/mp2t",
+    ".mts": "video/mp2t",
+    ".wmv": "video/x-ms-wmv",
+    ".wma": "audio/x-ms-wma",
     # ZIP files the name tells apart (Python's built-in table lacks them before 3.13)
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -184,10 +194,14 @@ _SNIFFED: Final = frozenset(
         "video/webm",
         "video/x-matroska",
         "video/mp4",
+        "video/x-msvideo",
         "application/zip",
         *_FTYP_BRANDS.values(),
     }
 )
+
+#: Types that may start with an ID3 tag too (the tag can be larger than ``SNIFF_BYTES``).
+_ID3_TAGGED: Final = frozenset({"audio/flac", "audio/aac", "audio/x-aiff", "audio/aiff"})
 
 _MIMETYPES: Final = mimetypes.MimeTypes()  # the built-in table only: the answer is the same on every host
 
@@ -201,6 +215,8 @@ def guess_mime(path: Path, head: bytes) -> str:
     by_name = _by_extension(path)
     if sniffed == "application/zip" and by_name is not None and by_name.startswith("application/"):
         return by_name  # DOCX, XLSX, ODT, EPUB, JAR are all ZIP files: the name says which
+    if head.startswith(b"ID3") and by_name in _ID3_TAGGED:
+        return by_name  # an ID3 tag says MP3 most often, not always
     if sniffed is not None:
         return sniffed
     if by_name is None or by_name in _SNIFFED:
@@ -228,6 +244,8 @@ def _sniff(head: bytes) -> str | None:
         return "image/webp"
     if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
         return "audio/wav"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "video/x-msvideo"
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return "image/tiff"
     if (
@@ -447,6 +465,9 @@ _MUTAGEN_KINDS: Final[dict[str, Sequence[type[mutagen.FileType]]]] = {
     "audio/aac": (AAC,),
     "audio/aiff": (AIFF,),
     "audio/x-aiff": (AIFF,),
+    "audio/x-ms-wma": (ASF,),
+    "video/x-ms-wmv": (ASF,),
+    "video/x-ms-asf": (ASF,),
 }
 
 #: What mutagen raises for content it cannot parse (``MutagenError`` wraps most, not all, of them).
@@ -549,6 +570,8 @@ _DEMUXERS: Final[dict[str, str]] = {
     "video/mp2t": "mpegts",
     "video/mpeg": "mpeg",
     "video/x-flv": "flv",
+    "video/x-ms-wmv": "asf",
+    "video/x-ms-asf": "asf",
 }
 _FFMPEG_OPTIONS: Final = {"protocol_whitelist": "file"}
 

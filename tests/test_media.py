@@ -97,6 +97,8 @@ MIME_TABLE = [
     ("a", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00", "image/heic"),
     ("a", b"\x1a\x45\xdf\xa3\x9fB\x86\x81\x01B\x82\x84webm", "video/webm"),
     ("a", b"\x1a\x45\xdf\xa3\xa3B\x86\x81\x01B\x82\x88matroska", "video/x-matroska"),
+    ("a", b"RIFF\x10\x00\x00\x00AVI LIST", "video/x-msvideo"),
+    ("a.flac", b"ID3\x04\x00\x00", "audio/flac"),  # a FLAC file may start with an ID3 tag
     ("a.zip", b"PK\x03\x04\x14\x00", "application/zip"),
     (
         "report.docx",
@@ -439,14 +441,13 @@ def test_playlist_named_like_a_video_is_not_followed(tmp_path: Path) -> None:
     # FFmpeg guessing the format would read an HLS or concat playlist and open what it names.
     target = tmp_path / "clip.mp4"
     make_mp4(target, 1.0, 64, 48)
-    path = tmp_path / "holiday.avi"
+    path = tmp_path / "holiday.mpg"
     path.write_text("ffconcat version 1.0\nfile clip.mp4\n")  # a name the concat demuxer deems safe
     info = describe(path)
-    assert (info.mime, info.thumbnail, info.duration_ms) == ("video/x-msvideo", None, None)
-    assert info.problems == (
-        "no poster frame: the file does not decode: Invalid data found when processing input",
-        "no duration: the file does not decode: Invalid data found when processing input",
-    )
+    assert (info.mime, info.thumbnail, info.duration_ms) == ("video/mpeg", None, None)
+    assert len(info.problems) == 2, info.problems
+    assert info.problems[0].startswith("no poster frame: the file does not decode: ")
+    assert info.problems[1].startswith("no duration: the file does not decode: ")
 
 
 def test_problems_do_not_name_the_local_folder(tmp_path: Path) -> None:
