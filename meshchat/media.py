@@ -118,6 +118,14 @@ class MediaInfo:
     #: Why something could not be described, one sentence each; empty when all went well.
     problems: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.thumbnail is not None and len(self.thumbnail) > MAX_THUMBNAIL:
+            raise ValueError(f"thumbnail is {len(self.thumbnail):,} bytes; the limit is {MAX_THUMBNAIL:,}")
+        for name in ("width", "height", "duration_ms"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} is {value}; it cannot be negative")
+
 
 # --- types -------------------------------------------------------------------------------------------
 
@@ -621,7 +629,7 @@ def _probe_with_av(path: Path, mime: str, *, want_poster: bool) -> _Probe | str:
             duration_ms=duration_ms,
             problems=("no poster frame: no frame of the video decodes",),
         )
-    if frame.rotation in (90, -90):
+    if getattr(frame, "rotation", 0) in (90, -90):
         width, height = height, width  # a phone held upright: landscape frames, turned for display
     poster = _jpeg_thumbnail(_frame_image(frame))
     return _Probe(has_video=True, width=width, height=height, duration_ms=duration_ms, poster=poster)
@@ -670,7 +678,7 @@ def _frame_image(frame: av.VideoFrame) -> Image.Image:
     image = Image.frombuffer(
         "RGB", (small.width, small.height), bytes(plane), "raw", "RGB", plane.line_size, 1
     )
-    rotation = frame.rotation
+    rotation: int = getattr(frame, "rotation", 0)  # PyAV before 14 has no display matrix: as stored
     if rotation:
         image = image.rotate(rotation, expand=True)  # counterclockwise degrees, as the display matrix says
     return image

@@ -303,6 +303,13 @@ def test_document_is_just_a_type(tmp_path: Path) -> None:
     assert describe(path) == MediaInfo(mime="application/pdf")
 
 
+def test_media_info_cannot_hold_an_oversized_thumbnail_or_negative_numbers() -> None:
+    with pytest.raises(ValueError, match="24,577 bytes; the limit is 24,576"):
+        MediaInfo(mime="image/jpeg", thumbnail=bytes(MAX_THUMBNAIL + 1))
+    with pytest.raises(ValueError, match="duration_ms is -1"):
+        MediaInfo(mime="audio/ogg", duration_ms=-1)
+
+
 def test_unreadable_path_raises_oserror(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         describe(tmp_path / "missing.jpg")
