@@ -22,12 +22,13 @@ Bad media never raises: a corrupt or truncated file, a decompression bomb, a tex
 all give a ``MediaInfo`` whose ``problems`` say what could not be described. Only an unreadable path
 raises (``OSError``), before any decoding.
 
-Memory is bounded: images over ``MAX_IMAGE_PIXELS`` (WebP: ``MAX_WEBP_PIXELS``) are not decoded, the
-picture is shrunk in place, never copied at full size. Measured peak RSS of ``describe`` in a fresh
-process: a 6000x4000 JPEG 24 MiB (decoded at 1/8 scale), an 8000x8000 PNG 268 MiB (PNG has no reduced
-decode: 4 bytes a pixel), a 4000x4000 WebP 266 MiB, a 1080p MP4 or WebM 55-59 MiB. A video is never read
-whole: one keyframe is sought and at most ``MAX_POSTER_FRAMES`` frames decoded after it, the chosen one
-scaled by FFmpeg straight to thumbnail size. Thumbnails carry no metadata (no EXIF: no GPS position leaks).
+Memory is bounded: images over ``MAX_IMAGE_PIXELS`` (WebP: ``MAX_WEBP_PIXELS``, AVIF: ``MAX_AVIF_PIXELS``)
+are not decoded, and the picture is shrunk in place, never copied at full size. Measured peak RSS of
+``describe`` in a fresh process: a 6000x4000 JPEG 24 MiB (decoded at 1/8 scale), an 8000x8000 PNG
+268 MiB (PNG has no reduced decode: 4 bytes a pixel), a 4000x4000 WebP 266 MiB, a 4000x4000 AVIF
+169 MiB, a 1080p MP4 or WebM 55-59 MiB, a 4K MP4 81 MiB. A video is never read whole: one keyframe is
+sought and at most ``MAX_POSTER_FRAMES`` frames decoded after it, the chosen one scaled by FFmpeg
+straight to thumbnail size. Thumbnails carry no metadata (no EXIF: no GPS position leaks).
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ MAX_IMAGE_PIXELS: Final = 64_000_000
 #: Pillow's WebP decoder holds four RGBA copies of a picture (libwebp's canvas, the frame's bytes, a
 #: buffer, the image): 16 bytes a pixel, so WebP gets a quarter of the pixels for the same memory.
 MAX_WEBP_PIXELS: Final = MAX_IMAGE_PIXELS // 4
+#: AVIF (libavif's YUV planes and an RGB copy) measured at ~8.7 bytes a pixel: half the pixels.
+MAX_AVIF_PIXELS: Final = MAX_IMAGE_PIXELS // 2
 #: Bytes read to sniff a type: enough for an MP4 ``ftyp`` box, an EBML header and an OGG first page.
 SNIFF_BYTES: Final = 4096
 #: Seconds: the poster is the frame shown at this time (the first frames often fade in from black),
@@ -360,7 +363,10 @@ _PILLOW_FORMATS: Final[dict[str, str]] = {
     "image/webp": "WEBP",
     "image/bmp": "BMP",
     "image/tiff": "TIFF",
+    "image/avif": "AVIF",  # Pillow >= 11.3 wheels bundle libavif
 }
+#: Formats whose decoder needs more than 4 bytes a pixel: a lower pixel limit for the same memory.
+_PIXEL_LIMITS: Final[dict[str, int]] = {"WEBP": MAX_WEBP_PIXELS, "AVIF": MAX_AVIF_PIXELS}
 
 _ORIENTATION_TAG: Final = 0x0112
 _QUARTER_TURNS: Final = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
@@ -368,7 +374,8 @@ _QUARTER_TURNS: Final = frozenset({5, 6, 7, 8})  # EXIF orientations that swap w
 
 def _describe_image(path: Path, mime: str) -> MediaInfo:
     pillow_format = _PILLOW_FORMATS.get(mime)
-    if pillow_format is None:
+    Image.init()  # registers every plugin this Pillow has (AVIF is missing from older ones)
+    if pillow_format is None or pillow_format not in Image.OPEN:
         return MediaInfo(mime=mime, problems=(f"no thumbnail: no {mime} decoder",))
     try:
         with warnings.catch_warnings():
@@ -379,7 +386,7 @@ def _describe_image(path: Path, mime: str) -> MediaInfo:
             warnings.simplefilter("ignore", UserWarning)
             with Image.open(path, formats=[pillow_format]) as image:
                 width, height = image.size
-                limit = MAX_WEBP_PIXELS if pillow_format == "WEBP" else MAX_IMAGE_PIXELS
+                limit = _PIXEL_LIMITS.get(pillow_format, MAX_IMAGE_PIXELS)
                 if width * height > limit:
                     return MediaInfo(mime=mime, problems=(_too_many_pixels(width, height, limit),))
                 if image.getexif().get(_ORIENTATION_TAG) in _QUARTER_TURNS:

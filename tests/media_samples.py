@@ -117,6 +117,11 @@ def make_webp(path: Path, width: int, height: int) -> Path:
     return path
 
 
+def make_avif(path: Path, width: int, height: int) -> Path:
+    halves(width, height).save(path, format="AVIF", quality=50, speed=10)
+    return path
+
+
 def make_noise_png(path: Path, width: int, height: int, *, seed: int = 14) -> Path:
     """Random pixels: the worst case for JPEG, so the thumbnail must shrink to fit ``MAX_THUMBNAIL``."""
     pixels = random.Random(seed).randbytes(width * height * 3)

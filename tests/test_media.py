@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from media_samples import (
     INTRO_COLOUR,
     MAIN_COLOUR,
+    make_avif,
     make_flac,
     make_gif,
     make_jpeg,
@@ -95,6 +96,7 @@ MIME_TABLE = [
     ("a", b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00", "video/mp4"),
     ("a", b"\x00\x00\x00\x14ftypqt  \x00\x00\x02\x00", "video/quicktime"),
     ("a", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00", "image/heic"),
+    ("a", b"\x00\x00\x00\x20ftypavif\x00\x00\x00\x00", "image/avif"),
     ("a", b"\x1a\x45\xdf\xa3\x9fB\x86\x81\x01B\x82\x84webm", "video/webm"),
     ("a", b"\x1a\x45\xdf\xa3\xa3B\x86\x81\x01B\x82\x88matroska", "video/x-matroska"),
     ("a", b"RIFF\x10\x00\x00\x00AVI LIST", "video/x-msvideo"),
@@ -128,6 +130,7 @@ IMAGE_MAKERS: list[tuple[str, Callable[[Path, int, int], Path], str]] = [
     ("picture.png", make_png, "image/png"),
     ("animation.gif", make_gif, "image/gif"),
     ("sticker.webp", make_webp, "image/webp"),
+    ("modern.avif", make_avif, "image/avif"),
 ]
 
 
@@ -234,7 +237,7 @@ def test_pixel_limit_is_inclusive(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_webp_has_a_lower_pixel_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Pillow's WebP decoder holds four copies of the picture: a quarter of the pixels for the same memory.
     assert media.MAX_WEBP_PIXELS == MAX_IMAGE_PIXELS // 4
-    monkeypatch.setattr(media, "MAX_WEBP_PIXELS", 1000)
+    monkeypatch.setitem(media._PIXEL_LIMITS, "WEBP", 1000)
     assert describe(make_png(tmp_path / "ok.png", 41, 25)).thumbnail is not None
     info = describe(make_webp(tmp_path / "big.webp", 41, 25))
     assert info.problems == ("no thumbnail: 41x25 is 1,025 pixels; the limit is 1,000",)
