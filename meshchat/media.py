@@ -344,14 +344,15 @@ def describe(path: Path) -> MediaInfo:
     return info
 
 
-#: What Pillow raises for content it cannot decode (its own fuzzers expect these); never a path error,
-#: since ``describe`` has read the file before.
+#: What Pillow raises for content it cannot decode (its own fuzzers expect these, and its AVIF plugin
+#: passes libavif's failures on as RuntimeError); never a path error, ``describe`` read the file before.
 _IMAGE_ERRORS: Final = (
     OSError,
     SyntaxError,
     ValueError,
     EOFError,
     struct.error,
+    RuntimeError,
     Image.DecompressionBombError,
 )
 

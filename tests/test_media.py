@@ -528,11 +528,13 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
         make_flac(folder / "a.flac", 0.3),
         make_mp4(folder / "a.mp4", 0.5, 64, 48),
         make_webm(folder / "a.webm", 0.5, 64, 48),
+        make_avif(folder / "a.avif", 60, 40),
+        make_wav(folder / "a.wav", 0.3),
     ]
     return {path.name: path.read_bytes() for path in made}
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_damaged_media_never_raises(tmp_path: Path, pristine: dict[str, bytes], data: st.DataObject) -> None:
     """Either a description or problems, never an exception (h11's fuzzing rule)."""
