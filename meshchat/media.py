@@ -175,6 +175,7 @@ _EXTENSIONS: Final[dict[str, str]] = {
     ".mts": "video/mp2t",
     ".wmv": "video/x-ms-wmv",
     ".wma": "audio/x-ms-wma",
+    ".amr": "audio/amr",
     # ZIP files the name tells apart (Python's built-in table lacks them before 3.13)
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -202,6 +203,8 @@ _SNIFFED: Final = frozenset(
         "audio/wav",
         "audio/flac",
         "audio/aac",
+        "audio/amr",
+        "audio/amr-wb",
         "video/webm",
         "video/x-matroska",
         "video/mp4",
@@ -271,6 +274,10 @@ def _sniff(head: bytes) -> str | None:
         return _sniff_ogg(head)
     if head.startswith(b"fLaC"):
         return "audio/flac"
+    if head.startswith(b"#!AMR\n"):
+        return "audio/amr"  # old Android voice recorders
+    if head.startswith(b"#!AMR-WB\n"):
+        return "audio/amr-wb"
     if head.startswith(b"ID3"):
         return "audio/mpeg"
     if head[4:8] == b"ftyp":
@@ -588,6 +595,8 @@ _DEMUXERS: Final[dict[str, str]] = {
     "video/x-flv": "flv",
     "video/x-ms-wmv": "asf",
     "video/x-ms-asf": "asf",
+    "audio/amr": "amr",
+    "audio/amr-wb": "amr",
 }
 _FFMPEG_OPTIONS: Final = {"protocol_whitelist": "file"}
 

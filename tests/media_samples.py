@@ -25,6 +25,7 @@ AUDIO_ENCODERS = {
     "mp3": ("libmp3lame", "mp3"),
     "flac": ("flac",),
     "vorbis": ("libvorbis", "vorbis"),
+    "amr": ("libopencore_amrnb",),
 }
 VIDEO_ENCODERS = {
     "mp4": ("libx264", "h264", "mpeg4"),
@@ -187,6 +188,16 @@ def make_flac(path: Path, seconds: float) -> Path:
 
 def make_wav(path: Path, seconds: float) -> Path:
     return write_audio(path, seconds, container="wav", codec="pcm_s16le", rate=16_000)
+
+
+def make_amr(path: Path, seconds: float) -> Path:
+    """AMR-NB at 8 kHz in its own ``#!AMR`` file: what older Android phones record."""
+    return write_audio(path, seconds, container="amr", codec=pick_encoder("amr"), rate=8_000)
+
+
+def make_3gp_voice(path: Path, seconds: float) -> Path:
+    """AMR-NB in a 3GP (MP4-family) file with no picture: a voice note that sniffs as video."""
+    return write_audio(path, seconds, container="3gp", codec=pick_encoder("amr"), rate=8_000)
 
 
 def make_webm_audio(path: Path, seconds: float) -> Path:

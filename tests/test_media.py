@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from media_samples import (
     INTRO_COLOUR,
     MAIN_COLOUR,
+    make_3gp_voice,
+    make_amr,
     make_avif,
     make_flac,
     make_gif,
@@ -92,6 +94,7 @@ MIME_TABLE = [
     ("a", b"\xff\xfb\x90\x64\x00", "audio/mpeg"),  # an MPEG-1 layer III frame header, no ID3
     ("a", b"\xff\xf1\x50\x80\x02", "audio/aac"),  # ADTS
     ("a", b"fLaC\x00\x00\x00\x22", "audio/flac"),
+    ("a", b"#!AMR\n\x04", "audio/amr"),
     ("a", b"\x00\x00\x00\x1cftypM4A \x00\x00\x02\x00", "audio/mp4"),
     ("a", b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00", "video/mp4"),
     ("a", b"\x00\x00\x00\x14ftypqt  \x00\x00\x02\x00", "video/quicktime"),
@@ -327,6 +330,8 @@ AUDIO_MAKERS: list[tuple[str, Callable[[Path, float], Path], str]] = [
     ("song.flac", make_flac, "audio/flac"),
     ("memo.wav", make_wav, "audio/wav"),
     ("voice.webm", make_webm_audio, "audio/webm"),  # no mutagen reader: PyAV's duration
+    ("memo.amr", make_amr, "audio/amr"),  # no mutagen reader: PyAV's duration
+    ("memo.3gp", make_3gp_voice, "audio/3gpp"),  # sniffed as video; PyAV finds no picture
 ]
 
 
