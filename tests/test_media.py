@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -496,6 +497,17 @@ def test_without_pyav_webm_says_what_is_missing(tmp_path: Path) -> None:
         info = describe(path)
     assert (info.mime, info.thumbnail, info.duration_ms) == ("video/webm", None, None)
     assert len(info.problems) == 2 and all("PyAV is not installed" in p for p in info.problems)
+
+
+def test_importing_media_needs_no_pyav(tmp_path: Path) -> None:
+    path = make_mp4(tmp_path / "clip.mp4", 1.0, 64, 48)
+    code = (
+        "import sys; sys.modules['av'] = None\n"  # import av raises ImportError from here on
+        "from pathlib import Path\nfrom meshchat.media import describe\n"
+        f"info = describe(Path({str(path)!r}))\nprint(info.duration_ms, info.thumbnail)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split() == ["1000", "None"]
 
 
 @pytest.mark.usefixtures("without_av")
