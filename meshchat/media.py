@@ -33,6 +33,7 @@ straight to thumbnail size. Thumbnails carry no metadata (no EXIF: no GPS positi
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import mimetypes
@@ -134,23 +135,17 @@ class MediaInfo:
 
 #: ``ftyp`` major brands (ISO base media file format) and the type they mean.
 _FTYP_BRANDS: Final[dict[bytes, str]] = {
-    b"M4A ": "audio/mp4",
-    b"M4B ": "audio/mp4",
-    b"M4P ": "audio/mp4",
-    b"F4A ": "audio/mp4",
-    b"qt  ": "video/quicktime",
-    b"3gp4": "video/3gpp",
-    b"3gp5": "video/3gpp",
-    b"3gp6": "video/3gpp",
-    b"3g2a": "video/3gpp2",
-    b"heic": "image/heic",
-    b"heix": "image/heic",
-    b"heim": "image/heic",
-    b"heis": "image/heic",
-    b"mif1": "image/heif",
-    b"msf1": "image/heif",
-    b"avif": "image/avif",
-    b"avis": "image/avif",
+    brand.encode().ljust(4): mime  # brands are four bytes, space-padded ("qt  ")
+    for mime, brands in (
+        ("audio/mp4", "M4A M4B M4P F4A"),
+        ("video/quicktime", "qt"),
+        ("video/3gpp", "3gp4 3gp5 3gp6"),
+        ("video/3gpp2", "3g2a"),
+        ("image/heic", "heic heix heim heis"),
+        ("image/heif", "mif1 msf1"),
+        ("image/avif", "avif avis"),
+    )
+    for brand in brands.split()
 }
 
 #: Extensions whose built-in ``mimetypes`` answer differs between Python versions or is missing.
@@ -189,30 +184,10 @@ _EXTENSIONS: Final[dict[str, str]] = {
 #: Every type the magic bytes can tell: a name claiming one of these for content that does not start
 #: like it (a text file named ``photo.jpg``) is not believed.
 _SNIFFED: Final = frozenset(
-    {
-        "image/jpeg",
-        "image/png",
-        "image/gif",
-        "image/webp",
-        "image/bmp",
-        "image/tiff",
-        "application/pdf",
-        "audio/ogg",
-        "video/ogg",
-        "audio/mpeg",
-        "audio/wav",
-        "audio/flac",
-        "audio/aac",
-        "audio/amr",
-        "audio/amr-wb",
-        "video/webm",
-        "video/x-matroska",
-        "video/mp4",
-        "video/x-msvideo",
-        "application/zip",
-        *_FTYP_BRANDS.values(),
-    }
-)
+    """image/jpeg image/png image/gif image/webp image/bmp image/tiff application/pdf application/zip
+    audio/ogg video/ogg audio/mpeg audio/wav audio/flac audio/aac audio/amr audio/amr-wb
+    video/webm video/x-matroska video/mp4 video/x-msvideo""".split()  # noqa: SIM905 (a word list reads best)
+) | frozenset(_FTYP_BRANDS.values())
 
 #: Types that may start with an ID3 tag too (the tag can be larger than ``SNIFF_BYTES``).
 _ID3_TAGGED: Final = frozenset({"audio/flac", "audio/aac", "audio/x-aiff", "audio/aiff"})
@@ -339,29 +314,16 @@ def describe(path: Path) -> MediaInfo:
         info = _describe_video(path, mime)
     else:
         info = MediaInfo(mime=mime)
-    if problems:
-        info = MediaInfo(
-            mime=info.mime,
-            thumbnail=info.thumbnail,
-            width=info.width,
-            height=info.height,
-            duration_ms=info.duration_ms,
-            problems=problems + info.problems,
-        )
-    return info
+    return dataclasses.replace(info, problems=problems + info.problems) if problems else info
 
+
+#: What a parser of a damaged file raises, whichever library it is (never a path error: ``describe``
+#: read the file before decoding it).
+_PARSE_ERRORS: Final = (OSError, ValueError, EOFError, struct.error)
 
 #: What Pillow raises for content it cannot decode (its own fuzzers expect these, and its AVIF plugin
-#: passes libavif's failures on as RuntimeError); never a path error, ``describe`` read the file before.
-_IMAGE_ERRORS: Final = (
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    struct.error,
-    RuntimeError,
-    Image.DecompressionBombError,
-)
+#: passes libavif's failures on as RuntimeError).
+_IMAGE_ERRORS: Final = (*_PARSE_ERRORS, SyntaxError, RuntimeError, Image.DecompressionBombError)
 
 #: The Pillow decoder for each image type: no other is tried on a file (less code facing a hostile file).
 _PILLOW_FORMATS: Final[dict[str, str]] = {
@@ -474,35 +436,23 @@ def _flatten(image: Image.Image) -> Image.Image:
 
 #: The mutagen reader(s) for each type: no other is tried on a file.
 _MUTAGEN_KINDS: Final[dict[str, Sequence[type[mutagen.FileType]]]] = {
-    "audio/ogg": (OggOpus, OggVorbis, OggFLAC, OggSpeex),
-    "video/ogg": (OggTheora,),
-    "audio/mpeg": (MP3,),
-    "audio/mp4": (MP4,),
-    "video/mp4": (MP4,),
-    "video/quicktime": (MP4,),
-    "video/3gpp": (MP4,),
-    "video/3gpp2": (MP4,),
-    "audio/flac": (FLAC,),
-    "audio/wav": (WAVE,),
-    "audio/x-wav": (WAVE,),
-    "audio/aac": (AAC,),
-    "audio/aiff": (AIFF,),
-    "audio/x-aiff": (AIFF,),
-    "audio/x-ms-wma": (ASF,),
-    "video/x-ms-wmv": (ASF,),
-    "video/x-ms-asf": (ASF,),
+    mime: kinds
+    for kinds, mimes in (
+        ((OggOpus, OggVorbis, OggFLAC, OggSpeex), "audio/ogg"),
+        ((OggTheora,), "video/ogg"),
+        ((MP3,), "audio/mpeg"),
+        ((MP4,), "audio/mp4 video/mp4 video/quicktime video/3gpp video/3gpp2"),
+        ((FLAC,), "audio/flac"),
+        ((WAVE,), "audio/wav audio/x-wav"),
+        ((AAC,), "audio/aac"),
+        ((AIFF,), "audio/aiff audio/x-aiff"),
+        ((ASF,), "audio/x-ms-wma video/x-ms-wmv video/x-ms-asf"),
+    )
+    for mime in mimes.split()
 }
 
 #: What mutagen raises for content it cannot parse (``MutagenError`` wraps most, not all, of them).
-_TAG_ERRORS: Final = (
-    mutagen.MutagenError,
-    OSError,
-    ValueError,
-    EOFError,
-    struct.error,
-    IndexError,
-    ZeroDivisionError,
-)
+_TAG_ERRORS: Final = (*_PARSE_ERRORS, mutagen.MutagenError, IndexError, ZeroDivisionError)
 
 
 def _describe_audio(path: Path, mime: str) -> MediaInfo:
@@ -578,25 +528,19 @@ def _describe_video(path: Path, mime: str) -> MediaInfo:
 #: The FFmpeg demuxer for each type PyAV reads; FFmpeg does not guess (a playlist named .avi is no AVI),
 #: and reads local files only (a playlist cannot make it fetch a URL or read another file).
 _DEMUXERS: Final[dict[str, str]] = {
-    "video/mp4": "mov",
-    "audio/mp4": "mov",
-    "video/quicktime": "mov",
-    "video/3gpp": "mov",
-    "video/3gpp2": "mov",
-    "audio/3gpp": "mov",
-    "video/webm": "matroska",
-    "audio/webm": "matroska",
-    "video/x-matroska": "matroska",
-    "audio/x-matroska": "matroska",
-    "video/ogg": "ogg",
-    "video/x-msvideo": "avi",
-    "video/mp2t": "mpegts",
-    "video/mpeg": "mpeg",
-    "video/x-flv": "flv",
-    "video/x-ms-wmv": "asf",
-    "video/x-ms-asf": "asf",
-    "audio/amr": "amr",
-    "audio/amr-wb": "amr",
+    mime: demuxer
+    for demuxer, mimes in (
+        ("mov", "video/mp4 audio/mp4 video/quicktime video/3gpp video/3gpp2 audio/3gpp"),
+        ("matroska", "video/webm audio/webm video/x-matroska audio/x-matroska"),
+        ("ogg", "video/ogg"),
+        ("avi", "video/x-msvideo"),
+        ("mpegts", "video/mp2t"),
+        ("mpeg", "video/mpeg"),
+        ("flv", "video/x-flv"),
+        ("asf", "video/x-ms-wmv video/x-ms-asf"),
+        ("amr", "audio/amr audio/amr-wb"),
+    )
+    for mime in mimes.split()
 }
 _FFMPEG_OPTIONS: Final = {"protocol_whitelist": "file"}
 
@@ -640,11 +584,7 @@ def _probe_with_av(path: Path, mime: str, *, want_poster: bool) -> _Probe | str:
         return f"the file does not decode: {_reason(exc, path)}"
     if frame is None:
         return _Probe(
-            has_video=True,
-            width=width,
-            height=height,
-            duration_ms=duration_ms,
-            problems=("no poster frame: no frame of the video decodes",),
+            has_video=True, width=width, height=height, duration_ms=duration_ms, problems=(_NO_FRAME,)
         )
     if getattr(frame, "rotation", 0) in (90, -90):
         width, height = height, width  # a phone held upright: landscape frames, turned for display
@@ -653,6 +593,7 @@ def _probe_with_av(path: Path, mime: str, *, want_poster: bool) -> _Probe | str:
 
 
 _NO_DECODER: Final = "no poster frame: no decoder for the video stream"
+_NO_FRAME: Final = "no poster frame: no frame of the video decodes"
 
 
 def _poster_frame(
@@ -673,7 +614,7 @@ def _poster_frame(
             break
         try:
             frames = packet.decode()
-        except av.error.InvalidDataError:
+        except av.FFmpegError:
             continue  # a damaged packet: the next keyframe may still decode
         for frame in frames:
             if not isinstance(frame, av.VideoFrame):
