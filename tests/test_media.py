@@ -163,12 +163,18 @@ def test_small_image_is_not_enlarged(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("orientation", "top", "bottom"),
-    [(6, RED, BLUE), (8, BLUE, RED)],  # 6: turn 90 degrees clockwise to display; 8: counterclockwise
+    ("orientation", "top", "bottom", "stripe"),
+    [
+        (6, RED, BLUE, "right"),  # turn 90 degrees clockwise to display
+        (8, BLUE, RED, "left"),  # turn 90 degrees counterclockwise
+        (5, RED, BLUE, "left"),  # mirror across the diagonal
+        (7, BLUE, RED, "right"),  # mirror across the other diagonal
+    ],
 )
 def test_exif_orientation_is_applied(
-    tmp_path: Path, orientation: int, top: tuple[int, int, int], bottom: tuple[int, int, int]
+    tmp_path: Path, orientation: int, top: tuple[int, int, int], bottom: tuple[int, int, int], stripe: str
 ) -> None:
+    # Stored: left half red, right half blue, a green stripe along the top edge.
     info = describe(make_jpeg(tmp_path / "portrait.jpg", 800, 400, orientation=orientation))
     assert (info.width, info.height) == (400, 800)  # as displayed
     image = thumbnail_of(info)
@@ -176,6 +182,17 @@ def test_exif_orientation_is_applied(
     assert image.height == THUMBNAIL_SIDE
     assert close(image.getpixel((image.width // 2, image.height // 4)), top)
     assert close(image.getpixel((image.width // 2, 3 * image.height // 4)), bottom)
+    edge = 3 if stripe == "left" else image.width - 4
+    assert close(image.getpixel((edge, image.height // 4)), GREEN)
+    assert not close(image.getpixel((image.width - 1 - edge, image.height // 4)), GREEN)
+
+
+def test_upside_down_photo_is_turned(tmp_path: Path) -> None:
+    info = describe(make_jpeg(tmp_path / "upside.jpg", 400, 200, orientation=3))
+    assert (info.width, info.height) == (400, 200)
+    image = thumbnail_of(info)
+    assert close(image.getpixel((image.width // 4, image.height // 2)), BLUE)  # left and right swapped
+    assert close(image.getpixel((image.width // 2, image.height - 3)), GREEN)  # the stripe at the bottom
 
 
 def test_thumbnail_drops_exif_and_gps(tmp_path: Path) -> None:
