@@ -548,3 +548,26 @@ HoldMachine.TestCase.settings = settings(
     max_examples=60, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 test_hold_machine = HoldMachine.TestCase
+
+
+def test_a_full_database_removes_the_chunk_file_it_wrote(hold: ChunkHold) -> None:
+    register(hold, ALICE, 1, size=1_000_000)
+    hold.put(ALICE, file_id=file_id(1), address=chunk(0)[0], data=chunk(0)[1], now=NOW)
+    # The database may not grow by a page more: the row commit fails as on a full disk.
+    db = hold._db._conn  # the only way to fill sqlite's disk without filling ours
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count = {pages}")
+    refused = 0
+    for i in range(1, 200):
+        address, data = chunk(i, 1024)
+        try:
+            hold.put(ALICE, file_id=file_id(1), address=address, data=data, now=NOW)
+        except DiskFull:
+            refused += 1
+            assert not (hold.root / "chunks" / address.hex()[:2] / address.hex()).exists()
+            break
+    assert refused == 1
+    stats = hold.statistics()
+    assert stats.refused == {HoldRefusal.DISK_FULL: 1}
+    assert len(chunk_files(hold.root)) == stats.chunks == i
+    assert hold.get(chunk(0)[0], now=NOW) == chunk(0)[1]

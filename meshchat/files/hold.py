@@ -360,9 +360,12 @@ class ChunkHold:
                     charge=charge,
                     size=None if held else len(data),
                 )
-            except BaseException:
-                if not held:
-                    self._path(address).unlink(missing_ok=True)
+            except BaseException as exc:
+                if isinstance(exc, DiskFull):  # the database could not grow
+                    self._refuse(HoldRefusal.DISK_FULL)
+                if not held:  # a file without its row: remove it now (or the next open does)
+                    with contextlib.suppress(OSError):
+                        self._path(address).unlink(missing_ok=True)
                 raise
             if not held:
                 self._stored += 1
@@ -494,8 +497,13 @@ class ChunkHold:
         final = self._path(address)
         temp = final.with_name(final.name + _TEMP_SUFFIX)
         try:
-            final.parent.mkdir(exist_ok=True, mode=0o700)
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            except FileNotFoundError:  # the first chunk in this folder: make it (not a mkdir per put)
+                final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                if self.durable:
+                    _fsync_folder(self._chunks)
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 _write_all(fd, data)
                 if self.durable:
