@@ -6,7 +6,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import random
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -368,6 +372,140 @@ def test_the_same_file_registered_by_two_peers(hold: ChunkHold) -> None:
     assert hold.put(BOB, file_id=file_id(1), address=chunk(2)[0], data=chunk(2)[1], now=NOW) is True
     assert hold.done(file_id=file_id(1), token=tokens(1, 1)[0], now=NOW) is True
     assert hold.statistics().reserved == 0 and chunk_files(hold.root) == []
+
+
+#: The child of the SIGKILL tests: puts chunks ``first, first+1, ...`` of file 1, printing each index
+#: once ``put`` returned (acknowledged). With a stage other than "none" it kills itself with SIGKILL at
+#: that stage of put number ``first + 5``: "write" (half the temp file written), "replace" (the chunk
+#: file in place, its row not committed), "commit" (the row committed, put not yet returned), or
+#: "delete" (``done`` deleted the file's rows, not yet its chunk files).
+CRASH_CHILD = """
+import hashlib, os, signal, sys
+from pathlib import Path
+import meshchat.files.hold as hold_module
+from meshchat.files.hold_sqlite import HoldDatabase
+folder, first, durable, stage = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+hold = hold_module.ChunkHold(folder, durable=durable)
+fid = hashlib.sha256(b"file 1").digest()
+crash_at = first + 5 if stage != "none" else -1
+current = -1
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+real_write_all, real_replace, real_add = hold_module._write_all, os.replace, HoldDatabase.add_member
+def write_all(fd, data):
+    if current == crash_at and stage == "write":
+        real_write_all(fd, data[: len(data) // 2])
+        die()
+    real_write_all(fd, data)
+def replace(a, b):
+    real_replace(a, b)
+    if current == crash_at and stage == "replace":
+        die()
+def add_member(self, **kw):
+    real_add(self, **kw)
+    if current == crash_at and stage == "commit":
+        die()
+def unlink(self, address):
+    die()
+hold_module._write_all, os.replace, HoldDatabase.add_member = write_all, replace, add_member
+if stage == "delete":
+    hold_module.ChunkHold._unlink = unlink
+for i in range(first, first + 2000):
+    current = i
+    data = hashlib.shake_256(i.to_bytes(8, "big")).digest(1024 + (i * 7919) % (64 * 1024))
+    address = hashlib.sha256(data).digest()
+    hold.put("12D3KooWAlice", file_id=fid, address=address, data=data, now=1_800_000_000.0)
+    print(i, flush=True)
+    if stage == "delete" and i == crash_at:
+        hold.done(file_id=fid, token=hashlib.blake2b(b"1/0", digest_size=16).digest(), now=1_800_000_000.0)
+"""
+
+
+def crash_chunk(i: int) -> tuple[bytes, bytes]:
+    data = hashlib.shake_256(i.to_bytes(8, "big")).digest(1024 + (i * 7919) % (64 * 1024))
+    return hashlib.sha256(data).digest(), data
+
+
+def run_crash_child(
+    folder: Path, first: int, *, durable: bool, stage: str, kill_after: int | None
+) -> list[int]:
+    """Run ``CRASH_CHILD`` until it kills itself, or SIGKILL it once it acknowledged ``kill_after``
+    puts; the indices it acknowledged."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-c", CRASH_CHILD, str(folder), str(first), "1" if durable else "0", stage]
+    acknowledged: list[int] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, env=env) as child:
+        try:
+            assert child.stdout is not None
+            for line in child.stdout:  # the child stops by itself after 2,000 puts
+                acknowledged.append(int(line))
+                if kill_after is not None and len(acknowledged) >= kill_after:
+                    break
+        finally:
+            child.send_signal(signal.SIGKILL)  # a crash wherever its next put has reached
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    return acknowledged
+
+
+def assert_rows_and_files_agree(hold: ChunkHold, folder: Path) -> None:
+    assert not list((folder / "chunks").rglob("*.tmp"))
+    on_disk = chunk_files(folder)
+    for path in on_disk:
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
+    stats = hold.statistics()
+    assert len(on_disk) == stats.chunks
+    assert sum(p.stat().st_size for p in on_disk) == stats.bytes
+
+
+@pytest.mark.parametrize("stage", ["write", "replace", "commit"])
+def test_sigkill_inside_put(tmp_path: Path, stage: str) -> None:
+    """A crash at each step of a put: after a restart the acknowledged chunks are there, the one cut
+    short is either whole or absent (never half), and the files on disk are exactly the rows."""
+    with ChunkHold(tmp_path) as hold:
+        register(hold, ALICE, 1, size=1024**3)
+    acknowledged = run_crash_child(tmp_path, 0, durable=False, stage=stage, kill_after=None)
+    assert acknowledged == list(range(5))
+    # What the crash left for the next open to clean: half a temp file, or a chunk file without a row.
+    temps = list((tmp_path / "chunks").rglob("*.tmp"))
+    assert len(temps) == (stage == "write") and len(chunk_files(tmp_path)) == 6
+    with ChunkHold(tmp_path) as hold:
+        for i in acknowledged:
+            assert hold.get(crash_chunk(i)[0], now=NOW) == crash_chunk(i)[1]
+        cut_short = hold.get(crash_chunk(5)[0], now=NOW)
+        assert cut_short == (crash_chunk(5)[1] if stage == "commit" else None)
+        assert_rows_and_files_agree(hold, tmp_path)
+        assert hold.statistics().chunks == len(acknowledged) + (stage == "commit")
+
+
+def test_sigkill_while_deleting_a_fetched_file(tmp_path: Path) -> None:
+    with ChunkHold(tmp_path) as hold:
+        register(hold, ALICE, 1, size=1024**3, toks=1)
+    assert run_crash_child(tmp_path, 0, durable=False, stage="delete", kill_after=None) == list(range(6))
+    assert len(chunk_files(tmp_path)) == 6  # the rows went, the files did not
+    with ChunkHold(tmp_path) as hold:
+        assert chunk_files(tmp_path) == []
+        assert hold.statistics().files == hold.statistics().chunks == 0
+
+
+def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    with ChunkHold(tmp_path) as hold:
+        register(hold, ALICE, 1, size=1024**3)
+    rng = random.Random(14)
+    acknowledged: list[int] = []
+    for round_ in range(4):
+        kill_after = rng.randrange(3, 40)
+        got = run_crash_child(
+            tmp_path, round_ * 10_000, durable=bool(round_ % 2), stage="none", kill_after=kill_after
+        )
+        assert len(got) >= kill_after
+        acknowledged += got
+    with ChunkHold(tmp_path) as hold:
+        for i in acknowledged:
+            assert hold.get(crash_chunk(i)[0], now=NOW) == crash_chunk(i)[1]
+        assert_rows_and_files_agree(hold, tmp_path)
+        assert hold.statistics().chunks >= len(acknowledged)
 
 
 def test_disk_full_leaves_nothing_half_written(hold: ChunkHold, monkeypatch: pytest.MonkeyPatch) -> None:
