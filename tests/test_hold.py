@@ -136,6 +136,11 @@ def test_bad_sizes_are_refused(hold: ChunkHold) -> None:
         hold.register(
             ALICE, file_id=file_id(1), expiry=NOW + 10, token_hashes=[], total_bytes=3 * 1024**3, now=NOW
         )
+    with pytest.raises(ValueError, match="finite"):  # the caller's clock, not a peer's input
+        hold.register(
+            ALICE, file_id=file_id(1), expiry=NOW + 10, token_hashes=[], total_bytes=10, now=float("nan")
+        )
+    assert hold.statistics().files == 0
     register(hold, ALICE, 1)
     big = os.urandom(MAX_CHUNK_WIRE + 1)
     with pytest.raises(TooLarge):
@@ -596,7 +601,8 @@ class HoldMachine(RuleBasedStateMachine):
                 now=self.now,
             )
         except (QuotaExceeded, TooLarge):
-            self._drop_expired()
+            if len(picked) <= LIMITS.max_tokens and size <= LIMITS.per_peer_bytes:
+                self._drop_expired()  # refused after the hold expired what was due; before, not
             return
         self._drop_expired()
         expiry = self.now + min(ttl, LIMITS.max_ttl)
