@@ -5,11 +5,12 @@ them once every recipient has fetched the file or at its expiry. It cannot read 
 AES-256-GCM ciphertext under a key only the sender and recipients know, and all the hold checks is
 that ``SHA-256(data) == address`` (so it never serves bytes under an address they do not have).
 
-Flow. The uploading peer (authenticated by the caller: the PeerId of the stream) ``register``\\ s a
-file (its id, an expiry, ``SHA-256(token)`` for each recipient, the bytes it will put), then ``put``\\ s
-its chunks. Anyone ``get``\\ s a chunk by address. A recipient holding the whole file sends its 16-byte
-``token`` to ``done``; once every token came back the file's chunks are deleted; ``expire`` deletes
-what outlived its expiry. ``now`` (unix seconds) is always passed in, never read from a clock.
+Flow. The uploading peer (authenticated by the caller: the PeerId of the stream) announces a file
+with ``register`` (its id, an expiry, ``SHA-256(token)`` for each recipient, the bytes it will put),
+then sends its chunks with ``put``. Anyone fetches a chunk by address with ``get``. A recipient
+holding the whole file sends its 16-byte ``token`` to ``done``; once every token came back the
+file's chunks are deleted; ``expire`` deletes what outlived its expiry. ``now`` (unix seconds) is
+always passed in, never read from a clock.
 
 Storage. Rows in one sqlite file ``<root>/hold.db`` (stdlib ``sqlite3``, WAL, one connection); chunk
 bytes in one file per chunk, ``<root>/chunks/<first 2 hex>/<64 hex address>``, written to
@@ -38,14 +39,14 @@ Bounds (``HoldLimits``), and why every table a peer can grow is bounded by them:
   ``uploads`` and ``tokens`` tables are paid for in the same bytes as chunks and together stay
   below ``total_bytes``. ``put`` charges each chunk at least ``MIN_CHUNK_CHARGE`` against what the
   uploader reserved for that file, which bounds ``chunks`` and ``members`` the same way. Every real
-  chunk is at least 1,040 bytes (padded to 1 KiB plus the GCM tag), so the floors never touch an
-  honest upload. On disk a small chunk still takes a filesystem block (4 KiB), so the disk used can
+  chunk is at least 1,040 bytes (FILES.md: padded to >= 1 KiB, plus the GCM tag), so the floor never
+  touches an honest upload. On disk a small chunk still takes a filesystem block (4 KiB), so the disk used can
   reach ~4x ``total_bytes`` only if every file is tiny.
 * ``max_files_per_peer`` (256) bounds one peer's registrations; ``max_tokens`` (1,024: a group of
   1,000 members fits) bounds the tokens of one file; ``max_ttl`` (14 days) bounds how long anything
   is held (a later expiry is clamped). Re-registering may extend a file's expiry, to at most
-  ``now + max_ttl`` each time: the uploader (or a recipient, who could upload it again anyway) pays
-  for that with its own reservation.
+  ``now + max_ttl`` each time, and keeps the registering peer's reservation taken as long: only a
+  peer that reserved room (the uploader, or a recipient who could upload it again anyway) can.
 
 An expired file is gone for every call (``get``, ``put``, ``done``) even before ``expire`` deletes it;
 ``register`` and ``put`` delete expired files first, so their reservations never block new ones.
