@@ -6,7 +6,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import random
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,6 +136,11 @@ def test_bad_sizes_are_refused(hold: ChunkHold) -> None:
         hold.register(
             ALICE, file_id=file_id(1), expiry=NOW + 10, token_hashes=[], total_bytes=3 * 1024**3, now=NOW
         )
+    with pytest.raises(ValueError, match="finite"):  # the caller's clock, not a peer's input
+        hold.register(
+            ALICE, file_id=file_id(1), expiry=NOW + 10, token_hashes=[], total_bytes=10, now=float("nan")
+        )
+    assert hold.statistics().files == 0
     register(hold, ALICE, 1)
     big = os.urandom(MAX_CHUNK_WIRE + 1)
     with pytest.raises(TooLarge):
@@ -370,6 +379,140 @@ def test_the_same_file_registered_by_two_peers(hold: ChunkHold) -> None:
     assert hold.statistics().reserved == 0 and chunk_files(hold.root) == []
 
 
+#: The child of the SIGKILL tests: puts chunks ``first, first+1, ...`` of file 1, printing each index
+#: once ``put`` returned (acknowledged). With a stage other than "none" it kills itself with SIGKILL at
+#: that stage of put number ``first + 5``: "write" (half the temp file written), "replace" (the chunk
+#: file in place, its row not committed), "commit" (the row committed, put not yet returned), or
+#: "delete" (``done`` deleted the file's rows, not yet its chunk files).
+CRASH_CHILD = """
+import hashlib, os, signal, sys
+from pathlib import Path
+import meshchat.files.hold as hold_module
+from meshchat.files.hold_sqlite import HoldDatabase
+folder, first, durable, stage = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+hold = hold_module.ChunkHold(folder, durable=durable)
+fid = hashlib.sha256(b"file 1").digest()
+crash_at = first + 5 if stage != "none" else -1
+current = -1
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+real_write_all, real_replace, real_add = hold_module._write_all, os.replace, HoldDatabase.add_member
+def write_all(fd, data):
+    if current == crash_at and stage == "write":
+        real_write_all(fd, data[: len(data) // 2])
+        die()
+    real_write_all(fd, data)
+def replace(a, b):
+    real_replace(a, b)
+    if current == crash_at and stage == "replace":
+        die()
+def add_member(self, **kw):
+    real_add(self, **kw)
+    if current == crash_at and stage == "commit":
+        die()
+def unlink(self, address):
+    die()
+hold_module._write_all, os.replace, HoldDatabase.add_member = write_all, replace, add_member
+if stage == "delete":
+    hold_module.ChunkHold._unlink = unlink
+for i in range(first, first + 2000):
+    current = i
+    data = hashlib.shake_256(i.to_bytes(8, "big")).digest(1024 + (i * 7919) % (64 * 1024))
+    address = hashlib.sha256(data).digest()
+    hold.put("12D3KooWAlice", file_id=fid, address=address, data=data, now=1_800_000_000.0)
+    print(i, flush=True)
+    if stage == "delete" and i == crash_at:
+        hold.done(file_id=fid, token=hashlib.blake2b(b"1/0", digest_size=16).digest(), now=1_800_000_000.0)
+"""
+
+
+def crash_chunk(i: int) -> tuple[bytes, bytes]:
+    data = hashlib.shake_256(i.to_bytes(8, "big")).digest(1024 + (i * 7919) % (64 * 1024))
+    return hashlib.sha256(data).digest(), data
+
+
+def run_crash_child(
+    folder: Path, first: int, *, durable: bool, stage: str, kill_after: int | None
+) -> list[int]:
+    """Run ``CRASH_CHILD`` until it kills itself, or SIGKILL it once it acknowledged ``kill_after``
+    puts; the indices it acknowledged."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-c", CRASH_CHILD, str(folder), str(first), "1" if durable else "0", stage]
+    acknowledged: list[int] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, env=env) as child:
+        try:
+            assert child.stdout is not None
+            for line in child.stdout:  # the child stops by itself after 2,000 puts
+                acknowledged.append(int(line))
+                if kill_after is not None and len(acknowledged) >= kill_after:
+                    break
+        finally:
+            child.send_signal(signal.SIGKILL)  # a crash wherever its next put has reached
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    return acknowledged
+
+
+def assert_rows_and_files_agree(hold: ChunkHold, folder: Path) -> None:
+    assert not list((folder / "chunks").rglob("*.tmp"))
+    on_disk = chunk_files(folder)
+    for path in on_disk:
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
+    stats = hold.statistics()
+    assert len(on_disk) == stats.chunks
+    assert sum(p.stat().st_size for p in on_disk) == stats.bytes
+
+
+@pytest.mark.parametrize("stage", ["write", "replace", "commit"])
+def test_sigkill_inside_put(tmp_path: Path, stage: str) -> None:
+    """A crash at each step of a put: after a restart the acknowledged chunks are there, the one cut
+    short is either whole or absent (never half), and the files on disk are exactly the rows."""
+    with ChunkHold(tmp_path) as hold:
+        register(hold, ALICE, 1, size=1024**3)
+    acknowledged = run_crash_child(tmp_path, 0, durable=False, stage=stage, kill_after=None)
+    assert acknowledged == list(range(5))
+    # What the crash left for the next open to clean: half a temp file, or a chunk file without a row.
+    temps = list((tmp_path / "chunks").rglob("*.tmp"))
+    assert len(temps) == (stage == "write") and len(chunk_files(tmp_path)) == 6
+    with ChunkHold(tmp_path) as hold:
+        for i in acknowledged:
+            assert hold.get(crash_chunk(i)[0], now=NOW) == crash_chunk(i)[1]
+        cut_short = hold.get(crash_chunk(5)[0], now=NOW)
+        assert cut_short == (crash_chunk(5)[1] if stage == "commit" else None)
+        assert_rows_and_files_agree(hold, tmp_path)
+        assert hold.statistics().chunks == len(acknowledged) + (stage == "commit")
+
+
+def test_sigkill_while_deleting_a_fetched_file(tmp_path: Path) -> None:
+    with ChunkHold(tmp_path) as hold:
+        register(hold, ALICE, 1, size=1024**3, toks=1)
+    assert run_crash_child(tmp_path, 0, durable=False, stage="delete", kill_after=None) == list(range(6))
+    assert len(chunk_files(tmp_path)) == 6  # the rows went, the files did not
+    with ChunkHold(tmp_path) as hold:
+        assert chunk_files(tmp_path) == []
+        assert hold.statistics().files == hold.statistics().chunks == 0
+
+
+def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    with ChunkHold(tmp_path) as hold:
+        register(hold, ALICE, 1, size=1024**3)
+    rng = random.Random(14)
+    acknowledged: list[int] = []
+    for round_ in range(4):
+        kill_after = rng.randrange(3, 40)
+        got = run_crash_child(
+            tmp_path, round_ * 10_000, durable=bool(round_ % 2), stage="none", kill_after=kill_after
+        )
+        assert len(got) >= kill_after
+        acknowledged += got
+    with ChunkHold(tmp_path) as hold:
+        for i in acknowledged:
+            assert hold.get(crash_chunk(i)[0], now=NOW) == crash_chunk(i)[1]
+        assert_rows_and_files_agree(hold, tmp_path)
+        assert hold.statistics().chunks >= len(acknowledged)
+
+
 def test_disk_full_leaves_nothing_half_written(hold: ChunkHold, monkeypatch: pytest.MonkeyPatch) -> None:
     register(hold, ALICE, 1)
     for i in range(2):
@@ -458,7 +601,8 @@ class HoldMachine(RuleBasedStateMachine):
                 now=self.now,
             )
         except (QuotaExceeded, TooLarge):
-            self._drop_expired()
+            if len(picked) <= LIMITS.max_tokens and size <= LIMITS.per_peer_bytes:
+                self._drop_expired()  # refused after the hold expired what was due; before, not
             return
         self._drop_expired()
         expiry = self.now + min(ttl, LIMITS.max_ttl)
@@ -548,3 +692,26 @@ HoldMachine.TestCase.settings = settings(
     max_examples=60, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 test_hold_machine = HoldMachine.TestCase
+
+
+def test_a_full_database_removes_the_chunk_file_it_wrote(hold: ChunkHold) -> None:
+    register(hold, ALICE, 1, size=1_000_000)
+    hold.put(ALICE, file_id=file_id(1), address=chunk(0)[0], data=chunk(0)[1], now=NOW)
+    # The database may not grow by a page more: the row commit fails as on a full disk.
+    db = hold._db._conn  # the only way to fill sqlite's disk without filling ours
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count = {pages}")
+    refused = 0
+    for i in range(1, 200):
+        address, data = chunk(i, 1024)
+        try:
+            hold.put(ALICE, file_id=file_id(1), address=address, data=data, now=NOW)
+        except DiskFull:
+            refused += 1
+            assert not (hold.root / "chunks" / address.hex()[:2] / address.hex()).exists()
+            break
+    assert refused == 1
+    stats = hold.statistics()
+    assert stats.refused == {HoldRefusal.DISK_FULL: 1}
+    assert len(chunk_files(hold.root)) == stats.chunks == i
+    assert hold.get(chunk(0)[0], now=NOW) == chunk(0)[1]

@@ -5,11 +5,12 @@ them once every recipient has fetched the file or at its expiry. It cannot read 
 AES-256-GCM ciphertext under a key only the sender and recipients know, and all the hold checks is
 that ``SHA-256(data) == address`` (so it never serves bytes under an address they do not have).
 
-Flow. The uploading peer (authenticated by the caller: the PeerId of the stream) ``register``\\ s a
-file (its id, an expiry, ``SHA-256(token)`` for each recipient, the bytes it will put), then ``put``\\ s
-its chunks. Anyone ``get``\\ s a chunk by address. A recipient holding the whole file sends its 16-byte
-``token`` to ``done``; once every token came back the file's chunks are deleted; ``expire`` deletes
-what outlived its expiry. ``now`` (unix seconds) is always passed in, never read from a clock.
+Flow. The uploading peer (authenticated by the caller: the PeerId of the stream) announces a file
+with ``register`` (its id, an expiry, ``SHA-256(token)`` for each recipient, the bytes it will put),
+then sends its chunks with ``put``. Anyone fetches a chunk by address with ``get``. A recipient
+holding the whole file sends its 16-byte ``token`` to ``done``; once every token came back the
+file's chunks are deleted; ``expire`` deletes what outlived its expiry. ``now`` (unix seconds) is
+always passed in, never read from a clock.
 
 Storage. Rows in one sqlite file ``<root>/hold.db`` (stdlib ``sqlite3``, WAL, one connection); chunk
 bytes in one file per chunk, ``<root>/chunks/<first 2 hex>/<64 hex address>``, written to
@@ -18,9 +19,13 @@ under its address. The file is written before its row is committed, rows are del
 files; at open, temp files, chunk files without a row and rows whose file is missing or of the wrong
 size are removed: whatever a crash interrupts, the rows and the files agree again after ``open``.
 ``durable=True`` (the default) fsyncs each chunk file, its folder and the sqlite log before ``put``
-returns (~340 MiB/s of puts here); ``durable=False`` skips the fsyncs (~2 GiB/s) and may lose the
-last chunks on a power loss (never on a process crash); the uploader then finds them missing with
-``has`` and puts them again.
+returns: three fsyncs per chunk bound the rate (256 KiB puts: 13-18 MiB/s on this machine's shared
+virtual disk under load; the two file fsyncs alone ran at ~340 MiB/s when it was quiet).
+``durable=False`` skips them (130-200 MiB/s under the same load, most of it SHA-256 and file
+creation) and may lose the last chunks on a power loss, never on a process crash: the uploader finds
+them missing with ``has`` and puts them again, if it is still online. ``get`` reads ~2 GB/s either
+way (one indexed query and one file read per chunk; the fetcher verifies the hash, not the hold).
+Opening reads the size of every chunk file (``stat``), ~0.05-0.1 ms per chunk held.
 
 Sharing. A chunk may belong to several files (``members`` holds (file_id, address) pairs); its bytes
 go only when no file names it. A file id registered by several peers is one file (byte-identical
@@ -34,14 +39,14 @@ Bounds (``HoldLimits``), and why every table a peer can grow is bounded by them:
   ``uploads`` and ``tokens`` tables are paid for in the same bytes as chunks and together stay
   below ``total_bytes``. ``put`` charges each chunk at least ``MIN_CHUNK_CHARGE`` against what the
   uploader reserved for that file, which bounds ``chunks`` and ``members`` the same way. Every real
-  chunk is at least 1,040 bytes (padded to 1 KiB plus the GCM tag), so the floors never touch an
-  honest upload. On disk a small chunk still takes a filesystem block (4 KiB), so the disk used can
+  chunk is at least 1,040 bytes (FILES.md: padded to >= 1 KiB, plus the GCM tag), so the floor never
+  touches an honest upload. On disk a small chunk still takes a filesystem block (4 KiB), so the disk used can
   reach ~4x ``total_bytes`` only if every file is tiny.
 * ``max_files_per_peer`` (256) bounds one peer's registrations; ``max_tokens`` (1,024: a group of
   1,000 members fits) bounds the tokens of one file; ``max_ttl`` (14 days) bounds how long anything
   is held (a later expiry is clamped). Re-registering may extend a file's expiry, to at most
-  ``now + max_ttl`` each time: the uploader (or a recipient, who could upload it again anyway) pays
-  for that with its own reservation.
+  ``now + max_ttl`` each time, and keeps the registering peer's reservation taken as long: only a
+  peer that reserved room (the uploader, or a recipient who could upload it again anyway) can.
 
 An expired file is gone for every call (``get``, ``put``, ``done``) even before ``expire`` deletes it;
 ``register`` and ``put`` delete expired files first, so their reservations never block new ones.
@@ -271,8 +276,8 @@ class ChunkHold:
         peer's reservations, its file count or everyone's reservations would pass their limit.
         """
         with self._lock:
-            self._expire_due(now)  # first: an expired file is gone, whatever else this call says
             self._check_register(file_id, expiry, token_hashes, total_bytes, now)
+            self._expire_due(now)  # an expired file is gone: registering it again starts afresh
             expiry = min(expiry, now + self.limits.max_ttl)
             db = self._db
             upload = db.upload(file_id, peer)
@@ -360,9 +365,12 @@ class ChunkHold:
                     charge=charge,
                     size=None if held else len(data),
                 )
-            except BaseException:
-                if not held:
-                    self._path(address).unlink(missing_ok=True)
+            except BaseException as exc:
+                if isinstance(exc, DiskFull):  # the database could not grow
+                    self._refuse(HoldRefusal.DISK_FULL)
+                if not held:  # a file without its row: remove it now (or the next open does)
+                    with contextlib.suppress(OSError):
+                        self._path(address).unlink(missing_ok=True)
                 raise
             if not held:
                 self._stored += 1
@@ -457,6 +465,8 @@ class ChunkHold:
     def _check_register(
         self, file_id: bytes, expiry: float, token_hashes: Sequence[bytes], total_bytes: int, now: float
     ) -> None:
+        if not math.isfinite(now):
+            raise ValueError(f"now must be a finite time (unix seconds), not {now}")  # the caller's bug
         problem = None
         if len(file_id) != FILE_ID_SIZE:
             problem = f"file id is {len(file_id)} bytes; expected {FILE_ID_SIZE}"
@@ -494,8 +504,13 @@ class ChunkHold:
         final = self._path(address)
         temp = final.with_name(final.name + _TEMP_SUFFIX)
         try:
-            final.parent.mkdir(exist_ok=True, mode=0o700)
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            except FileNotFoundError:  # the first chunk in this folder: make it (not a mkdir per put)
+                final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                if self.durable:
+                    _fsync_folder(self._chunks)
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 _write_all(fd, data)
                 if self.durable:
