@@ -51,6 +51,7 @@ from meshchat.cli.output import KEPT_EVENTS, OUTPUT_BUFFER, OUTPUT_DRAIN, Output
 from meshchat.contacts import Contact
 from meshchat.crypto import epoch_of, inbox_tag, inbox_topic
 from meshchat.errors import MeshchatError, NetworkError, UnknownGroup
+from meshchat.files.events import Attachment, AttachmentFetched, FileProblem
 from meshchat.groups.events import GroupEvent
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
@@ -279,7 +280,9 @@ async def _print_events(node: Node, printer: _Printer, output: OutputQueue) -> N
             describe_group_event(
                 event, printer, names=_contact_names(node), group_name=lambda g: _group_name(node, g)
             )
-        elif not describe_file_event(event, printer, names=_contact_names(node)):
+        elif isinstance(event, Attachment | AttachmentFetched | FileProblem):
+            describe_file_event(event, printer, names=_contact_names(node))
+        else:
             _describe(event, printer)
         if isinstance(event, DirectMessage):
             await output.wait_for_room()
