@@ -174,6 +174,39 @@ async def test_a_large_file_waits_for_files_fetch_from_the_senders_node(tmp_path
     assert [(r["number"], r["state"], r["path"]) for r in listed] == [(1, "done", got["path"])]
 
 
+async def test_with_a_mailbox_send_file_returns_once_it_holds_every_chunk(tmp_path: Path) -> None:
+    """Bob is offline: Alice's send returns when the mailbox stored every chunk and the manifest
+    (nothing served by her); Bob's node, started later, fetches the file from the mailbox alone."""
+    alice, bob = await _two_profiles(tmp_path)
+    box = tmp_path / ".box"
+    await meshchat("init", "--profile", box, "--name", "Box")
+    data = os.urandom(2 * CHUNK_SIZE + 77)
+    memo = tmp_path / "memo.bin"
+    await trio.Path(memo).write_bytes(data)
+    async with processes(tmp_path) as start:
+        mailbox = await start("mailbox", "--profile", box, "--listen", LOCAL, "--json")
+        box_addr = (await mailbox.first("listening"))["addrs"][0]
+        invite = (await meshchat("invite", "--profile", bob, "--mailbox", box_addr)).stdout.decode()
+        await meshchat("add", "--profile", alice, invite)
+        sent = await json_of("send", "--to", "Bob", "--file", memo, "--mailbox", box_addr, "--profile", alice)
+        assert (sent["status"], sent["on_mailbox"], sent["stored"], sent["served"]) == (
+            "stored",
+            True,
+            len(data),
+            0,
+        ), sent
+        bob_node = await start("node", "--profile", bob, "--listen", LOCAL, "--mailbox", box_addr, "--json")
+        offered = await bob_node.next("attachment")
+        assert (offered["name"], offered["mailboxes"], offered["fetching"]) == (
+            "memo.bin",
+            [box_addr.rsplit("/", 1)[1]],
+            True,
+        )
+        fetched = await bob_node.next("attachment_fetched")
+        assert await trio.Path(fetched["path"]).read_bytes() == data
+        await bob_node.stop()
+
+
 async def test_command_lines_that_cannot_work_fail_with_one_error_line(tmp_path: Path) -> None:
     alice, _bob = await _two_profiles(tmp_path)
     photo = tmp_path / "p.jpg"
