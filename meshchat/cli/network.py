@@ -137,9 +137,7 @@ def node_command(
 
 
 def send_command(
-    text: Annotated[
-        str | None, typer.Argument(metavar="[TEXT]", help="The message (or give --file).")
-    ] = None,
+    text: Annotated[str | None, typer.Argument(metavar="TEXT", help="The message (or give --file).")] = None,
     *,
     to: Annotated[str, typer.Option("--to", metavar="CONTACT", help="Contact name or PeerId.")],
     file: Annotated[
