@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from test_cli_group import LOCAL, _env, _peer, json_of, meshchat, processes
 
@@ -335,3 +336,32 @@ def test_human_sizes() -> None:
         "19.1 MiB",
         "3.0 GiB",
     ]
+
+
+def test_the_progress_bar_shows_bytes_rate_and_eta_and_never_obeys_a_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rich.console import Console  # noqa: PLC0415
+
+    from meshchat.cli import file_runner  # noqa: PLC0415
+
+    screen = io.StringIO()
+    monkeypatch.setattr(
+        file_runner, "stderr_console", lambda: Console(file=screen, force_terminal=True, width=160)
+    )
+    now = [100.0]
+    bar = file_runner._Bar("#1 \x1b]0;pwned\x07[bold]x\u202e.bin", 10 * 2**20, clock=lambda: now[0])
+    with bar.progress:
+        bar.show(2**20)
+        now[0] += 1.0
+        bar.show(5 * 2**20)  # 4 MiB in 1 s: 5 MiB to go, about 1.25 s
+    last = screen.getvalue().rsplit("\r", 1)[-1]
+    assert "5.0/10.0 MiB" in last and "4.2 MB/s" in last and "0:00:02" in last, last
+    assert "[bold]x\\u202e.bin" in last and "pwned" not in last and "\u202e" not in last, last
+    # not a terminal (a pipe, a log file): nothing drawn at all
+    screen = io.StringIO()
+    monkeypatch.setattr(file_runner, "stderr_console", lambda: Console(file=screen, force_terminal=False))
+    bar = file_runner._Bar("#1 a.bin", 10)
+    with bar.progress:
+        bar.show(5)
+    assert screen.getvalue() == ""

@@ -78,7 +78,8 @@ class _Bar:
     """One rich progress bar (bytes, rate, ETA) on stderr, drawn only when stderr is a terminal:
     stdout stays for the result, and a log file gets no redraws."""
 
-    def __init__(self, description: str, total: int) -> None:
+    def __init__(self, description: str, total: int, *, clock: Callable[[], float] | None = None) -> None:
+        """``clock``: seconds for the rate and ETA (rich's monotonic clock unless a test gives one)."""
         console = stderr_console()
         self.progress = Progress(
             TextColumn("{task.description}"),
@@ -87,6 +88,7 @@ class _Bar:
             TransferSpeedColumn(),
             TimeRemainingColumn(),
             console=console,
+            get_time=clock,
             disable=not console.is_terminal,
         )
         self.task: TaskID = self.progress.add_task(terminal_markup(description), total=total)
