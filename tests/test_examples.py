@@ -65,3 +65,26 @@ def test_classroom_example_announcements_reach_all_30_and_only_the_teacher_posts
     assert "NotAuthorized: " in refused and "not an admin" in refused
     assert "received by the teacher: True, and 29 of 29 other students" in out
     assert "status of the announcement: delivered to 30 of 30" in out
+
+
+def test_send_photo_example_shows_the_thumbnail_and_caption_then_fetches_the_same_bytes() -> None:
+    out = run_example("send_photo.py").stdout
+    assert "Bob got an attachment from Alice: True" in out
+    assert "name: lake.jpg, type: image/jpeg, size: " in out
+    assert "1600x1200 px" in out
+    thumbnail = next(line for line in out.splitlines() if line.startswith("thumbnail: "))
+    assert thumbnail.endswith("320x240 px")
+    assert int(thumbnail.split()[1].replace(",", "")) <= 24 * 1024
+    assert "caption: The lake this morning 🌅" in out
+    assert "identical to Alice's photo: True" in out
+    assert "saved as lake.jpg in Bob's downloads folder: True" in out
+
+
+def test_voice_note_example_shows_the_duration_and_the_note_arrives_on_its_own() -> None:
+    out = run_example("voice_note.py").stdout
+    assert "Bob got a voice note from Alice: True" in out
+    assert "name: voice note.ogg, type: audio/ogg, size: " in out
+    assert "duration: 4.0 s, caption: call me back?" in out
+    assert "fetching on its own (under the automatic size): True" in out
+    assert "identical to Alice's recording: True" in out
+    assert "saved as voice note.ogg in Bob's downloads folder: True" in out

@@ -7,6 +7,7 @@ into one line on stderr. One module per command group:
 - ``identity``: ``init``, ``id``, ``invite``, ``safety-number``, ``add``
 - ``network``: ``node``, ``chat``, ``send``, ``mailbox`` (the live node runs in ``runner``)
 - ``store``: ``outbox``, ``status``, ``inbox``
+- ``files``: ``files [--fetch N]``, ``send --file`` (the network part in ``file_runner``)
 - ``group``: ``group create | invite | join | members | remove | leave | rename | promote | demote |
   send | history | list`` (the network part in ``group_runner``; ``chat --group`` too)
 - ``sim``: ``sim``; ``demo``: ``demo`` (its steps in ``demo_local``, its network part in ``demo_net``)
@@ -33,6 +34,7 @@ import typer
 from typer.core import TyperGroup
 
 from meshchat.cli import demo as _demo
+from meshchat.cli import files as _files
 from meshchat.cli import group as _group
 from meshchat.cli import identity as _identity
 from meshchat.cli import network as _network
@@ -149,6 +151,7 @@ app.command("mailbox")(_network.mailbox_command)
 app.command("outbox")(_store.outbox_command)
 app.command("status")(_store.status_command)
 app.command("inbox")(_store.inbox_command)
+app.command("files")(_files.files_command)
 app.command("sim")(_sim.sim_command)
 app.add_typer(_group.group_app, name="group")
 

@@ -137,9 +137,17 @@ def node_command(
 
 
 def send_command(
-    text: Annotated[str, typer.Argument(metavar="TEXT", help="The message.")],
+    text: Annotated[str | None, typer.Argument(metavar="TEXT", help="The message (or give --file).")] = None,
     *,
     to: Annotated[str, typer.Option("--to", metavar="CONTACT", help="Contact name or PeerId.")],
+    file: Annotated[
+        Path | None, typer.Option("--file", metavar="PATH", help="Send this file (a photo, a voice note...).")
+    ] = None,
+    caption: Annotated[str, typer.Option(metavar="TEXT", help="With --file: the file's caption.")] = "",
+    timeout: Annotated[
+        float | None,
+        typer.Option(metavar="SECONDS", min=0.1, help="With --file: give up after this long (default 600)."),
+    ] = None,
     profile: ProfileOption = None,
     listen: Annotated[
         list[str] | None,
@@ -151,7 +159,26 @@ def send_command(
 ) -> None:
     """Send one sealed message to a contact: it waits in the outbox until a peer on their shard (or a
     --mailbox) has it, and, when that is the contact itself, a few seconds for their receipt;
-    `meshchat status` and `meshchat outbox` then show where it is."""
+    `meshchat status` and `meshchat outbox` then show where it is. With --file PATH it sends a file
+    and stays up (a progress bar on stderr) until the contact fetched it or a mailbox holds it all."""
+    if file is not None:
+        from meshchat.cli.files import send_file  # noqa: PLC0415
+
+        send_file(
+            text,
+            to=to,
+            path=file,
+            caption=caption,
+            timeout=timeout,
+            profile=profile,
+            listen=listen,
+            bootstrap=bootstrap,
+            mailboxes=mailbox or [],
+            json_output=json_output,
+        )
+        return
+    if text is None or caption or timeout is not None:
+        raise UsageError("give the message TEXT (--caption and --timeout go with --file PATH)")
     from meshchat.cli.runner import run_send  # noqa: PLC0415
 
     # A one-shot send dials out and leaves: listening on every interface would open a port for

@@ -7,7 +7,8 @@ and listen addresses first, then one line per event, as text or, with ``--json``
 per line (``listening``, ``reserved``, ``peer_connected``, ``peer_disconnected``, ``message``,
 ``direct``, ``status``, ``store_problem``, ``published``, ``sent``, ``refused``, ``stdin_closed``,
 ``stopped``, ``mailbox``, ``statistics``; for groups ``group_message``, ``group_changed``,
-``group_invited``, ``group_status``, ``group_problem``: ``meshchat.cli.group_events``) for scripts
+``group_invited``, ``group_status``, ``group_problem``: ``meshchat.cli.group_events``; for files
+``attachment``, ``attachment_fetched``, ``file_problem``: ``meshchat.cli.files``) for scripts
 and tests. Text output passes every peer-chosen string
 through ``terminal_text``; JSON carries it exactly. Output goes through an ``OutputQueue``: a reader of
 standard output that lags or stops slows the output, never the node (live notices beyond
@@ -44,11 +45,13 @@ from libp2p.peer.id import ID
 from rich.console import Console
 
 from meshchat.cli.common import terminal_markup, terminal_text
+from meshchat.cli.files import describe_file_event
 from meshchat.cli.group_events import describe_group_event, short_id
 from meshchat.cli.output import KEPT_EVENTS, OUTPUT_BUFFER, OUTPUT_DRAIN, OutputQueue, opened_output
 from meshchat.contacts import Contact
 from meshchat.crypto import epoch_of, inbox_tag, inbox_topic
 from meshchat.errors import MeshchatError, NetworkError, UnknownGroup
+from meshchat.files.events import Attachment, AttachmentFetched, FileProblem
 from meshchat.groups.events import GroupEvent
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
@@ -277,6 +280,8 @@ async def _print_events(node: Node, printer: _Printer, output: OutputQueue) -> N
             describe_group_event(
                 event, printer, names=_contact_names(node), group_name=lambda g: _group_name(node, g)
             )
+        elif isinstance(event, Attachment | AttachmentFetched | FileProblem):
+            describe_file_event(event, printer, names=_contact_names(node))
         else:
             _describe(event, printer)
         if isinstance(event, DirectMessage):
