@@ -203,8 +203,16 @@ def random_file(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-async def raw_tcp(bench: Bench, source: Path | None, size: int) -> float:
-    """Seconds for one raw copy (file to file with an fsync, or memory to memory if no ``source``)."""
+@dataclass
+class Copy:
+    """One raw copy: seconds, and the CPU seconds each end used meanwhile."""
+
+    seconds: float
+    cpu: dict[str, float]
+
+
+async def raw_tcp(bench: Bench, source: Path | None, size: int) -> Copy:
+    """One raw copy (file to file with an fsync, or memory to memory if no ``source``)."""
     out = bench.folder / "tcp.out"
     args = ["--out", str(out)] if source else []
     receiver = await bench.start("tcp-recv", "tcp-recv", *args)
@@ -218,7 +226,7 @@ async def raw_tcp(bench: Bench, source: Path | None, size: int) -> float:
     if done["bytes"] != size or (source and out.stat().st_size != size):
         raise RuntimeError(f"raw copy moved {done['bytes']} bytes of {size}")
     out.unlink(missing_ok=True)
-    return float(done["at"] - sent["at"])
+    return Copy(float(done["at"] - sent["at"]), {"sender": sent["cpu_s"], "receiver": done["cpu_s"]})
 
 
 @dataclass
@@ -230,6 +238,30 @@ class Fetch:
     prepare_s: float = 0.0
     rss_mib: dict[str, float] = field(default_factory=dict)
     growth: dict[str, str] = field(default_factory=dict)
+    #: CPU seconds each process used between the attachment event and the fetch returning.
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, every thread) process ``pid`` used so far (``/proc/<pid>/stat``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def fetch_window(
+    recipient: Peer, sources: dict[str, Peer], size: int
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Wait for the recipient's ``fetched`` report; the CPU each process used from its attachment
+    event on (read from ``/proc`` as the events come in: within milliseconds)."""
+    peers = {"recipient": recipient, **sources}
+    await recipient.wait("attachment", START_LIMIT + transfer_limit(size))
+    before = {name: cpu_seconds(p.process.pid) for name, p in peers.items()}
+    fetched = await recipient.wait("fetched", transfer_limit(size))
+    after = {name: cpu_seconds(p.process.pid) for name, p in peers.items()}
+    return fetched, {name: after[name] - before[name] for name in peers}
 
 
 def check(fetched: dict[str, Any], size: int, digest: str) -> None:
@@ -260,7 +292,7 @@ async def one_hop(bench: Bench, source: Path, size: int, digest: str) -> Fetch:
     )
     await recipient.wait("listening", START_LIMIT)
     await sender.say("send")
-    fetched = await recipient.wait("fetched", START_LIMIT + transfer_limit(size))
+    fetched, cpu = await fetch_window(recipient, {"sender": sender}, size)
     check(fetched, size, digest)
     await trio.Path(fetched["path"]).unlink()
     prepared = await sender.wait("sending", START_LIMIT)
@@ -268,6 +300,7 @@ async def one_hop(bench: Bench, source: Path, size: int, digest: str) -> Fetch:
     return Fetch(
         seconds=fetched["seconds"],
         prepare_s=prepared["prepare_s"],
+        cpu=cpu,
         rss_mib={k: v["peak_rss_kib"] / 1024 for k, v in finals.items() if v},
     )
 
@@ -308,7 +341,7 @@ async def through_mailbox(bench: Bench, source: Path, size: int, digest: str, ta
         "--downloads",
         str(downloads),
     )
-    fetched = await recipient.wait("fetched", START_LIMIT + transfer_limit(size))
+    fetched, cpu = await fetch_window(recipient, {"mailbox": mailbox}, size)
     check(fetched, size, digest)
     await trio.Path(fetched["path"]).unlink()
     finals = {"sender": sender_final, "mailbox": await mailbox.stop(), "recipient": await recipient.stop()}
@@ -319,6 +352,7 @@ async def through_mailbox(bench: Bench, source: Path, size: int, digest: str, ta
         prepare_s=uploaded["prepare_s"],
         rss_mib={k: v["peak_rss_kib"] / 1024 for k, v in finals.items() if v},
         growth={k: p.rss_growth() for k, p in peers.items()},
+        cpu=cpu,
     )
 
 
@@ -346,14 +380,17 @@ async def run(bench: Bench, small: int, big: int) -> None:
     source = bench.folder / "source.bin"
     digest = await trio.to_thread.run_sync(random_file, source, small)
     print(f"{'step':<38} {'size':>11} {'time':>10} {'rate':>14}")
-    tcp_times = [await raw_tcp(bench, source, small) for _ in range(TCP_ROUNDS)]
-    tcp = small / min(tcp_times) / 1e6
-    row("raw TCP, file to file + fsync (best)", small, min(tcp_times), f"rounds {_rates(small, tcp_times)}")
-    memory = min([await raw_tcp(bench, None, small) for _ in range(TCP_ROUNDS)])
-    row("raw TCP, memory to memory (context)", small, memory)
+    copies = [await raw_tcp(bench, source, small) for _ in range(TCP_ROUNDS)]
+    best = min(copies, key=lambda c: c.seconds)
+    tcp = small / best.seconds / 1e6
+    row("raw TCP, file to file + fsync (best)", small, best.seconds, f"rounds {_rates(small, copies)}")
+    print(f"{'':<4}{_cpu(best.cpu, best.seconds)}")
+    memory = min([await raw_tcp(bench, None, small) for _ in range(TCP_ROUNDS)], key=lambda c: c.seconds)
+    row("raw TCP, memory to memory (context)", small, memory.seconds)
 
     hop = await one_hop(bench, source, small, digest)
     row("meshchat one hop: fetch", small, hop.seconds, f"(send_file prepared in {hop.prepare_s:.2f} s)")
+    print(f"{'':<4}{_cpu(hop.cpu, hop.seconds)}")
     boxed = await through_mailbox(bench, source, small, digest, "mailbox")
     row(
         "mailbox, sender offline: upload",
@@ -362,6 +399,7 @@ async def run(bench: Bench, small: int, big: int) -> None:
         f"(of which prepare {boxed.prepare_s:.2f} s)",
     )
     row("mailbox, sender offline: fetch", small, boxed.seconds)
+    print(f"{'':<4}{_cpu(boxed.cpu, boxed.seconds)}")
     source.unlink()
 
     big_source = bench.folder / "big.bin"
@@ -370,6 +408,7 @@ async def run(bench: Bench, small: int, big: int) -> None:
     big_source.unlink()
     row("big file via mailbox: upload", big, large.upload_s, f"(of which prepare {large.prepare_s:.2f} s)")
     row("big file via mailbox: fetch", big, large.seconds)
+    print(f"{'':<4}{_cpu(large.cpu, large.seconds)}")
     print(
         "peak RSS: "
         + ", ".join(f"{k} {v:,.0f} MiB" for k, v in large.rss_mib.items())
@@ -387,8 +426,13 @@ async def run(bench: Bench, small: int, big: int) -> None:
     )
 
 
-def _rates(size: int, times: list[float]) -> str:
-    return " ".join(f"{size / t / 1e6:,.0f}" for t in times)
+def _rates(size: int, copies: list[Copy]) -> str:
+    return " ".join(f"{size / c.seconds / 1e6:,.0f}" for c in copies)
+
+
+def _cpu(cpu: dict[str, float], seconds: float) -> str:
+    used = ", ".join(f"{name} {value:.2f} s" for name, value in cpu.items())
+    return f"CPU meanwhile: {used} (wall {seconds:.2f} s; {os.cpu_count()} cores shared)"
 
 
 if __name__ == "__main__":

@@ -21,13 +21,15 @@ Roles:
   bytes, SHA-256).
 
 Every node role prints ``listening`` once started, ``rss`` samples every ``RSS_EVERY`` seconds, and
-``final`` (peak RSS: ``ru_maxrss``, KiB) before it exits on ``quit`` or end of stdin.
+``final`` (peak RSS: ``ru_maxrss``, KiB) before it exits on ``quit`` or end of stdin. With
+``MESHCHAT_BENCH_PROFILE=<folder>`` in the environment a node role runs under cProfile (a diagnosis).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import hashlib
 import json
 import os
@@ -60,6 +62,8 @@ STEP_LIMIT = 900.0
 STORE = StoreConfig(retry_initial=0.5, sync_interval=1.0)
 #: The mailbox's chunk hold: a 1 GiB file and its overhead, twice over.
 HOLD = HoldLimits(per_peer_bytes=4 * 1024**3, total_bytes=8 * 1024**3)
+#: Set to a folder, node roles write a cProfile of their main thread there (``<role>-<pid>.prof``).
+PROFILE_VARIABLE = "MESHCHAT_BENCH_PROFILE"
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -70,6 +74,12 @@ def emit(event: str, **fields: Any) -> None:
 def peak_rss_kib() -> int:
     """This process's peak resident set so far (KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def cpu_seconds() -> float:
+    """CPU time this process used so far, every thread, user and system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_kib() -> int:
@@ -86,6 +96,7 @@ def tcp_recv(out: str | None) -> None:
         server.settimeout(STEP_LIMIT)
         emit("listening", port=server.getsockname()[1])
         conn, _ = server.accept()
+    cpu = cpu_seconds()
     conn.settimeout(STEP_LIMIT)
     buffer = bytearray(BLOCK)
     view = memoryview(buffer)
@@ -105,11 +116,11 @@ def tcp_recv(out: str | None) -> None:
     finally:
         if fd >= 0:
             os.close(fd)
-    emit("done", bytes=got, at=done, peak_rss_kib=peak_rss_kib())
+    emit("done", bytes=got, at=done, cpu_s=cpu_seconds() - cpu, peak_rss_kib=peak_rss_kib())
 
 
 def tcp_send(port: int, path: str | None, size: int) -> None:
-    start = time.monotonic()
+    start, cpu = time.monotonic(), cpu_seconds()
     with socket.create_connection(("127.0.0.1", port), timeout=STEP_LIMIT) as conn:
         sent = 0
         if path:
@@ -126,7 +137,7 @@ def tcp_send(port: int, path: str | None, size: int) -> None:
                 sent += len(part)
         conn.shutdown(socket.SHUT_WR)
         conn.recv(1)  # the receiver closes once it has everything
-    emit("sent", at=start, bytes=sent)
+    emit("sent", at=start, bytes=sent, cpu_s=cpu_seconds() - cpu)
 
 
 # --- meshchat nodes ---------------------------------------------------------------------------------
@@ -269,8 +280,17 @@ def main() -> None:
     elif args.role == "tcp-send":
         tcp_send(args.port, args.file, args.bytes)
     else:
+        profile_to = os.environ.get(PROFILE_VARIABLE)
         with contextlib.suppress(KeyboardInterrupt):
-            trio.run(run_node, args)
+            if profile_to:  # a diagnosis: where the event loop's thread spends its time
+                cProfile.runctx(
+                    "trio.run(run_node, args)",
+                    globals(),
+                    {"args": args, "run_node": run_node, "trio": trio},
+                    f"{profile_to}/{args.role}-{os.getpid()}.prof",
+                )
+            else:
+                trio.run(run_node, args)
 
 
 if __name__ == "__main__":
