@@ -135,6 +135,11 @@ class Peer:
         except OSError:
             return "(no log)"
 
+    def first_rss_mib(self) -> float:
+        """Its resident set at its first sample (a started node, nothing transferred yet)."""
+        first = self.found("rss")
+        return first["now_kib"] / 1024 if first else 0.0
+
     def rss_growth(self) -> str:
         samples = [e for e in self.events if e["event"] == "rss"]
         if not samples:
@@ -234,10 +239,14 @@ class Fetch:
     """One meshchat transfer's figures."""
 
     seconds: float
+    #: When the driver announced every byte in (``AttachmentFetched``); ``fetch`` may return later.
+    complete_s: float
     upload_s: float = 0.0
     prepare_s: float = 0.0
     rss_mib: dict[str, float] = field(default_factory=dict)
     growth: dict[str, str] = field(default_factory=dict)
+    #: Each process's RSS at its first sample (MiB).
+    start_rss_mib: dict[str, float] = field(default_factory=dict)
     #: CPU seconds each process used between the attachment event and the fetch returning.
     cpu: dict[str, float] = field(default_factory=dict)
 
@@ -299,6 +308,7 @@ async def one_hop(bench: Bench, source: Path, size: int, digest: str) -> Fetch:
     finals = {"sender": await sender.stop(), "recipient": await recipient.stop()}
     return Fetch(
         seconds=fetched["seconds"],
+        complete_s=fetched["complete_s"],
         prepare_s=prepared["prepare_s"],
         cpu=cpu,
         rss_mib={k: v["peak_rss_kib"] / 1024 for k, v in finals.items() if v},
@@ -348,10 +358,12 @@ async def through_mailbox(bench: Bench, source: Path, size: int, digest: str, ta
     peers = {"sender": sender, "mailbox": mailbox, "recipient": recipient}
     return Fetch(
         seconds=fetched["seconds"],
+        complete_s=fetched["complete_s"],
         upload_s=uploaded["upload_s"],
         prepare_s=uploaded["prepare_s"],
         rss_mib={k: v["peak_rss_kib"] / 1024 for k, v in finals.items() if v},
         growth={k: p.rss_growth() for k, p in peers.items()},
+        start_rss_mib={k: p.first_rss_mib() for k, p in peers.items()},
         cpu=cpu,
     )
 
@@ -389,7 +401,12 @@ async def run(bench: Bench, small: int, big: int) -> None:
     row("raw TCP, memory to memory (context)", small, memory.seconds)
 
     hop = await one_hop(bench, source, small, digest)
-    row("meshchat one hop: fetch", small, hop.seconds, f"(send_file prepared in {hop.prepare_s:.2f} s)")
+    row(
+        "meshchat one hop: fetch",
+        small,
+        hop.seconds,
+        f"(send_file prepared in {hop.prepare_s:.2f} s) {_complete(hop)}",
+    )
     print(f"{'':<4}{_cpu(hop.cpu, hop.seconds)}")
     boxed = await through_mailbox(bench, source, small, digest, "mailbox")
     row(
@@ -398,7 +415,7 @@ async def run(bench: Bench, small: int, big: int) -> None:
         boxed.upload_s,
         f"(of which prepare {boxed.prepare_s:.2f} s)",
     )
-    row("mailbox, sender offline: fetch", small, boxed.seconds)
+    row("mailbox, sender offline: fetch", small, boxed.seconds, _complete(boxed))
     print(f"{'':<4}{_cpu(boxed.cpu, boxed.seconds)}")
     source.unlink()
 
@@ -407,12 +424,15 @@ async def run(bench: Bench, small: int, big: int) -> None:
     large = await through_mailbox(bench, big_source, big, big_digest, "big")
     big_source.unlink()
     row("big file via mailbox: upload", big, large.upload_s, f"(of which prepare {large.prepare_s:.2f} s)")
-    row("big file via mailbox: fetch", big, large.seconds)
+    row("big file via mailbox: fetch", big, large.seconds, _complete(large))
     print(f"{'':<4}{_cpu(large.cpu, large.seconds)}")
     print(
         "peak RSS: "
-        + ", ".join(f"{k} {v:,.0f} MiB" for k, v in large.rss_mib.items())
-        + f" (target < {RSS_TARGET_MIB})"
+        + ", ".join(
+            f"{k} {v:,.0f} MiB (started at {large.start_rss_mib.get(k, 0):,.0f})"
+            for k, v in large.rss_mib.items()
+        )
+        + f"; target < {RSS_TARGET_MIB} each"
     )
     peak = max(large.rss_mib.values())
     if peak >= RSS_TARGET_MIB:
@@ -428,6 +448,13 @@ async def run(bench: Bench, small: int, big: int) -> None:
 
 def _rates(size: int, copies: list[Copy]) -> str:
     return " ".join(f"{size / c.seconds / 1e6:,.0f}" for c in copies)
+
+
+def _complete(fetch: Fetch) -> str:
+    if fetch.seconds - fetch.complete_s < 0.01:
+        return ""
+    late = fetch.seconds - fetch.complete_s
+    return f"every byte in after {fetch.complete_s:.2f} s; fetch returned {late:.2f} s later"
 
 
 def _cpu(cpu: dict[str, float], seconds: float) -> str:

@@ -42,7 +42,7 @@ from typing import Any
 
 import trio
 
-from meshchat.files.events import Attachment
+from meshchat.files.events import Attachment, AttachmentFetched
 from meshchat.files.hold import HoldLimits
 from meshchat.identity import PublicIdentity
 from meshchat.net.file_driver import FileConfig
@@ -246,11 +246,32 @@ async def receive(node: Node) -> None:
         raise EOFError("the node's events ended before an attachment came")
     start = time.monotonic()
     emit("attachment", size=attachment.manifest.size, mailboxes=list(attachment.manifest.mailboxes), at=start)
+    complete: list[float] = []
+
+    async def watch_complete() -> None:
+        """When the driver says every byte is in (``AttachmentFetched``): ``fetch`` may return later."""
+        async for event in node.events():
+            if isinstance(event, AttachmentFetched) and event.number == attachment.number:
+                complete.append(time.monotonic() - start)
+                return
+
     with trio.fail_after(STEP_LIMIT):
-        path = await node.fetch(attachment)
-    seconds = time.monotonic() - start
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_complete)
+            path = await node.fetch(attachment)
+            seconds = time.monotonic() - start
+            # the event was queued before ``fetch`` could return: the watcher took it by now, or it
+            # came in the same pass (then the two times are one)
+            nursery.cancel_scope.cancel()
     digest = await trio.to_thread.run_sync(sha256_of, path)
-    emit("fetched", seconds=seconds, bytes=path.stat().st_size, sha256=digest, path=str(path))
+    emit(
+        "fetched",
+        seconds=seconds,
+        complete_s=complete[0] if complete else seconds,
+        bytes=path.stat().st_size,
+        sha256=digest,
+        path=str(path),
+    )
 
 
 def sha256_of(path: Path) -> str:
