@@ -26,6 +26,10 @@ lines and time themselves on CLOCK_MONOTONIC, one clock for every process.
    process also samples its RSS every two seconds; the growth is printed when the peak is over target.
 
 Nodes use ``FileConfig(auto_fetch=0)`` and fetch explicitly, so the timed window is the fetch alone.
+Beside each transfer: the CPU seconds each process used meanwhile (from ``/proc``; on a shared machine
+wall time far above CPU time means the processes waited, for each other or for a core), and when the
+driver announced every byte in (``AttachmentFetched``) if ``fetch`` returned noticeably later.
+``--verbose`` prints each node's file counters as it stops.
 ``--quick`` uses 8 MiB and 32 MiB instead of 100 MiB and 1 GiB. MB = 10**6 bytes. The last line reads
 ``file_ratio_vs_tcp=… mailbox_ratio_vs_tcp=… peak_rss_mib=…``.
 """
