@@ -1,11 +1,12 @@
 """An app process for the file crash tests (``tests/test_files_crash.py``): a mailbox, a sender or a
 recipient of one file, on the ``Node`` API, printing one JSON object per line (``{"event": ...}``).
 
-    python tests/file_crash_peer.py mailbox PROFILE [--port N]
+    python tests/file_crash_peer.py mailbox PROFILE [--port N] [--no-bulk]
     python tests/file_crash_peer.py sender PROFILE --to PEER_ID --file PATH [--mailbox ADDR] [--reuse]
     python tests/file_crash_peer.py recipient PROFILE [--connect ADDR ...] [--mailbox ADDR] [--die-finishing]
 
-``mailbox`` prints ``ready`` (its address) and ``hold`` (chunks and bytes it holds) as they change.
+``mailbox`` prints ``ready`` (its address) and ``hold`` (chunks and bytes it holds) as they change;
+with ``--no-bulk`` it offers no bulk channel (its chunks travel on libp2p streams).
 
 ``sender`` sends PATH to PEER_ID once (``ref="crash-file"``: started again on the same profile it must
 not send it twice), then prints ``progress`` (bytes ``stored`` on the mailbox, bytes ``fetched`` by
@@ -26,6 +27,7 @@ complete file has been moved to its name and files.db does not say so yet (a cra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -39,6 +41,7 @@ import trio
 from meshchat.errors import DecodeError
 from meshchat.files.chunks import MAX_FILE_SIZE
 from meshchat.files.download import Download
+from meshchat.files.events import FileProblem
 from meshchat.files.manifest import decode_manifest
 from meshchat.files.sqlite import FILES_FILE, FileStore, ReceivedState
 from meshchat.identity import KEY_FILE_NAME, PublicIdentity, load_identity
@@ -69,8 +72,14 @@ def quick(**changes: object) -> FileConfig:
     return FileConfig(**settings)  # type: ignore[arg-type]
 
 
-async def mailbox(profile: Path, port: int) -> None:
-    async with Node.open(profile, listen=[f"/ip4/127.0.0.1/tcp/{port}"], dht=False, mailbox=True) as node:
+async def mailbox(profile: Path, port: int, bulk: bool) -> None:
+    async with Node.open(
+        profile,
+        listen=[f"/ip4/127.0.0.1/tcp/{port}"],
+        dht=False,
+        mailbox=True,
+        file_config=FileConfig(bulk=bulk),
+    ) as node:
         say("ready", addr=node.listen_addrs[0])
         hold = node.files.driver.server.hold
         assert hold is not None
@@ -128,10 +137,18 @@ async def sender(profile: Path, to: str, path: Path, mailbox_addr: str | None, r
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(answer_reports)
+            nursery.start_soon(tell_problems, node)
             while True:
                 now = state()
                 say("progress", stored=now[0], fetched=now[1], served=now[2], status=now[3])
                 await node.wait_for(lambda before=now: state() != before)
+
+
+async def tell_problems(node: Node) -> None:
+    """Print each ``FileProblem`` (a transfer waiting to be tried again, and why)."""
+    async for event in node.events():
+        if isinstance(event, FileProblem):
+            say("problem", number=event.number, error=event.error, final=event.final)
 
 
 def _die_when_finishing() -> None:
@@ -163,14 +180,17 @@ def recorded(profile: Path) -> dict[str, tuple[str, int]]:
 async def recipient(profile: Path, connect: list[str], mailbox_addr: str | None) -> None:
     say("recorded", attachments=recorded(profile))
     config = quick(auto_fetch=MAX_FILE_SIZE, downloads=profile / "downloads")
-    async with Node.open(
-        profile,
-        listen=LOCAL,
-        dht=False,
-        mailboxes=[mailbox_addr] if mailbox_addr else [],
-        store_config=FAST,
-        file_config=config,
-    ) as node:
+    async with (
+        Node.open(
+            profile,
+            listen=LOCAL,
+            dht=False,
+            mailboxes=[mailbox_addr] if mailbox_addr else [],
+            store_config=FAST,
+            file_config=config,
+        ) as node,
+        contextlib.AsyncExitStack() as stack,
+    ):
         say("ready", addr=node.listen_addrs[0])
         for address in connect:
             await node.connect(address)
@@ -181,6 +201,8 @@ async def recipient(profile: Path, connect: list[str], mailbox_addr: str | None)
             )
 
         printed: dict[int, tuple[ReceivedState, int]] = {}
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        nursery.start_soon(tell_problems, node)
         while True:
             now = state()
             for number, received_state, written in now:
@@ -210,10 +232,11 @@ def main() -> None:
     parser.add_argument("--mailbox")
     parser.add_argument("--connect", nargs="*", default=[])
     parser.add_argument("--reuse", action="store_true")
+    parser.add_argument("--no-bulk", action="store_true")
     parser.add_argument("--die-finishing", action="store_true")
     args = parser.parse_args()
     if args.role == "mailbox":
-        trio.run(mailbox, args.profile, args.port)
+        trio.run(mailbox, args.profile, args.port, not args.no_bulk)
     elif args.role == "sender":
         trio.run(sender, args.profile, args.to, args.file, args.mailbox, args.reuse)
     else:
