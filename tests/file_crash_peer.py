@@ -3,7 +3,9 @@ recipient of one file, on the ``Node`` API, printing one JSON object per line (`
 
     python tests/file_crash_peer.py mailbox PROFILE [--port N] [--no-bulk]
     python tests/file_crash_peer.py sender PROFILE --to PEER_ID --file PATH [--mailbox ADDR] [--reuse]
-    python tests/file_crash_peer.py recipient PROFILE [--connect ADDR ...] [--mailbox ADDR] [--die-finishing]
+        [--port N] [--no-bulk]
+    python tests/file_crash_peer.py recipient PROFILE [--connect ADDR]... [--contact INVITE]...
+        [--mailbox ADDR] [--die-finishing]
 
 ``mailbox`` prints ``ready`` (its address) and ``hold`` (chunks and bytes it holds) as they change;
 with ``--no-bulk`` it offers no bulk channel (its chunks travel on libp2p streams).
@@ -14,14 +16,18 @@ the recipient, ``served``: chunk bytes this node served in this run, the manifes
 ``status``) whenever it changes, and keeps serving. With ``--reuse`` a sender that finds the file
 already sent in its profile follows that one instead of calling ``send_file`` again (what an app does
 today: ``send_file`` with a known ref still cuts the file again under a new key, see the test).
-A line ``report`` on stdin prints ``report`` with the same figures.
+A line ``report`` on stdin prints ``report`` with the same figures. ``--port`` fixes its TCP port (so a
+restarted sender is where its invite says), ``--no-bulk`` offers no bulk channel.
 
-``recipient`` fetches every attachment automatically (window 2, quick retries) into
-``PROFILE/downloads`` and prints ``attachment`` (its number, state and the bytes its partial file was
-recorded to hold when this run started: ``resumed``), ``written`` (bytes of the file in place,
-``fetched``: bytes this run fetched) as they change, and ``done`` (its path) once complete, also when
-it was complete before this run. ``--die-finishing`` kills the process with SIGKILL at the moment the
-complete file has been moved to its name and files.db does not say so yet (a crash at that point).
+``recipient`` first prints ``recorded``: what files.db says before its node starts (each attachment's
+state and the bytes its partial file is recorded to hold: what this run resumes from). Then it adds
+each ``--contact`` invite (so it can dial that peer again by itself), dials each ``--connect``
+address, fetches every attachment automatically (window 2, quick retries) into ``PROFILE/downloads``
+and prints ``attachment`` (number, size), ``written`` (bytes of the file in place, ``fetched``: bytes
+this run fetched) as they change, and ``done`` (its path) once complete, also when it was complete
+before this run. Both roles print each ``FileProblem`` as ``problem``. ``--die-finishing`` kills
+the process with SIGKILL at the moment the complete file has been moved to its name and files.db
+does not say so yet (a crash at that point).
 """
 
 from __future__ import annotations
@@ -94,14 +100,16 @@ async def mailbox(profile: Path, port: int, bulk: bool) -> None:
             await node.wait_for(lambda before=now: state() != before)
 
 
-async def sender(profile: Path, to: str, path: Path, mailbox_addr: str | None, reuse: bool) -> None:
+async def sender(
+    profile: Path, to: str, path: Path, mailbox_addr: str | None, reuse: bool, port: int, bulk: bool
+) -> None:
     async with Node.open(
         profile,
-        listen=LOCAL,
+        listen=[f"/ip4/127.0.0.1/tcp/{port}"],
         dht=False,
         mailboxes=[mailbox_addr] if mailbox_addr else [],
         store_config=FAST,
-        file_config=quick(),
+        file_config=quick(bulk=bulk),
     ) as node:
         known = node.files.sent()
         say("ready", addr=node.listen_addrs[0], sent_before=len(known))
@@ -177,7 +185,7 @@ def recorded(profile: Path) -> dict[str, tuple[str, int]]:
         store.close()
 
 
-async def recipient(profile: Path, connect: list[str], mailbox_addr: str | None) -> None:
+async def recipient(profile: Path, connect: list[str], mailbox_addr: str | None, contacts: list[str]) -> None:
     say("recorded", attachments=recorded(profile))
     config = quick(auto_fetch=MAX_FILE_SIZE, downloads=profile / "downloads")
     async with (
@@ -192,6 +200,8 @@ async def recipient(profile: Path, connect: list[str], mailbox_addr: str | None)
         contextlib.AsyncExitStack() as stack,
     ):
         say("ready", addr=node.listen_addrs[0])
+        for invite in contacts:
+            node.contacts.add(invite)
         for address in connect:
             await node.connect(address)
 
@@ -230,7 +240,8 @@ def main() -> None:
     parser.add_argument("--to")
     parser.add_argument("--file", type=Path)
     parser.add_argument("--mailbox")
-    parser.add_argument("--connect", nargs="*", default=[])
+    parser.add_argument("--connect", action="append", default=[])
+    parser.add_argument("--contact", action="append", default=[])
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--no-bulk", action="store_true")
     parser.add_argument("--die-finishing", action="store_true")
@@ -238,11 +249,13 @@ def main() -> None:
     if args.role == "mailbox":
         trio.run(mailbox, args.profile, args.port, not args.no_bulk)
     elif args.role == "sender":
-        trio.run(sender, args.profile, args.to, args.file, args.mailbox, args.reuse)
+        trio.run(
+            sender, args.profile, args.to, args.file, args.mailbox, args.reuse, args.port, not args.no_bulk
+        )
     else:
         if args.die_finishing:
             _die_when_finishing()
-        trio.run(recipient, args.profile, args.connect, args.mailbox)
+        trio.run(recipient, args.profile, args.connect, args.mailbox, args.contact)
 
 
 if __name__ == "__main__":

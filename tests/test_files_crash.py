@@ -27,6 +27,7 @@ from processes import JsonLinesProcess, stop_processes
 
 from meshchat.files.chunks import CHUNK_SIZE, MAX_CHUNK_WIRE
 from meshchat.net import file_driver
+from meshchat.wire import Invite
 
 pytestmark = pytest.mark.slow
 
@@ -305,7 +306,7 @@ async def test_a_mailbox_killed_while_it_takes_and_serves_chunks_loses_nothing(
     upload_point, download_point = kill_points(rng, 2)
     async with processes() as start:
         box, box_addr = await start_mailbox(start, box_dir, bulk=bulk)
-        port = box_addr.split("/tcp/")[1].split("/")[0]
+        port = box_addr.split("/tcp/")[1].split("/", maxsplit=1)[0]
         sender = await start(
             "sender", sender_dir, "--to", recipient_id, "--file", source, "--mailbox", box_addr, "--reuse"
         )
@@ -366,3 +367,37 @@ async def test_a_recipient_killed_as_it_finishes_keeps_one_file(tmp_path: Path) 
         served = int((await report(sender))["served"])
     assert_landed_once(tmp_path, source, again)
     assert served < 2 * SIZE  # the file was not fetched twice
+
+
+@pytest.mark.parametrize("bulk", [pytest.param(True, marks=BULK_RESET), False], ids=["bulk", "streams"])
+async def test_a_sender_killed_while_serving_a_direct_download_is_resumed_from(
+    tmp_path: Path, bulk: bool
+) -> None:
+    """The sender is killed twice at random points while the recipient downloads from it directly,
+    and started again where the recipient's contact card says it is: the recipient (never restarted)
+    dials it again and completes the file byte-identical."""
+    rng = random.Random(17)
+    source = source_file(tmp_path, 17)
+    sender_dir, recipient_dir, _, recipient_id = profiles(tmp_path)
+    _, sender_identity = make_profile(tmp_path, "sender", 61)
+    no_bulk = [] if bulk else ["--no-bulk"]
+    send = ("sender", sender_dir, "--to", recipient_id, "--file", source, "--reuse", *no_bulk)
+    async with processes() as start:
+        sender = await start(*send)
+        address = str((await sender.first("ready"))["addr"])
+        port = address.split("/tcp/")[1].split("/", maxsplit=1)[0]
+        invite = Invite.create(sender_identity, name="sender", addrs=[address]).to_text()
+        recipient = await start("recipient", recipient_dir, "--connect", address, "--contact", invite)
+        killed_mid = 0
+        for point in kill_points(rng, 2):
+            killed_mid += await kill_when(
+                sender,
+                lambda p=point: last(recipient, "written", "bytes") >= p,
+                lambda: done(recipient),
+                watch=recipient,
+            )
+            sender = await start(*send, "--port", port)
+        await until(recipient, lambda: done(recipient))
+    assert killed_mid == 2, "both kills came before the download finished"
+    assert_landed_once(tmp_path, source, recipient)
+    assert [e["sent_files"] for e in events(sender, "sent")] == [1]
