@@ -19,6 +19,9 @@ today: ``send_file`` with a known ref still cuts the file again under a new key,
 A line ``report`` on stdin prints ``report`` with the same figures. ``--port`` fixes its TCP port (so a
 restarted sender is where its invite says), ``--no-bulk`` offers no bulk channel.
 
+``--throttle SECONDS`` (sender, recipient): every answer on a chunk channel this process opened
+arrives that much late, a slow link (the tests' kills, from outside, then land mid-transfer).
+
 ``recipient`` first prints ``recorded``: what files.db says before its node starts (each attachment's
 state and the bytes its partial file is recorded to hold: what this run resumes from). Then it adds
 each ``--contact`` invite (so it can dial that peer again by itself), dials each ``--connect``
@@ -43,6 +46,7 @@ import sys
 from pathlib import Path
 
 import trio
+from libp2p.abc import IHost
 
 from meshchat.errors import DecodeError
 from meshchat.files.chunks import MAX_FILE_SIZE
@@ -51,6 +55,8 @@ from meshchat.files.events import FileProblem
 from meshchat.files.manifest import decode_manifest
 from meshchat.files.sqlite import FILES_FILE, FileStore, ReceivedState
 from meshchat.identity import KEY_FILE_NAME, PublicIdentity, load_identity
+from meshchat.net import file_driver
+from meshchat.net.chunk_server import Channel
 from meshchat.net.file_driver import FileConfig
 from meshchat.node import Node
 from meshchat.store.encrypted import store_key
@@ -159,6 +165,35 @@ async def tell_problems(node: Node) -> None:
             say("problem", number=event.number, error=event.error, final=event.final)
 
 
+class _SlowChannel:
+    """A chunk channel whose every answer arrives ``delay`` seconds late (a slow link)."""
+
+    def __init__(self, inner: Channel, delay: float) -> None:
+        self._inner = inner
+        self._delay = delay
+
+    async def send(self, frame: bytes) -> None:
+        await self._inner.send(frame)
+
+    async def receive(self) -> bytes:
+        await trio.sleep(self._delay)  # the link's latency, not a wait for something
+        return await self._inner.receive()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _throttle(delay: float) -> None:
+    """Make every chunk channel this process opens (downloads, uploads) a slow link: a whole
+    transfer then takes seconds, so a kill from outside lands in its middle even on a busy machine."""
+    opened = file_driver.open_source
+
+    async def open_slow(host: IHost, peer: str, *, bulk: bool = True) -> Channel:
+        return _SlowChannel(await opened(host, peer, bulk=bulk), delay)
+
+    file_driver.open_source = open_slow  # type: ignore[assignment]
+
+
 def _die_when_finishing() -> None:
     """SIGKILL this process as a finished download is recorded (after its rename)."""
 
@@ -245,7 +280,10 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--no-bulk", action="store_true")
     parser.add_argument("--die-finishing", action="store_true")
+    parser.add_argument("--throttle", type=float, default=0.0)
     args = parser.parse_args()
+    if args.throttle:
+        _throttle(args.throttle)
     if args.role == "mailbox":
         trio.run(mailbox, args.profile, args.port, not args.no_bulk)
     elif args.role == "sender":

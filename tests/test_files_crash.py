@@ -23,10 +23,15 @@ from typing import Any
 import pytest
 import trio
 from conftest import make_profile
+from libp2p.abc import IHost
 from processes import JsonLinesProcess, stop_processes
 
+from meshchat.errors import NetworkError
 from meshchat.files.chunks import CHUNK_SIZE, MAX_CHUNK_WIRE
 from meshchat.net import file_driver
+from meshchat.net.chunk_server import Channel
+from meshchat.net.file_driver import FileConfig
+from meshchat.node import Node
 from meshchat.wire import Invite
 
 pytestmark = pytest.mark.slow
@@ -37,6 +42,10 @@ MIB = 1024 * 1024
 SIZE = 64 * MIB
 #: Chunks between two records of progress (a kill loses at most this much work).
 CHECKPOINT = file_driver._SYNC_EVERY * CHUNK_SIZE
+#: Seconds each chunk answer is delayed on the sender's and recipient's channels: ~25 MB/s, so a
+#: 64 MiB transfer takes ~3 s and the kills (from the test process, on a busy machine) land where
+#: they are aimed.
+THROTTLE = "0.01"
 #: Seconds one run may take to reach what a test waits for.
 RUN_WAIT = 90.0
 PEER = str(Path(__file__).with_name("file_crash_peer.py"))
@@ -51,8 +60,9 @@ async def processes() -> AsyncIterator[Start]:
     async with trio.open_nursery() as nursery:
 
         async def start(*args: str | Path) -> JsonLinesProcess:
+            slow = ["--throttle", THROTTLE] if args[0] in {"sender", "recipient"} else []
             process = await trio.lowlevel.open_process(
-                [sys.executable, PEER, *map(str, args)],
+                [sys.executable, PEER, *map(str, args), *slow],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -285,10 +295,12 @@ async def test_a_sender_killed_while_uploading_resumes_and_the_mailbox_delivers_
     assert max(e["chunks"] for e in events(box, "hold")) == SIZE // CHUNK_SIZE + 1  # data and index
 
 
+#: Over a bulk channel a peer killed with bytes unread resets the connection; ``BulkChannel`` raises
+#: ``NetworkError``, which ``file_driver`` does not catch, and the uploading or downloading node
+#: crashes. Whether a kill leaves bytes unread is up to timing, so this is not strict here: the
+#: in-process tests at the end pin the bug deterministically. Drop this mark once it is fixed.
 BULK_RESET = pytest.mark.xfail(
-    strict=True,
-    reason="a bulk channel reset by a killed peer raises NetworkError, which file_driver does not catch:"
-    " the uploading (or downloading) node crashes",
+    strict=False, reason="a bulk channel reset by a killed peer crashes the node (NetworkError not caught)"
 )
 
 
@@ -401,3 +413,94 @@ async def test_a_sender_killed_while_serving_a_direct_download_is_resumed_from(
     assert killed_mid == 2, "both kills came before the download finished"
     assert_landed_once(tmp_path, source, recipient)
     assert [e["sent_files"] for e in events(sender, "sent")] == [1]
+
+
+# --- a connection reset, in one process: deterministic ------------------------------------------------
+
+LOCAL = ["/ip4/127.0.0.1/tcp/0"]
+RESET = NetworkError(
+    "bulk channel with a peer", "connection broke while receiving: [Errno 104] Connection reset"
+)
+
+
+class _ResettingChannel:
+    """A chunk channel that breaks, as a bulk channel does when its peer is killed with bytes unread
+    (the kernel answers with a reset, ``BulkChannel.receive`` raises ``NetworkError``), at the
+    ``resets[0]``-th answer of the first channel opened; later channels work."""
+
+    def __init__(self, inner: Channel, resets: list[int]) -> None:
+        self._inner = inner
+        self._resets = resets
+
+    async def send(self, frame: bytes) -> None:
+        await self._inner.send(frame)
+
+    async def receive(self) -> bytes:
+        if self._resets and self._resets[0] > 0:
+            self._resets[0] -= 1
+            if self._resets[0] == 0:
+                self._resets.clear()
+                raise RESET
+        return await self._inner.receive()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def reset_once_at(monkeypatch: pytest.MonkeyPatch, answer: int) -> None:
+    """The first chunk channel this process opens breaks at its ``answer``-th answer."""
+    opened, resets = file_driver.open_source, [answer]
+
+    async def open_resetting(host: IHost, peer: str, *, bulk: bool = True) -> Channel:
+        return _ResettingChannel(await opened(host, peer, bulk=bulk), resets)
+
+    monkeypatch.setattr(file_driver, "open_source", open_resetting)
+
+
+@pytest.mark.xfail(strict=True, raises=NetworkError, reason="file_driver does not catch NetworkError")
+async def test_a_download_whose_source_connection_resets_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source's connection reset mid-download is a source failure like any other: the download
+    asks again and completes; the node does not crash (as it did when the sender was SIGKILLed)."""
+    source = tmp_path / NAME
+    source.write_bytes(random.Random(23).randbytes(12 * CHUNK_SIZE))
+    reset_once_at(monkeypatch, 5)
+    alice_dir, _ = make_profile(tmp_path, "alice", 1)
+    bob_dir, bob = make_profile(tmp_path, "bob", 2)
+    config = FileConfig(downloads=tmp_path / "downloads", window=2, retry_initial=0.2, retry_max=1.0)
+    with trio.fail_after(RUN_WAIT):
+        async with (
+            Node.open(alice_dir, listen=LOCAL, dht=False) as alice,
+            Node.open(bob_dir, listen=LOCAL, dht=False, file_config=config) as b,
+        ):
+            await b.connect(alice.listen_addrs[0])
+            await alice.send_file(bob.public, source)
+            await b.wait_for(lambda: bool(b.files.received()))
+            path = await b.fetch(b.files.received()[0].number)
+    assert sha256(path) == sha256(source)
+
+
+@pytest.mark.xfail(strict=True, raises=NetworkError, reason="file_driver does not catch NetworkError")
+async def test_an_upload_whose_mailbox_connection_resets_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mailbox's connection reset mid-upload is retried; the node does not crash (as it did when
+    the mailbox was SIGKILLed)."""
+    source = tmp_path / NAME
+    source.write_bytes(random.Random(29).randbytes(12 * CHUNK_SIZE))
+    reset_once_at(monkeypatch, 6)  # HOLD, the index PUT, then data chunk acks
+    box_dir, _ = make_profile(tmp_path, "box", 9)
+    alice_dir, _ = make_profile(tmp_path, "alice", 1)
+    _, bob = make_profile(tmp_path, "bob", 2)
+    config = FileConfig(window=2, retry_initial=0.2, retry_max=1.0, mailbox_copies=1)
+    with trio.fail_after(RUN_WAIT):
+        async with Node.open(box_dir, listen=LOCAL, dht=False, mailbox=True) as box:
+            async with Node.open(
+                alice_dir, listen=LOCAL, dht=False, mailboxes=[box.listen_addrs[0]], file_config=config
+            ) as alice:
+                handle = await alice.send_file(bob.public, source)
+                await alice.wait_for(lambda: handle.progress is not None and handle.progress.complete)
+            hold = box.files.driver.server.hold
+            assert hold is not None
+            assert hold.statistics().chunks == 12 + 1
