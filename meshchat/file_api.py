@@ -54,6 +54,7 @@ from meshchat.net.file_driver import FileConfig, FileDriver, FileStatistics
 from meshchat.net.store_driver import MessageHandle, StoreDriver
 from meshchat.store.encrypted import store_key
 from meshchat.store.messenger import Messenger
+from meshchat.store.storage import OutboxRecord
 
 __all__ = [
     "DOWNLOADS_FOLDER",
@@ -137,6 +138,11 @@ class Files:
         ``OSError`` if the file cannot be read, ``ValueError`` for a caption over 4,096 bytes.
         """
         recipient = self._recipient(to)
+        known = self._messenger.storage.outbox_by_ref(ref) if ref else None
+        if known is not None:  # sent before (a restarted app): that file, not a second copy
+            for sent in self.driver.store.sent_files(1000):
+                if sent.message_id == known.message_id:
+                    return self._handle(known, sent.file_id)
         manifest, file_id = await self._prepare(path, caption, [recipient.ed25519])
         now = self._wall_clock()
         out, actions = self._messenger.send(
@@ -146,8 +152,11 @@ class Files:
         if actions:
             self._reach(recipient, out.message_id)
         self._sent(file_id, out.message_id, manifest)
+        return self._handle(out, file_id)
+
+    def _handle(self, record: OutboxRecord, file_id: bytes) -> MessageHandle:
         return MessageHandle(
-            out,
+            record,
             messenger=self._messenger,
             wait_for=self._wait_for,
             progress=lambda: self.driver.sent_progress(file_id),

@@ -295,16 +295,7 @@ async def test_a_sender_killed_while_uploading_resumes_and_the_mailbox_delivers_
     assert max(e["chunks"] for e in events(box, "hold")) == SIZE // CHUNK_SIZE + 1  # data and index
 
 
-#: Over a bulk channel a peer killed with bytes unread resets the connection; ``BulkChannel`` raises
-#: ``NetworkError``, which ``file_driver`` does not catch, and the uploading or downloading node
-#: crashes. Whether a kill leaves bytes unread is up to timing, so this is not strict here: the
-#: in-process tests at the end pin the bug deterministically. Drop this mark once it is fixed.
-BULK_RESET = pytest.mark.xfail(
-    strict=False, reason="a bulk channel reset by a killed peer crashes the node (NetworkError not caught)"
-)
-
-
-@pytest.mark.parametrize("bulk", [pytest.param(True, marks=BULK_RESET), False], ids=["bulk", "streams"])
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "streams"])
 async def test_a_mailbox_killed_while_it_takes_and_serves_chunks_loses_nothing(
     tmp_path: Path, bulk: bool
 ) -> None:
@@ -341,7 +332,6 @@ async def test_a_mailbox_killed_while_it_takes_and_serves_chunks_loses_nothing(
     assert_landed_once(tmp_path, source, recipient)
 
 
-@pytest.mark.xfail(strict=True, reason="send_file with a known ref cuts the file again under a new key")
 async def test_a_sender_started_again_with_the_same_ref_does_not_upload_a_second_copy(
     tmp_path: Path,
 ) -> None:
@@ -362,7 +352,6 @@ async def test_a_sender_started_again_with_the_same_ref_does_not_upload_a_second
     assert first_stored(again) >= CHECKPOINT
 
 
-@pytest.mark.xfail(strict=True, reason="a crash between the rename and files.db's 'done' duplicates the file")
 async def test_a_recipient_killed_as_it_finishes_keeps_one_file(tmp_path: Path) -> None:
     """The recipient is killed right after the complete file got its name and before files.db says
     it is done: started again, it must find the file there, not fetch it again as ``movie (1).mkv``."""
@@ -381,7 +370,7 @@ async def test_a_recipient_killed_as_it_finishes_keeps_one_file(tmp_path: Path) 
     assert served < 2 * SIZE  # the file was not fetched twice
 
 
-@pytest.mark.parametrize("bulk", [pytest.param(True, marks=BULK_RESET), False], ids=["bulk", "streams"])
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "streams"])
 async def test_a_sender_killed_while_serving_a_direct_download_is_resumed_from(
     tmp_path: Path, bulk: bool
 ) -> None:
@@ -457,7 +446,6 @@ def reset_once_at(monkeypatch: pytest.MonkeyPatch, answer: int) -> None:
     monkeypatch.setattr(file_driver, "open_source", open_resetting)
 
 
-@pytest.mark.xfail(strict=True, reason="file_driver does not catch NetworkError: the node crashes")
 async def test_a_download_whose_source_connection_resets_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -481,7 +469,6 @@ async def test_a_download_whose_source_connection_resets_goes_on(
     assert sha256(path) == sha256(source)
 
 
-@pytest.mark.xfail(strict=True, reason="file_driver does not catch NetworkError: the node crashes")
 async def test_an_upload_whose_mailbox_connection_resets_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

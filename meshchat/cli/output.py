@@ -34,11 +34,22 @@ OUTPUT_BUFFER = 1024 * 1024
 #: never read, and must not hold the exit (a service manager's stop, a script's SIGTERM) for ever.
 OUTPUT_DRAIN = 5.0
 
-#: Events never dropped for a slow reader: ``direct`` messages (the event loop waits for room before
-#: taking the next event instead) and the lines a run prints once or once per option, which cannot
-#: grow the buffer. Every other line is a live notice.
+#: Events never dropped for a slow reader: ``direct`` messages and attachments (the event loop waits
+#: for room before taking the next event instead) and the lines a run prints once or once per option,
+#: which cannot grow the buffer. Every other line is a live notice.
 KEPT_EVENTS = frozenset(
-    {"direct", "group_message", "listening", "reserved", "stopped", "stdin_closed", "mailbox", "statistics"}
+    {
+        "direct",
+        "group_message",
+        "attachment",
+        "attachment_fetched",
+        "listening",
+        "reserved",
+        "stopped",
+        "stdin_closed",
+        "mailbox",
+        "statistics",
+    }
 )
 
 

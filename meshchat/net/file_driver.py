@@ -96,7 +96,7 @@ _WRITE_BATCH: Final = 8
 #: Attempts at one download before it waits for the next retry round (each source tried each time).
 _ROUNDS: Final = 4
 #: A source or mailbox failing us: its answers, its stream, the network.
-_SOURCE_ERRORS: tuple[type[Exception], ...] = (DecodeError, EOFError, *IO_ERRORS)
+_SOURCE_ERRORS: tuple[type[Exception], ...] = (DecodeError, EOFError, NetworkError, *IO_ERRORS)
 _DONE_ERRORS: tuple[type[Exception], ...] = (NetworkError, trio.TooSlowError, *_SOURCE_ERRORS)
 
 
@@ -339,6 +339,10 @@ class FileDriver:
     async def _download(self, running: _Running) -> None:
         number, plan = running.record.number, running.plan
         partial = self.downloads / _PARTIAL / f"{plan.manifest.file_id.hex()}.part"
+        # the name claimed before a crash: the file may be there already (renamed, not yet recorded)
+        claimed = Path(running.record.path) if running.record.path else None
+        if claimed is not None and not partial.exists() and claimed.exists():
+            partial = claimed
         delay = self.config.retry_initial
         try:
             async with self._download_slots:
@@ -365,7 +369,9 @@ class FileDriver:
                     await trio.to_thread.run_sync(os.fsync, fd)  # the finished file is durable
                 finally:
                     os.close(fd)
-                final = claim_path(self.downloads, plan.manifest.name)
+                final = claimed or claim_path(self.downloads, plan.manifest.name)
+                if claimed is None:  # recorded before the rename: a crash in between finds it
+                    self.store.set_received(number, ReceivedState.FETCHING, path=str(final))
                 os.replace(partial, final)
                 self.store.finished(number, str(final))
                 self._hold(plan, final)
