@@ -120,6 +120,11 @@ class Download:
         for address in [a for a, s in self._in_flight.items() if s == source]:
             del self._in_flight[address]
 
+    def release(self) -> None:
+        """Nothing is being fetched any more (the driver's round ended, or was cancelled half-way):
+        every chunk not written is wanted again."""
+        self._in_flight.clear()
+
     def retry_missing(self) -> None:
         """Forget which sources said they lack which chunks (a mailbox may have them by now)."""
         for lacks in self._lacks.values():

@@ -402,6 +402,7 @@ class FileDriver:
                 async with send, trio.open_nursery() as fetchers:
                     for source in list(plan.sources):
                         fetchers.start_soon(self._fetch_from, running, source, send.clone(), problems)
+            plan.release()  # a round cancelled half-way (a full disk) left chunks marked in flight
             await self._sync(running, fd)
             if plan.complete or running.broken or plan.stalled() or not problems:
                 return problems[-1] if problems else problem
