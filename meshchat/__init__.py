@@ -14,14 +14,23 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from meshchat.crypto import OpenedMessage, open_envelope, seal
     from meshchat.errors import MeshchatError
+    from meshchat.files.events import Attachment, AttachmentFetched, FileProblem, FileProgress
+    from meshchat.files.hold import HoldLimits
     from meshchat.identity import Identity, PublicIdentity, load_identity, safety_number, save_identity
+    from meshchat.net.file_driver import FileConfig
     from meshchat.node import Node
     from meshchat.store import MailboxLimits, OutboxStatus, StoreConfig
     from meshchat.wire import Envelope, EnvelopeKind, Invite, decode_envelope, encode_envelope, message_id
 
 __all__ = [
+    "Attachment",
+    "AttachmentFetched",
     "Envelope",
     "EnvelopeKind",
+    "FileConfig",
+    "FileProblem",
+    "FileProgress",
+    "HoldLimits",
     "Identity",
     "Invite",
     "MailboxLimits",
@@ -47,8 +56,14 @@ __version__ = "0.1.0"
 #: Where each public name lives. Loaded on first use (PEP 562), so ``import meshchat`` and
 #: ``meshchat --help`` cost what the caller uses: ``Node`` alone pulls in py-libp2p (~0.6 s).
 _HOMES = {
+    "Attachment": "meshchat.files.events",
+    "AttachmentFetched": "meshchat.files.events",
     "Envelope": "meshchat.wire",
     "EnvelopeKind": "meshchat.wire",
+    "FileConfig": "meshchat.net.file_driver",
+    "FileProblem": "meshchat.files.events",
+    "FileProgress": "meshchat.files.events",
+    "HoldLimits": "meshchat.files.hold",
     "Identity": "meshchat.identity",
     "Invite": "meshchat.wire",
     "MailboxLimits": "meshchat.store",

@@ -111,8 +111,9 @@ class FileConfig:
     downloads: Path | None = None
     #: Seconds mailboxes keep a file's chunks (they drop them sooner once every recipient has them).
     ttl: float = 14 * 86400.0
-    #: Chunks in flight per source (16 x 256 KiB = 4 MiB).
-    window: int = 16
+    #: Chunks in flight per source (32 x 256 KiB = 8 MiB: enough to hide a mailbox reading chunks from
+    #: its disk; 16 left the recipient waiting).
+    window: int = 32
     #: Mailboxes a sent file is uploaded to.
     mailbox_copies: int = 2
     #: Seconds before a stalled transfer is tried again, doubling up to ``retry_max``.
