@@ -65,7 +65,15 @@ from meshchat.gossip.rpc import frame
 from meshchat.net.bulk import BulkChannel, BulkListener, BulkTicket, open_bulk
 from meshchat.net.host import IO_ERRORS
 
-__all__ = ["MAX_STREAMS", "MAX_STREAMS_PER_PEER", "Channel", "ChunkServer", "StreamChannel", "open_source"]
+__all__ = [
+    "MAX_STREAMS",
+    "MAX_STREAMS_PER_PEER",
+    "SOURCE_ERRORS",
+    "Channel",
+    "ChunkServer",
+    "StreamChannel",
+    "open_source",
+]
 
 _PROTOCOL = TProtocol(CHUNK_PROTOCOL)
 #: Chunk streams one peer may have open here (a download uses one per source; an upload one).
@@ -81,6 +89,8 @@ _READ = 256 * 1024
 _LOAD_BATCH: Final = 4
 #: What opening a source can fail with short of a bug: the network, a deadline, a bad answer.
 _OPEN_ERRORS: tuple[type[Exception], ...] = (*IO_ERRORS, trio.TooSlowError, ValueError)
+#: A source or mailbox failing us: its answers, its stream or bulk channel (``NetworkError``: reset).
+SOURCE_ERRORS: tuple[type[Exception], ...] = (DecodeError, EOFError, NetworkError, *IO_ERRORS)
 _BULK_ERRORS: tuple[type[Exception], ...] = (
     *IO_ERRORS,
     trio.TooSlowError,

@@ -10,10 +10,8 @@ the partial file is renamed to a safe, unclaimed name (``names.claim_path``), an
 in the manifest is shown this recipient's token so it can drop the chunks once every recipient has
 them.
 
-Uploads: a sent file is cut again from the disk, chunk by chunk, and PUT to each mailbox after a
-HOLD that states its size, expiry and the recipients' token hashes; the next chunk to send is recorded
-as acks come back, so an upload resumes where it stopped. Chunks never sit in memory beyond the
-window.
+Uploads of sent files to mailboxes run in ``meshchat.net.file_upload`` (``FileDriver.uploads``);
+this driver starts them, resumes them at start, and reports their progress.
 
 Failures: a source that lies (``ChunkMismatch``) is counted and, after ``MAX_STRIKES``, dropped; a
 source that goes away gives its chunks back to the others; with no source holding what is missing,
@@ -32,7 +30,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, Final
 
 import trio
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -51,8 +49,6 @@ from meshchat.files.chunks import (
     ChunkKind,
     address_of,
     build_index,
-    chunk_count,
-    cut,
     encrypt_chunk,
     fetch_token,
     plain_length,
@@ -66,26 +62,20 @@ from meshchat.files.protocol import (
     ChunkData,
     ChunkMissing,
     Done,
-    Failed,
     Get,
-    Hold,
-    Ok,
-    Put,
     decode_reply,
     encode,
 )
-from meshchat.files.sqlite import FileStore, ReceivedRecord, ReceivedState, SentRecord
+from meshchat.files.sqlite import FileStore, ReceivedRecord, ReceivedState
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.net.bulk import BulkListener
-from meshchat.net.chunk_server import Channel, ChunkServer, open_source
-from meshchat.net.host import IO_ERRORS
+from meshchat.net.chunk_server import SOURCE_ERRORS, Channel, ChunkServer, open_source
+from meshchat.net.file_upload import Uploads
 
-__all__ = ["MAX_DOWNLOADS", "MAX_UPLOADS", "FileConfig", "FileDriver", "FileStatistics"]
+__all__ = ["MAX_DOWNLOADS", "FileConfig", "FileDriver", "FileStatistics"]
 
 #: Downloads running at once (more wait their turn: each holds a window of chunks per source).
 MAX_DOWNLOADS: Final = 8
-#: Uploads running at once.
-MAX_UPLOADS: Final = 8
 #: Chunks written between two ``fsync``s and records of what was written (16 MiB): a crash costs at
 #: most this much re-fetching.
 _SYNC_EVERY: Final = 64
@@ -96,8 +86,7 @@ _WRITE_BATCH: Final = 8
 #: Attempts at one download before it waits for the next retry round (each source tried each time).
 _ROUNDS: Final = 4
 #: A source or mailbox failing us: its answers, its stream, the network.
-_SOURCE_ERRORS: tuple[type[Exception], ...] = (DecodeError, EOFError, NetworkError, *IO_ERRORS)
-_DONE_ERRORS: tuple[type[Exception], ...] = (NetworkError, trio.TooSlowError, *_SOURCE_ERRORS)
+_DONE_ERRORS: tuple[type[Exception], ...] = (trio.TooSlowError, *SOURCE_ERRORS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,16 +188,21 @@ class FileDriver:
         self._on_change = on_change
         self.server = ChunkServer(host, store, hold=hold, wall_clock=wall_clock)
         self.server.on_change = self._changed_now
+        #: Uploads of sent files to mailboxes.
+        self.uploads = Uploads(
+            host,
+            store,
+            config=config,
+            reach=reach,
+            problem=lambda file_id, text: self._problem(0, file_id, text),
+            changed=self._changed_now,
+        )
         self._nursery: trio.Nursery | None = None
         self._running: dict[int, _Running] = {}
         self._download_slots = trio.Semaphore(MAX_DOWNLOADS)
-        self._upload_slots = trio.Semaphore(MAX_UPLOADS)
-        self._uploading: set[tuple[bytes, str]] = set()
-        self._uploaded: dict[tuple[bytes, str], int] = {}
         self._mismatches: dict[str, int] = {}
         self._chunks_fetched = 0
         self._bytes_fetched = 0
-        self._chunks_uploaded = 0
         self._bad_offers = 0
         self._changed = trio.Event()
 
@@ -221,11 +215,11 @@ class FileDriver:
                 listener = await stack.enter_async_context(BulkListener.open(bulk_ip, self.server.on_bulk))
                 self.server.bulk = listener
             nursery = await stack.enter_async_context(trio.open_nursery())
-            self._nursery = nursery
+            self._nursery = self.uploads.nursery = nursery
             for record in self.store.unfinished():
                 self.start_download(record.number)
             for file_id, mailbox, _next in self.store.pending_uploads():
-                self.start_upload(file_id, mailbox)
+                self.uploads.start(file_id, mailbox)
             task_status.started()
             await trio.sleep_forever()
 
@@ -427,7 +421,7 @@ class FileDriver:
                 return
             try:
                 await self._fetch_on(running, source, channel, writer)
-            except _SOURCE_ERRORS as exc:
+            except SOURCE_ERRORS as exc:
                 problems.append(f"{source[-12:]}: {exc}")
                 plan.source_failed(source)
             except BadManifest as exc:
@@ -583,97 +577,8 @@ class FileDriver:
     # --- sending ------------------------------------------------------------------------------------
 
     def start_upload(self, file_id: bytes, mailbox: str) -> None:
-        """Upload a sent file to ``mailbox`` in the background (once at a time)."""
-        if (file_id, mailbox) in self._uploading or self._nursery is None:
-            return
-        self._uploading.add((file_id, mailbox))
-        self._nursery.start_soon(self._upload_until_done, file_id, mailbox)
-
-    async def _upload_until_done(self, file_id: bytes, mailbox: str) -> None:
-        delay = self.config.retry_initial
-        try:
-            while True:
-                async with self._upload_slots:
-                    problem = await self._upload(file_id, mailbox)
-                if not problem:
-                    return
-                self._problem(0, file_id, f"upload to {mailbox[-12:]}: {problem}")
-                await trio.sleep(delay)  # a timer: the mailbox may come back
-                delay = min(delay * 2, self.config.retry_max)
-        finally:
-            self._uploading.discard((file_id, mailbox))
-
-    async def _upload(self, file_id: bytes, mailbox: str) -> str:
-        """One attempt; "" when the mailbox has everything (or the file is gone), else the problem."""
-        record = self.store.sent(file_id)
-        if record is None:
-            return ""
-        start = self.store.uploaded(file_id).get(mailbox, (0, False))[0]
-        if not await self._reach(mailbox):
-            return "cannot reach the mailbox"
-        try:
-            channel = await open_source(self.host, mailbox, bulk=self.config.bulk)
-        except NetworkError as exc:
-            return str(exc)
-        try:
-            manifest = decode_manifest(record.manifest)
-            tokens = tuple(record.tokens[i : i + 32] for i in range(0, len(record.tokens), 32))
-            wire = sum(len(d) for _, d in self.store.index_chunks(file_id)) + chunk_count(record.size) * (
-                CHUNK_SIZE + 16
-            )
-            await channel.send(
-                encode(Hold(file_id=file_id, expiry=manifest.expiry, token_hashes=tokens, total_bytes=wire))
-            )
-            answer = decode_reply(await channel.receive())
-            if not isinstance(answer, Ok):
-                return answer.text if isinstance(answer, Failed) else "unexpected answer to HOLD"
-            for address, data in self.store.index_chunks(file_id):
-                await channel.send(encode(Put(file_id=file_id, address=address, data=data)))
-                answer = decode_reply(await channel.receive())
-                if not isinstance(answer, Ok):
-                    return answer.text if isinstance(answer, Failed) else "unexpected answer to PUT"
-            return await self._put_chunks(channel, record, mailbox, start)
-        except _SOURCE_ERRORS as exc:
-            return f"{type(exc).__name__}: {exc}"
-        except OSError as exc:
-            return f"cannot read {record.path}: {exc.strerror}"
-        finally:
-            await channel.aclose()
-
-    async def _put_chunks(self, channel: Channel, record: SentRecord, mailbox: str, start: int) -> str:
-        acked, window = start, self.config.window
-        pending: deque[int] = deque()
-        file_id = record.file_id
-        source = await trio.to_thread.run_sync(_open_binary, record.path)
-        with source:
-            source.seek(start * CHUNK_SIZE)
-            chunks = cut(source, record.key, record.size, first=start)
-            done = False
-            while not done or pending:
-                while not done and len(pending) < window:
-                    chunk = await trio.to_thread.run_sync(next, chunks, None)
-                    if chunk is None:
-                        done = True
-                        break
-                    await channel.send(
-                        encode(Put(file_id=file_id, address=chunk.address, data=chunk.ciphertext))
-                    )
-                    pending.append(chunk.index)
-                if not pending:
-                    break
-                answer = decode_reply(await channel.receive())
-                if not isinstance(answer, Ok):
-                    self.store.upload_progress(file_id, mailbox, acked)
-                    return answer.text if isinstance(answer, Failed) else "unexpected answer to PUT"
-                acked = pending.popleft() + 1
-                self._chunks_uploaded += 1
-                self._uploaded[(file_id, mailbox)] = acked
-                if acked % _SYNC_EVERY == 0:
-                    self.store.upload_progress(file_id, mailbox, acked)
-                self._changed_now()
-        self.store.upload_progress(file_id, mailbox, acked, finished=True)
-        self._changed_now()
-        return ""
+        """Upload a sent file to ``mailbox`` in the background (``meshchat.net.file_upload``)."""
+        self.uploads.start(file_id, mailbox)
 
     def sent_progress(self, file_id: bytes) -> FileProgress:
         """How far a sent file got: bytes on the best mailbox, bytes served."""
@@ -681,7 +586,7 @@ class FileDriver:
         if record is None:
             raise UnknownFile(file_id.hex())
         uploads = self.store.uploaded(file_id)
-        best = max([self._uploaded.get((file_id, m), n) for m, (n, _f) in uploads.items()], default=0)
+        best = max([self.uploads.acked(file_id, m, n) for m, (n, _f) in uploads.items()], default=0)
         complete = any(f for _n, f in uploads.values())
         stored = record.size if complete else min(record.size, best * CHUNK_SIZE)
         served = min(record.size, self.server.served[file_id])
@@ -692,16 +597,12 @@ class FileDriver:
         return FileStatistics(
             chunks_fetched=self._chunks_fetched,
             bytes_fetched=self._bytes_fetched,
-            chunks_uploaded=self._chunks_uploaded,
+            chunks_uploaded=self.uploads.chunks_uploaded,
             bytes_served=self.server.bytes_served,
             mismatches=dict(self._mismatches),
             bad_offers=self._bad_offers,
             refused=dict(self.server.refused),
         )
-
-
-def _open_binary(path: str) -> BinaryIO:
-    return open(path, "rb")  # closed by the caller's with
 
 
 def _intact(fd: int, plan: Download, claimed: set[int]) -> list[int]:
