@@ -63,9 +63,11 @@ class FileProgress:
     total: int
     #: Sent: bytes stored on a mailbox (the one furthest along). Received: 0.
     stored: int
-    #: Sent: bytes this node served to recipients. Received: bytes fetched and written.
+    #: Sent: chunk bytes this node served (as they go on the wire: padding, tags and index chunks
+    #: included, to every fetcher together; capped at ``total``, so it is a sign of activity, not proof
+    #: that a recipient has everything). Received: file bytes fetched, checked and written.
     fetched: int
-    #: Chunks (sent: mailboxes) that have everything.
+    #: Sent: a mailbox holds every chunk. Received: the file is complete.
     complete: bool
 
 
