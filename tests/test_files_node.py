@@ -16,6 +16,7 @@ from conftest import make_profile
 from libp2p.custom_types import TProtocol
 
 from meshchat.crypto import epoch_of
+from meshchat.errors import StorageError
 from meshchat.files.chunks import CHUNK_SIZE
 from meshchat.files.events import Attachment, AttachmentFetched, FileProblem
 from meshchat.files.hold import HoldLimits
@@ -423,3 +424,38 @@ async def test_a_member_fetches_a_group_file_from_another_member_when_the_sender
         assert path.read_bytes() == source.read_bytes()
         assert isinstance(fetched, AttachmentFetched)
         assert bob.files.statistics().bytes_served >= source.stat().st_size
+
+
+async def test_a_failing_file_store_is_reported_and_the_node_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """files.db fails as an offer arrives (counted, a FileProblem), and as the sender serves chunks
+    (that stream ends, counted); neither stops a node, and once the store works the file arrives."""
+    source = tmp_path / "scan.pdf"
+    source.write_bytes(os.urandom(2 * CHUNK_SIZE + 5))
+    async with pair(tmp_path) as (alice, bob, _):
+        real_add = bob.files.driver.store.add_received
+
+        def broken(**fields: object) -> None:
+            raise StorageError("disk I/O error")
+
+        monkeypatch.setattr(bob.files.driver.store, "add_received", broken)
+        await alice.send_file("Bob", source)
+        problem = await next_event(bob, FileProblem)
+        assert isinstance(problem, FileProblem) and "disk I/O error" in problem.error
+        assert bob.files.statistics().store_failures == 1
+        monkeypatch.setattr(bob.files.driver.store, "add_received", real_add)
+        real_chunk = alice.files.driver.store.chunk
+        failing = {"left": 1}
+
+        def chunk(address: bytes) -> object:
+            if failing["left"]:
+                failing["left"] -= 1
+                raise StorageError("disk I/O error")
+            return real_chunk(address)
+
+        monkeypatch.setattr(alice.files.driver.store, "chunk", chunk)
+        await alice.send_file("Bob", source)
+        path = await bob.fetch(await next_event(bob, Attachment))  # type: ignore[arg-type]
+        assert contents(path) == source.read_bytes()
+        assert alice.files.statistics().refused["storage"] == 1

@@ -253,6 +253,8 @@ class ChunkServer:
                 await channel.send(encode(Failed(code=ErrorCode.BAD_REQUEST, text=exc.problem)))
         except IO_ERRORS:
             self.refused["broken stream"] += 1
+        except StorageError:  # files.db or the hold failed while serving: this stream ends, counted
+            self.refused["storage"] += 1
         finally:
             self._streams[peer] -= 1
             if not self._streams[peer]:

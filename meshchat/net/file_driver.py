@@ -42,6 +42,7 @@ from meshchat.errors import (
     DecodeError,
     DiskFull,
     NetworkError,
+    StorageError,
     UnknownFile,
 )
 from meshchat.files.chunks import (
@@ -127,6 +128,8 @@ class FileStatistics:
     mismatches: dict[str, int]
     #: Offers that were not valid manifests.
     bad_offers: int
+    #: Offers lost because ``files.db`` could not record them (``FileProblem`` events say so).
+    store_failures: int
     #: Requests this node refused, by reason.
     refused: dict[str, int]
 
@@ -204,6 +207,7 @@ class FileDriver:
         self._chunks_fetched = 0
         self._bytes_fetched = 0
         self._bad_offers = 0
+        self._store_failures = 0
         self._changed = trio.Event()
 
     # --- running ----------------------------------------------------------------------------------
@@ -246,14 +250,19 @@ class FileDriver:
         except BadManifest:
             self._bad_offers += 1
             return
-        record = self.store.add_received(
-            message_id=message_id,
-            file_id=manifest.file_id,
-            sender=sender.ed25519,
-            manifest=encode_manifest(manifest),
-            received_at=self._wall_clock(),
-            group_id=group_id,
-        )
+        try:
+            record = self.store.add_received(
+                message_id=message_id,
+                file_id=manifest.file_id,
+                sender=sender.ed25519,
+                manifest=encode_manifest(manifest),
+                received_at=self._wall_clock(),
+                group_id=group_id,
+            )
+        except StorageError as exc:  # as for group messages: counted, reported, the node goes on
+            self._store_failures += 1
+            self._problem(0, manifest.file_id, f"could not record an attachment: {exc}")
+            return
         if record is None:  # a redelivery: announced before
             return
         fetching = manifest.size <= self.config.auto_fetch
@@ -379,6 +388,8 @@ class FileDriver:
             self._on_event(
                 FileProblem(number=number, file_id=plan.manifest.file_id, error=str(exc), final=True)
             )
+        except (StorageError, OSError) as exc:  # files.db or the downloads folder failed: try later
+            self._problem(number, plan.manifest.file_id, f"stopped: {exc}; fetch it again to resume")
         finally:
             self._running.pop(number, None)
             running.finished.set()
@@ -487,7 +498,7 @@ class FileDriver:
                         break
                 try:
                     results = await trio.to_thread.run_sync(self._write_batch, plan, batch, fd)
-                except DiskFull as exc:
+                except (DiskFull, OSError) as exc:  # kept: the round ends, the download retries later
                     problems.append(str(exc))
                     round_scope.cancel()
                     return
@@ -601,6 +612,7 @@ class FileDriver:
             bytes_served=self.server.bytes_served,
             mismatches=dict(self._mismatches),
             bad_offers=self._bad_offers,
+            store_failures=self._store_failures,
             refused=dict(self.server.refused),
         )
 

@@ -20,7 +20,7 @@ from typing import BinaryIO, Final, Protocol
 import trio
 from libp2p.abc import IHost
 
-from meshchat.errors import NetworkError
+from meshchat.errors import NetworkError, StorageError
 from meshchat.files.chunks import CHUNK_SIZE, chunk_count, cut
 from meshchat.files.manifest import decode_manifest
 from meshchat.files.protocol import Failed, Hold, Ok, Put, decode_reply, encode
@@ -93,7 +93,10 @@ class Uploads:
         try:
             while True:
                 async with self._slots:
-                    problem = await self._attempt(file_id, mailbox)
+                    try:
+                        problem = await self._attempt(file_id, mailbox)
+                    except StorageError as exc:  # files.db failed: reported, tried again later
+                        problem = f"the file store failed: {exc}"
                 if not problem:
                     return
                 self._problem(file_id, f"upload to {mailbox[-12:]}: {problem}")
