@@ -149,7 +149,6 @@ class _Running:
 
     record: ReceivedRecord
     plan: Download
-    finished: trio.Event = field(default_factory=trio.Event)
     unsynced: list[int] = field(default_factory=list)
     #: Why the sender's file cannot be fetched from anyone ("" while it can).
     broken: str = ""
@@ -392,7 +391,6 @@ class FileDriver:
             self._problem(number, plan.manifest.file_id, f"stopped: {exc}; fetch it again to resume")
         finally:
             self._running.pop(number, None)
-            running.finished.set()
             self._changed_now()
 
     async def _rounds(self, running: _Running, fd: int) -> str:
