@@ -16,6 +16,7 @@ __all__ = [
     "AddressInUse",
     "BadAddress",
     "BadInvite",
+    "BadBundle",
     "BadManifest",
     "BadSignature",
     "ChainJumpTooFar",
@@ -36,14 +37,18 @@ __all__ = [
     "NotInGroup",
     "ProfileError",
     "ProfileLocked",
+    "NoSession",
     "QuotaExceeded",
     "Replay",
+    "SessionError",
     "StorageError",
     "TooLarge",
+    "TooManySkipped",
     "UnknownChain",
     "UnknownFile",
     "UnknownGroup",
     "UnknownPeer",
+    "UnknownPrekey",
     "UnsupportedVersion",
 ]
 
@@ -321,3 +326,43 @@ class DiskFull(StorageError):
         self.path = path
         self.needed = needed
         super().__init__(f"no space left writing {path} ({needed:,} bytes more needed)")
+
+
+class SessionError(MeshchatError):
+    """A 1:1 session (X3DH set-up, Double Ratchet) refused a message (base class of the session errors)."""
+
+
+class BadBundle(DecodeError):
+    """A prekey bundle is malformed, names another identity, or carries a signature that does not verify."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("prekey bundle", problem)
+
+
+class UnknownPrekey(SessionError):
+    """A session set-up names a prekey this device no longer has (a one-time prekey already used, a
+    signed prekey retired long ago): it cannot be answered, and nothing was stored."""
+
+    def __init__(self, *, kind: str, prekey_id: int) -> None:
+        self.kind = kind
+        self.prekey_id = prekey_id
+        super().__init__(f"no {kind} prekey {prekey_id}: used already, or retired")
+
+
+class NoSession(SessionError):
+    """A ratchet message that no session with its sender can open (its header decrypts under none of
+    their header keys) and that carries no set-up to start one."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        super().__init__(f"no session with {peer[-12:]} opens this message")
+
+
+class TooManySkipped(SessionError):
+    """A ratchet message claims a position too far ahead: deriving the skipped keys would cost memory and
+    time the sender did not earn. Nothing is derived or stored."""
+
+    def __init__(self, *, jump: int, limit: int) -> None:
+        self.jump = jump
+        self.limit = limit
+        super().__init__(f"ratchet jump of {jump:,} messages; the limit is {limit:,}")
