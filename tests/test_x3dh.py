@@ -274,6 +274,16 @@ def test_a_clock_stepping_back_and_forth_cannot_grow_the_retired_list() -> None:
         assert len(prekeys.signed_ids) <= MAX_RETIRED + 1
 
 
+def test_a_generation_made_under_a_clock_far_ahead_is_replaced(bob_prekeys: Prekeys) -> None:
+    rng = Counter(b"m")
+    ahead = T0 + 365 * DAY
+    bob_prekeys.maintain(BOB, wall_now=ahead, random_bytes=rng)
+    assert bob_prekeys.bundle(BOB).created == int(ahead)
+    assert not bob_prekeys.maintain(BOB, wall_now=ahead - SPK_ROTATION + 1, random_bytes=rng)
+    assert bob_prekeys.maintain(BOB, wall_now=ahead - SPK_ROTATION, random_bytes=rng)
+    assert bob_prekeys.bundle(BOB).created == int(ahead - SPK_ROTATION)
+
+
 def test_the_one_time_pool_is_topped_up_below_half(bob_prekeys: Prekeys) -> None:
     rng = Counter(b"m")
     for key_id in bob_prekeys.one_time_ids[: ONE_TIME_POOL // 2]:
