@@ -75,6 +75,7 @@ __all__ = [
     "MAX_RETIRED",
     "MLKEM768_CIPHERTEXT_SIZE",
     "MLKEM768_PUBLIC_SIZE",
+    "MLKEM_SEED_SIZE",
     "ONE_TIME_POOL",
     "SPK_KEEP",
     "SPK_ROTATION",
@@ -82,6 +83,8 @@ __all__ = [
     "OneTimeKey",
     "PrekeyBundle",
     "Prekeys",
+    "pq_signed_message",
+    "spk_signed_message",
 ]
 
 DAY: Final = 86_400
