@@ -296,6 +296,18 @@ def test_the_one_time_pool_is_topped_up_below_half(bob_prekeys: Prekeys) -> None
     assert max(ids) == ONE_TIME_POOL + ONE_TIME_POOL // 2 + 1  # fresh ids, never a used one again
 
 
+def test_one_time_ids_wrap_around_past_u32_skipping_live_ones(bob_prekeys: Prekeys) -> None:
+    for key_id in bob_prekeys.one_time_ids[49:]:
+        bob_prekeys.consume_one_time(key_id)  # ids 1..49 stay live
+    fields = unpack_canonical(bob_prekeys.encode(), what="t", limit=1 << 20)
+    assert isinstance(fields, dict)
+    fields[5] = MAX_PREKEY_ID - 2  # the last id handed out
+    prekeys = Prekeys.decode(pack(fields))
+    assert prekeys.maintain(BOB, wall_now=T0, random_bytes=Counter(b"m"))
+    assert prekeys.one_time_ids == (*range(1, 99), MAX_PREKEY_ID - 1, MAX_PREKEY_ID)
+    assert Prekeys.decode(prekeys.encode()).one_time_ids == prekeys.one_time_ids
+
+
 def test_bundle_argument_checks(bob_prekeys: Prekeys) -> None:
     assert len(bob_prekeys.bundle(BOB, one_time=MAX_BUNDLE_ONE_TIME).one_time) == MAX_BUNDLE_ONE_TIME
     with pytest.raises(ValueError):
@@ -659,6 +671,7 @@ class _TheirState:
 async def test_our_initiation_matches_x3dh_package_response(
     bob_prekeys: Prekeys, with_one_time: bool
 ) -> None:
+    """Our initiate, python-x3dh's passive side with Bob's keys: same SK and AD (see _TheirState)."""
     bundle = without_pq(bob_prekeys.bundle(BOB, one_time=1 if with_one_time else 0))
     init = initiate(ALICE, BOB.public, bundle, wall_now=T0, random_bytes=Counter(b"a"))
     spk_secret = bob_prekeys.signed_secret(bundle.spk_id)
@@ -679,6 +692,7 @@ async def test_our_initiation_matches_x3dh_package_response(
 async def test_x3dh_package_initiation_matches_our_response(
     bob_prekeys: Prekeys, with_one_time: bool
 ) -> None:
+    """python-x3dh's active side (its own ephemeral key), our respond: same SK and AD (see _TheirState)."""
     spk_id = bob_prekeys.current_spk_id
     spk = sodium.crypto_scalarmult_base(bob_prekeys.signed_secret(spk_id))
     public_one_time = {
