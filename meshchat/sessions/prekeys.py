@@ -75,6 +75,7 @@ __all__ = [
     "MAX_RETIRED",
     "MLKEM768_CIPHERTEXT_SIZE",
     "MLKEM768_PUBLIC_SIZE",
+    "MLKEM_SEED_SIZE",
     "ONE_TIME_POOL",
     "SPK_KEEP",
     "SPK_ROTATION",
@@ -82,6 +83,8 @@ __all__ = [
     "OneTimeKey",
     "PrekeyBundle",
     "Prekeys",
+    "pq_signed_message",
+    "spk_signed_message",
 ]
 
 DAY: Final = 86_400
@@ -427,14 +430,16 @@ class Prekeys:
     def maintain(self, identity: Identity, *, wall_now: float, random_bytes: RandomBytes) -> bool:
         """Rotate, forget and top up as ``wall_now`` requires; True if anything changed (persist then).
 
-        A current generation SPK_ROTATION old is retired and a new one made; retired generations
-        older than SPK_KEEP are forgotten (and never more than MAX_RETIRED kept); the one-time pool is
-        refilled to ONE_TIME_POOL when fewer than half are left.
+        A current generation SPK_ROTATION old is retired and a new one made (also one made more than
+        SPK_ROTATION in the future: the clock was wrong then, and a bundle dated ahead would look
+        fresh to initiators for as long); retired generations older than SPK_KEEP are forgotten (and
+        never more than MAX_RETIRED kept); the one-time pool is refilled to ONE_TIME_POOL when fewer
+        than half are left.
         """
         self._check_identity(identity)
         now = _unix_seconds(wall_now)
         changed = False
-        if now - self._current.created >= SPK_ROTATION:
+        if abs(now - self._current.created) >= SPK_ROTATION:
             in_use = {g.key_id for g in self._retired}
             key_id = _next_id(self._current.key_id, in_use | {self._current.key_id})
             self._retired.insert(0, self._current)
