@@ -55,6 +55,7 @@ root and message keys against ``doubleratchet`` configured with the constants ab
 from __future__ import annotations
 
 import hmac
+import math
 import struct
 from typing import Final
 
@@ -394,7 +395,7 @@ class Ratchet:
 
     @staticmethod
     def _expiry(wall_now: float) -> int:
-        return min(max(int(wall_now), 0) + SKIPPED_TTL, _MAX_EXPIRY)
+        return min(max(math.ceil(wall_now), 0) + SKIPPED_TTL, _MAX_EXPIRY)
 
     def _retire(self, hk: bytes, expiry: int) -> None:
         retired = self._retired
