@@ -44,12 +44,26 @@ byte, a too-large jump, a replay, a bad ratchet key) leaves the state exactly as
 step (two X25519 and one key generation) runs only when a header opens under the next header key, i.e.
 once per round trip; a message in the current chain costs two HMACs and two AEAD calls.
 
-Why hand-written: ``python-doubleratchet`` (``doubleratchet`` on PyPI, 1.3) is an async API over
-pydantic models, it deep-copies its whole ratchet on every decryption, and it has no header
-encryption (its ``Header`` is a plain named tuple sent in the clear). libsignal's Python binding is
-not packaged for this platform and brings its own session store and protocol framing. So this module
-composes libsodium (PyNaCl) X25519 and XChaCha20-Poly1305 with ``hmac.digest``; the tests check its
-root and message keys against ``doubleratchet`` configured with the constants above.
+Where the code differs from the spec's pseudocode, with the same results: ``TrySkippedMessageKeysHE``
+tries the header under the header key of every skipped key; here the header is tried once per header
+key (current, next, then the retired ones, newest first) and the skipped key looked up by ``(hk, n)``:
+a header opens under one key only, so the outcome is the same at a fraction of the cost. Where the spec
+would fail with a generic error, a header that opens but whose key was used, evicted or expired raises
+``Replay`` (``message_id`` = the first 32 bytes of the encrypted header).
+
+Stored form (``encode``): a canonical msgpack map with integer keys; the skipped keys and retired header
+keys are each one byte string of fixed-size records (the codec bounds arrays at 64 items).
+
+Why hand-written: the Python implementations looked at do not fit. ``doubleratchet`` (PyPI,
+python-doubleratchet 1.3, the maintained one) is an async API over pydantic models that deep-copies its
+whole ratchet on every decryption, and it has no header encryption: its ``Header`` is a named tuple of
+ratchet key and counters sent in the clear (``doubleratchet/types.py``, ``double_ratchet.py``).
+``python-olm`` binds libolm, which Matrix has deprecated for vodozemac, and Olm sends its ratchet key and
+chain index in the clear too; ``libsignal`` and ``python-axolotl`` on PyPI are ports last released in
+2019. So this module composes libsodium (PyNaCl) X25519 and XChaCha20-Poly1305 with ``hmac.digest``
+(HKDF is RFC 5869 written out in four HMAC calls; the tests compare it with ``cryptography``'s HKDF),
+and the tests check its root, chain and message keys against ``doubleratchet`` configured with the
+constants above.
 """
 
 from __future__ import annotations
