@@ -524,46 +524,23 @@ def test_keys_match_the_doubleratchet_package() -> None:
         ),
         "B": Ratchet.responder(SK, BOB_SPK_SECRET, ad=AD, shared_hka=HKA, shared_nhkb=NHKB),
     }
-    script = "AABAAABBBABABBBBAAB"  # who sends each message; each is delivered at once
+    # Who sends each message; upper case is delivered at once, lower case is held back and delivered
+    # right after the sender's next delivered message (a skipped key in the same chain, or in a chain
+    # the receiver has since stepped past).
+    script = "AAaABbBBAaBAbABBAAB"
 
     async def run() -> int:
         theirs: dict[str, DoubleRatchet] = {}
-        compared = 0
-        for index, sender in enumerate(script):
+        held: dict[str, list[tuple[bytes, object, bytes, bytes]]] = {"A": [], "B": []}
+        delivered = 0
+
+        async def deliver(sender: str, item: tuple[bytes, object, bytes, bytes]) -> None:
+            plaintext, encrypted, message, sender_key = item
             receiver = "B" if sender == "A" else "A"
-            plaintext = b"message %d" % index
             used_keys.clear()
-            if not theirs:
-                theirs["A"], encrypted = await Theirs.encrypt_initial_message(
-                    diffie_hellman_ratchet_class=scripted_dh("A"),
-                    shared_secret=SK,
-                    recipient_ratchet_pub=BOB_SPK,
-                    message=plaintext,
-                    associated_data=AD,
-                    **config,
-                )
-                theirs["B"], _ = await Theirs.decrypt_initial_message(
-                    diffie_hellman_ratchet_class=scripted_dh("B"),
-                    shared_secret=SK,
-                    own_ratchet_priv=BOB_SPK_SECRET,
-                    message=encrypted,
-                    associated_data=AD,
-                    **config,
-                )
-            else:
-                encrypted = await theirs[sender].encrypt_message(plaintext, AD)
-                await theirs[receiver].decrypt_message(encrypted, AD)
-            sender_key, receiver_key = used_keys
-            assert sender_key == receiver_key
-            message = ours[sender].encrypt(plaintext, random_bytes=our_bytes[sender])
-            # Their message key opens our body: the message keys are the same.
-            body = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
-                message[HEADER_SIZE + 24 :],
-                AD + message[:HEADER_SIZE],
-                message[HEADER_SIZE : HEADER_SIZE + 24],
-                sender_key,
-            )
-            assert body == plaintext
+            if encrypted is not None:
+                await theirs[receiver].decrypt_message(encrypted, AD)  # type: ignore[arg-type]
+                assert used_keys == [sender_key]
             assert (
                 ours[receiver].decrypt(message, wall_now=NOW, random_bytes=our_bytes[receiver]) == plaintext
             )
@@ -575,7 +552,51 @@ def test_keys_match_the_doubleratchet_package() -> None:
                 assert ours[side]._cks == chains.sending_chain.key
                 their_ckr = None if chains.receiving_chain is None else chains.receiving_chain.key
                 assert ours[side]._ckr == their_ckr
-            compared += 1
-        return compared
+
+        for index, letter in enumerate(script):
+            sender = letter.upper()
+            plaintext = b"message %d" % index
+            used_keys.clear()
+            encrypted: object = None
+            if not theirs:
+                theirs["A"], initial = await Theirs.encrypt_initial_message(
+                    diffie_hellman_ratchet_class=scripted_dh("A"),
+                    shared_secret=SK,
+                    recipient_ratchet_pub=BOB_SPK,
+                    message=plaintext,
+                    associated_data=AD,
+                    **config,
+                )
+                theirs["B"], _ = await Theirs.decrypt_initial_message(
+                    diffie_hellman_ratchet_class=scripted_dh("B"),
+                    shared_secret=SK,
+                    own_ratchet_priv=BOB_SPK_SECRET,
+                    message=initial,
+                    associated_data=AD,
+                    **config,
+                )
+                assert used_keys[0] == used_keys[1]
+            else:
+                encrypted = await theirs[sender].encrypt_message(plaintext, AD)
+            sender_key = used_keys[0]
+            message = ours[sender].encrypt(plaintext, random_bytes=our_bytes[sender])
+            # Their message key opens our body: the message keys are the same.
+            body = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                message[HEADER_SIZE + 24 :],
+                AD + message[:HEADER_SIZE],
+                message[HEADER_SIZE : HEADER_SIZE + 24],
+                sender_key,
+            )
+            assert body == plaintext
+            item = (plaintext, encrypted, message, sender_key)
+            if letter.islower():
+                held[sender].append(item)
+                continue
+            await deliver(sender, item)
+            delivered += 1
+            while held[sender]:
+                await deliver(sender, held[sender].pop(0))
+                delivered += 1
+        return delivered
 
     assert asyncio.run(run()) == len(script)
