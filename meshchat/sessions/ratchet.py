@@ -301,6 +301,11 @@ class Ratchet:
         self._nhkr = shared_hka
         return self
 
+    @property
+    def has_received(self) -> bool:
+        """True once a message from the peer has opened (an initiator then stops attaching its set-up)."""
+        return self._hkr is not None
+
     # --- sending ----------------------------------------------------------------------------------
 
     def encrypt(self, plaintext: bytes, *, random_bytes: RandomBytes) -> bytes:
