@@ -151,7 +151,7 @@ def _dh(secret: bytes, public: bytes) -> bytes:
     try:
         return sodium.crypto_scalarmult(secret, public)
     except nacl.exceptions.RuntimeError as exc:  # libsodium refuses an all-zero result (a low-order point)
-        raise DecodeError("ratchet header", "the ratchet key is a low-order point") from exc
+        raise DecodeError("ratchet key", "a low-order point (no shared secret)") from exc
 
 
 def _open_header(hk: bytes, enc_header: bytes, ad: bytes) -> tuple[bytes, int, int] | None:
@@ -401,11 +401,12 @@ class Ratchet:
         if n > 0:
             ckr = _skip(ckr, 0, n, hk=hkr, expiry=expiry, out=skipped)
         plaintext = _open_body(_digest(ckr, _MK_INPUT, "sha256"), message, self._ad)
+        dhs_pub = sodium.crypto_scalarmult_base(dhs)
         # Commit: nothing below can fail.
         self._pn, self._ns, self._nr = self._ns, 0, n + 1
         self._hks, self._hkr = self._nhks, hkr
         self._rk, self._ckr, self._nhkr = rk, _digest(ckr, _CK_INPUT, "sha256"), nhkr
-        self._dhs, self._dhs_pub = dhs, sodium.crypto_scalarmult_base(dhs)
+        self._dhs, self._dhs_pub = dhs, dhs_pub
         self._cks, self._nhks = cks, nhks
         if old_hkr is not None:
             self._retire(old_hkr, expiry)
