@@ -44,17 +44,32 @@ byte, a too-large jump, a replay, a bad ratchet key) leaves the state exactly as
 step (two X25519 and one key generation) runs only when a header opens under the next header key, i.e.
 once per round trip; a message in the current chain costs two HMACs and two AEAD calls.
 
-Why hand-written: ``python-doubleratchet`` (``doubleratchet`` on PyPI, 1.3) is an async API over
-pydantic models, it deep-copies its whole ratchet on every decryption, and it has no header
-encryption (its ``Header`` is a plain named tuple sent in the clear). libsignal's Python binding is
-not packaged for this platform and brings its own session store and protocol framing. So this module
-composes libsodium (PyNaCl) X25519 and XChaCha20-Poly1305 with ``hmac.digest``; the tests check its
-root and message keys against ``doubleratchet`` configured with the constants above.
+Where the code differs from the spec's pseudocode, with the same results: ``TrySkippedMessageKeysHE``
+tries the header under the header key of every skipped key; here the header is tried once per header
+key (current, next, then the retired ones, newest first) and the skipped key looked up by ``(hk, n)``:
+a header opens under one key only, so the outcome is the same at a fraction of the cost. Where the spec
+would fail with a generic error, a header that opens but whose key was used, evicted or expired raises
+``Replay`` (``message_id`` = the first 32 bytes of the encrypted header).
+
+Stored form (``encode``): a canonical msgpack map with integer keys; the skipped keys and retired header
+keys are each one byte string of fixed-size records (the codec bounds arrays at 64 items).
+
+Why hand-written: the Python implementations looked at do not fit. ``doubleratchet`` (PyPI,
+python-doubleratchet 1.3, the maintained one) is an async API over pydantic models that deep-copies its
+whole ratchet on every decryption, and it has no header encryption: its ``Header`` is a named tuple of
+ratchet key and counters sent in the clear (``doubleratchet/types.py``, ``double_ratchet.py``).
+``python-olm`` binds libolm, which Matrix has deprecated for vodozemac, and Olm sends its ratchet key and
+chain index in the clear too; ``libsignal`` and ``python-axolotl`` on PyPI are ports last released in
+2019. So this module composes libsodium (PyNaCl) X25519 and XChaCha20-Poly1305 with ``hmac.digest``
+(HKDF is RFC 5869 written out in four HMAC calls; the tests compare it with ``cryptography``'s HKDF),
+and the tests check its root, chain and message keys against ``doubleratchet`` configured with the
+constants above.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 import struct
 from typing import Final
 
@@ -136,7 +151,7 @@ def _dh(secret: bytes, public: bytes) -> bytes:
     try:
         return sodium.crypto_scalarmult(secret, public)
     except nacl.exceptions.RuntimeError as exc:  # libsodium refuses an all-zero result (a low-order point)
-        raise DecodeError("ratchet header", "the ratchet key is a low-order point") from exc
+        raise DecodeError("ratchet key", "a low-order point (no shared secret)") from exc
 
 
 def _open_header(hk: bytes, enc_header: bytes, ad: bytes) -> tuple[bytes, int, int] | None:
@@ -286,6 +301,11 @@ class Ratchet:
         self._nhkr = shared_hka
         return self
 
+    @property
+    def has_received(self) -> bool:
+        """True once a message from the peer has opened (an initiator then stops attaching its set-up)."""
+        return self._hkr is not None
+
     # --- sending ----------------------------------------------------------------------------------
 
     def encrypt(self, plaintext: bytes, *, random_bytes: RandomBytes) -> bytes:
@@ -381,11 +401,12 @@ class Ratchet:
         if n > 0:
             ckr = _skip(ckr, 0, n, hk=hkr, expiry=expiry, out=skipped)
         plaintext = _open_body(_digest(ckr, _MK_INPUT, "sha256"), message, self._ad)
+        dhs_pub = sodium.crypto_scalarmult_base(dhs)
         # Commit: nothing below can fail.
         self._pn, self._ns, self._nr = self._ns, 0, n + 1
         self._hks, self._hkr = self._nhks, hkr
         self._rk, self._ckr, self._nhkr = rk, _digest(ckr, _CK_INPUT, "sha256"), nhkr
-        self._dhs, self._dhs_pub = dhs, sodium.crypto_scalarmult_base(dhs)
+        self._dhs, self._dhs_pub = dhs, dhs_pub
         self._cks, self._nhks = cks, nhks
         if old_hkr is not None:
             self._retire(old_hkr, expiry)
@@ -394,7 +415,7 @@ class Ratchet:
 
     @staticmethod
     def _expiry(wall_now: float) -> int:
-        return min(max(int(wall_now), 0) + SKIPPED_TTL, _MAX_EXPIRY)
+        return min(max(math.ceil(wall_now), 0) + SKIPPED_TTL, _MAX_EXPIRY)
 
     def _retire(self, hk: bytes, expiry: int) -> None:
         retired = self._retired
