@@ -63,7 +63,7 @@ from meshchat.crypto import (
     inbox_tag,
     inbox_topic,
 )
-from meshchat.errors import BadAddress, NetworkError, ProfileError
+from meshchat.errors import BadAddress, DecodeError, NetworkError, ProfileError
 from meshchat.file_api import FileParts, Files, open_file_parts
 from meshchat.files.events import Attachment, FileEvent
 from meshchat.files.hold import HoldLimits
@@ -90,6 +90,13 @@ from meshchat.net import (
     build_host,
     parse_multiaddr,
 )
+from meshchat.net.bundles import (
+    BUNDLE_NAMESPACE,
+    BUNDLE_REPUBLISH,
+    BundleValidator,
+    lookup_bundle,
+    publish_bundle,
+)
 from meshchat.net.dialer import Dialer, Whereabouts, peer_info
 from meshchat.net.file_driver import FileConfig, FileDriver
 from meshchat.net.host import dialable_addrs, listen_ip, only_exception
@@ -97,6 +104,7 @@ from meshchat.net.mailbox import MailboxServer
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import GroupStoreAction, MessageHandle, NetStoreIO, StoreDriver, StoreEvent
 from meshchat.profile import ADDRESSES_FILE, LOCK_FILE, hold_profile, write_addresses
+from meshchat.sessions.prekeys import PrekeyBundle
 from meshchat.store.encrypted import store_key
 from meshchat.store.mailbox import MailboxCore, MailboxLimits, MailboxStatistics
 from meshchat.store.messenger import (
@@ -479,6 +487,7 @@ class Node:
         host, driver = self._host, self._driver
         if options.dht:
             self._dialer.dht = KadDHT(host, DHTMode.SERVER)
+            self._dialer.dht.register_validator(BUNDLE_NAMESPACE, BundleValidator())
             await services.enter_async_context(background_trio_service(self._dialer.dht))
         relay = await services.enter_async_context(CircuitRelay.running(host, hop=options.circuit_relay))
         self._dialer.relay = relay
@@ -509,6 +518,8 @@ class Node:
             await self._dialer.dial_mailboxes(mailboxes)
             nursery.start_soon(self._dialer.keep_mailboxes_connected, mailboxes)
         self._store.retry_pending()
+        if self._dialer.dht is not None:
+            nursery.start_soon(self._publish_bundle, self._dialer.dht)
         return nursery
 
     # --- events ----------------------------------------------------------------------------------
@@ -586,6 +597,10 @@ class Node:
         if isinstance(to, Contact):
             self._prefer_mailboxes_of(to)
         data = body.encode("utf-8") if isinstance(body, str) else body
+        dht = self._dialer.dht
+        if dht is not None and self._messenger.sessions.needs_bundle(recipient.ed25519):
+            # Not a contact (no invite): its published bundle starts a forward-secret session.
+            self._messenger.set_bundle(recipient, await lookup_bundle(dht, recipient))
         record, actions = self._messenger.send(recipient, data, wall_now=self._wall_clock(), ref=ref, ttl=ttl)
         self._store.perform(actions)
         if actions:
@@ -631,11 +646,17 @@ class Node:
         return None if contact is None else contact.whereabouts()
 
     def _prefer_mailboxes_of(self, contact: Contact) -> None:
+        """Use what ``contact``'s invite says: its mailboxes, and its prekey bundle for the session."""
         peers = []
         for address in contact.mailboxes:
             with contextlib.suppress(BadAddress):  # an unusable one in an invite is skipped, not fatal
                 peers.append(str(peer_info(address).peer_id))
         self._messenger.prefer_mailboxes(contact.public, peers)
+        bundle = None
+        if contact.invite.bundle:
+            with contextlib.suppress(DecodeError):  # a bad one: the session starts from the key alone
+                bundle = PrekeyBundle.decode(contact.invite.bundle)
+        self._messenger.set_bundle(contact.public, bundle)
 
     def outbox(self, limit: int = 100) -> list[OutboxRecord]:
         """The ``limit`` most recently sent messages, newest first, with their status."""
@@ -702,6 +723,14 @@ class Node:
             now = self._wall_clock()
             await trio.sleep(INBOX_EPOCH_SECONDS - now % INBOX_EPOCH_SECONDS + 1)
             await self._join_inbox()
+
+    async def _publish_bundle(self, dht: KadDHT) -> None:
+        """Keep this device's prekey bundle in the DHT: every ``BUNDLE_REPUBLISH`` seconds (its signed
+        prekey rotates weekly), every minute while no peer takes it."""
+        while True:
+            bundle = self._messenger.bundle(wall_now=self._wall_clock())
+            published = await publish_bundle(dht, self.identity.public, bundle)
+            await trio.sleep(BUNDLE_REPUBLISH if published else 60.0)
 
     # --- reaching peers -----------------------------------------------------------------------------
 

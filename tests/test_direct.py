@@ -3,6 +3,7 @@ a relay that joins every shard; only Bob can open it, and a forged or replayed e
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -19,6 +20,7 @@ from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
 from meshchat.net import MessageDelivered
 from meshchat.node import Node
+from meshchat.sessions.session import PeerSessions
 from meshchat.store.messenger import StoreConfig
 from meshchat.store.payload import Chat, encode_payload
 from meshchat.store.storage import OutboxStatus
@@ -120,7 +122,11 @@ async def test_an_envelope_for_bob_sealed_by_a_stranger_is_delivered_with_no_con
         await alice.connect(bob.listen_addrs[0])
         await subscribed(alice, bob.peer_id, bobs_topic(bob))
         stranger = Identity(b"\x09" * 32)
-        body = encode_payload(Chat(seq=1, body=b"who am I?"))
+        payload = encode_payload(Chat(seq=1, body=b"who am I?"))
+        # A session from the stranger's side (no bundle: from Bob's identity key alone), as its node would.
+        body = PeerSessions().encrypt(
+            stranger, bob.identity.public, payload, bundle=None, wall_now=time.time(), random_bytes=os.urandom
+        )
         envelope = seal(stranger, bob.identity.public, body, wall_now=time.time())
         await alice.publish(bobs_topic(bob), envelope)
         message = await next_direct(bob)

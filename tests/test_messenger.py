@@ -358,11 +358,11 @@ class _OutboxWritesFail(MemoryStorage):
             raise StorageError("outbox write failed")
         super().outbox_update(records)
 
-    def accept(self, entries, messages, outbox=()):  # type: ignore[no-untyped-def]
+    def accept(self, entries, messages, outbox=(), state=()):  # type: ignore[no-untyped-def]
         if self.fail_outbox and outbox:
             self.fail_outbox -= 1
             raise StorageError("outbox write failed")
-        return super().accept(entries, messages, outbox)
+        return super().accept(entries, messages, outbox, state)
 
 
 def test_a_receipt_and_the_outbox_move_it_proves_are_one_transaction() -> None:

@@ -36,7 +36,7 @@ from meshchat.cli.common import (
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from meshchat.identity import PublicIdentity
+    from meshchat.identity import Identity, PublicIdentity
 
 __all__ = [
     "MAX_STDIN_INVITE",
@@ -143,6 +143,27 @@ def _identity_table(name: str, public: PublicIdentity) -> Table:
     return table
 
 
+def profile_bundle(folder: Path, identity: Identity) -> bytes:
+    """The profile's encoded prekey bundle for an invite (its prekeys made, or rotated, and stored
+    first in the profile's store), so a new contact starts a forward-secret session at once."""
+    import time  # noqa: PLC0415
+
+    import nacl.utils  # noqa: PLC0415
+
+    from meshchat.errors import StorageError  # noqa: PLC0415
+    from meshchat.store.encrypted import store_key  # noqa: PLC0415
+    from meshchat.store.sessions import own_bundle  # noqa: PLC0415
+    from meshchat.store.sqlite import STORE_FILE, SqliteStorage  # noqa: PLC0415
+
+    try:
+        with SqliteStorage(folder / STORE_FILE, key=store_key(identity)) as storage:
+            return own_bundle(
+                identity, storage, wall_now=time.time(), random_bytes=nacl.utils.random
+            ).encode()
+    except StorageError as exc:
+        raise CommandError(f"cannot read or write the profile's prekeys: {exc}") from exc
+
+
 def invite(
     *,
     profile: ProfileOption = None,
@@ -185,8 +206,11 @@ def invite(
     identity = load_profile_identity(folder)
     display_name = read_profile_name(folder) if name is None else name
     addrs = tuple(addr) if addr else tuple(read_recorded_addresses(folder))
+    bundle = profile_bundle(folder, identity)
     try:
-        card = Invite.create(identity, name=display_name, addrs=addrs, mailboxes=tuple(mailbox or ()))
+        card = Invite.create(
+            identity, name=display_name, addrs=addrs, mailboxes=tuple(mailbox or ()), bundle=bundle
+        )
     except BadInvite as exc:
         raise CommandError(f"cannot create the invite: {exc.problem}") from exc
     token = card.to_text()

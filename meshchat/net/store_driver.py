@@ -284,6 +284,7 @@ class StoreDriver:
         nursery = self._nursery
         assert nursery is not None, "the store driver runs before anything sends"
         received: list[MessageReceived] = []
+        handled: list[bytes] = []
         for action in actions:
             match action:
                 case PublishEnvelope(message_id=None):  # a receipt: no order to keep
@@ -305,8 +306,12 @@ class StoreDriver:
                         self.group_actions_dropped += 1
                     else:
                         self._on_group(action)
+                    if isinstance(action, ControlReceived):
+                        handled.append(action.message_id)
                 case _:
                     assert_never(action)
+        if handled:  # handed on (the machinery committed what they did): forget the kept copies
+            self.perform(self.messenger.controls_handled(handled))
         if received:
             self._on_committed(received)
         self._timer_kick.set()
@@ -333,7 +338,9 @@ class StoreDriver:
 
     def retry_pending(self) -> None:
         """Publish and store every pending message again now, reaching its recipient first (a node
-        that just started: the persisted retry times may be minutes away)."""
+        that just started: the persisted retry times may be minutes away). Control messages opened
+        before a crash but not handed on are handed on first."""
+        self.perform(list(self.messenger.pending_controls()))
         for record in self.messenger.storage.outbox_pending():
             self.perform(self.messenger.retry_now(record.message_id, wall_now=self.now()))
 

@@ -393,8 +393,9 @@ class GroupSimulation:
                     self._call(user, peer, request)
                 case PublishEnvelope():
                     self._publish_direct(user, action)
-                case ControlReceived(sender=sender, body=body):
+                case ControlReceived(sender=sender, body=body, message_id=mid):
                     self._perform(user, user.core.control_received(sender, body, wall_now=self.now))
+                    self._perform_store(user, user.messenger.controls_handled([mid]))
                 case GroupEnvelopes(envelopes=envelopes):
                     self._perform(user, user.core.envelopes_received(envelopes, wall_now=self.now))
                 case EnvelopeStored(message_id=mid, peer=peer):

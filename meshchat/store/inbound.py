@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from meshchat.crypto import CLOCK_SKEW, MAX_TTL, open_envelope
 from meshchat.errors import DecodeError, MeshchatError
 from meshchat.identity import Identity, KeyCache, PublicIdentity
+from meshchat.sessions.session import is_session_message
 from meshchat.store.outbox import ControlReceived, OutboxInput
-from meshchat.store.payload import Chat, Control, Receipt, ReceiptKind, decode_payload
+from meshchat.store.payload import Control, Receipt, ReceiptKind, decode_payload
 from meshchat.store.reasons import DiscardReason, RejectReason, reject_reason
 from meshchat.store.receipts import ReceiptMaker
-from meshchat.store.storage import InboxRecord, SeenEntry
+from meshchat.store.sessions import SessionKeeper, pending_control
+from meshchat.store.storage import InboxRecord, SeenEntry, StateWrite
 from meshchat.store.tracker import Move, OutboxTracker
 from meshchat.wire import decode_envelope, message_id
 
@@ -33,8 +35,10 @@ class Inbound:
     chats: list[tuple[InboxRecord, PublicIdentity, SeenEntry]] = field(default_factory=list)
     #: Receipts, with their proven signer and seen entry.
     receipts: list[tuple[Receipt, PublicIdentity, SeenEntry]] = field(default_factory=list)
-    #: Control messages, announced as they are (never in the seen window).
+    #: Control messages, their seen entries and the writes that keep them until handed on.
     controls: list[ControlReceived] = field(default_factory=list)
+    control_entries: list[SeenEntry] = field(default_factory=list)
+    control_writes: list[StateWrite] = field(default_factory=list)
     #: Senders to receipt: duplicates again (per ``RERECEIPT_INTERVAL``), and control messages.
     rereceipts: dict[PublicIdentity, list[bytes]] = field(default_factory=dict)
 
@@ -84,36 +88,56 @@ def open_inbound(
     *,
     wall_now: float,
     keys: KeyCache,
+    sessions: SessionKeeper,
     receipts: ReceiptMaker,
     rejected: Counter[RejectReason],
     discarded: Counter[DiscardReason],
 ) -> Inbound:
-    """Open and verify ``fresh`` envelopes (``seen``: ids already accepted); sort them."""
+    """Open and verify ``fresh`` envelopes (``seen``: ids already accepted); sort them.
+
+    A chat or control travels in a 1:1 session (the seal's body is a session message): its ratchet
+    moves in ``sessions`` (written by the caller with what it accepts). A receipt is sealed only (it
+    names message ids, nothing the seal's key would not already show). Anything else is rejected."""
     inbound = Inbound()
     for mid, (data, expiry, tag) in fresh.items():
         try:
             opened = open_envelope(identity, data, wall_now=wall_now, key_cache=keys)
-            payload = decode_payload(opened.body)
         except MeshchatError as exc:
             rejected[reject_reason(exc)] += 1
             continue
-        if isinstance(payload, Control):
-            # Not in the seen window: every copy is announced (the machinery is its own dedup).
-            # Its sender gets a receipt for it, and for another copy once per RERECEIPT_INTERVAL.
-            if receipts.may_rereceipt(mid, wall_now):
+        in_session = is_session_message(opened.body)
+        if mid in seen:
+            discarded[DiscardReason.DUPLICATE] += 1
+            if in_session and receipts.may_rereceipt(mid, wall_now):
                 inbound.rereceipts.setdefault(opened.sender, []).append(mid)
+            continue
+        try:
+            if in_session:
+                payload = decode_payload(sessions.open_body(opened.sender, opened.body, wall_now=wall_now))
+                if isinstance(payload, Receipt):
+                    raise DecodeError("message payload", "a receipt travels outside sessions")
+            else:
+                payload = decode_payload(opened.body)
+                if not isinstance(payload, Receipt):
+                    raise DecodeError("message payload", "a chat or control outside a session")
+        except MeshchatError as exc:
+            rejected[reject_reason(exc)] += 1
+            continue
+        entry = SeenEntry(message_id=mid, inbox_tag=tag, expiry=expiry)
+        if isinstance(payload, Control):
+            # Kept until its driver handed it on (``Messenger.controls_handled``): its key is gone.
+            # Its sender gets a receipt for it (after the commit), as for a chat.
+            inbound.rereceipts.setdefault(opened.sender, []).append(mid)
             inbound.controls.append(
                 ControlReceived(
                     sender=opened.sender, body=payload.body, message_id=mid, sent_at_ms=opened.sent_at_ms
                 )
             )
+            inbound.control_entries.append(entry)
+            inbound.control_writes.append(
+                pending_control(mid, opened.sender.ed25519, opened.sent_at_ms, payload.body, expiry)
+            )
             continue
-        if mid in seen:
-            discarded[DiscardReason.DUPLICATE] += 1
-            if isinstance(payload, Chat) and receipts.may_rereceipt(mid, wall_now):
-                inbound.rereceipts.setdefault(opened.sender, []).append(mid)
-            continue
-        entry = SeenEntry(message_id=mid, inbox_tag=tag, expiry=expiry)
         if isinstance(payload, Receipt):
             inbound.receipts.append((payload, opened.sender, entry))
             continue

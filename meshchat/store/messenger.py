@@ -59,6 +59,7 @@ import nacl.utils
 from meshchat.crypto import CLOCK_SKEW, epoch_of, inbox_tags_around, inbox_topic, seal
 from meshchat.errors import StorageError
 from meshchat.identity import Identity, KeyCache, PublicIdentity, RandomBytes
+from meshchat.sessions.prekeys import PrekeyBundle
 from meshchat.store.calls import MAILBOX_PENALTY, MAX_PENALISED, MailboxCalls
 from meshchat.store.inbound import open_inbound, receipt_moves, screen
 from meshchat.store.mailbox import owned_tags
@@ -98,6 +99,7 @@ from meshchat.store.protocol import (
 )
 from meshchat.store.reasons import DiscardReason, RejectReason
 from meshchat.store.receipts import MAX_UNSTORED_RECEIPTS, RERECEIPT_INTERVAL, ReceiptMaker
+from meshchat.store.sessions import CONTROL_PREFIX, SessionKeeper, control_writes, decode_pending
 from meshchat.store.shared import SharedTags
 from meshchat.store.storage import InboxRecord, OutboxRecord, OutboxStatus, SeenEntry, Storage
 from meshchat.store.sync import SyncSession, SyncState, screen_fetched
@@ -156,6 +158,8 @@ class Messenger:
         self._mailbox_errors: Counter[ErrorCode] = Counter()
         self._counts: Counter[str] = Counter()
         self._outbox = OutboxTracker(storage, self.config, rng=rng)
+        #: The 1:1 sessions (Double Ratchet per peer device) that chats and controls travel in.
+        self.sessions = SessionKeeper(identity, storage, random_bytes=random_bytes)
         self._receipts = ReceiptMaker(
             identity, self.config, random_bytes=random_bytes, discarded=self._discarded
         )
@@ -193,27 +197,34 @@ class Messenger:
             if known is not None:
                 return known, []
         seq = self._outbox.next_seq(recipient.ed25519)
-        envelope = seal(
-            self.identity,
-            recipient,
-            encode_payload(Control(seq=seq, body=body) if control else Chat(seq=seq, body=body)),
-            wall_now=wall_now,
-            ttl=self.config.ttl if ttl is None else ttl,
-            random_bytes=self._random_bytes,
-        )
-        record = OutboxRecord(
-            message_id=message_id(envelope),
-            recipient=recipient.ed25519,
-            envelope=envelope,
-            ref=ref,
-            seq=seq,
-            created_at=wall_now,
-            expiry=decode_envelope(envelope).expiry,
-            status=OutboxStatus.QUEUED,
-            next_attempt=wall_now + self.config.retry_initial,
-            updated_at=wall_now,
-        )
-        self.storage.outbox_add([record])
+        payload = encode_payload(Control(seq=seq, body=body) if control else Chat(seq=seq, body=body))
+        try:
+            envelope = seal(
+                self.identity,
+                recipient,
+                self.sessions.seal_body(recipient, payload, wall_now=wall_now),
+                wall_now=wall_now,
+                ttl=self.config.ttl if ttl is None else ttl,
+                random_bytes=self._random_bytes,
+            )
+            record = OutboxRecord(
+                message_id=message_id(envelope),
+                recipient=recipient.ed25519,
+                envelope=envelope,
+                ref=ref,
+                seq=seq,
+                created_at=wall_now,
+                expiry=decode_envelope(envelope).expiry,
+                status=OutboxStatus.QUEUED,
+                next_attempt=wall_now + self.config.retry_initial,
+                updated_at=wall_now,
+            )
+            # The ratchet step that sealed it is written with it: neither exists without the other.
+            self.storage.outbox_add([record], self.sessions.writes())
+        except BaseException:
+            self.sessions.rolled_back()
+            raise
+        self.sessions.committed()
         self._outbox.added(record)
         self._calls.hurry(wall_now)
         actions: list[Action] = [self._publish(record)]
@@ -278,6 +289,55 @@ class Messenger:
         self._shared.unstored(wall_now)  # forget the expired ones
         return self._shared.plan(item, self._calls)
 
+    def set_bundle(self, recipient: PublicIdentity, bundle: PrekeyBundle | None) -> None:
+        """Start the session with ``recipient`` (if none exists yet) from ``bundle`` (from its invite)."""
+        self.sessions.set_bundle(recipient.ed25519, bundle)
+
+    def bundle(self, *, wall_now: float) -> PrekeyBundle:
+        """This device's prekey bundle, for its invites (made and written on first use)."""
+        bundle = self.sessions.bundle(wall_now)
+        self._write_prekeys(wall_now)
+        return bundle
+
+    def pending_controls(self) -> list[ControlReceived]:
+        """The control messages opened but not yet handed on (a crash came between): hand them on, then
+        call ``controls_handled``. ``StorageError`` if they cannot be read."""
+        pending = []
+        for key, value in self.storage.state_prefix(CONTROL_PREFIX):
+            sender, sent_at_ms, body, _ = decode_pending(value)
+            pending.append(
+                ControlReceived(
+                    sender=self._keys.public_identity(sender),
+                    body=body,
+                    message_id=key[len(CONTROL_PREFIX) :],
+                    sent_at_ms=sent_at_ms,
+                )
+            )
+        return pending
+
+    def controls_handled(self, message_ids: Sequence[bytes]) -> list[Action]:
+        """The driver handed these ``ControlReceived`` on (and its machinery committed what they did):
+        forget them. A ``StoreProblem`` if that cannot be written (they are handed on again after a
+        restart; the machinery is idempotent)."""
+        if not message_ids:
+            return []
+        try:
+            self.storage.state_put(control_writes(message_ids))
+        except StorageError as exc:
+            return [StoreProblem(error=exc)]
+        return []
+
+    def _write_prekeys(self, wall_now: float) -> list[Action]:
+        if not self.sessions.maintain(wall_now):
+            return []
+        try:
+            self.storage.state_put(self.sessions.writes())
+        except StorageError as exc:
+            self.sessions.rolled_back()
+            return [StoreProblem(error=exc)]
+        self.sessions.committed()
+        return []
+
     def status(self, message_id: bytes) -> OutboxRecord | None:
         """The outbox record of a sent message, if it is ours."""
         return self._outbox.lookup(message_id)
@@ -321,6 +381,7 @@ class Messenger:
             seen,
             wall_now=wall_now,
             keys=self._keys,
+            sessions=self.sessions,
             receipts=self._receipts,
             rejected=self._rejected,
             discarded=self._discarded,
@@ -331,16 +392,22 @@ class Messenger:
         # cannot leave a receipt seen (never processed again) with its message still ``stored``.
         proven = self._outbox.plan(receipt_moves(receipts, self._outbox, self._discarded), wall_now)
         numbered: list[InboxRecord] = []
-        if chats or receipts:
+        state = self.sessions.writes() + inbound.control_writes
+        if chats or receipts or inbound.controls or state:
             try:
                 numbered = self.storage.accept(
-                    [c[2] for c in chats] + [r[2] for r in receipts],
+                    [c[2] for c in chats] + [r[2] for r in receipts] + inbound.control_entries,
                     [c[0] for c in chats],
                     list(proven.changed.values()),
+                    state,
                 )
             except StorageError as exc:
-                self._discarded[DiscardReason.STORAGE_FAILED] += len(chats) + len(receipts)
+                self.sessions.rolled_back()
+                self._discarded[DiscardReason.STORAGE_FAILED] += (
+                    len(chats) + len(receipts) + len(inbound.controls)
+                )
                 return [*actions, StoreProblem(error=exc)]
+            self.sessions.committed()
         by_sender = inbound.rereceipts
         for message, (_, sender, _) in zip(numbered, chats, strict=True):
             actions.append(MessageReceived(message=message, sender=sender))
@@ -429,6 +496,7 @@ class Messenger:
                 self.storage.prune_seen(int(wall_now) - CLOCK_SKEW)
             except StorageError as exc:  # the old entries stay an hour longer: harmless
                 actions.append(StoreProblem(error=exc))
+            actions += self._write_prekeys(wall_now)  # rotation, one-time keys topped up
         if self._calls.penalty_over(wall_now):
             actions += self._use_mailboxes(wall_now)
         actions += self._start_due_syncs(wall_now)

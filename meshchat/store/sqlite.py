@@ -5,8 +5,8 @@ caller's mistake), but what it accepted survives the process being killed and, a
 honours fsync, a power loss. It is a thin mapping of records onto tables through the standard
 library's ``sqlite3``, not a database layer of its own: no ORM, no migrations framework, no cache.
 
-Tables (schema version 2, kept in ``PRAGMA user_version``; a version 1 file is migrated in place at
-open, see ``_MIGRATIONS``):
+Tables (schema version 3, laid out in ``meshchat.store.schema``, kept in ``PRAGMA user_version``; an
+older file is migrated in place at open, see ``_MIGRATIONS``):
 
 * ``outbox``: one row per ``OutboxRecord``; ``position`` (the rowid) is the insertion order, so
   ``outbox_pending`` is oldest first and ``outbox_recent`` newest first. ``status`` is
@@ -20,6 +20,8 @@ open, see ``_MIGRATIONS``):
 * ``mailbox``: ``MailboxItem`` rows; ``number`` is the arrival order, indexed with the inbox tag
   (``mailbox_delete``) and expiry (``mailbox_prune``); ``kind`` is the envelope's ``EnvelopeKind``
   (version 2: group envelopes are listed to whoever names their tag, sealed ones to its owner only).
+* ``state``: named blobs (session records, prekeys, control messages not yet handed on), written in
+  the transaction of the outbox or inbox rows they go with.
 * ``counters``: the last ``number`` handed out for ``inbox`` and ``mailbox``, so a number is never
   used twice, even after the rows that had it were deleted.
 
@@ -69,13 +71,25 @@ from meshchat.store.encrypted import (
     damaged_pages,
     is_plaintext_store,
 )
+from meshchat.store.schema import (
+    _CORRUPT_CODES,
+    _INBOX_COLUMNS,
+    _MAILBOX_COLUMNS,
+    _MAILBOX_COLUMNS_NO_ENVELOPE,
+    _MIGRATIONS,
+    _OUTBOX_COLUMNS,
+    _PENDING_WHERE,
+    _SCHEMA,
+    SCHEMA_VERSION,
+    _migrate,
+)
 from meshchat.store.storage import (
-    TERMINAL_STATUSES,
     InboxRecord,
     MailboxItem,
     OutboxRecord,
     OutboxStatus,
     SeenEntry,
+    StateWrite,
 )
 from meshchat.wire import EnvelopeKind
 
@@ -87,10 +101,6 @@ __all__ = ["BUSY_TIMEOUT", "CHUNK", "SCHEMA_VERSION", "STORE_FILE", "SqliteStora
 #: The store's file name inside a profile folder (``Node`` and the ``outbox``/``inbox`` commands).
 STORE_FILE = "store.db"
 
-#: The layout this module writes and reads (``PRAGMA user_version``). A file with a higher number was
-#: written by a newer meshchat and is refused rather than misread.
-SCHEMA_VERSION = 2
-
 #: Seconds a call waits for another connection's write transaction (a CLI command reading a running
 #: node's profile) before failing with "database is locked". Transactions here last milliseconds.
 BUSY_TIMEOUT = 5.0
@@ -98,98 +108,6 @@ BUSY_TIMEOUT = 5.0
 #: Host parameters per ``IN (...)`` list. sqlite before 3.32 allows at most 999 per statement; 500
 #: keeps well inside that, and each chunk is one indexed lookup, so larger chunks would gain nothing.
 CHUNK = 500
-
-#: The terminal statuses as an SQL list, shared by the partial index and the query that must match it
-#: for sqlite to use the index.
-_TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES, key=lambda s: s.value))
-_PENDING_WHERE = f"status NOT IN ({_TERMINAL_SQL})"
-_STATUS_SQL = ", ".join(f"'{s.value}'" for s in OutboxStatus)
-
-_SCHEMA = (
-    f"""CREATE TABLE outbox (
-        position     INTEGER PRIMARY KEY,
-        message_id   BLOB NOT NULL UNIQUE,
-        recipient    BLOB NOT NULL,
-        envelope     BLOB NOT NULL,
-        ref          TEXT NOT NULL,
-        seq          INTEGER NOT NULL,
-        created_at   REAL NOT NULL,
-        expiry       INTEGER NOT NULL,
-        status       TEXT NOT NULL CHECK (status IN ({_STATUS_SQL})),
-        attempts     INTEGER NOT NULL,
-        next_attempt REAL NOT NULL,
-        stored_on    TEXT NOT NULL,
-        error        TEXT NOT NULL,
-        updated_at   REAL NOT NULL)""",
-    "CREATE UNIQUE INDEX outbox_ref ON outbox (ref) WHERE ref != ''",
-    f"CREATE INDEX outbox_pending ON outbox (position) WHERE {_PENDING_WHERE}",
-    "CREATE TABLE last_seq (recipient BLOB PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
-    # max(..., 0): as MemoryStorage, a recipient's last seq is never below 0, the value for "none yet".
-    """CREATE TRIGGER outbox_last_seq AFTER INSERT ON outbox BEGIN
-        INSERT OR IGNORE INTO last_seq (recipient, seq) VALUES (NEW.recipient, 0);
-        UPDATE last_seq SET seq = max(seq, NEW.seq) WHERE recipient = NEW.recipient;
-    END""",
-    """CREATE TABLE seen (
-        message_id BLOB PRIMARY KEY,
-        inbox_tag  BLOB NOT NULL,
-        expiry     INTEGER NOT NULL)""",
-    "CREATE INDEX seen_tag ON seen (inbox_tag)",
-    "CREATE INDEX seen_expiry ON seen (expiry)",
-    """CREATE TABLE inbox (
-        number      INTEGER PRIMARY KEY,
-        message_id  BLOB NOT NULL,
-        sender      BLOB NOT NULL,
-        seq         INTEGER NOT NULL,
-        body        BLOB NOT NULL,
-        sent_at_ms  INTEGER NOT NULL,
-        received_at REAL NOT NULL)""",
-    """CREATE TABLE mailbox (
-        number     INTEGER PRIMARY KEY,
-        message_id BLOB NOT NULL UNIQUE,
-        inbox_tag  BLOB NOT NULL,
-        expiry     INTEGER NOT NULL,
-        envelope   BLOB NOT NULL,
-        from_peer  TEXT NOT NULL,
-        size       INTEGER NOT NULL,
-        kind       INTEGER NOT NULL DEFAULT 1)""",
-    "CREATE INDEX mailbox_tag ON mailbox (inbox_tag, number)",
-    "CREATE INDEX mailbox_expiry ON mailbox (expiry)",
-    "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
-    "INSERT INTO counters (name, value) VALUES ('inbox', 0), ('mailbox', 0)",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
-)
-
-#: How a file of an older schema version becomes the next one, in place, inside the open's
-#: transaction (a crash leaves the old version whole): ``version -> statements``.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    # 1 -> 2: mailbox items remember their envelope's kind; everything held so far was sealed.
-    1: (
-        f"ALTER TABLE mailbox ADD COLUMN kind INTEGER NOT NULL DEFAULT {int(EnvelopeKind.SEALED)}",
-        "PRAGMA user_version = 2",
-    ),
-}
-
-_OUTBOX_COLUMNS = (
-    "message_id, recipient, envelope, ref, seq, created_at, expiry, status, attempts, next_attempt, "
-    "stored_on, error, updated_at"
-)
-_INBOX_COLUMNS = "number, message_id, sender, seq, body, sent_at_ms, received_at"
-_MAILBOX_COLUMNS = "number, message_id, inbox_tag, expiry, envelope, from_peer, size, kind"
-#: ``mailbox_all`` leaves the envelopes on disk: an empty blob stands in for each.
-_MAILBOX_COLUMNS_NO_ENVELOPE = "number, message_id, inbox_tag, expiry, x'', from_peer, size, kind"
-
-#: sqlite's result codes for a file that is damaged or is not a database at all.
-_CORRUPT_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
-
-
-def _migrate(db: sqlite3.Connection) -> int:
-    """Apply ``_MIGRATIONS`` from the file's version on (inside the caller's transaction); the version now."""
-    version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    while version in _MIGRATIONS:
-        for statement in _MIGRATIONS[version]:
-            db.execute(statement)
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    return version
 
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -227,6 +145,12 @@ def _update_outbox(db: sqlite3.Connection, records: Sequence[OutboxRecord]) -> N
         "updated_at = ? WHERE message_id = ?",
         [(*_outbox_row(r)[1:], r.message_id) for r in records],
     )
+
+
+def _write_state(db: sqlite3.Connection, writes: Sequence[StateWrite]) -> None:
+    db.executemany("DELETE FROM state WHERE key = ?", [(k,) for k, v in writes if v is None])
+    rows = [(k, v) for k, v in writes if v is not None]
+    db.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", rows)
 
 
 def _after_prefix(prefix: bytes) -> bytes:
@@ -448,11 +372,12 @@ class SqliteStorage:
                 raise
 
     # --- outbox ----------------------------------------------------------------------------------
-    def outbox_add(self, records: Sequence[OutboxRecord]) -> None:
+    def outbox_add(self, records: Sequence[OutboxRecord], state: Sequence[StateWrite] = ()) -> None:
         """See ``Storage``. A known id or ref (or one repeated in ``records``) raises ``ValueError``."""
         rows = [_outbox_row(r) for r in records]
         with self._transaction("outbox_add") as db:
             db.executemany(f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) VALUES ({_marks(13)})", rows)
+            _write_state(db, state)
 
     def outbox_update(self, records: Sequence[OutboxRecord]) -> None:
         """See ``Storage``. Ids not in the outbox are ignored; a ref another record holds raises
@@ -535,12 +460,14 @@ class SqliteStorage:
         entries: Sequence[SeenEntry],
         messages: Sequence[InboxRecord],
         outbox: Sequence[OutboxRecord] = (),
+        state: Sequence[StateWrite] = (),
     ) -> list[InboxRecord]:
         """See ``Storage``. An id already seen (or repeated in ``entries``) raises ``ValueError``."""
         seen_rows = [(e.message_id, e.inbox_tag, e.expiry) for e in entries]
         with self._transaction("accept") as db:
             db.executemany("INSERT INTO seen (message_id, inbox_tag, expiry) VALUES (?, ?, ?)", seen_rows)
             _update_outbox(db, outbox)
+            _write_state(db, state)
             if not messages:
                 return []
             last = int(db.execute("SELECT value FROM counters WHERE name = 'inbox'").fetchone()[0])
@@ -554,6 +481,26 @@ class SqliteStorage:
             )
             db.execute("UPDATE counters SET value = ? WHERE name = 'inbox'", (numbered[-1].number,))
         return numbered
+
+    def state_get(self, key: bytes) -> bytes | None:
+        """See ``Storage``."""
+        with self._transaction("state_get", write=False) as db:
+            row = db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def state_prefix(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """See ``Storage``."""
+        with self._transaction("state_prefix", write=False) as db:
+            rows = db.execute(
+                "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key",
+                (prefix, _after_prefix(prefix)),
+            ).fetchall()
+        return [(bytes(k), bytes(v)) for k, v in rows]
+
+    def state_put(self, writes: Sequence[StateWrite]) -> None:
+        """See ``Storage``."""
+        with self._transaction("state_put") as db:
+            _write_state(db, writes)
 
     def seen_items(self, tags: Iterable[bytes]) -> list[tuple[int, bytes]]:
         """See ``Storage``: in the order the entries were accepted."""

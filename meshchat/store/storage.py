@@ -34,8 +34,12 @@ __all__ = [
     "OutboxRecord",
     "OutboxStatus",
     "SeenEntry",
+    "StateWrite",
     "Storage",
 ]
+
+#: A write to the ``state`` blobs: ``(key, value)``, or ``(key, None)`` to delete the key.
+StateWrite = tuple[bytes, bytes | None]
 
 
 class OutboxStatus(Enum):
@@ -158,8 +162,9 @@ class Storage(Protocol):
     and changes nothing."""
 
     # --- outbox ----------------------------------------------------------------------------------
-    def outbox_add(self, records: Sequence[OutboxRecord]) -> None:
-        """Insert new records (durably, before returning). ``ValueError`` for a known id or ref."""
+    def outbox_add(self, records: Sequence[OutboxRecord], state: Sequence[StateWrite] = ()) -> None:
+        """Insert new records and apply the ``state`` writes (the session records that sealed them), in
+        one durable transaction. ``ValueError`` for a known id or ref."""
         ...
 
     def outbox_update(self, records: Sequence[OutboxRecord]) -> None:
@@ -200,13 +205,28 @@ class Storage(Protocol):
         entries: Sequence[SeenEntry],
         messages: Sequence[InboxRecord],
         outbox: Sequence[OutboxRecord] = (),
+        state: Sequence[StateWrite] = (),
     ) -> list[InboxRecord]:
-        """Add ``entries`` to the seen window and ``messages`` to the inbox, and replace the ``outbox``
-        records with the same ids (what accepted receipts proved), in one durable transaction; return
-        the messages with their ``number`` assigned. ``ValueError`` if an entry is already seen.
+        """Add ``entries`` to the seen window and ``messages`` to the inbox, replace the ``outbox``
+        records with the same ids (what accepted receipts proved) and apply the ``state`` writes (the
+        session records that opened them), in one durable transaction; return the messages with their
+        ``number`` assigned. ``ValueError`` if an entry is already seen.
 
         One transaction, so a crash cannot leave a receipt seen (never processed again) while the
-        outbox still says ``stored``."""
+        outbox still says ``stored``, nor a ratchet moved past a message the inbox does not hold."""
+        ...
+
+    # --- state blobs -----------------------------------------------------------------------------
+    def state_get(self, key: bytes) -> bytes | None:
+        """The blob stored under ``key``, if any."""
+        ...
+
+    def state_prefix(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """Every ``(key, blob)`` whose key starts with ``prefix``, in key order."""
+        ...
+
+    def state_put(self, writes: Sequence[StateWrite]) -> None:
+        """Apply ``writes`` (durably, in one transaction)."""
         ...
 
     def seen_items(self, tags: Iterable[bytes]) -> list[tuple[int, bytes]]:
@@ -273,6 +293,7 @@ class MemoryStorage:
         self._inbox: list[InboxRecord] = []
         self._mailbox: dict[bytes, MailboxItem] = {}
         self._mailbox_number = 0
+        self._state: dict[bytes, bytes] = {}
         #: Writes still to fail with ``StorageError`` (decremented by each failed write).
         self.fail_next = 0
 
@@ -281,7 +302,7 @@ class MemoryStorage:
             self.fail_next -= 1
             raise StorageError("memory storage: simulated write failure (disk full)")
 
-    def outbox_add(self, records: Sequence[OutboxRecord]) -> None:
+    def outbox_add(self, records: Sequence[OutboxRecord], state: Sequence[StateWrite] = ()) -> None:
         """See ``Storage``."""
         self._write()
         ids = {r.message_id for r in records}
@@ -295,6 +316,7 @@ class MemoryStorage:
             if record.ref:
                 self._refs[record.ref] = record.message_id
             self._last_seq[record.recipient] = max(self._last_seq.get(record.recipient, 0), record.seq)
+        self._apply(state)
 
     def outbox_update(self, records: Sequence[OutboxRecord]) -> None:
         """See ``Storage``."""
@@ -341,6 +363,7 @@ class MemoryStorage:
         entries: Sequence[SeenEntry],
         messages: Sequence[InboxRecord],
         outbox: Sequence[OutboxRecord] = (),
+        state: Sequence[StateWrite] = (),
     ) -> list[InboxRecord]:
         """See ``Storage``."""
         self._write()
@@ -354,7 +377,28 @@ class MemoryStorage:
             self._seen[entry.message_id] = entry
         numbered = [dataclasses.replace(m, number=len(self._inbox) + n) for n, m in enumerate(messages, 1)]
         self._inbox.extend(numbered)
+        self._apply(state)
         return numbered
+
+    def _apply(self, writes: Sequence[StateWrite]) -> None:
+        for key, value in writes:
+            if value is None:
+                self._state.pop(key, None)
+            else:
+                self._state[key] = value
+
+    def state_get(self, key: bytes) -> bytes | None:
+        """See ``Storage``."""
+        return self._state.get(key)
+
+    def state_prefix(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """See ``Storage``."""
+        return sorted((k, v) for k, v in self._state.items() if k.startswith(prefix))
+
+    def state_put(self, writes: Sequence[StateWrite]) -> None:
+        """See ``Storage``."""
+        self._write()
+        self._apply(writes)
 
     def seen_items(self, tags: Iterable[bytes]) -> list[tuple[int, bytes]]:
         """See ``Storage``."""

@@ -4,12 +4,15 @@ Text form: ``MESHCHAT:`` followed by unpadded RFC 4648 base32 of ``version byte 
 
     1: Ed25519 public key (32)   2: display name (str)   3: multiaddrs (array of str)   4: signature (64)
     5: mailboxes (array of multiaddrs ending in /p2p/<PeerId>; present only when not empty)
+    6: prekey bundle (bytes, ``meshchat.sessions.PrekeyBundle``; present only when given)
 
 The signature covers a domain string, the version and the canonical encoding of every field but 4, so
 changing any character of the token is detected. Field 5 names the mailboxes the inviter syncs from:
 senders store messages for it there. An invite without mailboxes is byte for byte what it was before
-field 5 existed. Base32 upper case fits the QR alphanumeric mode (denser codes)
-and survives being read aloud or retyped in either case.
+field 5 existed. Field 6 is the inviter's signed prekey bundle, from which a new contact starts the
+forward-secret session before the inviter was ever online (the wire layer keeps it as opaque bytes,
+at most ``MAX_BUNDLE_SIZE``; ``meshchat.sessions`` reads it). Base32 upper case fits the QR
+alphanumeric mode (denser codes) and survives being read aloud or retyped in either case.
 
 An invite proves only that its holder of the key wrote it; a person still compares safety numbers.
 """
@@ -28,7 +31,7 @@ from meshchat.errors import BadInvite, DecodeError, UnsupportedVersion
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.wire.codec import pack, unpack_canonical
 
-__all__ = ["INVITE_PREFIX", "INVITE_VERSION", "MAX_ADDRS", "MAX_NAME_LENGTH", "Invite"]
+__all__ = ["INVITE_PREFIX", "INVITE_VERSION", "MAX_ADDRS", "MAX_BUNDLE_SIZE", "MAX_NAME_LENGTH", "Invite"]
 
 #: What every invite token starts with.
 INVITE_PREFIX = "MESHCHAT:"
@@ -38,6 +41,8 @@ INVITE_VERSION = 1
 MAX_NAME_LENGTH = 64
 #: Most multiaddrs one invite carries.
 MAX_ADDRS = 8
+#: Largest prekey bundle an invite carries, bytes (a signed prekey and an ML-KEM-768 prekey: ~1.4 KB).
+MAX_BUNDLE_SIZE = 2048
 #: Longest multiaddr text accepted.
 MAX_ADDR_LENGTH = 256
 #: Longest invite text, characters: what one QR code holds in alphanumeric mode at error level M
@@ -49,7 +54,7 @@ MAX_INVITE_TEXT = 3391
 _ALLOWED_FORMAT_CHARACTERS = frozenset("\u200c\u200d")
 _PRINTABLE_ASCII = frozenset(chr(c) for c in range(0x21, 0x7F))
 _SIGNING_DOMAIN = b"meshchat/invite/v1\x00"
-_K_KEY, _K_NAME, _K_ADDRS, _K_SIGNATURE, _K_MAILBOXES = 1, 2, 3, 4, 5
+_K_KEY, _K_NAME, _K_ADDRS, _K_SIGNATURE, _K_MAILBOXES, _K_BUNDLE = 1, 2, 3, 4, 5, 6
 _REQUIRED = frozenset({_K_KEY, _K_NAME, _K_ADDRS, _K_SIGNATURE})
 
 
@@ -93,18 +98,29 @@ class Invite:
     signature: bytes
     #: Mailboxes the inviter syncs from (multiaddrs ending in ``/p2p/<PeerId>``), possibly none.
     mailboxes: tuple[str, ...] = ()
+    #: The inviter's encoded prekey bundle (b"": none), checked by ``meshchat.sessions`` when used.
+    bundle: bytes = b""
 
     @classmethod
     def create(
-        cls, identity: Identity, *, name: str = "", addrs: Sequence[str] = (), mailboxes: Sequence[str] = ()
+        cls,
+        identity: Identity,
+        *,
+        name: str = "",
+        addrs: Sequence[str] = (),
+        mailboxes: Sequence[str] = (),
+        bundle: bytes = b"",
     ) -> Invite:
-        """Sign an invite for ``identity``. Raises ``BadInvite`` for a name or address out of limits."""
+        """Sign an invite for ``identity``. Raises ``BadInvite`` for a name, address or bundle out of
+        limits, or an invite too long for one QR code."""
         name = _check_name(unicodedata.normalize("NFC", name))
         checked_addrs = _check_addrs(tuple(addrs))
         checked_mailboxes = _check_mailboxes(tuple(mailboxes))
         fields: dict[int, object] = {_K_KEY: identity.public.ed25519, _K_NAME: name, _K_ADDRS: checked_addrs}
         if checked_mailboxes:
             fields[_K_MAILBOXES] = checked_mailboxes
+        if bundle:
+            fields[_K_BUNDLE] = _check_bundle(bundle)
         signature = identity.sign(_signed(fields))
         invite = cls(
             public=identity.public,
@@ -112,6 +128,7 @@ class Invite:
             addrs=checked_addrs,
             signature=signature,
             mailboxes=checked_mailboxes,
+            bundle=bundle,
         )
         size = len(invite.to_text())
         if size > MAX_INVITE_TEXT:
@@ -128,6 +145,8 @@ class Invite:
         }
         if self.mailboxes:
             fields[_K_MAILBOXES] = self.mailboxes
+        if self.bundle:
+            fields[_K_BUNDLE] = self.bundle
         raw = bytes([INVITE_VERSION]) + pack(fields)
         return INVITE_PREFIX + base64.b32encode(raw).decode("ascii").rstrip("=")
 
@@ -155,8 +174,11 @@ class Invite:
             fields = unpack_canonical(raw[1:], what="invite", limit=MAX_INVITE_TEXT)
         except DecodeError as exc:
             raise BadInvite(exc.problem) from exc
-        if not isinstance(fields, dict) or not _REQUIRED <= fields.keys() <= _REQUIRED | {_K_MAILBOXES}:
-            raise BadInvite("expected a map with keys 1-4 (and 5, mailboxes)")
+        if not isinstance(fields, dict) or not _REQUIRED <= fields.keys() <= _REQUIRED | {
+            _K_MAILBOXES,
+            _K_BUNDLE,
+        }:
+            raise BadInvite("expected a map with keys 1-4 (and 5, mailboxes; 6, prekey bundle)")
         signature = fields.pop(_K_SIGNATURE)
         if not isinstance(signature, bytes):
             raise BadInvite("signature is not bytes")
@@ -164,17 +186,26 @@ class Invite:
         mailboxes = _check_mailboxes(fields.get(_K_MAILBOXES, ()))
         if _K_MAILBOXES in fields and not mailboxes:
             raise BadInvite("an empty mailbox list is left out, not written (one invite, one text)")
+        bundle = _check_bundle(fields[_K_BUNDLE]) if _K_BUNDLE in fields else b""
         key = fields[_K_KEY]
         try:
             public = PublicIdentity.from_bytes(key)
         except DecodeError as exc:
             raise BadInvite(f"public key: {exc.problem}") from exc
         public.verify(_signed(fields), signature, what="invite")
-        return cls(public=public, name=name, addrs=addrs, signature=signature, mailboxes=mailboxes)
+        return cls(
+            public=public, name=name, addrs=addrs, signature=signature, mailboxes=mailboxes, bundle=bundle
+        )
 
     def qr(self) -> segno.QRCode:
         """A QR code of the token; ``.save("invite.png")`` or ``.terminal()`` it."""
         return segno.make_qr(self.to_text(), error="m")
+
+
+def _check_bundle(bundle: object) -> bytes:
+    if type(bundle) is not bytes or not 0 < len(bundle) <= MAX_BUNDLE_SIZE:
+        raise BadInvite(f"the prekey bundle must be 1 to {MAX_BUNDLE_SIZE:,} bytes")
+    return bundle
 
 
 def _check_mailboxes(mailboxes: object) -> tuple[str, ...]:
