@@ -23,6 +23,7 @@ __all__ = [
     "ChunkMismatch",
     "DecodeError",
     "DecryptionFailed",
+    "DeviceError",
     "DiskFull",
     "Expired",
     "FileError",
@@ -36,6 +37,7 @@ __all__ = [
     "NoSession",
     "NotAuthorized",
     "NotInGroup",
+    "NotPrimary",
     "ProfileError",
     "ProfileLocked",
     "QuotaExceeded",
@@ -366,3 +368,14 @@ class TooManySkipped(SessionError):
         self.jump = jump
         self.limit = limit
         super().__init__(f"ratchet jump of {jump:,} messages; the limit is {limit:,}")
+
+
+class DeviceError(MeshchatError):
+    """Linking, listing or removing a person's devices went wrong (base class of the device errors)."""
+
+
+class NotPrimary(DeviceError):
+    """Only the primary device, which holds the person's root key, signs device lists (links, removals)."""
+
+    def __init__(self) -> None:
+        super().__init__("only the primary device (the one holding the root key) can link or remove devices")

@@ -11,9 +11,21 @@ from dataclasses import dataclass, field
 from meshchat.crypto import CLOCK_SKEW, MAX_TTL, open_envelope
 from meshchat.errors import DecodeError, MeshchatError
 from meshchat.identity import Identity, KeyCache, PublicIdentity
+from meshchat.identity.devices import DeviceList
 from meshchat.sessions.session import is_session_message
-from meshchat.store.outbox import ControlReceived, OutboxInput
-from meshchat.store.payload import Control, Receipt, ReceiptKind, decode_payload
+from meshchat.store.devices import DeviceBook
+from meshchat.store.outbox import ControlReceived, DeviceListChanged, Linked, OutboxInput
+from meshchat.store.payload import (
+    Chat,
+    Control,
+    Copy,
+    DeviceUpdate,
+    Grant,
+    Payload,
+    Receipt,
+    ReceiptKind,
+    decode_payload,
+)
 from meshchat.store.reasons import DiscardReason, RejectReason, reject_reason
 from meshchat.store.receipts import ReceiptMaker
 from meshchat.store.sessions import SessionKeeper, pending_control
@@ -39,6 +51,8 @@ class Inbound:
     controls: list[ControlReceived] = field(default_factory=list)
     control_entries: list[SeenEntry] = field(default_factory=list)
     control_writes: list[StateWrite] = field(default_factory=list)
+    #: Device lists that changed, and a grant that linked this device (after the commit).
+    changes: list[DeviceListChanged | Linked] = field(default_factory=list)
     #: Senders to receipt: duplicates again (per ``RERECEIPT_INTERVAL``), and control messages.
     rereceipts: dict[PublicIdentity, list[bytes]] = field(default_factory=dict)
 
@@ -89,6 +103,7 @@ def open_inbound(
     wall_now: float,
     keys: KeyCache,
     sessions: SessionKeeper,
+    devices: DeviceBook,
     receipts: ReceiptMaker,
     rejected: Counter[RejectReason],
     discarded: Counter[DiscardReason],
@@ -111,6 +126,7 @@ def open_inbound(
             if in_session and receipts.may_rereceipt(mid, wall_now):
                 inbound.rereceipts.setdefault(opened.sender, []).append(mid)
             continue
+        device = opened.sender.ed25519
         try:
             if in_session:
                 payload = decode_payload(sessions.open_body(opened.sender, opened.body, wall_now=wall_now))
@@ -120,10 +136,19 @@ def open_inbound(
                 payload = decode_payload(opened.body)
                 if not isinstance(payload, Receipt):
                     raise DecodeError("message payload", "a chat or control outside a session")
+            change = _devices_news(identity, devices, payload, device)
         except MeshchatError as exc:
             rejected[reject_reason(exc)] += 1
             continue
         entry = SeenEntry(message_id=mid, inbox_tag=tag, expiry=expiry)
+        if change is not None:
+            inbound.changes.append(change)
+        if isinstance(payload, DeviceUpdate | Grant):  # the device book's: receipted like a control
+            inbound.rereceipts.setdefault(opened.sender, []).append(mid)
+            inbound.control_entries.append(entry)
+            if isinstance(payload, Grant):
+                inbound.control_writes.append(devices.pending_write(None))
+            continue
         if isinstance(payload, Control):
             # Kept until its driver handed it on (``Messenger.controls_handled``): its key is gone.
             # Its sender gets a receipt for it (after the commit), as for a chat.
@@ -141,17 +166,48 @@ def open_inbound(
         if isinstance(payload, Receipt):
             inbound.receipts.append((payload, opened.sender, entry))
             continue
+        owner = devices.owner_of(device)
         message = InboxRecord(
             number=0,
             message_id=mid,
-            sender=opened.sender.ed25519,
+            sender=owner,
             seq=payload.seq,
             body=payload.body,
             sent_at_ms=opened.sent_at_ms,
             received_at=wall_now,
+            device=b"" if device == owner else device,
+            to=payload.to if isinstance(payload, Copy) else b"",
         )
         inbound.chats.append((message, opened.sender, entry))
     return inbound
+
+
+def _devices_news(
+    identity: Identity, devices: DeviceBook, payload: Payload, device: bytes
+) -> DeviceListChanged | Linked | None:
+    """Check what ``payload`` from ``device`` says about devices, and learn it (raises the typed error
+    that rejects the message, before anything is learnt)."""
+    if isinstance(payload, Copy) and devices.owner_of(device) != devices.root:
+        raise DecodeError("message payload", "a copy from a device that is not one of ours")
+    if isinstance(payload, Grant):
+        if devices.pending_link() is None:
+            raise DecodeError("grant", "no link request of this device is waiting")
+        granted = DeviceList.decode(payload.devices)
+        named = granted.keys()
+        if identity.public.ed25519 not in named or device != granted.root:
+            raise DecodeError("grant", "not from the primary of a list that names this device")
+        devices.become_linked(granted)
+        return Linked(
+            root=PublicIdentity.from_bytes(granted.root), devices=granted, snapshot=payload.snapshot
+        )
+    carried = payload.devices if isinstance(payload, Chat | Control | DeviceUpdate) else b""
+    if not carried:
+        return None
+    learnt = devices.learn(carried, sender=device)
+    if learnt is None:
+        return None
+    new, added, removed, own = learnt
+    return DeviceListChanged(root=new.root, devices=new, added=added, removed=removed, own=own)
 
 
 def receipt_moves(

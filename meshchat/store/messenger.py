@@ -56,11 +56,13 @@ from collections.abc import Collection, Iterable, Sequence
 
 import nacl.utils
 
-from meshchat.crypto import CLOCK_SKEW, epoch_of, inbox_tags_around, inbox_topic, seal
-from meshchat.errors import StorageError
+from meshchat.crypto import CLOCK_SKEW, epoch_of, inbox_tags_around, inbox_topic
+from meshchat.errors import NotPrimary, StorageError
 from meshchat.identity import Identity, KeyCache, PublicIdentity, RandomBytes
+from meshchat.identity.devices import Device, DeviceList, LinkRequest
 from meshchat.sessions.prekeys import PrekeyBundle
 from meshchat.store.calls import MAILBOX_PENALTY, MAX_PENALISED, MailboxCalls
+from meshchat.store.devices import DeviceBook
 from meshchat.store.inbound import open_inbound, receipt_moves, screen
 from meshchat.store.mailbox import owned_tags
 from meshchat.store.outbox import (
@@ -79,7 +81,7 @@ from meshchat.store.outbox import (
     StoreConfig,
     StoreProblem,
 )
-from meshchat.store.payload import Chat, Control, ReceiptKind, encode_payload
+from meshchat.store.payload import Chat, Control, Copy, DeviceUpdate, Grant, ReceiptKind
 from meshchat.store.protocol import (
     PERMANENT_STORE_CODES,
     Deleted,
@@ -99,6 +101,7 @@ from meshchat.store.protocol import (
 )
 from meshchat.store.reasons import DiscardReason, RejectReason
 from meshchat.store.receipts import MAX_UNSTORED_RECEIPTS, RERECEIPT_INTERVAL, ReceiptMaker
+from meshchat.store.sending import Planned, fan_write, seal_planned, siblings_of
 from meshchat.store.sessions import CONTROL_PREFIX, SessionKeeper, control_writes, decode_pending
 from meshchat.store.shared import SharedTags
 from meshchat.store.storage import InboxRecord, OutboxRecord, OutboxStatus, SeenEntry, Storage
@@ -160,6 +163,8 @@ class Messenger:
         self._outbox = OutboxTracker(storage, self.config, rng=rng)
         #: The 1:1 sessions (Double Ratchet per peer device) that chats and controls travel in.
         self.sessions = SessionKeeper(identity, storage, random_bytes=random_bytes)
+        #: Whose devices are whose: where a message to a person goes, whose a sender's device is.
+        self.devices = DeviceBook(identity, storage)
         self._receipts = ReceiptMaker(
             identity, self.config, random_bytes=random_bytes, discarded=self._discarded
         )
@@ -196,40 +201,143 @@ class Messenger:
             known = self.storage.outbox_by_ref(ref)
             if known is not None:
                 return known, []
-        seq = self._outbox.next_seq(recipient.ed25519)
-        payload = encode_payload(Control(seq=seq, body=body) if control else Chat(seq=seq, body=body))
+        if control:  # the machinery of the device the person's invite names (groups, files)
+            plan = [Planned(recipient, lambda seq: Control(seq=seq, body=body), ref)]
+        else:
+            plan = self._chat_plan(recipient, body, ref)
+        records = self._queue(plan, wall_now=wall_now, ttl=ttl)
+        return records[0], self._start(records)
+
+    def _chat_plan(self, recipient: PublicIdentity, body: bytes, ref: str) -> list[Planned]:
+        """A chat to every device of ``recipient``'s, and a copy to each of our other devices."""
+
+        def sibling_ref(key: bytes) -> str:
+            return f"{ref}#{key.hex()[:16]}" if ref else ""
+
+        plan = []
+        for number, key in enumerate(self.devices.targets(recipient.ed25519)):
+            target = recipient if key == recipient.ed25519 else self._keys.public_identity(key)
+            plan.append(
+                Planned(target, lambda seq: Chat(seq=seq, body=body), sibling_ref(key) if number else ref)
+            )
+        for key in self.devices.own_others():
+            plan.append(
+                Planned(
+                    self._keys.public_identity(key),
+                    lambda seq: Copy(seq=seq, body=body, to=recipient.ed25519),
+                    sibling_ref(key),
+                )
+            )
+        return plan
+
+    def _queue(self, plan: Sequence[Planned], *, wall_now: float, ttl: int | None) -> list[OutboxRecord]:
+        """Seal ``plan`` and write its records with the ratchet steps and device lists that go with them,
+        in one transaction (``StorageError``: nothing was queued, nothing moved)."""
         try:
-            envelope = seal(
-                self.identity,
-                recipient,
-                self.sessions.seal_body(recipient, payload, wall_now=wall_now),
+            records = seal_planned(
+                plan,
+                identity=self.identity,
+                sessions=self.sessions,
+                devices=self.devices,
+                outbox=self._outbox,
                 wall_now=wall_now,
                 ttl=self.config.ttl if ttl is None else ttl,
+                retry_initial=self.config.retry_initial,
                 random_bytes=self._random_bytes,
             )
-            record = OutboxRecord(
-                message_id=message_id(envelope),
-                recipient=recipient.ed25519,
-                envelope=envelope,
-                ref=ref,
-                seq=seq,
-                created_at=wall_now,
-                expiry=decode_envelope(envelope).expiry,
-                status=OutboxStatus.QUEUED,
-                next_attempt=wall_now + self.config.retry_initial,
-                updated_at=wall_now,
-            )
-            # The ratchet step that sealed it is written with it: neither exists without the other.
-            self.storage.outbox_add([record], self.sessions.writes())
+            # The ratchet steps that sealed them are written with them: neither exists without the other.
+            writes = self.sessions.writes() + self.devices.writes() + fan_write(records)
+            self.storage.outbox_add(records, writes)
         except BaseException:
             self.sessions.rolled_back()
+            self.devices.rolled_back()
             raise
         self.sessions.committed()
-        self._outbox.added(record)
+        self.devices.committed()
+        for record in records:
+            self._outbox.added(record)
         self._calls.hurry(wall_now)
-        actions: list[Action] = [self._publish(record)]
-        actions += self._plan_stores(record)
-        return record, actions
+        return records
+
+    def _start(self, records: Sequence[OutboxRecord]) -> list[Action]:
+        actions: list[Action] = []
+        for record in records:
+            actions.append(self._publish(record))
+            actions += self._plan_stores(record)
+        return actions
+
+    def siblings(self, message_id: bytes) -> list[OutboxRecord]:
+        """Every record of a message sent to several devices (the first ``send`` returned, then the
+        other devices', then the copies to our own); just the one for a single-device message."""
+        found = (self._outbox.lookup(mid) for mid in siblings_of(self.storage, message_id))
+        return [record for record in found if record is not None]
+
+    # --- several devices ---------------------------------------------------------------------------
+
+    def link_request(self, *, name: str, addrs: Sequence[str], wall_now: float) -> LinkRequest:
+        """On a new device: the request to show the person's primary device (it waits for the grant)."""
+        request = LinkRequest.create(
+            self.identity, name=name, addrs=addrs, wall_now=wall_now, random_bytes=self._random_bytes
+        )
+        self.storage.state_put([self.devices.pending_write(request.nonce)])
+        return request
+
+    def approve_link(
+        self, request: LinkRequest, *, snapshot: bytes, wall_now: float, primary_name: str = "primary"
+    ) -> tuple[DeviceList, list[Action]]:
+        """On the primary: add the requesting device to our list (version + 1), grant it the list and
+        ``snapshot``, and tell our other devices. ``NotPrimary`` on a linked device; ``ValueError`` for
+        a device already listed or a full list. Send the list to contacts with ``send_device_list``."""
+        own = self._own_list_to_change(wall_now, primary_name)
+        new = own.with_device(
+            self.identity, Device(key=request.device, name=request.name, added=int(wall_now))
+        )
+        self.devices.adopt_own(new)
+        data = new.encode()
+        plan = [
+            Planned(
+                self._keys.public_identity(request.device),
+                lambda seq: Grant(seq=seq, devices=data, snapshot=snapshot),
+            )
+        ]
+        plan += self._update_plan(new, skip=request.device)
+        return new, self._start(self._queue(plan, wall_now=wall_now, ttl=None))
+
+    def remove_device(self, key: bytes, *, wall_now: float) -> tuple[DeviceList, list[Action]]:
+        """On the primary: drop device ``key`` from our list (version + 1) and tell our other devices;
+        nothing is sent to it any more. ``NotPrimary``; ``ValueError`` for the root or an unknown key."""
+        own = self._own_list_to_change(wall_now, "primary")
+        new = own.without_device(self.identity, key)
+        self.devices.adopt_own(new)
+        return new, self._start(self._queue(self._update_plan(new), wall_now=wall_now, ttl=None))
+
+    def send_device_list(self, recipient: PublicIdentity, *, wall_now: float) -> list[Action]:
+        """Send our device list to every device of ``recipient`` (after a link or a removal)."""
+        own = self.devices.own_list
+        if own is None:
+            return []
+        data = own.encode()
+        plan = [
+            Planned(self._keys.public_identity(key), lambda seq: DeviceUpdate(seq=seq, devices=data))
+            for key in self.devices.targets(recipient.ed25519)
+        ]
+        return self._start(self._queue(plan, wall_now=wall_now, ttl=None))
+
+    def _own_list_to_change(self, wall_now: float, primary_name: str) -> DeviceList:
+        if not self.devices.is_primary:
+            raise NotPrimary()
+        own = self.devices.own_list
+        return (
+            own if own is not None else DeviceList.first(self.identity, name=primary_name, wall_now=wall_now)
+        )
+
+    def _update_plan(self, new: DeviceList, *, skip: bytes = b"") -> list[Planned]:
+        data = new.encode()
+        return [
+            Planned(self._keys.public_identity(key), lambda seq: DeviceUpdate(seq=seq, devices=data))
+            for key in self.devices.own_others()
+            if key != skip
+        ]
 
     def mark_read(
         self, sender: PublicIdentity, message_ids: Sequence[bytes], *, wall_now: float
@@ -382,6 +490,7 @@ class Messenger:
             wall_now=wall_now,
             keys=self._keys,
             sessions=self.sessions,
+            devices=self.devices,
             receipts=self._receipts,
             rejected=self._rejected,
             discarded=self._discarded,
@@ -392,7 +501,7 @@ class Messenger:
         # cannot leave a receipt seen (never processed again) with its message still ``stored``.
         proven = self._outbox.plan(receipt_moves(receipts, self._outbox, self._discarded), wall_now)
         numbered: list[InboxRecord] = []
-        state = self.sessions.writes() + inbound.control_writes
+        state = self.sessions.writes() + self.devices.writes() + inbound.control_writes
         if chats or receipts or inbound.controls or state:
             try:
                 numbered = self.storage.accept(
@@ -403,16 +512,19 @@ class Messenger:
                 )
             except StorageError as exc:
                 self.sessions.rolled_back()
+                self.devices.rolled_back()
                 self._discarded[DiscardReason.STORAGE_FAILED] += (
                     len(chats) + len(receipts) + len(inbound.controls)
                 )
                 return [*actions, StoreProblem(error=exc)]
             self.sessions.committed()
+            self.devices.committed()
         by_sender = inbound.rereceipts
         for message, (_, sender, _) in zip(numbered, chats, strict=True):
             actions.append(MessageReceived(message=message, sender=sender))
             by_sender.setdefault(sender, []).append(message.message_id)
         actions += inbound.controls  # before the receipts: see ``ControlReceived``
+        actions += inbound.changes
         self._counts["received"] += len(numbered)
         self._counts["receipts"] += len(receipts)
         self._counts["controls"] += len(inbound.controls)
@@ -548,6 +660,10 @@ class Messenger:
 
     # --- internals: outbox ------------------------------------------------------------------------
 
+    def _preferred_of(self, key: bytes) -> tuple[str, ...]:
+        """The mailboxes of device ``key``: its own, else its person's (from their invite)."""
+        return self._preferred.get(key) or self._preferred.get(self.devices.owner_of(key), ())
+
     def _publish(self, record: OutboxRecord, *, again: bool = False) -> PublishEnvelope:
         tag = decode_envelope(record.envelope).inbox_tag
         return PublishEnvelope(
@@ -585,7 +701,7 @@ class Messenger:
         if record.status not in (_S.QUEUED, _S.RELAYED, _S.STORED):
             return []
         tag = decode_envelope(record.envelope).inbox_tag
-        preferred = self._preferred.get(record.recipient, ())
+        preferred = self._preferred_of(record.recipient)
         peers = self._calls.queue_store(tag, record.message_id, record.envelope, record.stored_on, preferred)
         return [a for peer in peers for a in self._calls.pump(peer)]
 
@@ -643,7 +759,7 @@ class Messenger:
         """Seal one receipt per sender (per ``MAX_RECEIPT_IDS`` ids); publish and store each."""
         actions: list[Action] = []
         for sender, ids in by_sender.items():
-            preferred = self._preferred.get(sender.ed25519, ())
+            preferred = self._preferred_of(sender.ed25519)
             for receipt in self._receipts.seal(sender, kind, ids, preferred=preferred, wall_now=wall_now):
                 actions.append(
                     PublishEnvelope(topic=receipt.topic, envelope=receipt.envelope, message_id=None)

@@ -14,6 +14,7 @@ from typing import TypeAlias
 from meshchat.crypto import DEFAULT_TTL
 from meshchat.errors import StorageError
 from meshchat.identity import PublicIdentity
+from meshchat.identity.devices import Device, DeviceList
 from meshchat.store.protocol import MAX_FETCH_IDS, ErrorCode, MailboxRequest, StoreCode
 from meshchat.store.storage import InboxRecord, OutboxStatus
 
@@ -23,9 +24,11 @@ __all__ = [
     "Action",
     "CallMailbox",
     "ControlReceived",
+    "DeviceListChanged",
     "EnvelopeRefused",
     "EnvelopeStored",
     "GroupEnvelopes",
+    "Linked",
     "MessageReceived",
     "MessengerStatistics",
     "OutboxInput",
@@ -231,6 +234,30 @@ class StoreProblem:
     error: StorageError
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceListChanged:
+    """A person's device list changed (a contact's, or our own: ``own``): devices added or removed."""
+
+    #: The person's root key.
+    root: bytes
+    #: The new list.
+    devices: DeviceList
+    added: tuple[Device, ...]
+    removed: tuple[Device, ...]
+    #: Whether it is our own person's list (the primary linked or removed one of our devices).
+    own: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Linked:
+    """This new device was admitted by its person's primary device: ``devices`` names it, and
+    ``snapshot`` is what the primary's node sent to start from (its name, invite, contacts)."""
+
+    root: PublicIdentity
+    devices: DeviceList
+    snapshot: bytes
+
+
 Action: TypeAlias = (
     PublishEnvelope
     | CallMailbox
@@ -241,6 +268,8 @@ Action: TypeAlias = (
     | GroupEnvelopes
     | EnvelopeStored
     | EnvelopeRefused
+    | DeviceListChanged
+    | Linked
 )
 
 

@@ -3,8 +3,10 @@ in-place migrations from older versions. Kept apart from ``sqlite.py`` so that m
 mapping of records onto these tables.
 
 Version 3 adds ``state``: small named blobs (1:1 session records, this device's prekey secrets,
-control messages not yet handed on) written in the same transaction as the outbox or inbox rows they
-belong with (``Storage.outbox_add``/``accept`` take ``state`` writes).
+control messages not yet handed on, device lists) written in the same transaction as the outbox or
+inbox rows they belong with (``Storage.outbox_add``/``accept`` take ``state`` writes). Version 4 adds
+the inbox's ``device`` (which of the sender's devices sent a message) and ``recipient`` (set for a
+message one of our other devices sent).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ __all__ = ["SCHEMA_VERSION"]
 
 #: The layout this module writes and reads (``PRAGMA user_version``). A file with a higher number was
 #: written by a newer meshchat and is refused rather than misread.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: The terminal statuses as an SQL list, shared by the partial index and the query that must match it
 #: for sqlite to use the index.
@@ -65,7 +67,9 @@ _SCHEMA = (
         seq         INTEGER NOT NULL,
         body        BLOB NOT NULL,
         sent_at_ms  INTEGER NOT NULL,
-        received_at REAL NOT NULL)""",
+        received_at REAL NOT NULL,
+        device      BLOB NOT NULL DEFAULT x'',
+        recipient   BLOB NOT NULL DEFAULT x'')""",
     """CREATE TABLE mailbox (
         number     INTEGER PRIMARY KEY,
         message_id BLOB NOT NULL UNIQUE,
@@ -93,13 +97,19 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # 2 -> 3: session records and prekeys (forward secrecy) arrive.
     2: (_STATE_TABLE, "PRAGMA user_version = 3"),
+    # 3 -> 4: several devices per person: which device sent a message, and our own sent from another.
+    3: (
+        "ALTER TABLE inbox ADD COLUMN device BLOB NOT NULL DEFAULT x''",
+        "ALTER TABLE inbox ADD COLUMN recipient BLOB NOT NULL DEFAULT x''",
+        "PRAGMA user_version = 4",
+    ),
 }
 
 _OUTBOX_COLUMNS = (
     "message_id, recipient, envelope, ref, seq, created_at, expiry, status, attempts, next_attempt, "
     "stored_on, error, updated_at"
 )
-_INBOX_COLUMNS = "number, message_id, sender, seq, body, sent_at_ms, received_at"
+_INBOX_COLUMNS = "number, message_id, sender, seq, body, sent_at_ms, received_at, device, recipient"
 _MAILBOX_COLUMNS = "number, message_id, inbox_tag, expiry, envelope, from_peer, size, kind"
 #: ``mailbox_all`` leaves the envelopes on disk: an empty blob stands in for each.
 _MAILBOX_COLUMNS_NO_ENVELOPE = "number, message_id, inbox_tag, expiry, x'', from_peer, size, kind"

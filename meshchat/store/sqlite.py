@@ -5,7 +5,7 @@ caller's mistake), but what it accepted survives the process being killed and, a
 honours fsync, a power loss. It is a thin mapping of records onto tables through the standard
 library's ``sqlite3``, not a database layer of its own: no ORM, no migrations framework, no cache.
 
-Tables (schema version 3, laid out in ``meshchat.store.schema``, kept in ``PRAGMA user_version``; an
+Tables (schema version 4, laid out in ``meshchat.store.schema``, kept in ``PRAGMA user_version``; an
 older file is migrated in place at open, see ``_MIGRATIONS``):
 
 * ``outbox``: one row per ``OutboxRecord``; ``position`` (the rowid) is the insertion order, so
@@ -193,6 +193,8 @@ def _inbox_record(row: Sequence[Any]) -> InboxRecord:
         body=row[4],
         sent_at_ms=row[5],
         received_at=row[6],
+        device=bytes(row[7]),
+        to=bytes(row[8]),
     )
 
 
@@ -473,9 +475,19 @@ class SqliteStorage:
             last = int(db.execute("SELECT value FROM counters WHERE name = 'inbox'").fetchone()[0])
             numbered = [dataclasses.replace(m, number=last + n) for n, m in enumerate(messages, 1)]
             db.executemany(
-                f"INSERT INTO inbox ({_INBOX_COLUMNS}) VALUES ({_marks(7)})",
+                f"INSERT INTO inbox ({_INBOX_COLUMNS}) VALUES ({_marks(9)})",
                 [
-                    (m.number, m.message_id, m.sender, m.seq, m.body, m.sent_at_ms, m.received_at)
+                    (
+                        m.number,
+                        m.message_id,
+                        m.sender,
+                        m.seq,
+                        m.body,
+                        m.sent_at_ms,
+                        m.received_at,
+                        m.device,
+                        m.to,
+                    )
                     for m in numbered
                 ],
             )

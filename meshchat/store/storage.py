@@ -132,6 +132,10 @@ class InboxRecord:
     sent_at_ms: int
     #: Unix time it was accepted here.
     received_at: float
+    #: The device of ``sender``'s that sent it (b"": the sender's root key itself).
+    device: bytes = b""
+    #: b"" for a message received; else one of our own other devices sent it to this person (root key).
+    to: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
