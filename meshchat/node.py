@@ -109,6 +109,8 @@ from meshchat.store.encrypted import store_key
 from meshchat.store.mailbox import MailboxCore, MailboxLimits, MailboxStatistics
 from meshchat.store.messenger import (
     ControlReceived,
+    DeviceListChanged,
+    Linked,
     MessageReceived,
     Messenger,
     MessengerStatistics,
@@ -135,7 +137,16 @@ __all__ = [
 #: sent messages moving on (``StatusChanged``), local storage failing (``StoreProblem``), and groups
 #: (``GroupMessage``, ``GroupChanged``, ``GroupStatus``, ``GroupInvited``, ``GroupProblem``) and files
 #: (``Attachment``, ``AttachmentFetched``, ``FileProblem``).
-NodeEvent: TypeAlias = NetEvent | DirectMessage | StatusChanged | StoreProblem | GroupEvent | FileEvent
+NodeEvent: TypeAlias = (
+    NetEvent
+    | DirectMessage
+    | StatusChanged
+    | StoreProblem
+    | DeviceListChanged
+    | Linked
+    | GroupEvent
+    | FileEvent
+)
 
 
 #: The identity's key file inside a profile folder.

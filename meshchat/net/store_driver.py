@@ -48,9 +48,11 @@ from meshchat.store.messenger import (
     Action,
     CallMailbox,
     ControlReceived,
+    DeviceListChanged,
     EnvelopeRefused,
     EnvelopeStored,
     GroupEnvelopes,
+    Linked,
     MessageReceived,
     Messenger,
     PublishEnvelope,
@@ -106,7 +108,7 @@ RECEIPT_HOLD = 600.0
 MAX_HELD_RECEIPTS = 1024
 
 #: What the driver tells the application: sent messages moving on, local storage failing.
-StoreEvent: TypeAlias = StatusChanged | StoreProblem
+StoreEvent: TypeAlias = StatusChanged | StoreProblem | DeviceListChanged | Linked
 
 
 class MessageHandle:
@@ -299,7 +301,7 @@ class StoreDriver:
                     if action.status not in RETRYING:
                         self._settled(action.message_id)
                     self._on_event(action)
-                case StoreProblem():
+                case StoreProblem() | DeviceListChanged() | Linked():
                     self._on_event(action)
                 case ControlReceived() | GroupEnvelopes() | EnvelopeStored() | EnvelopeRefused():
                     if self._on_group is None:

@@ -91,9 +91,11 @@ from meshchat.store.messenger import (
     Action,
     CallMailbox,
     ControlReceived,
+    DeviceListChanged,
     EnvelopeRefused,
     EnvelopeStored,
     GroupEnvelopes,
+    Linked,
     MessageReceived,
     Messenger,
     PublishEnvelope,
@@ -406,6 +408,8 @@ class GroupSimulation:
                     self.counts["chats_received"] += 1  # none expected: only control messages go 1:1
                 case StatusChanged():
                     pass
+                case DeviceListChanged() | Linked():
+                    self.counts["device_changes"] += 1  # simulated members have one device each
                 case StoreProblem():
                     self.counts["store_problems"] += 1
                 case _:

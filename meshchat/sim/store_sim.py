@@ -100,9 +100,11 @@ from meshchat.store.messenger import (
     Action,
     CallMailbox,
     ControlReceived,
+    DeviceListChanged,
     EnvelopeRefused,
     EnvelopeStored,
     GroupEnvelopes,
+    Linked,
     MessageReceived,
     Messenger,
     PublishEnvelope,
@@ -442,6 +444,8 @@ class StoreSimulation:
                     self.store_problems += 1
                 case ControlReceived() | GroupEnvelopes() | EnvelopeStored() | EnvelopeRefused():
                     self.group_actions += 1  # nobody sends these here (``meshchat.sim.group_sim`` does)
+                case DeviceListChanged() | Linked():
+                    self.group_actions += 1  # simulated users have one device each
                 case _:
                     assert_never(action)
 

@@ -156,6 +156,11 @@ class SessionKeeper:
         """Whether a first message to ``peer`` would start a session without a bundle (none known)."""
         return peer not in self._bundles and not self.has_session(peer)
 
+    def awaiting_reply(self, peer: bytes) -> bool:
+        """Whether a message to ``peer`` now would carry a set-up (no session, or not answered yet)."""
+        record = self._record(peer)
+        return len(record) == 0 or record.awaiting_reply
+
     def has_session(self, peer: bytes) -> bool:
         """Whether a session with ``peer`` exists (loads its record)."""
         return len(self._record(peer)) > 0
