@@ -241,6 +241,16 @@ def test_constructor_verifies_the_signature() -> None:
         dataclasses.replace(devices, version=5)
     with pytest.raises(BadSignature):
         dataclasses.replace(devices, signature=bytes(64))
+    # Structure is checked before the signature, with ValueError (the caller built it wrong).
+    for bad in (
+        {"devices": list(devices.devices)},
+        {"devices": ()},
+        {"version": 0},
+        {"signature": devices.signature[:63]},
+        {"root": OTHER_ROOT.public.ed25519},
+    ):
+        with pytest.raises(ValueError):
+            dataclasses.replace(devices, **bad)  # type: ignore[arg-type]  # wrong types on purpose
 
 
 # --- the version rule ------------------------------------------------------------------------------
@@ -269,6 +279,14 @@ def test_replaces_only_a_lower_version_of_the_same_root() -> None:
 @settings(max_examples=40, deadline=None)
 @given(steps=st.lists(st.booleans(), min_size=1, max_size=12))
 def test_every_change_replaces_every_earlier_list(steps: list[bool]) -> None:
+    history = build_history(steps)
+    for i, newer in enumerate(history):
+        for j, older in enumerate(history):
+            assert newer.replaces(older) == (i > j)
+
+
+def build_history(steps: Sequence[bool]) -> list[DeviceList]:
+    """Versions 1, 2, ...: each step adds a fresh device (True) or removes the oldest linked one."""
     history = [DeviceList.first(ROOT, name="phone", wall_now=NOW)]
     pool = list(DEVICE_KEYS[: MAX_DEVICES - 1])
     for add in steps:
@@ -279,12 +297,35 @@ def test_every_change_replaces_every_earlier_list(steps: list[bool]) -> None:
             history.append(current.with_device(ROOT, Device(key=identity.public.ed25519, name="d", added=1)))
         else:
             history.append(current.without_device(ROOT, linked[0]))
-    for i, newer in enumerate(history):
-        for j, older in enumerate(history):
-            assert newer.replaces(older) == (i > j)
+    return history
 
 
-# --- decoding: bounds, garbage, tampering -----------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(st.booleans(), min_size=1, max_size=10),
+    data=st.data(),
+)
+def test_a_contact_ends_on_the_newest_list_whatever_the_delivery_order(
+    steps: list[bool], data: st.DataObject
+) -> None:
+    """Lists arrive late, twice, out of order, and replayed by devices removed since: a contact that
+    keeps a list only when it ``replaces`` the one held always holds the highest version delivered,
+    and so never again a list naming a device removed in a version it has seen."""
+    history = build_history(steps)
+    wire = [h.encode() for h in history]
+    deliveries = data.draw(st.lists(st.integers(0, len(history) - 1), min_size=1, max_size=3 * len(history)))
+    held: DeviceList | None = None
+    seen: list[int] = []
+    for index in deliveries:
+        arrived = DeviceList.decode(wire[index])
+        if arrived.replaces(held):
+            held = arrived
+        seen.append(arrived.version)
+        assert held is not None and held.version == max(seen)
+        # Every device removed by a version seen is absent from the list held (keys never come back here).
+        removed = {d.key for v in seen if v >= 2 for d in history[v - 1].diff(history[v - 2])[1]}
+        assert not removed & held.keys()
+    assert held == history[max(deliveries)]
 
 
 @settings(max_examples=300, deadline=None)

@@ -49,16 +49,22 @@ around it or hide characters. A link request carries at most ``MAX_ADDRS`` (8) m
 
 Six digits are 20 bits: the code catches a swapped request only if making a request with the same
 code costs more than an attacker can spend while the person looks. The code is therefore a scrypt
-hash (16 MiB, ~30 ms a try on a laptop), and a request is accepted for ten minutes only, which caps
-any table of ready-made requests. Scanning the QR straight off the other screen leaves no channel in
-between to attack at all; prefer it.
+hash (16 MiB, ~35 ms a try on one core: the scrypt paper's interactive-login cost), and a request is
+accepted for ten minutes only, so a table of ready-made requests is worthless ten minutes later.
+That stops a casual swap, not an attacker with racks of GPUs sitting in the channel the text crosses.
+Scanning the QR straight off the other screen leaves no channel in between at all: prefer it; where
+the text had to travel through something untrusted, compare the new device's full fingerprint
+(``Device.public.fingerprint``, 30 digits) instead.
 
-**Left to the network layer**: delivering the list to the new device and to every contact; on the new
-device, checking that the list it receives names its own key and showing the root's fingerprint for
-the person to compare with the primary's; on a contact, keeping the highest-version list per root
-(after checking the root is the contact's), telling the user "Bob added a device" from
-:meth:`DeviceList.diff`, and never sealing to a removed device again; refusing a reused request nonce
-if it cares (a request is usable once per primary only by the person approving it).
+**Left to the network layer**: carrying the list (as opaque bytes, at most ``MAX_DEVICE_LIST_SIZE``)
+to the new device and to every contact, and to the person's other devices; on the new device, checking
+that the list it receives names its own key and showing the root's fingerprint for the person to
+compare with the primary's; on a contact, keeping the highest-version list per root (persisted, after
+checking that the root is the contact's), telling the user "Bob added a device" from
+:meth:`DeviceList.diff`, and sealing nothing to a removed device again; on the primary, approving a
+request once: a request stays valid for ``LINK_REQUEST_TTL`` and can be shown again meanwhile; while
+its key is listed ``with_device`` refuses it, but a device removed within those minutes could be
+re-added by a second approval, which remembering approved nonces that long would refuse.
 
 Why here and not in ``meshchat.wire``: the list is what an identity *is* now (DESIGN.md puts it in
 ``identity``), and every layer above (wire invites, crypto, sessions, store) must be able to check
@@ -142,8 +148,10 @@ MAX_DEVICE_LIST_SIZE = (
 _LIST_DOMAIN = b"meshchat/devices/v1\x00"
 _LINK_DOMAIN = b"meshchat/link/v1\x00"
 _CODE_SALT = b"meshchat/link-code/v1\x00"
-# scrypt cost of the comparison code: 16 MiB and ~30 ms a try (RFC 7914's interactive-login figures).
+# scrypt cost of the comparison code: 128 * r * N = 16 MiB and ~35 ms a try (the scrypt paper's
+# interactive-login parameters); maxmem leaves OpenSSL room above the 16 MiB it needs.
 _CODE_SCRYPT_N, _CODE_SCRYPT_R, _CODE_SCRYPT_P = 2**14, 8, 1
+_CODE_SCRYPT_MAXMEM = 64 * 2**20
 # Zero-width joiner and non-joiner: format characters emoji and several scripts need in names.
 _ALLOWED_FORMAT_CHARACTERS = frozenset("\u200c\u200d")
 _PRINTABLE_ASCII = frozenset(chr(c) for c in range(0x21, 0x7F))
@@ -517,6 +525,7 @@ class LinkRequest:
             n=_CODE_SCRYPT_N,
             r=_CODE_SCRYPT_R,
             p=_CODE_SCRYPT_P,
+            maxmem=_CODE_SCRYPT_MAXMEM,
             dklen=8,
         )
         return f"{int.from_bytes(digest, 'big') % 10**LINK_CODE_DIGITS:0{LINK_CODE_DIGITS}d}"
