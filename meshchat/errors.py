@@ -29,6 +29,7 @@ __all__ = [
     "GroupError",
     "GroupFull",
     "InvalidTransition",
+    "KeyChanged",
     "KeyFileError",
     "KeyFileProblem",
     "MeshchatError",
@@ -366,3 +367,17 @@ class TooManySkipped(SessionError):
         self.jump = jump
         self.limit = limit
         super().__init__(f"ratchet jump of {jump:,} messages; the limit is {limit:,}")
+
+
+class KeyChanged(ProfileError):
+    """An invite names a contact this profile knows under another key: the person's safety number changed
+    (a new phone without its old key, or someone else). Compare the new one before accepting it."""
+
+    def __init__(self, *, name: str, old: str, new: str) -> None:
+        self.name = name
+        self.old = old
+        self.new = new
+        super().__init__(
+            f"the safety number of {name!r} changed: their key was {old}, this invite's is {new}; "
+            "compare it with them again before replacing it"
+        )

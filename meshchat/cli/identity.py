@@ -318,14 +318,30 @@ def add_command(
     *,
     profile: ProfileOption = None,
     name: Annotated[str | None, typer.Option(help="Your name for them (default: their invite's).")] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Accept a new key for a contact of the same name (their safety number changed: compare "
+            "it with them first).",
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Verify an invite and store it as a contact."""
     from meshchat.contacts import Contacts  # noqa: PLC0415
+    from meshchat.errors import KeyChanged  # noqa: PLC0415
 
     folder = profile_dir(profile)
     require_key_file(folder)
-    contact = Contacts(folder).add(invite_text.strip(), name=name)
+    try:
+        contact = Contacts(folder).add(invite_text.strip(), name=name, replace_key=replace)
+    except KeyChanged as exc:
+        raise CommandError(
+            f"warning: the safety number of {exc.name} changed (their key is not the one you have: a new "
+            f"phone, or someone else). Was {exc.old}, now {exc.new}. Compare it with them (meshchat "
+            "safety-number), then run this again with --replace."
+        ) from exc
     if json_output:
         emit_json(
             {
