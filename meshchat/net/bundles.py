@@ -74,20 +74,29 @@ class BundleValidator(Validator):
         _check(key, value)
 
     def select(self, key: str, values: list[bytes]) -> int:
-        """The index of the newest valid bundle (invalid ones never win)."""
+        """The index of the newest valid bundle (invalid ones never win); between equally new ones,
+        the last. py-libp2p's server asks ``select(key, [stored, received])`` and keeps the stored
+        record (and its expiry) unless the received one wins: the owner's unchanged bundle published
+        again must win, or the stored copy is never renewed and expires a day after it first came."""
         best, best_created = 0, -1
         for index, value in enumerate(values):
             try:
                 created = _check(key, value).created
             except InvalidRecordType:
                 continue
-            if created > best_created:
+            if created >= best_created:
                 best, best_created = index, created
         return best
 
 
 async def publish_bundle(dht: KadDHT, owner: PublicIdentity, bundle: PrekeyBundle) -> bool:
-    """Put ``bundle`` in the DHT under ``owner``'s key; False (logged) if no peer took it."""
+    """Put ``bundle`` in the DHT under ``owner``'s key; False (logged) if no peer took it.
+
+    With no DHT peer known yet (``put_value`` then stores the record only here, and does not say
+    so), it is not published: False, so the caller tries again soon rather than hours later."""
+    if dht.get_routing_table_size() == 0:
+        _log.info("no DHT peer known yet: the prekey bundle is not published")
+        return False
     try:
         with trio.fail_after(BUNDLE_LOOKUP_TIMEOUT * 4):
             await dht.put_value(bundle_key(owner), bundle.encode())
