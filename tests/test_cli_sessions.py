@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -134,47 +133,49 @@ def test_invite_while_a_node_runs_leaves_its_prekeys_alone(tmp_path: Path) -> No
     assert stored_prekeys(profile, identity) == kept
 
 
-def _contacts_from_invites(alice_dir: Path, bob_dir: Path) -> tuple[Invite, Invite]:
+@pytest.mark.parametrize("days_later", [0, 8])
+async def test_a_node_started_afterwards_answers_a_set_up_from_the_invites_bundle(
+    tmp_path: Path, days_later: int
+) -> None:
+    """Alice and Bob add each other's `meshchat invite`; later their nodes start (at once, or 8 days
+    later: Bob's node has rotated the signed prekey his invite names). Alice's first message is set
+    up from the signed and post-quantum prekeys in Bob's invite, Bob reads it, and his answer runs
+    on that session (no set-up of its own)."""
+    alice_dir, _ = make_profile(tmp_path, "alice", 46)
+    bob_dir, _ = make_profile(tmp_path, "bob", 47)
     alice_card, bob_card = invite(alice_dir), invite(bob_dir)
     Contacts(alice_dir).add(bob_card.to_text(), name="Bob")
     Contacts(bob_dir).add(alice_card.to_text(), name="Alice")
-    return alice_card, bob_card
+    in_invite = bundle_in(bob_card)
 
+    def clock() -> float:
+        return time.time() + days_later * DAY
 
-async def _exchange(
-    alice_dir: Path, bob_dir: Path, bob_card: Invite, *, wall_clock: Callable[[], float] = time.time
-) -> None:
-    """Alice's node sends Bob's node one message and Bob answers: the first set-up is made from the
-    signed prekey in Bob's invite, Bob reads it, and his answer runs on that session (no set-up)."""
     async with (
-        Node.open(bob_dir, listen=LOCAL, dht=False, store_config=FAST_RETRY, wall_clock=wall_clock) as bob,
-        Node.open(
-            alice_dir, listen=LOCAL, dht=False, store_config=FAST_RETRY, wall_clock=wall_clock
-        ) as alice,
+        Node.open(bob_dir, listen=LOCAL, dht=False, store_config=FAST_RETRY, wall_clock=clock) as bob,
+        Node.open(alice_dir, listen=LOCAL, dht=False, store_config=FAST_RETRY, wall_clock=clock) as alice,
     ):
+        bob._messenger.bundle(wall_now=clock())  # the node's prekey upkeep (as its DHT publisher runs it)
+        kept = bob._messenger.storage.state_get(PREKEYS_KEY)
+        assert kept is not None
+        current = Prekeys.decode(kept).bundle(bob.identity)
+        assert (current.spk_id != in_invite.spk_id) == (days_later * DAY >= SPK_ROTATION)
         await alice.connect(bob.listen_addrs[0])
         with trio.fail_after(WAIT):
             await alice.wait_for(lambda: bob.peer_id in alice.driver.router.topic_peers(bob.inbox_topic()))
             await bob.wait_for(lambda: alice.peer_id in bob.driver.router.topic_peers(alice.inbox_topic()))
         handle = await alice.send("Bob", "по ключам из приглашения")
-        header = setup_header(bob.identity, alice.outbox()[0], wall_now=wall_clock())
+        header = setup_header(bob.identity, alice.outbox()[0], wall_now=clock())
         assert header is not None
-        assert header.spk_id == bundle_in(bob_card).spk_id != 0
-        assert header.pq_id == bundle_in(bob_card).pq_id != 0
+        assert header.spk_id == in_invite.spk_id != 0
+        assert header.pq_id == in_invite.pq_id != 0
         message = await next_direct(bob)
         assert message.message_id == handle.message_id
         assert message.body.decode() == "по ключам из приглашения"
         reply = await bob.send("Alice", "получил")
-        assert setup_header(alice.identity, bob.outbox()[0], wall_now=wall_clock()) is None
+        assert setup_header(alice.identity, bob.outbox()[0], wall_now=clock()) is None
         answer = await next_direct(alice)
         assert answer.message_id == reply.message_id and answer.body.decode() == "получил"
-
-
-async def test_a_node_started_afterwards_answers_a_set_up_from_the_invites_bundle(tmp_path: Path) -> None:
-    alice_dir, _ = make_profile(tmp_path, "alice", 46)
-    bob_dir, _ = make_profile(tmp_path, "bob", 47)
-    _, bob_card = _contacts_from_invites(alice_dir, bob_dir)
-    await _exchange(alice_dir, bob_dir, bob_card)
 
 
 async def test_an_invite_made_while_the_node_runs_names_prekeys_that_node_holds(tmp_path: Path) -> None:
