@@ -292,7 +292,7 @@ async def test_with_no_bundle_found_the_first_message_starts_from_the_identity_k
         started = time.monotonic()
         handle = await alice.send(carol_id.public, "без связки ключей")
         took = time.monotonic() - started
-        assert took <= BUNDLE_LOOKUP_TIMEOUT + 1.5, took  # loose: a busy machine is slow
+        assert took <= BUNDLE_LOOKUP_TIMEOUT + 3.0, took  # loose: a busy machine is slow
         if dht == "silent":
             assert lookups == [bundle_key(carol_id.public)]
             assert took >= BUNDLE_LOOKUP_TIMEOUT * 0.9, took  # it did wait for the DHT

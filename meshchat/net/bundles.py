@@ -6,8 +6,10 @@ Records live under ``/meshchat-bundle/<PeerId>`` (the DHT's namespaced value sto
 ``/ipns/`` are). ``BundleValidator`` is registered for the namespace on every node, so a DHT server
 stores and serves only records that decode as a ``PrekeyBundle`` whose signatures verify under the key
 the record is named after, at most ``MAX_BUNDLE_SIZE`` bytes; between two valid records for one key it
-keeps the newest signed prekey (``created``). A peer can therefore not plant a bundle of its own
-under someone else's name, only withhold one (then the sender starts from the identity key alone).
+keeps the newest signed prekey (``created``), and of two equally new ones the one received last (so
+the owner's unchanged bundle, published again, renews a server's copy before it expires). A peer can
+therefore not plant a bundle of its own under someone else's name, only withhold one (then the sender
+starts from the identity key alone).
 
 The bundle published carries no one-time prekeys: with nobody to hand each out once, two senders
 would pick the same one and the second's first messages could not be opened.
