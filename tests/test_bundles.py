@@ -323,3 +323,26 @@ async def test_a_server_refreshes_a_bundle_its_owner_publishes_again(tmp_path: P
         held = stored(hub, carol_id.public)
         assert held is not None and held[0] == current.encode()
         assert held[1] > time.time() + DEFAULT_TTL - 600.0
+
+
+@pytest.mark.parametrize("where", ["server", "own store"])
+async def test_a_forged_record_held_by_a_dht_node_is_never_used(tmp_path: Path, where: str) -> None:
+    """A DHT server that skips validation (a hostile one) serves Mallory's bundle under Carol's key,
+    or the record sits in Alice's own store (served from there without asking the network): Alice's
+    lookup refuses it, so a forged bundle can only make her start from Carol's identity key."""
+    alice_dir, _ = make_profile(tmp_path, "alice", 36)
+    mallory = Identity(b"\x26" * 32)
+    forged = bundle_of(mallory, wall_now=time.time()).encode()
+    key = bundle_key(CAROL.public).encode()
+    async with (
+        Node.open(identity=Identity(b"\x27" * 32), listen=LOCAL) as hub,
+        Node.open(alice_dir, listen=LOCAL, bootstrap=[hub.listen_addrs[0]]) as alice,
+    ):
+        holder = hub if where == "server" else alice
+        dht_of(holder).value_store.put(key, forged)  # bypasses the validator
+        if where == "server":
+            with trio.fail_after(WAIT):  # the hostile server does hand it out when asked
+                served = await dht_of(alice).value_store._get_from_peer(hub.host.get_id(), key)
+            assert served == forged
+        with trio.fail_after(BUNDLE_LOOKUP_TIMEOUT + WAIT):
+            assert await lookup_bundle(dht_of(alice), CAROL.public) is None
