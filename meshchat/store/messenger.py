@@ -169,7 +169,7 @@ class Messenger:
         self._tags_day = -1
         self._tags: frozenset[bytes] = frozenset()
         self._owned: tuple[bytes, ...] = ()
-        self._next_seen_prune = 0.0
+        self._next_seen_prune = wall_now + SEEN_PRUNE_INTERVAL
         self._shared = SharedTags()
 
     # --- inputs from the application ------------------------------------------------------------
@@ -294,10 +294,9 @@ class Messenger:
         self.sessions.set_bundle(recipient.ed25519, bundle)
 
     def bundle(self, *, wall_now: float) -> PrekeyBundle:
-        """This device's prekey bundle, for its invites (made and written on first use)."""
-        bundle = self.sessions.bundle(wall_now)
+        """This device's prekey bundle, for its invites (made, or rotated when due, and written first)."""
         self._write_prekeys(wall_now)
-        return bundle
+        return self.sessions.bundle(wall_now)
 
     def pending_controls(self) -> list[ControlReceived]:
         """The control messages opened but not yet handed on (a crash came between): hand them on, then
@@ -511,6 +510,7 @@ class Messenger:
                 self._calls.next_deadline(),
                 self._outbox.next_deadline(),
                 self._receipts.next_deadline(),
+                self._next_seen_prune,  # hourly upkeep: seen window, prekey rotation
             )
             if t is not None
         ]
