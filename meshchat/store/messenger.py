@@ -177,7 +177,7 @@ class Messenger(Sending, SessionOps):
         self._tags_day = -1
         self._tags: frozenset[bytes] = frozenset()
         self._owned: tuple[bytes, ...] = ()
-        self._next_seen_prune = 0.0
+        self._next_seen_prune = wall_now + SEEN_PRUNE_INTERVAL
         self._shared = SharedTags()
 
     # --- inputs from the application ------------------------------------------------------------
@@ -417,6 +417,7 @@ class Messenger(Sending, SessionOps):
                 self._calls.next_deadline(),
                 self._outbox.next_deadline(),
                 self._receipts.next_deadline(),
+                self._next_seen_prune,  # hourly upkeep: seen window, prekey rotation
             )
             if t is not None
         ]

@@ -29,10 +29,9 @@ class SessionOps:
         self.sessions.set_bundle(recipient.ed25519, bundle)
 
     def bundle(self, *, wall_now: float) -> PrekeyBundle:
-        """This device's prekey bundle, for its invites (made and written on first use)."""
-        bundle = self.sessions.bundle(wall_now)
+        """This device's prekey bundle, for its invites (made, or rotated when due, and written first)."""
         self._write_prekeys(wall_now)
-        return bundle
+        return self.sessions.bundle(wall_now)
 
     def pending_controls(self) -> list[ControlReceived]:
         """The control messages opened but not yet handed on (a crash came between): hand them on, then
