@@ -1,0 +1,257 @@
+"""One-time prekeys handed out by mailboxes: the ``prekeys put`` / ``prekey take`` protocol, the
+mailbox's shelf (each key handed out once, bounds, rates, durability), the owner's uploads, and a
+sender's first message starting from a one-time key over the real network (127.0.0.1)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+import msgpack
+import nacl.utils
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meshchat.errors import DecodeError
+from meshchat.identity import Identity
+from meshchat.sessions.prekeys import OneTimeKey, PrekeyBundle, Prekeys
+from meshchat.store import mailbox_prekeys
+from meshchat.store.mailbox import MailboxCore, MailboxRefusal
+from meshchat.store.mailbox_prekeys import MAX_ONE_TIME_PER_OWNER, MAX_TAKES_PER_PEER, TAKE_WINDOW
+from meshchat.store.protocol import (
+    ErrorCode,
+    MailboxError,
+    PrekeyGiven,
+    PrekeysHeld,
+    PrekeysPut,
+    PrekeyTake,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+)
+from meshchat.store.sqlite import SqliteStorage
+from meshchat.store.storage import MemoryStorage, Storage
+
+NOW = 1_800_000_000.0
+BOB = Identity(b"\x02" * 32)
+ALICE = Identity(b"\x01" * 32)
+
+
+def _prekeys(identity: Identity = BOB) -> Prekeys:
+    return Prekeys.create(identity, wall_now=NOW, random_bytes=nacl.utils.random)
+
+
+def _full_bundle(identity: Identity = BOB) -> PrekeyBundle:
+    return _prekeys(identity).bundle(identity, one_time=100)
+
+
+def _core(storage: Storage | None = None, *, owner: Identity | None = None) -> MailboxCore:
+    return MailboxCore(storage or MemoryStorage(), owner=None if owner is None else owner.public)
+
+
+def _take(
+    core: MailboxCore, owner: Identity, *, peer: str, wall_now: float = NOW
+) -> PrekeyGiven | MailboxError:
+    answer = core.handle(peer, PrekeyTake(owner=owner.public.ed25519), wall_now=wall_now)
+    assert isinstance(answer, PrekeyGiven | MailboxError)
+    return answer
+
+
+# --- protocol --------------------------------------------------------------------------------------
+
+
+def test_prekey_requests_and_responses_round_trip() -> None:
+    bundle = _full_bundle()
+    one = dataclasses.replace(bundle, one_time=bundle.one_time[:1])
+    for request in (PrekeysPut(bundle=bundle), PrekeyTake(owner=BOB.public.ed25519)):
+        assert decode_request(encode_request(request)) == request
+    for response in (
+        PrekeysHeld(one_time=97, taken_through=3),
+        PrekeyGiven(bundle=one),
+        PrekeyGiven(bundle=dataclasses.replace(bundle, one_time=())),
+        MailboxError(code=ErrorCode.TOO_MANY_TAKES, detail="slow down"),
+    ):
+        assert decode_response(encode_response(response)) == response
+
+
+def test_malformed_prekey_messages_are_decode_errors() -> None:
+    bundle = _full_bundle()
+
+    def packed(fields: dict[int, object]) -> bytes:
+        return bytes(msgpack.packb(fields, use_bin_type=True))
+
+    bad_requests = [
+        packed({0: 7, 10: b"not a bundle"}),
+        packed({0: 7, 10: bundle.encode(), 11: b"x" * 32}),  # an extra key
+        packed({0: 7}),
+        packed({0: 8, 11: b"short"}),
+        packed({0: 8, 11: "a string, not bytes"}),
+        packed({0: 8, 11: b"k" * 32, 10: b""}),
+    ]
+    for data in bad_requests:
+        with pytest.raises(DecodeError):
+            decode_request(data)
+    bad_responses = [
+        packed({0: 8, 10: bundle.encode()}),  # a hundred one-time keys: a take gives at most one
+        packed({0: 8, 10: b"\x00" * 40}),
+        packed({0: 7, 7: -1, 12: 0}),
+        packed({0: 7, 7: 1, 12: 2**32}),
+        packed({0: 7, 7: 1}),
+    ]
+    for data in bad_responses:
+        with pytest.raises(DecodeError):
+            decode_response(data)
+    with pytest.raises(ValueError, match="32 bytes"):
+        PrekeyTake(owner=b"short")
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=300), op=st.sampled_from([7, 8]))
+def test_garbage_after_a_prekey_operation_never_crashes_the_decoders(data: bytes, op: int) -> None:
+    for raw in (data, bytes(msgpack.packb({0: op, 10: data, 11: data}, use_bin_type=True))):
+        for decode in (decode_request, decode_response):
+            with contextlib.suppress(DecodeError):  # the only error allowed
+                decode(raw)
+
+
+# --- the mailbox's shelf -----------------------------------------------------------------------
+
+
+def test_the_owner_puts_its_bundle_and_nobody_else_can() -> None:
+    core = _core()
+    bundle = _full_bundle()
+    assert core.handle(ALICE.public.peer_id, PrekeysPut(bundle=bundle), wall_now=NOW) == MailboxError(
+        code=ErrorCode.NOT_YOUR_BUNDLE, detail="the bundle is not of the key you connected with"
+    )
+    forged = dataclasses.replace(bundle, spk_signature=bytes(64))
+    refused = core.handle(BOB.public.peer_id, PrekeysPut(bundle=forged), wall_now=NOW)
+    assert isinstance(refused, MailboxError) and refused.code is ErrorCode.BAD_BUNDLE
+    assert isinstance(_take(core, BOB, peer=ALICE.public.peer_id), MailboxError)
+    held = core.handle(BOB.public.peer_id, PrekeysPut(bundle=bundle), wall_now=NOW)
+    assert held == PrekeysHeld(one_time=100, taken_through=0)
+    stats = core.statistics()
+    assert stats.prekey_owners == 1
+    assert stats.refused[MailboxRefusal.NOT_YOUR_BUNDLE] == 1
+    assert stats.refused[MailboxRefusal.BAD_BUNDLE] == 1
+    assert stats.refused[MailboxRefusal.NO_BUNDLE] == 1
+
+
+def test_each_one_time_key_is_handed_out_once() -> None:
+    core = _core()
+    bundle = _full_bundle()
+    core.handle(BOB.public.peer_id, PrekeysPut(bundle=bundle), wall_now=NOW)
+    given: list[OneTimeKey] = []
+    for i in range(101):
+        # a new taker each time and a minute apart every 25: within both rates
+        answer = _take(core, BOB, peer=f"taker-{i}", wall_now=NOW + (i // 25) * TAKE_WINDOW)
+        assert isinstance(answer, PrekeyGiven)
+        answer.bundle.verify()
+        assert answer.bundle.identity == BOB.public.ed25519
+        given.extend(answer.bundle.one_time)
+        if i == 100:
+            assert answer.bundle.one_time == ()
+    assert len(given) == 100
+    assert {k.key_id for k in given} == {k.key_id for k in bundle.one_time}
+    assert len({k.key for k in given}) == 100
+    assert core.statistics().one_time_given == 100
+
+
+def test_a_new_upload_never_brings_back_a_key_already_handed_out() -> None:
+    core = _core()
+    bundle = _full_bundle()
+    core.handle(BOB.public.peer_id, PrekeysPut(bundle=bundle), wall_now=NOW)
+    first = [_take(core, BOB, peer=f"t{i}") for i in range(3)]
+    ids = [a.bundle.one_time[0].key_id for a in first if isinstance(a, PrekeyGiven)]
+    assert ids == [k.key_id for k in bundle.one_time[:3]]
+    # The owner's pool still holds them (their messages have not arrived): it uploads all 100 again.
+    again = core.handle(BOB.public.peer_id, PrekeysPut(bundle=bundle), wall_now=NOW + 1)
+    assert again == PrekeysHeld(one_time=97, taken_through=ids[-1])
+    nxt = _take(core, BOB, peer="t-next", wall_now=NOW + 1)
+    assert isinstance(nxt, PrekeyGiven)
+    assert nxt.bundle.one_time[0].key_id == bundle.one_time[3].key_id
+
+
+def test_takes_are_rate_limited_per_peer_and_per_owner() -> None:
+    core = _core()
+    core.handle(BOB.public.peer_id, PrekeysPut(bundle=_full_bundle()), wall_now=NOW)
+    for _ in range(MAX_TAKES_PER_PEER):
+        assert isinstance(_take(core, BOB, peer="drainer"), PrekeyGiven)
+    refused = _take(core, BOB, peer="drainer", wall_now=NOW + TAKE_WINDOW - 1)
+    assert isinstance(refused, MailboxError) and refused.code is ErrorCode.TOO_MANY_TAKES
+    assert core.statistics().refused[MailboxRefusal.TOO_MANY_TAKES] == 1
+    assert isinstance(_take(core, BOB, peer="drainer", wall_now=NOW + TAKE_WINDOW), PrekeyGiven)
+    # Many fresh PeerIds: the owner's keys still go out at most MAX_ONE_TIME_PER_OWNER a minute.
+    later = NOW + 10 * TAKE_WINDOW
+    with_key = 0
+    for i in range(MAX_ONE_TIME_PER_OWNER + 5):
+        answer = _take(core, BOB, peer=f"sybil-{i}", wall_now=later)
+        assert isinstance(answer, PrekeyGiven)
+        with_key += len(answer.bundle.one_time)
+    assert with_key == MAX_ONE_TIME_PER_OWNER
+    assert core.statistics().one_time_withheld == 5
+
+
+def test_owners_held_are_bounded_and_strangers_fill_only_their_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mailbox_prekeys, "MAX_PREKEY_OWNERS", 4)
+    me = Identity(b"\x09" * 32)
+    core = _core(owner=me)
+    people = [Identity(bytes([20 + i]) * 32) for i in range(5)]
+    answers = [
+        core.handle(p.public.peer_id, PrekeysPut(bundle=_full_bundle(p)), wall_now=NOW) for p in people[:3]
+    ]
+    assert [type(a) for a in answers] == [PrekeysHeld, PrekeysHeld, MailboxError]  # strangers: 2 of 4
+    # The owner (and contacts) still find room, up to the bound.
+    assert isinstance(
+        core.handle(me.public.peer_id, PrekeysPut(bundle=_full_bundle(me)), wall_now=NOW), PrekeysHeld
+    )
+    core.set_friends([people[3].public, people[4].public])
+    assert isinstance(
+        core.handle(people[3].public.peer_id, PrekeysPut(bundle=_full_bundle(people[3])), wall_now=NOW),
+        PrekeysHeld,
+    )
+    full = core.handle(people[4].public.peer_id, PrekeysPut(bundle=_full_bundle(people[4])), wall_now=NOW)
+    assert isinstance(full, MailboxError) and full.code is ErrorCode.BUNDLES_FULL
+    # A known owner replaces its bundle even when full.
+    assert isinstance(
+        core.handle(people[0].public.peer_id, PrekeysPut(bundle=_full_bundle(people[0])), wall_now=NOW),
+        PrekeysHeld,
+    )
+    assert core.statistics().refused[MailboxRefusal.BUNDLES_FULL] == 2
+
+
+def test_stale_bundles_are_refused_and_pruned() -> None:
+    core = _core()
+    core.handle(BOB.public.peer_id, PrekeysPut(bundle=_full_bundle()), wall_now=NOW)
+    much_later = NOW + 70 * 86400
+    core.prune(wall_now=much_later)
+    assert core.statistics().prekey_owners == 0
+    answer = _take(core, BOB, peer="late", wall_now=much_later)
+    assert isinstance(answer, MailboxError) and answer.code is ErrorCode.NO_BUNDLE
+    old = core.handle(BOB.public.peer_id, PrekeysPut(bundle=_full_bundle()), wall_now=much_later)
+    assert isinstance(old, MailboxError) and old.code is ErrorCode.BAD_BUNDLE
+
+
+def test_what_was_handed_out_stays_handed_out_across_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "mailbox.db"
+    bundle = _full_bundle()
+    storage = SqliteStorage(path)
+    core = _core(storage)
+    core.handle(BOB.public.peer_id, PrekeysPut(bundle=bundle), wall_now=NOW)
+    before = [_take(core, BOB, peer=f"t{i}") for i in range(2)]
+    storage.close()
+    storage = SqliteStorage(path)
+    try:
+        core = _core(storage)
+        assert core.statistics().prekey_owners == 1
+        after = _take(core, BOB, peer="t-after")
+        assert isinstance(after, PrekeyGiven)
+        given = [a.bundle.one_time[0].key_id for a in (*before, after) if isinstance(a, PrekeyGiven)]
+        assert given == [k.key_id for k in bundle.one_time[:3]]
+        # and the re-upload after the restart still knows what went out
+        again = core.handle(BOB.public.peer_id, PrekeysPut(bundle=bundle), wall_now=NOW)
+        assert again == PrekeysHeld(one_time=97, taken_through=given[-1])
+    finally:
+        storage.close()
