@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import random
 from pathlib import Path
+from typing import cast
 
 import msgpack
 import nacl.utils
@@ -14,12 +16,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meshchat.crypto import open_envelope
 from meshchat.errors import DecodeError
 from meshchat.identity import Identity
 from meshchat.sessions.prekeys import OneTimeKey, PrekeyBundle, Prekeys
+from meshchat.sessions.session import SESSION_SETUP
+from meshchat.sessions.x3dh import InitHeader
 from meshchat.store import mailbox_prekeys
 from meshchat.store.mailbox import MailboxCore, MailboxRefusal
 from meshchat.store.mailbox_prekeys import MAX_ONE_TIME_PER_OWNER, MAX_TAKES_PER_PEER, TAKE_WINDOW
+from meshchat.store.messenger import MessageReceived, Messenger
+from meshchat.store.prekey_upload import UPLOAD_RETRY, PrekeyUploads
 from meshchat.store.protocol import (
     ErrorCode,
     MailboxError,
@@ -255,3 +262,123 @@ def test_what_was_handed_out_stays_handed_out_across_a_restart(tmp_path: Path) -
         assert again == PrekeysHeld(one_time=97, taken_through=given[-1])
     finally:
         storage.close()
+
+
+# --- the owner's uploads -------------------------------------------------------------------------
+
+
+def _messenger(identity: Identity, storage: Storage | None = None, seed: int = 1) -> Messenger:
+    return Messenger(identity, storage or MemoryStorage(), rng=random.Random(seed), wall_now=NOW)
+
+
+def _boxes() -> list[tuple[str, MailboxCore]]:
+    """Two mailboxes, in PeerId order."""
+    ids = sorted(Identity(bytes([40 + i]) * 32).public.peer_id for i in range(2))
+    return [(peer, _core()) for peer in ids]
+
+
+def _run_uploads(
+    uploads: PrekeyUploads,
+    owner: Identity,
+    boxes: dict[str, MailboxCore],
+    reachable: list[str],
+    now: float = NOW,
+) -> list[tuple[str, PrekeysPut]]:
+    """Plan and deliver uploads until nothing more is planned; return every upload made."""
+    made: list[tuple[str, PrekeysPut]] = []
+    for _ in range(5):
+        calls = uploads.plan(reachable, wall_now=now)
+        if not calls:
+            return made
+        for peer, request in calls:
+            answer = boxes[peer].handle(owner.public.peer_id, request, wall_now=now)
+            uploads.replied(peer, request, answer, reachable=reachable, wall_now=now)
+        made += calls
+    raise AssertionError("uploads never settled")
+
+
+def _setup_header(recipient: Identity, envelope: bytes) -> InitHeader:
+    body = open_envelope(recipient, envelope, wall_now=NOW).body
+    assert body[0] == SESSION_SETUP
+    size = int.from_bytes(body[1:3], "big")
+    return InitHeader.decode(body[3 : 3 + size])
+
+
+def test_one_time_keys_go_to_one_mailbox_and_a_used_one_is_gone_everywhere() -> None:
+    bob = _messenger(BOB)
+    alice = _messenger(ALICE, seed=2)
+    (first, box1), (second, box2) = _boxes()
+    boxes = {first: box1, second: box2}
+    uploads = PrekeyUploads(bob)
+    made = _run_uploads(uploads, BOB, boxes, [second, first])
+    assert uploads.holder == first
+    assert sorted((p, len(r.bundle.one_time)) for p, r in made) == sorted([(first, 100), (second, 0)])
+    assert _run_uploads(uploads, BOB, boxes, [first, second]) == []  # nothing changed: nothing sent
+    # Alice takes one from each mailbox: only the holder gives a one-time key.
+    assert _take(box2, BOB, peer=ALICE.public.peer_id) == PrekeyGiven(
+        bundle=dataclasses.replace(made[0][1].bundle, one_time=())
+    )
+    given = _take(box1, BOB, peer=ALICE.public.peer_id)
+    assert isinstance(given, PrekeyGiven) and len(given.bundle.one_time) == 1
+    opk = given.bundle.one_time[0].key_id
+    alice.set_bundle(BOB.public, given.bundle)
+    envelope = alice.send(BOB.public, b"hello", wall_now=NOW)[0].envelope
+    assert _setup_header(BOB, envelope).one_time_id == opk
+    assert [
+        a.message.body for a in bob.receive([envelope], wall_now=NOW) if isinstance(a, MessageReceived)
+    ] == [b"hello"]
+    assert opk not in bob.sessions.prekeys(NOW).one_time_ids
+    # The pool changed: the holder gets it again (without the used key), the other needs nothing.
+    again = _run_uploads(uploads, BOB, boxes, [first, second])
+    assert [(p, len(r.bundle.one_time)) for p, r in again] == [(first, 99)]
+    ids = set()
+    for i in range(99):
+        answer = _take(box1, BOB, peer=f"t{i}", wall_now=NOW + (i // 25) * TAKE_WINDOW)
+        assert isinstance(answer, PrekeyGiven)
+        ids |= {k.key_id for k in answer.bundle.one_time}
+    assert opk not in ids and len(ids) == 99
+
+
+def test_a_new_first_mailbox_takes_over_only_the_keys_never_handed_out(tmp_path: Path) -> None:
+    storage = SqliteStorage(tmp_path / "bob.db")
+    try:
+        bob = _messenger(BOB, storage)
+        (first, box1), (second, box2) = _boxes()
+        boxes = {first: box1, second: box2}
+        uploads = PrekeyUploads(bob)
+        _run_uploads(uploads, BOB, boxes, [second])  # only the second is reachable: it holds them
+        assert uploads.holder == second
+        taken = {
+            k.key_id
+            for i in range(5)
+            for k in cast(PrekeyGiven, _take(box2, BOB, peer=f"t{i}")).bundle.one_time
+        }
+        # The first one comes: the second's upload is replaced first, then the first gets the rest.
+        made = _run_uploads(uploads, BOB, boxes, [first, second])
+        assert [(p, len(r.bundle.one_time)) for p, r in made] == [(first, 0), (second, 0), (first, 95)]
+        assert uploads.holder == first and uploads.floor == max(taken)
+        answer = _take(box2, BOB, peer="late")
+        assert isinstance(answer, PrekeyGiven) and answer.bundle.one_time == ()
+        later = set()
+        for i in range(95):
+            answer = _take(box1, BOB, peer=f"u{i}", wall_now=NOW + (i // 25) * TAKE_WINDOW)
+            assert isinstance(answer, PrekeyGiven)
+            later |= {k.key_id for k in answer.bundle.one_time}
+        assert len(later) == 95 and not later & taken
+        # The holder and the floor survive a restart.
+        restarted = PrekeyUploads(_messenger(BOB, storage))
+        assert (restarted.holder, restarted.floor) == (first, max(taken))
+    finally:
+        storage.close()
+
+
+def test_a_refused_upload_waits_before_it_is_tried_again() -> None:
+    bob = _messenger(BOB)
+    (first, _), _ = _boxes()
+    uploads = PrekeyUploads(bob)
+    [(peer, request)] = uploads.plan([first], wall_now=NOW)
+    refusal = MailboxError(code=ErrorCode.BUNDLES_FULL, detail="full")
+    uploads.replied(peer, request, refusal, reachable=[first], wall_now=NOW)
+    assert uploads.plan([first], wall_now=NOW + 1) == []
+    assert [p for p, _ in uploads.plan([first], wall_now=NOW + UPLOAD_RETRY)] == [first]
+    assert uploads.counts["refused"] == 1

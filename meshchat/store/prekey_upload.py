@@ -1,0 +1,190 @@
+"""The owner's side of one-time prekeys on mailboxes: what to upload where (``prekeys put``). Sans-IO.
+
+A device's mailboxes hand its one-time prekeys (OPKs) out, one per sender (``mailbox_prekeys``). Two
+mailboxes must never hold the same OPK, or two senders could get it and the second one's first
+messages would not open. So all OPKs go to one mailbox, the *holder*; every other mailbox gets the
+bundle without OPKs (senders still find the signed and post-quantum prekeys there).
+
+* The holder is the first reachable mailbox by PeerId order, recorded (``UPLOAD_STATE_KEY``) before any
+  OPK is uploaded to it, so a restart never picks another one and uploads the same keys there too.
+* It changes only when the first reachable mailbox by that order is another one **and** the holder is
+  reachable too: the holder's upload is first replaced by an OPK-less bundle, and its answer's
+  ``taken_through`` (the highest id it ever handed out: ``PrekeysHeld``) becomes the ``floor``, also
+  recorded: ids up to the floor are never uploaded again anywhere (they may be in a sender's set-up).
+  An unreachable holder stays the holder (no way to stop it handing out what it has); the others get
+  OPK-less bundles meanwhile, and senders who reach none of it fall back to the invite's bundle.
+* A mailbox is uploaded to when it becomes reachable and whenever the device's pool changed (an OPK
+  used by a set-up that opened, ``maintain`` topping up or rotating the signed prekey). The holder gets
+  every OPK in the pool above the floor; the holder's own ``taken_through`` keeps it from handing out a
+  key again that the pool still holds because its message has not arrived yet.
+
+Why a driver-side task rather than the ``Messenger``'s ``CallMailbox`` actions: those queues carry
+stores and sync steps, one call in flight per mailbox, and ``mailbox_replied`` treats an answer it did
+not expect as a lie; an upload is rare, independent of the sync and store order, and at most one per
+mailbox is in flight here (the mailbox server takes several calls per peer at once). So
+``StoreDriver`` asks ``plan`` after each batch of actions and performs the calls itself through the
+same ``StoreIO.call_mailbox``, and reports back with ``replied`` / ``failed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+
+from meshchat.errors import DecodeError, StorageError
+from meshchat.sessions.prekeys import MAX_BUNDLE_ONE_TIME, MAX_PREKEY_ID, PrekeyBundle
+from meshchat.store.messenger import Messenger
+from meshchat.store.protocol import MailboxError, MailboxResponse, PrekeysHeld, PrekeysPut
+from meshchat.wire.codec import pack, unpack_canonical
+
+__all__ = ["UPLOAD_RETRY", "UPLOAD_STATE_KEY", "PrekeyUploads"]
+
+#: State key of the holder's PeerId and the floor.
+UPLOAD_STATE_KEY = b"opk-upload"
+#: Seconds before a mailbox that refused an upload (or could not be called) is asked again.
+UPLOAD_RETRY = 300.0
+_K_HOLDER, _K_FLOOR = 1, 2
+#: What a mailbox was last given: (signed prekey id, one-time ids uploaded).
+_Fingerprint = tuple[int, tuple[int, ...]]
+
+
+class PrekeyUploads:
+    """See the module docstring."""
+
+    def __init__(self, messenger: Messenger) -> None:
+        """Read the holder and the floor (``StorageError`` if they cannot be read)."""
+        self._messenger = messenger
+        self._storage = messenger.storage
+        self.holder: str | None = None
+        self.floor = 0
+        stored = self._storage.state_get(UPLOAD_STATE_KEY)
+        if stored is not None:
+            try:
+                self.holder, self.floor = _decode_state(stored)
+            except DecodeError:
+                # Damaged: no key below the highest id is safe to upload again.
+                self.floor = MAX_PREKEY_ID
+        # What each mailbox acknowledged (in memory: after a restart each gets one upload again).
+        self._acked: dict[str, _Fingerprint] = {}
+        self._busy: dict[str, PrekeysPut] = {}
+        # After a refusal or a failure, when a mailbox is tried again (bounded: reachable mailboxes).
+        self._retry_at: dict[str, float] = {}
+        # The holder being replaced: its OPK-less upload must be acknowledged before the switch.
+        self._leaving: str | None = None
+        #: Uploads made, refused, failed (by outcome), and holder switches.
+        self.counts: Counter[str] = Counter()
+
+    def plan(self, reachable: Sequence[str], *, wall_now: float) -> list[tuple[str, PrekeysPut]]:
+        """The uploads to start now (one in flight per mailbox at most; cheap when nothing changed)."""
+        usable = sorted(set(reachable))
+        for peer in list(self._acked):
+            if peer not in usable:  # gone: when it is back, it is uploaded to again
+                del self._acked[peer]
+        if not usable:
+            return []
+        sessions = self._messenger.sessions
+        try:
+            if sessions.maintain(wall_now):  # made or rotated, not written yet: write it first
+                self._messenger.bundle(wall_now=wall_now)
+                if sessions.maintain(wall_now):
+                    return []  # the write failed: upload nothing that is not on disk
+            if self.holder is None:
+                self._record(usable[0], self.floor)
+        except StorageError:
+            self.counts["storage_failed"] += 1
+            return []
+        if self._leaving is None and self.holder in usable and usable[0] != self.holder:
+            self._leaving = self.holder  # replaced first by an OPK-less upload, then the switch
+            self.counts["switching"] += 1
+        elif self._leaving is not None and usable[0] == self._leaving and self._leaving not in self._busy:
+            self._leaving = None  # it is the first again: no switch after all
+        prekeys = sessions.prekeys(wall_now)
+        spk_id = prekeys.current_spk_id
+        pool = tuple(i for i in prekeys.one_time_ids if i > self.floor)
+        wanted: list[tuple[str, bool]] = []
+        for peer in usable:
+            if peer in self._busy or self._retry_at.get(peer, wall_now) > wall_now:
+                continue
+            with_keys = peer == self.holder and self._leaving is None
+            if self._acked.get(peer) != (spk_id, pool if with_keys else ()):
+                wanted.append((peer, with_keys))
+        if not wanted:
+            return []
+        full = sessions.bundle(wall_now, one_time=MAX_BUNDLE_ONE_TIME)
+        calls = []
+        for peer, with_keys in wanted:
+            request = PrekeysPut(bundle=self._cut(full, with_keys))
+            self._busy[peer] = request
+            calls.append((peer, request))
+        return calls
+
+    def _cut(self, full: PrekeyBundle, with_keys: bool) -> PrekeyBundle:
+        keys = tuple(k for k in full.one_time if k.key_id > self.floor) if with_keys else ()
+        return dataclasses.replace(full, one_time=keys)
+
+    def _record(self, holder: str, floor: int) -> None:
+        self._storage.state_put([(UPLOAD_STATE_KEY, pack({_K_HOLDER: holder, _K_FLOOR: floor}))])
+        self.holder, self.floor = holder, floor
+
+    def replied(
+        self,
+        peer: str,
+        request: PrekeysPut,
+        response: MailboxResponse,
+        *,
+        reachable: Sequence[str],
+        wall_now: float,
+    ) -> None:
+        """``peer`` answered the upload ``request`` (``reachable``: the mailboxes reachable now)."""
+        if self._busy.get(peer) is request:
+            del self._busy[peer]
+        self._forget_retries(reachable)
+        if not isinstance(response, PrekeysHeld):
+            self.counts["refused" if isinstance(response, MailboxError) else "wrong_answer"] += 1
+            self._retry_at[peer] = wall_now + UPLOAD_RETRY
+            return
+        self._retry_at.pop(peer, None)
+        self.counts["uploaded"] += 1
+        self._acked[peer] = _fingerprint(request.bundle)
+        if peer == self._leaving and not request.bundle.one_time:
+            usable = sorted(set(reachable))
+            target = usable[0] if usable else None
+            # It hands out nothing more; what it did hand out is at most its watermark.
+            floor = max(self.floor, min(response.taken_through, MAX_PREKEY_ID))
+            try:
+                self._record(target if target is not None else peer, floor)
+            except StorageError:
+                self.counts["storage_failed"] += 1
+                self.floor = max(self.floor, floor)  # in memory at least: never upload those again
+            else:
+                self.counts["switched"] += 1
+            self._leaving = None
+
+    def failed(self, peer: str, request: PrekeysPut, *, reachable: Sequence[str], wall_now: float) -> None:
+        """The upload to ``peer`` failed (unreachable, timed out, garbage answer): tried again after
+        ``UPLOAD_RETRY``."""
+        if self._busy.get(peer) is request:
+            del self._busy[peer]
+        self._forget_retries(reachable)
+        self._acked.pop(peer, None)
+        self._retry_at[peer] = wall_now + UPLOAD_RETRY
+        self.counts["failed"] += 1
+
+    def _forget_retries(self, reachable: Sequence[str]) -> None:
+        for peer in [p for p in self._retry_at if p not in reachable]:
+            del self._retry_at[peer]
+
+
+def _fingerprint(bundle: PrekeyBundle) -> _Fingerprint:
+    return bundle.spk_id, tuple(k.key_id for k in bundle.one_time)
+
+
+def _decode_state(value: bytes) -> tuple[str | None, int]:
+    fields = unpack_canonical(value, what="prekey upload state", limit=1024)
+    if type(fields) is not dict or fields.keys() != {_K_HOLDER, _K_FLOOR}:
+        raise DecodeError("prekey upload state", "not a map of fields 1 and 2")
+    holder, floor = fields[_K_HOLDER], fields[_K_FLOOR]
+    if type(holder) is not str or type(floor) is not int or not 0 <= floor <= MAX_PREKEY_ID:
+        raise DecodeError("prekey upload state", "fields have the wrong types")
+    return holder, floor
