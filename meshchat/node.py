@@ -100,7 +100,7 @@ from meshchat.net.bundles import (
 from meshchat.net.dialer import Dialer, Whereabouts, peer_info
 from meshchat.net.file_driver import FileConfig, FileDriver
 from meshchat.net.host import dialable_addrs, listen_ip, only_exception
-from meshchat.net.mailbox import MailboxServer
+from meshchat.net.mailbox import MailboxServer, take_prekey
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import GroupStoreAction, MessageHandle, NetStoreIO, StoreDriver, StoreEvent
 from meshchat.profile import ADDRESSES_FILE, LOCK_FILE, hold_profile, write_addresses
@@ -116,6 +116,7 @@ from meshchat.store.messenger import (
     StoreConfig,
     StoreProblem,
 )
+from meshchat.store.prekey_upload import PrekeyUploads
 from meshchat.store.sqlite import STORE_FILE, SqliteStorage
 from meshchat.store.storage import InboxRecord, MemoryStorage, OutboxRecord, Storage
 
@@ -211,6 +212,7 @@ class Node:
             on_event=self._emit,
             on_committed=self._committed,
             on_group=self._from_store,
+            prekey_uploads=PrekeyUploads(messenger),
         )
         #: The user's groups: create, invite, join, send, history (``meshchat.group_api.Groups``).
         self.groups = Groups.build(
@@ -596,16 +598,43 @@ class Node:
         recipient = to.public if isinstance(to, Contact) else to
         if isinstance(to, Contact):
             self._prefer_mailboxes_of(to)
+            if to.mailboxes and not self._messenger.sessions.has_session(recipient.ed25519):
+                await self._take_prekey(to)  # a one-time key: preferred to the invite's bundle
         data = body.encode("utf-8") if isinstance(body, str) else body
         dht = self._dialer.dht
         if dht is not None and self._messenger.sessions.needs_bundle(recipient.ed25519):
             # Not a contact (no invite): its published bundle starts a forward-secret session.
             self._messenger.set_bundle(recipient, await lookup_bundle(dht, recipient))
-        record, actions = self._messenger.send(recipient, data, wall_now=self._wall_clock(), ref=ref, ttl=ttl)
+        try:
+            record, actions = self._messenger.send(
+                recipient, data, wall_now=self._wall_clock(), ref=ref, ttl=ttl
+            )
+        finally:
+            if isinstance(to, Contact):
+                self._prefer_mailboxes_of(to)  # a one-time key is never used for a second set-up
         self._store.perform(actions)
         if actions:
             self._reach(recipient, record.message_id)
         return MessageHandle(record, messenger=self._messenger, wait_for=self.wait_for)
+
+    async def _take_prekey(self, contact: Contact) -> None:
+        """Ask ``contact``'s mailboxes for its bundle with a one-time prekey (``take_prekey``: at most
+        ``PREKEY_TAKE_TIMEOUT``); use it for the session's set-up, or one without a one-time key if
+        the invite had no bundle. Nothing found: what the invite (or the DHT) says is used."""
+        addresses: dict[str, str] = {}
+        for address in contact.mailboxes:
+            with contextlib.suppress(BadAddress):
+                addresses.setdefault(str(peer_info(address).peer_id), address)
+
+        async def connect(peer: str) -> None:
+            if not self._dialer.connected_to(peer):
+                await self._dialer.connect(addresses[peer])
+
+        bundle = await take_prekey(
+            self._host, contact.public, list(addresses), connect=connect, budget=self._driver.budget
+        )
+        if bundle is not None and (bundle.one_time or not contact.invite.bundle):
+            self._messenger.set_bundle(contact.public, bundle)
 
     def _from_store(self, action: GroupStoreAction) -> None:
         if isinstance(action, ControlReceived) and is_offer(action.body):

@@ -7,25 +7,36 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
+import time
 from pathlib import Path
 from typing import cast
 
 import msgpack
 import nacl.utils
 import pytest
+import trio
+from conftest import make_profile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshchat.crypto import open_envelope
 from meshchat.errors import DecodeError
 from meshchat.identity import Identity
+from meshchat.inbox import DirectMessage
+from meshchat.node import Node
 from meshchat.sessions.prekeys import OneTimeKey, PrekeyBundle, Prekeys
 from meshchat.sessions.session import SESSION_SETUP
 from meshchat.sessions.x3dh import InitHeader
 from meshchat.store import mailbox_prekeys
+from meshchat.store.encrypted import store_key
 from meshchat.store.mailbox import MailboxCore, MailboxRefusal
-from meshchat.store.mailbox_prekeys import MAX_ONE_TIME_PER_OWNER, MAX_TAKES_PER_PEER, TAKE_WINDOW
-from meshchat.store.messenger import MessageReceived, Messenger
+from meshchat.store.mailbox_prekeys import (
+    MAX_ONE_TIME_PER_OWNER,
+    MAX_TAKES_PER_PEER,
+    PREKEY_PREFIX,
+    TAKE_WINDOW,
+)
+from meshchat.store.messenger import MessageReceived, Messenger, StoreConfig
 from meshchat.store.prekey_upload import UPLOAD_RETRY, PrekeyUploads
 from meshchat.store.protocol import (
     ErrorCode,
@@ -39,8 +50,10 @@ from meshchat.store.protocol import (
     encode_request,
     encode_response,
 )
-from meshchat.store.sqlite import SqliteStorage
-from meshchat.store.storage import MemoryStorage, Storage
+from meshchat.store.sessions import own_bundle
+from meshchat.store.sqlite import STORE_FILE, SqliteStorage
+from meshchat.store.storage import MemoryStorage, OutboxStatus, Storage
+from meshchat.wire import Invite
 
 NOW = 1_800_000_000.0
 BOB = Identity(b"\x02" * 32)
@@ -382,3 +395,72 @@ def test_a_refused_upload_waits_before_it_is_tried_again() -> None:
     assert uploads.plan([first], wall_now=NOW + 1) == []
     assert [p for p, _ in uploads.plan([first], wall_now=NOW + UPLOAD_RETRY)] == [first]
     assert uploads.counts["refused"] == 1
+
+
+# --- on the real network (127.0.0.1) ---------------------------------------------------------------
+
+LOCAL = ["/ip4/127.0.0.1/tcp/0"]
+FAST = StoreConfig(retry_initial=0.5, sync_interval=1.0)
+WAIT = 30.0
+
+
+async def test_a_first_message_to_an_offline_contact_uses_a_one_time_key_from_its_mailbox(
+    tmp_path: Path,
+) -> None:
+    alice_dir, _ = make_profile(tmp_path, "alice", 1)
+    bob_dir, bob_id = make_profile(tmp_path, "bob", 2)
+    box_dir, _ = make_profile(tmp_path, "box", 9)
+    with SqliteStorage(bob_dir / STORE_FILE, key=store_key(bob_id)) as storage:
+        invite_bundle = own_bundle(bob_id, storage, wall_now=time.time(), random_bytes=nacl.utils.random)
+    async with Node.open(box_dir, listen=LOCAL, mailbox=True, dht=False) as box:
+        address = box.listen_addrs[0]
+        invite = Invite.create(bob_id, name="Bob", mailboxes=[address], bundle=invite_bundle.encode())
+        # Bob comes online once: his bundle with one-time keys goes to his mailbox.
+        async with Node.open(bob_dir, listen=LOCAL, mailboxes=[address], store_config=FAST, dht=False) as bob:
+            uploads = bob._store.prekey_uploads
+            assert uploads is not None
+            with trio.fail_after(WAIT):
+                await bob.wait_for(lambda: uploads.counts["uploaded"] >= 1)
+            assert uploads.holder == box.peer_id
+            pool = set(bob._messenger.sessions.prekeys(time.time()).one_time_ids)
+        assert len(pool) == 100
+        stats = box.mailbox_statistics()
+        assert stats is not None and stats.prekey_owners == 1
+        # Bob is offline; Alice adds his invite and writes.
+        async with Node.open(alice_dir, listen=LOCAL, store_config=FAST, dht=False) as alice:
+            alice.contacts.add(invite.to_text())
+            handle = await alice.send("Bob", "hello with a one-time key")
+            with trio.fail_after(WAIT):
+                await handle.wait_until(OutboxStatus.STORED)
+            header = _setup_header_at(bob_id, handle.record.envelope)
+        assert header.one_time_id in pool and header.spk_id == invite_bundle.spk_id
+        stats = box.mailbox_statistics()
+        assert stats is not None and stats.one_time_given == 1
+        async with Node.open(bob_dir, listen=LOCAL, mailboxes=[address], store_config=FAST, dht=False) as bob:
+            got = await _direct_messages(bob, 1)
+            assert got[0].body == b"hello with a one-time key"
+            assert header.one_time_id not in bob._messenger.sessions.prekeys(time.time()).one_time_ids
+        held = box._messenger.storage.state_get(PREKEY_PREFIX + bob_id.public.ed25519)
+        assert held is not None
+        bundle, taken_through = mailbox_prekeys._read(held)
+        assert header.one_time_id <= taken_through
+        assert header.one_time_id not in {k.key_id for k in bundle.one_time}
+        assert len(bundle.one_time) == 99
+
+
+def _setup_header_at(recipient: Identity, envelope: bytes) -> InitHeader:
+    body = open_envelope(recipient, envelope, wall_now=time.time()).body
+    assert body[0] == SESSION_SETUP
+    size = int.from_bytes(body[1:3], "big")
+    return InitHeader.decode(body[3 : 3 + size])
+
+
+async def _direct_messages(node: Node, count: int) -> list[DirectMessage]:
+    got: list[DirectMessage] = []
+    with trio.fail_after(WAIT):
+        async for event in node.events():
+            if isinstance(event, DirectMessage):
+                got.append(event)
+                if len(got) == count:
+                    return got
+    raise AssertionError("unreachable")
