@@ -33,6 +33,7 @@ from meshchat.store.mailbox import MailboxCore, MailboxRefusal
 from meshchat.store.mailbox_prekeys import (
     MAX_ONE_TIME_PER_OWNER,
     MAX_TAKES_PER_PEER,
+    ONE_TIME_WINDOW,
     PREKEY_PREFIX,
     TAKE_WINDOW,
 )
@@ -78,6 +79,11 @@ def _take(
     answer = core.handle(peer, PrekeyTake(owner=owner.public.ed25519), wall_now=wall_now)
     assert isinstance(answer, PrekeyGiven | MailboxError)
     return answer
+
+
+def _spread(i: int) -> float:
+    """The time of the ``i``-th take when each comes from a new peer, ten an hour: within both rates."""
+    return NOW + (i // 10) * ONE_TIME_WINDOW
 
 
 # --- protocol --------------------------------------------------------------------------------------
@@ -165,8 +171,7 @@ def test_each_one_time_key_is_handed_out_once() -> None:
     core.handle(BOB.public.peer_id, PrekeysPut(bundle=bundle), wall_now=NOW)
     given: list[OneTimeKey] = []
     for i in range(101):
-        # a new taker each time and a minute apart every 25: within both rates
-        answer = _take(core, BOB, peer=f"taker-{i}", wall_now=NOW + (i // 25) * TAKE_WINDOW)
+        answer = _take(core, BOB, peer=f"taker-{i}", wall_now=_spread(i))
         assert isinstance(answer, PrekeyGiven)
         answer.bundle.verify()
         assert answer.bundle.identity == BOB.public.ed25519
@@ -203,8 +208,8 @@ def test_takes_are_rate_limited_per_peer_and_per_owner() -> None:
     assert isinstance(refused, MailboxError) and refused.code is ErrorCode.TOO_MANY_TAKES
     assert core.statistics().refused[MailboxRefusal.TOO_MANY_TAKES] == 1
     assert isinstance(_take(core, BOB, peer="drainer", wall_now=NOW + TAKE_WINDOW), PrekeyGiven)
-    # Many fresh PeerIds: the owner's keys still go out at most MAX_ONE_TIME_PER_OWNER a minute.
-    later = NOW + 10 * TAKE_WINDOW
+    # Many fresh PeerIds: the owner's keys still go out at most MAX_ONE_TIME_PER_OWNER an hour.
+    later = NOW + ONE_TIME_WINDOW
     with_key = 0
     for i in range(MAX_ONE_TIME_PER_OWNER + 5):
         answer = _take(core, BOB, peer=f"sybil-{i}", wall_now=later)
@@ -346,7 +351,7 @@ def test_one_time_keys_go_to_one_mailbox_and_a_used_one_is_gone_everywhere() -> 
     assert [(p, len(r.bundle.one_time)) for p, r in again] == [(first, 99)]
     ids = set()
     for i in range(99):
-        answer = _take(box1, BOB, peer=f"t{i}", wall_now=NOW + (i // 25) * TAKE_WINDOW)
+        answer = _take(box1, BOB, peer=f"t{i}", wall_now=_spread(i))
         assert isinstance(answer, PrekeyGiven)
         ids |= {k.key_id for k in answer.bundle.one_time}
     assert opk not in ids and len(ids) == 99
@@ -374,7 +379,7 @@ def test_a_new_first_mailbox_takes_over_only_the_keys_never_handed_out(tmp_path:
         assert isinstance(answer, PrekeyGiven) and answer.bundle.one_time == ()
         later = set()
         for i in range(95):
-            answer = _take(box1, BOB, peer=f"u{i}", wall_now=NOW + (i // 25) * TAKE_WINDOW)
+            answer = _take(box1, BOB, peer=f"u{i}", wall_now=_spread(i))
             assert isinstance(answer, PrekeyGiven)
             later |= {k.key_id for k in answer.bundle.one_time}
         assert len(later) == 95 and not later & taken

@@ -26,8 +26,10 @@ Bounds and why:
   ignore it): refused on put, dropped on take and by ``prune``.
 * A drain attack (a stranger emptying someone's OPKs, so new senders get none): one peer takes at
   most ``MAX_TAKES_PER_PEER`` per ``TAKE_WINDOW`` (refused beyond, ``TOO_MANY_TAKES``), and one
-  owner's OPKs go out at most ``MAX_ONE_TIME_PER_OWNER`` per window whoever asks (beyond it the bundle
-  is given without one: PeerIds cost nothing, so the per-peer limit alone would not bound a drain).
+  owner's OPKs go out at most ``MAX_ONE_TIME_PER_OWNER`` per ``ONE_TIME_WINDOW`` whoever asks (beyond
+  it the bundle is given without one: PeerIds cost nothing, so the per-peer limit alone would not bound
+  a drain; a drained key is forgotten by its owner after a while and replaced,
+  ``prekey_upload.HANDED_OUT_KEEP``).
   The per-peer counters are bounded by ``MAX_TAKERS`` (oldest window forgotten first).
 
 State: ``b"mbpk:" + owner Ed25519 key`` -> ``{1: bundle bytes, 2: taken_through}`` in the ``Storage``
@@ -53,6 +55,7 @@ __all__ = [
     "MAX_PREKEY_OWNERS",
     "MAX_TAKERS",
     "MAX_TAKES_PER_PEER",
+    "ONE_TIME_WINDOW",
     "PREKEY_PREFIX",
     "TAKE_WINDOW",
     "PrekeyShelf",
@@ -68,10 +71,12 @@ TAKE_WINDOW = 60.0
 #: Takes one peer may make per ``TAKE_WINDOW``: a sender takes one per new conversation; ten a minute
 #: is far above a person starting chats, far below draining a pool of 100.
 MAX_TAKES_PER_PEER = 10
-#: One-time keys one owner's pool gives out per ``TAKE_WINDOW``, all takers together (beyond: the bundle
-#: without one). Thirty new conversations a minute with one person is beyond any honest use; a drain by
-#: many fresh PeerIds needs minutes per pool, while the owner tops up and uploads again.
-MAX_ONE_TIME_PER_OWNER = 30
+#: Seconds of one rate window for one owner's one-time keys.
+ONE_TIME_WINDOW = 3600.0
+#: One-time keys one owner's pool gives out per ``ONE_TIME_WINDOW``, all takers together (beyond: the
+#: bundle without one, which still starts a forward-secret session). Twenty new people an hour writing
+#: to one person is beyond everyday use; a drain by many fresh PeerIds needs five hours per pool.
+MAX_ONE_TIME_PER_OWNER = 20
 #: Peers whose take counts are remembered (bounded: the oldest window is forgotten first).
 MAX_TAKERS = 10_000
 #: A held bundle older than this is useless to initiators (``x3dh.initiate`` ignores it).
@@ -217,7 +222,7 @@ class PrekeyShelf:
 
     def _owner_may_give(self, owner: bytes, wall_now: float) -> bool:
         start, count = self._given.get(owner, (wall_now, 0))
-        if start + TAKE_WINDOW <= wall_now:
+        if start + ONE_TIME_WINDOW <= wall_now:
             self._given[owner] = (wall_now, 0)
             return True
         return count < MAX_ONE_TIME_PER_OWNER
