@@ -38,7 +38,7 @@ from meshchat.store.mailbox_prekeys import (
     TAKE_WINDOW,
 )
 from meshchat.store.messenger import MessageReceived, Messenger, StoreConfig
-from meshchat.store.prekey_upload import UPLOAD_RETRY, PrekeyUploads
+from meshchat.store.prekey_upload import HANDED_OUT_KEEP, PREKEY_REFRESH, UPLOAD_RETRY, PrekeyUploads
 from meshchat.store.protocol import (
     ErrorCode,
     MailboxError,
@@ -469,3 +469,39 @@ async def _direct_messages(node: Node, count: int) -> list[DirectMessage]:
                 if len(got) == count:
                     return got
     raise AssertionError("unreachable")
+
+
+def test_drained_keys_are_forgotten_after_a_while_and_the_pool_is_replenished() -> None:
+    storage = MemoryStorage()
+    bob = _messenger(BOB, storage)
+    (first, box), _ = _boxes()
+    boxes = {first: box}
+    uploads = PrekeyUploads(bob)
+    _run_uploads(uploads, BOB, boxes, [first])
+    drained = set()
+    for i in range(101):  # a stranger with many PeerIds takes them all, within the rates
+        answer = _take(box, BOB, peer=f"sybil-{i}", wall_now=_spread(i))
+        assert isinstance(answer, PrekeyGiven)
+        drained |= {k.key_id for k in answer.bundle.one_time}
+    assert len(drained) == 100
+    # Nothing of Bob's changed, but the periodic upload tells him which keys went out.
+    learned = _spread(100) + PREKEY_REFRESH
+    [(peer, _)] = _run_uploads(uploads, BOB, boxes, [first], now=learned)
+    assert peer == first
+    assert set(bob.sessions.prekeys(learned).one_time_ids) == drained  # kept for their messages
+    # A restart later (the watermark is on disk), just before the keep time: still kept.
+    bob = _messenger(BOB, storage, seed=3)
+    uploads = PrekeyUploads(bob)
+    _run_uploads(uploads, BOB, boxes, [first], now=learned + HANDED_OUT_KEEP - 1)
+    assert set(bob.sessions.prekeys(learned).one_time_ids) == drained
+    # Then forgotten, and the pool is topped up with new keys that go to the holder.
+    later = learned + HANDED_OUT_KEEP
+    made = _run_uploads(uploads, BOB, boxes, [first], now=later)
+    fresh = set(bob.sessions.prekeys(later).one_time_ids)
+    assert len(fresh) == 100 and not fresh & drained
+    assert uploads.counts["forgotten"] == 100
+    assert {k.key_id for k in made[-1][1].bundle.one_time} == fresh
+    answer = _take(box, BOB, peer="newcomer", wall_now=later)
+    assert isinstance(answer, PrekeyGiven) and answer.bundle.one_time[0].key_id in fresh
+    # and the forgetting is on disk
+    assert set(_messenger(BOB, storage, seed=4).sessions.prekeys(later).one_time_ids) == fresh

@@ -13,10 +13,19 @@ bundle without OPKs (senders still find the signed and post-quantum prekeys ther
   recorded: ids up to the floor are never uploaded again anywhere (they may be in a sender's set-up).
   An unreachable holder stays the holder (no way to stop it handing out what it has); the others get
   OPK-less bundles meanwhile, and senders who reach none of it fall back to the invite's bundle.
-* A mailbox is uploaded to when it becomes reachable and whenever the device's pool changed (an OPK
-  used by a set-up that opened, ``maintain`` topping up or rotating the signed prekey). The holder gets
-  every OPK in the pool above the floor; the holder's own ``taken_through`` keeps it from handing out a
-  key again that the pool still holds because its message has not arrived yet.
+* A mailbox is uploaded to when it becomes reachable, whenever the device's pool changed (an OPK
+  used by a set-up that opened, ``maintain`` topping up or rotating the signed prekey), and every
+  ``PREKEY_REFRESH`` besides. The holder gets every OPK in the pool above the floor; the holder's own
+  ``taken_through`` keeps it from handing out a key again that the pool still holds because its
+  message has not arrived yet.
+* **Replenished.** A key handed out whose message never comes (a sender that gave up, or a stranger
+  draining the pool) would sit in the pool for ever, and the pool is topped up only when it runs low:
+  after a drain no new OPK would ever be handed out. So each watermark learned (the holder's
+  ``taken_through``) is recorded with the time it was learned, and a key at or below it still in the
+  pool ``HANDED_OUT_KEEP`` later (the longest envelope TTL and two days: a first message sealed when
+  the key was taken has reached us or expired by then) is forgotten; ``maintain`` then tops the pool
+  up with new ids, which go to the holder. The cost: a sender whose first messages were all lost and
+  who writes again on that unanswered session after so long cannot be read (``UnknownPrekey``).
 
 Why a driver-side task rather than the ``Messenger``'s ``CallMailbox`` actions: those queues carry
 stores and sync steps, one call in flight per mailbox, and ``mailbox_replied`` treats an answer it did
@@ -32,19 +41,28 @@ import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 
+from meshchat.crypto import MAX_TTL
 from meshchat.errors import DecodeError, StorageError
 from meshchat.sessions.prekeys import MAX_BUNDLE_ONE_TIME, MAX_PREKEY_ID, PrekeyBundle
 from meshchat.store.messenger import Messenger
 from meshchat.store.protocol import MailboxError, MailboxResponse, PrekeysHeld, PrekeysPut
 from meshchat.wire.codec import pack, unpack_canonical
 
-__all__ = ["UPLOAD_RETRY", "UPLOAD_STATE_KEY", "PrekeyUploads"]
+__all__ = ["HANDED_OUT_KEEP", "PREKEY_REFRESH", "UPLOAD_RETRY", "UPLOAD_STATE_KEY", "PrekeyUploads"]
 
 #: State key of the holder's PeerId and the floor.
 UPLOAD_STATE_KEY = b"opk-upload"
 #: Seconds before a mailbox that refused an upload (or could not be called) is asked again.
 UPLOAD_RETRY = 300.0
-_K_HOLDER, _K_FLOOR = 1, 2
+#: Seconds after which every mailbox is given the bundle again though nothing changed: the holder's
+#: answer tells which keys went out meanwhile (``HANDED_OUT_KEEP`` counts from then), and a mailbox
+#: that lost what it held gets it back.
+PREKEY_REFRESH = 6 * 3600.0
+#: Seconds a one-time key known to be handed out is kept for its message (see the module docstring).
+HANDED_OUT_KEEP = MAX_TTL + 2 * 86400
+#: Watermarks remembered (each still covers a key in the pool, so at most the pool's 100, and the last).
+_MAX_HANDED = 128
+_K_HOLDER, _K_FLOOR, _K_HANDED = 1, 2, 3
 #: What a mailbox was last given: (signed prekey id, one-time ids uploaded).
 _Fingerprint = tuple[int, tuple[int, ...]]
 
@@ -58,15 +76,18 @@ class PrekeyUploads:
         self._storage = messenger.storage
         self.holder: str | None = None
         self.floor = 0
+        # Watermarks learned, ascending, each with the unix time it was learned (-1: at the next plan).
+        self._handed: list[tuple[int, int]] = []
         stored = self._storage.state_get(UPLOAD_STATE_KEY)
         if stored is not None:
             try:
-                self.holder, self.floor = _decode_state(stored)
+                self.holder, self.floor, self._handed = _decode_state(stored)
             except DecodeError:
                 # Damaged: no key below the highest id is safe to upload again.
                 self.floor = MAX_PREKEY_ID
-        # What each mailbox acknowledged (in memory: after a restart each gets one upload again).
-        self._acked: dict[str, _Fingerprint] = {}
+                self._handed = [(MAX_PREKEY_ID, -1)]
+        # What each mailbox acknowledged, and when (in memory: after a restart each gets one again).
+        self._acked: dict[str, tuple[_Fingerprint, float]] = {}
         self._busy: dict[str, PrekeysPut] = {}
         # After a refusal or a failure, when a mailbox is tried again (bounded: reachable mailboxes).
         self._retry_at: dict[str, float] = {}
@@ -83,6 +104,7 @@ class PrekeyUploads:
                 del self._acked[peer]
         if not usable:
             return []
+        self._handed = [(mark, int(wall_now) if at < 0 else at) for mark, at in self._handed]
         sessions = self._messenger.sessions
         try:
             if sessions.maintain(wall_now):  # made or rotated, not written yet: write it first
@@ -91,6 +113,7 @@ class PrekeyUploads:
                     return []  # the write failed: upload nothing that is not on disk
             if self.holder is None:
                 self._record(usable[0], self.floor)
+            self._forget_handed_out(wall_now)
         except StorageError:
             self.counts["storage_failed"] += 1
             return []
@@ -107,7 +130,8 @@ class PrekeyUploads:
             if peer in self._busy or self._retry_at.get(peer, wall_now) > wall_now:
                 continue
             with_keys = peer == self.holder and self._leaving is None
-            if self._acked.get(peer) != (spk_id, pool if with_keys else ()):
+            acked, at = self._acked.get(peer, (None, -PREKEY_REFRESH))
+            if acked != (spk_id, pool if with_keys else ()) or at + PREKEY_REFRESH <= wall_now:
                 wanted.append((peer, with_keys))
         if not wanted:
             return []
@@ -124,8 +148,44 @@ class PrekeyUploads:
         return dataclasses.replace(full, one_time=keys)
 
     def _record(self, holder: str, floor: int) -> None:
-        self._storage.state_put([(UPLOAD_STATE_KEY, pack({_K_HOLDER: holder, _K_FLOOR: floor}))])
+        state = {_K_HOLDER: holder, _K_FLOOR: floor, _K_HANDED: [list(h) for h in self._handed]}
+        self._storage.state_put([(UPLOAD_STATE_KEY, pack(state))])
         self.holder, self.floor = holder, floor
+
+    def _handed_at(self, key_id: int) -> int | None:
+        """When ``key_id`` was first known to be handed out (None: it was not)."""
+        return next((at for mark, at in self._handed if key_id <= mark), None)
+
+    def _forget_handed_out(self, wall_now: float) -> None:
+        """Forget the keys handed out ``HANDED_OUT_KEEP`` ago whose messages never came; drop the
+        watermarks that cover no key of the pool any more. ``StorageError`` if that cannot be written."""
+        now = int(wall_now)
+        sessions = self._messenger.sessions
+        ids = sessions.prekeys(wall_now).one_time_ids
+        old = [i for i in ids if (at := self._handed_at(i)) is not None and at + HANDED_OUT_KEEP <= now]
+        if old:
+            sessions.forget_one_time(old, wall_now)
+            self._messenger.bundle(wall_now=wall_now)  # written, and the pool topped up
+            if sessions.maintain(wall_now):
+                raise StorageError("forgetting one-time prekeys: the write failed")
+            self.counts["forgotten"] += len(old)
+            ids = sessions.prekeys(wall_now).one_time_ids
+        kept, previous = [], 0
+        for index, (mark, at) in enumerate(self._handed):
+            if index == len(self._handed) - 1 or any(previous < i <= mark for i in ids):
+                kept.append((mark, at))
+            previous = mark
+        if kept != self._handed and self.holder is not None:
+            self._handed = kept
+            self._record(self.holder, self.floor)
+
+    def _learned(self, mark: int, wall_now: float) -> bool:
+        """A holder handed out every key up to ``mark``; True if that is news (to be recorded)."""
+        if mark <= (self._handed[-1][0] if self._handed else 0):
+            return False
+        self._handed.append((mark, int(wall_now)))
+        del self._handed[:-_MAX_HANDED]
+        return True
 
     def replied(
         self,
@@ -146,7 +206,13 @@ class PrekeyUploads:
             return
         self._retry_at.pop(peer, None)
         self.counts["uploaded"] += 1
-        self._acked[peer] = _fingerprint(request.bundle)
+        self._acked[peer] = (_fingerprint(request.bundle), wall_now)
+        mark = min(response.taken_through, MAX_PREKEY_ID)
+        if peer in (self.holder, self._leaving) and self._learned(mark, wall_now) and self.holder is not None:
+            try:
+                self._record(self.holder, self.floor)
+            except StorageError:  # in memory it counts; written with the next record
+                self.counts["storage_failed"] += 1
         if peer == self._leaving and not request.bundle.one_time:
             usable = sorted(set(reachable))
             target = usable[0] if usable else None
@@ -180,11 +246,22 @@ def _fingerprint(bundle: PrekeyBundle) -> _Fingerprint:
     return bundle.spk_id, tuple(k.key_id for k in bundle.one_time)
 
 
-def _decode_state(value: bytes) -> tuple[str | None, int]:
-    fields = unpack_canonical(value, what="prekey upload state", limit=1024)
-    if type(fields) is not dict or fields.keys() != {_K_HOLDER, _K_FLOOR}:
-        raise DecodeError("prekey upload state", "not a map of fields 1 and 2")
-    holder, floor = fields[_K_HOLDER], fields[_K_FLOOR]
+def _decode_state(value: bytes) -> tuple[str | None, int, list[tuple[int, int]]]:
+    what = "prekey upload state"
+    fields = unpack_canonical(value, what=what, limit=4096)
+    if type(fields) is not dict or fields.keys() != {_K_HOLDER, _K_FLOOR, _K_HANDED}:
+        raise DecodeError(what, "not a map of fields 1 to 3")
+    holder, floor, handed = fields[_K_HOLDER], fields[_K_FLOOR], fields[_K_HANDED]
     if type(holder) is not str or type(floor) is not int or not 0 <= floor <= MAX_PREKEY_ID:
-        raise DecodeError("prekey upload state", "fields have the wrong types")
-    return holder, floor
+        raise DecodeError(what, "fields have the wrong types")
+    if type(handed) is not tuple or len(handed) > _MAX_HANDED:
+        raise DecodeError(what, f"at most {_MAX_HANDED} watermarks")
+    marks: list[tuple[int, int]] = []
+    for entry in handed:
+        if type(entry) is not tuple or len(entry) != 2 or not all(type(x) is int for x in entry):
+            raise DecodeError(what, "a watermark is [id, unix time]")
+        mark, at = entry
+        if not 0 < mark <= MAX_PREKEY_ID or (marks and mark <= marks[-1][0]) or at < 0:
+            raise DecodeError(what, "watermarks must be ascending ids with times")
+        marks.append((mark, at))
+    return holder, floor, marks
