@@ -486,6 +486,8 @@ class Node:
         nursery the node's tasks run in."""
         for contact in self._contacts or ():  # receipts and messages for them go to their mailboxes
             self._prefer_mailboxes_of(contact)
+        if self._store.prekey_uploads is not None:  # one-time prekeys go to our own mailboxes
+            self._store.prekey_uploads.prefer(str(info.peer_id) for info in mailboxes)
         host, driver = self._host, self._driver
         if options.dht:
             self._dialer.dht = KadDHT(host, DHTMode.SERVER)

@@ -492,7 +492,7 @@ def test_drained_keys_are_forgotten_after_a_while_and_the_pool_is_replenished() 
     # A restart later (the watermark is on disk), just before the keep time: still kept.
     bob = _messenger(BOB, storage, seed=3)
     uploads = PrekeyUploads(bob)
-    _run_uploads(uploads, BOB, boxes, [first], now=learned + HANDED_OUT_KEEP - 1)
+    _run_uploads(uploads, BOB, boxes, [first], now=learned + HANDED_OUT_KEEP - 3600)
     assert set(bob.sessions.prekeys(learned).one_time_ids) == drained
     # Then forgotten, and the pool is topped up with new keys that go to the holder.
     later = learned + HANDED_OUT_KEEP
@@ -505,3 +505,32 @@ def test_drained_keys_are_forgotten_after_a_while_and_the_pool_is_replenished() 
     assert isinstance(answer, PrekeyGiven) and answer.bundle.one_time[0].key_id in fresh
     # and the forgetting is on disk
     assert set(_messenger(BOB, storage, seed=4).sessions.prekeys(later).one_time_ids) == fresh
+
+
+def test_only_the_devices_own_mailboxes_get_its_prekeys() -> None:
+    bob = _messenger(BOB)
+    (first, box1), (second, box2) = _boxes()
+    uploads = PrekeyUploads(bob)
+    uploads.prefer([second])
+    made = _run_uploads(uploads, BOB, {first: box1, second: box2}, [first, second])
+    assert [(p, len(r.bundle.one_time)) for p, r in made] == [(second, 100)]
+    assert uploads.holder == second
+
+
+def test_a_holder_gone_and_no_longer_ours_is_given_up_and_its_keys_never_uploaded_again() -> None:
+    bob = _messenger(BOB)
+    (first, box1), (second, box2) = _boxes()
+    boxes = {first: box1, second: box2}
+    uploads = PrekeyUploads(bob)
+    _run_uploads(uploads, BOB, boxes, [second])
+    assert uploads.holder == second
+    pool = bob.sessions.prekeys(NOW).one_time_ids
+    uploads.prefer([first])  # the user dropped the second mailbox; it is not reachable either
+    made = _run_uploads(uploads, BOB, boxes, [first], now=NOW + 1)
+    assert uploads.holder == first and uploads.floor == max(pool)
+    assert [(p, len(r.bundle.one_time)) for p, r in made] == [(first, 0)]
+    # Those keys are forgotten after the keep time, and new ones go to the new holder.
+    later = NOW + 1 + HANDED_OUT_KEEP
+    made = _run_uploads(uploads, BOB, boxes, [first], now=later)
+    fresh = {k.key_id for k in made[-1][1].bundle.one_time}
+    assert len(fresh) == 100 and not fresh & set(pool)

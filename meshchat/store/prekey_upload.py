@@ -5,6 +5,8 @@ mailboxes must never hold the same OPK, or two senders could get it and the seco
 messages would not open. So all OPKs go to one mailbox, the *holder*; every other mailbox gets the
 bundle without OPKs (senders still find the signed and post-quantum prekeys there).
 
+* Only the device's own mailboxes (``prefer``: the ones its invites name, where senders ask) are
+  uploaded to, or every reachable one when it has none configured.
 * The holder is the first reachable mailbox by PeerId order, recorded (``UPLOAD_STATE_KEY``) before any
   OPK is uploaded to it, so a restart never picks another one and uploads the same keys there too.
 * It changes only when the first reachable mailbox by that order is another one **and** the holder is
@@ -12,7 +14,9 @@ bundle without OPKs (senders still find the signed and post-quantum prekeys ther
   ``taken_through`` (the highest id it ever handed out: ``PrekeysHeld``) becomes the ``floor``, also
   recorded: ids up to the floor are never uploaded again anywhere (they may be in a sender's set-up).
   An unreachable holder stays the holder (no way to stop it handing out what it has); the others get
-  OPK-less bundles meanwhile, and senders who reach none of it fall back to the invite's bundle.
+  OPK-less bundles meanwhile, and senders who reach none of it fall back to the invite's bundle. Only
+  a holder that is unreachable and no longer one of the device's mailboxes is given up at once: every
+  key in the pool then is treated as handed out (the floor), and replaced as below.
 * A mailbox is uploaded to when it becomes reachable, whenever the device's pool changed (an OPK
   used by a set-up that opened, ``maintain`` topping up or rotating the signed prekey), and every
   ``PREKEY_REFRESH`` besides. The holder gets every OPK in the pool above the floor; the holder's own
@@ -39,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from meshchat.crypto import MAX_TTL
 from meshchat.errors import DecodeError, StorageError
@@ -60,6 +64,8 @@ UPLOAD_RETRY = 300.0
 PREKEY_REFRESH = 6 * 3600.0
 #: Seconds a one-time key known to be handed out is kept for its message (see the module docstring).
 HANDED_OUT_KEEP = MAX_TTL + 2 * 86400
+#: Seconds between two looks for handed-out keys to forget (``plan`` runs after every batch of actions).
+_FORGET_CHECK = 600.0
 #: Watermarks remembered (each still covers a key in the pool, so at most the pool's 100, and the last).
 _MAX_HANDED = 128
 _K_HOLDER, _K_FLOOR, _K_HANDED = 1, 2, 3
@@ -93,15 +99,25 @@ class PrekeyUploads:
         self._retry_at: dict[str, float] = {}
         # The holder being replaced: its OPK-less upload must be acknowledged before the switch.
         self._leaving: str | None = None
+        self._own: frozenset[str] = frozenset()
+        self._next_forget = 0.0
         #: Uploads made, refused, failed (by outcome), and holder switches.
         self.counts: Counter[str] = Counter()
 
+    def prefer(self, peers: Iterable[str]) -> None:
+        """This device's own mailboxes (PeerIds: those its invites name, where senders ask): only they
+        are uploaded to and hold the OPKs. None given: every reachable mailbox is."""
+        self._own = frozenset(peers)
+
+    def _usable(self, reachable: Iterable[str]) -> list[str]:
+        """The reachable mailboxes to upload to, in the order that picks the holder."""
+        return sorted(p for p in set(reachable) if not self._own or p in self._own)
+
     def plan(self, reachable: Sequence[str], *, wall_now: float) -> list[tuple[str, PrekeysPut]]:
         """The uploads to start now (one in flight per mailbox at most; cheap when nothing changed)."""
-        usable = sorted(set(reachable))
-        for peer in list(self._acked):
-            if peer not in usable:  # gone: when it is back, it is uploaded to again
-                del self._acked[peer]
+        usable = self._usable(reachable)
+        for peer in [p for p in self._acked if p not in reachable]:
+            del self._acked[peer]  # gone: when it is back, it is uploaded to again
         if not usable:
             return []
         self._handed = [(mark, int(wall_now) if at < 0 else at) for mark, at in self._handed]
@@ -113,20 +129,19 @@ class PrekeyUploads:
                     return []  # the write failed: upload nothing that is not on disk
             if self.holder is None:
                 self._record(usable[0], self.floor)
-            self._forget_handed_out(wall_now)
+            if wall_now >= self._next_forget:
+                self._next_forget = wall_now + _FORGET_CHECK
+                self._forget_handed_out(wall_now)
+            self._choose_holder(usable, reachable, wall_now)
         except StorageError:
             self.counts["storage_failed"] += 1
             return []
-        if self._leaving is None and self.holder in usable and usable[0] != self.holder:
-            self._leaving = self.holder  # replaced first by an OPK-less upload, then the switch
-            self.counts["switching"] += 1
-        elif self._leaving is not None and usable[0] == self._leaving and self._leaving not in self._busy:
-            self._leaving = None  # it is the first again: no switch after all
         prekeys = sessions.prekeys(wall_now)
         spk_id = prekeys.current_spk_id
         pool = tuple(i for i in prekeys.one_time_ids if i > self.floor)
+        leaving = [self._leaving] if self._leaving is not None and self._leaving not in usable else []
         wanted: list[tuple[str, bool]] = []
-        for peer in usable:
+        for peer in usable + leaving:
             if peer in self._busy or self._retry_at.get(peer, wall_now) > wall_now:
                 continue
             with_keys = peer == self.holder and self._leaving is None
@@ -142,6 +157,26 @@ class PrekeyUploads:
             self._busy[peer] = request
             calls.append((peer, request))
         return calls
+
+    def _choose_holder(self, usable: list[str], reachable: Sequence[str], wall_now: float) -> None:
+        """Start a switch to ``usable[0]`` if it is not the holder (see the module docstring)."""
+        target = usable[0]
+        if self._leaving is not None:
+            if target == self._leaving and self._leaving not in self._busy:
+                self._leaving = None  # it is the first again: no switch after all
+            return
+        if target == self.holder:
+            return
+        if self.holder in reachable:
+            self._leaving = self.holder  # replaced first by an OPK-less upload, then the switch
+            self.counts["switching"] += 1
+        elif self._own and self.holder not in self._own:
+            # No longer ours and gone: it may still hand out what it holds, so every key in the pool
+            # now is never uploaded again (and forgotten ``HANDED_OUT_KEEP`` later, then replaced).
+            burnt = max(self._messenger.sessions.prekeys(wall_now).one_time_ids, default=0)
+            self._learned(burnt, wall_now)
+            self._record(target, max(self.floor, burnt))
+            self.counts["switched"] += 1
 
     def _cut(self, full: PrekeyBundle, with_keys: bool) -> PrekeyBundle:
         keys = tuple(k for k in full.one_time if k.key_id > self.floor) if with_keys else ()
@@ -214,7 +249,7 @@ class PrekeyUploads:
             except StorageError:  # in memory it counts; written with the next record
                 self.counts["storage_failed"] += 1
         if peer == self._leaving and not request.bundle.one_time:
-            usable = sorted(set(reachable))
+            usable = self._usable(reachable)
             target = usable[0] if usable else None
             # It hands out nothing more; what it did hand out is at most its watermark.
             floor = max(self.floor, min(response.taken_through, MAX_PREKEY_ID))
