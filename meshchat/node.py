@@ -593,7 +593,9 @@ class Node:
         already in the outbox returns that message instead of sending a second one. Returns a handle
         whose ``status`` says where the message is. It does not wait for the network: a contact not
         connected yet is dialled (at its invite's addresses and mailboxes) in the background, and the
-        message published again once that worked.
+        message published again once that worked. Only the first message to a contact waits, at most
+        ``PREKEY_TAKE_TIMEOUT`` (3 s), for a one-time prekey from the contact's mailboxes, which starts
+        the session (else the invite's bundle, or the DHT's, does).
         """
         if isinstance(to, str):
             to = self.contacts.find(to)

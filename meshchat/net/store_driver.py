@@ -21,6 +21,10 @@ messages too. At most ``MAX_RECIPIENTS_SERVED`` recipients are served at once, a
 holds its ``MAX_QUEUED_PUBLISHES`` lowest ``seq``s; the rest wait for a later retry (counted in
 ``publishes_deferred``). Receipts need no order: each is published at once.
 
+**Prekeys.** With ``prekey_uploads`` (``meshchat.store.prekey_upload``) it uploads the device's prekey
+bundle to its mailboxes as that core plans, after every batch of actions, each upload a task of its
+own (the module docstring there says why not through the messenger's mailbox calls).
+
 What it is not: it decides nothing about delivery (the core does) and does not open connections by
 itself: everything network-side goes through ``StoreIO`` (``NetStoreIO`` on a libp2p host), so a test
 can run this driver on a fake network.
