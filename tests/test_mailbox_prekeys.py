@@ -23,6 +23,7 @@ from meshchat.crypto import open_envelope
 from meshchat.errors import DecodeError
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
+from meshchat.net.mailbox import PREKEY_TAKE_TIMEOUT
 from meshchat.node import Node
 from meshchat.sessions.prekeys import OneTimeKey, PrekeyBundle, Prekeys
 from meshchat.sessions.session import SESSION_SETUP
@@ -534,3 +535,27 @@ def test_a_holder_gone_and_no_longer_ours_is_given_up_and_its_keys_never_uploade
     made = _run_uploads(uploads, BOB, boxes, [first], now=later)
     fresh = {k.key_id for k in made[-1][1].bundle.one_time}
     assert len(fresh) == 100 and not fresh & set(pool)
+
+
+async def test_with_no_bundle_on_the_mailbox_the_first_message_starts_from_the_invites_bundle(
+    tmp_path: Path,
+) -> None:
+    alice_dir, _ = make_profile(tmp_path, "alice", 1)
+    bob_dir, bob_id = make_profile(tmp_path, "bob", 2)
+    box_dir, _ = make_profile(tmp_path, "box", 9)
+    with SqliteStorage(bob_dir / STORE_FILE, key=store_key(bob_id)) as storage:
+        invite_bundle = own_bundle(bob_id, storage, wall_now=time.time(), random_bytes=nacl.utils.random)
+    async with Node.open(box_dir, listen=LOCAL, mailbox=True, dht=False) as box:
+        # Bob never came online since he made the invite: his mailbox holds no bundle of his.
+        invite = Invite.create(
+            bob_id, name="Bob", mailboxes=[box.listen_addrs[0]], bundle=invite_bundle.encode()
+        )
+        async with Node.open(alice_dir, listen=LOCAL, store_config=FAST, dht=False) as alice:
+            alice.contacts.add(invite.to_text())
+            started = trio.current_time()
+            handle = await alice.send("Bob", "no one-time key for this one")
+            assert trio.current_time() - started < PREKEY_TAKE_TIMEOUT
+            header = _setup_header_at(bob_id, handle.record.envelope)
+        assert header.one_time_id == 0 and header.spk_id == invite_bundle.spk_id
+        stats = box.mailbox_statistics()
+        assert stats is not None and stats.refused.get(MailboxRefusal.NO_BUNDLE) == 1
