@@ -39,7 +39,13 @@ from meshchat.store.mailbox_prekeys import (
     TAKE_WINDOW,
 )
 from meshchat.store.messenger import MessageReceived, Messenger, StoreConfig
-from meshchat.store.prekey_upload import HANDED_OUT_KEEP, PREKEY_REFRESH, UPLOAD_RETRY, PrekeyUploads
+from meshchat.store.prekey_upload import (
+    HANDED_OUT_KEEP,
+    PREKEY_REFRESH,
+    UPLOAD_RETRY,
+    UPLOAD_STATE_KEY,
+    PrekeyUploads,
+)
 from meshchat.store.protocol import (
     ErrorCode,
     MailboxError,
@@ -559,3 +565,18 @@ async def test_with_no_bundle_on_the_mailbox_the_first_message_starts_from_the_i
         assert header.one_time_id == 0 and header.spk_id == invite_bundle.spk_id
         stats = box.mailbox_statistics()
         assert stats is not None and stats.refused.get(MailboxRefusal.NO_BUNDLE) == 1
+
+
+def test_a_damaged_upload_record_never_lets_a_key_be_uploaded_twice() -> None:
+    storage = MemoryStorage()
+    bob = _messenger(BOB, storage)
+    (first, box), _ = _boxes()
+    uploads = PrekeyUploads(bob)
+    _run_uploads(uploads, BOB, {first: box}, [first])
+    pool = bob.sessions.prekeys(NOW).one_time_ids
+    storage.state_put([(UPLOAD_STATE_KEY, b"\xc1 not a record")])
+    uploads = PrekeyUploads(_messenger(BOB, storage, seed=5))
+    other = _core()  # say the device now reaches another mailbox only
+    made = _run_uploads(uploads, BOB, {first: box, "other": other}, ["other"], now=NOW + 1)
+    assert uploads.floor == max(pool)
+    assert [len(r.bundle.one_time) for _, r in made] == [0]

@@ -82,16 +82,16 @@ class PrekeyUploads:
         self._storage = messenger.storage
         self.holder: str | None = None
         self.floor = 0
-        # Watermarks learned, ascending, each with the unix time it was learned (-1: at the next plan).
+        # Watermarks learned, ascending, each with the unix time it was learned.
         self._handed: list[tuple[int, int]] = []
+        self._burn_pool = False
         stored = self._storage.state_get(UPLOAD_STATE_KEY)
         if stored is not None:
             try:
                 self.holder, self.floor, self._handed = _decode_state(stored)
             except DecodeError:
-                # Damaged: no key below the highest id is safe to upload again.
-                self.floor = MAX_PREKEY_ID
-                self._handed = [(MAX_PREKEY_ID, -1)]
+                # Damaged: no key in the pool is safe to upload again (the first plan burns them).
+                self._burn_pool = True
         # What each mailbox acknowledged, and when (in memory: after a restart each gets one again).
         self._acked: dict[str, tuple[_Fingerprint, float]] = {}
         self._busy: dict[str, PrekeysPut] = {}
@@ -120,13 +120,17 @@ class PrekeyUploads:
             del self._acked[peer]  # gone: when it is back, it is uploaded to again
         if not usable:
             return []
-        self._handed = [(mark, int(wall_now) if at < 0 else at) for mark, at in self._handed]
         sessions = self._messenger.sessions
         try:
             if sessions.maintain(wall_now):  # made or rotated, not written yet: write it first
                 self._messenger.bundle(wall_now=wall_now)
                 if sessions.maintain(wall_now):
                     return []  # the write failed: upload nothing that is not on disk
+            if self._burn_pool:  # every key in the pool is treated as handed out now
+                burnt = max(sessions.prekeys(wall_now).one_time_ids, default=0)
+                self._learned(burnt, wall_now)
+                self._record(self.holder or usable[0], max(self.floor, burnt))
+                self._burn_pool = False
             if self.holder is None:
                 self._record(usable[0], self.floor)
             if wall_now >= self._next_forget:
