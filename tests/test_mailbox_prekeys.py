@@ -522,6 +522,10 @@ def test_only_the_devices_own_mailboxes_get_its_prekeys() -> None:
     made = _run_uploads(uploads, BOB, {first: box1, second: box2}, [first, second])
     assert [(p, len(r.bundle.one_time)) for p, r in made] == [(second, 100)]
     assert uploads.holder == second
+    # A device with no mailboxes of its own uploads to none it merely meets.
+    lone = PrekeyUploads(_messenger(ALICE, seed=2))
+    lone.prefer([])
+    assert lone.plan([first, second], wall_now=NOW) == []
 
 
 def test_a_holder_gone_and_no_longer_ours_is_given_up_and_its_keys_never_uploaded_again() -> None:

@@ -6,7 +6,8 @@ messages would not open. So all OPKs go to one mailbox, the *holder*; every othe
 bundle without OPKs (senders still find the signed and post-quantum prekeys there).
 
 * Only the device's own mailboxes (``prefer``: the ones its invites name, where senders ask) are
-  uploaded to, or every reachable one when it has none configured.
+  uploaded to; a node with none configured uploads nothing (a mailbox it merely met is not where
+  senders look, and an upload there would only cost it a call and a slot).
 * The holder is the first reachable mailbox by PeerId order, recorded (``UPLOAD_STATE_KEY``) before any
   OPK is uploaded to it, so a restart never picks another one and uploads the same keys there too.
 * It changes only when the first reachable mailbox by that order is another one **and** the holder is
@@ -99,19 +100,20 @@ class PrekeyUploads:
         self._retry_at: dict[str, float] = {}
         # The holder being replaced: its OPK-less upload must be acknowledged before the switch.
         self._leaving: str | None = None
-        self._own: frozenset[str] = frozenset()
+        self._own: frozenset[str] | None = None
         self._next_forget = 0.0
         #: Uploads made, refused, failed (by outcome), and holder switches.
         self.counts: Counter[str] = Counter()
 
     def prefer(self, peers: Iterable[str]) -> None:
         """This device's own mailboxes (PeerIds: those its invites name, where senders ask): only they
-        are uploaded to and hold the OPKs. None given: every reachable mailbox is."""
+        are uploaded to and hold the OPKs (none: nothing is uploaded). Until this is called, every
+        reachable mailbox is."""
         self._own = frozenset(peers)
 
     def _usable(self, reachable: Iterable[str]) -> list[str]:
         """The reachable mailboxes to upload to, in the order that picks the holder."""
-        return sorted(p for p in set(reachable) if not self._own or p in self._own)
+        return sorted(p for p in set(reachable) if self._own is None or p in self._own)
 
     def plan(self, reachable: Sequence[str], *, wall_now: float) -> list[tuple[str, PrekeysPut]]:
         """The uploads to start now (one in flight per mailbox at most; cheap when nothing changed)."""
@@ -174,7 +176,7 @@ class PrekeyUploads:
         if self.holder in reachable:
             self._leaving = self.holder  # replaced first by an OPK-less upload, then the switch
             self.counts["switching"] += 1
-        elif self._own and self.holder not in self._own:
+        elif self._own is not None and self.holder not in self._own:
             # No longer ours and gone: it may still hand out what it holds, so every key in the pool
             # now is never uploaded again (and forgotten ``HANDED_OUT_KEEP`` later, then replaced).
             burnt = max(self._messenger.sessions.prekeys(wall_now).one_time_ids, default=0)
