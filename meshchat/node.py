@@ -603,7 +603,10 @@ class Node:
         if isinstance(to, Contact):
             self._prefer_mailboxes_of(to)
             if to.mailboxes and not self._messenger.sessions.has_session(recipient.ed25519):
-                await self._take_prekey(to)  # a one-time key: preferred to the invite's bundle
+                # A one-time key from its mailboxes is preferred to the invite's bundle.
+                bundle = await take_prekey(self._host, self._dialer, to.public, to.mailboxes)
+                if bundle is not None and (bundle.one_time or not to.invite.bundle):
+                    self._messenger.set_bundle(recipient, bundle)
         data = body.encode("utf-8") if isinstance(body, str) else body
         dht = self._dialer.dht
         if dht is not None and self._messenger.sessions.needs_bundle(recipient.ed25519):
@@ -620,25 +623,6 @@ class Node:
         if actions:
             self._reach(recipient, record.message_id)
         return MessageHandle(record, messenger=self._messenger, wait_for=self.wait_for)
-
-    async def _take_prekey(self, contact: Contact) -> None:
-        """Ask ``contact``'s mailboxes for its bundle with a one-time prekey (``take_prekey``: at most
-        ``PREKEY_TAKE_TIMEOUT``); use it for the session's set-up, or one without a one-time key if
-        the invite had no bundle. Nothing found: what the invite (or the DHT) says is used."""
-        addresses: dict[str, str] = {}
-        for address in contact.mailboxes:
-            with contextlib.suppress(BadAddress):
-                addresses.setdefault(str(peer_info(address).peer_id), address)
-
-        async def connect(peer: str) -> None:
-            if not self._dialer.connected_to(peer):
-                await self._dialer.connect(addresses[peer])
-
-        bundle = await take_prekey(
-            self._host, contact.public, list(addresses), connect=connect, budget=self._driver.budget
-        )
-        if bundle is not None and (bundle.one_time or not contact.invite.bundle):
-            self._messenger.set_bundle(contact.public, bundle)
 
     def _from_store(self, action: GroupStoreAction) -> None:
         if isinstance(action, ControlReceived) and is_offer(action.body):

@@ -26,7 +26,7 @@ import contextlib
 import dataclasses
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import trio
@@ -34,10 +34,11 @@ from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
-from meshchat.errors import BadBundle, DecodeError, NetworkError, QuotaExceeded
+from meshchat.errors import BadAddress, BadBundle, DecodeError, NetworkError, QuotaExceeded
 from meshchat.gossip.rpc import frame
 from meshchat.identity import PublicIdentity
 from meshchat.net.budget import BufferBudget, FrameReader
+from meshchat.net.dialer import Dialer, peer_info
 from meshchat.net.host import CLOSE_ERRORS, IO_ERRORS
 from meshchat.sessions.prekeys import PrekeyBundle
 from meshchat.store.mailbox import MailboxCore, MailboxStatistics
@@ -286,24 +287,22 @@ async def supports_mailbox(host: IHost, peer: str) -> bool:
 
 
 async def take_prekey(
-    host: IHost,
-    owner: PublicIdentity,
-    mailboxes: Sequence[str],
-    *,
-    connect: Callable[[str], Awaitable[object]],
-    budget: BufferBudget | None = None,
+    host: IHost, dialer: Dialer, owner: PublicIdentity, mailboxes: Sequence[str]
 ) -> PrekeyBundle | None:
-    """``owner``'s prekey bundle from one of its ``mailboxes`` (PeerIds, each connected first with
-    ``connect(peer)``, in order), within ``PREKEY_TAKE_TIMEOUT`` in all: the first with a one-time key,
-    else the first without one, else None. A bundle whose signatures fail or that names another
-    identity is skipped (a lying mailbox), as is a mailbox that cannot be called or refuses."""
+    """``owner``'s prekey bundle from one of its ``mailboxes`` (multiaddrs ending in ``/p2p/<PeerId>``,
+    an invite's; each dialled first if not connected, in order), within ``PREKEY_TAKE_TIMEOUT`` in all:
+    the first with a one-time key, else the first without one, else None. A bundle whose signatures
+    fail or that names another identity is skipped (a lying mailbox), as is an unusable address or a
+    mailbox that cannot be called or refuses."""
     fallback: PrekeyBundle | None = None
     with trio.move_on_after(PREKEY_TAKE_TIMEOUT):
-        for peer in mailboxes:
+        for address in mailboxes:
             try:
-                await connect(peer)
-                answer = await call_mailbox(host, peer, PrekeyTake(owner=owner.ed25519), budget=budget)
-            except (NetworkError, DecodeError):
+                peer = str(peer_info(address).peer_id)
+                if not dialer.connected_to(peer):
+                    await dialer.connect(address)
+                answer = await call_mailbox(host, peer, PrekeyTake(owner=owner.ed25519))
+            except (NetworkError, DecodeError, BadAddress):
                 continue
             if not isinstance(answer, PrekeyGiven) or answer.bundle.identity != owner.ed25519:
                 continue
