@@ -100,7 +100,7 @@ from meshchat.net.bundles import (
 from meshchat.net.dialer import Dialer, Whereabouts, peer_info
 from meshchat.net.file_driver import FileConfig, FileDriver
 from meshchat.net.host import dialable_addrs, listen_ip, only_exception
-from meshchat.net.mailbox import MailboxServer
+from meshchat.net.mailbox import MailboxServer, take_prekey
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import GroupStoreAction, MessageHandle, NetStoreIO, StoreDriver, StoreEvent
 from meshchat.profile import ADDRESSES_FILE, LOCK_FILE, hold_profile, write_addresses
@@ -118,6 +118,7 @@ from meshchat.store.messenger import (
     StoreConfig,
     StoreProblem,
 )
+from meshchat.store.prekey_upload import PrekeyUploads
 from meshchat.store.sqlite import STORE_FILE, SqliteStorage
 from meshchat.store.storage import InboxRecord, MemoryStorage, OutboxRecord, Storage
 
@@ -222,6 +223,7 @@ class Node:
             on_event=self._emit,
             on_committed=self._committed,
             on_group=self._from_store,
+            prekey_uploads=PrekeyUploads(messenger),
         )
         #: The user's groups: create, invite, join, send, history (``meshchat.group_api.Groups``).
         self.groups = Groups.build(
@@ -495,6 +497,8 @@ class Node:
         nursery the node's tasks run in."""
         for contact in self._contacts or ():  # receipts and messages for them go to their mailboxes
             self._prefer_mailboxes_of(contact)
+        if self._store.prekey_uploads is not None:  # one-time prekeys go to our own mailboxes
+            self._store.prekey_uploads.prefer(str(info.peer_id) for info in mailboxes)
         host, driver = self._host, self._driver
         if options.dht:
             self._dialer.dht = KadDHT(host, DHTMode.SERVER)
@@ -598,17 +602,22 @@ class Node:
         stored on mailboxes, and retried until the recipient's receipt comes back or it expires
         (``ttl`` seconds, default a week). ``ref`` is an idempotency key: sending again with a ref
         already in the outbox returns that message instead of sending a second one. Returns a handle
-        whose ``status`` says where the message is. It does not wait for the network (but for the first
-        message to someone with no session and no prekey bundle from an invite: their bundle is looked
-        up in the DHT first, for at most ``BUNDLE_LOOKUP_TIMEOUT``, 3 s): a contact not connected yet is
-        dialled (at its invite's addresses and mailboxes) in the background, and the message published
-        again once that worked.
+        whose ``status`` says where the message is. It does not wait for the network: a contact not
+        connected yet is dialled (at its invite's addresses and mailboxes) in the background, and the
+        message published again once that worked. Only the first message to someone with no session
+        waits: for a one-time prekey from a contact's mailboxes (at most ``PREKEY_TAKE_TIMEOUT``, 3 s),
+        else, with no bundle from an invite, for a DHT lookup (at most ``BUNDLE_LOOKUP_TIMEOUT``, 3 s).
         """
         if isinstance(to, str):
             to = self.contacts.find(to)
         recipient = to.public if isinstance(to, Contact) else to
         if isinstance(to, Contact):
             self._prefer_mailboxes_of(to)
+            if to.mailboxes and not self._messenger.sessions.has_session(recipient.ed25519):
+                # A one-time key from its mailboxes is preferred to the invite's bundle.
+                bundle = await take_prekey(self._host, self._dialer, to.public, to.mailboxes)
+                if bundle is not None and (bundle.one_time or not to.invite.bundle):
+                    self._messenger.set_bundle(recipient, bundle)
         data = body.encode("utf-8") if isinstance(body, str) else body
         dht = self._dialer.dht
         if dht is not None and self._messenger.sessions.needs_bundle(
@@ -616,7 +625,13 @@ class Node:
         ):
             # Not a contact (no invite): its published bundle starts a forward-secret session.
             self._messenger.set_bundle(recipient, await lookup_bundle(dht, recipient))
-        record, actions = self._messenger.send(recipient, data, wall_now=self._wall_clock(), ref=ref, ttl=ttl)
+        try:
+            record, actions = self._messenger.send(
+                recipient, data, wall_now=self._wall_clock(), ref=ref, ttl=ttl
+            )
+        finally:
+            if isinstance(to, Contact):
+                self._prefer_mailboxes_of(to)  # a one-time key is never used for a second set-up
         self._store.perform(actions)
         if actions:
             self._reach(recipient, record.message_id)

@@ -9,6 +9,10 @@ Framing reuses the pubsub codec's unsigned-varint prefix (``meshchat.gossip.rpc.
 formats are ``meshchat.store.protocol``'s. Bad frames and undecodable requests get a ``MailboxError``
 back (or a reset when the frame itself is broken), counted in ``MailboxServer.refused``.
 
+``take_prekey`` is a sender's side of ``prekey take``: before its first message to a contact it asks the
+contact's mailboxes (from the invite) for a bundle with a one-time prekey, within
+``PREKEY_TAKE_TIMEOUT`` for all of them, and checks what comes back (signatures, the right identity).
+
 What a peer can make a mailbox hold is bounded: ``MAX_CALLS_PER_PEER`` calls at once per peer (more
 are reset at once) and ``MAX_CALLS`` in all (past it, a new call ends the oldest), each call's request
 frame within ``MAX_FRAME`` and charged to a ``BufferBudget`` (per peer and in total) while it arrives,
@@ -22,7 +26,7 @@ import contextlib
 import dataclasses
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import trio
@@ -30,10 +34,13 @@ from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
-from meshchat.errors import DecodeError, NetworkError, QuotaExceeded
+from meshchat.errors import BadAddress, BadBundle, DecodeError, NetworkError, QuotaExceeded
 from meshchat.gossip.rpc import frame
+from meshchat.identity import PublicIdentity
 from meshchat.net.budget import BufferBudget, FrameReader
+from meshchat.net.dialer import Dialer, peer_info
 from meshchat.net.host import CLOSE_ERRORS, IO_ERRORS
+from meshchat.sessions.prekeys import PrekeyBundle
 from meshchat.store.mailbox import MailboxCore, MailboxStatistics
 from meshchat.store.protocol import (
     MAILBOX_PROTOCOL,
@@ -42,6 +49,8 @@ from meshchat.store.protocol import (
     MailboxError,
     MailboxRequest,
     MailboxResponse,
+    PrekeyGiven,
+    PrekeyTake,
     decode_request,
     decode_response,
     encode_request,
@@ -52,13 +61,18 @@ __all__ = [
     "CALL_TIMEOUT",
     "MAX_CALLS",
     "MAX_CALLS_PER_PEER",
+    "PREKEY_TAKE_TIMEOUT",
     "MailboxServer",
     "call_mailbox",
     "supports_mailbox",
+    "take_prekey",
 ]
 
 #: Seconds one call (open, request, response) may take: a full frame at a slow link's pace.
 CALL_TIMEOUT = 30.0
+#: Seconds a sender spends, all mailboxes together, getting a one-time prekey before its first message
+#: (then it starts from what it knows: the invite's bundle, the DHT's); the send waits for it.
+PREKEY_TAKE_TIMEOUT = 3.0
 #: Seconds to find out whether a peer speaks the mailbox protocol.
 PROBE_TIMEOUT = 10.0
 #: Calls one peer may have open at once; more are reset (counted). A client makes its calls to one
@@ -270,3 +284,33 @@ async def supports_mailbox(host: IHost, peer: str) -> bool:
         return False
     await _reset_quietly(stream)
     return True
+
+
+async def take_prekey(
+    host: IHost, dialer: Dialer, owner: PublicIdentity, mailboxes: Sequence[str]
+) -> PrekeyBundle | None:
+    """``owner``'s prekey bundle from one of its ``mailboxes`` (multiaddrs ending in ``/p2p/<PeerId>``,
+    an invite's; each dialled first if not connected, in order), within ``PREKEY_TAKE_TIMEOUT`` in all:
+    the first with a one-time key, else the first without one, else None. A bundle whose signatures
+    fail or that names another identity is skipped (a lying mailbox), as is an unusable address or a
+    mailbox that cannot be called or refuses."""
+    fallback: PrekeyBundle | None = None
+    with trio.move_on_after(PREKEY_TAKE_TIMEOUT):
+        for address in mailboxes:
+            try:
+                peer = str(peer_info(address).peer_id)
+                if not dialer.connected_to(peer):
+                    await dialer.connect(address)
+                answer = await call_mailbox(host, peer, PrekeyTake(owner=owner.ed25519))
+            except (NetworkError, DecodeError, BadAddress):
+                continue
+            if not isinstance(answer, PrekeyGiven) or answer.bundle.identity != owner.ed25519:
+                continue
+            try:
+                answer.bundle.verify()
+            except BadBundle:
+                continue
+            if answer.bundle.one_time:
+                return answer.bundle
+            fallback = fallback or answer.bundle
+    return fallback

@@ -21,6 +21,10 @@ messages too. At most ``MAX_RECIPIENTS_SERVED`` recipients are served at once, a
 holds its ``MAX_QUEUED_PUBLISHES`` lowest ``seq``s; the rest wait for a later retry (counted in
 ``publishes_deferred``). Receipts need no order: each is published at once.
 
+**Prekeys.** With ``prekey_uploads`` (``meshchat.store.prekey_upload``) it uploads the device's prekey
+bundle to its mailboxes as that core plans, after every batch of actions, each upload a task of its
+own (the module docstring there says why not through the messenger's mailbox calls).
+
 What it is not: it decides nothing about delivery (the core does) and does not open connections by
 itself: everything network-side goes through ``StoreIO`` (``NetStoreIO`` on a libp2p host), so a test
 can run this driver on a fake network.
@@ -60,7 +64,8 @@ from meshchat.store.messenger import (
     StoreProblem,
 )
 from meshchat.store.outbox import RETRYING
-from meshchat.store.protocol import MailboxRequest, MailboxResponse
+from meshchat.store.prekey_upload import PrekeyUploads
+from meshchat.store.protocol import MailboxRequest, MailboxResponse, PrekeysPut
 from meshchat.store.storage import OutboxRecord, OutboxStatus
 
 #: The messenger's actions that belong to the groups core (``StoreDriver(on_group=...)``).
@@ -244,12 +249,17 @@ class StoreDriver:
         on_event: Callable[[StoreEvent], None],
         on_committed: Callable[[list[MessageReceived]], None],
         on_group: Callable[[GroupStoreAction], None] | None = None,
+        prekey_uploads: PrekeyUploads | None = None,
     ) -> None:
         """``on_event`` hears status changes and storage problems; ``on_committed`` each batch of
         messages the core accepted into the inbox (in inbox order); ``on_group`` the actions that
         belong to the groups core (control messages, group envelopes, shared stores), at once and in
-        order (without it they are counted in ``group_actions_dropped``)."""
+        order (without it they are counted in ``group_actions_dropped``). With ``prekey_uploads``
+        the device's prekey bundle is uploaded to its mailboxes as that plans (after every batch of
+        actions: a mailbox found, a one-time key used)."""
         self.messenger = messenger
+        #: The owner's prekey uploads to its mailboxes (``meshchat.store.prekey_upload``), if any.
+        self.prekey_uploads = prekey_uploads
         self._io = io
         self._wall_clock = wall_clock
         self._on_event = on_event
@@ -316,6 +326,7 @@ class StoreDriver:
             self.perform(self.messenger.controls_handled(handled))
         if received:
             self._on_committed(received)
+        self._upload_prekeys()
         self._timer_kick.set()
         self._io.changed()
 
@@ -446,6 +457,24 @@ class StoreDriver:
             self.perform(self.messenger.mailbox_failed(peer, request, str(exc), wall_now=self.now()))
             return
         self.perform(self.messenger.mailbox_replied(peer, request, response, wall_now=self.now()))
+
+    def _upload_prekeys(self) -> None:
+        """Start the prekey uploads planned now (one per mailbox at most; usually none)."""
+        uploads, nursery = self.prekey_uploads, self._nursery
+        if uploads is None or nursery is None:
+            return
+        for peer, request in uploads.plan(self.messenger.mailboxes, wall_now=self.now()):
+            nursery.start_soon(self._put_prekeys, uploads, peer, request)
+
+    async def _put_prekeys(self, uploads: PrekeyUploads, peer: str, request: PrekeysPut) -> None:
+        try:
+            response = await self._io.call_mailbox(peer, request)
+        except (NetworkError, DecodeError):
+            uploads.failed(peer, request, reachable=self.messenger.mailboxes, wall_now=self.now())
+            return
+        uploads.replied(peer, request, response, reachable=self.messenger.mailboxes, wall_now=self.now())
+        self._upload_prekeys()  # a holder switch's second half
+        self._io.changed()
 
     async def _run_timers(self) -> None:
         """Call the messenger's timer at its deadline (wall time), re-reading it after every change."""

@@ -40,6 +40,7 @@ from enum import StrEnum
 from meshchat.crypto import CLOCK_SKEW, MAX_TTL, epoch_of, inbox_tag
 from meshchat.errors import DecodeError, StorageError
 from meshchat.identity import PublicIdentity
+from meshchat.store.mailbox_prekeys import PrekeyShelf
 from meshchat.store.protocol import (
     Deleted,
     DeleteRequest,
@@ -49,6 +50,8 @@ from meshchat.store.protocol import (
     MailboxError,
     MailboxRequest,
     MailboxResponse,
+    PrekeysPut,
+    PrekeyTake,
     StoreCode,
     Stored,
     StoreRequest,
@@ -117,6 +120,16 @@ class MailboxRefusal(StrEnum):
     BAD_REQUEST = "bad_request"
     #: A tag in an owner's request that is not the requester's.
     NOT_YOUR_TAG = "not_your_tag"
+    #: A prekey bundle put whose signatures do not verify (or too old).
+    BAD_BUNDLE = "bad_bundle"
+    #: A prekey bundle put of another key than the requester's.
+    NOT_YOUR_BUNDLE = "not_your_bundle"
+    #: A prekey take for an owner whose bundle is not held.
+    NO_BUNDLE = "no_bundle"
+    #: A prekey take over the requester's rate (``MAX_TAKES_PER_PEER``).
+    TOO_MANY_TAKES = "too_many_takes"
+    #: A prekey bundle put from a new owner when ``MAX_PREKEY_OWNERS`` (or strangers' share) are held.
+    BUNDLES_FULL = "bundles_full"
 
 
 _STORE_REFUSALS: dict[StoreCode, MailboxRefusal] = {
@@ -132,6 +145,11 @@ _ERROR_REFUSALS: dict[ErrorCode, MailboxRefusal] = {
     ErrorCode.BAD_REQUEST: MailboxRefusal.BAD_REQUEST,
     ErrorCode.NOT_YOUR_TAG: MailboxRefusal.NOT_YOUR_TAG,
     ErrorCode.STORAGE_FAILED: MailboxRefusal.STORAGE_FAILED,
+    ErrorCode.BAD_BUNDLE: MailboxRefusal.BAD_BUNDLE,
+    ErrorCode.NOT_YOUR_BUNDLE: MailboxRefusal.NOT_YOUR_BUNDLE,
+    ErrorCode.NO_BUNDLE: MailboxRefusal.NO_BUNDLE,
+    ErrorCode.TOO_MANY_TAKES: MailboxRefusal.TOO_MANY_TAKES,
+    ErrorCode.BUNDLES_FULL: MailboxRefusal.BUNDLES_FULL,
 }
 
 
@@ -172,6 +190,12 @@ class MailboxStatistics:
     refused: dict[str, int]
     #: Bytes held for strangers (counted against ``STRANGER_SHARE`` when the mailbox has an owner).
     stranger_bytes: int = 0
+    #: Owners whose prekey bundles are held (``prekeys put``).
+    prekey_owners: int = 0
+    #: One-time prekeys handed out since start (each once).
+    one_time_given: int = 0
+    #: Prekey takes answered without a one-time key because the owner's were going out too fast.
+    one_time_withheld: int = 0
 
 
 class _Usage:
@@ -231,6 +255,8 @@ class MailboxCore:
         # ``_FROM_STRANGER``), so a removal subtracts what its store added.
         self._flags: dict[bytes, int] = {}
         self._recount()
+        #: The owners' prekey bundles this mailbox hands out (``mailbox_prekeys``).
+        self.prekeys = PrekeyShelf(storage)
         # Counted before the trusted set was known (or after it changed): count again at the next request.
         self._stale_counts = owner is not None
 
@@ -301,6 +327,13 @@ class MailboxCore:
                         self._add(item, -1)
                     self._counts["withdrawn"] += len(gone)
                     return Deleted(count=len(gone))
+                case PrekeysPut():
+                    trusted = self.owner is None or peer in self._trusted_peers
+                    return self.prekeys.put(
+                        peer, request, trusted=trusted, wall_now=wall_now, refuse=self._refuse
+                    )
+                case PrekeyTake():
+                    return self.prekeys.take(peer, request, wall_now=wall_now, refuse=self._refuse)
         except StorageError as exc:
             return self._refuse(ErrorCode.STORAGE_FAILED, str(exc))
 
@@ -311,6 +344,7 @@ class MailboxCore:
         for item in gone:
             self._add(item, -1)
         self._counts["expired"] += len(gone)
+        self.prekeys.prune(wall_now)
         return len(gone)
 
     def statistics(self) -> MailboxStatistics:
@@ -327,6 +361,9 @@ class MailboxCore:
             expired=counts["expired"],
             refused=refused,
             stranger_bytes=self._usage.strangers,
+            prekey_owners=self.prekeys.owners,
+            one_time_given=self.prekeys.counts["one_time_given"],
+            one_time_withheld=self.prekeys.counts["one_time_withheld"],
         )
 
     # --- store -----------------------------------------------------------------------------------

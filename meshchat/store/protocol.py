@@ -7,6 +7,8 @@ One request, one response, each a msgpack map with small integer keys (key 0 is 
     fetch   {0: 3, 4: [id, ...]}                      ->  {0: 3, 1: [envelope, ...]}
     delete  {0: 4, 2: [tag, ...], 5: generation}      ->  {0: 4, 7: count}
     withdraw {0: 6, 4: [id, ...]}                     ->  {0: 4, 7: count}
+    prekeys put {0: 7, 10: bundle}                    ->  {0: 7, 7: one-time keys held, 12: taken through}
+    prekey take {0: 8, 11: owner Ed25519 key}         ->  {0: 8, 10: bundle with at most one one-time key}
     (any)                                             ->  {0: 5, 8: error code, 9: detail}
 
 Sync runs range-based set reconciliation (``meshchat.store.reconcile``) over ``(expiry, id)`` of the
@@ -16,6 +18,16 @@ the secure channel authenticated, so nobody lists, fetches or deletes someone el
 arrived by then, so an envelope stored during a sync is never deleted unseen. ``withdraw`` is the
 sender's side of the same clean-up: once the recipient's receipt came back, the sender takes back
 the copies it stored (only its own: the mailbox checks who stored each one).
+
+``prekeys put`` and ``prekey take`` hand out one-time prekeys, as Signal's server does: the owner
+uploads its encoded ``PrekeyBundle`` (``meshchat.sessions.prekeys``) with up to 100 one-time keys (the
+mailbox checks that its signatures verify and that it is the key of the PeerId the secure channel
+authenticated, and replaces what it held for that owner); anyone names an owner's key and gets the
+owner's bundle with at most one one-time key, which the mailbox deletes before answering, so it is
+handed out once. It hands them out lowest id first and answers a put with ``taken through``, the
+highest id it ever handed out for that owner: ids up to it are never accepted from a later put again
+(they may be in a sender's set-up already), and the owner learns which of the keys it uploaded are
+still unused (``meshchat.store.prekey_upload``).
 
 Drivers frame each message with an unsigned-varint length prefix (libp2p's convention). Decoding
 checks the size before parsing, then every field's type and size; anything else is ``DecodeError``.
@@ -31,6 +43,7 @@ from typing import TypeAlias
 import msgpack
 
 from meshchat.errors import DecodeError, TooLarge
+from meshchat.sessions.prekeys import MAX_BUNDLE_SIZE, PrekeyBundle
 from meshchat.wire import INBOX_TAG_SIZE, MAX_ENVELOPE_SIZE
 from meshchat.wire.codec import unpack_bounded
 
@@ -48,6 +61,10 @@ __all__ = [
     "MailboxError",
     "MailboxRequest",
     "MailboxResponse",
+    "PrekeyGiven",
+    "PrekeyTake",
+    "PrekeysHeld",
+    "PrekeysPut",
     "StoreCode",
     "StoreRequest",
     "StoreResult",
@@ -75,8 +92,11 @@ MAX_SYNC_TAGS = 40
 MAX_DETAIL = 200
 _ID_SIZE = 32
 _OP_STORE, _OP_SYNC, _OP_FETCH, _OP_DELETE, _OP_ERROR, _OP_WITHDRAW = 1, 2, 3, 4, 5, 6
+_OP_PREKEYS_PUT, _OP_PREKEY_TAKE = 7, 8
 _K_OP, _K_ENVELOPES, _K_TAGS, _K_RECONCILE, _K_IDS, _K_GENERATION, _K_RESULTS = 0, 1, 2, 3, 4, 5, 6
-_K_COUNT, _K_CODE, _K_DETAIL = 7, 8, 9
+_K_COUNT, _K_CODE, _K_DETAIL, _K_BUNDLE, _K_OWNER, _K_TAKEN = 7, 8, 9, 10, 11, 12
+_KEY_SIZE = 32
+_MAX_U32 = 2**32 - 1
 
 
 class StoreCode(IntEnum):
@@ -113,6 +133,16 @@ class ErrorCode(IntEnum):
     NOT_YOUR_TAG = 2
     #: The mailbox's storage failed.
     STORAGE_FAILED = 3
+    #: A prekey bundle put whose signatures do not verify.
+    BAD_BUNDLE = 4
+    #: A prekey bundle put of another identity than the requesting peer's.
+    NOT_YOUR_BUNDLE = 5
+    #: A prekey take for an owner whose bundle the mailbox does not hold.
+    NO_BUNDLE = 6
+    #: The requesting peer took more prekeys than the mailbox hands out per minute (may clear later).
+    TOO_MANY_TAKES = 7
+    #: The mailbox holds as many owners' bundles as it keeps (may clear later).
+    BUNDLES_FULL = 8
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,7 +189,29 @@ class WithdrawRequest:
     message_ids: tuple[bytes, ...]
 
 
-MailboxRequest: TypeAlias = StoreRequest | SyncRequest | FetchRequest | DeleteRequest | WithdrawRequest
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrekeysPut:
+    """Hand out my prekeys: keep this bundle (mine: the mailbox checks) in place of what you held."""
+
+    #: The owner's bundle, with up to ``MAX_BUNDLE_ONE_TIME`` one-time keys.
+    bundle: PrekeyBundle
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrekeyTake:
+    """Give me ``owner``'s bundle with one one-time key (which nobody else will get)."""
+
+    #: The owner's Ed25519 public key.
+    owner: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.owner) != _KEY_SIZE:
+            raise ValueError(f"an owner key is {_KEY_SIZE} bytes, not {len(self.owner)}")
+
+
+MailboxRequest: TypeAlias = (
+    StoreRequest | SyncRequest | FetchRequest | DeleteRequest | WithdrawRequest | PrekeysPut | PrekeyTake
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,7 +272,29 @@ class MailboxError:
     detail: str
 
 
-MailboxResponse: TypeAlias = Stored | Synced | Fetched | Deleted | MailboxError
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrekeysHeld:
+    """The answer to a put: what the mailbox now hands out for the owner."""
+
+    #: One-time keys held (those of the put above ``taken_through``).
+    one_time: int
+    #: The highest one-time key id handed out for this owner so far (0: none).
+    taken_through: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrekeyGiven:
+    """The answer to a take: the owner's bundle with at most one one-time key (none left: none)."""
+
+    #: The bundle (signatures not checked by the decoder: the taker verifies).
+    bundle: PrekeyBundle
+
+    def __post_init__(self) -> None:
+        if len(self.bundle.one_time) > 1:
+            raise ValueError("a prekey given carries at most one one-time key")
+
+
+MailboxResponse: TypeAlias = Stored | Synced | Fetched | Deleted | MailboxError | PrekeysHeld | PrekeyGiven
 
 
 def _pack(fields: dict[int, object]) -> bytes:
@@ -243,6 +317,10 @@ def encode_request(request: MailboxRequest) -> bytes:
             return _pack({_K_OP: _OP_DELETE, _K_TAGS: list(tags), _K_GENERATION: generation})
         case WithdrawRequest(message_ids=ids):
             return _pack({_K_OP: _OP_WITHDRAW, _K_IDS: list(ids)})
+        case PrekeysPut(bundle=bundle):
+            return _pack({_K_OP: _OP_PREKEYS_PUT, _K_BUNDLE: bundle.encode()})
+        case PrekeyTake(owner=owner):
+            return _pack({_K_OP: _OP_PREKEY_TAKE, _K_OWNER: owner})
 
 
 def encode_response(response: MailboxResponse) -> bytes:
@@ -261,6 +339,10 @@ def encode_response(response: MailboxResponse) -> bytes:
             return _pack({_K_OP: _OP_DELETE, _K_COUNT: count})
         case MailboxError(code=code, detail=detail):
             return _pack({_K_OP: _OP_ERROR, _K_CODE: int(code), _K_DETAIL: detail[:MAX_DETAIL]})
+        case PrekeysHeld(one_time=one_time, taken_through=taken):
+            return _pack({_K_OP: _OP_PREKEYS_PUT, _K_COUNT: one_time, _K_TAKEN: taken})
+        case PrekeyGiven(bundle=bundle):
+            return _pack({_K_OP: _OP_PREKEY_TAKE, _K_BUNDLE: bundle.encode()})
 
 
 def _unpack(data: bytes, what: str) -> dict[object, object]:
@@ -306,6 +388,13 @@ def _tags(value: object, what: str) -> tuple[bytes, ...]:
     return tags
 
 
+def _bundle(value: object, what: str) -> PrekeyBundle:
+    """A bundle's bytes decoded (signatures not checked); ``DecodeError`` (``BadBundle``) if it is not one."""
+    if type(value) is not bytes or len(value) > MAX_BUNDLE_SIZE:
+        raise DecodeError(what, f"a bundle must be bytes of at most {MAX_BUNDLE_SIZE:,}")
+    return PrekeyBundle.decode(value)
+
+
 def _reconcile_bytes(value: object, what: str) -> bytes:
     if type(value) is not bytes:
         raise DecodeError(what, "reconcile message must be bytes")
@@ -340,6 +429,15 @@ def decode_request(data: bytes) -> MailboxRequest:
         return WithdrawRequest(
             message_ids=_blobs(value[_K_IDS], what, "ids", size=_ID_SIZE, limit=MAX_FETCH_IDS)
         )
+    if op == _OP_PREKEYS_PUT:
+        _fields(value, {_K_BUNDLE}, what)
+        return PrekeysPut(bundle=_bundle(value[_K_BUNDLE], what))
+    if op == _OP_PREKEY_TAKE:
+        _fields(value, {_K_OWNER}, what)
+        owner = value[_K_OWNER]
+        if type(owner) is not bytes or len(owner) != _KEY_SIZE:
+            raise DecodeError(what, f"the owner must be a {_KEY_SIZE}-byte key")
+        return PrekeyTake(owner=owner)
     raise DecodeError(what, f"unknown operation {op}")
 
 
@@ -370,6 +468,18 @@ def decode_response(data: bytes) -> MailboxResponse:
         if type(code) is not int or code not in ErrorCode._value2member_map_ or type(detail) is not str:
             raise DecodeError(what, "bad error code or detail")
         return MailboxError(code=ErrorCode(code), detail=detail)
+    if op == _OP_PREKEYS_PUT:
+        _fields(value, {_K_COUNT, _K_TAKEN}, what)
+        taken = _uint(value[_K_TAKEN], what, "taken through")
+        if taken > _MAX_U32:
+            raise DecodeError(what, "taken through is not a u32 prekey id")
+        return PrekeysHeld(one_time=_uint(value[_K_COUNT], what, "one-time count"), taken_through=taken)
+    if op == _OP_PREKEY_TAKE:
+        _fields(value, {_K_BUNDLE}, what)
+        bundle = _bundle(value[_K_BUNDLE], what)
+        if len(bundle.one_time) > 1:
+            raise DecodeError(what, "a prekey given carries at most one one-time key")
+        return PrekeyGiven(bundle=bundle)
     raise DecodeError(what, f"unknown operation {op}")
 
 

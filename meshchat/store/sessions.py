@@ -96,6 +96,15 @@ class SessionKeeper:
             self._prekeys_dirty = True
         return self._prekeys_dirty
 
+    def forget_one_time(self, key_ids: Sequence[int], wall_now: float) -> None:
+        """Forget these one-time prekeys (handed out long ago, never used: ``prekey_upload``); the write
+        is pending until ``writes``/``committed``. Ids already gone are skipped."""
+        prekeys = self.prekeys(wall_now)
+        for key_id in key_ids:
+            if key_id in prekeys.one_time_ids:
+                prekeys.consume_one_time(key_id)
+                self._prekeys_dirty = True
+
     def set_bundle(self, peer: bytes, bundle: PrekeyBundle | None) -> None:
         """Start sessions with ``peer`` from ``bundle`` (checked when first used), or forget its bundle."""
         if bundle is None:
