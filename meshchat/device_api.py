@@ -72,6 +72,7 @@ __all__ = [
     "PROFILE_NAME_FILE",
     "ROOT_INVITE_FILE",
     "DeviceEntry",
+    "DeviceRemoved",
     "Devices",
     "LinkApproved",
     "decode_snapshot",
@@ -118,6 +119,20 @@ class LinkApproved:
     #: Contacts whose invites went into the snapshot, and those left out to fit ``MAX_SNAPSHOT``.
     contacts: int
     left_out: int
+    #: The new list on its way to each contact (one message per contact: its first device's record).
+    lists: tuple[MessageHandle, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceRemoved:
+    """What ``remove`` did."""
+
+    #: The device removed.
+    device: Device
+    #: The new list (signed, version + 1).
+    devices: DeviceList
+    #: The new list on its way to each contact.
+    lists: tuple[MessageHandle, ...]
 
 
 def encode_snapshot(name: str, invite: str, contacts: Sequence[tuple[str, str]]) -> tuple[bytes, int]:
@@ -347,19 +362,18 @@ class Devices:
         grant_id = _first_publish(actions)
         self._store.perform(actions)
         self._store.reach_and_publish(device_public, grant_id)
-        self._tell_contacts()
-        record = self._messenger.status(grant_id)
-        assert record is not None, "approve_link queued the grant"
+        lists = self._tell_contacts()
         contacts = len(self._contacts) if self._contacts is not None else 0
         return LinkApproved(
             device=next(d for d in devices.devices if d.key == request.device),
             devices=devices,
-            grant=MessageHandle(record, messenger=self._messenger, wait_for=self._wait_for),
+            grant=self._handle(grant_id),
             contacts=contacts - left_out,
             left_out=left_out,
+            lists=lists,
         )
 
-    def remove(self, device: str | bytes | PublicIdentity) -> Device:
+    def remove(self, device: str | bytes | PublicIdentity) -> DeviceRemoved:
         """Remove one of our devices (by name, PeerId, key or key in hex): nothing sent afterwards by
         us or by a contact that got the new list reaches it. ``NotPrimary``; ``UnknownDevice``;
         ``DeviceError`` for the primary itself."""
@@ -368,11 +382,10 @@ class Devices:
         found = self.find(device)
         if found.key == self._book.root:
             raise DeviceError("the primary cannot be removed: it is the person's identity")
-        _, actions = self._messenger.remove_device(found.key, wall_now=self._now())
+        devices, actions = self._messenger.remove_device(found.key, wall_now=self._now())
         self._approved_addrs.pop(found.key, None)
         self._store.perform(actions)
-        self._tell_contacts()
-        return found
+        return DeviceRemoved(device=found, devices=devices, lists=self._tell_contacts())
 
     def find(self, device: str | bytes | PublicIdentity) -> Device:
         """Our device ``device`` (name, PeerId, key or its hex); ``UnknownDevice`` if none or several."""
@@ -392,13 +405,22 @@ class Devices:
 
     # --- inside ---------------------------------------------------------------------------------------
 
-    def _tell_contacts(self) -> None:
+    def _tell_contacts(self) -> tuple[MessageHandle, ...]:
         """Send our new list to every contact (each then seals to exactly the devices it names)."""
+        handles = []
         for contact in self._contacts or ():
             actions = self._messenger.send_device_list(contact.public, wall_now=self._now())
             self._store.perform(actions)
             if actions:
-                self._store.reach_and_publish(contact.public, _first_publish(actions))
+                first = _first_publish(actions)
+                self._store.reach_and_publish(contact.public, first)
+                handles.append(self._handle(first))
+        return tuple(handles)
+
+    def _handle(self, message_id: bytes) -> MessageHandle:
+        record = self._messenger.status(message_id)
+        assert record is not None, "the store layer queued it"
+        return MessageHandle(record, messenger=self._messenger, wait_for=self._wait_for)
 
     def _snapshot_parts(self) -> tuple[str, str, builtins.list[tuple[str, str]]]:
         name = self._profile_name()

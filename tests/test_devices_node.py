@@ -88,6 +88,7 @@ async def test_link_send_from_either_device_remove(tmp_path: Path) -> None:
             await alice.devices.approve(request.to_text(), code=wrong)
         approved = await alice.devices.approve(request.to_text(), code=request.code())
         assert approved.device.name == "laptop" and approved.contacts == 1 and approved.left_out == 0
+        assert len(approved.lists) == 1 and approved.lists[0].record.recipient == bob_id.public.ed25519
         linked = await laptop.devices.wait_linked(WAIT)
         assert linked.root == alice.identity.public
         with trio.fail_after(WAIT):
@@ -146,7 +147,7 @@ async def test_link_send_from_either_device_remove(tmp_path: Path) -> None:
 
         # Alice removes the laptop: Bob hears of it; nothing sent afterwards is sealed to it.
         removed = alice.devices.remove("laptop")
-        assert removed.key == laptop_id.public.ed25519
+        assert removed.device.key == laptop_id.public.ed25519 and len(removed.lists) == 1
         change = await at["bob"].wait(lambda e: isinstance(e, DeviceListChanged) and bool(e.removed))
         assert isinstance(change, DeviceListChanged)
         assert [d.key for d in change.removed] == [laptop_id.public.ed25519]

@@ -203,6 +203,10 @@ def invite(
     if qr is not None and qr.suffix.lower() != ".png":
         raise CommandError(f"--qr saves a PNG image; give a file name ending in .png, not {qr.name!r}")
     folder = profile_dir(profile)
+    if _print_root_invite(
+        folder, changed=bool(name is not None or addr or mailbox), qr=qr, json_output=json_output
+    ):
+        return
     identity = load_profile_identity(folder)
     display_name = read_profile_name(folder) if name is None else name
     addrs = tuple(addr) if addr else tuple(read_recorded_addresses(folder))
@@ -257,6 +261,51 @@ def invite(
     if qr is not None:
         err.print(f"[dim]QR code saved to {terminal_markup(str(qr))}[/]")
     typer.echo(token)
+
+
+def _print_root_invite(folder: Path, *, changed: bool, qr: Path | None, json_output: bool) -> bool:
+    """On a linked device (``meshchat device link``): print its person's root invite, which the primary
+    made (a device key cannot sign one for the person), and return True; False on a primary."""
+    from meshchat.device_api import ROOT_INVITE_FILE  # noqa: PLC0415
+    from meshchat.wire import Invite  # noqa: PLC0415
+
+    path = folder / ROOT_INVITE_FILE
+    if not path.exists():
+        return False
+    if changed:
+        raise CommandError(
+            "this profile is a linked device: it hands out its primary's invite as the primary made it "
+            "(--name, --addr and --mailbox need the primary: run `meshchat invite` there)"
+        )
+    try:
+        card = Invite.from_text(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read {path}: {exc}") from exc
+    if qr is not None:
+        try:
+            card.qr().save(str(qr), kind="png", scale=QR_PNG_SCALE)
+        except OSError as exc:
+            raise CommandError(f"cannot write the QR code to {qr}: {exc.strerror or exc}") from exc
+    token = card.to_text()
+    if json_output:
+        emit_json(
+            {
+                "token": token,
+                "name": card.name,
+                "peer_id": card.public.peer_id,
+                "addrs": list(card.addrs),
+                "mailboxes": list(card.mailboxes),
+                "qr": None if qr is None else str(qr),
+                "linked_device": True,
+            }
+        )
+        return True
+    stderr_console().print(
+        f"[dim]This is a linked device: the invite of your primary ({card.public.peer_id}), which it "
+        "made when it linked this one. Contacts who add it reach all your devices.[/]"
+    )
+    typer.echo(token)
+    return True
 
 
 def safety_number_command(

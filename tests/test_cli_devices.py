@@ -1,0 +1,137 @@
+"""``meshchat device link | approve | list | remove`` as a user runs them, each a real process on
+127.0.0.1: a new profile shows its request, the primary approves it (``--code``, ``--yes``), the new
+device takes the profile (contacts, the root's invite), Bob's running node prints "Alice added a
+device", ``list --json`` shows both, ``remove`` drops the laptop and Bob's node prints that too."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+from processes import JsonLinesProcess, stop_processes
+
+from meshchat.cli.common import PASSPHRASE_ENV, PROFILE_ENV
+
+MESHCHAT = [sys.executable, "-m", "meshchat"]
+LOCAL = "/ip4/127.0.0.1/tcp/0"
+WAIT = 60.0
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in (PASSPHRASE_ENV, PROFILE_ENV)}
+    return {**env, "PYTHONIOENCODING": "utf-8", "COLUMNS": "200"}
+
+
+async def meshchat(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(WAIT):
+        result = await trio.run_process(
+            [*MESHCHAT, *map(str, args)], capture_stdout=True, capture_stderr=True, check=False, env=_env()
+        )
+    if check:
+        assert result.returncode == 0, result.stderr.decode()
+    return result
+
+
+async def spawn(nursery: trio.Nursery, started: list[trio.Process], *args: str | Path) -> JsonLinesProcess:
+    process = await trio.lowlevel.open_process(
+        [*MESHCHAT, *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
+    )
+    started.append(process)
+    events = JsonLinesProcess(process)
+    nursery.start_soon(events.read_events)
+    return events
+
+
+def _changes(events: JsonLinesProcess, key: str) -> list[dict[str, Any]]:
+    return [e for e in events.events if e["event"] == "devices_changed" and e[key]]
+
+
+async def test_link_approve_list_remove_from_the_command_line(tmp_path: Path) -> None:
+    alice, bob, laptop = tmp_path / "alice", tmp_path / "bob", tmp_path / "laptop"
+    for profile, name in ((alice, "Alice"), (bob, "Bob"), (laptop, "")):
+        await meshchat("init", "--profile", profile, "--name", name, "--insecure-no-passphrase")
+    started: list[trio.Process] = []
+    async with trio.open_nursery() as nursery:
+        try:
+            # (a running node reads its contacts when it starts)
+            await meshchat(
+                "add", "--profile", bob, (await meshchat("invite", "--profile", alice)).stdout.decode()
+            )
+            bob_node = await spawn(nursery, started, "node", "--profile", bob, "--json", "--listen", LOCAL)
+            await bob_node.first("listening")
+            bob_invite = (await meshchat("invite", "--profile", bob)).stdout.decode().strip()
+            await meshchat("add", "--profile", alice, bob_invite)
+
+            # A profile with contacts is not new: it cannot be linked.
+            refused = await meshchat("device", "link", "--profile", alice, "--listen", LOCAL, check=False)
+            assert refused.returncode == 1 and "new profile" in refused.stderr.decode()
+
+            link = await spawn(
+                nursery, started, "device", "link", "--profile", laptop, "--name", "laptop", "--json",
+                "--listen", LOCAL, "--timeout", str(WAIT), "--qr", tmp_path / "link.png",
+            )  # fmt: skip
+            request = await link.first("request")
+            assert request["text"].startswith("MESHCHAT-LINK:") and len(request["code"]) == 6
+            assert (tmp_path / "link.png").read_bytes().startswith(b"\x89PNG")
+            wrong = "000000" if request["code"] != "000000" else "111111"
+            mismatch = await meshchat(
+                "device", "approve", request["text"], "--profile", alice, "--code", wrong, check=False
+            )
+            assert mismatch.returncode == 1 and "does not match" in mismatch.stderr.decode()
+            args = ["device", "approve", request["text"], "--profile", alice, "--code", request["code"]]
+            approved = json.loads((await meshchat(*args, "--json")).stdout)
+            assert approved["name"] == "laptop" and approved["version"] == 2
+            assert approved["grant"] in {"relayed", "delivered"} and approved["contacts"] == 1
+            linked = await link.first("linked")
+            alice_id = json.loads((await meshchat("id", "--profile", alice, "--json")).stdout)["peer_id"]
+            assert linked["root"] == alice_id and linked["name"] == "laptop" and linked["contacts"] == 1
+            with trio.fail_after(WAIT):
+                await link.process.wait()
+            assert link.process.returncode == 0
+
+            # Bob's running node hears that Alice added a device.
+            await bob_node.wait_for(lambda: bool(_changes(bob_node, "added")))
+            [added] = _changes(bob_node, "added")
+            assert added["contact"] == "Alice" and [d["name"] for d in added["added"]] == ["laptop"]
+
+            for profile, this in ((alice, "primary"), (laptop, "laptop")):
+                listed = json.loads((await meshchat("device", "list", "--profile", profile, "--json")).stdout)
+                assert listed["root"] == alice_id and listed["version"] == 2
+                assert [d["name"] for d in listed["devices"]] == ["primary", "laptop"]
+                assert [d["name"] for d in listed["devices"] if d["this"]] == [this]
+            # The laptop hands out Alice's invite; its contacts are Alice's.
+            invite = json.loads((await meshchat("invite", "--profile", laptop, "--json")).stdout)
+            assert invite["peer_id"] == alice_id and invite["linked_device"]
+            assert "Bob" in (tmp_path / "laptop" / "contacts.json").read_text()
+            not_primary = await meshchat("device", "remove", "primary", "--profile", laptop, check=False)
+            assert not_primary.returncode == 1 and "primary" in not_primary.stderr.decode()
+
+            removed = json.loads(
+                (await meshchat("device", "remove", "laptop", "--profile", alice, "--json")).stdout
+            )
+            assert removed["name"] == "laptop" and removed["version"] == 3 and removed["lists_sent"] == 1
+            await bob_node.wait_for(lambda: bool(_changes(bob_node, "removed")))
+            [gone] = _changes(bob_node, "removed")
+            assert [d["name"] for d in gone["removed"]] == ["laptop"]
+            listed = json.loads((await meshchat("device", "list", "--profile", alice, "--json")).stdout)
+            assert [d["name"] for d in listed["devices"]] == ["primary"]
+            text = (await meshchat("device", "list", "--profile", alice)).stdout.decode()
+            assert "primary" in text and "laptop" not in text
+
+            bob_node.process.send_signal(signal.SIGINT)  # stopped by PID
+            with trio.fail_after(WAIT):
+                await bob_node.process.wait()
+            assert bob_node.process.returncode == 0
+        finally:
+            await stop_processes(started)
+            nursery.cancel_scope.cancel()
