@@ -5,6 +5,7 @@ device", ``list --json`` shows both, ``remove`` drops the laptop and Bob's node 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -17,6 +18,13 @@ import trio
 from processes import JsonLinesProcess, stop_processes
 
 from meshchat.cli.common import PASSPHRASE_ENV, PROFILE_ENV
+from meshchat.cli.runner import _describe, _Printer
+from meshchat.contacts import Contact
+from meshchat.identity import Identity
+from meshchat.identity.devices import Device, DeviceList
+from meshchat.inbox import DirectMessage
+from meshchat.store.messenger import DeviceListChanged, Linked
+from meshchat.wire import Invite
 
 MESHCHAT = [sys.executable, "-m", "meshchat"]
 LOCAL = "/ip4/127.0.0.1/tcp/0"
@@ -135,3 +143,54 @@ async def test_link_approve_list_remove_from_the_command_line(tmp_path: Path) ->
         finally:
             await stop_processes(started)
             nursery.cancel_scope.cancel()
+
+
+# --- how node and chat print device events (no network) ---------------------------------------------
+
+
+def _printed(event: object, names: dict[str, str], *, json_lines: bool) -> str:
+    out = io.StringIO()
+    _describe(event, _Printer(out, json_lines=json_lines), names)  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+def test_device_events_read_as_sentences_and_json() -> None:
+    alice, laptop, phone = Identity(b"\x01" * 32), Identity(b"\x05" * 32), Identity(b"\x06" * 32)
+    first = DeviceList.first(alice, name="primary", wall_now=1.0)
+    two = first.with_device(alice, Device(key=laptop.public.ed25519, name="laptop", added=2))
+    three = two.with_device(alice, Device(key=phone.public.ed25519, name="phone", added=3))
+    names = {alice.public.peer_id: "Alice"}
+    # A list learnt for the first time names her primary too: only the laptop was "added".
+    learnt = DeviceListChanged(
+        root=alice.public.ed25519, devices=two, added=two.devices, removed=(), own=False
+    )
+    assert "Alice added a device 'laptop'" in _printed(learnt, names, json_lines=False)
+    assert "primary" not in _printed(learnt, names, json_lines=False)
+    [line] = _printed(learnt, names, json_lines=True).splitlines()
+    assert json.loads(line) == {
+        "event": "devices_changed",
+        "peer_id": alice.public.peer_id,
+        "contact": "Alice",
+        "own": False,
+        "version": 2,
+        "added": [{"name": "laptop", "peer_id": laptop.public.peer_id}],
+        "removed": [],
+    }
+    gone = three.without_device(alice, laptop.public.ed25519)
+    removed = DeviceListChanged(
+        root=alice.public.ed25519, devices=gone, added=(), removed=two.devices[1:], own=True
+    )
+    assert "you removed a device 'laptop'" in _printed(removed, names, json_lines=False)
+    linked = Linked(root=alice.public, devices=two, snapshot=b"")
+    assert f"this profile is now a device of {alice.public.peer_id}" in _printed(linked, {}, json_lines=False)
+    # A message another of our devices sent to Bob: "you to Bob", the device named in JSON.
+    bob = Identity(b"\x02" * 32)
+    contact = Contact(name="Bob", invite=Invite.create(bob, name="Bob"))
+    copy = DirectMessage(
+        sender=alice.public, contact=None, body=b"hi", sent_at_ms=0, message_id=b"\x00" * 32, seq=1,
+        number=1, device=laptop.public, to=contact,
+    )  # fmt: skip
+    assert "you to Bob (device" in _printed(copy, {}, json_lines=False)
+    fields = json.loads(_printed(copy, {}, json_lines=True))
+    assert fields["to"] == bob.public.peer_id and fields["to_contact"] == "Bob"
+    assert fields["device"] == laptop.public.peer_id and fields["sender"] == alice.public.peer_id
