@@ -174,3 +174,38 @@ def test_the_snapshot_is_trimmed_to_fit_and_round_trips() -> None:
     assert encode_snapshot("Alice", invite, contacts[:3])[1] == 0
     with pytest.raises(DeviceError):
         decode_snapshot(b"[]")
+
+
+async def test_a_linked_device_keeps_its_person_across_a_restart(tmp_path: Path) -> None:
+    """The laptop's node starts again: it is still Alice's device (root, list, her invite from
+    ``root_invite.txt``), and what it sends reaches Bob as Alice and shows on her phone."""
+    alice_dir, alice_id = make_profile(tmp_path, "alice", 1)
+    bob_dir, bob_id = make_profile(tmp_path, "bob", 2)
+    laptop_dir, laptop_id = make_profile(tmp_path, "laptop", 5)
+    async with AsyncExitStack() as stack:
+        bob = await stack.enter_async_context(Node.open(bob_dir, listen=LOCAL, store_config=FAST_RETRY))
+        alice = await stack.enter_async_context(Node.open(alice_dir, listen=LOCAL, store_config=FAST_RETRY))
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(nursery.cancel_scope.cancel)
+        at_alice, at_bob = Events(alice), Events(bob)
+        nursery.start_soon(at_alice.run)
+        nursery.start_soon(at_bob.run)
+        alice.contacts.add(Invite.create(bob_id, name="Bob", addrs=bob.listen_addrs).to_text())
+        bob.contacts.add(Invite.create(alice_id, name="Alice", addrs=alice.listen_addrs).to_text())
+        async with Node.open(laptop_dir, listen=LOCAL, store_config=FAST_RETRY) as laptop:
+            approved = await alice.devices.approve(laptop.devices.link(name="laptop").to_text())
+            await laptop.devices.wait_linked(WAIT)
+            with trio.fail_after(WAIT):
+                await approved.grant.wait_until(OutboxStatus.DELIVERED)
+        async with Node.open(laptop_dir, listen=LOCAL, store_config=FAST_RETRY) as laptop:
+            assert laptop.devices.root == alice_id.public and not laptop.devices.is_primary
+            assert laptop.devices.root_invite is not None
+            assert laptop.devices.root_invite.public == alice_id.public
+            assert [d.name for d in laptop.devices.list()] == ["primary", "laptop"]
+            sent = await laptop.send("Bob", "after a restart")
+            got = await at_bob.message(b"after a restart")
+            assert got.sender == alice_id.public and got.device == laptop_id.public
+            copy = await at_alice.message(b"after a restart")
+            assert copy.to is not None and copy.to.public == bob_id.public
+            with trio.fail_after(WAIT):
+                await sent.wait_until(OutboxStatus.DELIVERED)
