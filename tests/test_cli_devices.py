@@ -96,7 +96,10 @@ async def test_link_approve_list_remove_from_the_command_line(tmp_path: Path) ->
                 "device", "approve", request["text"], "--profile", alice, "--code", wrong, check=False
             )
             assert mismatch.returncode == 1 and "does not match" in mismatch.stderr.decode()
-            args = ["device", "approve", request["text"], "--profile", alice, "--code", request["code"]]
+            # Without --code or --yes it asks; with no answer (no stdin) nothing is approved.
+            unanswered = await meshchat("device", "approve", request["text"], "--profile", alice, check=False)
+            assert unanswered.returncode == 1 and request["code"][:3] in unanswered.stderr.decode()
+            args = ["device", "approve", request["text"], "--profile", alice, "--yes"]
             approved = json.loads((await meshchat(*args, "--json")).stdout)
             assert approved["name"] == "laptop" and approved["version"] == 2
             assert approved["grant"] in {"relayed", "delivered"} and approved["contacts"] == 1
