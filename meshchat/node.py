@@ -136,8 +136,9 @@ __all__ = [
 
 #: What ``Node.events()`` yields: gossip messages, sealed messages to this node, peers coming and going,
 #: sent messages moving on (``StatusChanged``), local storage failing (``StoreProblem``), and groups
-#: (``GroupMessage``, ``GroupChanged``, ``GroupStatus``, ``GroupInvited``, ``GroupProblem``) and files
-#: (``Attachment``, ``AttachmentFetched``, ``FileProblem``).
+#: (``GroupMessage``, ``GroupChanged``, ``GroupStatus``, ``GroupInvited``, ``GroupProblem``), files
+#: (``Attachment``, ``AttachmentFetched``, ``FileProblem``) and devices (``DeviceListChanged``: a
+#: contact's or our own list; ``Linked``: this new device was approved; ``node.devices``).
 NodeEvent: TypeAlias = (
     NetEvent
     | DirectMessage
