@@ -21,7 +21,9 @@ for the model. What it adds is the node's part:
   name, the root's own invite (with its prekey bundle, so the new device starts forward-secret
   sessions with its own person's root) and the contacts' invites, trimmed to ``MAX_SNAPSHOT`` (the
   contacts that do not fit are left out and counted). Then every contact is sent the new list, so
-  they seal to the new device from then on (and learn "Alice added a device").
+  they seal to the new device from then on (and learn "Alice added a device"). A request is approved
+  once: its nonce is remembered (``APPROVED_FILE``) while the request could still be accepted, so a
+  device removed meanwhile cannot be brought back by showing its old request again.
 - **remove** signs the list without the device and sends it to every contact and our other devices:
   from then on nothing sealed by any of them goes to the removed key.
 - On the new device, the ``Linked`` event (the grant) writes the snapshot into the profile: each
@@ -60,7 +62,16 @@ from meshchat.errors import (
     UnknownDevice,
 )
 from meshchat.identity import Identity, PublicIdentity, replace_atomically
-from meshchat.identity.devices import MAX_ADDR_LENGTH, MAX_ADDRS, MAX_DEVICES, Device, DeviceList, LinkRequest
+from meshchat.identity.devices import (
+    LINK_CLOCK_SKEW,
+    LINK_REQUEST_TTL,
+    MAX_ADDR_LENGTH,
+    MAX_ADDRS,
+    MAX_DEVICES,
+    Device,
+    DeviceList,
+    LinkRequest,
+)
 from meshchat.net.dialer import Whereabouts
 from meshchat.net.store_driver import MessageHandle, StoreDriver
 from meshchat.store.messenger import Action, Linked, Messenger, PublishEnvelope
@@ -68,6 +79,8 @@ from meshchat.store.payload import MAX_SNAPSHOT
 from meshchat.wire import Invite
 
 __all__ = [
+    "APPROVED_FILE",
+    "MAX_APPROVED",
     "PRIMARY_NAME",
     "PROFILE_NAME_FILE",
     "ROOT_INVITE_FILE",
@@ -82,6 +95,12 @@ __all__ = [
 #: The root's invite inside a linked device's profile folder (a linked device cannot sign one: it
 #: hands out its root's, and dials the root from it).
 ROOT_INVITE_FILE = "root_invite.txt"
+#: On the primary: the link requests approved in the last ``LINK_REQUEST_TTL`` seconds (their nonces),
+#: so one request cannot be approved twice (a device removed meanwhile would come back).
+APPROVED_FILE = "approved_links.json"
+#: Most approved requests remembered: each approval is a person comparing codes, so a few a minute
+#: at most while requests live (ten minutes); beyond it the oldest is forgotten.
+MAX_APPROVED = 64
 #: The profile's display name file (as ``meshchat init`` writes it).
 PROFILE_NAME_FILE = "profile.json"
 #: The primary's name in the list made at its first link (unless ``approve`` is told another).
@@ -218,6 +237,9 @@ class Devices:
         self.root_invite: Invite | None = self._read_root_invite()
         # Where devices this node approved listen (their request's addresses): at most MAX_DEVICES.
         self._approved_addrs: dict[bytes, tuple[str, ...]] = {}
+        # Requests approved (nonce in hex -> until when a request that old is accepted), for a node
+        # without a profile folder; with one, ``APPROVED_FILE`` is read and written instead.
+        self._approved: dict[str, int] = {}
 
     # --- the node's hooks ---------------------------------------------------------------------------
 
@@ -345,6 +367,7 @@ class Devices:
         if own is not None and request.device in own.keys():  # noqa: SIM118 (a method, not a dict)
             raise DeviceError(f"device {request.name!r} is already linked")
         snapshot, left_out = encode_snapshot(*self._snapshot_parts())
+        self._remember_approved(request)
         for address in request.addrs:  # the grant goes out at once when we are connected
             full = address if "/p2p/" in address else f"{address}/p2p/{device_public.peer_id}"
             with contextlib.suppress(BadAddress, NetworkError):
@@ -416,6 +439,37 @@ class Devices:
                 self._store.reach_and_publish(contact.public, first)
                 handles.append(self._handle(first))
         return tuple(handles)
+
+    def _remember_approved(self, request: LinkRequest) -> None:
+        """Refuse a request approved before (``DeviceError``); else remember it, durably, first."""
+        now = int(self._now())
+        approved = {n: until for n, until in self._read_approved().items() if until >= now}
+        nonce = request.nonce.hex()
+        if nonce in approved:
+            raise DeviceError(
+                "this link request was approved already; make a new one on the new device to link it again"
+            )
+        approved[nonce] = request.created + LINK_REQUEST_TTL + LINK_CLOCK_SKEW
+        while len(approved) > MAX_APPROVED:
+            del approved[min(approved, key=approved.__getitem__)]
+        self._approved = approved
+        self._write_file(APPROVED_FILE, json.dumps({"approved": approved}, indent=2) + "\n")
+
+    def _read_approved(self) -> dict[str, int]:
+        if self._profile is None:
+            return dict(self._approved)
+        path = self._profile / APPROVED_FILE
+        try:
+            with path.open("rb") as file:
+                value = json.loads(file.read(MAX_APPROVED * 128 + 1024))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ProfileError(f"cannot read {path}: {exc}") from exc
+        entries = value.get("approved") if isinstance(value, dict) else None
+        if not isinstance(entries, dict):
+            raise ProfileError(f'{path} must be a JSON object with an "approved" map')
+        return {k: v for k, v in entries.items() if isinstance(k, str) and type(v) is int}
 
     def _handle(self, message_id: bytes) -> MessageHandle:
         record = self._messenger.status(message_id)

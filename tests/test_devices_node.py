@@ -154,6 +154,9 @@ async def test_link_send_from_either_device_remove(tmp_path: Path) -> None:
         assert [d.key for d in change.removed] == [laptop_id.public.ed25519]
         with pytest.raises(UnknownDevice):
             alice.devices.remove("laptop")
+        with pytest.raises(DeviceError, match="approved already"):  # the same request cannot bring it back
+            await alice.devices.approve(request.to_text(), code=request.code())
+        assert [d.name for d in alice.devices.list()] == ["primary"]
         after = await bob.send("Alice", "after the removal")
         assert [r.recipient for r in bob._messenger.siblings(after.message_id)] == [alice_id.public.ed25519]
         mine = await alice.send("Bob", "alice after the removal")
