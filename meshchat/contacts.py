@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from meshchat.errors import MeshchatError, ProfileError, UnknownPeer
+from meshchat.errors import KeyChanged, MeshchatError, ProfileError, UnknownPeer
 from meshchat.identity import PublicIdentity, replace_atomically
 from meshchat.wire import Invite
 
@@ -112,12 +112,23 @@ class Contacts:
         except OSError as exc:
             raise ProfileError(f"cannot write {self._path}: {exc.strerror or exc}") from exc
 
-    def add(self, invite_text: str, *, name: str | None = None) -> Contact:
-        """Verify ``invite_text`` and store it (replacing an older invite of the same key)."""
+    def add(self, invite_text: str, *, name: str | None = None, replace_key: bool = False) -> Contact:
+        """Verify ``invite_text`` and store it (replacing an older invite of the same key).
+
+        A contact of the same name with another key is a changed safety number: ``KeyChanged``, unless
+        ``replace_key`` (the user compared the new one), which replaces that contact."""
         invite = Invite.from_text(invite_text)
+        contact = Contact(name=name or invite.name or invite.public.peer_id[-8:], invite=invite)
+        others = [
+            c for c in self._contacts.values() if c.name == contact.name and c.peer_id != contact.peer_id
+        ]
+        if others and not replace_key:
+            old = others[0].invite.public.fingerprint
+            raise KeyChanged(name=contact.name, old=old, new=invite.public.fingerprint)
+        for other in others:
+            del self._contacts[other.peer_id]
         if invite.public.peer_id not in self._contacts and len(self._contacts) >= MAX_CONTACTS:
             raise ProfileError(f"{self._path} already holds {MAX_CONTACTS:,} contacts")
-        contact = Contact(name=name or invite.name or invite.public.peer_id[-8:], invite=invite)
         self._contacts[contact.peer_id] = contact
         self._save()
         return contact

@@ -277,23 +277,25 @@ class Devices:
             self._nursery.start_soon(self._reach_root)
 
     def whereabouts(self, public: PublicIdentity) -> Whereabouts | None:
-        """Where the device key ``public`` (not a contact) may be found, if it is a known device."""
+        """Where the device key ``public`` (not a contact) may be found, if a list we send by names it:
+        our root at its invite, a device we approved at its request's addresses, another device of
+        ours or of a contact's at the person's mailboxes and by the DHT. (Sending there is what the
+        list asked for; whose device it is when it writes to us is ``DeviceBook.owner_of``'s rule.)"""
         key = public.ed25519
-        root = self._book.owner_of(key)
         if self.root_invite is not None and key == self.root_invite.public.ed25519:
             invite = self.root_invite
             return Whereabouts(peer_id=public.peer_id, addrs=invite.addrs, mailboxes=invite.mailboxes)
         if key in self._approved_addrs:
             return Whereabouts(peer_id=public.peer_id, addrs=self._approved_addrs[key])
-        if root == key:
-            return None  # nobody's device that we know of
-        person = None
-        if root == self._book.root:
-            person = self.root_invite
-        elif self._contacts is not None:
-            contact = self._contacts.by_key(PublicIdentity.from_bytes(root))
-            person = None if contact is None else contact.invite
-        return Whereabouts(peer_id=public.peer_id, mailboxes=() if person is None else person.mailboxes)
+        own = self._book.own_list
+        if own is not None and key in own.keys():  # noqa: SIM118 (a method, not a dict)
+            mailboxes = self.root_invite.mailboxes if self.root_invite is not None else ()
+            return Whereabouts(peer_id=public.peer_id, mailboxes=mailboxes)
+        for contact in self._contacts or ():
+            devices = self._book.list_of(contact.public.ed25519)
+            if devices is not None and key in devices.keys():  # noqa: SIM118 (a method, not a dict)
+                return Whereabouts(peer_id=public.peer_id, mailboxes=contact.mailboxes)
+        return None  # nobody's device that we send to
 
     # --- reading --------------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ __all__ = [
     "GroupError",
     "GroupFull",
     "InvalidTransition",
+    "KeyChanged",
     "KeyFileError",
     "KeyFileProblem",
     "LinkCodeMismatch",
@@ -400,3 +401,17 @@ class UnknownDevice(DeviceError):
         self.device = device
         why = "several devices have that name; give its PeerId" if several else "no device of yours"
         super().__init__(f"{device}: {why}")
+
+
+class KeyChanged(ProfileError):
+    """An invite names a contact this profile knows under another key: the person's safety number changed
+    (a new phone without its old key, or someone else). Compare the new one before accepting it."""
+
+    def __init__(self, *, name: str, old: str, new: str) -> None:
+        self.name = name
+        self.old = old
+        self.new = new
+        super().__init__(
+            f"the safety number of {name!r} changed: their key was {old}, this invite's is {new}; "
+            "compare it with them again before replacing it"
+        )

@@ -617,9 +617,11 @@ class Node:
         stored on mailboxes, and retried until the recipient's receipt comes back or it expires
         (``ttl`` seconds, default a week). ``ref`` is an idempotency key: sending again with a ref
         already in the outbox returns that message instead of sending a second one. Returns a handle
-        whose ``status`` says where the message is. It does not wait for the network: a contact not
-        connected yet is dialled (at its invite's addresses and mailboxes) in the background, and the
-        message published again once that worked.
+        whose ``status`` says where the message is. It does not wait for the network (but for the first
+        message to someone with no session and no prekey bundle from an invite: their bundle is looked
+        up in the DHT first, for at most ``BUNDLE_LOOKUP_TIMEOUT``, 3 s): a contact not connected yet is
+        dialled (at its invite's addresses and mailboxes) in the background, and the message published
+        again once that worked.
         """
         if isinstance(to, str):
             to = self.contacts.find(to)
@@ -628,7 +630,9 @@ class Node:
             self._prefer_mailboxes_of(to)
         data = body.encode("utf-8") if isinstance(body, str) else body
         dht = self._dialer.dht
-        if dht is not None and self._messenger.sessions.needs_bundle(recipient.ed25519):
+        if dht is not None and self._messenger.sessions.needs_bundle(
+            recipient.ed25519, wall_now=self._wall_clock()
+        ):
             # Not a contact (no invite): its published bundle starts a forward-secret session.
             self._messenger.set_bundle(recipient, await lookup_bundle(dht, recipient))
         record, actions = self._messenger.send(recipient, data, wall_now=self._wall_clock(), ref=ref, ttl=ttl)

@@ -114,7 +114,7 @@ def test_a_removed_device_reads_nothing_sent_afterwards(net: Net) -> None:
     with pytest.raises(NotPrimary):
         laptop.remove_device(laptop.identity.public.ed25519, wall_now=NOW)
     new, actions = alice.remove_device(laptop.identity.public.ed25519, wall_now=NOW)
-    assert laptop.identity.public.ed25519 not in new.keys()
+    assert laptop.identity.public.ed25519 not in {d.key for d in new.devices}
     net.deliver(actions)
     net.deliver(alice.send_device_list(bob.identity.public, wall_now=NOW))
     removed = [c for c in net.changes["bob"] if isinstance(c, DeviceListChanged) and c.removed]
@@ -139,3 +139,35 @@ def test_a_grant_nobody_asked_for_is_refused(net: Net) -> None:
     net.deliver(actions)
     assert not net.changes["victim"] and victim.devices.is_primary
     assert victim.statistics().rejected  # counted, typed
+
+
+def test_a_list_naming_someone_elses_key_does_not_make_it_yours(net: Net) -> None:
+    """Mallory signs a list naming Bob's key as her device: Carol still sees Bob's messages as Bob's
+    (a key is a person's device only once that device itself brought the list)."""
+    from meshchat.identity.devices import Device, DeviceList  # noqa: PLC0415
+
+    mallory, bob, carol = net.add("mallory"), net.add("bob"), net.add("carol")
+    claim = DeviceList.first(mallory.identity, name="phone", wall_now=NOW).with_device(
+        mallory.identity, Device(key=bob.identity.public.ed25519, name="bob", added=int(NOW))
+    )
+    mallory.devices.adopt_own(claim)
+    mallory.devices.committed()
+    net.deliver(mallory.send_device_list(carol.identity.public, wall_now=NOW))
+    assert carol.devices.list_of(mallory.identity.public.ed25519) == claim  # learnt: it is her list
+    net.deliver(bob.send(carol.identity.public, b"it is me, Bob", wall_now=NOW)[1])
+    assert net.got["carol"][-1].message.sender == bob.identity.public.ed25519
+    assert net.got["carol"][-1].message.device == b""
+
+
+def test_a_removed_device_is_nobodys_device_at_once(net: Net) -> None:
+    alice, laptop, bob = net.add("alice"), net.add("laptop"), net.add("bob")
+    _link(net, "alice", "laptop")
+    net.deliver(laptop.send(bob.identity.public, b"from the laptop", wall_now=NOW)[1])
+    assert net.got["bob"][-1].message.sender == alice.identity.public.ed25519
+    _, actions = alice.remove_device(laptop.identity.public.ed25519, wall_now=NOW)
+    net.deliver(actions)
+    net.deliver(alice.send_device_list(bob.identity.public, wall_now=NOW))
+    # The lost laptop writes again: Bob no longer shows it as Alice.
+    net.deliver(laptop.send(bob.identity.public, b"still Alice?", wall_now=NOW)[1])
+    last = net.got["bob"][-1].message
+    assert last.body == b"still Alice?" and last.sender == laptop.identity.public.ed25519

@@ -415,13 +415,15 @@ V1_SCHEMA = (
 
 def v1_store(path: Path) -> None:
     """A version 1 store: today's schema for the other tables (unchanged since), v1's mailbox table,
-    and no ``state`` table (version 3 added it)."""
+    and no ``state`` table nor inbox ``device``/``recipient`` columns (versions 3 and 4 added them)."""
     with SqliteStorage(path):
         pass
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute("DROP TABLE mailbox")
         db.execute("DROP TABLE state")
+        db.execute("ALTER TABLE inbox DROP COLUMN device")  # version 4 added them
+        db.execute("ALTER TABLE inbox DROP COLUMN recipient")
         for statement in V1_SCHEMA:
             db.execute(statement)
         db.execute("UPDATE counters SET value = 1 WHERE name = 'mailbox'")
@@ -443,13 +445,13 @@ def test_a_version_1_store_is_migrated_in_place_and_keeps_its_items(
         store.mailbox_put([mailbox_item(2, EnvelopeKind.GROUP)])
         assert store.mailbox_last_number() == 2
         store.state_put([(b"s:peer", b"session record")])  # the table version 3 added
-    with SqliteStorage(path, key=key) as store:  # reopened: version 3 now, nothing migrated again
+    with SqliteStorage(path, key=key) as store:  # reopened: version 4 now, nothing migrated again
         assert [i.kind for i in store.mailbox_all()] == [EnvelopeKind.SEALED, EnvelopeKind.GROUP]
         assert store.state_get(b"s:peer") == b"session record"
     if key is None:
         db = sqlite3.connect(path)
         try:
-            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         finally:
             db.close()
 
@@ -474,7 +476,7 @@ def test_a_store_of_a_newer_version_is_still_refused(tmp_path: Path) -> None:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(StorageError, match="schema version 4"):
+    with pytest.raises(StorageError, match="schema version 5"):
         SqliteStorage(path)
 
 

@@ -145,18 +145,28 @@ def _identity_table(name: str, public: PublicIdentity) -> Table:
 
 def profile_bundle(folder: Path, identity: Identity) -> bytes:
     """The profile's encoded prekey bundle for an invite (its prekeys made, or rotated, and stored
-    first in the profile's store), so a new contact starts a forward-secret session at once."""
+    first in the profile's store), so a new contact starts a forward-secret session at once.
+
+    While a node of the profile runs, that node owns the prekeys: it holds them in memory, rotates
+    them itself and writes them back. Rotating them here would hand out a signed prekey the node does
+    not know (and its next write would erase it), so the stored ones go into the invite as they are
+    (a signed prekey due for rotation stays answerable for ``SPK_KEEP`` after the node retires it)."""
     import time  # noqa: PLC0415
 
     import nacl.utils  # noqa: PLC0415
 
     from meshchat.errors import StorageError  # noqa: PLC0415
+    from meshchat.sessions.prekeys import Prekeys  # noqa: PLC0415
     from meshchat.store.encrypted import store_key  # noqa: PLC0415
-    from meshchat.store.sessions import own_bundle  # noqa: PLC0415
+    from meshchat.store.sessions import PREKEYS_KEY, own_bundle  # noqa: PLC0415
     from meshchat.store.sqlite import STORE_FILE, SqliteStorage  # noqa: PLC0415
 
     try:
         with SqliteStorage(folder / STORE_FILE, key=store_key(identity)) as storage:
+            if profile_holder(folder) is not None:
+                stored = storage.state_get(PREKEYS_KEY)
+                if stored is not None:
+                    return Prekeys.decode(stored).bundle(identity).encode()
             return own_bundle(
                 identity, storage, wall_now=time.time(), random_bytes=nacl.utils.random
             ).encode()
@@ -367,14 +377,30 @@ def add_command(
     *,
     profile: ProfileOption = None,
     name: Annotated[str | None, typer.Option(help="Your name for them (default: their invite's).")] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Accept a new key for a contact of the same name (their safety number changed: compare "
+            "it with them first).",
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Verify an invite and store it as a contact."""
     from meshchat.contacts import Contacts  # noqa: PLC0415
+    from meshchat.errors import KeyChanged  # noqa: PLC0415
 
     folder = profile_dir(profile)
     require_key_file(folder)
-    contact = Contacts(folder).add(invite_text.strip(), name=name)
+    try:
+        contact = Contacts(folder).add(invite_text.strip(), name=name, replace_key=replace)
+    except KeyChanged as exc:
+        raise CommandError(
+            f"warning: the safety number of {exc.name} changed (their key is not the one you have: a new "
+            f"phone, or someone else). Was {exc.old}, now {exc.new}. Compare it with them (meshchat "
+            "safety-number), then run this again with --replace."
+        ) from exc
     if json_output:
         emit_json(
             {

@@ -6,8 +6,10 @@ Records live under ``/meshchat-bundle/<PeerId>`` (the DHT's namespaced value sto
 ``/ipns/`` are). ``BundleValidator`` is registered for the namespace on every node, so a DHT server
 stores and serves only records that decode as a ``PrekeyBundle`` whose signatures verify under the key
 the record is named after, at most ``MAX_BUNDLE_SIZE`` bytes; between two valid records for one key it
-keeps the newest signed prekey (``created``). A peer can therefore not plant a bundle of its own
-under someone else's name, only withhold one (then the sender starts from the identity key alone).
+keeps the newest signed prekey (``created``), and of two equally new ones the one received last (so
+the owner's unchanged bundle, published again, renews a server's copy before it expires). A peer can
+therefore not plant a bundle of its own under someone else's name, only withhold one (then the sender
+starts from the identity key alone).
 
 The bundle published carries no one-time prekeys: with nobody to hand each out once, two senders
 would pick the same one and the second's first messages could not be opened.
@@ -74,20 +76,29 @@ class BundleValidator(Validator):
         _check(key, value)
 
     def select(self, key: str, values: list[bytes]) -> int:
-        """The index of the newest valid bundle (invalid ones never win)."""
+        """The index of the newest valid bundle (invalid ones never win); between equally new ones,
+        the last. py-libp2p's server asks ``select(key, [stored, received])`` and keeps the stored
+        record (and its expiry) unless the received one wins: the owner's unchanged bundle published
+        again must win, or the stored copy is never renewed and expires a day after it first came."""
         best, best_created = 0, -1
         for index, value in enumerate(values):
             try:
                 created = _check(key, value).created
             except InvalidRecordType:
                 continue
-            if created > best_created:
+            if created >= best_created:
                 best, best_created = index, created
         return best
 
 
 async def publish_bundle(dht: KadDHT, owner: PublicIdentity, bundle: PrekeyBundle) -> bool:
-    """Put ``bundle`` in the DHT under ``owner``'s key; False (logged) if no peer took it."""
+    """Put ``bundle`` in the DHT under ``owner``'s key; False (logged) if no peer took it.
+
+    With no DHT peer known yet (``put_value`` then stores the record only here, and does not say
+    so), it is not published: False, so the caller tries again soon rather than hours later."""
+    if dht.get_routing_table_size() == 0:
+        _log.info("no DHT peer known yet: the prekey bundle is not published")
+        return False
     try:
         with trio.fail_after(BUNDLE_LOOKUP_TIMEOUT * 4):
             await dht.put_value(bundle_key(owner), bundle.encode())

@@ -9,19 +9,29 @@ answers the messenger's two questions: which device keys a message to a person g
 sender's key is (``owner_of``). A list is learnt from a message of one of the devices it names (a
 ``DeviceUpdate``, or the list a linked device attaches to its first messages) and replaces the one
 known only with a higher version, signed by the same root; a list naming the receiver's own root is
-one of our own (the primary telling the others). Lists are written as state records (``b"dv:p:" +
-root``; our own under ``b"dv:own"``, a linked device's root under ``b"dv:root"``) in the transaction of
-the message that carried them, as ``SessionKeeper`` does with ratchets.
+one of our own (the primary telling the others).
+
+A root's signature says which keys it sends to, not that those keys agreed: anyone can sign a list
+naming someone else's key. So a device key is taken as a person's device (``owner_of``) only once the
+device itself brought a list of that person naming it (its seal proves the key), and only while the
+newest list still names it: a stranger's list naming a contact's key gets that stranger nothing but
+copies of its own messages sent to that key, and a removed device is nobody's device again at
+once. A linked device therefore attaches its list to its messages to a peer until it has sent that
+peer the current version once (``announcement``; with the message's retries, it arrives).
+
+Lists are written as state records (``b"dv:p:" + root``; our own under ``b"dv:own"``, a linked
+device's root under ``b"dv:root"``; vouching devices ``b"dv:v:"``, announcements ``b"dv:a:"``) in the
+transaction of the message that carried them, as ``SessionKeeper`` does with ratchets.
 
 Bounds: ``MAX_PEOPLE`` lists kept (any stranger who writes to us can make us learn one; each is at
-most ``MAX_DEVICE_LIST_SIZE`` bytes), so at most 16 times as many device keys in ``owner_of``.
+most ``MAX_DEVICE_LIST_SIZE`` bytes), and at most ``MAX_DEVICES`` times as many vouching devices.
 """
 
 from __future__ import annotations
 
 from meshchat.errors import BadSignature, DecodeError
 from meshchat.identity import Identity
-from meshchat.identity.devices import Device, DeviceList
+from meshchat.identity.devices import MAX_DEVICES, Device, DeviceList
 from meshchat.store.storage import StateWrite, Storage
 
 __all__ = ["MAX_PEOPLE", "DeviceBook", "Learnt"]
@@ -32,6 +42,8 @@ _OWN = b"dv:own"
 _ROOT = b"dv:root"
 _PENDING = b"dv:pending"
 _PEOPLE = b"dv:p:"
+_VOUCHED = b"dv:v:"
+_ANNOUNCED = b"dv:a:"
 
 #: What learning a list changed: ``(list, added, removed, own)``.
 Learnt = tuple[DeviceList, tuple[Device, ...], tuple[Device, ...], bool]
@@ -49,10 +61,16 @@ class DeviceBook:
         own = storage.state_get(_OWN)
         self.own_list: DeviceList | None = None if own is None else DeviceList.decode(own)
         self._lists: dict[bytes, DeviceList] = {}
-        self._owners: dict[bytes, bytes] = {}
         for _, value in storage.state_prefix(_PEOPLE):
             self._remember(DeviceList.decode(value))
+        # Devices that vouched for their person (brought a list naming themselves): device -> root.
+        self._vouched: dict[bytes, bytes] = {
+            key[len(_VOUCHED) :]: value for key, value in storage.state_prefix(_VOUCHED)
+        }
         self._writes: list[StateWrite] = []
+        # The list version last sent to each peer device (loaded on first use; bounded by the peers
+        # this device sends to, like its session records).
+        self._announced: dict[bytes, bytes] = {}
         # (own?, root, the list it replaced) per change since the last commit, to undo a failed write.
         self._undo: list[tuple[bool, bytes, DeviceList | None]] = []
 
@@ -85,7 +103,30 @@ class DeviceBook:
         own = self.own_list.keys() if self.own_list is not None else frozenset()
         if device in own:
             return self.root
-        return self._owners.get(device, device)
+        root = self._vouched.get(device)
+        if root is None:
+            return device
+        devices = self._lists.get(root)
+        named = devices.keys() if devices is not None else frozenset()
+        return root if device in named else device
+
+    def announcement(self, peer: bytes) -> bytes:
+        """The encoded list to attach to a message to device ``peer`` (b"": none needed): a linked
+        device's, until it sent that peer its current version (recorded in ``writes``)."""
+        own = self.own_list
+        if own is None or self.is_primary:
+            return b""
+        version = own.version.to_bytes(8, "big")
+        if self._announced.get(peer) == version:
+            return b""
+        if peer not in self._announced:
+            self._announced[peer] = self._storage.state_get(_ANNOUNCED + peer) or b""
+            if self._announced[peer] == version:
+                return b""
+        self._announced[peer] = version
+        self._writes.append((_ANNOUNCED + peer, version))
+        self._undo.append((False, b"announced:" + peer, None))
+        return own.encode()
 
     def learn(self, data: bytes, *, sender: bytes) -> Learnt | None:
         """Take the device list ``data`` that device ``sender`` sent; what changed, or None (not newer).
@@ -98,6 +139,16 @@ class DeviceBook:
             raise DecodeError("device list", "the sender is not one of its devices")
         own = devices.root == self.root
         older = self.own_list if own else self._lists.get(devices.root)
+        if (
+            not own
+            and sender in named
+            and sender != devices.root
+            and self._vouched.get(sender) != devices.root
+            and len(self._vouched) < MAX_PEOPLE * MAX_DEVICES
+        ):
+            self._vouched[sender] = devices.root
+            self._writes.append((_VOUCHED + sender, devices.root))
+            self._undo.append((False, b"vouched:" + sender, None))
         if not devices.replaces(older):
             return None
         if not own and older is None and len(self._lists) >= MAX_PEOPLE:
@@ -132,13 +183,7 @@ class DeviceBook:
             self._writes.append((_PEOPLE + devices.root, devices.encode()))
 
     def _remember(self, devices: DeviceList) -> None:
-        old = self._lists.get(devices.root)
-        if old is not None:
-            for device in old.devices:
-                self._owners.pop(device.key, None)
         self._lists[devices.root] = devices
-        for device in devices.devices:
-            self._owners[device.key] = devices.root
 
     # --- pending link request (the new device) ------------------------------------------------------
 
@@ -166,10 +211,12 @@ class DeviceBook:
         for own, root, older in reversed(self._undo):
             if own:
                 self.own_list = older
+            elif root.startswith(b"vouched:"):
+                self._vouched.pop(root[len(b"vouched:") :], None)
+            elif root.startswith(b"announced:"):
+                self._announced.pop(root[len(b"announced:") :], None)
             elif older is None:
-                removed = self._lists.pop(root, None)
-                for device in removed.devices if removed is not None else ():
-                    self._owners.pop(device.key, None)
+                self._lists.pop(root, None)
             else:
                 self._remember(older)
         stored_root = self._storage.state_get(_ROOT)

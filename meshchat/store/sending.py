@@ -6,8 +6,8 @@ they never linked one) and, as a ``Copy``, to this person's other devices, so ev
 whole conversation. Each envelope is an ``OutboxRecord`` of its own (its own receipt, retries and
 mailbox copies); the first is the message's record for the application, and when there are more, a
 state record ``b"fan:" + its id`` lists the others (``Messenger.siblings``). A linked device attaches
-its person's signed device list to the messages of a session the peer has not answered yet, so the
-peer can tell whose device it is from the first message on.
+its person's signed device list to its first message to each peer device after each change
+(``DeviceBook.announcement``), so the peer can tell whose device it is.
 
 Sealing moves ratchets (``SessionKeeper``) in memory; the caller writes the records, the ratchet steps
 and the fan record in one transaction and rolls the sessions back if that fails.
@@ -56,7 +56,6 @@ def seal_planned(
     random_bytes: RandomBytes,
 ) -> list[OutboxRecord]:
     """Seal every planned envelope in its session (ratchets move in memory only); the records to write."""
-    attach = b"" if devices.is_primary or devices.own_list is None else devices.own_list.encode()
     records = []
     seqs: dict[bytes, int] = {}
     for item in plan:
@@ -64,8 +63,10 @@ def seal_planned(
         seq = seqs.get(target.ed25519) or outbox.next_seq(target.ed25519)
         seqs[target.ed25519] = seq + 1
         payload = item.payload(seq)
-        if attach and isinstance(payload, Chat | Control) and sessions.awaiting_reply(target.ed25519):
-            payload = type(payload)(seq=payload.seq, body=payload.body, devices=attach)
+        if isinstance(payload, Chat | Control):
+            attach = devices.announcement(target.ed25519)
+            if attach:
+                payload = type(payload)(seq=payload.seq, body=payload.body, devices=attach)
         body = sessions.seal_body(target, encode_payload(payload), wall_now=wall_now)
         envelope = seal(identity, target, body, wall_now=wall_now, ttl=ttl, random_bytes=random_bytes)
         records.append(

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from meshchat.errors import DecodeError
 from meshchat.identity import Identity, PublicIdentity, RandomBytes
-from meshchat.sessions.prekeys import PrekeyBundle, Prekeys
+from meshchat.sessions.prekeys import BUNDLE_MAX_AGE, PrekeyBundle, Prekeys
 from meshchat.sessions.session import PeerSessions
 from meshchat.store.storage import StateWrite, Storage
 from meshchat.wire.codec import pack, unpack_canonical
@@ -152,9 +152,13 @@ class SessionKeeper:
             self._prekeys_dirty = True
         return plaintext
 
-    def needs_bundle(self, peer: bytes) -> bool:
-        """Whether a first message to ``peer`` would start a session without a bundle (none known)."""
-        return peer not in self._bundles and not self.has_session(peer)
+    def needs_bundle(self, peer: bytes, *, wall_now: float) -> bool:
+        """Whether a first message to ``peer`` would start a session without a usable bundle (none
+        known, or one older than ``BUNDLE_MAX_AGE``, which ``initiate`` would not use)."""
+        known = self._bundles.get(peer)
+        if known is not None and wall_now - known.created <= BUNDLE_MAX_AGE:
+            return False
+        return not self.has_session(peer)
 
     def awaiting_reply(self, peer: bytes) -> bool:
         """Whether a message to ``peer`` now would carry a set-up (no session, or not answered yet)."""

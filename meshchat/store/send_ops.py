@@ -1,0 +1,222 @@
+"""The ``Messenger``'s sending side: a message to a person sealed once per device (and copied to our
+own other devices), written with the ratchet steps and device lists that go with it, published and
+planned onto mailboxes; linking and removing devices. A mixin of ``Messenger`` (``messenger.py`` keeps
+the receiving, syncing and the glue), split off to keep each module readable; it uses the
+messenger's attributes declared below. The sealing itself is ``sending.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from meshchat.crypto import inbox_topic
+from meshchat.errors import NotPrimary
+from meshchat.identity import Identity, KeyCache, PublicIdentity, RandomBytes
+from meshchat.identity.devices import Device, DeviceList, LinkRequest
+from meshchat.store.calls import MailboxCalls
+from meshchat.store.devices import DeviceBook
+from meshchat.store.outbox import Action, PublishEnvelope, StoreConfig
+from meshchat.store.payload import Chat, Control, Copy, DeviceUpdate, Grant
+from meshchat.store.sending import Planned, fan_write, seal_planned, siblings_of
+from meshchat.store.sessions import SessionKeeper
+from meshchat.store.storage import OutboxRecord, OutboxStatus, Storage
+from meshchat.store.tracker import OutboxTracker
+from meshchat.wire import decode_envelope
+
+__all__ = ["Sending"]
+
+_S = OutboxStatus
+
+
+class Sending:
+    """``Messenger.send`` and the device operations (see the module docstring)."""
+
+    identity: Identity
+    storage: Storage
+    config: StoreConfig
+    sessions: SessionKeeper
+    devices: DeviceBook
+    _keys: KeyCache
+    _outbox: OutboxTracker
+    _calls: MailboxCalls
+    _random_bytes: RandomBytes
+    _preferred: dict[bytes, tuple[str, ...]]
+
+    def send(
+        self,
+        recipient: PublicIdentity,
+        body: bytes,
+        *,
+        wall_now: float,
+        ref: str = "",
+        ttl: int | None = None,
+        control: bool = False,
+    ) -> tuple[OutboxRecord, list[Action]]:
+        """Queue ``body`` for ``recipient``; return its outbox record and the actions to start delivery.
+
+        With ``ref`` (an idempotency key) a second send with the same ref returns the first one's record
+        and does nothing, so an app that crashed mid-send can simply send everything again. The record is
+        durable when this returns; ``StorageError`` means it was not queued. With ``control`` the body is
+        for the recipient's machinery (groups), not its inbox: it arrives as ``ControlReceived``; the
+        rest (outbox, retries, mailboxes, delivery receipt) is as for a chat.
+        """
+        if ref:
+            known = self.storage.outbox_by_ref(ref)
+            if known is not None:
+                return known, []
+        if control:  # the machinery of the device the person's invite names (groups, files)
+            plan = [Planned(recipient, lambda seq: Control(seq=seq, body=body), ref)]
+        else:
+            plan = self._chat_plan(recipient, body, ref)
+        records = self._queue(plan, wall_now=wall_now, ttl=ttl)
+        return records[0], self._start(records)
+
+    def _chat_plan(self, recipient: PublicIdentity, body: bytes, ref: str) -> list[Planned]:
+        """A chat to every device of ``recipient``'s, and a copy to each of our other devices."""
+
+        def sibling_ref(key: bytes) -> str:
+            return f"{ref}#{key.hex()[:16]}" if ref else ""
+
+        plan = []
+        for number, key in enumerate(self.devices.targets(recipient.ed25519)):
+            target = recipient if key == recipient.ed25519 else self._keys.public_identity(key)
+            plan.append(
+                Planned(target, lambda seq: Chat(seq=seq, body=body), sibling_ref(key) if number else ref)
+            )
+        for key in self.devices.own_others():
+            plan.append(
+                Planned(
+                    self._keys.public_identity(key),
+                    lambda seq: Copy(seq=seq, body=body, to=recipient.ed25519),
+                    sibling_ref(key),
+                )
+            )
+        return plan
+
+    def _queue(self, plan: Sequence[Planned], *, wall_now: float, ttl: int | None) -> list[OutboxRecord]:
+        """Seal ``plan`` and write its records with the ratchet steps and device lists that go with them,
+        in one transaction (``StorageError``: nothing was queued, nothing moved)."""
+        try:
+            records = seal_planned(
+                plan,
+                identity=self.identity,
+                sessions=self.sessions,
+                devices=self.devices,
+                outbox=self._outbox,
+                wall_now=wall_now,
+                ttl=self.config.ttl if ttl is None else ttl,
+                retry_initial=self.config.retry_initial,
+                random_bytes=self._random_bytes,
+            )
+            # The ratchet steps that sealed them are written with them: neither exists without the other.
+            writes = self.sessions.writes() + self.devices.writes() + fan_write(records)
+            self.storage.outbox_add(records, writes)
+        except BaseException:
+            self.sessions.rolled_back()
+            self.devices.rolled_back()
+            raise
+        self.sessions.committed()
+        self.devices.committed()
+        for record in records:
+            self._outbox.added(record)
+        self._calls.hurry(wall_now)
+        return records
+
+    def _start(self, records: Sequence[OutboxRecord]) -> list[Action]:
+        actions: list[Action] = []
+        for record in records:
+            actions.append(self._publish(record))
+            actions += self._plan_stores(record)
+        return actions
+
+    def siblings(self, message_id: bytes) -> list[OutboxRecord]:
+        """Every record of a message sent to several devices (the first ``send`` returned, then the
+        other devices', then the copies to our own); just the one for a single-device message."""
+        found = (self._outbox.lookup(mid) for mid in siblings_of(self.storage, message_id))
+        return [record for record in found if record is not None]
+
+    # --- several devices ---------------------------------------------------------------------------
+
+    def link_request(self, *, name: str, addrs: Sequence[str], wall_now: float) -> LinkRequest:
+        """On a new device: the request to show the person's primary device (it waits for the grant)."""
+        request = LinkRequest.create(
+            self.identity, name=name, addrs=addrs, wall_now=wall_now, random_bytes=self._random_bytes
+        )
+        self.storage.state_put([self.devices.pending_write(request.nonce)])
+        return request
+
+    def approve_link(
+        self, request: LinkRequest, *, snapshot: bytes, wall_now: float, primary_name: str = "primary"
+    ) -> tuple[DeviceList, list[Action]]:
+        """On the primary: add the requesting device to our list (version + 1), grant it the list and
+        ``snapshot``, and tell our other devices. ``NotPrimary`` on a linked device; ``ValueError`` for
+        a device already listed or a full list. Send the list to contacts with ``send_device_list``."""
+        own = self._own_list_to_change(wall_now, primary_name)
+        new = own.with_device(
+            self.identity, Device(key=request.device, name=request.name, added=int(wall_now))
+        )
+        self.devices.adopt_own(new)
+        data = new.encode()
+        plan = [
+            Planned(
+                self._keys.public_identity(request.device),
+                lambda seq: Grant(seq=seq, devices=data, snapshot=snapshot),
+            )
+        ]
+        plan += self._update_plan(new, skip=request.device)
+        return new, self._start(self._queue(plan, wall_now=wall_now, ttl=None))
+
+    def remove_device(self, key: bytes, *, wall_now: float) -> tuple[DeviceList, list[Action]]:
+        """On the primary: drop device ``key`` from our list (version + 1) and tell our other devices;
+        nothing is sent to it any more. ``NotPrimary``; ``ValueError`` for the root or an unknown key."""
+        own = self._own_list_to_change(wall_now, "primary")
+        new = own.without_device(self.identity, key)
+        self.devices.adopt_own(new)
+        return new, self._start(self._queue(self._update_plan(new), wall_now=wall_now, ttl=None))
+
+    def send_device_list(self, recipient: PublicIdentity, *, wall_now: float) -> list[Action]:
+        """Send our device list to every device of ``recipient`` (after a link or a removal)."""
+        own = self.devices.own_list
+        if own is None:
+            return []
+        data = own.encode()
+        plan = [
+            Planned(self._keys.public_identity(key), lambda seq: DeviceUpdate(seq=seq, devices=data))
+            for key in self.devices.targets(recipient.ed25519)
+        ]
+        return self._start(self._queue(plan, wall_now=wall_now, ttl=None))
+
+    def _own_list_to_change(self, wall_now: float, primary_name: str) -> DeviceList:
+        if not self.devices.is_primary:
+            raise NotPrimary()
+        own = self.devices.own_list
+        return (
+            own if own is not None else DeviceList.first(self.identity, name=primary_name, wall_now=wall_now)
+        )
+
+    def _update_plan(self, new: DeviceList, *, skip: bytes = b"") -> list[Planned]:
+        data = new.encode()
+        return [
+            Planned(self._keys.public_identity(key), lambda seq: DeviceUpdate(seq=seq, devices=data))
+            for key in self.devices.own_others()
+            if key != skip
+        ]
+
+    def _preferred_of(self, key: bytes) -> tuple[str, ...]:
+        """The mailboxes of device ``key``: its own, else its person's (from their invite)."""
+        return self._preferred.get(key) or self._preferred.get(self.devices.owner_of(key), ())
+
+    def _publish(self, record: OutboxRecord, *, again: bool = False) -> PublishEnvelope:
+        tag = decode_envelope(record.envelope).inbox_tag
+        return PublishEnvelope(
+            topic=inbox_topic(tag), envelope=record.envelope, message_id=record.message_id, again=again
+        )
+
+    def _plan_stores(self, record: OutboxRecord) -> list[Action]:
+        """Queue ``record`` for the mailboxes it still needs; start calls to idle ones."""
+        if record.status not in (_S.QUEUED, _S.RELAYED, _S.STORED):
+            return []
+        tag = decode_envelope(record.envelope).inbox_tag
+        preferred = self._preferred_of(record.recipient)
+        peers = self._calls.queue_store(tag, record.message_id, record.envelope, record.stored_on, preferred)
+        return [a for peer in peers for a in self._calls.pump(peer)]
