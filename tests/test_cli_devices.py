@@ -124,6 +124,12 @@ async def test_link_approve_list_remove_from_the_command_line(tmp_path: Path) ->
             invite = json.loads((await meshchat("invite", "--profile", laptop, "--json")).stdout)
             assert invite["peer_id"] == alice_id and invite["linked_device"]
             assert "Bob" in (tmp_path / "laptop" / "contacts.json").read_text()
+            # Bob's safety number is the same on both of Alice's devices: it is Alice's, not the laptop's.
+            numbers = [
+                json.loads((await meshchat("safety-number", bob_invite, "--profile", p, "--json")).stdout)
+                for p in (alice, laptop)
+            ]
+            assert numbers[0]["safety_number"] == numbers[1]["safety_number"]
             not_primary = await meshchat("device", "remove", "primary", "--profile", laptop, check=False)
             assert not_primary.returncode == 1 and "primary" in not_primary.stderr.decode()
 

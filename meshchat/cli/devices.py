@@ -12,7 +12,11 @@ Linking a laptop to the phone that holds your identity (the primary):
 3. The laptop prints ``linked to <your PeerId> as laptop`` and exits: from now on ``meshchat node`` on
    it receives what your contacts send you, and what either device sends shows on the other.
 
-``meshchat device list`` reads the profile's store (no network, even while its node runs);
+``approve`` and ``remove`` run a node of the primary's profile as ``meshchat send`` does (listening
+nowhere unless ``--listen``; stop that profile's ``meshchat node`` first), and wait at most ``--wait``
+seconds for what they sent to leave (what did not waits in the outbox for the next ``meshchat
+node``). On a linked device ``meshchat invite`` prints the primary's invite and ``safety-number`` is
+the person's. ``meshchat device list`` reads the profile's store (no network, even while its node runs);
 ``meshchat device remove NAME|PEERID`` (on the primary) signs a list without that device and sends it
 to every contact: nothing sent afterwards is sealed to it. ``--json`` prints one JSON object (``link``:
 one per line, ``request`` then ``linked``). Contacts' nodes print "Alice added a device 'laptop'".

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from meshchat.identity import Identity, PublicIdentity
+    from meshchat.wire import Invite
 
 __all__ = [
     "MAX_STDIN_INVITE",
@@ -273,24 +274,31 @@ def invite(
     typer.echo(token)
 
 
-def _print_root_invite(folder: Path, *, changed: bool, qr: Path | None, json_output: bool) -> bool:
-    """On a linked device (``meshchat device link``): print its person's root invite, which the primary
-    made (a device key cannot sign one for the person), and return True; False on a primary."""
+def _root_invite(folder: Path) -> Invite | None:
+    """A linked device's root invite (``meshchat device link`` wrote it), or None on a primary."""
     from meshchat.device_api import ROOT_INVITE_FILE  # noqa: PLC0415
     from meshchat.wire import Invite  # noqa: PLC0415
 
     path = folder / ROOT_INVITE_FILE
     if not path.exists():
+        return None
+    try:
+        return Invite.from_text(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read {path}: {exc}") from exc
+
+
+def _print_root_invite(folder: Path, *, changed: bool, qr: Path | None, json_output: bool) -> bool:
+    """On a linked device (``meshchat device link``): print its person's root invite, which the primary
+    made (a device key cannot sign one for the person), and return True; False on a primary."""
+    card = _root_invite(folder)
+    if card is None:
         return False
     if changed:
         raise CommandError(
             "this profile is a linked device: it hands out its primary's invite as the primary made it "
             "(--name, --addr and --mailbox need the primary: run `meshchat invite` there)"
         )
-    try:
-        card = Invite.from_text(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CommandError(f"cannot read {path}: {exc}") from exc
     if qr is not None:
         try:
             card.qr().save(str(qr), kind="png", scale=QR_PNG_SCALE)
@@ -336,7 +344,9 @@ def safety_number_command(
     from meshchat.wire import Invite  # noqa: PLC0415
 
     folder = profile_dir(profile)
-    own = public_identity(folder)
+    root = _root_invite(folder)
+    # A linked device's safety number is its person's: the root key, not the device's own.
+    own = public_identity(folder) if root is None else root.public
     text = sys.stdin.read(MAX_STDIN_INVITE) if invite_text == "-" else invite_text
     card = Invite.from_text(text)
     number = safety_number(own, card.public)
