@@ -74,6 +74,7 @@ from meshchat.identity.devices import (
 )
 from meshchat.net.dialer import Whereabouts
 from meshchat.net.store_driver import MessageHandle, StoreDriver
+from meshchat.profile import ADDRESSES_FILE
 from meshchat.store.messenger import Action, Linked, Messenger, PublishEnvelope
 from meshchat.store.payload import MAX_SNAPSHOT
 from meshchat.wire import Invite
@@ -107,6 +108,8 @@ PROFILE_NAME_FILE = "profile.json"
 PRIMARY_NAME = "primary"
 #: Largest root invite file read, bytes (an invite is at most 4,096 characters).
 _MAX_INVITE_FILE = 8192
+#: Largest ``addresses.json`` read, bytes (a handful of multiaddrs).
+_MAX_ADDRESSES_FILE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,6 +238,8 @@ class Devices:
         self.linked: Linked | None = None
         #: The root's invite (a linked device's, read from ``ROOT_INVITE_FILE``).
         self.root_invite: Invite | None = self._read_root_invite()
+        # The addresses the profile's node recorded before this one started (it writes its own).
+        self._recorded = self._read_recorded()
         # Where devices this node approved listen (their request's addresses): at most MAX_DEVICES.
         self._approved_addrs: dict[bytes, tuple[str, ...]] = {}
         # Requests approved (nonce in hex -> until when a request that old is accepted), for a node
@@ -354,10 +359,17 @@ class Devices:
     # --- the primary ----------------------------------------------------------------------------------
 
     async def approve(
-        self, text: str, *, code: str | None = None, primary_name: str = PRIMARY_NAME
+        self,
+        text: str,
+        *,
+        code: str | None = None,
+        primary_name: str = PRIMARY_NAME,
+        mailboxes: Sequence[str] = (),
     ) -> LinkApproved:
         """Add the device whose request is ``text`` (see the module docstring). ``code``: the six digits
-        the new device shows (``LinkCodeMismatch`` if they differ). ``NotPrimary`` on a linked device;
+        the new device shows (``LinkCodeMismatch`` if they differ); ``mailboxes``: the ones this
+        person syncs from (multiaddrs ending in ``/p2p/<PeerId>``), put in the root invite the new
+        device gets, as in any invite of ours. ``NotPrimary`` on a linked device;
         ``DecodeError``/``Expired``/``BadSignature`` for a bad request; ``DeviceError`` if listed."""
         if not self._book.is_primary:
             raise NotPrimary()
@@ -368,7 +380,7 @@ class Devices:
         own = self._book.own_list
         if own is not None and request.device in own.keys():  # noqa: SIM118 (a method, not a dict)
             raise DeviceError(f"device {request.name!r} is already linked")
-        snapshot, left_out = encode_snapshot(*self._snapshot_parts())
+        snapshot, left_out = encode_snapshot(*self._snapshot_parts(mailboxes))
         self._remember_approved(request)
         for address in request.addrs:  # the grant goes out at once when we are connected
             full = address if "/p2p/" in address else f"{address}/p2p/{device_public.peer_id}"
@@ -478,12 +490,16 @@ class Devices:
         assert record is not None, "the store layer queued it"
         return MessageHandle(record, messenger=self._messenger, wait_for=self._wait_for)
 
-    def _snapshot_parts(self) -> tuple[str, str, builtins.list[tuple[str, str]]]:
+    def _snapshot_parts(self, mailboxes: Sequence[str]) -> tuple[str, str, builtins.list[tuple[str, str]]]:
         name = self._profile_name()
         bundle = self._messenger.bundle(wall_now=self._now()).encode()
-        addrs = [a for a in self._addrs() if len(a) <= MAX_ADDR_LENGTH][:MAX_ADDRS]
+        # Where this node listens; a node listening nowhere (a one-shot command) gives the addresses
+        # the profile's long-running node recorded, as ``meshchat invite`` does.
+        addrs = [a for a in self._addrs() or self._recorded if len(a) <= MAX_ADDR_LENGTH][:MAX_ADDRS]
         try:
-            invite = Invite.create(self._identity, name=name, addrs=addrs, bundle=bundle).to_text()
+            invite = Invite.create(
+                self._identity, name=name, addrs=addrs, mailboxes=tuple(mailboxes), bundle=bundle
+            ).to_text()
         except BadInvite as exc:
             raise DeviceError(f"cannot make this profile's invite for the new device: {exc}") from exc
         contacts = [(c.name, c.invite.to_text()) for c in self._contacts or ()]
@@ -498,6 +514,19 @@ class Devices:
             return ""
         name = value.get("name") if isinstance(value, dict) else None
         return name if isinstance(name, str) else ""
+
+    def _read_recorded(self) -> builtins.list[str]:
+        if self._profile is None:
+            return []
+        try:
+            with (self._profile / ADDRESSES_FILE).open("rb") as file:
+                value = json.loads(file.read(_MAX_ADDRESSES_FILE))
+        except (OSError, ValueError):  # none recorded, or unreadable: the invite goes without
+            return []
+        addrs = value.get("addrs") if isinstance(value, dict) else None
+        if not isinstance(addrs, list):
+            return []
+        return [a for a in addrs if isinstance(a, str) and a.startswith("/")]
 
     def _read_root_invite(self) -> Invite | None:
         if self._profile is None:

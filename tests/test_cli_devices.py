@@ -99,12 +99,16 @@ async def test_link_approve_list_remove_from_the_command_line(tmp_path: Path) ->
             # Without --code or --yes it asks; with no answer (no stdin) nothing is approved.
             unanswered = await meshchat("device", "approve", request["text"], "--profile", alice, check=False)
             assert unanswered.returncode == 1 and request["code"][:3] in unanswered.stderr.decode()
+            # Alice's `meshchat node` recorded where it listens: her invite on the laptop carries it,
+            # though `approve` itself listens nowhere.
+            alice_id = json.loads((await meshchat("id", "--profile", alice, "--json")).stdout)["peer_id"]
+            recorded = f"/ip4/127.0.0.1/tcp/4999/p2p/{alice_id}"
+            (alice / "addresses.json").write_text(json.dumps({"addrs": [recorded], "written_at": 1}))
             args = ["device", "approve", request["text"], "--profile", alice, "--yes"]
             approved = json.loads((await meshchat(*args, "--json")).stdout)
             assert approved["name"] == "laptop" and approved["version"] == 2
             assert approved["grant"] in {"relayed", "delivered"} and approved["contacts"] == 1
             linked = await link.first("linked")
-            alice_id = json.loads((await meshchat("id", "--profile", alice, "--json")).stdout)["peer_id"]
             assert linked["root"] == alice_id and linked["name"] == "laptop" and linked["contacts"] == 1
             with trio.fail_after(WAIT):
                 await link.process.wait()
@@ -123,6 +127,7 @@ async def test_link_approve_list_remove_from_the_command_line(tmp_path: Path) ->
             # The laptop hands out Alice's invite; its contacts are Alice's.
             invite = json.loads((await meshchat("invite", "--profile", laptop, "--json")).stdout)
             assert invite["peer_id"] == alice_id and invite["linked_device"]
+            assert invite["addrs"] == [recorded]
             assert "Bob" in (tmp_path / "laptop" / "contacts.json").read_text()
             # Bob's safety number is the same on both of Alice's devices: it is Alice's, not the laptop's.
             numbers = [

@@ -125,7 +125,7 @@ async def run_approve(
     async with Node.open(
         profile, identity=identity, listen=listen, bootstrap=bootstrap, mailboxes=mailboxes
     ) as node:
-        approved = await node.devices.approve(text, primary_name=primary_name)
+        approved = await node.devices.approve(text, primary_name=primary_name, mailboxes=mailboxes)
         grant = approved.grant
         with trio.move_on_after(wait):
             await grant.wait_until(OutboxStatus.RELAYED)
