@@ -128,6 +128,8 @@ async def test_link_approve_list_remove_from_the_command_line(tmp_path: Path) ->
             invite = json.loads((await meshchat("invite", "--profile", laptop, "--json")).stdout)
             assert invite["peer_id"] == alice_id and invite["linked_device"]
             assert invite["addrs"] == [recorded]
+            shown = json.loads((await meshchat("id", "--profile", laptop, "--json")).stdout)
+            assert shown["device_of"] == alice_id and shown["peer_id"] != alice_id
             assert "Bob" in (tmp_path / "laptop" / "contacts.json").read_text()
             # Bob's safety number is the same on both of Alice's devices: it is Alice's, not the laptop's.
             numbers = [

@@ -117,10 +117,15 @@ def show_id(*, profile: ProfileOption = None, json_output: JsonOption = False) -
     folder = profile_dir(profile)
     public = public_identity(folder)
     name = read_profile_name(folder)
+    root = _root_invite(folder)  # a linked device: its person is the root's key
     if json_output:
-        emit_json(_identity_json(folder, name, public))
+        person = None if root is None else root.public.peer_id
+        emit_json({**_identity_json(folder, name, public), "device_of": person})
         return
-    stdout_console().print(_identity_table(name, public))
+    table = _identity_table(name, public)
+    if root is not None:
+        table.add_row("device of", f"{root.public.peer_id} (the safety number is this key's)")
+    stdout_console().print(table)
 
 
 def _identity_json(folder: Path, name: str, public: PublicIdentity) -> dict[str, object]:
