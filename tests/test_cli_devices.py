@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from meshchat.cli.common import PASSPHRASE_ENV, PROFILE_ENV
 from meshchat.cli.runner import _describe, _Printer
 from meshchat.contacts import Contact
 from meshchat.identity import Identity
-from meshchat.identity.devices import Device, DeviceList
+from meshchat.identity.devices import Device, DeviceList, LinkRequest
 from meshchat.inbox import DirectMessage
 from meshchat.store.messenger import DeviceListChanged, Linked
 from meshchat.wire import Invite
@@ -210,3 +211,21 @@ def test_device_events_read_as_sentences_and_json() -> None:
     fields = json.loads(_printed(copy, {}, json_lines=True))
     assert fields["to"] == bob.public.peer_id and fields["to_contact"] == "Bob"
     assert fields["device"] == laptop.public.peer_id and fields["sender"] == alice.public.peer_id
+
+
+async def test_link_prints_the_request_alone_on_stdout_and_gives_up_when_nobody_approves(
+    tmp_path: Path,
+) -> None:
+    """``REQUEST=$(meshchat device link)`` works: the request alone on stdout, the code on stderr; with
+    no approval within --timeout it fails saying so (exit 1), and the request stays valid text."""
+    new = tmp_path / "new"
+    await meshchat("init", "--profile", new, "--insecure-no-passphrase")
+    result = await meshchat(
+        "device", "link", "--profile", new, "--listen", LOCAL, "--timeout", "1", check=False
+    )
+    assert result.returncode == 1
+    [line] = result.stdout.decode().splitlines()
+    request = LinkRequest.from_text(line, wall_now=time.time())
+    assert request.name == "laptop"
+    errors = result.stderr.decode()
+    assert f"{request.code()[:3]} {request.code()[3:]}" in errors and "no approval" in errors
