@@ -33,6 +33,7 @@ __all__ = [
     "KeyChanged",
     "KeyFileError",
     "KeyFileProblem",
+    "LinkCodeMismatch",
     "MeshchatError",
     "NetworkError",
     "NoSession",
@@ -48,6 +49,7 @@ __all__ = [
     "TooLarge",
     "TooManySkipped",
     "UnknownChain",
+    "UnknownDevice",
     "UnknownFile",
     "UnknownGroup",
     "UnknownPeer",
@@ -380,6 +382,25 @@ class NotPrimary(DeviceError):
 
     def __init__(self) -> None:
         super().__init__("only the primary device (the one holding the root key) can link or remove devices")
+
+
+class LinkCodeMismatch(DeviceError):
+    """The comparison code given does not match the link request's: the request may have been swapped."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the code does not match this link request's: it may have been swapped on its way; "
+            "make a new request on the new device and compare again"
+        )
+
+
+class UnknownDevice(DeviceError):
+    """No device of ours has this name or key (or several have the name)."""
+
+    def __init__(self, device: str, *, several: bool = False) -> None:
+        self.device = device
+        why = "several devices have that name; give its PeerId" if several else "no device of yours"
+        super().__init__(f"{device}: {why}")
 
 
 class KeyChanged(ProfileError):

@@ -51,6 +51,12 @@ class DirectMessage:
     seq: int
     #: Its place in this profile's inbox: ``Node.inbox(after=number)`` resumes after it.
     number: int
+    #: The device of the sender's that sent it (another key than ``sender``: the person's root), or
+    #: None when the sender's root device itself sent it.
+    device: PublicIdentity | None = None
+    #: None for a message to us; for one that another of OUR devices sent (a copy, so every device
+    #: shows the whole conversation): who it was sent to (a contact if known). ``sender`` is then us.
+    to: Contact | PublicIdentity | None = None
 
 
 def envelope_relay_check(wall_clock: Callable[[], float], inner: Validator | None = None) -> Validator:
@@ -133,6 +139,10 @@ class InboxFeed:
     def message(self, record: InboxRecord) -> DirectMessage:
         """``record`` as the application sees it."""
         sender = PublicIdentity.from_bytes(record.sender)
+        to: Contact | PublicIdentity | None = None
+        if record.to:
+            to = PublicIdentity.from_bytes(record.to)
+            to = (self._contacts.by_key(to) if self._contacts is not None else None) or to
         return DirectMessage(
             sender=sender,
             contact=self._contacts.by_key(sender) if self._contacts is not None else None,
@@ -141,4 +151,6 @@ class InboxFeed:
             message_id=record.message_id,
             seq=record.seq,
             number=record.number,
+            device=PublicIdentity.from_bytes(record.device) if record.device else None,
+            to=to,
         )

@@ -63,6 +63,7 @@ from meshchat.crypto import (
     inbox_tag,
     inbox_topic,
 )
+from meshchat.device_api import Devices
 from meshchat.errors import BadAddress, DecodeError, NetworkError, ProfileError
 from meshchat.file_api import FileParts, Files, open_file_parts
 from meshchat.files.events import Attachment, FileEvent
@@ -136,8 +137,9 @@ __all__ = [
 
 #: What ``Node.events()`` yields: gossip messages, sealed messages to this node, peers coming and going,
 #: sent messages moving on (``StatusChanged``), local storage failing (``StoreProblem``), and groups
-#: (``GroupMessage``, ``GroupChanged``, ``GroupStatus``, ``GroupInvited``, ``GroupProblem``) and files
-#: (``Attachment``, ``AttachmentFetched``, ``FileProblem``).
+#: (``GroupMessage``, ``GroupChanged``, ``GroupStatus``, ``GroupInvited``, ``GroupProblem``), files
+#: (``Attachment``, ``AttachmentFetched``, ``FileProblem``) and devices (``DeviceListChanged``: a
+#: contact's or our own list; ``Linked``: this new device was approved; ``node.devices``).
 NodeEvent: TypeAlias = (
     NetEvent
     | DirectMessage
@@ -262,6 +264,20 @@ class Node:
             reach=self._reach,
             wait_for=self.wait_for,
             groups=self.groups,
+        )
+        #: This person's devices: link, approve, list, remove (``meshchat.device_api``).
+        self.devices = Devices(
+            identity,
+            messenger=messenger,
+            store=self._store,
+            contacts=contacts,
+            profile=profile,
+            wall_clock=wall_clock,
+            wait_for=self.wait_for,
+            connect=self.connect,
+            reach=self._dialer.reach,
+            use_invite=self._prefer_mailboxes_of,
+            addrs=lambda: self.dialable_addrs,
         )
 
     @classmethod
@@ -521,6 +537,7 @@ class Node:
         nursery.start_soon(self._feed.run)  # before anything can commit: nothing is missed
         nursery.start_soon(self._translate_events)
         self._write_addresses()
+        self.devices.start(nursery)
         if options.inbox:
             await self._join_inbox()
             nursery.start_soon(self._rejoin_inbox_daily)
@@ -544,6 +561,8 @@ class Node:
             sender = PublicIdentity.from_bytes(event.sender)
             self.files.driver.offered(sender, event.body, event.message_id, group_id=event.group_id)
             return  # announced as an ``Attachment`` (the history keeps the offer)
+        if isinstance(event, Linked):
+            self.devices.on_linked(event)  # the profile takes the primary's snapshot, then we announce
         try:
             self._events_send.send_nowait(event)
         except trio.WouldBlock:
@@ -673,7 +692,7 @@ class Node:
 
     def _whereabouts(self, public: PublicIdentity) -> Whereabouts | None:
         contact = self._contacts.by_key(public) if self._contacts is not None else None
-        return None if contact is None else contact.whereabouts()
+        return self.devices.whereabouts(public) if contact is None else contact.whereabouts()
 
     def _prefer_mailboxes_of(self, contact: Contact) -> None:
         """Use what ``contact``'s invite says: its mailboxes, and its prekey bundle for the session."""
@@ -698,9 +717,10 @@ class Node:
         return self._messenger.storage.inbox_after(after, limit)
 
     def mark_read(self, message: DirectMessage) -> None:
-        """Send ``message``'s sender a signed read receipt."""
+        """Send ``message``'s sender (the device of theirs that sent it) a signed read receipt."""
+        sender = message.device or message.sender
         self._store.perform(
-            self._messenger.mark_read(message.sender, [message.message_id], wall_now=self._wall_clock())
+            self._messenger.mark_read(sender, [message.message_id], wall_now=self._wall_clock())
         )
 
     def sync_mailboxes(self) -> None:

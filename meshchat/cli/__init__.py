@@ -10,6 +10,7 @@ into one line on stderr. One module per command group:
 - ``files``: ``files [--fetch N]``, ``send --file`` (the network part in ``file_runner``)
 - ``group``: ``group create | invite | join | members | remove | leave | rename | promote | demote |
   send | history | list`` (the network part in ``group_runner``; ``chat --group`` too)
+- ``devices``: ``device link | approve | list | remove`` (the network part in ``device_runner``)
 - ``sim``: ``sim``; ``demo``: ``demo`` (its steps in ``demo_local``, its network part in ``demo_net``)
 - ``common``: options, consoles, the error line, ``terminal_text``, profiles and passphrases
 
@@ -34,6 +35,7 @@ import typer
 from typer.core import TyperGroup
 
 from meshchat.cli import demo as _demo
+from meshchat.cli import devices as _devices
 from meshchat.cli import files as _files
 from meshchat.cli import group as _group
 from meshchat.cli import identity as _identity
@@ -154,6 +156,7 @@ app.command("inbox")(_store.inbox_command)
 app.command("files")(_files.files_command)
 app.command("sim")(_sim.sim_command)
 app.add_typer(_group.group_app, name="group")
+app.add_typer(_devices.device_app, name="device")
 
 
 def main() -> None:

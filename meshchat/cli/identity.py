@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from meshchat.identity import Identity, PublicIdentity
+    from meshchat.wire import Invite
 
 __all__ = [
     "MAX_STDIN_INVITE",
@@ -116,10 +117,15 @@ def show_id(*, profile: ProfileOption = None, json_output: JsonOption = False) -
     folder = profile_dir(profile)
     public = public_identity(folder)
     name = read_profile_name(folder)
+    root = _root_invite(folder)  # a linked device: its person is the root's key
     if json_output:
-        emit_json(_identity_json(folder, name, public))
+        person = None if root is None else root.public.peer_id
+        emit_json({**_identity_json(folder, name, public), "device_of": person})
         return
-    stdout_console().print(_identity_table(name, public))
+    table = _identity_table(name, public)
+    if root is not None:
+        table.add_row("device of", f"{root.public.peer_id} (the safety number is this key's)")
+    stdout_console().print(table)
 
 
 def _identity_json(folder: Path, name: str, public: PublicIdentity) -> dict[str, object]:
@@ -213,6 +219,10 @@ def invite(
     if qr is not None and qr.suffix.lower() != ".png":
         raise CommandError(f"--qr saves a PNG image; give a file name ending in .png, not {qr.name!r}")
     folder = profile_dir(profile)
+    if _print_root_invite(
+        folder, changed=bool(name is not None or addr or mailbox), qr=qr, json_output=json_output
+    ):
+        return
     identity = load_profile_identity(folder)
     display_name = read_profile_name(folder) if name is None else name
     addrs = tuple(addr) if addr else tuple(read_recorded_addresses(folder))
@@ -269,6 +279,58 @@ def invite(
     typer.echo(token)
 
 
+def _root_invite(folder: Path) -> Invite | None:
+    """A linked device's root invite (``meshchat device link`` wrote it), or None on a primary."""
+    from meshchat.device_api import ROOT_INVITE_FILE  # noqa: PLC0415
+    from meshchat.wire import Invite  # noqa: PLC0415
+
+    path = folder / ROOT_INVITE_FILE
+    if not path.exists():
+        return None
+    try:
+        return Invite.from_text(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read {path}: {exc}") from exc
+
+
+def _print_root_invite(folder: Path, *, changed: bool, qr: Path | None, json_output: bool) -> bool:
+    """On a linked device (``meshchat device link``): print its person's root invite, which the primary
+    made (a device key cannot sign one for the person), and return True; False on a primary."""
+    card = _root_invite(folder)
+    if card is None:
+        return False
+    if changed:
+        raise CommandError(
+            "this profile is a linked device: it hands out its primary's invite as the primary made it "
+            "(--name, --addr and --mailbox need the primary: run `meshchat invite` there)"
+        )
+    if qr is not None:
+        try:
+            card.qr().save(str(qr), kind="png", scale=QR_PNG_SCALE)
+        except OSError as exc:
+            raise CommandError(f"cannot write the QR code to {qr}: {exc.strerror or exc}") from exc
+    token = card.to_text()
+    if json_output:
+        emit_json(
+            {
+                "token": token,
+                "name": card.name,
+                "peer_id": card.public.peer_id,
+                "addrs": list(card.addrs),
+                "mailboxes": list(card.mailboxes),
+                "qr": None if qr is None else str(qr),
+                "linked_device": True,
+            }
+        )
+        return True
+    stderr_console().print(
+        f"[dim]This is a linked device: the invite of your primary ({card.public.peer_id}), which it "
+        "made when it linked this one. Contacts who add it reach all your devices.[/]"
+    )
+    typer.echo(token)
+    return True
+
+
 def safety_number_command(
     *,
     invite_text: Annotated[
@@ -287,7 +349,9 @@ def safety_number_command(
     from meshchat.wire import Invite  # noqa: PLC0415
 
     folder = profile_dir(profile)
-    own = public_identity(folder)
+    root = _root_invite(folder)
+    # A linked device's safety number is its person's: the root key, not the device's own.
+    own = public_identity(folder) if root is None else root.public
     text = sys.stdin.read(MAX_STDIN_INVITE) if invite_text == "-" else invite_text
     card = Invite.from_text(text)
     number = safety_number(own, card.public)

@@ -7,7 +7,8 @@ and listen addresses first, then one line per event, as text or, with ``--json``
 per line (``listening``, ``reserved``, ``peer_connected``, ``peer_disconnected``, ``message``,
 ``direct``, ``status``, ``store_problem``, ``published``, ``sent``, ``refused``, ``stdin_closed``,
 ``stopped``, ``mailbox``, ``statistics``; for groups ``group_message``, ``group_changed``,
-``group_invited``, ``group_status``, ``group_problem``: ``meshchat.cli.group_events``; for files
+``group_invited``, ``group_status``, ``group_problem``: ``meshchat.cli.group_events``; for devices
+``devices_changed`` ("Bob added a device 'laptop'") and ``linked``; for files
 ``attachment``, ``attachment_fetched``, ``file_problem``: ``meshchat.cli.files``) for scripts
 and tests. Text output passes every peer-chosen string
 through ``terminal_text``; JSON carries it exactly. Output goes through an ``OutputQueue``: a reader of
@@ -53,12 +54,12 @@ from meshchat.crypto import epoch_of, inbox_tag, inbox_topic
 from meshchat.errors import MeshchatError, NetworkError, UnknownGroup
 from meshchat.files.events import Attachment, AttachmentFetched, FileProblem
 from meshchat.groups.events import GroupEvent
-from meshchat.identity import Identity
+from meshchat.identity import Identity, PublicIdentity
 from meshchat.inbox import DirectMessage
 from meshchat.net import MessageDelivered, PeerJoined, PeerLeft
 from meshchat.node import Node, NodeEvent
 from meshchat.store.mailbox import MailboxLimits
-from meshchat.store.messenger import StatusChanged, StoreProblem
+from meshchat.store.messenger import DeviceListChanged, Linked, StatusChanged, StoreProblem
 from meshchat.store.storage import OutboxStatus
 from meshchat.wire import message_id
 
@@ -204,7 +205,11 @@ class _ChatPrinter(_Printer):
 
     def event(self, kind: str, text: str, **fields: object) -> None:
         now = time.strftime("%H:%M:%S")
-        if kind in {"direct", "group_message"}:
+        if kind == "direct" and fields.get("to"):  # sent by another of our devices
+            to = terminal_markup(str(fields.get("to_contact") or str(fields["to"])[-8:]))
+            body = terminal_markup(_text_of(fields))
+            self._console.print(f"[dim]{now} you → {to} (another device): {body}[/]")
+        elif kind in {"direct", "group_message"}:
             who = terminal_markup(str(fields.get("contact") or str(fields.get("sender", ""))[-8:]))
             body = terminal_markup(_text_of(fields))
             where = f"[dim]\\[{terminal_markup(str(fields['group']))}][/] " if kind == "group_message" else ""
@@ -224,14 +229,54 @@ def _text_of(fields: dict[str, object]) -> str:
     return base64.b64decode(str(fields.get("data", ""))).decode("utf-8", errors="replace")
 
 
-def _describe(event: NodeEvent, printer: _Printer) -> None:
+def describe_device_event(
+    event: DeviceListChanged | Linked, printer: _Printer, names: dict[str, str]
+) -> None:
+    """``devices_changed``: "Bob added a device 'laptop'" (a contact's list, or ours: ``own``);
+    ``linked``: this profile became a device of its person."""
+    if isinstance(event, Linked):
+        root = event.root.peer_id
+        printer.event(
+            "linked",
+            f"this profile is now a device of {names.get(root, root)}",
+            root=root,
+            devices=[{"name": d.name, "peer_id": d.public.peer_id} for d in event.devices.devices],
+        )
+        return
+    root = PublicIdentity.from_bytes(event.root).peer_id
+    who = "you" if event.own else names.get(root, root)
+    # A list learnt for the first time names the person's primary too: not a device they added.
+    added = [d for d in event.added if d.key != event.root]
+    parts = [f"{who} added a device {d.name!r}" for d in added]
+    parts += [f"{who} removed a device {d.name!r}" for d in event.removed]
+    printer.event(
+        "devices_changed",
+        "; ".join(parts) or f"{who}: device list version {event.devices.version}",
+        peer_id=root,
+        contact=None if event.own else names.get(root),
+        own=event.own,
+        version=event.devices.version,
+        added=[{"name": d.name, "peer_id": d.public.peer_id} for d in added],
+        removed=[{"name": d.name, "peer_id": d.public.peer_id} for d in event.removed],
+    )
+
+
+def _describe(event: NodeEvent, printer: _Printer, names: dict[str, str] | None = None) -> None:
     match event:
         case DirectMessage(sender=sender, contact=contact, body=body, sent_at_ms=sent_at, message_id=mid):
             who = contact.name if contact is not None else sender.peer_id
+            to = event.to
+            to_name = to.name if isinstance(to, Contact) else None if to is None else to.peer_id
+            device = event.device
+            where = f"from {who}" if to is None else f"you to {to_name}"
+            where += "" if device is None else f" (device {device.peer_id[-8:]})"
             printer.event(
                 "direct",
-                f"from {who}: {body.decode('utf-8', errors='replace')}",
+                f"{where}: {body.decode('utf-8', errors='replace')}",
                 sender=sender.peer_id,
+                device=None if device is None else device.peer_id,
+                to=None if to is None else to.public.peer_id if isinstance(to, Contact) else to.peer_id,
+                to_contact=to_name if isinstance(to, Contact) else None,
                 contact=contact.name if contact is not None else None,
                 sent_at_ms=sent_at,
                 message_id=mid.hex(),
@@ -247,6 +292,8 @@ def _describe(event: NodeEvent, printer: _Printer) -> None:
                 status=status.value,
                 error=error,
             )
+        case DeviceListChanged() | Linked():
+            describe_device_event(event, printer, names or {})
         case StoreProblem(error=error):
             printer.event("store_problem", str(error), error=str(error))
         case MessageDelivered(topic=topic, message_id=mid, data=data, source=source):
@@ -283,7 +330,7 @@ async def _print_events(node: Node, printer: _Printer, output: OutputQueue) -> N
         elif isinstance(event, Attachment | AttachmentFetched | FileProblem):
             describe_file_event(event, printer, names=_contact_names(node))
         else:
-            _describe(event, printer)
+            _describe(event, printer, _contact_names(node) if isinstance(event, DeviceListChanged) else {})
         if isinstance(event, DirectMessage):
             await output.wait_for_room()
 
