@@ -8,7 +8,9 @@ serving it and uploading it to mailboxes if this command stops early) and then s
 contact can have the file without this process:
 
 - every chunk of it (the data chunks and the index, ``wire_size`` bytes on the wire) was served at
-  least once: to the contact, the only one the manifest is sealed to, fetching it while connected; or
+  least once (to the contact, the only one the manifest is sealed to, fetching it while connected)
+  and the contact closed its chunk streams and bulk channels: its download is done (a sender leaving
+  as the last chunk is written could reset the connection with it still in flight); or
 - a mailbox stored every chunk (``FileProgress.complete``) and the manifest message left (``relayed``,
   ``stored`` or later): the contact fetches from the mailbox whenever it comes online.
 
@@ -166,7 +168,10 @@ async def run_send_file(
         def finished() -> bool:
             _stored, sent, complete = progress()
             left = handle.status not in (OutboxStatus.QUEUED, OutboxStatus.FAILED)
-            return sent >= wire or (complete and left)
+            # Every chunk was written out, and the contact closed its chunk streams and bulk channels
+            # (its download is done): leaving earlier can reset a connection with chunks still in flight.
+            fetched = sent >= wire and not node.files.driver.server.serving(contact.peer_id)
+            return fetched or (complete and left)
 
         def amount() -> int:
             stored, sent, _complete = progress()

@@ -410,6 +410,10 @@ class BulkListener:
         self._issued += 1
         return ticket
 
+    def open_with(self, peer: str) -> bool:
+        """Whether a bulk connection from ``peer`` is open now."""
+        return self._open[peer] > 0
+
     def statistics(self) -> BulkStatistics:
         return BulkStatistics(
             tickets_issued=self._issued,

@@ -228,6 +228,11 @@ class ChunkServer:
         """A bulk channel a ticket opened (the listener's handler)."""
         await self.serve(channel, channel.peer)
 
+    def serving(self, peer: str) -> bool:
+        """Whether ``peer`` has a chunk stream or a bulk channel open to us now (a fetcher closes its
+        own when its download is done: a sender that leaves before that may cut off chunks in flight)."""
+        return self._streams[peer] > 0 or (self.bulk is not None and self.bulk.open_with(peer))
+
     async def serve(self, channel: Channel, peer: str) -> None:
         """Answer ``peer``'s requests on ``channel`` until it ends, goes idle, or misbehaves."""
         if self._streams[peer] >= MAX_STREAMS_PER_PEER or self._streams.total() >= MAX_STREAMS:
