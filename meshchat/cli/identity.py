@@ -259,16 +259,7 @@ def invite(
             "or pass --addr MULTIADDR or --mailbox MULTIADDR.[/]"
         )
     if json_output:
-        emit_json(
-            {
-                "token": token,
-                "name": card.name,
-                "peer_id": card.public.peer_id,
-                "addrs": list(card.addrs),
-                "mailboxes": list(card.mailboxes),
-                "qr": None if qr is None else str(qr),
-            }
-        )
+        emit_json(_invite_json(card, token, qr))
         return
     who = terminal_markup(card.name) if card.name else "you"
     err.print(
@@ -293,6 +284,18 @@ def _root_invite(folder: Path) -> Invite | None:
         raise CommandError(f"cannot read {path}: {exc}") from exc
 
 
+def _invite_json(card: Invite, token: str, qr: Path | None) -> dict[str, object]:
+    """What ``meshchat invite --json`` prints about ``card``."""
+    return {
+        "token": token,
+        "name": card.name,
+        "peer_id": card.public.peer_id,
+        "addrs": list(card.addrs),
+        "mailboxes": list(card.mailboxes),
+        "qr": None if qr is None else str(qr),
+    }
+
+
 def _print_root_invite(folder: Path, *, changed: bool, qr: Path | None, json_output: bool) -> bool:
     """On a linked device (``meshchat device link``): print its person's root invite, which the primary
     made (a device key cannot sign one for the person), and return True; False on a primary."""
@@ -311,17 +314,7 @@ def _print_root_invite(folder: Path, *, changed: bool, qr: Path | None, json_out
             raise CommandError(f"cannot write the QR code to {qr}: {exc.strerror or exc}") from exc
     token = card.to_text()
     if json_output:
-        emit_json(
-            {
-                "token": token,
-                "name": card.name,
-                "peer_id": card.public.peer_id,
-                "addrs": list(card.addrs),
-                "mailboxes": list(card.mailboxes),
-                "qr": None if qr is None else str(qr),
-                "linked_device": True,
-            }
-        )
+        emit_json({**_invite_json(card, token, qr), "linked_device": True})
         return True
     stderr_console().print(
         f"[dim]This is a linked device: the invite of your primary ({card.public.peer_id}), which it "
