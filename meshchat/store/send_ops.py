@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from meshchat.crypto import inbox_topic
-from meshchat.errors import NotPrimary
+from meshchat.errors import MeshchatError, NotPrimary
 from meshchat.identity import Identity, KeyCache, PublicIdentity, RandomBytes
 from meshchat.identity.devices import Device, DeviceList, LinkRequest
 from meshchat.store.calls import MailboxCalls
@@ -111,7 +111,7 @@ class Sending:
             # The ratchet steps that sealed them are written with them: neither exists without the other.
             writes = self.sessions.writes() + self.devices.writes() + fan_write(records)
             self.storage.outbox_add(records, writes)
-        except BaseException:
+        except (MeshchatError, ValueError):  # storage, a bundle or a body out of bounds, a bad ttl
             self.sessions.rolled_back()
             self.devices.rolled_back()
             raise
