@@ -16,15 +16,22 @@ __all__ = [
     "AddressInUse",
     "BadAddress",
     "BadBundle",
+    "BadDisclosure",
     "BadInvite",
     "BadManifest",
     "BadSignature",
     "ChainJumpTooFar",
+    "ChallengeMismatch",
     "ChunkMismatch",
+    "CredentialError",
+    "CredentialNotValid",
+    "CredentialRevoked",
     "DecodeError",
     "DecryptionFailed",
     "DeviceError",
     "DiskFull",
+    "DocumentError",
+    "DocumentMismatch",
     "Expired",
     "FileError",
     "GroupError",
@@ -37,24 +44,32 @@ __all__ = [
     "MeshchatError",
     "NetworkError",
     "NoSession",
+    "NotASigner",
     "NotAuthorized",
     "NotInGroup",
     "NotPrimary",
+    "PresentationExpired",
+    "PresentationReplayed",
     "ProfileError",
     "ProfileLocked",
     "QuotaExceeded",
     "Replay",
     "SessionError",
+    "SignatureRevoked",
+    "StatusUnknown",
     "StorageError",
     "TooLarge",
     "TooManySkipped",
     "UnknownChain",
     "UnknownDevice",
+    "UnknownDocument",
     "UnknownFile",
     "UnknownGroup",
+    "UnknownIssuer",
     "UnknownPeer",
     "UnknownPrekey",
     "UnsupportedVersion",
+    "WrongHolder",
 ]
 
 
@@ -414,4 +429,137 @@ class KeyChanged(ProfileError):
         super().__init__(
             f"the safety number of {name!r} changed: their key was {old}, this invite's is {new}; "
             "compare it with them again before replacing it"
+        )
+
+
+class DocumentError(MeshchatError):
+    """A signed document or a co-signing round is wrong (meshchat.documents)."""
+
+
+class DocumentMismatch(DocumentError):
+    """The document is not the one that was signed: its hash differs from the signed hash."""
+
+    def __init__(self, *, signed: str, actual: str) -> None:
+        self.signed = signed
+        self.actual = actual
+        super().__init__(
+            f"the document was altered: the signature covers sha-256 {signed}, this document is {actual}"
+        )
+
+
+class SignatureRevoked(DocumentError):
+    """The signer revoked this signature (a signed revocation names it)."""
+
+    def __init__(self, *, signer: str, at: float) -> None:
+        self.signer = signer
+        self.at = at
+        super().__init__(f"{signer} revoked this signature at {at:.0f} (unix time)")
+
+
+class UnknownDocument(DocumentError):
+    """No co-signing round with that id is known here."""
+
+    def __init__(self, document: str) -> None:
+        self.document = document
+        super().__init__(f"no document {document!r} is known here")
+
+
+class NotASigner(DocumentError):
+    """A signature, revocation or request from a key the document does not name as a signer."""
+
+    def __init__(self, *, document: str, key: str) -> None:
+        self.document = document
+        self.key = key
+        super().__init__(f"{key} is not one of the signers of document {document}")
+
+
+class CredentialError(MeshchatError):
+    """A credential or a presentation of one fails a check (meshchat.credentials)."""
+
+
+class BadDisclosure(CredentialError):
+    """A disclosure is altered, not covered by the issuer's signature, duplicated or malformed."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"bad disclosure: {problem}")
+
+
+class WrongHolder(CredentialError):
+    """The presentation is not signed by the key the credential is bound to (or carries no binding)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"not presented by the credential's holder: {problem}")
+
+
+class ChallengeMismatch(CredentialError):
+    """The presentation answers another challenge or another verifier (a replay from elsewhere)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"the presentation does not answer this challenge: {problem}")
+
+
+class PresentationReplayed(CredentialError):
+    """This verifier already accepted this very presentation (a one-way presentation shown twice)."""
+
+    def __init__(self) -> None:
+        super().__init__("this presentation was already shown here (a replay)")
+
+
+class PresentationExpired(CredentialError):
+    """A presentation's time window is over (or it claims a time too far in the future)."""
+
+    def __init__(self, *, issued_at: float, now: float, window: float) -> None:
+        self.issued_at = issued_at
+        self.now = now
+        self.window = window
+        super().__init__(
+            f"the presentation was made at {issued_at:.0f} and is valid for {window:.0f} s; "
+            f"it is now {now:.0f}"
+        )
+
+
+class CredentialNotValid(CredentialError):
+    """The credential is outside its validity dates (expired or not yet valid)."""
+
+    def __init__(self, *, not_before: float | None, expires: float | None, now: float) -> None:
+        self.not_before = not_before
+        self.expires = expires
+        self.now = now
+        span = f"from {not_before or '-'} until {expires or '-'}"
+        super().__init__(f"the credential is valid {span} (unix time); it is now {now:.0f}")
+
+
+class CredentialRevoked(CredentialError):
+    """The issuer's status list marks the credential revoked."""
+
+    def __init__(self, *, issuer: str, index: int, list_age: float) -> None:
+        self.issuer = issuer
+        self.index = index
+        self.list_age = list_age
+        super().__init__(
+            f"{issuer} revoked this credential (status list entry {index}, list {list_age:.0f} s old)"
+        )
+
+
+class UnknownIssuer(CredentialError):
+    """The credential's issuer is not one this verifier trusts (or its key cannot be resolved)."""
+
+    def __init__(self, issuer: str) -> None:
+        self.issuer = issuer
+        super().__init__(f"unknown issuer {issuer!r}: not among the issuers this verifier trusts")
+
+
+class StatusUnknown(CredentialError):
+    """The verifier has no status list for the credential's issuer, or only one older than it accepts."""
+
+    def __init__(self, *, issuer: str, list_age: float | None, max_age: float) -> None:
+        self.issuer = issuer
+        self.list_age = list_age
+        self.max_age = max_age
+        have = "no status list" if list_age is None else f"a status list {list_age:.0f} s old"
+        super().__init__(
+            f"cannot tell whether {issuer} revoked it: have {have}, accept at most {max_age:.0f} s"
         )
