@@ -1,0 +1,1 @@
+"""``node.credentials``: a wallet, an issuer registry and status lists over gossip."""

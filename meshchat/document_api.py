@@ -1,0 +1,1 @@
+"""``node.documents``: sign, verify and co-sign documents over the mesh."""

@@ -1,0 +1,1 @@
+"""Signed documents: detached EdDSA signatures, co-signing rounds with an M-of-N rule, witnesses."""
