@@ -64,11 +64,12 @@ from meshchat.crypto import (
     inbox_topic,
 )
 from meshchat.device_api import Devices
-from meshchat.errors import BadAddress, DecodeError, NetworkError, ProfileError
+from meshchat.errors import NetworkError, ProfileError
 from meshchat.file_api import FileParts, Files, open_file_parts
 from meshchat.files.events import Attachment, FileEvent
 from meshchat.files.hold import HoldLimits
 from meshchat.files.manifest import is_offer
+from meshchat.first_contact import FirstContact
 from meshchat.gossip import GossipConfig, GossipRouter, ScoreParams, Validator
 from meshchat.gossip.messages import Topic
 from meshchat.gossip.signing import MessageSigner
@@ -91,21 +92,14 @@ from meshchat.net import (
     build_host,
     parse_multiaddr,
 )
-from meshchat.net.bundles import (
-    BUNDLE_NAMESPACE,
-    BUNDLE_REPUBLISH,
-    BundleValidator,
-    lookup_bundle,
-    publish_bundle,
-)
+from meshchat.net.bundles import BUNDLE_NAMESPACE, BundleValidator
 from meshchat.net.dialer import Dialer, Whereabouts, peer_info
 from meshchat.net.file_driver import FileConfig, FileDriver
 from meshchat.net.host import dialable_addrs, listen_ip, only_exception
-from meshchat.net.mailbox import MailboxServer, take_prekey
+from meshchat.net.mailbox import MailboxServer
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import GroupStoreAction, MessageHandle, NetStoreIO, StoreDriver, StoreEvent
 from meshchat.profile import ADDRESSES_FILE, LOCK_FILE, hold_profile, write_addresses
-from meshchat.sessions.prekeys import PrekeyBundle
 from meshchat.store.encrypted import store_key
 from meshchat.store.mailbox import MailboxCore, MailboxLimits, MailboxStatistics
 from meshchat.store.messenger import (
@@ -217,6 +211,7 @@ class Node:
         #: Direct messages are never among them: the inbox feed waits for the application instead.
         self.events_dropped = 0
         self._dialer = Dialer(host)
+        self._first_contact = FirstContact(host, self._dialer, messenger, wall_clock=wall_clock)
         self._feed = InboxFeed(messenger.storage, contacts, self._events_send, after=events_after)
         self._store = StoreDriver(
             messenger,
@@ -276,7 +271,7 @@ class Node:
             wait_for=self.wait_for,
             connect=self.connect,
             reach=self._dialer.reach,
-            use_invite=self._prefer_mailboxes_of,
+            use_invite=self._first_contact.use_invite,
             addrs=lambda: self.dialable_addrs,
         )
 
@@ -512,7 +507,7 @@ class Node:
         inbox topics; dial the bootstrap peers and mailboxes; publish what is pending. Returns the
         nursery the node's tasks run in."""
         for contact in self._contacts or ():  # receipts and messages for them go to their mailboxes
-            self._prefer_mailboxes_of(contact)
+            self._first_contact.use_invite(contact)
         if self._store.prekey_uploads is not None:  # one-time prekeys go to our own mailboxes
             self._store.prekey_uploads.prefer(str(info.peer_id) for info in mailboxes)
         host, driver = self._host, self._driver
@@ -551,7 +546,7 @@ class Node:
             nursery.start_soon(self._dialer.keep_mailboxes_connected, mailboxes)
         self._store.retry_pending()
         if self._dialer.dht is not None:
-            nursery.start_soon(self._publish_bundle, self._dialer.dht)
+            nursery.start_soon(self._first_contact.publish_bundle, self._dialer.dht, self.identity.public)
         return nursery
 
     # --- events ----------------------------------------------------------------------------------
@@ -630,27 +625,15 @@ class Node:
         if isinstance(to, str):
             to = self.contacts.find(to)
         recipient = to.public if isinstance(to, Contact) else to
-        if isinstance(to, Contact):
-            self._prefer_mailboxes_of(to)
-            if to.mailboxes and not self._messenger.sessions.has_session(recipient.ed25519):
-                # A one-time key from its mailboxes is preferred to the invite's bundle.
-                bundle = await take_prekey(self._host, self._dialer, to.public, to.mailboxes)
-                if bundle is not None and (bundle.one_time or not to.invite.bundle):
-                    self._messenger.set_bundle(recipient, bundle)
+        await self._first_contact.prepare(to)
         data = body.encode("utf-8") if isinstance(body, str) else body
-        dht = self._dialer.dht
-        if dht is not None and self._messenger.sessions.needs_bundle(
-            recipient.ed25519, wall_now=self._wall_clock()
-        ):
-            # Not a contact (no invite): its published bundle starts a forward-secret session.
-            self._messenger.set_bundle(recipient, await lookup_bundle(dht, recipient))
         try:
             record, actions = self._messenger.send(
                 recipient, data, wall_now=self._wall_clock(), ref=ref, ttl=ttl
             )
         finally:
             if isinstance(to, Contact):
-                self._prefer_mailboxes_of(to)  # a one-time key is never used for a second set-up
+                self._first_contact.use_invite(to)  # a one-time key is never used for a second set-up
         self._store.perform(actions)
         if actions:
             self._reach(recipient, record.message_id)
@@ -693,19 +676,6 @@ class Node:
     def _whereabouts(self, public: PublicIdentity) -> Whereabouts | None:
         contact = self._contacts.by_key(public) if self._contacts is not None else None
         return self.devices.whereabouts(public) if contact is None else contact.whereabouts()
-
-    def _prefer_mailboxes_of(self, contact: Contact) -> None:
-        """Use what ``contact``'s invite says: its mailboxes, and its prekey bundle for the session."""
-        peers = []
-        for address in contact.mailboxes:
-            with contextlib.suppress(BadAddress):  # an unusable one in an invite is skipped, not fatal
-                peers.append(str(peer_info(address).peer_id))
-        self._messenger.prefer_mailboxes(contact.public, peers)
-        bundle = None
-        if contact.invite.bundle:
-            with contextlib.suppress(DecodeError):  # a bad one: the session starts from the key alone
-                bundle = PrekeyBundle.decode(contact.invite.bundle)
-        self._messenger.set_bundle(contact.public, bundle)
 
     def outbox(self, limit: int = 100) -> list[OutboxRecord]:
         """The ``limit`` most recently sent messages, newest first, with their status."""
@@ -773,14 +743,6 @@ class Node:
             now = self._wall_clock()
             await trio.sleep(INBOX_EPOCH_SECONDS - now % INBOX_EPOCH_SECONDS + 1)
             await self._join_inbox()
-
-    async def _publish_bundle(self, dht: KadDHT) -> None:
-        """Keep this device's prekey bundle in the DHT: every ``BUNDLE_REPUBLISH`` seconds (its signed
-        prekey rotates weekly), every minute while no peer takes it."""
-        while True:
-            bundle = self._messenger.bundle(wall_now=self._wall_clock())
-            published = await publish_bundle(dht, self.identity.public, bundle)
-            await trio.sleep(BUNDLE_REPUBLISH if published else 60.0)
 
     # --- reaching peers -----------------------------------------------------------------------------
 
