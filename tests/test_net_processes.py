@@ -104,8 +104,10 @@ async def test_a_message_crosses_four_hops_and_survives_a_restart_of_the_middle(
         for k in range(10):
             await nodes[0].publish(b"hop %d" % k)
         await nodes[4].wait_for(lambda: all(b"hop %d" % k in nodes[4].messages() for k in range(10)))
-        # Each relay delivered every message exactly once to its application.
+        # Each relay delivered every message exactly once to its application (its output is read
+        # separately from the last node's, so wait for its lines too).
         for node in nodes[1:]:
+            await node.wait_for(lambda n=node: sum(m.startswith(b"hop ") for m in n.messages()) >= 10)
             hops = [m for m in node.messages() if m.startswith(b"hop ")]
             assert sorted(hops) == sorted(b"hop %d" % k for k in range(10))
 
