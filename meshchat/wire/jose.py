@@ -132,7 +132,7 @@ def parse_json(data: bytes, *, what: str, max_size: int = MAX_JWS_SIZE) -> objec
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DecodeError(what, "not UTF-8") from exc
-    if ("[" in text or "{" in text) and not _depth_ok(text):
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and not _depth_ok(text):  # fewer cannot nest deeper
         raise DecodeError(what, f"nested deeper than {MAX_JSON_DEPTH}")
     try:
         return json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constants)
