@@ -44,13 +44,13 @@ from meshchat.credentials.sdjwt import (
     Disclosure,
     decoy_digests,
     digest_of,
-    has_sd_marker,
     join_compact,
     make_disclosure,
     parse_digest_list,
     parse_disclosure,
     sd_hash,
     split_compact,
+    strip_undisclosed,
 )
 from meshchat.credentials.status import StatusCache, StatusRef
 from meshchat.errors import (
@@ -240,9 +240,7 @@ def _check_issuer_part(
     for name, value in payload.items():
         if name in RESERVED_CLAIMS:
             continue
-        if has_sd_marker(value):
-            raise BadDisclosure("nested selective disclosure is not supported")
-        claims[name] = value
+        claims[name] = strip_undisclosed(value)
     seen: set[str] = set()
     disclosed: list[Disclosure] = []
     for text in disclosures:
