@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Final
@@ -88,6 +88,7 @@ __all__ = [
     "KB_TYP",
     "KEY_ID_SIZE",
     "MAX_CHALLENGES",
+    "MAX_ISSUER_KEYS",
     "MAX_REPLAY_ENTRIES",
     "NONCE_SIZE",
     "ONE_WAY_AUDIENCE",
@@ -121,6 +122,9 @@ MAX_CHALLENGES: Final = 10_000
 #: One-way presentations remembered for the replay check: entries live one window, and no till sees
 #: 100,000 customers a minute; beyond it the oldest are forgotten first (counted in ``statistics``).
 MAX_REPLAY_ENTRIES: Final = 100_000
+#: Issuer keys a verifier keeps resolved (did -> checked key): checking that a key is a usable point
+#: costs as much as a signature check, and a till sees the same few issuers all day.
+MAX_ISSUER_KEYS: Final = 4096
 #: Random bytes in a nonce.
 NONCE_SIZE: Final = 16
 #: Bytes of a holder key id (the HKDF info suffix).
@@ -205,7 +209,11 @@ def _status_ref(value: object) -> StatusRef | None:
 
 
 def _check_issuer_part(
-    issuer_jwt: str, disclosures: tuple[str, ...], *, trusted: Mapping[str, str] | None
+    issuer_jwt: str,
+    disclosures: tuple[str, ...],
+    *,
+    trusted: Mapping[str, str] | None,
+    resolve: Callable[[str], PublicIdentity] = public_of_did,
 ) -> _IssuerPart:
     """Parse and check the issuer JWT, then match every disclosure to a digest it signed."""
     what = "issuer JWT"
@@ -219,7 +227,7 @@ def _check_issuer_part(
     if trusted is not None and iss not in trusted:
         raise UnknownIssuer(iss)
     try:
-        issuer = public_of_did(iss)
+        issuer = resolve(iss)
     except DecodeError as exc:
         raise UnknownIssuer(iss) from exc
     verify_jws(jws, issuer, what="credential issuer signature")
@@ -444,6 +452,7 @@ class Verifier:
         self._challenges: OrderedDict[str, float | None] = OrderedDict()
         self._answered: OrderedDict[str, float] = OrderedDict()
         self._seen: OrderedDict[str, float] = OrderedDict()
+        self._issuer_keys: OrderedDict[str, PublicIdentity] = OrderedDict()
         #: Counters: presentations accepted, refused by error class name, replay entries evicted early.
         self.counts: dict[str, int] = {}
 
@@ -474,7 +483,9 @@ class Verifier:
         self, presentation: str, *, now: float, nonce: str | None, require: Collection[str]
     ) -> Verified:
         parts = split_compact(presentation)
-        checked = _check_issuer_part(parts.issuer_jwt, parts.disclosures, trusted=self.trusted)
+        checked = _check_issuer_part(
+            parts.issuer_jwt, parts.disclosures, trusted=self.trusted, resolve=self._issuer_key
+        )
         if parts.kb_jwt is None:
             raise WrongHolder("the presentation has no key binding JWT")
         kb = parse_jws(parts.kb_jwt, what="KB-JWT")
@@ -535,6 +546,16 @@ class Verifier:
             status=status,
             status_age=status_age,
         )
+
+    def _issuer_key(self, did: str) -> PublicIdentity:
+        """``public_of_did``, remembered for the last ``MAX_ISSUER_KEYS`` issuers."""
+        key = self._issuer_keys.pop(did, None)
+        if key is None:
+            key = public_of_did(did)
+            while len(self._issuer_keys) >= MAX_ISSUER_KEYS:
+                self._issuer_keys.popitem(last=False)
+        self._issuer_keys[did] = key  # most recently used last
+        return key
 
     def _check_challenge(self, nonce: str, presented_at: float, *, now: float) -> None:
         """A nonce this verifier made is good once and for ``CHALLENGE_LIFETIME``; others are the caller's."""
