@@ -296,6 +296,25 @@ def test_strict_payload_types(change: dict[str, object]) -> None:
         Verifier(audience="a").verify(_resign_issuer(change), now=NOW, nonce="n")
 
 
+def test_non_finite_numbers_refused() -> None:
+    # JSON has no infinity, but Python's json reads 1e999 as one: a claim must not carry it onward.
+    salt = b64url_encode(bytes(16))
+    text = b64url_encode(b'["' + salt.encode() + b'","height",1e999]')
+    with pytest.raises(BadDisclosure, match="finite"):
+        parse_disclosure(text)
+    nested = b64url_encode(b'["' + salt.encode() + b'","h",{"a":[-1e999]}]')
+    with pytest.raises(BadDisclosure, match="finite"):
+        parse_disclosure(nested)
+
+
+@pytest.mark.parametrize(
+    "claims", [{}, {"iss": "x"}, {"cnf": 1}, {"": 1}, {"x" * 65: 1}, {f"c{i}": i for i in range(65)}]
+)
+def test_issue_refuses_bad_claims(claims: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        issue(ISSUER, holder=HOLDER.public, vct="id", claims=claims, now=NOW)
+
+
 def test_reserved_and_duplicate_disclosures_refused() -> None:
     sneaky = make_disclosure("vct", "passport", counter_bytes())
     with pytest.raises(BadDisclosure):

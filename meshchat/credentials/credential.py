@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from meshchat.credentials.sdjwt import (
+    MAX_CLAIM_NAME,
     MAX_DISCLOSURES,
     SD_ALG,
     CompactParts,
@@ -344,6 +345,10 @@ def issue(
     reserved = sorted(set(claims) & RESERVED_CLAIMS)
     if reserved:
         raise ValueError(f"claims {reserved} are reserved for the credential's mechanics")
+    if not all(isinstance(name, str) and 0 < len(name) <= MAX_CLAIM_NAME for name in claims):
+        raise ValueError(f"claim names are non-empty strings of at most {MAX_CLAIM_NAME} characters")
+    if len(vct) > MAX_TEXT or not vct:
+        raise ValueError(f"vct is a non-empty string of at most {MAX_TEXT} characters")
     disclosures = [make_disclosure(name, value, random_bytes) for name, value in claims.items()]
     digests = sorted([d.digest for d in disclosures] + decoy_digests(len(disclosures), random_bytes))
     payload: dict[str, object] = {"iss": did_key(issuer.public), "iat": int(now)}

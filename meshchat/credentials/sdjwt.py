@@ -21,6 +21,7 @@ Choices where RFC 9901 leaves room:
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Final
 
@@ -162,6 +163,8 @@ def strip_undisclosed(value: object) -> object:
                 continue
             kept.append(strip_undisclosed(item))
         return kept
+    if isinstance(value, float) and not math.isfinite(value):  # json reads 1e999 as inf
+        raise BadDisclosure("a claim value is not a finite number")
     return value
 
 
