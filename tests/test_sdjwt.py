@@ -7,13 +7,14 @@ from datetime import date
 from itertools import count
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from meshchat.credentials import (
     CLOCK_SKEW,
     ONE_WAY_AUDIENCE,
     ONE_WAY_WINDOW,
+    RESERVED_CLAIMS,
     Credential,
     StatusCache,
     StatusList,
@@ -29,6 +30,7 @@ from meshchat.credentials.sdjwt import (
     DECOY_MULTIPLE,
     MAX_PRESENTATION_SIZE,
     digest_of,
+    has_sd_syntax,
     make_disclosure,
     parse_disclosure,
     sd_hash,
@@ -434,3 +436,39 @@ def test_digest_is_over_the_ascii_text() -> None:
     disclosure = make_disclosure("x", 1, counter_bytes())
     assert disclosure.digest == digest_of(disclosure.text)
     assert parse_disclosure(disclosure.text) == disclosure
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53), max_value=2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+claim_sets = st.dictionaries(
+    st.text(min_size=1, max_size=20).filter(lambda name: name not in RESERVED_CLAIMS),
+    json_values,
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(claims=claim_sets, data=st.data())
+@example(claims={"x": {"_sd": []}}, data=None)
+@example(claims={"x": {"a": {"_sd_alg": "sha-256"}}}, data=None)
+@example(claims={"x": [{"...": "AAAA"}]}, data=None)
+def test_any_claims_round_trip_through_a_presentation(claims: dict[str, object], data: st.DataObject) -> None:
+    try:
+        credential = issue(ISSUER, holder=HOLDER.public, vct="any", claims=claims, now=NOW)
+    except ValueError:
+        assert any(has_sd_syntax(value) for value in claims.values())
+        return
+    assert credential.claims == claims
+    chosen = data.draw(st.sets(st.sampled_from(sorted(claims))))
+    text = present(credential, HOLDER, disclose=chosen, audience="a", nonce="n", now=NOW)
+    assert Verifier(audience="a").verify(text, now=NOW, nonce="n").claims == {k: claims[k] for k in chosen}

@@ -45,6 +45,7 @@ from meshchat.credentials.sdjwt import (
     Disclosure,
     decoy_digests,
     digest_of,
+    has_sd_syntax,
     join_compact,
     make_disclosure,
     parse_digest_list,
@@ -347,6 +348,8 @@ def issue(
         raise ValueError(f"claims {reserved} are reserved for the credential's mechanics")
     if not all(isinstance(name, str) and 0 < len(name) <= MAX_CLAIM_NAME for name in claims):
         raise ValueError(f"claim names are non-empty strings of at most {MAX_CLAIM_NAME} characters")
+    if any(has_sd_syntax(value) for value in claims.values()):
+        raise ValueError("claim values cannot hold members named _sd, _sd_alg or ... (SD-JWT syntax)")
     if len(vct) > MAX_TEXT or not vct:
         raise ValueError(f"vct is a non-empty string of at most {MAX_TEXT} characters")
     disclosures = [make_disclosure(name, value, random_bytes) for name, value in claims.items()]

@@ -43,6 +43,7 @@ __all__ = [
     "Disclosure",
     "decoy_digests",
     "digest_of",
+    "has_sd_syntax",
     "join_compact",
     "make_disclosure",
     "parse_digest_list",
@@ -71,6 +72,8 @@ MAX_DISCLOSURE_SIZE: Final = 16 * 1024
 MAX_PRESENTATION_SIZE: Final = MAX_JWS_SIZE
 #: A claim name's longest length, characters.
 MAX_CLAIM_NAME: Final = 64
+#: Member names SD-JWT gives a meaning inside any object: no claim value may use them.
+_SD_NAMES: Final = frozenset({"_sd", "_sd_alg", "..."})
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +169,15 @@ def strip_undisclosed(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):  # json reads 1e999 as inf
         raise BadDisclosure("a claim value is not a finite number")
     return value
+
+
+def has_sd_syntax(value: object) -> bool:
+    """True if a JSON value holds a member named ``_sd``, ``_sd_alg`` or ``...`` (which SD-JWT reserves)."""
+    if isinstance(value, dict):
+        return bool(_SD_NAMES & value.keys()) or any(has_sd_syntax(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_sd_syntax(v) for v in value)
+    return False
 
 
 def decoy_digests(real: int, random_bytes: RandomBytes) -> list[str]:
