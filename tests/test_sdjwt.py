@@ -337,6 +337,41 @@ def test_verifier_counts_outcomes() -> None:
     assert verifier.counts == {"accepted": 1, "ChallengeMismatch": 1}
 
 
+def test_verifier_maps_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import meshchat.credentials.credential as module  # noqa: PLC0415 (the constants patched below)
+
+    monkeypatch.setattr(module, "MAX_REPLAY_ENTRIES", 3)
+    monkeypatch.setattr(module, "MAX_CHALLENGES", 3)
+    monkeypatch.setattr(module, "MAX_ISSUER_KEYS", 2)
+    till = Verifier(audience="till")
+    shown = [present_one_way(CREDENTIAL, HOLDER, disclose=["age_over_18"], now=NOW) for _ in range(5)]
+    for text in shown:
+        till.verify(text, now=NOW)
+    assert len(till._seen) == 3 and till.counts["replay_evicted"] == 2
+    with pytest.raises(PresentationReplayed):
+        till.verify(shown[-1], now=NOW)
+    nonces = [till.challenge() for _ in range(5)]
+    assert list(till._challenges) == nonces[2:]
+    for i in range(5):
+        text = present(CREDENTIAL, HOLDER, disclose=[], audience="till", nonce=f"n{i}", now=NOW)
+        till.verify(text, now=NOW, nonce=f"n{i}")
+    assert len(till._answered) == 3
+    for seed in (1, 2, 3):
+        issuer = Identity(bytes([seed]) * 32)
+        cred = issue(issuer, holder=HOLDER.public, vct="id", claims={"a": 1}, now=NOW)
+        till.verify(present_one_way(cred, HOLDER, disclose=["a"], now=NOW), now=NOW)
+    assert len(till._issuer_keys) == 2
+
+
+def test_answered_nonces_expire() -> None:
+    verifier = Verifier(audience="a")
+    text = present(CREDENTIAL, HOLDER, disclose=[], audience="a", nonce="n", now=NOW)
+    verifier.verify(text, now=NOW, nonce="n")
+    later = present(CREDENTIAL, HOLDER, disclose=[], audience="a", nonce="n", now=NOW + 700)
+    assert verifier.verify(later, now=NOW + 700, nonce="n").presented_at == NOW + 700
+    assert len(verifier._answered) == 1
+
+
 # --- properties ---------------------------------------------------------------------------------------
 
 claim_names = st.sampled_from(sorted(CLAIMS))

@@ -23,6 +23,8 @@ Choices where the formats leave room (see also :mod:`meshchat.credentials.sdjwt`
   seconds after its ``iat`` (with ``CLOCK_SKEW`` either way). The replay this allows: someone who
   photographs the QR can show that copy at *another* till within the window (the same till refuses it
   a second time, from its replay cache). The copy only proves what the holder proved, within a minute.
+  The replay cache is keyed by the KB-JWT's digest, not by ``sd_hash``: two presentations of the same
+  claims share an ``sd_hash``, and a customer buying twice in a minute must not be refused.
 """
 
 from __future__ import annotations
@@ -566,7 +568,9 @@ class Verifier:
         return key
 
     def _check_challenge(self, nonce: str, presented_at: float, *, now: float) -> None:
-        """A nonce this verifier made is good once and for ``CHALLENGE_LIFETIME``; others are the caller's."""
+        """Any nonce is answered once here; one this verifier made lives ``CHALLENGE_LIFETIME`` s."""
+        while self._answered and next(iter(self._answered.values())) <= now:
+            self._answered.popitem(last=False)  # past its lifetime the iat check refuses it anyway
         if nonce in self._answered:
             raise PresentationReplayed()
         made = self._challenges.get(nonce)
