@@ -446,3 +446,55 @@ def test_any_order_of_delivery_converges(seed: int) -> None:
     assert revoked == ((CAROL.public, float(int(NOW + 3))),) and pending == (CAROL.public, DAVE.public)
     assert {d for d, _ in signed_by} == {did_key(ALICE.public), did_key(BOB.public)}  # type: ignore[attr-defined]
     assert all(c.store.count_orphans() == 0 for c in net.cores.values())
+
+
+def test_a_second_different_signature_keeps_the_first_and_is_not_stamped() -> None:
+    net = Net(ALICE, BOB, WITNESS)
+    doc_id = _propose(net, signers=[ALICE.public, BOB.public], witnesses=[WITNESS.public], quorum=1)
+    net.deliver_all()
+    net.take(BOB, net.core(BOB).sign(doc_id, wall_now=NOW))
+    net.deliver_all()
+    second = sign_digest(BOB, digest_bytes(DOC), len(DOC), now=NOW + 7, cosign=doc_id)
+    for kind in (ControlKind.SIGNATURE, ControlKind.WITNESS_REQUEST):
+        for who in (ALICE, WITNESS):
+            assert (
+                net.core(who).control_received(BOB.public, encode_control(kind, second), wall_now=NOW) == []
+            )
+    assert net.core(ALICE).counts == {"second signature": 1, "not a witness": 1}
+    assert net.core(WITNESS).counts == {"second signature": 2}  # as a signature and as a request
+    assert [s.signed_at for s in net.core(ALICE).view(doc_id).signatures] == [float(int(NOW))]
+
+
+def test_rounds_are_bounded_finished_ones_evicted_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshchat.documents import cosign  # noqa: PLC0415  # patch the bounds small
+
+    monkeypatch.setattr(cosign, "MAX_DOCUMENTS", 3)
+    monkeypatch.setattr(cosign, "MAX_OPEN_PER_PROPOSER", 2)
+    bob = CosignCore(BOB, DocumentStore(":memory:"))
+
+    def offer(n: int, proposer: Identity, expires: float | None = None) -> str | None:
+        compact = sign_proposal(
+            proposer,
+            digest=digest_bytes(bytes([n])),
+            size=1,
+            name=str(n),
+            signers=(BOB.public,),
+            threshold=1,
+            witnesses=(),
+            quorum=0,
+            expires=expires,
+            now=NOW,
+        )
+        actions = bob.control_received(
+            proposer.public, encode_control(ControlKind.PROPOSE, compact, b""), wall_now=NOW + 10
+        )
+        return actions[0].view.doc_id if actions else None  # type: ignore[union-attr]
+
+    first = offer(1, ALICE, expires=NOW + 5)  # already expired when it arrives: finished
+    assert first is not None and offer(2, ALICE) is not None and offer(3, ALICE) is not None
+    assert offer(4, ALICE) is None  # Alice has 2 open rounds already
+    assert bob.counts == {"too many documents": 1}
+    fourth = offer(5, CAROL)  # the store is full: the expired round goes
+    assert fourth is not None and first not in {v.doc_id for v in bob.documents()}
+    assert offer(6, CAROL) is None  # full, nothing finished: refused, nothing pushed out
+    assert bob.counts == {"too many documents": 2} and len(bob.documents()) == 3

@@ -87,6 +87,7 @@ from meshchat.wire.jose import did_key, parse_jws
 
 __all__ = [
     "MAX_DOCUMENTS",
+    "MAX_OPEN_PER_PROPOSER",
     "MAX_ORPHANS",
     "MAX_ORPHANS_PER_SENDER",
     "STAMP_SLACK",
@@ -95,6 +96,9 @@ __all__ = [
     "Refusal",
 ]
 
+#: Open rounds kept from one proposer (other than this profile): one contact cannot fill the store
+#: with rounds that never finish.
+MAX_OPEN_PER_PROPOSER: Final = 100
 #: Rounds kept; past it the oldest finished (complete or expired) one goes first, and a peer's new
 #: proposal is refused when none is finished (a flood cannot push out rounds still being signed).
 MAX_DOCUMENTS: Final = 10_000
@@ -128,7 +132,7 @@ class Refusal(Enum):
     NOT_PARTICIPANT = "not a participant"
     #: An inline document whose hash or size differs from the proposal's.
     CONTENT_MISMATCH = "content mismatch"
-    #: ``MAX_DOCUMENTS`` rounds kept and none finished.
+    #: ``MAX_DOCUMENTS`` rounds kept and none finished, or ``MAX_OPEN_PER_PROPOSER`` open from this one.
     TOO_MANY_DOCUMENTS = "too many documents"
     #: A signature or revocation by a key the round does not list as a signer.
     NOT_A_SIGNER = "not a signer"
@@ -224,8 +228,8 @@ class CosignCore:
         proposal = parse_proposal(compact, verify=False)
         inline = content if content is not None and len(content) <= MAX_INLINE else None
         if self.store.count_documents() >= MAX_DOCUMENTS:
-            self._evict_finished()  # the user's own round is kept even when none is finished
-        self.store.add_document(proposal.doc_id, compact, content=inline, received=wall_now)
+            self._evict_finished(wall_now)  # the user's own round is kept even when none is finished
+        self._add_document(proposal, inline, wall_now)
         self._proposals[proposal.doc_id] = proposal
         body = encode_control(ControlKind.PROPOSE, compact, b"" if inline is None else inline)
         actions: list[Action] = [
@@ -338,12 +342,14 @@ class CosignCore:
         ):
             return self._refuse(Refusal.CONTENT_MISMATCH)
         if self.store.document(proposal.doc_id) is not None:
-            self.store.add_document(proposal.doc_id, proposal.compact, content=content, received=wall_now)
-            return self._refuse(Refusal.DUPLICATE)
-        if self.store.count_documents() >= MAX_DOCUMENTS and not self._evict_finished():
+            self._add_document(proposal, content, wall_now)  # fills in the bytes if they were missing
+            # Controls a crash left waiting after the first copy was stored are taken now.
+            return self._refuse(Refusal.DUPLICATE) + self._replay(proposal.doc_id, wall_now)
+        if self.store.count_open(did_key(proposal.proposer), wall_now) >= MAX_OPEN_PER_PROPOSER:
             return self._refuse(Refusal.TOO_MANY_DOCUMENTS)
-        self.store.add_document(proposal.doc_id, proposal.compact, content=content, received=wall_now)
-        self._proposals[proposal.doc_id] = proposal
+        if self.store.count_documents() >= MAX_DOCUMENTS and not self._evict_finished(wall_now):
+            return self._refuse(Refusal.TOO_MANY_DOCUMENTS)
+        self._add_document(proposal, content, wall_now)
         actions: list[Action] = [DocumentProposed(self.view(proposal.doc_id))]
         return actions + self._replay(proposal.doc_id, wall_now)
 
@@ -387,6 +393,8 @@ class CosignCore:
             return self._refuse(problem)
         actions: list[Action] = list(self._accept_signature(proposal, info, wall_now=wall_now, quiet=True))
         hash_ = signature_hash(info.compact)
+        if self.store.signature_by_hash(hash_) is None:
+            return actions  # the signer's second signature: refused (counted) above, not stamped
         stamp = self.store.given_stamp(hash_)
         if stamp is None:
             if self.store.answers_since(sender.ed25519, wall_now - _HOUR) >= WITNESS_ANSWERS_PER_HOUR:
@@ -429,10 +437,12 @@ class CosignCore:
         before = self._complete(proposal.doc_id)
         hash_ = signature_hash(info.compact)
         if not self.store.add_signature(proposal.doc_id, info.signer_did, hash=hash_, compact=info.compact):
-            if quiet:
-                return []
             held = {s: h for s, h, _ in self.store.signatures(proposal.doc_id)}.get(info.signer_did)
-            return self._refuse(Refusal.DUPLICATE if held == hash_ else Refusal.SECOND_SIGNATURE)
+            if held != hash_:
+                return self._refuse(Refusal.SECOND_SIGNATURE)
+            refused = [] if quiet else self._refuse(Refusal.DUPLICATE)
+            # Stamps a crash left waiting after the first copy was stored are taken now.
+            return refused + ([] if wall_now is None else self._replay(hash_, wall_now))
         actions: list[Action] = [DocumentSigned(proposal.doc_id, info.signer)]
         revoked = {s: h for s, h, _ in self.store.revocations(proposal.doc_id)}.get(info.signer_did)
         if revoked == hash_:
@@ -522,8 +532,19 @@ class CosignCore:
             return [DocumentCompleted(doc_id)]
         return []
 
-    def _evict_finished(self) -> bool:
-        doc_id = self.store.oldest_finished()
+    def _add_document(self, proposal: Proposal, content: bytes | None, wall_now: float) -> None:
+        self.store.add_document(
+            proposal.doc_id,
+            proposal.compact,
+            proposer=did_key(proposal.proposer),
+            expires=proposal.expires,
+            content=content,
+            received=wall_now,
+        )
+        self._proposals[proposal.doc_id] = proposal
+
+    def _evict_finished(self, wall_now: float) -> bool:
+        doc_id = self.store.oldest_finished(wall_now)
         if doc_id is None:
             return False
         self.store.remove_document(doc_id)

@@ -37,6 +37,8 @@ _SCHEMA = (
         number   INTEGER PRIMARY KEY,
         doc_id   TEXT NOT NULL UNIQUE,
         proposal TEXT NOT NULL,
+        proposer TEXT NOT NULL,
+        expires  REAL,
         content  BLOB,
         received REAL NOT NULL,
         finished INTEGER NOT NULL DEFAULT 0)""",
@@ -46,6 +48,7 @@ _SCHEMA = (
         hash      TEXT NOT NULL,
         compact   TEXT NOT NULL,
         PRIMARY KEY (doc_id, signer)) WITHOUT ROWID""",
+    "CREATE INDEX documents_proposer ON documents (proposer, finished)",
     "CREATE INDEX signatures_hash ON signatures (hash)",
     """CREATE TABLE revocations (
         doc_id    TEXT NOT NULL,
@@ -177,12 +180,22 @@ class DocumentStore:
 
     # --- rounds --------------------------------------------------------------------------------------
 
-    def add_document(self, doc_id: str, proposal: str, *, content: bytes | None, received: float) -> bool:
+    def add_document(
+        self,
+        doc_id: str,
+        proposal: str,
+        *,
+        proposer: str,
+        expires: float | None,
+        content: bytes | None,
+        received: float,
+    ) -> bool:
         """Store a round; False if it was already there (then nothing changes but a missing content)."""
         with self._transaction("add a document") as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO documents (doc_id, proposal, content, received) VALUES (?, ?, ?, ?)",
-                (doc_id, proposal, content, received),
+                "INSERT OR IGNORE INTO documents (doc_id, proposal, proposer, expires, content, received) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (doc_id, proposal, proposer, expires, content, received),
             )
             if cursor.rowcount == 0 and content is not None:
                 db.execute(
@@ -219,13 +232,24 @@ class DocumentStore:
         with self._transaction("mark a document") as db:
             db.execute("UPDATE documents SET finished = ? WHERE doc_id = ?", (int(finished), doc_id))
 
-    def oldest_finished(self) -> str | None:
-        """The finished round stored longest ago, if any."""
+    def oldest_finished(self, now: float) -> str | None:
+        """The round stored longest ago among those complete or expired at ``now``, if any."""
         with self._transaction("find a finished document") as db:
             row = db.execute(
-                "SELECT doc_id FROM documents WHERE finished = 1 ORDER BY number LIMIT 1"
+                "SELECT doc_id FROM documents WHERE finished = 1 OR expires < ? ORDER BY number LIMIT 1",
+                (now,),
             ).fetchone()
         return None if row is None else str(row[0])
+
+    def count_open(self, proposer: str, now: float) -> int:
+        """How many rounds proposed by ``proposer`` are neither complete nor expired at ``now``."""
+        with self._transaction("count open documents") as db:
+            count: int = db.execute(
+                "SELECT COUNT(*) FROM documents WHERE proposer = ? AND finished = 0 "
+                "AND (expires IS NULL OR expires >= ?)",
+                (proposer, now),
+            ).fetchone()[0]
+            return count
 
     def remove_document(self, doc_id: str) -> None:
         """Forget a round and everything about it."""
