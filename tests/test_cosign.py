@@ -498,3 +498,58 @@ def test_rounds_are_bounded_finished_ones_evicted_first(monkeypatch: pytest.Monk
     assert fourth is not None and first not in {v.doc_id for v in bob.documents()}
     assert offer(6, CAROL) is None  # full, nothing finished: refused, nothing pushed out
     assert bob.counts == {"too many documents": 2} and len(bob.documents()) == 3
+
+
+def _valid_bodies() -> tuple[bytes, list[bytes]]:
+    """Dave's PROPOSE control, and every distinct control of a full round."""
+    _, _, flight = _full_round_flight()
+    propose = next(
+        b for r, _, b in flight if r == DAVE.public and decode_control(b).kind is ControlKind.PROPOSE
+    )
+    return propose, sorted({body for _, _, body in flight})
+
+
+_PROPOSE, _BODIES = _valid_bodies()
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_control_received_never_raises_on_altered_or_random_bodies(data: st.DataObject) -> None:
+    core = CosignCore(DAVE, DocumentStore(":memory:"))
+    if data.draw(st.booleans()):  # with the round known, altered signatures reach the deeper checks
+        assert core.control_received(ALICE.public, _PROPOSE, wall_now=NOW)
+    for _ in range(3):
+        if data.draw(st.booleans()):
+            body = data.draw(st.binary(max_size=200))
+        else:
+            body = bytearray(data.draw(st.sampled_from(_BODIES)))
+            for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+                i = data.draw(st.integers(min_value=0, max_value=len(body) - 1))
+                body[i] = data.draw(st.integers(min_value=0, max_value=255))
+            body = bytes(body)
+        sender = data.draw(st.sampled_from([ALICE.public, BOB.public, MALLORY.public]))
+        core.control_received(sender, body, wall_now=NOW)
+    assert all(isinstance(v, int) and v > 0 for v in core.counts.values())
+
+
+def test_encrypted_store_keeps_rounds_unreadable_on_disk(tmp_path: Path) -> None:
+    key = bytes(range(32))
+    path = tmp_path / "documents.db"
+    secret = b"Secret merger terms: ACME buys Initech."
+    core = CosignCore(ALICE, DocumentStore(path, key=key))
+    proposal, _ = core.propose(
+        secret,
+        digest=digest_bytes(secret),
+        size=len(secret),
+        name="merger-terms.txt",
+        signers=[BOB.public],
+        threshold=1,
+        wall_now=NOW,
+    )
+    core.store.close()
+    for file in tmp_path.iterdir():
+        raw = file.read_bytes()
+        assert b"ACME" not in raw and b"merger-terms" not in raw, file
+    again = CosignCore(ALICE, DocumentStore(path, key=key))
+    assert again.content(proposal.doc_id) == secret
+    assert again.view(proposal.doc_id).proposal == proposal
