@@ -42,6 +42,7 @@ from meshchat.errors import (
     NotASigner,
     NotSigned,
     SignatureRevoked,
+    StorageError,
     UnknownDocument,
 )
 from meshchat.identity import Identity, PublicIdentity
@@ -553,3 +554,22 @@ def test_encrypted_store_keeps_rounds_unreadable_on_disk(tmp_path: Path) -> None
     again = CosignCore(ALICE, DocumentStore(path, key=key))
     assert again.content(proposal.doc_id) == secret
     assert again.view(proposal.doc_id).proposal == proposal
+
+
+def test_a_control_is_written_whole_or_not_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    net = Net(ALICE, BOB, CAROL)
+    doc_id = _propose(net)
+    net.deliver_all()
+    bob = net.core(BOB)
+    signed = net.core(ALICE).sign(doc_id, wall_now=NOW)
+    body = next(a.body for a in signed if isinstance(a, SendControl) and a.recipient == BOB.public)
+
+    def fail(*_: object, **__: object) -> None:
+        raise StorageError("disk full (simulated)")
+
+    monkeypatch.setattr(bob.store, "set_finished", fail)  # after the signature row is written
+    with pytest.raises(StorageError):
+        bob.control_received(ALICE.public, body, wall_now=NOW)
+    monkeypatch.undo()
+    assert bob.store.signatures(doc_id) == []  # rolled back with the rest of the control
+    assert [type(a) for a in bob.control_received(ALICE.public, body, wall_now=NOW)] == [DocumentSigned]

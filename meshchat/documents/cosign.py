@@ -182,9 +182,10 @@ class CosignCore:
         )
         proposal = parse_proposal(compact, verify=False)
         inline = content if content is not None and len(content) <= MAX_INLINE else None
-        if self.store.count_documents() >= MAX_DOCUMENTS:
-            self._evict_finished(wall_now)  # the user's own round is kept even when none is finished
-        self._add_document(proposal, inline, wall_now)
+        with self.store.batch("propose"):
+            if self.store.count_documents() >= MAX_DOCUMENTS:
+                self._evict_finished(wall_now)  # the user's own round is kept even when none is finished
+            self._add_document(proposal, inline, wall_now)
         self._proposals[proposal.doc_id] = proposal
         body = encode_control(ControlKind.PROPOSE, compact, b"" if inline is None else inline)
         actions: list[Action] = [
@@ -223,7 +224,8 @@ class CosignCore:
             name=proposal.name or None,
             cosign=doc_id,
         )
-        events = self._accept_signature(proposal, signature_info(parse_jws(compact, what="signature")))
+        with self.store.batch("sign"):
+            events = self._accept_signature(proposal, signature_info(parse_jws(compact, what="signature")))
         return [*self._signature_sends(proposal, compact), *events]
 
     def revoke(self, doc_id: str, *, reason: str = "", wall_now: float) -> list[Action]:
@@ -246,7 +248,8 @@ class CosignCore:
             existing = sign_revocation(
                 self.identity, doc_id=doc_id, signature=mine, reason=reason, now=wall_now
             )
-            events = self._accept_revocation(proposal, parse_revocation(existing, verify=False))
+            with self.store.batch("revoke"):
+                events = self._accept_revocation(proposal, parse_revocation(existing, verify=False))
         else:
             events = []
         body = encode_control(ControlKind.REVOCATION, existing)
@@ -261,7 +264,8 @@ class CosignCore:
             control = decode_control(body)
         except DecodeError:
             return self._refuse(Refusal.MALFORMED)
-        return self._handle(sender, control, wall_now)
+        with self.store.batch("take a document control"):  # all of its effects are written, or none
+            return self._handle(sender, control, wall_now)
 
     def _handle(self, sender: PublicIdentity, control: DocumentControl, wall_now: float) -> list[Action]:
         try:

@@ -9,7 +9,8 @@ signature checks.
 The same choices as ``meshchat.files.sqlite``: SQLCipher with the identity's store key when one is
 given (plain sqlite for ``":memory:"`` and tests), one transaction per call, WAL with
 ``synchronous=FULL`` (a control is durable when the call that took it returns), ``sqlite3.Error``
-turned into ``StorageError``, ``PRAGMA user_version`` as the schema version.
+turned into ``StorageError``, ``PRAGMA user_version`` as the schema version. ``batch`` joins several
+calls into one transaction: ``CosignCore`` takes each control, and each local call, in one.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ class DocumentStore:
     def __init__(self, path: str | Path, *, key: bytes | None = None) -> None:
         """Open (or create, mode 0600) ``path`` (``":memory:"`` for tests or a node without a profile)."""
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._depth = 0  # > 0 inside ``batch``: calls join its transaction
         self._closed = False
         self._errors = PLAIN_ERRORS
         memory = str(path) == ":memory:"
@@ -157,11 +159,27 @@ class DocumentStore:
                 self._db.close()
 
     @contextmanager
+    def batch(self, what: str) -> Iterator[None]:
+        """One transaction around several calls: all of them are written, or (on an exception) none."""
+        with self._transaction(what):
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+
+    @contextmanager
     def _transaction(self, what: str) -> Iterator[Any]:
         with self._lock:
             if self._closed:
                 raise StorageError(f"document store {self.path}: {what}: the store is closed")
             db = self._db
+            if self._depth:  # inside a batch: its transaction commits or rolls back
+                try:
+                    yield db
+                except self._errors.error as exc:
+                    raise StorageError(f"document store {self.path}: {what}: {exc}") from exc
+                return
             try:
                 db.execute("BEGIN IMMEDIATE")
                 try:
