@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from meshchat.documents import (
     MAX_INLINE,
@@ -573,3 +574,111 @@ def test_a_control_is_written_whole_or_not_at_all(monkeypatch: pytest.MonkeyPatc
     monkeypatch.undo()
     assert bob.store.signatures(doc_id) == []  # rolled back with the rest of the control
     assert [type(a) for a in bob.control_received(ALICE.public, body, wall_now=NOW)] == [DocumentSigned]
+
+
+class CosignMachine(RuleBasedStateMachine):
+    """Three signers (2 of 3) and a witness; controls delivered in any order, replayed, forged. A
+    core never shows a signature nobody made or a revocation nobody sent; once everything is
+    delivered, every core shows exactly the model's round."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = Net(ALICE, BOB, CAROL, WITNESS)
+        self.doc_id = _propose(self.net, witnesses=[WITNESS.public], quorum=1)
+        self.signed: set[PublicIdentity] = set()
+        self.revoked: set[PublicIdentity] = set()
+        self.delivered: list[tuple[PublicIdentity, PublicIdentity, bytes]] = []
+        self.now = NOW
+
+    def _proposal_known(self, who: Identity) -> bool:
+        return any(v.doc_id == self.doc_id for v in self.net.core(who).documents())
+
+    @rule(who=st.sampled_from([ALICE, BOB, CAROL]))
+    def sign(self, who: Identity) -> None:
+        if not self._proposal_known(who) or who.public in self.revoked:
+            return
+        self.net.take(who, self.net.core(who).sign(self.doc_id, wall_now=self.now))
+        self.signed.add(who.public)
+
+    @rule(who=st.sampled_from([ALICE, BOB, CAROL]))
+    def revoke(self, who: Identity) -> None:
+        if who.public not in self.signed:
+            return
+        self.net.take(who, self.net.core(who).revoke(self.doc_id, wall_now=self.now))
+        self.revoked.add(who.public)
+
+    @rule(pick=st.integers(min_value=0))
+    def deliver_one(self, pick: int) -> None:
+        if not self.net.flight:
+            return
+        recipient, sender, body = self.net.flight.pop(pick % len(self.net.flight))
+        self.delivered.append((recipient, sender, body))
+        core = self.net.cores[recipient]
+        self.net.take(recipient, core.control_received(sender, body, wall_now=self.now))
+
+    @rule(pick=st.integers(min_value=0))
+    def replay(self, pick: int) -> None:
+        if self.delivered:
+            recipient, sender, body = self.delivered[pick % len(self.delivered)]
+            self.net.take(
+                recipient, self.net.cores[recipient].control_received(sender, body, wall_now=self.now)
+            )
+
+    @rule(target_who=st.sampled_from([ALICE, BOB, CAROL]))
+    def forge(self, target_who: Identity) -> None:
+        forged = sign_digest(MALLORY, digest_bytes(DOC), len(DOC), now=self.now, cosign=self.doc_id)
+        core = self.net.core(target_who)
+        assert (
+            core.control_received(
+                MALLORY.public, encode_control(ControlKind.SIGNATURE, forged), wall_now=self.now
+            )
+            == []
+        )
+
+    @rule(dt=st.integers(min_value=0, max_value=120))
+    def wait(self, dt: int) -> None:
+        self.now += dt
+
+    @invariant()
+    def nothing_unmade_is_shown(self) -> None:
+        for who in (ALICE, BOB, CAROL):
+            if not self._proposal_known(who):
+                continue
+            view = self.net.core(who).view(self.doc_id)
+            assert {s.signer for s in view.signatures} <= self.signed
+            assert {k for k, _ in view.revoked} <= self.revoked
+            assert MALLORY.public not in {s.signer for s in view.signatures}
+            unexpected = set(self.net.core(who).counts) - {"duplicate", "waiting", "not a signer"}
+            assert not unexpected, self.net.core(who).counts
+
+    def teardown(self) -> None:
+        self.net.deliver_all(now=self.now)
+        valid = self.signed - self.revoked
+        for who in (ALICE, BOB, CAROL):
+            view = self.net.core(who).view(self.doc_id)
+            assert {s.signer for s in view.signatures} == valid
+            assert {k for k, _ in view.revoked} == self.revoked
+            assert (view.state is DocumentState.COMPLETE) == (len(valid) >= 2)
+            assert set(view.signed_by) == {did_key(k) for k in valid}
+
+
+CosignMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+test_cosign_machine = CosignMachine.TestCase
+
+
+def test_a_control_waiting_for_its_proposal_twice_is_a_duplicate_not_a_full_store() -> None:
+    net = Net(ALICE, BOB, CAROL)
+    doc_id = _propose(net)
+    propose_to_carol = next(b for r, _, b in net.flight if r == CAROL.public)
+    net.flight.clear()
+    signature = sign_digest(BOB, digest_bytes(DOC), len(DOC), now=NOW, cosign=doc_id)
+    carol = net.core(CAROL)
+    for _ in range(2):
+        assert (
+            carol.control_received(BOB.public, encode_control(ControlKind.SIGNATURE, signature), wall_now=NOW)
+            == []
+        )
+    assert carol.counts == {"waiting": 1, "duplicate": 1}
+    actions = carol.control_received(ALICE.public, propose_to_carol, wall_now=NOW)
+    assert [type(a) for a in actions] == [DocumentProposed, DocumentSigned]
+    assert carol.store.count_orphans() == 0

@@ -473,6 +473,8 @@ class CosignCore:
             limit=MAX_ORPHANS,
             per_sender=MAX_ORPHANS_PER_SENDER,
         )
+        if kept is None:
+            return self._refuse(Refusal.DUPLICATE)
         return self._refuse(Refusal.WAITING if kept else Refusal.ORPHANS_FULL)
 
     def _refuse(self, reason: Refusal) -> list[Action]:

@@ -362,10 +362,13 @@ class DocumentStore:
 
     def add_orphan(
         self, key: str, *, kind: int, jws: str, sender: bytes, received: float, limit: int, per_sender: int
-    ) -> bool:
-        """Keep a control until ``key`` (a round id or a signature hash) is known; False when ``limit``
-        orphans in all or ``per_sender`` from ``sender`` are already kept, or this one is."""
+    ) -> bool | None:
+        """Keep a control until ``key`` (a round id or a signature hash) is known: True if kept now,
+        None if it was kept already, False when ``limit`` orphans in all or ``per_sender`` from
+        ``sender`` are kept already."""
         with self._transaction("keep an orphan") as db:
+            if db.execute("SELECT 1 FROM orphans WHERE jws = ?", (jws,)).fetchone() is not None:
+                return None
             if db.execute("SELECT COUNT(*) FROM orphans").fetchone()[0] >= limit:
                 return False
             if (
@@ -373,10 +376,8 @@ class DocumentStore:
                 >= per_sender
             ):
                 return False
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO orphans VALUES (?, ?, ?, ?, ?)", (jws, key, kind, sender, received)
-            )
-            return bool(cursor.rowcount)
+            db.execute("INSERT INTO orphans VALUES (?, ?, ?, ?, ?)", (jws, key, kind, sender, received))
+            return True
 
     def take_orphans(self, key: str) -> list[OrphanRecord]:
         """Remove and return the controls waiting for ``key``, oldest first."""
