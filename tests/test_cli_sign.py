@@ -1,0 +1,198 @@
+"""``meshchat sign FILE`` / ``meshchat verify FILE SIG`` offline: the round trip (text and ``--json``),
+an altered document (exit 1, the DocumentMismatch message), a signature of another file, a garbled,
+forged, truncated, oversized or future-version ``.sig``, and verifying with no profile at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from meshchat import cli
+from meshchat.documents.signature import digest_bytes, parse_signature
+from meshchat.wire.jose import b64url_decode, b64url_encode, did_key, dump_json, sign_jws
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(cli.PASSPHRASE_ENV, raising=False)
+    monkeypatch.delenv(cli.PROFILE_ENV, raising=False)
+
+
+def run(*args: str | Path) -> Result:
+    return runner.invoke(cli.app, [str(a) for a in args])
+
+
+def ok(*args: str | Path) -> Result:
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def one_error_line(result: Result) -> str:
+    """The failure contract: exit status 1, one ``error:`` line on stderr, nothing on stdout."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def alice(tmp_path: Path) -> Path:
+    profile = tmp_path / "alice"
+    ok("init", "--profile", profile, "--name", "Alice", "--insecure-no-passphrase")
+    return profile
+
+
+@pytest.fixture
+def contract(tmp_path: Path) -> Path:
+    path = tmp_path / "contract.txt"
+    path.write_bytes(b"Alice sells Bob one bicycle for 100 EUR.\n")
+    return path
+
+
+def test_sign_then_verify_says_who_signed_what_and_when(alice: Path, contract: Path) -> None:
+    signed = json.loads(ok("sign", contract, "--profile", alice, "--purpose", "sale", "--json").stdout)
+    sig = contract.with_name("contract.txt.sig")
+    assert signed["signature"] == str(sig) and sig.is_file()
+    me = json.loads(ok("id", "--profile", alice, "--json").stdout)["peer_id"]
+    assert signed["signer"]["peer_id"] == me and signed["signer"]["did"].startswith("did:key:z6Mk")
+    assert signed["digest"] == digest_bytes(contract.read_bytes()) and signed["purpose"] == "sale"
+    # One line of text: a compact JWS, what anyone's tools can parse.
+    text = sig.read_text()
+    assert text.count("\n") == 1 and text.count(".") == 2
+    checked = json.loads(ok("verify", contract, sig, "--profile", alice, "--json").stdout)
+    assert checked["valid"] is True and checked["signer"] == {**signed["signer"], "name": "Alice"}
+    assert checked["signed_at"] == signed["signed_at"] and checked["name"] == "contract.txt"
+    human = ok("verify", contract, sig, "--profile", alice).stdout
+    assert "valid" in human and me in human and "Alice" in human and "sale" in human
+    assert signed["signer"]["did"] in human
+
+
+def test_verify_needs_no_profile_and_out_chooses_the_file(
+    tmp_path: Path, alice: Path, contract: Path
+) -> None:
+    out = tmp_path / "elsewhere.sig"
+    ok("sign", contract, "--profile", alice, "--out", out)
+    assert not contract.with_name("contract.txt.sig").exists()
+    nowhere = tmp_path / "no-profile-here"
+    checked = json.loads(ok("verify", contract, out, "--profile", nowhere, "--json").stdout)
+    assert checked["valid"] is True and checked["signer"]["name"] is None
+    assert not nowhere.exists()  # verifying created nothing
+
+
+def test_an_altered_document_fails_with_the_mismatch(alice: Path, contract: Path) -> None:
+    ok("sign", contract, "--profile", alice)
+    contract.write_bytes(b"Alice sells Bob one bicycle for 1000 EUR.\n")
+    line = one_error_line(run("verify", contract, str(contract) + ".sig", "--profile", alice))
+    assert "the document was altered" in line and digest_bytes(contract.read_bytes()) in line
+
+
+def test_a_signature_of_another_document_does_not_verify_this_one(
+    tmp_path: Path, alice: Path, contract: Path
+) -> None:
+    other = tmp_path / "other.txt"
+    other.write_bytes(b"something else")
+    ok("sign", other, "--profile", alice)
+    line = one_error_line(run("verify", contract, tmp_path / "other.txt.sig"))
+    assert "the document was altered" in line
+
+
+def _resigned(text: str, **header: object) -> str:
+    """The same payload, signed by another key with a changed header."""
+    from meshchat.identity import Identity  # noqa: PLC0415
+
+    jws_payload = json.loads(b64url_decode(text.split(".")[1], what="payload"))
+    mallory = Identity(b"\x07" * 32)
+    jws_payload["iss"] = did_key(mallory.public)
+    base = {"alg": "EdDSA", "typ": "meshchat-signature+jwt", "v": 1}
+    return sign_jws({**base, **header}, jws_payload, mallory.sign)
+
+
+@pytest.mark.parametrize(
+    ("garble", "expected"),
+    [
+        (lambda t: "not a signature at all", "malformed"),
+        (lambda t: t[: len(t) // 2], "malformed"),
+        (lambda t: "", "malformed"),
+        # another payload under the original signature: a forgery
+        (
+            lambda t: ".".join(
+                [t.split(".")[0], b64url_encode(dump_json({**_payload(t), "iat": 1})), t.split(".")[2]]
+            ),
+            "does not verify",
+        ),
+        # the signature's last characters changed
+        (lambda t: t[:-4] + ("AAAA" if not t.endswith("AAAA") else "BBBB"), ""),
+        (lambda t: _resigned(t, v=2), "version 2"),
+    ],
+)
+def test_a_garbled_or_forged_signature_is_refused_with_a_typed_error(
+    alice: Path, contract: Path, garble: object, expected: str
+) -> None:
+    ok("sign", contract, "--profile", alice)
+    sig = contract.with_name("contract.txt.sig")
+    text = sig.read_text().strip()
+    sig.write_text(garble(text) + "\n")  # type: ignore[operator]
+    line = one_error_line(run("verify", contract, sig))
+    assert expected in line
+
+
+def _payload(text: str) -> dict[str, object]:
+    value = json.loads(b64url_decode(text.split(".")[1], what="payload"))
+    assert isinstance(value, dict)
+    return value
+
+
+def test_an_oversized_or_binary_signature_file_is_refused_before_parsing(
+    tmp_path: Path, contract: Path
+) -> None:
+    huge = tmp_path / "huge.sig"
+    huge.write_bytes(b"A" * (5 * 1024 * 1024))
+    assert "the limit is" in one_error_line(run("verify", contract, huge))
+    binary = tmp_path / "binary.sig"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    assert "not UTF-8" in one_error_line(run("verify", contract, binary))
+    assert "cannot read" in one_error_line(run("verify", contract, tmp_path / "missing.sig"))
+
+
+def test_sign_refuses_a_missing_file_and_a_long_purpose(tmp_path: Path, alice: Path, contract: Path) -> None:
+    assert "is not a file" in one_error_line(run("sign", tmp_path / "missing.txt", "--profile", alice))
+    long = run("sign", contract, "--profile", alice, "--purpose", "x" * 201)
+    assert long.exit_code == 2 and "200 characters" in long.stderr
+    assert not contract.with_name("contract.txt.sig").exists()
+
+
+def test_the_signature_parses_with_the_library_and_names_the_profile_key(alice: Path, contract: Path) -> None:
+    ok("sign", contract, "--profile", alice)
+    info = parse_signature(contract.with_name("contract.txt.sig").read_text().strip())
+    me = json.loads(ok("id", "--profile", alice, "--json").stdout)["peer_id"]
+    assert info.signer.peer_id == me and info.size == contract.stat().st_size and info.cosign is None
+
+
+def test_the_real_command_exits_1_with_one_error_line_for_an_altered_file(
+    tmp_path: Path, alice: Path, contract: Path
+) -> None:
+    """As a user runs it: a process, exit status 1, one ``error:`` line naming the alteration."""
+    ok("sign", contract, "--profile", alice)
+    contract.write_bytes(contract.read_bytes() + b" ")
+    env = {k: v for k, v in os.environ.items() if k not in (cli.PASSPHRASE_ENV, cli.PROFILE_ENV)}
+    result = subprocess.run(
+        [sys.executable, "-m", "meshchat", "verify", str(contract), str(contract) + ".sig"],
+        capture_output=True,
+        env={**env, "COLUMNS": "200"},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1 and result.stdout == b""
+    [line] = result.stderr.decode().splitlines()
+    assert line.startswith("error: the document was altered")
