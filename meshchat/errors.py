@@ -31,6 +31,7 @@ __all__ = [
     "DeviceError",
     "DiskFull",
     "DocumentError",
+    "DocumentExpired",
     "DocumentMismatch",
     "Expired",
     "FileError",
@@ -48,6 +49,7 @@ __all__ = [
     "NotAuthorized",
     "NotInGroup",
     "NotPrimary",
+    "NotSigned",
     "PresentationExpired",
     "PresentationReplayed",
     "ProfileError",
@@ -563,3 +565,24 @@ class StatusUnknown(CredentialError):
         super().__init__(
             f"cannot tell whether {issuer} revoked it: have {have}, accept at most {max_age:.0f} s"
         )
+
+
+class DocumentExpired(DocumentError):
+    """The co-signing round's deadline (``exp``) has passed: it takes no new signatures."""
+
+    def __init__(self, *, document: str, expired: float, now: float) -> None:
+        self.document = document
+        self.expired = expired
+        self.now = now
+        super().__init__(
+            f"document {document} stopped taking signatures at {expired:.0f} (unix time); it is now {now:.0f}"
+        )
+
+
+class NotSigned(DocumentError):
+    """A revocation of a signature that was never made: this key has not signed the document."""
+
+    def __init__(self, *, document: str, key: str) -> None:
+        self.document = document
+        self.key = key
+        super().__init__(f"{key} has not signed document {document}: there is nothing to revoke")

@@ -52,11 +52,15 @@ __all__ = [
     "SignatureInfo",
     "check_digest",
     "check_doc_id",
+    "check_header",
     "digest_bytes",
     "digest_file",
+    "numeric_date",
+    "optional_text",
     "parse_signature",
     "sign_digest",
     "sign_document",
+    "signature_info",
     "verify_document",
 ]
 
@@ -224,6 +228,14 @@ def parse_signature(text: str) -> SignatureInfo:
     ``BadSignature`` if the key named in ``iss`` did not sign it.
     """
     jws = parse_jws(text.strip() if isinstance(text, str) else text, what=_WHAT, max_size=MAX_SIGNATURE_SIZE)
+    info = signature_info(jws)
+    verify_jws(jws, info.signer, what=_WHAT)
+    return info
+
+
+def signature_info(jws: Jws) -> SignatureInfo:
+    """The members of a signature ``jws`` checked for structure (not its EdDSA signature: the caller
+    verifies, or read it from its own store where only verified signatures are written)."""
     check_header(jws, typ=SIGNATURE_TYP, version=SIGNATURE_VERSION, what=_WHAT)
     payload = jws.payload
     signer_did = payload.get("iss")
@@ -238,7 +250,6 @@ def parse_signature(text: str) -> SignatureInfo:
     name = optional_text(payload, "name", MAX_NAME, what=_WHAT)
     purpose = optional_text(payload, "purpose", MAX_PURPOSE, what=_WHAT)
     cosign = None if "cosign" not in payload else check_doc_id(payload["cosign"])
-    verify_jws(jws, signer, what=_WHAT)
     assert isinstance(signer_did, str)  # public_of_did accepted it
     return SignatureInfo(
         signer=signer,
