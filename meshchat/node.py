@@ -64,6 +64,9 @@ from meshchat.crypto import (
     inbox_topic,
 )
 from meshchat.device_api import Devices
+from meshchat.document_api import Documents, open_documents_store
+from meshchat.documents.events import DocumentEvent
+from meshchat.documents.payload import is_document_control
 from meshchat.errors import BadAddress, DecodeError, NetworkError, ProfileError
 from meshchat.file_api import FileParts, Files, open_file_parts
 from meshchat.files.events import Attachment, FileEvent
@@ -139,7 +142,9 @@ __all__ = [
 #: sent messages moving on (``StatusChanged``), local storage failing (``StoreProblem``), and groups
 #: (``GroupMessage``, ``GroupChanged``, ``GroupStatus``, ``GroupInvited``, ``GroupProblem``), files
 #: (``Attachment``, ``AttachmentFetched``, ``FileProblem``) and devices (``DeviceListChanged``: a
-#: contact's or our own list; ``Linked``: this new device was approved; ``node.devices``).
+#: contact's or our own list; ``Linked``: this new device was approved; ``node.devices``) and
+#: co-signing rounds (``DocumentProposed``, ``DocumentSigned``, ``DocumentRevoked``,
+#: ``DocumentCompleted``, ``DocumentStamped``: ``node.documents``).
 NodeEvent: TypeAlias = (
     NetEvent
     | DirectMessage
@@ -149,6 +154,7 @@ NodeEvent: TypeAlias = (
     | Linked
     | GroupEvent
     | FileEvent
+    | DocumentEvent
 )
 
 
@@ -279,6 +285,19 @@ class Node:
             use_invite=self._prefer_mailboxes_of,
             addrs=lambda: self.dialable_addrs,
         )
+        #: Co-signing rounds: propose, sign, revoke, view, bundle (``meshchat.document_api``).
+        self.documents = Documents(
+            identity,
+            store=open_documents_store(profile, identity),
+            messenger=messenger,
+            driver=self._store,
+            contacts=contacts,
+            wall_clock=wall_clock,
+            reach=self._reach,
+            wait_for=self.wait_for,
+            on_event=self._emit,
+            files=self.files,
+        )
 
     @classmethod
     @asynccontextmanager
@@ -407,6 +426,7 @@ class Node:
                         hold_limits=hold_limits,
                     ),
                 ) as node:
+                    closing.callback(node.documents.close)
                     yield node
 
     @classmethod
@@ -659,6 +679,8 @@ class Node:
     def _from_store(self, action: GroupStoreAction) -> None:
         if isinstance(action, ControlReceived) and is_offer(action.body):
             self.files.driver.offered(action.sender, action.body, action.message_id)
+        elif isinstance(action, ControlReceived) and is_document_control(action.body):
+            self.documents.control(action.sender, action.body, action.message_id)
         else:
             self._group_driver.from_store(action)
 
