@@ -162,6 +162,7 @@ app.add_typer(_group.group_app, name="group")
 app.add_typer(_devices.device_app, name="device")
 app.command("sign")(_documents.sign_command)
 app.command("verify")(_documents.verify_command)
+app.add_typer(_documents.cosign_app, name="cosign")
 
 
 def main() -> None:

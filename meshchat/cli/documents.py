@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -33,6 +35,7 @@ from meshchat.cli.common import (
     KEY_FILE,
     CommandError,
     JsonOption,
+    MailboxOption,
     ProfileOption,
     UsageError,
     emit_json,
@@ -42,19 +45,25 @@ from meshchat.cli.common import (
     read_profile_name,
     require_key_file,
     terminal_markup,
+    terminal_text,
 )
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from meshchat.document_api import Documents
+    from meshchat.documents.bundle import BundleReport
+    from meshchat.documents.events import DocumentView
     from meshchat.documents.signature import SignatureInfo
     from meshchat.identity import PublicIdentity
 
 __all__ = [
     "BUNDLE_SUFFIX",
+    "DEFAULT_COSIGN_WAIT",
     "MAX_BUNDLE_FILE",
     "MAX_SIGNATURE_FILE",
     "SIGNATURE_SUFFIX",
+    "cosign_app",
     "sign_command",
     "verify_command",
 ]
@@ -66,12 +75,31 @@ BUNDLE_SUFFIX = ".cosign.json"
 #: Largest ``.sig`` read, bytes: one JWS line is under a kilobyte (a 200-character purpose, a long
 #: file name); anything far larger is not a signature and is refused before parsing.
 MAX_SIGNATURE_FILE = 64 * 1024
-#: Largest bundle read, bytes: 32 signers' signatures and revocations and up to 10 stamps each, about
-#: a kilobyte apiece, fit many times over.
-MAX_BUNDLE_FILE = 4 * 1024 * 1024
+#: Largest bundle read, bytes: ``meshchat.documents.bundle.MAX_BUNDLE_SIZE`` (512 KiB: 32 signatures,
+#: 32 revocations, 320 stamps), spelled out so ``verify`` of a ``.sig`` does not import the bundle code.
+MAX_BUNDLE_FILE = 512 * 1024
 #: Seconds the network commands wait for what they sent to leave (stored on a mailbox or relayed);
 #: what did not waits in the outbox for the next ``meshchat node``.
 DEFAULT_COSIGN_WAIT = 20.0
+
+cosign_app = typer.Typer(
+    name="cosign",
+    help="Co-sign a document with others: propose it with an M-of-N rule, sign, revoke, export.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ListenOption = Annotated[
+    list[str] | None,
+    typer.Option(metavar="MULTIADDR", help="Listen here (default: nowhere; it only dials out)."),
+]
+BootstrapOption = Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")]
+WaitOption = Annotated[
+    float,
+    typer.Option(
+        "--wait", metavar="SECONDS", min=0.1, help="Wait this long for what it sent to leave (default 20)."
+    ),
+]
 
 
 def _console() -> Console:
@@ -217,7 +245,8 @@ def verify_command(
     names = _names(folder)
     text = _read_text(signature, limit=MAX_BUNDLE_FILE, what="signature file")
     if text.startswith("{"):
-        raise CommandError(f"{signature} is a co-signing bundle; this meshchat reads only .sig files")
+        _verify_bundle(file, text, digest, names, json_output=json_output)
+        return
     if len(text) > MAX_SIGNATURE_FILE:
         from meshchat.errors import TooLarge  # noqa: PLC0415
 
@@ -239,3 +268,340 @@ def verify_command(
         out.print(f"  purpose    {terminal_markup(info.purpose)}")
     if info.cosign:
         out.print(f"  round      {info.cosign} (a co-signing round's signature)")
+
+
+def _verify_bundle(file: Path, text: str, digest: str, names: dict[str, str], *, json_output: bool) -> None:
+    """A co-signing bundle: every valid signature, the revoked and missing signers, and whether the
+    round's M-of-N rule holds. Exit status 1 (after the report) when it does not."""
+    from meshchat.documents.bundle import verify_bundle  # noqa: PLC0415
+
+    report = verify_bundle(text, digest=digest, now=time.time())
+    proposal = report.proposal
+    value = bundle_json(report, names)
+    if json_output:
+        emit_json({"file": str(file), **value})
+    else:
+        out = _console()
+        state = "[green]complete[/]" if report.complete else "[yellow]not complete[/]"
+        out.print(
+            f"{state}: {terminal_markup(file.name)}, round {proposal.doc_id}, "
+            f"{len(report.signatures)} of {proposal.threshold} needed signatures "
+            f"({len(proposal.signers)} signers), proposed by {_who(proposal.proposer, names)} "
+            f"at {_when(proposal.created)}"
+        )
+        bounds = report.signed_no_later_than
+        for info in report.signatures:
+            line = f"  signed   {_who(info.signer, names)} at {_when(info.signed_at)}"
+            bound = bounds.get(info.signer_did)
+            if bound is not None:
+                line += f", witnessed no later than {_when(bound)}"
+            out.print(line)
+        for public, at in report.revoked:
+            out.print(f"  revoked  {_who(public, names)} at {_when(at)}")
+        for public in report.missing:
+            out.print(f"  missing  {_who(public, names)}")
+    if not report.complete:
+        raise CommandError(
+            f"round {proposal.doc_id} is not complete: {len(report.signatures)} valid signature(s), "
+            f"{proposal.threshold} needed"
+        )
+
+
+def bundle_json(report: BundleReport, names: dict[str, str]) -> dict[str, object]:
+    """A bundle's report as ``--json`` shows it."""
+    from meshchat.wire.jose import did_key  # noqa: PLC0415
+
+    proposal = report.proposal
+    return {
+        "valid": report.complete,
+        "complete": report.complete,
+        "doc_id": proposal.doc_id,
+        "digest": proposal.digest,
+        "threshold": proposal.threshold,
+        "signers": [_signer_json(p, did_key(p), names) for p in proposal.signers],
+        "proposer": _signer_json(proposal.proposer, did_key(proposal.proposer), names),
+        "signatures": [signature_json(s, names) for s in report.signatures],
+        "revoked": [
+            {**_signer_json(p, did_key(p), names), "revoked_at": int(at)} for p, at in report.revoked
+        ],
+        "missing": [_signer_json(p, did_key(p), names) for p in report.missing],
+        "signed_no_later_than": {k: int(v) for k, v in report.signed_no_later_than.items()},
+        "expired": report.expired,
+    }
+
+
+# --- cosign: reading the profile (no network) -----------------------------------------------------
+
+
+def view_json(view: DocumentView, names: dict[str, str]) -> dict[str, object]:
+    """One round as ``cosign list`` / ``status`` / ``propose`` show it with ``--json``."""
+    from meshchat.wire.jose import did_key  # noqa: PLC0415
+
+    proposal = view.proposal
+    return {
+        "doc_id": proposal.doc_id,
+        "name": proposal.name,
+        "digest": proposal.digest,
+        "size": proposal.size,
+        "state": view.state.name.lower(),
+        "threshold": proposal.threshold,
+        "proposer": _signer_json(proposal.proposer, did_key(proposal.proposer), names),
+        "created": int(proposal.created),
+        "expires": None if proposal.expires is None else int(proposal.expires),
+        "signers": [_signer_json(p, did_key(p), names) for p in proposal.signers],
+        "signatures": [signature_json(s, names) for s in view.signatures],
+        "revoked": [{**_signer_json(p, did_key(p), names), "revoked_at": int(at)} for p, at in view.revoked],
+        "pending": [_signer_json(p, did_key(p), names) for p in view.pending],
+        "witnesses": [_signer_json(p, did_key(p), names) for p in proposal.witnesses],
+        "quorum": proposal.quorum,
+        "signed_no_later_than": {k: int(v) for k, v in view.signed_by.items()},
+        "has_content": view.has_content,
+        "signed_by_me": view.signed_by_me,
+    }
+
+
+def print_view(view: DocumentView, names: dict[str, str], *, detail: bool) -> None:
+    """One round as text: a line, and with ``detail`` every signer."""
+    out = _console()
+    proposal = view.proposal
+    state = {"open": "[yellow]open[/]", "complete": "[green]complete[/]", "expired": "[red]expired[/]"}
+    out.print(
+        f"{proposal.doc_id}  {state.get(view.state.name.lower(), view.state.name)}  "
+        f"{len(view.signatures)}/{proposal.threshold} of {len(proposal.signers)}  "
+        f"{terminal_markup(proposal.name)}  from {_who(proposal.proposer, names)}"
+    )
+    if not detail:
+        return
+    out.print(f"  sha-256    {proposal.digest} ({proposal.size:,} bytes)")
+    out.print(f"  proposed   {_when(proposal.created)}")
+    if proposal.expires is not None:
+        out.print(f"  expires    {_when(proposal.expires)}")
+    signed = {s.signer.peer_id: s for s in view.signatures}
+    revoked = {p.peer_id: at for p, at in view.revoked}
+    for public in proposal.signers:
+        info = signed.get(public.peer_id)
+        if info is not None:
+            what = f"signed {_when(info.signed_at)}"
+            bound = view.signed_by.get(info.signer_did)
+            if bound is not None:
+                what += f" (witnessed no later than {_when(bound)})"
+        elif public.peer_id in revoked:
+            what = f"revoked {_when(revoked[public.peer_id])}"
+        else:
+            what = "pending"
+        out.print(f"  {_who(public, names)}: {what}")
+    if not view.has_content:
+        out.print("  [dim]the document did not travel inline: sign with --file PATH[/]")
+
+
+def _open_local(profile: Path | None) -> tuple[Path, Documents]:
+    """The profile folder and a ``Documents`` reading its ``documents.db`` without a network."""
+    from meshchat.document_api import open_offline  # noqa: PLC0415
+
+    folder = profile_dir(profile)
+    require_key_file(folder)
+    identity = load_profile_identity(folder)
+    return folder, open_offline(folder, identity)
+
+
+@cosign_app.command("list")
+def list_command(*, profile: ProfileOption = None, json_output: JsonOption = False) -> None:
+    """The co-signing rounds this profile knows (read from its documents.db; no network)."""
+    folder, documents = _open_local(profile)
+    with documents:
+        views = documents.documents()
+    names = _names(folder)
+    if json_output:
+        emit_json({"documents": [view_json(v, names) for v in views]})
+        return
+    if not views:
+        _console().print("[dim]No co-signing rounds. Start one with `meshchat cosign propose`.[/]")
+    for view in views:
+        print_view(view, names, detail=False)
+
+
+@cosign_app.command("status")
+def status_command(
+    doc_id: Annotated[str, typer.Argument(metavar="ID", help="The round's id (from propose or list).")],
+    *,
+    profile: ProfileOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """One round: each signer's signature (or revocation), the rule, whether it is complete."""
+    folder, documents = _open_local(profile)
+    with documents:
+        view = documents.view(doc_id)
+    names = _names(folder)
+    if json_output:
+        emit_json(view_json(view, names))
+        return
+    print_view(view, names, detail=True)
+
+
+@cosign_app.command("export")
+def export_command(
+    doc_id: Annotated[str, typer.Argument(metavar="ID", help="The round's id.")],
+    *,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", metavar="FILE", help="Where to write (default NAME.cosign.json)."),
+    ] = None,
+    profile: ProfileOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Write the round's bundle (proposal, signatures, revocations, stamps) for `meshchat verify`."""
+    folder, documents = _open_local(profile)
+    with documents:
+        view = documents.view(doc_id)
+        text = documents.bundle(doc_id)
+    from meshchat.files.names import safe_name  # noqa: PLC0415
+
+    target = out if out is not None else Path(safe_name(view.proposal.name) + BUNDLE_SUFFIX)
+    if not target.parent.is_dir():
+        raise UsageError(f"cannot write {target}: no folder {target.parent}")
+    _write(target, text.encode("utf-8") + b"\n")
+    if json_output:
+        emit_json({"doc_id": doc_id, "bundle": str(target), "complete": view.state.name == "COMPLETE"})
+        return
+    _console().print(f"exported {doc_id} -> {terminal_markup(str(target))}")
+    del folder
+
+
+# --- cosign: the network commands -----------------------------------------------------------------
+
+
+def _run(
+    profile: Path | None,
+    listen: list[str] | None,
+    bootstrap: list[str] | None,
+    run: object,
+    **options: object,
+) -> None:
+    from meshchat.cli.network import _run_on_network  # noqa: PLC0415
+
+    _run_on_network(profile, listen or [], bootstrap, run, out=sys.stdout, **options)
+
+
+@cosign_app.command("propose")
+def propose_command(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="The document to co-sign.")],
+    *,
+    signer: Annotated[
+        list[str],
+        typer.Option("--signer", "-s", metavar="NAME", help="A signer: contact name or PeerId (repeat)."),
+    ],
+    need: Annotated[
+        int, typer.Option("--need", "-m", metavar="M", min=1, help="Signatures needed (M of N).")
+    ],
+    witness: Annotated[
+        list[str] | None, typer.Option("--witness", metavar="NAME", help="A timestamp witness (repeat).")
+    ] = None,
+    quorum: Annotated[
+        int, typer.Option(metavar="K", min=0, help="Witness stamps that bound a signing time (default 0).")
+    ] = 0,
+    me: Annotated[bool, typer.Option("--me/--no-me", help="Whether you are one of the signers.")] = True,
+    expires_days: Annotated[
+        float | None, typer.Option("--expires-days", metavar="DAYS", min=0.01, help="Close the round after.")
+    ] = None,
+    profile: ProfileOption = None,
+    listen: ListenOption = None,
+    bootstrap: BootstrapOption = None,
+    mailbox: MailboxOption = None,
+    wait: WaitOption = DEFAULT_COSIGN_WAIT,
+    json_output: JsonOption = False,
+) -> None:
+    """Start a co-signing round: FILE goes to every signer (a file over 40 KiB as an attachment)."""
+    if not file.is_file():
+        raise UsageError(f"{file} is not a file")
+    from meshchat.cli.cosign_runner import Request, run_cosign  # noqa: PLC0415
+
+    request = Request(
+        verb="propose",
+        path=file,
+        signers=tuple(signer),
+        threshold=need,
+        witnesses=tuple(witness or ()),
+        quorum=quorum,
+        me=me,
+        expires_days=expires_days,
+    )
+    _run(
+        profile,
+        listen,
+        bootstrap,
+        run_cosign,
+        request=request,
+        mailboxes=mailbox or [],
+        wait=wait,
+        json_output=json_output,
+    )
+
+
+@cosign_app.command("sign")
+def cosign_sign_command(
+    doc_id: Annotated[str, typer.Argument(metavar="ID", help="The round's id.")],
+    *,
+    file: Annotated[
+        Path | None, typer.Option("--file", metavar="PATH", help="The document, checked against the round.")
+    ] = None,
+    profile: ProfileOption = None,
+    listen: ListenOption = None,
+    bootstrap: BootstrapOption = None,
+    mailbox: MailboxOption = None,
+    wait: WaitOption = DEFAULT_COSIGN_WAIT,
+    json_output: JsonOption = False,
+) -> None:
+    """Sign a round's document and send the signature to every participant."""
+    if file is not None and not file.is_file():
+        raise UsageError(f"{file} is not a file")
+    from meshchat.cli.cosign_runner import Request, run_cosign  # noqa: PLC0415
+
+    request = Request(verb="sign", doc_id=doc_id, path=file)
+    _run(
+        profile,
+        listen,
+        bootstrap,
+        run_cosign,
+        request=request,
+        mailboxes=mailbox or [],
+        wait=wait,
+        json_output=json_output,
+    )
+
+
+@cosign_app.command("revoke")
+def revoke_command(
+    doc_id: Annotated[str, typer.Argument(metavar="ID", help="The round's id.")],
+    *,
+    reason: Annotated[str, typer.Option(metavar="TEXT", help="Why (sent with the revocation).")] = "",
+    profile: ProfileOption = None,
+    listen: ListenOption = None,
+    bootstrap: BootstrapOption = None,
+    mailbox: MailboxOption = None,
+    wait: WaitOption = DEFAULT_COSIGN_WAIT,
+    json_output: JsonOption = False,
+) -> None:
+    """Take back your signature on a round's document, and tell every participant."""
+    from meshchat.cli.cosign_runner import Request, run_cosign  # noqa: PLC0415
+
+    request = Request(verb="revoke", doc_id=doc_id, reason=reason)
+    _run(
+        profile,
+        listen,
+        bootstrap,
+        run_cosign,
+        request=request,
+        mailboxes=mailbox or [],
+        wait=wait,
+        json_output=json_output,
+    )
+
+
+def json_dumps(value: dict[str, object]) -> str:
+    """``--json`` text (for the runner, which writes to its own stream)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def text_line(text: str) -> str:
+    """Peer text made safe for one line of output."""
+    return terminal_text(text)
