@@ -196,3 +196,57 @@ def test_the_real_command_exits_1_with_one_error_line_for_an_altered_file(
     assert result.returncode == 1 and result.stdout == b""
     [line] = result.stderr.decode().splitlines()
     assert line.startswith("error: the document was altered")
+
+
+# --- verify of a co-signing bundle (.cosign.json) ---------------------------------------------------
+
+
+def _bundle(tmp_path: Path, data: bytes, *, threshold: int) -> tuple[Path, str]:
+    """A round Alice proposed to herself and Bob (``threshold`` needed) and signed; its bundle file."""
+    from meshchat.documents.cosign import CosignCore  # noqa: PLC0415
+    from meshchat.documents.sqlite import DocumentStore  # noqa: PLC0415
+    from meshchat.identity import Identity  # noqa: PLC0415
+
+    alice, bob = Identity(b"\x0b" * 32), Identity(b"\x0c" * 32)
+    core = CosignCore(alice, DocumentStore(":memory:"))
+    now = 1_780_000_000.0
+    proposal, _ = core.propose(
+        data,
+        digest=digest_bytes(data),
+        size=len(data),
+        name="lease.txt",
+        signers=[alice.public, bob.public],
+        threshold=threshold,
+        wall_now=now,
+    )
+    core.sign(proposal.doc_id, wall_now=now + 1)
+    path = tmp_path / f"lease-{threshold}.cosign.json"
+    path.write_text(core.bundle(proposal.doc_id))
+    return path, alice.public.peer_id
+
+
+def test_verify_reads_a_cosigning_bundle_and_says_whether_its_rule_holds(
+    tmp_path: Path, contract: Path
+) -> None:
+    data = contract.read_bytes()
+    complete, alice = _bundle(tmp_path, data, threshold=1)
+    checked = json.loads(ok("verify", contract, complete, "--json").stdout)
+    assert checked["complete"] is True and checked["threshold"] == 1
+    assert [s["signer"]["peer_id"] for s in checked["signatures"]] == [alice]
+    assert len(checked["missing"]) == 1
+    human = ok("verify", contract, complete).stdout
+    assert human.startswith("complete:") and alice in human and "missing" in human
+    # One of two needed: the report, then exit 1 with one error line.
+    partial, _ = _bundle(tmp_path, data, threshold=2)
+    result = run("verify", contract, partial, "--json")
+    assert result.exit_code == 1 and json.loads(result.stdout)["complete"] is False
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ") and "1 valid signature(s), 2 needed" in line
+    # Another document, a garbled bundle, a future version: typed errors, nothing on stdout.
+    contract.write_bytes(data + b"!")
+    assert "the document was altered" in one_error_line(run("verify", contract, complete))
+    contract.write_bytes(data)
+    complete.write_text(complete.read_text().replace('"proposal"', '"proposa1"'))
+    assert "malformed" in one_error_line(run("verify", contract, complete))
+    complete.write_text(json.dumps({**json.loads(partial.read_text()), "v": 2}))
+    assert "version 2" in one_error_line(run("verify", contract, complete))
