@@ -205,3 +205,25 @@ async def test_garbage_and_strangers_controls_are_counted_not_fatal(tmp_path: Pa
         alice.documents.control(bob.identity.public, b"\x84\x01\x41" + b"\xff" * 40, b"\x00" * 32)
         assert sum(alice.documents.core.counts.values()) >= sum(before.values()) + 2
         assert alice.documents.documents() == []
+
+
+async def test_a_witness_bounds_the_signing_time_at_every_participant(tmp_path: Path) -> None:
+    """Carol witnesses (quorum 1): Bob's signature is stamped "seen at" by her node, and Alice and
+    Bob both learn that Bob signed no later than that stamp; the bundle carries it offline."""
+    async with trio_of_nodes(tmp_path) as (alice, bob, carol):
+        before = time.time()
+        proposed = await alice.documents.propose(
+            CONTRACT, name="shop.txt", signers=["Bob"], threshold=1, me=False, witnesses=["Carol"], quorum=1
+        )
+        doc_id = proposed.doc_id
+        await until(bob, lambda: state(bob, doc_id) is DocumentState.OPEN)
+        await bob.documents.sign(doc_id)
+        bob_did = bob.documents.view(doc_id).signatures[0].signer_did
+        for node in (alice, bob):
+            await until(node, lambda n=node: bob_did in n.documents.view(doc_id).signed_by)  # type: ignore[misc]
+            bound = node.documents.view(doc_id).signed_by[bob_did]
+            assert before - 1 <= bound <= time.time() + 1
+        report = verify_bundle(alice.documents.bundle(doc_id), digest=digest_bytes(CONTRACT), now=time.time())
+        assert report.complete and bob_did in report.signed_no_later_than
+        for node in (alice, bob, carol):  # nothing of this honest round was refused anywhere
+            assert set(node.documents.core.counts) <= {"duplicate", "waiting"}, node.documents.core.counts
