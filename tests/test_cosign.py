@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from meshchat.documents import (
     MAX_INLINE,
@@ -42,6 +43,7 @@ from meshchat.errors import (
     NotASigner,
     NotSigned,
     SignatureRevoked,
+    StorageError,
     UnknownDocument,
 )
 from meshchat.identity import Identity, PublicIdentity
@@ -446,3 +448,237 @@ def test_any_order_of_delivery_converges(seed: int) -> None:
     assert revoked == ((CAROL.public, float(int(NOW + 3))),) and pending == (CAROL.public, DAVE.public)
     assert {d for d, _ in signed_by} == {did_key(ALICE.public), did_key(BOB.public)}  # type: ignore[attr-defined]
     assert all(c.store.count_orphans() == 0 for c in net.cores.values())
+
+
+def test_a_second_different_signature_keeps_the_first_and_is_not_stamped() -> None:
+    net = Net(ALICE, BOB, WITNESS)
+    doc_id = _propose(net, signers=[ALICE.public, BOB.public], witnesses=[WITNESS.public], quorum=1)
+    net.deliver_all()
+    net.take(BOB, net.core(BOB).sign(doc_id, wall_now=NOW))
+    net.deliver_all()
+    second = sign_digest(BOB, digest_bytes(DOC), len(DOC), now=NOW + 7, cosign=doc_id)
+    for kind in (ControlKind.SIGNATURE, ControlKind.WITNESS_REQUEST):
+        for who in (ALICE, WITNESS):
+            assert (
+                net.core(who).control_received(BOB.public, encode_control(kind, second), wall_now=NOW) == []
+            )
+    assert net.core(ALICE).counts == {"second signature": 1, "not a witness": 1}
+    assert net.core(WITNESS).counts == {"second signature": 2}  # as a signature and as a request
+    assert [s.signed_at for s in net.core(ALICE).view(doc_id).signatures] == [float(int(NOW))]
+
+
+def test_rounds_are_bounded_finished_ones_evicted_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshchat.documents import cosign  # noqa: PLC0415  # patch the bounds small
+
+    monkeypatch.setattr(cosign, "MAX_DOCUMENTS", 3)
+    monkeypatch.setattr(cosign, "MAX_OPEN_PER_PROPOSER", 2)
+    bob = CosignCore(BOB, DocumentStore(":memory:"))
+
+    def offer(n: int, proposer: Identity, expires: float | None = None) -> str | None:
+        compact = sign_proposal(
+            proposer,
+            digest=digest_bytes(bytes([n])),
+            size=1,
+            name=str(n),
+            signers=(BOB.public,),
+            threshold=1,
+            witnesses=(),
+            quorum=0,
+            expires=expires,
+            now=NOW,
+        )
+        actions = bob.control_received(
+            proposer.public, encode_control(ControlKind.PROPOSE, compact, b""), wall_now=NOW + 10
+        )
+        return actions[0].view.doc_id if actions else None  # type: ignore[union-attr]
+
+    first = offer(1, ALICE, expires=NOW + 5)  # already expired when it arrives: finished
+    assert first is not None and offer(2, ALICE) is not None and offer(3, ALICE) is not None
+    assert offer(4, ALICE) is None  # Alice has 2 open rounds already
+    assert bob.counts == {"too many documents": 1}
+    fourth = offer(5, CAROL)  # the store is full: the expired round goes
+    assert fourth is not None and first not in {v.doc_id for v in bob.documents()}
+    assert offer(6, CAROL) is None  # full, nothing finished: refused, nothing pushed out
+    assert bob.counts == {"too many documents": 2} and len(bob.documents()) == 3
+
+
+def _valid_bodies() -> tuple[bytes, list[bytes]]:
+    """Dave's PROPOSE control, and every distinct control of a full round."""
+    _, _, flight = _full_round_flight()
+    propose = next(
+        b for r, _, b in flight if r == DAVE.public and decode_control(b).kind is ControlKind.PROPOSE
+    )
+    return propose, sorted({body for _, _, body in flight})
+
+
+_PROPOSE, _BODIES = _valid_bodies()
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_control_received_never_raises_on_altered_or_random_bodies(data: st.DataObject) -> None:
+    core = CosignCore(DAVE, DocumentStore(":memory:"))
+    if data.draw(st.booleans()):  # with the round known, altered signatures reach the deeper checks
+        assert core.control_received(ALICE.public, _PROPOSE, wall_now=NOW)
+    for _ in range(3):
+        if data.draw(st.booleans()):
+            body = data.draw(st.binary(max_size=200))
+        else:
+            body = bytearray(data.draw(st.sampled_from(_BODIES)))
+            for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+                i = data.draw(st.integers(min_value=0, max_value=len(body) - 1))
+                body[i] = data.draw(st.integers(min_value=0, max_value=255))
+            body = bytes(body)
+        sender = data.draw(st.sampled_from([ALICE.public, BOB.public, MALLORY.public]))
+        core.control_received(sender, body, wall_now=NOW)
+    assert all(isinstance(v, int) and v > 0 for v in core.counts.values())
+
+
+def test_encrypted_store_keeps_rounds_unreadable_on_disk(tmp_path: Path) -> None:
+    key = bytes(range(32))
+    path = tmp_path / "documents.db"
+    secret = b"Secret merger terms: ACME buys Initech."
+    core = CosignCore(ALICE, DocumentStore(path, key=key))
+    proposal, _ = core.propose(
+        secret,
+        digest=digest_bytes(secret),
+        size=len(secret),
+        name="merger-terms.txt",
+        signers=[BOB.public],
+        threshold=1,
+        wall_now=NOW,
+    )
+    core.store.close()
+    for file in tmp_path.iterdir():
+        raw = file.read_bytes()
+        assert b"ACME" not in raw and b"merger-terms" not in raw, file
+    again = CosignCore(ALICE, DocumentStore(path, key=key))
+    assert again.content(proposal.doc_id) == secret
+    assert again.view(proposal.doc_id).proposal == proposal
+
+
+def test_a_control_is_written_whole_or_not_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    net = Net(ALICE, BOB, CAROL)
+    doc_id = _propose(net)
+    net.deliver_all()
+    bob = net.core(BOB)
+    signed = net.core(ALICE).sign(doc_id, wall_now=NOW)
+    body = next(a.body for a in signed if isinstance(a, SendControl) and a.recipient == BOB.public)
+
+    def fail(*_: object, **__: object) -> None:
+        raise StorageError("disk full (simulated)")
+
+    monkeypatch.setattr(bob.store, "set_finished", fail)  # after the signature row is written
+    with pytest.raises(StorageError):
+        bob.control_received(ALICE.public, body, wall_now=NOW)
+    monkeypatch.undo()
+    assert bob.store.signatures(doc_id) == []  # rolled back with the rest of the control
+    assert [type(a) for a in bob.control_received(ALICE.public, body, wall_now=NOW)] == [DocumentSigned]
+
+
+class CosignMachine(RuleBasedStateMachine):
+    """Three signers (2 of 3) and a witness; controls delivered in any order, replayed, forged. A
+    core never shows a signature nobody made or a revocation nobody sent; once everything is
+    delivered, every core shows exactly the model's round."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = Net(ALICE, BOB, CAROL, WITNESS)
+        self.doc_id = _propose(self.net, witnesses=[WITNESS.public], quorum=1)
+        self.signed: set[PublicIdentity] = set()
+        self.revoked: set[PublicIdentity] = set()
+        self.delivered: list[tuple[PublicIdentity, PublicIdentity, bytes]] = []
+        self.now = NOW
+
+    def _proposal_known(self, who: Identity) -> bool:
+        return any(v.doc_id == self.doc_id for v in self.net.core(who).documents())
+
+    @rule(who=st.sampled_from([ALICE, BOB, CAROL]))
+    def sign(self, who: Identity) -> None:
+        if not self._proposal_known(who) or who.public in self.revoked:
+            return
+        self.net.take(who, self.net.core(who).sign(self.doc_id, wall_now=self.now))
+        self.signed.add(who.public)
+
+    @rule(who=st.sampled_from([ALICE, BOB, CAROL]))
+    def revoke(self, who: Identity) -> None:
+        if who.public not in self.signed:
+            return
+        self.net.take(who, self.net.core(who).revoke(self.doc_id, wall_now=self.now))
+        self.revoked.add(who.public)
+
+    @rule(pick=st.integers(min_value=0))
+    def deliver_one(self, pick: int) -> None:
+        if not self.net.flight:
+            return
+        recipient, sender, body = self.net.flight.pop(pick % len(self.net.flight))
+        self.delivered.append((recipient, sender, body))
+        core = self.net.cores[recipient]
+        self.net.take(recipient, core.control_received(sender, body, wall_now=self.now))
+
+    @rule(pick=st.integers(min_value=0))
+    def replay(self, pick: int) -> None:
+        if self.delivered:
+            recipient, sender, body = self.delivered[pick % len(self.delivered)]
+            self.net.take(
+                recipient, self.net.cores[recipient].control_received(sender, body, wall_now=self.now)
+            )
+
+    @rule(target_who=st.sampled_from([ALICE, BOB, CAROL]))
+    def forge(self, target_who: Identity) -> None:
+        forged = sign_digest(MALLORY, digest_bytes(DOC), len(DOC), now=self.now, cosign=self.doc_id)
+        core = self.net.core(target_who)
+        assert (
+            core.control_received(
+                MALLORY.public, encode_control(ControlKind.SIGNATURE, forged), wall_now=self.now
+            )
+            == []
+        )
+
+    @rule(dt=st.integers(min_value=0, max_value=120))
+    def wait(self, dt: int) -> None:
+        self.now += dt
+
+    @invariant()
+    def nothing_unmade_is_shown(self) -> None:
+        for who in (ALICE, BOB, CAROL):
+            if not self._proposal_known(who):
+                continue
+            view = self.net.core(who).view(self.doc_id)
+            assert {s.signer for s in view.signatures} <= self.signed
+            assert {k for k, _ in view.revoked} <= self.revoked
+            assert MALLORY.public not in {s.signer for s in view.signatures}
+            unexpected = set(self.net.core(who).counts) - {"duplicate", "waiting", "not a signer"}
+            assert not unexpected, self.net.core(who).counts
+
+    def teardown(self) -> None:
+        self.net.deliver_all(now=self.now)
+        valid = self.signed - self.revoked
+        for who in (ALICE, BOB, CAROL):
+            view = self.net.core(who).view(self.doc_id)
+            assert {s.signer for s in view.signatures} == valid
+            assert {k for k, _ in view.revoked} == self.revoked
+            assert (view.state is DocumentState.COMPLETE) == (len(valid) >= 2)
+            assert set(view.signed_by) == {did_key(k) for k in valid}
+
+
+CosignMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+test_cosign_machine = CosignMachine.TestCase
+
+
+def test_a_control_waiting_for_its_proposal_twice_is_a_duplicate_not_a_full_store() -> None:
+    net = Net(ALICE, BOB, CAROL)
+    doc_id = _propose(net)
+    propose_to_carol = next(b for r, _, b in net.flight if r == CAROL.public)
+    net.flight.clear()
+    signature = sign_digest(BOB, digest_bytes(DOC), len(DOC), now=NOW, cosign=doc_id)
+    carol = net.core(CAROL)
+    for _ in range(2):
+        assert (
+            carol.control_received(BOB.public, encode_control(ControlKind.SIGNATURE, signature), wall_now=NOW)
+            == []
+        )
+    assert carol.counts == {"waiting": 1, "duplicate": 1}
+    actions = carol.control_received(ALICE.public, propose_to_carol, wall_now=NOW)
+    assert [type(a) for a in actions] == [DocumentProposed, DocumentSigned]
+    assert carol.store.count_orphans() == 0

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from enum import Enum
 from typing import Final
 
 from meshchat.documents.bundle import BUNDLE_VERSION
@@ -44,6 +43,7 @@ from meshchat.documents.events import (
     DocumentStamped,
     DocumentState,
     DocumentView,
+    Refusal,
     SendControl,
 )
 from meshchat.documents.payload import (
@@ -87,6 +87,7 @@ from meshchat.wire.jose import did_key, parse_jws
 
 __all__ = [
     "MAX_DOCUMENTS",
+    "MAX_OPEN_PER_PROPOSER",
     "MAX_ORPHANS",
     "MAX_ORPHANS_PER_SENDER",
     "STAMP_SLACK",
@@ -95,6 +96,9 @@ __all__ = [
     "Refusal",
 ]
 
+#: Open rounds kept from one proposer (other than this profile): one contact cannot fill the store
+#: with rounds that never finish.
+MAX_OPEN_PER_PROPOSER: Final = 100
 #: Rounds kept; past it the oldest finished (complete or expired) one goes first, and a peer's new
 #: proposal is refused when none is finished (a flood cannot push out rounds still being signed).
 MAX_DOCUMENTS: Final = 10_000
@@ -111,51 +115,6 @@ WITNESS_ANSWERS_PER_HOUR: Final = 60
 #: How long a witness remembers a stamp it gave (to answer a repeated request with the same stamp).
 _GIVEN_MEMORY: Final = 7 * 86_400.0
 _HOUR: Final = 3_600.0
-
-
-class Refusal(Enum):
-    """Why a control was refused (the keys of ``CosignCore.counts``)."""
-
-    #: Not a well-formed control or JWS.
-    MALFORMED = "malformed"
-    #: A format version this meshchat does not read.
-    UNKNOWN_VERSION = "unknown version"
-    #: A JWS whose signature does not verify.
-    BAD_SIGNATURE = "bad signature"
-    #: A proposal sent by someone other than its proposer.
-    NOT_PROPOSER = "not from the proposer"
-    #: A proposal that does not name this profile.
-    NOT_PARTICIPANT = "not a participant"
-    #: An inline document whose hash or size differs from the proposal's.
-    CONTENT_MISMATCH = "content mismatch"
-    #: ``MAX_DOCUMENTS`` rounds kept and none finished.
-    TOO_MANY_DOCUMENTS = "too many documents"
-    #: A signature or revocation by a key the round does not list as a signer.
-    NOT_A_SIGNER = "not a signer"
-    #: A signature whose hash or size is not the round's document.
-    WRONG_DOCUMENT = "wrong document"
-    #: A signature made after the round's deadline.
-    AFTER_DEADLINE = "after the deadline"
-    #: A signer's second, different signature (the first stays).
-    SECOND_SIGNATURE = "second signature"
-    #: A signer's second, different revocation (the first stays).
-    SECOND_REVOCATION = "second revocation"
-    #: A stamp by a key that is not a witness, or a witness request to a profile that is not one.
-    NOT_A_WITNESS = "not a witness"
-    #: A witness request sent by someone other than the signature's signer.
-    NOT_REQUESTER = "request not from the signer"
-    #: A witness request from a peer that is not a contact.
-    NOT_CONTACT = "request from a stranger"
-    #: A requester over ``WITNESS_ANSWERS_PER_HOUR``.
-    RATE = "witness rate"
-    #: ``MAX_ORPHANS`` (or the sender's share) waiting already.
-    ORPHANS_FULL = "too many waiting"
-    #: A stamp beyond the quorum's earliest ``quorum + STAMP_SLACK`` (not kept).
-    EXTRA_STAMP = "extra stamp"
-    #: Not refused: the same control again (idempotent, nothing changed).
-    DUPLICATE = "duplicate"
-    #: Not refused: kept until the proposal or signature it names arrives.
-    WAITING = "waiting"
 
 
 def _always(_: PublicIdentity) -> bool:
@@ -223,9 +182,10 @@ class CosignCore:
         )
         proposal = parse_proposal(compact, verify=False)
         inline = content if content is not None and len(content) <= MAX_INLINE else None
-        if self.store.count_documents() >= MAX_DOCUMENTS:
-            self._evict_finished()  # the user's own round is kept even when none is finished
-        self.store.add_document(proposal.doc_id, compact, content=inline, received=wall_now)
+        with self.store.batch("propose"):
+            if self.store.count_documents() >= MAX_DOCUMENTS:
+                self._evict_finished(wall_now)  # the user's own round is kept even when none is finished
+            self._add_document(proposal, inline, wall_now)
         self._proposals[proposal.doc_id] = proposal
         body = encode_control(ControlKind.PROPOSE, compact, b"" if inline is None else inline)
         actions: list[Action] = [
@@ -264,7 +224,8 @@ class CosignCore:
             name=proposal.name or None,
             cosign=doc_id,
         )
-        events = self._accept_signature(proposal, signature_info(parse_jws(compact, what="signature")))
+        with self.store.batch("sign"):
+            events = self._accept_signature(proposal, signature_info(parse_jws(compact, what="signature")))
         return [*self._signature_sends(proposal, compact), *events]
 
     def revoke(self, doc_id: str, *, reason: str = "", wall_now: float) -> list[Action]:
@@ -287,7 +248,8 @@ class CosignCore:
             existing = sign_revocation(
                 self.identity, doc_id=doc_id, signature=mine, reason=reason, now=wall_now
             )
-            events = self._accept_revocation(proposal, parse_revocation(existing, verify=False))
+            with self.store.batch("revoke"):
+                events = self._accept_revocation(proposal, parse_revocation(existing, verify=False))
         else:
             events = []
         body = encode_control(ControlKind.REVOCATION, existing)
@@ -302,7 +264,8 @@ class CosignCore:
             control = decode_control(body)
         except DecodeError:
             return self._refuse(Refusal.MALFORMED)
-        return self._handle(sender, control, wall_now)
+        with self.store.batch("take a document control"):  # all of its effects are written, or none
+            return self._handle(sender, control, wall_now)
 
     def _handle(self, sender: PublicIdentity, control: DocumentControl, wall_now: float) -> list[Action]:
         try:
@@ -338,12 +301,14 @@ class CosignCore:
         ):
             return self._refuse(Refusal.CONTENT_MISMATCH)
         if self.store.document(proposal.doc_id) is not None:
-            self.store.add_document(proposal.doc_id, proposal.compact, content=content, received=wall_now)
-            return self._refuse(Refusal.DUPLICATE)
-        if self.store.count_documents() >= MAX_DOCUMENTS and not self._evict_finished():
+            self._add_document(proposal, content, wall_now)  # fills in the bytes if they were missing
+            # Controls a crash left waiting after the first copy was stored are taken now.
+            return self._refuse(Refusal.DUPLICATE) + self._replay(proposal.doc_id, wall_now)
+        if self.store.count_open(did_key(proposal.proposer), wall_now) >= MAX_OPEN_PER_PROPOSER:
             return self._refuse(Refusal.TOO_MANY_DOCUMENTS)
-        self.store.add_document(proposal.doc_id, proposal.compact, content=content, received=wall_now)
-        self._proposals[proposal.doc_id] = proposal
+        if self.store.count_documents() >= MAX_DOCUMENTS and not self._evict_finished(wall_now):
+            return self._refuse(Refusal.TOO_MANY_DOCUMENTS)
+        self._add_document(proposal, content, wall_now)
         actions: list[Action] = [DocumentProposed(self.view(proposal.doc_id))]
         return actions + self._replay(proposal.doc_id, wall_now)
 
@@ -387,6 +352,8 @@ class CosignCore:
             return self._refuse(problem)
         actions: list[Action] = list(self._accept_signature(proposal, info, wall_now=wall_now, quiet=True))
         hash_ = signature_hash(info.compact)
+        if self.store.signature_by_hash(hash_) is None:
+            return actions  # the signer's second signature: refused (counted) above, not stamped
         stamp = self.store.given_stamp(hash_)
         if stamp is None:
             if self.store.answers_since(sender.ed25519, wall_now - _HOUR) >= WITNESS_ANSWERS_PER_HOUR:
@@ -429,10 +396,12 @@ class CosignCore:
         before = self._complete(proposal.doc_id)
         hash_ = signature_hash(info.compact)
         if not self.store.add_signature(proposal.doc_id, info.signer_did, hash=hash_, compact=info.compact):
-            if quiet:
-                return []
             held = {s: h for s, h, _ in self.store.signatures(proposal.doc_id)}.get(info.signer_did)
-            return self._refuse(Refusal.DUPLICATE if held == hash_ else Refusal.SECOND_SIGNATURE)
+            if held != hash_:
+                return self._refuse(Refusal.SECOND_SIGNATURE)
+            refused = [] if quiet else self._refuse(Refusal.DUPLICATE)
+            # Stamps a crash left waiting after the first copy was stored are taken now.
+            return refused + ([] if wall_now is None else self._replay(hash_, wall_now))
         actions: list[Action] = [DocumentSigned(proposal.doc_id, info.signer)]
         revoked = {s: h for s, h, _ in self.store.revocations(proposal.doc_id)}.get(info.signer_did)
         if revoked == hash_:
@@ -504,6 +473,8 @@ class CosignCore:
             limit=MAX_ORPHANS,
             per_sender=MAX_ORPHANS_PER_SENDER,
         )
+        if kept is None:
+            return self._refuse(Refusal.DUPLICATE)
         return self._refuse(Refusal.WAITING if kept else Refusal.ORPHANS_FULL)
 
     def _refuse(self, reason: Refusal) -> list[Action]:
@@ -522,8 +493,19 @@ class CosignCore:
             return [DocumentCompleted(doc_id)]
         return []
 
-    def _evict_finished(self) -> bool:
-        doc_id = self.store.oldest_finished()
+    def _add_document(self, proposal: Proposal, content: bytes | None, wall_now: float) -> None:
+        self.store.add_document(
+            proposal.doc_id,
+            proposal.compact,
+            proposer=did_key(proposal.proposer),
+            expires=proposal.expires,
+            content=content,
+            received=wall_now,
+        )
+        self._proposals[proposal.doc_id] = proposal
+
+    def _evict_finished(self, wall_now: float) -> bool:
+        doc_id = self.store.oldest_finished(wall_now)
         if doc_id is None:
             return False
         self.store.remove_document(doc_id)
@@ -611,9 +593,9 @@ class CosignCore:
             signed_by_me=any(s.signer == self._me for s in valid),
         )
 
-    def documents(self) -> list[DocumentView]:
-        """Every round kept, the most recently stored first."""
-        return [self.view(doc_id) for doc_id in self.store.document_ids()]
+    def documents(self, *, wall_now: float | None = None) -> list[DocumentView]:
+        """Every round kept, the most recently stored first (expiry judged as in ``view``)."""
+        return [self.view(doc_id, wall_now=wall_now) for doc_id in self.store.document_ids()]
 
     def content(self, doc_id: str) -> bytes | None:
         """The document's bytes when they came inline (``UnknownDocument``)."""

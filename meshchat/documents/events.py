@@ -20,6 +20,7 @@ __all__ = [
     "DocumentStamped",
     "DocumentState",
     "DocumentView",
+    "Refusal",
     "SendControl",
 ]
 
@@ -33,6 +34,51 @@ class DocumentState(Enum):
     COMPLETE = "complete"
     #: Not complete and past its deadline: it takes no new signatures.
     EXPIRED = "expired"
+
+
+class Refusal(Enum):
+    """Why a control was refused (the keys of ``CosignCore.counts``, by value)."""
+
+    #: Not a well-formed control or JWS.
+    MALFORMED = "malformed"
+    #: A format version this meshchat does not read.
+    UNKNOWN_VERSION = "unknown version"
+    #: A JWS whose signature does not verify.
+    BAD_SIGNATURE = "bad signature"
+    #: A proposal sent by someone other than its proposer.
+    NOT_PROPOSER = "not from the proposer"
+    #: A proposal that does not name this profile.
+    NOT_PARTICIPANT = "not a participant"
+    #: An inline document whose hash or size differs from the proposal's.
+    CONTENT_MISMATCH = "content mismatch"
+    #: ``MAX_DOCUMENTS`` rounds kept and none finished, or ``MAX_OPEN_PER_PROPOSER`` open from this one.
+    TOO_MANY_DOCUMENTS = "too many documents"
+    #: A signature or revocation by a key the round does not list as a signer.
+    NOT_A_SIGNER = "not a signer"
+    #: A signature whose hash or size is not the round's document.
+    WRONG_DOCUMENT = "wrong document"
+    #: A signature made after the round's deadline.
+    AFTER_DEADLINE = "after the deadline"
+    #: A signer's second, different signature (the first stays).
+    SECOND_SIGNATURE = "second signature"
+    #: A signer's second, different revocation (the first stays).
+    SECOND_REVOCATION = "second revocation"
+    #: A stamp by a key that is not a witness, or a witness request to a profile that is not one.
+    NOT_A_WITNESS = "not a witness"
+    #: A witness request sent by someone other than the signature's signer.
+    NOT_REQUESTER = "request not from the signer"
+    #: A witness request from a peer that is not a contact.
+    NOT_CONTACT = "request from a stranger"
+    #: A requester over ``WITNESS_ANSWERS_PER_HOUR``.
+    RATE = "witness rate"
+    #: ``MAX_ORPHANS`` (or the sender's share) waiting already.
+    ORPHANS_FULL = "too many waiting"
+    #: A stamp beyond the quorum's earliest ``quorum + STAMP_SLACK`` (not kept).
+    EXTRA_STAMP = "extra stamp"
+    #: Not refused: the same control again (idempotent, nothing changed).
+    DUPLICATE = "duplicate"
+    #: Not refused: kept until the proposal or signature it names arrives.
+    WAITING = "waiting"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ signature checks.
 The same choices as ``meshchat.files.sqlite``: SQLCipher with the identity's store key when one is
 given (plain sqlite for ``":memory:"`` and tests), one transaction per call, WAL with
 ``synchronous=FULL`` (a control is durable when the call that took it returns), ``sqlite3.Error``
-turned into ``StorageError``, ``PRAGMA user_version`` as the schema version.
+turned into ``StorageError``, ``PRAGMA user_version`` as the schema version. ``batch`` joins several
+calls into one transaction: ``CosignCore`` takes each control, and each local call, in one.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ _SCHEMA = (
         number   INTEGER PRIMARY KEY,
         doc_id   TEXT NOT NULL UNIQUE,
         proposal TEXT NOT NULL,
+        proposer TEXT NOT NULL,
+        expires  REAL,
         content  BLOB,
         received REAL NOT NULL,
         finished INTEGER NOT NULL DEFAULT 0)""",
@@ -46,6 +49,7 @@ _SCHEMA = (
         hash      TEXT NOT NULL,
         compact   TEXT NOT NULL,
         PRIMARY KEY (doc_id, signer)) WITHOUT ROWID""",
+    "CREATE INDEX documents_proposer ON documents (proposer, finished)",
     "CREATE INDEX signatures_hash ON signatures (hash)",
     """CREATE TABLE revocations (
         doc_id    TEXT NOT NULL,
@@ -106,7 +110,8 @@ class DocumentStore:
     def __init__(self, path: str | Path, *, key: bytes | None = None) -> None:
         """Open (or create, mode 0600) ``path`` (``":memory:"`` for tests or a node without a profile)."""
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._depth = 0  # > 0 inside ``batch``: calls join its transaction
         self._closed = False
         self._errors = PLAIN_ERRORS
         memory = str(path) == ":memory:"
@@ -154,11 +159,27 @@ class DocumentStore:
                 self._db.close()
 
     @contextmanager
+    def batch(self, what: str) -> Iterator[None]:
+        """One transaction around several calls: all of them are written, or (on an exception) none."""
+        with self._transaction(what):
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+
+    @contextmanager
     def _transaction(self, what: str) -> Iterator[Any]:
         with self._lock:
             if self._closed:
                 raise StorageError(f"document store {self.path}: {what}: the store is closed")
             db = self._db
+            if self._depth:  # inside a batch: its transaction commits or rolls back
+                try:
+                    yield db
+                except self._errors.error as exc:
+                    raise StorageError(f"document store {self.path}: {what}: {exc}") from exc
+                return
             try:
                 db.execute("BEGIN IMMEDIATE")
                 try:
@@ -177,12 +198,22 @@ class DocumentStore:
 
     # --- rounds --------------------------------------------------------------------------------------
 
-    def add_document(self, doc_id: str, proposal: str, *, content: bytes | None, received: float) -> bool:
+    def add_document(
+        self,
+        doc_id: str,
+        proposal: str,
+        *,
+        proposer: str,
+        expires: float | None,
+        content: bytes | None,
+        received: float,
+    ) -> bool:
         """Store a round; False if it was already there (then nothing changes but a missing content)."""
         with self._transaction("add a document") as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO documents (doc_id, proposal, content, received) VALUES (?, ?, ?, ?)",
-                (doc_id, proposal, content, received),
+                "INSERT OR IGNORE INTO documents (doc_id, proposal, proposer, expires, content, received) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (doc_id, proposal, proposer, expires, content, received),
             )
             if cursor.rowcount == 0 and content is not None:
                 db.execute(
@@ -219,13 +250,24 @@ class DocumentStore:
         with self._transaction("mark a document") as db:
             db.execute("UPDATE documents SET finished = ? WHERE doc_id = ?", (int(finished), doc_id))
 
-    def oldest_finished(self) -> str | None:
-        """The finished round stored longest ago, if any."""
+    def oldest_finished(self, now: float) -> str | None:
+        """The round stored longest ago among those complete or expired at ``now``, if any."""
         with self._transaction("find a finished document") as db:
             row = db.execute(
-                "SELECT doc_id FROM documents WHERE finished = 1 ORDER BY number LIMIT 1"
+                "SELECT doc_id FROM documents WHERE finished = 1 OR expires < ? ORDER BY number LIMIT 1",
+                (now,),
             ).fetchone()
         return None if row is None else str(row[0])
+
+    def count_open(self, proposer: str, now: float) -> int:
+        """How many rounds proposed by ``proposer`` are neither complete nor expired at ``now``."""
+        with self._transaction("count open documents") as db:
+            count: int = db.execute(
+                "SELECT COUNT(*) FROM documents WHERE proposer = ? AND finished = 0 "
+                "AND (expires IS NULL OR expires >= ?)",
+                (proposer, now),
+            ).fetchone()[0]
+            return count
 
     def remove_document(self, doc_id: str) -> None:
         """Forget a round and everything about it."""
@@ -320,10 +362,13 @@ class DocumentStore:
 
     def add_orphan(
         self, key: str, *, kind: int, jws: str, sender: bytes, received: float, limit: int, per_sender: int
-    ) -> bool:
-        """Keep a control until ``key`` (a round id or a signature hash) is known; False when ``limit``
-        orphans in all or ``per_sender`` from ``sender`` are already kept, or this one is."""
+    ) -> bool | None:
+        """Keep a control until ``key`` (a round id or a signature hash) is known: True if kept now,
+        None if it was kept already, False when ``limit`` orphans in all or ``per_sender`` from
+        ``sender`` are kept already."""
         with self._transaction("keep an orphan") as db:
+            if db.execute("SELECT 1 FROM orphans WHERE jws = ?", (jws,)).fetchone() is not None:
+                return None
             if db.execute("SELECT COUNT(*) FROM orphans").fetchone()[0] >= limit:
                 return False
             if (
@@ -331,10 +376,8 @@ class DocumentStore:
                 >= per_sender
             ):
                 return False
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO orphans VALUES (?, ?, ?, ?, ?)", (jws, key, kind, sender, received)
-            )
-            return bool(cursor.rowcount)
+            db.execute("INSERT INTO orphans VALUES (?, ?, ?, ?, ?)", (jws, key, kind, sender, received))
+            return True
 
     def take_orphans(self, key: str) -> list[OrphanRecord]:
         """Remove and return the controls waiting for ``key``, oldest first."""
