@@ -40,6 +40,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, assert_never
 
+import trio
+
 from meshchat.contacts import Contact, Contacts
 from meshchat.documents.cosign import CosignCore
 from meshchat.documents.events import (
@@ -243,13 +245,13 @@ class Documents:
             shown = name or "document"
         else:
             path = Path(document)
-            size = path.stat().st_size
+            size = (await trio.to_thread.run_sync(path.stat)).st_size
             shown = name or path.name
-            data = path.read_bytes() if size <= MAX_INLINE else None
+            data = await trio.to_thread.run_sync(path.read_bytes) if size <= MAX_INLINE else None
             if data is not None:
                 digest, size = digest_bytes(data), len(data)
-            else:
-                digest, size = digest_file(path)
+            else:  # streamed on a worker thread: a large file must not stall the node
+                digest, size = await trio.to_thread.run_sync(digest_file, path)
         if data is not None and len(data) > MAX_INLINE:
             raise DocumentError(
                 f"a document given as bytes travels inline: at most {MAX_INLINE:,} bytes; give its path"
@@ -297,7 +299,7 @@ class Documents:
                 )
         digest = None
         if source is not None:
-            digest, _ = digest_file(source)
+            digest, _ = await trio.to_thread.run_sync(digest_file, source)
         return self._perform(full, self.core.sign(full, wall_now=self._now(), content_digest=digest))
 
     def _fetched_attachment(self, view: DocumentView) -> Path | None:
