@@ -64,6 +64,50 @@ def _all(handles: Sequence[MessageHandle], wanted: frozenset[OutboxStatus]) -> b
     return all(h.status in wanted or h.status in _FINAL for h in handles)
 
 
+def _files_left(node: Node, attachments: Sequence[MessageHandle], peers: Sequence[str]) -> bool:
+    """A large document's copies are safe to leave: on a mailbox, or served and no signer is still
+    fetching (leaving earlier would cut a download short: this node is the only source then)."""
+    for handle in attachments:
+        progress = handle.progress
+        if progress is None:
+            continue
+        if not progress.complete and progress.fetched < progress.total:
+            return False
+    return not any(node.files.driver.server.serving(peer) for peer in peers)
+
+
+async def _apply(
+    node: Node, request: Request, deadline: float
+) -> tuple[str, list[MessageHandle], list[MessageHandle]]:
+    """Make ``request``'s change: (the round's id, its control messages, a large document's files)."""
+    documents = node.documents
+    if request.verb == "propose":
+        assert request.path is not None
+        expires = None if request.expires_days is None else time.time() + request.expires_days * 86400
+        try:
+            proposed = await documents.propose(
+                request.path,
+                signers=list(request.signers),
+                threshold=request.threshold,
+                me=request.me,
+                witnesses=list(request.witnesses),
+                quorum=request.quorum,
+                expires=expires,
+            )
+        except ValueError as exc:  # a round the core refuses to sign (--need beyond the signers)
+            raise CommandError(f"cannot propose that round: {exc}") from exc
+        return proposed.doc_id, proposed.controls, proposed.attachments
+    doc_id = request.doc_id
+    if not documents.known(doc_id):  # not received yet: its mailboxes may hold it
+        with trio.move_on_at(deadline):
+            await node.wait_for(lambda: documents.known(doc_id))
+    if request.verb == "sign":
+        handles = await documents.sign(doc_id, path=request.path)
+    else:
+        handles = await documents.revoke(doc_id, reason=request.reason)
+    return documents.view(doc_id).proposal.doc_id, handles, []
+
+
 async def run_cosign(
     profile: Path,
     identity: Identity,
@@ -82,51 +126,27 @@ async def run_cosign(
     async with Node.open(
         profile, identity=identity, listen=listen, bootstrap=bootstrap, mailboxes=mailboxes
     ) as node:
-        documents = node.documents
         deadline = trio.current_time() + wait
-        attachments: list[MessageHandle] = []
-        if request.verb == "propose":
-            assert request.path is not None
-            expires = None if request.expires_days is None else time.time() + request.expires_days * 86400
-            try:
-                proposed = await documents.propose(
-                    request.path,
-                    signers=list(request.signers),
-                    threshold=request.threshold,
-                    me=request.me,
-                    witnesses=list(request.witnesses),
-                    quorum=request.quorum,
-                    expires=expires,
-                )
-            except ValueError as exc:  # a round the core refuses to sign (--need beyond the signers)
-                raise CommandError(f"cannot propose that round: {exc}") from exc
-            doc_id, handles, attachments = proposed.doc_id, proposed.controls, proposed.attachments
-        else:
-            doc_id = request.doc_id
-            if not documents.known(doc_id):  # not received yet: its mailboxes may hold it
-                with trio.move_on_at(deadline):
-                    await node.wait_for(lambda: documents.known(doc_id))
-            if request.verb == "sign":
-                handles = await documents.sign(doc_id, path=request.path)
-            else:
-                handles = await documents.revoke(doc_id, reason=request.reason)
-            doc_id = documents.view(doc_id).proposal.doc_id
-        view = documents.view(doc_id)
-        others = {
-            p.ed25519 for p in (*view.proposal.signers, view.proposal.proposer, *view.proposal.witnesses)
-        }
+        doc_id, handles, attachments = await _apply(node, request, deadline)
+        proposal = node.documents.view(doc_id).proposal
+        others = {p.ed25519 for p in (*proposal.signers, proposal.proposer, *proposal.witnesses)}
         contacts = [c for c in node.contacts if c.public.ed25519 in others]
+        peers = [c.peer_id for c in contacts]
         wanted = _STORED if mailboxes else _LEFT
         with trio.move_on_at(deadline):
             async with trio.open_nursery() as nursery:
                 for contact in contacts:
                     nursery.start_soon(node.reach, contact)
                 await node.wait_for(lambda: _all(handles + attachments, wanted))
+                if attachments:
+                    await node.wait_for(lambda: _files_left(node, attachments, peers))
                 with trio.move_on_after(RECEIPT_WAIT):
                     await node.wait_for(lambda: _all(handles, _DELIVERED))
                 nursery.cancel_scope.cancel()
-        view = documents.view(doc_id)
+        view = node.documents.view(doc_id)
         pending = [h for h in handles + attachments if h.status not in _LEFT]
+        if attachments and not _files_left(node, attachments, peers):
+            pending += [h for h in attachments if h not in pending]
         names = {c.peer_id: c.name for c in node.contacts}
         names[identity.public.peer_id] = "me"
         if json_output:
