@@ -38,7 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, assert_never
+from typing import TYPE_CHECKING, Protocol, assert_never
 
 import trio
 
@@ -62,9 +62,11 @@ from meshchat.errors import DecodeError, DocumentError, ProfileError, UnknownDoc
 from meshchat.files.manifest import decode_manifest
 from meshchat.files.sqlite import ReceivedRecord, ReceivedState
 from meshchat.identity import Identity, PublicIdentity
-from meshchat.net.store_driver import MessageHandle, StoreDriver
 from meshchat.store.encrypted import store_key
 from meshchat.store.messenger import Messenger
+
+if TYPE_CHECKING:  # the network stack loads only where something is sent (not for `cosign list`)
+    from meshchat.net.store_driver import MessageHandle, StoreDriver
 
 __all__ = [
     "CAPTION_PREFIX",
@@ -332,6 +334,8 @@ class Documents:
 
     def _perform(self, doc_id: str, actions: Sequence[Action]) -> list[MessageHandle]:
         """Send the core's controls (sealed 1:1, durable) and emit its events; the sends' handles."""
+        from meshchat.net.store_driver import MessageHandle  # noqa: PLC0415 (see the imports)
+
         handles: list[MessageHandle] = []
         now = self._now()
         for action in actions:

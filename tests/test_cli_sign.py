@@ -250,3 +250,57 @@ def test_verify_reads_a_cosigning_bundle_and_says_whether_its_rule_holds(
     assert "malformed" in one_error_line(run("verify", contract, complete))
     complete.write_text(json.dumps({**json.loads(partial.read_text()), "v": 2}))
     assert "version 2" in one_error_line(run("verify", contract, complete))
+
+
+def test_the_offline_commands_load_no_network_stack(tmp_path: Path, alice: Path, contract: Path) -> None:
+    """`sign`, `verify`, `cosign list | status | export` read files and documents.db without py-libp2p
+    (a fast start)."""
+    from meshchat.documents.cosign import CosignCore  # noqa: PLC0415
+    from meshchat.documents.sqlite import DOCUMENTS_FILE, DocumentStore  # noqa: PLC0415
+    from meshchat.identity import load_identity  # noqa: PLC0415
+    from meshchat.store.encrypted import store_key  # noqa: PLC0415
+
+    identity = load_identity(alice / "identity.key", None)
+    data = contract.read_bytes()
+    store = DocumentStore(alice / DOCUMENTS_FILE, key=store_key(identity))
+    try:
+        proposal, _ = CosignCore(identity, store).propose(
+            data, digest=digest_bytes(data), size=len(data), name="c.txt", signers=[identity.public],
+            threshold=1, wall_now=1_780_000_000.0,
+        )  # fmt: skip
+    finally:
+        store.close()
+    bundle = tmp_path / "c.cosign.json"
+    heavy = ("libp2p", "meshchat.node", "meshchat.net")
+    for command in (
+        ["sign", str(contract)],
+        ["verify", str(contract), str(contract) + ".sig"],
+        ["cosign", "list"],
+        ["cosign", "status", proposal.doc_id[:8]],
+        ["cosign", "export", proposal.doc_id, "--out", str(bundle)],
+    ):
+        code = (
+            "import json, sys\n"
+            "from meshchat.cli import main\n"
+            f"sys.argv = ['meshchat', *{command!r}, '--profile', {str(alice)!r}, '--json']\n"
+            "try:\n"
+            "    main()\n"
+            "except SystemExit as exc:\n"
+            "    assert exc.code in (0, None), exc.code\n"
+            f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))\n"
+        )
+        env = {k: v for k, v in os.environ.items() if k not in (cli.PASSPHRASE_ENV, cli.PROFILE_ENV)}
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            encoding="utf-8",
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        printed, loaded = result.stdout.splitlines()
+        assert json.loads(loaded) == [], command
+        if command[:2] == ["cosign", "status"]:
+            assert json.loads(printed)["doc_id"] == proposal.doc_id and json.loads(printed)["state"] == "open"
+    assert bundle.is_file()
