@@ -682,3 +682,16 @@ def test_a_control_waiting_for_its_proposal_twice_is_a_duplicate_not_a_full_stor
     actions = carol.control_received(ALICE.public, propose_to_carol, wall_now=NOW)
     assert [type(a) for a in actions] == [DocumentProposed, DocumentSigned]
     assert carol.store.count_orphans() == 0
+
+
+def test_a_witness_does_not_stamp_a_signature_from_the_future() -> None:
+    net = Net(ALICE, BOB, WITNESS)
+    doc_id = _propose(net, signers=[ALICE.public, BOB.public], witnesses=[WITNESS.public], quorum=1)
+    net.deliver_all()
+    ahead = sign_digest(BOB, digest_bytes(DOC), len(DOC), now=NOW + 3600, cosign=doc_id)
+    witness = net.core(WITNESS)
+    out = witness.control_received(
+        BOB.public, encode_control(ControlKind.WITNESS_REQUEST, ahead), wall_now=NOW
+    )
+    assert not [a for a in out if isinstance(a, SendControl)]
+    assert witness.counts == {"signed in the future": 1}

@@ -14,10 +14,12 @@ stamp is the signature's "signed no later than". Nothing bounds it from below be
 
 The core never does network I/O and never reads the clock: ``wall_now`` is passed in, it returns
 ``SendControl`` actions and events, and it writes its ``DocumentStore`` within the call that changes
-state, so a control is durable when ``control_received`` returns.
+state, in one transaction per call, so a control is durable (whole) when ``control_received``
+returns and the node may mark it handled.
 
 Hostile peers: ``control_received`` never raises for bad input. Every refusal is counted by reason in
-``counts`` (``Refusal`` values) and returns ``[]``. It checks every JWS signature, that a signature
+``counts`` (``Refusal`` values; "duplicate" and "waiting" are counted too, though not refusals) and
+returns ``[]``. It checks every JWS signature, that a signature
 names this round and its digest, that only listed signers sign and only a signature's own signer
 revokes it, that a proposal comes from its proposer and a witness request from the signer, and
 bounds what a peer can make it keep (``MAX_DOCUMENTS``, ``MAX_ORPHANS``, one signature and one
@@ -86,6 +88,7 @@ from meshchat.identity import Identity, PublicIdentity
 from meshchat.wire.jose import did_key, parse_jws
 
 __all__ = [
+    "CLOCK_SKEW",
     "MAX_DOCUMENTS",
     "MAX_OPEN_PER_PROPOSER",
     "MAX_ORPHANS",
@@ -112,6 +115,9 @@ STAMP_SLACK: Final = 2
 #: Stamps a witness gives one requester per hour: a witness signs for others, so a contact cannot make
 #: it sign without end.
 WITNESS_ANSWERS_PER_HOUR: Final = 60
+#: How far ahead of a witness's clock a signature's own time may be and still be stamped: a stamp
+#: "seen at T" of a signature claiming a later time would bound nothing.
+CLOCK_SKEW: Final = 300.0
 #: How long a witness remembers a stamp it gave (to answer a repeated request with the same stamp).
 _GIVEN_MEMORY: Final = 7 * 86_400.0
 _HOUR: Final = 3_600.0
@@ -302,7 +308,7 @@ class CosignCore:
             return self._refuse(Refusal.CONTENT_MISMATCH)
         if self.store.document(proposal.doc_id) is not None:
             self._add_document(proposal, content, wall_now)  # fills in the bytes if they were missing
-            # Controls a crash left waiting after the first copy was stored are taken now.
+            # Nothing should wait for a stored round (a control is one transaction); cheap insurance.
             return self._refuse(Refusal.DUPLICATE) + self._replay(proposal.doc_id, wall_now)
         if self.store.count_open(did_key(proposal.proposer), wall_now) >= MAX_OPEN_PER_PROPOSER:
             return self._refuse(Refusal.TOO_MANY_DOCUMENTS)
@@ -350,6 +356,8 @@ class CosignCore:
         problem = self._signature_problem(proposal, info)
         if problem is not None:
             return self._refuse(problem)
+        if info.signed_at > wall_now + CLOCK_SKEW:
+            return self._refuse(Refusal.FUTURE)
         actions: list[Action] = list(self._accept_signature(proposal, info, wall_now=wall_now, quiet=True))
         hash_ = signature_hash(info.compact)
         if self.store.signature_by_hash(hash_) is None:
@@ -400,7 +408,7 @@ class CosignCore:
             if held != hash_:
                 return self._refuse(Refusal.SECOND_SIGNATURE)
             refused = [] if quiet else self._refuse(Refusal.DUPLICATE)
-            # Stamps a crash left waiting after the first copy was stored are taken now.
+            # As for a repeated proposal: nothing should wait for a stored signature; cheap insurance.
             return refused + ([] if wall_now is None else self._replay(hash_, wall_now))
         actions: list[Action] = [DocumentSigned(proposal.doc_id, info.signer)]
         revoked = {s: h for s, h, _ in self.store.revocations(proposal.doc_id)}.get(info.signer_did)

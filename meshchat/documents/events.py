@@ -69,6 +69,8 @@ class Refusal(Enum):
     NOT_REQUESTER = "request not from the signer"
     #: A witness request from a peer that is not a contact.
     NOT_CONTACT = "request from a stranger"
+    #: A witness request for a signature claiming a time past the witness's clock + ``CLOCK_SKEW``.
+    FUTURE = "signed in the future"
     #: A requester over ``WITNESS_ANSWERS_PER_HOUR``.
     RATE = "witness rate"
     #: ``MAX_ORPHANS`` (or the sender's share) waiting already.
