@@ -304,3 +304,59 @@ def test_the_offline_commands_load_no_network_stack(tmp_path: Path, alice: Path,
         if command[:2] == ["cosign", "status"]:
             assert json.loads(printed)["doc_id"] == proposal.doc_id and json.loads(printed)["state"] == "open"
     assert bundle.is_file()
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, object]]] = []
+
+    def event(self, kind: str, text: str, **fields: object) -> None:
+        self.lines.append((kind, text, fields))
+
+
+def test_document_events_read_as_sentences_with_names_and_cannot_drive_the_terminal() -> None:
+    from meshchat.cli.documents import DOCUMENT_EVENTS, describe_document_event  # noqa: PLC0415
+    from meshchat.documents.cosign import CosignCore  # noqa: PLC0415
+    from meshchat.documents.events import (  # noqa: PLC0415
+        DocumentCompleted,
+        DocumentProposed,
+        DocumentRevoked,
+        DocumentSigned,
+        DocumentStamped,
+    )
+    from meshchat.documents.sqlite import DocumentStore  # noqa: PLC0415
+    from meshchat.identity import Identity  # noqa: PLC0415
+
+    alice, bob = Identity(b"\x0b" * 32), Identity(b"\x0c" * 32)
+    data = b"text"
+    core = CosignCore(alice, DocumentStore(":memory:"))
+    proposal, _ = core.propose(
+        data, digest=digest_bytes(data), size=4, name="evil\x1b[2J.txt", signers=[alice.public, bob.public],
+        threshold=2, wall_now=1_780_000_000.0,
+    )  # fmt: skip
+    doc = proposal.doc_id
+    names = {bob.public.peer_id: "Bob\u202e"}
+    printer = _Lines()
+    for event in (
+        DocumentProposed(core.view(doc)),
+        DocumentSigned(doc, bob.public),
+        DocumentRevoked(doc, bob.public),
+        DocumentCompleted(doc),
+        DocumentStamped(doc, alice.public, bob.public),
+    ):
+        describe_document_event(event, printer, names=names)
+    kinds = [kind for kind, _, _ in printer.lines]
+    assert kinds == [
+        "document_proposed", "document_signed", "document_revoked", "document_completed", "document_stamped"
+    ]  # fmt: skip
+    assert set(kinds) == DOCUMENT_EVENTS
+    texts = [text for _, text, _ in printer.lines]
+    assert texts[0].startswith(f"{alice.public.peer_id} proposed evil") and "2 of 2" in texts[0]
+    assert "\x1b" not in texts[0] and all("\u202e" not in t for t in texts)
+    assert texts[1] == f"Bob\\u202e signed {doc}" and "revoked" in texts[2] and "is signed" in texts[3]
+    assert printer.lines[4][2] == {
+        "doc_id": doc,
+        "signer": alice.public.peer_id,
+        "witness": bob.public.peer_id,
+    }
+    assert printer.lines[0][2]["name"] == "evil\x1b[2J.txt"  # JSON carries it exactly

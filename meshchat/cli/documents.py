@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, assert_never
 
 import typer
 
@@ -51,19 +50,22 @@ from meshchat.cli.common import (
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from meshchat.cli.group_events import EventPrinter
     from meshchat.document_api import Documents
     from meshchat.documents.bundle import BundleReport
-    from meshchat.documents.events import DocumentView
+    from meshchat.documents.events import DocumentEvent, DocumentView
     from meshchat.documents.signature import SignatureInfo
     from meshchat.identity import PublicIdentity
 
 __all__ = [
     "BUNDLE_SUFFIX",
     "DEFAULT_COSIGN_WAIT",
+    "DOCUMENT_EVENTS",
     "MAX_BUNDLE_FILE",
     "MAX_SIGNATURE_FILE",
     "SIGNATURE_SUFFIX",
     "cosign_app",
+    "describe_document_event",
     "sign_command",
     "verify_command",
 ]
@@ -330,6 +332,62 @@ def bundle_json(report: BundleReport, names: dict[str, str]) -> dict[str, object
     }
 
 
+# --- events of a running node ------------------------------------------------------------------------
+
+#: The ``event`` values of co-signing lines (for ``meshchat node --json``: ``describe_document_event``).
+DOCUMENT_EVENTS = frozenset(
+    {"document_proposed", "document_signed", "document_revoked", "document_completed", "document_stamped"}
+)
+
+
+def describe_document_event(event: DocumentEvent, printer: EventPrinter, *, names: dict[str, str]) -> None:
+    """One line for a co-signing event (what ``meshchat node`` prints): names of contacts, else
+    PeerIds; JSON fields carry the round id and PeerIds. For ``meshchat.cli.runner._print_events``."""
+    from meshchat.documents.events import (  # noqa: PLC0415
+        DocumentCompleted,
+        DocumentProposed,
+        DocumentRevoked,
+        DocumentSigned,
+        DocumentStamped,
+    )
+
+    def who(public: PublicIdentity) -> str:
+        return terminal_text(names.get(public.peer_id) or public.peer_id)
+
+    match event:
+        case DocumentProposed(view=view):
+            proposal = view.proposal
+            printer.event(
+                "document_proposed",
+                f"{who(proposal.proposer)} proposed {terminal_text(proposal.name)} ({proposal.doc_id}) "
+                f"to sign, {proposal.threshold} of {len(proposal.signers)}",
+                doc_id=proposal.doc_id,
+                name=proposal.name,
+                proposer=proposal.proposer.peer_id,
+                signers=[p.peer_id for p in proposal.signers],
+                threshold=proposal.threshold,
+                has_content=view.has_content,
+            )
+        case DocumentSigned(doc_id=doc_id, signer=signer):
+            printer.event(
+                "document_signed", f"{who(signer)} signed {doc_id}", doc_id=doc_id, signer=signer.peer_id
+            )
+        case DocumentRevoked(doc_id=doc_id, signer=signer):
+            printer.event(
+                "document_revoked", f"{who(signer)} revoked their signature of {doc_id}", doc_id=doc_id,
+                signer=signer.peer_id,
+            )  # fmt: skip
+        case DocumentCompleted(doc_id=doc_id):
+            printer.event("document_completed", f"{doc_id} is signed: its rule holds", doc_id=doc_id)
+        case DocumentStamped(doc_id=doc_id, signer=signer, witness=witness):
+            printer.event(
+                "document_stamped", f"{who(witness)} witnessed {who(signer)}'s signature of {doc_id}",
+                doc_id=doc_id, signer=signer.peer_id, witness=witness.peer_id,
+            )  # fmt: skip
+        case _:
+            assert_never(event)
+
+
 # --- cosign: reading the profile (no network) -----------------------------------------------------
 
 
@@ -450,7 +508,7 @@ def export_command(
     json_output: JsonOption = False,
 ) -> None:
     """Write the round's bundle (proposal, signatures, revocations, stamps) for `meshchat verify`."""
-    folder, documents = _open_local(profile)
+    _, documents = _open_local(profile)
     with documents:
         view = documents.view(doc_id)
         text = documents.bundle(doc_id)
@@ -461,10 +519,11 @@ def export_command(
         raise UsageError(f"cannot write {target}: no folder {target.parent}")
     _write(target, text.encode("utf-8") + b"\n")
     if json_output:
-        emit_json({"doc_id": doc_id, "bundle": str(target), "complete": view.state.name == "COMPLETE"})
+        emit_json(
+            {"doc_id": view.proposal.doc_id, "bundle": str(target), "complete": view.state.name == "COMPLETE"}
+        )
         return
-    _console().print(f"exported {doc_id} -> {terminal_markup(str(target))}")
-    del folder
+    _console().print(f"exported {view.proposal.doc_id} -> {terminal_markup(str(target))}")
 
 
 # --- cosign: the network commands -----------------------------------------------------------------
@@ -595,13 +654,3 @@ def revoke_command(
         wait=wait,
         json_output=json_output,
     )
-
-
-def json_dumps(value: dict[str, object]) -> str:
-    """``--json`` text (for the runner, which writes to its own stream)."""
-    return json.dumps(value, ensure_ascii=False)
-
-
-def text_line(text: str) -> str:
-    """Peer text made safe for one line of output."""
-    return terminal_text(text)
