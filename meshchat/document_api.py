@@ -36,6 +36,7 @@ import hashlib
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, assert_never
@@ -96,20 +97,16 @@ class FileSender(Protocol):
     def received(self, *, after: int = 0, limit: int = 100) -> list[ReceivedRecord]: ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Proposed:
-    """What ``propose`` did: the round and the messages it sent (controls, then attachments)."""
+    """What ``propose`` did: the round and the messages it sent."""
 
-    __slots__ = ("attachments", "controls", "view")
-
-    def __init__(
-        self, view: DocumentView, controls: list[MessageHandle], attachments: list[MessageHandle]
-    ) -> None:
-        #: The round as it is now (``view.proposal.doc_id`` names it).
-        self.view = view
-        #: The proposal on its way to each signer and witness.
-        self.controls = controls
-        #: The document itself, for a large one, on its way to each signer (else empty).
-        self.attachments = attachments
+    #: The round as it is now (``view.proposal.doc_id`` names it).
+    view: DocumentView
+    #: The proposal on its way to each signer and witness.
+    controls: list[MessageHandle]
+    #: The document itself, for a large one, on its way to each signer (else empty).
+    attachments: list[MessageHandle]
 
     @property
     def doc_id(self) -> str:
@@ -281,7 +278,7 @@ class Documents:
                             key, path, caption=caption, ref=f"cosign-file:{proposal.doc_id}:{key.peer_id}"
                         )
                     )
-        return Proposed(self.core.view(proposal.doc_id), controls, attachments)
+        return Proposed(view=self.core.view(proposal.doc_id), controls=controls, attachments=attachments)
 
     async def sign(self, doc_id: str, *, path: str | Path | None = None) -> list[MessageHandle]:
         """Sign round ``doc_id``'s document and send the signature to every participant.
