@@ -61,7 +61,7 @@ from meshchat.documents.signature import digest_bytes, digest_file
 from meshchat.documents.sqlite import DOCUMENTS_FILE, DocumentStore
 from meshchat.errors import DecodeError, DocumentError, ProfileError, UnknownDocument, UnknownPeer
 from meshchat.files.manifest import decode_manifest
-from meshchat.files.sqlite import ReceivedRecord, ReceivedState
+from meshchat.files.sqlite import ReceivedRecord, ReceivedState, SentRecord
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.store.encrypted import store_key
 from meshchat.store.messenger import Messenger
@@ -95,6 +95,7 @@ class FileSender(Protocol):
         self, to: Contact | PublicIdentity | str, path: str | Path, *, caption: str = "", ref: str = ""
     ) -> MessageHandle: ...
     def received(self, *, after: int = 0, limit: int = 100) -> list[ReceivedRecord]: ...
+    def sent(self, limit: int = 100) -> list[SentRecord]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -303,11 +304,17 @@ class Documents:
 
     def _fetched_attachment(self, view: DocumentView) -> Path | None:
         """The file of the attachment captioned ``cosign <doc_id>`` that this node fetched from the
-        proposer, if any (its hash is checked by the core all the same)."""
+        proposer (or, on the proposer's node, sent), if any; its hash is checked by the core all the
+        same (a file changed since is refused)."""
         if self._files is None:
             return None
         proposal = view.proposal
         caption = CAPTION_PREFIX + proposal.doc_id
+        if proposal.proposer == self._identity.public:  # our own round: the file we sent with it
+            for sent in self._files.sent(limit=1000):
+                if decode_manifest(sent.manifest).caption == caption and os.path.isfile(sent.path):
+                    return Path(sent.path)
+            return None
         for record in reversed(self._files.received(limit=1000)):
             if (
                 record.state is ReceivedState.DONE

@@ -140,7 +140,7 @@ async def test_a_large_document_travels_as_a_file_and_is_checked_before_signing(
     wrong.write_bytes(os.urandom(MAX_INLINE + 1000))
     config = FileConfig(downloads=tmp_path / "downloads", retry_initial=0.2, retry_max=1.0)
     async with trio_of_nodes(tmp_path, file_config=config) as (alice, bob, _carol):
-        proposed = await alice.documents.propose(big, signers=["Bob"], threshold=1, me=False)
+        proposed = await alice.documents.propose(big, signers=["Bob"], threshold=2)
         doc_id = proposed.doc_id
         assert len(proposed.attachments) == 1
         await until(bob, lambda: state(bob, doc_id) is DocumentState.OPEN)
@@ -158,7 +158,11 @@ async def test_a_large_document_travels_as_a_file_and_is_checked_before_signing(
         attachment = bob.files.attachment(event.number)
         assert bob.files.manifest(attachment).caption == CAPTION_PREFIX + doc_id
         await bob.documents.sign(doc_id)  # found the fetched attachment by its caption
-        await until(alice, lambda: state(alice, doc_id) is DocumentState.COMPLETE)
+        await until(alice, lambda: signed_by(alice, doc_id) == {bob.peer_id})
+        # Alice signs her own round: her node finds the file it sent (checked against the proposal).
+        await alice.documents.sign(doc_id)
+        for node in (alice, bob):
+            await until(node, lambda n=node: state(n, doc_id) is DocumentState.COMPLETE)  # type: ignore[misc]
 
 
 async def test_an_offline_signer_gets_the_proposal_from_a_mailbox(tmp_path: Path) -> None:
