@@ -64,6 +64,9 @@ from meshchat.crypto import (
     inbox_topic,
 )
 from meshchat.device_api import Devices
+from meshchat.document_api import Documents, open_documents_store
+from meshchat.documents.events import DocumentEvent
+from meshchat.documents.payload import is_document_control
 from meshchat.errors import NetworkError, ProfileError
 from meshchat.file_api import FileParts, Files, open_file_parts
 from meshchat.files.events import Attachment, FileEvent
@@ -133,7 +136,9 @@ __all__ = [
 #: sent messages moving on (``StatusChanged``), local storage failing (``StoreProblem``), and groups
 #: (``GroupMessage``, ``GroupChanged``, ``GroupStatus``, ``GroupInvited``, ``GroupProblem``), files
 #: (``Attachment``, ``AttachmentFetched``, ``FileProblem``) and devices (``DeviceListChanged``: a
-#: contact's or our own list; ``Linked``: this new device was approved; ``node.devices``).
+#: contact's or our own list; ``Linked``: this new device was approved; ``node.devices``) and
+#: co-signing rounds (``DocumentProposed``, ``DocumentSigned``, ``DocumentRevoked``,
+#: ``DocumentCompleted``, ``DocumentStamped``: ``node.documents``).
 NodeEvent: TypeAlias = (
     NetEvent
     | DirectMessage
@@ -143,6 +148,7 @@ NodeEvent: TypeAlias = (
     | Linked
     | GroupEvent
     | FileEvent
+    | DocumentEvent
 )
 
 
@@ -274,6 +280,19 @@ class Node:
             use_invite=self._first_contact.use_invite,
             addrs=lambda: self.dialable_addrs,
         )
+        #: Co-signing rounds: propose, sign, revoke, view, bundle (``meshchat.document_api``).
+        self.documents = Documents(
+            identity,
+            store=open_documents_store(profile, identity),
+            messenger=messenger,
+            driver=self._store,
+            contacts=contacts,
+            wall_clock=wall_clock,
+            reach=self._reach,
+            wait_for=self.wait_for,
+            on_event=self._emit,
+            files=self.files,
+        )
 
     @classmethod
     @asynccontextmanager
@@ -402,6 +421,7 @@ class Node:
                         hold_limits=hold_limits,
                     ),
                 ) as node:
+                    closing.callback(node.documents.close)
                     yield node
 
     @classmethod
@@ -642,6 +662,8 @@ class Node:
     def _from_store(self, action: GroupStoreAction) -> None:
         if isinstance(action, ControlReceived) and is_offer(action.body):
             self.files.driver.offered(action.sender, action.body, action.message_id)
+        elif isinstance(action, ControlReceived) and is_document_control(action.body):
+            self.documents.control(action.sender, action.body, action.message_id)
         else:
             self._group_driver.from_store(action)
 

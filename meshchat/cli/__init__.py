@@ -11,6 +11,8 @@ into one line on stderr. One module per command group:
 - ``group``: ``group create | invite | join | members | remove | leave | rename | promote | demote |
   send | history | list`` (the network part in ``group_runner``; ``chat --group`` too)
 - ``devices``: ``device link | approve | list | remove`` (the network part in ``device_runner``)
+- ``documents``: ``sign``, ``verify`` (offline), ``cosign propose | list | status | sign | revoke |
+  export`` (the network part in ``cosign_runner``)
 - ``sim``: ``sim``; ``demo``: ``demo`` (its steps in ``demo_local``, its network part in ``demo_net``)
 - ``common``: options, consoles, the error line, ``terminal_text``, profiles and passphrases
 
@@ -36,6 +38,7 @@ from typer.core import TyperGroup
 
 from meshchat.cli import demo as _demo
 from meshchat.cli import devices as _devices
+from meshchat.cli import documents as _documents
 from meshchat.cli import files as _files
 from meshchat.cli import group as _group
 from meshchat.cli import identity as _identity
@@ -157,6 +160,9 @@ app.command("files")(_files.files_command)
 app.command("sim")(_sim.sim_command)
 app.add_typer(_group.group_app, name="group")
 app.add_typer(_devices.device_app, name="device")
+app.command("sign")(_documents.sign_command)
+app.command("verify")(_documents.verify_command)
+app.add_typer(_documents.cosign_app, name="cosign")
 
 
 def main() -> None:
