@@ -43,6 +43,7 @@ __all__ = [
     "LinkCodeMismatch",
     "MeshchatError",
     "NetworkError",
+    "NoPendingRequest",
     "NoSession",
     "NotASigner",
     "NotAuthorized",
@@ -61,6 +62,7 @@ __all__ = [
     "TooLarge",
     "TooManySkipped",
     "UnknownChain",
+    "UnknownCredential",
     "UnknownDevice",
     "UnknownDocument",
     "UnknownFile",
@@ -562,4 +564,24 @@ class StatusUnknown(CredentialError):
         have = "no status list" if list_age is None else f"a status list {list_age:.0f} s old"
         super().__init__(
             f"cannot tell whether {issuer} revoked it: have {have}, accept at most {max_age:.0f} s"
+        )
+
+
+class UnknownCredential(CredentialError):
+    """No credential with that id is held (or was issued) here."""
+
+    def __init__(self, credential: str) -> None:
+        self.credential = credential
+        super().__init__(f"no credential {credential!r} is known here")
+
+
+class NoPendingRequest(CredentialError):
+    """An issuer was asked to issue without a request from the holder to bind the credential to."""
+
+    def __init__(self, *, holder: str, vct: str) -> None:
+        self.holder = holder
+        self.vct = vct
+        super().__init__(
+            f"no pending request from {holder} for a {vct!r} credential: the holder must ask first "
+            f"(meshchat credential request ISSUER --type {vct})"
         )
