@@ -31,6 +31,7 @@ from meshchat.credentials.credential import (
     present,
     present_one_way,
 )
+from meshchat.credentials.qr import QR_PREFIX, from_qr_text, qr_code, to_qr_text
 from meshchat.credentials.status import (
     MAX_CACHED_LISTS,
     STATUS_TYP,
@@ -59,6 +60,7 @@ __all__ = [
     "ONE_WAY_AUDIENCE",
     "ONE_WAY_WINDOW",
     "PREDICATES",
+    "QR_PREFIX",
     "RESERVED_CLAIMS",
     "STATUS_TYP",
     "STATUS_URI_PREFIX",
@@ -70,12 +72,15 @@ __all__ = [
     "Verified",
     "Verifier",
     "check_status_message",
+    "from_qr_text",
     "holder_key",
     "issue",
     "parse_status_token",
     "predicates_for",
     "present",
     "present_one_way",
+    "qr_code",
     "status_topic",
     "status_uri",
+    "to_qr_text",
 ]
