@@ -239,9 +239,16 @@ class Credentials:
         self._signed: dict[str, tuple[int, bytes]] = {}
 
     @classmethod
-    def offline(cls, identity: Identity, wallet: Wallet, *, wall_clock: Callable[[], float]) -> Credentials:
+    def offline(
+        cls,
+        identity: Identity,
+        wallet: Wallet,
+        *,
+        wall_clock: Callable[[], float],
+        contacts: Contacts | None = None,
+    ) -> Credentials:
         """Present, verify, trust and list without a node (``request``/``issue``/``revoke`` refuse)."""
-        return cls(identity, wallet, wall_clock=wall_clock)
+        return cls(identity, wallet, wall_clock=wall_clock, contacts=contacts)
 
     # --- holder ------------------------------------------------------------------------------------
 
@@ -249,7 +256,7 @@ class Credentials:
         """Ask ``issuer`` (a contact, its name or PeerId, or a key) for a ``vct`` credential, bound to
         a new holder key; the request is remembered in the wallet and sent as a control message."""
         network = self._need_network("asking for a credential")
-        public = self._person(issuer)
+        public = self.person(issuer)
         key_id = self._random(_NONCE_BYTES)
         nonce = b64url_encode(self._random(_NONCE_BYTES))
         now = self._wall_clock()
@@ -319,10 +326,10 @@ class Credentials:
         ...) to ``to``, bound to the key of ``to``'s pending request of that type, and send it.
         ``NoPendingRequest`` without one. Returns the credential and the handle of its control."""
         network = self._need_network("issuing a credential")
-        requester = self._person(to)
+        requester = self.person(to)
         pending = self.wallet.pending_from(requester.ed25519, vct)
         if pending is None:
-            raise NoPendingRequest(holder=self._name(requester), vct=vct)
+            raise NoPendingRequest(holder=self.name_of(requester), vct=vct)
         now = self._wall_clock()
         everything = dict(claims)
         if birth_date is not None:
@@ -605,7 +612,8 @@ class Credentials:
             raise ProfileError(f"{what} needs a running node (node.credentials)")
         return self._network
 
-    def _person(self, who: Contact | PublicIdentity | str) -> PublicIdentity:
+    def person(self, who: Contact | PublicIdentity | str) -> PublicIdentity:
+        """Someone named by contact, contact name, PeerId, ``did:key`` or key (``UnknownPeer``)."""
         if isinstance(who, Contact):
             return who.public
         if isinstance(who, PublicIdentity):
@@ -622,7 +630,8 @@ class Credentials:
         except DecodeError as exc:
             raise UnknownPeer(who) from exc
 
-    def _name(self, public: PublicIdentity) -> str:
+    def name_of(self, public: PublicIdentity) -> str:
+        """A contact's name, else the PeerId."""
         contact = self._contacts.by_key(public) if self._contacts is not None else None
         return contact.name if contact is not None else public.peer_id
 
