@@ -11,6 +11,8 @@ into one line on stderr. One module per command group:
 - ``group``: ``group create | invite | join | members | remove | leave | rename | promote | demote |
   send | history | list`` (the network part in ``group_runner``; ``chat --group`` too)
 - ``devices``: ``device link | approve | list | remove`` (the network part in ``device_runner``)
+- ``credentials``: ``credential request | issue | revoke | list | present | verify | trust`` (network part
+  in ``credential_runner``)
 - ``sim``: ``sim``; ``demo``: ``demo`` (its steps in ``demo_local``, its network part in ``demo_net``)
 - ``common``: options, consoles, the error line, ``terminal_text``, profiles and passphrases
 
@@ -34,6 +36,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from meshchat.cli import credentials as _credentials
 from meshchat.cli import demo as _demo
 from meshchat.cli import devices as _devices
 from meshchat.cli import files as _files
@@ -157,6 +160,7 @@ app.command("files")(_files.files_command)
 app.command("sim")(_sim.sim_command)
 app.add_typer(_group.group_app, name="group")
 app.add_typer(_devices.device_app, name="device")
+app.add_typer(_credentials.credential_app, name="credential")
 
 
 def main() -> None:
