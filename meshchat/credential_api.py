@@ -96,6 +96,7 @@ from meshchat.errors import (
     NoPendingRequest,
     ProfileError,
     UnknownCredential,
+    UnknownIssuer,
     UnknownPeer,
 )
 from meshchat.identity import Identity, PublicIdentity
@@ -461,6 +462,19 @@ class Credentials:
         if audience is not None and audience != self.did:
             verifier = Verifier(audience=audience, trusted=self._trusted, status=self._cache)
         return verifier.verify(presentation, now=self._wall_clock(), nonce=nonce, require=require)
+
+    def import_status(self, token: str) -> bool:
+        """Take a status list token handed over another way (a file, a QR code: a till that is never
+        online): ``DecodeError``/``BadSignature`` for a bad one, ``UnknownIssuer`` if its issuer is not
+        trusted; False if it is not newer than the one cached."""
+        parsed = parse_status_token(token.strip())
+        if parsed.issuer_did not in self._trusted:
+            raise UnknownIssuer(parsed.issuer_did)
+        now = self._wall_clock()
+        if not self._cache.put(parsed.compact, now=now):
+            return False
+        self.wallet.cache_token(parsed.uri, parsed.issuer_did, parsed.compact, now=now)
+        return True
 
     def gossip(self, topic: str, data: bytes) -> bool:
         """A gossip message: True if it was for us (a status topic), taken or refused and counted."""

@@ -19,8 +19,6 @@ import pytest
 import trio
 from test_cli_group import LOCAL, WAIT, json_of, meshchat, processes
 
-pytestmark = pytest.mark.slow  # a dozen meshchat processes, three of them nodes: ~30 s
-
 
 async def _verify_until(employer: Path, text: str, *, ok: bool) -> Any:
     """Verify ``text`` at the employer (its node writing the status cache meanwhile) until the answer
@@ -36,6 +34,7 @@ async def _verify_until(employer: Path, text: str, *, ok: bool) -> Any:
     raise AssertionError(last.stderr.decode())
 
 
+@pytest.mark.slow  # a dozen meshchat processes, three of them nodes: ~45 s
 async def test_request_issue_present_verify_revoke(tmp_path: Path) -> None:
     school, ann, employer = tmp_path / ".school", tmp_path / ".ann", tmp_path / ".employer"
     for folder, name in ((school, "School"), (ann, "Ann"), (employer, "Employer")):
@@ -128,3 +127,38 @@ async def test_request_issue_present_verify_revoke(tmp_path: Path) -> None:
     assert usage.returncode == 2 and usage.stderr.decode().startswith("error: give --nonce")
     bad = await meshchat("credential", "verify", "MCVP1:%%%", "--profile", employer, check=False)
     assert bad.returncode == 1 and bad.stderr.decode().startswith("error: malformed QR payload")
+
+
+async def test_a_status_list_handed_over_offline(tmp_path: Path) -> None:
+    """An issuer's ``credential list --json`` prints its lists signed now; a verifier that is never
+    online imports them (``credential import``), once; a token of an issuer it does not trust fails."""
+    from meshchat.credential_api import open_wallet  # noqa: PLC0415
+    from meshchat.credentials.status import StatusList, status_uri  # noqa: PLC0415
+    from meshchat.identity import load_identity  # noqa: PLC0415
+
+    school, employer = tmp_path / ".school", tmp_path / ".employer"
+    for folder, name in ((school, "School"), (employer, "Employer")):
+        await meshchat("init", "--profile", folder, "--name", name, "--insecure-no-passphrase")
+    identity = load_identity(school / "identity.key", None)
+    school_did = (await json_of("credential", "list", "--profile", school))["did"]
+    with open_wallet(school, identity) as wallet:  # as `credential issue` leaves it
+        wallet.put_status_list(
+            status_uri(school_did, "1"), StatusList(status_uri(school_did, "1")).to_bytes(), now=0
+        )
+    [token] = (await json_of("credential", "list", "--profile", school))["status_tokens"]
+    untrusted = await meshchat("credential", "import", token, "--profile", employer, check=False)
+    assert untrusted.returncode == 1 and untrusted.stderr.decode().startswith("error: unknown issuer")
+    await meshchat("credential", "trust", school_did, "--name", "School", "--profile", employer)
+    (tmp_path / "tokens.txt").write_text(token + "\n")
+    imported = await json_of("credential", "import", "--file", tmp_path / "tokens.txt", "--profile", employer)
+    assert imported == {"imported": 1, "not_newer": 0}
+    assert await json_of("credential", "import", token, "--profile", employer) == {
+        "imported": 0,
+        "not_newer": 1,
+    }
+    [issuer] = (await json_of("credential", "list", "--profile", employer))["trusted"]
+    assert issuer["did"] == school_did and issuer["status_age"] is not None
+    text = (await meshchat("credential", "list", "--profile", employer)).stdout.decode()
+    assert "trusted School" in text and "s old" in text
+    broken = await meshchat("credential", "import", "x.y.z", "--profile", employer, check=False)
+    assert broken.returncode == 1 and broken.stderr.decode().count("\n") == 1

@@ -186,3 +186,31 @@ def test_wallet_is_encrypted_with_the_identity_key(tmp_path: Path) -> None:
         Wallet(folder / WALLET_FILE).trusted()
     with open_wallet(folder, identity) as wallet:
         assert wallet.trusted() == {"did:key:zX": "X"}
+
+
+def test_offline_credentials_import_status_and_refuse_network_work() -> None:
+    from meshchat.credential_api import Credentials  # noqa: PLC0415
+    from meshchat.credentials.wallet import Wallet  # noqa: PLC0415
+    from meshchat.errors import DecodeError, ProfileError, UnknownIssuer  # noqa: PLC0415
+
+    school = Identity(b"\x05" * 32)
+    school_did = did_key(school.public)
+    now = 1_800_000_000.0
+    with Wallet(":memory:") as wallet:
+        verifier = Credentials.offline(Identity(b"\x06" * 32), wallet, wall_clock=lambda: now)
+        token = StatusList(status_uri(school_did, "1")).token(school, now=now - 5)
+        with pytest.raises(UnknownIssuer):
+            verifier.import_status(token)
+        verifier.trust(school_did, "School")
+        assert verifier.import_status(token)
+        assert not verifier.import_status(token)  # not newer
+        assert verifier.status_age(school_did) == 5
+        with pytest.raises(DecodeError):
+            verifier.import_status("not.a.token")
+        with pytest.raises(ProfileError, match="needs a running node"):
+            verifier.request(school.public, "diploma")
+        with pytest.raises(ProfileError, match="needs a running node"):
+            verifier.issue(school.public, vct="diploma", claims={"a": 1})
+        # persisted: a new instance on the same wallet has it
+        again = Credentials.offline(Identity(b"\x06" * 32), wallet, wall_clock=lambda: now + 10)
+        assert again.status_age(school_did) == 15 and again.trusted() == {school_did: "School"}

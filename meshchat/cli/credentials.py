@@ -1,4 +1,4 @@
-"""``meshchat credential request | issue | revoke | list | present | verify | trust``: credentials
+"""``meshchat credential request | issue | revoke | list | present | verify | trust | import``: credentials
 (SD-JWT with selective disclosure) from the command line.
 
 The flow: the holder asks (``credential request ISSUER --type diploma``: a control message to the
@@ -10,7 +10,8 @@ credential lands in the holder's wallet (``credential list``) when the holder's 
 answering a verifier's ``--nonce``/``--audience``, or ``--one-way`` for a 60-second window), as text
 and ``--qr FILE.png``. A verifier who ``trust``s the issuer checks it offline (``credential verify
 TEXT``), against the status lists its ``meshchat node`` received by gossip; the issuer revokes with
-``credential revoke ID``.
+``credential revoke ID``. A verifier that is never online takes the issuer's status lists another way:
+``credential import TOKEN`` (the issuer's ``credential list --json`` prints them, freshly signed).
 
 Conventions of the other commands: ``--profile``, the passphrase from ``$MESHCHAT_PASSPHRASE`` or a
 prompt (the wallet, ``credentials.db``, is encrypted with the identity's store key), ``--json``
@@ -251,6 +252,7 @@ def list_command(*, profile: ProfileOption = None, json_output: JsonOption = Fal
         requesters = {r.requester for r in issued} | {r.requester for r in pending}
         names = {key: credentials.name_of(_public(key)) for key in requesters}
         me = credentials.did
+        tokens = credentials.status_tokens()  # an issuer's lists, signed now (for `credential import`)
     if json_output:
         emit_json(
             {
@@ -282,6 +284,7 @@ def list_command(*, profile: ProfileOption = None, json_output: JsonOption = Fal
                 ],
                 "asked": [{"issuer_did": r.issuer_did, "vct": r.vct} for r in asked],
                 "trusted": [{"did": d, "name": n, "status_age": ages[d]} for d, n in trusted.items()],
+                "status_tokens": tokens,
             }
         )
         return
@@ -304,6 +307,45 @@ def list_command(*, profile: ProfileOption = None, json_output: JsonOption = Fal
         age = ages[did]
         known = "no status list yet" if age is None else f"status list {age:.0f} s old"
         console.print(f"trusted {terminal_markup(name)} ({did}): {known}")
+
+
+@credential_app.command("import")
+def import_command(
+    token: Annotated[str | None, typer.Argument(metavar="TOKEN", help="A status list token.")] = None,
+    *,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Read tokens from this file, one a line.")
+    ] = None,
+    profile: ProfileOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Take a trusted issuer's status list token handed over offline (`credential list --json` of the
+    issuer prints them), for a verifier that is never online."""
+    if (token is None) == (file is None):
+        raise UsageError("give the TOKEN or --file")
+    if token is not None:
+        tokens = [token]
+    else:
+        assert file is not None
+        tokens = _read(file).split()
+    with _credentials(profile) as credentials:
+        taken = [credentials.import_status(t) for t in tokens]
+    if json_output:
+        emit_json({"imported": sum(taken), "not_newer": len(taken) - sum(taken)})
+    else:
+        stdout_console().print(f"imported {sum(taken)} status list(s); {len(taken) - sum(taken)} not newer")
+
+
+def _read(file: Path) -> str:
+    """A small text file's content (a presentation, tokens); ``CommandError`` if it cannot be."""
+    try:
+        with file.open("rb") as source:
+            raw = source.read(MAX_PRESENTATION_FILE + 1)
+    except OSError as exc:
+        raise CommandError(f"cannot read {file}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_PRESENTATION_FILE:
+        raise CommandError(f"{file} is over {MAX_PRESENTATION_FILE:,} bytes")
+    return raw.decode("ascii", errors="replace")
 
 
 def _public(key: bytes) -> PublicIdentity:
@@ -378,14 +420,7 @@ def verify_command(
     if (text is None) == (file is None):
         raise UsageError("give the presentation TEXT or --file")
     if file is not None:
-        try:
-            with file.open("rb") as source:
-                raw = source.read(MAX_PRESENTATION_FILE + 1)
-        except OSError as exc:
-            raise CommandError(f"cannot read {file}: {exc.strerror or exc}") from exc
-        if len(raw) > MAX_PRESENTATION_FILE:
-            raise CommandError(f"{file} is over {MAX_PRESENTATION_FILE:,} bytes: not a presentation")
-        text = raw.decode("ascii", errors="replace")
+        text = _read(file)
     assert text is not None
     from meshchat.credentials.qr import QR_PREFIX, from_qr_text  # noqa: PLC0415 (segno)
 
