@@ -153,6 +153,15 @@ def test_held_bound(monkeypatch: pytest.MonkeyPatch) -> None:
         ]
         assert results == [True, True, True, False, False]
         assert len(wallet.held()) == 3
+        # a full wallet keeps the request the refused credential answered (it can come again)
+        wallet.add_own_request(
+            OwnRequest(nonce="r" * 22, issuer_did="i", vct="d", key_id=b"k", requested_at=1)
+        )
+        extra = HeldRecord(
+            credential_id="c9", compact="x", key_id=b"k", issuer_did="i", vct="d", received_at=9
+        )
+        assert not wallet.add_held(extra, answered="r" * 22)
+        assert wallet.own_request("r" * 22) is not None
 
 
 def test_trusted_and_cache_bounds(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -315,10 +315,10 @@ class Wallet:
         """Keep a credential (and forget the request ``answered``, if given, in the same transaction).
         False if it was held already (a redelivered control) or ``MAX_HELD`` are held."""
         with self._transaction("add a credential") as db:
+            if db.execute("SELECT count(*) FROM held").fetchone()[0] >= MAX_HELD:
+                return False  # the request stays: the credential can be taken once there is room
             if answered is not None:
                 db.execute("DELETE FROM own_requests WHERE nonce = ?", (answered,))
-            if db.execute("SELECT count(*) FROM held").fetchone()[0] >= MAX_HELD:
-                return False
             cursor = db.execute(
                 f"INSERT OR IGNORE INTO held ({_HELD}) VALUES (?, ?, ?, ?, ?, ?)",
                 (
