@@ -214,3 +214,43 @@ def test_offline_credentials_import_status_and_refuse_network_work() -> None:
         # persisted: a new instance on the same wallet has it
         again = Credentials.offline(Identity(b"\x06" * 32), wallet, wall_clock=lambda: now + 10)
         assert again.status_age(school_did) == 15 and again.trusted() == {school_did: "School"}
+
+
+def test_a_revocation_within_the_second_of_the_last_token_still_reaches_verifiers() -> None:
+    """Tokens carry whole seconds and a verifier keeps only a newer one: a list changed in the same
+    second as its last token is signed a second later, so the revocation is not dropped as old."""
+    from meshchat.credential_api import Credentials  # noqa: PLC0415
+    from meshchat.credentials.status import StatusCache, StatusRef, parse_status_token  # noqa: PLC0415
+    from meshchat.credentials.wallet import IssuedRecord, Wallet  # noqa: PLC0415
+
+    school = Identity(b"\x05" * 32)
+    uri = status_uri(did_key(school.public), "1")
+    now = 1_800_000_000.0
+    with Wallet(":memory:") as wallet:
+        status_list = StatusList(uri)
+        ref: StatusRef = status_list.allocate()
+        record = IssuedRecord(
+            credential_id="c" * 22,
+            request="r" * 22,
+            requester=b"\x01" * 32,
+            holder=b"\x02" * 32,
+            vct="diploma",
+            list_uri=uri,
+            status_index=ref.index,
+            revoked=False,
+            issued_at=now,
+            expires=None,
+            compact="x~",
+        )
+        wallet.add_issued(record, bits=(uri, status_list.to_bytes(), now))
+        issuer = Credentials.offline(school, wallet, wall_clock=lambda: now)
+        cache = StatusCache()
+        [first] = issuer.status_tokens()
+        assert cache.put(first, now=now)
+        [same] = issuer.status_tokens()  # nothing changed: no drift ahead of the clock
+        assert parse_status_token(same).issued_at == now
+        issuer.revoke("c" * 8)
+        [revoked] = issuer.status_tokens()
+        assert parse_status_token(revoked).issued_at == now + 1
+        assert cache.put(revoked, now=now)
+        assert cache.lookup(ref, did_key(school.public), now=now) == (True, 0.0)
