@@ -7,13 +7,14 @@ from datetime import date
 from itertools import count
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from meshchat.credentials import (
     CLOCK_SKEW,
     ONE_WAY_AUDIENCE,
     ONE_WAY_WINDOW,
+    RESERVED_CLAIMS,
     Credential,
     StatusCache,
     StatusList,
@@ -29,6 +30,7 @@ from meshchat.credentials.sdjwt import (
     DECOY_MULTIPLE,
     MAX_PRESENTATION_SIZE,
     digest_of,
+    has_sd_syntax,
     make_disclosure,
     parse_disclosure,
     sd_hash,
@@ -296,6 +298,25 @@ def test_strict_payload_types(change: dict[str, object]) -> None:
         Verifier(audience="a").verify(_resign_issuer(change), now=NOW, nonce="n")
 
 
+def test_non_finite_numbers_refused() -> None:
+    # JSON has no infinity, but Python's json reads 1e999 as one: a claim must not carry it onward.
+    salt = b64url_encode(bytes(16))
+    text = b64url_encode(b'["' + salt.encode() + b'","height",1e999]')
+    with pytest.raises(BadDisclosure, match="finite"):
+        parse_disclosure(text)
+    nested = b64url_encode(b'["' + salt.encode() + b'","h",{"a":[-1e999]}]')
+    with pytest.raises(BadDisclosure, match="finite"):
+        parse_disclosure(nested)
+
+
+@pytest.mark.parametrize(
+    "claims", [{}, {"iss": "x"}, {"cnf": 1}, {"": 1}, {"x" * 65: 1}, {f"c{i}": i for i in range(65)}]
+)
+def test_issue_refuses_bad_claims(claims: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        issue(ISSUER, holder=HOLDER.public, vct="id", claims=claims, now=NOW)
+
+
 def test_reserved_and_duplicate_disclosures_refused() -> None:
     sneaky = make_disclosure("vct", "passport", counter_bytes())
     with pytest.raises(BadDisclosure):
@@ -314,6 +335,41 @@ def test_verifier_counts_outcomes() -> None:
     with pytest.raises(ChallengeMismatch):
         verifier.verify(text, now=NOW, nonce="m")
     assert verifier.counts == {"accepted": 1, "ChallengeMismatch": 1}
+
+
+def test_verifier_maps_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import meshchat.credentials.credential as module  # noqa: PLC0415 (the constants patched below)
+
+    monkeypatch.setattr(module, "MAX_REPLAY_ENTRIES", 3)
+    monkeypatch.setattr(module, "MAX_CHALLENGES", 3)
+    monkeypatch.setattr(module, "MAX_ISSUER_KEYS", 2)
+    till = Verifier(audience="till")
+    shown = [present_one_way(CREDENTIAL, HOLDER, disclose=["age_over_18"], now=NOW) for _ in range(5)]
+    for text in shown:
+        till.verify(text, now=NOW)
+    assert len(till._seen) == 3 and till.counts["replay_evicted"] == 2
+    with pytest.raises(PresentationReplayed):
+        till.verify(shown[-1], now=NOW)
+    nonces = [till.challenge() for _ in range(5)]
+    assert list(till._challenges) == nonces[2:]
+    for i in range(5):
+        text = present(CREDENTIAL, HOLDER, disclose=[], audience="till", nonce=f"n{i}", now=NOW)
+        till.verify(text, now=NOW, nonce=f"n{i}")
+    assert len(till._answered) == 3
+    for seed in (1, 2, 3):
+        issuer = Identity(bytes([seed]) * 32)
+        cred = issue(issuer, holder=HOLDER.public, vct="id", claims={"a": 1}, now=NOW)
+        till.verify(present_one_way(cred, HOLDER, disclose=["a"], now=NOW), now=NOW)
+    assert len(till._issuer_keys) == 2
+
+
+def test_answered_nonces_expire() -> None:
+    verifier = Verifier(audience="a")
+    text = present(CREDENTIAL, HOLDER, disclose=[], audience="a", nonce="n", now=NOW)
+    verifier.verify(text, now=NOW, nonce="n")
+    later = present(CREDENTIAL, HOLDER, disclose=[], audience="a", nonce="n", now=NOW + 700)
+    assert verifier.verify(later, now=NOW + 700, nonce="n").presented_at == NOW + 700
+    assert len(verifier._answered) == 1
 
 
 # --- properties ---------------------------------------------------------------------------------------
@@ -415,3 +471,39 @@ def test_digest_is_over_the_ascii_text() -> None:
     disclosure = make_disclosure("x", 1, counter_bytes())
     assert disclosure.digest == digest_of(disclosure.text)
     assert parse_disclosure(disclosure.text) == disclosure
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53), max_value=2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+claim_sets = st.dictionaries(
+    st.text(min_size=1, max_size=20).filter(lambda name: name not in RESERVED_CLAIMS),
+    json_values,
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(claims=claim_sets, data=st.data())
+@example(claims={"x": {"_sd": []}}, data=None)
+@example(claims={"x": {"a": {"_sd_alg": "sha-256"}}}, data=None)
+@example(claims={"x": [{"...": "AAAA"}]}, data=None)
+def test_any_claims_round_trip_through_a_presentation(claims: dict[str, object], data: st.DataObject) -> None:
+    try:
+        credential = issue(ISSUER, holder=HOLDER.public, vct="any", claims=claims, now=NOW)
+    except ValueError:
+        assert any(has_sd_syntax(value) for value in claims.values())
+        return
+    assert credential.claims == claims
+    chosen = data.draw(st.sets(st.sampled_from(sorted(claims))))
+    text = present(credential, HOLDER, disclose=chosen, audience="a", nonce="n", now=NOW)
+    assert Verifier(audience="a").verify(text, now=NOW, nonce="n").claims == {k: claims[k] for k in chosen}

@@ -20,7 +20,7 @@ from meshchat.credentials import (
     status_topic,
     status_uri,
 )
-from meshchat.credentials.status import MAX_LIST_SIZE
+from meshchat.credentials.status import MAX_LIST_SIZE, MAX_LISTS_PER_ISSUER
 from meshchat.errors import BadSignature, CredentialError, DecodeError, MeshchatError, TooLarge
 from meshchat.identity import Identity
 from meshchat.wire.jose import b64url_decode, b64url_encode, did_key, sign_jws
@@ -124,6 +124,19 @@ def test_cache_is_bounded() -> None:
         assert cache.put(StatusList(status_uri(DID, name), size=8).token(ISSUER, now=NOW), now=NOW)
     assert len(cache) == 3
     assert MAX_CACHED_LISTS == 4096
+
+
+def test_one_issuer_cannot_evict_the_others() -> None:
+    cache = StatusCache(capacity=100)
+    other = StatusList(status_uri(did_key(MALLORY.public), "x"), size=8)
+    assert cache.put(other.token(MALLORY, now=NOW), now=NOW)
+    for i in range(MAX_LISTS_PER_ISSUER + 10):
+        assert cache.put(StatusList(status_uri(DID, f"l{i}"), size=8).token(ISSUER, now=NOW), now=NOW)
+    assert len(cache) == MAX_LISTS_PER_ISSUER + 1
+    assert cache.lookup(StatusRef(other.uri, 0), did_key(MALLORY.public), now=NOW) == (False, 0.0)
+    assert cache.lookup(StatusRef(status_uri(DID, "l0"), 0), DID, now=NOW) is None  # its oldest went
+    newest = status_uri(DID, f"l{MAX_LISTS_PER_ISSUER + 9}")
+    assert cache.lookup(StatusRef(newest, 0), DID, now=NOW) == (False, 0.0)
 
 
 def test_expired_token_refused() -> None:

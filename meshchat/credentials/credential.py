@@ -23,13 +23,15 @@ Choices where the formats leave room (see also :mod:`meshchat.credentials.sdjwt`
   seconds after its ``iat`` (with ``CLOCK_SKEW`` either way). The replay this allows: someone who
   photographs the QR can show that copy at *another* till within the window (the same till refuses it
   a second time, from its replay cache). The copy only proves what the holder proved, within a minute.
+  The replay cache is keyed by the KB-JWT's digest, not by ``sd_hash``: two presentations of the same
+  claims share an ``sd_hash``, and a customer buying twice in a minute must not be refused.
 """
 
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Final
@@ -38,19 +40,21 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from meshchat.credentials.sdjwt import (
+    MAX_CLAIM_NAME,
     MAX_DISCLOSURES,
     SD_ALG,
     CompactParts,
     Disclosure,
     decoy_digests,
     digest_of,
-    has_sd_marker,
+    has_sd_syntax,
     join_compact,
     make_disclosure,
     parse_digest_list,
     parse_disclosure,
     sd_hash,
     split_compact,
+    strip_undisclosed,
 )
 from meshchat.credentials.status import StatusCache, StatusRef
 from meshchat.errors import (
@@ -88,6 +92,7 @@ __all__ = [
     "KB_TYP",
     "KEY_ID_SIZE",
     "MAX_CHALLENGES",
+    "MAX_ISSUER_KEYS",
     "MAX_REPLAY_ENTRIES",
     "NONCE_SIZE",
     "ONE_WAY_AUDIENCE",
@@ -121,6 +126,9 @@ MAX_CHALLENGES: Final = 10_000
 #: One-way presentations remembered for the replay check: entries live one window, and no till sees
 #: 100,000 customers a minute; beyond it the oldest are forgotten first (counted in ``statistics``).
 MAX_REPLAY_ENTRIES: Final = 100_000
+#: Issuer keys a verifier keeps resolved (did -> checked key): checking that a key is a usable point
+#: costs as much as a signature check, and a till sees the same few issuers all day.
+MAX_ISSUER_KEYS: Final = 4096
 #: Random bytes in a nonce.
 NONCE_SIZE: Final = 16
 #: Bytes of a holder key id (the HKDF info suffix).
@@ -205,7 +213,11 @@ def _status_ref(value: object) -> StatusRef | None:
 
 
 def _check_issuer_part(
-    issuer_jwt: str, disclosures: tuple[str, ...], *, trusted: Mapping[str, str] | None
+    issuer_jwt: str,
+    disclosures: tuple[str, ...],
+    *,
+    trusted: Mapping[str, str] | None,
+    resolve: Callable[[str], PublicIdentity] = public_of_did,
 ) -> _IssuerPart:
     """Parse and check the issuer JWT, then match every disclosure to a digest it signed."""
     what = "issuer JWT"
@@ -219,7 +231,7 @@ def _check_issuer_part(
     if trusted is not None and iss not in trusted:
         raise UnknownIssuer(iss)
     try:
-        issuer = public_of_did(iss)
+        issuer = resolve(iss)
     except DecodeError as exc:
         raise UnknownIssuer(iss) from exc
     verify_jws(jws, issuer, what="credential issuer signature")
@@ -240,9 +252,7 @@ def _check_issuer_part(
     for name, value in payload.items():
         if name in RESERVED_CLAIMS:
             continue
-        if has_sd_marker(value):
-            raise BadDisclosure("nested selective disclosure is not supported")
-        claims[name] = value
+        claims[name] = strip_undisclosed(value)
     seen: set[str] = set()
     disclosed: list[Disclosure] = []
     for text in disclosures:
@@ -338,6 +348,12 @@ def issue(
     reserved = sorted(set(claims) & RESERVED_CLAIMS)
     if reserved:
         raise ValueError(f"claims {reserved} are reserved for the credential's mechanics")
+    if not all(isinstance(name, str) and 0 < len(name) <= MAX_CLAIM_NAME for name in claims):
+        raise ValueError(f"claim names are non-empty strings of at most {MAX_CLAIM_NAME} characters")
+    if any(has_sd_syntax(value) for value in claims.values()):
+        raise ValueError("claim values cannot hold members named _sd, _sd_alg or ... (SD-JWT syntax)")
+    if len(vct) > MAX_TEXT or not vct:
+        raise ValueError(f"vct is a non-empty string of at most {MAX_TEXT} characters")
     disclosures = [make_disclosure(name, value, random_bytes) for name, value in claims.items()]
     digests = sorted([d.digest for d in disclosures] + decoy_digests(len(disclosures), random_bytes))
     payload: dict[str, object] = {"iss": did_key(issuer.public), "iat": int(now)}
@@ -446,6 +462,7 @@ class Verifier:
         self._challenges: OrderedDict[str, float | None] = OrderedDict()
         self._answered: OrderedDict[str, float] = OrderedDict()
         self._seen: OrderedDict[str, float] = OrderedDict()
+        self._issuer_keys: OrderedDict[str, PublicIdentity] = OrderedDict()
         #: Counters: presentations accepted, refused by error class name, replay entries evicted early.
         self.counts: dict[str, int] = {}
 
@@ -476,7 +493,9 @@ class Verifier:
         self, presentation: str, *, now: float, nonce: str | None, require: Collection[str]
     ) -> Verified:
         parts = split_compact(presentation)
-        checked = _check_issuer_part(parts.issuer_jwt, parts.disclosures, trusted=self.trusted)
+        checked = _check_issuer_part(
+            parts.issuer_jwt, parts.disclosures, trusted=self.trusted, resolve=self._issuer_key
+        )
         if parts.kb_jwt is None:
             raise WrongHolder("the presentation has no key binding JWT")
         kb = parse_jws(parts.kb_jwt, what="KB-JWT")
@@ -538,8 +557,20 @@ class Verifier:
             status_age=status_age,
         )
 
+    def _issuer_key(self, did: str) -> PublicIdentity:
+        """``public_of_did``, remembered for the last ``MAX_ISSUER_KEYS`` issuers."""
+        key = self._issuer_keys.pop(did, None)
+        if key is None:
+            key = public_of_did(did)
+            while len(self._issuer_keys) >= MAX_ISSUER_KEYS:
+                self._issuer_keys.popitem(last=False)
+        self._issuer_keys[did] = key  # most recently used last
+        return key
+
     def _check_challenge(self, nonce: str, presented_at: float, *, now: float) -> None:
-        """A nonce this verifier made is good once and for ``CHALLENGE_LIFETIME``; others are the caller's."""
+        """Any nonce is answered once here; one this verifier made lives ``CHALLENGE_LIFETIME`` s."""
+        while self._answered and next(iter(self._answered.values())) <= now:
+            self._answered.popitem(last=False)  # past its lifetime the iat check refuses it anyway
         if nonce in self._answered:
             raise PresentationReplayed()
         made = self._challenges.get(nonce)

@@ -9,8 +9,9 @@ Choices where RFC 9901 leaves room:
 
 - Hash: ``sha-256`` only (``_sd_alg``), the RFC's default and the one every wallet implements.
 - Only top-level object properties are selectively disclosable (three-element disclosures); a nested
-  value is disclosed whole. Array-element disclosures (``{"...": digest}``) and nested ``_sd`` are
-  refused with ``BadDisclosure``, so a presentation means exactly one thing here.
+  value is disclosed whole. Disclosures of nested members or array elements (another issuer's) are
+  refused with ``BadDisclosure``; nested digests without a disclosure (decoys, undisclosed members)
+  are dropped, as RFC 9901 section 7.1 does with undisclosed claims.
 - Salts are 16 random bytes (128 bits, RFC 9901 section 9.3's recommendation), base64url.
 - Decoy digests (section 4.2.5) pad ``_sd`` to a multiple of ``DECOY_MULTIPLE``: a verifier learns the
   number of claims only to within four. A decoy is the digest of a fresh random salt, so it looks
@@ -20,6 +21,7 @@ Choices where RFC 9901 leaves room:
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Final
 
@@ -41,13 +43,14 @@ __all__ = [
     "Disclosure",
     "decoy_digests",
     "digest_of",
-    "has_sd_marker",
+    "has_sd_syntax",
     "join_compact",
     "make_disclosure",
     "parse_digest_list",
     "parse_disclosure",
     "sd_hash",
     "split_compact",
+    "strip_undisclosed",
 ]
 
 #: The only ``_sd_alg`` written and accepted.
@@ -69,6 +72,8 @@ MAX_DISCLOSURE_SIZE: Final = 16 * 1024
 MAX_PRESENTATION_SIZE: Final = MAX_JWS_SIZE
 #: A claim name's longest length, characters.
 MAX_CLAIM_NAME: Final = 64
+#: Member names SD-JWT gives a meaning inside any object: no claim value may use them.
+_SD_NAMES: Final = frozenset({"_sd", "_sd_alg", "..."})
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,17 +139,44 @@ def parse_disclosure(text: object) -> Disclosure:
         raise BadDisclosure("the claim name is not a short string")
     if name in ("_sd", "..."):
         raise BadDisclosure(f"{name!r} cannot be a claim name")
-    if has_sd_marker(claim):
-        raise BadDisclosure("nested selective disclosure is not supported")
-    return Disclosure(text=text, salt=salt, name=name, value=claim, digest=digest_of(text))
+    return Disclosure(text=text, salt=salt, name=name, value=strip_undisclosed(claim), digest=digest_of(text))
 
 
-def has_sd_marker(value: object) -> bool:
-    """True if ``value`` holds ``_sd`` or ``...`` anywhere (parse_json already bounded the depth)."""
+def strip_undisclosed(value: object) -> object:
+    """``value`` without nested ``_sd`` arrays and ``{"...": digest}`` array elements (RFC 9901 7.1).
+
+    Another issuer may make nested members selectively disclosable, or add decoys inside nested
+    objects (the sd_jwt package does). meshchat discloses top-level claims only, so nested digests
+    are never matched: they are checked for form and dropped, which is what an undisclosed claim
+    becomes. A disclosure for one of them is refused by the caller (its digest is not top level).
+    """
     if isinstance(value, dict):
-        return "_sd" in value or "..." in value or any(has_sd_marker(v) for v in value.values())
+        if "_sd_alg" in value:
+            raise BadDisclosure("_sd_alg inside a claim")
+        if "_sd" in value:
+            parse_digest_list(value["_sd"])
+        return {k: strip_undisclosed(v) for k, v in value.items() if k != "_sd"}
     if isinstance(value, list):
-        return any(has_sd_marker(v) for v in value)
+        kept = []
+        for item in value:
+            if isinstance(item, dict) and "..." in item:
+                if len(item) != 1:
+                    raise BadDisclosure("an array element digest has other members")
+                parse_digest_list([item["..."]])
+                continue
+            kept.append(strip_undisclosed(item))
+        return kept
+    if isinstance(value, float) and not math.isfinite(value):  # json reads 1e999 as inf
+        raise BadDisclosure("a claim value is not a finite number")
+    return value
+
+
+def has_sd_syntax(value: object) -> bool:
+    """True if a JSON value holds a member named ``_sd``, ``_sd_alg`` or ``...`` (which SD-JWT reserves)."""
+    if isinstance(value, dict):
+        return bool(_SD_NAMES & value.keys()) or any(has_sd_syntax(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_sd_syntax(v) for v in value)
     return False
 
 

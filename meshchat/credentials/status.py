@@ -43,6 +43,7 @@ from meshchat.wire.jose import (
 __all__ = [
     "DEFAULT_LIST_SIZE",
     "MAX_CACHED_LISTS",
+    "MAX_LISTS_PER_ISSUER",
     "MAX_LIST_SIZE",
     "STATUS_TOPIC_PREFIX",
     "STATUS_TYP",
@@ -69,6 +70,9 @@ DEFAULT_LIST_SIZE: Final = 16_384
 MAX_LIST_SIZE: Final = 1 << 20
 #: Status lists a verifier keeps (one per issuer list): far beyond the issuers one till trusts.
 MAX_CACHED_LISTS: Final = 4096
+#: Lists one issuer may fill a verifier's cache with: an issuer splits its credentials over a few
+#: lists (by type, by year); the bound stops one issuer from evicting every other issuer's lists.
+MAX_LISTS_PER_ISSUER: Final = 64
 #: Tolerated clock difference between issuer and verifier, seconds (a list from the future is refused).
 CLOCK_SKEW: Final = 30
 #: Longest list name in a uri.
@@ -287,7 +291,12 @@ class StatusList:
 
 
 class StatusCache:
-    """The verifier's side: the newest verified token per list, at most ``MAX_CACHED_LISTS`` lists."""
+    """The verifier's side: the newest verified token per list, at most ``MAX_CACHED_LISTS`` lists.
+
+    Feed it the tokens of issuers you trust (the api layer subscribes to their topics only): any
+    issuer's valid token is accepted, and at most ``MAX_LISTS_PER_ISSUER`` lists are kept per issuer,
+    the least recently updated going first, so one issuer cannot push the others out.
+    """
 
     def __init__(self, capacity: int = MAX_CACHED_LISTS) -> None:
         """An empty cache holding at most ``capacity`` lists (the least recently updated go first)."""
@@ -308,6 +317,9 @@ class StatusCache:
             return False
         self._lists.pop(parsed.uri, None)
         self._lists[parsed.uri] = parsed
+        same_issuer = [uri for uri, held in self._lists.items() if held.issuer_did == parsed.issuer_did]
+        for uri in same_issuer[: max(0, len(same_issuer) - MAX_LISTS_PER_ISSUER)]:
+            del self._lists[uri]
         while len(self._lists) > self._capacity:
             self._lists.popitem(last=False)
         return True
