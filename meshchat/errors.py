@@ -44,6 +44,7 @@ __all__ = [
     "LinkCodeMismatch",
     "MeshchatError",
     "NetworkError",
+    "NoPendingRequest",
     "NoSession",
     "NotASigner",
     "NotAuthorized",
@@ -63,6 +64,7 @@ __all__ = [
     "TooLarge",
     "TooManySkipped",
     "UnknownChain",
+    "UnknownCredential",
     "UnknownDevice",
     "UnknownDocument",
     "UnknownFile",
@@ -586,3 +588,23 @@ class NotSigned(DocumentError):
         self.document = document
         self.key = key
         super().__init__(f"{key} has not signed document {document}: there is nothing to revoke")
+
+
+class UnknownCredential(CredentialError):
+    """No credential with that id is held (or was issued) here."""
+
+    def __init__(self, credential: str) -> None:
+        self.credential = credential
+        super().__init__(f"no credential {credential!r} is known here")
+
+
+class NoPendingRequest(CredentialError):
+    """An issuer was asked to issue without a request from the holder to bind the credential to."""
+
+    def __init__(self, *, holder: str, vct: str) -> None:
+        self.holder = holder
+        self.vct = vct
+        super().__init__(
+            f"no pending request from {holder} for a {vct!r} credential: the holder must ask first "
+            f"(meshchat credential request ISSUER --type {vct})"
+        )

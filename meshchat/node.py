@@ -55,6 +55,16 @@ from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
 from meshchat.contacts import Contact, Contacts
+from meshchat.credential_api import (
+    STATUS_TOPIC_PREFIX,
+    CredentialEvent,
+    CredentialNetwork,
+    Credentials,
+    open_wallet,
+)
+from meshchat.credentials.messages import is_credential_control
+from meshchat.credentials.status import check_status_message
+from meshchat.credentials.wallet import Wallet
 from meshchat.crypto import (
     INBOX_EPOCH_SECONDS,
     INBOX_SHARDS,
@@ -73,7 +83,7 @@ from meshchat.files.events import Attachment, FileEvent
 from meshchat.files.hold import HoldLimits
 from meshchat.files.manifest import is_offer
 from meshchat.first_contact import FirstContact
-from meshchat.gossip import GossipConfig, GossipRouter, ScoreParams, Validator
+from meshchat.gossip import GossipConfig, GossipRouter, ScoreParams, ValidationResult, Validator
 from meshchat.gossip.messages import Topic
 from meshchat.gossip.signing import MessageSigner
 from meshchat.group_api import Groups
@@ -149,6 +159,7 @@ NodeEvent: TypeAlias = (
     | GroupEvent
     | FileEvent
     | DocumentEvent
+    | CredentialEvent
 )
 
 
@@ -198,6 +209,7 @@ class Node:
         profile: Path | None = None,
         files: FileParts,
         file_config: FileConfig,
+        wallet: Wallet | None = None,
     ) -> None:
         """Use ``Node.open``; this only stores and wires its parts."""
         self.identity = identity
@@ -293,6 +305,22 @@ class Node:
             on_event=self._emit,
             files=self.files,
         )
+        #: Credentials asked for, issued, held, presented, verified, revoked (``meshchat.credential_api``).
+        self.credentials = Credentials(
+            identity,
+            wallet if wallet is not None else open_wallet(None, identity),
+            wall_clock=wall_clock,
+            contacts=contacts,
+            on_event=self._emit,
+            network=CredentialNetwork(
+                messenger=messenger,
+                store=self._store,
+                gossip=driver,
+                reach=self._reach,
+                wait_for=self.wait_for,
+                topic_peers=driver.router.topic_peers,
+            ),
+        )
 
     @classmethod
     @asynccontextmanager
@@ -380,6 +408,7 @@ class Node:
             with contextlib.ExitStack() as closing:
                 if opened is not None:
                     closing.enter_context(contextlib.closing(opened))
+                wallet = closing.enter_context(open_wallet(profile, identity))  # credentials.db
                 if profile is not None:
                     groups = SqliteGroupStorage(profile / GROUPS_FILE, key=store_key(identity))
                     closing.enter_context(contextlib.closing(groups))
@@ -402,6 +431,7 @@ class Node:
                     bootstrap_infos,
                     mailbox_addrs,
                     profile=profile,
+                    wallet=wallet,
                     options=_Options(
                         mdns=mdns,
                         config=config,
@@ -439,6 +469,7 @@ class Node:
         *,
         profile: Path | None,
         options: _Options,
+        wallet: Wallet | None = None,
     ) -> AsyncIterator[Node]:
         """Build the host, router, driver and store cores; run them until the caller is done."""
         wall_clock = options.wall_clock
@@ -453,7 +484,7 @@ class Node:
             config,
             local_peer=identity.public.peer_id,
             rng=random.Random(),
-            validator=envelope_relay_check(wall_clock, options.validator),
+            validator=envelope_relay_check(wall_clock, _status_relay_check(options.validator)),
             signer=MessageSigner(identity, first_seqno=int(wall_clock() * 1e9)),
             score_params=options.score_params if options.score_params is not None else ScoreParams(),
         )
@@ -480,6 +511,7 @@ class Node:
             profile=profile,
             files=files,
             file_config=options.file_config,
+            wallet=wallet,
         )
         started = False  # past this point an OSError is the caller's, not our failure to listen
         try:
@@ -553,6 +585,7 @@ class Node:
         nursery.start_soon(self._translate_events)
         self._write_addresses()
         self.devices.start(nursery)
+        nursery.start_soon(self.credentials.run)  # status topics: follow trusted issuers, publish ours
         if options.inbox:
             await self._join_inbox()
             nursery.start_soon(self._rejoin_inbox_daily)
@@ -596,6 +629,9 @@ class Node:
                     self._store.receive(event.data)
                     continue
                 if self._group_driver.gossip(event.topic, event.data):  # a group topic's envelope
+                    continue
+                if event.topic.startswith(STATUS_TOPIC_PREFIX):  # an issuer's status list
+                    self.credentials.gossip(event.topic, event.data)
                     continue
             if isinstance(event, PeerJoined):
                 self._store.peer_joined(event.peer)
@@ -664,6 +700,8 @@ class Node:
             self.files.driver.offered(action.sender, action.body, action.message_id)
         elif isinstance(action, ControlReceived) and is_document_control(action.body):
             self.documents.control(action.sender, action.body, action.message_id)
+        elif isinstance(action, ControlReceived) and is_credential_control(action.body):
+            self.credentials.control(action.sender, action.body, action.message_id)
         else:
             self._group_driver.from_store(action)
 
@@ -855,3 +893,15 @@ class Node:
         drops = dict(stats.drops)
         drops[NetDrop.EVENT_QUEUE_FULL] += self.events_dropped
         return dataclasses.replace(stats, drops=drops)
+
+
+def _status_relay_check(inner: Validator | None) -> Validator:
+    """Relays pass on a status topic's message only if it is a status list token its topic's issuer
+    signed (``check_status_message``); other topics go to ``inner`` (or pass)."""
+
+    def check(topic: str, data: bytes, mid: bytes) -> ValidationResult:
+        if topic.startswith(STATUS_TOPIC_PREFIX):
+            return ValidationResult.ACCEPT if check_status_message(topic, data) else ValidationResult.REJECT
+        return inner(topic, data, mid) if inner is not None else ValidationResult.ACCEPT
+
+    return check

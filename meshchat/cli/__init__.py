@@ -13,6 +13,8 @@ into one line on stderr. One module per command group:
 - ``devices``: ``device link | approve | list | remove`` (the network part in ``device_runner``)
 - ``documents``: ``sign``, ``verify`` (offline), ``cosign propose | list | status | sign | revoke |
   export`` (the network part in ``cosign_runner``)
+- ``credentials``: ``credential request | issue | revoke | list | present | verify | trust`` (network part
+  in ``credential_runner``)
 - ``sim``: ``sim``; ``demo``: ``demo`` (its steps in ``demo_local``, its network part in ``demo_net``)
 - ``common``: options, consoles, the error line, ``terminal_text``, profiles and passphrases
 
@@ -36,6 +38,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from meshchat.cli import credentials as _credentials
 from meshchat.cli import demo as _demo
 from meshchat.cli import devices as _devices
 from meshchat.cli import documents as _documents
@@ -163,6 +166,7 @@ app.add_typer(_devices.device_app, name="device")
 app.command("sign")(_documents.sign_command)
 app.command("verify")(_documents.verify_command)
 app.add_typer(_documents.cosign_app, name="cosign")
+app.add_typer(_credentials.credential_app, name="credential")
 
 
 def main() -> None:
