@@ -18,6 +18,13 @@ Binary form (canonical msgpack): ``[1, issuer header, issuer payload, issuer sig
 with the preset dictionary ``_ZDICT``.
 Parts are re-encoded with unpadded base64url, which is exactly reversible because
 ``meshchat.wire.jose.b64url_decode`` accepts only canonical spellings.
+
+One payload is not the only spelling of its presentation: the padding bits of deflate's last byte are
+covered by no checksum (zlib's Adler-32 covers the inflated bytes), so changing the last characters can
+give another payload that inflates to the same bytes. That is harmless: the verifier checks the
+presentation those bytes spell, identical to the holder's, and the one-way replay cache keys on the
+KB-JWT, not on the QR text. Refusing other spellings would mean re-deflating and comparing, which
+breaks as soon as two zlib builds (zlib, zlib-ng) compress differently.
 """
 
 from __future__ import annotations
