@@ -48,14 +48,16 @@ from meshchat.cli.common import (
     profile_dir,
     stdout_console,
     terminal_markup,
+    terminal_text,
 )
 
 if TYPE_CHECKING:
+    from meshchat.cli.group_events import EventPrinter
     from meshchat.credential_api import Credentials
     from meshchat.credentials.credential import Verified
     from meshchat.identity import PublicIdentity
 
-__all__ = ["credential_app", "parse_claim"]
+__all__ = ["credential_app", "describe_credential_event", "parse_claim"]
 
 credential_app = typer.Typer(
     name="credential",
@@ -458,3 +460,49 @@ def _print_verified(verified: Verified, *, json_output: bool) -> None:
         console.print("  (no claim disclosed)")
     age = "" if verified.status_age is None else f", status list {verified.status_age:.0f} s old"
     console.print(f"status: {verified.status}{age}; presented at {_when(verified.presented_at)}")
+
+
+def describe_credential_event(event: object, printer: EventPrinter, *, names: dict[str, str]) -> bool:
+    """Print a credential event (``credential_requested``, ``credential_received``,
+    ``status_received``) as ``meshchat node`` shows it; False if ``event`` is not one. ``names``:
+    contact names by PeerId."""
+    from meshchat.credential_api import (  # noqa: PLC0415
+        CredentialReceived,
+        CredentialRequested,
+        StatusReceived,
+    )
+    from meshchat.identity import PublicIdentity as Public  # noqa: PLC0415
+
+    match event:
+        case CredentialRequested(request=request):
+            peer = Public.from_bytes(request.requester).peer_id
+            who = terminal_text(names.get(peer, peer))
+            printer.event(
+                "credential_requested",
+                f"{who} asks for a {terminal_text(request.vct)!r} credential"
+                + (" (not a contact)" if request.stranger else "")
+                + f": meshchat credential issue --to {peer} --type {terminal_text(request.vct)}",
+                peer_id=peer,
+                contact=names.get(peer),
+                vct=request.vct,
+                note=request.note,
+                stranger=request.stranger,
+            )
+        case CredentialReceived(credential_id=cid, issuer_did=issuer, vct=vct):
+            printer.event(
+                "credential_received",
+                f"a {terminal_text(vct)!r} credential {cid} from {issuer} is in the wallet",
+                credential_id=cid,
+                issuer=issuer,
+                vct=vct,
+            )
+        case StatusReceived(issuer_did=issuer, issued_at=issued_at):
+            printer.event(
+                "status_received",
+                f"status list of {issuer} signed at {issued_at:.0f}",
+                issuer=issuer,
+                issued_at=issued_at,
+            )
+        case _:
+            return False
+    return True

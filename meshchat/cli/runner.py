@@ -46,11 +46,14 @@ from libp2p.peer.id import ID
 from rich.console import Console
 
 from meshchat.cli.common import terminal_markup, terminal_text
+from meshchat.cli.credentials import describe_credential_event
+from meshchat.cli.documents import describe_document_event
 from meshchat.cli.files import describe_file_event
 from meshchat.cli.group_events import describe_group_event, short_id
 from meshchat.cli.output import KEPT_EVENTS, OUTPUT_BUFFER, OUTPUT_DRAIN, OutputQueue, opened_output
 from meshchat.contacts import Contact
 from meshchat.crypto import epoch_of, inbox_tag, inbox_topic
+from meshchat.documents.events import DocumentEvent
 from meshchat.errors import MeshchatError, NetworkError, UnknownGroup
 from meshchat.files.events import Attachment, AttachmentFetched, FileProblem
 from meshchat.groups.events import GroupEvent
@@ -329,6 +332,10 @@ async def _print_events(node: Node, printer: _Printer, output: OutputQueue) -> N
             )
         elif isinstance(event, Attachment | AttachmentFetched | FileProblem):
             describe_file_event(event, printer, names=_contact_names(node))
+        elif isinstance(event, DocumentEvent):
+            describe_document_event(event, printer, names=_contact_names(node))
+        elif describe_credential_event(event, printer, names=_contact_names(node)):
+            pass
         else:
             _describe(event, printer, _contact_names(node) if isinstance(event, DeviceListChanged) else {})
         if isinstance(event, DirectMessage):
