@@ -2,7 +2,7 @@
 
 ```python
 # the holder asks the school (a contact) for a diploma, bound to a key only the holder can derive
-await holder.credentials.request("School", "diploma")
+holder.credentials.request("School", "diploma")
 # the school sees CredentialRequested on its node, and issues it against that request
 credential, handle = school.credentials.issue("Ann", vct="diploma", claims={"name": "Ann", "degree": "MSc"})
 # the holder's node receives it (CredentialReceived); later it presents two claims to an employer

@@ -1,8 +1,9 @@
 """``node.documents``: co-signing rounds between real nodes (issue 16, CREDS.md C).
 
 ```python
-view, sent = await node.documents.propose("contract.pdf", signers=["Bob", "Carol"], threshold=2)
-await node.documents.sign(view.proposal.doc_id)            # on Bob's node (path= checks a big file)
+proposed = await node.documents.propose("contract.pdf", signers=["Bob", "Carol"], threshold=2)
+doc_id = proposed.doc_id                                  # proposed.view: the round as it is now
+await node.documents.sign(doc_id)                         # on Bob's node (path= checks a big file)
 node.documents.view(doc_id).state                         # DocumentState.COMPLETE once 2 signed
 await node.documents.revoke(doc_id, reason="withdrawn")    # my signature no longer counts, anywhere
 text = node.documents.bundle(doc_id)                      # NAME.cosign.json: `meshchat verify` it

@@ -57,38 +57,14 @@ def test_hotel_checkin_name_and_document_number_only() -> None:
 
 
 #: The snippet the README shows (issue an "age" credential, present age_over_18 to a till), run as is.
-README_SNIPPET = """\
-import hashlib
-
-from meshchat.credentials import Verifier, holder_key, issue, present
-from meshchat.identity import Identity
-
-
-def fixed_random(label):
-    # A deterministic stand-in for os.urandom, so that this prints the same text every run.
-    counter = iter(range(1_000_000))
-    return lambda n: hashlib.sha256(f"{label}{next(counter)}".encode()).digest()[:n]
+def _readme_snippet() -> str:
+    """The Python block after ``<!-- credential-example -->`` in README.md, verbatim."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    after = text.split("<!-- credential-example -->\n```python\n", 1)[1]
+    return after.split("\n```", 1)[0] + "\n"
 
 
-registry = Identity(hashlib.sha256(b"registry").digest())
-alisa_key = holder_key(hashlib.sha256(b"alisa").digest(), bytes(16))
-credential = issue(
-    registry,
-    holder=alisa_key.public,
-    vct="age",
-    claims={"age_over_18": True, "age_over_21": False},
-    now=1_780_000_000,
-    random_bytes=fixed_random("readme"),
-)
-nonce = "pK3xJ0b8Q2mYt9Rk"  # the till's challenge
-presentation = present(
-    credential, alisa_key, disclose=["age_over_18"], audience="till-7", nonce=nonce, now=1_780_000_030
-)
-seen = Verifier(audience="till-7").verify(presentation, now=1_780_000_031, nonce=nonce)
-print(credential.compact)
-print(presentation)
-print(seen.claims)
-"""
+README_SNIPPET = _readme_snippet()
 #: What it prints: the issued credential, the presentation, the claims the till learns.
 README_CREDENTIAL = (
     "eyJhbGciOiJFZERTQSIsInR5cCI6ImRjK3NkLWp3dCJ9.eyJpc3MiOiJkaWQ6a2V5Ono2TWtrRlFISkJheFpIWHA5MjNRSDF"
@@ -118,6 +94,8 @@ README_PRESENTATION = (
 
 def test_readme_example_is_reproducible(capsys: pytest.CaptureFixture[str]) -> None:
     exec(compile(README_SNIPPET, "README", "exec"), {})  # the README's own code, verbatim
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert README_CREDENTIAL in readme and README_PRESENTATION in readme  # and its printed output
     assert capsys.readouterr().out.splitlines() == [
         README_CREDENTIAL,
         README_PRESENTATION,
