@@ -360,3 +360,22 @@ def test_document_events_read_as_sentences_with_names_and_cannot_drive_the_termi
         "witness": bob.public.peer_id,
     }
     assert printer.lines[0][2]["name"] == "evil\x1b[2J.txt"  # JSON carries it exactly
+
+
+def test_text_on_standard_input_is_signed_and_verified(alice: Path, tmp_path: Path) -> None:
+    """``meshchat sign -`` signs text from a pipe (the signature on stdout); ``verify -`` checks it."""
+    text = "I, Alice, agree to return the ladder by Friday.\n"
+    signed = runner.invoke(cli.app, ["sign", "-", "--profile", str(alice)], input=text)
+    assert signed.exit_code == 0, signed.output
+    signature = signed.stdout.strip()
+    info = parse_signature(signature)
+    assert info.digest == digest_bytes(text.encode()) and info.name is None
+    sig = tmp_path / "ladder.sig"
+    sig.write_text(signature + "\n")
+    checked = runner.invoke(cli.app, ["verify", "-", str(sig), "--json"], input=text)
+    assert checked.exit_code == 0, checked.output
+    assert json.loads(checked.stdout)["valid"] is True
+    altered = runner.invoke(cli.app, ["verify", "-", str(sig)], input=text.replace("Friday", "Monday"))
+    assert "the document was altered" in one_error_line(altered)
+    as_json = runner.invoke(cli.app, ["sign", "-", "--profile", str(alice), "--json"], input=text)
+    assert parse_signature(json.loads(as_json.stdout)["signature"]).digest == info.digest

@@ -150,9 +150,18 @@ def _read_text(path: Path, *, limit: int, what: str) -> str:
         raise DecodeError(what, "not UTF-8 text") from exc
 
 
-def _digest(path: Path) -> tuple[str, int]:
-    from meshchat.documents.signature import digest_file  # noqa: PLC0415
+#: The FILE that means standard input (``echo text | meshchat sign -``).
+STDIN = "-"
 
+
+def _digest(path: Path) -> tuple[str, int]:
+    from meshchat.documents.signature import digest_file, digest_stream  # noqa: PLC0415
+
+    if str(path) == STDIN:
+        try:
+            return digest_stream(sys.stdin.buffer)
+        except OSError as exc:
+            raise CommandError(f"cannot read standard input: {exc.strerror or exc}") from exc
     if not path.is_file():
         raise CommandError(f"{path} is not a file")
     try:
@@ -196,21 +205,28 @@ def _who(public: PublicIdentity, names: dict[str, str]) -> str:
 
 
 def sign_command(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="The file to sign.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="The file to sign (- reads standard input).")],
     *,
     purpose: Annotated[
         str | None, typer.Option(metavar="TEXT", help="Why you sign (at most 200 characters), signed too.")
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", metavar="FILE.sig", help="Where to write (default FILE.sig)."),
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="FILE.sig",
+            help="Where to write (default FILE.sig; for -, standard output).",
+        ),
     ] = None,
     profile: ProfileOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Sign FILE with this profile's key: a detached signature anyone can check offline."""
-    target = out if out is not None else file.with_name(file.name + SIGNATURE_SUFFIX)
-    if not target.parent.is_dir():
+    """Sign FILE (or text on standard input) with this profile's key: a detached signature anyone can
+    check offline."""
+    piped = str(file) == STDIN
+    target = out if out is not None or piped else file.with_name(file.name + SIGNATURE_SUFFIX)
+    if target is not None and not target.parent.is_dir():
         raise UsageError(f"cannot write {target}: no folder {target.parent}")
     if purpose is not None and len(purpose) > 200:
         raise UsageError(f"--purpose is at most 200 characters, not {len(purpose)}")
@@ -220,9 +236,16 @@ def sign_command(
 
     digest, size = _digest(file)
     identity = load_profile_identity(folder)
-    text = sign_digest(identity, digest, size, now=time.time(), name=file.name, purpose=purpose)
-    _write(target, (text + "\n").encode("ascii"))
+    name = None if piped else file.name
+    text = sign_digest(identity, digest, size, now=time.time(), name=name, purpose=purpose)
     info = parse_signature(text)
+    if target is None:  # text from a pipe, its signature to standard output
+        if json_output:
+            emit_json({"file": STDIN, "signature": text, **signature_json(info, _names(folder))})
+        else:
+            sys.stdout.write(text + "\n")
+        return
+    _write(target, (text + "\n").encode("ascii"))
     if json_output:
         emit_json({"file": str(file), "signature": str(target), **signature_json(info, _names(folder))})
         return
@@ -233,7 +256,7 @@ def sign_command(
 
 
 def verify_command(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="The document.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="The document (- reads standard input).")],
     signature: Annotated[
         Path, typer.Argument(metavar="SIG", help="Its signature (.sig) or co-signing bundle (.cosign.json).")
     ],

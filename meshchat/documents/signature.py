@@ -26,7 +26,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import BinaryIO, Final
 
 from meshchat.errors import DecodeError, DocumentMismatch, UnsupportedVersion
 from meshchat.identity import Identity, PublicIdentity
@@ -55,6 +55,7 @@ __all__ = [
     "check_header",
     "digest_bytes",
     "digest_file",
+    "digest_stream",
     "numeric_date",
     "optional_text",
     "parse_signature",
@@ -118,12 +119,17 @@ def digest_bytes(data: bytes) -> str:
 
 def digest_file(path: str | os.PathLike[str]) -> tuple[str, int]:
     """base64url SHA-256 and size of the file at ``path``, read 1 MiB at a time (``OSError`` passes)."""
+    with open(path, "rb") as f:
+        return digest_stream(f)
+
+
+def digest_stream(stream: BinaryIO) -> tuple[str, int]:
+    """base64url SHA-256 and size of everything left in ``stream`` (a pipe too), 1 MiB at a time."""
     hasher = hashlib.sha256()
     size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_READ_SIZE):
-            hasher.update(chunk)
-            size += len(chunk)
+    while chunk := stream.read(_READ_SIZE):
+        hasher.update(chunk)
+        size += len(chunk)
     return b64url_encode(hasher.digest()), size
 
 
