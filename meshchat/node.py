@@ -60,45 +60,34 @@ from meshchat.credential_api import (
     CredentialEvent,
     CredentialNetwork,
     Credentials,
-    open_wallet,
 )
 from meshchat.credentials.messages import is_credential_control
-from meshchat.credentials.status import check_status_message
-from meshchat.credentials.wallet import Wallet
 from meshchat.crypto import (
-    INBOX_EPOCH_SECONDS,
     INBOX_SHARDS,
     INBOX_TOPIC_PREFIX,
-    epoch_of,
-    inbox_tag,
-    inbox_topic,
 )
 from meshchat.device_api import Devices
-from meshchat.document_api import Documents, open_documents_store
+from meshchat.document_api import Documents
 from meshchat.documents.events import DocumentEvent
 from meshchat.documents.payload import is_document_control
 from meshchat.errors import NetworkError, ProfileError
-from meshchat.file_api import FileParts, Files, open_file_parts
+from meshchat.file_api import Files
 from meshchat.files.events import Attachment, FileEvent
 from meshchat.files.hold import HoldLimits
 from meshchat.files.manifest import is_offer
 from meshchat.first_contact import FirstContact
-from meshchat.gossip import GossipConfig, GossipRouter, ScoreParams, ValidationResult, Validator
-from meshchat.gossip.messages import Topic
+from meshchat.gossip import GossipConfig, GossipRouter, ScoreParams, Validator
 from meshchat.gossip.signing import MessageSigner
 from meshchat.group_api import Groups
 from meshchat.groups.events import GroupEvent, GroupMessage
-from meshchat.groups.sqlite import GROUPS_FILE, SqliteGroupStorage
-from meshchat.groups.storage import GroupStorage
+from meshchat.groups.sqlite import GROUPS_FILE
 from meshchat.identity import KEY_FILE_NAME, Identity, PublicIdentity, load_identity
 from meshchat.inbox import DirectMessage, InboxFeed, envelope_relay_check
 from meshchat.net import (
     EVENT_QUEUE,
-    DriverStatistics,
     GossipDriver,
     InboundCounter,
     MessageDelivered,
-    NetDrop,
     NetEvent,
     PeerJoined,
     PeerLeft,
@@ -108,27 +97,27 @@ from meshchat.net import (
 from meshchat.net.bundles import BUNDLE_NAMESPACE, BundleValidator
 from meshchat.net.dialer import Dialer, Whereabouts, peer_info
 from meshchat.net.file_driver import FileConfig, FileDriver
-from meshchat.net.host import dialable_addrs, listen_ip, only_exception
+from meshchat.net.host import listen_ip, only_exception
 from meshchat.net.mailbox import MailboxServer
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import GroupStoreAction, MessageHandle, NetStoreIO, StoreDriver, StoreEvent
-from meshchat.profile import ADDRESSES_FILE, LOCK_FILE, hold_profile, write_addresses
-from meshchat.store.encrypted import store_key
-from meshchat.store.mailbox import MailboxCore, MailboxLimits, MailboxStatistics
+from meshchat.node_network import NodeNetwork, status_relay_check
+from meshchat.node_parts import LocalParts, open_local_parts
+from meshchat.profile import ADDRESSES_FILE, LOCK_FILE, hold_profile
+from meshchat.store.mailbox import MailboxCore, MailboxLimits
 from meshchat.store.messenger import (
     ControlReceived,
     DeviceListChanged,
     Linked,
     MessageReceived,
     Messenger,
-    MessengerStatistics,
     StatusChanged,
     StoreConfig,
     StoreProblem,
 )
 from meshchat.store.prekey_upload import PrekeyUploads
-from meshchat.store.sqlite import STORE_FILE, SqliteStorage
-from meshchat.store.storage import InboxRecord, MemoryStorage, OutboxRecord, Storage
+from meshchat.store.sqlite import STORE_FILE
+from meshchat.store.storage import InboxRecord, OutboxRecord, Storage
 
 __all__ = [
     "ADDRESSES_FILE",
@@ -191,7 +180,7 @@ class _Options:
     hold_limits: HoldLimits | None
 
 
-class Node:
+class Node(NodeNetwork):
     """One meshchat peer: identity, libp2p host, gossip router, store-and-forward. Use ``Node.open``."""
 
     def __init__(
@@ -203,13 +192,11 @@ class Node:
         contacts: Contacts | None,
         messenger: Messenger,
         mailbox: MailboxCore | None,
-        group_storage: GroupStorage | None = None,
+        parts: LocalParts,
         wall_clock: Callable[[], float] = time.time,
         events_after: int | None = None,
         profile: Path | None = None,
-        files: FileParts,
         file_config: FileConfig,
-        wallet: Wallet | None = None,
     ) -> None:
         """Use ``Node.open``; this only stores and wires its parts."""
         self.identity = identity
@@ -241,9 +228,10 @@ class Node:
             prekey_uploads=PrekeyUploads(messenger),
         )
         #: The user's groups: create, invite, join, send, history (``meshchat.group_api.Groups``).
+        files = parts.files
         self.groups = Groups.build(
             identity,
-            group_storage,
+            parts.groups,
             messenger=messenger,
             store=self._store,
             gossip=driver,
@@ -295,7 +283,7 @@ class Node:
         #: Co-signing rounds: propose, sign, revoke, view, bundle (``meshchat.document_api``).
         self.documents = Documents(
             identity,
-            store=open_documents_store(profile, identity),
+            store=parts.documents,
             messenger=messenger,
             driver=self._store,
             contacts=contacts,
@@ -308,7 +296,7 @@ class Node:
         #: Credentials asked for, issued, held, presented, verified, revoked (``meshchat.credential_api``).
         self.credentials = Credentials(
             identity,
-            wallet if wallet is not None else open_wallet(None, identity),
+            parts.wallet,
             wall_clock=wall_clock,
             contacts=contacts,
             on_event=self._emit,
@@ -397,26 +385,13 @@ class Node:
             mailbox_addrs = [peer_info(a) for a in mailboxes]
             listen_addrs = [parse_multiaddr(a) for a in listen]
             bootstrap_infos = [peer_info(a) for a in bootstrap]
-            opened: SqliteStorage | None = None  # the store this node opened, closed when it stops
-            if storage is None:
-                if profile is None:
-                    storage = MemoryStorage()
-                else:
-                    # encrypted at rest with a key derived from the identity the passphrase unlocked
-                    storage = opened = SqliteStorage(profile / STORE_FILE, key=store_key(identity))
-            groups: SqliteGroupStorage | None = None
             with contextlib.ExitStack() as closing:
-                if opened is not None:
-                    closing.enter_context(contextlib.closing(opened))
-                wallet = closing.enter_context(open_wallet(profile, identity))  # credentials.db
-                if profile is not None:
-                    groups = SqliteGroupStorage(profile / GROUPS_FILE, key=store_key(identity))
-                    closing.enter_context(contextlib.closing(groups))
                 file_config = file_config or FileConfig()
-                files = open_file_parts(
+                parts = open_local_parts(
                     profile,
                     identity,
-                    config=file_config,
+                    storage=storage,
+                    file_config=file_config,
                     mailbox=mailbox,
                     hold_limits=hold_limits,
                     closing=closing,
@@ -424,14 +399,11 @@ class Node:
                 async with cls._run(
                     identity,
                     contacts,
-                    storage,
-                    groups,
-                    files,
+                    parts,
                     listen_addrs,
                     bootstrap_infos,
                     mailbox_addrs,
                     profile=profile,
-                    wallet=wallet,
                     options=_Options(
                         mdns=mdns,
                         config=config,
@@ -451,7 +423,6 @@ class Node:
                         hold_limits=hold_limits,
                     ),
                 ) as node:
-                    closing.callback(node.documents.close)
                     yield node
 
     @classmethod
@@ -460,16 +431,13 @@ class Node:
         cls,
         identity: Identity,
         contacts: Contacts | None,
-        storage: Storage,
-        group_storage: GroupStorage | None,
-        files: FileParts,
+        parts: LocalParts,
         listen_addrs: list[Multiaddr],
         bootstrap_infos: list[PeerInfo],
         mailbox_addrs: list[PeerInfo],
         *,
         profile: Path | None,
         options: _Options,
-        wallet: Wallet | None = None,
     ) -> AsyncIterator[Node]:
         """Build the host, router, driver and store cores; run them until the caller is done."""
         wall_clock = options.wall_clock
@@ -484,12 +452,13 @@ class Node:
             config,
             local_peer=identity.public.peer_id,
             rng=random.Random(),
-            validator=envelope_relay_check(wall_clock, _status_relay_check(options.validator)),
+            validator=envelope_relay_check(wall_clock, status_relay_check(options.validator)),
             signer=MessageSigner(identity, first_seqno=int(wall_clock() * 1e9)),
             score_params=options.score_params if options.score_params is not None else ScoreParams(),
         )
         driver = GossipDriver(host, router)
         driver.count_inbound(inbound)
+        storage = parts.storage
         messenger = Messenger(
             identity, storage, config=options.store_config, rng=random.Random(), wall_now=wall_clock()
         )
@@ -505,13 +474,11 @@ class Node:
             contacts=contacts,
             messenger=messenger,
             mailbox=core,
-            group_storage=group_storage,
+            parts=parts,
             wall_clock=wall_clock,
             events_after=options.events_after,
             profile=profile,
-            files=files,
             file_config=options.file_config,
-            wallet=wallet,
         )
         started = False  # past this point an OSError is the caller's, not our failure to listen
         try:
@@ -752,156 +719,3 @@ class Node:
         self._store.perform(
             self._messenger.mark_read(sender, [message.message_id], wall_now=self._wall_clock())
         )
-
-    def sync_mailboxes(self) -> None:
-        """Sync with every reachable mailbox now, rather than at the next interval."""
-        self._store.perform(self._messenger.sync_now(wall_now=self._wall_clock()))
-
-    @property
-    def mailboxes(self) -> list[str]:
-        """PeerIds of the mailboxes this node stores messages on and syncs from."""
-        return self._messenger.mailboxes
-
-    @property
-    def unreachable_mailboxes(self) -> dict[str, str]:
-        """Configured mailboxes that could not be dialled (at start or since), with the reason."""
-        return self._dialer.unreachable_mailboxes
-
-    def store_statistics(self) -> MessengerStatistics:
-        """Counters of the outbox, inbox and mailbox syncs: received, receipts, discards by reason."""
-        return self._messenger.statistics()
-
-    def mailbox_statistics(self) -> MailboxStatistics | None:
-        """What this node holds for others as a mailbox (None if it is not one). ``refused`` also
-        counts streams refused before a request could be read (undecodable, broken)."""
-        if self._mailbox is None:
-            return None
-        server = self._mailbox_server
-        return self._mailbox.statistics() if server is None else server.statistics()
-
-    @property
-    def inbox_rejected(self) -> dict[str, int]:
-        """Envelopes addressed to this node that failed to open, by error (forged, altered, expired)."""
-        return self._messenger.statistics().rejected
-
-    def inbox_topic(self, wall_now: float | None = None) -> str:
-        """The inbox shard topic this node's envelopes travel on today (or at unix time ``wall_now``)."""
-        now = self._wall_clock() if wall_now is None else wall_now
-        return inbox_topic(inbox_tag(self.identity.public, epoch_of(now)))
-
-    async def _join_inbox(self) -> None:
-        wanted = self._messenger.topics(self._wall_clock())
-        for topic in sorted(wanted - self._inbox_topics):
-            await self._driver.join(topic)
-        for topic in sorted(self._inbox_topics - wanted):
-            await self._driver.leave(topic)
-        self._inbox_topics = wanted
-
-    async def _rejoin_inbox_daily(self) -> None:
-        """Follow the inbox tags as the days turn (a timer: the next epoch starts at a known time)."""
-        while True:
-            now = self._wall_clock()
-            await trio.sleep(INBOX_EPOCH_SECONDS - now % INBOX_EPOCH_SECONDS + 1)
-            await self._join_inbox()
-
-    # --- reaching peers -----------------------------------------------------------------------------
-
-    async def connect(self, address: str) -> None:
-        """Dial a peer at ``address`` (a multiaddr ending in ``/p2p/<PeerId>``, possibly through a
-        relay: ``<relay address>/p2p-circuit/p2p/<PeerId>``). ``NetworkError`` if that fails."""
-        await self._dialer.connect(address)
-
-    async def reach(self, contact: Contact) -> None:
-        """Dial ``contact``'s mailboxes and ``contact`` itself at its invite's addresses, or by the DHT,
-        where not connected (best effort: relays and mailboxes may carry it)."""
-        await self._dialer.reach(contact.whereabouts())
-
-    async def reserve(self, relay_address: str) -> str:
-        """Reserve a slot on the circuit relay at ``relay_address``; return the address peers can dial
-        this node at through it (``<relay>/p2p-circuit/p2p/<our PeerId>``: put it in the invite; it
-        is also added to ``addresses.json``).
-
-        Raises ``NetworkError`` if the relay cannot be reached or refuses.
-        """
-        relayed = await self._dialer.reserve(relay_address, self.peer_id)
-        if relayed not in self._reserved:
-            self._reserved.append(relayed)
-            self._write_addresses()
-        return relayed
-
-    async def find_peer(self, peer_id: str) -> list[str]:
-        """Look ``peer_id`` up in the DHT; its addresses (each ending in ``/p2p/<PeerId>``), or none.
-
-        Raises ``NetworkError`` if the node runs without the DHT or the lookup fails.
-        """
-        return await self._dialer.find_peer(peer_id)
-
-    # --- who we are ---------------------------------------------------------------------------------
-
-    @property
-    def peer_id(self) -> str:
-        """This node's PeerId: the one in the user's invite."""
-        return self.identity.public.peer_id
-
-    @property
-    def listen_addrs(self) -> list[str]:
-        """Addresses peers can dial, each ending in ``/p2p/<PeerId>``."""
-        return [str(a) for a in self._host.get_addrs()]
-
-    @property
-    def dialable_addrs(self) -> list[str]:
-        """Where other peers can dial this node: the listen addresses with a wildcard (``0.0.0.0``)
-        expanded to this machine's interfaces (loopback last), then the circuit relay addresses it
-        reserved."""
-        return dialable_addrs(self._host, self.peer_id) + self._reserved
-
-    def _write_addresses(self) -> None:
-        """Record ``dialable_addrs`` in the profile's ``addresses.json`` (atomically), for invites."""
-        if self._profile is not None:
-            write_addresses(self._profile, self.dialable_addrs, written_at=self._wall_clock())
-
-    @property
-    def host(self) -> IHost:
-        """The py-libp2p host (for discovery and diagnostics)."""
-        return self._host
-
-    @property
-    def driver(self) -> GossipDriver:
-        """The gossip driver (its router, mesh and counters)."""
-        return self._driver
-
-    # --- gossip -------------------------------------------------------------------------------------
-
-    async def subscribe(self, topic: Topic) -> None:
-        """Join gossip ``topic``: its messages arrive as ``MessageDelivered`` events."""
-        await self._driver.join(topic)
-
-    async def unsubscribe(self, topic: Topic) -> None:
-        """Leave gossip ``topic``."""
-        await self._driver.leave(topic)
-
-    async def publish(self, topic: Topic, data: bytes) -> None:
-        """Publish ``data`` on gossip ``topic`` (joined or not)."""
-        await self._driver.publish(topic, data)
-
-    def statistics(self) -> DriverStatistics:
-        """Counters of the network driver and the router, drops by reason. Events the application did
-        not take count as ``EVENT_QUEUE_FULL`` whichever of the two queues (driver's, node's) was full."""
-        stats = self._driver.statistics()
-        if not self.events_dropped:
-            return stats
-        drops = dict(stats.drops)
-        drops[NetDrop.EVENT_QUEUE_FULL] += self.events_dropped
-        return dataclasses.replace(stats, drops=drops)
-
-
-def _status_relay_check(inner: Validator | None) -> Validator:
-    """Relays pass on a status topic's message only if it is a status list token its topic's issuer
-    signed (``check_status_message``); other topics go to ``inner`` (or pass)."""
-
-    def check(topic: str, data: bytes, mid: bytes) -> ValidationResult:
-        if topic.startswith(STATUS_TOPIC_PREFIX):
-            return ValidationResult.ACCEPT if check_status_message(topic, data) else ValidationResult.REJECT
-        return inner(topic, data, mid) if inner is not None else ValidationResult.ACCEPT
-
-    return check

@@ -1,0 +1,76 @@
+"""The local stores a ``meshchat.Node`` runs on, opened together and closed together.
+
+A profile folder holds ``store.db`` (outbox, inbox, seen window, mailbox items), ``groups.db``,
+``files.db`` with the downloads and (for a mailbox) the chunk hold, ``credentials.db`` (the wallet) and
+``documents.db`` (co-signing rounds), each encrypted with the identity's store key. A node opened with
+an identity and no profile keeps them in memory. ``open_local_parts`` opens them all inside the caller's
+``ExitStack``, so whatever was opened is closed when the node stops, or when opening the next one or
+starting the network fails. Split out of ``meshchat.node`` so the facade stays thin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshchat.credential_api import open_wallet
+from meshchat.credentials.wallet import Wallet
+from meshchat.document_api import open_documents_store
+from meshchat.documents.sqlite import DocumentStore
+from meshchat.file_api import FileParts, open_file_parts
+from meshchat.files.hold import HoldLimits
+from meshchat.groups.sqlite import GROUPS_FILE, SqliteGroupStorage
+from meshchat.groups.storage import GroupStorage
+from meshchat.identity import Identity
+from meshchat.net.file_driver import FileConfig
+from meshchat.store.encrypted import store_key
+from meshchat.store.sqlite import STORE_FILE, SqliteStorage
+from meshchat.store.storage import MemoryStorage, Storage
+
+__all__ = ["LocalParts", "open_local_parts"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalParts:
+    """What a node keeps on disk (or in memory), opened by ``open_local_parts``."""
+
+    #: The store-and-forward state (``store.db``).
+    storage: Storage
+    #: Groups (``groups.db``; None without a profile: groups then live in memory).
+    groups: GroupStorage | None
+    #: Files sent and received, downloads, the chunk hold (``files.db``).
+    files: FileParts
+    #: Credentials held, issued, requested; status lists (``credentials.db``).
+    wallet: Wallet
+    #: Co-signing rounds (``documents.db``).
+    documents: DocumentStore
+
+
+def open_local_parts(
+    profile: Path | None,
+    identity: Identity,
+    *,
+    storage: Storage | None,
+    file_config: FileConfig,
+    mailbox: bool,
+    hold_limits: HoldLimits | None,
+    closing: contextlib.ExitStack,
+) -> LocalParts:
+    """Open every local store of ``profile`` (in memory without one) for ``identity``, each closed by
+    ``closing``. A ``storage`` given by the caller is used as it is and left open."""
+    key = store_key(identity)
+    if storage is None:
+        if profile is None:
+            storage = MemoryStorage()
+        else:  # encrypted at rest with a key derived from the identity the passphrase unlocked
+            storage = closing.enter_context(contextlib.closing(SqliteStorage(profile / STORE_FILE, key=key)))
+    groups = None
+    if profile is not None:
+        groups = closing.enter_context(contextlib.closing(SqliteGroupStorage(profile / GROUPS_FILE, key=key)))
+    wallet = closing.enter_context(open_wallet(profile, identity))
+    documents = closing.enter_context(contextlib.closing(open_documents_store(profile, identity)))
+    files = open_file_parts(
+        profile, identity, config=file_config, mailbox=mailbox, hold_limits=hold_limits, closing=closing
+    )
+    return LocalParts(storage=storage, groups=groups, files=files, wallet=wallet, documents=documents)
