@@ -70,7 +70,18 @@ def test_b64url_not_text() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b'{"a":1,"a":2}', b"NaN", b"[Infinity]", b'{"a":-Infinity}', b"\xff", b"{", b"", b"[1,]"],
+    [
+        b'{"a":1,"a":2}',
+        b"NaN",
+        b"[Infinity]",
+        b'{"a":-Infinity}',
+        b"\xff",
+        b"{",
+        b"",
+        b"[1,]",
+        b"1e999",
+        b"[-1e400]",
+    ],
 )
 def test_parse_json_strict(data: bytes) -> None:
     with pytest.raises(DecodeError):

@@ -9,7 +9,8 @@ that reads and writes them:
   algorithm-confusion bugs of general JOSE stacks ("none", HMAC with a public key) cannot happen here.
 - ``b64url_decode`` refuses padding, characters outside the alphabet and non-canonical trailing bits,
   so every accepted string has exactly one byte value (a signature covers the text, a digest the bytes).
-- ``parse_json``: size bound first, then JSON with duplicate names, NaN/Infinity and deep nesting refused.
+- ``parse_json``: size bound first, then JSON with duplicate names, NaN/Infinity (also as ``1e999``)
+  and deep nesting refused.
 - ``did_key`` / ``public_of_did``: ``did:key:z6Mk...`` (multicodec ``ed25519-pub`` 0xed01, base58btc),
   the self-certifying issuer and signer name other wallets resolve without a registry.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -94,6 +96,13 @@ def _no_constants(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 reads as inf: not a number JSON can carry
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
 def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
     result = dict(pairs)
     if len(result) != len(pairs):
@@ -135,7 +144,7 @@ def parse_json(data: bytes, *, what: str, max_size: int = MAX_JWS_SIZE) -> objec
     if text.count("[") + text.count("{") > MAX_JSON_DEPTH and not _depth_ok(text):  # fewer cannot nest deeper
         raise DecodeError(what, f"nested deeper than {MAX_JSON_DEPTH}")
     try:
-        return json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constants)
+        return json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constants, parse_float=_finite)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise DecodeError(what, f"not JSON: {exc}") from exc
 
