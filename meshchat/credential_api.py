@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import sqlite3
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +100,7 @@ from meshchat.errors import (
 )
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.net.store_driver import MessageHandle, StoreDriver
-from meshchat.store.encrypted import connect_encrypted, store_key
+from meshchat.store.encrypted import encrypted_connect, store_key
 from meshchat.store.messenger import Messenger
 from meshchat.wire.jose import b64url_encode, did_key, public_of_did
 
@@ -193,12 +192,7 @@ def open_wallet(profile: Path | None, identity: Identity) -> Wallet:
     memory without a profile."""
     if profile is None:
         return Wallet(":memory:")
-    key = store_key(identity)
-
-    def connect(path: Path) -> tuple[sqlite3.Connection, type[sqlite3.Error]]:
-        db, errors = connect_encrypted(path, key, timeout=5.0, schema_version=WALLET_SCHEMA_VERSION)
-        return db, errors.error
-
+    connect = encrypted_connect(store_key(identity), schema_version=WALLET_SCHEMA_VERSION)
     return Wallet(profile / WALLET_FILE, connect=connect)
 
 

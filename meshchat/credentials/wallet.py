@@ -26,16 +26,13 @@ raised as ``StorageError``. Every table a peer can grow is bounded by a named co
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from meshchat.errors import StorageError
+from meshchat.localdb import Connect, LocalDb, plain_connect
 
 __all__ = [
     "MAX_CACHED_TOKENS",
@@ -77,11 +74,6 @@ MAX_TRUSTED: Final = 1000
 #: ``meshchat.credentials.status.MAX_CACHED_LISTS`` bounds the in-memory cache the same way.
 MAX_CACHED_TOKENS: Final = 4096
 
-_BUSY_TIMEOUT: Final = 5.0
-
-#: Opens the database: a connection in autocommit mode (``isolation_level=None``) usable from any thread,
-#: and the base class of its driver's errors (``sqlite3.Error``, or sqlcipher3's).
-Connect = Callable[[Path], tuple[sqlite3.Connection, type[sqlite3.Error]]]
 
 _SCHEMA: Final = (
     """CREATE TABLE own_requests (
@@ -196,11 +188,6 @@ class IssuedRecord:
     compact: str
 
 
-def _plain(path: Path) -> tuple[sqlite3.Connection, type[sqlite3.Error]]:
-    db = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-    return db, sqlite3.Error
-
-
 _HELD = "credential_id, compact, key_id, issuer_did, vct, received_at"
 _PENDING = "nonce, requester, holder, vct, note, stranger, received_at"
 _ISSUED = (
@@ -209,75 +196,17 @@ _ISSUED = (
 )
 
 
-class Wallet:
+class Wallet(LocalDb):
     """See the module docstring. One connection, one call at a time (a lock)."""
 
-    def __init__(self, path: str | Path, *, connect: Connect | None = None) -> None:
-        """Open (or create, mode 0600) ``path`` (``":memory:"`` for a node without a profile)."""
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._closed = False
-        memory = str(path) == ":memory:"
-        try:
-            if not memory:
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-            self._db, self._error = (connect or _plain)(Path(str(path)))
-        except (OSError, sqlite3.Error) as exc:
-            raise StorageError(f"cannot open wallet {self.path}: {exc}") from exc
-        try:
-            self._open()
-        except BaseException:
-            self._db.close()
-            raise
+    WHAT = "wallet"
+    SCHEMA = _SCHEMA
+    VERSION = WALLET_SCHEMA_VERSION
 
-    def _open(self) -> None:
-        try:
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        except self._error as exc:
-            raise StorageError(f"cannot open wallet {self.path}: {exc}") from exc
-        if version > WALLET_SCHEMA_VERSION:
-            raise StorageError(f"wallet {self.path} was written by a newer meshchat (schema {version})")
-        if version == 0:
-            with self._transaction("create the schema") as db:
-                for statement in _SCHEMA:
-                    db.execute(statement)
-
-    def close(self) -> None:
-        """Close the file (later calls raise ``StorageError``)."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._db.close()
-
-    def __enter__(self) -> Wallet:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _transaction(self, what: str) -> Iterator[Any]:
-        with self._lock:
-            if self._closed:
-                raise StorageError(f"wallet {self.path}: {what}: the wallet is closed")
-            db = self._db
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            except self._error as exc:
-                if db.in_transaction:
-                    try:
-                        db.execute("ROLLBACK")
-                    except self._error as again:
-                        exc.add_note(f"rollback failed too: {again}")
-                raise StorageError(f"wallet {self.path}: {what}: {exc}") from exc
+    def __init__(self, path: str | Path, *, connect: Connect = plain_connect) -> None:
+        """Open (or create, mode 0600) ``path`` (``":memory:"`` for a node without a profile) with
+        ``connect`` (the node passes one that encrypts it with the identity's store key)."""
+        super().__init__(path, connect=connect)
 
     # --- holder ------------------------------------------------------------------------------------
 

@@ -12,25 +12,20 @@ turned into ``StorageError``.
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from meshchat.errors import StorageError
-from meshchat.store.encrypted import PLAIN_ERRORS, check_store_key, connect_encrypted
+from meshchat.localdb import LocalDb
+from meshchat.store.encrypted import encrypted_connect
 
 __all__ = ["FILES_FILE", "FileStore", "ReceivedRecord", "ReceivedState", "SentRecord", "ServedChunk"]
 
 #: The file store's name inside a profile folder.
 FILES_FILE = "files.db"
 _SCHEMA_VERSION = 1
-_BUSY_TIMEOUT = 5.0
 _SCHEMA = (
     """CREATE TABLE sent (
         file_id    BLOB PRIMARY KEY,
@@ -149,78 +144,17 @@ _RECEIVED = "number, message_id, file_id, sender, manifest, received_at, state, 
 _SENT = "file_id, path, size, mtime_ns, key, manifest, message_id, created_at, tokens"
 
 
-class FileStore:
+class FileStore(LocalDb):
     """See the module docstring. One connection, one call at a time (a lock)."""
 
+    WHAT = "file store"
+    SCHEMA = _SCHEMA
+    VERSION = _SCHEMA_VERSION
+
     def __init__(self, path: str | Path, *, key: bytes | None = None) -> None:
-        """Open (or create, mode 0600) ``path`` (``":memory:"`` for a node without a profile)."""
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._closed = False
-        self._errors = PLAIN_ERRORS
-        memory = str(path) == ":memory:"
-        try:
-            if not memory:
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-            if key is None or memory:
-                self._db = sqlite3.connect(
-                    str(path), timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-                )
-            else:
-                check_store_key(key)
-                self._db, self._errors = connect_encrypted(
-                    self.path, key, timeout=_BUSY_TIMEOUT, schema_version=_SCHEMA_VERSION
-                )
-        except (OSError, sqlite3.Error) as exc:
-            raise StorageError(f"cannot open file store {self.path}: {exc}") from exc
-        try:
-            self._open()
-        except BaseException:
-            self._db.close()
-            raise
-
-    def _open(self) -> None:
-        try:
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        except self._errors.error as exc:
-            raise StorageError(f"cannot open file store {self.path}: {exc}") from exc
-        if version > _SCHEMA_VERSION:
-            raise StorageError(f"file store {self.path} was written by a newer meshchat (schema {version})")
-        if version == 0:
-            with self._transaction("create the schema") as db:
-                for statement in _SCHEMA:
-                    db.execute(statement)
-
-    def close(self) -> None:
-        """Close the file (later calls raise ``StorageError``)."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._db.close()
-
-    @contextmanager
-    def _transaction(self, what: str) -> Iterator[Any]:
-        with self._lock:
-            if self._closed:
-                raise StorageError(f"file store {self.path}: {what}: the store is closed")
-            db = self._db
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            except self._errors.error as exc:
-                if db.in_transaction:
-                    try:
-                        db.execute("ROLLBACK")
-                    except self._errors.error as again:
-                        exc.add_note(f"rollback failed too: {again}")
-                raise StorageError(f"file store {self.path}: {what}: {exc}") from exc
+        """Open (or create, mode 0600) ``path`` (``":memory:"`` for a node without a profile), encrypted
+        with ``key`` (the identity's store key) when one is given."""
+        super().__init__(path, connect=encrypted_connect(key, schema_version=_SCHEMA_VERSION))
 
     # --- sent files --------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from meshchat.errors import StorageError
+from meshchat.localdb import BUSY_TIMEOUT, Connect, plain_connect
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -51,6 +52,7 @@ __all__ = [
     "connect_encrypted",
     "damaged_pages",
     "encrypt_plaintext_store",
+    "encrypted_connect",
     "is_plaintext_store",
     "store_key",
 ]
@@ -139,6 +141,20 @@ def is_plaintext_store(path: Path) -> bool:
         return False
     except OSError as exc:
         raise StorageError(f"cannot read store {path}: {exc}") from exc
+
+
+def encrypted_connect(key: bytes | None, *, schema_version: int) -> Connect:
+    """How a ``meshchat.localdb.LocalDb`` opens its file: under SQLCipher with ``key`` (checked now), or
+    plain sqlite without one."""
+    if key is None:
+        return plain_connect
+    check_store_key(key)
+
+    def connect(path: Path) -> tuple[sqlite3.Connection, type[Exception]]:
+        db, errors = connect_encrypted(path, key, timeout=BUSY_TIMEOUT, schema_version=schema_version)
+        return db, errors.error
+
+    return connect
 
 
 def connect_encrypted(
