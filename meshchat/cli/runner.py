@@ -52,6 +52,7 @@ from meshchat.cli.files import describe_file_event
 from meshchat.cli.group_events import describe_group_event, short_id
 from meshchat.cli.output import KEPT_EVENTS, OUTPUT_BUFFER, OUTPUT_DRAIN, OutputQueue, opened_output
 from meshchat.contacts import Contact
+from meshchat.credential_api import CredentialReceived, CredentialRequested, StatusReceived
 from meshchat.crypto import epoch_of, inbox_tag, inbox_topic
 from meshchat.documents.events import DocumentEvent
 from meshchat.errors import MeshchatError, NetworkError, UnknownGroup
@@ -334,8 +335,8 @@ async def _print_events(node: Node, printer: _Printer, output: OutputQueue) -> N
             describe_file_event(event, printer, names=_contact_names(node))
         elif isinstance(event, DocumentEvent):
             describe_document_event(event, printer, names=_contact_names(node))
-        elif describe_credential_event(event, printer, names=_contact_names(node)):
-            pass
+        elif isinstance(event, CredentialRequested | CredentialReceived | StatusReceived):
+            describe_credential_event(event, printer, names=_contact_names(node))
         else:
             _describe(event, printer, _contact_names(node) if isinstance(event, DeviceListChanged) else {})
         if isinstance(event, DirectMessage):
