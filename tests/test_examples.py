@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -59,7 +57,6 @@ def test_family_group_example_the_removed_member_cannot_read_what_follows() -> N
     assert "status of Mum's message: delivered to 3 of 3" in out
 
 
-@pytest.mark.serial  # 31 nodes in one process and no mailbox: CI runs it alone (see .ci/run)
 def test_classroom_example_announcements_reach_all_30_and_only_the_teacher_posts_there() -> None:
     out = run_example("classroom.py").stdout
     assert "all 30 students joined 'Class 7B' and '7B announcements' (admins only: True)" in out
