@@ -16,10 +16,12 @@ links to it stay checked by ``mkdocs build --strict``. Once the real file exists
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from mkdocs.config.defaults import MkDocsConfig
@@ -28,6 +30,10 @@ from mkdocs.structure.pages import Page
 
 #: The line of docs/cli.md that the generated reference replaces.
 CLI_MARKER = "<!-- cli-reference -->"
+#: The line of docs/api/index.md that the exports no page documents replace.
+EXPORTS_MARKER = "<!-- undocumented-exports -->"
+#: A ``members: [A, B]`` (or ``members: false``: none) line in a mkdocstrings directive's options.
+_MEMBERS = re.compile(r"^\s+members:\s*(?:\[(?P<names>[^\]]*)\]|false)\s*$")
 #: The JSON-RPC reference's page, and what stands in for it until it is written.
 DAEMON_PAGE = "daemon.md"
 #: The README's page in the site.
@@ -54,15 +60,78 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
-    """Put the generated CLI reference in place of ``CLI_MARKER`` on the CLI page."""
-    if CLI_MARKER not in markdown:
-        return markdown
-    return markdown.replace(CLI_MARKER, cli_reference())
+    """Put the generated CLI reference in place of ``CLI_MARKER``, and the exports no API page
+    documents in place of ``EXPORTS_MARKER``."""
+    if CLI_MARKER in markdown:
+        markdown = markdown.replace(CLI_MARKER, cli_reference())
+    if EXPORTS_MARKER in markdown:
+        markdown = markdown.replace(EXPORTS_MARKER, undocumented_exports(Path(config.docs_dir) / "api"))
+    return markdown
+
+
+def undocumented_exports(api_dir: Path) -> str:
+    """mkdocstrings directives for every name in ``meshchat.__all__`` that no page under ``api_dir``
+    documents, so a new export appears in the reference before anyone writes a page for it.
+
+    A page documents what its ``::: path`` lines name: the object itself, the names listed in its
+    ``members: [...]`` option, or, for a module without that option, its public names. Objects are
+    compared by identity (``meshchat.Invite`` is ``meshchat.wire.invite.Invite``).
+    """
+    _on_path()
+    import meshchat  # noqa: PLC0415
+
+    documented: set[int] = set()
+    for page in sorted(api_dir.glob("*.md")):
+        for path, members in _directives(page.read_text("utf-8")):
+            target = _resolve(path)
+            if members is not None:
+                documented.update(id(getattr(target, name, None)) for name in members)
+            elif isinstance(target, ModuleType):
+                public = getattr(target, "__all__", [n for n in vars(target) if not n.startswith("_")])
+                documented.update(id(getattr(target, name, None)) for name in public)
+            else:
+                documented.add(id(target))
+    lines = []
+    for name in meshchat.__all__:
+        value = getattr(meshchat, name)
+        if id(value) not in documented:
+            lines.append(f"::: {value.__module__}.{name}\n")
+    return "\n".join(lines) if lines else "Every export is documented on one of the pages above.\n"
+
+
+def _directives(markdown: str) -> list[tuple[str, list[str] | None]]:
+    """Each ``::: path`` of a page with the names of its ``members: [...]`` option (``None``: none)."""
+    found: list[tuple[str, list[str] | None]] = []
+    in_options = False  # the indented lines right after a directive are its options
+    for line in markdown.splitlines():
+        if line.startswith("::: "):
+            found.append((line[4:].strip(), None))
+            in_options = True
+        elif in_options and (match := _MEMBERS.match(line)) is not None:
+            found[-1] = (found[-1][0], [n.strip() for n in (match["names"] or "").split(",") if n.strip()])
+        elif not line[:1].isspace():
+            in_options = False
+    return found
+
+
+def _resolve(path: str) -> Any:
+    """The object a mkdocstrings identifier names (a module, or an attribute of one)."""
+    try:
+        return importlib.import_module(path)
+    except ImportError:
+        module, _, name = path.rpartition(".")
+        return getattr(importlib.import_module(module), name)
 
 
 def on_page_content(html: str, page: Page, config: MkDocsConfig, files: Files) -> str:
     """Drop the Sphinx role prefix before rendered docstring code (":meth:`x`" shows as ``x``)."""
     return _SPHINX_ROLE.sub(r"\1", html)
+
+
+def _on_path() -> None:
+    """Import ``meshchat`` from the checkout being built, not from another install."""
+    if str(_ROOT) not in sys.path:
+        sys.path.insert(0, str(_ROOT))
 
 
 def _context(command: Any, name: str, parent: Any = None) -> Any:
@@ -76,8 +145,7 @@ def _load_app() -> Any:
     typer vendors click (``typer._click``), so the objects are used by their click API (``Context``,
     ``get_usage``, ``get_params``, ``get_help_record``, ``list_commands``) without importing click.
     """
-    if str(_ROOT) not in sys.path:
-        sys.path.insert(0, str(_ROOT))  # document the checkout being built, not another install
+    _on_path()
     saved = os.environ.get("LANGUAGE")
     os.environ["LANGUAGE"] = "en"  # meshchat.i18n binds its language at import: the source strings
     try:

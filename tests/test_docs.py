@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import typer
 
+import meshchat
 from meshchat.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +76,15 @@ def test_the_api_reference_documents_node_send(site: Path) -> None:
     assert 'id="meshchat.node.Node.send"' in text
     assert "Send <code>body</code> to <code>to</code>" in text  # the docstring itself, rendered
     assert 'id="meshchat.node.Node.open"' in text
+
+
+def test_every_name_meshchat_exports_is_in_the_api_reference(site: Path) -> None:
+    ids = set()
+    for page in (site / "api").rglob("index.html"):
+        ids.update(re.findall(r'id="(meshchat\.[\w.]+)"', page.read_text("utf-8")))
+    short = {identifier.rsplit(".", 1)[1] for identifier in ids}
+    missing = [name for name in meshchat.__all__ if name not in short]
+    assert not missing, missing
 
 
 def test_every_page_of_the_nav_is_built_and_nothing_loads_from_the_network(site: Path) -> None:
