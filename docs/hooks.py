@@ -185,7 +185,7 @@ def command_paths() -> list[str]:
 
 
 def _command(command: Any, ctx: Any, out: list[str], *, depth: int) -> None:
-    out.append(f"{'#' * min(2 + depth, 6)} `{ctx.command_path}`\n")
+    out.append(f"{'#' * min(3 + depth, 6)} `{ctx.command_path}`\n")
     text = (command.help or command.short_help or "").strip()
     if text:
         out.append(_escape(text) + "\n")
