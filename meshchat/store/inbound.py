@@ -6,7 +6,9 @@ A chat from a blocked person (the ``blocked`` predicate, on the person's root ke
 (``Inbound.blocked``): it had to be opened to learn who sent it, its id goes into the seen window (so
 it is not fetched and opened again), and it never reaches the inbox, the history or the application.
 Nor does its sender get a delivery receipt, the first time or for a copy that comes again: their
-outbox never says ``delivered``, as if we were offline, and retries until the message expires.
+outbox never says ``delivered``, as if we were offline, and retries until the message expires. Each
+dropped id is remembered (a ``DROPPED_PREFIX`` state key, written with its seen entry, gone with it),
+so a copy that comes again after an unblock is not receipted either: the app never showed it.
 Control messages (groups, files, devices) from a blocked person are still handled and receipted: the
 groups machinery needs every member's operations; the node hides what they would show.
 """
@@ -42,7 +44,11 @@ from meshchat.store.storage import InboxRecord, SeenEntry, StateWrite
 from meshchat.store.tracker import Move, OutboxTracker
 from meshchat.wire import decode_envelope, message_id
 
-__all__ = ["Fresh", "Inbound", "open_inbound", "receipt_moves", "screen"]
+__all__ = ["DROPPED_PREFIX", "Fresh", "Inbound", "dropped_writes", "open_inbound", "receipt_moves", "screen"]
+
+#: State key prefix of a chat dropped because its sender was blocked (value: its expiry, 8 bytes
+#: big-endian): a copy of it that comes again is never receipted, even once they are unblocked.
+DROPPED_PREFIX = b"dropped:"
 
 #: Envelopes worth opening, by id: ``(envelope, expiry, inbox tag)``.
 Fresh = dict[bytes, tuple[bytes, int, bytes]]
@@ -119,13 +125,15 @@ def open_inbound(
     rejected: Counter[RejectReason],
     discarded: Counter[DiscardReason],
     blocked: Callable[[bytes], bool] | None = None,
+    dropped: Collection[bytes] = (),
 ) -> Inbound:
     """Open and verify ``fresh`` envelopes (``seen``: ids already accepted); sort them; chats from
-    people ``blocked`` says are blocked (by root key) go to ``Inbound.blocked``.
+        people ``blocked`` says are blocked (by root key) go to ``Inbound.blocked``; ``dropped``: seen ids
+    that were dropped so (never receipted again).
 
-    A chat or control travels in a 1:1 session (the seal's body is a session message): its ratchet
-    moves in ``sessions`` (written by the caller with what it accepts). A receipt is sealed only (it
-    names message ids, nothing the seal's key would not already show). Anything else is rejected."""
+        A chat or control travels in a 1:1 session (the seal's body is a session message): its ratchet
+        moves in ``sessions`` (written by the caller with what it accepts). A receipt is sealed only (it
+        names message ids, nothing the seal's key would not already show). Anything else is rejected."""
     inbound = Inbound()
     for mid, (data, expiry, tag) in fresh.items():
         try:
@@ -136,9 +144,11 @@ def open_inbound(
         in_session = is_session_message(opened.body)
         if mid in seen:
             discarded[DiscardReason.DUPLICATE] += 1
-            # Receipted again (its receipt may have been lost), unless its sender is blocked.
+            # Receipted again (its receipt may have been lost), unless its sender is blocked or was
+            # when it came (dropped unread: no receipt ever).
             if (
                 in_session
+                and mid not in dropped
                 and not _blocked(blocked, devices, opened.sender)
                 and receipts.may_rereceipt(mid, wall_now)
             ):
@@ -199,6 +209,11 @@ def open_inbound(
         inbound.chats.append((message, opened.sender, entry))
     _set_blocked_apart(inbound, blocked)
     return inbound
+
+
+def dropped_writes(entries: Sequence[SeenEntry]) -> list[StateWrite]:
+    """The state writes remembering that ``entries`` were dropped (their senders were blocked)."""
+    return [(DROPPED_PREFIX + e.message_id, e.expiry.to_bytes(8, "big", signed=True)) for e in entries]
 
 
 def _set_blocked_apart(inbound: Inbound, blocked: Callable[[bytes], bool] | None) -> None:

@@ -64,7 +64,7 @@ from meshchat.errors import StorageError
 from meshchat.identity import Identity, KeyCache, PublicIdentity, RandomBytes
 from meshchat.store.calls import MAILBOX_PENALTY, MAX_PENALISED, MailboxCalls
 from meshchat.store.devices import DeviceBook
-from meshchat.store.inbound import open_inbound, receipt_moves, screen
+from meshchat.store.inbound import DROPPED_PREFIX, dropped_writes, open_inbound, receipt_moves, screen
 from meshchat.store.mailbox import owned_tags
 from meshchat.store.outbox import (
     OUTBOX_TRANSITIONS,
@@ -274,6 +274,9 @@ class Messenger(Sending, SessionOps):
             return []
         try:
             seen = self.storage.seen([*fresh, *watched])
+            dropped = {
+                m for m in fresh if m in seen and self.storage.state_get(DROPPED_PREFIX + m) is not None
+            }
         except StorageError as exc:  # nothing accepted: they come again (sender retries, mailbox sync)
             self._discarded[DiscardReason.STORAGE_FAILED] += len(fresh) + len(watched)
             return [StoreProblem(error=exc)]
@@ -295,6 +298,7 @@ class Messenger(Sending, SessionOps):
             rejected=self._rejected,
             discarded=self._discarded,
             blocked=self._blocked,
+            dropped=dropped,
         )
         chats, receipts = inbound.chats, inbound.receipts
         chats.sort(key=lambda c: (c[0].sender, c[0].seq))
@@ -302,7 +306,12 @@ class Messenger(Sending, SessionOps):
         # cannot leave a receipt seen (never processed again) with its message still ``stored``.
         proven = self._outbox.plan(receipt_moves(receipts, self._outbox, self._discarded), wall_now)
         numbered: list[InboxRecord] = []
-        state = self.sessions.writes() + self.devices.writes() + inbound.control_writes
+        state = (
+            self.sessions.writes()
+            + self.devices.writes()
+            + inbound.control_writes
+            + dropped_writes(inbound.blocked)
+        )
         if chats or receipts or inbound.controls or inbound.blocked or state:
             try:
                 numbered = self.storage.accept(
@@ -411,6 +420,7 @@ class Messenger(Sending, SessionOps):
             self._next_seen_prune = wall_now + SEEN_PRUNE_INTERVAL
             try:
                 self.storage.prune_seen(int(wall_now) - CLOCK_SKEW)
+                self._prune_dropped(int(wall_now) - CLOCK_SKEW)
             except StorageError as exc:  # the old entries stay an hour longer: harmless
                 actions.append(StoreProblem(error=exc))
             actions += self._write_prekeys(wall_now)  # rotation, one-time keys topped up
@@ -461,6 +471,16 @@ class Messenger(Sending, SessionOps):
         return self._calls.reachable
 
     # --- internals: inbox -------------------------------------------------------------------------
+
+    def _prune_dropped(self, before: int) -> None:
+        """Forget the dropped ids (blocked senders') that expired before ``before``, as their seen entries."""
+        gone: list[tuple[bytes, bytes | None]] = [
+            (key, None)
+            for key, expiry in self.storage.state_prefix(DROPPED_PREFIX)
+            if int.from_bytes(expiry, "big", signed=True) < before
+        ]
+        if gone:
+            self.storage.state_put(gone)
 
     def _refresh_tags(self, wall_now: float) -> None:
         day = epoch_of(wall_now)
