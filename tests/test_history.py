@@ -14,6 +14,7 @@ import pytest
 import trio
 from conftest import make_profile
 
+from meshchat.errors import UnknownMessage
 from meshchat.inbox import DirectMessage
 from meshchat.node import Node
 from meshchat.store.messenger import StoreConfig
@@ -255,7 +256,9 @@ async def test_two_nodes_keep_both_directions_and_statuses_move_to_read(tmp_path
         with trio.fail_after(WAIT):
             await first.wait_until(OutboxStatus.READ)
         assert alice.conversation("Bob")[0].status is OutboxStatus.READ
-        with pytest.raises(ValueError, match="no received message"):
+        with pytest.raises(UnknownMessage, match="no received message"):
             alice.mark_read_id(first.message_id)  # ours: nobody to tell
+        with pytest.raises(UnknownMessage):
+            alice.mark_read_id(bytes(32))
         [older] = alice.conversation("Bob", before=mine[1].cursor, limit=1)
         assert (older.cursor, older.message_id) == (mine[0].cursor, mine[0].message_id)
