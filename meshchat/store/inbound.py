@@ -7,8 +7,8 @@ A chat from a blocked person (the ``blocked`` predicate, on the person's root ke
 it is not fetched and opened again), and it never reaches the inbox, the history or the application.
 Nor does its sender get a delivery receipt, the first time or for a copy that comes again: their
 outbox never says ``delivered``, as if we were offline, and retries until the message expires. Each
-dropped id is remembered (a ``DROPPED_PREFIX`` state key, written with its seen entry, gone with it),
-so a copy that comes again after an unblock is not receipted either: the app never showed it.
+dropped id is remembered (``meshchat.store.dropped``), so a copy that comes again after an unblock is
+not receipted either: the app never showed it.
 Control messages (groups, files, devices) from a blocked person are still handled and receipted: the
 groups machinery needs every member's operations; the node hides what they would show.
 """
@@ -44,11 +44,7 @@ from meshchat.store.storage import InboxRecord, SeenEntry, StateWrite
 from meshchat.store.tracker import Move, OutboxTracker
 from meshchat.wire import decode_envelope, message_id
 
-__all__ = ["DROPPED_PREFIX", "Fresh", "Inbound", "dropped_writes", "open_inbound", "receipt_moves", "screen"]
-
-#: State key prefix of a chat dropped because its sender was blocked (value: its expiry, 8 bytes
-#: big-endian): a copy of it that comes again is never receipted, even once they are unblocked.
-DROPPED_PREFIX = b"dropped:"
+__all__ = ["Fresh", "Inbound", "open_inbound", "receipt_moves", "screen"]
 
 #: Envelopes worth opening, by id: ``(envelope, expiry, inbox tag)``.
 Fresh = dict[bytes, tuple[bytes, int, bytes]]
@@ -209,11 +205,6 @@ def open_inbound(
         inbound.chats.append((message, opened.sender, entry))
     _set_blocked_apart(inbound, blocked)
     return inbound
-
-
-def dropped_writes(entries: Sequence[SeenEntry]) -> list[StateWrite]:
-    """The state writes remembering that ``entries`` were dropped (their senders were blocked)."""
-    return [(DROPPED_PREFIX + e.message_id, e.expiry.to_bytes(8, "big", signed=True)) for e in entries]
 
 
 def _set_blocked_apart(inbound: Inbound, blocked: Callable[[bytes], bool] | None) -> None:

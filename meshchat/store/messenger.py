@@ -64,7 +64,8 @@ from meshchat.errors import StorageError
 from meshchat.identity import Identity, KeyCache, PublicIdentity, RandomBytes
 from meshchat.store.calls import MAILBOX_PENALTY, MAX_PENALISED, MailboxCalls
 from meshchat.store.devices import DeviceBook
-from meshchat.store.inbound import DROPPED_PREFIX, dropped_writes, open_inbound, receipt_moves, screen
+from meshchat.store.dropped import DroppedIds, dropped_writes
+from meshchat.store.inbound import open_inbound, receipt_moves, screen
 from meshchat.store.mailbox import owned_tags
 from meshchat.store.outbox import (
     OUTBOX_TRANSITIONS,
@@ -163,6 +164,7 @@ class Messenger(Sending, SessionOps):
         self.storage = storage
         self.config = config or StoreConfig()
         self._blocked = blocked
+        self._dropped = DroppedIds(storage)
         self._random_bytes = random_bytes
         self._keys = KeyCache()
         self._discarded: Counter[DiscardReason] = Counter()
@@ -274,9 +276,7 @@ class Messenger(Sending, SessionOps):
             return []
         try:
             seen = self.storage.seen([*fresh, *watched])
-            dropped = {
-                m for m in fresh if m in seen and self.storage.state_get(DROPPED_PREFIX + m) is not None
-            }
+            dropped = self._dropped.among([m for m in fresh if m in seen])
         except StorageError as exc:  # nothing accepted: they come again (sender retries, mailbox sync)
             self._discarded[DiscardReason.STORAGE_FAILED] += len(fresh) + len(watched)
             return [StoreProblem(error=exc)]
@@ -342,6 +342,8 @@ class Messenger(Sending, SessionOps):
         self._counts["receipts"] += len(receipts)
         self._counts["controls"] += len(inbound.controls)
         self._counts["blocked"] += len(inbound.blocked)
+        if inbound.blocked:
+            self._dropped.added()
         actions += self._report(proven)
         actions += self._send_receipts(by_sender, ReceiptKind.DELIVERED, wall_now)
         return actions
@@ -420,7 +422,7 @@ class Messenger(Sending, SessionOps):
             self._next_seen_prune = wall_now + SEEN_PRUNE_INTERVAL
             try:
                 self.storage.prune_seen(int(wall_now) - CLOCK_SKEW)
-                self._prune_dropped(int(wall_now) - CLOCK_SKEW)
+                self._dropped.prune(int(wall_now) - CLOCK_SKEW)
             except StorageError as exc:  # the old entries stay an hour longer: harmless
                 actions.append(StoreProblem(error=exc))
             actions += self._write_prekeys(wall_now)  # rotation, one-time keys topped up
@@ -458,6 +460,7 @@ class Messenger(Sending, SessionOps):
             penalties=self._counts["penalties"],
             controls=self._counts["controls"],
             shared_given_up=self._shared.given_up,
+            blocked=self._counts["blocked"],
         )
 
     @property
@@ -471,16 +474,6 @@ class Messenger(Sending, SessionOps):
         return self._calls.reachable
 
     # --- internals: inbox -------------------------------------------------------------------------
-
-    def _prune_dropped(self, before: int) -> None:
-        """Forget the dropped ids (blocked senders') that expired before ``before``, as their seen entries."""
-        gone: list[tuple[bytes, bytes | None]] = [
-            (key, None)
-            for key, expiry in self.storage.state_prefix(DROPPED_PREFIX)
-            if int.from_bytes(expiry, "big", signed=True) < before
-        ]
-        if gone:
-            self.storage.state_put(gone)
 
     def _refresh_tags(self, wall_now: float) -> None:
         day = epoch_of(wall_now)
