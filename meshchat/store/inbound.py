@@ -8,9 +8,9 @@ it is not fetched and opened again), and it never reaches the inbox, the history
 Nor does its sender get a delivery receipt, the first time or for a copy that comes again: their
 outbox never says ``delivered``, as if we were offline, and retries until the message expires. Each
 dropped id is remembered (``meshchat.store.dropped``), so a copy that comes again after an unblock is
-not receipted either: the app never showed it.
-Control messages (groups, files, devices) from a blocked person are still handled and receipted: the
-groups machinery needs every member's operations; the node hides what they would show.
+not receipted either: the app never showed it. Control messages (groups, files, devices) from a
+blocked person are still handled and receipted: the groups machinery needs every member's operations;
+the node hides what they would show.
 """
 
 from __future__ import annotations
@@ -123,13 +123,13 @@ def open_inbound(
     blocked: Callable[[bytes], bool] | None = None,
     dropped: Collection[bytes] = (),
 ) -> Inbound:
-    """Open and verify ``fresh`` envelopes (``seen``: ids already accepted); sort them; chats from
-        people ``blocked`` says are blocked (by root key) go to ``Inbound.blocked``; ``dropped``: seen ids
-    that were dropped so (never receipted again).
+    """Open and verify ``fresh`` envelopes (``seen``: ids already accepted); sort them. Chats from people
+    ``blocked`` names (by root key) go to ``Inbound.blocked``; ``dropped``: the seen ids that were
+    dropped so (never receipted again).
 
-        A chat or control travels in a 1:1 session (the seal's body is a session message): its ratchet
-        moves in ``sessions`` (written by the caller with what it accepts). A receipt is sealed only (it
-        names message ids, nothing the seal's key would not already show). Anything else is rejected."""
+    A chat or control travels in a 1:1 session (the seal's body is a session message): its ratchet
+    moves in ``sessions`` (written by the caller with what it accepts). A receipt is sealed only (it
+    names message ids, nothing the seal's key would not already show). Anything else is rejected."""
     inbound = Inbound()
     for mid, (data, expiry, tag) in fresh.items():
         try:
