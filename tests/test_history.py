@@ -98,6 +98,7 @@ def test_both_directions_page_back_with_before_and_show_the_outbox_status(store:
     older = store.conversation(BOB, before=newest[0].cursor, limit=4)
     assert [e.body for e in older] == [b"out 1", b"in 2", b"in 4", b"out 5"]
     assert store.conversation(BOB, before=older[0].cursor, limit=4) == []
+    assert store.conversation(BOB, before=2**80, limit=4) == newest  # past every cursor: the newest
     assert [e.status for e in older] == [OutboxStatus.QUEUED, None, None, OutboxStatus.QUEUED]
     assert [e.number for e in older] == [0, 1, 3, 0]  # inbox numbers (Carol's message was 2)
     # The outbox moves; the history shows where the message is now.

@@ -546,7 +546,7 @@ class SqliteStorage:
                 f"SELECT {', '.join('h.' + c for c in _HISTORY_COLUMNS.split(', '))}, o.status "
                 "FROM history AS h LEFT JOIN outbox AS o ON h.outgoing AND o.message_id = h.message_id "
                 "WHERE h.peer = ? AND h.cursor < ? ORDER BY h.cursor DESC LIMIT ?",
-                (peer, _NO_CURSOR if before is None else before, limit),
+                (peer, _NO_CURSOR if before is None else min(before, _NO_CURSOR), limit),
             ).fetchall()
         entries = []
         for row in reversed(rows):
