@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import io
+import json
 import os
 import re
 import string
@@ -241,3 +242,37 @@ def test_russian_help_is_russian() -> None:
     shown = _help(LOCALES["ru"])
     assert "Показать это сообщение и выйти." in shown
     assert "Использование: meshchat" in shown
+
+
+#: Prints, as JSON, every help text of the ``meshchat`` command tree: commands', groups' and options'.
+_HELP_TEXTS_SCRIPT = """
+import json, typer.main
+from meshchat.cli import app
+def walk(command):
+    yield command.help
+    for param in command.params:
+        yield getattr(param, "help", None)
+    for sub in getattr(command, "commands", {}).values():
+        yield from walk(sub)
+print(json.dumps(sorted({text for text in walk(typer.main.get_command(app)) if text})))
+"""
+
+
+def test_every_help_text_is_in_the_template() -> None:
+    """typer takes a command's help from its docstring when the decorator gives none: such a help
+    is English whatever the language. Every help text of every command and option must therefore be
+    a msgid (``help=_("...")``); a new command module shows here until its helps are wrapped."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")}
+    env.update(LANG="C", PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, "-c", _HELP_TEXTS_SCRIPT],
+        env=env,
+        capture_output=True,
+        timeout=HELP_TIMEOUT,
+        check=True,
+    )
+    texts = json.loads(result.stdout)
+    assert len(texts) > 100
+    template = _ids(_catalog(TEMPLATE))
+    untranslatable = [text for text in texts if text not in template]
+    assert not untranslatable, "help texts that are not msgids:\n" + "\n".join(map(repr, untranslatable))

@@ -17,6 +17,11 @@ into one line on stderr. One module per command group:
   in ``credential_runner``)
 - ``sim``: ``sim``; ``demo``: ``demo`` (its steps in ``demo_local``, its network part in ``demo_net``)
 - ``common``: options, consoles, the error line, ``terminal_text``, profiles and passphrases
+- ``typer_words``: typer's own words ("Usage:", "Options", the help option) in the user's language
+
+Every user-visible string goes through ``meshchat.i18n`` (``_("sent to {name}").format(name=n)``); a
+command's help is ``help=_(...)`` in its decorator, not its docstring, which gettext cannot see
+(tests/test_i18n.py checks both).
 
 Start-up stays fast (``meshchat --help``): command modules import trio, py-libp2p, the simulator and
 matplotlib only inside the commands that use them.
