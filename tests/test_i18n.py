@@ -152,11 +152,12 @@ def test_template_holds_what_the_source_marks() -> None:
 
 def _calls_of_underscore(tree: ast.AST) -> list[tuple[ast.Call, ast.Call | None]]:
     """Each ``_(...)`` call with the ``.format(...)`` call made on its result, if any."""
-    formats = {
-        id(node.func.value): node
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format"
-    }
+    formats = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format":
+            target = node.func.value  # _("...").format() or (_("a") if c else _("b")).format()
+            for formatted in (target.body, target.orelse) if isinstance(target, ast.IfExp) else (target,):
+                formats[id(formatted)] = node
     return [
         (node, formats.get(id(node)))
         for node in ast.walk(tree)

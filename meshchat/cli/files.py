@@ -289,7 +289,7 @@ def _received_table(records: list[ReceivedRecord], names: dict[str, str]) -> Tab
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=_("files received"))
-    for column in ("#", "from", "name", "type", "size", "state"):
+    for column in ("#", _("from"), _("name"), _("type"), _("size"), _("state")):
         table.add_column(column)
     table.add_column(_("path"), overflow="fold")
     table.add_column(_("caption"))
@@ -314,7 +314,7 @@ def _sent_table(records: list[SentRecord], uploads: dict[bytes, dict[str, tuple[
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=_("files sent (newest first)"))
-    for column in ("file", "name", "type", "size", "sent", "mailboxes"):
+    for column in (_("file"), _("name"), _("type"), _("size"), _("sent"), _("mailboxes")):
         table.add_column(column)
     for record in records:
         manifest = _manifest(record)

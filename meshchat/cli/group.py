@@ -399,7 +399,7 @@ def list_command(*, profile: ProfileOption = None, json_output: JsonOption = Fal
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=_("groups"))
-    for column in ("id", "name", "status", "members", "admins"):
+    for column in ("id", _("name"), _("status"), _("members"), _("admins")):
         table.add_column(column)
     for v in views:
         table.add_row(
@@ -421,7 +421,7 @@ def _members_table(view: GroupView, names: dict[str, str], me: bytes) -> Table:
             name=terminal_markup(view.name), group_id=short_id(view.group_id), status=view.status.value
         )
     )
-    for column in ("member", "PeerId", "role"):
+    for column in (_("member"), "PeerId", _("role")):
         table.add_column(column)
     for member in data["members"]:  # type: ignore[attr-defined]
         role = "admin" if member["admin"] else "member"
@@ -436,7 +436,7 @@ def _history_table(
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=f"{terminal_markup(view.name)} ({short_id(view.group_id)})")
-    for column in ("#", "from", "received", "message"):
+    for column in ("#", _("from"), _("received"), _("message")):
         table.add_column(column)
     for record in records:
         table.add_row(

@@ -117,7 +117,12 @@ def init(
         emit_json({**_identity_json(folder, name, public), "encrypted": secret is not None})
         return
     table = _identity_table(name, public)
-    table.add_row(_("key file"), terminal_markup(f"{key_path} ({'encrypted' if secret else 'unencrypted'})"))
+    table.add_row(
+        _("key file"),
+        terminal_markup(
+            (_("{path} (encrypted)") if secret else _("{path} (unencrypted)")).format(path=key_path)
+        ),
+    )
     stdout_console().print(Panel(table, title=_("new meshchat identity"), expand=False))
 
 
@@ -155,7 +160,7 @@ def _identity_table(name: str, public: PublicIdentity) -> Table:
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    table.add_row(_("name"), terminal_markup(name) if name else "[dim](none)[/]")
+    table.add_row(_("name"), terminal_markup(name) if name else _("[dim](none)[/]"))
     table.add_row(_("PeerId"), public.peer_id)
     table.add_row(_("fingerprint"), public.fingerprint)
     return table

@@ -573,7 +573,7 @@ def _print_totals(node: Node, printer: _Printer, output_dropped: int) -> None:
         printer.event(
             "mailbox",
             _("holding {items} envelopes ({bytes:,} bytes); refused {refused}").format(
-                items=held.items, bytes=held.bytes, refused=held.refused or "none"
+                items=held.items, bytes=held.bytes, refused=held.refused or _("none")
             ),
             items=held.items,
             bytes=held.bytes,
@@ -595,7 +595,7 @@ def _print_totals(node: Node, printer: _Printer, output_dropped: int) -> None:
     printer.event(
         "statistics",
         _("delivered {delivered}, drops {drops}, router {router_drops}").format(
-            delivered=stats.router.delivered, drops=drops or "none", router_drops=router_drops or "none"
+            delivered=stats.router.delivered, drops=drops or _("none"), router_drops=router_drops or _("none")
         )
         + lagged,
         delivered=stats.router.delivered,

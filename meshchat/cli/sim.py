@@ -210,7 +210,7 @@ def _sim_table(results: Results, *, json_path: str | None, plot: Path | None) ->
         f"{results.nodes:,} nodes, seed {results.seed}, {results.validation} validation"
         + (f", {workers} workers" if workers != 1 else ""),
     )
-    ratio = "n/a" if results.delivery_ratio is None else f"{results.delivery_ratio:.4f}"
+    ratio = _("n/a") if results.delivery_ratio is None else f"{results.delivery_ratio:.4f}"
     table.add_row(
         _("delivery"),
         _("{ratio} ({deliveries:,} of {expected_deliveries:,} expected, {messages:,} messages)").format(
@@ -234,7 +234,7 @@ def _sim_table(results: Results, *, json_path: str | None, plot: Path | None) ->
     duplicates = results.duplicates_per_message
     table.add_row(
         _("duplicates"),
-        "n/a"
+        _("n/a")
         if duplicates is None
         else _("{duplicates:.2f} extra copies per node").format(duplicates=duplicates),
     )
@@ -248,7 +248,7 @@ def _sim_table(results: Results, *, json_path: str | None, plot: Path | None) ->
         counts = {k: v for k, v in results.drops[layer].items() if v}
         table.add_row(
             _("{layer} drops").format(layer=layer),
-            ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "none",
+            ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or _("none"),
         )
     attack = {k: v for k, v in results.attack.items() if v}
     if attack:

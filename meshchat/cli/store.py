@@ -167,7 +167,7 @@ def outbox_table(records: list[OutboxRecord], names: dict[str, str]) -> Table:
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=_("outbox (newest first)"))
-    for column in ("message", "to", "seq", "status", "sent", "mailboxes", "problem"):
+    for column in (_("message"), _("to"), _("seq"), _("status"), _("sent"), _("mailboxes"), _("problem")):
         table.add_column(column)
     for record in records:
         peer = _peer_id(record.recipient)
@@ -232,7 +232,7 @@ def inbox_table(messages: list[InboxRecord], names: dict[str, str]) -> Table:
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=_("inbox"))
-    for column in ("#", "from", "seq", "received", "message"):
+    for column in ("#", _("from"), _("seq"), _("received"), _("message")):
         table.add_column(column)
     for message in messages:
         peer = _peer_id(message.sender)
