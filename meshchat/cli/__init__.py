@@ -18,6 +18,11 @@ into one line on stderr. One module per command group:
   in ``credential_runner``)
 - ``sim``: ``sim``; ``demo``: ``demo`` (its steps in ``demo_local``, its network part in ``demo_net``)
 - ``common``: options, consoles, the error line, ``terminal_text``, profiles and passphrases
+- ``typer_words``: typer's own words ("Usage:", "Options", the help option) in the user's language
+
+Every user-visible string goes through ``meshchat.i18n`` (``_("sent to {name}").format(name=n)``); a
+command's help is ``help=_(...)`` in its decorator, not its docstring, which gettext cannot see
+(tests/test_i18n.py checks both).
 
 Start-up stays fast (``meshchat --help``): command modules import trio, py-libp2p, the simulator and
 matplotlib only inside the commands that use them.
@@ -37,7 +42,6 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from meshchat.cli import contacts as _contacts
 from meshchat.cli import credentials as _credentials
@@ -63,7 +67,9 @@ from meshchat.cli.common import (
     describe,
     print_error,
 )
+from meshchat.cli.typer_words import TranslatedGroup, use_meshchat_domain
 from meshchat.errors import MeshchatError
+from meshchat.i18n import _
 
 __all__ = [
     "KEY_FILE",
@@ -77,7 +83,7 @@ __all__ = [
 ]
 
 
-class _MeshchatGroup(TyperGroup):
+class _MeshchatGroup(TranslatedGroup):
     """The command group, with one error policy for every command: one ``error:`` line, no traceback."""
 
     def main(
@@ -109,11 +115,11 @@ class _MeshchatGroup(TyperGroup):
             if type(exc).__name__ == "NoArgsIsHelpError":
                 sys.exit(exc.exit_code)  # typer has already printed the help; the same test typer makes
             ctx = getattr(exc, "ctx", None)
-            hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            hint = _(" (see: {command} --help)").format(command=ctx.command_path) if ctx is not None else ""
             print_error(exc.format_message() + hint)
             sys.exit(exc.exit_code)
         except typer.Abort:
-            print_error("aborted")
+            print_error(_("aborted"))
             sys.exit(EXIT_FAILURE)
         sys.exit(status if isinstance(status, int) else 0)
 
@@ -121,7 +127,7 @@ class _MeshchatGroup(TyperGroup):
 app = typer.Typer(
     cls=_MeshchatGroup,
     name="meshchat",
-    help="meshchat: end-to-end encrypted peer-to-peer messaging with no central operator.",
+    help=_("meshchat: end-to-end encrypted peer-to-peer messaging with no central operator."),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -137,41 +143,118 @@ def _print_version(value: bool) -> None:
         raise typer.Exit
 
 
-@app.callback()
+@app.callback(help=_("meshchat: end-to-end encrypted peer-to-peer messaging with no central operator."))
 def _options(
     *,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help=_("Print the version and exit.")
+        ),
     ] = False,
 ) -> None:
     """meshchat: end-to-end encrypted peer-to-peer messaging with no central operator."""
 
 
-app.command("init")(_identity.init)
-app.command("id")(_identity.show_id)
-app.command("invite")(_identity.invite)
-app.command("safety-number")(_identity.safety_number_command)
-app.command("add")(_identity.add_command)
+app.command("init", help=_("Create a new identity in a profile folder; never replaces an existing one."))(
+    _identity.init
+)
+app.command("id", help=_("Show this profile's PeerId and fingerprint (no passphrase needed)."))(
+    _identity.show_id
+)
+app.command(
+    "invite",
+    help=_(
+        "Print a signed invite token alone on stdout, so TOKEN=$(meshchat invite) works.\n"
+        "\n"
+        "Without --addr it carries the addresses a running node of this profile recorded; with none, and no\n"
+        "--mailbox, it warns on stderr that nobody can reach you with it yet."
+    ),
+)(_identity.invite)
+app.command(
+    "safety-number",
+    help=_("Show the safety number you and a contact should both see (no passphrase needed)."),
+)(_identity.safety_number_command)
+app.command("add", help=_("Verify an invite and store it as a contact."))(_identity.add_command)
 app.add_typer(_contacts.contact_app, name="contact")
-app.command("demo")(_demo.demo)
-app.command("node")(_network.node_command)
-app.command("send")(_network.send_command)
-app.command("chat")(_network.chat_command)
-app.command("mailbox")(_network.mailbox_command)
-app.command("outbox")(_store.outbox_command)
-app.command("status")(_store.status_command)
-app.command("inbox")(_store.inbox_command)
-app.command("files")(_files.files_command)
-app.command("sim")(_sim.sim_command)
+app.command(
+    "demo",
+    help=_(
+        "Walk through identities, invites, sealed messages and what a relay sees, then send them across\n"
+        "four nodes on 127.0.0.1 over TCP + Noise + yamux (everything in a temporary folder)."
+    ),
+)(_demo.demo)
+app.command(
+    "node",
+    help=_(
+        "Run a node on the network until Ctrl-C: print its PeerId and addresses, then every event.\n"
+        "It goes on delivering the profile's outbox and syncs its inbox from mailboxes."
+    ),
+)(_network.node_command)
+app.command(
+    "send",
+    help=_(
+        "Send one sealed message to a contact: it waits in the outbox until a peer on their shard (or a\n"
+        "--mailbox) has it, and, when that is the contact itself, a few seconds for their receipt;\n"
+        "`meshchat status` and `meshchat outbox` then show where it is. With --file PATH it sends a file\n"
+        "and stays up (a progress bar on stderr) until the contact fetched it or a mailbox holds it all."
+    ),
+)(_network.send_command)
+app.command(
+    "chat",
+    help=_(
+        "Talk to a contact (--to) or a group (--group): each line you type goes to them sealed, in order;\n"
+        "what anyone sends you is printed."
+    ),
+)(_network.chat_command)
+app.command(
+    "mailbox",
+    help=_(
+        "Run a mailbox until Ctrl-C: keep sealed envelopes for offline recipients (it cannot read them)\n"
+        "until they sync or the envelopes expire, within per-recipient, per-sender and total quotas."
+    ),
+)(_network.mailbox_command)
+app.command(
+    "outbox",
+    help=_("Where your sent messages are: queued, relayed, stored, delivered, read, expired or failed."),
+)(_store.outbox_command)
+app.command("status", help=_("Where one sent message is, and the last problem reported for it."))(
+    _store.status_command
+)
+app.command(
+    "inbox",
+    help=_("Messages this profile received (kept in its store, in arrival order, each exactly once)."),
+)(_store.inbox_command)
+app.command(
+    "files",
+    help=_(
+        "Files received (attachments, numbered) and sent; --fetch NUMBER fetches one (a progress bar on\n"
+        "stderr) into the profile's downloads folder and prints where it landed."
+    ),
+)(_files.files_command)
+app.command(
+    "sim",
+    help=_("Simulate a gossip network of real routers on a virtual clock and report delivery and latency."),
+)(_sim.sim_command)
 app.add_typer(_group.group_app, name="group")
 app.add_typer(_devices.device_app, name="device")
-app.command("sign")(_documents.sign_command)
-app.command("verify")(_documents.verify_command)
+app.command(
+    "sign",
+    help=_(
+        "Sign FILE (or text on standard input) with this profile's key: a detached signature anyone can\n"
+        "check offline."
+    ),
+)(_documents.sign_command)
+app.command(
+    "verify",
+    help=_("Check a signature (or a co-signing bundle) against FILE, offline: who signed it and when."),
+)(_documents.verify_command)
 app.add_typer(_documents.cosign_app, name="cosign")
 app.add_typer(_credentials.credential_app, name="credential")
 
 
 def main() -> None:
-    """Run the ``meshchat`` command (the console script and ``python -m meshchat``)."""
+    """Run the ``meshchat`` command (the console script and ``python -m meshchat``), in the user's
+    language (typer's own words too: ``typer_words``)."""
+    use_meshchat_domain()
     app(prog_name="meshchat")

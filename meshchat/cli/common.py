@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from meshchat.errors import KeyFileError, KeyFileProblem, ProfileError
+from meshchat.i18n import _
 from meshchat.profile import (
     ADDRESSES_FILE,
     LOCK_FILE,
@@ -120,14 +121,16 @@ ProfileOption = Annotated[
         envvar=PROFILE_ENV,
         metavar="DIR",
         show_default=False,
-        help="Profile folder (default: $MESHCHAT_PROFILE, else the user data folder).",
+        help=_("Profile folder (default: $MESHCHAT_PROFILE, else the user data folder)."),
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of text.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help=_("Print one JSON object on stdout instead of text."))
+]
 MailboxOption = Annotated[
     list[str] | None,
     typer.Option(
-        metavar="MULTIADDR", help="Store sent messages on, and sync from, this mailbox (repeatable)."
+        metavar="MULTIADDR", help=_("Store sent messages on, and sync from, this mailbox (repeatable).")
     ),
 ]
 
@@ -223,7 +226,9 @@ def quiet_libp2p() -> None:
         return
     if level not in logging.getLevelNamesMapping():
         raise CommandError(
-            f"${LIBP2P_LOG_ENV} must be a log level (DEBUG, INFO, WARNING, ERROR), not {level!r}"
+            _("${libp2p_log_env} must be a log level (DEBUG, INFO, WARNING, ERROR), not {level!r}").format(
+                libp2p_log_env=LIBP2P_LOG_ENV, level=level
+            )
         )
     logger = logging.getLogger("libp2p")
     logger.setLevel(level)
@@ -262,12 +267,12 @@ def read_profile_name(profile: Path) -> str:
     except FileNotFoundError:
         return ""
     except OSError as exc:
-        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise CommandError(_("cannot read {path}: {exc}").format(path=path, exc=exc.strerror or exc)) from exc
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise CommandError(f"{path} is not valid UTF-8 JSON: {exc}") from exc
+        raise CommandError(_("{path} is not valid UTF-8 JSON: {exc}").format(path=path, exc=exc)) from exc
     name = data.get("name", "") if isinstance(data, dict) else None
     if not isinstance(name, str):
-        raise CommandError(f'{path} must be a JSON object whose "name" is a string')
+        raise CommandError(_('{path} must be a JSON object whose "name" is a string').format(path=path))
     return name
 
 
@@ -280,7 +285,9 @@ def write_profile(profile: Path, name: str) -> None:
     try:
         replace_atomically(path, data.encode("utf-8"))
     except OSError as exc:
-        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise CommandError(
+            _("cannot write {path}: {exc}").format(path=path, exc=exc.strerror or exc)
+        ) from exc
 
 
 def read_recorded_addresses(profile: Path) -> list[str]:
@@ -336,7 +343,7 @@ def _ask_hidden(prompt: str) -> str:
         sys.stderr.write("\n")  # leave the shell prompt on a line of its own
         raise
     except EOFError as exc:
-        raise CommandError("no passphrase entered") from exc
+        raise CommandError(_("no passphrase entered")) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,15 +361,23 @@ def passphrase(prompt: str, *, confirm: bool) -> Passphrase:
     env = os.environ.get(PASSPHRASE_ENV)
     if env is not None:
         if not env:
-            raise CommandError(f"{PASSPHRASE_ENV} is set but empty; an empty passphrase protects nothing")
+            raise CommandError(
+                _("{passphrase_env} is set but empty; an empty passphrase protects nothing").format(
+                    passphrase_env=PASSPHRASE_ENV
+                )
+            )
         return Passphrase(env, from_env=True)
     if not _stdin_is_interactive():
-        raise CommandError(f"a passphrase is needed: set {PASSPHRASE_ENV} or run in a terminal")
+        raise CommandError(
+            _("a passphrase is needed: set {passphrase_env} or run in a terminal").format(
+                passphrase_env=PASSPHRASE_ENV
+            )
+        )
     value = _ask_hidden(prompt)
     if not value:
-        raise CommandError("an empty passphrase protects nothing")
-    if confirm and _ask_hidden("Repeat the passphrase: ") != value:
-        raise CommandError("the two passphrases do not match")
+        raise CommandError(_("an empty passphrase protects nothing"))
+    if confirm and _ask_hidden(_("Repeat the passphrase: ")) != value:
+        raise CommandError(_("the two passphrases do not match"))
     return Passphrase(value, from_env=False)
 
 
@@ -373,10 +388,14 @@ def load_profile_identity(profile: Path) -> Identity:
     key_path = require_key_file(profile)
     if not is_encrypted(key_path):
         return load_identity(key_path, None)
-    secret = passphrase(f"Passphrase for {key_path}: ", confirm=False)
+    secret = passphrase(_("Passphrase for {key_path}: ").format(key_path=key_path), confirm=False)
     try:
         return load_identity(key_path, secret.value)
     except KeyFileError as exc:
         if exc.problem is KeyFileProblem.WRONG_PASSPHRASE and secret.from_env:
-            raise CommandError(f"{exc} (the passphrase came from ${PASSPHRASE_ENV})") from exc
+            raise CommandError(
+                _("{exc} (the passphrase came from ${passphrase_env})").format(
+                    exc=exc, passphrase_env=PASSPHRASE_ENV
+                )
+            ) from exc
         raise

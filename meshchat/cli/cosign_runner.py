@@ -26,6 +26,7 @@ import trio
 from meshchat.cli.common import CommandError
 from meshchat.cli.runner import RECEIPT_WAIT
 from meshchat.errors import NetworkError
+from meshchat.i18n import _
 from meshchat.identity import Identity
 from meshchat.net.store_driver import MessageHandle
 from meshchat.node import Node
@@ -95,7 +96,7 @@ async def _apply(
                 expires=expires,
             )
         except ValueError as exc:  # a round the core refuses to sign (--need beyond the signers)
-            raise CommandError(f"cannot propose that round: {exc}") from exc
+            raise CommandError(_("cannot propose that round: {exc}").format(exc=exc)) from exc
         return proposed.doc_id, proposed.controls, proposed.attachments
     doc_id = request.doc_id
     if not documents.known(doc_id):  # not received yet: its mailboxes may hold it

@@ -29,6 +29,7 @@ from meshchat.cli.runner import RECEIPT_WAIT, SEND_TIMEOUT, _Printer
 from meshchat.credential_api import CredentialReceived
 from meshchat.credentials.status import status_topic
 from meshchat.errors import NetworkError
+from meshchat.i18n import _
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.net.store_driver import MessageHandle
 from meshchat.node import Node
@@ -94,7 +95,9 @@ async def run_credential_request(
         if wait > 0:  # a node that waits: where the issuer can reach it (as `meshchat node` says)
             printer.event(
                 "listening",
-                f"{node.peer_id} on {', '.join(node.listen_addrs)}",
+                _("{peer_id} on {listen_addrs}").format(
+                    peer_id=node.peer_id, listen_addrs=", ".join(node.listen_addrs)
+                ),
                 peer_id=node.peer_id,
                 addrs=node.listen_addrs,
             )
@@ -102,7 +105,13 @@ async def run_credential_request(
         handle = node.credentials.request(public, vct, note=note)
         status = await _deliver(node, handle, public, stored=bool(mailboxes))
         fields = {"issuer": node.credentials.name_of(public), "vct": vct, "status": status}
-        printer.event("requested", f"a {vct} credential from {fields['issuer']}: {status}", **fields)
+        printer.event(
+            "requested",
+            _("a {vct} credential from {issuer}: {status}").format(
+                vct=vct, issuer=fields["issuer"], status=status
+            ),
+            **fields,
+        )
         if wait <= 0:
             return
         received: CredentialReceived | None = None
@@ -120,7 +129,12 @@ async def run_credential_request(
         [credential] = [c for c in node.credentials.held() if c.credential_id == received.credential_id]
         printer.event(
             "received",
-            f"{credential.credential_id} {vct} from {fields['issuer']}: {', '.join(credential.claims)}",
+            _("{credential_id} {vct} from {issuer}: {claims}").format(
+                credential_id=credential.credential_id,
+                vct=vct,
+                issuer=fields["issuer"],
+                claims=", ".join(credential.claims),
+            ),
             credential_id=credential.credential_id,
             issuer_did=credential.issuer_did,
             vct=vct,
@@ -157,7 +171,13 @@ async def run_credential_issue(
         name = node.credentials.name_of(holder)
         printer.event(
             "issued",
-            f"{credential.credential_id} {vct} to {name} ({', '.join(credential.claims)}): {status}",
+            _("{credential_id} {vct} to {name} ({claims}): {status}").format(
+                credential_id=credential.credential_id,
+                vct=vct,
+                name=name,
+                claims=", ".join(credential.claims),
+                status=status,
+            ),
             credential_id=credential.credential_id,
             to=holder.peer_id,
             contact=name,
@@ -188,9 +208,11 @@ async def run_credential_revoke(
     ) as node:
         record = node.credentials.revoke(credential_id)
         published = await _publish_status(node)
-        text = f"{record.credential_id} revoked; status list published to {published} peer(s)"
+        text = _("{credential_id} revoked; status list published to {published} peer(s)").format(
+            credential_id=record.credential_id, published=published
+        )
         if not published:
-            text += " (none on the topic now: `meshchat node` on this profile publishes it)"
+            text += _(" (none on the topic now: `meshchat node` on this profile publishes it)")
         printer.event(
             "revoked",
             text,

@@ -50,6 +50,7 @@ from meshchat.cli.common import (
     terminal_markup,
     terminal_text,
 )
+from meshchat.i18n import _
 
 if TYPE_CHECKING:
     from meshchat.cli.group_events import EventPrinter
@@ -61,17 +62,17 @@ __all__ = ["credential_app", "describe_credential_event", "parse_claim"]
 
 credential_app = typer.Typer(
     name="credential",
-    help="Credentials: request, issue, hold, present, verify, revoke (SD-JWT, selective disclosure).",
+    help=_("Credentials: request, issue, hold, present, verify, revoke (SD-JWT, selective disclosure)."),
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 ListenOption = Annotated[
     list[str] | None,
-    typer.Option(metavar="MULTIADDR", help="Listen here (default: nowhere; it only dials out)."),
+    typer.Option(metavar="MULTIADDR", help=_("Listen here (default: nowhere; it only dials out).")),
 ]
-BootstrapOption = Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")]
-TypeOption = Annotated[str, typer.Option("--type", metavar="TYPE", help="The credential type (vct).")]
+BootstrapOption = Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help=_("Dial at start."))]
+TypeOption = Annotated[str, typer.Option("--type", metavar="TYPE", help=_("The credential type (vct)."))]
 #: Largest presentation file ``verify --file`` reads, bytes (a presentation is a few KiB).
 MAX_PRESENTATION_FILE = 512 * 1024
 
@@ -80,7 +81,7 @@ def parse_claim(text: str) -> tuple[str, object]:
     """``name=value``: the value as JSON if it parses (numbers, true, lists), else as text."""
     name, sep, value = text.partition("=")
     if not sep or not name:
-        raise UsageError(f"a claim is NAME=VALUE, not {text!r}")
+        raise UsageError(_("a claim is NAME=VALUE, not {text!r}").format(text=text))
     try:
         parsed: object = json.loads(value)
     except ValueError:
@@ -95,14 +96,19 @@ def _network(run: object, profile: Path | None, listen: list[str] | None, **opti
     _run_on_network(profile, listen or [], bootstrap, run, out=sys.stdout, **options)  # type: ignore[arg-type]
 
 
-@credential_app.command("request")
+@credential_app.command(
+    "request",
+    help=_(
+        "Ask ISSUER for a credential of --type, bound to a new key of yours (the issuer's node keeps it)."
+    ),
+)
 def request_command(
-    issuer: Annotated[str, typer.Argument(metavar="ISSUER", help="Contact name, PeerId or did:key.")],
+    issuer: Annotated[str, typer.Argument(metavar="ISSUER", help=_("Contact name, PeerId or did:key."))],
     *,
     vct: TypeOption,
-    note: Annotated[str, typer.Option(help="A note for the issuer (who you are, what for).")] = "",
+    note: Annotated[str, typer.Option(help=_("A note for the issuer (who you are, what for)."))] = "",
     wait: Annotated[
-        float, typer.Option(min=0, metavar="SECONDS", help="Then wait this long for the credential.")
+        float, typer.Option(min=0, metavar="SECONDS", help=_("Then wait this long for the credential."))
     ] = 0,
     profile: ProfileOption = None,
     listen: ListenOption = None,
@@ -127,24 +133,26 @@ def request_command(
     )
 
 
-@credential_app.command("issue")
+@credential_app.command(
+    "issue", help=_("Issue a credential to HOLDER, answering their pending request of --type, and send it.")
+)
 def issue_command(
     *,
-    to: Annotated[str, typer.Option("--to", metavar="HOLDER", help="Contact name, PeerId or did:key.")],
+    to: Annotated[str, typer.Option("--to", metavar="HOLDER", help=_("Contact name, PeerId or did:key."))],
     vct: TypeOption,
     claim: Annotated[
-        list[str] | None, typer.Option("--claim", metavar="NAME=VALUE", help="A claim (repeatable).")
+        list[str] | None, typer.Option("--claim", metavar="NAME=VALUE", help=_("A claim (repeatable)."))
     ] = None,
     birth_date: Annotated[
         str | None,
         typer.Option(
             "--predicates-from-birth-date",
             metavar="YYYY-MM-DD",
-            help="Add age_over_18 and age_over_21 computed from this date (the date itself is not added).",
+            help=_("Add age_over_18 and age_over_21 computed from this date (the date itself is not added)."),
         ),
     ] = None,
     days: Annotated[
-        float | None, typer.Option(min=0, help="Valid for this many days (default: no end).")
+        float | None, typer.Option(min=0, help=_("Valid for this many days (default: no end)."))
     ] = None,
     profile: ProfileOption = None,
     listen: ListenOption = None,
@@ -161,9 +169,13 @@ def issue_command(
         try:
             born = datetime.date.fromisoformat(birth_date)
         except ValueError as exc:
-            raise UsageError(f"--predicates-from-birth-date takes YYYY-MM-DD, not {birth_date!r}") from exc
+            raise UsageError(
+                _("--predicates-from-birth-date takes YYYY-MM-DD, not {birth_date!r}").format(
+                    birth_date=birth_date
+                )
+            ) from exc
     if not claims and born is None:
-        raise UsageError("give at least one --claim NAME=VALUE (or --predicates-from-birth-date)")
+        raise UsageError(_("give at least one --claim NAME=VALUE (or --predicates-from-birth-date)"))
     _network(
         run_credential_issue,
         profile,
@@ -179,10 +191,13 @@ def issue_command(
     )
 
 
-@credential_app.command("revoke")
+@credential_app.command(
+    "revoke",
+    help=_("Revoke a credential you issued; the new status list goes to the verifiers on your status topic."),
+)
 def revoke_command(
     credential_id: Annotated[
-        str, typer.Argument(metavar="ID", help="A credential you issued (or a prefix).")
+        str, typer.Argument(metavar="ID", help=_("A credential you issued (or a prefix)."))
     ],
     *,
     profile: ProfileOption = None,
@@ -224,11 +239,13 @@ def _when(seconds: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@credential_app.command("trust")
+@credential_app.command(
+    "trust", help=_("Trust an issuer: verify accepts its credentials; your node follows its status lists.")
+)
 def trust_command(
-    did: Annotated[str, typer.Argument(metavar="DID", help="The issuer's did:key.")],
+    did: Annotated[str, typer.Argument(metavar="DID", help=_("The issuer's did:key."))],
     *,
-    name: Annotated[str, typer.Option(help="The name verifications show for it.")],
+    name: Annotated[str, typer.Option(help=_("The name verifications show for it."))],
     profile: ProfileOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -238,10 +255,13 @@ def trust_command(
     if json_output:
         emit_json({"trusted": did, "name": name})
     else:
-        stdout_console().print(f"trusting {terminal_markup(name)} ({did})")
+        stdout_console().print(_("trusting {name} ({did})").format(name=terminal_markup(name), did=did))
 
 
-@credential_app.command("list")
+@credential_app.command(
+    "list",
+    help=_("Your did, credentials held and issued, requests waiting (yours and holders'), trusted issuers."),
+)
 def list_command(*, profile: ProfileOption = None, json_output: JsonOption = False) -> None:
     """Your did, credentials held and issued, requests waiting (yours and holders'), trusted issuers."""
     with _credentials(profile) as credentials:
@@ -291,32 +311,56 @@ def list_command(*, profile: ProfileOption = None, json_output: JsonOption = Fal
         )
         return
     console = stdout_console()
-    console.print(f"your did: {me}")
+    console.print(_("your did: {me}").format(me=me))
     for c in held:
         who = terminal_markup(trusted.get(c.issuer_did) or c.issuer_did)
         claims = terminal_markup(", ".join(c.claims))
-        console.print(f"held   {c.credential_id} {terminal_markup(c.vct)} from {who}: {claims}")
+        console.print(
+            _("held   {credential_id} {vct} from {who}: {claims}").format(
+                credential_id=c.credential_id, vct=terminal_markup(c.vct), who=who, claims=claims
+            )
+        )
     for r in issued:
         state = "revoked" if r.revoked else "valid"
         to = terminal_markup(names[r.requester])
-        console.print(f"issued {r.credential_id} {terminal_markup(r.vct)} to {to} ({state})")
+        console.print(
+            _("issued {credential_id} {vct} to {to} ({state})").format(
+                credential_id=r.credential_id, vct=terminal_markup(r.vct), to=to, state=state
+            )
+        )
     for p in pending:
         note = terminal_markup(p.note)
-        console.print(f"request from {terminal_markup(names[p.requester])}: {terminal_markup(p.vct)} {note}")
+        console.print(
+            _("request from {requester}: {vct} {note}").format(
+                requester=terminal_markup(names[p.requester]), vct=terminal_markup(p.vct), note=note
+            )
+        )
     for own in asked:
-        console.print(f"asked  {terminal_markup(own.vct)} from {own.issuer_did}")
+        console.print(
+            _("asked  {vct} from {issuer_did}").format(
+                vct=terminal_markup(own.vct), issuer_did=own.issuer_did
+            )
+        )
     for did, name in trusted.items():
         age = ages[did]
-        known = "no status list yet" if age is None else f"status list {age:.0f} s old"
-        console.print(f"trusted {terminal_markup(name)} ({did}): {known}")
+        known = _("no status list yet") if age is None else _("status list {age:.0f} s old").format(age=age)
+        console.print(
+            _("trusted {name} ({did}): {known}").format(name=terminal_markup(name), did=did, known=known)
+        )
 
 
-@credential_app.command("import")
+@credential_app.command(
+    "import",
+    help=_(
+        "Take a trusted issuer's status list token handed over offline (`credential list --json` of the\n"
+        "issuer prints them), for a verifier that is never online."
+    ),
+)
 def import_command(
-    token: Annotated[str | None, typer.Argument(metavar="TOKEN", help="A status list token.")] = None,
+    token: Annotated[str | None, typer.Argument(metavar="TOKEN", help=_("A status list token."))] = None,
     *,
     file: Annotated[
-        Path | None, typer.Option("--file", help="Read tokens from this file, one a line.")
+        Path | None, typer.Option("--file", help=_("Read tokens from this file, one a line."))
     ] = None,
     profile: ProfileOption = None,
     json_output: JsonOption = False,
@@ -324,7 +368,7 @@ def import_command(
     """Take a trusted issuer's status list token handed over offline (`credential list --json` of the
     issuer prints them), for a verifier that is never online."""
     if (token is None) == (file is None):
-        raise UsageError("give the TOKEN or --file")
+        raise UsageError(_("give the TOKEN or --file"))
     if token is not None:
         tokens = [token]
     else:
@@ -335,7 +379,11 @@ def import_command(
     if json_output:
         emit_json({"imported": sum(taken), "not_newer": len(taken) - sum(taken)})
     else:
-        stdout_console().print(f"imported {sum(taken)} status list(s); {len(taken) - sum(taken)} not newer")
+        stdout_console().print(
+            _("imported {taken} status list(s); {older} not newer").format(
+                taken=sum(taken), older=len(taken) - sum(taken)
+            )
+        )
 
 
 def _read(file: Path) -> str:
@@ -344,9 +392,13 @@ def _read(file: Path) -> str:
         with file.open("rb") as source:
             raw = source.read(MAX_PRESENTATION_FILE + 1)
     except OSError as exc:
-        raise CommandError(f"cannot read {file}: {exc.strerror or exc}") from exc
+        raise CommandError(_("cannot read {file}: {exc}").format(file=file, exc=exc.strerror or exc)) from exc
     if len(raw) > MAX_PRESENTATION_FILE:
-        raise CommandError(f"{file} is over {MAX_PRESENTATION_FILE:,} bytes")
+        raise CommandError(
+            _("{file} is over {max_presentation_file:,} bytes").format(
+                file=file, max_presentation_file=MAX_PRESENTATION_FILE
+            )
+        )
     return raw.decode("ascii", errors="replace")
 
 
@@ -356,29 +408,35 @@ def _public(key: bytes) -> PublicIdentity:
     return PublicIdentity.from_bytes(key)
 
 
-@credential_app.command("present")
+@credential_app.command(
+    "present", help=_("Show chosen claims of a credential, bound to a verifier's challenge (or --one-way).")
+)
 def present_command(
-    credential_id: Annotated[str, typer.Argument(metavar="ID", help="A credential you hold (or a prefix).")],
+    credential_id: Annotated[
+        str, typer.Argument(metavar="ID", help=_("A credential you hold (or a prefix)."))
+    ],
     *,
     claim: Annotated[
-        list[str] | None, typer.Option("--claim", metavar="NAME", help="Disclose this claim (repeatable).")
+        list[str] | None, typer.Option("--claim", metavar="NAME", help=_("Disclose this claim (repeatable)."))
     ] = None,
-    nonce: Annotated[str | None, typer.Option(help="The verifier's challenge.")] = None,
-    audience: Annotated[str | None, typer.Option(help="The verifier (its did or name).")] = None,
+    nonce: Annotated[str | None, typer.Option(help=_("The verifier's challenge."))] = None,
+    audience: Annotated[str | None, typer.Option(help=_("The verifier (its did or name)."))] = None,
     one_way: Annotated[
-        bool, typer.Option("--one-way", help="No challenge: valid for 60 s at any till that trusts it.")
+        bool, typer.Option("--one-way", help=_("No challenge: valid for 60 s at any till that trusts it."))
     ] = False,
-    qr: Annotated[Path | None, typer.Option("--qr", metavar="FILE.png", help="Also write a QR code.")] = None,
+    qr: Annotated[
+        Path | None, typer.Option("--qr", metavar="FILE.png", help=_("Also write a QR code."))
+    ] = None,
     profile: ProfileOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Show chosen claims of a credential, bound to a verifier's challenge (or --one-way)."""
     if one_way == (nonce is not None):
-        raise UsageError("give --nonce (and --audience) for a challenge, or --one-way")
+        raise UsageError(_("give --nonce (and --audience) for a challenge, or --one-way"))
     if nonce is not None and audience is None:
-        raise UsageError("--nonce needs --audience (the verifier's did or name)")
+        raise UsageError(_("--nonce needs --audience (the verifier's did or name)"))
     if qr is not None and not qr.parent.expanduser().is_dir():
-        raise UsageError(f"--qr: no folder {qr.parent}")
+        raise UsageError(_("--qr: no folder {parent}").format(parent=qr.parent))
     with _credentials(profile) as credentials:
         disclose = claim or []
         if one_way and audience is None:
@@ -397,30 +455,37 @@ def present_command(
         try:
             qr_code(text).save(str(qr.expanduser()), scale=4)
         except OSError as exc:
-            raise CommandError(f"cannot write {qr}: {exc.strerror or exc}") from exc
+            raise CommandError(_("cannot write {qr}: {exc}").format(qr=qr, exc=exc.strerror or exc)) from exc
     if json_output:
         emit_json({"presentation": text, "qr_text": payload, "qr_file": None if qr is None else str(qr)})
     else:
         typer.echo(text)
 
 
-@credential_app.command("verify")
+@credential_app.command(
+    "verify",
+    help=_("Check a presentation offline: issuer (trusted), holder, challenge or window, dates, revocation."),
+)
 def verify_command(
     text: Annotated[
-        str | None, typer.Argument(metavar="TEXT", help="The presentation (or MCVP1: QR text).")
+        str | None, typer.Argument(metavar="TEXT", help=_("The presentation (or MCVP1: QR text)."))
     ] = None,
     *,
-    file: Annotated[Path | None, typer.Option("--file", help="Read the presentation from this file.")] = None,
-    nonce: Annotated[str | None, typer.Option(help="The challenge you gave (else: one-way window).")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help=_("Read the presentation from this file."))
+    ] = None,
+    nonce: Annotated[
+        str | None, typer.Option(help=_("The challenge you gave (else: one-way window)."))
+    ] = None,
     audience: Annotated[
-        str | None, typer.Option(help="Who it must be addressed to (default: your did).")
+        str | None, typer.Option(help=_("Who it must be addressed to (default: your did)."))
     ] = None,
     profile: ProfileOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Check a presentation offline: issuer (trusted), holder, challenge or window, dates, revocation."""
     if (text is None) == (file is None):
-        raise UsageError("give the presentation TEXT or --file")
+        raise UsageError(_("give the presentation TEXT or --file"))
     if file is not None:
         text = _read(file)
     assert text is not None
@@ -453,13 +518,25 @@ def _print_verified(verified: Verified, *, json_output: bool) -> None:
         return
     console = stdout_console()
     issuer = verified.issuer_name or verified.issuer_did
-    console.print(f"valid {terminal_markup(verified.vct)} credential issued by {terminal_markup(issuer)}")
+    console.print(
+        _("valid {vct} credential issued by {issuer}").format(
+            vct=terminal_markup(verified.vct), issuer=terminal_markup(issuer)
+        )
+    )
     for name, value in verified.claims.items():
         console.print(f"  {terminal_markup(name)}: {terminal_markup(json.dumps(value, ensure_ascii=False))}")
     if not verified.claims:
-        console.print("  (no claim disclosed)")
-    age = "" if verified.status_age is None else f", status list {verified.status_age:.0f} s old"
-    console.print(f"status: {verified.status}{age}; presented at {_when(verified.presented_at)}")
+        console.print(_("  (no claim disclosed)"))
+    age = (
+        ""
+        if verified.status_age is None
+        else _(", status list {status_age:.0f} s old").format(status_age=verified.status_age)
+    )
+    console.print(
+        _("status: {status}{age}; presented at {presented_at}").format(
+            status=verified.status, age=age, presented_at=_when(verified.presented_at)
+        )
+    )
 
 
 def describe_credential_event(event: object, printer: EventPrinter, *, names: dict[str, str]) -> bool:
@@ -479,9 +556,11 @@ def describe_credential_event(event: object, printer: EventPrinter, *, names: di
             who = terminal_text(names.get(peer, peer))
             printer.event(
                 "credential_requested",
-                f"{who} asks for a {terminal_text(request.vct)!r} credential"
-                + (" (not a contact)" if request.stranger else "")
-                + f": meshchat credential issue --to {peer} --type {terminal_text(request.vct)}",
+                _("{who} asks for a {vct!r} credential").format(who=who, vct=terminal_text(request.vct))
+                + (_(" (not a contact)") if request.stranger else "")
+                + _(": meshchat credential issue --to {peer} --type {vct}").format(
+                    peer=peer, vct=terminal_text(request.vct)
+                ),
                 peer_id=peer,
                 contact=names.get(peer),
                 vct=request.vct,
@@ -491,7 +570,9 @@ def describe_credential_event(event: object, printer: EventPrinter, *, names: di
         case CredentialReceived(credential_id=cid, issuer_did=issuer, vct=vct):
             printer.event(
                 "credential_received",
-                f"a {terminal_text(vct)!r} credential {cid} from {issuer} is in the wallet",
+                _("a {vct!r} credential {cid} from {issuer} is in the wallet").format(
+                    vct=terminal_text(vct), cid=cid, issuer=issuer
+                ),
                 credential_id=cid,
                 issuer=issuer,
                 vct=vct,
@@ -499,7 +580,9 @@ def describe_credential_event(event: object, printer: EventPrinter, *, names: di
         case StatusReceived(issuer_did=issuer, issued_at=issued_at):
             printer.event(
                 "status_received",
-                f"status list of {issuer} signed at {issued_at:.0f}",
+                _("status list of {issuer} signed at {issued_at:.0f}").format(
+                    issuer=issuer, issued_at=issued_at
+                ),
                 issuer=issuer,
                 issued_at=issued_at,
             )

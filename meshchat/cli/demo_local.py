@@ -23,6 +23,7 @@ from meshchat.cli.demo import DEMO_MESSAGES, DEMO_TIMING_ROUNDS, Say, silent
 from meshchat.cli.identity import safety_rows
 from meshchat.crypto import open_envelope, seal
 from meshchat.errors import DecryptionFailed, MeshchatError
+from meshchat.i18n import _
 from meshchat.identity import Identity, safety_number, save_identity
 from meshchat.wire import Invite, decode_envelope, message_id
 
@@ -49,7 +50,7 @@ def run_demo(workdir: Path, *, wall_now: float, console: Console | None) -> dict
     promise the demo shows does not hold.
     """
     say: Say = console.print if console is not None else silent
-    say(Panel.fit("[bold]meshchat demo[/]: three people, sealed messages, and what a relay sees"))
+    say(Panel.fit(_("[bold]meshchat demo[/]: three people, sealed messages, and what a relay sees")))
     people = _demo_profiles(workdir, say)
     alice, bob, carol = people["Alice"], people["Bob"], people["Carol"]
     number, alice_card = _demo_invites(alice, bob, say)
@@ -80,15 +81,17 @@ def _demo_profiles(workdir: Path, say: Say) -> dict[str, DemoPerson]:
         # Demo only: no passphrase, so it runs unattended. `meshchat init` encrypts with argon2id.
         save_identity(folder / KEY_FILE, Identity.generate(), None)
         people[name] = DemoPerson(name=name, profile=folder, identity=load_profile_identity(folder))
-    table = Table(title="1. three profiles", title_justify="left")
-    table.add_column("name")
-    table.add_column("PeerId", overflow="fold")
+    table = Table(title=_("1. three profiles"), title_justify="left")
+    table.add_column(_("name"))
+    table.add_column(_("PeerId"), overflow="fold")
     for person in people.values():
         table.add_row(person.name, person.identity.public.peer_id)
     say(table)
     say(
-        "[dim]Key files saved WITHOUT a passphrase (demo only; `meshchat init` encrypts them) in a "
-        "temporary folder deleted at the end.[/]"
+        _(
+            "[dim]Key files saved WITHOUT a passphrase (demo only; `meshchat init` encrypts them) in a "
+            "temporary folder deleted at the end.[/]"
+        )
     )
     return people
 
@@ -102,10 +105,14 @@ def _demo_invites(alice: DemoPerson, bob: DemoPerson, say: Say) -> tuple[str, In
     alice_sees = safety_number(alice.identity.public, bob_card.public)
     bob_sees = safety_number(bob.identity.public, alice_card.public)
     if alice_sees != bob_sees:
-        raise CommandError("demo: Alice and Bob computed different safety numbers")
-    say("\n[bold]2. invites[/]: Alice and Bob swap signed invite tokens. Alice's begins:")
-    say(f"[dim]{alice_token[:56]}…[/] ({len(alice_token)} characters)")
-    say(Panel(safety_rows(alice_sees), title="safety number: Alice's view = Bob's view", expand=False))
+        raise CommandError(_("demo: Alice and Bob computed different safety numbers"))
+    say(_("\n[bold]2. invites[/]: Alice and Bob swap signed invite tokens. Alice's begins:"))
+    say(
+        _("[dim]{alice_token}…[/] ({count} characters)").format(
+            alice_token=alice_token[:56], count=len(alice_token)
+        )
+    )
+    say(Panel(safety_rows(alice_sees), title=_("safety number: Alice's view = Bob's view"), expand=False))
     return alice_sees, alice_card
 
 
@@ -115,16 +122,21 @@ def _demo_relay_view(envelopes: list[bytes], say: Say) -> dict[str, object]:
     envelope = decode_envelope(data)
     expiry = datetime.fromtimestamp(envelope.expiry, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
     sizes = sorted({len(e) for e in envelopes})
-    table = Table(title="3. what a relay sees of message 1", title_justify="left", show_header=False)
+    table = Table(title=_("3. what a relay sees of message 1"), title_justify="left", show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    table.add_row("size", f"{len(data)} bytes (every message here: {', '.join(map(str, sizes))}; padded)")
-    table.add_row("kind", envelope.kind.name)
-    table.add_row("inbox tag", f"{envelope.inbox_tag.hex()} (blinded, changes daily)")
-    table.add_row("expiry", f"{envelope.expiry} ({expiry})")
-    table.add_row("message id", message_id(data).hex())
-    table.add_row("sender", "[green]not visible[/] (sealed inside)")
-    table.add_row("text", "[green]not visible[/]")
+    table.add_row(
+        _("size"),
+        _("{count} bytes (every message here: {sizes}; padded)").format(
+            count=len(data), sizes=", ".join(map(str, sizes))
+        ),
+    )
+    table.add_row(_("kind"), envelope.kind.name)
+    table.add_row(_("inbox tag"), _("{tag} (blinded, changes daily)").format(tag=envelope.inbox_tag.hex()))
+    table.add_row(_("expiry"), f"{envelope.expiry} ({expiry})")
+    table.add_row(_("message id"), message_id(data).hex())
+    table.add_row(_("sender"), _("[green]not visible[/] (sealed inside)"))
+    table.add_row(_("text"), _("[green]not visible[/]"))
     say(table)
     return {
         "size_bytes": len(data),
@@ -140,19 +152,25 @@ def _demo_receive(
     bob: DemoPerson, alice_card: Invite, envelopes: list[bytes], wall_now: float, say: Say
 ) -> list[dict[str, object]]:
     """Bob opens each envelope; the sender is named only if its verified key is the one in Alice's invite."""
-    table = Table(title="4. Bob opens them", title_justify="left")
+    table = Table(title=_("4. Bob opens them"), title_justify="left")
     table.add_column("#")
-    table.add_column("language")
-    table.add_column("verified sender")
-    table.add_column("text")
+    table.add_column(_("language"))
+    table.add_column(_("verified sender"))
+    table.add_column(_("text"))
     received: list[dict[str, object]] = []
     for number, ((language, text), data) in enumerate(zip(DEMO_MESSAGES, envelopes, strict=True), 1):
         message = open_envelope(bob.identity, data, wall_now=wall_now)
         sender = alice_card.name if message.sender == alice_card.public else "unknown key"
         body = message.body.decode("utf-8")
         if sender != alice_card.name or body != text:
-            raise CommandError(f"demo: message {number} did not arrive intact from {alice_card.name}")
-        table.add_row(str(number), language, f"[green]{escape(sender)} ✓[/]", escape(body))
+            raise CommandError(
+                _("demo: message {number} did not arrive intact from {name}").format(
+                    number=number, name=alice_card.name
+                )
+            )
+        table.add_row(
+            str(number), language, _("[green]{sender} ✓[/]").format(sender=escape(sender)), escape(body)
+        )
         received.append({"language": language, "text": body, "sender": sender, "verified": True})
     say(table)
     return received
@@ -162,27 +180,37 @@ def _demo_attacks(
     bob: DemoPerson, carol: DemoPerson, data: bytes, wall_now: float, say: Say
 ) -> dict[str, object]:
     """Carol, who is not the recipient, cannot open it; one flipped byte makes it unopenable for Bob too."""
-    table = Table(title="5. what fails, as it should", title_justify="left")
-    table.add_column("attempt")
-    table.add_column("result")
+    table = Table(title=_("5. what fails, as it should"), title_justify="left")
+    table.add_column(_("attempt"))
+    table.add_column(_("result"))
     outcomes: dict[str, object] = {}
     tampered = bytearray(data)
     tampered[-1] ^= 0x01  # the last byte belongs to the ciphertext
     attempts = (
-        ("carol", "Carol opens Bob's message 1", carol.identity, bytes(data)),
-        ("tampered", "Bob opens message 1 with one byte flipped", bob.identity, bytes(tampered)),
+        ("carol", _("Carol opens Bob's message 1"), carol.identity, bytes(data)),
+        ("tampered", _("Bob opens message 1 with one byte flipped"), bob.identity, bytes(tampered)),
     )
     for key, label, identity, attempt in attempts:
         try:
             open_envelope(identity, attempt, wall_now=wall_now)
         except DecryptionFailed as exc:
             outcomes[key] = type(exc).__name__
-            table.add_row(label, f"[green]{type(exc).__name__}[/] (expected): {escape(str(exc))}")
+            table.add_row(
+                label,
+                _("[green]{kind}[/] (expected): {error}").format(
+                    kind=type(exc).__name__, error=escape(str(exc))
+                ),
+            )
         except MeshchatError as exc:
             outcomes[key] = type(exc).__name__
-            table.add_row(label, f"[green]{type(exc).__name__}[/] (rejected): {escape(str(exc))}")
+            table.add_row(
+                label,
+                _("[green]{kind}[/] (rejected): {error}").format(
+                    kind=type(exc).__name__, error=escape(str(exc))
+                ),
+            )
         else:
-            raise CommandError(f"demo: {label} succeeded; it must not")
+            raise CommandError(_("demo: {label} succeeded; it must not").format(label=label))
     say(table)
     return outcomes
 
@@ -203,7 +231,9 @@ def _demo_timings(alice: DemoPerson, bob: DemoPerson, wall_now: float, say: Say)
         "open": (opened_at - sealed_at) * 1000 / DEMO_TIMING_ROUNDS,
     }
     say(
-        f"\n[bold]6. timings[/] over {DEMO_TIMING_ROUNDS} messages: "
-        f"seal {timings['seal']:.3f} ms, open (decrypt + verify) {timings['open']:.3f} ms per message"
+        _(
+            "\n[bold]6. timings[/] over {rounds} messages: seal {seal:.3f} ms, open (decrypt + verify) "
+            "{open:.3f} ms per message"
+        ).format(rounds=DEMO_TIMING_ROUNDS, seal=timings["seal"], open=timings["open"])
     )
     return timings

@@ -25,6 +25,7 @@ import trio
 
 from meshchat.crypto import epoch_of, inbox_tag, inbox_topic
 from meshchat.errors import MeshchatError
+from meshchat.i18n import _
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
 from meshchat.node import Node
@@ -77,7 +78,11 @@ async def run_network_demo(
             )
             names = ["Alice", "relay 1", "relay 2", "Bob"]
             hops = " → ".join(f"{name} ({_short(n)})" for name, n in zip(names, path, strict=True))
-            say(f"\n[bold]7. over the network[/] (TCP + Noise + yamux on 127.0.0.1): {hops}")
+            say(
+                _("\n[bold]7. over the network[/] (TCP + Noise + yamux on 127.0.0.1): {hops}").format(
+                    hops=hops
+                )
+            )
             timings = []
             live = []
             for text in texts:
@@ -91,14 +96,26 @@ async def run_network_demo(
                         f"Bob got {got.body!r} from {got.sender}, not {text!r} from Alice"
                     )
                 timings.append(round(elapsed, 2))
-                say(f"  {elapsed:6.2f} ms  Bob got, verified from Alice: {text}")
+                say(
+                    _("  {elapsed:6.2f} ms  Bob got, verified from Alice: {text}").format(
+                        elapsed=elapsed, text=text
+                    )
+                )
             readable = [_readable(relay) for relay in relays]
             carried = [r.driver.router.statistics().delivered for r in relays]
-            say(f"  relays handled {carried} envelopes each; readable messages for them: {sum(readable)}")
+            say(
+                _("  relays handled {carried} envelopes each; readable messages for them: {readable}").format(
+                    carried=carried, readable=sum(readable)
+                )
+            )
             await alice_node.wait_for(lambda: relays[0].peer_id in alice_node.mailboxes)
             for handle in live:  # Bob's signed receipts came back
                 await handle.wait_until(OutboxStatus.DELIVERED)
-            say(f"  Alice's outbox: {[h.status.value for h in live]} (Bob's signed receipts)")
+            say(
+                _("  Alice's outbox: {statuses} (Bob's signed receipts)").format(
+                    statuses=[h.status.value for h in live]
+                )
+            )
             bob_scope.cancel()  # Bob goes offline
             await alice_node.wait_for(lambda: bob_node.peer_id not in alice_node.driver.router.peers)
             offline = await _store_and_forward(alice_node, relays[0], bob, bob_storage, texts[:2], say)
@@ -137,13 +154,17 @@ async def _store_and_forward(  # noqa: PLR0917 (one call site, every argument a 
     say: Callable[..., Any],
 ) -> dict[str, object]:
     """Bob is offline: Alice's messages wait on the mailbox; Bob comes back and syncs; receipts return."""
-    say("\n[bold]8. store-and-forward[/]: Bob goes offline; relay 1 is also a mailbox")
+    say(_("\n[bold]8. store-and-forward[/]: Bob goes offline; relay 1 is also a mailbox"))
     handles = [await alice_node.send(bob.public, f"(while you were away) {text}") for text in texts]
     for handle in handles:
         await handle.wait_until(OutboxStatus.STORED)
     held = mailbox.mailbox_statistics()
     statuses = [h.status.value for h in handles]
-    say(f"  Alice's outbox: {statuses}; the mailbox holds them sealed ({held.bytes if held else 0:,} bytes)")
+    say(
+        _("  Alice's outbox: {statuses}; the mailbox holds them sealed ({bytes:,} bytes)").format(
+            statuses=statuses, bytes=held.bytes if held else 0
+        )
+    )
     started = time.perf_counter()
     async with Node.open(
         identity=bob, listen=LOCAL, storage=bob_storage, mailboxes=[mailbox.listen_addrs[0]]
@@ -151,11 +172,19 @@ async def _store_and_forward(  # noqa: PLR0917 (one call site, every argument a 
         got = [await _direct(bob_node, h.message_id) for h in handles]
         elapsed = (time.perf_counter() - started) * 1000
         for message in got:
-            say(f"  Bob, back online, synced #{message.seq}: {message.body.decode()}")
+            say(
+                _("  Bob, back online, synced #{seq}: {body}").format(
+                    seq=message.seq, body=message.body.decode()
+                )
+            )
         for handle in handles:
             await handle.wait_until(OutboxStatus.DELIVERED)
     statuses = [h.status.value for h in handles]
-    say(f"  {elapsed:.0f} ms from Bob's start to his inbox; Alice's outbox: {statuses}")
+    say(
+        _("  {elapsed:.0f} ms from Bob's start to his inbox; Alice's outbox: {statuses}").format(
+            elapsed=elapsed, statuses=statuses
+        )
+    )
     if [m.body.decode() for m in got] != [f"(while you were away) {t}" for t in texts]:
         raise NetworkDemoFailed("Bob did not get the messages that waited for him, in order")
     return {"messages": len(got), "statuses": [h.status.value for h in handles], "sync_ms": round(elapsed, 1)}

@@ -14,6 +14,7 @@ from meshchat.cli.common import CommandError, stderr_console, terminal_markup, t
 from meshchat.cli.identity import QR_PNG_SCALE
 from meshchat.cli.runner import RECEIPT_WAIT
 from meshchat.errors import NetworkError
+from meshchat.i18n import _
 from meshchat.identity import Identity
 from meshchat.net.store_driver import MessageHandle
 from meshchat.node import Node
@@ -48,14 +49,16 @@ async def run_link(
         try:
             request = node.devices.link(name=name)
         except ValueError as exc:
-            raise CommandError(f"cannot use --name: {exc}") from exc
+            raise CommandError(_("cannot use --name: {exc}").format(exc=exc)) from exc
         code = request.code()
         text = request.to_text()
         if qr is not None:
             try:
                 request.qr().save(str(qr), kind="png", scale=QR_PNG_SCALE)
             except OSError as exc:
-                raise CommandError(f"cannot write the QR code to {qr}: {exc.strerror or exc}") from exc
+                raise CommandError(
+                    _("cannot write the QR code to {qr}: {exc}").format(qr=qr, exc=exc.strerror or exc)
+                ) from exc
         if json_lines:
             _line(
                 out,
@@ -72,9 +75,11 @@ async def run_link(
             out.write(text + "\n")
             out.flush()
         err.print(
-            f"Link code [bold]{code[:3]} {code[3:]}[/]. On your primary device run\n"
-            f"  meshchat device approve '<the request above>'\n"
-            "and check that it shows the same code. Waiting for the approval (Ctrl-C to give up)..."
+            _(
+                "Link code [bold]{code_start} {code_end}[/]. On your primary device run\n  meshchat device "
+                "approve '<the request above>'\nand check that it shows the same code. Waiting for the "
+                "approval (Ctrl-C to give up)..."
+            ).format(code_start=code[:3], code_end=code[3:])
         )
         linked = await node.devices.wait_linked(timeout)
         root = linked.root.peer_id
@@ -94,9 +99,13 @@ async def run_link(
                 },
             )
         else:
-            out.write(f"linked to {root} as {terminal_text(mine.name)}\n")
+            out.write(_("linked to {root} as {name}\n").format(root=root, name=terminal_text(mine.name)))
             out.flush()
-            err.print(f"[dim]{contacts} contacts copied; run `meshchat node` on this profile to receive.[/]")
+            err.print(
+                _(
+                    "[dim]{contacts} contacts copied; run `meshchat node` on this profile to receive.[/]"
+                ).format(contacts=contacts)
+            )
 
 
 async def _left(handles: Sequence[MessageHandle], seconds: float) -> int:
@@ -159,7 +168,7 @@ async def run_approve(
             )
             return
         shown = f"{terminal_text(approved.device.name)} ({approved.device.public.peer_id})"
-        out.write(f"approved {shown}: {status.value}\n")
+        out.write(_("approved {shown}: {status}\n").format(shown=shown, status=status.value))
         out.flush()
         _say_lists(told, len(approved.lists), approved.left_out)
 
@@ -168,11 +177,17 @@ def _say_lists(told: int, total: int, left_out: int = 0) -> None:
     err = stderr_console()
     if told < total:
         err.print(
-            f"[yellow]{total - told} of {total} contacts have not got your new device list yet: it waits in "
-            "the outbox; `meshchat node` sends it.[/]"
+            _(
+                "[yellow]{missing} of {total} contacts have not got your new device list yet: it waits "
+                "in the outbox; `meshchat node` sends it.[/]"
+            ).format(missing=total - told, total=total)
         )
     if left_out:
-        err.print(f"[yellow]{left_out} contacts did not fit in what the new device got; add them there.[/]")
+        err.print(
+            _(
+                "[yellow]{left_out} contacts did not fit in what the new device got; add them there.[/]"
+            ).format(left_out=left_out)
+        )
 
 
 async def run_remove(
@@ -207,7 +222,11 @@ async def run_remove(
             )
             return
         name = terminal_markup(removed.device.name)
-        stderr_console().print(f"[dim]nothing sent from now on is sealed to {name}[/]")
-        out.write(f"removed {terminal_text(removed.device.name)} ({removed.device.public.peer_id})\n")
+        stderr_console().print(_("[dim]nothing sent from now on is sealed to {name}[/]").format(name=name))
+        out.write(
+            _("removed {name} ({peer_id})\n").format(
+                name=terminal_text(removed.device.name), peer_id=removed.device.public.peer_id
+            )
+        )
         out.flush()
         _say_lists(told, len(removed.lists))

@@ -45,6 +45,7 @@ from meshchat.cli.common import (
     stdout_console,
     terminal_markup,
 )
+from meshchat.i18n import _
 
 __all__ = ["DEFAULT_APPROVE_WAIT", "approve_command", "device_app", "link_command", "list_command"]
 
@@ -54,23 +55,23 @@ DEFAULT_APPROVE_WAIT = 20.0
 
 device_app = typer.Typer(
     name="device",
-    help="Several devices per person: link a new one, approve it on the primary, list, remove.",
+    help=_("Several devices per person: link a new one, approve it on the primary, list, remove."),
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 ListenOption = Annotated[
-    list[str] | None, typer.Option(metavar="MULTIADDR", help="Listen here (default: every interface).")
+    list[str] | None, typer.Option(metavar="MULTIADDR", help=_("Listen here (default: every interface)."))
 ]
 OutboundListenOption = Annotated[
     list[str] | None,
-    typer.Option(metavar="MULTIADDR", help="Listen here (default: nowhere; it only dials out)."),
+    typer.Option(metavar="MULTIADDR", help=_("Listen here (default: nowhere; it only dials out).")),
 ]
-BootstrapOption = Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")]
+BootstrapOption = Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help=_("Dial at start."))]
 WaitOption = Annotated[
     float,
     typer.Option(
-        "--wait", metavar="SECONDS", min=0.1, help="Wait this long for what it sent to leave (default 20)."
+        "--wait", metavar="SECONDS", min=0.1, help=_("Wait this long for what it sent to leave (default 20).")
     ),
 ]
 
@@ -88,40 +89,60 @@ def _run(
     _run_on_network(profile, listen, bootstrap, run, out=sys.stdout, **options)
 
 
-@device_app.command("link")
+@device_app.command(
+    "link",
+    help=_(
+        "On a NEW device: print a link request (stdout) and its code (stderr), wait for the primary's\n"
+        "approval while running a node, then take the profile it sends (name, contacts)."
+    ),
+)
 def link_command(
     *,
     profile: ProfileOption = None,
-    name: Annotated[str, typer.Option(help="This device's name, as your contacts will see it.")] = "laptop",
+    name: Annotated[
+        str, typer.Option(help=_("This device's name, as your contacts will see it."))
+    ] = "laptop",
     qr: Annotated[
-        Path | None, typer.Option("--qr", metavar="FILE.png", help="Also save the request as a QR code PNG.")
+        Path | None,
+        typer.Option("--qr", metavar="FILE.png", help=_("Also save the request as a QR code PNG.")),
     ] = None,
     timeout: Annotated[
-        float, typer.Option(metavar="SECONDS", min=1.0, help="Wait this long for the approval (default 600).")
+        float,
+        typer.Option(metavar="SECONDS", min=1.0, help=_("Wait this long for the approval (default 600).")),
     ] = 600.0,
     listen: ListenOption = None,
     bootstrap: BootstrapOption = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object per line.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help=_("Print one JSON object per line."))] = False,
 ) -> None:
     """On a NEW device: print a link request (stdout) and its code (stderr), wait for the primary's
     approval while running a node, then take the profile it sends (name, contacts)."""
     from meshchat.cli.device_runner import run_link  # noqa: PLC0415
 
     if qr is not None and qr.suffix.lower() != ".png":
-        raise CommandError(f"--qr saves a PNG image; give a file name ending in .png, not {qr.name!r}")
+        raise CommandError(
+            _("--qr saves a PNG image; give a file name ending in .png, not {name!r}").format(name=qr.name)
+        )
     _run(profile, listen, bootstrap, run_link, name=name, qr=qr, timeout=timeout, json_lines=json_output)
 
 
-@device_app.command("approve")
+@device_app.command(
+    "approve",
+    help=_(
+        "On the primary: add the device whose request this is (after comparing its code), hand it this\n"
+        "profile and tell every contact."
+    ),
+)
 def approve_command(
-    text: Annotated[str, typer.Argument(metavar="REQUEST", help="The new device's MESHCHAT-LINK:… text.")],
+    text: Annotated[str, typer.Argument(metavar="REQUEST", help=_("The new device's MESHCHAT-LINK:… text."))],
     *,
     code: Annotated[
-        str | None, typer.Option(metavar="NNNNNN", help="The code the new device shows (checked for you).")
+        str | None, typer.Option(metavar="NNNNNN", help=_("The code the new device shows (checked for you)."))
     ] = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask: the codes were compared already.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help=_("Do not ask: the codes were compared already."))
+    ] = False,
     name: Annotated[
-        str, typer.Option("--primary-name", help="This device's name in the list, at the first link.")
+        str, typer.Option("--primary-name", help=_("This device's name in the list, at the first link."))
     ] = "primary",
     profile: ProfileOption = None,
     listen: OutboundListenOption = None,
@@ -139,14 +160,18 @@ def approve_command(
     shown = request.code()
     err = stderr_console()
     err.print(
-        f"Device [bold]{terminal_markup(request.name)}[/] ({request.to_device(wall_now=0).public.peer_id}) "
-        f"asks to join; code [bold]{shown[:3]} {shown[3:]}[/]"
+        _("Device [bold]{name}[/] ({peer_id}) asks to join; code [bold]{code_start} {code_end}[/]").format(
+            name=terminal_markup(request.name),
+            peer_id=request.to_device(wall_now=0).public.peer_id,
+            code_start=shown[:3],
+            code_end=shown[3:],
+        )
     )
     if code is not None:
         if "".join(code.split()) != shown:
             raise LinkCodeMismatch()
-    elif not yes and not typer.confirm("Does the new device show this same code?", err=True):
-        raise CommandError("not approved: the codes differ or you said no")
+    elif not yes and not typer.confirm(_("Does the new device show this same code?"), err=True):
+        raise CommandError(_("not approved: the codes differ or you said no"))
     from meshchat.cli.device_runner import run_approve  # noqa: PLC0415
 
     _run(
@@ -162,9 +187,11 @@ def approve_command(
     )
 
 
-@device_app.command("remove")
+@device_app.command(
+    "remove", help=_("On the primary: remove a device (a lost phone): nothing sent afterwards reaches it.")
+)
 def remove_command(
-    device: Annotated[str, typer.Argument(metavar="NAME|PEERID", help="The device to remove.")],
+    device: Annotated[str, typer.Argument(metavar="NAME|PEERID", help=_("The device to remove."))],
     *,
     profile: ProfileOption = None,
     listen: OutboundListenOption = None,
@@ -188,7 +215,9 @@ def remove_command(
     )
 
 
-@device_app.command("list")
+@device_app.command(
+    "list", help=_("This person's devices (reads the profile's store; works while its node runs).")
+)
 def list_command(*, profile: ProfileOption = None, json_output: JsonOption = False) -> None:
     """This person's devices (reads the profile's store; works while its node runs)."""
     from meshchat.errors import StorageError  # noqa: PLC0415
@@ -208,7 +237,7 @@ def list_command(*, profile: ProfileOption = None, json_output: JsonOption = Fal
         else:
             book = DeviceBook(identity, MemoryStorage())
     except StorageError as exc:
-        raise CommandError(f"cannot read the profile's store: {exc}") from exc
+        raise CommandError(_("cannot read the profile's store: {exc}").format(exc=exc)) from exc
     own = book.own_list
     rows = (
         [(d.name, d.public.peer_id, d.added, d.key == book.root, d.key == me.ed25519) for d in own.devices]
@@ -231,8 +260,12 @@ def list_command(*, profile: ProfileOption = None, json_output: JsonOption = Fal
     out = stdout_console()
     for name, peer, added, primary, this in rows:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(added)) if added else ""
-        marks = ", ".join(m for m, on in (("primary", primary), ("this device", this)) if on)
-        out.print(f"{terminal_markup(name):16s} {peer} {when} [dim]{marks}[/]")
+        marks = ", ".join(m for m, on in ((_("primary"), primary), (_("this device"), this)) if on)
+        out.print(
+            _("{name:16s} {peer} {when} [dim]{marks}[/]").format(
+                name=terminal_markup(name), peer=peer, when=when, marks=marks
+            )
+        )
     if own is None:
-        out.print("[dim]One device (this one). Link another with `meshchat device link` on it.[/]")
+        out.print(_("[dim]One device (this one). Link another with `meshchat device link` on it.[/]"))
     sys.stdout.flush()

@@ -46,6 +46,7 @@ from meshchat.cli.common import (
     terminal_markup,
     terminal_text,
 )
+from meshchat.i18n import _
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -86,20 +87,20 @@ DEFAULT_COSIGN_WAIT = 20.0
 
 cosign_app = typer.Typer(
     name="cosign",
-    help="Co-sign a document with others: propose it with an M-of-N rule, sign, revoke, export.",
+    help=_("Co-sign a document with others: propose it with an M-of-N rule, sign, revoke, export."),
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 ListenOption = Annotated[
     list[str] | None,
-    typer.Option(metavar="MULTIADDR", help="Listen here (default: nowhere; it only dials out)."),
+    typer.Option(metavar="MULTIADDR", help=_("Listen here (default: nowhere; it only dials out).")),
 ]
-BootstrapOption = Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")]
+BootstrapOption = Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help=_("Dial at start."))]
 WaitOption = Annotated[
     float,
     typer.Option(
-        "--wait", metavar="SECONDS", min=0.1, help="Wait this long for what it sent to leave (default 20)."
+        "--wait", metavar="SECONDS", min=0.1, help=_("Wait this long for what it sent to leave (default 20).")
     ),
 ]
 
@@ -141,7 +142,7 @@ def _read_text(path: Path, *, limit: int, what: str) -> str:
         with path.open("rb") as file:
             data = file.read(limit + 1)
     except OSError as exc:
-        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise CommandError(_("cannot read {path}: {exc}").format(path=path, exc=exc.strerror or exc)) from exc
     if len(data) > limit:
         raise TooLarge(what=what, size=path.stat().st_size, limit=limit)
     try:
@@ -161,13 +162,15 @@ def _digest(path: Path) -> tuple[str, int]:
         try:
             return digest_stream(sys.stdin.buffer)
         except OSError as exc:
-            raise CommandError(f"cannot read standard input: {exc.strerror or exc}") from exc
+            raise CommandError(
+                _("cannot read standard input: {exc}").format(exc=exc.strerror or exc)
+            ) from exc
     if not path.is_file():
-        raise CommandError(f"{path} is not a file")
+        raise CommandError(_("{path} is not a file").format(path=path))
     try:
         return digest_file(path)
     except OSError as exc:
-        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise CommandError(_("cannot read {path}: {exc}").format(path=path, exc=exc.strerror or exc)) from exc
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -176,7 +179,9 @@ def _write(path: Path, data: bytes) -> None:
     try:
         replace_atomically(path, data)
     except OSError as exc:
-        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise CommandError(
+            _("cannot write {path}: {exc}").format(path=path, exc=exc.strerror or exc)
+        ) from exc
 
 
 def _signer_json(public: PublicIdentity, did: str, names: dict[str, str]) -> dict[str, object]:
@@ -205,10 +210,12 @@ def _who(public: PublicIdentity, names: dict[str, str]) -> str:
 
 
 def sign_command(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="The file to sign (- reads standard input).")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help=_("The file to sign (- reads standard input)."))
+    ],
     *,
     purpose: Annotated[
-        str | None, typer.Option(metavar="TEXT", help="Why you sign (at most 200 characters), signed too.")
+        str | None, typer.Option(metavar="TEXT", help=_("Why you sign (at most 200 characters), signed too."))
     ] = None,
     out: Annotated[
         Path | None,
@@ -216,7 +223,7 @@ def sign_command(
             "--out",
             "-o",
             metavar="FILE.sig",
-            help="Where to write (default FILE.sig; for -, standard output).",
+            help=_("Where to write (default FILE.sig; for -, standard output)."),
         ),
     ] = None,
     profile: ProfileOption = None,
@@ -227,9 +234,11 @@ def sign_command(
     piped = str(file) == STDIN
     target = out if out is not None or piped else file.with_name(file.name + SIGNATURE_SUFFIX)
     if target is not None and not target.parent.is_dir():
-        raise UsageError(f"cannot write {target}: no folder {target.parent}")
+        raise UsageError(
+            _("cannot write {target}: no folder {parent}").format(target=target, parent=target.parent)
+        )
     if purpose is not None and len(purpose) > 200:
-        raise UsageError(f"--purpose is at most 200 characters, not {len(purpose)}")
+        raise UsageError(_("--purpose is at most 200 characters, not {count}").format(count=len(purpose)))
     folder = profile_dir(profile)
     require_key_file(folder)
     from meshchat.documents.signature import parse_signature, sign_digest  # noqa: PLC0415
@@ -250,25 +259,30 @@ def sign_command(
         emit_json({"file": str(file), "signature": str(target), **signature_json(info, _names(folder))})
         return
     _console().print(
-        f"signed {terminal_markup(file.name)} (sha-256 {info.digest}, {size:,} bytes) -> "
-        f"{terminal_markup(str(target))}"
+        _("signed {name} (sha-256 {digest}, {size:,} bytes) -> {target}").format(
+            name=terminal_markup(file.name),
+            digest=info.digest,
+            size=size,
+            target=terminal_markup(str(target)),
+        )
     )
 
 
 def verify_command(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="The document (- reads standard input).")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help=_("The document (- reads standard input)."))],
     signature: Annotated[
-        Path, typer.Argument(metavar="SIG", help="Its signature (.sig) or co-signing bundle (.cosign.json).")
+        Path,
+        typer.Argument(metavar="SIG", help=_("Its signature (.sig) or co-signing bundle (.cosign.json).")),
     ],
     *,
     profile: ProfileOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Check a signature (or a co-signing bundle) against FILE, offline: who signed it and when."""
-    digest, _ = _digest(file)
+    digest, _size = _digest(file)
     folder = profile_dir(profile)  # only for names: verifying needs no profile
     names = _names(folder)
-    text = _read_text(signature, limit=MAX_BUNDLE_FILE, what="signature file")
+    text = _read_text(signature, limit=MAX_BUNDLE_FILE, what=_("signature file"))
     if text.startswith("{"):
         _verify_bundle(file, text, digest, names, json_output=json_output)
         return
@@ -283,16 +297,20 @@ def verify_command(
         emit_json({"file": str(file), "valid": True, **signature_json(info, names)})
         return
     out = _console()
-    out.print(f"[green]valid[/]: {terminal_markup(file.name)} was signed by {_who(info.signer, names)}")
-    out.print(f"  did        {info.signer_did}")
-    out.print(f"  signed at  {_when(info.signed_at)} (the signer's own clock)")
-    out.print(f"  sha-256    {info.digest} ({info.size:,} bytes)")
+    out.print(
+        _("[green]valid[/]: {name} was signed by {signer}").format(
+            name=terminal_markup(file.name), signer=_who(info.signer, names)
+        )
+    )
+    out.print(_("  did        {signer_did}").format(signer_did=info.signer_did))
+    out.print(_("  signed at  {signed_at} (the signer's own clock)").format(signed_at=_when(info.signed_at)))
+    out.print(_("  sha-256    {digest} ({size:,} bytes)").format(digest=info.digest, size=info.size))
     if info.name is not None and info.name != file.name:
-        out.print(f"  signed as  {terminal_markup(info.name)}")
+        out.print(_("  signed as  {name}").format(name=terminal_markup(info.name)))
     if info.purpose:
-        out.print(f"  purpose    {terminal_markup(info.purpose)}")
+        out.print(_("  purpose    {purpose}").format(purpose=terminal_markup(info.purpose)))
     if info.cosign:
-        out.print(f"  round      {info.cosign} (a co-signing round's signature)")
+        out.print(_("  round      {cosign} (a co-signing round's signature)").format(cosign=info.cosign))
 
 
 def _verify_bundle(file: Path, text: str, digest: str, names: dict[str, str], *, json_output: bool) -> None:
@@ -307,28 +325,40 @@ def _verify_bundle(file: Path, text: str, digest: str, names: dict[str, str], *,
         emit_json({"file": str(file), **value})
     else:
         out = _console()
-        state = "[green]complete[/]" if report.complete else "[yellow]not complete[/]"
+        state = _("[green]complete[/]") if report.complete else _("[yellow]not complete[/]")
         out.print(
-            f"{state}: {terminal_markup(file.name)}, round {proposal.doc_id}, "
-            f"{len(report.signatures)} of {proposal.threshold} needed signatures "
-            f"({len(proposal.signers)} signers), proposed by {_who(proposal.proposer, names)} "
-            f"at {_when(proposal.created)}"
+            _(
+                "{state}: {name}, round {doc_id}, {count} of {threshold} needed signatures ({signers} "
+                "signers), proposed by {proposer} at {created}"
+            ).format(
+                state=state,
+                name=terminal_markup(file.name),
+                doc_id=proposal.doc_id,
+                count=len(report.signatures),
+                threshold=proposal.threshold,
+                signers=len(proposal.signers),
+                proposer=_who(proposal.proposer, names),
+                created=_when(proposal.created),
+            )
         )
         bounds = report.signed_no_later_than
         for info in report.signatures:
-            line = f"  signed   {_who(info.signer, names)} at {_when(info.signed_at)}"
+            line = _("  signed   {signer} at {signed_at}").format(
+                signer=_who(info.signer, names), signed_at=_when(info.signed_at)
+            )
             bound = bounds.get(info.signer_did)
             if bound is not None:
-                line += f", witnessed no later than {_when(bound)}"
+                line += _(", witnessed no later than {bound}").format(bound=_when(bound))
             out.print(line)
         for public, at in report.revoked:
-            out.print(f"  revoked  {_who(public, names)} at {_when(at)}")
+            out.print(_("  revoked  {public} at {at}").format(public=_who(public, names), at=_when(at)))
         for public in report.missing:
-            out.print(f"  missing  {_who(public, names)}")
+            out.print(_("  missing  {public}").format(public=_who(public, names)))
     if not report.complete:
         raise CommandError(
-            f"round {proposal.doc_id} is not complete: {len(report.signatures)} valid signature(s), "
-            f"{proposal.threshold} needed"
+            _("round {doc_id} is not complete: {count} valid signature(s), {threshold} needed").format(
+                doc_id=proposal.doc_id, count=len(report.signatures), threshold=proposal.threshold
+            )
         )
 
 
@@ -382,8 +412,13 @@ def describe_document_event(event: DocumentEvent, printer: EventPrinter, *, name
             proposal = view.proposal
             printer.event(
                 "document_proposed",
-                f"{who(proposal.proposer)} proposed {terminal_text(proposal.name)} ({proposal.doc_id}) "
-                f"to sign, {proposal.threshold} of {len(proposal.signers)}",
+                _("{proposer} proposed {name} ({doc_id}) to sign, {threshold} of {count}").format(
+                    proposer=who(proposal.proposer),
+                    name=terminal_text(proposal.name),
+                    doc_id=proposal.doc_id,
+                    threshold=proposal.threshold,
+                    count=len(proposal.signers),
+                ),
                 doc_id=proposal.doc_id,
                 name=proposal.name,
                 proposer=proposal.proposer.peer_id,
@@ -393,18 +428,30 @@ def describe_document_event(event: DocumentEvent, printer: EventPrinter, *, name
             )
         case DocumentSigned(doc_id=doc_id, signer=signer):
             printer.event(
-                "document_signed", f"{who(signer)} signed {doc_id}", doc_id=doc_id, signer=signer.peer_id
+                "document_signed",
+                _("{signer} signed {doc_id}").format(signer=who(signer), doc_id=doc_id),
+                doc_id=doc_id,
+                signer=signer.peer_id,
             )
         case DocumentRevoked(doc_id=doc_id, signer=signer):
             printer.event(
-                "document_revoked", f"{who(signer)} revoked their signature of {doc_id}", doc_id=doc_id,
+                "document_revoked",
+                _("{signer} revoked their signature of {doc_id}").format(signer=who(signer), doc_id=doc_id),
+                doc_id=doc_id,
                 signer=signer.peer_id,
-            )  # fmt: skip
+            )
         case DocumentCompleted(doc_id=doc_id):
-            printer.event("document_completed", f"{doc_id} is signed: its rule holds", doc_id=doc_id)
+            printer.event(
+                "document_completed",
+                _("{doc_id} is signed: its rule holds").format(doc_id=doc_id),
+                doc_id=doc_id,
+            )
         case DocumentStamped(doc_id=doc_id, signer=signer, witness=witness):
             printer.event(
-                "document_stamped", f"{who(witness)} witnessed {who(signer)}'s signature of {doc_id}",
+                "document_stamped",
+                _("{witness} witnessed {signer}'s signature of {doc_id}").format(
+                    witness=who(witness), signer=who(signer), doc_id=doc_id
+                ),
                 doc_id=doc_id, signer=signer.peer_id, witness=witness.peer_id,
             )  # fmt: skip
         case _:
@@ -447,32 +494,38 @@ def print_view(view: DocumentView, names: dict[str, str], *, detail: bool) -> No
     proposal = view.proposal
     state = {"open": "[yellow]open[/]", "complete": "[green]complete[/]", "expired": "[red]expired[/]"}
     out.print(
-        f"{proposal.doc_id}  {state.get(view.state.name.lower(), view.state.name)}  "
-        f"{len(view.signatures)}/{proposal.threshold} of {len(proposal.signers)}  "
-        f"{terminal_markup(proposal.name)}  from {_who(proposal.proposer, names)}"
+        _("{doc_id}  {state}  {count}/{threshold} of {signers}  {name}  from {proposer}").format(
+            doc_id=proposal.doc_id,
+            state=state.get(view.state.name.lower(), view.state.name),
+            count=len(view.signatures),
+            threshold=proposal.threshold,
+            signers=len(proposal.signers),
+            name=terminal_markup(proposal.name),
+            proposer=_who(proposal.proposer, names),
+        )
     )
     if not detail:
         return
-    out.print(f"  sha-256    {proposal.digest} ({proposal.size:,} bytes)")
-    out.print(f"  proposed   {_when(proposal.created)}")
+    out.print(_("  sha-256    {digest} ({size:,} bytes)").format(digest=proposal.digest, size=proposal.size))
+    out.print(_("  proposed   {created}").format(created=_when(proposal.created)))
     if proposal.expires is not None:
-        out.print(f"  expires    {_when(proposal.expires)}")
+        out.print(_("  expires    {expires}").format(expires=_when(proposal.expires)))
     signed = {s.signer.peer_id: s for s in view.signatures}
     revoked = {p.peer_id: at for p, at in view.revoked}
     for public in proposal.signers:
         info = signed.get(public.peer_id)
         if info is not None:
-            what = f"signed {_when(info.signed_at)}"
+            what = _("signed {signed_at}").format(signed_at=_when(info.signed_at))
             bound = view.signed_by.get(info.signer_did)
             if bound is not None:
-                what += f" (witnessed no later than {_when(bound)})"
+                what += _(" (witnessed no later than {bound})").format(bound=_when(bound))
         elif public.peer_id in revoked:
-            what = f"revoked {_when(revoked[public.peer_id])}"
+            what = _("revoked {when}").format(when=_when(revoked[public.peer_id]))
         else:
-            what = "pending"
+            what = _("pending")
         out.print(f"  {_who(public, names)}: {what}")
     if not view.has_content:
-        out.print("  [dim]the document did not travel inline: sign with --file PATH[/]")
+        out.print(_("  [dim]the document did not travel inline: sign with --file PATH[/]"))
 
 
 def _open_local(profile: Path | None) -> tuple[Path, Documents]:
@@ -485,7 +538,9 @@ def _open_local(profile: Path | None) -> tuple[Path, Documents]:
     return folder, open_offline(folder, identity)
 
 
-@cosign_app.command("list")
+@cosign_app.command(
+    "list", help=_("The co-signing rounds this profile knows (read from its documents.db; no network).")
+)
 def list_command(*, profile: ProfileOption = None, json_output: JsonOption = False) -> None:
     """The co-signing rounds this profile knows (read from its documents.db; no network)."""
     folder, documents = _open_local(profile)
@@ -496,14 +551,16 @@ def list_command(*, profile: ProfileOption = None, json_output: JsonOption = Fal
         emit_json({"documents": [view_json(v, names) for v in views]})
         return
     if not views:
-        _console().print("[dim]No co-signing rounds. Start one with `meshchat cosign propose`.[/]")
+        _console().print(_("[dim]No co-signing rounds. Start one with `meshchat cosign propose`.[/]"))
     for view in views:
         print_view(view, names, detail=False)
 
 
-@cosign_app.command("status")
+@cosign_app.command(
+    "status", help=_("One round: each signer's signature (or revocation), the rule, whether it is complete.")
+)
 def status_command(
-    doc_id: Annotated[str, typer.Argument(metavar="ID", help="The round's id (from propose or list).")],
+    doc_id: Annotated[str, typer.Argument(metavar="ID", help=_("The round's id (from propose or list)."))],
     *,
     profile: ProfileOption = None,
     json_output: JsonOption = False,
@@ -519,19 +576,22 @@ def status_command(
     print_view(view, names, detail=True)
 
 
-@cosign_app.command("export")
+@cosign_app.command(
+    "export",
+    help=_("Write the round's bundle (proposal, signatures, revocations, stamps) for `meshchat verify`."),
+)
 def export_command(
-    doc_id: Annotated[str, typer.Argument(metavar="ID", help="The round's id.")],
+    doc_id: Annotated[str, typer.Argument(metavar="ID", help=_("The round's id."))],
     *,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", metavar="FILE", help="Where to write (default NAME.cosign.json)."),
+        typer.Option("--out", "-o", metavar="FILE", help=_("Where to write (default NAME.cosign.json).")),
     ] = None,
     profile: ProfileOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Write the round's bundle (proposal, signatures, revocations, stamps) for `meshchat verify`."""
-    _, documents = _open_local(profile)
+    _node_dir, documents = _open_local(profile)
     with documents:
         view = documents.view(doc_id)
         text = documents.bundle(doc_id)
@@ -539,14 +599,20 @@ def export_command(
 
     target = out if out is not None else Path(safe_name(view.proposal.name) + BUNDLE_SUFFIX)
     if not target.parent.is_dir():
-        raise UsageError(f"cannot write {target}: no folder {target.parent}")
+        raise UsageError(
+            _("cannot write {target}: no folder {parent}").format(target=target, parent=target.parent)
+        )
     _write(target, text.encode("utf-8") + b"\n")
     if json_output:
         emit_json(
             {"doc_id": view.proposal.doc_id, "bundle": str(target), "complete": view.state.name == "COMPLETE"}
         )
         return
-    _console().print(f"exported {view.proposal.doc_id} -> {terminal_markup(str(target))}")
+    _console().print(
+        _("exported {doc_id} -> {target}").format(
+            doc_id=view.proposal.doc_id, target=terminal_markup(str(target))
+        )
+    )
 
 
 # --- cosign: the network commands -----------------------------------------------------------------
@@ -564,26 +630,30 @@ def _run(
     _run_on_network(profile, listen or [], bootstrap, run, out=sys.stdout, **options)
 
 
-@cosign_app.command("propose")
+@cosign_app.command(
+    "propose",
+    help=_("Start a co-signing round: FILE goes to every signer (a file over 40 KiB as an attachment)."),
+)
 def propose_command(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="The document to co-sign.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help=_("The document to co-sign."))],
     *,
     signer: Annotated[
         list[str],
-        typer.Option("--signer", "-s", metavar="NAME", help="A signer: contact name or PeerId (repeat)."),
+        typer.Option("--signer", "-s", metavar="NAME", help=_("A signer: contact name or PeerId (repeat).")),
     ],
     need: Annotated[
-        int, typer.Option("--need", "-m", metavar="M", min=1, help="Signatures needed (M of N).")
+        int, typer.Option("--need", "-m", metavar="M", min=1, help=_("Signatures needed (M of N)."))
     ],
     witness: Annotated[
-        list[str] | None, typer.Option("--witness", metavar="NAME", help="A timestamp witness (repeat).")
+        list[str] | None, typer.Option("--witness", metavar="NAME", help=_("A timestamp witness (repeat)."))
     ] = None,
     quorum: Annotated[
-        int, typer.Option(metavar="K", min=0, help="Witness stamps that bound a signing time (default 0).")
+        int, typer.Option(metavar="K", min=0, help=_("Witness stamps that bound a signing time (default 0)."))
     ] = 0,
-    me: Annotated[bool, typer.Option("--me/--no-me", help="Whether you are one of the signers.")] = True,
+    me: Annotated[bool, typer.Option("--me/--no-me", help=_("Whether you are one of the signers."))] = True,
     expires_days: Annotated[
-        float | None, typer.Option("--expires-days", metavar="DAYS", min=0.01, help="Close the round after.")
+        float | None,
+        typer.Option("--expires-days", metavar="DAYS", min=0.01, help=_("Close the round after.")),
     ] = None,
     profile: ProfileOption = None,
     listen: ListenOption = None,
@@ -594,7 +664,7 @@ def propose_command(
 ) -> None:
     """Start a co-signing round: FILE goes to every signer (a file over 40 KiB as an attachment)."""
     if not file.is_file():
-        raise UsageError(f"{file} is not a file")
+        raise UsageError(_("{file} is not a file").format(file=file))
     from meshchat.cli.cosign_runner import Request, run_cosign  # noqa: PLC0415
 
     request = Request(
@@ -619,12 +689,13 @@ def propose_command(
     )
 
 
-@cosign_app.command("sign")
+@cosign_app.command("sign", help=_("Sign a round's document and send the signature to every participant."))
 def cosign_sign_command(
-    doc_id: Annotated[str, typer.Argument(metavar="ID", help="The round's id.")],
+    doc_id: Annotated[str, typer.Argument(metavar="ID", help=_("The round's id."))],
     *,
     file: Annotated[
-        Path | None, typer.Option("--file", metavar="PATH", help="The document, checked against the round.")
+        Path | None,
+        typer.Option("--file", metavar="PATH", help=_("The document, checked against the round.")),
     ] = None,
     profile: ProfileOption = None,
     listen: ListenOption = None,
@@ -635,7 +706,7 @@ def cosign_sign_command(
 ) -> None:
     """Sign a round's document and send the signature to every participant."""
     if file is not None and not file.is_file():
-        raise UsageError(f"{file} is not a file")
+        raise UsageError(_("{file} is not a file").format(file=file))
     from meshchat.cli.cosign_runner import Request, run_cosign  # noqa: PLC0415
 
     request = Request(verb="sign", doc_id=doc_id, path=file)
@@ -651,11 +722,13 @@ def cosign_sign_command(
     )
 
 
-@cosign_app.command("revoke")
+@cosign_app.command(
+    "revoke", help=_("Take back your signature on a round's document, and tell every participant.")
+)
 def revoke_command(
-    doc_id: Annotated[str, typer.Argument(metavar="ID", help="The round's id.")],
+    doc_id: Annotated[str, typer.Argument(metavar="ID", help=_("The round's id."))],
     *,
-    reason: Annotated[str, typer.Option(metavar="TEXT", help="Why (sent with the revocation).")] = "",
+    reason: Annotated[str, typer.Option(metavar="TEXT", help=_("Why (sent with the revocation)."))] = "",
     profile: ProfileOption = None,
     listen: ListenOption = None,
     bootstrap: BootstrapOption = None,

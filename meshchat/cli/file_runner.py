@@ -50,6 +50,7 @@ from meshchat.errors import BadManifest, NetworkError
 from meshchat.files.chunks import CHUNK_SIZE, chunk_count, padded_length, plain_length
 from meshchat.files.events import FileProblem
 from meshchat.files.sqlite import ReceivedState, SentRecord
+from meshchat.i18n import _
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.node import Node
 from meshchat.store.storage import OutboxStatus
@@ -233,11 +234,19 @@ async def run_send_file(
     if json_output:
         emit_json(result)
         return
-    how = f"{contact.name} fetched it" if sent >= wire else "a mailbox holds every chunk"
+    how = (
+        _("{name} fetched it").format(name=contact.name) if sent >= wire else _("a mailbox holds every chunk")
+    )
     out.write(
         terminal_text(
-            f"sent {manifest.name} ({human_size(record.size)}, {manifest.mime}) to {contact.name}: "
-            f"{result['status']}; {how}"
+            _("sent {name} ({size}, {mime}) to {contact}: {status}; {how}").format(
+                name=manifest.name,
+                size=human_size(record.size),
+                mime=manifest.mime,
+                contact=contact.name,
+                status=result["status"],
+                how=how,
+            )
         )
         + "\n"
     )

@@ -37,6 +37,7 @@ from meshchat.cli.common import (
     terminal_markup,
 )
 from meshchat.cli.store import names_of
+from meshchat.i18n import _
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -68,21 +69,21 @@ def files_command(
             "--fetch",
             metavar="NUMBER",
             min=1,
-            help="Fetch this attachment (its # in the list) into the profile's downloads folder.",
+            help=_("Fetch this attachment (its # in the list) into the profile's downloads folder."),
         ),
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="List at most this many of each.")] = 100,
+    limit: Annotated[int, typer.Option(min=1, help=_("List at most this many of each."))] = 100,
     timeout: Annotated[
         float,
-        typer.Option(metavar="SECONDS", min=0.1, help="With --fetch: give up after this long."),
+        typer.Option(metavar="SECONDS", min=0.1, help=_("With --fetch: give up after this long.")),
     ] = FETCH_TIMEOUT,
     listen: Annotated[
         list[str] | None,
-        typer.Option(metavar="MULTIADDR", help="With --fetch: listen here (default: nowhere)."),
+        typer.Option(metavar="MULTIADDR", help=_("With --fetch: listen here (default: nowhere).")),
     ] = None,
     bootstrap: Annotated[
         list[str] | None,
-        typer.Option(metavar="MULTIADDR", help="With --fetch: dial at start (the sender, say)."),
+        typer.Option(metavar="MULTIADDR", help=_("With --fetch: dial at start (the sender, say).")),
     ] = None,
     mailbox: MailboxOption = None,
     json_output: JsonOption = False,
@@ -91,7 +92,7 @@ def files_command(
     stderr) into the profile's downloads folder and prints where it landed."""
     if fetch is None:
         if listen or bootstrap or mailbox:
-            raise UsageError("--listen, --bootstrap and --mailbox go with --fetch")
+            raise UsageError(_("--listen, --bootstrap and --mailbox go with --fetch"))
         _list_files(profile_dir(profile), limit=limit, json_output=json_output)
         return
     from meshchat.cli.file_runner import run_fetch  # noqa: PLC0415 (trio, py-libp2p)
@@ -131,11 +132,18 @@ def send_file(
     from meshchat.files.manifest import MAX_CAPTION_BYTES  # noqa: PLC0415
 
     if text is not None:
-        raise UsageError("give TEXT or --file PATH, not both (--caption TEXT goes with the file)")
+        raise UsageError(_("give TEXT or --file PATH, not both (--caption TEXT goes with the file)"))
     if not path.is_file():
-        raise UsageError(f"--file {path}: " + ("not a regular file" if path.exists() else "no such file"))
+        raise UsageError(
+            _("--file {path}: ").format(path=path)
+            + (_("not a regular file") if path.exists() else _("no such file"))
+        )
     if len(caption.encode("utf-8")) > MAX_CAPTION_BYTES:
-        raise UsageError(f"--caption is at most {MAX_CAPTION_BYTES:,} bytes of UTF-8")
+        raise UsageError(
+            _("--caption is at most {max_caption_bytes:,} bytes of UTF-8").format(
+                max_caption_bytes=MAX_CAPTION_BYTES
+            )
+        )
     _run_on_network(
         profile,
         listen or [],
@@ -280,11 +288,11 @@ def _when(unix: float) -> str:
 def _received_table(records: list[ReceivedRecord], names: dict[str, str]) -> Table:
     from rich.table import Table  # noqa: PLC0415
 
-    table = Table(title="files received")
-    for column in ("#", "from", "name", "type", "size", "state"):
+    table = Table(title=_("files received"))
+    for column in ("#", _("from"), _("name"), _("type"), _("size"), _("state")):
         table.add_column(column)
-    table.add_column("path", overflow="fold")
-    table.add_column("caption")
+    table.add_column(_("path"), overflow="fold")
+    table.add_column(_("caption"))
     for record in records:
         manifest = _manifest(record)
         peer = _peer_id(record.sender)
@@ -305,8 +313,8 @@ def _received_table(records: list[ReceivedRecord], names: dict[str, str]) -> Tab
 def _sent_table(records: list[SentRecord], uploads: dict[bytes, dict[str, tuple[int, bool]]]) -> Table:
     from rich.table import Table  # noqa: PLC0415
 
-    table = Table(title="files sent (newest first)")
-    for column in ("file", "name", "type", "size", "sent", "mailboxes"):
+    table = Table(title=_("files sent (newest first)"))
+    for column in (_("file"), _("name"), _("type"), _("size"), _("sent"), _("mailboxes")):
         table.add_column(column)
     for record in records:
         manifest = _manifest(record)
@@ -317,7 +325,7 @@ def _sent_table(records: list[SentRecord], uploads: dict[bytes, dict[str, tuple[
             terminal_markup(manifest.mime),
             human_size(manifest.size),
             _when(record.created_at),
-            f"{done} of {len(manifest.mailboxes)} have it",
+            _("{done} of {count} have it").format(done=done, count=len(manifest.mailboxes)),
         )
     return table
 
@@ -340,10 +348,22 @@ def describe_file_event(event: object, printer: EventPrinter, *, names: dict[str
         case Attachment(number=number, sender=sender, manifest=m, fetching=fetching):
             who = names.get(sender.peer_id, sender.peer_id)
             caption = f' "{m.caption}"' if m.caption else ""
-            then = "fetching" if fetching else f"fetch with: meshchat files --fetch {number}"
+            then = (
+                _("fetching")
+                if fetching
+                else _("fetch with: meshchat files --fetch {number}").format(number=number)
+            )
             printer.event(
                 "attachment",
-                f"#{number} from {who}: {m.name} ({human_size(m.size)}, {m.mime}){caption}; {then}",
+                _("#{number} from {who}: {name} ({size}, {mime}){caption}; {then}").format(
+                    number=number,
+                    who=who,
+                    name=m.name,
+                    size=human_size(m.size),
+                    mime=m.mime,
+                    caption=caption,
+                    then=then,
+                ),
                 number=number,
                 sender=sender.peer_id,
                 contact=names.get(sender.peer_id),
@@ -352,9 +372,14 @@ def describe_file_event(event: object, printer: EventPrinter, *, names: dict[str
                 **_media_json(m),
             )
         case AttachmentFetched(number=number, path=path):
-            printer.event("attachment_fetched", f"#{number} saved as {path}", number=number, path=path)
+            printer.event(
+                "attachment_fetched",
+                _("#{number} saved as {path}").format(number=number, path=path),
+                number=number,
+                path=path,
+            )
         case FileProblem(number=number, file_id=file_id, error=error, final=final):
-            what = f"#{number}" if number else f"sent file {file_id.hex()[:16]}"
+            what = f"#{number}" if number else _("sent file {file_id}").format(file_id=file_id.hex()[:16])
             printer.event(
                 "file_problem",
                 f"{what}: {error}" + ("" if final else " (retrying)"),

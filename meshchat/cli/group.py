@@ -53,6 +53,7 @@ from meshchat.cli.common import (
 from meshchat.cli.group_events import history_json, label, short_id, view_json
 from meshchat.cli.store import names_of
 from meshchat.errors import UnknownGroup
+from meshchat.i18n import _
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -65,18 +66,18 @@ __all__ = ["group_app"]
 
 group_app = typer.Typer(
     name="group",
-    help="Groups: create, invite, join, send, read; members and admins.",
+    help=_("Groups: create, invite, join, send, read; members and admins."),
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-GroupArgument = Annotated[str, typer.Argument(metavar="GROUP", help="Group name or hex id (prefix).")]
-MemberArgument = Annotated[str, typer.Argument(metavar="MEMBER", help="Contact name or PeerId.")]
+GroupArgument = Annotated[str, typer.Argument(metavar="GROUP", help=_("Group name or hex id (prefix)."))]
+MemberArgument = Annotated[str, typer.Argument(metavar="MEMBER", help=_("Contact name or PeerId."))]
 ListenOption = Annotated[
     list[str] | None,
-    typer.Option(metavar="MULTIADDR", help="Listen here (default: nowhere; it only dials out)."),
+    typer.Option(metavar="MULTIADDR", help=_("Listen here (default: nowhere; it only dials out).")),
 ]
-BootstrapOption = Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")]
+BootstrapOption = Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help=_("Dial at start."))]
 
 
 # --- changes that go out --------------------------------------------------------------------------
@@ -112,7 +113,7 @@ def _check_name(name: str) -> None:
 
     problem = name_problem(name)
     if problem is not None:
-        raise UsageError(f"group {problem}")
+        raise UsageError(_("group {problem}").format(problem=problem))
 
 
 def _make(kind: str, group: str, **fields: object) -> Change:
@@ -121,13 +122,16 @@ def _make(kind: str, group: str, **fields: object) -> Change:
     return Change(kind=ChangeKind(kind), group=group, **fields)  # type: ignore[arg-type]
 
 
-@group_app.command("create")
+@group_app.command(
+    "create",
+    help=_("Create a group with you as its admin; each --member gets an invitation (`group join` accepts)."),
+)
 def create_command(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The group's name (1-64 bytes).")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help=_("The group's name (1-64 bytes)."))],
     *,
     member: Annotated[
         list[str] | None,
-        typer.Option("--member", "-m", metavar="CONTACT", help="Invite this contact (repeatable)."),
+        typer.Option("--member", "-m", metavar="CONTACT", help=_("Invite this contact (repeatable).")),
     ] = None,
     profile: ProfileOption = None,
     listen: ListenOption = None,
@@ -141,7 +145,7 @@ def create_command(
     _change(change, profile, listen, bootstrap, mailbox, json_output)
 
 
-@group_app.command("invite")
+@group_app.command("invite", help=_("Add a member (admins only); they get an invitation."))
 def invite_command(
     group: GroupArgument,
     member: MemberArgument,
@@ -156,7 +160,7 @@ def invite_command(
     _change(_make("invite", group, member=member), profile, listen, bootstrap, mailbox, json_output)
 
 
-@group_app.command("remove")
+@group_app.command("remove", help=_("Remove a member (admins only): they read nothing sent after."))
 def remove_command(
     group: GroupArgument,
     member: MemberArgument,
@@ -171,7 +175,7 @@ def remove_command(
     _change(_make("remove", group, member=member), profile, listen, bootstrap, mailbox, json_output)
 
 
-@group_app.command("promote")
+@group_app.command("promote", help=_("Make a member an admin (admins only)."))
 def promote_command(
     group: GroupArgument,
     member: MemberArgument,
@@ -186,7 +190,7 @@ def promote_command(
     _change(_make("promote", group, member=member), profile, listen, bootstrap, mailbox, json_output)
 
 
-@group_app.command("demote")
+@group_app.command("demote", help=_("Take a member's admin role (admins only)."))
 def demote_command(
     group: GroupArgument,
     member: MemberArgument,
@@ -201,10 +205,10 @@ def demote_command(
     _change(_make("demote", group, member=member), profile, listen, bootstrap, mailbox, json_output)
 
 
-@group_app.command("rename")
+@group_app.command("rename", help=_("Rename the group (admins only)."))
 def rename_command(
     group: GroupArgument,
-    new_name: Annotated[str, typer.Argument(metavar="NEW_NAME", help="The new name (1-64 bytes).")],
+    new_name: Annotated[str, typer.Argument(metavar="NEW_NAME", help=_("The new name (1-64 bytes)."))],
     *,
     profile: ProfileOption = None,
     listen: ListenOption = None,
@@ -217,7 +221,7 @@ def rename_command(
     _change(_make("rename", group, members=(new_name,)), profile, listen, bootstrap, mailbox, json_output)
 
 
-@group_app.command("leave")
+@group_app.command("leave", help=_("Leave the group: the others are told; you read nothing sent after."))
 def leave_command(
     group: GroupArgument,
     *,
@@ -231,10 +235,17 @@ def leave_command(
     _change(_make("leave", group), profile, listen, bootstrap, mailbox, json_output)
 
 
-@group_app.command("send")
+@group_app.command(
+    "send",
+    help=_(
+        "Send one message to the group (one envelope for every member).\n"
+        "\n"
+        'It waits until a mailbox stored it or the members online received it ("delivered to N of M").'
+    ),
+)
 def send_command(
     group: GroupArgument,
-    text: Annotated[str, typer.Argument(metavar="TEXT", help="The message.")],
+    text: Annotated[str, typer.Argument(metavar="TEXT", help=_("The message."))],
     *,
     profile: ProfileOption = None,
     listen: ListenOption = None,
@@ -274,7 +285,15 @@ def _found(core: GroupsCore | None, group: str) -> tuple[GroupsCore, bytes]:
     return core, core.find(group)
 
 
-@group_app.command("join")
+@group_app.command(
+    "join",
+    help=_(
+        "Accept an invitation.\n"
+        "\n"
+        "Local: it needs the profile's node stopped, not the network; the profile's next `meshchat node`\n"
+        "or `meshchat chat` follows the group."
+    ),
+)
 def join_command(
     group: GroupArgument,
     *,
@@ -299,11 +318,13 @@ def join_command(
         emit_json(view_json(view, names, me))
         return
     stdout_console().print(
-        f"joined {terminal_markup(view.name)} ({short_id(view.group_id)}): {len(view.members)} members"
+        _("joined {name} ({group_id}): {count} members").format(
+            name=terminal_markup(view.name), group_id=short_id(view.group_id), count=len(view.members)
+        )
     )
 
 
-@group_app.command("members")
+@group_app.command("members", help=_("A group's name, your status in it, its members and admins."))
 def members_command(
     group: GroupArgument,
     *,
@@ -322,13 +343,16 @@ def members_command(
         stdout_console().print(_members_table(view, names, me))
 
 
-@group_app.command("history")
+@group_app.command(
+    "history",
+    help=_("A group's messages (yours included), oldest first, each once, numbered in arrival order."),
+)
 def history_command(
     group: GroupArgument,
     *,
     profile: ProfileOption = None,
-    after: Annotated[int, typer.Option(min=0, help="Only messages numbered after this one.")] = 0,
-    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 100,
+    after: Annotated[int, typer.Option(min=0, help=_("Only messages numbered after this one."))] = 0,
+    limit: Annotated[int, typer.Option(min=1, help=_("Show at most this many."))] = 100,
     json_output: JsonOption = False,
 ) -> None:
     """A group's messages (yours included), oldest first, each once, numbered in arrival order."""
@@ -350,7 +374,7 @@ def history_command(
         stdout_console().print(_history_table(view, records, names, me))
 
 
-@group_app.command("list")
+@group_app.command("list", help=_("Every group of the profile (joined, invited, left, removed)."))
 def list_command(*, profile: ProfileOption = None, json_output: JsonOption = False) -> None:
     """Every group of the profile (joined, invited, left, removed)."""
     folder = profile_dir(profile)
@@ -374,8 +398,8 @@ def list_command(*, profile: ProfileOption = None, json_output: JsonOption = Fal
         return
     from rich.table import Table  # noqa: PLC0415
 
-    table = Table(title="groups")
-    for column in ("id", "name", "status", "members", "admins"):
+    table = Table(title=_("groups"))
+    for column in ("id", _("name"), _("status"), _("members"), _("admins")):
         table.add_column(column)
     for v in views:
         table.add_row(
@@ -392,8 +416,12 @@ def _members_table(view: GroupView, names: dict[str, str], me: bytes) -> Table:
     from rich.table import Table  # noqa: PLC0415
 
     data = view_json(view, names, me)
-    table = Table(title=f"{terminal_markup(view.name)} ({short_id(view.group_id)}, you: {view.status.value})")
-    for column in ("member", "PeerId", "role"):
+    table = Table(
+        title=_("{name} ({group_id}, you: {status})").format(
+            name=terminal_markup(view.name), group_id=short_id(view.group_id), status=view.status.value
+        )
+    )
+    for column in (_("member"), "PeerId", _("role")):
         table.add_column(column)
     for member in data["members"]:  # type: ignore[attr-defined]
         role = "admin" if member["admin"] else "member"
@@ -408,7 +436,7 @@ def _history_table(
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=f"{terminal_markup(view.name)} ({short_id(view.group_id)})")
-    for column in ("#", "from", "received", "message"):
+    for column in ("#", _("from"), _("received"), _("message")):
         table.add_column(column)
     for record in records:
         table.add_row(

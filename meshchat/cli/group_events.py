@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from meshchat.groups.events import GroupChanged, GroupInvited, GroupMessage, GroupProblem, GroupStatus
 from meshchat.groups.ops import OpKind
+from meshchat.i18n import N_, _
 from meshchat.identity.peerid import peer_id_from_public_key
 
 if TYPE_CHECKING:
@@ -40,13 +41,13 @@ GROUP_EVENTS = frozenset({"group_message", "group_changed", "group_invited", "gr
 
 #: How each membership change reads in a text line: "<author> <verb> <targets>".
 _VERBS = {
-    OpKind.CREATE: "created the group with",
-    OpKind.ADD: "added",
-    OpKind.REMOVE: "removed",
-    OpKind.LEAVE: "left",
-    OpKind.PROMOTE: "made admin",
-    OpKind.DEMOTE: "took admin from",
-    OpKind.RENAME: "renamed the group to",
+    OpKind.CREATE: N_("created the group with"),
+    OpKind.ADD: N_("added"),
+    OpKind.REMOVE: N_("removed"),
+    OpKind.LEAVE: N_("left"),
+    OpKind.PROMOTE: N_("made admin"),
+    OpKind.DEMOTE: N_("took admin from"),
+    OpKind.RENAME: N_("renamed the group to"),
 }
 
 
@@ -173,7 +174,9 @@ def describe_group_event(
                 whom = ", ".join(label(t, names) for t in targets if t != author or kind is not OpKind.CREATE)
             printer.event(
                 "group_changed",
-                f"[{group}] {label(author, names)} {_VERBS[kind]} {whom}".rstrip(),
+                _("[{group}] {author} {verb} {whom}")
+                .format(group=group, author=label(author, names), verb=_(_VERBS[kind]), whom=whom)
+                .rstrip(),
                 group_id=gid.hex(),
                 group=group,
                 change=kind.name.lower(),
@@ -185,8 +188,9 @@ def describe_group_event(
         case GroupInvited(group_id=gid, name=name, by=by):
             printer.event(
                 "group_invited",
-                f"{label(by, names)} added you to {name} ({short_id(gid)}); "
-                f"accept with: meshchat group join {short_id(gid)}",
+                _("{by} added you to {name} ({gid}); accept with: meshchat group join {gid}").format(
+                    by=label(by, names), name=name, gid=short_id(gid)
+                ),
                 group_id=gid.hex(),
                 name=name,
                 by=peer_of(by),

@@ -67,6 +67,7 @@ from meshchat.groups.events import (
 )
 from meshchat.groups.seal import group_topic
 from meshchat.groups.storage import GroupOutRecord
+from meshchat.i18n import _
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.node import Node
 from meshchat.store.storage import OutboxRecord, OutboxStatus
@@ -210,7 +211,7 @@ class _Progress:
 
     def message_left(self) -> bool:
         """True once a mailbox stored the group message or a member received it."""
-        stored, delivered, _ = self.message()
+        stored, delivered, _text = self.message()
         return stored > 0 or delivered > 0
 
     def pending(self) -> list[OutboxRecord]:
@@ -408,7 +409,9 @@ async def run_group_chat(
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 printer.event(
                     "listening",
-                    f"{node.peer_id} on {', '.join(node.listen_addrs)}",
+                    _("{peer_id} on {listen_addrs}").format(
+                        peer_id=node.peer_id, listen_addrs=", ".join(node.listen_addrs)
+                    ),
                     peer_id=node.peer_id,
                     addrs=node.listen_addrs,
                 )
@@ -425,7 +428,7 @@ async def run_group_chat(
                         record = node.groups.send(group_id, line)
                         printer.event(
                             "group_sent",
-                            f"to {_group_name(node, group_id)}",
+                            _("to {node}").format(node=_group_name(node, group_id)),
                             group_id=group_id.hex(),
                             message_id=record.message_id.hex(),
                             data=base64.b64encode(line).decode("ascii"),

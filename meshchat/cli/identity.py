@@ -64,12 +64,12 @@ SAFETY_GROUPS_PER_ROW = 4
 def init(
     *,
     profile: ProfileOption = None,
-    name: Annotated[str, typer.Option(help="Display name put in your invites.")] = "",
+    name: Annotated[str, typer.Option(help=_("Display name put in your invites."))] = "",
     insecure_no_passphrase: Annotated[
         bool,
         typer.Option(
             "--insecure-no-passphrase",
-            help="Store the key unencrypted, protected only by file permissions.",
+            help=_("Store the key unencrypted, protected only by file permissions."),
         ),
     ] = False,
     json_output: JsonOption = False,
@@ -84,33 +84,46 @@ def init(
     folder = profile_dir(profile)
     key_path = folder / KEY_FILE
     if key_path.exists():
-        raise CommandError(f"{folder} already holds a meshchat identity ({KEY_FILE}); not replaced")
+        raise CommandError(
+            _("{folder} already holds a meshchat identity ({key_file}); not replaced").format(
+                folder=folder, key_file=KEY_FILE
+            )
+        )
     identity = Identity.generate()
     try:
         # The invite is where the name travels, so its rules (length, no control characters) apply.
         name = Invite.create(identity, name=name).name
     except BadInvite as exc:
-        raise CommandError(f"cannot use --name: {exc.problem}") from exc
-    secret = None if insecure_no_passphrase else passphrase("New passphrase: ", confirm=True).value
+        raise CommandError(_("cannot use --name: {problem}").format(problem=exc.problem)) from exc
+    secret = None if insecure_no_passphrase else passphrase(_("New passphrase: "), confirm=True).value
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
-        raise CommandError(f"cannot create {folder}: {exc.strerror or exc}") from exc
+        raise CommandError(
+            _("cannot create {folder}: {exc}").format(folder=folder, exc=exc.strerror or exc)
+        ) from exc
     # profile.json first: if saving the key then fails, `init` can simply be run again.
     write_profile(folder, name)
     save_identity(key_path, identity, secret)
     if secret is None:
         stderr_console().print(
-            f"[yellow]warning: {terminal_markup(str(key_path))} is NOT encrypted; anyone who can read it "
-            "can act as you. Only its file permissions (0600) protect it.[/]"
+            _(
+                "[yellow]warning: {path} is NOT encrypted; anyone who can read it can act as you. "
+                "Only its file permissions (0600) protect it.[/]"
+            ).format(path=terminal_markup(str(key_path)))
         )
     public = identity.public
     if json_output:
         emit_json({**_identity_json(folder, name, public), "encrypted": secret is not None})
         return
     table = _identity_table(name, public)
-    table.add_row("key file", terminal_markup(f"{key_path} ({'encrypted' if secret else 'unencrypted'})"))
-    stdout_console().print(Panel(table, title="new meshchat identity", expand=False))
+    table.add_row(
+        _("key file"),
+        terminal_markup(
+            (_("{path} (encrypted)") if secret else _("{path} (unencrypted)")).format(path=key_path)
+        ),
+    )
+    stdout_console().print(Panel(table, title=_("new meshchat identity"), expand=False))
 
 
 def show_id(*, profile: ProfileOption = None, json_output: JsonOption = False) -> None:
@@ -125,7 +138,10 @@ def show_id(*, profile: ProfileOption = None, json_output: JsonOption = False) -
         return
     table = _identity_table(name, public)
     if root is not None:
-        table.add_row("device of", f"{root.public.peer_id} (the safety number is this key's)")
+        table.add_row(
+            _("device of"),
+            _("{peer_id} (the safety number is this key's)").format(peer_id=root.public.peer_id),
+        )
     stdout_console().print(table)
 
 
@@ -144,9 +160,9 @@ def _identity_table(name: str, public: PublicIdentity) -> Table:
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    table.add_row("name", terminal_markup(name) if name else "[dim](none)[/]")
-    table.add_row("PeerId", public.peer_id)
-    table.add_row("fingerprint", public.fingerprint)
+    table.add_row(_("name"), terminal_markup(name) if name else _("[dim](none)[/]"))
+    table.add_row(_("PeerId"), public.peer_id)
+    table.add_row(_("fingerprint"), public.fingerprint)
     return table
 
 
@@ -178,35 +194,39 @@ def profile_bundle(folder: Path, identity: Identity) -> bytes:
                 identity, storage, wall_now=time.time(), random_bytes=nacl.utils.random
             ).encode()
     except StorageError as exc:
-        raise CommandError(f"cannot read or write the profile's prekeys: {exc}") from exc
+        raise CommandError(_("cannot read or write the profile's prekeys: {exc}").format(exc=exc)) from exc
 
 
 def invite(
     *,
     profile: ProfileOption = None,
     name: Annotated[
-        str | None, typer.Option(help="Name in the invite (default: the profile's name).", show_default=False)
+        str | None,
+        typer.Option(help=_("Name in the invite (default: the profile's name)."), show_default=False),
     ] = None,
     addr: Annotated[
         list[str] | None,
         typer.Option(
             "--addr",
             metavar="MULTIADDR",
-            help="Address where you can be reached; repeatable (default: the addresses a running "
-            "`meshchat node` or `chat` of this profile recorded).",
+            help=_(
+                "Address where you can be reached; repeatable (default: the addresses a running "
+                "`meshchat node` or `chat` of this profile recorded)."
+            ),
         ),
     ] = None,
     mailbox: Annotated[
         list[str] | None,
         typer.Option(
-            metavar="MULTIADDR", help="A mailbox you sync from (ends in /p2p/<PeerId>); repeatable."
+            metavar="MULTIADDR", help=_("A mailbox you sync from (ends in /p2p/<PeerId>); repeatable.")
         ),
     ] = None,
     qr: Annotated[
-        Path | None, typer.Option("--qr", metavar="FILE.png", help="Also save the invite as a QR code PNG.")
+        Path | None,
+        typer.Option("--qr", metavar="FILE.png", help=_("Also save the invite as a QR code PNG.")),
     ] = None,
     qr_terminal: Annotated[
-        bool, typer.Option("--qr-terminal", help="Also draw the QR code in the terminal (on stderr).")
+        bool, typer.Option("--qr-terminal", help=_("Also draw the QR code in the terminal (on stderr)."))
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -218,7 +238,9 @@ def invite(
     from meshchat.wire import Invite  # noqa: PLC0415
 
     if qr is not None and qr.suffix.lower() != ".png":
-        raise CommandError(f"--qr saves a PNG image; give a file name ending in .png, not {qr.name!r}")
+        raise CommandError(
+            _("--qr saves a PNG image; give a file name ending in .png, not {name!r}").format(name=qr.name)
+        )
     folder = profile_dir(profile)
     if _print_root_invite(
         folder, changed=bool(name is not None or addr or mailbox), qr=qr, json_output=json_output
@@ -233,41 +255,60 @@ def invite(
             identity, name=display_name, addrs=addrs, mailboxes=tuple(mailbox or ()), bundle=bundle
         )
     except BadInvite as exc:
-        raise CommandError(f"cannot create the invite: {exc.problem}") from exc
+        raise CommandError(_("cannot create the invite: {problem}").format(problem=exc.problem)) from exc
     token = card.to_text()
     if qr is not None:
         try:
             card.qr().save(str(qr), kind="png", scale=QR_PNG_SCALE)
         except OSError as exc:
-            raise CommandError(f"cannot write the QR code to {qr}: {exc.strerror or exc}") from exc
+            raise CommandError(
+                _("cannot write the QR code to {qr}: {exc}").format(qr=qr, exc=exc.strerror or exc)
+            ) from exc
     if qr_terminal:
         card.qr().terminal(out=sys.stderr, compact=True)
     err = stderr_console()
     if card.addrs and not addr:
         shown = ", ".join(card.addrs)
-        err.print(f"[dim]With the addresses this profile's node recorded: {terminal_markup(shown)}[/]")
+        err.print(
+            _("[dim]With the addresses this profile's node recorded: {shown}[/]").format(
+                shown=terminal_markup(shown)
+            )
+        )
         if profile_holder(folder) is None:
             err.print(
-                "[yellow]warning: no `meshchat node` or `meshchat chat` of this profile runs now: these "
-                "addresses reach you only while one listens there again (the same --listen port).[/]"
+                _(
+                    "[yellow]warning: no `meshchat node` or `meshchat chat` of this profile runs now: these "
+                    "addresses reach you only while one listens there again (the same --listen port).[/]"
+                )
             )
     if not card.addrs and not card.mailboxes:
         err.print(
-            "[yellow]warning: this invite has no address and no mailbox: "
-            + ("" if addr else "no `meshchat node` or `meshchat chat` of this profile is running, so ")
-            + "whoever adds it can reach you only through peers on your inbox shard, and `meshchat send` "
-            "to you will wait in their outbox. Run `meshchat node` (or `chat`) first and invite again, "
-            "or pass --addr MULTIADDR or --mailbox MULTIADDR.[/]"
+            _(
+                "[yellow]warning: this invite has no address and no mailbox: whoever adds it can reach "
+                "you only through peers on your inbox shard, and `meshchat send` to you will wait in "
+                "their outbox. Run `meshchat node` (or `chat`) first and invite again, or pass --addr "
+                "MULTIADDR or --mailbox MULTIADDR.[/]"
+            )
+            if addr
+            else _(
+                "[yellow]warning: this invite has no address and no mailbox: no `meshchat node` or "
+                "`meshchat chat` of this profile is running, so whoever adds it can reach you only "
+                "through peers on your inbox shard, and `meshchat send` to you will wait in their "
+                "outbox. Run `meshchat node` (or `chat`) first and invite again, or pass --addr "
+                "MULTIADDR or --mailbox MULTIADDR.[/]"
+            )
         )
     if json_output:
         emit_json(_invite_json(card, token, qr))
         return
-    who = terminal_markup(card.name) if card.name else "you"
+    who = terminal_markup(card.name) if card.name else _("you")
     err.print(
-        f"[dim]Invite for {who} ({card.public.peer_id}); whoever adds it should compare safety numbers.[/]"
+        _("[dim]Invite for {who} ({peer_id}); whoever adds it should compare safety numbers.[/]").format(
+            who=who, peer_id=card.public.peer_id
+        )
     )
     if qr is not None:
-        err.print(f"[dim]QR code saved to {terminal_markup(str(qr))}[/]")
+        err.print(_("[dim]QR code saved to {path}[/]").format(path=terminal_markup(str(qr))))
     typer.echo(token)
 
 
@@ -282,7 +323,7 @@ def _root_invite(folder: Path) -> Invite | None:
     try:
         return Invite.from_text(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise CommandError(f"cannot read {path}: {exc}") from exc
+        raise CommandError(_("cannot read {path}: {exc}").format(path=path, exc=exc)) from exc
 
 
 def _invite_json(card: Invite, token: str, qr: Path | None) -> dict[str, object]:
@@ -305,21 +346,27 @@ def _print_root_invite(folder: Path, *, changed: bool, qr: Path | None, json_out
         return False
     if changed:
         raise CommandError(
-            "this profile is a linked device: it hands out its primary's invite as the primary made it "
-            "(--name, --addr and --mailbox need the primary: run `meshchat invite` there)"
+            _(
+                "this profile is a linked device: it hands out its primary's invite as the primary made it "
+                "(--name, --addr and --mailbox need the primary: run `meshchat invite` there)"
+            )
         )
     if qr is not None:
         try:
             card.qr().save(str(qr), kind="png", scale=QR_PNG_SCALE)
         except OSError as exc:
-            raise CommandError(f"cannot write the QR code to {qr}: {exc.strerror or exc}") from exc
+            raise CommandError(
+                _("cannot write the QR code to {qr}: {exc}").format(qr=qr, exc=exc.strerror or exc)
+            ) from exc
     token = card.to_text()
     if json_output:
         emit_json({**_invite_json(card, token, qr), "linked_device": True})
         return True
     stderr_console().print(
-        f"[dim]This is a linked device: the invite of your primary ({card.public.peer_id}), which it "
-        "made when it linked this one. Contacts who add it reach all your devices.[/]"
+        _(
+            "[dim]This is a linked device: the invite of your primary ({peer_id}), which it made when "
+            "it linked this one. Contacts who add it reach all your devices.[/]"
+        ).format(peer_id=card.public.peer_id)
     )
     typer.echo(token)
     return True
@@ -330,7 +377,7 @@ def safety_number_command(
     invite_text: Annotated[
         str,
         typer.Argument(
-            metavar="INVITE", help="The contact's invite token (MESHCHAT:...), or - to read stdin."
+            metavar="INVITE", help=_("The contact's invite token (MESHCHAT:...), or - to read stdin.")
         ),
     ],
     profile: ProfileOption = None,
@@ -362,15 +409,19 @@ def safety_number_command(
         )
         return
     out = stdout_console()
-    contact = terminal_markup(card.name) if card.name else "(no name)"
-    out.print(f"[bold]contact[/]  {contact} [dim](the name is what the invite claims)[/]")
-    out.print(f"[bold]PeerId[/]   {card.public.peer_id}")
-    out.print(Panel(safety_rows(number), title="safety number", expand=False))
-    if card.public == own:
-        out.print("[yellow]This invite carries your own key.[/]")
+    contact = terminal_markup(card.name) if card.name else _("(no name)")
     out.print(
-        "Compare these 60 digits with your contact in person or over a call; if they match, nobody sits "
-        "between you.",
+        _("[bold]contact[/]  {contact} [dim](the name is what the invite claims)[/]").format(contact=contact)
+    )
+    out.print(_("[bold]PeerId[/]   {peer_id}").format(peer_id=card.public.peer_id))
+    out.print(Panel(safety_rows(number), title=_("safety number"), expand=False))
+    if card.public == own:
+        out.print(_("[yellow]This invite carries your own key.[/]"))
+    out.print(
+        _(
+            "Compare these 60 digits with your contact in person or over a call; if they match, nobody sits "
+            "between you."
+        ),
     )
 
 
@@ -382,16 +433,18 @@ def safety_rows(number: str) -> str:
 
 
 def add_command(
-    invite_text: Annotated[str, typer.Argument(metavar="INVITE", help="Their MESHCHAT:… invite.")],
+    invite_text: Annotated[str, typer.Argument(metavar="INVITE", help=_("Their MESHCHAT:… invite."))],
     *,
     profile: ProfileOption = None,
-    name: Annotated[str | None, typer.Option(help="Your name for them (default: their invite's).")] = None,
+    name: Annotated[str | None, typer.Option(help=_("Your name for them (default: their invite's)."))] = None,
     replace: Annotated[
         bool,
         typer.Option(
             "--replace",
-            help="Accept a new key for a contact of the same name (their safety number changed: compare "
-            "it with them first).",
+            help=_(
+                "Accept a new key for a contact of the same name (their safety number changed: compare "
+                "it with them first)."
+            ),
         ),
     ] = False,
     verified: Annotated[
@@ -412,9 +465,11 @@ def add_command(
         contact = Contacts(folder).add(invite_text.strip(), name=name, replace_key=replace, verified=verified)
     except KeyChanged as exc:
         raise CommandError(
-            f"warning: the safety number of {exc.name} changed (their key is not the one you have: a new "
-            f"phone, or someone else). Was {exc.old}, now {exc.new}. Compare it with them (meshchat "
-            "safety-number), then run this again with --replace."
+            _(
+                "warning: the safety number of {name} changed (their key is not the one you have: a "
+                "new phone, or someone else). Was {old}, now {new}. Compare it with them (meshchat "
+                "safety-number), then run this again with --replace."
+            ).format(name=exc.name, old=exc.old, new=exc.new)
         ) from exc
     if json_output:
         emit_json(
@@ -428,7 +483,11 @@ def add_command(
         )
         return
     out = stdout_console()
-    out.print(f"added [bold]{terminal_markup(contact.name)}[/] ({contact.peer_id})")
+    out.print(
+        _("added [bold]{name}[/] ({peer_id})").format(
+            name=terminal_markup(contact.name), peer_id=contact.peer_id
+        )
+    )
     if contact.verification is Verification.CHANGED:
         stderr_console().print(
             "[yellow]"
@@ -440,7 +499,9 @@ def add_command(
         )
     if not contact.addrs and not contact.mailboxes:
         stderr_console().print(
-            "[yellow]warning: their invite has no address and no mailbox: messages to them are "
-            "delivered only while both of you share a peer on their inbox shard (e.g. --bootstrap a "
-            "common node); ask them for an invite made while their `meshchat node` runs.[/]"
+            _(
+                "[yellow]warning: their invite has no address and no mailbox: messages to them are "
+                "delivered only while both of you share a peer on their inbox shard (e.g. --bootstrap a "
+                "common node); ask them for an invite made while their `meshchat node` runs.[/]"
+            )
         )

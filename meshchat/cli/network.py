@@ -25,25 +25,26 @@ from meshchat.cli.common import (
     quiet_libp2p,
 )
 from meshchat.cli.contacts import refuse_changed_key
+from meshchat.i18n import _
 
 __all__ = ["chat_command", "mailbox_command", "node_command", "send_command"]
 
 ListenOption = Annotated[
     list[str] | None,
-    typer.Option(metavar="MULTIADDR", help="Listen here (repeatable; default /ip4/0.0.0.0/tcp/0)."),
+    typer.Option(metavar="MULTIADDR", help=_("Listen here (repeatable; default /ip4/0.0.0.0/tcp/0).")),
 ]
 BootstrapOption = Annotated[
     list[str] | None,
-    typer.Option(metavar="MULTIADDR", help="Dial at start; ends in /p2p/<PeerId> (repeatable)."),
+    typer.Option(metavar="MULTIADDR", help=_("Dial at start; ends in /p2p/<PeerId> (repeatable).")),
 ]
-EventsJsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")]
+EventsJsonOption = Annotated[bool, typer.Option("--json", help=_("Print one JSON object per event."))]
 EventsAfterOption = Annotated[
     int | None,
     typer.Option(
         "--events-after",
         metavar="N",
         min=0,
-        help="First print the received messages numbered after N (the last `number` you handled).",
+        help=_("First print the received messages numbered after N (the last `number` you handled)."),
     ),
 ]
 
@@ -90,26 +91,28 @@ def node_command(
     profile: ProfileOption = None,
     listen: ListenOption = None,
     bootstrap: BootstrapOption = None,
-    mdns: Annotated[bool, typer.Option("--mdns", help="Find peers on the local network (mDNS).")] = False,
+    mdns: Annotated[bool, typer.Option("--mdns", help=_("Find peers on the local network (mDNS)."))] = False,
     topic: Annotated[
-        list[str] | None, typer.Option(metavar="NAME", help="Join this gossip topic (repeatable).")
+        list[str] | None, typer.Option(metavar="NAME", help=_("Join this gossip topic (repeatable)."))
     ] = None,
     signed_topic: Annotated[
         list[str] | None,
-        typer.Option(metavar="NAME", help="Join this topic with StrictSign (signed by authors; repeatable)."),
+        typer.Option(
+            metavar="NAME", help=_("Join this topic with StrictSign (signed by authors; repeatable).")
+        ),
     ] = None,
     stdin: Annotated[
-        bool, typer.Option("--stdin", help="Publish each line of standard input to the first topic.")
+        bool, typer.Option("--stdin", help=_("Publish each line of standard input to the first topic."))
     ] = False,
     relay: Annotated[
-        bool, typer.Option("--relay", help="Join every inbox shard, to carry everyone's sealed messages.")
+        bool, typer.Option("--relay", help=_("Join every inbox shard, to carry everyone's sealed messages."))
     ] = False,
     circuit_relay: Annotated[
-        bool, typer.Option("--circuit-relay", help="Relay connections for peers behind NAT (circuit v2).")
+        bool, typer.Option("--circuit-relay", help=_("Relay connections for peers behind NAT (circuit v2)."))
     ] = False,
     reserve: Annotated[
         list[str] | None,
-        typer.Option(metavar="MULTIADDR", help="Reserve a slot on this circuit relay; print the address."),
+        typer.Option(metavar="MULTIADDR", help=_("Reserve a slot on this circuit relay; print the address.")),
     ] = None,
     mailbox: MailboxOption = None,
     events_after: EventsAfterOption = None,
@@ -119,7 +122,7 @@ def node_command(
     It goes on delivering the profile's outbox and syncs its inbox from mailboxes."""
     topics = (topic or []) + (signed_topic or [])
     if stdin and not topics:
-        raise CommandError("--stdin publishes to the first --topic (or --signed-topic); give one")
+        raise CommandError(_("--stdin publishes to the first --topic (or --signed-topic); give one"))
     _run_node(
         profile,
         listen,
@@ -138,25 +141,32 @@ def node_command(
 
 
 def send_command(
-    text: Annotated[str | None, typer.Argument(metavar="TEXT", help="The message (or give --file).")] = None,
-    *,
-    to: Annotated[str, typer.Option("--to", metavar="CONTACT", help="Contact name or PeerId.")],
-    file: Annotated[
-        Path | None, typer.Option("--file", metavar="PATH", help="Send this file (a photo, a voice note...).")
+    text: Annotated[
+        str | None, typer.Argument(metavar="TEXT", help=_("The message (or give --file)."))
     ] = None,
-    caption: Annotated[str, typer.Option(metavar="TEXT", help="With --file: the file's caption.")] = "",
+    *,
+    to: Annotated[str, typer.Option("--to", metavar="CONTACT", help=_("Contact name or PeerId."))],
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", metavar="PATH", help=_("Send this file (a photo, a voice note...).")),
+    ] = None,
+    caption: Annotated[str, typer.Option(metavar="TEXT", help=_("With --file: the file's caption."))] = "",
     timeout: Annotated[
         float | None,
-        typer.Option(metavar="SECONDS", min=0.1, help="With --file: give up after this long (default 600)."),
+        typer.Option(
+            metavar="SECONDS", min=0.1, help=_("With --file: give up after this long (default 600).")
+        ),
     ] = None,
     profile: ProfileOption = None,
     listen: Annotated[
         list[str] | None,
-        typer.Option(metavar="MULTIADDR", help="Listen here (default: nowhere; it only dials out)."),
+        typer.Option(metavar="MULTIADDR", help=_("Listen here (default: nowhere; it only dials out).")),
     ] = None,
-    bootstrap: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")] = None,
+    bootstrap: Annotated[
+        list[str] | None, typer.Option(metavar="MULTIADDR", help=_("Dial at start."))
+    ] = None,
     mailbox: MailboxOption = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help=_("Print one JSON object on stdout."))] = False,
 ) -> None:
     """Send one sealed message to a contact: it waits in the outbox until a peer on their shard (or a
     --mailbox) has it, and, when that is the contact itself, a few seconds for their receipt;
@@ -179,7 +189,7 @@ def send_command(
         )
         return
     if text is None or caption or timeout is not None:
-        raise UsageError("give the message TEXT (--caption and --timeout go with --file PATH)")
+        raise UsageError(_("give the message TEXT (--caption and --timeout go with --file PATH)"))
     refuse_changed_key(profile, to)  # a changed key: the warning, before the passphrase
     from meshchat.cli.runner import run_send  # noqa: PLC0415
 
@@ -200,14 +210,18 @@ def send_command(
 
 def chat_command(
     *,
-    to: Annotated[str | None, typer.Option("--to", metavar="CONTACT", help="Contact name or PeerId.")] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", metavar="CONTACT", help=_("Contact name or PeerId."))
+    ] = None,
     group: Annotated[
         str | None,
-        typer.Option("--group", metavar="GROUP", help="Talk to this group (name or hex id) instead."),
+        typer.Option("--group", metavar="GROUP", help=_("Talk to this group (name or hex id) instead.")),
     ] = None,
     profile: ProfileOption = None,
-    listen: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Listen here.")] = None,
-    bootstrap: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")] = None,
+    listen: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help=_("Listen here."))] = None,
+    bootstrap: Annotated[
+        list[str] | None, typer.Option(metavar="MULTIADDR", help=_("Dial at start."))
+    ] = None,
     mailbox: MailboxOption = None,
     events_after: EventsAfterOption = None,
     json_output: EventsJsonOption = False,
@@ -215,7 +229,7 @@ def chat_command(
     """Talk to a contact (--to) or a group (--group): each line you type goes to them sealed, in order;
     what anyone sends you is printed."""
     if (to is None) == (group is None):
-        raise UsageError("give one of --to CONTACT or --group GROUP")
+        raise UsageError(_("give one of --to CONTACT or --group GROUP"))
     if group is not None:
         from meshchat.cli.group_runner import run_group_chat  # noqa: PLC0415
 
@@ -249,17 +263,19 @@ def mailbox_command(
     *,
     profile: ProfileOption = None,
     listen: ListenOption = None,
-    bootstrap: Annotated[list[str] | None, typer.Option(metavar="MULTIADDR", help="Dial at start.")] = None,
+    bootstrap: Annotated[
+        list[str] | None, typer.Option(metavar="MULTIADDR", help=_("Dial at start."))
+    ] = None,
     quota_tag: Annotated[
         int | None,
-        typer.Option(metavar="BYTES", help="Bytes held per recipient inbox tag (default: 8 MiB)."),
+        typer.Option(metavar="BYTES", help=_("Bytes held per recipient inbox tag (default: 8 MiB).")),
     ] = None,
     quota_peer: Annotated[
-        int | None, typer.Option(metavar="BYTES", help="Bytes held per sending peer (default: 64 MiB).")
+        int | None, typer.Option(metavar="BYTES", help=_("Bytes held per sending peer (default: 64 MiB)."))
     ] = None,
     budget: Annotated[
         int | None,
-        typer.Option(metavar="BYTES", help="Bytes held in total, the disk budget (default: 1 GiB)."),
+        typer.Option(metavar="BYTES", help=_("Bytes held in total, the disk budget (default: 1 GiB).")),
     ] = None,
     json_output: EventsJsonOption = False,
 ) -> None:
@@ -269,7 +285,7 @@ def mailbox_command(
 
     given = {"per_tag_bytes": quota_tag, "per_peer_bytes": quota_peer, "total_bytes": budget}
     if any(value is not None and value <= 0 for value in given.values()):
-        raise CommandError("--quota-tag, --quota-peer and --budget must be positive byte counts")
+        raise CommandError(_("--quota-tag, --quota-peer and --budget must be positive byte counts"))
     # Unset options keep MailboxLimits' defaults (the help names them; a test keeps the two in step).
     limits = MailboxLimits(**{k: v for k, v in given.items() if v is not None})
     _run_node(profile, listen, bootstrap, json_output, mailbox_limits=limits)

@@ -21,6 +21,8 @@ from typing import TextIO
 
 import trio
 
+from meshchat.i18n import _
+
 __all__ = ["KEPT_EVENTS", "OUTPUT_BUFFER", "OUTPUT_DRAIN", "OutputQueue", "opened_output"]
 
 #: Bytes of output held for a slow reader of standard output (lines queued plus the batch being
@@ -137,8 +139,10 @@ class OutputQueue:
         if unwritten:
             self.dropped += unwritten
             sys.stderr.write(
-                f"meshchat: {unwritten} lines of output were not written: standard output was not read "
-                f"for {seconds:g} s, or closed\n"
+                _(
+                    "meshchat: {unwritten} lines of output were not written: standard output was not "
+                    "read for {seconds:g} s, or closed\n"
+                ).format(unwritten=unwritten, seconds=seconds)
             )
 
     def _own_fd(self) -> int | None:

@@ -58,6 +58,7 @@ from meshchat.documents.events import DocumentEvent
 from meshchat.errors import MeshchatError, NetworkError, UnknownGroup
 from meshchat.files.events import Attachment, AttachmentFetched, FileProblem
 from meshchat.groups.events import GroupEvent
+from meshchat.i18n import _
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.inbox import DirectMessage
 from meshchat.net import MessageDelivered, PeerJoined, PeerLeft
@@ -212,17 +213,31 @@ class _ChatPrinter(_Printer):
         if kind == "direct" and fields.get("to"):  # sent by another of our devices
             to = terminal_markup(str(fields.get("to_contact") or str(fields["to"])[-8:]))
             body = terminal_markup(_text_of(fields))
-            self._console.print(f"[dim]{now} you → {to} (another device): {body}[/]")
+            self._console.print(
+                _("[dim]{now} you → {to} (another device): {body}[/]").format(now=now, to=to, body=body)
+            )
         elif kind in {"direct", "group_message"}:
             who = terminal_markup(str(fields.get("contact") or str(fields.get("sender", ""))[-8:]))
             body = terminal_markup(_text_of(fields))
             where = f"[dim]\\[{terminal_markup(str(fields['group']))}][/] " if kind == "group_message" else ""
-            self._console.print(f"[dim]{now}[/] {where}[bold cyan]{who}[/]: {body}")
+            self._console.print(
+                _("[dim]{now}[/] {where}[bold cyan]{who}[/]: {body}").format(
+                    now=now, where=where, who=who, body=body
+                )
+            )
         elif kind in {"sent", "group_sent"}:
             to = terminal_markup(text.removeprefix("to "))
-            self._console.print(f"[dim]{now} you → {to}: {terminal_markup(_text_of(fields))}[/]")
+            self._console.print(
+                _("[dim]{now} you → {to}: {text}[/]").format(
+                    now=now, to=to, text=terminal_markup(_text_of(fields))
+                )
+            )
         else:
-            self._console.print(f"[dim]{now} {terminal_markup(kind)}: {terminal_markup(text)}[/]")
+            self._console.print(
+                _("[dim]{now} {kind}: {text}[/]").format(
+                    now=now, kind=terminal_markup(kind), text=terminal_markup(text)
+                )
+            )
         rendered = self._rendered.getvalue()
         self._rendered.seek(0)
         self._rendered.truncate()
@@ -242,20 +257,21 @@ def describe_device_event(
         root = event.root.peer_id
         printer.event(
             "linked",
-            f"this profile is now a device of {names.get(root, root)}",
+            _("this profile is now a device of {person}").format(person=names.get(root, root)),
             root=root,
             devices=[{"name": d.name, "peer_id": d.public.peer_id} for d in event.devices.devices],
         )
         return
     root = PublicIdentity.from_bytes(event.root).peer_id
-    who = "you" if event.own else names.get(root, root)
+    who = _("you") if event.own else names.get(root, root)
     # A list learnt for the first time names the person's primary too: not a device they added.
     added = [d for d in event.added if d.key != event.root]
-    parts = [f"{who} added a device {d.name!r}" for d in added]
-    parts += [f"{who} removed a device {d.name!r}" for d in event.removed]
+    parts = [_("{who} added a device {name!r}").format(who=who, name=d.name) for d in added]
+    parts += [_("{who} removed a device {name!r}").format(who=who, name=d.name) for d in event.removed]
     printer.event(
         "devices_changed",
-        "; ".join(parts) or f"{who}: device list version {event.devices.version}",
+        "; ".join(parts)
+        or _("{who}: device list version {version}").format(who=who, version=event.devices.version),
         peer_id=root,
         contact=None if event.own else names.get(root),
         own=event.own,
@@ -272,8 +288,12 @@ def _describe(event: NodeEvent, printer: _Printer, names: dict[str, str] | None 
             to = event.to
             to_name = to.name if isinstance(to, Contact) else None if to is None else to.peer_id
             device = event.device
-            where = f"from {who}" if to is None else f"you to {to_name}"
-            where += "" if device is None else f" (device {device.peer_id[-8:]})"
+            where = (
+                _("from {who}").format(who=who)
+                if to is None
+                else _("you to {to_name}").format(to_name=to_name)
+            )
+            where += "" if device is None else _(" (device {device})").format(device=device.peer_id[-8:])
             printer.event(
                 "direct",
                 f"{where}: {body.decode('utf-8', errors='replace')}",
@@ -304,7 +324,7 @@ def _describe(event: NodeEvent, printer: _Printer, names: dict[str, str] | None 
             text = data.decode("utf-8", errors="replace")
             printer.event(
                 "message",
-                f"[{topic}] from {source}: {text}",
+                _("[{topic}] from {source}: {text}").format(topic=topic, source=source, text=text),
                 topic=topic,
                 message_id=mid.hex(),
                 sender=source,
@@ -370,14 +390,16 @@ async def _read_stdin(handle: LineHandler, printer: _Printer) -> None:
                 await _checked(handle, item, printer)
         for item in splitter.finish():
             await _checked(handle, item, printer)
-    printer.event("stdin_closed", "standard input closed")
+    printer.event("stdin_closed", _("standard input closed"))
 
 
 async def _checked(handle: LineHandler, item: Line | LineTooLong, printer: _Printer) -> None:
     if isinstance(item, LineTooLong):
         printer.event(
             "refused",
-            f"a line of {item.size:,} bytes; the limit is {MAX_STDIN_LINE:,} (nothing of it was sent)",
+            _("a line of {size:,} bytes; the limit is {max_stdin_line:,} (nothing of it was sent)").format(
+                size=item.size, max_stdin_line=MAX_STDIN_LINE
+            ),
             limit=MAX_STDIN_LINE,
             size=item.size,
         )
@@ -391,10 +413,17 @@ async def _checked(handle: LineHandler, item: Line | LineTooLong, printer: _Prin
 async def _publish_line(node: Node, topic: str, line: bytes, printer: _Printer) -> None:
     await node.publish(topic, line)
     if topic in node.driver.router.config.signed_topics:  # its id is author + seqno, chosen by the router
-        printer.event("published", f"[{topic}] {len(line)} bytes, signed", topic=topic)
+        printer.event(
+            "published",
+            _("[{topic}] {count} bytes, signed").format(topic=topic, count=len(line)),
+            topic=topic,
+        )
     else:
         printer.event(
-            "published", f"[{topic}] {len(line)} bytes", topic=topic, message_id=message_id(line).hex()
+            "published",
+            _("[{topic}] {count} bytes").format(topic=topic, count=len(line)),
+            topic=topic,
+            message_id=message_id(line).hex(),
         )
 
 
@@ -430,7 +459,7 @@ class _ChatSender:
         handle = await self._node.send(contact, line)
         self._printer.event(
             "sent",
-            f"to {contact.name}",
+            _("to {name}").format(name=contact.name),
             to=contact.peer_id,
             message_id=handle.message_id.hex(),
             data=base64.b64encode(line).decode("ascii"),
@@ -488,16 +517,21 @@ async def run_node(
             contact = node.contacts.find(chat_with) if chat_with is not None else None
             if contact is not None and _unreachable_now(contact, bootstrap, mailboxes):
                 sys.stderr.write(
-                    f"warning: {terminal_text(contact.name)}'s invite has no address and no mailbox, and no "
-                    "--bootstrap or --mailbox was given: what you type waits in the outbox until their node "
-                    "reaches this one (ask them for an invite made while their `meshchat node` runs)\n"
+                    _(
+                        "warning: {name}'s invite has no address and no mailbox, and no --bootstrap or "
+                        "--mailbox was given: what you type waits in the outbox until their node "
+                        "reaches this one (ask them for an invite made while their `meshchat node` "
+                        "runs)\n"
+                    ).format(name=terminal_text(contact.name))
                 )
             # SIGINT and SIGTERM are caught from before "listening" is printed: a script that stops the
             # node as soon as it printed that gets a clean stop (exit 0, "stopped"), not a KeyboardInterrupt.
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 printer.event(
                     "listening",
-                    f"{node.peer_id} on {', '.join(node.listen_addrs)}",
+                    _("{peer_id} on {listen_addrs}").format(
+                        peer_id=node.peer_id, listen_addrs=", ".join(node.listen_addrs)
+                    ),
                     peer_id=node.peer_id,
                     addrs=node.listen_addrs,
                 )
@@ -505,7 +539,9 @@ async def run_node(
                     nursery.start_soon(_stop_on_signal, signals, printer, nursery.cancel_scope)
                     for relay_address in reserve:
                         relayed = await node.reserve(relay_address)
-                        printer.event("reserved", f"reachable through {relayed}", addr=relayed)
+                        printer.event(
+                            "reserved", _("reachable through {relayed}").format(relayed=relayed), addr=relayed
+                        )
                     for topic in topics:
                         await node.subscribe(topic)
                     nursery.start_soon(_print_events, node, printer, output)
@@ -536,7 +572,9 @@ def _print_totals(node: Node, printer: _Printer, output_dropped: int) -> None:
     if held is not None:
         printer.event(
             "mailbox",
-            f"holding {held.items} envelopes ({held.bytes:,} bytes); refused {held.refused or 'none'}",
+            _("holding {items} envelopes ({bytes:,} bytes); refused {refused}").format(
+                items=held.items, bytes=held.bytes, refused=held.refused or _("none")
+            ),
             items=held.items,
             bytes=held.bytes,
             stored=held.stored,
@@ -547,10 +585,18 @@ def _print_totals(node: Node, printer: _Printer, output_dropped: int) -> None:
     stats = node.statistics()
     drops = {reason.value: count for reason, count in stats.drops.items() if count}
     router_drops = {reason.value: count for reason, count in stats.router.drops.items() if count}
-    lagged = f"; {output_dropped} lines of output dropped (not read in time)" if output_dropped else ""
+    lagged = (
+        _("; {output_dropped} lines of output dropped (not read in time)").format(
+            output_dropped=output_dropped
+        )
+        if output_dropped
+        else ""
+    )
     printer.event(
         "statistics",
-        f"delivered {stats.router.delivered}, drops {drops or 'none'}, router {router_drops or 'none'}"
+        _("delivered {delivered}, drops {drops}, router {router_drops}").format(
+            delivered=stats.router.delivered, drops=drops or _("none"), router_drops=router_drops or _("none")
+        )
         + lagged,
         delivered=stats.router.delivered,
         drops=drops,
@@ -633,7 +679,7 @@ async def run_send(
             )
         printer.event(
             "sent",
-            f"to {contact.name}: {status.value}",
+            _("to {name}: {status}").format(name=contact.name, status=status.value),
             to=contact.peer_id,
             message_id=handle.message_id.hex(),
             status=status.value,

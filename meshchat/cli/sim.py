@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from meshchat.cli.common import CommandError, UsageError, stderr_console, stdout_console, terminal_markup
+from meshchat.i18n import _
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -31,80 +32,100 @@ def check_output_path(path: Path, option: str) -> None:
     shown = str(path)
     folder = path.parent
     if path.is_dir():
-        raise UsageError(f"{option} {shown} is a folder; give a file name")
+        raise UsageError(
+            _("{option} {shown} is a folder; give a file name").format(option=option, shown=shown)
+        )
     if not folder.is_dir():
-        why = "is not a folder" if folder.exists() else "does not exist"
-        raise UsageError(f"{option} {shown}: the folder {folder} {why}")
+        why = _("is not a folder") if folder.exists() else _("does not exist")
+        raise UsageError(
+            _("{option} {shown}: the folder {folder} {why}").format(
+                option=option, shown=shown, folder=folder, why=why
+            )
+        )
     if path.exists():
         if not os.access(path, os.W_OK):
-            raise UsageError(f"{option} {shown} exists and may not be written")
+            raise UsageError(
+                _("{option} {shown} exists and may not be written").format(option=option, shown=shown)
+            )
     elif not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {shown}: the folder {folder} may not be written")
+        raise UsageError(
+            _("{option} {shown}: the folder {folder} may not be written").format(
+                option=option, shown=shown, folder=folder
+            )
+        )
 
 
 def sim_command(
     *,
-    nodes: Annotated[int, typer.Option(help="Honest nodes.")] = 100,
-    degree: Annotated[int, typer.Option(help="Connections per node at the start.")] = 6,
-    messages: Annotated[int, typer.Option(help="Messages published by random honest nodes.")] = 100,
-    rate: Annotated[float, typer.Option(help="Messages per second (virtual), after the warm-up.")] = 10.0,
+    nodes: Annotated[int, typer.Option(help=_("Honest nodes."))] = 100,
+    degree: Annotated[int, typer.Option(help=_("Connections per node at the start."))] = 6,
+    messages: Annotated[int, typer.Option(help=_("Messages published by random honest nodes."))] = 100,
+    rate: Annotated[float, typer.Option(help=_("Messages per second (virtual), after the warm-up."))] = 10.0,
     latency: Annotated[
-        str, typer.Option(help="One-way link delay: 80ms, 50-150ms or lognormal:80ms:0.5.")
+        str, typer.Option(help=_("One-way link delay: 80ms, 50-150ms or lognormal:80ms:0.5."))
     ] = "50-150ms",
-    jitter: Annotated[float, typer.Option(help="Extra random delay per packet, up to this many ms.")] = 0.0,
-    loss: Annotated[float, typer.Option(help="Probability that a link loses an RPC.")] = 0.0,
+    jitter: Annotated[
+        float, typer.Option(help=_("Extra random delay per packet, up to this many ms."))
+    ] = 0.0,
+    loss: Annotated[float, typer.Option(help=_("Probability that a link loses an RPC."))] = 0.0,
     bandwidth: Annotated[
         float | None,
-        typer.Option(help="Uplink per node, bytes per second (default: unlimited).", show_default=False),
+        typer.Option(help=_("Uplink per node, bytes per second (default: unlimited)."), show_default=False),
     ] = None,
     topology: Annotated[
-        str, typer.Option(help="random-regular, small-world or clusters.", metavar="KIND")
+        str, typer.Option(help=_("random-regular, small-world or clusters."), metavar="KIND")
     ] = "random-regular",
-    seed: Annotated[int, typer.Option(help="Seed of every random choice; same seed, same results.")] = 0,
+    seed: Annotated[int, typer.Option(help=_("Seed of every random choice; same seed, same results."))] = 0,
     workers: Annotated[
         int,
-        typer.Option(help="Processes sharing the nodes (one per core; results depend on the count too)."),
+        typer.Option(help=_("Processes sharing the nodes (one per core; results depend on the count too).")),
     ] = 1,
-    churn: Annotated[float, typer.Option(help="Fraction of nodes that leave once and come back.")] = 0.0,
+    churn: Annotated[float, typer.Option(help=_("Fraction of nodes that leave once and come back."))] = 0.0,
     partition: Annotated[
         str | None,
         typer.Option(
             metavar="AT:HEAL",
-            help="Split the network in two from AT to HEAL s (AT: never heals).",
+            help=_("Split the network in two from AT to HEAL s (AT: never heals)."),
             show_default=False,
         ),
     ] = None,
-    sybils: Annotated[int, typer.Option(help="Sybils that connect en masse and never forward.")] = 0,
-    eclipse: Annotated[int, typer.Option(help="Sybils that all connect to one victim.")] = 0,
-    flooders: Annotated[int, typer.Option(help="Attackers flooding invalid messages.")] = 0,
-    spammers: Annotated[int, typer.Option(help="Attackers publishing valid junk.")] = 0,
+    sybils: Annotated[int, typer.Option(help=_("Sybils that connect en masse and never forward."))] = 0,
+    eclipse: Annotated[int, typer.Option(help=_("Sybils that all connect to one victim."))] = 0,
+    flooders: Annotated[int, typer.Option(help=_("Attackers flooding invalid messages."))] = 0,
+    spammers: Annotated[int, typer.Option(help=_("Attackers publishing valid junk."))] = 0,
     fast_path: Annotated[
         bool,
-        typer.Option("--fast-path", help="Check size and version byte only, instead of decoding envelopes."),
+        typer.Option(
+            "--fast-path", help=_("Check size and version byte only, instead of decoding envelopes.")
+        ),
     ] = False,
-    no_scoring: Annotated[bool, typer.Option("--no-scoring", help="Turn peer scoring off.")] = False,
-    no_idontwant: Annotated[bool, typer.Option("--no-idontwant", help="Never send IDONTWANT.")] = False,
+    no_scoring: Annotated[bool, typer.Option("--no-scoring", help=_("Turn peer scoring off."))] = False,
+    no_idontwant: Annotated[bool, typer.Option("--no-idontwant", help=_("Never send IDONTWANT."))] = False,
     json_path: Annotated[
         str | None,
         typer.Option(
             "--json",
             metavar="FILE",
-            help="Write the results JSON to FILE (- for stdout).",
+            help=_("Write the results JSON to FILE (- for stdout)."),
             show_default=False,
         ),
     ] = None,
     plot: Annotated[
         Path | None,
-        typer.Option("--plot", metavar="FILE.png", help="Draw the latency CDF and delivery over time."),
+        typer.Option("--plot", metavar="FILE.png", help=_("Draw the latency CDF and delivery over time.")),
     ] = None,
 ) -> None:
     """Simulate a gossip network of real routers on a virtual clock and report delivery and latency."""
     if plot is not None:
         if plot.suffix.lower() != ".png":
-            raise UsageError(f"--plot saves a PNG image; give a file name ending in .png, not {plot.name!r}")
+            raise UsageError(
+                _("--plot saves a PNG image; give a file name ending in .png, not {name!r}").format(
+                    name=plot.name
+                )
+            )
         check_output_path(plot, "--plot")
         if importlib.util.find_spec("matplotlib") is None:
-            raise UsageError("--plot needs matplotlib: pip install 'meshchat[sim]'")
+            raise UsageError(_("--plot needs matplotlib: pip install 'meshchat[sim]'"))
     if json_path not in (None, "-"):
         check_output_path(Path(json_path), "--json")
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
@@ -117,7 +138,9 @@ def sim_command(
         kind = TopologyKind(topology)
     except ValueError:
         kinds = ", ".join(k.value for k in TopologyKind)
-        raise CommandError(f"--topology must be one of {kinds}, not {topology!r}") from None
+        raise CommandError(
+            _("--topology must be one of {kinds}, not {topology!r}").format(kinds=kinds, topology=topology)
+        ) from None
     scenario = Scenario(
         seed=seed,
         workers=workers,
@@ -158,14 +181,18 @@ def sim_command(
         try:
             Path(json_path).write_text(text + "\n", encoding="utf-8")
         except OSError as exc:  # checked before the run; the disk can still fill up
-            raise CommandError(f"cannot write {json_path}: {exc.strerror or exc}") from exc
+            raise CommandError(
+                _("cannot write {json_path}: {exc}").format(json_path=json_path, exc=exc.strerror or exc)
+            ) from exc
     if plot is not None:
         from meshchat.sim.plot import plot_results  # noqa: PLC0415
 
         try:
             plot_results(results, plot)
         except OSError as exc:
-            raise CommandError(f"cannot write {plot}: {exc.strerror or exc}") from exc
+            raise CommandError(
+                _("cannot write {plot}: {exc}").format(plot=plot, exc=exc.strerror or exc)
+            ) from exc
     # With --json - stdout holds the JSON alone, so the table goes to stderr.
     (err if json_path == "-" else stdout_console()).print(_sim_table(results, json_path=json_path, plot=plot))
 
@@ -174,46 +201,73 @@ def _sim_table(results: Results, *, json_path: str | None, plot: Path | None) ->
     from rich.table import Table  # noqa: PLC0415
 
     latency = results.latency_ms
-    table = Table(title="meshchat sim", title_justify="left", show_header=False)
+    table = Table(title=_("meshchat sim"), title_justify="left", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     workers = results.parameters.get("workers", 1)
     table.add_row(
-        "network",
+        _("network"),
         f"{results.nodes:,} nodes, seed {results.seed}, {results.validation} validation"
         + (f", {workers} workers" if workers != 1 else ""),
     )
-    ratio = "n/a" if results.delivery_ratio is None else f"{results.delivery_ratio:.4f}"
+    ratio = _("n/a") if results.delivery_ratio is None else f"{results.delivery_ratio:.4f}"
     table.add_row(
-        "delivery",
-        f"{ratio} ({results.deliveries:,} of {results.expected_deliveries:,} expected, "
-        f"{results.messages:,} messages)",
+        _("delivery"),
+        _("{ratio} ({deliveries:,} of {expected_deliveries:,} expected, {messages:,} messages)").format(
+            ratio=ratio,
+            deliveries=results.deliveries,
+            expected_deliveries=results.expected_deliveries,
+            messages=results.messages,
+        ),
     )
     if latency["p50"] is not None:
         table.add_row(
-            "latency ms",
-            f"mean {latency['mean']:.0f}  p50 {latency['p50']:.0f}  p90 {latency['p90']:.0f}  "
-            f"p99 {latency['p99']:.0f}  max {latency['max']:.0f}",
+            _("latency ms"),
+            _("mean {mean:.0f}  p50 {p50:.0f}  p90 {p90:.0f}  p99 {p99:.0f}  max {max:.0f}").format(
+                mean=latency["mean"],
+                p50=latency["p50"],
+                p90=latency["p90"],
+                p99=latency["p99"],
+                max=latency["max"],
+            ),
         )
     duplicates = results.duplicates_per_message
-    table.add_row("duplicates", "n/a" if duplicates is None else f"{duplicates:.2f} extra copies per node")
+    table.add_row(
+        _("duplicates"),
+        _("n/a")
+        if duplicates is None
+        else _("{duplicates:.2f} extra copies per node").format(duplicates=duplicates),
+    )
     sent = results.bytes_per_node
     if sent["mean"] is not None and sent["max"] is not None:
-        table.add_row("bytes per node", f"mean {sent['mean']:,.0f}  max {sent['max']:,.0f}")
+        table.add_row(
+            _("bytes per node"),
+            _("mean {mean:,.0f}  max {max:,.0f}").format(mean=sent["mean"], max=sent["max"]),
+        )
     for layer in ("network", "router"):
         counts = {k: v for k, v in results.drops[layer].items() if v}
-        table.add_row(f"{layer} drops", ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "none")
+        table.add_row(
+            _("{layer} drops").format(layer=layer),
+            ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or _("none"),
+        )
     attack = {k: v for k, v in results.attack.items() if v}
     if attack:
-        table.add_row("attack", ", ".join(f"{k} {v}" for k, v in sorted(attack.items())))
+        table.add_row(_("attack"), ", ".join(f"{k} {v}" for k, v in sorted(attack.items())))
     speed = results.virtual_seconds / results.wall_seconds if results.wall_seconds else math.inf
     table.add_row(
-        "time",
-        f"{results.virtual_seconds:.1f} s virtual in {results.wall_seconds:.1f} s ({speed:.1f}x real time), "
-        f"{results.events:,} events",
+        _("time"),
+        _(
+            "{virtual_seconds:.1f} s virtual in {wall_seconds:.1f} s ({speed:.1f}x real time), "
+            "{events:,} events"
+        ).format(
+            virtual_seconds=results.virtual_seconds,
+            wall_seconds=results.wall_seconds,
+            speed=speed,
+            events=results.events,
+        ),
     )
     if json_path not in (None, "-"):
-        table.add_row("results", terminal_markup(str(json_path)))
+        table.add_row(_("results"), terminal_markup(str(json_path)))
     if plot is not None:
-        table.add_row("plot", terminal_markup(str(plot)))
+        table.add_row(_("plot"), terminal_markup(str(plot)))
     return table

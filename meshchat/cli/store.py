@@ -26,6 +26,7 @@ from meshchat.cli.common import (
     terminal_markup,
 )
 from meshchat.errors import ProfileError
+from meshchat.i18n import _
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -50,7 +51,7 @@ __all__ = [
 def outbox_command(
     *,
     profile: ProfileOption = None,
-    limit: Annotated[int, typer.Option(min=1, help="Show this many, newest first.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help=_("Show this many, newest first."))] = 20,
     json_output: JsonOption = False,
 ) -> None:
     """Where your sent messages are: queued, relayed, stored, delivered, read, expired or failed."""
@@ -66,7 +67,7 @@ def outbox_command(
 
 def status_command(
     message: Annotated[
-        str, typer.Argument(metavar="MSG_ID", help="A sent message's id (hex, or 8+ digits).")
+        str, typer.Argument(metavar="MSG_ID", help=_("A sent message's id (hex, or 8+ digits)."))
     ],
     *,
     profile: ProfileOption = None,
@@ -81,19 +82,23 @@ def status_command(
         return
     out = stdout_console()
     to = terminal_markup(str(record["to_name"] or record["to"]))
-    out.print(f"{record['message_id']} to {to}: [bold]{record['status']}[/]")
+    out.print(
+        _("{message_id} to {to}: [bold]{status}[/]").format(
+            message_id=record["message_id"], to=to, status=record["status"]
+        )
+    )
     stored_on = record["stored_on"]
     if isinstance(stored_on, list) and stored_on:
-        out.print(f"  stored on {len(stored_on)} mailbox(es)")
+        out.print(_("  stored on {count} mailbox(es)").format(count=len(stored_on)))
     if record["error"]:
-        out.print(f"  last problem: {terminal_markup(str(record['error']))}")
+        out.print(_("  last problem: {problem}").format(problem=terminal_markup(str(record["error"]))))
 
 
 def inbox_command(
     *,
     profile: ProfileOption = None,
-    after: Annotated[int, typer.Option(min=0, help="Only messages numbered after this one.")] = 0,
-    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 100,
+    after: Annotated[int, typer.Option(min=0, help=_("Only messages numbered after this one."))] = 0,
+    limit: Annotated[int, typer.Option(min=1, help=_("Show at most this many."))] = 100,
     json_output: JsonOption = False,
 ) -> None:
     """Messages this profile received (kept in its store, in arrival order, each exactly once)."""
@@ -161,8 +166,8 @@ def outbox_table(records: list[OutboxRecord], names: dict[str, str]) -> Table:
     """The outbox as a table, newest first."""
     from rich.table import Table  # noqa: PLC0415
 
-    table = Table(title="outbox (newest first)")
-    for column in ("message", "to", "seq", "status", "sent", "mailboxes", "problem"):
+    table = Table(title=_("outbox (newest first)"))
+    for column in (_("message"), _("to"), _("seq"), _("status"), _("sent"), _("mailboxes"), _("problem")):
         table.add_column(column)
     for record in records:
         peer = _peer_id(record.recipient)
@@ -226,8 +231,8 @@ def inbox_table(messages: list[InboxRecord], names: dict[str, str]) -> Table:
     """Received messages as a table, in arrival order (a body's own line breaks kept, nothing else)."""
     from rich.table import Table  # noqa: PLC0415
 
-    table = Table(title="inbox")
-    for column in ("#", "from", "seq", "received", "message"):
+    table = Table(title=_("inbox"))
+    for column in ("#", _("from"), _("seq"), _("received"), _("message")):
         table.add_column(column)
     for message in messages:
         peer = _peer_id(message.sender)
