@@ -76,6 +76,7 @@ class GroupDriver:
         self._on_event = on_event
         self._reach = reach
         self._nursery: trio.Nursery | None = None
+        self._stopped = False  # ``run`` was cancelled (the node closing): no new task (see StoreDriver)
         self._kick = trio.Event()
         self._topics: set[str] = set()
         self._topics_dirty = True
@@ -86,23 +87,30 @@ class GroupDriver:
         """Follow the groups' topics and run the core's timers until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            await self._follow_topics()
-            task_status.started()
-            while True:
-                if self._topics_dirty:
-                    await self._follow_topics()
-                now = self._wall_clock()
-                deadline = self.core.next_deadline()
-                day_turns = now - now % INBOX_EPOCH_SECONDS + INBOX_EPOCH_SECONDS + 1
-                wake = day_turns if deadline is None else min(deadline, day_turns)
-                self._kick = trio.Event()
-                with trio.move_on_after(max(0.0, wake - now) if math.isfinite(wake) else math.inf):
-                    await self._kick.wait()
-                    continue
-                now = self._wall_clock()
-                if now >= day_turns:
-                    self._topics_dirty = True
-                self.perform(self.core.on_timer(wall_now=now))
+            try:
+                await self._run(task_status)
+            finally:
+                self._stopped = True
+
+    async def _run(self, task_status: Any) -> None:
+        """Follow the topics, then run the core's timers (``run``'s body)."""
+        await self._follow_topics()
+        task_status.started()
+        while True:
+            if self._topics_dirty:
+                await self._follow_topics()
+            now = self._wall_clock()
+            deadline = self.core.next_deadline()
+            day_turns = now - now % INBOX_EPOCH_SECONDS + INBOX_EPOCH_SECONDS + 1
+            wake = day_turns if deadline is None else min(deadline, day_turns)
+            self._kick = trio.Event()
+            with trio.move_on_after(max(0.0, wake - now) if math.isfinite(wake) else math.inf):
+                await self._kick.wait()
+                continue
+            now = self._wall_clock()
+            if now >= day_turns:
+                self._topics_dirty = True
+            self.perform(self.core.on_timer(wall_now=now))
 
     def now(self) -> float:
         """The wall time, from the injected clock."""
@@ -166,7 +174,8 @@ class GroupDriver:
                         queued.append(action.control_id)
                 case PublishGroup():
                     assert self._nursery is not None, "the group driver runs before anything is sent"
-                    self._nursery.start_soon(self._publish, action)
+                    if not self._stopped:  # else the groups outbox publishes it again at the next start
+                        self._nursery.start_soon(self._publish, action)
                     self._store.perform(
                         self._messenger.store_shared(
                             action.tag, action.message_id, action.envelope, wall_now=now

@@ -268,6 +268,9 @@ class StoreDriver:
         #: Group actions with no ``on_group`` to take them.
         self.group_actions_dropped = 0
         self._nursery: trio.Nursery | None = None
+        # Set once ``run`` is cancelled (the node closing): its nursery takes no new task then, while
+        # the node's event task may still hand in an envelope it had already taken off the network.
+        self._stopped = False
         self._timer_kick = trio.Event()
         # Receipts we published, by envelope: (topic, envelope, offered until); see RECEIPT_HOLD.
         self._held_receipts: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
@@ -289,22 +292,30 @@ class StoreDriver:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
-            await self._run_timers()
+            try:
+                await self._run_timers()
+            finally:
+                self._stopped = True
+
+    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run ``fn(*args)`` as a task of the driver's; once it stopped, nothing more is started (the
+        outbox keeps what was not published, and the next start publishes it again)."""
+        assert self._nursery is not None, "the store driver runs before anything sends"
+        if not self._stopped:
+            self._nursery.start_soon(fn, *args)
 
     def perform(self, actions: list[Action]) -> None:
         """Carry out the messenger's actions (publishes and mailbox calls run as tasks)."""
-        nursery = self._nursery
-        assert nursery is not None, "the store driver runs before anything sends"
         received: list[MessageReceived] = []
         handled: list[bytes] = []
         for action in actions:
             match action:
                 case PublishEnvelope(message_id=None):  # a receipt: no order to keep
-                    nursery.start_soon(self._publish_receipt, action)
+                    self._spawn(self._publish_receipt, action)
                 case PublishEnvelope():
                     self._queue_publish(action)
                 case CallMailbox(peer=peer, request=request):
-                    nursery.start_soon(self._call_mailbox, peer, request)
+                    self._spawn(self._call_mailbox, peer, request)
                 case MessageReceived():
                     received.append(action)
                 case StatusChanged():
@@ -362,10 +373,9 @@ class StoreDriver:
         topic (both in the background), and if messages to it wait for a retry, publish them now
         (reaching it first waits for its subscription): a contact that comes back gets what was
         sent meanwhile at once, not at the next retry, which may be half an hour away."""
-        assert self._nursery is not None
-        self._nursery.start_soon(self._probe_mailbox, peer)
+        self._spawn(self._probe_mailbox, peer)
         if self._held_receipts:
-            self._nursery.start_soon(self._offer_receipts, peer)
+            self._spawn(self._offer_receipts, peer)
         try:
             key = PublicIdentity.from_peer_id(peer).ed25519
         except DecodeError:  # not an Ed25519 PeerId (another libp2p application's peer): not a contact
@@ -385,14 +395,16 @@ class StoreDriver:
         """Queue an outbox message's publish behind its recipient's others; start the recipient's
         task if none runs. A retry asks for a reach first (it may be back, or never dialled)."""
         mid = action.message_id
-        assert mid is not None and self._nursery is not None
+        assert mid is not None
+        if self._stopped:
+            return  # the outbox keeps it: the next start publishes it
         record = self.messenger.status(mid)
         assert record is not None, "the messenger publishes only messages in its outbox"
         conversation = self._conversations.get(record.recipient)
         if conversation is None:
             recipient = PublicIdentity.from_bytes(record.recipient)
             conversation = self._conversations[record.recipient] = _Conversation(recipient)
-            self._nursery.start_soon(self._serve, record.recipient, conversation)
+            self._spawn(self._serve, record.recipient, conversation)
         if record.status in RETRYING:
             self._unacked.setdefault(record.recipient, {})[mid] = (record.seq, action)
             self._recipient_of[mid] = record.recipient
@@ -461,10 +473,10 @@ class StoreDriver:
     def _upload_prekeys(self) -> None:
         """Start the prekey uploads planned now (one per mailbox at most; usually none)."""
         uploads, nursery = self.prekey_uploads, self._nursery
-        if uploads is None or nursery is None:
+        if uploads is None or nursery is None or self._stopped:
             return
         for peer, request in uploads.plan(self.messenger.mailboxes, wall_now=self.now()):
-            nursery.start_soon(self._put_prekeys, uploads, peer, request)
+            self._spawn(self._put_prekeys, uploads, peer, request)
 
     async def _put_prekeys(self, uploads: PrekeyUploads, peer: str, request: PrekeysPut) -> None:
         try:
