@@ -6,6 +6,7 @@ into one line on stderr. One module per command group:
 
 - ``identity``: ``init``, ``id``, ``invite``, ``safety-number``, ``add``
 - ``network``: ``node``, ``chat``, ``send``, ``mailbox`` (the live node runs in ``runner``)
+- ``daemon``: ``daemon`` (JSON-RPC over a Unix socket and a WebSocket: ``meshchat.app``)
 - ``store``: ``outbox``, ``status``, ``inbox``
 - ``files``: ``files [--fetch N]``, ``send --file`` (the network part in ``file_runner``)
 - ``group``: ``group create | invite | join | members | remove | leave | rename | promote | demote |
@@ -39,6 +40,7 @@ import typer
 from typer.core import TyperGroup
 
 from meshchat.cli import credentials as _credentials
+from meshchat.cli import daemon as _daemon
 from meshchat.cli import demo as _demo
 from meshchat.cli import devices as _devices
 from meshchat.cli import documents as _documents
@@ -156,6 +158,7 @@ app.command("node")(_network.node_command)
 app.command("send")(_network.send_command)
 app.command("chat")(_network.chat_command)
 app.command("mailbox")(_network.mailbox_command)
+app.command("daemon", help=_daemon.DAEMON_HELP)(_daemon.daemon_command)
 app.command("outbox")(_store.outbox_command)
 app.command("status")(_store.status_command)
 app.command("inbox")(_store.inbox_command)
