@@ -48,7 +48,11 @@ async def alice_and_bob(tmp_path: Path) -> AsyncIterator[Pair]:
             Node.open(alice_dir, listen=LOCAL, store_config=FAST_RETRY, dht=False)
         )
         alice.contacts.add(Invite.create(bob_id, name="Bob", addrs=bob.listen_addrs).to_text())
-        bob.contacts.add(Invite.create(alice_id, name="Alice", addrs=alice.listen_addrs).to_text())
+        bob.contacts.add(Invite.create(alice_id, name="Alice").to_text())  # he answers over her connection
+        await alice.connect(bob.listen_addrs[0])
+        with trio.fail_after(WAIT):  # each hears the other on its inbox shard: sends go straight there
+            await alice.wait_for(lambda: bob.peer_id in alice.driver.router.topic_peers(bob.inbox_topic()))
+            await bob.wait_for(lambda: alice.peer_id in bob.driver.router.topic_peers(alice.inbox_topic()))
         methods = await stack.enter_async_context(open_methods(alice))
         yield Pair(alice=alice, bob=bob, methods=methods, alice_dir=alice_dir, bob_dir=bob_dir)
 

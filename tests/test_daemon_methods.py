@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 
 import trio
 from rpc_harness import WAIT, alice_and_bob, client
 
+from meshchat.identity import Identity, safety_number
 from meshchat.inbox import DirectMessage
+from meshchat.wire import Invite
 
 
 async def test_status_contacts_send_and_the_message_event(tmp_path: Path) -> None:
@@ -50,3 +54,61 @@ async def test_a_message_to_alice_is_an_event_and_in_her_inbox(tmp_path: Path) -
         inbox = await alice.call("messages.inbox", after=0)
         assert [m["text"] for m in inbox["messages"]] == ["hi Alice"]
         assert inbox["messages"][0]["id"] == message["id"]
+
+
+async def test_the_conversation_pages_back_and_mark_read_reaches_the_sender(tmp_path: Path) -> None:
+    async with alice_and_bob(tmp_path) as pair, client(pair.methods) as alice:
+        await alice.call("events.subscribe")
+        sent = [await alice.call("messages.send", to="Bob", text=f"n{i}") for i in range(3)]
+        assert all(isinstance(s["cursor"], int) for s in sent)
+        await pair.bob.send("Alice", "reply")
+        reply = (await alice.wait_event("message"))["message"]
+        assert isinstance(reply["cursor"], int)
+        page = await alice.call("messages.conversation", **{"with": "Bob", "limit": 2})
+        assert [m["text"] for m in page["messages"]] == ["n2", "reply"]
+        assert page["more"] is True
+        older = await alice.call(
+            "messages.conversation", **{"with": pair.bob.peer_id, "before": page["messages"][0]["cursor"]}
+        )
+        assert [m["text"] for m in older["messages"]] == ["n0", "n1"]
+        assert older["more"] is False
+        assert all(m["outgoing"] and m["peer"] == pair.bob.peer_id for m in older["messages"])
+        assert await alice.call("messages.mark_read", id=reply["id"]) == {}
+        unknown = await alice.request("messages.mark_read", {"id": "00" * 32})
+        assert unknown["error"]["code"] == -32602
+        assert unknown["error"]["data"]["param"] == "id"
+        outbox = await alice.call("messages.outbox", limit=10)
+        assert {m["id"] for m in outbox["messages"]} == {s["id"] for s in sent}
+
+
+async def test_contacts_verify_rename_block_and_add_from_a_qr_photo(tmp_path: Path) -> None:
+    async with alice_and_bob(tmp_path) as pair, client(pair.methods) as alice:
+        verified = await alice.call("contacts.verify", contact="Bob")
+        assert verified["verification"] == "verified"
+        renamed = await alice.call("contacts.rename", contact="Bob", petname="Bobby")
+        assert (renamed["name"], renamed["petname"], renamed["claimed_name"]) == ("Bobby", "Bobby", "Bob")
+        back = await alice.call("contacts.rename", contact="Bobby", petname=None)
+        assert back["name"] == "Bob"
+        assert await alice.call("contacts.block", contact="Bob") == {}
+        assert (await alice.call("contacts.blocked"))["blocked"] == [pair.bob.peer_id]
+        assert (await alice.call("contacts.list"))[0]["blocked"] is True
+        assert await alice.call("contacts.unblock", contact="Bob") == {}
+        assert (await alice.call("contacts.blocked"))["blocked"] == []
+        number = await alice.call("contacts.safety_number", contact="Bob")
+        assert number["number"] == safety_number(pair.alice.identity.public, pair.bob.identity.public)
+        assert number["qr_svg"].startswith("<svg")
+        carol = Identity(b"\x07" * 32)
+        photo = io.BytesIO()
+        Invite.create(carol, name="Carol").qr().save(photo, kind="png", scale=6)
+        image = base64.b64encode(photo.getvalue()).decode()
+        added = await alice.call("contacts.add_qr", image=image, petname="C.")
+        assert (added["peer_id"], added["name"], added["claimed_name"]) == (
+            carol.public.peer_id,
+            "C.",
+            "Carol",
+        )
+        junk = await alice.request("contacts.add_qr", {"image": base64.b64encode(b"not a picture").decode()})
+        assert junk["error"]["data"]["type"] == "DecodeError"
+        invite = await alice.call("node.invite")
+        assert Invite.from_text(invite["text"]).public == pair.alice.identity.public
+        assert invite["qr_svg"].startswith("<svg")

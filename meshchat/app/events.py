@@ -15,6 +15,7 @@ no client, however slow, holds up the node or another client; direct messages st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -40,11 +41,13 @@ SUBSCRIBER_QUEUE = 256
 MAX_SUBSCRIBERS = 1024
 
 
-def event_json(event: NodeEvent) -> dict[str, Json]:
-    """``event`` as JSON with a ``"type"`` (module docstring)."""
+def event_json(event: NodeEvent, cursor_of: Callable[[bytes], int | None] | None = None) -> dict[str, Json]:
+    """``event`` as JSON with a ``"type"`` (module docstring); ``cursor_of`` gives a message's place in
+    the conversation history (``Message.cursor``)."""
     match event:
         case DirectMessage():
-            return {"type": "message", "message": direct_message(event)}
+            cursor = cursor_of(event.message_id) if cursor_of is not None else None
+            return {"type": "message", "message": direct_message(event, cursor)}
         case StatusChanged(message_id=mid, status=status, error=error):
             return {"type": "status", "id": mid.hex(), "status": status.value, "error": error}
         case PeerJoined(peer=peer):
@@ -76,9 +79,17 @@ class Subscription:
 class EventHub:
     """Reads ``node.events()`` and fans each event out to the subscribers, never waiting on one."""
 
-    def __init__(self, node: Node, *, queue: int = SUBSCRIBER_QUEUE) -> None:
-        """Fan out ``node``'s events, ``queue`` events at most waiting per subscriber."""
+    def __init__(
+        self,
+        node: Node,
+        *,
+        queue: int = SUBSCRIBER_QUEUE,
+        cursor_of: Callable[[bytes], int | None] | None = None,
+    ) -> None:
+        """Fan out ``node``'s events, ``queue`` events at most waiting per subscriber; ``cursor_of``
+        gives a message's cursor in the conversation history."""
         self._node = node
+        self._cursor_of = cursor_of
         self._queue = queue
         self._subscribers: set[Subscription] = set()
         #: Subscribers cut off for falling behind, since the start.
@@ -123,4 +134,4 @@ class EventHub:
         """Read the node's events until cancelled."""
         async for event in self._node.events():
             self.events += 1
-            self.publish(event_json(event))
+            self.publish(event_json(event, self._cursor_of))

@@ -14,6 +14,7 @@ and ``events.*`` are here; ``groups.*``, ``files.*``, ``credentials.*`` and ``do
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,10 +24,11 @@ import trio
 
 from meshchat.app.events import EventHub
 from meshchat.app.methods_more import MORE_METHODS
-from meshchat.app.params import Call, Example, Json, Kind, Method, Param
-from meshchat.app.views import contact_json, inbox_message, message_json, outbox_entry
-from meshchat.errors import MeshchatError, UnknownPeer
-from meshchat.identity import safety_number
+from meshchat.app.params import Call, Example, InvalidParams, Json, Kind, Method, Param
+from meshchat.app.views import contact_json, entry_message, inbox_message, message_json, outbox_entry
+from meshchat.errors import DecodeError, StorageError
+from meshchat.history import key_of
+from meshchat.identity import PublicIdentity, safety_number
 from meshchat.wire import Invite
 
 if TYPE_CHECKING:
@@ -36,6 +38,11 @@ __all__ = ["CONVERSATION_PAGE", "MAX_PAGE", "METHODS", "Methods", "open_methods"
 
 #: Messages one ``messages.conversation`` call returns unless it asks for fewer or more.
 CONVERSATION_PAGE = 100
+#: Most pixels of a QR photo ``contacts.add_qr`` decodes (a 12-megapixel phone photo fits; a
+#: decompression bomb does not).
+MAX_QR_PIXELS = 16_000_000
+#: Largest QR photo accepted, bytes (what fits a message of ``jsonrpc.MAX_MESSAGE`` once base64).
+MAX_QR_IMAGE = 700 * 1024
 #: Most messages one call returns (a page of a conversation, the inbox, the outbox): a client pages on.
 MAX_PAGE = 500
 
@@ -71,7 +78,7 @@ class Methods:
         """The table over ``node``; ``open_methods`` also runs its event hub (use that)."""
         self.node = node
         #: The event hub: the only reader of ``node.events()`` while the methods are open.
-        self.hub = EventHub(node)
+        self.hub = EventHub(node, cursor_of=lambda message_id: cursor_of(node, message_id))
         #: Every method by name.
         self.table: dict[str, Method] = {m.name: m for m in METHODS}
         #: Their names, in table order.
@@ -89,6 +96,17 @@ async def open_methods(node: Node) -> AsyncIterator[Methods]:
             yield methods
         finally:
             nursery.cancel_scope.cancel()
+
+
+def cursor_of(node: Node, message_id: bytes) -> int | None:
+    """``message_id``'s cursor in the conversation history (None if it has none, or the store fails:
+    the message itself is still shown)."""
+    try:
+        # the node's storage: Node exposes the history by conversation, not by message id
+        record = node._messenger.storage.history_get(message_id)
+    except StorageError:
+        return None
+    return None if record is None else record.cursor
 
 
 # --- node --------------------------------------------------------------------------------------------
@@ -116,7 +134,7 @@ async def _node_status(call: Call) -> Json:
         "addrs": node.dialable_addrs,
         "peers": len(node.host.get_network().connections),
         "mailboxes": node.mailboxes,
-        "blocked_dropped": int(getattr(node, "blocked_dropped", 0)),
+        "blocked_dropped": node.blocked_dropped,
     }
 
 
@@ -144,8 +162,62 @@ async def _contacts_list(call: Call) -> Json:
 
 async def _contacts_add(call: Call) -> Json:
     node = call.node
-    contact = node.contacts.add(call.args["invite"], name=call.args["petname"])
+    contact = node.contacts.add(
+        call.args["invite"], name=call.args["petname"], verified=call.args["verified"]
+    )
     return contact_json(contact, node)
+
+
+async def _contacts_add_qr(call: Call) -> Json:
+    node = call.node
+    text = read_qr(call.args["image"])
+    contact = node.contacts.add(text, name=call.args["petname"], verified=call.args["verified"])
+    return contact_json(contact, node)
+
+
+def read_qr(image: bytes) -> str:
+    """The invite in a photo of a QR code (PNG or JPEG); ``DecodeError`` if there is none."""
+    import zxingcpp  # noqa: PLC0415 (only for this method)
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+
+    try:
+        with Image.open(io.BytesIO(image)) as picture:
+            width, height = picture.size
+            if width * height > MAX_QR_PIXELS:  # checked from the header, before decoding
+                raise DecodeError("QR image", f"{width}x{height} pixels; the limit is {MAX_QR_PIXELS:,}")
+            barcodes = zxingcpp.read_barcodes(picture.convert("L"))
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise DecodeError("QR image", f"not a PNG or JPEG image ({exc})") from None
+    for barcode in barcodes:
+        if barcode.text.startswith("MESHCHAT:"):
+            return str(barcode.text)
+    raise DecodeError("QR image", "no meshchat invite QR code found in it")
+
+
+async def _contacts_verify(call: Call) -> Json:
+    return contact_json(call.node.contacts.verify(call.args["contact"]), call.node)
+
+
+async def _contacts_accept_key(call: Call) -> Json:
+    return contact_json(call.node.contacts.accept_key(call.args["contact"]), call.node)
+
+
+async def _contacts_rename(call: Call) -> Json:
+    return contact_json(call.node.contacts.rename(call.args["contact"], call.args["petname"]), call.node)
+
+
+async def _contacts_block(call: Call) -> Json:
+    call.node.contacts.block(call.args["contact"])
+    return {}
+
+
+async def _contacts_unblock(call: Call) -> Json:
+    call.node.contacts.unblock(call.args["contact"])
+    return {}
+
+
+async def _contacts_blocked(call: Call) -> Json:
+    return {"blocked": [p.peer_id for p in call.node.contacts.blocked()]}
 
 
 async def _contacts_safety_number(call: Call) -> Json:
@@ -172,47 +244,27 @@ async def _messages_send(call: Call) -> Json:
         body=call.args["text"].encode("utf-8"),
         sent_at_ms=int(record.created_at * 1000),
         status=handle.status,
+        cursor=cursor_of(node, record.message_id),
     )
 
 
 def _peer_of(key: bytes) -> str:
-    from meshchat.identity import PublicIdentity  # noqa: PLC0415
-
     return PublicIdentity.from_bytes(key).peer_id
 
 
 async def _messages_conversation(call: Call) -> Json:
     node = call.node
-    who = call.args["with"]
-    conversation = getattr(node, "conversation", None)
-    if conversation is None:
-        raise MeshchatError("messages.conversation needs the conversation history (not in this build)")
-    contact = node.contacts.find(who)
+    peer = key_of(node.contacts, call.args["with"])
     limit = call.args["limit"]
-    entries = conversation(contact, before=call.args["before"], limit=limit + 1)
+    entries = node.conversation(peer, before=call.args["before"], limit=limit + 1)
     more = len(entries) > limit
-    entries = entries[-limit:] if more else entries
-    return {
-        "messages": [
-            message_json(
-                message_id=e.message_id,
-                outgoing=e.outgoing,
-                peer=contact.peer_id,
-                body=e.body,
-                sent_at_ms=e.sent_at_ms,
-                status=e.status,
-                cursor=e.cursor,
-                number=e.number,
-            )
-            for e in entries
-        ],
-        "more": more,
-    }
+    return {"messages": [entry_message(e, peer.peer_id) for e in entries[-limit:]], "more": more}
 
 
 async def _messages_inbox(call: Call) -> Json:
-    records = call.node.inbox(after=call.args["after"], limit=call.args["limit"])
-    return {"messages": [inbox_message(r) for r in records]}
+    node = call.node
+    records = node.inbox(after=call.args["after"], limit=call.args["limit"])
+    return {"messages": [inbox_message(r, cursor_of(node, r.message_id)) for r in records]}
 
 
 async def _messages_outbox(call: Call) -> Json:
@@ -220,10 +272,10 @@ async def _messages_outbox(call: Call) -> Json:
 
 
 async def _messages_mark_read(call: Call) -> Json:
-    mark_read_id = getattr(call.node, "mark_read_id", None)
-    if mark_read_id is None:
-        raise UnknownPeer("messages.mark_read needs the conversation history (not in this build)")
-    mark_read_id(call.args["id"])
+    try:
+        call.node.mark_read_id(call.args["id"])
+    except ValueError as exc:  # no received message has that id
+        raise InvalidParams(f"messages.mark_read: {exc}", param="id") from None
     return {}
 
 
@@ -241,6 +293,22 @@ async def _events_unsubscribe(call: Call) -> Json:
 
 # --- the table ---------------------------------------------------------------------------------------
 
+_PETNAME = Param(
+    name="petname",
+    kind=Kind.STRING,
+    doc="Your own name for them (default: the name the invite claims).",
+    required=False,
+    nullable=True,
+    max_length=256,
+)
+_VERIFIED = Param(
+    name="verified",
+    kind=Kind.BOOLEAN,
+    doc="You compared the safety number in person (or scanned their QR code).",
+    required=False,
+    default=False,
+)
+_ANYONE = Param(name="contact", kind=Kind.STRING, doc="A contact's name or PeerId, or any PeerId.")
 _LIMIT = Param(
     name="limit",
     kind=Kind.INTEGER,
@@ -296,24 +364,79 @@ METHODS: tuple[Method, ...] = (
         returns="Contact",
         params=(
             Param(name="invite", kind=Kind.STRING, doc="The invite text (MESHCHAT:...).", max_length=8192),
-            Param(
-                name="petname",
-                kind=Kind.STRING,
-                doc="Your own name for them (default: the name the invite claims).",
-                required=False,
-                nullable=True,
-                max_length=256,
-            ),
-            Param(
-                name="verified",
-                kind=Kind.BOOLEAN,
-                doc="You compared the safety number in person (or scanned their QR code).",
-                required=False,
-                default=False,
-            ),
+            _PETNAME,
+            _VERIFIED,
         ),
         example=Example(params={"invite": "MESHCHAT:...", "petname": "Bob"}, result=_CONTACT),
         handler=_contacts_add,
+    ),
+    Method(
+        name="contacts.add_qr",
+        doc="Add a contact from a photo of their invite's QR code (PNG or JPEG, read with zxing-cpp).",
+        returns="Contact",
+        params=(
+            Param(name="image", kind=Kind.BASE64, doc="The image, base64.", max_length=MAX_QR_IMAGE),
+            _PETNAME,
+            _VERIFIED,
+        ),
+        example=Example(params={"image": "iVBORw0KGgo...", "petname": "Bob"}, result=_CONTACT),
+        handler=_contacts_add_qr,
+    ),
+    Method(
+        name="contacts.verify",
+        doc="Mark a contact verified: you compared the safety number (or scanned their QR code) in person.",
+        returns="Contact",
+        params=(_CONTACT_PARAM,),
+        example=Example(params={"contact": "Bob"}, result={**_CONTACT, "verification": "verified"}),
+        handler=_contacts_verify,
+    ),
+    Method(
+        name="contacts.accept_key",
+        doc="Accept a contact's changed key (verification `changed` -> `unverified`): sending works again.",
+        returns="Contact",
+        params=(_CONTACT_PARAM,),
+        example=Example(params={"contact": "Bob"}, result=_CONTACT),
+        handler=_contacts_accept_key,
+    ),
+    Method(
+        name="contacts.rename",
+        doc="Give a contact your own name for them (null: show the name their invite claims).",
+        returns="Contact",
+        params=(
+            _CONTACT_PARAM,
+            Param(
+                name="petname", kind=Kind.STRING, doc="The new name, or null.", nullable=True, max_length=256
+            ),
+        ),
+        example=Example(
+            params={"contact": "Bob", "petname": "Bobby"},
+            result={**_CONTACT, "name": "Bobby", "petname": "Bobby"},
+        ),
+        handler=_contacts_rename,
+    ),
+    Method(
+        name="contacts.block",
+        doc="Block a contact or a stranger (by PeerId): what they send is dropped unread, never shown.",
+        returns="{}",
+        params=(_ANYONE,),
+        example=Example(params={"contact": "Bob"}, result={}),
+        handler=_contacts_block,
+    ),
+    Method(
+        name="contacts.unblock",
+        doc="Unblock someone blocked.",
+        returns="{}",
+        params=(_ANYONE,),
+        example=Example(params={"contact": "Bob"}, result={}),
+        handler=_contacts_unblock,
+    ),
+    Method(
+        name="contacts.blocked",
+        doc="Everyone blocked, by PeerId.",
+        returns="{blocked: [PeerId]}",
+        params=(),
+        example=Example(params={}, result={"blocked": [_PEER]}),
+        handler=_contacts_blocked,
     ),
     Method(
         name="contacts.safety_number",

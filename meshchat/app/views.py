@@ -21,7 +21,7 @@ from meshchat.app.params import Json
 from meshchat.contacts import Contact
 from meshchat.identity import PublicIdentity
 from meshchat.inbox import DirectMessage
-from meshchat.store.storage import InboxRecord, OutboxRecord, OutboxStatus
+from meshchat.store.storage import ConversationEntry, InboxRecord, OutboxRecord, OutboxStatus
 
 if TYPE_CHECKING:
     from meshchat.node import Node
@@ -30,6 +30,8 @@ __all__ = [
     "MAX_DEPTH",
     "body_fields",
     "contact_json",
+    "direct_message",
+    "entry_message",
     "inbox_message",
     "message_json",
     "outbox_entry",
@@ -77,7 +79,7 @@ def message_json(
     }
 
 
-def direct_message(event: DirectMessage) -> dict[str, Json]:
+def direct_message(event: DirectMessage, cursor: int | None = None) -> dict[str, Json]:
     """A received message (or a copy of one another of our devices sent) as a Message."""
     to = event.to
     peer = event.sender.peer_id if to is None else to.peer_id
@@ -89,10 +91,11 @@ def direct_message(event: DirectMessage) -> dict[str, Json]:
         sent_at_ms=event.sent_at_ms,
         status=None,
         number=event.number,
+        cursor=cursor,
     )
 
 
-def inbox_message(record: InboxRecord) -> dict[str, Json]:
+def inbox_message(record: InboxRecord, cursor: int | None = None) -> dict[str, Json]:
     """An inbox record as a Message."""
     other = record.to or record.sender
     return message_json(
@@ -103,6 +106,21 @@ def inbox_message(record: InboxRecord) -> dict[str, Json]:
         sent_at_ms=record.sent_at_ms,
         status=None,
         number=record.number,
+        cursor=cursor,
+    )
+
+
+def entry_message(entry: ConversationEntry, peer: str) -> dict[str, Json]:
+    """A conversation entry with ``peer`` as a Message."""
+    return message_json(
+        message_id=entry.message_id,
+        outgoing=entry.outgoing,
+        peer=peer,
+        body=entry.body,
+        sent_at_ms=entry.sent_at_ms,
+        status=entry.status,
+        cursor=entry.cursor,
+        number=entry.number,
     )
 
 
@@ -126,22 +144,12 @@ def contact_json(contact: Contact, node: Node) -> dict[str, Json]:
     return {
         "peer_id": contact.peer_id,
         "name": contact.name,
-        "claimed_name": contact.invite.name,
-        "petname": getattr(contact, "petname", None),
-        "verification": _verification(contact),
-        "blocked": _blocked(node, contact.public),
+        "claimed_name": contact.claimed_name,
+        "petname": contact.petname,
+        "verification": contact.verification.value,
+        "blocked": node.contacts.is_blocked(contact.public),
         "fingerprint": contact.public.fingerprint,
     }
-
-
-def _verification(contact: Contact) -> str:
-    value = getattr(contact, "verification", None)
-    return str(value.value) if isinstance(value, Enum) else "unverified"
-
-
-def _blocked(node: Node, public: PublicIdentity) -> bool:
-    is_blocked = getattr(node.contacts, "is_blocked", None)
-    return bool(is_blocked(public)) if is_blocked is not None else False
 
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
