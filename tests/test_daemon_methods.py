@@ -112,3 +112,43 @@ async def test_contacts_verify_rename_block_and_add_from_a_qr_photo(tmp_path: Pa
         invite = await alice.call("node.invite")
         assert Invite.from_text(invite["text"]).public == pair.alice.identity.public
         assert invite["qr_svg"].startswith("<svg")
+
+
+async def test_groups_files_credentials_and_documents_over_json_rpc(tmp_path: Path) -> None:
+    async with alice_and_bob(tmp_path) as pair, client(pair.methods) as alice:
+        await alice.call("events.subscribe")
+        group = await alice.call("groups.create", name="Family", members=["Bob"])
+        assert group["name"] == "Family"
+        assert pair.bob.peer_id in group["members"]
+        assert (await alice.call("groups.list"))[0]["id"] == group["id"]
+        sent = await alice.call("groups.send", group="Family", text="dinner at 8")
+        history = await alice.call("groups.history", group=group["id"])
+        assert [m["text"] for m in history["messages"]] == ["dinner at 8"]
+        assert history["messages"][0]["id"] == sent["id"]
+        status = await alice.call("groups.status", id=sent["id"])
+        assert status["group"] == group["id"]
+        photo = tmp_path / "note.txt"
+        photo.write_text("a file for Bob")
+        file = await alice.call("files.send", to="Bob", path=str(photo), caption="read me")
+        assert (await alice.call("files.sent"))["files"][0]["id"] == file["id"]
+        missing = await alice.request("files.send", {"to": "Bob", "path": str(tmp_path / "none")})
+        assert missing["error"]["data"]["type"] == "FileError"
+        received = await alice.call("files.received")
+        assert received == {"files": []}
+        challenge = await alice.call("credentials.challenge")
+        assert challenge["audience"].startswith("did:key:")
+        await alice.call("credentials.trust", did=challenge["audience"], name="Me")
+        assert (await alice.call("credentials.trusted"))[challenge["audience"]] == "Me"
+        assert await alice.call("credentials.held") == []
+        asked = await alice.call("credentials.request", issuer="Bob", vct="student")
+        assert len(asked["id"]) == 64
+        assert await alice.call("documents.list") == []
+        contract = tmp_path / "contract.txt"
+        contract.write_text("we agree")
+        proposed = await alice.call("documents.propose", path=str(contract), signers=["Bob"], threshold=2)
+        view = await alice.call("documents.view", doc_id=proposed["doc_id"])
+        assert (view["state"], view["threshold"], view["name"]) == ("open", 2, "contract.txt")
+        assert pair.bob.peer_id in view["pending"]
+        signed = await alice.call("documents.sign", doc_id=proposed["doc_id"])
+        assert signed["sent"]
+        assert "bundle" in await alice.call("documents.bundle", doc_id=proposed["doc_id"])

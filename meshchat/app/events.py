@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from meshchat.app.methods_more import attachment_json
 from meshchat.app.params import Json
 from meshchat.app.views import direct_message, snake_case, to_json
 from meshchat.errors import QuotaExceeded
+from meshchat.files.events import Attachment
 from meshchat.inbox import DirectMessage
 from meshchat.net import MessageDelivered, PeerJoined, PeerLeft
 from meshchat.store.messenger import StatusChanged
@@ -54,6 +56,8 @@ def event_json(event: NodeEvent, cursor_of: Callable[[bytes], int | None] | None
             return {"type": "peer", "peer": peer, "joined": True}
         case PeerLeft(peer=peer):
             return {"type": "peer", "peer": peer, "joined": False}
+        case Attachment():
+            return {"type": "attachment", **attachment_json(event)}
         case MessageDelivered(topic=topic, message_id=mid, data=data, source=source):
             return {"type": "gossip", "topic": topic, "id": mid.hex(), "source": source, "data": data.hex()}
         case _:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_DEPTH",
+    "UNSHOWN_FIELDS",
     "body_fields",
     "contact_json",
     "direct_message",
@@ -42,6 +43,9 @@ __all__ = [
 #: Deepest nesting ``to_json`` follows (records hold records a few levels deep; a cycle or a
 #: surprise gets its ``repr`` instead of a crash).
 MAX_DEPTH = 8
+#: Fields ``to_json`` leaves out of any record: keys, sealed bytes and signed blobs that stay in the
+#: profile (a file's key, an envelope, a credential's disclosures) or are large and of no use to a client.
+UNSHOWN_FIELDS = frozenset({"key", "envelope", "compact", "disclosures", "tokens", "manifest", "thumbnail"})
 
 
 def body_fields(body: bytes) -> dict[str, Json]:
@@ -180,7 +184,11 @@ def to_json(value: object, depth: int = 0) -> Json:
     if depth >= MAX_DEPTH:
         return repr(value)[:200]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value)}
+        return {
+            f.name: to_json(getattr(value, f.name), depth + 1)
+            for f in dataclasses.fields(value)
+            if f.name not in UNSHOWN_FIELDS
+        }
     if isinstance(value, dict):
         return {str(to_json(k, depth + 1)): to_json(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
