@@ -6,6 +6,7 @@ into one line on stderr. One module per command group:
 
 - ``identity``: ``init``, ``id``, ``invite``, ``safety-number``, ``add``
 - ``network``: ``node``, ``chat``, ``send``, ``mailbox`` (the live node runs in ``runner``)
+- ``app``: ``app`` (the local web app: ``meshchat.app``)
 - ``store``: ``outbox``, ``status``, ``inbox``
 - ``files``: ``files [--fetch N]``, ``send --file`` (the network part in ``file_runner``)
 - ``group``: ``group create | invite | join | members | remove | leave | rename | promote | demote |
@@ -38,6 +39,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from meshchat.cli import app as _app
 from meshchat.cli import credentials as _credentials
 from meshchat.cli import demo as _demo
 from meshchat.cli import devices as _devices
@@ -62,6 +64,7 @@ from meshchat.cli.common import (
     print_error,
 )
 from meshchat.errors import MeshchatError
+from meshchat.i18n import _
 
 __all__ = [
     "KEY_FILE",
@@ -156,6 +159,13 @@ app.command("node")(_network.node_command)
 app.command("send")(_network.send_command)
 app.command("chat")(_network.chat_command)
 app.command("mailbox")(_network.mailbox_command)
+app.command(
+    "app",
+    help=_(
+        "Run the node with the local web app on 127.0.0.1 until Ctrl-C; print the app's address "
+        "(it carries this run's token: keep it to yourself)."
+    ),
+)(_app.app_command)
 app.command("outbox")(_store.outbox_command)
 app.command("status")(_store.status_command)
 app.command("inbox")(_store.inbox_command)
