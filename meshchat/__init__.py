@@ -12,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from meshchat.contacts import Contact, Contacts, Verification
     from meshchat.crypto import OpenedMessage, open_envelope, seal
     from meshchat.errors import MeshchatError
     from meshchat.files.events import Attachment, AttachmentFetched, FileProblem, FileProgress
@@ -20,11 +21,15 @@ if TYPE_CHECKING:
     from meshchat.net.file_driver import FileConfig
     from meshchat.node import Node
     from meshchat.store import MailboxLimits, OutboxStatus, StoreConfig
+    from meshchat.store.storage import ConversationEntry
     from meshchat.wire import Envelope, EnvelopeKind, Invite, decode_envelope, encode_envelope, message_id
 
 __all__ = [
     "Attachment",
     "AttachmentFetched",
+    "Contact",
+    "Contacts",
+    "ConversationEntry",
     "Envelope",
     "EnvelopeKind",
     "FileConfig",
@@ -40,6 +45,7 @@ __all__ = [
     "OutboxStatus",
     "PublicIdentity",
     "StoreConfig",
+    "Verification",
     "decode_envelope",
     "encode_envelope",
     "load_identity",
@@ -58,6 +64,9 @@ __version__ = "0.1.0"
 _HOMES = {
     "Attachment": "meshchat.files.events",
     "AttachmentFetched": "meshchat.files.events",
+    "Contact": "meshchat.contacts",
+    "Contacts": "meshchat.contacts",
+    "ConversationEntry": "meshchat.store.storage",
     "Envelope": "meshchat.wire",
     "EnvelopeKind": "meshchat.wire",
     "FileConfig": "meshchat.net.file_driver",
@@ -73,6 +82,7 @@ _HOMES = {
     "OutboxStatus": "meshchat.store",
     "PublicIdentity": "meshchat.identity",
     "StoreConfig": "meshchat.store",
+    "Verification": "meshchat.contacts",
     "decode_envelope": "meshchat.wire",
     "encode_envelope": "meshchat.wire",
     "load_identity": "meshchat.identity",

@@ -608,3 +608,36 @@ class NoPendingRequest(CredentialError):
             f"no pending request from {holder} for a {vct!r} credential: the holder must ask first "
             f"(meshchat credential request ISSUER --type {vct})"
         )
+
+
+# --- issue 19, contacts: verification, petnames, blocking (helper CONTACTS) ---------------------------
+
+
+class KeyNotConfirmed(ProfileError):
+    """A message to a contact whose key changed (``Verification.CHANGED``): refused until the user
+    accepts the new key (``Contacts.accept_key``) or verifies it (``Contacts.verify``)."""
+
+    def __init__(self, name: str, fingerprint: str) -> None:
+        self.name = name
+        self.fingerprint = fingerprint
+        super().__init__(
+            f"the safety number of {name!r} changed (their key is now {fingerprint}): compare it with "
+            f"them, then accept the new key (meshchat contact accept-key) or mark it verified before "
+            "sending"
+        )
+
+
+class NameTaken(ProfileError):
+    """A contact's new name is the name another contact already shows under (names find contacts)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"another contact is already called {name!r}; choose another name")
+
+
+class BadPetname(ProfileError):
+    """A name chosen for a contact that cannot be one: empty, too long, or with control characters."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"not a usable name for a contact: {problem}")

@@ -92,7 +92,8 @@ class InboxFeed:
     events, the feed waits (nothing is dropped and nothing piles up in memory), and resuming after a
     restart is the same loop started at the application's last acknowledged number. A read that fails
     (``StorageError``) is a ``StoreProblem`` in the stream, and the feed reads again from the same place
-    ``FEED_RETRY`` seconds later (it stopped the node before).
+    ``FEED_RETRY`` seconds later (it stopped the node before). A message from someone blocked after it
+    was committed is skipped (what arrives once they are blocked never reaches the inbox).
     """
 
     def __init__(
@@ -133,7 +134,9 @@ class InboxFeed:
                 await self._committed.wait()
                 continue
             for record in records:
-                await self._events.send(self.message(record))
+                # Blocked since it was committed (the messenger drops what arrives after): not shown.
+                if self._contacts is None or record.to or not self._contacts.is_blocked_key(record.sender):
+                    await self._events.send(self.message(record))
                 self._cursor = record.number
 
     def message(self, record: InboxRecord) -> DirectMessage:

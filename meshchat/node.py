@@ -81,6 +81,7 @@ from meshchat.gossip.signing import MessageSigner
 from meshchat.group_api import Groups
 from meshchat.groups.events import GroupEvent, GroupMessage
 from meshchat.groups.sqlite import GROUPS_FILE
+from meshchat.history import ConversationEntry, conversation, from_blocked, read_receipt_target
 from meshchat.identity import KEY_FILE_NAME, Identity, PublicIdentity, load_identity
 from meshchat.inbox import DirectMessage, InboxFeed, envelope_relay_check
 from meshchat.net import (
@@ -460,7 +461,12 @@ class Node(NodeNetwork):
         driver.count_inbound(inbound)
         storage = parts.storage
         messenger = Messenger(
-            identity, storage, config=options.store_config, rng=random.Random(), wall_now=wall_clock()
+            identity,
+            storage,
+            config=options.store_config,
+            rng=random.Random(),
+            wall_now=wall_clock(),
+            blocked=None if contacts is None else contacts.is_blocked_key,  # their chats: dropped unread
         )
         core = None
         if options.mailbox:
@@ -572,6 +578,8 @@ class Node(NodeNetwork):
     # --- events ----------------------------------------------------------------------------------
 
     def _emit(self, event: NodeEvent | StoreEvent) -> None:
+        if from_blocked(self._contacts, event):  # a group message, invitation or file: not shown
+            return
         if isinstance(event, GroupMessage) and is_offer(event.body):  # a file sent to a group
             sender = PublicIdentity.from_bytes(event.sender)
             self.files.driver.offered(sender, event.body, event.message_id, group_id=event.group_id)
@@ -644,10 +652,13 @@ class Node(NodeNetwork):
         message published again once that worked. Only the first message to someone with no session
         waits: for a one-time prekey from a contact's mailboxes (at most ``PREKEY_TAKE_TIMEOUT``, 3 s),
         else, with no bundle from an invite, for a DHT lookup (at most ``BUNDLE_LOOKUP_TIMEOUT``, 3 s).
+        ``KeyNotConfirmed`` for a contact whose key changed (``Contacts.accept_key`` or ``verify`` first).
         """
         if isinstance(to, str):
             to = self.contacts.find(to)
         recipient = to.public if isinstance(to, Contact) else to
+        if self._contacts is not None:  # KeyNotConfirmed: their key changed, not accepted yet
+            self._contacts.confirm_key(recipient)
         await self._first_contact.prepare(to)
         data = body.encode("utf-8") if isinstance(body, str) else body
         try:
@@ -712,6 +723,22 @@ class Node(NodeNetwork):
         """Received messages numbered after ``after``, in arrival order (an app resumes from the last
         number it handled: ``DirectMessage.number``)."""
         return self._messenger.storage.inbox_after(after, limit)
+
+    def conversation(
+        self, who: Contact | PublicIdentity | str, *, before: int | None = None, limit: int = 100
+    ) -> list[ConversationEntry]:
+        """The conversation with ``who``, oldest first, ``limit`` before ``before``: ``meshchat.history``."""
+        return conversation(self._messenger.storage, self._contacts, who, before=before, limit=limit)
+
+    def mark_read_id(self, message_id: bytes) -> None:
+        """Send a read receipt for received message ``message_id`` (``ValueError``: none has that id)."""
+        sender = read_receipt_target(self._messenger.storage, message_id)
+        self._store.perform(self._messenger.mark_read(sender, [message_id], wall_now=self._wall_clock()))
+
+    @property
+    def blocked_dropped(self) -> int:
+        """Direct messages from blocked people dropped since the node started (``Contacts.block``)."""
+        return self._messenger.blocked_dropped
 
     def mark_read(self, message: DirectMessage) -> None:
         """Send ``message``'s sender (the device of theirs that sent it) a signed read receipt."""

@@ -5,6 +5,7 @@ protocol logic: it finds profiles, asks for passphrases, prints, and turns the l
 into one line on stderr. One module per command group:
 
 - ``identity``: ``init``, ``id``, ``invite``, ``safety-number``, ``add``
+- ``contacts``: ``contact list | verify | accept-key | rename | block | unblock | blocked`` (no node)
 - ``network``: ``node``, ``chat``, ``send``, ``mailbox`` (the live node runs in ``runner``)
 - ``app``: ``app`` (the local web app: ``meshchat.app``)
 - ``store``: ``outbox``, ``status``, ``inbox``
@@ -40,6 +41,7 @@ import typer
 from typer.core import TyperGroup
 
 from meshchat.cli import app as _app
+from meshchat.cli import contacts as _contacts
 from meshchat.cli import credentials as _credentials
 from meshchat.cli import demo as _demo
 from meshchat.cli import devices as _devices
@@ -154,6 +156,7 @@ app.command("id")(_identity.show_id)
 app.command("invite")(_identity.invite)
 app.command("safety-number")(_identity.safety_number_command)
 app.command("add")(_identity.add_command)
+app.add_typer(_contacts.contact_app, name="contact")
 app.command("demo")(_demo.demo)
 app.command("node")(_network.node_command)
 app.command("send")(_network.send_command)

@@ -1,11 +1,20 @@
 """The ``Messenger``'s inbox screening: which arriving envelopes are ours, which are for watched
 (group) tags, and what ours say once opened (chats, receipts, control messages). No storage: the
-messenger checks the seen window before and writes what this sorted after."""
+messenger checks the seen window before and writes what this sorted after.
+
+A chat from a blocked person (the ``blocked`` predicate, on the person's root key) is sorted apart
+(``Inbound.blocked``): it had to be opened to learn who sent it, its id goes into the seen window (so
+it is not fetched and opened again), and it never reaches the inbox, the history or the application.
+Nor does its sender get a delivery receipt, the first time or for a copy that comes again: their
+outbox never says ``delivered``, as if we were offline, and retries until the message expires.
+Control messages (groups, files, devices) from a blocked person are still handled and receipted: the
+groups machinery needs every member's operations; the node hides what they would show.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from meshchat.crypto import CLOCK_SKEW, MAX_TTL, open_envelope
@@ -53,6 +62,8 @@ class Inbound:
     control_writes: list[StateWrite] = field(default_factory=list)
     #: Device lists that changed, and a grant that linked this device (after the commit).
     changes: list[DeviceListChanged | Linked] = field(default_factory=list)
+    #: Seen entries of chats from blocked people: accepted as seen, never delivered, never receipted.
+    blocked: list[SeenEntry] = field(default_factory=list)
     #: Senders to receipt: duplicates again (per ``RERECEIPT_INTERVAL``), and control messages.
     rereceipts: dict[PublicIdentity, list[bytes]] = field(default_factory=dict)
 
@@ -107,8 +118,10 @@ def open_inbound(
     receipts: ReceiptMaker,
     rejected: Counter[RejectReason],
     discarded: Counter[DiscardReason],
+    blocked: Callable[[bytes], bool] | None = None,
 ) -> Inbound:
-    """Open and verify ``fresh`` envelopes (``seen``: ids already accepted); sort them.
+    """Open and verify ``fresh`` envelopes (``seen``: ids already accepted); sort them; chats from
+    people ``blocked`` says are blocked (by root key) go to ``Inbound.blocked``.
 
     A chat or control travels in a 1:1 session (the seal's body is a session message): its ratchet
     moves in ``sessions`` (written by the caller with what it accepts). A receipt is sealed only (it
@@ -123,7 +136,12 @@ def open_inbound(
         in_session = is_session_message(opened.body)
         if mid in seen:
             discarded[DiscardReason.DUPLICATE] += 1
-            if in_session and receipts.may_rereceipt(mid, wall_now):
+            # Receipted again (its receipt may have been lost), unless its sender is blocked.
+            if (
+                in_session
+                and not _blocked(blocked, devices, opened.sender)
+                and receipts.may_rereceipt(mid, wall_now)
+            ):
                 inbound.rereceipts.setdefault(opened.sender, []).append(mid)
             continue
         device = opened.sender.ed25519
@@ -179,7 +197,27 @@ def open_inbound(
             to=payload.to if isinstance(payload, Copy) else b"",
         )
         inbound.chats.append((message, opened.sender, entry))
+    _set_blocked_apart(inbound, blocked)
     return inbound
+
+
+def _set_blocked_apart(inbound: Inbound, blocked: Callable[[bytes], bool] | None) -> None:
+    """Move the chats from blocked people (by root key) to ``inbound.blocked`` (their seen entries).
+    A copy (``to`` set) is ours, sent from another of our devices: never blocked."""
+    if blocked is None:
+        return
+    kept = []
+    for chat in inbound.chats:
+        if not chat[0].to and blocked(chat[0].sender):
+            inbound.blocked.append(chat[2])
+        else:
+            kept.append(chat)
+    inbound.chats = kept
+
+
+def _blocked(blocked: Callable[[bytes], bool] | None, devices: DeviceBook, sender: PublicIdentity) -> bool:
+    """Whether the person whose device ``sender`` is, is blocked."""
+    return blocked is not None and blocked(devices.owner_of(sender.ed25519))
 
 
 def _devices_news(

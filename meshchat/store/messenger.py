@@ -23,7 +23,10 @@ window (every accepted id, kept until its expiry) and the inbox are written in o
 the app hears of them, in the sender's order within a batch. Each batch answers every sender with one
 signed, sealed delivery receipt, published and stored on mailboxes for the sender. A duplicate is not
 delivered again, but its sender gets a receipt again (at most once per ``RERECEIPT_INTERVAL``), in
-case the first receipt was lost. Failures are counted by reason in ``statistics``. A control message
+case the first receipt was lost. Failures are counted by reason in ``statistics``. A chat from
+someone the ``blocked`` predicate names is opened (to learn who sent it), marked seen in the same
+transaction as the rest of its batch, counted (``blocked_dropped``) and dropped: no inbox row, no
+history, no event, no receipt (see ``inbound.py``). A control message
 (``send(..., control=True)``, for the groups machinery) is receipted like a chat but handed on as
 ``ControlReceived``, never written to the inbox or the seen window. Envelopes for the watched (group)
 tags (``watch_tags``) are not opened: they come out as ``GroupEnvelopes`` for the groups core, whose
@@ -52,7 +55,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 import nacl.utils
 
@@ -152,11 +155,14 @@ class Messenger(Sending, SessionOps):
         rng: random.Random,
         random_bytes: RandomBytes = nacl.utils.random,
         wall_now: float,
+        blocked: Callable[[bytes], bool] | None = None,
     ) -> None:
-        """Resume from ``storage``: pending outbox records are retried when their time comes."""
+        """Resume from ``storage``: pending outbox records are retried when their time comes. ``blocked``
+        says whether a person (root Ed25519 key) is blocked: their chats are dropped unread by the app."""
         self.identity = identity
         self.storage = storage
         self.config = config or StoreConfig()
+        self._blocked = blocked
         self._random_bytes = random_bytes
         self._keys = KeyCache()
         self._discarded: Counter[DiscardReason] = Counter()
@@ -288,6 +294,7 @@ class Messenger(Sending, SessionOps):
             receipts=self._receipts,
             rejected=self._rejected,
             discarded=self._discarded,
+            blocked=self._blocked,
         )
         chats, receipts = inbound.chats, inbound.receipts
         chats.sort(key=lambda c: (c[0].sender, c[0].seq))
@@ -296,10 +303,13 @@ class Messenger(Sending, SessionOps):
         proven = self._outbox.plan(receipt_moves(receipts, self._outbox, self._discarded), wall_now)
         numbered: list[InboxRecord] = []
         state = self.sessions.writes() + self.devices.writes() + inbound.control_writes
-        if chats or receipts or inbound.controls or state:
+        if chats or receipts or inbound.controls or inbound.blocked or state:
             try:
                 numbered = self.storage.accept(
-                    [c[2] for c in chats] + [r[2] for r in receipts] + inbound.control_entries,
+                    [c[2] for c in chats]
+                    + [r[2] for r in receipts]
+                    + inbound.control_entries
+                    + inbound.blocked,
                     [c[0] for c in chats],
                     list(proven.changed.values()),
                     state,
@@ -308,7 +318,7 @@ class Messenger(Sending, SessionOps):
                 self.sessions.rolled_back()
                 self.devices.rolled_back()
                 self._discarded[DiscardReason.STORAGE_FAILED] += (
-                    len(chats) + len(receipts) + len(inbound.controls)
+                    len(chats) + len(receipts) + len(inbound.controls) + len(inbound.blocked)
                 )
                 return [*actions, StoreProblem(error=exc)]
             self.sessions.committed()
@@ -322,6 +332,7 @@ class Messenger(Sending, SessionOps):
         self._counts["received"] += len(numbered)
         self._counts["receipts"] += len(receipts)
         self._counts["controls"] += len(inbound.controls)
+        self._counts["blocked"] += len(inbound.blocked)
         actions += self._report(proven)
         actions += self._send_receipts(by_sender, ReceiptKind.DELIVERED, wall_now)
         return actions
@@ -438,6 +449,11 @@ class Messenger(Sending, SessionOps):
             controls=self._counts["controls"],
             shared_given_up=self._shared.given_up,
         )
+
+    @property
+    def blocked_dropped(self) -> int:
+        """Chats from blocked people dropped since start (opened, marked seen, never delivered)."""
+        return self._counts["blocked"]
 
     @property
     def mailboxes(self) -> list[str]:

@@ -6,7 +6,10 @@ Version 3 adds ``state``: small named blobs (1:1 session records, this device's 
 control messages not yet handed on, device lists) written in the same transaction as the outbox or
 inbox rows they belong with (``Storage.outbox_add``/``accept`` take ``state`` writes). Version 4 adds
 the inbox's ``device`` (which of the sender's devices sent a message) and ``recipient`` (set for a
-message one of our other devices sent).
+message one of our other devices sent). Version 5 adds ``history``: every chat of every conversation,
+both directions, with the text this device sent (the outbox keeps only the sealed envelope), written
+in the transaction of the outbox or inbox rows it goes with; the migration from 4 fills it from the
+inbox (what this device sent before version 5 is only in sealed envelopes: it cannot be recovered).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ __all__ = ["SCHEMA_VERSION"]
 
 #: The layout this module writes and reads (``PRAGMA user_version``). A file with a higher number was
 #: written by a newer meshchat and is refused rather than misread.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: The terminal statuses as an SQL list, shared by the partial index and the query that must match it
 #: for sqlite to use the index.
@@ -29,6 +32,24 @@ _PENDING_WHERE = f"status NOT IN ({_TERMINAL_SQL})"
 _STATUS_SQL = ", ".join(f"'{s.value}'" for s in OutboxStatus)
 
 _STATE_TABLE = "CREATE TABLE state (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
+
+#: ``cursor`` is the rowid: ascending across both directions, never reused (rows are never deleted).
+#: ``history_page`` (peer, cursor) makes a page of one conversation a range scan, however long the
+#: history; ``history_id`` finds a message by id (``mark_read_id``). Not unique: ids are unique in
+#: practice (outbox ids, seen ids), but the inbox does not enforce it, and the history follows it.
+_HISTORY_SCHEMA = (
+    """CREATE TABLE history (
+        cursor     INTEGER PRIMARY KEY,
+        peer       BLOB NOT NULL,
+        message_id BLOB NOT NULL,
+        outgoing   INTEGER NOT NULL,
+        body       BLOB NOT NULL,
+        sent_at_ms INTEGER NOT NULL,
+        number     INTEGER NOT NULL,
+        device     BLOB NOT NULL)""",
+    "CREATE INDEX history_page ON history (peer, cursor)",
+    "CREATE INDEX history_id ON history (message_id)",
+)
 
 _SCHEMA = (
     f"""CREATE TABLE outbox (
@@ -84,6 +105,7 @@ _SCHEMA = (
     "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
     "INSERT INTO counters (name, value) VALUES ('inbox', 0), ('mailbox', 0)",
     _STATE_TABLE,
+    *_HISTORY_SCHEMA,
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 
@@ -103,6 +125,15 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE inbox ADD COLUMN recipient BLOB NOT NULL DEFAULT x''",
         "PRAGMA user_version = 4",
     ),
+    # 4 -> 5: conversation history; what the inbox holds enters it in arrival order (a copy one of our
+    # other devices sent is an outgoing entry of the conversation with its recipient).
+    4: (
+        *_HISTORY_SCHEMA,
+        "INSERT INTO history (peer, message_id, outgoing, body, sent_at_ms, number, device) "
+        "SELECT CASE WHEN recipient != x'' THEN recipient ELSE sender END, message_id, "
+        "recipient != x'', body, sent_at_ms, number, device FROM inbox ORDER BY number",
+        "PRAGMA user_version = 5",
+    ),
 }
 
 _OUTBOX_COLUMNS = (
@@ -110,6 +141,7 @@ _OUTBOX_COLUMNS = (
     "stored_on, error, updated_at"
 )
 _INBOX_COLUMNS = "number, message_id, sender, seq, body, sent_at_ms, received_at, device, recipient"
+_HISTORY_COLUMNS = "cursor, peer, message_id, outgoing, body, sent_at_ms, number, device"
 _MAILBOX_COLUMNS = "number, message_id, inbox_tag, expiry, envelope, from_peer, size, kind"
 #: ``mailbox_all`` leaves the envelopes on disk: an empty blob stands in for each.
 _MAILBOX_COLUMNS_NO_ENVELOPE = "number, message_id, inbox_tag, expiry, x'', from_peer, size, kind"

@@ -19,7 +19,7 @@ from meshchat.store.outbox import Action, PublishEnvelope, StoreConfig
 from meshchat.store.payload import Chat, Control, Copy, DeviceUpdate, Grant
 from meshchat.store.sending import Planned, fan_write, seal_planned, siblings_of
 from meshchat.store.sessions import SessionKeeper
-from meshchat.store.storage import OutboxRecord, OutboxStatus, Storage
+from meshchat.store.storage import HistoryRecord, OutboxRecord, OutboxStatus, Storage
 from meshchat.store.tracker import OutboxTracker
 from meshchat.wire import decode_envelope
 
@@ -64,11 +64,13 @@ class Sending:
             known = self.storage.outbox_by_ref(ref)
             if known is not None:
                 return known, []
+        said = None
         if control:  # the machinery of the device the person's invite names (groups, files)
             plan = [Planned(recipient, lambda seq: Control(seq=seq, body=body), ref)]
         else:
             plan = self._chat_plan(recipient, body, ref)
-        records = self._queue(plan, wall_now=wall_now, ttl=ttl)
+            said = (recipient.ed25519, body)  # the conversation's history keeps the text
+        records = self._queue(plan, wall_now=wall_now, ttl=ttl, said=said)
         return records[0], self._start(records)
 
     def _chat_plan(self, recipient: PublicIdentity, body: bytes, ref: str) -> list[Planned]:
@@ -93,9 +95,17 @@ class Sending:
             )
         return plan
 
-    def _queue(self, plan: Sequence[Planned], *, wall_now: float, ttl: int | None) -> list[OutboxRecord]:
+    def _queue(
+        self,
+        plan: Sequence[Planned],
+        *,
+        wall_now: float,
+        ttl: int | None,
+        said: tuple[bytes, bytes] | None = None,
+    ) -> list[OutboxRecord]:
         """Seal ``plan`` and write its records with the ratchet steps and device lists that go with them,
-        in one transaction (``StorageError``: nothing was queued, nothing moved)."""
+        and (``said``: a chat, ``(recipient key, body)``) its history entry, in one transaction
+        (``StorageError``: nothing was queued, nothing moved)."""
         try:
             records = seal_planned(
                 plan,
@@ -110,7 +120,19 @@ class Sending:
             )
             # The ratchet steps that sealed them are written with them: neither exists without the other.
             writes = self.sessions.writes() + self.devices.writes() + fan_write(records)
-            self.storage.outbox_add(records, writes)
+            history = []
+            if said is not None and records:
+                peer, body = said
+                history = [
+                    HistoryRecord(
+                        peer=peer,
+                        message_id=records[0].message_id,
+                        outgoing=True,
+                        body=body,
+                        sent_at_ms=int(wall_now * 1000),  # what ``seal`` puts in the envelope
+                    )
+                ]
+            self.storage.outbox_add(records, writes, history)
         except (MeshchatError, ValueError):  # storage, a bundle or a body out of bounds, a bad ttl
             self.sessions.rolled_back()
             self.devices.rolled_back()

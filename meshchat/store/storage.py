@@ -6,7 +6,11 @@ Three things are stored, each in its own table (sqlite) or map (memory):
 * the **seen window** and **inbox**: ids of every envelope this node accepted, kept until the envelope
   expires (so no message reaches the application twice, after any restart), and the messages the
   application received, in arrival order (``InboxRecord.number`` is a cursor an app resumes from);
-* the **mailbox**: envelopes this node holds for others, until they expire or are acknowledged.
+* the **mailbox**: envelopes this node holds for others, until they expire or are acknowledged;
+* the **history**: every chat of each conversation, both directions, with the text this node sent
+  (the outbox keeps only sealed envelopes): ``HistoryRecord`` rows written in the transaction of the
+  outbox rows (``outbox_add(history=...)``) or inbox rows (``accept``: one per inbox message) they go
+  with, read back a page at a time as ``ConversationEntry`` (``conversation``).
 
 ``Storage`` is a ``typing.Protocol``: ``meshchat.store.sqlite.SqliteStorage`` keeps a profile's data in
 sqlite (WAL, fsync on commit), ``MemoryStorage`` keeps it in dicts for the simulator and tests. Both
@@ -27,7 +31,10 @@ from meshchat.errors import StorageError
 from meshchat.wire import EnvelopeKind
 
 __all__ = [
+    "MAX_CONVERSATION_PAGE",
     "TERMINAL_STATUSES",
+    "ConversationEntry",
+    "HistoryRecord",
     "InboxRecord",
     "MailboxItem",
     "MemoryStorage",
@@ -37,6 +44,10 @@ __all__ = [
     "StateWrite",
     "Storage",
 ]
+
+#: Most history entries one ``conversation`` call returns: a page is read into memory at once, and
+#: bodies reach 64 KiB (``MAX_ENVELOPE_SIZE``), so 1,000 is at most ~64 MB; apps page with ``before``.
+MAX_CONVERSATION_PAGE = 1_000
 
 #: A write to the ``state`` blobs: ``(key, value)``, or ``(key, None)`` to delete the key.
 StateWrite = tuple[bytes, bytes | None]
@@ -139,6 +150,90 @@ class InboxRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryRecord:
+    """One chat of a conversation as the history stores it (``cursor`` is assigned by the storage)."""
+
+    #: The other person's Ed25519 root key: whose conversation it belongs to.
+    peer: bytes
+    #: The message's id (ours: the id of its first outbox record, the one ``send`` returned).
+    message_id: bytes
+    #: True for what this person sent (from this device, or a copy from another of their devices).
+    outgoing: bool
+    #: The body exactly as sent.
+    body: bytes
+    #: The sender's clock when sealing, ms since the unix epoch (ours, or their claim).
+    sent_at_ms: int
+    #: Incoming and copies from our other devices: the message's inbox ``number``; 0 for ours.
+    number: int = 0
+    #: Which device sent it (b"": the person's root key itself), as ``InboxRecord.device``.
+    device: bytes = b""
+    #: Order across every conversation and both directions, 1, 2, ...: assigned by the storage.
+    cursor: int = 0
+
+
+def incoming_history(messages: Sequence[InboxRecord]) -> list[HistoryRecord]:
+    """The history rows of numbered inbox ``messages`` (``accept`` writes them): a copy one of our
+    other devices sent (``to``) is an outgoing entry of the conversation with ``to``."""
+    return [
+        HistoryRecord(
+            peer=m.to or m.sender,
+            message_id=m.message_id,
+            outgoing=bool(m.to),
+            body=m.body,
+            sent_at_ms=m.sent_at_ms,
+            number=m.number,
+            device=m.device,
+        )
+        for m in messages
+    ]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationEntry:
+    """One message of a conversation, as the application shows it (``Node.conversation``)."""
+
+    #: Ascending order across both directions: pass as ``before=`` to page back.
+    cursor: int
+    #: The message's id.
+    message_id: bytes
+    #: True for what this person sent.
+    outgoing: bool
+    #: The body exactly as sent.
+    body: bytes
+    #: Ours: our clock; theirs: their claim (ms since the unix epoch).
+    sent_at_ms: int
+    #: Outgoing from this device: the outbox's current status; incoming, and copies from our other
+    #: devices (this device holds no outbox record of them): None.
+    status: OutboxStatus | None
+    #: Incoming: the inbox number (``Node.mark_read_id`` takes the ``message_id``); outgoing: 0.
+    number: int
+    #: Which device sent it (b"": the root key), as ``InboxRecord.device``.
+    device: bytes = b""
+
+
+def conversation_entry(record: HistoryRecord, status: OutboxStatus | None) -> ConversationEntry:
+    """``record`` as the application sees it, with its outbox ``status`` (None if it has no record)."""
+    return ConversationEntry(
+        cursor=record.cursor,
+        message_id=record.message_id,
+        outgoing=record.outgoing,
+        body=record.body,
+        sent_at_ms=record.sent_at_ms,
+        status=status if record.outgoing else None,
+        number=0 if record.outgoing else record.number,
+        device=record.device,
+    )
+
+
+def check_page(before: int | None, limit: int) -> None:
+    """``ValueError`` for a ``conversation`` page that cannot be asked for."""
+    if not 0 <= limit <= MAX_CONVERSATION_PAGE:
+        raise ValueError(f"conversation: limit must be 0 to {MAX_CONVERSATION_PAGE:,}, not {limit}")
+    if before is not None and before < 0:
+        raise ValueError(f"conversation: before must be a cursor (0 or more), not {before}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MailboxItem:
     """An envelope a mailbox holds for someone else."""
 
@@ -166,9 +261,15 @@ class Storage(Protocol):
     and changes nothing."""
 
     # --- outbox ----------------------------------------------------------------------------------
-    def outbox_add(self, records: Sequence[OutboxRecord], state: Sequence[StateWrite] = ()) -> None:
-        """Insert new records and apply the ``state`` writes (the session records that sealed them), in
-        one durable transaction. ``ValueError`` for a known id or ref."""
+    def outbox_add(
+        self,
+        records: Sequence[OutboxRecord],
+        state: Sequence[StateWrite] = (),
+        history: Sequence[HistoryRecord] = (),
+    ) -> None:
+        """Insert new records, apply the ``state`` writes (the session records that sealed them) and
+        append ``history`` (the chat's text, ``cursor`` assigned here), in one durable transaction.
+        ``ValueError`` for a known id or ref."""
         ...
 
     def outbox_update(self, records: Sequence[OutboxRecord]) -> None:
@@ -214,7 +315,8 @@ class Storage(Protocol):
         """Add ``entries`` to the seen window and ``messages`` to the inbox, replace the ``outbox``
         records with the same ids (what accepted receipts proved) and apply the ``state`` writes (the
         session records that opened them), in one durable transaction; return the messages with their
-        ``number`` assigned. ``ValueError`` if an entry is already seen.
+        ``number`` assigned. ``ValueError`` if an entry is already seen. Each message also enters the
+        history (``incoming_history``), in the same transaction.
 
         One transaction, so a crash cannot leave a receipt seen (never processed again) while the
         outbox still says ``stored``, nor a ratchet moved past a message the inbox does not hold."""
@@ -243,6 +345,17 @@ class Storage(Protocol):
 
     def inbox_after(self, number: int, limit: int) -> list[InboxRecord]:
         """Up to ``limit`` inbox messages with ``number`` greater than ``number``, in order."""
+        ...
+
+    # --- history ---------------------------------------------------------------------------------
+    def conversation(self, peer: bytes, *, before: int | None, limit: int) -> list[ConversationEntry]:
+        """The ``limit`` newest history entries with ``peer`` whose cursor is below ``before`` (None: the
+        newest), oldest first, outgoing ones with their outbox status. ``ValueError`` for a ``limit``
+        outside 0..``MAX_CONVERSATION_PAGE`` or a negative ``before``."""
+        ...
+
+    def history_get(self, message_id: bytes) -> HistoryRecord | None:
+        """The history entry of ``message_id``, if any."""
         ...
 
     # --- mailbox ---------------------------------------------------------------------------------
@@ -298,6 +411,8 @@ class MemoryStorage:
         self._mailbox: dict[bytes, MailboxItem] = {}
         self._mailbox_number = 0
         self._state: dict[bytes, bytes] = {}
+        self._history: list[HistoryRecord] = []
+        self._history_ids: dict[bytes, int] = {}  # message id -> index in _history
         #: Writes still to fail with ``StorageError`` (decremented by each failed write).
         self.fail_next = 0
 
@@ -306,7 +421,12 @@ class MemoryStorage:
             self.fail_next -= 1
             raise StorageError("memory storage: simulated write failure (disk full)")
 
-    def outbox_add(self, records: Sequence[OutboxRecord], state: Sequence[StateWrite] = ()) -> None:
+    def outbox_add(
+        self,
+        records: Sequence[OutboxRecord],
+        state: Sequence[StateWrite] = (),
+        history: Sequence[HistoryRecord] = (),
+    ) -> None:
         """See ``Storage``."""
         self._write()
         ids = {r.message_id for r in records}
@@ -321,6 +441,7 @@ class MemoryStorage:
                 self._refs[record.ref] = record.message_id
             self._last_seq[record.recipient] = max(self._last_seq.get(record.recipient, 0), record.seq)
         self._apply(state)
+        self._append_history(history)
 
     def outbox_update(self, records: Sequence[OutboxRecord]) -> None:
         """See ``Storage``."""
@@ -382,7 +503,31 @@ class MemoryStorage:
         numbered = [dataclasses.replace(m, number=len(self._inbox) + n) for n, m in enumerate(messages, 1)]
         self._inbox.extend(numbered)
         self._apply(state)
+        self._append_history(incoming_history(numbered))
         return numbered
+
+    def _append_history(self, records: Sequence[HistoryRecord]) -> None:
+        for record in records:
+            self._history_ids.setdefault(record.message_id, len(self._history))
+            self._history.append(dataclasses.replace(record, cursor=len(self._history) + 1))
+
+    def conversation(self, peer: bytes, *, before: int | None, limit: int) -> list[ConversationEntry]:
+        """See ``Storage``: a scan of every entry (the simulator's and tests' sizes)."""
+        check_page(before, limit)
+        end = len(self._history) if before is None else min(before - 1, len(self._history))
+        page: list[ConversationEntry] = []
+        for record in reversed(self._history[: max(end, 0)]):
+            if len(page) >= limit:
+                break
+            if record.peer == peer:
+                outbox = self._outbox.get(record.message_id)
+                page.append(conversation_entry(record, None if outbox is None else outbox.status))
+        return page[::-1]
+
+    def history_get(self, message_id: bytes) -> HistoryRecord | None:
+        """See ``Storage``."""
+        index = self._history_ids.get(message_id)
+        return None if index is None else self._history[index]
 
     def _apply(self, writes: Sequence[StateWrite]) -> None:
         for key, value in writes:
