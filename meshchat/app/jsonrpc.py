@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from meshchat.app.auth import check_token
 from meshchat.app.events import Subscription
 from meshchat.app.params import Call, InvalidParams, Json, check_params
 from meshchat.errors import MeshchatError, QuotaExceeded
@@ -56,6 +57,7 @@ __all__ = [
     "PARSE_ERROR",
     "UNAUTHORIZED",
     "RpcSession",
+    "check_auth",
     "dumps",
     "error_response",
     "loads",
@@ -161,6 +163,34 @@ def error_response(request_id: Json, code: int, message: str, data: Json = None)
 
 def _valid_id(value: Json) -> bool:
     return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
+
+
+def check_auth(text: str | bytes, token: str) -> tuple[str, bool]:
+    """A transport's first message: whether it is ``{"jsonrpc": "2.0", "id": ..., "method": "auth",
+    "params": {"token": T}}`` with ``token`` (compared in constant time), and the answer to send:
+    ``{}`` if so, else error -32001 (then the transport closes the connection)."""
+    try:
+        message = loads(text)
+    except _Refused:
+        message = None
+    request = message if isinstance(message, dict) else {}
+    given = request.get("id")
+    request_id: Json = given if _valid_id(given) else None
+    params = request.get("params")
+    ok = (
+        request.get("jsonrpc") == "2.0"
+        and request.get("method") == "auth"
+        and "id" in request
+        and _valid_id(given)
+        and isinstance(params, dict)
+        and set(params) == {"token"}
+        and isinstance(params["token"], str)
+        and check_token(params["token"], token)
+    )
+    if ok:
+        return dumps({"jsonrpc": "2.0", "id": request_id, "result": {}}), True
+    why = 'unauthorized: the first request must be "auth" with the token from the profile\'s daemon.token'
+    return dumps(error_response(request_id, UNAUTHORIZED, why)), False
 
 
 # --- sessions ----------------------------------------------------------------------------------------

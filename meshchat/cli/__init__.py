@@ -8,6 +8,7 @@ into one line on stderr. One module per command group:
 - ``contacts``: ``contact list | verify | accept-key | rename | block | unblock | blocked`` (no node)
 - ``network``: ``node``, ``chat``, ``send``, ``mailbox`` (the live node runs in ``runner``)
 - ``app``: ``app`` (the local web app: ``meshchat.app``)
+- ``daemon``: ``daemon`` (JSON-RPC over a Unix socket and a WebSocket: ``meshchat.app``)
 - ``store``: ``outbox``, ``status``, ``inbox``
 - ``files``: ``files [--fetch N]``, ``send --file`` (the network part in ``file_runner``)
 - ``group``: ``group create | invite | join | members | remove | leave | rename | promote | demote |
@@ -43,6 +44,7 @@ from typer.core import TyperGroup
 from meshchat.cli import app as _app
 from meshchat.cli import contacts as _contacts
 from meshchat.cli import credentials as _credentials
+from meshchat.cli import daemon as _daemon
 from meshchat.cli import demo as _demo
 from meshchat.cli import devices as _devices
 from meshchat.cli import documents as _documents
@@ -169,6 +171,7 @@ app.command(
         "(it carries this run's token: keep it to yourself)."
     ),
 )(_app.app_command)
+app.command("daemon", help=_daemon.DAEMON_HELP)(_daemon.daemon_command)
 app.command("outbox")(_store.outbox_command)
 app.command("status")(_store.status_command)
 app.command("inbox")(_store.inbox_command)
