@@ -40,8 +40,11 @@ function showError(error) {
   toast(t("Error: {message}", { message: error && error.message ? error.message : String(error) }), "error");
 }
 
+// An SVG from the node as an image: in an <img> no script of it runs and nothing of it joins the page.
+// segno's inline SVG leaves out the namespace, which a standalone SVG image needs.
 function svgImage(img, svg) {
-  img.src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(svg)}`;
+  const standalone = /^<svg\b[^>]*\bxmlns=/.test(svg) ? svg : svg.replace(/^<svg\b/, '<svg xmlns="http://www.w3.org/2000/svg"');
+  img.src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(standalone)}`;
 }
 
 function verificationText(contact) {
