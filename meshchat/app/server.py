@@ -78,9 +78,9 @@ async def serve_app(
     ``pages=False`` serves only the ``/rpc`` WebSocket (``meshchat daemon --ws-port``). ``methods``
     may be ``None`` for the pages alone (their tests). Raises ``OSError`` if the port is taken.
     """
-    app = build_app(methods, token=token, pages=pages)
-    config = _config(_listening_socket(port))
     shutdown = trio.Event()
+    app = build_app(methods, token=token, pages=pages, stopping=shutdown)
+    config = _config(_listening_socket(port))
     # Hypercorn shuts down gracefully when its trigger fires, but a cancelled scope would cancel its
     # tasks at once; so it runs shielded, and our cancellation becomes its trigger (with a deadline).
     shield = trio.CancelScope(shield=True)

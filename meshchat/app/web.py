@@ -308,7 +308,7 @@ async def _index(request: Request) -> Response:
 # --- /rpc ------------------------------------------------------------------------------------------
 
 
-def _rpc_endpoint(methods: Methods) -> Callable[[WebSocket], Awaitable[None]]:
+def _rpc_endpoint(methods: Methods, stopping: trio.Event) -> Callable[[WebSocket], Awaitable[None]]:
     from meshchat.app.jsonrpc import open_session  # noqa: PLC0415 (the layer below; keeps imports light)
 
     async def rpc(websocket: WebSocket) -> None:
@@ -320,7 +320,14 @@ def _rpc_endpoint(methods: Methods) -> Callable[[WebSocket], Awaitable[None]]:
                 await websocket.send_text(text)  # after the client left, Hypercorn drops it quietly
 
         limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
-        async with open_session(methods, send) as session, trio.open_nursery() as nursery:
+        reading = trio.CancelScope()
+
+        async def go_away() -> None:
+            await stopping.wait()
+            reading.cancel()
+
+        async with open_session(methods, send) as session, trio.open_nursery() as watching:
+            watching.start_soon(go_away)
 
             async def answer(frame: str | bytes, borrower: object) -> None:
                 try:
@@ -330,26 +337,39 @@ def _rpc_endpoint(methods: Methods) -> Callable[[WebSocket], Awaitable[None]]:
                 finally:
                     limiter.release_on_behalf_of(borrower)
 
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break  # requests in flight finish; their answers go nowhere
-                frame = message.get("text")
-                if frame is None:
-                    frame = message.get("bytes") or b""
-                borrower = object()
-                await limiter.acquire_on_behalf_of(borrower)
-                nursery.start_soon(answer, frame, borrower)
+            async with trio.open_nursery() as answering:
+                with reading:
+                    while True:
+                        message = await websocket.receive()
+                        if message["type"] == "websocket.disconnect":
+                            break  # requests in flight finish; their answers go nowhere
+                        frame = message.get("text")
+                        if frame is None:
+                            frame = message.get("bytes") or b""
+                        borrower = object()
+                        await limiter.acquire_on_behalf_of(borrower)
+                        answering.start_soon(answer, frame, borrower)
+                if reading.cancelled_caught:  # the server is stopping: tell the client at once
+                    answering.cancel_scope.cancel()
+                    async with sending:
+                        await websocket.close(code=1001)  # going away; the page reconnects later
+            watching.cancel_scope.cancel()
 
     return rpc
 
 
-def build_app(methods: Methods | None, *, token: str, pages: bool = True) -> Asgi:
+def build_app(
+    methods: Methods | None, *, token: str, pages: bool = True, stopping: trio.Event | None = None
+) -> Asgi:
     """The ASGI app over ``methods`` (``None``: no ``/rpc``, pages only, for tests of the pages alone).
-    With ``pages=False`` it serves only ``/rpc`` (``meshchat daemon --ws-port``)."""
+    With ``pages=False`` it serves only ``/rpc`` (``meshchat daemon --ws-port``). Setting ``stopping``
+    closes every ``/rpc`` socket with 1001 (going away) at once, so a server shutting down need not
+    wait out its grace period for browsers that would keep them open."""
     routes: list[Route | WebSocketRoute | Mount] = []
     if methods is not None:
-        routes.append(WebSocketRoute("/rpc", _rpc_endpoint(methods)))
+        routes.append(
+            WebSocketRoute("/rpc", _rpc_endpoint(methods, trio.Event() if stopping is None else stopping))
+        )
     if pages:
         routes += [
             Route("/", _index),
