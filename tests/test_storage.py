@@ -31,6 +31,7 @@ from meshchat.errors import StorageError
 from meshchat.store.sqlite import SCHEMA_VERSION, SqliteStorage
 from meshchat.store.storage import (
     TERMINAL_STATUSES,
+    HistoryRecord,
     InboxRecord,
     MailboxItem,
     MemoryStorage,
@@ -633,7 +634,7 @@ inbox_records = st.builds(
     InboxRecord,
     number=st.integers(0, 3),
     message_id=ids,
-    sender=st.binary(max_size=4),
+    sender=st.one_of(st.sampled_from([ALICE, BOB, b""]), st.binary(max_size=4)),
     seq=st.integers(0, 9),
     body=st.binary(max_size=30),
     sent_at_ms=st.integers(0, 2**62),
@@ -709,6 +710,28 @@ class StorageComparison(RuleBasedStateMachine):
         same(lambda s: s.outbox_get(message_id), self.model, self.real)
         same(lambda s: s.outbox_by_ref(ref), self.model, self.real)
         same(lambda s: s.last_seq(recipient), self.model, self.real)
+
+    @rule(
+        records=st.lists(outbox_records, min_size=1, max_size=2),
+        peer=st.sampled_from([ALICE, BOB]),
+        body=st.binary(max_size=20),
+    )
+    def outbox_add_with_history(self, records: list[OutboxRecord], peer: bytes, body: bytes) -> None:
+        # What a chat's send writes: its records and its history entry, in one transaction or not at all.
+        said = HistoryRecord(
+            peer=peer, message_id=records[0].message_id, outgoing=True, body=body, sent_at_ms=5
+        )
+        same(lambda s: s.outbox_add(records, (), [said]), self.model, self.real)
+
+    @rule(
+        peer=st.sampled_from([ALICE, BOB, b"", b"\x00"]),
+        before=st.one_of(st.none(), st.integers(0, 14)),
+        limit=st.integers(0, 6),
+        message_id=ids,
+    )
+    def conversation(self, peer: bytes, before: int | None, limit: int, message_id: bytes) -> None:
+        same(lambda s: s.conversation(peer, before=before, limit=limit), self.model, self.real)
+        same(lambda s: s.history_get(message_id), self.model, self.real)
 
     @rule(limit=st.integers(0, 15))
     def outbox_recent(self, limit: int) -> None:

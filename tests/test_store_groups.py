@@ -422,6 +422,7 @@ def v1_store(path: Path) -> None:
     try:
         db.execute("DROP TABLE mailbox")
         db.execute("DROP TABLE state")
+        db.execute("DROP TABLE history")  # version 5 added it
         db.execute("ALTER TABLE inbox DROP COLUMN device")  # version 4 added them
         db.execute("ALTER TABLE inbox DROP COLUMN recipient")
         for statement in V1_SCHEMA:
@@ -445,13 +446,13 @@ def test_a_version_1_store_is_migrated_in_place_and_keeps_its_items(
         store.mailbox_put([mailbox_item(2, EnvelopeKind.GROUP)])
         assert store.mailbox_last_number() == 2
         store.state_put([(b"s:peer", b"session record")])  # the table version 3 added
-    with SqliteStorage(path, key=key) as store:  # reopened: version 4 now, nothing migrated again
+    with SqliteStorage(path, key=key) as store:  # reopened: version 5 now, nothing migrated again
         assert [i.kind for i in store.mailbox_all()] == [EnvelopeKind.SEALED, EnvelopeKind.GROUP]
         assert store.state_get(b"s:peer") == b"session record"
     if key is None:
         db = sqlite3.connect(path)
         try:
-            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         finally:
             db.close()
 
@@ -476,7 +477,7 @@ def test_a_store_of_a_newer_version_is_still_refused(tmp_path: Path) -> None:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(StorageError, match="schema version 5"):
+    with pytest.raises(StorageError, match=f"schema version {SCHEMA_VERSION + 1}"):
         SqliteStorage(path)
 
 

@@ -5,7 +5,9 @@ protocol logic: it finds profiles, asks for passphrases, prints, and turns the l
 into one line on stderr. One module per command group:
 
 - ``identity``: ``init``, ``id``, ``invite``, ``safety-number``, ``add``
+- ``contacts``: ``contact list | verify | accept-key | rename | block | unblock | blocked`` (no node)
 - ``network``: ``node``, ``chat``, ``send``, ``mailbox`` (the live node runs in ``runner``)
+- ``app``: ``app`` (the local web app: ``meshchat.app``)
 - ``daemon``: ``daemon`` (JSON-RPC over a Unix socket and a WebSocket: ``meshchat.app``)
 - ``store``: ``outbox``, ``status``, ``inbox``
 - ``files``: ``files [--fetch N]``, ``send --file`` (the network part in ``file_runner``)
@@ -39,6 +41,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from meshchat.cli import app as _app
+from meshchat.cli import contacts as _contacts
 from meshchat.cli import credentials as _credentials
 from meshchat.cli import daemon as _daemon
 from meshchat.cli import demo as _demo
@@ -64,6 +68,7 @@ from meshchat.cli.common import (
     print_error,
 )
 from meshchat.errors import MeshchatError
+from meshchat.i18n import _
 
 __all__ = [
     "KEY_FILE",
@@ -153,11 +158,19 @@ app.command("id")(_identity.show_id)
 app.command("invite")(_identity.invite)
 app.command("safety-number")(_identity.safety_number_command)
 app.command("add")(_identity.add_command)
+app.add_typer(_contacts.contact_app, name="contact")
 app.command("demo")(_demo.demo)
 app.command("node")(_network.node_command)
 app.command("send")(_network.send_command)
 app.command("chat")(_network.chat_command)
 app.command("mailbox")(_network.mailbox_command)
+app.command(
+    "app",
+    help=_(
+        "Run the node with the local web app on 127.0.0.1 until Ctrl-C; print the app's address "
+        "(it carries this run's token: keep it to yourself)."
+    ),
+)(_app.app_command)
 app.command("daemon", help=_daemon.DAEMON_HELP)(_daemon.daemon_command)
 app.command("outbox")(_store.outbox_command)
 app.command("status")(_store.status_command)

@@ -32,6 +32,7 @@ from meshchat.cli.common import (
     terminal_markup,
     write_profile,
 )
+from meshchat.i18n import _
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -393,16 +394,22 @@ def add_command(
             "it with them first).",
         ),
     ] = False,
+    verified: Annotated[
+        bool,
+        typer.Option(
+            "--verified", help=_("You got this invite from them in person (a QR code scanned face to face).")
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Verify an invite and store it as a contact."""
-    from meshchat.contacts import Contacts  # noqa: PLC0415
+    from meshchat.contacts import Contacts, Verification  # noqa: PLC0415
     from meshchat.errors import KeyChanged  # noqa: PLC0415
 
     folder = profile_dir(profile)
     require_key_file(folder)
     try:
-        contact = Contacts(folder).add(invite_text.strip(), name=name, replace_key=replace)
+        contact = Contacts(folder).add(invite_text.strip(), name=name, replace_key=replace, verified=verified)
     except KeyChanged as exc:
         raise CommandError(
             f"warning: the safety number of {exc.name} changed (their key is not the one you have: a new "
@@ -416,11 +423,21 @@ def add_command(
                 "peer_id": contact.peer_id,
                 "addrs": list(contact.addrs),
                 "mailboxes": list(contact.mailboxes),
+                "verification": contact.verification.value,
             }
         )
         return
     out = stdout_console()
     out.print(f"added [bold]{terminal_markup(contact.name)}[/] ({contact.peer_id})")
+    if contact.verification is Verification.CHANGED:
+        stderr_console().print(
+            "[yellow]"
+            + _(
+                "their key is marked changed: run meshchat contact accept-key {name} (or contact verify "
+                "{name}) before sending to them"
+            ).format(name=terminal_markup(contact.name))
+            + "[/]"
+        )
     if not contact.addrs and not contact.mailboxes:
         stderr_console().print(
             "[yellow]warning: their invite has no address and no mailbox: messages to them are "

@@ -24,6 +24,7 @@ from meshchat.cli.common import (
     profile_dir,
     quiet_libp2p,
 )
+from meshchat.cli.contacts import refuse_changed_key
 
 __all__ = ["chat_command", "mailbox_command", "node_command", "send_command"]
 
@@ -179,6 +180,7 @@ def send_command(
         return
     if text is None or caption or timeout is not None:
         raise UsageError("give the message TEXT (--caption and --timeout go with --file PATH)")
+    refuse_changed_key(profile, to)  # a changed key: the warning, before the passphrase
     from meshchat.cli.runner import run_send  # noqa: PLC0415
 
     # A one-shot send dials out and leaves: listening on every interface would open a port for
@@ -229,6 +231,8 @@ def chat_command(
             events_after=events_after,
         )
         return
+    if to is not None:  # (given: --group returned above)
+        refuse_changed_key(profile, to)
     _run_node(
         profile,
         listen,
