@@ -26,6 +26,7 @@ def test_app_prints_its_url_serves_on_loopback_and_stops_on_ctrl_c(tmp_path: Pat
         opener = urllib.request.build_opener(_NoRedirect)
         with pytest.raises(urllib.error.HTTPError) as redirect:
             opener.open(app.url, timeout=30)
+        redirect.value.close()
         assert redirect.value.code == 303
         cookie = redirect.value.headers["set-cookie"].split(";")[0]
         request = urllib.request.Request(app.base + "/", headers={"Cookie": cookie})
@@ -33,6 +34,7 @@ def test_app_prints_its_url_serves_on_loopback_and_stops_on_ctrl_c(tmp_path: Pat
             assert page.status == 200 and b"/static/app.js" in page.read()
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(app.base + "/", timeout=30)
+        refused.value.close()
         assert refused.value.code == 403
         # nothing listens on the machine's other addresses
         others = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
