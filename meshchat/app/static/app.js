@@ -19,7 +19,6 @@ const rpc = new RpcClient(`${location.protocol === "https:" ? "wss" : "ws"}://${
 const state = {
   contacts: [],         // contacts.list, in its order
   byPeer: new Map(),    // peer_id -> contact
-  online: new Set(),    // peer_ids connected now
   unread: new Map(),    // peer_id -> ids of messages received while another conversation was shown
   current: null,        // peer_id of the open conversation
   groups: new Map(),    // group id -> name (groups.list)
@@ -92,13 +91,6 @@ function renderContacts() {
       blocked.className = "badge blocked";
       blocked.textContent = t("blocked");
       button.append(blocked);
-    }
-    if (state.online.has(contact.peer_id)) {
-      const online = document.createElement("span");
-      online.className = "online";
-      online.title = t("online");
-      online.textContent = "●";
-      button.append(online);
     }
     const unread = state.unread.get(contact.peer_id);
     if (unread && unread.size) {
@@ -361,11 +353,6 @@ function onEvent(event) {
     }
     case "status":
       conversation.setStatus(event.id, event.status);
-      break;
-    case "peer":
-      if (event.joined) state.online.add(event.peer);
-      else state.online.delete(event.peer);
-      renderContacts();
       break;
     default:
       otherEvent(event);
