@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio_websocket
 from conftest import make_profile
 from processes import JsonLinesProcess, stop_processes
 from rpc_harness import WAIT, alice_and_bob
@@ -77,6 +78,15 @@ class LineClient:
             assert note is not None, "connection closed"
             if note.get("method") == "event" and note["params"]["event"]["type"] == kind:
                 return note["params"]["event"]  # type: ignore[no-any-return]
+
+
+async def websocket_call(url: str, method: str) -> dict[str, Any]:
+    """One JSON-RPC call over a WebSocket."""
+    with trio.fail_after(WAIT):
+        async with trio_websocket.open_websocket_url(url) as socket:
+            await socket.send_message(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method}))
+            reply: dict[str, Any] = json.loads(await socket.get_message())
+            return reply
 
 
 @asynccontextmanager
@@ -227,7 +237,7 @@ async def test_a_stale_socket_file_is_replaced_and_a_live_one_refused(tmp_path: 
 async def test_the_meshchat_daemon_process_serves_its_profile_and_cleans_up(tmp_path: Path) -> None:
     folder, _ = make_profile(tmp_path, "carol", 3)
     process = await trio.lowlevel.open_process(
-        [*DAEMON, "--profile", str(folder), "--json", "--listen", "/ip4/127.0.0.1/tcp/0"],
+        [*DAEMON, "--profile", str(folder), "--json", "--listen", "/ip4/127.0.0.1/tcp/0", "--ws-port", "0"],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
@@ -240,9 +250,14 @@ async def test_the_meshchat_daemon_process_serves_its_profile_and_cleans_up(tmp_
             assert path == folder / "daemon.sock"
             assert listening["token_file"] == str(folder / TOKEN_FILE)
             assert stat.S_IMODE((folder / TOKEN_FILE).stat().st_mode) == 0o600
-            async with connected(path, token=read_token(folder)) as client:
+            token = read_token(folder)
+            async with connected(path, token=token) as client:
                 status = await client.call("node.status")
                 assert status["peer_id"] == listening["peer_id"]
+            # the same methods on the WebSocket, with the same token
+            url = f"ws://127.0.0.1:{listening['ws_port']}/rpc?token={token}"
+            reply = await websocket_call(url, "node.status")
+            assert reply["result"]["peer_id"] == listening["peer_id"]
             process.send_signal(signal.SIGTERM)
             with trio.fail_after(WAIT):
                 await process.wait()

@@ -162,8 +162,9 @@ async def _contacts_list(call: Call) -> Json:
 
 async def _contacts_add(call: Call) -> Json:
     node = call.node
+    args = call.args
     contact = node.contacts.add(
-        call.args["invite"], name=call.args["petname"], verified=call.args["verified"]
+        args["invite"], name=args["petname"], verified=args["verified"], replace_key=args["replace_key"]
     )
     return contact_json(contact, node)
 
@@ -366,6 +367,14 @@ METHODS: tuple[Method, ...] = (
             Param(name="invite", kind=Kind.STRING, doc="The invite text (MESHCHAT:...).", max_length=8192),
             _PETNAME,
             _VERIFIED,
+            Param(
+                name="replace_key",
+                kind=Kind.BOOLEAN,
+                doc="Replace a contact of the same name whose key differs (it becomes `changed` until "
+                "accepted or verified); without it that is a KeyChanged error.",
+                required=False,
+                default=False,
+            ),
         ),
         example=Example(params={"invite": "MESHCHAT:...", "petname": "Bob"}, result=_CONTACT),
         handler=_contacts_add,

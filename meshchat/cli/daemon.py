@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import json
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
@@ -120,10 +119,9 @@ async def run_daemon(
                     await nursery.start(functools.partial(serve_unix, methods, path, token=token))
                     port = None
                     if ws_port is not None:
-                        server: Any = importlib.import_module("meshchat.app.server")
-                        serve = functools.partial(
-                            server.serve_app, methods, token=token, port=ws_port, pages=False
-                        )
+                        from meshchat.app.server import serve_app  # noqa: PLC0415 (hypercorn)
+
+                        serve = functools.partial(serve_app, methods, token=token, port=ws_port, pages=False)
                         port = await nursery.start(serve)
                     where = _("JSON-RPC on {socket}").format(socket=path)
                     if port is not None:
