@@ -68,6 +68,26 @@ def send(page: playwright_sync.Page, text: str) -> playwright_sync.Locator:
     return message
 
 
+#: A JSON-RPC call on a socket of the page's own (authenticated by its cookie, like the app's).
+RPC_FROM_PAGE = """(request) => new Promise((resolve, reject) => {
+  const socket = new WebSocket(`ws://${location.host}/rpc`);
+  socket.onopen = () => socket.send(JSON.stringify(request));
+  socket.onmessage = (event) => {
+    const reply = JSON.parse(event.data);
+    if (reply.id === request.id) { socket.close(); resolve(reply); }
+  };
+  socket.onerror = () => reject(new Error("the socket failed"));
+})"""
+
+
+def rpc_call(page: playwright_sync.Page, method: str, params: dict[str, object]) -> dict[str, object]:
+    """One JSON-RPC call on the app's ``/rpc``, as any client holding the token could make it."""
+    reply = page.evaluate(RPC_FROM_PAGE, {"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+    assert "result" in reply, reply
+    result: dict[str, object] = reply["result"]
+    return result
+
+
 def peer_of(profile: Path) -> tuple[str, object]:
     identity = load_identity(profile / KEY_FILE, None)
     return identity.public.peer_id, identity.public
@@ -171,6 +191,12 @@ def test_two_people_chat_in_the_browser(tmp_path: Path) -> None:
             send(alice, "still here").locator(
                 ".status[data-status=delivered], .status[data-status=read]"
             ).wait_for()
+
+            # Alice makes a group with Bob (through her app's /rpc, as any client could): Bob's list shows it
+            created = rpc_call(alice, "groups.create", {"name": "Family", "members": [bob_peer]})
+            assert created["name"] == "Family"
+            bob.locator("#groups li", has_text="Family").wait_for()
+            assert not bob.locator("#no-groups").is_visible()
 
             # Bob blocks Alice, then unblocks her
             bob.click("#block")
