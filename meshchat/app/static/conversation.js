@@ -155,11 +155,12 @@ export class Conversation {
     if (message.outgoing) {
       const mark = document.createElement("span");
       mark.className = "status";
-      const known = message.status || "queued";
+      // null: no outbox record here (a copy one of our other devices sent): no mark until a notice
+      const known = message.status || "";
       const status = this.laterStatus.has(message.id) ? later(known, this.laterStatus.get(message.id)) : known;
       this.laterStatus.delete(message.id);
       mark.dataset.status = status;
-      mark.textContent = t(status);
+      mark.textContent = status ? t(status) : "";
       meta.append(mark);
     }
     item.append(text, meta);
