@@ -198,6 +198,12 @@ def test_two_people_chat_in_the_browser(tmp_path: Path) -> None:
             bob.locator("#groups li", has_text="Family").wait_for()
             assert not bob.locator("#no-groups").is_visible()
 
+            # Bob sends Alice a file: her notices name it as it arrives
+            (tmp_path / "plan.txt").write_text("the plan\n", encoding="utf-8")
+            rpc_call(bob, "files.send", {"to": alice_peer, "path": str(tmp_path / "plan.txt")})
+            alice.locator("#notices li.file", has_text="plan.txt").wait_for()
+            assert alice.text_content("#notices li.file") == "Bob sent a file: plan.txt"
+
             # Bob blocks Alice, then unblocks her
             bob.click("#block")
             bob.wait_for_selector(f"#contacts li[data-peer='{alice_peer}'][data-blocked=true]")
