@@ -202,6 +202,15 @@ async def test_i18n_json_follows_lang_then_accept_language() -> None:
         assert table["strings"]["Send"] != "Send"
 
 
+def test_without_lang_or_accept_language_the_environment_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("LANG", "tt_RU.UTF-8")
+    assert requested_languages(None, None) == ["tt_RU", "tt"]
+    assert requested_languages(None, "") == ["tt_RU", "tt"]
+    assert requested_languages("", "ba") == ["ba"]
+
+
 def test_accept_language_order_and_garbage() -> None:
     assert requested_languages(None, "tt;q=0.5, ru-RU;q=0.9, en;q=0.1") == ["ru_RU", "ru", "tt", "en"]
     assert requested_languages("ba", "ru") == ["ba"]
