@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from app_harness import REPO, app_process, named_profile
 
+APP = [sys.executable, "-m", "meshchat", "app"]
+LOOPBACK = ["--listen", "/ip4/127.0.0.1/tcp/0"]
+
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: object, **kwargs: object) -> None:
@@ -58,3 +61,27 @@ def test_app_help_names_its_options() -> None:
     )
     for option in ("--profile", "--port", "--no-open", "--listen", "--bootstrap", "--mailbox"):
         assert option in result.stdout
+
+
+def test_a_taken_port_is_one_error_line(tmp_path: Path) -> None:
+    profile = named_profile(tmp_path, "Dora", 32)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*APP, "--profile", str(profile), "--no-open", "--port", str(port), *LOOPBACK],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={"PYTHONPATH": str(REPO), "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"},
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == f"error: cannot serve the app on 127.0.0.1:{port}: Address already in use"
+    )
+    assert "Traceback" not in result.stderr
