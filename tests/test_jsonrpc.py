@@ -389,3 +389,50 @@ def test_auth_takes_exactly_one_request_with_the_token(message: str, ok: bool) -
         assert value == {"jsonrpc": "2.0", "id": 1, "result": {}}
     else:
         assert value["error"]["code"] == -32001
+
+
+# --- events as JSON ----------------------------------------------------------------------------------
+
+
+def test_every_kind_of_event_has_a_json_form_with_a_type_and_no_secrets() -> None:
+    from meshchat.app.events import event_json  # noqa: PLC0415
+    from meshchat.errors import StorageError  # noqa: PLC0415
+    from meshchat.files.events import Attachment, FileProblem  # noqa: PLC0415
+    from meshchat.files.manifest import Manifest  # noqa: PLC0415
+    from meshchat.groups.events import GroupMessage  # noqa: PLC0415
+    from meshchat.identity import Identity  # noqa: PLC0415
+    from meshchat.inbox import DirectMessage  # noqa: PLC0415
+    from meshchat.store.messenger import StatusChanged, StoreProblem  # noqa: PLC0415
+    from meshchat.store.storage import OutboxStatus  # noqa: PLC0415
+
+    bob = Identity(b"\x02" * 32).public
+    manifest = Manifest(name="a.jpg", mime="image/jpeg", size=3, key=b"K" * 32, index=(b"\x00" * 32,))
+    events = {
+        "message": DirectMessage(
+            sender=bob, contact=None, body=b"\xffhi", sent_at_ms=5, message_id=b"\x01" * 32, seq=1, number=2
+        ),
+        "status": StatusChanged(message_id=b"\x01" * 32, status=OutboxStatus.DELIVERED, error=""),
+        "store_problem": StoreProblem(error=StorageError("disk full")),
+        "group_message": GroupMessage(
+            group_id=b"g" * 16,
+            number=1,
+            sender=bob.ed25519,
+            body=b"hi",
+            ref="",
+            sent_at_ms=5,
+            message_id=b"\x02" * 32,
+        ),
+        "attachment": Attachment(
+            number=1, sender=bob, message_id=b"\x03" * 32, manifest=manifest, fetching=False
+        ),
+        "file_problem": FileProblem(number=1, file_id=b"\x04" * 32, error="bad", final=True),
+    }
+    for kind, event in events.items():
+        value = event_json(event)  # type: ignore[arg-type]
+        assert value["type"] == kind
+        text = json.dumps(value, allow_nan=False)
+        assert ("4b" * 32) not in text  # the file key's hex
+    message = event_json(events["message"])  # type: ignore[arg-type]
+    assert message["message"]["body_b64"] == "/2hp"
+    assert message["message"]["peer"] == bob.peer_id
+    assert event_json(events["group_message"])["sender"] == bob.peer_id  # type: ignore[arg-type]

@@ -244,7 +244,7 @@ async def _messages_send(call: Call) -> Json:
         peer=_peer_of(record.recipient),
         body=call.args["text"].encode("utf-8"),
         sent_at_ms=int(record.created_at * 1000),
-        status=handle.status,
+        status=record.status,
         cursor=cursor_of(node, record.message_id),
     )
 

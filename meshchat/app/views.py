@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from meshchat.app.params import Json
 from meshchat.contacts import Contact
+from meshchat.errors import DecodeError
 from meshchat.identity import PublicIdentity
 from meshchat.inbox import DirectMessage
 from meshchat.store.storage import ConversationEntry, InboxRecord, OutboxRecord, OutboxStatus
@@ -45,6 +46,24 @@ __all__ = [
 MAX_DEPTH = 8
 #: Fields ``to_json`` leaves out of any record: keys, sealed bytes and signed blobs that stay in the
 #: profile (a file's key, an envelope, a credential's disclosures) or are large and of no use to a client.
+#: Fields of records that hold people's keys as raw Ed25519 bytes: ``to_json`` shows them as PeerIds.
+PEOPLE_FIELDS = frozenset(
+    {
+        "sender",
+        "author",
+        "by",
+        "targets",
+        "requester",
+        "holder",
+        "root",
+        "creator",
+        "members",
+        "admins",
+        "peer",
+    }
+)
+#: Bytes of an Ed25519 public key.
+KEY_SIZE = 32
 UNSHOWN_FIELDS = frozenset({"key", "envelope", "compact", "disclosures", "tokens", "manifest", "thumbnail"})
 
 
@@ -156,6 +175,24 @@ def contact_json(contact: Contact, node: Node) -> dict[str, Json]:
     }
 
 
+def _person(key: object) -> Json:
+    if isinstance(key, bytes) and len(key) == KEY_SIZE:
+        try:
+            return PublicIdentity.from_bytes(key).peer_id
+        except DecodeError:  # not a point on the curve: shown as it is
+            return key.hex()
+    return to_json(key)
+
+
+def _people(value: object) -> Json:
+    """A key, or keys, of people (raw Ed25519 bytes) as PeerIds."""
+    if isinstance(value, tuple | list):
+        return [_person(v) for v in value]
+    if isinstance(value, frozenset | set):
+        return sorted(str(_person(v)) for v in value)
+    return _person(value)
+
+
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -185,7 +222,9 @@ def to_json(value: object, depth: int = 0) -> Json:
         return repr(value)[:200]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
-            f.name: to_json(getattr(value, f.name), depth + 1)
+            f.name: _people(getattr(value, f.name))
+            if f.name in PEOPLE_FIELDS
+            else to_json(getattr(value, f.name), depth + 1)
             for f in dataclasses.fields(value)
             if f.name not in UNSHOWN_FIELDS
         }
