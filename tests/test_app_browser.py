@@ -356,3 +356,61 @@ def test_a_changed_key_is_shown_refused_and_accepted(tmp_path: Path) -> None:
             assert not warning.is_visible()
         finally:
             browser.close()
+
+
+EVIL_PAGE = """<!doctype html><title>another site</title><body><script>
+const app = new URLSearchParams(location.search).get("app");
+const results = {};
+function done(key, value) {
+  results[key] = value;
+  if (Object.keys(results).length === 2) document.body.dataset.results = JSON.stringify(results);
+}
+const socket = new WebSocket(`ws://${app}/rpc`);
+socket.onopen = () => done("socket", "open");
+socket.onerror = () => done("socket", "refused");
+fetch(`http://${app}/i18n.json`, { credentials: "include" })
+  .then((r) => r.text()).then((text) => done("fetch", text.slice(0, 40)), () => done("fetch", "blocked"));
+</script></body>"""
+
+
+def test_another_site_in_the_same_browser_cannot_use_the_app(tmp_path: Path) -> None:
+    """A page from another origin on this machine (127.0.0.1, another port: the same *site*, so the
+    browser does send the SameSite=Strict cookie) cannot open ``/rpc`` (Origin check) nor read pages."""
+    import http.server  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = EVIL_PAGE.encode("utf-8")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            del format, args
+
+    profile = named_profile(tmp_path, "Gina", 61)
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+    serving = threading.Thread(target=evil.serve_forever, daemon=True)
+    serving.start()
+    try:
+        with app_process(profile, tmp_path / "gina.log") as app, playwright_sync.sync_playwright() as driver:
+            browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                context = browser.new_context()
+                open_page(context, app)  # the user is logged in: the browser holds the cookie
+                page = context.new_page()
+                page.set_default_timeout(WAIT_MS)
+                host = app.base.removeprefix("http://")
+                page.goto(f"http://127.0.0.1:{evil.server_address[1]}/?app={host}")
+                page.wait_for_selector("body[data-results]", state="attached")
+                results = page.evaluate("() => JSON.parse(document.body.dataset.results)")
+                assert results == {"socket": "refused", "fetch": "blocked"}
+            finally:
+                browser.close()
+    finally:
+        evil.shutdown()
+        evil.server_close()
+        serving.join(WAIT_MS / 1000)
