@@ -354,6 +354,9 @@ function onEvent(event) {
     case "status":
       conversation.setStatus(event.id, event.status);
       break;
+    case "overflow":  // we fell behind and the node ended our subscription: subscribe and reload
+      connected();
+      break;
     default:
       otherEvent(event);
   }
