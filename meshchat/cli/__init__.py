@@ -7,6 +7,8 @@ into one line on stderr. One module per command group:
 - ``identity``: ``init``, ``id``, ``invite``, ``safety-number``, ``add``
 - ``contacts``: ``contact list | verify | accept-key | rename | block | unblock | blocked`` (no node)
 - ``network``: ``node``, ``chat``, ``send``, ``mailbox`` (the live node runs in ``runner``)
+- ``app``: ``app`` (the local web app: ``meshchat.app``)
+- ``daemon``: ``daemon`` (JSON-RPC over a Unix socket and a WebSocket: ``meshchat.app``)
 - ``store``: ``outbox``, ``status``, ``inbox``
 - ``files``: ``files [--fetch N]``, ``send --file`` (the network part in ``file_runner``)
 - ``group``: ``group create | invite | join | members | remove | leave | rename | promote | demote |
@@ -43,8 +45,10 @@ from typing import Annotated, Any
 
 import typer
 
+from meshchat.cli import app as _app
 from meshchat.cli import contacts as _contacts
 from meshchat.cli import credentials as _credentials
+from meshchat.cli import daemon as _daemon
 from meshchat.cli import demo as _demo
 from meshchat.cli import devices as _devices
 from meshchat.cli import documents as _documents
@@ -214,6 +218,14 @@ app.command(
         "until they sync or the envelopes expire, within per-recipient, per-sender and total quotas."
     ),
 )(_network.mailbox_command)
+app.command(
+    "app",
+    help=_(
+        "Run the node with the local web app on 127.0.0.1 until Ctrl-C; print the app's address "
+        "(it carries this run's token: keep it to yourself)."
+    ),
+)(_app.app_command)
+app.command("daemon", help=_daemon.DAEMON_HELP)(_daemon.daemon_command)
 app.command(
     "outbox",
     help=_("Where your sent messages are: queued, relayed, stored, delivered, read, expired or failed."),
