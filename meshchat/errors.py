@@ -641,3 +641,11 @@ class BadPetname(ProfileError):
     def __init__(self, problem: str) -> None:
         self.problem = problem
         super().__init__(f"not a usable name for a contact: {problem}")
+
+
+class UnknownMessage(MeshchatError):
+    """An operation names a message this profile has not received (``Node.mark_read_id``)."""
+
+    def __init__(self, message_id: str) -> None:
+        self.message_id = message_id
+        super().__init__(f"no received message has the id {message_id}")

@@ -21,7 +21,7 @@ sealed envelopes: the migration recovers the received side (from the inbox), not
 from __future__ import annotations
 
 from meshchat.contacts import Contact, Contacts
-from meshchat.errors import DecodeError, UnknownPeer
+from meshchat.errors import DecodeError, UnknownMessage, UnknownPeer
 from meshchat.files.events import Attachment
 from meshchat.groups.events import GroupInvited, GroupMessage
 from meshchat.identity import PublicIdentity
@@ -70,10 +70,10 @@ def conversation(
 
 def read_receipt_target(storage: Storage, message_id: bytes) -> PublicIdentity:
     """Whom a read receipt for received message ``message_id`` goes to: the device of the sender's
-    that sent it. ``ValueError`` if no received message has that id (ours have no one to tell)."""
+    that sent it. ``UnknownMessage`` if no received message has that id (ours have no one to tell)."""
     record = storage.history_get(message_id)
     if record is None or record.outgoing:
-        raise ValueError(f"no received message has the id {message_id.hex()}")
+        raise UnknownMessage(message_id.hex())
     return PublicIdentity.from_bytes(record.device or record.peer)
 
 

@@ -731,7 +731,7 @@ class Node(NodeNetwork):
         return conversation(self._messenger.storage, self._contacts, who, before=before, limit=limit)
 
     def mark_read_id(self, message_id: bytes) -> None:
-        """Send a read receipt for received message ``message_id`` (``ValueError``: none has that id)."""
+        """Send a read receipt for received message ``message_id`` (``UnknownMessage``: none has that id)."""
         sender = read_receipt_target(self._messenger.storage, message_id)
         self._store.perform(self._messenger.mark_read(sender, [message_id], wall_now=self._wall_clock()))
 

@@ -6,9 +6,11 @@ A chat from a blocked person (the ``blocked`` predicate, on the person's root ke
 (``Inbound.blocked``): it had to be opened to learn who sent it, its id goes into the seen window (so
 it is not fetched and opened again), and it never reaches the inbox, the history or the application.
 Nor does its sender get a delivery receipt, the first time or for a copy that comes again: their
-outbox never says ``delivered``, as if we were offline, and retries until the message expires.
-Control messages (groups, files, devices) from a blocked person are still handled and receipted: the
-groups machinery needs every member's operations; the node hides what they would show.
+outbox never says ``delivered``, as if we were offline, and retries until the message expires. Each
+dropped id is remembered (``meshchat.store.dropped``), so a copy that comes again after an unblock is
+not receipted either: the app never showed it. Control messages (groups, files, devices) from a
+blocked person are still handled and receipted: the groups machinery needs every member's operations;
+the node hides what they would show.
 """
 
 from __future__ import annotations
@@ -119,9 +121,11 @@ def open_inbound(
     rejected: Counter[RejectReason],
     discarded: Counter[DiscardReason],
     blocked: Callable[[bytes], bool] | None = None,
+    dropped: Collection[bytes] = (),
 ) -> Inbound:
-    """Open and verify ``fresh`` envelopes (``seen``: ids already accepted); sort them; chats from
-    people ``blocked`` says are blocked (by root key) go to ``Inbound.blocked``.
+    """Open and verify ``fresh`` envelopes (``seen``: ids already accepted); sort them. Chats from people
+    ``blocked`` names (by root key) go to ``Inbound.blocked``; ``dropped``: the seen ids that were
+    dropped so (never receipted again).
 
     A chat or control travels in a 1:1 session (the seal's body is a session message): its ratchet
     moves in ``sessions`` (written by the caller with what it accepts). A receipt is sealed only (it
@@ -136,9 +140,11 @@ def open_inbound(
         in_session = is_session_message(opened.body)
         if mid in seen:
             discarded[DiscardReason.DUPLICATE] += 1
-            # Receipted again (its receipt may have been lost), unless its sender is blocked.
+            # Receipted again (its receipt may have been lost), unless its sender is blocked or was
+            # when it came (dropped unread: no receipt ever).
             if (
                 in_session
+                and mid not in dropped
                 and not _blocked(blocked, devices, opened.sender)
                 and receipts.may_rereceipt(mid, wall_now)
             ):

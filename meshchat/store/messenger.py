@@ -64,6 +64,7 @@ from meshchat.errors import StorageError
 from meshchat.identity import Identity, KeyCache, PublicIdentity, RandomBytes
 from meshchat.store.calls import MAILBOX_PENALTY, MAX_PENALISED, MailboxCalls
 from meshchat.store.devices import DeviceBook
+from meshchat.store.dropped import DroppedIds, dropped_writes
 from meshchat.store.inbound import open_inbound, receipt_moves, screen
 from meshchat.store.mailbox import owned_tags
 from meshchat.store.outbox import (
@@ -163,6 +164,7 @@ class Messenger(Sending, SessionOps):
         self.storage = storage
         self.config = config or StoreConfig()
         self._blocked = blocked
+        self._dropped = DroppedIds(storage)
         self._random_bytes = random_bytes
         self._keys = KeyCache()
         self._discarded: Counter[DiscardReason] = Counter()
@@ -274,6 +276,7 @@ class Messenger(Sending, SessionOps):
             return []
         try:
             seen = self.storage.seen([*fresh, *watched])
+            dropped = self._dropped.among([m for m in fresh if m in seen])
         except StorageError as exc:  # nothing accepted: they come again (sender retries, mailbox sync)
             self._discarded[DiscardReason.STORAGE_FAILED] += len(fresh) + len(watched)
             return [StoreProblem(error=exc)]
@@ -295,6 +298,7 @@ class Messenger(Sending, SessionOps):
             rejected=self._rejected,
             discarded=self._discarded,
             blocked=self._blocked,
+            dropped=dropped,
         )
         chats, receipts = inbound.chats, inbound.receipts
         chats.sort(key=lambda c: (c[0].sender, c[0].seq))
@@ -302,7 +306,12 @@ class Messenger(Sending, SessionOps):
         # cannot leave a receipt seen (never processed again) with its message still ``stored``.
         proven = self._outbox.plan(receipt_moves(receipts, self._outbox, self._discarded), wall_now)
         numbered: list[InboxRecord] = []
-        state = self.sessions.writes() + self.devices.writes() + inbound.control_writes
+        state = (
+            self.sessions.writes()
+            + self.devices.writes()
+            + inbound.control_writes
+            + dropped_writes(inbound.blocked)
+        )
         if chats or receipts or inbound.controls or inbound.blocked or state:
             try:
                 numbered = self.storage.accept(
@@ -333,6 +342,8 @@ class Messenger(Sending, SessionOps):
         self._counts["receipts"] += len(receipts)
         self._counts["controls"] += len(inbound.controls)
         self._counts["blocked"] += len(inbound.blocked)
+        if inbound.blocked:
+            self._dropped.added()
         actions += self._report(proven)
         actions += self._send_receipts(by_sender, ReceiptKind.DELIVERED, wall_now)
         return actions
@@ -411,6 +422,7 @@ class Messenger(Sending, SessionOps):
             self._next_seen_prune = wall_now + SEEN_PRUNE_INTERVAL
             try:
                 self.storage.prune_seen(int(wall_now) - CLOCK_SKEW)
+                self._dropped.prune(int(wall_now) - CLOCK_SKEW)
             except StorageError as exc:  # the old entries stay an hour longer: harmless
                 actions.append(StoreProblem(error=exc))
             actions += self._write_prekeys(wall_now)  # rotation, one-time keys topped up
@@ -448,6 +460,7 @@ class Messenger(Sending, SessionOps):
             penalties=self._counts["penalties"],
             controls=self._counts["controls"],
             shared_given_up=self._shared.given_up,
+            blocked=self._counts["blocked"],
         )
 
     @property

@@ -298,3 +298,5 @@ class MessengerStatistics:
     controls: int = 0
     #: Shared envelopes given up unstored (``MAX_SHARED_PENDING`` newer ones were waiting).
     shared_given_up: int = 0
+    #: Chats from blocked people, opened, marked seen and dropped (``Messenger(blocked=...)``).
+    blocked: int = 0

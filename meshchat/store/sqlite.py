@@ -67,6 +67,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from meshchat.errors import StorageError
+from meshchat.store import history_sql
 from meshchat.store.encrypted import (
     PLAIN_ERRORS,
     check_store_key,
@@ -76,7 +77,6 @@ from meshchat.store.encrypted import (
 )
 from meshchat.store.schema import (
     _CORRUPT_CODES,
-    _HISTORY_COLUMNS,
     _INBOX_COLUMNS,
     _MAILBOX_COLUMNS,
     _MAILBOX_COLUMNS_NO_ENVELOPE,
@@ -97,7 +97,6 @@ from meshchat.store.storage import (
     SeenEntry,
     StateWrite,
     check_page,
-    conversation_entry,
     incoming_history,
 )
 from meshchat.wire import EnvelopeKind
@@ -160,32 +159,6 @@ def _write_state(db: sqlite3.Connection, writes: Sequence[StateWrite]) -> None:
     db.executemany("DELETE FROM state WHERE key = ?", [(k,) for k, v in writes if v is None])
     rows = [(k, v) for k, v in writes if v is not None]
     db.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", rows)
-
-
-def _write_history(db: sqlite3.Connection, records: Sequence[HistoryRecord]) -> None:
-    """Append ``records`` to the history (their ``cursor`` is the new rowid), in the caller's transaction."""
-    db.executemany(
-        "INSERT INTO history (peer, message_id, outgoing, body, sent_at_ms, number, device) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(r.peer, r.message_id, int(r.outgoing), r.body, r.sent_at_ms, r.number, r.device) for r in records],
-    )
-
-
-def _history_record(row: Sequence[Any]) -> HistoryRecord:
-    return HistoryRecord(
-        cursor=row[0],
-        peer=bytes(row[1]),
-        message_id=bytes(row[2]),
-        outgoing=bool(row[3]),
-        body=bytes(row[4]),
-        sent_at_ms=row[5],
-        number=row[6],
-        device=bytes(row[7]),
-    )
-
-
-#: Larger than any cursor (sqlite's largest rowid): ``before=None`` pages from the newest.
-_NO_CURSOR = 2**63 - 1
 
 
 def _after_prefix(prefix: bytes) -> bytes:
@@ -420,7 +393,7 @@ class SqliteStorage:
         with self._transaction("outbox_add") as db:
             db.executemany(f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) VALUES ({_marks(13)})", rows)
             _write_state(db, state)
-            _write_history(db, history)
+            history_sql.write(db, history)
 
     def outbox_update(self, records: Sequence[OutboxRecord]) -> None:
         """See ``Storage``. Ids not in the outbox are ignored; a ref another record holds raises
@@ -533,38 +506,20 @@ class SqliteStorage:
                 ],
             )
             db.execute("UPDATE counters SET value = ? WHERE name = 'inbox'", (numbered[-1].number,))
-            _write_history(db, incoming_history(numbered))
+            history_sql.write(db, incoming_history(numbered))
         return numbered
 
     # --- history ---------------------------------------------------------------------------------
     def conversation(self, peer: bytes, *, before: int | None, limit: int) -> list[ConversationEntry]:
-        """See ``Storage``: one range scan of ``history_page`` backwards from ``before``, each outgoing
-        entry's status looked up in the outbox by id (its unique index)."""
+        """See ``Storage``: one range scan of the ``history_page`` index (``history_sql.page``)."""
         check_page(before, limit)
         with self._transaction("conversation", write=False) as db:
-            rows = db.execute(
-                f"SELECT {', '.join('h.' + c for c in _HISTORY_COLUMNS.split(', '))}, o.status "
-                "FROM history AS h LEFT JOIN outbox AS o ON h.outgoing AND o.message_id = h.message_id "
-                "WHERE h.peer = ? AND h.cursor < ? ORDER BY h.cursor DESC LIMIT ?",
-                (peer, _NO_CURSOR if before is None else before, limit),
-            ).fetchall()
-        entries = []
-        for row in reversed(rows):
-            try:
-                status = None if row[8] is None else OutboxStatus(row[8])
-            except ValueError as exc:
-                raise StorageError(f"outbox row of {bytes(row[2]).hex()} is corrupt: {exc}") from exc
-            entries.append(conversation_entry(_history_record(row), status))
-        return entries
+            return history_sql.page(db, peer, before=before, limit=limit)
 
     def history_get(self, message_id: bytes) -> HistoryRecord | None:
         """See ``Storage``: the first entry with that id."""
         with self._transaction("history_get", write=False) as db:
-            row = db.execute(
-                f"SELECT {_HISTORY_COLUMNS} FROM history WHERE message_id = ? ORDER BY cursor LIMIT 1",
-                (message_id,),
-            ).fetchone()
-        return None if row is None else _history_record(row)
+            return history_sql.first_by_id(db, message_id)
 
     def state_get(self, key: bytes) -> bytes | None:
         """See ``Storage``."""

@@ -1,6 +1,6 @@
 """What store-and-forward keeps on disk, as records, and the small interface every backend implements.
 
-Three things are stored, each in its own table (sqlite) or map (memory):
+Four things are stored, each in its own table (sqlite) or map (memory):
 
 * the **outbox**: every message this node sent, its envelope, and where it is (``OutboxStatus``);
 * the **seen window** and **inbox**: ids of every envelope this node accepted, kept until the envelope
