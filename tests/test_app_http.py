@@ -25,7 +25,7 @@ from meshchat.app.auth import new_token
 from meshchat.app.methods import open_methods
 from meshchat.app.server import serve_app
 from meshchat.app.strings import UI_STRINGS
-from meshchat.app.web import MAX_FRAME, STATIC_DIR, cookie_name, requested_languages
+from meshchat.app.web import MAX_FRAME, STATIC_DIR, _without_token, cookie_name, requested_languages
 from meshchat.i18n import translation
 from meshchat.node import Node
 
@@ -132,6 +132,9 @@ async def test_token_in_the_url_becomes_a_strict_httponly_cookie_and_leaves_the_
             assert cookie.startswith(f"{cookie_name(port)}={token};")
             assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= {part.strip() for part in cookie.split(";")}
             assert response.headers["referrer-policy"] == "no-referrer"
+            for path, location in (("//evil.example/x", "/evil.example/x"), ("/a b", "/a%20b")):
+                moved = await client.get(f"{base}{path}?token={token}")
+                assert moved.status_code == 303 and moved.headers["location"] == location, path
             # the client keeps the cookie and is let in from now on, without the token in the URL
             page = await client.get(base + "/")
             assert page.status_code == 200
@@ -197,6 +200,15 @@ async def test_i18n_json_follows_lang_then_accept_language() -> None:
             assert (await client.get(url, params={"lang": "xx"})).json()["strings"]["Send"] == "Send"
     if table["lang"] == "ru":  # the Russian catalog exists: the table really is Russian
         assert table["strings"]["Send"] != "Send"
+
+
+def test_without_lang_or_accept_language_the_environment_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("LANG", "tt_RU.UTF-8")
+    assert requested_languages(None, None) == ["tt_RU", "tt"]
+    assert requested_languages(None, "") == ["tt_RU", "tt"]
+    assert requested_languages("", "ba") == ["ba"]
 
 
 def test_accept_language_order_and_garbage() -> None:
@@ -345,3 +357,13 @@ async def test_rpc_frames_over_one_mib_close_the_socket_and_leaving_mid_stream_h
                 await stream.aclose()
             async with trio_websocket.open_websocket_url(url, extra_headers=headers) as socket:
                 assert await rpc_call(socket, "contacts.list", 7) == []
+
+
+def test_the_redirect_after_the_token_stays_on_this_site() -> None:
+    """``/?token=`` redirects to its own path: never to ``//host`` or ``/\\host`` (another site)."""
+    for path, location in (
+        ("//evil.example/x", "/evil.example/x?lang=ru"),
+        ("/\\evil.example", "/%5Cevil.example?lang=ru"),
+        ("/", "/?lang=ru"),
+    ):
+        assert _without_token({"path": path, "query_string": b"token=T&lang=ru"}) == location

@@ -48,7 +48,6 @@ _PAGE_STRINGS = (
     N_("No contacts yet: add someone with their invite."),
     N_("No groups yet."),
     N_("Choose a contact to start chatting."),
-    N_("online"),
     N_("blocked"),
     N_("{count} new"),
     # a conversation

@@ -38,7 +38,7 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import trio
 from starlette.applications import Starlette
@@ -50,7 +50,7 @@ from starlette.websockets import WebSocket
 
 from meshchat.app.auth import check_token
 from meshchat.app.strings import UI_STRINGS
-from meshchat.i18n import DOMAIN, LOCALE_DIR, languages_from_env, translation
+from meshchat.i18n import DOMAIN, LOCALE_DIR, _, languages_from_env, translation
 
 if TYPE_CHECKING:
     from meshchat.app.methods import Methods
@@ -138,7 +138,8 @@ def _bearer(header: str) -> str | None:
 def _without_token(scope: Scope) -> str:
     """The request's path and query with ``token`` taken out (where the redirect goes)."""
     query = [(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1")) if k != "token"]
-    path: str = scope.get("path", "/") or "/"
+    # one leading slash and the path re-quoted: "//evil.example" must not become a redirect off-site
+    path = "/" + quote(str(scope.get("path", "/")).lstrip("/"), safe="/")
     return path + ("?" + urlencode(query) if query else "")
 
 
@@ -187,11 +188,11 @@ class _Guard:
         port = int(server[1] or 0)
         host = _host_name(headers.get("host", ""))
         if host not in LOCAL_HOSTS:
-            await _refuse(scope, send, "this app answers only to 127.0.0.1 or localhost")
+            await _refuse(scope, send, _("This app answers only to 127.0.0.1 or localhost."))
             return
         origin = headers.get("origin")
         if origin is not None and origin not in {f"http://{h}:{port}" for h in ORIGIN_HOSTS}:
-            await _refuse(scope, send, "requests from other origins are refused")
+            await _refuse(scope, send, _("Requests from other web sites are refused."))
             return
         from_query = _query_token(scope)
         given = (
@@ -200,7 +201,7 @@ class _Guard:
             or _cookie(headers.get("cookie", ""), cookie_name(port))
         )
         if not check_token(given, self._token):
-            await _refuse(scope, send, "a valid token is needed: open the URL `meshchat app` printed")
+            await _refuse(scope, send, _("A valid token is needed: open the address `meshchat app` printed."))
             return
         if kind == "http" and from_query is not None and self._pages:
             await _set_cookie(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
-from meshchat.cli.common import MailboxOption, ProfileOption
+from meshchat.cli.common import CommandError, MailboxOption, ProfileOption
 from meshchat.cli.network import BootstrapOption, ListenOption, _run_on_network
 from meshchat.i18n import _
 
@@ -85,7 +85,11 @@ async def run_app(
             open_methods(node) as methods,
             trio.open_nursery() as nursery,
         ):
-            bound = await nursery.start(functools.partial(serve_app, methods, token=token, port=port))
+            try:
+                bound = await nursery.start(functools.partial(serve_app, methods, token=token, port=port))
+            except OSError as exc:  # the port is taken (or not ours to use)
+                message = _("cannot serve the app on 127.0.0.1:{port}: {reason}")
+                raise CommandError(message.format(port=port, reason=exc.strerror or exc)) from exc
             url = f"http://127.0.0.1:{bound}/?token={token}"
             stdout.write(url + "\n")
             stdout.flush()

@@ -19,9 +19,9 @@ const rpc = new RpcClient(`${location.protocol === "https:" ? "wss" : "ws"}://${
 const state = {
   contacts: [],         // contacts.list, in its order
   byPeer: new Map(),    // peer_id -> contact
-  online: new Set(),    // peer_ids connected now
   unread: new Map(),    // peer_id -> ids of messages received while another conversation was shown
   current: null,        // peer_id of the open conversation
+  groups: new Map(),    // group id -> name (groups.list)
   sending: Promise.resolve(),  // sends go out one after another, in the order typed
 };
 const conversation = new Conversation(rpc, { onError: showError });
@@ -91,13 +91,6 @@ function renderContacts() {
       blocked.className = "badge blocked";
       blocked.textContent = t("blocked");
       button.append(blocked);
-    }
-    if (state.online.has(contact.peer_id)) {
-      const online = document.createElement("span");
-      online.className = "online";
-      online.title = t("online");
-      online.textContent = "●";
-      button.append(online);
     }
     const unread = state.unread.get(contact.peer_id);
     if (unread && unread.size) {
@@ -304,9 +297,12 @@ async function loadGroups() {
     return;  // a node without groups support: the list stays empty
   }
   const items = [];
+  state.groups.clear();
   for (const group of Array.isArray(groups) ? groups : groups.groups || []) {
+    const id = String(group.id || group.group_id || "");
+    state.groups.set(id, String(group.name || ""));
     const item = document.createElement("li");
-    item.dataset.group = group.id || group.group_id || "";
+    item.dataset.group = id;
     const name = document.createElement("span");
     name.className = "name";
     name.textContent = group.name || group.id || "";
@@ -358,30 +354,32 @@ function onEvent(event) {
     case "status":
       conversation.setStatus(event.id, event.status);
       break;
-    case "peer":
-      if (event.joined) state.online.add(event.peer);
-      else state.online.delete(event.peer);
-      renderContacts();
+    case "overflow":  // we fell behind and the node ended our subscription: subscribe and reload
+      connected();
       break;
     default:
       otherEvent(event);
   }
 }
 
+// Events beyond the chat (meshchat.app.events: the node event's class name in snake case, its fields).
 function otherEvent(event) {
-  const type = String(event.type || "");
-  if (type.startsWith("attachment") || type === "file") {
-    if (type === "attachment" || type === "file") {
-      notice(t("{name} sent a file: {file}", { name: nameOf(event.sender || event.peer),
-        file: event.name || event.file_name || "" }), "file");
-    }
-  } else if (type.startsWith("credential")) {
-    notice(t("A credential arrived: {name}", { name: event.name || event.vct || type }), "credential");
-  } else if (type.startsWith("group")) {
-    if (type === "group_message") {
-      notice(t("Group {name}: new message", { name: event.group_name || event.group || "" }), "group");
-    }
-    loadGroups();
+  switch (event.type) {
+    case "attachment":
+      notice(t("{name} sent a file: {file}", { name: nameOf(event.sender), file: String(event.name || "") }), "file");
+      break;
+    case "credential_received":
+      notice(t("A credential arrived: {name}", { name: String(event.vct || event.credential_id || "") }), "credential");
+      break;
+    case "group_message":
+      notice(t("Group {name}: new message", { name: state.groups.get(event.group_id || event.group) || "" }), "group");
+      break;
+    case "group_invited":
+    case "group_changed":
+      loadGroups();
+      break;
+    default:
+      break;
   }
 }
 

@@ -31,6 +31,8 @@ export class Conversation {
     this.more = false;
     this.loading = false;
     this.generation = 0;           // a newer open() makes older answers stale
+    this.opening = false;          // the newest page is on its way
+    this.early = [];               // messages sent or received meanwhile, added once it is in
     this.view.addEventListener("scroll", () => this.maybeLoadOlder());
   }
 
@@ -43,11 +45,15 @@ export class Conversation {
     this.oldest = null;
     this.more = false;
     this.loading = true;
+    this.opening = true;
+    this.early = [];
     this.state.textContent = t("Loading older messages…");
     try {
       const page = await this.rpc.call("messages.conversation", { with: peer, limit: PAGE });
       if (generation !== this.generation) return;
-      for (const message of page.messages) this.list.append(this.render(message));
+      for (const message of page.messages) {
+        if (!this.items.has(message.id)) this.list.append(this.render(message));
+      }
       this.more = page.more;
       this.oldest = page.messages.length ? page.messages[0].cursor : null;
       this.view.scrollTop = this.view.scrollHeight;
@@ -56,6 +62,9 @@ export class Conversation {
     } finally {
       if (generation === this.generation) {
         this.loading = false;
+        this.opening = false;
+        for (const message of this.early) this.add(message);
+        this.early = [];
         this.showState();
         this.view.dataset.loaded = "true";
       }
@@ -65,6 +74,8 @@ export class Conversation {
   close() {
     this.peer = null;
     this.generation += 1;
+    this.opening = false;
+    this.early = [];
     this.items.clear();
     this.list.replaceChildren();
     delete this.view.dataset.loaded;
@@ -106,6 +117,10 @@ export class Conversation {
 
   // A message sent or received while this conversation is open (no-op if already shown).
   add(message) {
+    if (this.opening) {
+      this.early.push(message);
+      return;
+    }
     if (this.items.has(message.id)) {
       this.setStatus(message.id, message.status);
       return;
@@ -155,11 +170,12 @@ export class Conversation {
     if (message.outgoing) {
       const mark = document.createElement("span");
       mark.className = "status";
-      const known = message.status || "queued";
+      // null: no outbox record here (a copy one of our other devices sent): no mark until a notice
+      const known = message.status || "";
       const status = this.laterStatus.has(message.id) ? later(known, this.laterStatus.get(message.id)) : known;
       this.laterStatus.delete(message.id);
       mark.dataset.status = status;
-      mark.textContent = t(status);
+      mark.textContent = status ? t(status) : "";
       meta.append(mark);
     }
     item.append(text, meta);
