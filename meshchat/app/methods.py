@@ -24,7 +24,7 @@ import trio
 
 from meshchat.app.events import EventHub
 from meshchat.app.methods_more import MORE_METHODS
-from meshchat.app.params import Call, Example, InvalidParams, Json, Kind, Method, Param
+from meshchat.app.params import Call, Example, Json, Kind, Method, Param
 from meshchat.app.views import contact_json, entry_message, inbox_message, message_json, outbox_entry
 from meshchat.errors import DecodeError, StorageError
 from meshchat.history import key_of
@@ -273,10 +273,7 @@ async def _messages_outbox(call: Call) -> Json:
 
 
 async def _messages_mark_read(call: Call) -> Json:
-    try:
-        call.node.mark_read_id(call.args["id"])
-    except ValueError as exc:  # no received message has that id
-        raise InvalidParams(f"messages.mark_read: {exc}", param="id") from None
+    call.node.mark_read_id(call.args["id"])  # UnknownMessage if no received message has that id
     return {}
 
 
