@@ -8,8 +8,9 @@ async with Node.open(profile) as node, open_methods(node) as methods:
 Every method is one row of ``METHODS`` (``meshchat.app.params.Method``): its name, typed parameters,
 docstring, an example request and result (docs/daemon.md is checked against them), and its handler,
 a few lines over the library: no logic the library lacks. ``node.*``, ``contacts.*``, ``messages.*``
-and ``events.*`` are here; ``groups.*``, ``files.*``, ``credentials.*`` and ``documents.*`` in
-``meshchat.app.methods_more``. Contacts are named by name or PeerId, ids are lowercase hex.
+and ``events.*`` are here; ``groups.*`` and ``files.*`` in ``meshchat.app.methods_more``,
+``credentials.*`` and ``documents.*`` in ``meshchat.app.methods_signing``. Contacts are named by
+name or PeerId, ids are lowercase hex.
 """
 
 from __future__ import annotations
