@@ -269,3 +269,17 @@ async def test_the_meshchat_daemon_process_serves_its_profile_and_cleans_up(tmp_
         assert TOKEN_FILE not in left
     finally:
         await stop_processes([process])
+
+
+async def test_a_client_that_never_authenticates_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(unix, "AUTH_TIMEOUT", 0.2)
+    async with (
+        alice_and_bob(tmp_path) as pair,
+        served(pair.methods, tmp_path / "d.sock") as path,
+        connected(path, token=None) as silent,
+    ):
+        assert await silent.line() is None  # closed without a word
+        async with connected(path) as client:  # others are served as before
+            assert (await client.call("node.status"))["peer_id"] == pair.alice.peer_id
