@@ -269,3 +269,48 @@ async def test_the_meshchat_daemon_process_serves_its_profile_and_cleans_up(tmp_
         assert TOKEN_FILE not in left
     finally:
         await stop_processes([process])
+
+
+async def test_a_client_that_never_authenticates_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(unix, "AUTH_TIMEOUT", 0.2)
+    async with (
+        alice_and_bob(tmp_path) as pair,
+        served(pair.methods, tmp_path / "d.sock") as path,
+        connected(path, token=None) as silent,
+    ):
+        assert await silent.line() is None  # closed without a word
+        async with connected(path) as client:  # others are served as before
+            assert (await client.call("node.status"))["peer_id"] == pair.alice.peer_id
+
+
+async def test_a_client_that_takes_nothing_for_write_timeout_is_disconnected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its connection slot is freed: with one slot, a new client gets in once the sleeper is gone."""
+    monkeypatch.setattr(unix, "MAX_CONNECTIONS", 1)
+    monkeypatch.setattr(unix, "WRITE_TIMEOUT", 0.3)
+    async with (
+        alice_and_bob(tmp_path) as pair,
+        served(pair.methods, tmp_path / "d.sock") as path,
+        connected(path) as sleeper,
+    ):
+        await sleeper.call("events.subscribe")  # ...and never reads again
+        hub = pair.methods.hub
+        with trio.fail_after(WAIT):
+            while hub.overflowed == 0:
+                hub.publish({"type": "test", "padding": "x" * 65536})
+                await trio.lowlevel.checkpoint()  # let its session write until the socket is full
+            admitted = False  # without the write timeout the sleeper would hold the slot for ever
+            while not admitted:  # refused (told, or reset) while the sleeper holds the only slot
+                async with connected(path, token=None) as newcomer:
+                    auth = {"jsonrpc": "2.0", "id": 1, "method": "auth", "params": {"token": TOKEN}}
+                    try:
+                        await newcomer.send_line(json.dumps(auth).encode())
+                        answer = await newcomer.line()
+                    except trio.BrokenResourceError:  # refused and closed before our line arrived
+                        continue
+                    assert answer is not None
+                    admitted = "result" in answer
+                    assert admitted or answer["error"]["data"]["type"] == "QuotaExceeded"

@@ -16,6 +16,7 @@ from rpc_harness import WAIT, Pair, alice_and_bob, client
 
 from meshchat.app.methods import METHODS
 from meshchat.app.reference import REFERENCE_END, REFERENCE_START, reference_markdown
+from meshchat.files.sqlite import ReceivedState
 from meshchat.identity import Identity
 from meshchat.wire import Invite
 
@@ -149,3 +150,9 @@ async def test_every_example_runs_against_real_nodes_and_gives_the_documented_sh
             results[method.name] = reply["result"]
             same_shape(method.example.result, reply["result"], method.name)
         assert set(results) == {m.name for m in METHODS}
+        # files.fetch started a download: let it finish before the nodes close (a transfer cut off
+        # by the close leaves its socket to the garbage collector)
+        with trio.fail_after(WAIT):
+            await pair.alice.wait_for(
+                lambda: pair.alice.files.attachment(made["file_number"]).state is ReceivedState.DONE
+            )

@@ -75,8 +75,8 @@ async def test_the_conversation_pages_back_and_mark_read_reaches_the_sender(tmp_
         assert all(m["outgoing"] and m["peer"] == pair.bob.peer_id for m in older["messages"])
         assert await alice.call("messages.mark_read", id=reply["id"]) == {}
         unknown = await alice.request("messages.mark_read", {"id": "00" * 32})
-        assert unknown["error"]["code"] == -32602
-        assert unknown["error"]["data"]["param"] == "id"
+        assert unknown["error"]["code"] == -32000
+        assert unknown["error"]["data"]["type"] == "UnknownMessage"
         outbox = await alice.call("messages.outbox", limit=10)
         assert {m["id"] for m in outbox["messages"]} == {s["id"] for s in sent}
 

@@ -8,8 +8,9 @@ async with Node.open(profile) as node, open_methods(node) as methods:
 Every method is one row of ``METHODS`` (``meshchat.app.params.Method``): its name, typed parameters,
 docstring, an example request and result (docs/daemon.md is checked against them), and its handler,
 a few lines over the library: no logic the library lacks. ``node.*``, ``contacts.*``, ``messages.*``
-and ``events.*`` are here; ``groups.*``, ``files.*``, ``credentials.*`` and ``documents.*`` in
-``meshchat.app.methods_more``. Contacts are named by name or PeerId, ids are lowercase hex.
+and ``events.*`` are here; ``groups.*`` and ``files.*`` in ``meshchat.app.methods_more``,
+``credentials.*`` and ``documents.*`` in ``meshchat.app.methods_signing``. Contacts are named by
+name or PeerId, ids are lowercase hex.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import trio
 
 from meshchat.app.events import EventHub
 from meshchat.app.methods_more import MORE_METHODS
-from meshchat.app.params import Call, Example, InvalidParams, Json, Kind, Method, Param
+from meshchat.app.params import Call, Example, Json, Kind, Method, Param
 from meshchat.app.views import contact_json, entry_message, inbox_message, message_json, outbox_entry
 from meshchat.errors import DecodeError, StorageError
 from meshchat.history import key_of
@@ -273,10 +274,7 @@ async def _messages_outbox(call: Call) -> Json:
 
 
 async def _messages_mark_read(call: Call) -> Json:
-    try:
-        call.node.mark_read_id(call.args["id"])
-    except ValueError as exc:  # no received message has that id
-        raise InvalidParams(f"messages.mark_read: {exc}", param="id") from None
+    call.node.mark_read_id(call.args["id"])  # UnknownMessage if no received message has that id
     return {}
 
 
