@@ -88,8 +88,11 @@ async def run_app(
             try:
                 bound = await nursery.start(functools.partial(serve_app, methods, token=token, port=port))
             except OSError as exc:  # the port is taken (or not ours to use)
-                message = _("cannot serve the app on 127.0.0.1:{port}: {reason}")
-                raise CommandError(message.format(port=port, reason=exc.strerror or exc)) from exc
+                raise CommandError(
+                    _("cannot serve the app on 127.0.0.1:{port}: {reason}").format(
+                        port=port, reason=exc.strerror or exc
+                    )
+                ) from exc
             url = f"http://127.0.0.1:{bound}/?token={token}"
             stdout.write(url + "\n")
             stdout.flush()
