@@ -397,6 +397,28 @@ def test_mailbox_prune_deletes_items_that_expired_before(store: Storage) -> None
     assert store.mailbox_prune(300) == []
 
 
+def test_lists_by_tag_follow_every_write_and_keep_the_order_of_arrival(store: Storage) -> None:
+    """Regression for MemoryStorage's per-tag indexes (the simulator's mailboxes scanned everything
+    they held at each sync): every way out empties a tag, which then takes new items again."""
+    store.mailbox_put([item(1, tag=TAG_B), item(2, tag=TAG_A), item(3, tag=TAG_B, expiry=5)])
+    store.mailbox_put([item(4, tag=TAG_A, from_peer="alice")])
+    assert store.mailbox_items([TAG_A, TAG_B]) == [(1000, mid(n)) for n in (1, 2)] + [
+        (5, mid(3)),
+        (1000, mid(4)),
+    ]
+    assert [i.message_id for i in store.mailbox_prune(10)] == [mid(3)]
+    assert [i.message_id for i in store.mailbox_withdraw([mid(4)], "alice")] == [mid(4)]
+    assert [i.message_id for i in store.mailbox_delete([TAG_A, TAG_B], ALL)] == [mid(1), mid(2)]
+    assert store.mailbox_items([TAG_A, TAG_B]) == [] and store.mailbox_all() == []
+    store.mailbox_put([item(5, tag=TAG_A)])
+    assert store.mailbox_items([TAG_A]) == [(1000, mid(5))]
+    store.accept([entry(1, tag=TAG_B), entry(2, tag=TAG_A, expiry=5), entry(3, tag=TAG_B)], [])
+    assert store.seen_items([TAG_A, TAG_B]) == [(1000, mid(1)), (5, mid(2)), (1000, mid(3))]
+    assert store.prune_seen(10) == 1 and store.seen_items([TAG_A]) == []
+    store.accept([entry(4, tag=TAG_A)], [])
+    assert store.seen_items([TAG_B, TAG_A]) == [(1000, mid(1)), (1000, mid(3)), (1000, mid(4))]
+
+
 def test_mailbox_all_leaves_out_envelopes_but_keeps_sizes(store: Storage) -> None:
     stored = store.mailbox_put([item(1), item(2, from_peer="12D3KooWother")])
     everything = store.mailbox_all()

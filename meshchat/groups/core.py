@@ -83,7 +83,7 @@ from meshchat.groups.storage import (
     GroupStorage,
     GroupWrite,
 )
-from meshchat.identity import Identity, PublicIdentity, RandomBytes
+from meshchat.identity import Identity, KeyCache, PublicIdentity, RandomBytes
 from meshchat.store.payload import ReceiptKind
 from meshchat.store.storage import SeenEntry
 from meshchat.wire import decode_envelope, message_id
@@ -131,8 +131,11 @@ class GroupsCore:
         wall_now: float,
         config: GroupConfig | None = None,
         random_bytes: RandomBytes = nacl.utils.random,
+        key_cache: KeyCache | None = None,
     ) -> None:
-        """Load every group from ``storage``."""
+        """Load every group from ``storage``. ``key_cache`` remembers the signing keys (op authors',
+        chains') already checked; cores in one process may share one (a simulator's members all check
+        each new chain's key)."""
         self.identity = identity
         self.me = identity.public.ed25519
         self.storage = storage
@@ -140,7 +143,8 @@ class GroupsCore:
         self._random = random_bytes
         self._groups: dict[bytes, GroupSession] = {}
         self._counts: Counter[str] = Counter()
-        self._early = EarlyArrivals(self._counts)
+        self._keys = KeyCache() if key_cache is None else key_cache
+        self._early = EarlyArrivals(self._counts, self._keys)
         self._outbox = GroupOutbox(
             storage, receipt_delay=self.config.receipt_delay, control_ttl=CONTROL_TTL, counts=self._counts
         )
@@ -153,6 +157,7 @@ class GroupsCore:
             counts=self._counts,
             owe=self._outbox.owe,
             topics_changed=self._topics_changed,
+            keys=self._keys,
         )
         self._tags_day = -1
         self._tags: dict[bytes, bytes] = {}
@@ -168,7 +173,7 @@ class GroupsCore:
         for chain in stored.chains:
             chains_by_group.setdefault(chain.group_id, []).append(chain)
         for record in stored.groups:
-            ops = [decode_op(data) for data in stored.ops.get(record.group_id, [])]
+            ops = [decode_op(data, key_cache=self._keys) for data in stored.ops.get(record.group_id, [])]
             group, early = GroupSession.restore(
                 record, ops, chains_by_group.pop(record.group_id, []), self._ctx
             )
@@ -501,7 +506,10 @@ class GroupsCore:
         (``MAX_ORPHANS`` groups, ``MAX_ORPHAN_BYTES`` in all, the oldest group dropped first) until
         the ones before it are there."""
         parts = self._early.add_part(control.group_id, control.ops)
-        create = next((c for part in parts if (c := _create_among(control.group_id, part)) is not None), None)
+        create = next(
+            (c for part in parts if (c := _create_among(control.group_id, part, self._keys)) is not None),
+            None,
+        )
         if create is None:
             return []  # a later part overtook the first
         if len(self._groups) >= MAX_GROUPS:
@@ -661,11 +669,11 @@ class GroupsCore:
         )
 
 
-def _create_among(group_id: bytes, ops: Sequence[bytes]) -> GroupOp | None:
+def _create_among(group_id: bytes, ops: Sequence[bytes], key_cache: KeyCache) -> GroupOp | None:
     """Group ``group_id``'s CREATE among ``ops`` (the first part of an invitation has it)."""
     for data in ops:
         try:
-            op = decode_op(data)
+            op = decode_op(data, key_cache=key_cache)
         except MeshchatError:
             continue
         if op.kind is OpKind.CREATE and op.op_id == group_id:

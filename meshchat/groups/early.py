@@ -25,6 +25,7 @@ from meshchat.groups.events import GroupAction
 from meshchat.groups.payload import ChainControl
 from meshchat.groups.session import GroupSession
 from meshchat.groups.storage import ChainRecord, GroupWrite
+from meshchat.identity import KeyCache
 
 __all__ = ["MAX_ORPHANS", "MAX_ORPHAN_BYTES", "MAX_ORPHAN_CHAINS", "EarlyArrivals"]
 
@@ -41,9 +42,10 @@ MAX_ORPHAN_CHAINS = 1_024
 class EarlyArrivals:
     """See the module docstring."""
 
-    def __init__(self, counts: Counter[str]) -> None:
-        """Empty; ``counts`` is the core's counter."""
+    def __init__(self, counts: Counter[str], keys: KeyCache) -> None:
+        """Empty; ``counts`` is the core's counter, ``keys`` its cache of checked keys."""
         self._counts = counts
+        self._keys = keys
         self._parts: OrderedDict[bytes, list[tuple[bytes, ...]]] = OrderedDict()
         self._part_bytes = 0
         self.chains: OrderedDict[bytes, ChainRecord] = OrderedDict()
@@ -95,7 +97,8 @@ class EarlyArrivals:
         """A chain handout from ``sender``: to its group's session if the sender is a member there;
         kept (durably) if the invitation or the op adding the sender has not arrived yet."""
         try:
-            chain = ReceiverChain.from_handout(decode_handout(control.handout), sender)
+            handout = decode_handout(control.handout, key_cache=self._keys)
+            chain = ReceiverChain.from_handout(handout, sender, key_cache=self._keys)
         except DecodeError:
             self._counts["chain_malformed"] += 1
             return []
@@ -134,7 +137,7 @@ class EarlyArrivals:
                 write.drop_chains.append(chain_id)
             elif record.sender in state.members:
                 del self.chains[chain_id]
-                chain = ReceiverChain.from_bytes(record.state)
+                chain = ReceiverChain.from_bytes(record.state, key_cache=self._keys)
                 actions += group.adopt_chain(chain, record.generation, write, wall_now)
         return actions
 

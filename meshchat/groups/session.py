@@ -65,7 +65,7 @@ from meshchat.groups.storage import (
     flat,
     unflat,
 )
-from meshchat.identity import Identity, RandomBytes
+from meshchat.identity import Identity, KeyCache, RandomBytes
 from meshchat.store.payload import ReceiptKind
 from meshchat.store.storage import SeenEntry
 from meshchat.wire import decode_envelope, message_id
@@ -92,6 +92,8 @@ class Context:
     owe: Callable[[bytes, bytes, ReceiptKind, Sequence[bytes], float], None]
     #: Called when the groups we take part in change (topics, tags).
     topics_changed: Callable[[], None]
+    #: Signing keys already checked (op authors', chains'): each is checked once, not at every use.
+    keys: KeyCache
 
     @property
     def me(self) -> bytes:
@@ -140,7 +142,9 @@ class GroupSession:
         early: list[ChainRecord] = []
         for chain in chains:
             if chain.sender in members:
-                keys.load_receiver(ReceiverChain.from_bytes(chain.state), chain.generation)
+                keys.load_receiver(
+                    ReceiverChain.from_bytes(chain.state, key_cache=ctx.keys), chain.generation
+                )
             else:
                 early.append(chain)
         group = cls(record, membership, keys, ctx)
@@ -320,7 +324,7 @@ class GroupSession:
             counts["chain_replayed"] += 1
             return []
         try:
-            handout = decode_handout(control.handout)
+            handout = decode_handout(control.handout, key_cache=self._ctx.keys)
         except DecodeError:
             counts["chain_malformed"] += 1
             return []
@@ -328,7 +332,10 @@ class GroupSession:
             counts["chain_replayed"] += 1
             return []
         return self.adopt_chain(
-            ReceiverChain.from_handout(handout, sender), control.generation, write, wall_now
+            ReceiverChain.from_handout(handout, sender, key_cache=self._ctx.keys),
+            control.generation,
+            write,
+            wall_now,
         )
 
     def adopt_chain(
@@ -419,7 +426,7 @@ class GroupSession:
         counts = self._ctx.counts
         for data in ops:
             try:
-                outcome = self.membership.add(decode_op(data))
+                outcome = self.membership.add(decode_op(data, key_cache=self._ctx.keys))
             except MeshchatError as exc:
                 counts[f"op_refused_{type(exc).__name__}"] += 1
                 continue

@@ -407,8 +407,16 @@ class MemoryStorage:
         self._refs: dict[str, bytes] = {}
         self._last_seq: dict[bytes, int] = {}
         self._seen: dict[bytes, SeenEntry] = {}
+        #: ``_seen`` by inbox tag (message id -> (order of acceptance, entry)): a sync lists one
+        #: user's few tags without a scan of the whole window.
+        self._seen_by_tag: dict[bytes, dict[bytes, tuple[int, SeenEntry]]] = {}
+        self._seen_number = 0
         self._inbox: list[InboxRecord] = []
         self._mailbox: dict[bytes, MailboxItem] = {}
+        #: ``_mailbox`` by inbox tag (message id -> item, in order of arrival): a mailbox answers a
+        #: sync or a delete for a few tags without a scan of everything it holds (the scan made the
+        #: simulator's runs quadratic in users). Kept in step by ``_mailbox_drop``.
+        self._mailbox_by_tag: dict[bytes, dict[bytes, MailboxItem]] = {}
         self._mailbox_number = 0
         self._state: dict[bytes, bytes] = {}
         self._history: list[HistoryRecord] = []
@@ -500,6 +508,8 @@ class MemoryStorage:
                 self._outbox[record.message_id] = record
         for entry in entries:
             self._seen[entry.message_id] = entry
+            self._seen_number += 1
+            self._seen_by_tag.setdefault(entry.inbox_tag, {})[entry.message_id] = (self._seen_number, entry)
         numbered = [dataclasses.replace(m, number=len(self._inbox) + n) for n, m in enumerate(messages, 1)]
         self._inbox.extend(numbered)
         self._apply(state)
@@ -551,14 +561,20 @@ class MemoryStorage:
 
     def seen_items(self, tags: Iterable[bytes]) -> list[tuple[int, bytes]]:
         """See ``Storage``."""
-        wanted = set(tags)
-        return [(e.expiry, e.message_id) for e in self._seen.values() if e.inbox_tag in wanted]
+        by_tag = self._seen_by_tag
+        found = [n_e for tag in dict.fromkeys(tags) for n_e in by_tag.get(tag, {}).values()]
+        found.sort(key=_first)  # the order of acceptance, as a scan of the whole window gives it
+        return [(e.expiry, e.message_id) for _, e in found]
 
     def prune_seen(self, before: int) -> int:
         """See ``Storage``."""
-        gone = [i for i, e in self._seen.items() if e.expiry < before]
-        for message_id in gone:
-            del self._seen[message_id]
+        gone = [e for e in self._seen.values() if e.expiry < before]
+        for entry in gone:
+            del self._seen[entry.message_id]
+            by_tag = self._seen_by_tag[entry.inbox_tag]
+            del by_tag[entry.message_id]
+            if not by_tag:
+                del self._seen_by_tag[entry.inbox_tag]
         return len(gone)
 
     def inbox_after(self, number: int, limit: int) -> list[InboxRecord]:
@@ -575,6 +591,7 @@ class MemoryStorage:
             self._mailbox_number += 1
             numbered = dataclasses.replace(item, number=self._mailbox_number)
             self._mailbox[item.message_id] = numbered
+            self._mailbox_by_tag.setdefault(item.inbox_tag, {})[item.message_id] = numbered
             stored.append(numbered)
         return stored
 
@@ -582,12 +599,15 @@ class MemoryStorage:
         self, tags: Iterable[bytes], *, kind: EnvelopeKind | None = None
     ) -> list[tuple[int, bytes]]:
         """See ``Storage``."""
-        wanted = set(tags)
-        return [
-            (i.expiry, i.message_id)
-            for i in self._mailbox.values()
-            if i.inbox_tag in wanted and (kind is None or i.kind is kind)
+        by_tag = self._mailbox_by_tag
+        found = [
+            i
+            for tag in dict.fromkeys(tags)
+            for i in by_tag.get(tag, {}).values()
+            if kind is None or i.kind is kind
         ]
+        found.sort(key=_number)  # the order of arrival, as a scan of everything held gives it
+        return [(i.expiry, i.message_id) for i in found]
 
     def mailbox_get(self, message_ids: Iterable[bytes]) -> list[MailboxItem]:
         """See ``Storage``."""
@@ -596,10 +616,10 @@ class MemoryStorage:
     def mailbox_delete(self, tags: Iterable[bytes], up_to: int) -> list[MailboxItem]:
         """See ``Storage``."""
         self._write()
-        wanted = set(tags)
-        gone = [i for i in self._mailbox.values() if i.inbox_tag in wanted and i.number <= up_to]
-        for item in gone:
-            del self._mailbox[item.message_id]
+        by_tag = self._mailbox_by_tag
+        gone = [i for tag in dict.fromkeys(tags) for i in by_tag.get(tag, {}).values() if i.number <= up_to]
+        gone.sort(key=_number)  # the order of arrival, as a scan of everything held gives it
+        self._mailbox_drop(gone)
         return gone
 
     def mailbox_withdraw(self, message_ids: Iterable[bytes], from_peer: str) -> list[MailboxItem]:
@@ -610,16 +630,22 @@ class MemoryStorage:
             for i in dict.fromkeys(message_ids)
             if i in self._mailbox and self._mailbox[i].from_peer == from_peer
         ]
-        for item in gone:
-            del self._mailbox[item.message_id]
+        self._mailbox_drop(gone)
         return sorted(gone, key=lambda item: item.number)
 
     def mailbox_prune(self, before: int) -> list[MailboxItem]:
         """See ``Storage``."""
         gone = [i for i in self._mailbox.values() if i.expiry < before]
-        for item in gone:
-            del self._mailbox[item.message_id]
+        self._mailbox_drop(gone)
         return gone
+
+    def _mailbox_drop(self, items: Iterable[MailboxItem]) -> None:
+        for item in items:
+            del self._mailbox[item.message_id]
+            by_tag = self._mailbox_by_tag[item.inbox_tag]
+            del by_tag[item.message_id]
+            if not by_tag:
+                del self._mailbox_by_tag[item.inbox_tag]
 
     def mailbox_all(self) -> list[MailboxItem]:
         """See ``Storage``."""
@@ -628,3 +654,11 @@ class MemoryStorage:
     def mailbox_last_number(self) -> int:
         """See ``Storage``."""
         return self._mailbox_number
+
+
+def _first(pair: tuple[int, SeenEntry]) -> int:
+    return pair[0]
+
+
+def _number(item: MailboxItem) -> int:
+    return item.number
