@@ -11,10 +11,7 @@ its thresholds, opportunistic grafting, extended validators, spam protection), g
 (IDONTWANT). Messages are content addressed and unsigned (StrictNoSign): the id is a hash of the data
 (``message_id_fn``), and validation is the application's (``validator``). Floodsub peers, explicit
 peering agreements and signed-topic validation are out of scope here (the network driver verifies
-libp2p signatures on StrictSign topics before handing messages in). Beyond the spec, as rust-libp2p
-does, a mesh below ``d_lo`` takes a new subscriber at once (not at the next heartbeat), and a peer
-taken into a mesh is sent IHAVE for the topic's gossip window: heartbeat gossip skips mesh peers, so
-a message forwarded just before the graft would otherwise never reach it (``_offer_recent``).
+libp2p signatures on StrictSign topics before handing messages in).
 
 The tables peers fill live beside it, each with its bound: ``tables`` (backoffs, IWANT promises,
 IDONTWANT ids), ``mcache`` (messages and seen ids), ``score`` (peer scores); the peers' topic sets and
@@ -334,20 +331,6 @@ class GossipRouter:
         if self._score is not None:
             self._score.graft(peer, topic, now=now)
         self._outbox.graft(peer, Graft(topic=topic))
-        self._offer_recent(topic, peer, now)
-
-    def _offer_recent(self, topic: Topic, peer: PeerId, now: float) -> None:
-        """IHAVE to a peer just taken into ``topic``'s mesh: the ids of the gossip window. Heartbeat
-        gossip skips mesh peers, so a message forwarded just before the graft would never reach it,
-        and a publisher's retry of it is dropped here as a duplicate for ``seen_ttl``. (An addition to
-        the spec, which allows IHAVE to any peer; the peer asks with IWANT for what it lacks.)"""
-        if self._score_of(peer, now) < self._gossip_threshold:
-            return
-        ids = self._mcache.gossip_ids(topic)
-        if ids:
-            self._outbox.ihave(
-                peer, IHave(topic=topic, message_ids=tuple(ids[: self.config.max_ihave_length]))
-            )
 
     def _sample(self, candidates: list[PeerId], count: int) -> list[PeerId]:
         if count <= 0:
@@ -441,11 +424,6 @@ class GossipRouter:
                 return
             state.topics.add(sub.topic)
             self._topic_peers.setdefault(sub.topic, set()).add(peer)
-            mesh = self._mesh.get(sub.topic)
-            if mesh is not None and len(mesh) < self.config.d_lo and self._graftable(sub.topic, peer, now):
-                # As rust-libp2p does: a mesh short of peers takes a new subscriber at once, not at the
-                # next heartbeat; until then we would forward the topic's messages past it for good.
-                self._graft_peer(sub.topic, peer, now)
             return
         if sub.topic in state.topics:  # else never subscribed: no entry is made for the topic
             state.topics.discard(sub.topic)
@@ -554,7 +532,6 @@ class GossipRouter:
         mesh.add(peer)
         if self._score is not None:
             self._score.graft(peer, topic, now=now)
-        self._offer_recent(topic, peer, now)
 
     def _on_prune(self, peer: PeerId, prune: Prune, now: float) -> None:
         mesh = self._mesh.get(prune.topic)
