@@ -179,6 +179,7 @@ class _Options:
     events_after: int | None
     file_config: FileConfig
     hold_limits: HoldLimits | None
+    cover_interval: float | None = None
 
 
 class Node(NodeNetwork):
@@ -339,6 +340,7 @@ class Node(NodeNetwork):
         events_after: int | None = None,
         file_config: FileConfig | None = None,
         hold_limits: HoldLimits | None = None,
+        cover_interval: float | None = None,
     ) -> AsyncIterator[Node]:
         """Start a node for the identity in ``profile_dir`` (or ``identity``); stop it on exit.
 
@@ -370,6 +372,8 @@ class Node(NodeNetwork):
         ``wall_clock`` is where the node reads unix time (expiry, retries, syncs); tests pass a
         function of trio's clock. ``events_after``: replay inbox messages numbered after it as
         ``DirectMessage`` events before live ones (see the module docstring).
+        ``cover_interval``: publish a dummy envelope every so many seconds on average, which relays cannot
+        tell from a short chat (``meshchat.store.cover``; counted in ``cover_statistics``).
 
         Raises ``ProfileLocked`` if another process runs a node on ``profile_dir``, ``KeyFileError``
         for a missing or locked identity, ``BadAddress`` for an unusable address and ``NetworkError``
@@ -422,6 +426,7 @@ class Node(NodeNetwork):
                         events_after=events_after,
                         file_config=file_config,
                         hold_limits=hold_limits,
+                        cover_interval=cover_interval,
                     ),
                 ) as node:
                     yield node
@@ -558,6 +563,7 @@ class Node(NodeNetwork):
         nursery.start_soon(self._translate_events)
         self._write_addresses()
         self.devices.start(nursery)
+        self._start_cover(nursery, options.cover_interval)
         nursery.start_soon(self.credentials.run)  # status topics: follow trusted issuers, publish ours
         if options.inbox:
             await self._join_inbox()

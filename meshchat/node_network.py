@@ -8,9 +8,12 @@ holds the attributes declared below (its constructor sets them).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import random
 from collections.abc import Callable
 from pathlib import Path
 
+import nacl.utils
 import trio
 from libp2p.abc import IHost
 
@@ -21,11 +24,13 @@ from meshchat.gossip import ValidationResult, Validator
 from meshchat.gossip.messages import Topic
 from meshchat.identity import Identity
 from meshchat.net import DriverStatistics, GossipDriver, NetDrop
+from meshchat.net.cover_driver import run_cover
 from meshchat.net.dialer import Dialer
 from meshchat.net.host import dialable_addrs
 from meshchat.net.mailbox import MailboxServer
 from meshchat.net.store_driver import StoreDriver
 from meshchat.profile import write_addresses
+from meshchat.store.cover import CoverConfig, CoverStatistics, CoverTraffic
 from meshchat.store.mailbox import MailboxCore, MailboxStatistics
 from meshchat.store.messenger import Messenger, MessengerStatistics
 
@@ -48,6 +53,7 @@ class NodeNetwork:
     _reserved: list[str]
     _inbox_topics: set[str]
     _wall_clock: Callable[[], float]
+    _cover: CoverTraffic | None = None
 
     def sync_mailboxes(self) -> None:
         """Sync with every reachable mailbox now, rather than at the next interval."""
@@ -99,6 +105,22 @@ class NodeNetwork:
             now = self._wall_clock()
             await trio.sleep(INBOX_EPOCH_SECONDS - now % INBOX_EPOCH_SECONDS + 1)
             await self._join_inbox()
+
+    def cover_statistics(self) -> CoverStatistics | None:
+        """Dummy envelopes published as cover traffic (None: the node runs without, ``cover_interval``)."""
+        return None if self._cover is None else self._cover.statistics()
+
+    def _start_cover(self, nursery: trio.Nursery, interval: float | None) -> None:
+        """With ``interval``, publish dummy envelopes at that mean rate (``meshchat.store.cover``)."""
+        if interval is None:
+            return
+        config = CoverConfig(interval=interval, ttl=self._messenger.config.ttl)
+        self._cover = CoverTraffic(
+            config, now=trio.current_time(), rng=random.Random(), random_bytes=nacl.utils.random
+        )
+        nursery.start_soon(
+            functools.partial(run_cover, self._cover, self._driver, wall_clock=self._wall_clock)
+        )
 
     # --- reaching peers -----------------------------------------------------------------------------
 

@@ -117,6 +117,12 @@ def node_command(
     mailbox: MailboxOption = None,
     events_after: EventsAfterOption = None,
     json_output: EventsJsonOption = False,
+    cover_interval: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS", min=0.1, help=_("Send a dummy message every SECONDS on average (cover).")
+        ),
+    ] = None,
 ) -> None:
     """Run a node on the network until Ctrl-C: print its PeerId and addresses, then every event.
     It goes on delivering the profile's outbox and syncs its inbox from mailboxes."""
@@ -137,6 +143,7 @@ def node_command(
         reserve=reserve or [],
         mailboxes=mailbox or [],
         events_after=events_after,
+        cover_interval=cover_interval,
     )
 
 

@@ -485,6 +485,7 @@ async def run_node(
     mailboxes: Sequence[str] = (),
     mailbox_limits: MailboxLimits | None = None,
     events_after: int | None = None,
+    cover_interval: float | None = None,
 ) -> None:
     """Run a node until SIGINT or SIGTERM, printing its events to ``out``.
 
@@ -513,6 +514,7 @@ async def run_node(
             mailbox_limits=mailbox_limits,
             mailboxes=mailboxes,
             events_after=events_after,
+            cover_interval=cover_interval,  # dummy envelopes (meshchat.store.cover)
         ) as node:
             contact = node.contacts.find(chat_with) if chat_with is not None else None
             if contact is not None and _unreachable_now(contact, bootstrap, mailboxes):
