@@ -11,7 +11,9 @@ import statistics
 import pytest
 import trio
 from store_harness import Harness
+from typer.testing import CliRunner
 
+from meshchat.cli import app
 from meshchat.crypto import INBOX_SHARDS, inbox_topic
 from meshchat.identity import Identity
 from meshchat.node import Node
@@ -164,3 +166,10 @@ async def test_a_node_with_cover_on_publishes_dummies_and_a_relay_discards_them_
         received = relay.store_statistics()
         assert received.received == 0 and received.rejected == {}
         assert relay.inbox() == []
+
+
+def test_the_node_command_takes_a_cover_interval() -> None:
+    result = CliRunner().invoke(app, ["node", "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0 and "--cover-interval" in result.output
+    result = CliRunner().invoke(app, ["node", "--cover-interval", "0.01"])
+    assert result.exit_code != 0  # below MIN_COVER_INTERVAL: refused before anything starts
