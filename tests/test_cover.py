@@ -11,6 +11,7 @@ import statistics
 import pytest
 import trio
 from store_harness import Harness
+from test_metadata import View, tap_gossip
 from typer.testing import CliRunner
 
 from meshchat.cli import app
@@ -147,6 +148,7 @@ async def test_a_node_with_cover_on_publishes_dummies_and_a_relay_discards_them_
         Node.open(identity=Identity(b"\x32" * 32), listen=LOCAL, dht=False, cover_interval=interval) as node,
     ):
         assert relay.cover_statistics() is None
+        carried = tap_gossip(relay, View())  # every inbox envelope the relay receives
         await node.connect(relay.listen_addrs[0])
         # The relay listens on every shard; wait until the node's router knows it, then for dummies.
         with trio.fail_after(WAIT):
@@ -166,6 +168,13 @@ async def test_a_node_with_cover_on_publishes_dummies_and_a_relay_discards_them_
         received = relay.store_statistics()
         assert received.received == 0 and received.rejected == {}
         assert relay.inbox() == []
+        # What the relay got: each one a well-formed sealed envelope of a real short chat's length.
+        chat = decode_envelope(real_chats([b"hello"])[0])
+        assert len(carried) >= 15
+        for envelope in carried:
+            fake = decode_envelope(envelope)
+            assert fake.kind is chat.kind and len(fake.ciphertext) == len(chat.ciphertext)
+        assert {len(e) for e in carried} == {len(real_chats([b"hello"])[0])}
 
 
 def test_the_node_command_takes_a_cover_interval() -> None:
