@@ -94,6 +94,25 @@ def test_remove_hubs_redials_and_beats_no_defence() -> None:
     assert " 0 redials" not in report.notes[1]
 
 
+def test_keepers_with_empty_address_books_find_peers_through_the_dht() -> None:
+    scenario = Scenario(
+        nodes=80,
+        messages=20,
+        rate=2.0,
+        warmup=5.0,
+        drain=20.0,
+        topology=TopologyKind.SCALE_FREE,
+        address_book=0,
+        removal=Removal(at=5.0, target=RemovalTarget.HUBS, fraction=0.1),
+    )
+    on = DefendedSimulation(scenario, Defence(keeper=KeeperConfig(), keep_from=5.0))
+    off = DefendedSimulation(scenario, Defence())
+    on_results, off_results = on.run(), off.run()
+    assert on.lookups > 0 and on.redials > 0
+    assert on_results.deliveries >= off_results.deliveries
+    assert min(len(n.links) for n in on.world.honest if n.router is not None) > 0
+
+
 def test_cut_16k_cuts_connections_and_reconnecting_restores_delivery() -> None:
     report = cut_16k(3, SCALE)
     on, off = _on_off(report)

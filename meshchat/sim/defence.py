@@ -139,7 +139,8 @@ class Defence:
     keeper: KeeperConfig | None = None
     #: A connection a censor cut is redialled at once by its dialler.
     reconnect_cuts: bool = False
-    #: Seconds from the start before keepers act: the network forms by its topology's dials first.
+    #: Seconds from the start before keepers dial: the network forms by its topology's dials first
+    #: (meanwhile keepers only note whom their node is connected to).
     keep_from: float = 0.0
 
 
@@ -182,14 +183,16 @@ class DefendedSimulation(Simulation):
         with collector_paused():
             for step in range(1, steps + 1):
                 self.run_until(duration * step / steps)
-                if self.keepers and self.clock.elapsed >= self.defence.keep_from:
-                    self._keep()
+                if self.keepers:
+                    self._keep(act=self.clock.elapsed >= self.defence.keep_from)
                 if progress is not None and step * PROGRESS_STEPS // steps > reported:
                     reported = step * PROGRESS_STEPS // steps
                     progress(step / steps)
         return self.results(wall_seconds=time.perf_counter() - started)
 
-    def _keep(self) -> None:
+    def _keep(self, *, act: bool) -> None:
+        """Run every online honest node's keeper; before ``keep_from`` (not ``act``) they only learn
+        whom their node is connected to, as a peer store does."""
         now = self.clock.now
         nodes = self.network.nodes
         online: list[Node] | None = None
@@ -197,6 +200,9 @@ class DefendedSimulation(Simulation):
             if node.router is None:
                 continue
             connected = [nodes[i].peer_id for i in node.links]
+            if not act:
+                keeper.learn(connected)
+                continue
             step = keeper.tick(now=now, connected=connected)
             for peer in step.dial:
                 other = self.network.by_peer_id[peer]

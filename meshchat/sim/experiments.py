@@ -155,6 +155,11 @@ def _removal(name: str, summary: str, scenario: Scenario) -> ExperimentReport:
             f"on; connections at the end mean {sum(links) / max(len(links), 1):.1f}, "
             f"{links.count(0)} nodes with none; {sim.redials:,} redials, {sim.lookups:,} DHT lookups"
         )
+    if on.redials == 0:
+        notes.append(
+            f"no node fell below the floor of {KeeperConfig().floor} connections: each kept the "
+            "peers it had dialled itself, so the defence had nothing to do"
+        )
     return ExperimentReport(
         name=name,
         summary=summary,
@@ -164,8 +169,8 @@ def _removal(name: str, summary: str, scenario: Scenario) -> ExperimentReport:
 
 
 _REDIAL_NOTE = (
-    "defence on: a node below 4 connections redials addresses it learned while joining or was "
-    "connected to, and asks the DHT through a remaining connection when those run out "
+    f"defence on: a node below {KeeperConfig().floor} connections redials addresses it learned "
+    "while joining or was connected to, and asks the DHT through a remaining connection when those run out "
     "(meshchat.sim.defence.ConnectionKeeper); meshchat.net does not do this yet"
 )
 
@@ -251,6 +256,16 @@ def eclipse(seed: int, scale: float) -> ExperimentReport:
         "defence off: peer scoring off, d_out=0 (so no outbound quota), and no opportunistic "
         "grafting (it needs scores)"
     )
+    notes.append(
+        "the Sybils graft the victim until its mesh is full (d_hi) and keep positive scores (time "
+        "in mesh; P3, the mesh delivery deficit that would catch silent droppers, is off in "
+        "ScoreParams' defaults), so with the defence on it is the outbound quota that keeps "
+        "honest peers in the victim's mesh"
+    )
+    notes.append(
+        "not modelled: a connection limit the Sybils could fill to push the victim's honest "
+        "connections out; here they can only take over its mesh, and honest gossip still reaches it"
+    )
     summary = (
         f"{scenario.nodes} honest nodes (random, {scenario.degree} connections each); "
         f"{ECLIPSE_SYBILS} Sybils that accept grafts and never forward all dial one victim; "
@@ -307,6 +322,10 @@ def cut_16k(seed: int, scale: float) -> ExperimentReport:
         f"connection once it carried {CUT_BYTES // 1024} KB (both directions); {scenario.messages} "
         f"messages at {scenario.rate:g}/s from {FORMED_AT:g} s, each counted if it arrives within "
         f"{DRAIN:g} s. Defence: the dialler reconnects at once, and the routers graft again."
+    )
+    notes.append(
+        "the cut is modelled as a reset both ends hear at once; a censor that silently stalls the "
+        "connection instead is noticed only by a keepalive timeout (not modelled)"
     )
     return ExperimentReport(name="cut-16k", summary=summary, arms=arms, notes=tuple(notes))
 

@@ -3,10 +3,11 @@
 A ``Node`` is one host: its PeerId, its role, its router while it is online, its open links and its
 uplink. A ``Link`` is one open connection with a base one-way delay sampled when it opened.
 ``Network.send`` is the path every RPC takes: uplink queueing (size / bandwidth behind whatever the
-uplink is still sending, FIFO), then loss and partition (decided at send time, counted by
-``LinkDrop``), then the link's delay plus jitter, which never reorders one link's packets (a
-connection is an ordered stream). The arriving RPC is the very object the sender's router produced:
-nothing is encoded, only its size is computed.
+uplink is still sending, FIFO), then a censor's byte budget per connection (``Scenario.cut_after``:
+past it the connection is cut, a reset both ends hear one link delay later), then loss and
+partition (decided at send time, counted by ``LinkDrop``), then the link's delay plus jitter, which
+never reorders one link's packets (a connection is an ordered stream). The arriving RPC is the very
+object the sender's router produced: nothing is encoded, only its size is computed.
 
 What it is not: a model of the receiver's downlink, of TCP retransmission (a lost RPC is gone, the
 pessimistic case), or of transport overhead (yamux frames, Noise tags, TCP/IP headers: the same for

@@ -98,8 +98,9 @@ class RemovalTarget(Enum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Removal:
-    """At ``at`` the chosen nodes leave for good (their links close; they never come back). They are not
-    expected to deliver messages published after they left."""
+    """At ``at`` the chosen nodes leave for good (their links close). They are not expected to deliver
+    messages published after they left. (With churn, a removed node that churn has due back would
+    return: the experiments run removal without churn.)"""
 
     #: When they go, seconds from the start of the run.
     at: float
