@@ -123,16 +123,35 @@ def test_cut_16k_cuts_connections_and_reconnecting_restores_delivery() -> None:
     assert cut_on > 0 and cut_off > 0
     assert f"{cut_on:,} reconnected" in report.notes[0]
     assert " 0 reconnected" in report.notes[1]
+    stalled = report.arms[2]  # a silent stall noticed late: reported, not flattered
+    assert (
+        stalled.label.startswith("defence on, silent stall") and stalled.expected == report.arms[0].expected
+    )
+    assert stalled.delivery <= report.arms[0].delivery
 
 
 def test_a_cut_link_closes_both_ends_after_its_budget() -> None:
-    scenario = Scenario(nodes=20, degree=4, messages=40, rate=10.0, warmup=3.0, drain=5.0, cut_after=4096)
-    sim = DefendedSimulation(scenario, Defence())
-    sim.run()
-    assert sim.network.cuts > 0 and sim.network.drops[LinkDrop.CUT] > 0
-    for node in sim.world.honest:
-        for link in node.links.values():
-            assert link.carried <= 4096 or link.cut
+    lost_per_cut = []
+    for notice in (0.0, 5.0):
+        scenario = Scenario(
+            nodes=20,
+            degree=4,
+            messages=40,
+            rate=10.0,
+            warmup=3.0,
+            drain=5.0,
+            cut_after=4096,
+            cut_notice=notice,
+        )
+        sim = DefendedSimulation(scenario, Defence())
+        sim.run()
+        assert sim.network.cuts > 0 and sim.network.drops[LinkDrop.CUT] > 0
+        for node in sim.world.honest:
+            for link in node.links.values():
+                assert link.carried <= 4096 or link.cut
+        lost_per_cut.append(sim.network.drops[LinkDrop.CUT] / sim.network.cuts)
+    reset, stall = lost_per_cut
+    assert stall > 2 * reset  # a stalled connection swallows what its ends keep sending into it
 
 
 @pytest.mark.slow

@@ -60,6 +60,9 @@ ECLIPSE_RATE = 1.0
 ECLIPSE_MESSAGES = 240
 #: Bytes a connection carries before the censor cuts it.
 CUT_BYTES = 16 * 1024
+#: Seconds before the ends of a silently stalled connection notice (the third arm of ``cut-16k``):
+#: libp2p's ping protocol probes every 15 s.
+STALL_NOTICE = 15.0
 
 
 def _count(full: int, scale: float, low: int) -> int:
@@ -306,9 +309,12 @@ def cut_16k(seed: int, scale: float) -> ExperimentReport:
         cut_after=CUT_BYTES,
     )
     on, off = run_arms(scenario, Defence(reconnect_cuts=True), Defence())
+    stalled = DefendedSimulation(replace(scenario, cut_notice=STALL_NOTICE), Defence(reconnect_cuts=True))
+    stalled.run()
     notes = []
-    arms = (_arm("defence on", on), _arm("defence off", off))
-    for arm, sim in zip(arms, (on, off), strict=True):
+    stall_label = f"defence on, silent stall noticed after {STALL_NOTICE:g} s"
+    arms = (_arm("defence on", on), _arm("defence off", off), _arm(stall_label, stalled))
+    for arm, sim in zip(arms, (on, off, stalled), strict=True):
         sent = sum(n.bytes_sent for n in sim.world.honest)
         links = [len(n.links) for n in sim.world.honest]
         per_delivery = f"{sent / arm.delivered:,.0f}" if arm.delivered else "n/a"
@@ -324,8 +330,9 @@ def cut_16k(seed: int, scale: float) -> ExperimentReport:
         f"{DRAIN:g} s. Defence: the dialler reconnects at once, and the routers graft again."
     )
     notes.append(
-        "the cut is modelled as a reset both ends hear at once; a censor that silently stalls the "
-        "connection instead is noticed only by a keepalive timeout (not modelled)"
+        "defence on and off: the cut is a reset both ends hear at once; the third arm's censor "
+        "silently drops everything past the budget, and the ends notice only when a keepalive "
+        f"gives up {STALL_NOTICE:g} s later (then reconnect at once)"
     )
     return ExperimentReport(name="cut-16k", summary=summary, arms=arms, notes=tuple(notes))
 

@@ -4,7 +4,8 @@ A ``Node`` is one host: its PeerId, its role, its router while it is online, its
 uplink. A ``Link`` is one open connection with a base one-way delay sampled when it opened.
 ``Network.send`` is the path every RPC takes: uplink queueing (size / bandwidth behind whatever the
 uplink is still sending, FIFO), then a censor's byte budget per connection (``Scenario.cut_after``:
-past it the connection is cut, a reset both ends hear one link delay later), then loss and
+past it the connection is cut: a reset both ends hear one link delay later, or a stall they notice
+``Scenario.cut_notice`` later still), then loss and
 partition (decided at send time, counted by ``LinkDrop``), then the link's delay plus jitter, which
 never reorders one link's packets (a connection is an ordered stream). The arriving RPC is the very
 object the sender's router produced: nothing is encoded, only its size is computed.
@@ -221,6 +222,7 @@ class Network:
         self._jitter = scenario.jitter
         self._seconds_per_byte = 0.0 if scenario.bandwidth is None else 1.0 / scenario.bandwidth
         self._cut_after = scenario.cut_after
+        self._cut_notice = scenario.cut_notice
         self._last_rpc: RPC | None = None
         self._last_size = 0
         self._last_input: RpcReceived | None = None
@@ -371,8 +373,10 @@ class Network:
             return False
         self.drops[LinkDrop.CUT] += 1
         if not link.cut:
-            # A reset: both ends hear of it about one link delay after the packet that crossed the limit.
+            # A reset reaches both ends about one link delay after the packet that crossed the limit; a
+            # silent stall only when their keepalive gives up, ``cut_notice`` later.
             link.cut = True
             self.cuts += 1
-            self._queue.push(departure + link.latency, EventKind.CLOSE, src, dst, link.id)
+            notice = departure + link.latency + self._cut_notice
+            self._queue.push(notice, EventKind.CLOSE, src, dst, link.id)
         return True

@@ -218,6 +218,9 @@ class Scenario:
     #: A censor cuts every connection once it carried this many bytes (both directions together;
     #: None: no censor). The RPC that crosses the limit is lost and both ends see the connection close.
     cut_after: int | None = None
+    #: Seconds after a cut before both ends notice it: 0 models a reset; more models a censor that
+    #: silently drops everything further, noticed only when a keepalive times out.
+    cut_notice: float = 0.0
     #: Fraction of honest nodes that leave once and come back later.
     churn: float = 0.0
     #: Shortest and longest time a churned node stays away, seconds.
@@ -284,6 +287,7 @@ class Scenario:
             _check_int("cut_after", self.cut_after, 1, 1 << 40)
             if self.workers > 1:
                 raise ScenarioError("cut_after", "a censor that cuts connections needs one worker")
+        _check_range("cut_notice", self.cut_notice, 0.0, 1e6)
 
     def _check_formation(self) -> None:
         _check_int("address_book", self.address_book, 0, MAX_NODES)
