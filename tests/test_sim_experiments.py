@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import random
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,8 @@ from typer.testing import CliRunner
 from meshchat import cli
 from meshchat.sim import Role, Scenario, TopologyKind
 from meshchat.sim.defence import ConnectionKeeper, Defence, DefendedSimulation, KeeperConfig
-from meshchat.sim.experiments import EXPERIMENTS, GOSSIP_EXPERIMENTS, cut_16k, eclipse
-from meshchat.sim.experiments_base import ExperimentReport
+from meshchat.sim.experiments import EXPERIMENTS, GOSSIP_EXPERIMENTS, _store_experiments, cut_16k, eclipse
+from meshchat.sim.experiments_base import Experiment, ExperimentReport
 from meshchat.sim.network import LinkDrop
 from meshchat.sim.scenario import Removal, RemovalTarget
 from meshchat.sim.topology import build_graph
@@ -39,6 +41,16 @@ def test_registry_names_the_four_gossip_experiments() -> None:
     assert set(GOSSIP_EXPERIMENTS) <= set(EXPERIMENTS)
     for name, experiment in GOSSIP_EXPERIMENTS.items():
         assert experiment.name == name and experiment.description
+
+
+def test_store_experiments_join_the_registry_when_their_module_exists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = types.ModuleType("meshchat.sim.store_experiments")
+    store = Experiment(name="remove-mailboxes", description="d", run=GOSSIP_EXPERIMENTS["eclipse"].run)
+    fake.STORE_EXPERIMENTS = {"remove-mailboxes": store}  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "meshchat.sim.store_experiments", fake)
+    assert _store_experiments() == {"remove-mailboxes": store}
 
 
 def test_bootstrap_formation_dials_bootstraps_then_learned_peers() -> None:
