@@ -1,5 +1,7 @@
 """``meshchat sim``: run the deterministic network simulator (``meshchat.sim``) and report what it
-measured, as a table, a results JSON and a PNG plot.
+measured, as a table, a results JSON and a PNG plot. ``--scenario NAME`` runs one named removal or
+censorship experiment instead (``meshchat.sim.experiments``; ``--scenario list`` names them), with
+its defence on and off.
 
 The simulator (and matplotlib, for ``--plot``) is imported only when the command runs. Output paths
 are checked before the simulation starts: a run of minutes must not end in "cannot write".
@@ -8,6 +10,7 @@ are checked before the simulation starts: a run of minutes must not end in "cann
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 from pathlib import Path
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from meshchat.sim import Results
+    from meshchat.sim.experiments_base import ExperimentReport
 
 __all__ = ["check_output_path", "sim_command"]
 
@@ -114,8 +118,23 @@ def sim_command(
         Path | None,
         typer.Option("--plot", metavar="FILE.png", help=_("Draw the latency CDF and delivery over time.")),
     ] = None,
+    scenario_name: Annotated[
+        str | None,
+        typer.Option(
+            "--scenario",
+            metavar="NAME",
+            help=_("Run a named experiment with its defence on and off (list: --scenario list)."),
+            show_default=False,
+        ),
+    ] = None,
+    scale: Annotated[
+        float, typer.Option(help=_("Shrink the experiment's network and workload (1.0: published figures)."))
+    ] = 1.0,
 ) -> None:
     """Simulate a gossip network of real routers on a virtual clock and report delivery and latency."""
+    if scenario_name is not None:
+        _experiment(scenario_name, scale=scale, seed=seed, json_path=json_path)
+        return
     if plot is not None:
         if plot.suffix.lower() != ".png":
             raise UsageError(
@@ -195,6 +214,57 @@ def sim_command(
             ) from exc
     # With --json - stdout holds the JSON alone, so the table goes to stderr.
     (err if json_path == "-" else stdout_console()).print(_sim_table(results, json_path=json_path, plot=plot))
+
+
+def _experiment(name: str, *, scale: float, seed: int, json_path: str | None) -> None:
+    """Run (or, for ``list``, list) the named experiments of ``meshchat.sim.experiments``."""
+    from meshchat.sim.experiments import EXPERIMENTS  # noqa: PLC0415
+
+    out = stdout_console()
+    if name == "list":
+        for experiment in EXPERIMENTS.values():
+            out.print(f"{experiment.name:20} {experiment.description}", markup=False, highlight=False)
+        return
+    chosen = EXPERIMENTS.get(name)
+    if chosen is None:
+        raise UsageError(_("unknown scenario {name!r}; --scenario list names them").format(name=name))
+    if not 0.0 < scale <= 1.0:
+        raise UsageError(_("--scale must be above 0 and at most 1, not {scale}").format(scale=scale))
+    if json_path not in (None, "-"):
+        check_output_path(Path(json_path), "--json")
+    err = stderr_console()
+    with err.status(name):
+        report = chosen.run(seed, scale)
+    text = json.dumps(report.to_dict(), indent=2)
+    if json_path == "-":
+        typer.echo(text)
+    elif json_path is not None:
+        try:
+            Path(json_path).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(
+                _("cannot write {json_path}: {exc}").format(json_path=json_path, exc=exc.strerror or exc)
+            ) from exc
+    console = err if json_path == "-" else out
+    console.print(_experiment_table(report))
+    for note in report.notes:
+        console.print(f"- {note}", markup=False, highlight=False)
+
+
+def _experiment_table(report: ExperimentReport) -> Table:
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=report.name, caption=report.summary, title_justify="left", caption_justify="left")
+    for column in ("", _("delivery"), "p50 ms", "p99 ms"):
+        table.add_column(column)
+    for arm in report.arms:
+        table.add_row(
+            arm.label,
+            f"{100 * arm.delivery:.2f} % ({arm.delivered:,}/{arm.expected:,})",
+            _("n/a") if arm.p50_s is None else f"{1000 * arm.p50_s:.0f}",
+            _("n/a") if arm.p99_s is None else f"{1000 * arm.p99_s:.0f}",
+        )
+    return table
 
 
 def _sim_table(results: Results, *, json_path: str | None, plot: Path | None) -> Table:

@@ -3,10 +3,12 @@
 A ``Node`` is one host: its PeerId, its role, its router while it is online, its open links and its
 uplink. A ``Link`` is one open connection with a base one-way delay sampled when it opened.
 ``Network.send`` is the path every RPC takes: uplink queueing (size / bandwidth behind whatever the
-uplink is still sending, FIFO), then loss and partition (decided at send time, counted by
-``LinkDrop``), then the link's delay plus jitter, which never reorders one link's packets (a
-connection is an ordered stream). The arriving RPC is the very object the sender's router produced:
-nothing is encoded, only its size is computed.
+uplink is still sending, FIFO), then a censor's byte budget per connection (``Scenario.cut_after``:
+past it the connection is cut: a reset both ends hear one link delay later, or a stall they notice
+``Scenario.cut_notice`` later still), then loss and
+partition (decided at send time, counted by ``LinkDrop``), then the link's delay plus jitter, which
+never reorders one link's packets (a connection is an ordered stream). The arriving RPC is the very
+object the sender's router produced: nothing is encoded, only its size is computed.
 
 What it is not: a model of the receiver's downlink, of TCP retransmission (a lost RPC is gone, the
 pessimistic case), or of transport overhead (yamux frames, Noise tags, TCP/IP headers: the same for
@@ -62,6 +64,9 @@ class LinkDrop(Enum):
     NOT_CONNECTED = "not connected"
     #: A dial reached a node that was offline, or the two were already connected.
     DIAL_FAILED = "dial failed"
+    #: A censor cut the connection after ``Scenario.cut_after`` bytes (the RPC that crossed the limit,
+    #: and any sent before both ends saw the connection close).
+    CUT = "cut"
 
 
 class RouterLike(typing.Protocol):
@@ -87,11 +92,17 @@ class RouterLike(typing.Protocol):
 class Link:
     """One open connection, shared by both ends; a reconnection makes a new one."""
 
-    __slots__ = ("id", "latency", "tail_down", "tail_up")
+    __slots__ = ("carried", "cut", "dialler", "id", "latency", "tail_down", "tail_up")
 
-    def __init__(self, latency: float, link_id: int = 0) -> None:
+    def __init__(self, latency: float, link_id: int = 0, dialler: int = -1) -> None:
         #: Base one-way delay, seconds.
         self.latency = latency
+        #: Index of the node that dialled it (-1: unknown, as in a worker's replayed copy).
+        self.dialler = dialler
+        #: Bytes sent over it, both directions (counted only under a censor: ``Scenario.cut_after``).
+        self.carried = 0
+        #: True once a censor cut it (the close is on its way to both ends).
+        self.cut = False
         #: Unique in the run: names the link to the other worker process (each has its own copy).
         self.id = link_id
         #: Latest arrival scheduled from the lower-indexed end to the higher (jitter keeps FIFO).
@@ -210,6 +221,8 @@ class Network:
         self._loss = scenario.loss
         self._jitter = scenario.jitter
         self._seconds_per_byte = 0.0 if scenario.bandwidth is None else 1.0 / scenario.bandwidth
+        self._cut_after = scenario.cut_after
+        self._cut_notice = scenario.cut_notice
         self._last_rpc: RPC | None = None
         self._last_size = 0
         self._last_input: RpcReceived | None = None
@@ -231,6 +244,8 @@ class Network:
         self.partitioned = False
         #: RPCs the network lost, by reason.
         self.drops: dict[LinkDrop, int] = dict.fromkeys(LinkDrop, 0)
+        #: Connections a censor cut (``Scenario.cut_after``).
+        self.cuts = 0
 
     def add(self, node: Node) -> None:
         """Add ``node`` (its index must be the next one)."""
@@ -251,7 +266,7 @@ class Network:
         else:
             model = self._scenario.latency
         self._next_link_id += self._link_id_step
-        return Link(model.sample(self._latency_rng), self._next_link_id)
+        return Link(model.sample(self._latency_rng), self._next_link_id, a.index)
 
     def share(self, *, worker: int, workers: int, owner: list[int], rngs: tuple[random.Random, ...]) -> None:
         """Make this the network of worker ``worker`` of ``workers``: it runs the nodes it ``owner``s.
@@ -319,6 +334,8 @@ class Network:
         if self._seconds_per_byte:
             departure = max(departure, src.uplink_free) + size * self._seconds_per_byte
             src.uplink_free = departure
+        if self._cut_after is not None and self._censor(src, dst, link, size, departure):
+            return True
         if self._loss and self._loss_rng.random() < self._loss:
             self.drops[LinkDrop.LOSS] += 1
             return True
@@ -346,4 +363,20 @@ class Network:
         out.srcs.append(src.index)
         out.refs.append(len(out.entries) - 1)
         out.links.append(link.id)
+        return True
+
+    def _censor(self, src: Node, dst: Node, link: Link, size: int, departure: float) -> bool:
+        """Count ``size`` bytes on ``link``; True if the censor drops them (and cuts the link once)."""
+        assert self._cut_after is not None
+        link.carried += size
+        if link.carried <= self._cut_after:
+            return False
+        self.drops[LinkDrop.CUT] += 1
+        if not link.cut:
+            # A reset reaches both ends about one link delay after the packet that crossed the limit; a
+            # silent stall only when their keepalive gives up, ``cut_notice`` later.
+            link.cut = True
+            self.cuts += 1
+            notice = departure + link.latency + self._cut_notice
+            self._queue.push(notice, EventKind.CLOSE, src, dst, link.id)
         return True

@@ -28,6 +28,8 @@ __all__ = [
     "Partition",
     "PartitionSplit",
     "Reconnect",
+    "Removal",
+    "RemovalTarget",
     "Scenario",
     "TopologyKind",
     "parse_partition",
@@ -56,6 +58,15 @@ class TopologyKind(Enum):
     SMALL_WORLD = "small-world"
     #: ``clusters`` geographic clusters, random-regular inside, ``bridges`` links between each pair.
     CLUSTERS = "clusters"
+    #: How real nodes form a network: the first ``bootstraps`` nodes are bootstrap nodes (linked to
+    #: each other); every other node, in index order, dials ``bootstrap_dials`` of them and ``degree``
+    #: random nodes that joined before it, whose addresses it learned through them (the DHT and peer
+    #: exchange), and keeps ``address_book`` further addresses it learned.
+    BOOTSTRAP = "bootstrap"
+    #: Preferential attachment (Barabasi-Albert): every node, in index order, dials ``degree // 2``
+    #: earlier nodes chosen in proportion to their connections, and keeps ``address_book`` addresses
+    #: of further random earlier nodes. A few hubs hold many of the links.
+    SCALE_FREE = "scale-free"
 
 
 class PartitionSplit(Enum):
@@ -74,6 +85,35 @@ class Reconnect(Enum):
     ORIGINAL = "original"
     #: As many random online nodes as it had neighbours.
     RANDOM = "random"
+
+
+class RemovalTarget(Enum):
+    """Which nodes a ``Removal`` takes away."""
+
+    #: Every bootstrap node (the ``bootstrap`` topology's first ``bootstraps`` nodes).
+    BOOTSTRAPS = "bootstraps"
+    #: The ``fraction`` of honest nodes with the most connections at formation (ties: lower index).
+    HUBS = "hubs"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Removal:
+    """At ``at`` the chosen nodes leave for good (their links close). They are not expected to deliver
+    messages published after they left. (With churn, a removed node that churn has due back would
+    return: the experiments run removal without churn.)"""
+
+    #: When they go, seconds from the start of the run.
+    at: float
+    #: Who goes.
+    target: RemovalTarget
+    #: With ``HUBS``: the fraction of honest nodes removed.
+    fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.at) and self.at >= 0):
+            raise ScenarioError("removal", f"time {self.at} must be >= 0")
+        if not 0.0 <= self.fraction < 1.0:
+            raise ScenarioError("removal", f"fraction {self.fraction} must be in [0, 1)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,6 +172,12 @@ class Scenario:
     bridges: int = 2
     #: One-way delay of each link (between clusters, with the cluster topology).
     latency: LatencyModel = DEFAULT_LATENCY
+    #: Bootstrap topology: how many bootstrap nodes (the lowest indices).
+    bootstraps: int = 3
+    #: Bootstrap topology: bootstrap nodes each node dials.
+    bootstrap_dials: int = 2
+    #: Bootstrap and scale-free topologies: addresses each node keeps beyond those it dialled.
+    address_book: int = 20
     #: Clusters: one-way delay inside a cluster.
     cluster_latency: LatencyModel = DEFAULT_CLUSTER_LATENCY
     #: Extra per-packet delay, uniform in ``[0, jitter]`` seconds (packets of one link stay in order).
@@ -167,6 +213,14 @@ class Scenario:
     # --- trouble ---
     #: A scheduled network split.
     partition: Partition | None = None
+    #: Nodes that leave for good once the network formed.
+    removal: Removal | None = None
+    #: A censor cuts every connection once it carried this many bytes (both directions together;
+    #: None: no censor). The RPC that crosses the limit is lost and both ends see the connection close.
+    cut_after: int | None = None
+    #: Seconds after a cut before both ends notice it: 0 models a reset; more models a censor that
+    #: silently drops everything further, noticed only when a keepalive times out.
+    cut_notice: float = 0.0
     #: Fraction of honest nodes that leave once and come back later.
     churn: float = 0.0
     #: Shortest and longest time a churned node stays away, seconds.
@@ -228,6 +282,25 @@ class Scenario:
             )
         if not self.topic:
             raise ScenarioError("topic", "must not be empty")
+        self._check_formation()
+        if self.cut_after is not None:
+            _check_int("cut_after", self.cut_after, 1, 1 << 40)
+            if self.workers > 1:
+                raise ScenarioError("cut_after", "a censor that cuts connections needs one worker")
+        _check_range("cut_notice", self.cut_notice, 0.0, 1e6)
+
+    def _check_formation(self) -> None:
+        _check_int("address_book", self.address_book, 0, MAX_NODES)
+        if self.topology is TopologyKind.BOOTSTRAP:
+            _check_int("bootstraps", self.bootstraps, 1, self.nodes - 1)
+            _check_int("bootstrap_dials", self.bootstrap_dials, 1, self.bootstraps)
+        removal = self.removal
+        if (
+            removal is not None
+            and removal.target is RemovalTarget.BOOTSTRAPS
+            and self.topology is not TopologyKind.BOOTSTRAP
+        ):
+            raise ScenarioError("removal", "removing bootstraps needs the bootstrap topology")
 
     @property
     def first_publish(self) -> float:

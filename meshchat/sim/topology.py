@@ -5,6 +5,10 @@ the router treats outbound and inbound peers differently (the D_out quota keeps 
 an attacker cannot choose, in every mesh). Every node dials half of its neighbours (rounded either
 way), as a node that dials until it has enough peers and accepts the rest would.
 
+The ``bootstrap`` and ``scale-free`` generators grow the network node by node, as real nodes join
+one after another: each joining node is the dialler of its connections, and keeps the further addresses
+it learned (``Graph.learned``) for redialling later (``meshchat.sim.defence``).
+
 Generators are plain functions of an RNG; nothing here knows about latency or time (the network asks
 ``Graph.cluster`` to choose a link's latency model).
 """
@@ -19,7 +23,16 @@ from typing import assert_never
 from meshchat.sim.errors import ScenarioError
 from meshchat.sim.scenario import Scenario, TopologyKind
 
-__all__ = ["Graph", "build_graph", "clustered", "orient", "random_regular", "small_world"]
+__all__ = [
+    "Graph",
+    "bootstrapped",
+    "build_graph",
+    "clustered",
+    "orient",
+    "preferential",
+    "random_regular",
+    "small_world",
+]
 
 #: Fresh draws tried before giving up on a connected graph. A random regular graph of degree >= 3 is
 #: connected with probability -> 1, so a second draw is already rare.
@@ -45,6 +58,10 @@ class Graph:
     edges: tuple[Pair, ...]
     #: The geographic cluster of each node (all 0 without clusters).
     cluster: tuple[int, ...]
+    #: The bootstrap nodes (bootstrap topology only).
+    bootstraps: tuple[int, ...] = ()
+    #: Per node, addresses it learned while joining but did not dial (empty without discovery).
+    learned: tuple[tuple[int, ...], ...] = ()
 
     def neighbours(self) -> list[list[int]]:
         """Each node's neighbours, in edge order."""
@@ -212,6 +229,59 @@ def clustered(nodes: int, clusters: int, degree: int, bridges: int, rng: random.
     return pairs
 
 
+def bootstrapped(
+    nodes: int, bootstraps: int, bootstrap_dials: int, degree: int, *, book: int, rng: random.Random
+) -> tuple[list[Pair], list[tuple[int, ...]]]:
+    """Nodes joining one by one through bootstrap nodes: ``(dialler, listener)`` pairs and each node's
+    learned addresses.
+
+    Bootstrap nodes ``0..bootstraps-1`` dial each other. Every later node dials ``bootstrap_dials``
+    random bootstraps, learns through them the addresses of ``degree + book`` random nodes that joined
+    before it (a bootstrap knows everyone who connected to it; a DHT walk from it finds as much),
+    dials ``degree`` of them and keeps the rest. Early nodes collect more inbound connections.
+    """
+    pairs: list[Pair] = [(b, a) for b in range(bootstraps) for a in range(b)]
+    learned: list[tuple[int, ...]] = [() for _ in range(nodes)]
+    for node in range(bootstraps, nodes):
+        pairs.extend((node, b) for b in rng.sample(range(bootstraps), bootstrap_dials))
+        offered = rng.sample(range(bootstraps, node), min(degree + book, node - bootstraps))
+        pairs.extend((node, other) for other in offered[:degree])
+        learned[node] = tuple(offered[degree:])
+    return pairs, learned
+
+
+def preferential(
+    nodes: int, links: int, book: int, rng: random.Random
+) -> tuple[list[Pair], list[tuple[int, ...]]]:
+    """Barabasi-Albert preferential attachment: ``(dialler, listener)`` pairs and learned addresses.
+
+    The first ``2 * links + 1`` nodes form a clique, so the network has ``links`` connections per node
+    (a mean degree of ``2 * links``); every later node dials ``links`` distinct earlier
+    nodes, each drawn with probability proportional to its connections, and keeps the addresses of
+    ``book`` further random earlier nodes.
+    """
+    seed = min(2 * links + 1, nodes)
+    pairs: list[Pair] = [(b, a) for b in range(seed) for a in range(b)]
+    ends = [node for pair in pairs for node in pair]  # each node once per connection
+    learned: list[tuple[int, ...]] = [() for _ in range(nodes)]
+    for node in range(seed, nodes):
+        chosen: dict[int, None] = {}
+        for _ in range(links * MAX_SWITCH_TRIES):  # distinct draws; hubs repeat, so allow many
+            if len(chosen) == links:
+                break
+            chosen[ends[rng.randrange(len(ends))]] = None
+        for other in rng.sample(range(node), node):  # rare: fill up uniformly
+            if len(chosen) == links:
+                break
+            chosen.setdefault(other)
+        for other in chosen:
+            pairs.append((node, other))
+            ends += (node, other)
+        rest = [n for n in rng.sample(range(node), min(book + links, node)) if n not in chosen]
+        learned[node] = tuple(rest[:book])
+    return pairs, learned
+
+
 def orient(pairs: list[Pair], rng: random.Random) -> list[Pair]:
     """Choose a dialler for each pair so that every node dials half its neighbours (+-1/2).
 
@@ -268,6 +338,20 @@ def build_graph(scenario: Scenario, rng: random.Random) -> Graph:
             for node in block:
                 cluster[node] = c
         must_connect = must_connect and (scenario.bridges > 0 or scenario.clusters == 1)
+    if scenario.topology is TopologyKind.BOOTSTRAP:
+        pairs, learned = bootstrapped(
+            nodes, scenario.bootstraps, scenario.bootstrap_dials, degree, book=scenario.address_book, rng=rng
+        )
+        return Graph(
+            nodes=nodes,
+            edges=tuple(pairs),
+            cluster=tuple(cluster),
+            bootstraps=tuple(range(scenario.bootstraps)),
+            learned=tuple(learned),
+        )
+    if scenario.topology is TopologyKind.SCALE_FREE:
+        pairs, learned = preferential(nodes, max(1, degree // 2), scenario.address_book, rng)
+        return Graph(nodes=nodes, edges=tuple(pairs), cluster=tuple(cluster), learned=tuple(learned))
     for _ in range(MAX_GRAPH_ATTEMPTS):
         match scenario.topology:
             case TopologyKind.RANDOM_REGULAR:
@@ -276,6 +360,8 @@ def build_graph(scenario: Scenario, rng: random.Random) -> Graph:
                 pairs = small_world(nodes, degree, scenario.rewire, rng)
             case TopologyKind.CLUSTERS:
                 pairs = clustered(nodes, scenario.clusters, degree, scenario.bridges, rng)
+            case TopologyKind.BOOTSTRAP | TopologyKind.SCALE_FREE:
+                raise AssertionError("grown node by node above")
             case _:
                 assert_never(scenario.topology)
         graph = Graph(nodes=nodes, edges=tuple(orient(pairs, rng)), cluster=tuple(cluster))

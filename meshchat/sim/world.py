@@ -27,7 +27,7 @@ from meshchat.sim.payloads import (
     MessageIds,
     make_identities,
 )
-from meshchat.sim.scenario import PartitionSplit, Scenario
+from meshchat.sim.scenario import PartitionSplit, RemovalTarget, Scenario
 from meshchat.sim.topology import Graph, build_graph
 
 __all__ = ["ROUTER_COUNTERS", "World", "component_rng"]
@@ -102,6 +102,8 @@ class World:
         self._plan_attackers()
         self._plan_partition()
         away = self._plan_churn()
+        #: Honest nodes the scenario's removal takes away, by index (empty without one).
+        self.removed: tuple[int, ...] = self._plan_removal(away)
         self.metrics = Metrics(
             subscribed=[n.subscribed for n in self.honest], away=away, drain=scenario.drain
         )
@@ -228,6 +230,22 @@ class World:
             self.queue.push(self.clock.at(leave), EventKind.LEAVE, node)
             self.queue.push(self.clock.at(back), EventKind.REJOIN, node)
         return away
+
+    def _plan_removal(self, away: list[list[tuple[float, float]]]) -> tuple[int, ...]:
+        """Pick the nodes the removal takes, schedule their leave (no return), note them as away."""
+        removal = self.scenario.removal
+        if removal is None:
+            return ()
+        if removal.target is RemovalTarget.BOOTSTRAPS:
+            chosen = sorted(self.graph.bootstraps)
+        else:
+            degrees = self.graph.degrees()
+            ranked = sorted(range(len(degrees)), key=lambda i: (-degrees[i], i))
+            chosen = sorted(ranked[: round(removal.fraction * len(degrees))])
+        for index in chosen:
+            away[index].append((removal.at, float("inf")))
+            self.queue.push(self.clock.at(removal.at), EventKind.LEAVE, self.honest[index])
+        return tuple(chosen)
 
     def _schedule_boot_and_publishing(self) -> None:
         scenario, clock, queue = self.scenario, self.clock, self.queue
