@@ -103,7 +103,7 @@ from meshchat.net.mailbox import MailboxServer
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import GroupStoreAction, MessageHandle, NetStoreIO, StoreDriver, StoreEvent
 from meshchat.node_network import NodeNetwork, status_relay_check
-from meshchat.node_parts import LocalParts, open_local_parts
+from meshchat.node_parts import LocalParts, knows, open_local_parts
 from meshchat.profile import ADDRESSES_FILE, LOCK_FILE, hold_profile
 from meshchat.store.mailbox import MailboxCore, MailboxLimits
 from meshchat.store.messenger import (
@@ -175,6 +175,7 @@ class _Options:
     mailbox: bool
     mailbox_limits: MailboxLimits | None
     store_config: StoreConfig | None
+    stamps: bool
     wall_clock: Callable[[], float]
     events_after: int | None
     file_config: FileConfig
@@ -334,6 +335,7 @@ class Node(NodeNetwork):
         mailbox_limits: MailboxLimits | None = None,
         mailboxes: Sequence[str] = (),
         store_config: StoreConfig | None = None,
+        stamps: bool | None = None,
         storage: Storage | None = None,
         wall_clock: Callable[[], float] = time.time,
         events_after: int | None = None,
@@ -366,6 +368,12 @@ class Node(NodeNetwork):
         envelopes for others within ``mailbox_limits``, and other people's file chunks within
         ``hold_limits`` (in ``profile_dir/hold``). Files (``node.files``, ``send_file``, ``fetch``) are
         recorded in ``profile_dir/files.db`` and land in ``profile_dir/downloads`` (``file_config``).
+
+        Stamps (``meshchat.crypto.stamps``; default: on for a profile, off for a bare identity, which
+        has no contacts): a chat from someone who is not a contact, not a member of one of our groups
+        and never talked with must carry a stamp of ``store_config.stamp_cost`` bits (publish it in the
+        invite), else it is dropped unread and counted (``store_statistics().unstamped``); chats to
+        someone who never answered are stamped at the cost their invite asks (~0.2 s each by default).
 
         ``wall_clock`` is where the node reads unix time (expiry, retries, syncs); tests pass a
         function of trio's clock. ``events_after``: replay inbox messages numbered after it as
@@ -418,6 +426,7 @@ class Node(NodeNetwork):
                         mailbox=mailbox,
                         mailbox_limits=mailbox_limits,
                         store_config=store_config,
+                        stamps=profile is not None if stamps is None else stamps,
                         wall_clock=wall_clock,
                         events_after=events_after,
                         file_config=file_config,
@@ -460,6 +469,11 @@ class Node(NodeNetwork):
         driver = GossipDriver(host, router)
         driver.count_inbound(inbound)
         storage = parts.storage
+        node: Node | None = None
+
+        def known(person: bytes) -> bool:  # needs no stamp: a contact, or a member of one of our groups
+            return node is not None and knows(contacts, node.groups, person)
+
         messenger = Messenger(
             identity,
             storage,
@@ -467,6 +481,7 @@ class Node(NodeNetwork):
             rng=random.Random(),
             wall_now=wall_clock(),
             blocked=None if contacts is None else contacts.is_blocked_key,  # their chats: dropped unread
+            known=known if options.stamps else None,  # strangers' chats need a stamp
         )
         core = None
         if options.mailbox:

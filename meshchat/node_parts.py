@@ -14,21 +14,24 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from meshchat.contacts import Contacts
 from meshchat.credential_api import open_wallet
 from meshchat.credentials.wallet import Wallet
 from meshchat.document_api import open_documents_store
 from meshchat.documents.sqlite import DocumentStore
+from meshchat.errors import DecodeError
 from meshchat.file_api import FileParts, open_file_parts
 from meshchat.files.hold import HoldLimits
+from meshchat.group_api import Groups
 from meshchat.groups.sqlite import GROUPS_FILE, SqliteGroupStorage
 from meshchat.groups.storage import GroupStorage
-from meshchat.identity import Identity
+from meshchat.identity import Identity, PublicIdentity
 from meshchat.net.file_driver import FileConfig
 from meshchat.store.encrypted import store_key
 from meshchat.store.sqlite import STORE_FILE, SqliteStorage
 from meshchat.store.storage import MemoryStorage, Storage
 
-__all__ = ["LocalParts", "open_local_parts"]
+__all__ = ["LocalParts", "knows", "open_local_parts"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,3 +77,15 @@ def open_local_parts(
         profile, identity, config=file_config, mailbox=mailbox, hold_limits=hold_limits, closing=closing
     )
     return LocalParts(storage=storage, groups=groups, files=files, wallet=wallet, documents=documents)
+
+
+def knows(contacts: Contacts | None, groups: Groups, person: bytes) -> bool:
+    """Whether ``person`` (a root key) may write to us without a stamp: one of ``contacts``, or a
+    member of one of our ``groups`` (asked only of chats from people we never talked with)."""
+    if contacts is not None:
+        try:
+            if contacts.by_key(PublicIdentity.from_bytes(person)) is not None:
+                return True
+        except DecodeError:
+            return False
+    return any(person in view.members for view in groups.all())
