@@ -103,7 +103,7 @@ from meshchat.net.mailbox import MailboxServer
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import GroupStoreAction, MessageHandle, NetStoreIO, StoreDriver, StoreEvent
 from meshchat.node_network import NodeNetwork, status_relay_check
-from meshchat.node_parts import LocalParts, knows, open_local_parts
+from meshchat.node_parts import LocalParts, knows, open_local_parts, queue_chat
 from meshchat.profile import ADDRESSES_FILE, LOCK_FILE, hold_profile
 from meshchat.store.mailbox import MailboxCore, MailboxLimits
 from meshchat.store.messenger import (
@@ -677,8 +677,8 @@ class Node(NodeNetwork):
         await self._first_contact.prepare(to)
         data = body.encode("utf-8") if isinstance(body, str) else body
         try:
-            record, actions = self._messenger.send(
-                recipient, data, wall_now=self._wall_clock(), ref=ref, ttl=ttl
+            record, actions = await queue_chat(  # a stamp, if any, minted off the trio loop
+                self._messenger, recipient, data, wall_now=self._wall_clock(), ref=ref, ttl=ttl
             )
         finally:
             if isinstance(to, Contact):

@@ -338,3 +338,35 @@ async def test_two_nodes_a_stranger_without_a_stamp_is_dropped_one_with_a_stamp_
         assert got.body == b"carol, no stamp"
         assert carol_node.store_statistics().stamps_minted == 0
         assert bob.store_statistics().unstamped == 1  # still only Mallory's
+
+
+def test_a_chat_sealed_first_and_stamped_later_keeps_its_place_and_lets_others_pass() -> None:
+    """``seal_chat`` / ``queue_sealed``: the node mints between them, off its loop; a send meanwhile
+    takes the next seq, and an envelope that is not the sealed one is refused."""
+    h = Harness()
+    stamping_user(h, "alice", set())
+    stamping_user(h, "bob", set())
+    alice, bob = h.users["alice"], h.users["bob"]
+    alice.messenger.set_stamp_cost(bob.identity.public, COST)  # bob's invite
+    sealed = alice.messenger.seal_chat(bob.identity.public, b"first, stamped later", wall_now=h.now)
+    assert alice.storage.outbox_recent(10) == []  # nothing queued yet
+    (data, cost), *_ = sealed.to_mint
+    assert cost == COST
+    other = h.send("alice", "bob", b"second, sealed and stamped at once")
+    with pytest.raises(ValueError):
+        alice.messenger.queue_sealed(sealed, [stamp_envelope(envelope(), COST)], wall_now=h.now)
+    record, actions = alice.messenger.queue_sealed(sealed, [stamp_envelope(data, cost)], wall_now=h.now)
+    h.feed("alice", actions)
+    h.settle()
+    assert record.seq != alice.messenger.status(other).seq  # type: ignore[union-attr]
+    assert sorted(r.message.body for r in bob.received) == [
+        b"first, stamped later",
+        b"second, sealed and stamped at once",
+    ]
+    assert alice.messenger.statistics().stamps_minted == 2
+    assert [
+        e.body for e in alice.storage.conversation(bob.identity.public.ed25519, before=None, limit=5)
+    ] == [
+        b"second, sealed and stamped at once",
+        b"first, stamped later",
+    ]

@@ -57,8 +57,10 @@ def seal_planned(
     ttl: int,
     retry_initial: float,
     random_bytes: RandomBytes,
+    mint: bool = True,
 ) -> list[OutboxRecord]:
-    """Seal every planned envelope in its session (ratchets move in memory only); the records to write."""
+    """Seal every planned envelope in its session (ratchets move in memory only); the records to write.
+    Without ``mint`` the envelopes are left unstamped (the caller mints: ``Sending.seal_chat``)."""
     records = []
     seqs: dict[bytes, int] = {}
     for item in plan:
@@ -72,7 +74,7 @@ def seal_planned(
                 payload = type(payload)(seq=payload.seq, body=payload.body, devices=attach)
         body = sessions.seal_body(target, encode_payload(payload), wall_now=wall_now)
         envelope = seal(identity, target, body, wall_now=wall_now, ttl=ttl, random_bytes=random_bytes)
-        if item.stamp_cost:
+        if item.stamp_cost and mint:
             # CPU-bound (~0.2 s at the default cost): the proof of work that lets a first message
             # through to someone who has not added us. Over the sealed bytes, so it binds to them.
             envelope = stamp_envelope(envelope, item.stamp_cost)
