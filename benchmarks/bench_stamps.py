@@ -5,8 +5,10 @@ Run: python benchmarks/bench_stamps.py [--count 25] [--cost 19] [--lxmf-count 5]
 1. meshchat: ``--count`` stamps at ``--cost`` (default ``DEFAULT_STAMP_COST``), each for a different
    sealed-size envelope (``meshchat.crypto.stamps.stamp_envelope``), on one core: median, mean and
    90th percentile seconds (attempts are geometric, so the three differ: median ~ ln 2 of the mean),
-   and the hash rate. Minting runs inside ``Messenger.send`` (the sans-IO core, like sealing): the
-   median is also how long a first message to a stranger holds up the node's loop.
+   and the hash rate.
+2b. The node's loop while a stamp is minted: a trio task ticking every millisecond records its worst
+   lateness while ``--stall-count`` stamps are minted on the loop itself (as ``Messenger.send`` does)
+   and in a worker thread (as ``Node.send`` does: ``meshchat.node_parts.queue_chat``).
 2. Checking: ``envelope_stamp_bits`` on a decoded stamped envelope (re-encoding the envelope without
    its stamp, two SHA-256), microseconds, as a recipient or a mailbox pays it per envelope.
 3. LXMF: ``LXMF.LXStamper.generate_stamp`` at its cost 13 (``--lxmf-count`` stamps: median seconds;
@@ -22,6 +24,7 @@ measured).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -29,7 +32,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import trio
 
 from meshchat.crypto.stamps import DEFAULT_STAMP_COST, envelope_stamp_bits, stamp_envelope
 from meshchat.wire import EnvelopeKind, decode_envelope
@@ -95,6 +101,40 @@ def ours(count: int, cost: int) -> tuple[list[float], float]:
     return times, verify_us
 
 
+async def worst_stall(mint: Callable[[], object], *, threaded: bool) -> float:
+    """The longest a 1 ms ticker on the trio loop waited beyond its tick while ``mint`` ran, seconds."""
+    worst = 0.0
+    done = trio.Event()
+
+    async def ticker() -> None:
+        nonlocal worst
+        while not done.is_set():
+            before = trio.current_time()
+            await trio.sleep(0.001)
+            worst = max(worst, trio.current_time() - before - 0.001)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        await trio.sleep(0.01)
+        if threaded:
+            await trio.to_thread.run_sync(mint)
+        else:
+            mint()
+        await trio.sleep(0.01)
+        done.set()
+    return worst
+
+
+def stalls(count: int, cost: int) -> tuple[float, float]:
+    """The worst loop stall over ``count`` mints on the loop, and over ``count`` in a thread."""
+    on_loop, in_thread = 0.0, 0.0
+    for seed in range(count):
+        mint = functools.partial(stamp_envelope, envelope(1000 + seed), cost)
+        on_loop = max(on_loop, trio.run(functools.partial(worst_stall, mint, threaded=False)))
+        in_thread = max(in_thread, trio.run(functools.partial(worst_stall, mint, threaded=True)))
+    return on_loop, in_thread
+
+
 def lxmf(python: Path, count: int) -> tuple[list[float], list[float]] | None:
     """LXMF's mint and check seconds, or None when its venv is missing or the run failed."""
     if not python.exists():
@@ -121,6 +161,7 @@ def main() -> None:
         "--count", type=int, default=25, help="meshchat stamps to mint (>= 20 for the median)"
     )
     parser.add_argument("--cost", type=int, default=DEFAULT_STAMP_COST, help="meshchat stamp cost, bits")
+    parser.add_argument("--stall-count", type=int, default=5, help="stamps minted per loop-stall case")
     parser.add_argument("--lxmf-count", type=int, default=5, help="LXMF stamps to mint")
     parser.add_argument("--lxmf-python", type=Path, default=Path("/tmp/lxmfvenv/bin/python"))
     args = parser.parse_args()
@@ -135,6 +176,11 @@ def main() -> None:
         f"max {max(times):.3f} s  (~{rate / 1e6:.2f} M hashes/s)"
     )
     print(f"  check {verify_us:.1f} us per envelope (re-encode without the stamp + 2 SHA-256)")
+    on_loop, in_thread = stalls(args.stall_count, args.cost)
+    print(
+        f"  worst trio-loop stall over {args.stall_count} mints: {on_loop * 1e3:.0f} ms minted on the loop, "
+        f"{in_thread * 1e3:.0f} ms minted in a worker thread (Node.send)"
+    )
     lxmf_median = math.nan
     measured = lxmf(args.lxmf_python, args.lxmf_count)
     if measured is not None:
