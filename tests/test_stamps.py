@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import msgpack
+import nacl.utils
 import pytest
 import trio
 from conftest import make_profile
@@ -29,10 +30,11 @@ from meshchat.errors import BadInvite, DecodeError
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.inbox import DirectMessage
 from meshchat.node import Node
+from meshchat.sessions.prekeys import Prekeys
 from meshchat.store.dropped import DROPPED_PREFIX
 from meshchat.store.mailbox import MAX_RATE_KEYS, MailboxCore, MailboxLimits, MailboxRefusal
 from meshchat.store.messenger import Messenger, StoreConfig
-from meshchat.store.protocol import StoreCode, Stored, StoreRequest
+from meshchat.store.protocol import PrekeysHeld, PrekeysPut, StoreCode, Stored, StoreRequest
 from meshchat.store.rate import TokenBuckets
 from meshchat.store.reasons import DiscardReason
 from meshchat.store.storage import MemoryStorage, OutboxStatus
@@ -370,3 +372,23 @@ def test_a_chat_sealed_first_and_stamped_later_keeps_its_place_and_lets_others_p
         b"second, sealed and stamped at once",
         b"first, stamped later",
     ]
+
+
+def test_a_mailbox_with_no_owner_asks_a_stamp_of_all_but_its_registered_owners() -> None:
+    core = MailboxCore(MemoryStorage(), MailboxLimits(stamp_cost=COST))
+    someone = tag_of(Identity(b"\x06" * 32).public)
+    assert store(core, STRANGER.peer_id, envelope(tag=someone)) is StoreCode.PEER_QUOTA
+    assert store(core, STRANGER.peer_id, stamp_envelope(envelope(tag=someone), COST)) is StoreCode.STORED
+    # One who put their prekeys here (registered) stores without a stamp.
+    registered = Identity(b"\x07" * 32)
+    bundle = Prekeys.create(registered, wall_now=NOW, random_bytes=nacl.utils.random).bundle(
+        registered, one_time=1
+    )
+    assert isinstance(
+        core.handle(registered.public.peer_id, PrekeysPut(bundle=bundle), wall_now=NOW), PrekeysHeld
+    )
+    assert (
+        store(core, registered.public.peer_id, envelope(tag=someone, ciphertext=b"f" * 300))
+        is StoreCode.STORED
+    )
+    assert core.statistics().refused == {MailboxRefusal.NO_STAMP: 1}

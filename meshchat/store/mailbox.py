@@ -29,11 +29,12 @@
 
 * **Strangers may be asked to pay, and nobody may store too fast.** With ``MailboxLimits.stamp_cost``
   a sealed envelope that is a stranger's (neither for nor from the owner or a contact; with no owner,
-  every sealed envelope) is stored only with a stamp worth that many bits (``meshchat.crypto.stamps``;
-  one hash to check); group envelopes need none (their members store them for each other). Every
-  store is also rate-limited per sending peer and per inbox tag (token buckets, ``TokenBuckets``, at
-  most ``MAX_RATE_KEYS`` of each); refusals are answered ``PEER_QUOTA`` / ``TAG_QUOTA`` (the sender
-  tries again later or elsewhere) and counted (``NO_STAMP``, ``PEER_RATE``, ``TAG_RATE``).
+  one not stored by a person who registered here, i.e. put their prekeys here) is stored only with a
+  stamp worth that many bits (``meshchat.crypto.stamps``; one hash to check); group envelopes need
+  none (their members store them for each other). Every store is also rate-limited per sending peer
+  and per inbox tag (token buckets, ``TokenBuckets``, at most ``MAX_RATE_KEYS`` of each); refusals are
+  answered ``PEER_QUOTA`` / ``TAG_QUOTA`` (the sender tries again later or elsewhere) and counted
+  (``NO_STAMP``, ``PEER_RATE``, ``TAG_RATE``).
 
 Quotas are counted in memory (rebuilt from storage at start) so a store request costs no scans.
 """
@@ -525,12 +526,24 @@ class MailboxCore:
         if (
             cost is not None
             and envelope.kind is EnvelopeKind.SEALED
-            and (self.owner is None or self._flags_of(envelope.inbox_tag, peer) & _STRANGER)
+            and self._stranger_for_stamps(envelope.inbox_tag, peer)
             and envelope_stamp_bits(envelope) < cost
         ):
             self._refused[MailboxRefusal.NO_STAMP] += 1
             return StoreCode.PEER_QUOTA, f"this mailbox asks strangers for a stamp of {cost} bits", None
         return None
+
+    def _stranger_for_stamps(self, tag: bytes, peer: str) -> bool:
+        """Whether an envelope for ``tag`` stored by ``peer`` is a stranger's, as stamps see it: with an
+        owner, neither for nor from it or a contact; without one, not stored by a registered owner (the
+        tags of 4,096 registered owners for every day of the TTL would cost more to keep than this)."""
+        if self.owner is not None:
+            return bool(self._flags_of(tag, peer) & _STRANGER)
+        try:
+            key = PublicIdentity.from_peer_id(peer).ed25519
+        except (DecodeError, ValueError):
+            return True
+        return not self.prekeys.holds(key)
 
     def _stranger_budget(self) -> int:
         return int(self.limits.total_bytes * STRANGER_SHARE)
