@@ -31,7 +31,12 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         profile = Path(tmp)
         save_identity(profile / KEY_FILE, bob, None)  # (a real profile has a passphrase)
-        async with Node.open(profile, listen=local) as b, Node.open(identity=alice, listen=local) as a:
+        # Alice is a stranger to Bob: her node stamps what she sends him (stamps=True; a profile's
+        # node does by default), or Bob's node would drop her messages unread.
+        async with (
+            Node.open(profile, listen=local) as b,
+            Node.open(identity=alice, listen=local, stamps=True) as a,
+        ):
             await a.connect(b.listen_addrs[0])
             with trio.fail_after(10):  # until Alice has heard that Bob listens on his inbox shard
                 await a.wait_for(lambda: b.peer_id in a.driver.router.topic_peers(b.inbox_topic()))

@@ -70,6 +70,7 @@ class FirstContact:
             with contextlib.suppress(BadAddress):  # an unusable one in an invite is skipped, not fatal
                 peers.append(str(peer_info(address).peer_id))
         self._messenger.prefer_mailboxes(contact.public, peers)
+        self._messenger.set_stamp_cost(contact.public, contact.invite.stamp_cost)  # what they ask of us
         bundle = None
         if contact.invite.bundle:
             with contextlib.suppress(DecodeError):  # a bad one: the session starts from the key alone

@@ -103,7 +103,7 @@ from meshchat.net.mailbox import MailboxServer
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import GroupStoreAction, MessageHandle, NetStoreIO, StoreDriver, StoreEvent
 from meshchat.node_network import NodeNetwork, status_relay_check
-from meshchat.node_parts import LocalParts, open_local_parts
+from meshchat.node_parts import LocalParts, knows, open_local_parts, queue_chat
 from meshchat.profile import ADDRESSES_FILE, LOCK_FILE, hold_profile
 from meshchat.store.mailbox import MailboxCore, MailboxLimits
 from meshchat.store.messenger import (
@@ -175,6 +175,7 @@ class _Options:
     mailbox: bool
     mailbox_limits: MailboxLimits | None
     store_config: StoreConfig | None
+    stamps: bool
     wall_clock: Callable[[], float]
     events_after: int | None
     file_config: FileConfig
@@ -335,6 +336,7 @@ class Node(NodeNetwork):
         mailbox_limits: MailboxLimits | None = None,
         mailboxes: Sequence[str] = (),
         store_config: StoreConfig | None = None,
+        stamps: bool | None = None,
         storage: Storage | None = None,
         wall_clock: Callable[[], float] = time.time,
         events_after: int | None = None,
@@ -368,6 +370,12 @@ class Node(NodeNetwork):
         envelopes for others within ``mailbox_limits``, and other people's file chunks within
         ``hold_limits`` (in ``profile_dir/hold``). Files (``node.files``, ``send_file``, ``fetch``) are
         recorded in ``profile_dir/files.db`` and land in ``profile_dir/downloads`` (``file_config``).
+
+        Stamps (``meshchat.crypto.stamps``; default: on for a profile, off for a bare identity, which
+        has no contacts): a chat from someone who is not a contact, not a member of one of our groups
+        and never talked with must carry a stamp of ``store_config.stamp_cost`` bits (publish it in the
+        invite), else it is dropped unread and counted (``store_statistics().unstamped``); chats to
+        someone who never answered are stamped at the cost their invite asks (~0.2 s each by default).
 
         ``wall_clock`` is where the node reads unix time (expiry, retries, syncs); tests pass a
         function of trio's clock. ``events_after``: replay inbox messages numbered after it as
@@ -422,6 +430,7 @@ class Node(NodeNetwork):
                         mailbox=mailbox,
                         mailbox_limits=mailbox_limits,
                         store_config=store_config,
+                        stamps=profile is not None if stamps is None else stamps,
                         wall_clock=wall_clock,
                         events_after=events_after,
                         file_config=file_config,
@@ -465,6 +474,11 @@ class Node(NodeNetwork):
         driver = GossipDriver(host, router)
         driver.count_inbound(inbound)
         storage = parts.storage
+        node: Node | None = None
+
+        def known(person: bytes) -> bool:  # needs no stamp: a contact, or a member of one of our groups
+            return node is not None and knows(contacts, node.groups, person)
+
         messenger = Messenger(
             identity,
             storage,
@@ -472,6 +486,7 @@ class Node(NodeNetwork):
             rng=random.Random(),
             wall_now=wall_clock(),
             blocked=None if contacts is None else contacts.is_blocked_key,  # their chats: dropped unread
+            known=known if options.stamps else None,  # strangers' chats need a stamp
         )
         core = None
         if options.mailbox:
@@ -668,8 +683,8 @@ class Node(NodeNetwork):
         await self._first_contact.prepare(to)
         data = body.encode("utf-8") if isinstance(body, str) else body
         try:
-            record, actions = self._messenger.send(
-                recipient, data, wall_now=self._wall_clock(), ref=ref, ttl=ttl
+            record, actions = await queue_chat(  # a stamp, if any, minted off the trio loop
+                self._messenger, recipient, data, wall_now=self._wall_clock(), ref=ref, ttl=ttl
             )
         finally:
             if isinstance(to, Contact):

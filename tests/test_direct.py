@@ -15,6 +15,7 @@ from conftest import make_profile
 
 from meshchat.contacts import CONTACTS_FILE, Contacts
 from meshchat.crypto import epoch_of, inbox_tag, inbox_topic, seal
+from meshchat.crypto.stamps import DEFAULT_STAMP_COST, stamp_envelope
 from meshchat.errors import NetworkError, ProfileError, UnknownPeer
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
@@ -127,12 +128,13 @@ async def test_an_envelope_for_bob_sealed_by_a_stranger_is_delivered_with_no_con
         body = PeerSessions().encrypt(
             stranger, bob.identity.public, payload, bundle=None, wall_now=time.time(), random_bytes=os.urandom
         )
-        envelope = seal(stranger, bob.identity.public, body, wall_now=time.time())
-        await alice.publish(bobs_topic(bob), envelope)
+        sealed = seal(stranger, bob.identity.public, body, wall_now=time.time())
+        # A stranger's first chat carries a stamp (issue 18): without one Bob would drop it unread.
+        await alice.publish(bobs_topic(bob), stamp_envelope(sealed, DEFAULT_STAMP_COST))
         message = await next_direct(bob)
         assert message.sender == stranger.public and message.contact is None
         # A flipped byte in the ciphertext: relayed (it still decodes) but Bob cannot open it.
-        forged = envelope[:-1] + bytes([envelope[-1] ^ 1])
+        forged = sealed[:-1] + bytes([sealed[-1] ^ 1])
         await alice.publish(bobs_topic(bob), forged)
         with trio.fail_after(WAIT):
             await bob.wait_for(lambda: sum(bob.inbox_rejected.values()) == 1)

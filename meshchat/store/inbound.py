@@ -11,6 +11,15 @@ dropped id is remembered (``meshchat.store.dropped``), so a copy that comes agai
 not receipted either: the app never showed it. Control messages (groups, files, devices) from a
 blocked person are still handled and receipted: the groups machinery needs every member's operations;
 the node hides what they would show.
+
+**Strangers and stamps.** When the messenger checks stamps (a ``known`` predicate: the node's contacts
+and group members, plus everyone we have a conversation with, either way), a chat from a person it
+does not know must carry a valid stamp at our cost (``meshchat.crypto.stamps``). The stamp is checked
+in ``screen``, before any opening (one hash, microseconds); the sender is known only once the seal is
+open (sealed sender), so an unstamped envelope is still opened once. A stranger's chat without a
+valid stamp is then handled as a blocked person's (``Inbound.unstamped``): seen, remembered as
+dropped, counted (``DiscardReason.UNSTAMPED``), never delivered, never receipted; its sender's outbox
+never says ``delivered``. Copies from our own devices and control messages need no stamp.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from meshchat.crypto import CLOCK_SKEW, MAX_TTL, open_envelope
+from meshchat.crypto.stamps import envelope_stamp_bits
 from meshchat.errors import DecodeError, MeshchatError
 from meshchat.identity import Identity, KeyCache, PublicIdentity
 from meshchat.identity.devices import DeviceList
@@ -66,6 +76,8 @@ class Inbound:
     changes: list[DeviceListChanged | Linked] = field(default_factory=list)
     #: Seen entries of chats from blocked people: accepted as seen, never delivered, never receipted.
     blocked: list[SeenEntry] = field(default_factory=list)
+    #: Seen entries of strangers' chats without a valid stamp: handled as the blocked ones.
+    unstamped: list[SeenEntry] = field(default_factory=list)
     #: Senders to receipt: duplicates again (per ``RERECEIPT_INTERVAL``), and control messages.
     rereceipts: dict[PublicIdentity, list[bytes]] = field(default_factory=dict)
 
@@ -77,9 +89,12 @@ def screen(
     *,
     wall_now: float,
     discarded: Counter[DiscardReason],
+    stamp_cost: int | None = None,
+    stamped: set[bytes] | None = None,
 ) -> tuple[Fresh, dict[bytes, bytes]]:
     """The envelopes for our ``tags`` worth opening, by id (well-formed, sane expiry, once each); and
-    those for ``watched`` tags, by id (the same checks; not ours to open). The rest is counted."""
+    those for ``watched`` tags, by id (the same checks; not ours to open). The rest is counted. With
+    ``stamp_cost``, the ids of ours whose stamp is worth it are added to ``stamped``."""
     fresh: Fresh = {}
     shared: dict[bytes, bytes] = {}
     for data in envelopes:
@@ -105,6 +120,13 @@ def screen(
             shared[mid] = data
         else:
             fresh[mid] = (data, envelope.expiry, envelope.inbox_tag)
+            if (
+                stamp_cost is not None
+                and stamped is not None
+                and envelope.stamp
+                and envelope_stamp_bits(envelope) >= stamp_cost
+            ):
+                stamped.add(mid)
     return fresh, shared
 
 
@@ -122,10 +144,13 @@ def open_inbound(
     discarded: Counter[DiscardReason],
     blocked: Callable[[bytes], bool] | None = None,
     dropped: Collection[bytes] = (),
+    known: Callable[[bytes], bool] | None = None,
+    stamped: Collection[bytes] = (),
 ) -> Inbound:
     """Open and verify ``fresh`` envelopes (``seen``: ids already accepted); sort them. Chats from people
     ``blocked`` names (by root key) go to ``Inbound.blocked``; ``dropped``: the seen ids that were
-    dropped so (never receipted again).
+    dropped so (never receipted again). With ``known`` (by root key), chats from people it does not
+    name whose ids are not in ``stamped`` (a valid stamp) go to ``Inbound.unstamped``.
 
     A chat or control travels in a 1:1 session (the seal's body is a session message): its ratchet
     moves in ``sessions`` (written by the caller with what it accepts). A receipt is sealed only (it
@@ -204,7 +229,25 @@ def open_inbound(
         )
         inbound.chats.append((message, opened.sender, entry))
     _set_blocked_apart(inbound, blocked)
+    _set_unstamped_apart(inbound, known, stamped)
     return inbound
+
+
+def _set_unstamped_apart(
+    inbound: Inbound, known: Callable[[bytes], bool] | None, stamped: Collection[bytes]
+) -> None:
+    """Move the chats from strangers (``known`` does not name their person) that carry no valid stamp
+    to ``inbound.unstamped``. A copy from another of our devices is ours: never a stranger's."""
+    if known is None:
+        return
+    kept = []
+    for chat in inbound.chats:
+        record, _, entry = chat
+        if not record.to and entry.message_id not in stamped and not known(record.sender):
+            inbound.unstamped.append(entry)
+        else:
+            kept.append(chat)
+    inbound.chats = kept
 
 
 def _set_blocked_apart(inbound: Inbound, blocked: Callable[[bytes], bool] | None) -> None:

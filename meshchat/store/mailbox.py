@@ -27,6 +27,15 @@
   addressed to the owner leaves room for its contacts' messages. A mailbox with no owner (a public
   volunteer) has no such reserve.
 
+* **Strangers may be asked to pay, and nobody may store too fast.** With ``MailboxLimits.stamp_cost``
+  a sealed envelope that is a stranger's (neither for nor from the owner or a contact; with no owner,
+  one not stored by a person who registered here, i.e. put their prekeys here) is stored only with a
+  stamp worth that many bits (``meshchat.crypto.stamps``; one hash to check); group envelopes need
+  none (their members store them for each other). Every store is also rate-limited per sending peer
+  and per inbox tag (token buckets, ``TokenBuckets``, at most ``MAX_RATE_KEYS`` of each); refusals are
+  answered ``PEER_QUOTA`` / ``TAG_QUOTA`` (the sender tries again later or elsewhere) and counted
+  (``NO_STAMP``, ``PEER_RATE``, ``TAG_RATE``).
+
 Quotas are counted in memory (rebuilt from storage at start) so a store request costs no scans.
 """
 
@@ -38,6 +47,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from meshchat.crypto import CLOCK_SKEW, MAX_TTL, epoch_of, inbox_tag
+from meshchat.crypto.stamps import MAX_STAMP_COST, envelope_stamp_bits
 from meshchat.errors import DecodeError, StorageError
 from meshchat.identity import PublicIdentity
 from meshchat.store.mailbox_prekeys import PrekeyShelf
@@ -61,13 +71,15 @@ from meshchat.store.protocol import (
     WithdrawRequest,
     batches,
 )
+from meshchat.store.rate import TokenBuckets
 from meshchat.store.reconcile import Reconciler, decode_message, encode_message
 from meshchat.store.storage import MailboxItem, Storage
-from meshchat.wire import MAX_ENVELOPE_SIZE, EnvelopeKind, decode_envelope, message_id
+from meshchat.wire import MAX_ENVELOPE_SIZE, Envelope, EnvelopeKind, decode_envelope, message_id
 
 __all__ = [
     "CLOCK_SKEW",
     "MAX_FRIENDS",
+    "MAX_RATE_KEYS",
     "STRANGER_SHARE",
     "MailboxCore",
     "MailboxLimits",
@@ -93,6 +105,9 @@ _FROM_STRANGER = 2
 MAX_FRIENDS = 10_000
 #: Peers whose owned tags are cached for a day (bounded: the cache is cleared when full).
 _TAGS_CACHE = 10_000
+#: Peers, and inbox tags, whose store rates are tracked at once (each map; past it the ones that have
+#: refilled are forgotten, then the oldest: ``meshchat.store.rate``). ~100 bytes each.
+MAX_RATE_KEYS = 10_000
 
 
 class MailboxRefusal(StrEnum):
@@ -130,6 +145,13 @@ class MailboxRefusal(StrEnum):
     TOO_MANY_TAKES = "too_many_takes"
     #: A prekey bundle put from a new owner when ``MAX_PREKEY_OWNERS`` (or strangers' share) are held.
     BUNDLES_FULL = "bundles_full"
+    # --- stamps and store rates (issue 18) --------------------------------------------------------
+    #: A stranger's sealed envelope without a stamp worth ``stamp_cost`` (answered ``PEER_QUOTA``).
+    NO_STAMP = "no_stamp"
+    #: The sending peer stores faster than ``peer_store_rate`` (answered ``PEER_QUOTA``).
+    PEER_RATE = "peer_rate"
+    #: Stores for one inbox tag come faster than ``tag_store_rate`` (answered ``TAG_QUOTA``).
+    TAG_RATE = "tag_rate"
 
 
 _STORE_REFUSALS: dict[StoreCode, MailboxRefusal] = {
@@ -165,6 +187,24 @@ class MailboxLimits:
     per_peer_bytes: int = 64 * 1024 * 1024
     #: Bytes held in total: the disk budget.
     total_bytes: int = 1024 * 1024 * 1024
+    #: Stamp (bits) a stranger's sealed envelope must carry to be stored (None: none asked).
+    stamp_cost: int | None = None
+    #: Envelopes one peer may store per second, sustained, and in a burst: a busy sender's retries
+    #: after a day offline (hundreds at once) pass; a flood of small stores from one identity does not.
+    peer_store_rate: float = 50.0
+    peer_store_burst: float = 1000.0
+    #: Envelopes stored for one inbox tag per second, sustained, and in a burst (as per peer: one
+    #: recipient's whole day of messages from many senders passes; a flood at one inbox does not).
+    tag_store_rate: float = 50.0
+    tag_store_burst: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if self.stamp_cost is not None and not 0 < self.stamp_cost <= MAX_STAMP_COST:
+            raise ValueError(f"stamp_cost is 1 to {MAX_STAMP_COST} bits, or None")
+        if min(self.peer_store_rate, self.tag_store_rate) <= 0:
+            raise ValueError("store rates must be positive")
+        if min(self.peer_store_burst, self.tag_store_burst) < 1:
+            raise ValueError("store bursts must be at least 1")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -251,6 +291,13 @@ class MailboxCore:
         self._counts: Counter[str] = Counter()
         self._refused: Counter[MailboxRefusal] = Counter()
         self._usage = _Usage()
+        limits = self.limits
+        self._peer_rates = TokenBuckets(
+            rate=limits.peer_store_rate, burst=limits.peer_store_burst, max_keys=MAX_RATE_KEYS
+        )
+        self._tag_rates = TokenBuckets(
+            rate=limits.tag_store_rate, burst=limits.tag_store_burst, max_keys=MAX_RATE_KEYS
+        )
         # How each held item was counted, by id (only those with a flag: ``_STRANGER``,
         # ``_FROM_STRANGER``), so a removal subtracts what its store added.
         self._flags: dict[bytes, int] = {}
@@ -417,6 +464,8 @@ class MailboxCore:
                 tag = envelope.inbox_tag
                 if not wall_now <= envelope.expiry <= wall_now + MAX_TTL + CLOCK_SKEW:
                     code, detail = StoreCode.BAD_EXPIRY, f"expiry {envelope.expiry} at {int(wall_now)}"
+                elif (refused := self._unwelcome(peer, envelope, wall_now)) is not None:
+                    return refused
                 elif self._storage.mailbox_get((mid,)):
                     return StoreCode.STORED, "", None  # already held: idempotent
                 elif usage.by_tag[tag] + pending.by_tag[tag] + size > limits.per_tag_bytes:
@@ -460,6 +509,41 @@ class MailboxCore:
                     return code, detail, item
         self._refused[_STORE_REFUSALS[code]] += 1
         return code, detail, None
+
+    def _unwelcome(
+        self, peer: str, envelope: Envelope, wall_now: float
+    ) -> tuple[StoreCode, str, None] | None:
+        """A refusal, counted, when ``peer`` stores too fast, too much comes for the tag, or a
+        stranger's envelope lacks the stamp asked (checked in that order: cheapest first)."""
+        limits = self.limits
+        if not self._peer_rates.take(peer, wall_now):
+            self._refused[MailboxRefusal.PEER_RATE] += 1
+            return StoreCode.PEER_QUOTA, f"more than {limits.peer_store_rate:g} stores a second", None
+        if not self._tag_rates.take(envelope.inbox_tag, wall_now):
+            self._refused[MailboxRefusal.TAG_RATE] += 1
+            return StoreCode.TAG_QUOTA, f"more than {limits.tag_store_rate:g} stores a second for it", None
+        cost = limits.stamp_cost
+        if (
+            cost is not None
+            and envelope.kind is EnvelopeKind.SEALED
+            and self._stranger_for_stamps(envelope.inbox_tag, peer)
+            and envelope_stamp_bits(envelope) < cost
+        ):
+            self._refused[MailboxRefusal.NO_STAMP] += 1
+            return StoreCode.PEER_QUOTA, f"this mailbox asks strangers for a stamp of {cost} bits", None
+        return None
+
+    def _stranger_for_stamps(self, tag: bytes, peer: str) -> bool:
+        """Whether an envelope for ``tag`` stored by ``peer`` is a stranger's, as stamps see it: with an
+        owner, neither for nor from it or a contact; without one, not stored by a registered owner (the
+        tags of 4,096 registered owners for every day of the TTL would cost more to keep than this)."""
+        if self.owner is not None:
+            return bool(self._flags_of(tag, peer) & _STRANGER)
+        try:
+            key = PublicIdentity.from_peer_id(peer).ed25519
+        except (DecodeError, ValueError):
+            return True
+        return not self.prekeys.holds(key)
 
     def _stranger_budget(self) -> int:
         return int(self.limits.total_bytes * STRANGER_SHARE)

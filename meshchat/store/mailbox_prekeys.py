@@ -126,6 +126,10 @@ class PrekeyShelf:
         """Owners whose bundles are held."""
         return len(self._owners)
 
+    def holds(self, owner: bytes) -> bool:
+        """Whether ``owner``'s (an Ed25519 key) bundle is held: it registered with this mailbox."""
+        return owner in self._owners
+
     def put(
         self,
         peer: str,

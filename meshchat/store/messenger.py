@@ -26,7 +26,11 @@ delivered again, but its sender gets a receipt again (at most once per ``RERECEI
 case the first receipt was lost. Failures are counted by reason in ``statistics``. A chat from
 someone the ``blocked`` predicate names is opened (to learn who sent it), marked seen in the same
 transaction as the rest of its batch, counted (``blocked_dropped``) and dropped: no inbox row, no
-history, no event, no receipt (see ``inbound.py``). A control message
+history, no event, no receipt (see ``inbound.py``). With a ``known`` predicate (contacts and group
+members; the node passes it) stamps are on: a stranger's chat (not known, no conversation with us
+either way) without a valid stamp at ``StoreConfig.stamp_cost`` is dropped so too (``unstamped``), and
+chats we send to someone who never answered (no chat from them, none of ours delivered) carry a
+stamp at the cost their invite asks (``set_stamp_cost``; ``send_ops.py``). A control message
 (``send(..., control=True)``, for the groups machinery) is receipted like a chat but handed on as
 ``ControlReceived``, never written to the inbox or the seen window. Envelopes for the watched (group)
 tags (``watch_tags``) are not opened: they come out as ``GroupEnvelopes`` for the groups core, whose
@@ -157,13 +161,18 @@ class Messenger(Sending, SessionOps):
         random_bytes: RandomBytes = nacl.utils.random,
         wall_now: float,
         blocked: Callable[[bytes], bool] | None = None,
+        known: Callable[[bytes], bool] | None = None,
     ) -> None:
         """Resume from ``storage``: pending outbox records are retried when their time comes. ``blocked``
-        says whether a person (root Ed25519 key) is blocked: their chats are dropped unread by the app."""
+        says whether a person (root Ed25519 key) is blocked: their chats are dropped unread by the app.
+        ``known`` (a person's root key: a contact or a group member?) turns stamps on (module docstring)."""
         self.identity = identity
         self.storage = storage
         self.config = config or StoreConfig()
         self._blocked = blocked
+        self._known = known
+        # What each recipient's invite asks of our stamps (set by the user's contacts: not peer-grown).
+        self._stamp_costs: dict[bytes, int] = {}
         self._dropped = DroppedIds(storage)
         self._random_bytes = random_bytes
         self._keys = KeyCache()
@@ -269,8 +278,15 @@ class Messenger(Sending, SessionOps):
         """Envelopes arrived (by gossip, or fetched from a mailbox): accept what is ours and new; hand
         on those for watched tags (``GroupEnvelopes``, unopened) and the control messages."""
         self._refresh_tags(wall_now)
+        stamped: set[bytes] = set()
         fresh, watched = screen(
-            envelopes, self._tags, self._shared.watched, wall_now=wall_now, discarded=self._discarded
+            envelopes,
+            self._tags,
+            self._shared.watched,
+            wall_now=wall_now,
+            discarded=self._discarded,
+            stamp_cost=None if self._known is None else self.config.stamp_cost,
+            stamped=stamped,
         )
         if not fresh and not watched:  # a relay's everyday case: envelopes for others, no storage touched
             return []
@@ -299,7 +315,10 @@ class Messenger(Sending, SessionOps):
             discarded=self._discarded,
             blocked=self._blocked,
             dropped=dropped,
+            known=None if self._known is None else self._is_known,
+            stamped=stamped,
         )
+        apart = inbound.blocked + inbound.unstamped  # seen, remembered as dropped, never receipted
         chats, receipts = inbound.chats, inbound.receipts
         chats.sort(key=lambda c: (c[0].sender, c[0].seq))
         # What the receipts prove is written in the same transaction as their seen entries: a crash
@@ -307,18 +326,12 @@ class Messenger(Sending, SessionOps):
         proven = self._outbox.plan(receipt_moves(receipts, self._outbox, self._discarded), wall_now)
         numbered: list[InboxRecord] = []
         state = (
-            self.sessions.writes()
-            + self.devices.writes()
-            + inbound.control_writes
-            + dropped_writes(inbound.blocked)
+            self.sessions.writes() + self.devices.writes() + inbound.control_writes + dropped_writes(apart)
         )
-        if chats or receipts or inbound.controls or inbound.blocked or state:
+        if chats or receipts or inbound.controls or apart or state:
             try:
                 numbered = self.storage.accept(
-                    [c[2] for c in chats]
-                    + [r[2] for r in receipts]
-                    + inbound.control_entries
-                    + inbound.blocked,
+                    [c[2] for c in chats] + [r[2] for r in receipts] + inbound.control_entries + apart,
                     [c[0] for c in chats],
                     list(proven.changed.values()),
                     state,
@@ -327,7 +340,7 @@ class Messenger(Sending, SessionOps):
                 self.sessions.rolled_back()
                 self.devices.rolled_back()
                 self._discarded[DiscardReason.STORAGE_FAILED] += (
-                    len(chats) + len(receipts) + len(inbound.controls) + len(inbound.blocked)
+                    len(chats) + len(receipts) + len(inbound.controls) + len(apart)
                 )
                 return [*actions, StoreProblem(error=exc)]
             self.sessions.committed()
@@ -342,7 +355,9 @@ class Messenger(Sending, SessionOps):
         self._counts["receipts"] += len(receipts)
         self._counts["controls"] += len(inbound.controls)
         self._counts["blocked"] += len(inbound.blocked)
-        if inbound.blocked:
+        if inbound.unstamped:
+            self._discarded[DiscardReason.UNSTAMPED] += len(inbound.unstamped)
+        if apart:
             self._dropped.added()
         actions += self._report(proven)
         actions += self._send_receipts(by_sender, ReceiptKind.DELIVERED, wall_now)
@@ -461,6 +476,8 @@ class Messenger(Sending, SessionOps):
             controls=self._counts["controls"],
             shared_given_up=self._shared.given_up,
             blocked=self._counts["blocked"],
+            unstamped=self._discarded[DiscardReason.UNSTAMPED],
+            stamps_minted=self._counts["stamps_minted"],
         )
 
     @property
@@ -474,6 +491,16 @@ class Messenger(Sending, SessionOps):
         return self._calls.reachable
 
     # --- internals: inbox -------------------------------------------------------------------------
+
+    def _is_known(self, person: bytes) -> bool:
+        """Whether ``person`` (a root key) needs no stamp: the node's ``known`` says so (a contact, a
+        group member), or we have a conversation with them (we wrote to them, or accepted a chat)."""
+        if self._known is not None and self._known(person):
+            return True
+        try:
+            return bool(self.storage.conversation(person, before=None, limit=1))
+        except StorageError:  # cannot tell: let it in rather than drop a friend's message unreceipted
+            return True
 
     def _refresh_tags(self, wall_now: float) -> None:
         day = epoch_of(wall_now)

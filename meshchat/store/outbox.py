@@ -12,6 +12,7 @@ from enum import Enum
 from typing import TypeAlias
 
 from meshchat.crypto import DEFAULT_TTL
+from meshchat.crypto.stamps import DEFAULT_STAMP_COST, MAX_STAMP_COST
 from meshchat.errors import StorageError
 from meshchat.identity import PublicIdentity
 from meshchat.identity.devices import Device, DeviceList
@@ -73,6 +74,9 @@ class StoreConfig:
     receipt_sync_max: float = 5.0
     #: Seconds the ``receipt_sync_max`` pace lasts (an hour: a crashed process is back well within it).
     receipt_sync_window: float = 3600.0
+    #: Stamp cost (leading zero bits, ``meshchat.crypto.stamps``) a chat from a stranger must carry,
+    #: when the messenger checks stamps (``Messenger(known=...)``); publish it in the invite.
+    stamp_cost: int = DEFAULT_STAMP_COST
 
     def __post_init__(self) -> None:
         if self.mailbox_copies < 1 or self.retry_initial <= 0 or self.retry_max < self.retry_initial:
@@ -81,6 +85,8 @@ class StoreConfig:
             raise ValueError("0 < receipt_sync_interval <= receipt_sync_max, receipt_sync_window >= 0")
         if not 0 < self.fetch_batch <= MAX_FETCH_IDS or self.sync_interval <= 0:
             raise ValueError(f"0 < fetch_batch <= {MAX_FETCH_IDS} and sync_interval > 0 are required")
+        if not 0 <= self.stamp_cost <= MAX_STAMP_COST:
+            raise ValueError(f"stamp_cost is 0 to {MAX_STAMP_COST} bits")
 
 
 # --- the outbox state machine, as a table ---------------------------------------------------------
@@ -300,3 +306,7 @@ class MessengerStatistics:
     shared_given_up: int = 0
     #: Chats from blocked people, opened, marked seen and dropped (``Messenger(blocked=...)``).
     blocked: int = 0
+    #: Chats from strangers without a valid stamp, opened, marked seen and dropped (``known=``).
+    unstamped: int = 0
+    #: Stamps minted for chats sent to people who had not answered yet.
+    stamps_minted: int = 0

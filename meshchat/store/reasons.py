@@ -69,6 +69,10 @@ class DiscardReason(StrEnum):
     STORED_MISSING = "mailbox left out store results"
     #: A withdraw answered with more deletions than ids asked.
     DELETED_TOO_MANY = "mailbox deleted more than asked"
+    # --- stamps (issue 18) ------------------------------------------------------------------------
+    #: A chat from a stranger (not a contact, not a group member, never talked with) without a valid
+    #: stamp at our cost: opened, marked seen, dropped unreceipted (``Messenger(known=...)``).
+    UNSTAMPED = "stranger's chat without a stamp"
 
 
 class RejectReason(StrEnum):

@@ -3,14 +3,28 @@ own other devices), written with the ratchet steps and device lists that go with
 planned onto mailboxes; linking and removing devices. A mixin of ``Messenger`` (``messenger.py`` keeps
 the receiving, syncing and the glue), split off to keep each module readable; it uses the
 messenger's attributes declared below. The sealing itself is ``sending.py``.
+
+**Stamps.** With stamps on (``Messenger(known=...)``), a chat to a person who never answered (no chat
+from them in the conversation's last ``STAMP_LOOKBACK`` entries, and none of ours to them delivered)
+is stamped at the cost their invite asks (``set_stamp_cost``; ``DEFAULT_STAMP_COST`` without one),
+each device's envelope with its own stamp. ``send`` mints in place (sans-IO: pure CPU, like the
+sealing): ~0.2 s median at the default cost, once per message until the person answers. A driver that
+must not stall that long (the node's trio loop) calls ``seal_chat`` (sealed, ratchet steps written,
+seqs reserved), mints ``SealedChat.to_mint`` elsewhere (a worker thread: the stamps are pure functions
+of the bytes), then ``queue_sealed`` (records, history, publishing). A crash in between loses the
+unsent message only (its ratchet step is skipped, as a lost message's is), and the caller never got
+a handle for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from meshchat.crypto import inbox_topic
-from meshchat.errors import MeshchatError, NotPrimary
+from meshchat.crypto.stamps import DEFAULT_STAMP_COST, MAX_STAMP_COST
+from meshchat.errors import MeshchatError, NotPrimary, StorageError
 from meshchat.identity import Identity, KeyCache, PublicIdentity, RandomBytes
 from meshchat.identity.devices import Device, DeviceList, LinkRequest
 from meshchat.store.calls import MailboxCalls
@@ -21,11 +35,35 @@ from meshchat.store.sending import Planned, fan_write, seal_planned, siblings_of
 from meshchat.store.sessions import SessionKeeper
 from meshchat.store.storage import HistoryRecord, OutboxRecord, OutboxStatus, Storage
 from meshchat.store.tracker import OutboxTracker
-from meshchat.wire import decode_envelope
+from meshchat.wire import decode_envelope, message_id
+from meshchat.wire.envelope import unstamped
 
-__all__ = ["Sending"]
+__all__ = ["STAMP_LOOKBACK", "SealedChat", "Sending"]
 
 _S = OutboxStatus
+#: Conversation entries (the newest) looked at to tell whether a person answered: a chat from them or
+#: one of ours delivered among them. Bounded so a long one-sided conversation costs one short query.
+STAMP_LOOKBACK = 50
+
+
+@dataclass(frozen=True, slots=True)
+class SealedChat:
+    """A chat sealed for every device, its ratchet steps written, waiting for stamps (``seal_chat``)."""
+
+    #: The records to write, their envelopes unstamped.
+    records: tuple[OutboxRecord, ...]
+    #: Each record's stamp cost (0: none).
+    costs: tuple[int, ...]
+    #: ``(recipient key, body)`` for the conversation's history.
+    said: tuple[bytes, bytes]
+    #: When it was sealed (the history's ``sent_at_ms``, as in the envelope).
+    sealed_at: float
+
+    @property
+    def to_mint(self) -> list[tuple[bytes, int]]:
+        """``(unstamped envelope, cost)`` per record, for ``meshchat.crypto.stamps.stamp_envelope``
+        (cost 0: hand the envelope back as it is)."""
+        return [(r.envelope, c) for r, c in zip(self.records, self.costs, strict=True)]
 
 
 class Sending:
@@ -41,6 +79,32 @@ class Sending:
     _calls: MailboxCalls
     _random_bytes: RandomBytes
     _preferred: dict[bytes, tuple[str, ...]]
+    _known: Callable[[bytes], bool] | None
+    _stamp_costs: dict[bytes, int]
+    _counts: Counter[str]
+
+    def set_stamp_cost(self, recipient: PublicIdentity, cost: int | None) -> None:
+        """What ``recipient``'s invite asks of a stamp, bits (None: ``DEFAULT_STAMP_COST``).
+        ``ValueError`` beyond ``MAX_STAMP_COST``."""
+        if cost is None:
+            self._stamp_costs.pop(recipient.ed25519, None)
+        elif not 0 <= cost <= MAX_STAMP_COST:
+            raise ValueError(f"a stamp cost is 0 to {MAX_STAMP_COST} bits, not {cost}")
+        else:
+            self._stamp_costs[recipient.ed25519] = cost
+
+    def stamp_cost_for(self, person: bytes) -> int:
+        """The stamp cost a chat to ``person`` (a root key) carries now: 0 with stamps off or once they
+        answered (a chat from them, or one of ours delivered, in the conversation's last entries)."""
+        if self._known is None:
+            return 0
+        try:
+            entries = self.storage.conversation(person, before=None, limit=STAMP_LOOKBACK)
+        except StorageError:  # cannot tell: a stamp costs CPU only, a missing one the message
+            entries = []
+        if any(not e.outgoing or e.status in (_S.DELIVERED, _S.READ) for e in entries):
+            return 0
+        return self._stamp_costs.get(person, DEFAULT_STAMP_COST)
 
     def send(
         self,
@@ -71,6 +135,74 @@ class Sending:
             plan = self._chat_plan(recipient, body, ref)
             said = (recipient.ed25519, body)  # the conversation's history keeps the text
         records = self._queue(plan, wall_now=wall_now, ttl=ttl, said=said)
+        self._counts["stamps_minted"] += sum(1 for item in plan if item.stamp_cost)
+        return records[0], self._start(records)
+
+    def seal_chat(
+        self,
+        recipient: PublicIdentity,
+        body: bytes,
+        *,
+        wall_now: float,
+        ref: str = "",
+        ttl: int | None = None,
+    ) -> SealedChat:
+        """Seal the chat ``send`` would and write its ratchet steps, but leave the stamps to the caller
+        (``SealedChat.to_mint``) and the records to ``queue_sealed`` (module docstring). Raises as
+        ``send`` does, having written nothing."""
+        plan = self._chat_plan(recipient, body, ref)
+        try:
+            records = seal_planned(
+                plan,
+                identity=self.identity,
+                sessions=self.sessions,
+                devices=self.devices,
+                outbox=self._outbox,
+                wall_now=wall_now,
+                ttl=self.config.ttl if ttl is None else ttl,
+                retry_initial=self.config.retry_initial,
+                random_bytes=self._random_bytes,
+                mint=False,
+            )
+            # Written now: nothing else may roll these ratchet steps back while the stamps are minted.
+            self.storage.state_put(self.sessions.writes() + self.devices.writes())
+        except (MeshchatError, ValueError):
+            self.sessions.rolled_back()
+            self.devices.rolled_back()
+            raise
+        self.sessions.committed()
+        self.devices.committed()
+        for record in records:
+            self._outbox.reserve_seq(record.recipient, record.seq)
+        costs = tuple(item.stamp_cost for item in plan)
+        return SealedChat(tuple(records), costs, (recipient.ed25519, body), wall_now)
+
+    def queue_sealed(
+        self, sealed: SealedChat, envelopes: Sequence[bytes], *, wall_now: float
+    ) -> tuple[OutboxRecord, list[Action]]:
+        """Write ``sealed``'s records carrying ``envelopes`` (the same envelopes, stamped) with the
+        history entry, then start delivery, as ``send`` does. ``ValueError`` for an envelope that is
+        not its record's; ``StorageError``: nothing queued."""
+        records = []
+        for record, data in zip(sealed.records, envelopes, strict=True):
+            if unstamped(decode_envelope(data)) != record.envelope:
+                raise ValueError("an envelope that is not the one sealed for this record")
+            records.append(record.replace(envelope=data, message_id=message_id(data)))
+        peer, body = sealed.said
+        history = [
+            HistoryRecord(
+                peer=peer,
+                message_id=records[0].message_id,
+                outgoing=True,
+                body=body,
+                sent_at_ms=int(sealed.sealed_at * 1000),
+            )
+        ]
+        self.storage.outbox_add(records, fan_write(records), history)
+        for record in records:
+            self._outbox.added(record)
+        self._calls.hurry(wall_now)
+        self._counts["stamps_minted"] += sum(1 for cost in sealed.costs if cost)
         return records[0], self._start(records)
 
     def _chat_plan(self, recipient: PublicIdentity, body: bytes, ref: str) -> list[Planned]:
@@ -80,10 +212,16 @@ class Sending:
             return f"{ref}#{key.hex()[:16]}" if ref else ""
 
         plan = []
+        cost = self.stamp_cost_for(self.devices.owner_of(recipient.ed25519))
         for number, key in enumerate(self.devices.targets(recipient.ed25519)):
             target = recipient if key == recipient.ed25519 else self._keys.public_identity(key)
             plan.append(
-                Planned(target, lambda seq: Chat(seq=seq, body=body), sibling_ref(key) if number else ref)
+                Planned(
+                    target,
+                    lambda seq: Chat(seq=seq, body=body),
+                    sibling_ref(key) if number else ref,
+                    stamp_cost=cost,
+                )
             )
         for key in self.devices.own_others():
             plan.append(

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from meshchat.crypto import seal
+from meshchat.crypto.stamps import stamp_envelope
 from meshchat.identity import Identity, PublicIdentity, RandomBytes
 from meshchat.store.devices import DeviceBook
 from meshchat.store.payload import Chat, Control, Payload, encode_payload
@@ -36,11 +37,13 @@ _ID_SIZE = 32
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """One envelope to seal: to ``target`` (a device key), the payload for its ``seq``, and its ref."""
+    """One envelope to seal: to ``target`` (a device key), the payload for its ``seq``, and its ref;
+    ``stamp_cost`` > 0: stamped at that cost once sealed (``meshchat.crypto.stamps``)."""
 
     target: PublicIdentity
     payload: Callable[[int], Payload]
     ref: str = ""
+    stamp_cost: int = 0
 
 
 def seal_planned(
@@ -54,8 +57,10 @@ def seal_planned(
     ttl: int,
     retry_initial: float,
     random_bytes: RandomBytes,
+    mint: bool = True,
 ) -> list[OutboxRecord]:
-    """Seal every planned envelope in its session (ratchets move in memory only); the records to write."""
+    """Seal every planned envelope in its session (ratchets move in memory only); the records to write.
+    Without ``mint`` the envelopes are left unstamped (the caller mints: ``Sending.seal_chat``)."""
     records = []
     seqs: dict[bytes, int] = {}
     for item in plan:
@@ -69,6 +74,10 @@ def seal_planned(
                 payload = type(payload)(seq=payload.seq, body=payload.body, devices=attach)
         body = sessions.seal_body(target, encode_payload(payload), wall_now=wall_now)
         envelope = seal(identity, target, body, wall_now=wall_now, ttl=ttl, random_bytes=random_bytes)
+        if item.stamp_cost and mint:
+            # CPU-bound (~0.2 s at the default cost): the proof of work that lets a first message
+            # through to someone who has not added us. Over the sealed bytes, so it binds to them.
+            envelope = stamp_envelope(envelope, item.stamp_cost)
         records.append(
             OutboxRecord(
                 message_id=message_id(envelope),

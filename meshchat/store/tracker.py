@@ -62,8 +62,13 @@ class OutboxTracker:
 
     def added(self, record: OutboxRecord) -> None:
         """``record`` was just written to the outbox."""
-        self._last_seq[record.recipient] = record.seq
+        self.reserve_seq(record.recipient, record.seq)
         self.track(record)
+
+    def reserve_seq(self, recipient: bytes, seq: int) -> None:
+        """``seq`` to ``recipient`` is taken (sealed, its record written now or soon: ``seal_chat``);
+        never lowered, so a record written late does not hand its seq out again."""
+        self._last_seq[recipient] = max(seq, self._last_seq.get(recipient, seq))
 
     def get(self, message_id: bytes) -> OutboxRecord | None:
         """The record of a message still being retried."""

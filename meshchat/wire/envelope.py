@@ -4,6 +4,7 @@ Wire format: one version byte, then a canonical msgpack map with integer keys::
 
     1: kind (int)   2: inbox tag (16 bytes)   3: expiry (unix seconds, uint32)
     4: ephemeral X25519 public key (32)       5: nonce (24)     6: ciphertext
+    7: stamp (1 to 32 bytes; present only when not empty)
 
 Everything but the ciphertext is public routing data; who sent the message and what it says are inside
 the ciphertext (see ``meshchat.crypto.seal``). The total size is capped at ``MAX_ENVELOPE_SIZE`` and the
@@ -12,6 +13,10 @@ so the length of an envelope says little about the length of the message in it.
 
 A message's id is the BLAKE2b-256 hash of its envelope bytes (content addressing, as gossip with
 StrictNoSign expects); canonical decoding guarantees one envelope has exactly one byte form.
+
+Field 7 is a stranger's proof of work (``meshchat.crypto.stamps``), computed over the envelope's bytes
+without it: it is added after sealing, outside what the AEAD authenticates, and an envelope without
+one is byte for byte what it was before field 7 existed.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ __all__ = [
     "INBOX_TAG_SIZE",
     "MAX_ENVELOPE_SIZE",
     "MAX_PADDED_PLAINTEXT",
+    "MAX_STAMP_SIZE",
     "NONCE_SIZE",
     "PAD_BUCKETS",
     "Envelope",
@@ -39,6 +45,8 @@ __all__ = [
     "encode_envelope",
     "encode_fields",
     "message_id",
+    "unstamped",
+    "with_stamp",
 ]
 
 #: The envelope format version this meshchat writes and reads (the first byte on the wire).
@@ -64,8 +72,11 @@ MAX_PADDED_PLAINTEXT = MAX_ENVELOPE_SIZE - _ENVELOPE_FRAMING_ALLOWANCE - AEAD_TA
 PAD_BUCKETS = (256, 1024, 4096, 16384, MAX_PADDED_PLAINTEXT)
 _MAX_EXPIRY = 2**32 - 1
 _VERSION_BYTE = bytes([ENVELOPE_VERSION])
-_K_KIND, _K_TAG, _K_EXPIRY, _K_EPHEMERAL, _K_NONCE, _K_CIPHERTEXT = range(1, 7)
+#: Largest stamp field, bytes (meshchat's stamps are 8; room for a longer form later, bounded).
+MAX_STAMP_SIZE = 32
+_K_KIND, _K_TAG, _K_EXPIRY, _K_EPHEMERAL, _K_NONCE, _K_CIPHERTEXT, _K_STAMP = range(1, 8)
 _FIELDS = frozenset(range(1, 7))
+_STAMPED_FIELDS = frozenset(range(1, 8))
 
 
 class EnvelopeKind(IntEnum):
@@ -94,6 +105,8 @@ class Envelope:
     nonce: bytes
     #: The sealed payload, ``AEAD_TAG_SIZE`` bytes longer than the padded plaintext.
     ciphertext: bytes
+    #: A stranger's proof of work over the envelope without it (b"": none; ``meshchat.crypto.stamps``).
+    stamp: bytes = b""
 
     def __post_init__(self) -> None:
         # One cheap test on the hot path; the detailed diagnosis only when it fails.
@@ -109,6 +122,8 @@ class Envelope:
             and len(self.nonce) == NONCE_SIZE
             and type(self.ciphertext) is bytes
             and len(self.ciphertext) >= AEAD_TAG_SIZE
+            and type(self.stamp) is bytes
+            and len(self.stamp) <= MAX_STAMP_SIZE
         ):
             raise DecodeError("envelope", self._problem())
 
@@ -122,6 +137,10 @@ class Envelope:
                 f"ephemeral key must be {EPHEMERAL_KEY_SIZE} bytes",
             ),
             (_is_bytes(self.nonce, NONCE_SIZE), f"nonce must be {NONCE_SIZE} bytes"),
+            (
+                type(self.stamp) is bytes and len(self.stamp) <= MAX_STAMP_SIZE,
+                f"stamp must be bytes, at most {MAX_STAMP_SIZE}",
+            ),
         )
         for ok, problem in checks:
             if not ok:
@@ -153,6 +172,7 @@ def encode_envelope(envelope: Envelope) -> bytes:
         ephemeral_key=envelope.ephemeral_key,
         nonce=envelope.nonce,
         ciphertext=envelope.ciphertext,
+        stamp=envelope.stamp,
     )
 
 
@@ -164,23 +184,24 @@ def encode_fields(
     ephemeral_key: bytes,
     nonce: bytes,
     ciphertext: bytes,
+    stamp: bytes = b"",
 ) -> bytes:
     """Encode envelope fields the caller produced itself and knows valid (the sealing hot path).
 
     Skips building and checking an ``Envelope``; ``encode_envelope`` is the checked way.
     """
     # Keys written in ascending order, as the canonical form requires (codec.pack would sort them).
-    data: bytes = _VERSION_BYTE + msgpack.packb(
-        {
-            _K_KIND: int(kind),
-            _K_TAG: inbox_tag,
-            _K_EXPIRY: expiry,
-            _K_EPHEMERAL: ephemeral_key,
-            _K_NONCE: nonce,
-            _K_CIPHERTEXT: ciphertext,
-        },
-        use_bin_type=True,
-    )
+    fields: dict[int, int | bytes] = {
+        _K_KIND: int(kind),
+        _K_TAG: inbox_tag,
+        _K_EXPIRY: expiry,
+        _K_EPHEMERAL: ephemeral_key,
+        _K_NONCE: nonce,
+        _K_CIPHERTEXT: ciphertext,
+    }
+    if stamp:  # absent when empty: an unstamped envelope is what it was before stamps
+        fields[_K_STAMP] = stamp
+    data: bytes = _VERSION_BYTE + msgpack.packb(fields, use_bin_type=True)
     if len(data) > MAX_ENVELOPE_SIZE:
         raise TooLarge(size=len(data), limit=MAX_ENVELOPE_SIZE)
     return data
@@ -198,8 +219,12 @@ def decode_envelope(data: bytes) -> Envelope:
     if data[0] != ENVELOPE_VERSION:
         raise UnsupportedVersion(what="envelope", version=data[0], supported=(ENVELOPE_VERSION,))
     fields = unpack_canonical(data[1:], what="envelope", limit=MAX_ENVELOPE_SIZE)
-    if not isinstance(fields, dict) or fields.keys() != _FIELDS:
-        raise DecodeError("envelope", f"expected a map with keys {sorted(_FIELDS)}")
+    if not isinstance(fields, dict) or (fields.keys() != _FIELDS and fields.keys() != _STAMPED_FIELDS):
+        raise DecodeError("envelope", f"expected a map with keys {sorted(_FIELDS)} (and 7, a stamp)")
+    stamp = fields.get(_K_STAMP, b"")
+    if _K_STAMP in fields and (type(stamp) is not bytes or not 0 < len(stamp) <= MAX_STAMP_SIZE):
+        # An empty stamp is left out, not written: one envelope, one byte form.
+        raise DecodeError("envelope", f"a stamp is 1 to {MAX_STAMP_SIZE} bytes")
     kind = fields[_K_KIND]
     if type(kind) is not int or kind not in EnvelopeKind._value2member_map_:
         raise DecodeError("envelope", f"unknown kind {kind!r}")
@@ -210,6 +235,36 @@ def decode_envelope(data: bytes) -> Envelope:
         ephemeral_key=fields[_K_EPHEMERAL],
         nonce=fields[_K_NONCE],
         ciphertext=fields[_K_CIPHERTEXT],
+        stamp=stamp,
+    )
+
+
+def unstamped(envelope: Envelope) -> bytes:
+    """``envelope``'s bytes without its stamp: what a stamp is computed over (canonical, so these are
+    exactly the bytes the sender stamped)."""
+    return encode_fields(
+        kind=envelope.kind,
+        inbox_tag=envelope.inbox_tag,
+        expiry=envelope.expiry,
+        ephemeral_key=envelope.ephemeral_key,
+        nonce=envelope.nonce,
+        ciphertext=envelope.ciphertext,
+    )
+
+
+def with_stamp(envelope: Envelope, stamp: bytes) -> bytes:
+    """The wire bytes of ``envelope`` carrying ``stamp`` instead of its own (``DecodeError`` for a stamp
+    longer than ``MAX_STAMP_SIZE``; ``TooLarge`` past the size limit)."""
+    if len(stamp) > MAX_STAMP_SIZE:
+        raise DecodeError("envelope", f"a stamp is at most {MAX_STAMP_SIZE} bytes")
+    return encode_fields(
+        kind=envelope.kind,
+        inbox_tag=envelope.inbox_tag,
+        expiry=envelope.expiry,
+        ephemeral_key=envelope.ephemeral_key,
+        nonce=envelope.nonce,
+        ciphertext=envelope.ciphertext,
+        stamp=stamp,
     )
 
 

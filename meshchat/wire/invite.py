@@ -5,6 +5,7 @@ Text form: ``MESHCHAT:`` followed by unpadded RFC 4648 base32 of ``version byte 
     1: Ed25519 public key (32)   2: display name (str)   3: multiaddrs (array of str)   4: signature (64)
     5: mailboxes (array of multiaddrs ending in /p2p/<PeerId>; present only when not empty)
     6: prekey bundle (bytes, ``meshchat.sessions.PrekeyBundle``; present only when given)
+    7: stamp cost (int, leading zero bits a stranger's first message must carry; present only when given)
 
 The signature covers a domain string, the version and the canonical encoding of every field but 4, so
 changing any character of the token is detected. Field 5 names the mailboxes the inviter syncs from:
@@ -13,6 +14,9 @@ field 5 existed. Field 6 is the inviter's signed prekey bundle, from which a new
 forward-secret session before the inviter was ever online (the wire layer keeps it as opaque bytes,
 at most ``MAX_BUNDLE_SIZE``; ``meshchat.sessions`` reads it). Base32 upper case fits the QR
 alphanumeric mode (denser codes) and survives being read aloud or retyped in either case.
+
+Field 7 is the proof of work the inviter asks of someone it has not added yet
+(``meshchat.crypto.stamps``); absent, the sender uses ``DEFAULT_STAMP_COST``.
 
 An invite proves only that its holder of the key wrote it; a person still compares safety numbers.
 """
@@ -31,7 +35,15 @@ from meshchat.errors import BadInvite, DecodeError, UnsupportedVersion
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.wire.codec import pack, unpack_canonical
 
-__all__ = ["INVITE_PREFIX", "INVITE_VERSION", "MAX_ADDRS", "MAX_BUNDLE_SIZE", "MAX_NAME_LENGTH", "Invite"]
+__all__ = [
+    "INVITE_PREFIX",
+    "INVITE_VERSION",
+    "MAX_ADDRS",
+    "MAX_BUNDLE_SIZE",
+    "MAX_INVITE_STAMP_COST",
+    "MAX_NAME_LENGTH",
+    "Invite",
+]
 
 #: What every invite token starts with.
 INVITE_PREFIX = "MESHCHAT:"
@@ -43,6 +55,9 @@ MAX_NAME_LENGTH = 64
 MAX_ADDRS = 8
 #: Largest prekey bundle an invite carries, bytes (a signed prekey and an ML-KEM-768 prekey: ~1.4 KB).
 MAX_BUNDLE_SIZE = 2048
+#: Highest stamp cost an invite may ask (``meshchat.crypto.stamps.MAX_STAMP_COST``, repeated here:
+#: the wire layer sits below crypto): 2^28 hashes, minutes of a sender's CPU, never hours.
+MAX_INVITE_STAMP_COST = 28
 #: Longest multiaddr text accepted.
 MAX_ADDR_LENGTH = 256
 #: Longest invite text, characters: what one QR code holds in alphanumeric mode at error level M
@@ -54,7 +69,7 @@ MAX_INVITE_TEXT = 3391
 _ALLOWED_FORMAT_CHARACTERS = frozenset("\u200c\u200d")
 _PRINTABLE_ASCII = frozenset(chr(c) for c in range(0x21, 0x7F))
 _SIGNING_DOMAIN = b"meshchat/invite/v1\x00"
-_K_KEY, _K_NAME, _K_ADDRS, _K_SIGNATURE, _K_MAILBOXES, _K_BUNDLE = 1, 2, 3, 4, 5, 6
+_K_KEY, _K_NAME, _K_ADDRS, _K_SIGNATURE, _K_MAILBOXES, _K_BUNDLE, _K_STAMP_COST = 1, 2, 3, 4, 5, 6, 7
 _REQUIRED = frozenset({_K_KEY, _K_NAME, _K_ADDRS, _K_SIGNATURE})
 
 
@@ -100,6 +115,9 @@ class Invite:
     mailboxes: tuple[str, ...] = ()
     #: The inviter's encoded prekey bundle (b"": none), checked by ``meshchat.sessions`` when used.
     bundle: bytes = b""
+    #: The stamp cost (bits) the inviter asks of a first message from someone it has not added; None:
+    #: the sender's default (``meshchat.crypto.stamps.DEFAULT_STAMP_COST``).
+    stamp_cost: int | None = None
 
     @classmethod
     def create(
@@ -110,6 +128,7 @@ class Invite:
         addrs: Sequence[str] = (),
         mailboxes: Sequence[str] = (),
         bundle: bytes = b"",
+        stamp_cost: int | None = None,
     ) -> Invite:
         """Sign an invite for ``identity``. Raises ``BadInvite`` for a name, address or bundle out of
         limits, or an invite too long for one QR code."""
@@ -121,6 +140,8 @@ class Invite:
             fields[_K_MAILBOXES] = checked_mailboxes
         if bundle:
             fields[_K_BUNDLE] = _check_bundle(bundle)
+        if stamp_cost is not None:
+            fields[_K_STAMP_COST] = _check_stamp_cost(stamp_cost)
         signature = identity.sign(_signed(fields))
         invite = cls(
             public=identity.public,
@@ -129,6 +150,7 @@ class Invite:
             signature=signature,
             mailboxes=checked_mailboxes,
             bundle=bundle,
+            stamp_cost=stamp_cost,
         )
         size = len(invite.to_text())
         if size > MAX_INVITE_TEXT:
@@ -147,6 +169,8 @@ class Invite:
             fields[_K_MAILBOXES] = self.mailboxes
         if self.bundle:
             fields[_K_BUNDLE] = self.bundle
+        if self.stamp_cost is not None:
+            fields[_K_STAMP_COST] = self.stamp_cost
         raw = bytes([INVITE_VERSION]) + pack(fields)
         return INVITE_PREFIX + base64.b32encode(raw).decode("ascii").rstrip("=")
 
@@ -177,8 +201,11 @@ class Invite:
         if not isinstance(fields, dict) or not _REQUIRED <= fields.keys() <= _REQUIRED | {
             _K_MAILBOXES,
             _K_BUNDLE,
+            _K_STAMP_COST,
         }:
-            raise BadInvite("expected a map with keys 1-4 (and 5, mailboxes; 6, prekey bundle)")
+            raise BadInvite(
+                "expected a map with keys 1-4 (and 5, mailboxes; 6, prekey bundle; 7, stamp cost)"
+            )
         signature = fields.pop(_K_SIGNATURE)
         if not isinstance(signature, bytes):
             raise BadInvite("signature is not bytes")
@@ -187,6 +214,7 @@ class Invite:
         if _K_MAILBOXES in fields and not mailboxes:
             raise BadInvite("an empty mailbox list is left out, not written (one invite, one text)")
         bundle = _check_bundle(fields[_K_BUNDLE]) if _K_BUNDLE in fields else b""
+        stamp_cost = _check_stamp_cost(fields[_K_STAMP_COST]) if _K_STAMP_COST in fields else None
         key = fields[_K_KEY]
         try:
             public = PublicIdentity.from_bytes(key)
@@ -194,7 +222,13 @@ class Invite:
             raise BadInvite(f"public key: {exc.problem}") from exc
         public.verify(_signed(fields), signature, what="invite")
         return cls(
-            public=public, name=name, addrs=addrs, signature=signature, mailboxes=mailboxes, bundle=bundle
+            public=public,
+            name=name,
+            addrs=addrs,
+            signature=signature,
+            mailboxes=mailboxes,
+            bundle=bundle,
+            stamp_cost=stamp_cost,
         )
 
     def qr(self) -> segno.QRCode:
@@ -206,6 +240,12 @@ def _check_bundle(bundle: object) -> bytes:
     if type(bundle) is not bytes or not 0 < len(bundle) <= MAX_BUNDLE_SIZE:
         raise BadInvite(f"the prekey bundle must be 1 to {MAX_BUNDLE_SIZE:,} bytes")
     return bundle
+
+
+def _check_stamp_cost(cost: object) -> int:
+    if type(cost) is not int or not 0 <= cost <= MAX_INVITE_STAMP_COST:
+        raise BadInvite(f"the stamp cost must be a whole number of bits, 0 to {MAX_INVITE_STAMP_COST}")
+    return cost
 
 
 def _check_mailboxes(mailboxes: object) -> tuple[str, ...]:
