@@ -287,8 +287,15 @@ async def test_a_relays_complete_view_holds_no_key_and_no_plaintext(tmp_path: Pa
     assert view.leaks(needles) == set()
     # What it carried on inbox topics: chats of every size up to ~700 bytes share one length
     # (receipts are in the first bucket, chats in the second and third: one length per bucket).
-    lengths = by_bucket(carried)
+    # Alice's first chats to Bob, who had not answered yet, carry a stranger's stamp (field 7, 11
+    # bytes more): a relay can tell "a first message to someone who has not answered" (the stamp must
+    # be checkable by mailboxes), nothing finer. One length per bucket for each of the two.
+    stamped = [e for e in carried if decode_envelope(e).stamp]
+    assert stamped and len(stamped) < len(carried)  # the first ones, not every one
+    lengths = by_bucket(e for e in carried if not decode_envelope(e).stamp)
     assert set(lengths) == set(PAD_BUCKETS[:3]) and all(len(same) == 1 for same in lengths.values())
+    for bucket, same in by_bucket(stamped).items():
+        assert same == {next(iter(lengths[bucket])) + 11}
 
 
 # --- 3. a mailbox ----------------------------------------------------------------------------------
