@@ -697,7 +697,7 @@ class StoreSimulation:
     # --- results ----------------------------------------------------------------------------------
 
     def results(self, *, wall_seconds: float) -> StoreResults:
-        """The figures of the run so far."""
+        """The figures of the run so far (computed in ``meshchat.sim.store_results``)."""
         return collect_results(self, wall_seconds=wall_seconds)
 
 
