@@ -37,18 +37,18 @@ every few seconds for as long as the block lasts (2.2 MB per user in 9 h at 50 u
 
 **Figures** (seed 1, scale 1.0: ``STORE_EXPERIMENTS[name].run(1, 1.0)``, 7-13 min each niced on a
 busy 2-core machine). ``remove-mailboxes``: defence on 99.80 % (1,996 of 2,000; p50 2,605 s, p99
-69,386 s: recipients away for hours), off 83.6 %; 3 copies without retries 88.6 %, 1 copy with
-retries 99.7 %: the senders' retries (each re-publishes) carry the stranded messages (233 of the
-236 whose every copy went were delivered, all by gossip). The 4 missing: their copies went with the
-removed mailboxes and a retry does not store again on the survivor, since ``stored_on`` still counts
-the vanished mailboxes; counting only the copies still in view (a 2-line change to
-``Sending._plan_stores``, tried outside this module) delivers 2,000 of 2,000, 182 of the stranded
-through the surviving mailbox. ``region-block``: within the region and within the rest 100 % in
-every run; across, 70.9 % with the carriers (p50 329 s, p99 4,222 s), 0 without, 100 % with the
-carriers and a copy on every mailbox in view (p50 341 s); of all block-time messages 87.4 %, 56.9 %
-and 100 %. ``whitelist``: within a LAN 100 % with or without carriers (p50 0.10 s, p99 4,400 s);
-across LANs 99.87 % with the carriers (793 of 794; 132 within 1 h, 791 within 6 h; p50 8,564 s,
-p99 19,453 s), 0 without; all block-time messages 99.94 % against 52.5 %.
+69,386 s: recipients away for hours; seeds 2 and 3: 99.80 % and 99.85 %), off 83.6 %; 3 copies
+without retries 88.6 %, 1 copy with retries 99.7 %: the senders' retries (each re-publishes) carry
+the stranded messages (233 of the 236 whose every copy went were delivered, all by gossip). The 4
+missing: their copies went with the removed mailboxes and a retry does not store again on the
+survivor, since ``stored_on`` still counts the vanished mailboxes; counting only the copies still in
+view (a 2-line change to ``Sending._plan_stores``, tried outside this module) delivers 2,000 of
+2,000, 182 of the stranded through the surviving mailbox. ``region-block``: within the region and
+within the rest 100 % in every run; across, 70.9 % with the carriers (p50 329 s, p99 4,222 s), 0
+without, 100 % with the carriers and a copy on every mailbox in view (p50 341 s); of all block-time
+messages 87.4 %, 56.9 % and 100 %. ``whitelist``: within a LAN 100 % with or without carriers (p50
+0.10 s, p99 4,400 s); across LANs 99.87 % with the carriers (793 of 794; 132 within 1 h, 791 within
+6 h; p50 8,564 s, p99 19,453 s), 0 without; all block-time messages 99.94 % against 52.5 %.
 """
 
 from __future__ import annotations
