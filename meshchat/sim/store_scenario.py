@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from meshchat.crypto import MAX_TTL
 from meshchat.store.messenger import StoreConfig
 
-__all__ = ["SentMessage", "StoreResults", "StoreScenario"]
+__all__ = ["GROUP_SHARES_TOLERANCE", "SentMessage", "StoreResults", "StoreScenario"]
+
+#: How far from 1 the ``groups`` shares may sum (``(1 / 3,) * 3`` is not exactly 1 in floats).
+GROUP_SHARES_TOLERANCE = 1e-6
+#: Knobs left out of ``to_dict`` while None (added after results were first published).
+_ADDED_KNOBS = ("groups", "remove_mailboxes", "local_share", "stored_retry_max", "receipt_sync_window")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,7 +52,8 @@ class StoreScenario:
     offline_mean: float = 1800.0
     #: Mean of a churned user's online period between two offline ones, seconds (exponential).
     online_mean: float = 3600.0
-    #: ``(at, heal)``: users and mailboxes split 50/50 from ``at`` to ``heal``; None: no partition.
+    #: ``(at, heal)``: users and mailboxes split 50/50 (or per ``groups``) from ``at`` to ``heal`` (a
+    #: ``heal`` after the end: a partition that does not heal within the run); None: no partition.
     partition: tuple[float, float] | None = (1800.0, 5400.0)
     #: Seconds between two side switches of a carrier during a partition.
     carrier_period: float = 600.0
@@ -63,6 +69,25 @@ class StoreScenario:
     restart_on_return: bool = False
     #: Seed of every random choice.
     seed: int = 1
+    # Knobs added for the removal and censorship experiments (``meshchat.sim.store_experiments``);
+    # ``to_dict`` lists them only when set, so the results of scenarios without them stay
+    # byte-identical to those published before they existed.
+    #: Shares of users and of fixed (non-carrier) mailboxes in each side of the partition, in order
+    #: (a region and the rest; LANs); None: two halves. Carriers visit the sides in turn.
+    groups: tuple[float, ...] | None = None
+    #: ``(at, keep)``: at ``at`` every mailbox but ``keep`` (chosen at random) is removed for good,
+    #: with what it holds; None: mailboxes never go.
+    remove_mailboxes: tuple[float, int] | None = None
+    #: Probability that a message's recipient is drawn from the sender's own side (a region, a LAN)
+    #: rather than from everybody; None: from everybody (needs a partition to mean anything).
+    local_share: float | None = None
+    #: ``StoreConfig.stored_retry_max``; None: its default. With ``retry_initial`` at the TTL, a
+    #: value of the TTL means a sender that sends once and never retries within it.
+    stored_retry_max: float | None = None
+    #: ``StoreConfig.receipt_sync_window``; None: its default (an hour of syncs every few seconds
+    #: after a send, a mailbox appearing or a return, while receipts are awaited); 0: none (syncs every
+    #: ``sync_interval``, after a short doubling burst), as a phone in the background would.
+    receipt_sync_window: float | None = None
 
     def __post_init__(self) -> None:
         low, high = self.latency
@@ -94,9 +119,48 @@ class StoreScenario:
                     "partition must be (at, heal) with 0 <= at < heal",
                 )
             )
+        checks += self._added_checks()
         for ok, problem in checks:
             if not ok:
                 raise ValueError(f"store scenario: {problem}")
+
+    def _added_checks(self) -> list[tuple[bool, str]]:
+        checks: list[tuple[bool, str]] = []
+        if self.groups is not None:
+            checks.append(
+                (
+                    len(self.groups) >= 2
+                    and all(_finite(g) and g > 0 for g in self.groups)
+                    and abs(math.fsum(self.groups) - 1.0) < GROUP_SHARES_TOLERANCE,
+                    "groups must be two or more positive shares summing to 1",
+                )
+            )
+        if self.remove_mailboxes is not None:
+            at, keep = self.remove_mailboxes
+            checks.append((_finite(at) and at >= 0, "remove_mailboxes must be at a time >= 0"))
+            checks.append((1 <= keep <= self.mailboxes, "remove_mailboxes must keep 1 to mailboxes"))
+        if self.stored_retry_max is not None:
+            checks.append(
+                (
+                    _finite(self.stored_retry_max) and self.stored_retry_max > 0,
+                    "stored_retry_max must be positive",
+                )
+            )
+        if self.receipt_sync_window is not None:
+            checks.append(
+                (
+                    _finite(self.receipt_sync_window) and self.receipt_sync_window >= 0,
+                    "receipt_sync_window must not be negative",
+                )
+            )
+        if self.local_share is not None:
+            checks.append((0 <= self.local_share <= 1, "local_share must be in [0, 1]"))
+        return checks
+
+    @property
+    def sides(self) -> int:
+        """How many sides the partition has."""
+        return 2 if self.groups is None else len(self.groups)
 
     @property
     def end(self) -> float:
@@ -105,17 +169,26 @@ class StoreScenario:
 
     def store_config(self) -> StoreConfig:
         """The ``StoreConfig`` every user runs."""
-        return StoreConfig(
+        config = StoreConfig(
             sync_interval=self.sync_interval,
             retry_initial=self.retry_initial,
             retry_max=max(StoreConfig().retry_max, self.retry_initial),
             mailbox_copies=self.mailbox_copies,
             ttl=self.ttl,
         )
+        if self.stored_retry_max is not None:
+            config = dataclasses.replace(config, stored_retry_max=self.stored_retry_max)
+        if self.receipt_sync_window is not None:
+            config = dataclasses.replace(config, receipt_sync_window=self.receipt_sync_window)
+        return config
 
     def to_dict(self) -> dict[str, object]:
-        """The knobs as JSON-ready values."""
-        return dataclasses.asdict(self)
+        """The knobs as JSON-ready values (the added ones only when set: see ``groups``)."""
+        out = dataclasses.asdict(self)
+        for name in _ADDED_KNOBS:
+            if out[name] is None:
+                del out[name]
+        return out
 
 
 def _finite(value: float) -> bool:

@@ -60,7 +60,11 @@ no timers, no envelopes, no mailbox answers. Back online, it is fed again, start
 ``at`` to ``heal`` (virtual seconds from the start): no gossip copy and no mailbox call crosses.
 **Carriers** are mailboxes that switch sides every ``carrier_period`` seconds during the partition:
 what senders stored on them on one side is synced by recipients on the other (delay-tolerant
-forwarding), and receipts ride back the same way.
+forwarding), and receipts ride back the same way. With ``groups`` the sides are a region and the
+rest, or many LAN-sized clusters, and carriers go round them (``meshchat.sim.store_views``);
+``local_share`` draws that share of recipients from the sender's own side. **Removal**: with
+``remove_mailboxes=(at, keep)`` every mailbox but ``keep`` leaves every view at ``at`` for good, with
+what it holds (calls in flight to it fail as "closed").
 
 **Simplified.** Links have no bandwidth, queueing or per-link persistence (each leg draws its delay
 anew); a mailbox answers instantly; mailboxes never go offline; the gossip mesh is one hop; all users
@@ -91,9 +95,10 @@ from meshchat.crypto import epoch_of, inbox_tags_around, inbox_topic
 from meshchat.identity import Identity
 from meshchat.sim.clock import SIM_EPOCH
 from meshchat.sim.payloads import make_identities
-from meshchat.sim.results import DIGITS, summarize
 from meshchat.sim.running import PROGRESS_STEPS, collector_paused
+from meshchat.sim.store_results import RECEIPTED, collect_results
 from meshchat.sim.store_scenario import SentMessage, StoreResults, StoreScenario
+from meshchat.sim.store_views import SideViews, assign_sides, carrier_start, next_side
 from meshchat.sim.world import component_rng
 from meshchat.store.mailbox import MailboxCore
 from meshchat.store.messenger import (
@@ -120,7 +125,7 @@ from meshchat.store.protocol import (
     encode_request,
     encode_response,
 )
-from meshchat.store.storage import MemoryStorage, OutboxStatus
+from meshchat.store.storage import MemoryStorage
 from meshchat.wire import decode_envelope
 
 __all__ = [
@@ -149,8 +154,6 @@ SENDER_DRAWS = 64
 _REQUEST_KINDS: dict[type, str] = {
     kind: kind.__name__.removesuffix("Request").lower() for kind in get_args(MailboxRequest)
 }
-#: Statuses in which the sender has seen the recipient's receipt.
-_RECEIPTED = frozenset({OutboxStatus.DELIVERED, OutboxStatus.READ})
 
 
 class _Kind(IntEnum):
@@ -178,6 +181,8 @@ class _Kind(IntEnum):
     HEAL = 9
     #: A carrier switches sides: a = the mailbox.
     CARRIER = 10
+    #: Every mailbox but the kept ones is removed for good (``remove_mailboxes``).
+    REMOVE = 11
 
 
 #: ``(wall time, sequence, kind, a, b, c)``: the sequence number makes the order total and stable.
@@ -222,7 +227,7 @@ class _User:
 class _Mailbox:
     """A mailbox node."""
 
-    __slots__ = ("carrier", "core", "index", "peer_id", "side")
+    __slots__ = ("carrier", "core", "index", "moves", "peer_id", "removed", "side")
 
     def __init__(self, index: int, peer_id: str, *, carrier: bool) -> None:
         self.index = index
@@ -230,6 +235,8 @@ class _Mailbox:
         self.core = MailboxCore(MemoryStorage())
         self.carrier = carrier
         self.side = 0
+        self.moves = 0  # side switches made (a carrier's)
+        self.removed = False
 
 
 @dataclass(slots=True, eq=False)
@@ -264,9 +271,14 @@ class StoreSimulation:
             for j in range(s.mailboxes)
         ]
         self._mailbox_of = {m.peer_id: m for m in self.mailboxes}
-        self._all_peers = tuple(m.peer_id for m in self.mailboxes)
-        self._side_peers: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+        self._views = SideViews(s.sides)
+        self._views.everything = tuple(m.peer_id for m in self.mailboxes)
         self.partitioned = False
+        #: Set at ``remove_mailboxes``: users online then, of them those that had completed a sync
+        #: (the network had formed), and the undelivered messages whose every stored copy went.
+        self.online_at_removal = 0
+        self.synced_at_removal = 0
+        self.stranded: set[bytes] = set()
         #: Every sent message by id.
         self.sent: dict[bytes, SentMessage] = {}
         self.unsent = 0
@@ -282,8 +294,8 @@ class StoreSimulation:
         #: Group actions from the messenger (none are expected: this simulation has no groups).
         self.group_actions = 0
         self.misdelivered = 0
-        self._retired_discards: Counter[str] = Counter()
-        self._retired_rejects: Counter[str] = Counter()
+        self.retired_discards: Counter[str] = Counter()
+        self.retired_rejects: Counter[str] = Counter()
         self._via = ""
         self._subscribers_day = -1
         self._subscribers: dict[str, list[int]] = {}
@@ -333,22 +345,18 @@ class StoreSimulation:
             self._push(self._at(t), _Kind.SEND, index)
         if s.partition is not None:
             at, heal = s.partition
-            side_rng = component_rng(s.seed, "store/partition")
-            order = list(range(s.users))
-            side_rng.shuffle(order)
-            for rank, index in enumerate(order):
-                self.users[index].side = rank % 2
             fixed = [m for m in self.mailboxes if not m.carrier]
-            side_rng.shuffle(fixed)
-            for rank, mailbox in enumerate(fixed):
-                mailbox.side = rank % 2
+            assign_sides(self.users, fixed, s, component_rng(s.seed, "store/partition"))
             for mailbox in self.mailboxes:
                 if mailbox.carrier:
-                    mailbox.side = mailbox.index % 2
+                    mailbox.side = carrier_start(mailbox.index, s.carriers, s)
                     if at + s.carrier_period < heal:
                         self._push(self._at(at + s.carrier_period), _Kind.CARRIER, mailbox)
             self._push(self._at(at), _Kind.SPLIT)
             self._push(self._at(heal), _Kind.HEAL)
+        self._side_members = [[u for u in self.users if u.side == k] for k in range(s.sides)]
+        if s.remove_mailboxes is not None:
+            self._push(self._at(s.remove_mailboxes[0]), _Kind.REMOVE)
 
     # --- running ----------------------------------------------------------------------------------
 
@@ -400,6 +408,8 @@ class StoreSimulation:
                 self._refresh_sides()
             elif kind is kinds.CARRIER:
                 self._on_carrier(event[3])
+            elif kind is kinds.REMOVE:
+                self._on_remove()
             else:
                 assert_never(kind)
         self.now = max(self.now, limit)
@@ -438,7 +448,7 @@ class StoreSimulation:
                         record.via = self._via
                 case StatusChanged(message_id=mid, status=status):
                     sent = self.sent.get(mid)
-                    if sent is not None and sent.receipt_at is None and status in _RECEIPTED:
+                    if sent is not None and sent.receipt_at is None and status in RECEIPTED:
                         sent.receipt_at = self.elapsed
                 case StoreProblem():
                     self.store_problems += 1
@@ -576,8 +586,15 @@ class StoreSimulation:
         if sender is None:
             self.unsent += 1
             return
-        pick = rng.randrange(len(users) - 1)
-        recipient = users[pick + 1 if pick >= sender.index else pick]
+        local = self.scenario.local_share
+        members = self._side_members[sender.side]
+        if local is not None and len(members) > 1 and rng.random() < local:
+            recipient = members[rng.randrange(len(members) - 1)]
+            if recipient is sender:  # uniform over the others: the last one stands in for the sender
+                recipient = members[-1]
+        else:
+            pick = rng.randrange(len(users) - 1)
+            recipient = users[pick + 1 if pick >= sender.index else pick]
         record, actions = sender.messenger.send(
             recipient.public, f"message {index}".encode(), wall_now=self.now
         )
@@ -605,8 +622,8 @@ class StoreSimulation:
             return
         if self.scenario.restart_on_return and user.session > 0:
             retired = user.messenger.statistics()
-            self._retired_discards.update(retired.discarded)
-            self._retired_rejects.update(retired.rejected)
+            self.retired_discards.update(retired.discarded)
+            self.retired_rejects.update(retired.rejected)
             user.incarnation += 1
             user.messenger = self._new_messenger(user.index, user.incarnation, user.identity, user.storage)
         user.online = True
@@ -622,18 +639,37 @@ class StoreSimulation:
         self._set_view(user)
 
     def _on_carrier(self, mailbox: _Mailbox) -> None:
-        mailbox.side ^= 1
+        mailbox.side = next_side(mailbox.side, self.scenario.sides)
+        mailbox.moves += 1
         self._refresh_sides()
         heal = self.scenario.partition[1] if self.scenario.partition is not None else 0.0
         following = self.elapsed + self.scenario.carrier_period
         if following < heal:
             self._push(self._at(following), _Kind.CARRIER, mailbox)
 
+    def _on_remove(self) -> None:
+        """Every mailbox but ``keep`` of them goes for good, with what it holds."""
+        assert self.scenario.remove_mailboxes is not None
+        keep = self.scenario.remove_mailboxes[1]
+        rng = component_rng(self.scenario.seed, "store/removal")
+        kept = set(rng.sample(range(len(self.mailboxes)), keep))
+        gone = {m.peer_id for m in self.mailboxes if m.index not in kept}
+        online = [u for u in self.users if u.online]
+        self.online_at_removal = len(online)
+        self.synced_at_removal = sum(u.messenger.statistics().syncs > 0 for u in online)
+        for mid, record in self.sent.items():
+            if record.delivered_at is None:
+                outbox = self.users[record.sender].storage.outbox_get(mid)
+                if outbox is not None and outbox.stored_on and set(outbox.stored_on) <= gone:
+                    self.stranded.add(mid)
+        for mailbox in self.mailboxes:
+            if mailbox.peer_id in gone:
+                mailbox.removed = True
+                mailbox.core = MailboxCore(MemoryStorage())  # what it held is gone with it
+        self._refresh_sides()
+
     def _refresh_sides(self) -> None:
-        self._side_peers = (
-            tuple(m.peer_id for m in self.mailboxes if m.side == 0),
-            tuple(m.peer_id for m in self.mailboxes if m.side == 1),
-        )
+        self._views.refresh((m.peer_id, m.side) for m in self.mailboxes if not m.removed)
         for user in self.users:
             if user.online:
                 self._set_view(user)
@@ -641,7 +677,7 @@ class StoreSimulation:
     def _view_of(self, user: _User) -> tuple[str, ...]:
         if not user.online:
             return ()
-        return self._side_peers[user.side] if self.partitioned else self._all_peers
+        return self._views.view(user.side, partitioned=self.partitioned)
 
     def _set_view(self, user: _User) -> None:
         """Tell ``user``'s messenger its view changed; first fail the calls whose connections closed."""
@@ -661,81 +697,8 @@ class StoreSimulation:
     # --- results ----------------------------------------------------------------------------------
 
     def results(self, *, wall_seconds: float) -> StoreResults:
-        """The figures of the run so far."""
-        s = self.scenario
-        records = list(self.sent.values())
-        latencies = sorted(
-            r.delivered_at - r.sent_at
-            for r in records
-            if r.delivered_at is not None and r.delivered_at - r.sent_at <= s.ttl
-        )
-        on_time = [_on_time(r, s.ttl) for r in records]
-        receipts = sorted(r.receipt_at - r.sent_at for r in records if r.receipt_at is not None)
-        statuses: Counter[str] = Counter()
-        receipted = 0
-        for mid, record in self.sent.items():
-            outbox = self.users[record.sender].storage.outbox_get(mid)
-            status = outbox.status if outbox is not None else None
-            statuses["missing" if status is None else status.value] += 1
-            receipted += status in _RECEIPTED
-        cross = [r for r in records if r.cross_partition]
-        heal = s.partition[1] if s.partition is not None else math.inf
-        offline = [r for r in records if r.recipient_offline]
-        duplicates = sum(max(0, r.deliveries - 1) for r in records)
-        sent = len(records)
-        discarded, rejected = Counter(self._retired_discards), Counter(self._retired_rejects)
-        for user in self.users:
-            statistics = user.messenger.statistics()
-            discarded.update(statistics.discarded)
-            rejected.update(statistics.rejected)
-        return StoreResults(
-            seed=s.seed,
-            users=s.users,
-            mailboxes=s.mailboxes,
-            carriers=s.carriers,
-            messages=sent,
-            unsent=self.unsent,
-            delivery_ratio=round(sum(on_time) / sent, DIGITS) if sent else None,
-            delivered=sum(on_time),
-            delivered_exactly_once=duplicates == 0 and self.misdelivered == 0,
-            duplicates_to_app=duplicates,
-            latency_s=summarize(latencies, ordered=True),
-            receipt_latency_s=summarize(receipts, ordered=True),
-            cross_partition={
-                "sent": len(cross),
-                "delivered": sum(_on_time(r, s.ttl) for r in cross),
-                "delivered_during_partition": sum(
-                    r.delivered_at is not None and r.delivered_at < heal for r in cross
-                ),
-            },
-            offline_recipients={
-                "sent": len(offline),
-                "delivered": sum(_on_time(r, s.ttl) for r in offline),
-            },
-            delivered_via=dict(Counter(r.via for r, ok in zip(records, on_time, strict=True) if ok)),
-            receipts_ratio=round(receipted / sent, DIGITS) if sent else None,
-            statuses=dict(statuses),
-            mailbox_calls=self.calls,
-            mailbox_calls_by_kind=dict(self.calls_by_kind),
-            empty_deletes=self.empty_deletes,
-            mailbox_failures=sum(self.failures.values()),
-            mailbox_failure_reasons={"lost": self.failures["lost"], "closed": self.failures["closed"]},
-            gossip_copies=self.gossip_copies,
-            bytes_per_user=round(self.bytes / s.users, DIGITS),
-            store_problems=self.store_problems,
-            stale_deadlines=self.stale_deadlines,
-            discarded=dict(discarded),
-            rejected=dict(rejected),
-            mailbox_items_at_end=sum(m.core.statistics().items for m in self.mailboxes),
-            events=self.events,
-            virtual_seconds=round(self.elapsed, DIGITS),
-            wall_seconds=round(wall_seconds, 3),
-            parameters=s.to_dict(),
-        )
-
-
-def _on_time(record: SentMessage, ttl: int) -> bool:
-    return record.delivered_at is not None and record.delivered_at - record.sent_at <= ttl
+        """The figures of the run so far (computed in ``meshchat.sim.store_results``)."""
+        return collect_results(self, wall_seconds=wall_seconds)
 
 
 def run_store(scenario: StoreScenario, progress: Callable[[float], None] | None = None) -> StoreResults:
