@@ -63,10 +63,11 @@ def test_removal_leaves_one_mailbox_and_the_defence_delivers_what_was_on_the_oth
     delivered_off = _delivered(list(off.sent.values()), ttl)
     assert delivered_on / len(on.sent) >= 0.99
     assert delivered_on > delivered_off
-    # With the defence the stranded messages still arrive (re-published by their senders' retries);
-    # without it they are gone.
+    # With the defence the stranded messages still arrive (re-published by their senders' retries,
+    # re-stored on the mailbox left). Without retries a sender still re-stores a message on the
+    # mailbox left when it sees the others go (queue_store counts only copies in view), so the off
+    # arm loses fewer of these than it did before that change; what it loses is counted above.
     assert _delivered([on.sent[mid] for mid in on.stranded], ttl) == len(on.stranded)
-    assert _delivered([off.sent[mid] for mid in off.stranded], ttl) == 0
     assert any(r.sent_at > REMOVE_AT and r.recipient_offline and on_time(r, ttl) for r in on.sent.values())
 
 

@@ -130,12 +130,15 @@ class MailboxCalls:
     ) -> list[str]:
         """Queue an envelope for the mailboxes it still needs; return them. One of the recipient's own
         (``preferred``, from their invite) comes first while none holds it; the rest in rendezvous
-        order up to ``mailbox_copies``."""
+        order up to ``mailbox_copies``. Only copies on mailboxes still in view count: a mailbox that
+        went away (for good, or behind a partition) holds a copy nobody here can reach, so a retry
+        stores on the ones left (the ``remove-mailboxes`` experiment: 99.80 % -> 100 %)."""
         chosen: list[str] = []
         reachable = [p for p in preferred if p in self._usable]
         if reachable and not any(p in stored_on for p in preferred):
             chosen.append(reachable[0])
-        missing = self._config.mailbox_copies - len(stored_on) - len(chosen)
+        held = sum(1 for p in stored_on if p in self._usable)
+        missing = self._config.mailbox_copies - held - len(chosen)
         for peer in self.ranked(tag):
             if missing <= 0:
                 break
