@@ -127,12 +127,15 @@ class MailboxCalls:
         envelope: bytes,
         stored_on: Sequence[str] = (),
         preferred: Sequence[str] = (),
+        *,
+        also: Sequence[str] = (),
     ) -> list[str]:
         """Queue an envelope for the mailboxes it still needs; return them. One of the recipient's own
         (``preferred``, from their invite) comes first while none holds it; the rest in rendezvous
-        order up to ``mailbox_copies``. Only copies on mailboxes still in view count: a mailbox that
-        went away (for good, or behind a partition) holds a copy nobody here can reach, so a retry
-        stores on the ones left (the ``remove-mailboxes`` experiment: 99.80 % -> 100 %)."""
+        order up to ``mailbox_copies``; and every mailbox in ``also`` that does not hold it yet.
+        Only copies on mailboxes still in view count: a mailbox that went away (for good, or behind
+        a partition) holds a copy nobody here can reach, so a retry stores on the ones left (the
+        ``remove-mailboxes`` experiment: 99.80 % -> 100 %)."""
         chosen: list[str] = []
         reachable = [p for p in preferred if p in self._usable]
         if reachable and not any(p in stored_on for p in preferred):
@@ -146,6 +149,7 @@ class MailboxCalls:
                 continue
             chosen.append(peer)
             missing -= 1
+        chosen += [p for p in also if p in self._usable and p not in stored_on and p not in chosen]
         for peer in chosen:
             self._to_store.setdefault(peer, OrderedDict())[mid] = envelope
         return chosen

@@ -617,7 +617,7 @@ class Messenger(Sending, SessionOps):
         actions: list[Action] = []
         if new or (replan and gone):
             for record in self._outbox.records():
-                actions += self._plan_stores(record)
+                actions += self._plan_stores(record, new)
             self._requeue_receipts(wall_now)
             for item in self._shared.unstored(wall_now):
                 actions += self._shared.plan(item, self._calls)

@@ -44,6 +44,9 @@ _S = OutboxStatus
 #: Conversation entries (the newest) looked at to tell whether a person answered: a chat from them or
 #: one of ours delivered among them. Bounded so a long one-sided conversation costs one short query.
 STAMP_LOOKBACK = 50
+#: Attempts after which an undelivered message is also stored on every mailbox that comes into view
+#: (the first attempt is the send itself; one retry found nobody to deliver it).
+SPREAD_AFTER_ATTEMPTS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,11 +375,18 @@ class Sending:
             topic=inbox_topic(tag), envelope=record.envelope, message_id=record.message_id, again=again
         )
 
-    def _plan_stores(self, record: OutboxRecord) -> list[Action]:
-        """Queue ``record`` for the mailboxes it still needs; start calls to idle ones."""
+    def _plan_stores(self, record: OutboxRecord, new: Sequence[str] = ()) -> list[Action]:
+        """Queue ``record`` for the mailboxes it still needs; start calls to idle ones. ``new``: mailboxes
+        that just came into view; a message already retried (undelivered past its first attempts)
+        is stored on each of them too, beyond ``mailbox_copies``: a mailbox that moves (a carrier
+        between a blocked region and the rest, a laptop between two LANs) then carries it across
+        (the ``region-block`` experiment: 71 % across with a fixed number of copies)."""
         if record.status not in (_S.QUEUED, _S.RELAYED, _S.STORED):
             return []
         tag = decode_envelope(record.envelope).inbox_tag
         preferred = self._preferred_of(record.recipient)
-        peers = self._calls.queue_store(tag, record.message_id, record.envelope, record.stored_on, preferred)
+        also = new if record.attempts >= SPREAD_AFTER_ATTEMPTS else ()
+        peers = self._calls.queue_store(
+            tag, record.message_id, record.envelope, record.stored_on, preferred, also=also
+        )
         return [a for peer in peers for a in self._calls.pump(peer)]
