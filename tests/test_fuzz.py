@@ -16,6 +16,7 @@ from types import ModuleType
 import pytest
 
 from meshchat.errors import DecodeError
+from meshchat.wire import PAD_BUCKETS
 
 
 def _load(name: str) -> ModuleType:
@@ -100,3 +101,16 @@ def test_the_script_prints_per_decoder_counts_and_a_last_key_value_line(
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("payload ") and "rate=" in lines[0] and "forgeries=0" in lines[0]
     assert lines[-1] == "fuzz_inputs=400 fuzz_findings=0 fuzz_forgeries=0"
+
+
+def test_an_envelope_padded_past_its_smallest_bucket_is_refused() -> None:
+    """Found by the fuzzer (``envelope_open`` accepted it as 'malleable'): the same sealed message
+    re-padded to the next bucket opened with the same content under another id."""
+    seed = TARGETS["envelope_open"].seeds[1]
+    layer = TARGETS["envelope_open"].layers[0]
+    opened = layer(seed, random.Random(0))
+    assert opened is not None
+    plaintext, rebuild = opened
+    assert TARGETS["envelope_open"].check(rebuild(plaintext))  # the unchanged plaintext still opens
+    with pytest.raises(DecodeError, match="bad padding"):
+        TARGETS["envelope_open"].check(rebuild(plaintext + bytes(PAD_BUCKETS[1] - len(plaintext))))
