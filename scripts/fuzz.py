@@ -17,11 +17,18 @@ verification a receiver does). Two things are counted:
   Inputs that verify with the *same* content in other bytes are counted apart as ``malleable``
   (not forgeries: nothing unsigned gets through; they matter where bytes are ids).
 
-Why a hand-written mutator rather than atheris: atheris 3.0.0 installs cleanly on Python 3.11 in a
-throwaway venv, but it is not a dependency of meshchat's environment (CI would need it), it stops at
-the first exception (we want every finding counted and a per-decoder forgery check against a seed's
-content), and its libFuzzer loop cannot be bounded to a deterministic input set for the CI run. The
-mutator here is deterministic for a given ``--seed``, so a CI failure reproduces exactly.
+Why a hand-written mutator here, with atheris beside it: atheris 3.0.0 installs cleanly on Python
+3.11 (a throwaway venv; it runs meshchat with ``PYTHONPATH`` naming the worktree and meshchat's
+site-packages) and ``scripts/fuzz_atheris.py NAME`` runs any target below under it, coverage-guided.
+But atheris is not a meshchat dependency (CI would need it), libFuzzer stops at the first failure
+(here every finding is counted and grouped) and cannot be held to one deterministic input set for CI.
+This mutator is deterministic for a given ``--seed``, so a CI failure reproduces exactly.
+
+Accepted inputs in other bytes with the seed's verified content ("malleable") seen so far, none of them
+a forgery: RPCs (their unsigned parts: control, subscriptions, unsigned messages); invites and link
+requests (lower case and white space are accepted by design); prekey bundles (one-time prekeys are
+unsigned by design, X3DH); co-signing bundles (a subset of the separately signed items, unknown
+members ignored); sealed envelopes re-padded to a larger bucket (fixed: refused now).
 
 The last line is ``fuzz_inputs=… fuzz_findings=… fuzz_forgeries=…``.
 """
