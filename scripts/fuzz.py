@@ -219,6 +219,8 @@ class Result:
     accepted: int = 0
     #: Accepted with the same verified content as a seed but other bytes (signed targets).
     malleable: int = 0
+    #: The first few malleable inputs (reported, so each can be explained).
+    malleable_samples: list[bytes] = field(default_factory=list)
     #: Untyped exceptions, grouped by (type, file:line of the raise) -> (count, first input).
     findings: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)
     #: Forged inputs (accepted with content no seed had), the first few kept.
@@ -268,6 +270,8 @@ def fuzz_target(target: Target, count: int, seed: int) -> Result:
         if target.signed and data not in seeds:
             if content in target.seed_contents or (target.items and content <= allowed_items):  # type: ignore[operator]
                 result.malleable += 1
+                if len(result.malleable_samples) < MAX_REPORTED:
+                    result.malleable_samples.append(data)
             else:
                 result.forgery_count += 1
                 if len(result.forgeries) < MAX_REPORTED:
@@ -282,7 +286,7 @@ def _record(result: Result, exc: BaseException, data: bytes) -> None:
     result.findings[key] = (count + 1, first)
 
 
-def report(result: Result, out: Callable[[str], None] = print) -> None:
+def report(result: Result, out: Callable[[str], None] = print, *, verbose: bool = False) -> None:
     """Print one target's line and its reproducers."""
     rate = result.inputs / result.seconds if result.seconds else 0.0
     out(
@@ -294,6 +298,9 @@ def report(result: Result, out: Callable[[str], None] = print) -> None:
         out(f"  FINDING {result.name} {kind} at {where} x{count}: --replay {result.name} {data.hex()}")
     for data in result.forgeries:
         out(f"  FORGERY {result.name}: --replay {result.name} {data.hex()}")
+    if verbose:
+        for data in result.malleable_samples:
+            out(f"  MALLEABLE {result.name}: --replay {result.name} {data.hex()}")
 
 
 def replay(targets: dict[str, Target], name: str, hex_input: str) -> None:
@@ -308,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated target names")
     parser.add_argument("--seed", type=int, default=1, help="mutator seed")
     parser.add_argument("--list", action="store_true", help="list targets and exit")
+    parser.add_argument("--verbose", action="store_true", help="also print malleable inputs")
     parser.add_argument("--replay", nargs=2, metavar=("NAME", "HEX"), help="run one input with a traceback")
     args = parser.parse_args(argv)
     targets = build_targets()
@@ -325,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = findings = forgeries = 0
     for name in names:
         result = fuzz_target(targets[name], args.count, args.seed)
-        report(result)
+        report(result, verbose=args.verbose)
         sys.stdout.flush()
         total += result.inputs
         findings += result.finding_count

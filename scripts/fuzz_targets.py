@@ -5,6 +5,10 @@ for signed or authenticated objects the verification too. It returns the verifie
 hashable a receiver would act on) or raises. Text decoders see ``data`` decoded as UTF-8 with
 replacement characters (what arrives as text has been decoded so; the mutator works on the bytes).
 
+Seeds are deterministic (a counter stands in for randomness) except the X3DH set-up headers
+(``x3dh_header``, ``session_message``): ML-KEM encapsulation draws its own randomness, so their
+reproducers replay only in the process that found them.
+
 Not targets, and why: local state read back from our own sqlite (``Ratchet.decode``,
 ``PeerSessions.decode``, ``Prekeys.decode``, ``SenderChain.from_bytes``, ``ReceiverChain.from_bytes``,
 ``decode_pending``): written by this node only, never by a peer; key files (their own tests).
@@ -537,26 +541,34 @@ def _file_targets() -> list[Target]:
 # --- credentials, documents, devices, JSON-RPC ---------------------------------------------------
 
 
+def _claims(claims: dict[str, object]) -> set[tuple[str, str, str]]:
+    return {("claim", name, json.dumps(value, sort_keys=True, default=str)) for name, value in claims.items()}
+
+
 def _credential_targets() -> list[Target]:
     draw = counter_bytes(4000)
     holder = holder_key(bytes([9]) * 32, bytes(16))
     claims: dict[str, object] = {"given_name": "Alisa", "age_over_18": True, "address": {"city": "Kazan"}}
-    credential = issue(ALICE, holder=holder.public, vct="id", claims=claims, now=NOW)
-    presentation = present_one_way(credential, holder, disclose={"given_name"}, audience="hotel", now=NOW)
+    credential = issue(ALICE, holder=holder.public, vct="id", claims=claims, now=NOW, random_bytes=draw)
+    presentation = present_one_way(
+        credential, holder, disclose={"given_name"}, audience="hotel", now=NOW, random_bytes=draw
+    )
 
     def parsed(data: bytes) -> object:
+        # Selective disclosure: anyone holding the credential may leave disclosures out, so a subset
+        # of the seed's claims is honest; a claim (or issuer, holder, type) no seed has is a forgery.
         c = Credential.parse(_text(data))
-        return (c.issuer.ed25519, c.vct, json.dumps(c.claims, sort_keys=True), c.holder.ed25519, c.expires)
+        signed = {("issuer", c.issuer.ed25519), ("vct", c.vct), ("holder", c.holder.ed25519)}
+        return frozenset(signed | {("expires", c.expires)} | _claims(c.claims))
 
     def presented(data: bytes) -> object:
         verified = Verifier(audience="hotel", require_status=False).verify(_text(data), now=NOW)
-        return json.dumps(verified.claims, sort_keys=True, default=str), verified.issuer_did
+        return frozenset({("issuer", verified.issuer_did), ("vct", verified.vct)} | _claims(verified.claims))
 
     request = credential_messages.encode_request(
         holder, issuer_did="did:key:z6Mk", vct="id", nonce=NONCE, now=NOW, note="please"
     )
     issued = credential_messages.encode_issued(credential.compact, nonce=NONCE)
-    del draw
     return [
         Target(
             "sd_jwt_credential",
@@ -564,6 +576,7 @@ def _credential_targets() -> list[Target]:
             (credential.compact.encode(),),
             parsed,
             signed=True,
+            items=True,
             layers=(b64url_segment_layer,),
         ),
         Target(
@@ -572,6 +585,7 @@ def _credential_targets() -> list[Target]:
             (presentation.encode(),),
             presented,
             signed=True,
+            items=True,
             layers=(b64url_segment_layer,),
         ),
         Target(
