@@ -114,3 +114,16 @@ def test_an_envelope_padded_past_its_smallest_bucket_is_refused() -> None:
     assert TARGETS["envelope_open"].check(rebuild(plaintext))  # the unchanged plaintext still opens
     with pytest.raises(DecodeError, match="bad padding"):
         TARGETS["envelope_open"].check(rebuild(plaintext + bytes(PAD_BUCKETS[1] - len(plaintext))))
+
+
+def test_a_session_set_up_with_the_ephemeral_keys_top_bit_flipped_is_refused() -> None:
+    """Found by the fuzzer (``session_message`` accepted it as 'malleable'): X25519 ignores the top
+    bit, so the same set-up opened under a second ephemeral key, past the replay check."""
+    seed = TARGETS["session_message"].seeds[2]  # identity-only set-up: kind, size, header, message
+    size = int.from_bytes(seed[1:3], "big")
+    header = targets_module.InitHeader.decode(seed[3 : 3 + size])
+    at = 3 + seed[3 : 3 + size].index(header.ephemeral) + 31
+    flipped = seed[:at] + bytes([seed[at] ^ 0x80]) + seed[at + 1 :]
+    assert TARGETS["session_message"].check(seed) == b"no bundle"
+    with pytest.raises(DecodeError, match="top bit"):
+        TARGETS["session_message"].check(flipped)
