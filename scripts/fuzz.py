@@ -28,7 +28,10 @@ Accepted inputs in other bytes with the seed's verified content ("malleable") se
 a forgery: RPCs (their unsigned parts: control, subscriptions, unsigned messages); invites and link
 requests (lower case and white space are accepted by design); prekey bundles (one-time prekeys are
 unsigned by design, X3DH); co-signing bundles (a subset of the separately signed items, unknown
-members ignored); sealed envelopes re-padded to a larger bucket (fixed: refused now).
+members ignored); credentials with disclosures left out (selective disclosure, by design); detached
+document signatures with white space around them (stripped, by design). Two were not by design and
+are refused now: sealed envelopes re-padded to a larger bucket, and X3DH set-ups whose ephemeral key
+had X25519's unused top bit flipped (which also slipped past the replay check).
 
 The last line is ``fuzz_inputs=… fuzz_findings=… fuzz_forgeries=…``.
 """
