@@ -448,7 +448,7 @@ def headers(draw: st.DrawFn) -> InitHeader:
     spk_id = draw(st.integers(0, MAX_PREKEY_ID))
     pq_id = draw(st.integers(0, MAX_PREKEY_ID)) if spk_id else 0
     return InitHeader(
-        ephemeral=draw(keys),
+        ephemeral=draw(keys.map(lambda k: k[:-1] + bytes([k[-1] & 0x7F]))),  # X25519's top bit is unused
         spk_id=spk_id,
         one_time_id=draw(st.integers(0, MAX_PREKEY_ID)) if spk_id else 0,
         pq_id=pq_id,

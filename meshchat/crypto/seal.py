@@ -183,7 +183,13 @@ def open_envelope(
         # A low-order ephemeral key (all-zero shared secret) or a failed tag check.
         raise DecryptionFailed() from exc
     inner = padded.rstrip(b"\x00")
-    if not inner.endswith(_PAD_MARKER) or len(padded) not in PAD_BUCKETS:
+    # The smallest bucket that fits, as sealing pads: a larger one would give the same message a
+    # second byte form (and id) and break "one size, one bucket" (found by scripts/fuzz.py).
+    if (
+        not inner.endswith(_PAD_MARKER)
+        or len(padded) not in PAD_BUCKETS
+        or len(padded) != _padded_size(len(inner))
+    ):
         raise DecodeError("sealed payload", "bad padding")
     fields = unpack_canonical(inner[:-1], what="sealed payload", limit=MAX_PADDED_PLAINTEXT)
     if not isinstance(fields, dict) or fields.keys() != _INNER_FIELDS:
