@@ -13,9 +13,10 @@ peer and a mailbox at once. Around it:
 - abusers, each its own libp2p host (own identity), at the rates below: junk RPCs (random and broken
   protobuf frames on ``/meshsub/1.1.0``), subscription churn (hundreds of topics subscribed and
   dropped), IHAVE floods (5,000 unknown ids per IHAVE, plus IWANTs for unknown ids), mailbox requests
-  for Bob's tags and ids (sync, fetch, delete) and junk mailbox frames. ``stampless_strangers`` is the
-  place for the stamps branch's abuser (strangers storing envelopes without a stamp): see
-  ``abuse_stampless_strangers``; it is listed in ``PENDING_ABUSERS`` and does nothing yet.
+  for Bob's tags and ids (sync, fetch, delete) and junk mailbox frames, and strangers storing sealed
+  envelopes without a stamp, or with one too cheap or minted for another envelope: the node's mailbox
+  asks strangers for a stamp of ``SOAK_STAMP_COST`` bits (``MailboxLimits.stamp_cost``), so each is
+  refused and counted (``no_stamp``); honest Alice stamps hers.
 
 The node's RSS (``/proc/PID/status`` VmRSS) is sampled every ``--sample`` seconds. Growth is the mean
 of the last three samples minus the highest sample of the first minute (of the first third of a
@@ -67,6 +68,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from meshchat.crypto import seal
+from meshchat.crypto.stamps import stamp_bits, stamp_envelope
 from meshchat.errors import MeshchatError
 from meshchat.gossip.messages import RPC, ControlMessage, IHave, IWant, PubMessage, SubOpts
 from meshchat.gossip.rpc import encode_rpc, frame
@@ -81,6 +83,7 @@ from meshchat.store.protocol import (
     Fetched,
     FetchRequest,
     MailboxError,
+    StoreCode,
     Stored,
     StoreRequest,
     Synced,
@@ -89,6 +92,7 @@ from meshchat.store.protocol import (
 )
 from meshchat.store.reconcile import Reconciler, encode_message
 from meshchat.wire import decode_envelope, message_id
+from meshchat.wire.envelope import unstamped, with_stamp
 
 TOPIC = "soak"
 LOCAL = "/ip4/127.0.0.1/tcp/0"
@@ -112,8 +116,9 @@ RECONNECT_BACKOFF = 1.0
 MAX_PROBES = 120
 #: Allowed RSS growth after warm-up in the one-minute test, MiB (allocator noise, not a table).
 RSS_GROWTH_LIMIT_MIB = 16.0
-#: Abusers the stamps branch adds (they do nothing until then).
-PENDING_ABUSERS = ("stampless_strangers",)
+#: The stamp the node's mailbox asks of strangers, bits: cheap (~4 ms) so honest Alice can pay it
+#: twice a second on this machine beside the load; the default for people's inboxes is 19.
+SOAK_STAMP_COST = 12
 
 #: The node under test: the CLI's own ``_run_node`` (``meshchat mailbox`` plus a topic and stdin).
 NODE_CODE = """
@@ -122,7 +127,7 @@ from pathlib import Path
 from meshchat.cli.network import _run_node
 from meshchat.store.mailbox import MailboxLimits
 _run_node(Path(sys.argv[1]), [sys.argv[2]], [], True, topics=[sys.argv[3]], read_stdin=True,
-          mailbox_limits=MailboxLimits())
+          mailbox_limits=MailboxLimits(stamp_cost=int(sys.argv[4])))
 """
 
 #: What an abuser's action may end in when the node cuts it off (counted, then it reconnects).
@@ -271,7 +276,7 @@ async def soak(seconds: float, sample: float, workdir: Path, log: Callable[[str]
     async with trio.open_nursery() as nursery:
         try:
             nut_process = await trio.lowlevel.open_process(
-                [sys.executable, "-c", NODE_CODE, str(workdir / "nut"), LOCAL, TOPIC],
+                [sys.executable, "-c", NODE_CODE, str(workdir / "nut"), LOCAL, TOPIC, str(SOAK_STAMP_COST)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -416,6 +421,7 @@ async def _honest_mailbox(address: str, until: float, counts: Counts) -> None:
             envelope = seal(
                 alice, bob.public, b"mailbox %d" % counts.mailbox_sent, wall_now=time.time(), ttl=3600
             )
+            envelope = stamp_envelope(envelope, SOAK_STAMP_COST)  # a stranger to the mailbox: pays
             mid = message_id(envelope)
             try:
                 stored = await call_mailbox(
@@ -544,9 +550,39 @@ async def abuse_mailbox_snoop(address: str, until: float, counts: Counts, rng: r
 
 
 async def abuse_stampless_strangers(address: str, until: float, counts: Counts, rng: random.Random) -> None:
-    """HOOK for the stamps branch: strangers storing envelopes for Bob with no stamp (the mailbox
-    should refuse them, counted). Does nothing until then; listed in ``PENDING_ABUSERS``."""
-    del address, until, counts, rng
+    """Strangers storing sealed envelopes for Bob without a stamp, with one below the mailbox's cost,
+    or with a good stamp taken from another envelope: every one refused (``no_stamp``), counted."""
+    bob = Identity(BOB_SEED)
+    stranger = Identity(bytes([0x65]) * 32)
+    donor = stamp_envelope(
+        seal(stranger, bob.public, b"paid", wall_now=time.time(), ttl=3600), SOAK_STAMP_COST
+    )
+    async with _host(stranger, address) as peer:
+
+        async def step() -> None:
+            envelope = seal(
+                stranger, bob.public, b"spam %d" % rng.randrange(1 << 30), wall_now=time.time(), ttl=600
+            )
+            kind = rng.randrange(3)
+            if kind == 1:
+                envelope = stamp_envelope(envelope, 1)  # below the cost (2^-12 of them would pass)
+                if (
+                    stamp_bits(unstamped(decode_envelope(envelope)), decode_envelope(envelope).stamp)
+                    >= SOAK_STAMP_COST
+                ):
+                    return
+            elif kind == 2:
+                envelope = with_stamp(decode_envelope(envelope), decode_envelope(donor).stamp)  # not its own
+            try:
+                answer = await call_mailbox(peer.host, peer.peer_id, StoreRequest(envelopes=(envelope,)))
+                counts.leaks += isinstance(answer, Stored) and any(
+                    result.code is StoreCode.STORED for result in answer.results
+                )
+                counts.add(f"stranger_answer:{type(answer).__name__}")
+            except CUT_ERRORS as exc:
+                counts.add(f"stranger_cut:{type(exc).__name__}")
+
+        await paced(SNOOP_RATE, until, step)
 
 
 ABUSERS: dict[str, Callable[[str, float, Counts, random.Random], Awaitable[None]]] = {
@@ -554,7 +590,7 @@ ABUSERS: dict[str, Callable[[str, float, Counts, random.Random], Awaitable[None]
     "subscription_churn": abuse_subscription_churn,
     "ihave_flood": abuse_ihave_flood,
     "mailbox_snoop": abuse_mailbox_snoop,
-    # "stampless_strangers": abuse_stampless_strangers,  # enabled by the stamps branch
+    "stampless_strangers": abuse_stampless_strangers,
 }
 
 

@@ -49,6 +49,7 @@ async def test_a_node_under_abuse_delivers_honest_traffic_counts_refusals_and_st
     # Each kind of abuse reached the node and was refused, by a counted reason.
     assert figures["refused_mailbox"].get("not_your_tag", 0) > 0, explain
     assert figures["refused_mailbox"].get("bad request", 0) > 0, explain
+    assert figures["refused_mailbox"].get("no_stamp", 0) > 0, explain  # strangers without a stamp
     assert figures["driver_drops"].get("malformed rpc", 0) > 0, explain
     assert sum(figures["router_drops"].values()) > 0, explain  # churn and floods (reasons may grow)
     assert figures["refusals"] > 0, explain
