@@ -82,6 +82,33 @@ class GossipConfig:
     #: Longest PRUNE backoff honoured, seconds: a peer asking for more gets this much. The spec's
     #: default is 60 s; without a cap a PRUNE with a backoff of 2**64 s would pin an entry for ever.
     max_prune_backoff: float = 3600.0
+    #: Choke the slower mesh peers to lazy announcements (``meshchat.gossip.choke``): each topic keeps
+    #: ``choke_keep`` mesh peers pushing full messages, the others send an IHAVE per new message at
+    #: once. Off by default: it cuts duplicates in the 1,000-node simulation (``benchmarks/
+    #: bench_choke.py``) but real nodes run small meshes over relayed links where a lost IHAVE/IWANT
+    #: round trip costs more than a duplicate; CHOKE from other peers is always honoured.
+    choke: bool = False
+    #: Mesh peers per topic kept unchoked (the fastest); 3 of D=6 keeps p99 near plain gossipsub.
+    choke_keep: int = 3
+    #: Delay samples per mesh peer the ranking looks at (a sliding window).
+    choke_window: int = 32
+    #: Samples a peer needs before it is ranked (and can be choked).
+    choke_min_samples: int = 8
+    #: Most peers choked per topic per heartbeat (unchokes are never delayed).
+    choke_churn: int = 1
+    #: Seconds taken off an unchoked peer's mean delay when ranking (hysteresis against flapping).
+    choke_margin: float = 0.010
+    #: Published messages accepted from one peer per second (token bucket). A chat node forwards a few
+    #: per second; 1,000 is two orders of magnitude above the 10 messages/s broadcast benchmark.
+    max_messages_per_second: float = 1000.0
+    #: Messages one peer may send at once above that rate: one full IWANT answer (``max_ihave_length``).
+    message_burst: int = 5000
+    #: Control entries (IHAVE, IWANT, GRAFT, PRUNE, IDONTWANT, CHOKE, UNCHOKE) accepted from one peer per
+    #: second. Honest peers send one IHAVE per topic per heartbeat, one IDONTWANT per large message, and
+    #: with choking one IHAVE per message: a few dozen per second.
+    max_control_per_second: float = 2000.0
+    #: Control entries one peer may send at once: one RPC's worth (``rpc.DEFAULT_MAX_CONTROL_ENTRIES``).
+    control_burst: int = 5000
 
     def __post_init__(self) -> None:
         if not (0 <= self.d_lo <= self.d <= self.d_hi):
@@ -98,6 +125,14 @@ class GossipConfig:
             raise ValueError("max_topics_per_peer must be at least 1")
         if self.max_prune_backoff < max(self.prune_backoff, self.unsubscribe_backoff):
             raise ValueError("max_prune_backoff must be at least prune_backoff and unsubscribe_backoff")
+        if not (self.choke_keep >= 1 and 1 <= self.choke_min_samples <= self.choke_window):
+            raise ValueError("need choke_keep >= 1 and 1 <= choke_min_samples <= choke_window")
+        if self.choke_churn < 1 or self.choke_margin < 0:
+            raise ValueError("need choke_churn >= 1 and choke_margin >= 0")
+        if min(self.max_messages_per_second, self.max_control_per_second) <= 0:
+            raise ValueError("rate limits must be positive")
+        if min(self.message_burst, self.control_burst) < 1:
+            raise ValueError("bursts must be at least 1")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
