@@ -1,17 +1,19 @@
 """Duplicates, bytes and latency with the choke extension on and off, in the 1,000-node simulation.
 
-Run: python benchmarks/bench_choke.py [--scale S] [--seed N] [--keep K ...]
+Run: python benchmarks/bench_choke.py [--scale S] [--seed N] [--rows KEEP:LATE ...]
 
 The scenario is the broadcast row of ``benchmarks/bench_sim.py`` (1,000 nodes, 6 connections each,
 D=6, 50-150 ms links, 1,000 chat-sized messages from random publishers at 10 messages/s, IDONTWANT on
-for every size), run once with plain gossipsub and once per ``--keep`` (unchoked mesh peers per topic,
-``GossipConfig.choke_keep``; default 3 and 4) with ``GossipConfig.choke`` on. It prints per run the
+for every size), run once with plain gossipsub and once per ``--rows`` entry with ``GossipConfig.choke``
+on: ``KEEP:LATE`` sets ``choke_keep`` (mesh peers kept unchoked per topic) and ``choke_late`` (peers
+whose copies come on average less than LATE seconds after the first are never choked); the default
+rows are ``3:0`` (choking alone) and ``2:0.1``. It prints per run the
 delivery ratio, duplicates per node per message, mean bytes sent per node and the latency percentiles,
 and the choked runs' ratios to the plain one (same seed, same run). The target (issue 18): duplicates
 <= 2 with delivery 100 % and p99 within +20 % of plain gossipsub.
 
 The last line reads ``dup_choked=… p99_choked_ms=… dup_plain=… p99_plain_ms=… delivery_choked=…
-bytes_choked=… bytes_plain=…`` for the first ``--keep`` value.
+bytes_choked=… bytes_plain=…`` for the first row.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of 1,000 nodes and messages")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--keep", type=int, nargs="+", default=[3, 4], help="unchoked mesh peers per topic")
+    parser.add_argument("--rows", nargs="+", default=["3:0", "2:0.1"], help="KEEP:LATE per choked run")
     args = parser.parse_args()
     size = max(20, int(1000 * args.scale))
     plain_config = GossipConfig(idontwant_min_size=0)  # bench_sim.py's broadcast row
@@ -56,9 +58,11 @@ def main() -> None:
     plain = run(base)
     row("plain gossipsub", plain, None)
     choked: list[Results] = []
-    for keep in args.keep:
-        result = run(replace(base, gossip=replace(plain_config, choke=True, choke_keep=keep)))
-        row(f"choke, keep {keep}", result, plain)
+    for spec in args.rows:
+        keep, _, late = spec.partition(":")
+        config = replace(plain_config, choke=True, choke_keep=int(keep), choke_late=float(late or 0))
+        result = run(replace(base, gossip=config))
+        row(f"choke, keep {keep}, late {float(late or 0):g}", result, plain)
         choked.append(result)
     first = choked[0]
     print(

@@ -107,6 +107,15 @@ def test_margin_keeps_a_nearly_as_fast_unchoked_peer() -> None:
     assert decision.unchoke == ("b",) and decision.choke == ("a",)
 
 
+def test_peers_under_the_late_threshold_are_never_choked() -> None:
+    chokes = table(keep=2, late=0.1)
+    feed(chokes, SPEEDS | {"fast3": 0.05}, rounds=4)
+    decision = chokes.decide(TOPIC, MESH)
+    assert decision.choke == ("slow1", "slow2", "slow3")  # fast3 is third but often nearly first: kept
+    with pytest.raises(ValueError, match="late"):
+        table(late=-1.0)
+
+
 def test_samples_are_capped_and_the_table_is_bounded_by_the_mesh() -> None:
     chokes = table(window=4)
     feed(chokes, {"a": 100.0, "b": MAX_DELAY_SAMPLE}, rounds=4)

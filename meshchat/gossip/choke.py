@@ -84,25 +84,30 @@ class _Record:
 class ChokeTable:
     """Delay samples and choke state of each mesh peer in each joined topic (receiver side)."""
 
-    __slots__ = ("_churn", "_keep", "_margin", "_min_samples", "_topics", "_window")
+    __slots__ = ("_churn", "_keep", "_late", "_margin", "_min_samples", "_topics", "_window")
 
-    def __init__(self, *, keep: int, window: int, min_samples: int, churn: int, margin: float) -> None:
+    def __init__(
+        self, *, keep: int, window: int, min_samples: int, churn: int, margin: float, late: float = 0.0
+    ) -> None:
         """Keep ``keep`` peers unchoked per topic, ranked over the last ``window`` samples.
 
         ``min_samples`` samples are needed before a peer is ranked; at most ``churn`` chokes per topic
-        per ``decide``; an unchoked peer's mean counts ``margin`` seconds less (hysteresis).
+        per ``decide``; an unchoked peer's mean counts ``margin`` seconds less (hysteresis); a peer
+        whose mean delay is under ``late`` seconds is never choked (it is often first: choking it would
+        put an IWANT round trip on many messages).
         """
         if keep < 1:
             raise ValueError(f"keep must be at least 1, not {keep}")
         if not 1 <= min_samples <= window:
             raise ValueError(f"need 1 <= min_samples <= window, not {min_samples}, {window}")
-        if churn < 1 or margin < 0:
-            raise ValueError("churn must be at least 1 and margin at least 0")
+        if churn < 1 or margin < 0 or late < 0:
+            raise ValueError("churn must be at least 1, margin and late at least 0")
         self._keep = keep
         self._window = window
         self._min_samples = min_samples
         self._churn = churn
         self._margin = margin
+        self._late = late
         self._topics: dict[Topic, dict[PeerId, _Record]] = {}
 
     @classmethod
@@ -114,6 +119,7 @@ class ChokeTable:
             min_samples=config.choke_min_samples,
             churn=config.choke_churn,
             margin=config.choke_margin,
+            late=config.choke_late,
         )
 
     def is_choked(self, topic: Topic, peer: PeerId) -> bool:
@@ -176,7 +182,7 @@ class ChokeTable:
             for _, peer in reversed(ranked):
                 if len(chokes) >= self._churn:
                     break
-                if peer not in best and not records[peer].choked:
+                if peer not in best and not records[peer].choked and records[peer].mean() >= self._late:
                     chokes.append(peer)
         for peer in unchoke:
             records[peer].choked = False

@@ -98,6 +98,9 @@ class GossipConfig:
     choke_churn: int = 1
     #: Seconds taken off an unchoked peer's mean delay when ranking (hysteresis against flapping).
     choke_margin: float = 0.010
+    #: Mesh peers whose copies come less than this many seconds after the first (on average) are
+    #: never choked, even beyond ``choke_keep``: 0 chokes every peer but the fastest ``choke_keep``.
+    choke_late: float = 0.0
     #: Published messages accepted from one peer per second (token bucket). A chat node forwards a few
     #: per second; 1,000 is two orders of magnitude above the 10 messages/s broadcast benchmark.
     max_messages_per_second: float = 1000.0
@@ -127,8 +130,8 @@ class GossipConfig:
             raise ValueError("max_prune_backoff must be at least prune_backoff and unsubscribe_backoff")
         if not (self.choke_keep >= 1 and 1 <= self.choke_min_samples <= self.choke_window):
             raise ValueError("need choke_keep >= 1 and 1 <= choke_min_samples <= choke_window")
-        if self.choke_churn < 1 or self.choke_margin < 0:
-            raise ValueError("need choke_churn >= 1 and choke_margin >= 0")
+        if self.choke_churn < 1 or self.choke_margin < 0 or self.choke_late < 0:
+            raise ValueError("need choke_churn >= 1, choke_margin >= 0 and choke_late >= 0")
         if min(self.max_messages_per_second, self.max_control_per_second) <= 0:
             raise ValueError("rate limits must be positive")
         if min(self.message_burst, self.control_burst) < 1:
