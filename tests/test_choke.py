@@ -173,6 +173,16 @@ def test_a_peer_without_the_extension_skips_choke_fields() -> None:
     assert decode_rpc(encode_rpc(without)).control == without.control
 
 
+def test_meshchat_skips_control_fields_it_does_not_know() -> None:
+    """A newer peer's extension (here field 0x200001 and v1.3's field 6) is skipped, the rest kept."""
+    known = ControlMessage(choke=(Choke(topic=TOPIC),))
+    inner = encode_rpc(RPC(control=known))[2:]  # the ControlMessage bytes behind RPC field 3's header
+    unknown = bytes([0x8A, 0x80, 0x80, 0x08, 0x02]) + b"hi" + bytes([0x32, 0x01, 0x00])  # 0x200001, 6
+    body = inner + unknown
+    data = bytes([0x1A, len(body)]) + body
+    assert decode_rpc(data).control == known
+
+
 # --- the router ------------------------------------------------------------------------------------
 
 
