@@ -80,6 +80,11 @@ class DropReason(Enum):
     SEND_FAILED = "send failed"
     #: An RPC from a peer the router does not know (not connected).
     UNKNOWN_PEER = "unknown peer"
+    #: A published message beyond the sender's rate (``GossipConfig.max_messages_per_second``).
+    MESSAGE_RATE_LIMIT = "messages over rate"
+    #: Control entries beyond the sender's rate (``GossipConfig.max_control_per_second``); the whole
+    #: control part of that RPC is dropped, each entry counted.
+    CONTROL_RATE_LIMIT = "control over rate"
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -243,3 +248,9 @@ class RouterStatistics:
     iwant_served: int
     #: RPCs emitted.
     rpcs_sent: int
+    #: IHAVEs sent to mesh peers that choked us, in place of the message (choke extension).
+    announced_to_choked: int = 0
+    #: CHOKE entries sent.
+    chokes_sent: int = 0
+    #: UNCHOKE entries sent.
+    unchokes_sent: int = 0

@@ -13,6 +13,7 @@ from typing import TypeAlias
 
 __all__ = [
     "RPC",
+    "Choke",
     "ControlMessage",
     "Graft",
     "IDontWant",
@@ -25,6 +26,7 @@ __all__ = [
     "PubMessage",
     "SubOpts",
     "Topic",
+    "Unchoke",
 ]
 
 #: A peer's identity as the router knows it: its PeerId text (any hashable text works in simulations).
@@ -120,6 +122,26 @@ class IDontWant:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Choke:
+    """ "Stop pushing full messages of this topic to me; announce each with IHAVE at once instead".
+
+    meshchat's choke extension (after the Episub / gossipsub v2.0 CHOKE proposals, libp2p specs PRs 413,
+    664 and 681); see ``meshchat.gossip.choke``. Peers that do not know it skip the field.
+    """
+
+    #: The topic concerned (the sender must be in the receiver's mesh for it).
+    topic: Topic
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unchoke:
+    """ "Push full messages of this topic to me again" (ends a ``Choke``)."""
+
+    #: The topic concerned.
+    topic: Topic
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ControlMessage:
     """The gossipsub control messages piggybacked on one RPC."""
 
@@ -133,10 +155,34 @@ class ControlMessage:
     prune: tuple[Prune, ...] = ()
     #: Duplicate suppression (v1.2).
     idontwant: tuple[IDontWant, ...] = ()
+    #: "Announce, do not push" (meshchat's choke extension).
+    choke: tuple[Choke, ...] = ()
+    #: "Push again" (meshchat's choke extension).
+    unchoke: tuple[Unchoke, ...] = ()
+
+    def entry_count(self) -> int:
+        """How many control entries it carries (what the per-peer control rate limit counts)."""
+        return (
+            len(self.ihave)
+            + len(self.iwant)
+            + len(self.graft)
+            + len(self.prune)
+            + len(self.idontwant)
+            + len(self.choke)
+            + len(self.unchoke)
+        )
 
     def is_empty(self) -> bool:
         """True if the control message carries nothing."""
-        return not (self.ihave or self.iwant or self.graft or self.prune or self.idontwant)
+        return not (
+            self.ihave
+            or self.iwant
+            or self.graft
+            or self.prune
+            or self.idontwant
+            or self.choke
+            or self.unchoke
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,6 +12,7 @@ from typing import TypeVar
 from meshchat.gossip.events import SendRpc
 from meshchat.gossip.messages import (
     RPC,
+    Choke,
     ControlMessage,
     Graft,
     IDontWant,
@@ -21,6 +22,7 @@ from meshchat.gossip.messages import (
     Prune,
     PubMessage,
     SubOpts,
+    Unchoke,
 )
 
 __all__ = ["Outbox"]
@@ -31,7 +33,7 @@ _T = TypeVar("_T")
 class _Pending:
     """What is queued for one peer; lists are created on first use (most sends carry one kind)."""
 
-    __slots__ = ("graft", "idontwant", "ihave", "iwant", "prune", "publish", "subscriptions")
+    __slots__ = ("choke", "graft", "idontwant", "ihave", "iwant", "prune", "publish", "subscriptions")
 
     def __init__(self) -> None:
         self.subscriptions: list[SubOpts] | None = None
@@ -41,6 +43,7 @@ class _Pending:
         self.graft: list[Graft] | None = None
         self.prune: list[Prune] | None = None
         self.idontwant: list[IDontWant] | None = None
+        self.choke: list[Choke | Unchoke] | None = None  # both, in the order queued
 
     def to_rpc(self, single_message_rpcs: dict[int, RPC]) -> RPC:
         publish = self.publish
@@ -51,19 +54,28 @@ class _Pending:
                 rpc = single_message_rpcs[id(publish[0])] = RPC(publish=(publish[0],))
             return rpc
         control = None
-        if self.ihave or self.iwant or self.graft or self.prune or self.idontwant:
+        if self.ihave or self.iwant or self.graft or self.prune or self.idontwant or self.choke:
+            chokes = self.choke or []
             control = ControlMessage(
                 ihave=_tuple(self.ihave),
                 iwant=_tuple(self.iwant),
                 graft=_tuple(self.graft),
                 prune=_tuple(self.prune),
                 idontwant=_tuple(self.idontwant),
+                choke=tuple(c for c in chokes if type(c) is Choke),
+                unchoke=tuple(c for c in chokes if type(c) is Unchoke),
             )
         return RPC(subscriptions=_tuple(self.subscriptions), publish=_tuple(publish), control=control)
 
     def _only_publish(self) -> bool:
         return not (
-            self.subscriptions or self.ihave or self.iwant or self.graft or self.prune or self.idontwant
+            self.subscriptions
+            or self.ihave
+            or self.iwant
+            or self.graft
+            or self.prune
+            or self.idontwant
+            or self.choke
         )
 
 
@@ -145,6 +157,13 @@ class Outbox:
         if pending.idontwant is None:
             pending.idontwant = []
         pending.idontwant.append(entry)
+
+    def choke(self, peer: PeerId, entry: Choke | Unchoke) -> None:
+        """Queue a CHOKE or UNCHOKE."""
+        pending = self._for(peer)
+        if pending.choke is None:
+            pending.choke = []
+        pending.choke.append(entry)
 
     def discard(self, peer: PeerId) -> None:
         """Forget everything queued for ``peer`` (it disconnected)."""

@@ -8,10 +8,13 @@ clock: every call brings ``now`` (seconds, monotonic), randomness comes from the
 Spec map: gossipsub-v1.0.md (mesh, fanout, gossip, heartbeat, control messages), gossipsub-v1.1.md
 (PRUNE backoff and peer exchange, flood publishing, adaptive gossip, outbound quotas, scoring with
 its thresholds, opportunistic grafting, extended validators, spam protection), gossipsub-v1.2.md
-(IDONTWANT). Messages are content addressed and unsigned (StrictNoSign): the id is a hash of the data
-(``message_id_fn``), and validation is the application's (``validator``). Floodsub peers, explicit
-peering agreements and signed-topic validation are out of scope here (the network driver verifies
-libp2p signatures on StrictSign topics before handing messages in).
+(IDONTWANT); the choke extension (``meshchat.gossip.choke``: CHOKE/UNCHOKE after the Episub proposals;
+a choked peer announces each new message with an immediate IHAVE instead of pushing it) and per-peer
+token-bucket rate limits (``meshchat.gossip.ratelimit``). Messages are content addressed and unsigned
+(StrictNoSign): the id is a hash of the data (``message_id_fn``), and validation is the application's
+(``validator``). Floodsub peers, explicit peering agreements and signed-topic validation are out of
+scope here (the network driver verifies libp2p signatures on StrictSign topics before handing messages
+in).
 
 The tables peers fill live beside it, each with its bound: ``tables`` (backoffs, IWANT promises,
 IDONTWANT ids), ``mcache`` (messages and seen ids), ``score`` (peer scores); the peers' topic sets and
@@ -30,6 +33,7 @@ from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from typing import assert_never
 
+from meshchat.gossip.choke import ChokeTable
 from meshchat.gossip.config import GossipConfig, ScoreParams
 from meshchat.gossip.events import (
     Deliver,
@@ -54,6 +58,7 @@ from meshchat.gossip.events import (
 from meshchat.gossip.mcache import MessageCache, SeenCache
 from meshchat.gossip.messages import (
     RPC,
+    Choke,
     ControlMessage,
     Graft,
     IDontWant,
@@ -66,8 +71,10 @@ from meshchat.gossip.messages import (
     PubMessage,
     SubOpts,
     Topic,
+    Unchoke,
 )
 from meshchat.gossip.outbox import Outbox
+from meshchat.gossip.ratelimit import TokenBucket
 from meshchat.gossip.score import PeerScore
 from meshchat.gossip.signing import MessageSigner, signature_problem, signed_message_id, unsigned_problem
 from meshchat.gossip.tables import Backoffs, DontSend, Promises
@@ -85,6 +92,8 @@ class _Peer:
     protocol: Protocol
     outbound: bool
     topics: set[Topic]
+    messages: TokenBucket
+    control: TokenBucket
     ihave_messages: int = 0
     ihave_ids: int = 0
     idontwant_ids: int = 0
@@ -148,6 +157,11 @@ class GossipRouter:
         self._iwant_served = 0
         self._rpcs_sent = 0
         self._actions: list[RouterAction] = []
+        #: Receiver side of the choke extension (None: we choke nobody). The sender side, which mesh
+        #: peers choked us per topic, is always kept: CHOKE is honoured whatever our own setting.
+        self._choke = ChokeTable.from_config(config) if config.choke else None
+        self._choked_by: dict[Topic, set[PeerId]] = {}  # bounded: joined topics x mesh peers
+        self._announced = self._chokes_sent = self._unchokes_sent = 0
 
     # --- read-only views --------------------------------------------------------------------------
 
@@ -174,6 +188,14 @@ class GossipRouter:
         """``peer``'s score (0 with scoring off)."""
         return 0.0 if self._score is None else self._score.score(peer, now=now)
 
+    def choked_by(self, topic: Topic) -> Set[PeerId]:
+        """Mesh peers of ``topic`` that choked us (we announce new messages to them instead)."""
+        return self._choked_by.get(topic, frozenset())
+
+    def choking(self, topic: Topic) -> Set[PeerId]:
+        """Mesh peers of ``topic`` we choked (empty with ``GossipConfig.choke`` off)."""
+        return frozenset() if self._choke is None else self._choke.choked(topic)
+
     def backoff_until(self, topic: Topic, peer: PeerId) -> float | None:
         """When the GRAFT backoff for ``peer`` in ``topic`` ends, or None if there is none."""
         return self._backoff.until(topic, peer)
@@ -188,6 +210,9 @@ class GossipRouter:
             suppressed_by_idontwant=self._suppressed,
             iwant_served=self._iwant_served,
             rpcs_sent=self._rpcs_sent,
+            announced_to_choked=self._announced,
+            chokes_sent=self._chokes_sent,
+            unchokes_sent=self._unchokes_sent,
         )
 
     # --- entry points -----------------------------------------------------------------------------
@@ -267,7 +292,14 @@ class GossipRouter:
     def _on_connected(self, event: PeerConnected, now: float) -> None:
         if event.peer in self._peers:
             return
-        self._peers[event.peer] = _Peer(protocol=event.protocol, outbound=event.outbound, topics=set())
+        config = self.config
+        self._peers[event.peer] = _Peer(
+            protocol=event.protocol,
+            outbound=event.outbound,
+            topics=set(),
+            messages=TokenBucket(rate=config.max_messages_per_second, burst=config.message_burst, now=now),
+            control=TokenBucket(rate=config.max_control_per_second, burst=config.control_burst, now=now),
+        )
         if self._score is not None:
             self._score.add_peer(event.peer, event.ip)
         for topic in sorted(self._joined):
@@ -281,9 +313,7 @@ class GossipRouter:
             self._forget_topic_peer(topic, peer)
         for topic, members in self._mesh.items():
             if peer in members:
-                members.discard(peer)
-                if self._score is not None:
-                    self._score.prune(peer, topic, now=now)
+                self._left_mesh(topic, peer, now)
         for members in self._fanout.values():
             members.discard(peer)
         if self._score is not None:
@@ -317,11 +347,25 @@ class GossipRouter:
         self._joined.discard(topic)
         for peer in self._peers:
             self._outbox.subscription(peer, SubOpts(subscribe=False, topic=topic))
-        for peer in self._mesh.pop(topic, set()):
-            if self._score is not None:
-                self._score.prune(peer, topic, now=now)
+        for peer in sorted(self._mesh.get(topic, ())):
+            self._left_mesh(topic, peer, now)
             self._add_backoff(topic, peer, now + self.config.unsubscribe_backoff)
             self._send_prune(peer, topic, now, backoff=self.config.unsubscribe_backoff, exchange=False)
+        self._mesh.pop(topic, None)
+        self._choked_by.pop(topic, None)
+        if self._choke is not None:
+            self._choke.forget_topic(topic)
+
+    def _left_mesh(self, topic: Topic, peer: PeerId, now: float) -> None:
+        """``peer`` leaves the mesh of ``topic``: its score stops counting mesh time, choking ends."""
+        self._mesh[topic].discard(peer)
+        if self._score is not None:
+            self._score.prune(peer, topic, now=now)
+        choked_by = self._choked_by.get(topic)
+        if choked_by is not None:
+            choked_by.discard(peer)
+        if self._choke is not None:
+            self._choke.remove_peer(topic, peer)
 
     def _graftable(self, topic: Topic, peer: PeerId, now: float) -> bool:
         return not self._in_backoff(topic, peer, now) and self._score_of(peer, now) >= 0
@@ -405,6 +449,9 @@ class GossipRouter:
             self._drop(DropReason.GRAYLISTED, max(1, len(rpc.publish)))
             return
         publish = rpc.publish
+        if publish and (allowed := state.messages.take(len(publish), now)) < len(publish):
+            self._drop(DropReason.MESSAGE_RATE_LIMIT, len(publish) - allowed)
+            publish = publish[:allowed]
         if len(publish) == 1 and rpc.control is None and not rpc.subscriptions:
             self._on_message(peer, publish[0], now)  # a forwarded copy and nothing else: most RPCs
             return
@@ -412,8 +459,13 @@ class GossipRouter:
             self._on_subscription(peer, state, sub, now)
         for message in publish:
             self._on_message(peer, message, now)
-        if rpc.control is not None:
-            self._on_control(peer, state, rpc.control, now)
+        control = rpc.control
+        if control is not None:
+            entries = control.entry_count()
+            if state.control.take(entries, now) < entries:
+                self._drop(DropReason.CONTROL_RATE_LIMIT, entries)  # the tokens taken stay spent
+                return
+            self._on_control(peer, state, control, now)
 
     def _on_subscription(self, peer: PeerId, state: _Peer, sub: SubOpts, now: float) -> None:
         if sub.subscribe:
@@ -430,9 +482,7 @@ class GossipRouter:
             self._forget_topic_peer(sub.topic, peer)
         mesh = self._mesh.get(sub.topic)
         if mesh is not None and peer in mesh:
-            mesh.discard(peer)
-            if self._score is not None:
-                self._score.prune(peer, sub.topic, now=now)
+            self._left_mesh(sub.topic, peer, now)
         fanout = self._fanout.get(sub.topic)
         if fanout is not None:
             fanout.discard(peer)
@@ -452,8 +502,11 @@ class GossipRouter:
         signed = topic in self._signed_topics
         mid = signed_message_id(message) if signed else self._message_id(message.data)
         record = self._seen.records.get(mid)
+        choke = self._choke
         if record is not None:
             self._duplicates += 1  # the hot path: three in four copies are duplicates
+            if choke is not None and not choke.is_choked(topic, peer):  # its IHAVE was the sample
+                choke.observe(topic, peer, now - record.first_seen)
             if self._score is not None:
                 if record.valid:
                     self._score.near_first_delivery(peer, topic, delay=now - record.first_seen)
@@ -484,12 +537,27 @@ class GossipRouter:
             return
         if self._score is not None:
             self._score.first_delivery(peer, topic)
+        if choke is not None and not choke.is_choked(topic, peer):
+            choke.observe(topic, peer, 0.0)
         self._mcache.put(mid, message)
         self._delivered += 1
         self._actions.append(Deliver(topic=topic, message_id=mid, data=message.data, source=peer))
+        choked_by = self._choked_by.get(topic)
         for other in mesh:
             if other != peer:
-                self._send_message(other, mid, message)
+                if choked_by and other in choked_by:
+                    self._announce(other, topic, mid)
+                else:
+                    self._send_message(other, mid, message)
+
+    def _announce(self, peer: PeerId, topic: Topic, mid: MessageId) -> None:
+        """``peer`` choked us in ``topic``: tell it of ``mid`` now, instead of sending it."""
+        dont = self._dont_by_peer.get(peer)
+        if dont is not None and mid in dont:
+            self._suppressed += 1
+            return
+        self._announced += 1
+        self._outbox.ihave(peer, IHave(topic=topic, message_ids=(mid,)))
 
     # --- control ----------------------------------------------------------------------------------
 
@@ -504,6 +572,20 @@ class GossipRouter:
             self._on_iwant(peer, iwant, now)
         for idontwant in control.idontwant:
             self._on_idontwant(peer, state, idontwant, now)
+        for choke in control.choke:
+            self._on_choke(peer, choke)
+        for unchoke in control.unchoke:
+            self._on_choke(peer, unchoke)
+
+    def _on_choke(self, peer: PeerId, entry: Choke | Unchoke) -> None:
+        mesh = self._mesh.get(entry.topic)
+        if mesh is None:
+            self._drop(DropReason.UNKNOWN_TOPIC)
+            return
+        if type(entry) is Unchoke:
+            self._choked_by.get(entry.topic, set()).discard(peer)
+        elif peer in mesh:  # choking is a mesh relation: outside it, there is nothing to hold back
+            self._choked_by.setdefault(entry.topic, set()).add(peer)
 
     def _on_graft(self, peer: PeerId, state: _Peer, topic: Topic, now: float) -> None:
         mesh = self._mesh.get(topic)
@@ -530,6 +612,7 @@ class GossipRouter:
             self._send_prune(peer, topic, now, backoff=self.config.prune_backoff, exchange=full)
             return
         mesh.add(peer)
+        self._choked_by.get(topic, set()).discard(peer)  # a fresh mesh link starts unchoked
         if self._score is not None:
             self._score.graft(peer, topic, now=now)
 
@@ -541,9 +624,7 @@ class GossipRouter:
             self._drop(DropReason.UNKNOWN_TOPIC)
             return
         if peer in mesh:
-            mesh.discard(peer)
-            if self._score is not None:
-                self._score.prune(peer, prune.topic, now=now)
+            self._left_mesh(prune.topic, peer, now)
         backoff = self.config.prune_backoff if prune.backoff is None else float(prune.backoff)
         self._add_backoff(prune.topic, peer, now + min(backoff, self.config.max_prune_backoff))
         if not prune.peers or self._score_of(peer, now) < self._accept_px_threshold:
@@ -562,6 +643,9 @@ class GossipRouter:
     def _on_ihave(self, peer: PeerId, state: _Peer, ihave: IHave, now: float) -> None:
         if ihave.topic not in self._joined:
             self._drop(DropReason.UNKNOWN_TOPIC)
+            return
+        if self._choke is not None and self._choke.is_choked(ihave.topic, peer):
+            self._on_announcement(peer, state, ihave, now)
             return
         state.ihave_messages += 1
         if (
@@ -584,6 +668,35 @@ class GossipRouter:
         # v1.1: track one random id per IWANT; if it never arrives, the advertiser lied or stalled.
         promised = self._rng.choice(wanted)
         self._promises.add(promised, peer, now + self.config.iwant_followup_time)
+
+    def _on_announcement(self, peer: PeerId, state: _Peer, ihave: IHave, now: float) -> None:
+        """An IHAVE from a mesh peer we choked: one per new message, sent when it would have pushed it.
+
+        Not held to ``max_ihave_messages`` (it comes per message, not per heartbeat; the control rate
+        limit bounds it); the ids still count towards ``max_ihave_length``. Each id is a delay sample;
+        an id not seen yet is asked for at once, unless an IWANT for it is already out.
+        """
+        if self._score_of(peer, now) < self._gossip_threshold:
+            self._drop(DropReason.IHAVE_LIMIT)
+            return
+        budget = self.config.max_ihave_length - state.ihave_ids
+        ids = ihave.message_ids[: max(budget, 0)]
+        if len(ids) < len(ihave.message_ids):
+            self._drop(DropReason.IHAVE_LIMIT)
+        state.ihave_ids += len(ids)
+        choke, topic = self._choke, ihave.topic
+        assert choke is not None  # the caller checked
+        seen, wanted = self._seen.records, []
+        for mid in ids:
+            record = seen.get(mid)
+            choke.observe(topic, peer, 0.0 if record is None else now - record.first_seen)
+            if record is None and not self._promises.pending(mid):
+                wanted.append(mid)
+                self._promises.add(mid, peer, now + self.config.iwant_followup_time)
+        if wanted:
+            self._outbox.iwant(peer, IWant(message_ids=tuple(wanted)))
+        # It has them: pushing them to it (it may not have choked us) would only make duplicates.
+        self._dont_send.add(peer, ids, now)
 
     def _on_iwant(self, peer: PeerId, iwant: IWant, now: float) -> None:
         if self._score_of(peer, now) < self._gossip_threshold:
@@ -639,6 +752,8 @@ class GossipRouter:
         self._backoff.expire(now)
         for topic in sorted(self._mesh):
             self._maintain_mesh(topic, now)
+            if self._choke is not None:
+                self._decide_chokes(topic)
         self._maintain_fanout(now)
         self._emit_gossip(now)
         self._disconnect_graylisted(now)
@@ -681,6 +796,16 @@ class GossipRouter:
         ):
             self._opportunistic_graft(topic, mesh, now)
 
+    def _decide_chokes(self, topic: Topic) -> None:
+        assert self._choke is not None  # the caller checked
+        decision = self._choke.decide(topic, self._mesh[topic])
+        for peer in decision.choke:
+            self._chokes_sent += 1
+            self._outbox.choke(peer, Choke(topic=topic))
+        for peer in decision.unchoke:
+            self._unchokes_sent += 1
+            self._outbox.choke(peer, Unchoke(topic=topic))
+
     def _prune_oversubscribed(self, topic: Topic, mesh: set[PeerId], now: float) -> None:
         config = self.config
         ranked = sorted(mesh, key=lambda p: (-self._score_of(p, now), p))
@@ -714,9 +839,7 @@ class GossipRouter:
             self._graft_peer(topic, peer, now)
 
     def _remove_from_mesh(self, topic: Topic, peer: PeerId, now: float, *, exchange: bool) -> None:
-        self._mesh[topic].discard(peer)
-        if self._score is not None:
-            self._score.prune(peer, topic, now=now)
+        self._left_mesh(topic, peer, now)
         self._add_backoff(topic, peer, now + self.config.prune_backoff)
         self._send_prune(peer, topic, now, backoff=self.config.prune_backoff, exchange=exchange)
 

@@ -51,6 +51,7 @@ import base58
 from meshchat.errors import DecodeError, TooLarge
 from meshchat.gossip.messages import (
     RPC,
+    Choke,
     ControlMessage,
     Graft,
     IDontWant,
@@ -63,9 +64,11 @@ from meshchat.gossip.messages import (
     PubMessage,
     SubOpts,
     Topic,
+    Unchoke,
 )
 
 __all__ = [
+    "CHOKE_FIELD",
     "DEFAULT_MAX_CONTROL_ENTRIES",
     "DEFAULT_MAX_IDS_PER_ENTRY",
     "DEFAULT_MAX_MESSAGES",
@@ -74,6 +77,7 @@ __all__ = [
     "DEFAULT_MAX_SUBSCRIPTIONS",
     "DEFAULT_MAX_TOPIC_LENGTH",
     "MAX_FRAME_PREFIX_BYTES",
+    "UNCHOKE_FIELD",
     "FrameDecoder",
     "RpcLimits",
     "decode_rpc",
@@ -115,6 +119,13 @@ DEFAULT_MAX_PEERS_PER_PRUNE = 128
 #: bits); a 1 MiB limit needs only 3.
 MAX_FRAME_PREFIX_BYTES = 9
 
+#: ``ControlMessage`` field numbers of meshchat's CHOKE and UNCHOKE (``meshchat.gossip.choke``). Fields 6-8
+#: are taken (gossipsub v1.3 ``extensions``, v1.4 ``preamble``/``imreceiving``) and the older Episub
+#: draft's 5 and 6 collide with IDONTWANT and them, so these follow gossipsub v1.3's rule for
+#: experimental extensions: numbers above 0x200000, four-byte tags ("MC" 0x4D43 then 1 and 2). Every
+#: protobuf decoder skips unknown fields, so a peer without the extension just sees a v1.2 peer.
+CHOKE_FIELD, UNCHOKE_FIELD = 0x4D4301, 0x4D4302
+
 # Protobuf wire types (protobuf encoding guide, "Message Structure").
 _VARINT, _I64, _LEN, _SGROUP, _EGROUP, _I32 = 0, 1, 2, 3, 4, 5
 #: A protobuf varint is at most 10 bytes (64 bits, 7 per byte).
@@ -142,6 +153,8 @@ _T1_LEN, _T2_LEN, _T3_LEN, _T4_LEN, _T5_LEN, _T6_LEN = (
 )
 _T3_VARINT = _ONE_BYTE[_F3_VARINT]
 _SUBSCRIBE, _UNSUBSCRIBE = _ONE_BYTE[_F1_VARINT] + b"\x01", _ONE_BYTE[_F1_VARINT] + b"\x00"
+_CHOKE_TAG, _UNCHOKE_TAG = CHOKE_FIELD << 3 | _LEN, UNCHOKE_FIELD << 3 | _LEN
+_LONG_TAG_SIZE = 4  # both tags need four varint bytes (below 1 << 28)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,6 +252,8 @@ def _control_size(control: ControlMessage) -> int:
         size += _len_field_size(_prune_size(prune))
     for idontwant in control.idontwant:
         size += _len_field_size(_ids_size(idontwant.message_ids))
+    for topic in [entry.topic for entry in control.choke] + [entry.topic for entry in control.unchoke]:
+        size += _LONG_TAG_SIZE - 1 + _len_field_size(_text_size(topic))
     return size
 
 
@@ -268,6 +283,9 @@ def _varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_CHOKE_TAG_BYTES, _UNCHOKE_TAG_BYTES = _varint(_CHOKE_TAG), _varint(_UNCHOKE_TAG)
 
 
 def _len_field(tag: bytes, payload: bytes) -> bytes:
@@ -325,6 +343,10 @@ def _encode_prune(prune: Prune) -> bytes:
     return b"".join(parts)
 
 
+def _encode_choke(tag: bytes, topic: Topic) -> bytes:
+    return _len_field(tag, _len_field(_T1_LEN, topic.encode()))
+
+
 def _encode_control(control: ControlMessage) -> bytes:
     parts = []
     for ihave in control.ihave:
@@ -338,6 +360,10 @@ def _encode_control(control: ControlMessage) -> bytes:
         parts += [_len_field(_T4_LEN, _encode_prune(prune)) for prune in control.prune]
     if control.idontwant:
         parts += [_len_field(_T5_LEN, _encode_ids(_T1_LEN, d.message_ids)) for d in control.idontwant]
+    if control.choke:
+        parts += [_encode_choke(_CHOKE_TAG_BYTES, entry.topic) for entry in control.choke]
+    if control.unchoke:
+        parts += [_encode_choke(_UNCHOKE_TAG_BYTES, entry.topic) for entry in control.unchoke]
     return b"".join(parts)
 
 
@@ -708,7 +734,7 @@ class _Parser:
                 pos += 1
             else:
                 tag, pos = self._long_tag(pos, end)
-            if tag & 7 != _LEN or not _F1_LEN <= tag <= _F5_LEN:
+            if tag & 7 != _LEN or not (_F1_LEN <= tag <= _F5_LEN or tag in (_CHOKE_TAG, _UNCHOKE_TAG)):
                 pos = self._skip(tag, pos, end)
                 continue
             start, pos = self._span(pos, end)
@@ -724,8 +750,12 @@ class _Parser:
                 lists.graft.append(Graft(topic=self._topic_only(start, pos)))
             elif tag == _F4_LEN:
                 lists.prune.append(self._prune(start, pos))
-            else:
+            elif tag == _F5_LEN:
                 lists.idontwant.append(IDontWant(message_ids=self._ids(start, pos, _F1_LEN)[1]))
+            elif tag == _CHOKE_TAG:
+                lists.choke.append(Choke(topic=self._topic_only(start, pos)))
+            else:
+                lists.unchoke.append(Unchoke(topic=self._topic_only(start, pos)))
 
     def _prune(self, pos: int, end: int) -> Prune:
         data, limit = self._data, self._limits.max_peers_per_prune
@@ -779,7 +809,7 @@ def _too_many(limit: int, what: str) -> DecodeError:
 class _ControlLists:
     """The entries of every ``control`` field of one RPC, merged as protobuf merges them."""
 
-    __slots__ = ("graft", "idontwant", "ihave", "iwant", "prune")
+    __slots__ = ("choke", "graft", "idontwant", "ihave", "iwant", "prune", "unchoke")
 
     def __init__(self) -> None:
         self.ihave: list[IHave] = []
@@ -787,6 +817,8 @@ class _ControlLists:
         self.graft: list[Graft] = []
         self.prune: list[Prune] = []
         self.idontwant: list[IDontWant] = []
+        self.choke: list[Choke] = []
+        self.unchoke: list[Unchoke] = []
 
     def freeze(self) -> ControlMessage:
         return ControlMessage(
@@ -795,4 +827,6 @@ class _ControlLists:
             graft=tuple(self.graft),
             prune=tuple(self.prune),
             idontwant=tuple(self.idontwant),
+            choke=tuple(self.choke),
+            unchoke=tuple(self.unchoke),
         )

@@ -86,6 +86,10 @@ class Promises:
         """``peer`` advertised ``message_id`` and was asked for it; it must come by ``deadline``."""
         self._by_id.setdefault(message_id, {})[peer] = deadline
 
+    def pending(self, message_id: MessageId) -> bool:
+        """True while some peer was asked for ``message_id`` and its time is not up."""
+        return message_id in self._by_id
+
     def fulfil(self, message_id: MessageId) -> None:
         """``message_id`` arrived: nobody owes it any more."""
         self._by_id.pop(message_id, None)
