@@ -14,19 +14,25 @@ uses libp2p's ``/ipfs/ping/1.0.0``); one that neither answers nor sends anything
 ``KeepaliveConfig.timeout`` more seconds is declared dead: the driver closes the connection and
 dials again (a new connection, with a new budget at a per-connection censor).
 
-Why ``KEEPALIVE_IDLE = 2 s`` and ``KEEPALIVE_TIMEOUT = 3 s`` (a stall noticed within 5 s of the last
-byte heard): in ``meshchat sim --scenario cut-16k`` (a censor that silently stalls every connection
-after 16 KB, 10 messages/s) gossip delivery is 98 % when the ends notice a stall after 1 s, 92 % after
-3 s and 37 % after 15 s (libp2p's usual 15 s ping interval); the numbers for 5 s are in the commit that
-chose them (``/tmp`` runs, seed 1, 200 nodes: see ``KEEPALIVE_IDLE``). Shorter is better for delivery
-but costs pings and, on a loaded machine or a slow mobile link, false alarms: a pong later than the
-timeout on a healthy link drops the connection (it is redialled at once, and store-and-forward retries
-what was lost). 3 s is ten times a bad mobile round trip.
+Why ``KEEPALIVE_IDLE = 1 s`` and ``KEEPALIVE_TIMEOUT = 2 s`` (a stall noticed at most 3 s after the
+last byte heard; as a stall usually hits a connection mid-transfer, about that long after it began):
+in the cut-16k simulation (1,000 nodes, a censor that silently stalls every connection once it carried
+16 KB, 200 messages at 10/s, the stalled connection redialled once noticed; seed 1) gossip delivery is
+
+    noticed after   1 s      2 s      3 s      4 s      15 s (libp2p's usual ping interval)
+    delivered       99.9 %   97.8 %   92.6 %   83.7 %   37 %
+
+and store-and-forward retries what gossip lost. Shorter is better for delivery but costs pings and,
+on a loaded machine or a slow link, false alarms: a pong later than the timeout on a healthy link
+drops the connection (redialled at once; what was lost is retried). 2 s is several bad mobile round
+trips; a node whose own event loop was held up past a deadline gives pings in flight a fresh timeout
+(``Keepalive.resume``) instead of blaming its peers.
 
 Cost: a ping goes only to a peer that was quiet for ``idle`` seconds (a busy link costs nothing). One
 ping on a fresh stream is a yamux open, the multistream negotiation of ``/ipfs/ping/1.0.0``, 32 bytes
-each way and the close, each in a Noise frame: about 0.4 KB both directions together (``benchmarks/
-bench_keeper.py`` measures it: ``ping_bytes``), so at most 30 pings, ~12 KB, per quiet peer per minute.
+each way and the close, each in a Noise frame: ``benchmarks/bench_keeper.py`` measures it
+(``ping_bytes``, both directions); at one ping a second that is at most 60 pings per quiet peer per
+minute.
 
 What it is not: I/O. Both are driven by ``meshchat.net.keeper_driver`` on real nodes; the simulator's
 ``meshchat.sim.defence`` runs the very same classes.
@@ -63,9 +69,9 @@ LOOKUP_RESULTS = 20
 #: round trips of a dial over the slowest default link (4 x 150 ms).
 DIAL_PENDING = 3.0
 #: Seconds a gossip peer may stay quiet before it is pinged (see the module docstring).
-KEEPALIVE_IDLE = 2.0
+KEEPALIVE_IDLE = 1.0
 #: Seconds a pinged peer has to answer (or send anything) before its connection is closed as stalled.
-KEEPALIVE_TIMEOUT = 3.0
+KEEPALIVE_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,6 +133,12 @@ class ConnectionKeeper:
                 book[peer] = 0.0
                 if len(book) > self._config.book_size:
                     del book[next(iter(book))]
+
+    def dialling(self, peer: PeerId, *, now: float) -> None:
+        """The driver dials ``peer`` on its own (a stalled connection reconnected at once): ``tick``
+        counts it as pending and does not dial it too."""
+        self.learn((peer,))
+        self._pending[peer] = now + DIAL_PENDING
 
     def known(self) -> int:
         """Addresses in the book."""
@@ -232,6 +244,13 @@ class Keepalive:
                 self._answered.pop(peer, None)
                 close.append(peer)
         return KeepaliveStep(ping=tuple(ping), close=tuple(close))
+
+    def resume(self, *, now: float) -> None:
+        """The node itself was held up (its event loop blocked past a deadline): pings still unanswered
+        get a fresh timeout from ``now``, since an answer may be waiting unread. Without this a node
+        blocked for longer than the timeout would close every connection it had just pinged."""
+        for peer in self._pinged:
+            self._pinged[peer] = now
 
     def next_deadline(self, heard: Mapping[PeerId, float]) -> float | None:
         """When ``tick`` next has something to do, given ``heard`` (None: no peers)."""

@@ -134,3 +134,7 @@ class KeeperStatistics:
     pings_failed: int
     #: Connections closed as stalled (a ping unanswered and nothing heard within the timeout).
     stalls_closed: int
+    #: Older inbound connections closed because the same peer dialled us again (it gave them up).
+    superseded_closed: int
+    #: Times the driver woke over ``LATE_WAKE`` late (the node was held up; pings got a fresh timeout).
+    late_wakes: int

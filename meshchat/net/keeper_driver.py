@@ -34,12 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.host.ping import ID as PING_PROTOCOL
 from libp2p.host.ping import perform_ping_roundtrip
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.peer.peerstore import PeerStoreError
+from libp2p.rcmgr import Direction
+from multiaddr import Multiaddr
 
 from meshchat.errors import NetworkError
 from meshchat.gossip.keeper import (
@@ -60,6 +62,13 @@ __all__ = ["DEFAULT_KEEPER", "MIN_TICK", "KeeperDriver", "KeeperOptions", "Keepe
 #: Seconds the driver sleeps at least between two wake-ups, so deadlines that keep coming due at once
 #: (clock granularity) cannot spin it.
 MIN_TICK = 0.05
+#: Seconds past a deadline the driver may wake before it takes itself to have been held up (its event
+#: loop blocked: a long computation, a suspended laptop) and gives pings in flight a fresh timeout
+#: (``Keepalive.resume``) rather than blame peers whose answers wait unread.
+LATE_WAKE = 0.5
+#: Seconds the path of a stalled connection stays in the peerstore for its redial (py-libp2p's
+#: ``connect`` keeps the addresses it dials as long).
+PATH_TTL = 120
 #: Seconds closing a ping stream may take.
 PING_CLOSE_TIMEOUT = 1.0
 
@@ -127,21 +136,38 @@ class KeeperDriver:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Tick the cores at their deadlines and perform what they ask until cancelled."""
+        network = self._host.get_network()
         async with trio.open_nursery() as nursery:
+            notifee = _Superseded(self, nursery)
+            if self.keepalive is not None:
+                network.register_notifee(notifee)
             task_status.started()
-            next_keep = trio.current_time() + self._options.interval
-            while True:
-                deadline = next_keep if self.keeper is not None else trio.current_time() + 3600.0
+            try:
+                await self._loop(nursery)
+            finally:
                 if self.keepalive is not None:
-                    due = self.keepalive.next_deadline(self._gossip.last_heard())
-                    if due is not None:
-                        deadline = min(deadline, due)
-                await trio.sleep_until(max(deadline, trio.current_time() + MIN_TICK))  # a core's deadline
-                now = trio.current_time()
-                if self.keepalive is not None:
-                    self._keep_alive(nursery, now)
-                if self.keeper is not None and now >= next_keep:
-                    next_keep = now + self._options.interval
+                    network.remove_notifee(notifee)
+
+    async def _loop(self, nursery: trio.Nursery) -> None:
+        next_keep = trio.current_time() + self._options.interval
+        while True:
+            # at least every interval: peers that joined since have no deadline in the core yet
+            deadline = next_keep
+            if self.keepalive is not None:
+                due = self.keepalive.next_deadline(self._gossip.last_heard())
+                if due is not None:
+                    deadline = min(deadline, due)
+            deadline = max(deadline, trio.current_time() + MIN_TICK)
+            await trio.sleep_until(deadline)  # a core's deadline
+            now = trio.current_time()
+            if self.keepalive is not None:
+                if now > deadline + LATE_WAKE:
+                    self._counts["late_wakes"] += 1
+                    self.keepalive.resume(now=now)
+                self._keep_alive(nursery, now)
+            if now >= next_keep:
+                next_keep = now + self._options.interval
+                if self.keeper is not None:
                     self._keep(nursery, now)
 
     # --- keepalive ----------------------------------------------------------------------------------
@@ -175,12 +201,49 @@ class KeeperDriver:
         self.keepalive.answered(peer, now=trio.current_time())
 
     async def _close_stalled(self, peer: PeerId, dialled: bool) -> None:
-        """Close every connection to stalled ``peer``; dial it again at once if this node dialled it."""
+        """Close every connection to stalled ``peer``; if this node dialled it, dial it again at once,
+        first by the way the stalled connection went (the sim's ``reconnect_cuts``: the same path, a
+        new connection), then at the addresses the peerstore has."""
         peer_id = ID.from_base58(peer)
+        network = self._host.get_network()
+        paths = [a for c in network.connections.get(peer_id, []) for a in c.get_transport_addresses()]
         with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(*DIAL_ERRORS):
             await self._host.disconnect(peer_id)
-        if dialled:
-            await self._redial(peer)
+        if not dialled:
+            return
+        if self.keeper is not None:  # its tick must not race this dial with one of its own
+            self.keeper.dialling(peer, now=trio.current_time())
+        with trio.move_on_after(CLOSE_TIMEOUT):  # the gossip link gone first: a fresh one for the new
+            await self._gossip.wait_for(lambda: peer not in self._gossip.last_heard())
+        store = self._host.get_peerstore()
+        store.add_addrs(peer_id, paths, PATH_TTL)
+        try:
+            addresses = store.addrs(peer_id)
+        except PeerStoreError:  # its addresses expired meanwhile
+            addresses = []
+        # The swarm dials the first address of each transport in peerstore order (py-libp2p 0.8.1
+        # returns the peerstore's own list): the stalled connection's path goes first.
+        addresses.sort(key=lambda a: a not in paths)
+        await self._dial(PeerInfo(peer_id, list(addresses)))
+
+    def _superseded(self, nursery: trio.Nursery, conn: INetConn) -> None:
+        """A peer dialled us while an older connection it had dialled was open: it gave that one up
+        (a stall it noticed first, or a restart), so do we, or our side would go on writing into it."""
+        if getattr(conn, "direction", None) != Direction.INBOUND:
+            return
+        peer_id = conn.muxed_conn.peer_id
+        older = [
+            c
+            for c in self._host.get_network().connections.get(peer_id, [])
+            if c is not conn and not c.is_closed and getattr(c, "direction", None) == Direction.INBOUND
+        ]
+        for stale in older:
+            self._count("superseded_closed")
+            nursery.start_soon(self._close_one, stale)
+
+    async def _close_one(self, conn: INetConn) -> None:
+        with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(*DIAL_ERRORS):
+            await conn.close()
 
     # --- keeper -------------------------------------------------------------------------------------
 
@@ -241,3 +304,30 @@ class KeeperDriver:
                     self.keeper.learn(p.to_base58() for p in found if p != self._self)
         finally:
             self._looking = False
+
+
+class _Superseded(INotifee):
+    """Tells the driver of every new connection (``KeeperDriver._superseded``), never blocking."""
+
+    def __init__(self, driver: KeeperDriver, nursery: trio.Nursery) -> None:
+        self._driver = driver
+        self._nursery = nursery
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        """A new connection: older inbound ones of the same peer are given up."""
+        self._driver._superseded(self._nursery, conn)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        """Not needed."""
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        """Not needed."""
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        """Not needed."""
+
+    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        """Not needed."""
+
+    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        """Not needed."""
