@@ -377,8 +377,9 @@ class Node(NodeNetwork):
         ``DirectMessage`` events before live ones (see the module docstring).
         ``cover_interval``: publish a dummy envelope every so many seconds on average, which relays cannot
         tell from a short chat (``meshchat.store.cover``; counted in ``cover_statistics``).
-        ``keeper``: redial known peers when connections fall below a floor, and ping quiet gossip peers
-        to close (and redial) stalled connections (``meshchat.net.keeper_driver``; None: neither).
+        ``keeper``: redial known peers when connections fall below a floor (by default only on a node
+        given ``bootstrap`` peers), and ping quiet gossip peers to close (and redial) stalled
+        connections (``meshchat.net.keeper_driver``; None: neither).
 
         Raises ``ProfileLocked`` if another process runs a node on ``profile_dir``, ``KeyFileError``
         for a missing or locked identity, ``BadAddress`` for an unusable address and ``NetworkError``

@@ -28,7 +28,7 @@ from meshchat.net import DriverStatistics, GossipDriver, NetDrop
 from meshchat.net.cover_driver import run_cover
 from meshchat.net.dialer import Dialer
 from meshchat.net.host import dialable_addrs
-from meshchat.net.keeper_driver import KeeperDriver, KeeperOptions
+from meshchat.net.keeper_driver import DEFAULT_KEEPER, KeeperDriver, KeeperOptions
 from meshchat.net.mailbox import MailboxServer
 from meshchat.net.store_driver import StoreDriver
 from meshchat.profile import write_addresses
@@ -129,8 +129,14 @@ class NodeNetwork:
         self, nursery: trio.Nursery, options: KeeperOptions | None, bootstrap: list[PeerInfo]
     ) -> None:
         """With ``options``, redial below a floor and close stalled gossip connections
-        (``meshchat.net.keeper_driver``; counted in ``statistics().keeper``)."""
-        if options is None or (options.keeper is None and options.keepalive is None):
+        (``meshchat.net.keeper_driver``; counted in ``statistics().keeper``). With the default options
+        the redial part runs only on a node given bootstrap peers (a member of a network)."""
+        if options is None:
+            return
+        if options is DEFAULT_KEEPER and not bootstrap:
+            # a node wired by hand (no bootstrap list: tests, a LAN pair) keeps the links it was given
+            options = dataclasses.replace(options, keeper=None)
+        if options.keeper is None and options.keepalive is None:
             return
         self._keeper = KeeperDriver(
             self._host, self._driver, self._dialer, options, bootstrap=bootstrap, rng=random.Random()

@@ -186,9 +186,12 @@ class KeeperDriver:
         """One ping round trip to ``peer`` within the keepalive's timeout; an answer is reported."""
         assert self.keepalive is not None
         stream: INetStream | None = None
+        peer_id = ID.from_base58(peer)
+        if not self._host.get_network().connections.get(peer_id):
+            return  # gone already: ``new_stream`` would dial it (and a cancelled dial leaks its socket)
         try:
             with trio.fail_after(self.keepalive.config.timeout):
-                stream = await self._host.new_stream(ID.from_base58(peer), [PING_PROTOCOL])
+                stream = await self._host.new_stream(peer_id, [PING_PROTOCOL])
                 await perform_ping_roundtrip(stream)
         except _PING_FAILED:  # no answer in time, or the stream broke: the core's timeout decides
             self._counts["pings_failed"] += 1
