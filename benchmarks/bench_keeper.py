@@ -107,7 +107,7 @@ async def main(args: argparse.Namespace) -> None:
     per_ping, pings = await _ping_cost(args.idle_seconds)
     direct = payload / direct_s / 1000
     cut = payload / cut_s / 1000
-    per_minute = per_ping * 60 / KEEPALIVE_IDLE / 2  # each end pings its quiet peer once per idle
+    per_minute = per_ping * 60 / KEEPALIVE_IDLE  # one end pinging one quiet peer once per idle
     print(f"{args.messages} messages of {args.size} B: direct {direct_s:.1f} s, censored {cut_s:.1f} s")
     print(f"  ({stalls} connections stalled; each noticed by the keepalive and redialled)")
     print(f"idle: {pings} pings in {args.idle_seconds:g} s, {per_ping:.0f} bytes each (both directions)")

@@ -30,9 +30,12 @@ trips; a node whose own event loop was held up past a deadline gives pings in fl
 
 Cost: a ping goes only to a peer that was quiet for ``idle`` seconds (a busy link costs nothing). One
 ping on a fresh stream is a yamux open, the multistream negotiation of ``/ipfs/ping/1.0.0``, 32 bytes
-each way and the close, each in a Noise frame: ``benchmarks/bench_keeper.py`` measures it
-(``ping_bytes``, both directions); at one ping a second that is at most 60 pings per quiet peer per
-minute.
+each way and the close, each in a Noise frame: 740 bytes, both directions together, measured by
+``benchmarks/bench_keeper.py`` (``ping_bytes``). At one ping a second that is up to 44 KB per quiet
+peer per minute (``ping_bytes_per_peer_min``; both ends of an idle link ping, so the link carries
+twice that): the price of noticing a stall within 3 s. A persistent ping stream (32 + 12 + 18 bytes
+each way) would cut it about six-fold; not done yet. Raise ``idle`` where bandwidth matters more
+than a censor (5 s: about 9 KB a minute, a stall noticed in 7 s).
 
 What it is not: I/O. Both are driven by ``meshchat.net.keeper_driver`` on real nodes; the simulator's
 ``meshchat.sim.defence`` runs the very same classes.

@@ -15,7 +15,16 @@ the very classes the simulator runs (``meshchat.sim.defence``):
   serves; ``perform_ping_roundtrip`` on a fresh stream); a peer that neither answered nor sent
   anything within the timeout has its connections closed, and, when this node had dialled it, is
   dialled again at once (a new connection: a censor with a per-connection byte budget lets it
-  through again), as the simulator's ``reconnect_cuts`` does.
+  through again), as the simulator's ``reconnect_cuts`` does: by the stalled connection's own path
+  first (put first in the peerstore, whose order py-libp2p's swarm dials in), then the others. The
+  keeper is told of that dial (``ConnectionKeeper.dialling``), so its tick does not race it.
+- a peer that dials us while an older connection it dialled to us is still open has given that one
+  up (it noticed a stall first, or restarted): the older one is closed (``superseded_closed``), or our
+  gossip writer, bound to the peer's first connection, would go on writing into the dead one.
+
+With the default options (``DEFAULT_KEEPER``) the floor keeper runs only on a node given bootstrap
+peers (``Node.open(bootstrap=...)``): a node wired by hand keeps the links it was given (tests rely on
+exact topologies); the keepalive runs on every node.
 
 Everything it does is counted (``KeeperStatistics``, in ``Node.statistics().keeper``). Bounded: one
 ping task per pinged peer (each within the timeout), dials in flight at most the keeper's ``target``,
