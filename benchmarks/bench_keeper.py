@@ -119,7 +119,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=12)
+    parser.add_argument("--messages", type=int, default=8)
     parser.add_argument("--size", type=int, default=1500)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     trio.run(main, parser.parse_args())
