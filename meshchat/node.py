@@ -99,6 +99,7 @@ from meshchat.net.bundles import BUNDLE_NAMESPACE, BundleValidator
 from meshchat.net.dialer import Dialer, Whereabouts, peer_info
 from meshchat.net.file_driver import FileConfig, FileDriver
 from meshchat.net.host import listen_ip, only_exception
+from meshchat.net.keeper_driver import DEFAULT_KEEPER, KeeperOptions
 from meshchat.net.mailbox import MailboxServer
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import GroupStoreAction, MessageHandle, NetStoreIO, StoreDriver, StoreEvent
@@ -181,6 +182,7 @@ class _Options:
     file_config: FileConfig
     hold_limits: HoldLimits | None
     cover_interval: float | None = None
+    keeper: KeeperOptions | None = DEFAULT_KEEPER
 
 
 class Node(NodeNetwork):
@@ -343,6 +345,7 @@ class Node(NodeNetwork):
         file_config: FileConfig | None = None,
         hold_limits: HoldLimits | None = None,
         cover_interval: float | None = None,
+        keeper: KeeperOptions | None = DEFAULT_KEEPER,
     ) -> AsyncIterator[Node]:
         """Start a node for the identity in ``profile_dir`` (or ``identity``); stop it on exit.
 
@@ -382,6 +385,9 @@ class Node(NodeNetwork):
         ``DirectMessage`` events before live ones (see the module docstring).
         ``cover_interval``: publish a dummy envelope every so many seconds on average, which relays cannot
         tell from a short chat (``meshchat.store.cover``; counted in ``cover_statistics``).
+        ``keeper``: redial known peers when connections fall below a floor (by default only on a node
+        given ``bootstrap`` peers), and ping quiet gossip peers to close (and redial) stalled
+        connections (``meshchat.net.keeper_driver``; None: neither).
 
         Raises ``ProfileLocked`` if another process runs a node on ``profile_dir``, ``KeyFileError``
         for a missing or locked identity, ``BadAddress`` for an unusable address and ``NetworkError``
@@ -436,6 +442,7 @@ class Node(NodeNetwork):
                         file_config=file_config,
                         hold_limits=hold_limits,
                         cover_interval=cover_interval,
+                        keeper=keeper,
                     ),
                 ) as node:
                     yield node
@@ -591,6 +598,7 @@ class Node(NodeNetwork):
         if mailboxes:
             await self._dialer.dial_mailboxes(mailboxes)
             nursery.start_soon(self._dialer.keep_mailboxes_connected, mailboxes)
+        self._start_keeper(nursery, options.keeper, bootstrap)
         self._store.retry_pending()
         if self._dialer.dht is not None:
             nursery.start_soon(self._first_contact.publish_bundle, self._dialer.dht, self.identity.public)

@@ -16,6 +16,7 @@ from pathlib import Path
 import nacl.utils
 import trio
 from libp2p.abc import IHost
+from libp2p.peer.peerinfo import PeerInfo
 
 from meshchat.contacts import Contact
 from meshchat.credentials.status import STATUS_TOPIC_PREFIX, check_status_message
@@ -27,6 +28,7 @@ from meshchat.net import DriverStatistics, GossipDriver, NetDrop
 from meshchat.net.cover_driver import run_cover
 from meshchat.net.dialer import Dialer
 from meshchat.net.host import dialable_addrs
+from meshchat.net.keeper_driver import DEFAULT_KEEPER, KeeperDriver, KeeperOptions
 from meshchat.net.mailbox import MailboxServer
 from meshchat.net.store_driver import StoreDriver
 from meshchat.profile import write_addresses
@@ -54,6 +56,7 @@ class NodeNetwork:
     _inbox_topics: set[str]
     _wall_clock: Callable[[], float]
     _cover: CoverTraffic | None = None
+    _keeper: KeeperDriver | None = None
 
     def sync_mailboxes(self) -> None:
         """Sync with every reachable mailbox now, rather than at the next interval."""
@@ -121,6 +124,24 @@ class NodeNetwork:
         nursery.start_soon(
             functools.partial(run_cover, self._cover, self._driver, wall_clock=self._wall_clock)
         )
+
+    def _start_keeper(
+        self, nursery: trio.Nursery, options: KeeperOptions | None, bootstrap: list[PeerInfo]
+    ) -> None:
+        """With ``options``, redial below a floor and close stalled gossip connections
+        (``meshchat.net.keeper_driver``; counted in ``statistics().keeper``). With the default options
+        the redial part runs only on a node given bootstrap peers (a member of a network)."""
+        if options is None:
+            return
+        if options is DEFAULT_KEEPER and not bootstrap:
+            # a node wired by hand (no bootstrap list: tests, a LAN pair) keeps the links it was given
+            options = dataclasses.replace(options, keeper=None)
+        if options.keeper is None and options.keepalive is None:
+            return
+        self._keeper = KeeperDriver(
+            self._host, self._driver, self._dialer, options, bootstrap=bootstrap, rng=random.Random()
+        )
+        nursery.start_soon(self._keeper.run)
 
     # --- reaching peers -----------------------------------------------------------------------------
 
@@ -206,6 +227,8 @@ class NodeNetwork:
         """Counters of the network driver and the router, drops by reason. Events the application did
         not take count as ``EVENT_QUEUE_FULL`` whichever of the two queues (driver's, node's) was full."""
         stats = self._driver.statistics()
+        if self._keeper is not None:
+            stats = dataclasses.replace(stats, keeper=self._keeper.statistics())
         if not self.events_dropped:
             return stats
         drops = dict(stats.drops)

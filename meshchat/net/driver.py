@@ -238,6 +238,8 @@ class GossipDriver:
         self._budget = budget or BufferBudget()
         # Each peer's inbound pubsub stream reader (one per peer; a newer stream replaces the older).
         self._readers: dict[PeerId, trio.CancelScope] = {}
+        # When each gossip peer last sent us anything (for the keepalive); one entry per link.
+        self._heard: dict[PeerId, float] = {}
         self._router = router
         self._limits = limits or RpcLimits()
         self._links: dict[PeerId, _Link] = {}
@@ -313,6 +315,16 @@ class GossipDriver:
         ``HANDSHAKE_EVICTED``, its refused streams as ``TOO_MANY_STREAMS`` (and wake waiters)."""
         self._inbound = counter
         counter.on_change = self._changed
+
+    def last_heard(self) -> dict[PeerId, float]:
+        """Each gossip peer now, with the ``trio.current_time()`` we last read anything from it (or it
+        joined): what ``meshchat.net.keeper_driver``'s keepalive watches."""
+        return {p: self._heard.get(p, 0.0) for p, link in self._links.items() if link.announced}
+
+    def dialled(self, peer: PeerId) -> bool:
+        """Whether this node dialled its connection to gossip peer ``peer``."""
+        link = self._links.get(peer)
+        return link is not None and link.outbound
 
     @property
     def inbound(self) -> InboundCounter | None:
@@ -469,6 +481,7 @@ class GossipDriver:
         if link.connections > 0 and any(not c.is_closed for c in still_open):
             return
         del self._links[peer]
+        self._heard.pop(peer, None)
         link.writable = False
         link.scope.cancel()
         link.queue.close()
@@ -482,6 +495,7 @@ class GossipDriver:
         if link.announced or self._links.get(peer) is not link:
             return
         link.announced = True
+        self._heard[peer] = trio.current_time()
         version = Protocol(protocol) if protocol in PUBSUB_PROTOCOLS else Protocol.MESHSUB_V10
         joined = PeerConnected(peer=peer, outbound=link.outbound, protocol=version, ip=link.ip)
         await self._inputs_send.send(joined)
@@ -592,6 +606,8 @@ class GossipDriver:
             if not data:
                 self._drops[NetDrop.STALLED_STREAM] += 1
                 return
+            if peer in self._heard:
+                self._heard[peer] = trio.current_time()
             try:
                 frames = reader.feed(data)
                 rpcs = [decode_rpc(f, limits=self._limits) for f in frames]

@@ -14,7 +14,15 @@ from meshchat.gossip import Protocol, RouterStatistics
 from meshchat.gossip.messages import PeerId, Topic
 from meshchat.net.budget import BudgetStatistics
 
-__all__ = ["DriverStatistics", "MessageDelivered", "NetDrop", "NetEvent", "PeerJoined", "PeerLeft"]
+__all__ = [
+    "DriverStatistics",
+    "KeeperStatistics",
+    "MessageDelivered",
+    "NetDrop",
+    "NetEvent",
+    "PeerJoined",
+    "PeerLeft",
+]
 
 
 class NetDrop(Enum):
@@ -106,3 +114,27 @@ class DriverStatistics:
     buffer: BudgetStatistics | None = None
     #: Bytes queued for sending, all peers together.
     queued_bytes: int = 0
+    #: What the node's connection keeper and keepalive did (None: it runs neither).
+    keeper: KeeperStatistics | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeeperStatistics:
+    """Counters of ``meshchat.net.keeper_driver``: redials below the floor, lookups, keepalive pings."""
+
+    #: Dials made to get back to the floor, or to reconnect a stalled connection (bootstraps too).
+    redials: int
+    #: Those of them that failed (unreachable, refused, timed out, no address known).
+    redial_failures: int
+    #: Lookups for more peers (a DHT random walk and/or the bootstrap peers redialled).
+    lookups: int
+    #: Pings sent to quiet gossip peers.
+    pings: int
+    #: Pings that failed or were not answered in time.
+    pings_failed: int
+    #: Connections closed as stalled (a ping unanswered and nothing heard within the timeout).
+    stalls_closed: int
+    #: Older inbound connections closed because the same peer dialled us again (it gave them up).
+    superseded_closed: int
+    #: Times the driver woke over ``LATE_WAKE`` late (the node was held up; pings got a fresh timeout).
+    late_wakes: int
