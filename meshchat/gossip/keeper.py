@@ -14,28 +14,31 @@ uses libp2p's ``/ipfs/ping/1.0.0``); one that neither answers nor sends anything
 ``KeepaliveConfig.timeout`` more seconds is declared dead: the driver closes the connection and
 dials again (a new connection, with a new budget at a per-connection censor).
 
-Why ``KEEPALIVE_IDLE = 1 s`` and ``KEEPALIVE_TIMEOUT = 2 s`` (a stall noticed at most 3 s after the
-last byte heard; as a stall usually hits a connection mid-transfer, about that long after it began):
-in the cut-16k simulation (1,000 nodes, a censor that silently stalls every connection once it carried
+Why ``KEEPALIVE_IDLE = 5 s`` and ``KEEPALIVE_TIMEOUT = 3 s`` (a stall noticed at most 8 s after the
+last byte heard; as a stall usually hits a connection mid-transfer, about that long after it began).
+In the cut-16k simulation (1,000 nodes, a censor that silently stalls every connection once it carried
 16 KB, 200 messages at 10/s, the stalled connection redialled once noticed; seed 1) gossip delivery is
 
     noticed after   1 s      2 s      3 s      4 s      15 s (libp2p's usual ping interval)
     delivered       99.9 %   97.8 %   92.6 %   83.7 %   37 %
 
-and store-and-forward retries what gossip lost. Shorter is better for delivery but costs pings and,
-on a loaded machine or a slow link, false alarms: a pong later than the timeout on a healthy link
-drops the connection (redialled at once; what was lost is retried). 2 s is several bad mobile round
-trips; a node whose own event loop was held up past a deadline gives pings in flight a fresh timeout
-(``Keepalive.resume``) instead of blaming its peers.
+and store-and-forward retries what gossip lost (``meshchat sim --scenario cut-16k`` reports the arm
+with these defaults). Shorter is better for delivery but costs pings and, on a loaded machine or a
+slow link, false alarms: a pong later than the timeout on a healthy link drops the connection
+(redialled at once; what was lost is retried). 3 s is several bad mobile round trips; a node whose own
+event loop was held up past a deadline gives pings in flight a fresh timeout (``Keepalive.resume``)
+instead of blaming its peers.
 
 Cost: a ping goes only to a peer that was quiet for ``idle`` seconds (a busy link costs nothing). One
 ping on a fresh stream is a yamux open, the multistream negotiation of ``/ipfs/ping/1.0.0``, 32 bytes
 each way and the close, each in a Noise frame: 740 bytes, both directions together, measured by
-``benchmarks/bench_keeper.py`` (``ping_bytes``). At one ping a second that is up to 44 KB per quiet
-peer per minute (``ping_bytes_per_peer_min``; both ends of an idle link ping, so the link carries
-twice that): the price of noticing a stall within 3 s. A persistent ping stream (32 + 12 + 18 bytes
-each way) would cut it about six-fold; not done yet. Raise ``idle`` where bandwidth matters more
-than a censor (5 s: about 9 KB a minute, a stall noticed in 7 s).
+``benchmarks/bench_keeper.py`` (``ping_bytes``). At one ping per 5 s that is up to 8.9 KB per quiet
+peer per minute (both ends of an idle link ping, so the link carries twice that); at 1 s it was 44 KB,
+too much for a phone on a metered link with a handful of peers, which is why the default trades
+detection time for it. A persistent ping stream (32 + 12 + 18 bytes each way) would cut the cost
+about six-fold and allow a shorter ``idle``; not done yet (py-libp2p's ping handler drops a stream
+idle for 10 s). Pass ``KeepaliveConfig(idle=1, timeout=2)`` where a censor stalls connections and
+bandwidth is cheap.
 
 What it is not: I/O. Both are driven by ``meshchat.net.keeper_driver`` on real nodes; the simulator's
 ``meshchat.sim.defence`` runs the very same classes.
@@ -72,9 +75,9 @@ LOOKUP_RESULTS = 20
 #: round trips of a dial over the slowest default link (4 x 150 ms).
 DIAL_PENDING = 3.0
 #: Seconds a gossip peer may stay quiet before it is pinged (see the module docstring).
-KEEPALIVE_IDLE = 1.0
+KEEPALIVE_IDLE = 5.0
 #: Seconds a pinged peer has to answer (or send anything) before its connection is closed as stalled.
-KEEPALIVE_TIMEOUT = 2.0
+KEEPALIVE_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from meshchat.gossip import GossipConfig
+from meshchat.gossip.keeper import KEEPALIVE_IDLE, KEEPALIVE_TIMEOUT
 from meshchat.sim.defence import Defence, DefendedSimulation, KeeperConfig
 from meshchat.sim.experiments_base import Experiment, ExperimentArm, ExperimentReport
 from meshchat.sim.network import LinkDrop, Role
@@ -61,8 +62,8 @@ ECLIPSE_MESSAGES = 240
 #: Bytes a connection carries before the censor cuts it.
 CUT_BYTES = 16 * 1024
 #: Seconds before the ends of a silently stalled connection notice (the third arm of ``cut-16k``):
-#: libp2p's ping protocol probes every 15 s.
-STALL_NOTICE = 15.0
+#: a real node's keepalive, ``KEEPALIVE_IDLE`` of silence then ``KEEPALIVE_TIMEOUT`` for the pong.
+STALL_NOTICE = KEEPALIVE_IDLE + KEEPALIVE_TIMEOUT
 
 
 def _count(full: int, scale: float, low: int) -> int:
@@ -174,7 +175,7 @@ def _removal(name: str, summary: str, scenario: Scenario) -> ExperimentReport:
 _REDIAL_NOTE = (
     f"defence on: a node below {KeeperConfig().floor} connections redials addresses it learned "
     "while joining or was connected to, and asks the DHT through a remaining connection when those run out "
-    "(meshchat.sim.defence.ConnectionKeeper); meshchat.net does not do this yet"
+    "(meshchat.gossip.keeper.ConnectionKeeper, which real nodes run too: meshchat.net.keeper_driver)"
 )
 
 
