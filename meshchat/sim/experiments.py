@@ -333,8 +333,9 @@ def cut_16k(seed: int, scale: float) -> ExperimentReport:
     notes.append(
         "defence on and off: the cut is a reset both ends hear at once; the third arm's censor "
         "silently drops everything past the budget, and the ends notice only when a keepalive "
-        f"gives up {STALL_NOTICE:g} s later (then reconnect at once); meshchat.net sets no "
-        "keepalive or stall timeout of its own on gossip connections"
+        f"gives up {STALL_NOTICE:g} s later (then reconnect at once): a real node's default keepalive "
+        "(meshchat.gossip.keeper: ping after 5 s of silence, 3 s for the pong); gossip only, the "
+        "store-and-forward retries that follow are not modelled here"
     )
     return ExperimentReport(name="cut-16k", summary=summary, arms=arms, notes=tuple(notes))
 
