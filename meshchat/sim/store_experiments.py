@@ -25,11 +25,10 @@ every few seconds for as long as the block lasts (2.2 MB per user in 9 h at 50 u
   the run (no heal), half an hour in. Gossip and mailboxes keep working inside each side. Defence on:
   2 of the 10 mailboxes are carriers, moving between the sides every 10 minutes (a laptop on a
   train, a courier with a phone). Defence off: the same two mailboxes stay where they are. A third
-  run stores each message on every mailbox in view (``mailbox_copies=10``): with the default 3, a
-  sender on the big side (7 mailboxes in view) puts its 3 copies on the mailboxes ranked first for
-  the recipient's tag, which include the carrier only 3 times in 7, and a message held by 3
-  mailboxes is never stored on a carrier arriving later (a sender in the region, with 3 mailboxes
-  in view, always uses the carrier: 1/2 + 1/2 x 3/7 = 71 % of the messages across, as measured).
+  run stores each message on every mailbox in view (``mailbox_copies=10``) at once: with the
+  default 3, a sender on the big side (7 mailboxes in view) puts its first 3 copies on the mailboxes
+  ranked first for the recipient's tag, which include the carrier only 3 times in 7; the others reach
+  a carrier when it next comes into view after their first retry.
 - ``whitelist``: the Internet is shut half an hour in; only LAN-sized clusters of 40 users (25 at
   scale 1, each with one mailbox of its own) keep their links among themselves, for the rest of the
   run. Half the messages go to someone on the sender's LAN. Defence on: 5 carriers go round the LANs,
