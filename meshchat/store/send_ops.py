@@ -155,18 +155,7 @@ class Sending:
         ``send`` does, having written nothing."""
         plan = self._chat_plan(recipient, body, ref)
         try:
-            records = seal_planned(
-                plan,
-                identity=self.identity,
-                sessions=self.sessions,
-                devices=self.devices,
-                outbox=self._outbox,
-                wall_now=wall_now,
-                ttl=self.config.ttl if ttl is None else ttl,
-                retry_initial=self.config.retry_initial,
-                random_bytes=self._random_bytes,
-                mint=False,
-            )
+            records = self._seal(plan, wall_now=wall_now, ttl=ttl, mint=False)
             # Written now: nothing else may roll these ratchet steps back while the stamps are minted.
             self.storage.state_put(self.sessions.writes() + self.devices.writes())
         except (MeshchatError, ValueError):
@@ -248,17 +237,7 @@ class Sending:
         and (``said``: a chat, ``(recipient key, body)``) its history entry, in one transaction
         (``StorageError``: nothing was queued, nothing moved)."""
         try:
-            records = seal_planned(
-                plan,
-                identity=self.identity,
-                sessions=self.sessions,
-                devices=self.devices,
-                outbox=self._outbox,
-                wall_now=wall_now,
-                ttl=self.config.ttl if ttl is None else ttl,
-                retry_initial=self.config.retry_initial,
-                random_bytes=self._random_bytes,
-            )
+            records = self._seal(plan, wall_now=wall_now, ttl=ttl)
             # The ratchet steps that sealed them are written with them: neither exists without the other.
             writes = self.sessions.writes() + self.devices.writes() + fan_write(records)
             history = []
@@ -284,6 +263,23 @@ class Sending:
             self._outbox.added(record)
         self._calls.hurry(wall_now)
         return records
+
+    def _seal(
+        self, plan: Sequence[Planned], *, wall_now: float, ttl: int | None, mint: bool = True
+    ) -> list[OutboxRecord]:
+        """Seal ``plan`` into records (``mint``: stamps minted in place; else left to the caller)."""
+        return seal_planned(
+            plan,
+            identity=self.identity,
+            sessions=self.sessions,
+            devices=self.devices,
+            outbox=self._outbox,
+            wall_now=wall_now,
+            ttl=self.config.ttl if ttl is None else ttl,
+            retry_initial=self.config.retry_initial,
+            random_bytes=self._random_bytes,
+            mint=mint,
+        )
 
     def _start(self, records: Sequence[OutboxRecord]) -> list[Action]:
         actions: list[Action] = []

@@ -165,15 +165,7 @@ def associated_data(
 
 def encode_envelope(envelope: Envelope) -> bytes:
     """Return the canonical wire bytes of ``envelope``; ``TooLarge`` if they exceed the limit."""
-    return encode_fields(
-        kind=envelope.kind,
-        inbox_tag=envelope.inbox_tag,
-        expiry=envelope.expiry,
-        ephemeral_key=envelope.ephemeral_key,
-        nonce=envelope.nonce,
-        ciphertext=envelope.ciphertext,
-        stamp=envelope.stamp,
-    )
+    return with_stamp(envelope, envelope.stamp)
 
 
 def encode_fields(
@@ -242,14 +234,7 @@ def decode_envelope(data: bytes) -> Envelope:
 def unstamped(envelope: Envelope) -> bytes:
     """``envelope``'s bytes without its stamp: what a stamp is computed over (canonical, so these are
     exactly the bytes the sender stamped)."""
-    return encode_fields(
-        kind=envelope.kind,
-        inbox_tag=envelope.inbox_tag,
-        expiry=envelope.expiry,
-        ephemeral_key=envelope.ephemeral_key,
-        nonce=envelope.nonce,
-        ciphertext=envelope.ciphertext,
-    )
+    return with_stamp(envelope, b"")
 
 
 def with_stamp(envelope: Envelope, stamp: bytes) -> bytes:
