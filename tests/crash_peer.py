@@ -7,6 +7,10 @@ all, or a recipient that syncs until its inbox holds N messages. Prints one JSON
     python tests/crash_peer.py track PROFILE MAILBOX_ADDR RECIPIENT_PEER_ID N
     python tests/crash_peer.py follow PROFILE MAILBOX_ADDR N [AFTER]
 
+Every node here opens with ``stamps=False``: the recipient is a stranger to the sender (a bare
+PublicIdentity) and 1,000 stamps at the default cost would take minutes of CPU; crash safety, not
+stamps, is what these processes test (``tests/test_stamps.py`` tests stamps).
+
 The recipient prints each message once across its runs: started again with the last inbox number
 it printed (``AFTER``), its event stream replays the messages committed after that one first.
 
@@ -50,7 +54,9 @@ def say(event: str, **fields: object) -> None:
 
 async def send(profile: Path, mailbox: str, recipient: str, count: int) -> None:
     to = PublicIdentity.from_peer_id(recipient)
-    async with Node.open(profile, listen=LOCAL, mailboxes=[mailbox], store_config=FAST, dht=False) as node:
+    async with Node.open(
+        profile, listen=LOCAL, mailboxes=[mailbox], store_config=FAST, dht=False, stamps=False
+    ) as node:
         say("started")
         for i in range(count):
             await node.send(to, f"m{i}", ref=f"m{i}")
@@ -66,7 +72,13 @@ async def receive(profile: Path, mailbox: str, count: int, after: int) -> None:
     killed) until the inbox's ``count``-th: the event stream replays what was committed but not yet
     printed, then goes on live."""
     async with Node.open(
-        profile, listen=LOCAL, mailboxes=[mailbox], store_config=FAST, dht=False, events_after=after
+        profile,
+        listen=LOCAL,
+        mailboxes=[mailbox],
+        store_config=FAST,
+        dht=False,
+        events_after=after,
+        stamps=False,
     ) as node:
         say("started")
         if after < count:
@@ -83,7 +95,7 @@ async def track(profile: Path, mailbox: str, recipient: str, count: int) -> None
     to = PublicIdentity.from_peer_id(recipient)
     box = mailbox.rsplit("/p2p/", 1)[1]
     async with Node.open(
-        profile, listen=LOCAL, mailboxes=[mailbox], store_config=DEFAULT_PACE, dht=False
+        profile, listen=LOCAL, mailboxes=[mailbox], store_config=DEFAULT_PACE, dht=False, stamps=False
     ) as node:
         say("started", t=time.time())
         for i in range(count):
@@ -127,7 +139,13 @@ async def track(profile: Path, mailbox: str, recipient: str, count: int) -> None
 async def follow(profile: Path, mailbox: str, count: int, after: int) -> None:
     """``receive`` with the default pacing, staying up after ``done`` until killed."""
     async with Node.open(
-        profile, listen=LOCAL, mailboxes=[mailbox], store_config=DEFAULT_PACE, dht=False, events_after=after
+        profile,
+        listen=LOCAL,
+        mailboxes=[mailbox],
+        store_config=DEFAULT_PACE,
+        dht=False,
+        events_after=after,
+        stamps=False,
     ) as node:
         say("started", t=time.time())
         if after < count:
