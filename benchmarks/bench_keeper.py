@@ -3,7 +3,7 @@
 
 Run: python benchmarks/bench_keeper.py [--messages N] [--size BYTES] [--idle-seconds S]
 
-Two nodes on 127.0.0.1 (``Node.open``, default keepalive: ping after ``KEEPALIVE_IDLE`` s of silence,
+Two nodes on 127.0.0.1 (``Node.open(keeper=DEFAULT_KEEPER)``: ping after ``KEEPALIVE_IDLE`` s of silence,
 close after ``KEEPALIVE_TIMEOUT`` s more). Alice sends Bob ``--messages`` direct messages of ``--size``
 bytes one after the other, each awaited at Bob (store-and-forward retries what a stall lost):
 
@@ -35,6 +35,7 @@ from conftest import make_profile
 from meshchat.gossip.keeper import KEEPALIVE_IDLE
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
+from meshchat.net.keeper_driver import DEFAULT_KEEPER
 from meshchat.node import Node
 from meshchat.store.messenger import StoreConfig
 from meshchat.wire import Invite
@@ -53,11 +54,13 @@ async def _send_all(
     alice_dir, alice_id = make_profile(root, "alice", 31)
     bob_dir, bob_id = make_profile(root, "bob", 32)
     fast = StoreConfig(retry_initial=1.0, retry_max=2.0)
-    async with Node.open(bob_dir, listen=LOCAL, dht=False) as bob:
+    async with Node.open(bob_dir, listen=LOCAL, dht=False, keeper=DEFAULT_KEEPER) as bob:
         port = int(bob.listen_addrs[0].split("/tcp/")[1].split("/")[0])
         async with censor_proxy(port, budget) as proxy:
             address = f"/ip4/127.0.0.1/tcp/{proxy.port}/p2p/{bob.peer_id}" if proxied else bob.listen_addrs[0]
-            async with Node.open(alice_dir, listen=LOCAL, dht=False, store_config=fast) as alice:
+            async with Node.open(
+                alice_dir, listen=LOCAL, dht=False, store_config=fast, keeper=DEFAULT_KEEPER
+            ) as alice:
                 alice.contacts.add(Invite.create(bob_id, name="Bob", addrs=[address]).to_text())
                 bob.contacts.add(Invite.create(alice_id, name="Alice").to_text())
                 await alice.connect(address)
@@ -74,11 +77,15 @@ async def _send_all(
 
 async def _ping_cost(seconds: float) -> tuple[float, int]:
     """Bytes per ping (both directions) between two idle nodes through a plain proxy, and pings sent."""
-    async with Node.open(identity=Identity(b"\x41" * 32), listen=LOCAL, dht=False, inbox=False) as b:
+    async with Node.open(
+        identity=Identity(b"\x41" * 32), listen=LOCAL, dht=False, inbox=False, keeper=DEFAULT_KEEPER
+    ) as b:
         port = int(b.listen_addrs[0].split("/tcp/")[1].split("/")[0])
         async with (
             censor_proxy(port, None) as proxy,
-            Node.open(identity=Identity(b"\x42" * 32), listen=LOCAL, dht=False, inbox=False) as a,
+            Node.open(
+                identity=Identity(b"\x42" * 32), listen=LOCAL, dht=False, inbox=False, keeper=DEFAULT_KEEPER
+            ) as a,
         ):
             await a.connect(f"/ip4/127.0.0.1/tcp/{proxy.port}/p2p/{b.peer_id}")
             await a.subscribe("idle")
