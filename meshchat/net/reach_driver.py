@@ -27,7 +27,11 @@ What it uses of py-libp2p 0.8.1, and where it does not, why:
   handler echoes. py-libp2p's STOP handler is wrapped for that (``_on_stop``): a STOP stream from
   anyone else goes on to py-libp2p's ``handle_incoming_connection`` as before. A relay that singles
   out such self-connections could pass the probe and still drop other circuits: the probe catches a
-  relay that drops circuits, not one that targets the probe.
+  relay that drops circuits, not one that targets the probe. No probe is sent while a circuit
+  through that relay is open (it was set up through the relay, so the relay carries traffic; the
+  probe is counted as answered, and in ``probes_spared``): py-libp2p 0.8.1's relay keys its open
+  circuits by peer (``CircuitV2Protocol._active_relays``), so when a probe to us ended it closed the
+  streams of whichever circuit to us was stored last: a probe every few seconds cut a chat's circuit.
 
 What it is not: the policy (``meshchat.reach.core``) nor hole punching.
 """
@@ -173,6 +177,8 @@ class ReachDriver:
         self._stepped = trio.Event()  # set (and replaced) after every step of the core
         #: Disconnect notices dropped because the input queue was full.
         self.notices_dropped = 0
+        #: Probes not sent because a circuit through the relay was open (module docstring).
+        self.probes_spared = 0
 
     # --- what the node reads ------------------------------------------------------------------------
 
@@ -368,6 +374,10 @@ class ReachDriver:
     # --- probes -----------------------------------------------------------------------------------------
 
     async def _probe(self, relay: str) -> None:
+        if self._circuit_open(relay):
+            self.probes_spared += 1
+            await self._send.send(ProbeAnswered(relay=relay, ok=True))
+            return
         nonce = os.urandom(PROBE_NONCE)
         self._probe_nonces.add(nonce)
         ok = False
@@ -390,6 +400,15 @@ class ReachDriver:
         finally:
             self._probe_nonces.discard(nonce)
         await self._send.send(ProbeAnswered(relay=relay, ok=ok))
+
+    def _circuit_open(self, relay: str) -> bool:
+        """Whether a connection through ``relay`` (to or from anyone) is open now."""
+        through = f"/p2p/{relay}/p2p-circuit"
+        return any(
+            not conn.is_closed and any(through in str(a) for a in conn.get_transport_addresses())
+            for conns in list(self._host.get_network().connections.values())
+            for conn in conns
+        )
 
     async def _on_stop(self, stream: INetStream) -> None:
         """py-libp2p's STOP handler, with our own probes answered here (see the module docstring)."""
