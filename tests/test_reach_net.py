@@ -5,10 +5,12 @@ through an automatically chosen relay."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 from conftest import make_profile
 from libp2p.abc import IHost, INetStream
@@ -22,6 +24,7 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.utils import write_delimited_msg
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
+from test_cli_network import init, meshchat, processes
 
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
@@ -240,3 +243,45 @@ async def test_autonat_dial_back_opens_a_new_connection_and_makes_the_node_publi
             with trio.fail_after(WAIT):
                 status, _ = await asker.query_server(plain.host.get_id(), addrs=[nowhere])
             assert status == AutonatMessage.OK  # the bug the dial-back above fixes
+
+
+@pytest.mark.slow  # three processes and a peer scan every 5 s: 15-40 s on a loaded machine
+async def test_meshchat_node_auto_relay_prints_its_addresses_and_invites_carry_the_relayed_one(
+    tmp_path: Path,
+) -> None:
+    """``meshchat node --auto-relay --json``: an ``addresses`` event at the start (listen addresses,
+    private), another once it reserved on the relay it was bootstrapped to (relayed first), and
+    ``meshchat invite`` then carries the relayed address only."""
+    relay_dir, bob_dir = tmp_path / "relay", tmp_path / "bob"
+    await init(relay_dir, "Relay")
+    await init(bob_dir, "Bob")
+    async with processes() as start:
+        relay = await start("node", "--profile", relay_dir, "--json", "--listen", LOCAL[0], "--circuit-relay")
+        relay_addr = (await relay.first("listening"))["addrs"][0]
+        bob = await start(
+            "node",
+            "--profile",
+            bob_dir,
+            "--json",
+            "--listen",
+            LOCAL[0],
+            "--auto-relay",
+            "--bootstrap",
+            relay_addr,
+        )
+        first = await bob.first("addresses")
+        assert [a["kind"] for a in first["addresses"]] == ["private"]
+
+        def relayed() -> list[str]:
+            return [
+                a["address"]
+                for e in bob.events
+                if e["event"] == "addresses"
+                for a in e["addresses"]
+                if a["kind"] == "relayed"
+            ]
+
+        await bob.wait_for(lambda: bool(relayed()), timeout=WAIT)
+        assert relayed()[0].startswith(relay_addr + "/p2p-circuit/p2p/")
+        invited = json.loads((await meshchat("invite", "--profile", bob_dir, "--json")).stdout)
+        assert invited["addrs"] == relayed()[:1]
