@@ -24,7 +24,7 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.utils import write_delimited_msg
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
-from test_cli_network import init, meshchat, processes
+from test_cli_network import init, meshchat, processes, stop
 
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
@@ -252,7 +252,7 @@ async def test_meshchat_node_auto_relay_prints_its_addresses_and_invites_carry_t
 ) -> None:
     """``meshchat node --auto-relay --json``: an ``addresses`` event at the start (listen addresses,
     private), another once it reserved on the relay it was bootstrapped to (relayed first), and
-    ``meshchat invite`` then carries the relayed address only."""
+    ``meshchat invite`` then carries the relayed address only; its final ``statistics`` count it."""
     relay_dir, bob_dir = tmp_path / "relay", tmp_path / "bob"
     await init(relay_dir, "Relay")
     await init(bob_dir, "Bob")
@@ -286,3 +286,6 @@ async def test_meshchat_node_auto_relay_prints_its_addresses_and_invites_carry_t
         assert relayed()[0].startswith(relay_addr + "/p2p-circuit/p2p/")
         invited = json.loads((await meshchat("invite", "--profile", bob_dir, "--json")).stdout)
         assert invited["addrs"] == relayed()[:1]
+        await stop(bob)
+        (totals,) = [e for e in bob.events if e["event"] == "statistics"]
+        assert totals["reach"]["relays_held"] == 1 and totals["reach"]["reservations"] == 1

@@ -636,7 +636,29 @@ def _print_totals(node: Node, printer: _Printer, output_dropped: int) -> None:
         drops=drops,
         router_drops=router_drops,
         output_dropped=output_dropped,
+        **_reach_totals(node),
     )
+
+
+def _reach_totals(node: Node) -> dict[str, object]:
+    """With ``--auto-relay``: the ``reach`` field of ``statistics`` (AutoNAT, relays held, renewed,
+    given up by reason, replaced); nothing without it (issue 17, helper A: nat)."""
+    reach = node.reach_statistics()
+    if reach is None:
+        return {}
+    return {
+        "reach": {
+            "reachability": reach.reachability.value,
+            "relays_held": reach.relays_held,
+            "reservations": reach.reservations,
+            "renewals": reach.renewals,
+            "renewals_failed": reach.renewals_failed,
+            "dropped": {reason.value: count for reason, count in reach.dropped.items() if count},
+            "replaced": reach.replaced,
+            "probes_ok": reach.probes_ok,
+            "probes_failed": reach.probes_failed,
+        }
+    }
 
 
 def _unreachable_now(contact: Contact, bootstrap: Sequence[str], mailboxes: Sequence[str]) -> bool:
