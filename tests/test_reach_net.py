@@ -115,6 +115,23 @@ async def test_a_node_reserves_by_itself_and_renews_before_the_short_reservation
         assert relayed_through(node, relay)
 
 
+async def test_a_relay_reserved_on_request_is_renewed_too() -> None:
+    """``Node.reserve`` (``meshchat node --reserve``) under ``reach`` without automatic relays: the
+    reservation it makes is renewed like the automatic ones (before this, it ran out after an hour)."""
+    pinned_only = ReachOptions(config=ReachConfig(auto_relay=False, autonat=False, scan_interval=0.5))
+    async with (
+        relay_host(0x61, ttl=5) as (relay, protocol),
+        Node.open(identity=Identity(b"\x62" * 32), listen=LOCAL, dht=False, reach=pinned_only) as node,
+    ):
+        with trio.fail_after(WAIT):
+            relayed = await node.reserve(address_of(relay))
+            assert relayed == f"{address_of(relay)}/p2p-circuit/p2p/{node.peer_id}"
+            assert [a.address for a in node.addresses() if a.kind == "relayed"] == [relayed]
+            await node.wait_reach(lambda: node.reach_statistics().renewals >= 2)  # type: ignore[union-attr]
+        assert protocol.resource_manager.has_reservation(node.host.get_id())
+        assert relayed_through(node, relay) == [relayed]
+
+
 async def test_the_relay_stops_and_the_node_moves_to_another() -> None:
     async with contextlib.AsyncExitStack() as stack:
         first = await stack.enter_async_context(relay_host(0x31))
