@@ -101,11 +101,13 @@ from meshchat.net.file_driver import FileConfig, FileDriver
 from meshchat.net.host import listen_ip, only_exception
 from meshchat.net.keeper_driver import KeeperOptions
 from meshchat.net.mailbox import MailboxServer
+from meshchat.net.reach_driver import ReachOptions  # issue 17, helper A (nat)
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import GroupStoreAction, MessageHandle, NetStoreIO, StoreDriver, StoreEvent
 from meshchat.node_network import NodeNetwork, status_relay_check
 from meshchat.node_parts import LocalParts, knows, open_local_parts, queue_chat
 from meshchat.profile import ADDRESSES_FILE, LOCK_FILE, hold_profile
+from meshchat.reach import AddressesChanged
 from meshchat.store.mailbox import MailboxCore, MailboxLimits
 from meshchat.store.messenger import (
     ControlReceived,
@@ -151,6 +153,7 @@ NodeEvent: TypeAlias = (
     | FileEvent
     | DocumentEvent
     | CredentialEvent
+    | AddressesChanged  # issue 17, helper A (nat): our addresses or their kinds changed
 )
 
 
@@ -183,6 +186,7 @@ class _Options:
     hold_limits: HoldLimits | None
     cover_interval: float | None = None
     keeper: KeeperOptions | None = None
+    reach: ReachOptions | None = None  # issue 17, helper A (nat)
 
 
 class Node(NodeNetwork):
@@ -286,7 +290,7 @@ class Node(NodeNetwork):
             connect=self.connect,
             reach=self._dialer.reach,
             use_invite=self._first_contact.use_invite,
-            addrs=lambda: self.dialable_addrs,
+            addrs=lambda: self.invite_addrs,
         )
         #: Co-signing rounds: propose, sign, revoke, view, bundle (``meshchat.document_api``).
         self.documents = Documents(
@@ -349,6 +353,7 @@ class Node(NodeNetwork):
         hold_limits: HoldLimits | None = None,
         cover_interval: float | None = None,
         keeper: KeeperOptions | None = None,
+        reach: ReachOptions | None = None,
     ) -> AsyncIterator[Node]:
         """Start a node for the identity in ``profile_dir`` (or ``identity``); stop it on exit.
 
@@ -393,6 +398,13 @@ class Node(NodeNetwork):
         (``meshchat.net.keeper_driver``; ``DEFAULT_KEEPER`` there). Off by default (None) for now:
         with it on, the full test run showed py-libp2p sockets left unclosed after pings and dials,
         and hand-wired networks rewiring themselves; turned on once those are settled.
+        ``reach``: AutoNAT (ask connected peers to dial us back; answer theirs) and automatic circuit
+        relays while not publicly reachable: reservations on peers offering circuit v2 hop, renewed
+        before they expire, probed, replaced when a relay leaves, refuses or drops traffic; reserved
+        relays (``reserve``) are renewed too (``meshchat.net.reach_driver``, ``DEFAULT_REACH``).
+        ``addresses()`` says which addresses are public, relayed or private, an ``AddressesChanged``
+        event when that changes, and ``addresses.json`` (invites) then carries the public and relayed
+        ones. Off by default (None) for now, like ``keeper``.
 
         Raises ``ProfileLocked`` if another process runs a node on ``profile_dir``, ``KeyFileError``
         for a missing or locked identity, ``BadAddress`` for an unusable address and ``NetworkError``
@@ -448,6 +460,7 @@ class Node(NodeNetwork):
                         hold_limits=hold_limits,
                         cover_interval=cover_interval,
                         keeper=keeper,
+                        reach=reach,
                     ),
                 ) as node:
                     yield node
@@ -582,6 +595,7 @@ class Node(NodeNetwork):
         nursery = await services.enter_async_context(trio.open_nursery())
         self._nursery = nursery
         self._dialer.drop_stale_circuits(nursery)
+        await self._start_reach(nursery, options.reach)  # before addresses.json is written
         await nursery.start(driver.run)
         await nursery.start(self._store.run)
         await nursery.start(self._group_driver.run)

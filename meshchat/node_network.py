@@ -30,8 +30,10 @@ from meshchat.net.dialer import Dialer
 from meshchat.net.host import dialable_addrs
 from meshchat.net.keeper_driver import DEFAULT_KEEPER, KeeperDriver, KeeperOptions
 from meshchat.net.mailbox import MailboxServer
+from meshchat.net.reach_driver import ReachDriver, ReachOptions  # issue 17, helper A (nat)
 from meshchat.net.store_driver import StoreDriver
 from meshchat.profile import write_addresses
+from meshchat.reach import AddressesChanged, NodeAddress, ReachStatistics, classify, invite_addresses
 from meshchat.store.cover import CoverConfig, CoverStatistics, CoverTraffic
 from meshchat.store.mailbox import MailboxCore, MailboxStatistics
 from meshchat.store.messenger import Messenger, MessengerStatistics
@@ -57,6 +59,8 @@ class NodeNetwork:
     _wall_clock: Callable[[], float]
     _cover: CoverTraffic | None = None
     _keeper: KeeperDriver | None = None
+    _reachability: ReachDriver | None = None  # issue 17, helper A (nat): AutoNAT and automatic relays
+    _emit: Callable[[AddressesChanged], None]
 
     def sync_mailboxes(self) -> None:
         """Sync with every reachable mailbox now, rather than at the next interval."""
@@ -162,10 +166,14 @@ class NodeNetwork:
 
         Raises ``NetworkError`` if the relay cannot be reached or refuses.
         """
+        if self._reachability is not None:  # renewed, probed and replaced from now on (``reach``)
+            await self._dialer.connect(relay_address)
+            return await self._reachability.reserve_pinned(relay_address)
         relayed = await self._dialer.reserve(relay_address, self.peer_id)
         if relayed not in self._reserved:
             self._reserved.append(relayed)
             self._write_addresses()
+            self._emit(AddressesChanged(addresses=tuple(self.addresses())))
         return relayed
 
     async def find_peer(self, peer_id: str) -> list[str]:
@@ -195,9 +203,60 @@ class NodeNetwork:
         return dialable_addrs(self._host, self.peer_id) + self._reserved
 
     def _write_addresses(self) -> None:
-        """Record ``dialable_addrs`` in the profile's ``addresses.json`` (atomically), for invites."""
+        """Record ``invite_addrs`` in the profile's ``addresses.json`` (atomically), for invites."""
         if self._profile is not None:
-            write_addresses(self._profile, self.dialable_addrs, written_at=self._wall_clock())
+            write_addresses(self._profile, self.invite_addrs, written_at=self._wall_clock())
+
+    # --- reachability (issue 17, helper A: nat) ----------------------------------------------------
+
+    def addresses(self) -> list[NodeAddress]:
+        """Our addresses and their kinds: ``public`` (an AutoNAT server dialled us back there),
+        ``relayed`` (through a circuit relay holding a reservation for us), ``private`` (LAN,
+        loopback, or not confirmed). Public first, then relayed, then private. Without ``reach``
+        nothing is confirmed: listen addresses are private, reserved ones relayed."""
+        if self._reachability is not None:
+            return list(self._reachability.addresses())
+        return list(classify(dialable_addrs(self._host, self.peer_id), self._reserved, ()))
+
+    @property
+    def invite_addrs(self) -> list[str]:
+        """The addresses an invite made now should carry: the public and relayed ones, or, with none
+        of those, the private ones (``meshchat.reach.invite_addresses``). Without ``reach``:
+        ``dialable_addrs``."""
+        if self._reachability is None:
+            return self.dialable_addrs
+        return invite_addresses(self.addresses())
+
+    def reach_statistics(self) -> ReachStatistics | None:
+        """AutoNAT verdicts, relays held, renewed, given up (by reason) and replaced (None without
+        ``reach``)."""
+        return None if self._reachability is None else self._reachability.statistics()
+
+    async def wait_reach(self, condition: Callable[[], bool]) -> None:
+        """Return once ``condition()`` holds, re-checked after every step of the reachability core
+        (without ``reach`` nothing changes: it must hold already)."""
+        if self._reachability is None:
+            assert condition(), "the node runs without reach: nothing would change"
+            return
+        await self._reachability.wait_until(condition)
+
+    async def _start_reach(self, nursery: trio.Nursery, options: ReachOptions | None) -> None:
+        """With ``options``, run AutoNAT and automatic relays (``meshchat.net.reach_driver``)."""
+        if options is None:
+            return
+        assert self._dialer.relay is not None, "the circuit relay starts before reachability"
+        self._reachability = ReachDriver(
+            self._host,
+            self._dialer.relay,
+            options,
+            wall_clock=self._wall_clock,
+            on_change=self._addresses_changed,
+        )
+        await nursery.start(self._reachability.run)
+
+    def _addresses_changed(self, event: AddressesChanged) -> None:
+        self._write_addresses()
+        self._emit(event)
 
     @property
     def host(self) -> IHost:

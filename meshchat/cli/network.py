@@ -114,6 +114,13 @@ def node_command(
         list[str] | None,
         typer.Option(metavar="MULTIADDR", help=_("Reserve a slot on this circuit relay; print the address.")),
     ] = None,
+    auto_relay: Annotated[
+        bool,
+        typer.Option(
+            "--auto-relay/--no-auto-relay",
+            help=_("Find circuit relays among peers while not reachable from outside; renew reservations."),
+        ),
+    ] = False,
     mailbox: MailboxOption = None,
     events_after: EventsAfterOption = None,
     json_output: EventsJsonOption = False,
@@ -144,6 +151,7 @@ def node_command(
         mailboxes=mailbox or [],
         events_after=events_after,
         cover_interval=cover_interval,
+        auto_relay=auto_relay,  # issue 17, helper A (nat)
     )
 
 

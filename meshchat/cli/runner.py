@@ -4,7 +4,7 @@ printing what happens.
 The command line half (options, profile, passphrase) is in ``meshchat.cli.network``; this module is
 imported only when one of those commands runs (it pulls in trio and py-libp2p). It prints the PeerId
 and listen addresses first, then one line per event, as text or, with ``--json``, as one JSON object
-per line (``listening``, ``reserved``, ``peer_connected``, ``peer_disconnected``, ``message``,
+per line (``listening``, ``reserved``, ``addresses``, ``peer_connected``, ``peer_disconnected``, ``message``,
 ``direct``, ``status``, ``store_problem``, ``published``, ``sent``, ``refused``, ``stdin_closed``,
 ``stopped``, ``mailbox``, ``statistics``; for groups ``group_message``, ``group_changed``,
 ``group_invited``, ``group_status``, ``group_problem``: ``meshchat.cli.group_events``; for devices
@@ -30,6 +30,7 @@ message and, if the contact itself has it, briefly for the receipt (``RECEIPT_WA
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import os
@@ -58,11 +59,13 @@ from meshchat.documents.events import DocumentEvent
 from meshchat.errors import MeshchatError, NetworkError, UnknownGroup
 from meshchat.files.events import Attachment, AttachmentFetched, FileProblem
 from meshchat.groups.events import GroupEvent
-from meshchat.i18n import _
+from meshchat.i18n import N_, _
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.inbox import DirectMessage
 from meshchat.net import MessageDelivered, PeerJoined, PeerLeft
+from meshchat.net.reach_driver import DEFAULT_REACH
 from meshchat.node import Node, NodeEvent
+from meshchat.reach import AddressesChanged, NodeAddress
 from meshchat.store.mailbox import MailboxLimits
 from meshchat.store.messenger import DeviceListChanged, Linked, StatusChanged, StoreProblem
 from meshchat.store.storage import OutboxStatus
@@ -342,12 +345,33 @@ def _describe(event: NodeEvent, printer: _Printer, names: dict[str, str] | None 
             printer.event("peer_disconnected", peer, peer=peer)
 
 
-async def _print_events(node: Node, printer: _Printer, output: OutputQueue) -> None:
+#: The kinds of address, as ``addresses`` prints them (issue 17, helper A: nat).
+_ADDRESS_KINDS = {"public": N_("public"), "private": N_("private"), "relayed": N_("relayed")}
+
+
+def describe_addresses(addresses: Sequence[NodeAddress], printer: _Printer) -> None:
+    """``addresses``: each of the node's addresses and its kind (public, relayed, private)."""
+    printer.event(
+        "addresses",
+        "; ".join(f"{_(_ADDRESS_KINDS[a.kind])} {a.address}" for a in addresses),
+        addresses=[{"address": a.address, "kind": a.kind} for a in addresses],
+    )
+
+
+async def _print_events(
+    node: Node, printer: _Printer, output: OutputQueue, *, addresses: Sequence[NodeAddress] = ()
+) -> None:
     """Print the node's events. After a ``direct`` message (never dropped) wait for room in
     ``output`` before taking the next event: the node replays committed messages from its store, so
-    waiting costs only output latency, while live notices that do not fit are dropped and counted."""
+    waiting costs only output latency, while live notices that do not fit are dropped and counted.
+    ``addresses`` were printed already: an ``AddressesChanged`` with the same ones is not repeated."""
+    shown = tuple(addresses)
     async for event in node.events():
-        if isinstance(event, GroupEvent):
+        if isinstance(event, AddressesChanged):
+            if event.addresses != shown:
+                shown = event.addresses
+                describe_addresses(shown, printer)
+        elif isinstance(event, GroupEvent):
             describe_group_event(
                 event, printer, names=_contact_names(node), group_name=lambda g: _group_name(node, g)
             )
@@ -486,6 +510,7 @@ async def run_node(
     mailbox_limits: MailboxLimits | None = None,
     events_after: int | None = None,
     cover_interval: float | None = None,
+    auto_relay: bool = False,
 ) -> None:
     """Run a node until SIGINT or SIGTERM, printing its events to ``out``.
 
@@ -493,7 +518,9 @@ async def run_node(
     sealed to that contact. With ``mailbox_limits`` the node serves as a mailbox within them; it stores
     its own messages on ``mailboxes`` (and on any mailbox it meets). With ``events_after`` the inbox
     messages numbered after it are printed (as ``direct`` events) before live ones, so a script that
-    follows the output resumes after the last ``number`` it handled.
+    follows the output resumes after the last ``number`` it handled. With ``auto_relay`` it runs
+    AutoNAT and chooses, renews and replaces circuit relays by itself (``DEFAULT_REACH``); it prints
+    its addresses and their kinds at the start and whenever they change.
     """
     async with opened_output(out) as output:
         printer = (
@@ -515,6 +542,7 @@ async def run_node(
             mailboxes=mailboxes,
             events_after=events_after,
             cover_interval=cover_interval,  # dummy envelopes (meshchat.store.cover)
+            reach=DEFAULT_REACH if auto_relay else None,  # issue 17, helper A (nat)
         ) as node:
             contact = node.contacts.find(chat_with) if chat_with is not None else None
             if contact is not None and _unreachable_now(contact, bootstrap, mailboxes):
@@ -546,7 +574,11 @@ async def run_node(
                         )
                     for topic in topics:
                         await node.subscribe(topic)
-                    nursery.start_soon(_print_events, node, printer, output)
+                    shown = node.addresses()
+                    describe_addresses(shown, printer)
+                    nursery.start_soon(
+                        functools.partial(_print_events, node, printer, output, addresses=shown)
+                    )
                     if contact is not None:
                         sender = _ChatSender(node, contact, printer)
                         nursery.start_soon(sender.reach)  # dial while the user types the first line
@@ -604,7 +636,29 @@ def _print_totals(node: Node, printer: _Printer, output_dropped: int) -> None:
         drops=drops,
         router_drops=router_drops,
         output_dropped=output_dropped,
+        **_reach_totals(node),
     )
+
+
+def _reach_totals(node: Node) -> dict[str, object]:
+    """With ``--auto-relay``: the ``reach`` field of ``statistics`` (AutoNAT, relays held, renewed,
+    given up by reason, replaced); nothing without it (issue 17, helper A: nat)."""
+    reach = node.reach_statistics()
+    if reach is None:
+        return {}
+    return {
+        "reach": {
+            "reachability": reach.reachability.value,
+            "relays_held": reach.relays_held,
+            "reservations": reach.reservations,
+            "renewals": reach.renewals,
+            "renewals_failed": reach.renewals_failed,
+            "dropped": {reason.value: count for reason, count in reach.dropped.items() if count},
+            "replaced": reach.replaced,
+            "probes_ok": reach.probes_ok,
+            "probes_failed": reach.probes_failed,
+        }
+    }
 
 
 def _unreachable_now(contact: Contact, bootstrap: Sequence[str], mailboxes: Sequence[str]) -> bool:
