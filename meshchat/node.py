@@ -101,6 +101,7 @@ from meshchat.net.file_driver import FileConfig, FileDriver
 from meshchat.net.host import listen_ip, only_exception
 from meshchat.net.keeper_driver import KeeperOptions
 from meshchat.net.mailbox import MailboxServer
+from meshchat.net.punch import HolePuncher, PunchEvent, PunchStatistics  # helper B (punch)
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import GroupStoreAction, MessageHandle, NetStoreIO, StoreDriver, StoreEvent
 from meshchat.node_network import NodeNetwork, status_relay_check
@@ -151,6 +152,7 @@ NodeEvent: TypeAlias = (
     | FileEvent
     | DocumentEvent
     | CredentialEvent
+    | PunchEvent  # helper B (punch): DirectConnection, PunchFailed (meshchat.net.punch)
 )
 
 
@@ -183,6 +185,7 @@ class _Options:
     hold_limits: HoldLimits | None
     cover_interval: float | None = None
     keeper: KeeperOptions | None = None
+    hole_punch: bool = True  # helper B (punch)
 
 
 class Node(NodeNetwork):
@@ -216,6 +219,7 @@ class Node(NodeNetwork):
         self._nursery: trio.Nursery | None = None
         self._inbox_topics: set[str] = set()
         self._reserved: list[str] = []
+        self._puncher: HolePuncher | None = None  # helper B (punch)
         self._events_send, self._events = trio.open_memory_channel[NodeEvent](EVENT_QUEUE)
         #: Events the application did not take in time (its queue was full), counted, not kept.
         #: Direct messages are never among them: the inbox feed waits for the application instead.
@@ -349,6 +353,7 @@ class Node(NodeNetwork):
         hold_limits: HoldLimits | None = None,
         cover_interval: float | None = None,
         keeper: KeeperOptions | None = None,
+        hole_punch: bool = True,
     ) -> AsyncIterator[Node]:
         """Start a node for the identity in ``profile_dir`` (or ``identity``); stop it on exit.
 
@@ -393,6 +398,9 @@ class Node(NodeNetwork):
         (``meshchat.net.keeper_driver``; ``DEFAULT_KEEPER`` there). Off by default (None) for now:
         with it on, the full test run showed py-libp2p sockets left unclosed after pings and dials,
         and hand-wired networks rewiring themselves; turned on once those are settled.
+        ``hole_punch``: turn connections through a circuit relay into direct ones (DCUtR, within
+        ``meshchat.net.punch.PUNCH_TIMEOUT``; a failed punch keeps the relay): ``DirectConnection``
+        and ``PunchFailed`` events, ``punch_statistics()``.
 
         Raises ``ProfileLocked`` if another process runs a node on ``profile_dir``, ``KeyFileError``
         for a missing or locked identity, ``BadAddress`` for an unusable address and ``NetworkError``
@@ -448,6 +456,7 @@ class Node(NodeNetwork):
                         hold_limits=hold_limits,
                         cover_interval=cover_interval,
                         keeper=keeper,
+                        hole_punch=hole_punch,
                     ),
                 ) as node:
                     yield node
@@ -574,6 +583,8 @@ class Node(NodeNetwork):
             await services.enter_async_context(background_trio_service(self._dialer.dht))
         relay = await services.enter_async_context(CircuitRelay.running(host, hop=options.circuit_relay))
         self._dialer.relay = relay
+        if options.hole_punch:  # helper B (punch): DCUtR on relayed connections
+            self._puncher = await services.enter_async_context(HolePuncher.running(host, self._emit))
         if self._mailbox is not None:
             # one buffer budget for gossip and mailbox streams, so its total bounds both together
             self._mailbox_server = MailboxServer(
@@ -647,6 +658,10 @@ class Node(NodeNetwork):
             elif isinstance(event, PeerLeft):
                 self._store.peer_left(event.peer)
             self._emit(event)
+
+    def punch_statistics(self) -> PunchStatistics | None:
+        """Hole punches so far (None: opened with ``hole_punch=False``). Helper B (punch)."""
+        return None if self._puncher is None else self._puncher.statistics()
 
     def events(self) -> trio.MemoryReceiveChannel[NodeEvent]:
         """Messages and peer changes (``async for event in node.events()``; promises: module docstring).
