@@ -88,10 +88,17 @@ class NatChat:
 
 @asynccontextmanager
 async def nat_chat(
-    root: Path, *, fully_random: bool = False, tag: str = "n", logs: Path | None = None
+    root: Path,
+    *,
+    fully_random: bool = False,
+    direct: bool = False,
+    tag: str = "n",
+    logs: Path | None = None,
 ) -> AsyncIterator[NatChat]:
     """Namespaces (``two_nats``), profiles under ``root`` and the three processes; all stopped and
-    deleted at the end. ``logs``: a folder for the processes' standard error."""
+    deleted at the end. ``direct``: Alice and Bob run in the relay's public namespace instead and
+    Alice dials Bob's own address (the baseline: no NAT, no relay). ``logs``: a folder for the
+    processes' standard error."""
     relay_dir, alice_dir, bob_dir = await make_profiles(root)
     started_processes: list[trio.Process] = []
     with netns_made(tag) as net:
@@ -122,16 +129,26 @@ async def nat_chat(
                     "--listen", listen.format(ip=pair.relay_ip),
                 )  # fmt: skip
                 relay_address = (await relay.first("listening"))["addrs"][0]
-                bob = await start(
-                    pair.b, "bob", "node", "--profile", bob_dir, "--json",
-                    "--listen", listen.format(ip=pair.b_ip), "--reserve", relay_address,
-                )  # fmt: skip
-                relayed = (await bob.first("reserved"))["addr"]
-                invite = await meshchat("invite", "--profile", bob_dir, "--addr", relayed)
+                if direct:
+                    public = f"/ip4/{pair.relay_ip}/tcp/"
+                    bob = await start(
+                        pair.relay, "bob", "node", "--profile", bob_dir, "--json",
+                        "--listen", f"{public}{PORT + 1}",
+                    )  # fmt: skip
+                    bob_address = (await bob.first("listening"))["addrs"][0]
+                    alice_namespace, alice_listen = pair.relay, f"{public}{PORT + 2}"
+                else:
+                    bob = await start(
+                        pair.b, "bob", "node", "--profile", bob_dir, "--json",
+                        "--listen", listen.format(ip=pair.b_ip), "--reserve", relay_address,
+                    )  # fmt: skip
+                    bob_address = (await bob.first("reserved"))["addr"]
+                    alice_namespace, alice_listen = pair.a, listen.format(ip=pair.a_ip)
+                invite = await meshchat("invite", "--profile", bob_dir, "--addr", bob_address)
                 await meshchat("add", "--profile", alice_dir, invite.decode().strip())
                 alice = await start(
-                    pair.a, "alice", "chat", "--profile", alice_dir, "--to", "Bob", "--json",
-                    "--listen", listen.format(ip=pair.a_ip),
+                    alice_namespace, "alice", "chat", "--profile", alice_dir, "--to", "Bob", "--json",
+                    "--listen", alice_listen,
                 )  # fmt: skip
                 yield NatChat(net, relay, bob, alice, started)
             finally:

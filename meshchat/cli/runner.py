@@ -536,6 +536,7 @@ async def run_node(
             mailboxes=mailboxes,
             events_after=events_after,
             cover_interval=cover_interval,  # dummy envelopes (meshchat.store.cover)
+            hole_punch=True,  # helper B (punch): relayed connections become direct where NATs allow
         ) as node:
             contact = node.contacts.find(chat_with) if chat_with is not None else None
             if contact is not None and _unreachable_now(contact, bootstrap, mailboxes):

@@ -523,6 +523,7 @@ class GossipDriver:
             try:
                 await self._announce(peer, link, stream.get_protocol())
                 receive = link.receive
+                relayed = self._relayed(peer, stream)  # helper B (punch): may move once punched
                 async for first in receive:
                     batch = [first]
                     while len(batch) < WRITE_BATCH_FRAMES:
@@ -532,7 +533,12 @@ class GossipDriver:
                             break
                     data = b"".join(batch)
                     try:
-                        stream = await self._write_or_move(peer, stream, data)
+                        if relayed:
+                            written_on = await self._write_or_move(peer, stream, data)
+                            relayed = written_on is stream
+                            stream = written_on
+                        else:
+                            await stream.write(data)
                     finally:  # counted until written: the queue and the batch in flight share the bound
                         link.queued_bytes -= len(data)
                     self._frames_sent += len(batch)
@@ -544,11 +550,22 @@ class GossipDriver:
         if stream is not None:
             await _reset_quietly(stream)
 
+    def _relayed(self, peer: PeerId, stream: INetStream) -> bool:
+        """Whether ``stream`` runs on a connection through a circuit relay (helper B, punch)."""
+        conns = self._host.get_network().connections.get(ID.from_base58(peer)) or []
+        return any(
+            c.muxed_conn is stream.muxed_conn
+            and any("/p2p-circuit" in str(a) for a in c.get_transport_addresses())
+            for c in conns
+        )
+
     async def _write_or_move(self, peer: PeerId, stream: INetStream, data: bytes) -> INetStream:
-        """Write ``data`` on ``stream``; return the stream to write on next. If the stream's
-        connection closed while another connection to ``peer`` is open (a hole punch replaced a
-        relayed connection: ``meshchat.net.punch``), open the stream again on one of those and write
-        ``data`` there (at most ``MAX_STREAM_MOVES`` times per write). Helper B (punch)."""
+        """Write ``data`` on ``stream``, which runs on a relayed connection; return the stream to
+        write on next. If that connection closed while another connection to ``peer`` is open (a hole
+        punch replaced the relayed connection: ``meshchat.net.punch``), open the stream again (py-libp2p
+        prefers a direct connection) and write ``data`` there (at most ``MAX_STREAM_MOVES`` times per
+        write). Only relayed streams move: any other stream whose connection fails fails its link, as
+        before, and the peer is hung up on. Helper B (punch)."""
         for _move in range(MAX_STREAM_MOVES):
             if not stream.muxed_conn.is_closed:
                 try:

@@ -144,21 +144,18 @@ class HolePuncher:
     async def running(
         cls,
         host: IHost,
+        nursery: trio.Nursery,
         on_event: Callable[[PunchEvent], None],
         *,
         punch_timeout: float = PUNCH_TIMEOUT,
     ) -> AsyncIterator[HolePuncher]:
         """Serve DCUtR on ``host`` and punch relayed connections (each within ``punch_timeout``
-        seconds) until the block ends."""
-        async with trio.open_nursery() as nursery:
-            puncher = cls(host, nursery, on_event, timeout=punch_timeout)
-            async with background_trio_service(puncher._dcutr):
-                await puncher._dcutr.event_started.wait()
-                host.get_network().register_notifee(_PunchNotifee(puncher))
-                try:
-                    yield puncher
-                finally:
-                    nursery.cancel_scope.cancel()
+        seconds, as tasks of ``nursery``) until the block ends."""
+        puncher = cls(host, nursery, on_event, timeout=punch_timeout)
+        async with background_trio_service(puncher._dcutr):
+            await puncher._dcutr.event_started.wait()
+            host.get_network().register_notifee(_PunchNotifee(puncher))
+            yield puncher
 
     def statistics(self) -> PunchStatistics:
         """Counters of the punches so far."""
