@@ -2,10 +2,15 @@
 counted, and reported; a punch that fails keeps the relayed connection.
 
 What it is: py-libp2p 0.8.1's ``libp2p.relay.circuit_v2.dcutr.DCUtRProtocol`` (the DCUtR exchange
-over the relayed connection, then TCP simultaneous open from the listen port: py-libp2p's TCP
-transport binds its listeners with SO_REUSEPORT and ``dial_with_source`` dials from the listen port,
-which ``meshchat.net.host``'s ``_CountingTCP``/``_GuardedTCPListener`` inherit unchanged), driven by
-this module instead of py-libp2p's own loop:
+over the relayed connection, then TCP simultaneous open from the listen port), driven by this module
+instead of py-libp2p's own loop. Its reuseport dialing works with ``meshchat.net.host``'s transport:
+``_GuardedTCPListener`` keeps py-libp2p's SO_REUSEPORT listeners (its probe bind happens before them
+and is closed), and ``_CountingTCP.dial_with_source`` binds the dial to the listen port as
+py-libp2p's does, but closes the socket when the dial is cancelled (py-libp2p's leaked it once per
+cancelled dial, and DCUtR cancels its other dials as soon as one connects). Measured between two
+namespaces behind nft masquerade NATs (``tests/test_nat_netns.py``): the punch connects in ~0.2 s
+after the relayed connection opens; behind ``masquerade fully-random`` NATs it fails (py-libp2p
+gives up after its 3 dial rounds, ~21 s) and the relayed connection stays. What this module adds:
 
 - py-libp2p's service polls every connection every 2 s and initiates towards every relayed peer from
   both ends (two crossing sessions); here one side initiates, as the DCUtR spec says: the side the
@@ -14,12 +19,15 @@ this module instead of py-libp2p's own loop:
   ``PUNCH_TIMEOUT``; its end is an event (``DirectConnection`` or ``PunchFailed``) and a counter.
 - When a direct connection opens to a peer we had only through a relay (punched by either side),
   both sides close the relayed connections to it (py-libp2p waits 60 s; our gossip stream then moves
-  to the direct connection at once: ``meshchat.net.driver`` reopens a stream whose connection closed
-  while another is open). Both sides close, because py-libp2p's relay does not pass a close on to the
-  far end of a circuit (see ``Dialer.drop_stale_circuits``).
+  to the direct connection at once: ``meshchat.net.driver`` reopens a pubsub stream that ran on a
+  relayed connection when that closed while another is open). Both sides close, because
+  py-libp2p's relay does not pass a close on to the far end of a circuit (see
+  ``Dialer.drop_stale_circuits``).
 
-What it is not: it does not make reservations (``Node.reserve``) nor learn our public address
-(identify's observed address, which the relay reports, gives DCUtR the NAT's address).
+``Node.open(hole_punch=True)`` runs it (``meshchat node`` and ``chat`` do; off by default in the
+library for now: see ``Node.open``). What it is not: it does not make reservations
+(``Node.reserve``) nor learn our public address (identify's observed address, which the relay
+reports, gives DCUtR the NAT's address).
 """
 
 from __future__ import annotations
