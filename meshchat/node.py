@@ -101,6 +101,7 @@ from meshchat.net.file_driver import FileConfig, FileDriver
 from meshchat.net.host import listen_ip, only_exception
 from meshchat.net.keeper_driver import KeeperOptions
 from meshchat.net.mailbox import MailboxServer
+from meshchat.net.punch import HolePuncher, PunchEvent, PunchStatistics  # helper B (punch)
 from meshchat.net.reach_driver import ReachOptions  # issue 17, helper A (nat)
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import GroupStoreAction, MessageHandle, NetStoreIO, StoreDriver, StoreEvent
@@ -154,6 +155,7 @@ NodeEvent: TypeAlias = (
     | DocumentEvent
     | CredentialEvent
     | AddressesChanged  # issue 17, helper A (nat): our addresses or their kinds changed
+    | PunchEvent  # helper B (punch): DirectConnection, PunchFailed (meshchat.net.punch)
 )
 
 
@@ -187,6 +189,7 @@ class _Options:
     cover_interval: float | None = None
     keeper: KeeperOptions | None = None
     reach: ReachOptions | None = None  # issue 17, helper A (nat)
+    hole_punch: bool = False  # helper B (punch)
 
 
 class Node(NodeNetwork):
@@ -220,6 +223,7 @@ class Node(NodeNetwork):
         self._nursery: trio.Nursery | None = None
         self._inbox_topics: set[str] = set()
         self._reserved: list[str] = []
+        self._puncher: HolePuncher | None = None  # helper B (punch)
         self._events_send, self._events = trio.open_memory_channel[NodeEvent](EVENT_QUEUE)
         #: Events the application did not take in time (its queue was full), counted, not kept.
         #: Direct messages are never among them: the inbox feed waits for the application instead.
@@ -354,6 +358,7 @@ class Node(NodeNetwork):
         cover_interval: float | None = None,
         keeper: KeeperOptions | None = None,
         reach: ReachOptions | None = None,
+        hole_punch: bool = False,
     ) -> AsyncIterator[Node]:
         """Start a node for the identity in ``profile_dir`` (or ``identity``); stop it on exit.
 
@@ -405,6 +410,12 @@ class Node(NodeNetwork):
         ``addresses()`` says which addresses are public, relayed or private, an ``AddressesChanged``
         event when that changes, and ``addresses.json`` (invites) then carries the public and relayed
         ones. Off by default (None) for now, like ``keeper``.
+        ``hole_punch``: turn connections through a circuit relay into direct ones (DCUtR, within
+        ``meshchat.net.punch.PUNCH_TIMEOUT``; a failed punch keeps the relay): ``DirectConnection``
+        and ``PunchFailed`` events, ``punch_statistics()``. Off by default for now (``meshchat node``
+        and ``chat`` turn it on): closing the relayed connection after a punch sets off py-libp2p's
+        AutoConnector, whose dial, cancelled when a node closes at that moment, leaves its socket
+        unclosed (a ResourceWarning that fails in-process tests).
 
         Raises ``ProfileLocked`` if another process runs a node on ``profile_dir``, ``KeyFileError``
         for a missing or locked identity, ``BadAddress`` for an unusable address and ``NetworkError``
@@ -461,6 +472,7 @@ class Node(NodeNetwork):
                         cover_interval=cover_interval,
                         keeper=keeper,
                         reach=reach,
+                        hole_punch=hole_punch,
                     ),
                 ) as node:
                     yield node
@@ -596,6 +608,9 @@ class Node(NodeNetwork):
         self._nursery = nursery
         self._dialer.drop_stale_circuits(nursery)
         await self._start_reach(nursery, options.reach)  # before addresses.json is written
+        if options.hole_punch:  # helper B (punch): DCUtR on relayed connections
+            punching = HolePuncher.running(host, nursery, self._emit)
+            self._puncher = await services.enter_async_context(punching)
         await nursery.start(driver.run)
         await nursery.start(self._store.run)
         await nursery.start(self._group_driver.run)
@@ -661,6 +676,10 @@ class Node(NodeNetwork):
             elif isinstance(event, PeerLeft):
                 self._store.peer_left(event.peer)
             self._emit(event)
+
+    def punch_statistics(self) -> PunchStatistics | None:
+        """Hole punches so far (None: opened with ``hole_punch=False``). Helper B (punch)."""
+        return None if self._puncher is None else self._puncher.statistics()
 
     def events(self) -> trio.MemoryReceiveChannel[NodeEvent]:
         """Messages and peer changes (``async for event in node.events()``; promises: module docstring).

@@ -171,3 +171,59 @@ def netns_made(tag: str = "t") -> Iterator[Netns]:
         yield net
     finally:
         net.close()
+
+
+# --- helper B (punch): two hosts, each behind its own NAT gateway, and a public switch ---------------
+
+
+@dataclass(frozen=True)
+class NatPair:
+    """``two_nats``' namespaces and addresses: ``relay`` on the public switch, ``a`` and ``b`` each
+    behind its own gateway (``gw_a``, ``gw_b``)."""
+
+    relay: str
+    relay_ip: str
+    a: str
+    a_ip: str
+    a_public_ip: str
+    b: str
+    b_ip: str
+    b_public_ip: str
+
+
+def drop_unsolicited(net: Netns, namespace: str, outside: str) -> None:
+    """Make gateway ``namespace`` drop (not refuse) connections from ``outside`` to itself, as home
+    routers do: ``nat_gateway``'s forward filter drops unsolicited packets it would forward, but a SYN
+    to a port of the gateway's own that no conntrack entry maps to a host inside reaches the
+    gateway's own stack, which answers with a reset; that reset kills the other side's hole-punch dial
+    (ECONNREFUSED) and, passing through its NAT, the conntrack entry that dial made."""
+    rules = f"""
+table ip stealth {{
+    chain input {{
+        type filter hook input priority 0; policy accept;
+        iifname "{outside}" ct state new drop
+    }}
+}}
+"""
+    net._nft(namespace, rules)
+
+
+def two_nats(net: Netns, *, fully_random: bool = False) -> NatPair:
+    """A "public" switch with a relay host (203.0.113.1) and two NAT gateways (203.0.113.2, .3), a
+    private host behind each (10.1.0.2 behind .2, 10.2.0.2 behind .3). ``fully_random``: both gateways
+    map every connection to a random port (hole punching fails)."""
+    public = net.switch("pub")
+    relay = net.host("relay")
+    net.link(relay, "203.0.113.1/24", public, bridge=True)
+    hosts = []
+    for side, number in (("a", 1), ("b", 2)):
+        gateway = net.host(f"gw{side}")
+        outside, _ = net.link(gateway, f"203.0.113.{number + 1}/24", public, bridge=True)
+        host = net.host(side)
+        net.link(host, f"10.{number}.0.2/24", gateway, f"10.{number}.0.1/24")
+        net.route(host, f"10.{number}.0.1")
+        net.nat_gateway(gateway, outside, fully_random=fully_random)
+        drop_unsolicited(net, gateway, outside)
+        hosts.append((host, f"10.{number}.0.2", f"203.0.113.{number + 1}"))
+    (a, a_ip, a_public), (b, b_ip, b_public) = hosts
+    return NatPair(relay, "203.0.113.1", a, a_ip, a_public, b, b_ip, b_public)

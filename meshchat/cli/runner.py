@@ -4,7 +4,8 @@ printing what happens.
 The command line half (options, profile, passphrase) is in ``meshchat.cli.network``; this module is
 imported only when one of those commands runs (it pulls in trio and py-libp2p). It prints the PeerId
 and listen addresses first, then one line per event, as text or, with ``--json``, as one JSON object
-per line (``listening``, ``reserved``, ``addresses``, ``peer_connected``, ``peer_disconnected``, ``message``,
+per line (``listening``, ``reserved``, ``addresses``, ``peer_connected``, ``peer_disconnected``,
+``direct_connection`` and ``punch_failed`` (hole punching: ``meshchat.net.punch``), ``message``,
 ``direct``, ``status``, ``store_problem``, ``published``, ``sent``, ``refused``, ``stdin_closed``,
 ``stopped``, ``mailbox``, ``statistics``; for groups ``group_message``, ``group_changed``,
 ``group_invited``, ``group_status``, ``group_problem``: ``meshchat.cli.group_events``; for devices
@@ -63,6 +64,7 @@ from meshchat.i18n import N_, _
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.inbox import DirectMessage
 from meshchat.net import MessageDelivered, PeerJoined, PeerLeft
+from meshchat.net.punch import DirectConnection, PunchFailed  # helper B (punch)
 from meshchat.net.reach_driver import DEFAULT_REACH
 from meshchat.node import Node, NodeEvent
 from meshchat.reach import AddressesChanged, NodeAddress
@@ -343,6 +345,25 @@ def _describe(event: NodeEvent, printer: _Printer, names: dict[str, str] | None 
             )
         case PeerLeft(peer=peer):
             printer.event("peer_disconnected", peer, peer=peer)
+        # helper B (punch): a hole punch replaced a relayed connection, or failed (the relay stays)
+        case DirectConnection(peer=peer, after_s=after_s, address=address):
+            printer.event(
+                "direct_connection",
+                _("direct connection to {peer} after {seconds:.1f} s").format(peer=peer, seconds=after_s),
+                peer=peer,
+                after_s=round(after_s, 3),
+                address=address,
+            )
+        case PunchFailed(peer=peer, after_s=after_s, reason=reason):
+            printer.event(
+                "punch_failed",
+                _("hole punch to {peer} failed ({reason}); staying on the relay").format(
+                    peer=peer, reason=reason
+                ),
+                peer=peer,
+                after_s=round(after_s, 3),
+                reason=reason,
+            )
 
 
 #: The kinds of address, as ``addresses`` prints them (issue 17, helper A: nat).
@@ -543,6 +564,7 @@ async def run_node(
             events_after=events_after,
             cover_interval=cover_interval,  # dummy envelopes (meshchat.store.cover)
             reach=DEFAULT_REACH if auto_relay else None,  # issue 17, helper A (nat)
+            hole_punch=True,  # helper B (punch): relayed connections become direct where NATs allow
         ) as node:
             contact = node.contacts.find(chat_with) if chat_with is not None else None
             if contact is not None and _unreachable_now(contact, bootstrap, mailboxes):

@@ -107,6 +107,10 @@ EVENT_QUEUE = 8192
 READ_CHUNK = 64 * 1024
 #: Seconds to open and negotiate a pubsub stream to a connected peer.
 STREAM_OPEN_TIMEOUT = 10.0
+#: Times one write may move its stream to another connection because the stream's closed (helper B,
+#: punch: a hole punch closes the relayed connection the stream ran on; one move is the usual case, a
+#: second covers a direct connection that closed at once too).
+MAX_STREAM_MOVES = 2
 #: Seconds a peer may take to finish a frame once it has started it, before its stream is reset
 #: (slowloris defence; h11 and nginx use similar header timeouts). It runs from the frame's first byte,
 #: not from the last read, so trickling a byte at a time does not extend it; 30 s is 1 MiB at 35 KB/s.
@@ -248,6 +252,8 @@ class GossipDriver:
         self._later: deque[RouterInput] = deque()  # inputs the driver itself produced while performing
         self._drops: dict[NetDrop, int] = dict.fromkeys(NetDrop, 0)
         self._frames_sent = 0
+        #: Pubsub streams reopened on another connection after theirs closed (helper B, punch).
+        self.streams_moved = 0
         self._frames_received = 0
         self._nursery: trio.Nursery | None = None
         self._changed_event = trio.Event()
@@ -517,6 +523,7 @@ class GossipDriver:
             try:
                 await self._announce(peer, link, stream.get_protocol())
                 receive = link.receive
+                relayed = self._relayed(peer, stream)  # helper B (punch): may move once punched
                 async for first in receive:
                     batch = [first]
                     while len(batch) < WRITE_BATCH_FRAMES:
@@ -526,7 +533,12 @@ class GossipDriver:
                             break
                     data = b"".join(batch)
                     try:
-                        await stream.write(data)
+                        if relayed:
+                            written_on = await self._write_or_move(peer, stream, data)
+                            relayed = written_on is stream
+                            stream = written_on
+                        else:
+                            await stream.write(data)
                     finally:  # counted until written: the queue and the batch in flight share the bound
                         link.queued_bytes -= len(data)
                     self._frames_sent += len(batch)
@@ -537,6 +549,44 @@ class GossipDriver:
                 await self._fail_link(peer, link)
         if stream is not None:
             await _reset_quietly(stream)
+
+    def _relayed(self, peer: PeerId, stream: INetStream) -> bool:
+        """Whether ``stream`` runs on a connection through a circuit relay (helper B, punch)."""
+        conns = self._host.get_network().connections.get(ID.from_base58(peer)) or []
+        return any(
+            c.muxed_conn is stream.muxed_conn
+            and any("/p2p-circuit" in str(a) for a in c.get_transport_addresses())
+            for c in conns
+        )
+
+    async def _write_or_move(self, peer: PeerId, stream: INetStream, data: bytes) -> INetStream:
+        """Write ``data`` on ``stream``, which runs on a relayed connection; return the stream to
+        write on next. If that connection closed while another connection to ``peer`` is open (a hole
+        punch replaced the relayed connection: ``meshchat.net.punch``), open the stream again (py-libp2p
+        prefers a direct connection) and write ``data`` there (at most ``MAX_STREAM_MOVES`` times per
+        write). Only relayed streams move: any other stream whose connection fails fails its link, as
+        before, and the peer is hung up on. Helper B (punch)."""
+        for _move in range(MAX_STREAM_MOVES):
+            if not stream.muxed_conn.is_closed:
+                try:
+                    await stream.write(data)
+                    return stream
+                except IO_ERRORS:
+                    if not (stream.muxed_conn.is_closed and self._other_connection(peer, stream)):
+                        raise
+            elif not self._other_connection(peer, stream):
+                break
+            await _reset_quietly(stream)
+            self.streams_moved += 1
+            with trio.fail_after(STREAM_OPEN_TIMEOUT):
+                stream = await self._host.new_stream(ID.from_base58(peer), list(PUBSUB_PROTOCOLS))
+        await stream.write(data)
+        return stream
+
+    def _other_connection(self, peer: PeerId, stream: INetStream) -> bool:
+        """Whether ``peer`` has an open connection other than ``stream``'s."""
+        conns = self._host.get_network().connections.get(ID.from_base58(peer)) or []
+        return any(c.muxed_conn is not stream.muxed_conn and not c.is_closed for c in conns)
 
     def _count_unsent(self, link: _Link) -> int:
         """Count (as SEND_FAILED) and discard the frames still queued for a link that cannot write."""

@@ -29,7 +29,16 @@ from typing import Any
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import IHost, IMuxedConn, INetConn, INetStream, INetwork, INotifee, ISecureConn
+from libp2p.abc import (
+    IHost,
+    IMuxedConn,
+    INetConn,
+    INetStream,
+    INetwork,
+    INotifee,
+    IRawConnection,
+    ISecureConn,
+)
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
@@ -37,7 +46,9 @@ from libp2p.custom_types import THandler, TProtocol
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.identity.identify_push.identify_push import ID_PUSH as IDENTIFY_PUSH
 from libp2p.io.abc import ReadWriteCloser
+from libp2p.io.trio import TrioTCPStream
 from libp2p.network.config import ConnectionConfig
+from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.peer.id import ID
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -46,6 +57,7 @@ from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
 from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, Yamux
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.transport.exceptions import OpenConnectionError
 from libp2p.transport.tcp.tcp import TCP, TCPListener
 from libp2p.utils.address_validation import expand_wildcard_address
 from libp2p.utils.multiaddr_utils import extract_ip_from_multiaddr
@@ -492,6 +504,37 @@ class _CountingTCP(TCP):
 
     def create_listener(self, handler_function: THandler) -> TCPListener:
         return _GuardedTCPListener(self._counter.wrap(handler_function))
+
+    async def dial_with_source(self, maddr: multiaddr.Multiaddr, source: tuple[str, int]) -> IRawConnection:
+        """py-libp2p's dial from ``source`` (the listen port: hole punching, ``meshchat.net.punch``),
+        closing its socket when the dial is cancelled. Helper B (punch).
+
+        py-libp2p 0.8.1's ``_open_tcp_stream_from`` closes the socket only when bind or connect
+        raises ``OSError``; DCUtR cancels its other dials once one connects (and each round after
+        5 s), which left one open socket per cancelled dial (ResourceWarning: unclosed socket,
+        ``laddr=('0.0.0.0', 0)``). DNS addresses go to py-libp2p's own code (no hole punching there).
+        """
+        ip = extract_ip_from_multiaddr(maddr)
+        try:
+            port = int(maddr.value_for_protocol("tcp") or 0)
+        except (ProtocolLookupError, ValueError):
+            port = 0
+        if ip is None or not port:
+            return await super().dial_with_source(maddr, source)
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # shared with our listener
+            await sock.bind(source)
+            await sock.connect((ip, port))
+        except OSError as exc:
+            sock.close()
+            raise OpenConnectionError(f"connect {ip}:{port} from {source[0]}:{source[1]}: {exc}") from exc
+        except BaseException:  # cancelled: the socket must not outlive the dial
+            sock.close()
+            raise
+        return RawConnection(TrioTCPStream(trio.SocketStream(sock)), True)
 
 
 def build_host(
