@@ -590,7 +590,8 @@ class Node(NodeNetwork):
         await nursery.start(self._group_driver.run)
         await nursery.start(functools.partial(self.files.driver.run, bulk_ip=listen_ip(self._host)))
         if options.mdns:  # issue 17, lan: peers on the LAN found by mDNS and dialled (meshchat.net.lan)
-            nursery.start_soon(LanDiscovery(host, self._dialer.dial).run)  # announcing takes ~1 s
+            lan = LanDiscovery(host, self._dialer.dial, self._dialer.hang_up_on)
+            nursery.start_soon(lan.run)  # announcing takes ~1 s
         nursery.start_soon(self._feed.run)  # before anything can commit: nothing is missed
         nursery.start_soon(self._translate_events)
         self._write_addresses()

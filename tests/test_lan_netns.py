@@ -24,6 +24,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,7 @@ async def processes(net: Netns, logs: Path) -> AsyncIterator[Callable[..., Any]]
     """A ``start(namespace, *args)`` that runs ``meshchat`` inside ``namespace`` printing JSON events;
     every process is killed (by PID: ``ip netns exec`` execs meshchat) and reaped at the end."""
     started: list[trio.Process] = []
+    printed: list[tuple[str, JsonLinesProcess]] = []
     async with trio.open_nursery() as nursery:
 
         async def start(namespace: str, *args: str | Path) -> JsonLinesProcess:
@@ -129,6 +131,7 @@ async def processes(net: Netns, logs: Path) -> AsyncIterator[Callable[..., Any]]
                 )
             started.append(process)
             events = JsonLinesProcess(process)
+            printed.append((namespace, events))
             nursery.start_soon(events.read_events)
             await events.wait_for(lambda: _has(events, "listening"), timeout=WAIT)
             return events
@@ -138,6 +141,9 @@ async def processes(net: Netns, logs: Path) -> AsyncIterator[Callable[..., Any]]
         finally:
             await stop_processes(started)
             nursery.cancel_scope.cancel()
+            for namespace, events in printed:  # what each printed, for a failure's post-mortem
+                with open(logs / f"{namespace}.events", "a", encoding="utf-8") as out:  # noqa: ASYNC230
+                    out.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in events.events)
 
 
 def _has(events: JsonLinesProcess, kind: str, **fields: object) -> bool:
@@ -161,33 +167,31 @@ def _no_route_out(net: Netns, *namespaces: str) -> None:
 
 @pytest.mark.slow
 async def test_three_nodes_on_a_cut_off_lan_find_each_other_by_mdns_and_chat_directly(tmp_path: Path) -> None:
+    """Alice and Bob find each other and chat; Carol's node starts on a machine with no network at all
+    (no cable, loopback down: zeroconf cannot start) and runs on; plugged in, she finds them both."""
     names = {"alice": "Alice", "bob": "Bob", "carol": "Carol"}
     ids = {short: await init(tmp_path / short, name) for short, name in names.items()}
-    await meshchat(
-        "add",
-        "--profile",
-        tmp_path / "alice",
-        (await meshchat("invite", "--profile", tmp_path / "bob")).decode().strip(),
-    )
+    bob_invite = await meshchat("invite", "--profile", tmp_path / "bob")
+    await meshchat("add", "--profile", tmp_path / "alice", bob_invite.decode().strip())
     with netns_made("lan") as net:
         net.switch("lan")
-        for number, short in enumerate(names, start=2):
+        for short in names:
             net.host(short)
-            net.link(short, f"10.71.0.{number}/24", "lan", bridge=True)
+        net.link("alice", "10.71.0.2/24", "lan", bridge=True)
+        net.link("bob", "10.71.0.3/24", "lan", bridge=True)
+        net.run("carol", "ip", "link", "set", "lo", "down")  # as a new namespace: no address at all
+        net.run("carol", "ip", "addr", "flush", "dev", "lo")
         _no_route_out(net, *names)
         async with processes(net, tmp_path) as start:
-            began = trio.current_time()
             bob = await start("bob", "node", "--profile", tmp_path / "bob", "--mdns", "--json")
             carol = await start("carol", "node", "--profile", tmp_path / "carol", "--mdns", "--json")
-            await bob.wait_for(_connected_to(bob, ids["carol"]), timeout=WAIT)
             spawned = trio.current_time()
             alice = await start(
                 "alice", "chat", "--profile", tmp_path / "alice", "--to", "Bob", "--mdns", "--json"
             )
-            started = trio.current_time()  # Alice's node is up (and has announced itself)
-            for events, me in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
-                for other in set(names) - {me}:
-                    await events.wait_for(_connected_to(events, ids[other]), timeout=WAIT)
+            started = trio.current_time()
+            await alice.wait_for(_connected_to(alice, ids["bob"]), timeout=WAIT)
+            await bob.wait_for(_connected_to(bob, ids["alice"]), timeout=WAIT)
             found = trio.current_time()
             assert alice.process.stdin is not None
             await alice.process.stdin.send_all("Интернет сүнгән, LAN эшли\n".encode())
@@ -196,27 +200,43 @@ async def test_three_nodes_on_a_cut_off_lan_find_each_other_by_mdns_and_chat_dir
             direct = next(e for e in bob.events if e["event"] == "direct")
             assert direct["contact"] is None and direct["sender"] == ids["alice"]  # Bob never added her
             await alice.wait_for(lambda: _has(alice, "status", status="delivered"), timeout=WAIT)
+
+            assert not _has(carol, "peer_connected") and carol.process.returncode is None
+            net.run("carol", "ip", "link", "set", "lo", "up")
+            net.link("carol", "10.71.0.4/24", "lan", bridge=True)
+            plugged = trio.current_time()
+            for other in ("alice", "bob"):
+                await carol.wait_for(_connected_to(carol, ids[other]), timeout=WAIT)
+            carol_found = trio.current_time()
     print(
-        f"\nLAN of 3: Bob and Carol connected {spawned - began:.1f} s after Bob's process started; "
-        f"Alice's process up in {started - spawned:.1f} s, connected to both {found - started:.1f} s "
-        f"after that; chat delivered {delivered - found:.2f} s later"
+        f"\nLAN: Alice's process up in {started - spawned:.1f} s, she and Bob connected "
+        f"{found - started:.1f} s after that, chat delivered {delivered - found:.2f} s later; "
+        f"Carol plugged in, connected to both {carol_found - plugged:.1f} s later"
     )
 
 
-def _move_cable(net: Netns, cable: str) -> None:
-    """The laptop's cable is pulled out of LAN1 and another one plugged into LAN2 (a new interface)."""
-    net.unlink("laptop", cable)
-    net.link("laptop", "10.72.2.9/24", "lan2", bridge=True)
+@dataclass
+class _Laptop:
+    """Where the laptop's cable is: its interface, the switch's end of it, the LAN (a switch)."""
 
+    cable: str
+    switch_end: str
+    lan: str
 
-def _move_to_other_switch(net: Netns, cable: str, switch_end: str) -> None:
-    """The same cable (the laptop's interface stays) goes from LAN1's switch to LAN2's, and the laptop
-    takes an address there, as DHCP would give it."""
-    net.run("lan1", "ip", "link", "set", switch_end, "netns", net.name("lan2"))
-    net.run("lan2", "ip", "link", "set", switch_end, "master", "br0")
-    net.run("lan2", "ip", "link", "set", switch_end, "up")
-    net.run("laptop", "ip", "addr", "flush", "dev", cable)
-    net.run("laptop", "ip", "addr", "add", "10.72.2.9/24", "dev", cable)
+    def move(self, net: Netns, lan: str, address: str, *, same_cable: bool) -> None:
+        """Plug the laptop into ``lan`` with ``address`` (as DHCP there would give it): a new cable (the
+        old one pulled out: a new interface), or the same cable moved to ``lan``'s switch (the
+        laptop's interface stays, its link goes down and up)."""
+        if same_cable:
+            net.run(self.lan, "ip", "link", "set", self.switch_end, "netns", net.name(lan))
+            net.run(lan, "ip", "link", "set", self.switch_end, "master", "br0")
+            net.run(lan, "ip", "link", "set", self.switch_end, "up")
+            net.run("laptop", "ip", "addr", "flush", "dev", self.cable)
+            net.run("laptop", "ip", "addr", "add", address, "dev", self.cable)
+        else:
+            net.unlink("laptop", self.cable)
+            self.cable, self.switch_end = net.link("laptop", address, lan, bridge=True)
+        self.lan = lan
 
 
 @pytest.mark.slow
@@ -224,6 +244,7 @@ def _move_to_other_switch(net: Netns, cable: str, switch_end: str) -> None:
 async def test_a_laptop_mailbox_carries_a_sealed_envelope_from_one_lan_to_another(
     tmp_path: Path, move: str
 ) -> None:
+    """Alice's message goes to Bob on the laptop; Bob's receipt and reply come back to Alice on it."""
     alice, bob, laptop = tmp_path / "alice", tmp_path / "bob", tmp_path / "laptop"
     alice_id = await init(alice, "Alice")
     await init(bob, "Bob")
@@ -231,6 +252,8 @@ async def test_a_laptop_mailbox_carries_a_sealed_envelope_from_one_lan_to_anothe
     mailbox_on_lan1 = f"/ip4/10.72.1.9/tcp/4001/p2p/{laptop_id}"
     bob_invite = await meshchat("invite", "--profile", bob, "--mailbox", mailbox_on_lan1)
     await meshchat("add", "--profile", alice, bob_invite.decode().strip())
+    await meshchat("add", "--profile", bob, (await meshchat("invite", "--profile", alice)).decode().strip())
+    same_cable = move == "same cable, other switch"
     with netns_made("carry") as net:
         net.switch("lan1")
         net.switch("lan2")
@@ -239,7 +262,7 @@ async def test_a_laptop_mailbox_carries_a_sealed_envelope_from_one_lan_to_anothe
         net.host("laptop")
         net.link("alice", "10.72.1.2/24", "lan1", bridge=True)
         net.link("bob", "10.72.2.3/24", "lan2", bridge=True)
-        cable, switch_end = net.link("laptop", "10.72.1.9/24", "lan1", bridge=True)
+        cable = _Laptop(*net.link("laptop", "10.72.1.9/24", "lan1", bridge=True), lan="lan1")
         _no_route_out(net, "alice", "bob", "laptop")
         async with processes(net, tmp_path) as start:
             # the laptop listens on every interface: whatever address the next LAN gives it
@@ -254,7 +277,16 @@ async def test_a_laptop_mailbox_carries_a_sealed_envelope_from_one_lan_to_anothe
                 "--json",
             )
             receiver = await start(
-                "bob", "node", "--profile", bob, "--mdns", "--mailbox", mailbox_on_lan1, "--json"
+                "bob",
+                "chat",
+                "--profile",
+                bob,
+                "--to",
+                "Alice",
+                "--mdns",
+                "--mailbox",
+                mailbox_on_lan1,
+                "--json",
             )
             sender = await start("alice", "chat", "--profile", alice, "--to", "Bob", "--mdns", "--json")
             await sender.wait_for(_connected_to(sender, laptop_id), timeout=WAIT)
@@ -264,20 +296,28 @@ async def test_a_laptop_mailbox_carries_a_sealed_envelope_from_one_lan_to_anothe
             assert not _has(receiver, "peer_connected")  # Bob, alone on LAN2, met nobody
 
             plugged = trio.current_time()
-            if move == "new cable":
-                _move_cable(net, cable)
-            else:
-                _move_to_other_switch(net, cable, switch_end)
+            cable.move(net, "lan2", "10.72.2.9/24", same_cable=same_cable)
             await receiver.wait_for(_connected_to(receiver, laptop_id), timeout=WAIT)
             found = trio.current_time()
             await receiver.wait_for(_got(receiver, "the laptop carries this"), timeout=WAIT)
             delivered = trio.current_time()
             assert not _has(receiver, "peer_connected", peer=alice_id)  # the laptop brought it
+            assert not _has(sender, "status", status="delivered")
+            assert receiver.process.stdin is not None
+            await receiver.process.stdin.send_all(b"got it, thanks\n")
+            await receiver.wait_for(lambda: _has(receiver, "status", status="stored"), timeout=WAIT)
+
+            back = trio.current_time()  # Bob's receipt and reply ride back on the laptop
+            cable.move(net, "lan1", "10.72.1.9/24", same_cable=same_cable)
+            await sender.wait_for(_got(sender, "got it, thanks"), timeout=WAIT)
+            replied = trio.current_time()
+            await sender.wait_for(lambda: _has(sender, "status", status="delivered"), timeout=WAIT)
             carrier.process.send_signal(signal.SIGTERM)  # stopped cleanly, it prints what it held
             await carrier.wait_for(lambda: _has(carrier, "mailbox"), timeout=WAIT)
         held = next(e for e in carrier.events if e["event"] == "mailbox")
-        assert held["stored"] >= 1 and held["fetched"] >= 1
+        assert held["stored"] >= 3 and held["fetched"] >= 3  # the message, the receipt, the reply
     print(
         f"\nlaptop plugged into LAN2 ({move}): Bob found it {found - plugged:.1f} s later, "
-        f"had the message {delivered - found:.2f} s after that"
+        f"had the message {delivered - found:.2f} s after that; back on LAN1, Alice had Bob's "
+        f"reply {replied - back:.1f} s after it was plugged in"
     )

@@ -6,7 +6,9 @@ one ``dnsaddr=/ip4/…/tcp/…/p2p/<PeerId>`` TXT string per address, as the lib
 browses for the others' and dials each peer it finds at once. When this machine's network changes
 (an interface or address comes or goes, a link goes up or down: a laptop whose cable moved to another
 LAN) it closes its zeroconf instance and opens a new one on the interfaces there are now, which
-announces the node again and asks for the peers there. A node that finds a mailbox this way uses it
+announces the node again and asks for the peers there; a peer it was connected to that comes back
+under a new name (its network changed: it was away) is hung up on and dialled again, since that
+connection may be dead or stale on either side. A node that finds a mailbox this way uses it
 as it uses any connected mailbox (``meshchat.net.store_driver``: it stores its messages there and
 syncs its inbox from it), so a laptop running a mailbox carries sealed envelopes from one LAN to
 another.
@@ -25,7 +27,11 @@ connect:
    which looks every 10 to 30 s and skips a peer for 60 s after it disconnected (from its code).
 4. Its zeroconf instance joins the multicast group on the interfaces there are when the node starts
    (zeroconf resolves ``InterfaceChoice.All`` once): on an interface that appears later (the cable
-   plugged into another LAN) the node is neither heard nor announced (from its code).
+   plugged into another LAN) the node is neither heard nor announced. (Seen with this module's
+   restart turned off: the laptop of ``tests/test_lan_netns.py``, plugged into LAN2, was not found
+   there in 60 s; with the restart, in about 2 s.) And on a machine with no interface up at all,
+   ``Zeroconf()`` raises ``RuntimeError`` ("No interfaces to listen on"), which here leaves the node
+   running without mDNS until an interface comes up.
 5. Its listener runs in zeroconf's thread, writes the peerstore from there and sleeps there between
    retries.
 
@@ -44,6 +50,7 @@ import functools
 import secrets
 import socket
 import sys
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -53,6 +60,7 @@ import trio
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.peer.peerstore import PeerStoreError
 from multiaddr import Multiaddr
 from zeroconf import Error as ZeroconfError
 from zeroconf import ServiceBrowser, ServiceInfo, ServiceListener, Zeroconf
@@ -66,6 +74,7 @@ __all__ = [
     "MAX_ADDRS_PER_PEER",
     "MAX_ANNOUNCED",
     "MAX_DIALS",
+    "MAX_KNOWN",
     "MAX_PENDING",
     "RESOLVE_TIMEOUT",
     "SERVICE_TYPE",
@@ -86,6 +95,9 @@ DIAL_TIMEOUT = 10.0
 #: announcing many services cannot grow the queue. A peer that was dropped is found again at its next
 #: announcement or our next query.
 MAX_PENDING = 64
+#: Peers whose last announced service name is remembered (the oldest forgotten beyond it): a peer
+#: that comes back under a new name has moved (its zeroconf restarted on a network change).
+MAX_KNOWN = 256
 #: Dials to found peers running at once.
 MAX_DIALS = 8
 #: Addresses taken from one peer's TXT record (the rest ignored): a node has a few interfaces.
@@ -99,6 +111,8 @@ SETTLE = 0.3
 #: Linux): there is nothing to wait on there.
 ADDRESS_POLL = 5.0
 
+#: Seconds the peerstore keeps a found peer's addresses (what py-libp2p's ``connect`` gives them).
+_ADDRESS_TTL = 120
 #: What a failed dial to a found peer raises (counted in ``LanDiscovery.failed``).
 _DIAL_FAILED: tuple[type[Exception], ...] = (*IO_ERRORS, NetworkError, trio.TooSlowError)
 
@@ -216,12 +230,17 @@ class LanDiscovery:
         self,
         host: IHost,
         dial: Callable[[PeerInfo], Awaitable[None]],
+        hang_up: Callable[[ID], Awaitable[None]],
         *,
         service_type: str = SERVICE_TYPE,
     ) -> None:
-        """``dial`` connects to a found peer (raising what a failed dial raises)."""
+        """``dial`` connects to a found peer (raising what a failed dial raises); ``hang_up`` closes
+        every connection to a peer (best effort)."""
         self._host = host
         self._dial = dial
+        self._hang_up = hang_up
+        #: The service name each peer announced last (the ``MAX_KNOWN`` most recent peers).
+        self._names: OrderedDict[ID, str] = OrderedDict()
         self._service_type = service_type
         self._own = host.get_id()
         self._zeroconf: Zeroconf | None = None
@@ -236,6 +255,9 @@ class LanDiscovery:
         #: Dials to found peers that connected, and that failed.
         self.connected = 0
         self.failed = 0
+        #: Connected peers that came back under a new name (their network changed): hung up on and
+        #: dialled again.
+        self.redialled = 0
         #: Services dropped because ``MAX_PENDING`` were waiting, or unreadable within the timeout.
         self.dropped = 0
         #: Why zeroconf could not start on the current interfaces (None: it runs).
@@ -265,13 +287,13 @@ class LanDiscovery:
 
     async def _start(self, token: trio.lowlevel.TrioToken) -> None:
         """Open zeroconf on the interfaces there are now, announce this node, browse for the others. If
-        zeroconf cannot (no interface can take multicast, say), the node goes on without mDNS until
+        zeroconf cannot (no interface is up, not even loopback), the node goes on without mDNS until
         the next network change: ``problem`` says why."""
         addrs = [a for a in dialable_addrs(self._host, str(self._own)) if "/p2p-circuit" not in a]
         try:
             zeroconf = await trio.to_thread.run_sync(Zeroconf)
-        except OSError as exc:
-            self.problem = exc.strerror or str(exc)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: "No interfaces to listen on"
+            self.problem = str(exc) or type(exc).__name__
             return
         self._zeroconf = zeroconf
         self.starts += 1
@@ -319,18 +341,38 @@ class LanDiscovery:
             peer = None if info is None else peer_of_txt(info.text or b"", self._own)
             if info is None:
                 self.dropped += 1
-            if peer is None or peer.peer_id in self._dialling or _connected(self._host, peer.peer_id):
+            if peer is None:
+                continue
+            moved = self._remember(peer.peer_id, name)
+            connected = _connected(self._host, peer.peer_id)
+            if peer.peer_id in self._dialling or (connected and not moved):
                 continue
             self.found += 1
             if len(self._dialling) >= MAX_PENDING:  # dials waiting for a slot: at most this many
                 self.dropped += 1
                 continue
             self._dialling.add(peer.peer_id)
-            nursery.start_soon(self._dial_one, peer)
+            nursery.start_soon(self._dial_one, peer, connected)
 
-    async def _dial_one(self, peer: PeerInfo) -> None:
+    def _remember(self, peer: ID, name: str) -> bool:
+        """Note that ``peer`` announced itself as ``name``; True if it had another name before."""
+        previous = self._names.pop(peer, None)
+        self._names[peer] = name
+        if len(self._names) > MAX_KNOWN:
+            self._names.popitem(last=False)
+        return previous is not None and previous != name
+
+    async def _dial_one(self, peer: PeerInfo, connected: bool) -> None:
+        """Dial ``peer``; if ``connected`` (it came back under a new name) hang up first: its network
+        changed since our connection was made, which may be dead (a laptop that was on another LAN:
+        nothing told either side), and a new connection makes both sides start again (a mailbox
+        is synced on connection)."""
         try:
             async with self._dials:
+                if connected:
+                    self.redialled += 1
+                    await self._hang_up(peer.peer_id)
+                _put_first(self._host, peer)
                 with trio.fail_after(DIAL_TIMEOUT):
                     await self._dial(peer)
             self.connected += 1
@@ -345,6 +387,22 @@ def _read_service(zeroconf: Zeroconf, service_type: str, name: str) -> ServiceIn
         return zeroconf.get_service_info(service_type, name, timeout=RESOLVE_TIMEOUT)
     except (OSError, RuntimeError):  # zeroconf closed meanwhile (a network change)
         return None
+
+
+def _put_first(host: IHost, peer: PeerInfo) -> None:
+    """Make ``peer``'s announced addresses the first its peerstore entry lists. py-libp2p 0.8.1 dials
+    only the first TCP address it knows for a peer (its swarm's "smart address selection" takes one
+    address per transport class), so an older one (from an invite, or from the LAN a laptop was on
+    before) would be the only one tried. Seen without this: Bob, given the laptop's LAN1 address as
+    his mailbox, failed to dial it on LAN2 (``SwarmDialAllFailedError``), as did Alice's redial of the
+    laptop back on LAN1; with it both connect."""
+    store = host.get_peerstore()
+    try:
+        known = store.addrs(peer.peer_id)
+    except PeerStoreError:
+        known = []
+    store.clear_addrs(peer.peer_id)
+    store.add_addrs(peer.peer_id, [*peer.addrs, *(a for a in known if a not in peer.addrs)], _ADDRESS_TTL)
 
 
 def _connected(host: IHost, peer: ID) -> bool:
