@@ -7,11 +7,12 @@ browses for the others' and dials each peer it finds at once. When this machine'
 (an interface or address comes or goes, a link goes up or down: a laptop whose cable moved to another
 LAN) it closes its zeroconf instance and opens a new one on the interfaces there are now, which
 announces the node again and asks for the peers there; a peer it was connected to that comes back
-under a new name (its network changed: it was away) is hung up on and dialled again, since that
-connection may be dead or stale on either side. A node that finds a mailbox this way uses it
-as it uses any connected mailbox (``meshchat.net.store_driver``: it stores its messages there and
-syncs its inbox from it), so a laptop running a mailbox carries sealed envelopes from one LAN to
-another.
+under a new name (its network changed: it was away), or that we find again after our own network
+changed, is hung up on and dialled again, since that connection may be dead or stale on either side
+(and a new connection makes both sides start again: a mailbox is synced on connection). A node that
+finds a mailbox this way uses it as it uses any connected mailbox (``meshchat.net.store_driver``: it
+stores its messages there and syncs its inbox from it), so a laptop running a mailbox carries sealed
+envelopes from one LAN to another.
 
 Why not py-libp2p 0.8.1's own mDNS (``libp2p.discovery.mdns``, ``new_host(enable_mDNS=True)``):
 with real ``meshchat node --mdns`` processes in network namespaces (a bridge as the LAN, no route out)
@@ -24,7 +25,9 @@ connect:
 2. Its A record takes the source address of a UDP socket "connected" to 8.8.8.8: with no route out,
    the case mDNS is the fallback for, that fails and it announces 127.0.0.1. (Seen likewise.)
 3. It only puts found addresses in the peerstore; nothing dials them but the swarm's auto-connector,
-   which looks every 10 to 30 s and skips a peer for 60 s after it disconnected (from its code).
+   which looks every 10 to 30 s and skips a peer for 60 s after it disconnected (from its code; with
+   ``--listen`` on each namespace's own address, so that 1. does not bite, two nodes connected 3 s
+   after start, when its first look came after the mDNS answer).
 4. Its zeroconf instance joins the multicast group on the interfaces there are when the node starts
    (zeroconf resolves ``InterfaceChoice.All`` once): on an interface that appears later (the cable
    plugged into another LAN) the node is neither heard nor announced. (Seen with this module's
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import secrets
 import socket
 import sys
@@ -79,6 +83,7 @@ __all__ = [
     "RESOLVE_TIMEOUT",
     "SERVICE_TYPE",
     "SETTLE",
+    "START_RETRY",
     "LanDiscovery",
     "network_fingerprint",
     "peer_of_txt",
@@ -98,6 +103,8 @@ MAX_PENDING = 64
 #: Peers whose last announced service name is remembered (the oldest forgotten beyond it): a peer
 #: that comes back under a new name has moved (its zeroconf restarted on a network change).
 MAX_KNOWN = 256
+#: Seconds before zeroconf is tried again after it failed to start (and no network change came).
+START_RETRY = 5.0
 #: Dials to found peers running at once.
 MAX_DIALS = 8
 #: Addresses taken from one peer's TXT record (the rest ignored): a node has a few interfaces.
@@ -247,6 +254,9 @@ class LanDiscovery:
         self._name = ""  # our service's name in the current zeroconf
         self._found_send, self._found_receive = trio.open_memory_channel[str](MAX_PENDING)
         self._dialling: set[ID] = set()
+        #: Peers we were connected to when our own network changed, not seen since: found again, they
+        #: are redialled as a peer that moved is (our side of the connection may be the dead one).
+        self._recheck: set[ID] = set()
         self._dials = trio.CapacityLimiter(MAX_DIALS)
         #: Times zeroconf was (re)started on this machine's interfaces.
         self.starts = 0
@@ -255,8 +265,8 @@ class LanDiscovery:
         #: Dials to found peers that connected, and that failed.
         self.connected = 0
         self.failed = 0
-        #: Connected peers that came back under a new name (their network changed): hung up on and
-        #: dialled again.
+        #: Connected peers that came back under a new name (their network changed) or were found again
+        #: after ours changed: hung up on and dialled again.
         self.redialled = 0
         #: Services dropped because ``MAX_PENDING`` were waiting, or unreadable within the timeout.
         self.dropped = 0
@@ -275,12 +285,15 @@ class LanDiscovery:
                 task_status.started()
                 try:
                     while True:
-                        await watch.changed()
+                        retry = START_RETRY if self._zeroconf is None else math.inf
+                        with trio.move_on_after(retry):  # zeroconf failed to start: try again then
+                            await watch.changed()
                         now = network_fingerprint()
-                        if now == fingerprint:
+                        if now == fingerprint and self._zeroconf is not None:
                             continue
                         fingerprint = now
                         await self._stop()
+                        self._recheck = set(list(self._host.get_network().connections)[:MAX_KNOWN])
                         await self._start(token)
                 finally:
                     await self._stop()
@@ -343,7 +356,8 @@ class LanDiscovery:
                 self.dropped += 1
             if peer is None:
                 continue
-            moved = self._remember(peer.peer_id, name)
+            moved = self._remember(peer.peer_id, name) or peer.peer_id in self._recheck
+            self._recheck.discard(peer.peer_id)
             connected = _connected(self._host, peer.peer_id)
             if peer.peer_id in self._dialling or (connected and not moved):
                 continue
@@ -363,10 +377,10 @@ class LanDiscovery:
         return previous is not None and previous != name
 
     async def _dial_one(self, peer: PeerInfo, connected: bool) -> None:
-        """Dial ``peer``; if ``connected`` (it came back under a new name) hang up first: its network
-        changed since our connection was made, which may be dead (a laptop that was on another LAN:
-        nothing told either side), and a new connection makes both sides start again (a mailbox
-        is synced on connection)."""
+        """Dial ``peer``; if ``connected`` (it moved, or we did) hang up first: a network changed since
+        our connection was made, which may be dead (a laptop that was on another LAN: nothing told
+        either side), and a new connection makes both sides start again (a mailbox is synced on
+        connection)."""
         try:
             async with self._dials:
                 if connected:
