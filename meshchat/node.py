@@ -100,6 +100,7 @@ from meshchat.net.dialer import Dialer, Whereabouts, peer_info
 from meshchat.net.file_driver import FileConfig, FileDriver
 from meshchat.net.host import listen_ip, only_exception
 from meshchat.net.keeper_driver import KeeperOptions
+from meshchat.net.lan import LanDiscovery
 from meshchat.net.mailbox import MailboxServer
 from meshchat.net.punch import HolePuncher, PunchEvent, PunchStatistics  # helper B (punch)
 from meshchat.net.reach_driver import ReachOptions  # issue 17, helper A (nat)
@@ -362,7 +363,9 @@ class Node(NodeNetwork):
     ) -> AsyncIterator[Node]:
         """Start a node for the identity in ``profile_dir`` (or ``identity``); stop it on exit.
 
-        ``listen`` and ``bootstrap`` are multiaddrs; bootstrap peers need their ``/p2p/<PeerId>``.
+        ``listen`` and ``bootstrap`` are multiaddrs; bootstrap peers need their ``/p2p/<PeerId>``. With
+        ``mdns`` the node announces itself on the local network and dials the peers it finds there,
+        following network changes (``meshchat.net.lan``: the fallback when the Internet is cut).
         ``validator`` judges every new message before it is delivered or forwarded (default: accept).
         ``signed_topics`` run StrictSign (messages signed by their author, for topics shared with other
         libp2p applications); meshchat's own topics and all others are StrictNoSign. With ``inbox``
@@ -494,7 +497,7 @@ class Node(NodeNetwork):
         """Build the host, router, driver and store cores; run them until the caller is done."""
         wall_clock = options.wall_clock
         inbound = InboundCounter()
-        host = build_host(identity, mdns=options.mdns, inbound=inbound)
+        host = build_host(identity, inbound=inbound)
         config = options.config or GossipConfig()
         if options.signed_topics:
             config = dataclasses.replace(
@@ -615,6 +618,9 @@ class Node(NodeNetwork):
         await nursery.start(self._store.run)
         await nursery.start(self._group_driver.run)
         await nursery.start(functools.partial(self.files.driver.run, bulk_ip=listen_ip(self._host)))
+        if options.mdns:  # issue 17, lan: peers on the LAN found by mDNS and dialled (meshchat.net.lan)
+            lan = LanDiscovery(host, self._dialer.dial, self._dialer.hang_up_on)
+            nursery.start_soon(lan.run)  # announcing takes ~1 s
         nursery.start_soon(self._feed.run)  # before anything can commit: nothing is missed
         nursery.start_soon(self._translate_events)
         self._write_addresses()

@@ -240,6 +240,8 @@ def chat_command(
     mailbox: MailboxOption = None,
     events_after: EventsAfterOption = None,
     json_output: EventsJsonOption = False,
+    # issue 17, lan: chat with people on the same LAN when the Internet is cut
+    mdns: Annotated[bool, typer.Option("--mdns", help=_("Find peers on the local network (mDNS)."))] = False,
 ) -> None:
     """Talk to a contact (--to) or a group (--group): each line you type goes to them sealed, in order;
     what anyone sends you is printed."""
@@ -271,6 +273,7 @@ def chat_command(
         chat_with=to,
         mailboxes=mailbox or [],
         events_after=events_after,
+        mdns=mdns,
     )
 
 
@@ -293,6 +296,8 @@ def mailbox_command(
         typer.Option(metavar="BYTES", help=_("Bytes held in total, the disk budget (default: 1 GiB).")),
     ] = None,
     json_output: EventsJsonOption = False,
+    # issue 17, lan: a mailbox on a laptop finds the nodes of whichever LAN it is plugged into
+    mdns: Annotated[bool, typer.Option("--mdns", help=_("Find peers on the local network (mDNS)."))] = False,
 ) -> None:
     """Run a mailbox until Ctrl-C: keep sealed envelopes for offline recipients (it cannot read them)
     until they sync or the envelopes expire, within per-recipient, per-sender and total quotas."""
@@ -303,4 +308,4 @@ def mailbox_command(
         raise CommandError(_("--quota-tag, --quota-peer and --budget must be positive byte counts"))
     # Unset options keep MailboxLimits' defaults (the help names them; a test keeps the two in step).
     limits = MailboxLimits(**{k: v for k, v in given.items() if v is not None})
-    _run_node(profile, listen, bootstrap, json_output, mailbox_limits=limits)
+    _run_node(profile, listen, bootstrap, json_output, mailbox_limits=limits, mdns=mdns)

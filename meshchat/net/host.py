@@ -541,11 +541,10 @@ def build_host(
     identity: Identity,
     *,
     listen: Sequence[str] = (),
-    mdns: bool = False,
     inbound: InboundCounter | None = None,
 ) -> IHost:
-    """A host for ``identity``: TCP, Noise only, yamux then mplex; mDNS discovery if ``mdns``; failed
-    inbound connections counted in ``inbound`` if given."""
+    """A host for ``identity``: TCP, Noise only, yamux then mplex; failed inbound connections counted
+    in ``inbound`` if given. (mDNS: ``meshchat.net.lan``, not py-libp2p's: see there why.)"""
     key_pair = key_pair_of(identity)
     counter = inbound or InboundCounter()
     limit = _connection_limit()
@@ -557,7 +556,6 @@ def build_host(
         muxer_opt={MUXERS[0]: Yamux, MUXERS[1]: Mplex},
         listen_addrs=[parse_multiaddr(a) for a in listen] or None,
         transports=[_CountingTCP(counter)],
-        enable_mDNS=mdns,
         negotiate_timeout=HANDSHAKE_TIMEOUT,
         connection_config=ConnectionConfig(
             max_connections=limit,
