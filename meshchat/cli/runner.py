@@ -367,7 +367,11 @@ def _describe(event: NodeEvent, printer: _Printer, names: dict[str, str] | None 
 
 
 #: The kinds of address, as ``addresses`` prints them (issue 17, helper A: nat).
-_ADDRESS_KINDS = {"public": N_("public"), "private": N_("private"), "relayed": N_("relayed")}
+_ADDRESS_KINDS = {
+    "public": N_("public address"),
+    "private": N_("private address"),
+    "relayed": N_("address through a relay"),
+}
 
 
 def describe_addresses(addresses: Sequence[NodeAddress], printer: _Printer) -> None:
