@@ -162,6 +162,17 @@ async def test_the_fingerprint_rule_drops_plain_tcp_and_wss_delivers_a_chat(tmp_
                 assert seen.seen[:1] == b"\x16"  # a TLS handshake record: what HTTPS opens with
 
 
+async def test_a_wildcard_wss_address_expands_to_wss_addresses_in_invites(tmp_path: Path) -> None:
+    bob_dir, _ = make_profile(tmp_path, "bob", 66)
+    async with Node.open(bob_dir, listen=["/ip4/0.0.0.0/tcp/0/tls/ws"], dht=False) as bob:
+        [listening] = bob.listen_addrs
+        port = _port(listening)
+        assert bob.dialable_addrs  # this machine's interfaces, loopback last
+        for address in bob.dialable_addrs:
+            assert address.endswith(f"/tcp/{port}/wss/p2p/{bob.peer_id}"), address
+        assert bob.dialable_addrs[-1].startswith("/ip4/127.0.0.1/")
+
+
 async def test_a_wss_listener_that_cannot_start_is_reported_and_tcp_goes_on(tmp_path: Path) -> None:
     alice_dir, alice_id = make_profile(tmp_path, "alice", 63)
     bob_dir, bob_id = make_profile(tmp_path, "bob", 64)
