@@ -104,6 +104,7 @@ async def _push(listen: str, total: int, *, fingerprint: bool) -> tuple[float, f
                 await done.wait()
                 pushed = trio.current_time()
             await stream.close()
+            await sender.disconnect(receiver.get_id())  # hang up before the hosts stop, as Node does
             return connected - started, pushed - connected
 
 

@@ -21,15 +21,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import multiaddr
 import pytest
 import trio
 from censor_proxy import censor_proxy
 from conftest import make_profile
+from libp2p.peer.peerinfo import info_from_p2p_addr
 from processes import JsonLinesProcess, stop_processes
 
 from meshchat.errors import NetworkError, TransportUnavailable
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
+from meshchat.net.host import InboundCounter, build_host
 from meshchat.net.transports import is_obfuscated
 from meshchat.node import Node
 from meshchat.wire import Invite
@@ -171,6 +174,30 @@ async def test_a_wildcard_wss_address_expands_to_wss_addresses_in_invites(tmp_pa
         for address in bob.dialable_addrs:
             assert address.endswith(f"/tcp/{port}/wss/p2p/{bob.peer_id}"), address
         assert bob.dialable_addrs[-1].startswith("/ip4/127.0.0.1/")
+
+
+async def test_idle_sockets_cannot_hold_more_than_max_pending_wss_handshakes() -> None:
+    """Sockets that never start TLS: at most ``max_pending`` are kept, the oldest closed for newer ones,
+    and a real peer still connects."""
+    pending = 4
+    listener_host = build_host(Identity(b"\x67" * 32), inbound=InboundCounter(max_pending=pending))
+    dialer = build_host(Identity(b"\x68" * 32))
+    async with listener_host.run([multiaddr.Multiaddr(WSS)]), dialer.run([]):
+        [address] = listener_host.get_addrs()
+        [listener] = listener_host.get_network().listeners.values()  # type: ignore[attr-defined]
+        idle = [await trio.open_tcp_stream("127.0.0.1", _port(str(address))) for _ in range(3 * pending)]
+        try:
+            with trio.fail_after(WAIT):
+                for stream in idle[: 2 * pending]:  # the oldest were closed to make room
+                    assert await stream.receive_some(1) == b""
+                await dialer.connect(info_from_p2p_addr(address))
+            assert listener.evicted >= 2 * pending
+            # hang up before the hosts stop, as Node does (py-libp2p's shutdown alone may leave the
+            # dialled socket to the garbage collector)
+            await dialer.disconnect(listener_host.get_id())
+        finally:
+            for stream in idle:
+                await stream.aclose()
 
 
 async def test_a_wss_listener_that_cannot_start_is_reported_and_tcp_goes_on(tmp_path: Path) -> None:

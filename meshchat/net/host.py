@@ -523,7 +523,9 @@ def build_host(
             _CountingTCP(counter),
             # obfs (issue 17): /tls/ws addresses (meshchat.net.transports); dials them always, listens
             # where --listen names one; one that cannot start is skipped with its reason, TCP goes on
-            wss_transport(handshake_timeout=HANDSHAKE_TIMEOUT, max_connections=limit),
+            wss_transport(
+                handshake_timeout=HANDSHAKE_TIMEOUT, max_connections=limit, max_pending=counter.max_pending
+            ),
         ],
         enable_mDNS=mdns,
         negotiate_timeout=HANDSHAKE_TIMEOUT,

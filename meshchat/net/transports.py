@@ -13,7 +13,7 @@ Why this one: ``benchmarks/obfs_candidates.py`` measured the candidates on 127.0
 machine shared with other work: absolute rates swung 33-93 MiB/s for TCP between runs, so ratios taken
 in the same run are what counts; four runs), 20 MiB through one libp2p stream with Noise and yamux
 inside each, a tap in front of the listener showing what a DPI box sees; ``benchmarks/reach_censor.py``
-``obfs_ratio`` repeats the WSS figure through the censor proxy on every run (0.40-0.46).
+``obfs_ratio`` repeats the WSS figure through the censor proxy on every run (0.40-0.58).
 
 ==========  ============  ==========  ==============================================================
 candidate   goodput /     start-up    what a DPI box sees of the client's first packet
@@ -43,7 +43,7 @@ over the pluggable-transport protocol and SOCKS5; (3) random bytes with no proto
 the networks issue 17 names have blocked since 2021 (obfs4 there; the published GFW rule in the table
 flags every obfs4 connection measured). WSS looks like the most common traffic there is, is spoken by
 go-libp2p and js-libp2p (browsers dial it), needs no external program, and its cost is CPU: a chat is
-a few hundred bytes, and a real link is far slower than the 14-25 MiB/s it reached here. Plain TCP
+a few hundred bytes, and a real link is far slower than the 14-33 MiB/s it reached here. Plain TCP
 stays the default: twice as cheap where nothing blocks it.
 
 What a censor can still do against WSS (not solved here): block the IP address (the 16 KB cut and
@@ -68,7 +68,8 @@ import os
 import secrets
 import ssl
 import tempfile
-from collections import deque
+from collections import OrderedDict, deque
+from typing import Any
 
 import multiaddr
 import trio
@@ -81,7 +82,11 @@ from libp2p.custom_types import THandler
 from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.transport.exceptions import OpenConnectionError
 from libp2p.transport.upgrader import TransportUpgrader
+from libp2p.transport.websocket.connection import P2PWebSocketConnection
+from libp2p.transport.websocket.multiaddr_utils import parse_websocket_multiaddr
 from libp2p.transport.websocket.transport import WebsocketConfig, WebsocketTransport
+from libp2p.utils.multiaddr_utils import extract_ip_from_multiaddr
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
 from meshchat.errors import TransportUnavailable
 
@@ -110,6 +115,10 @@ MAX_WEBSOCKET_MESSAGE = 256 * 1024
 MAX_FAILURES_KEPT = 16
 
 
+#: What a connection that went away (or never spoke TLS and WebSocket) raises in its handshakes.
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed)
+
+
 def is_obfuscated(address: str | multiaddr.Multiaddr) -> bool:
     """Whether ``address`` is one of this module's transport (a ``/tls/ws`` or ``/wss`` address)."""
     names = {p.name for p in multiaddr.Multiaddr(str(address)).protocols()}
@@ -135,10 +144,13 @@ class _Reporting:
         self.failures: deque[TransportUnavailable] = deque(maxlen=MAX_FAILURES_KEPT)
 
 
-def wss_transport(*, handshake_timeout: float, max_connections: int) -> ITransport:
-    """The WSS transport: ``max_connections`` caps its connections, handshaking ones included;
-    ``handshake_timeout`` bounds a dial's TCP, TLS and WebSocket handshakes."""
-    return _WssTransport(handshake_timeout=handshake_timeout, max_connections=max_connections)
+def wss_transport(*, handshake_timeout: float, max_connections: int, max_pending: int) -> ITransport:
+    """The WSS transport. ``handshake_timeout`` bounds the TCP, TLS and WebSocket handshakes of a dial
+    and of an inbound connection; ``max_pending``: inbound connections still in those handshakes at
+    once, the oldest closed for each one beyond; ``max_connections`` caps dialled connections."""
+    return _WssTransport(
+        handshake_timeout=handshake_timeout, max_connections=max_connections, max_pending=max_pending
+    )
 
 
 class _WssTransport(WebsocketTransport, _Reporting):
@@ -149,7 +161,8 @@ class _WssTransport(WebsocketTransport, _Reporting):
     another socket listens on: that is one of the failures kept, not the node's end.
     """
 
-    def __init__(self, *, handshake_timeout: float, max_connections: int) -> None:
+    def __init__(self, *, handshake_timeout: float, max_connections: int, max_pending: int) -> None:
+        self._max_pending = max_pending
         config = WebsocketConfig(
             tls_client_config=_client_context(),
             handshake_timeout=handshake_timeout,
@@ -174,10 +187,12 @@ class _WssTransport(WebsocketTransport, _Reporting):
     def create_listener(self, handler: THandler) -> IListener:
         """A listener with a new certificate; if none can be made, one that reports why."""
         try:
-            self._config.tls_server_config = server_tls_context()
+            context = server_tls_context()
         except (ssl.SSLError, OSError, ValueError) as exc:
             return _FailedListener(self, TransportUnavailable("wss", "a TLS 1.3 certificate", str(exc)))
-        return _ReportingListener(self, super().create_listener(handler))
+        return _WssListener(
+            self, handler, context, handshake_timeout=self._handshake_timeout, max_pending=self._max_pending
+        )
 
 
 class _SocketClosingConnection(RawConnection):
@@ -255,30 +270,124 @@ def server_tls_context() -> ssl.SSLContext:
     return context
 
 
-class _ReportingListener(IListener):
-    """A WebSocket listener that records why it could not start in its transport's ``failures``."""
+class _WssListener(IListener):
+    """Accepts TLS connections, then a WebSocket in each, and hands it to the swarm.
 
-    def __init__(self, transport: _Reporting, listener: IListener) -> None:
+    Written here instead of using py-libp2p's ``WebsocketListener``, which runs trio-websocket's
+    ``serve_websocket`` with its defaults: any number of inbound connections may sit in the TLS and
+    WebSocket handshakes, each for up to 60 s, so idle sockets could use up a node's file descriptors.
+    Here at most ``max_pending`` are mid-handshake (for each one beyond, the oldest is closed, as
+    ``meshchat.net.host.InboundCounter`` does for TCP) and each has ``handshake_timeout`` seconds.
+    Binding with trio (SO_REUSEADDR, no SO_REUSEPORT) lets the kernel refuse a port another socket
+    listens on: a failure kept in the transport's ``failures``, not the node's end.
+    """
+
+    def __init__(
+        self,
+        transport: _WssTransport,
+        handler: THandler,
+        context: ssl.SSLContext,
+        *,
+        handshake_timeout: float,
+        max_pending: int,
+    ) -> None:
         self._transport = transport
-        self._listener = listener
+        self._handler = handler
+        self._context = context
+        self._handshake_timeout = handshake_timeout
+        self._max_pending = max(1, max_pending)
+        # handshakes in progress, oldest first: at most max_pending (bounded above)
+        self._pending: OrderedDict[int, trio.CancelScope] = OrderedDict()
+        self._scope = trio.CancelScope()
+        self._addrs: tuple[multiaddr.Multiaddr, ...] = ()
+        #: Set by the swarm before ``listen`` (py-libp2p sets it on every listener).
+        self.background_nursery: trio.Nursery | None = None
+        #: Inbound connections closed mid-handshake to make room for newer ones.
+        self.evicted = 0
+        #: Inbound WebSocket connections whose libp2p upgrade failed.
+        self.failed = 0
 
     async def listen(self, maddr: multiaddr.Multiaddr) -> None:
         """Listen on ``maddr``; ``OpenConnectionError`` (which the swarm skips) if it cannot."""
+        parsed = parse_websocket_multiaddr(maddr)
+        host = extract_ip_from_multiaddr(parsed.rest_multiaddr) or "0.0.0.0"
         try:
-            await self._listener.listen(maddr)
-        except OpenConnectionError as exc:
-            cause = exc.__cause__ if exc.__cause__ is not None else exc
-            problem = TransportUnavailable("wss", "a socket it can listen on", str(cause), address=str(maddr))
+            listeners = await trio.open_tcp_listeners(
+                int(parsed.rest_multiaddr.value_for_protocol("tcp") or 0), host=host
+            )
+        except OSError as exc:
+            problem = TransportUnavailable(
+                "wss", "a socket it can listen on", exc.strerror or str(exc), address=str(maddr)
+            )
             self._transport.failures.append(problem)
             raise OpenConnectionError(str(problem)) from exc
+        assert self.background_nursery is not None, "the swarm sets it before listening"
+        ip, port = listeners[0].socket.getsockname()[:2]
+        family = "ip6" if ":" in ip else "ip4"
+        self._addrs = (multiaddr.Multiaddr(f"/{family}/{ip}/tcp/{port}/wss"),)
+        await self.background_nursery.start(self._serve, listeners)
+
+    async def _serve(
+        self,
+        listeners: list[trio.SocketListener],
+        task_status: Any = trio.TASK_STATUS_IGNORED,  # trio's TaskStatus, typed as the drivers do
+    ) -> None:
+        with self._scope:
+            task_status.started()
+            await trio.serve_listeners(self._accept, listeners)
+
+    async def _accept(self, stream: trio.SocketStream) -> None:
+        key = id(stream)
+        while len(self._pending) >= self._max_pending:
+            _, oldest = self._pending.popitem(last=False)
+            oldest.cancel()
+            self.evicted += 1
+        handshake = self._pending[key] = trio.move_on_after(self._handshake_timeout)
+        tls = trio.SSLStream(stream, self._context, server_side=True, https_compatible=True)
+        try:
+            async with trio.open_nursery() as websocket_tasks:  # trio-websocket's reader task
+                connection = None
+                try:
+                    with handshake:
+                        await tls.do_handshake()
+                        request = await wrap_server_stream(
+                            websocket_tasks, tls, max_message_size=MAX_WEBSOCKET_MESSAGE
+                        )
+                        connection = await request.accept()
+                except _GONE:
+                    pass  # no TLS, no WebSocket, or the peer left: its socket is closed below
+                self._pending.pop(key, None)
+                if connection is not None:
+                    await self._hand_over(connection)
+                websocket_tasks.cancel_scope.cancel()
+        except* _GONE:
+            pass  # the reader task saw the peer leave
+        finally:
+            self._pending.pop(key, None)
+            await trio.aclose_forcefully(tls)
+
+    async def _hand_over(self, connection: WebSocketConnection) -> None:
+        """Give the swarm ``connection`` to upgrade and keep (returns when it is over)."""
+        wrapped = P2PWebSocketConnection(
+            connection, is_secure=True, max_buffered_amount=MAX_WEBSOCKET_MESSAGE
+        )
+        try:
+            await self._handler(wrapped)
+        except Exception:
+            # the swarm's upgrade of this connection failed (Noise, muxer, limits: any of py-libp2p's
+            # errors): the connection's end, never the listener's (py-libp2p's TCP listener does so too)
+            self.failed += 1
+        finally:
+            await wrapped.close()
 
     def get_addrs(self) -> tuple[multiaddr.Multiaddr, ...]:
         """Where it listens."""
-        return self._listener.get_addrs()
+        return self._addrs
 
     async def close(self) -> None:
         """Stop listening and close its connections."""
-        await self._listener.close()
+        self._scope.cancel()
+        await trio.lowlevel.checkpoint()
 
 
 class _FailedListener(IListener):
