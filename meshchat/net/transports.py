@@ -1,13 +1,15 @@
 """A transport with no fixed byte pattern on the wire: libp2p over WebSocket inside TLS 1.3 (``wss``).
 
 What it is: py-libp2p 0.8.1's WebSocket transport (``libp2p.transport.websocket``, on trio-websocket)
-with the TLS set up for a peer-to-peer network. A listening node makes a fresh self-signed certificate
-(ECDSA P-256) each time it starts; a dialing node does not check it, because the Noise handshake inside
-the WebSocket authenticates the peer's key (the PeerId in the address) exactly as over TCP, so a
-man in the middle who terminates the TLS learns nothing and cannot impersonate the peer. Both sides
-require TLS 1.3, in which the certificate travels encrypted. Users list it like any address:
-``--listen /ip4/0.0.0.0/tcp/443/tls/ws`` (py-libp2p reports it as ``…/tcp/443/wss``; both spellings
-dial), and invites carry it with the node's other addresses. Plain TCP stays the default.
+for dialing, a listener of our own on trio-websocket (py-libp2p's bounds neither how many inbound
+connections may sit in their handshakes nor for how long: see ``_WssListener``), and the TLS set up
+for a peer-to-peer network. A listening node makes a fresh self-signed certificate (ECDSA P-256)
+each time it starts; a dialing node does not check it, because the Noise handshake inside the
+WebSocket authenticates the peer's key (the PeerId in the address) exactly as over TCP, so a man in
+the middle who terminates the TLS learns nothing and cannot impersonate the peer. Both sides require
+TLS 1.3, in which the certificate travels encrypted. Users list it like any address:
+``--listen /ip4/0.0.0.0/tcp/443/tls/ws`` (reported as ``…/tcp/443/wss``; both spellings dial), and
+invites carry it with the node's other addresses. Plain TCP stays the default.
 
 Why this one: ``benchmarks/obfs_candidates.py`` measured the candidates on 127.0.0.1 (the 2-core
 machine shared with other work: absolute rates swung 33-93 MiB/s for TCP between runs, so ratios taken
