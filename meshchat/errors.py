@@ -649,3 +649,23 @@ class UnknownMessage(MeshchatError):
     def __init__(self, message_id: str) -> None:
         self.message_id = message_id
         super().__init__(f"no received message has the id {message_id}")
+
+
+# --- obfs (issue 17): a transport that could not start -------------------------------------------
+
+
+class TransportUnavailable(NetworkError):
+    """A transport could not start (a package, program or certificate it needs is missing or
+    unusable): its addresses are skipped, the node's other transports go on."""
+
+    def __init__(self, transport: str, missing: str, detail: str, *, address: str | None = None) -> None:
+        self.transport = transport
+        self.missing = missing
+        self.detail = detail
+        self.address = address
+        where = f" on {address}" if address is not None else ""
+        super().__init__(f"the {transport} transport{where}", f"needs {missing}: {detail}")
+
+    def at(self, address: str) -> TransportUnavailable:
+        """The same failure, for listen address ``address``."""
+        return TransportUnavailable(self.transport, self.missing, self.detail, address=address)

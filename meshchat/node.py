@@ -106,6 +106,7 @@ from meshchat.net.punch import HolePuncher, PunchEvent, PunchStatistics  # helpe
 from meshchat.net.reach_driver import ReachOptions  # issue 17, helper A (nat)
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import GroupStoreAction, MessageHandle, NetStoreIO, StoreDriver, StoreEvent
+from meshchat.net.transports import transport_failures  # obfs (issue 17)
 from meshchat.node_network import NodeNetwork, status_relay_check
 from meshchat.node_parts import LocalParts, knows, open_local_parts, queue_chat
 from meshchat.profile import ADDRESSES_FILE, LOCK_FILE, hold_profile
@@ -552,7 +553,8 @@ class Node(NodeNetwork):
                 if listen_addrs and not host.get_transport_addrs():
                     # py-libp2p logs a listener that fails to bind and goes on without it
                     wanted = ", ".join(str(a) for a in listen_addrs)
-                    raise NetworkError("listen", f"could not listen on any of {wanted}")
+                    why = "".join(f"; {f}" for f in transport_failures(host))  # obfs (issue 17)
+                    raise NetworkError("listen", f"could not listen on any of {wanted}{why}")
                 nursery = await node._start(
                     services,
                     options=options,

@@ -21,6 +21,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from meshchat.contacts import Contact
 from meshchat.credentials.status import STATUS_TOPIC_PREFIX, check_status_message
 from meshchat.crypto import INBOX_EPOCH_SECONDS, epoch_of, inbox_tag, inbox_topic
+from meshchat.errors import TransportUnavailable  # obfs (issue 17)
 from meshchat.gossip import ValidationResult, Validator
 from meshchat.gossip.messages import Topic
 from meshchat.identity import Identity
@@ -32,6 +33,7 @@ from meshchat.net.keeper_driver import DEFAULT_KEEPER, KeeperDriver, KeeperOptio
 from meshchat.net.mailbox import MailboxServer
 from meshchat.net.reach_driver import ReachDriver, ReachOptions  # issue 17, helper A (nat)
 from meshchat.net.store_driver import StoreDriver
+from meshchat.net.transports import transport_failures  # obfs (issue 17)
 from meshchat.profile import write_addresses
 from meshchat.reach import AddressesChanged, NodeAddress, ReachStatistics, classify, invite_addresses
 from meshchat.store.cover import CoverConfig, CoverStatistics, CoverTraffic
@@ -194,6 +196,14 @@ class NodeNetwork:
     def listen_addrs(self) -> list[str]:
         """Addresses peers can dial, each ending in ``/p2p/<PeerId>``."""
         return [str(a) for a in self._host.get_addrs()]
+
+    # --- obfs (issue 17): transports that could not start ------------------------------------------
+
+    @property
+    def transport_failures(self) -> list[TransportUnavailable]:
+        """Listen addresses skipped because their transport could not start, each naming what is
+        missing (``meshchat.net.transports``); the node listens on the others."""
+        return transport_failures(self._host)
 
     @property
     def dialable_addrs(self) -> list[str]:

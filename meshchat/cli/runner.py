@@ -583,6 +583,15 @@ async def run_node(
             # SIGINT and SIGTERM are caught from before "listening" is printed: a script that stops the
             # node as soon as it printed that gets a clean stop (exit 0, "stopped"), not a KeyboardInterrupt.
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                for failure in node.transport_failures:  # obfs (issue 17): say what is missing, go on
+                    printer.event(
+                        "transport_unavailable",
+                        _("{problem}; going on without it").format(problem=failure),
+                        transport=failure.transport,
+                        address=failure.address,
+                        missing=failure.missing,
+                        detail=failure.detail,
+                    )
                 printer.event(
                     "listening",
                     _("{peer_id} on {listen_addrs}").format(

@@ -1,4 +1,4 @@
-"""The libp2p host a meshchat node runs on: TCP, Noise, yamux (mplex as fallback), identify, ping.
+"""The libp2p host a meshchat node runs on: TCP and WSS, Noise, yamux (mplex as fallback), identify, ping.
 
 What it is: a thin constructor around py-libp2p's ``new_host``. The host's key *is* the user's
 meshchat identity (the same Ed25519 seed), so the PeerId other peers see after the Noise handshake is
@@ -66,6 +66,7 @@ from multiaddr.exceptions import ProtocolLookupError
 
 from meshchat.errors import AddressInUse, BadAddress, NetworkError
 from meshchat.identity import Identity
+from meshchat.net.transports import wss_transport
 
 __all__ = [
     "CLOSE_ERRORS",
@@ -162,7 +163,11 @@ def dialable_addrs(host: IHost, peer_id: str) -> list[str]:
     suffix = f"/p2p/{peer_id}"
     addrs: list[str] = []
     for transport_addr in host.get_transport_addrs():
-        concrete = [str(a) for a in expand_wildcard_address(transport_addr)]
+        # obfs (issue 17): the expansion keeps only /ip/tcp/port; put back what follows (/wss, /tls/ws)
+        tail = "".join(f"/{part}" for part in str(transport_addr).split("/")[5:])
+        concrete = [
+            a if a.endswith(tail) else f"{a}{tail}" for a in map(str, expand_wildcard_address(transport_addr))
+        ]
         if str(transport_addr).startswith("/ip4/0.0.0.0/"):  # peers on this machine too
             concrete.append(str(transport_addr).replace("/ip4/0.0.0.0/", "/ip4/127.0.0.1/", 1))
         addrs += [f"{a}{suffix}" for a in concrete if f"{a}{suffix}" not in addrs]
@@ -543,8 +548,9 @@ def build_host(
     listen: Sequence[str] = (),
     inbound: InboundCounter | None = None,
 ) -> IHost:
-    """A host for ``identity``: TCP, Noise only, yamux then mplex; failed inbound connections counted
-    in ``inbound`` if given. (mDNS: ``meshchat.net.lan``, not py-libp2p's: see there why.)"""
+    """A host for ``identity``: TCP and WebSocket-in-TLS (``/tls/ws``, ``meshchat.net.transports``),
+    Noise only, yamux then mplex; failed inbound TCP connections counted in ``inbound`` if given.
+    (mDNS: ``meshchat.net.lan``, not py-libp2p's: see there why.)"""
     key_pair = key_pair_of(identity)
     counter = inbound or InboundCounter()
     limit = _connection_limit()
@@ -555,7 +561,14 @@ def build_host(
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
         muxer_opt={MUXERS[0]: Yamux, MUXERS[1]: Mplex},
         listen_addrs=[parse_multiaddr(a) for a in listen] or None,
-        transports=[_CountingTCP(counter)],
+        transports=[
+            _CountingTCP(counter),
+            # obfs (issue 17): /tls/ws addresses (meshchat.net.transports); dials them always, listens
+            # where --listen names one; one that cannot start is skipped with its reason, TCP goes on
+            wss_transport(
+                handshake_timeout=HANDSHAKE_TIMEOUT, max_connections=limit, max_pending=counter.max_pending
+            ),
+        ],
         negotiate_timeout=HANDSHAKE_TIMEOUT,
         connection_config=ConnectionConfig(
             max_connections=limit,
