@@ -93,6 +93,7 @@ class _Connection:
 
     cancel: trio.CancelScope
     carried: int = 0
+    #: The budget is spent: what either end sends from now on is read and discarded.
     stalled: bool = False
     #: Close both sockets with a reset when the pumps end.
     abort: bool = False
@@ -180,24 +181,24 @@ async def censor_proxy(
                 await sink.send_eof()  # an honest end closed: pass the close on
 
     async def forward(sink: trio.SocketStream, data: bytes, state: _Connection) -> None:
-        cut = False
-        if budget is not None and state.carried + len(data) > budget:
+        cut = budget is not None and state.carried + len(data) > budget
+        if cut:
+            assert budget is not None
             data = data[: budget - state.carried]
-            cut = True
+            state.stalled = True  # decided before the send: the other direction discards from now
+            proxy.stalled_at.append(trio.current_time())
+            if reset:
+                proxy.resets += 1
+            else:
+                proxy.stalled += 1
+            proxy._changed()
         state.carried += len(data)
         proxy.forwarded += len(data)
         if data:
             await sink.send_all(data)
-        if cut:
-            proxy.stalled_at.append(trio.current_time())
-            if reset:
-                proxy.resets += 1
-                state.abort = True
-                state.cancel.cancel()
-            else:
-                proxy.stalled += 1
-                state.stalled = True
-            proxy._changed()
+        if cut and reset:  # the last bytes within the budget went out: now the reset
+            state.abort = True
+            state.cancel.cancel()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.serve_listeners, serve, listeners)
