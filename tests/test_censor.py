@@ -15,6 +15,10 @@ import trio
 from censor_proxy import MULTISTREAM_HEADER, CensorProxy, censor_proxy
 from conftest import make_profile
 from libp2p.abc import IRawConnection
+from libp2p.peer.envelope import seal_record
+from libp2p.peer.id import ID
+from libp2p.peer.peer_record import PeerRecord
+from libp2p.peer.peerstore import PeerStore
 from libp2p.transport.exceptions import OpenConnectionError
 from multiaddr import Multiaddr
 
@@ -22,11 +26,21 @@ from meshchat.contacts import Contact
 from meshchat.errors import NetworkError
 from meshchat.gossip import GossipConfig, ScoreParams
 from meshchat.gossip.config import ScoreThresholds
-from meshchat.gossip.keeper import KeepaliveConfig
+from meshchat.gossip.keeper import (
+    RECONNECT_BURST,
+    RECONNECT_PEERS,
+    RECONNECT_REFILL,
+    KeepaliveConfig,
+    Reconnects,
+)
+from meshchat.gossip.messages import RPC, ControlMessage, Prune
+from meshchat.gossip.messages import PeerInfo as GossipPeer
 from meshchat.identity import Identity
 from meshchat.inbox import DirectMessage
 from meshchat.net.events import KeeperStatistics
+from meshchat.net.host import key_pair_of
 from meshchat.net.keeper_driver import KeeperOptions
+from meshchat.net.px_records import MAX_RECORD_BYTES, consume_record, with_records
 from meshchat.node import Node
 from meshchat.store.storage import OutboxStatus
 from meshchat.wire import Invite
@@ -183,8 +197,10 @@ async def test_a_blocked_address_refuses_every_connection() -> None:
 
 #: Test keepalive timers: ping after 0.5 s of silence, give up 1.5 s later (as in test_keeper_net).
 FAST_KEEPALIVE = KeepaliveConfig(idle=0.5, timeout=1.5)
-#: Seconds a whole chat through the censor may take (a loaded 2-core machine; typically 5-40 s).
-CHAT_WAIT = 180.0
+#: Seconds a whole chat through the censor may take. Measured on a loaded 2-core machine: reset 7 s;
+#: stall 12-166 s (some stalled links take the keepalive several rounds to replace while pings on a
+#: fresh connection still pass: an open problem of the stall path, see the issue 17 report).
+CHAT_WAIT = 300.0
 
 
 def only_through(node: Node, port: int) -> list[str]:
@@ -269,7 +285,7 @@ async def chat_through_censor(
                 return Chat(seconds, proxy.connections, proxy.cuts, alice_stats, bob_stats)
 
 
-@pytest.mark.slow  # 10-60 s: every connection carries 16 KB, handshakes included, then is cut
+@pytest.mark.slow  # 7-170 s: every connection carries 16 KB, handshakes included, then is cut
 @pytest.mark.parametrize("reset", [False, True], ids=["stall", "reset"])
 async def test_a_chat_through_the_16k_cut_reconnects_and_resumes_and_loses_nothing(
     tmp_path: Path, reset: bool
@@ -395,3 +411,40 @@ async def test_with_the_bootstraps_blocked_peer_exchange_introduces_a_contact(tm
             await alice.wait_for(lambda: bob.peer_id in alice.driver.router.topic_peers(TOPIC))
             seconds = await deliver(alice, bob, contact, "через обмен пирами")
         print(f"bootstraps blocked, by peer exchange: delivered in {seconds:.2f} s")
+
+
+# --- the sans-IO and codec pieces behind the above -----------------------------------------------
+
+
+def test_reconnects_are_immediate_for_a_burst_then_paced_per_peer() -> None:
+    reconnects = Reconnects()
+    assert all(reconnects.dropped("a", now=0.0) for _ in range(RECONNECT_BURST))
+    assert not reconnects.dropped("a", now=0.0)  # spent: left to the floor keeper and the outbox
+    assert reconnects.dropped("b", now=0.0)  # per peer
+    assert reconnects.dropped("a", now=RECONNECT_REFILL)  # one more earned
+    assert not reconnects.dropped("a", now=RECONNECT_REFILL)
+    for n in range(RECONNECT_PEERS + 10):  # bounded: the oldest peers are forgotten
+        reconnects.dropped(f"p{n}", now=1.0)
+    assert len(reconnects._tokens) <= RECONNECT_PEERS
+
+
+def test_peer_exchange_records_are_attached_and_only_a_valid_own_record_is_taken() -> None:
+    bob, carol = identity(70), identity(71)
+    bob_record = seal_record(
+        PeerRecord(ID.from_base58(bob.public.peer_id), [Multiaddr("/ip4/127.0.0.1/tcp/4001")]),
+        key_pair_of(bob).private_key,
+    ).marshal_envelope()
+    hub, alice = PeerStore(), PeerStore()
+    assert consume_record(hub, bob.public.peer_id, bob_record)
+    offer = RPC(
+        control=ControlMessage(prune=(Prune(topic=TOPIC, peers=(GossipPeer(peer_id=bob.public.peer_id),)),))
+    )
+    sent = with_records(offer, hub)
+    assert sent.control is not None
+    attached = sent.control.prune[0].peers[0].signed_peer_record
+    assert attached is not None and with_records(RPC(), hub) == RPC()
+    assert not consume_record(alice, carol.public.peer_id, attached)  # Bob's record offered as Carol's
+    assert not consume_record(alice, bob.public.peer_id, attached[:-1] + bytes([attached[-1] ^ 1]))
+    assert not consume_record(alice, bob.public.peer_id, b"\x00" * (MAX_RECORD_BYTES + 1))
+    assert consume_record(alice, bob.public.peer_id, attached)
+    assert Multiaddr("/ip4/127.0.0.1/tcp/4001") in alice.addrs(ID.from_base58(bob.public.peer_id))
