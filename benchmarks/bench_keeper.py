@@ -46,17 +46,18 @@ CUT_BYTES = 16 * 1024
 RUN_LIMIT = 300.0
 
 
-async def _send_all(
-    root: Path, messages: int, size: int, *, budget: int | None, proxied: bool
+async def send_all(
+    root: Path, messages: int, size: int, *, budget: int | None, proxied: bool, reset: bool = False
 ) -> tuple[float, int]:
-    """Seconds to deliver ``messages`` one after the other, and the connections the proxy stalled."""
+    """Seconds to deliver ``messages`` one after the other, and the connections the proxy cut (stalled,
+    or reset with ``reset``; ``benchmarks/reach_censor.py`` uses it too)."""
     root.mkdir()  # noqa: ASYNC240 (a temporary folder, once, before any node runs)
     alice_dir, alice_id = make_profile(root, "alice", 31)
     bob_dir, bob_id = make_profile(root, "bob", 32)
     fast = StoreConfig(retry_initial=1.0, retry_max=2.0)
     async with Node.open(bob_dir, listen=LOCAL, dht=False, keeper=DEFAULT_KEEPER) as bob:
         port = int(bob.listen_addrs[0].split("/tcp/")[1].split("/")[0])
-        async with censor_proxy(port, budget) as proxy:
+        async with censor_proxy(port, budget, reset=reset) as proxy:
             address = f"/ip4/127.0.0.1/tcp/{proxy.port}/p2p/{bob.peer_id}" if proxied else bob.listen_addrs[0]
             async with Node.open(
                 alice_dir, listen=LOCAL, dht=False, store_config=fast, keeper=DEFAULT_KEEPER
@@ -72,7 +73,7 @@ async def _send_all(
                         async for event in bob.events():
                             if isinstance(event, DirectMessage) and event.body.decode() == body:
                                 break
-                return trio.current_time() - started, proxy.stalled
+                return trio.current_time() - started, proxy.cuts
 
 
 async def _ping_cost(seconds: float) -> tuple[float, int]:
@@ -106,9 +107,9 @@ def _pings(node: Node) -> int:
 async def main(args: argparse.Namespace) -> None:
     payload = args.messages * args.size
     with tempfile.TemporaryDirectory() as tmp:
-        direct_s, _ = await _send_all(Path(tmp) / "d", args.messages, args.size, budget=None, proxied=False)
+        direct_s, _ = await send_all(Path(tmp) / "d", args.messages, args.size, budget=None, proxied=False)
     with tempfile.TemporaryDirectory() as tmp:
-        cut_s, stalls = await _send_all(
+        cut_s, stalls = await send_all(
             Path(tmp) / "c", args.messages, args.size, budget=CUT_BYTES, proxied=True
         )
     per_ping, pings = await _ping_cost(args.idle_seconds)

@@ -18,20 +18,18 @@ chat --to Bob`` with Bob's relayed address). Three runs, each from fresh profile
 
 Each rate: Alice types ``--messages`` chat lines at once; chats per second until Bob printed them all
 (sealing, the store and receipts included: what a user sees). ``relay_ratio`` and ``punched_ratio``
-are those rates over the direct one. ``cut16k_ratio`` and ``obfs_ratio`` come from
-``benchmarks/reach_censor.py`` (goodput under the 16 KB cut and through the obfuscated transport
-against plain TCP), "n/a" where that module or function is absent. Last line:
+are those rates over the direct one. ``cut16k_ratio`` (the censor stalls each connection after 16 KB;
+``cut16k_reset_ratio``: it resets them) comes from ``benchmarks/reach_cut16k.py`` and ``obfs_ratio``
+(WSS through the fingerprint rule) from ``benchmarks/reach_censor.py``: goodput against plain TCP in
+the same run. Last line:
 ``relay_first_msg_s=… punch_s=… cut16k_ratio=… obfs_ratio=…`` and the rates and ratios.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -40,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from nat_harness import NatChat, nat_chat, of
+from reach_censor import obfs_ratio
+from reach_cut16k import cut16k_ratio
 
 from meshchat.net.punch import PUNCH_TIMEOUT
 
@@ -84,17 +84,13 @@ async def _direct_run(root: Path, messages: int) -> float:
         return await _rate(chat, messages, "direct")
 
 
-def _censor_figure(name: str) -> str:
-    """``benchmarks/reach_censor.py``'s ``name()`` (helpers C and E), or "n/a" if absent."""
-    try:
-        module = importlib.import_module("reach_censor")
-    except ModuleNotFoundError:
-        return "n/a"
-    function: Callable[[], object] | None = getattr(module, name, None)
-    if function is None:
-        return "n/a"
-    value = trio.run(function) if inspect.iscoroutinefunction(function) else function()
-    return f"{float(value):.3f}"  # type: ignore[arg-type]  # a number, whatever its type
+def _censor_figures() -> tuple[float, float, float]:
+    """Goodput under the 16 KB cut (stalled, then reset) and through WSS, each over plain TCP in the
+    same run (``reach_cut16k.py``, ``reach_censor.py``)."""
+    stalled = cut16k_ratio()
+    reset = cut16k_ratio(reset=True)
+    obfs = trio.run(obfs_ratio).ratio
+    return stalled, reset, obfs
 
 
 def main() -> None:
@@ -111,9 +107,11 @@ def main() -> None:
     print(f"relay (random-port NATs): first chat {first_s:.2f} s, punch given up after {failed_after:.1f} s")
     print(f"punched (port-preserving NATs): first chat {punched_first_s:.2f} s, direct {punch_s:.2f} s")
     print(f"chats/s: relay {relay_rate:.1f}, after the punch {punched_rate:.1f}, direct {direct_rate:.1f}")
-    cut16k, obfs = _censor_figure("cut16k_ratio"), _censor_figure("obfs_ratio")
+    cut16k, cut16k_reset, obfs = _censor_figures()
+    print(f"goodput over plain TCP: 16 KB cut stalled {cut16k:.3f}, reset {cut16k_reset:.3f}; WSS {obfs:.3f}")
     print(
-        f"relay_first_msg_s={first_s:.2f} punch_s={punch_s:.2f} cut16k_ratio={cut16k} obfs_ratio={obfs} "
+        f"relay_first_msg_s={first_s:.2f} punch_s={punch_s:.2f} cut16k_ratio={cut16k:.3f} obfs_ratio={obfs:.3f} "
+        f"cut16k_reset_ratio={cut16k_reset:.3f} "
         f"relay_rate={relay_rate:.1f} punched_rate={punched_rate:.1f} direct_rate={direct_rate:.1f} "
         f"relay_ratio={relay_rate / direct_rate:.2f} punched_ratio={punched_rate / direct_rate:.2f}"
     )

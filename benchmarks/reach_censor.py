@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -60,14 +59,9 @@ class ObfsFigures:
 
 @contextlib.asynccontextmanager
 async def _censor(target_port: int, *, fingerprint: bool) -> AsyncIterator[int]:
-    """A censor proxy's port: with the fingerprint rule if asked and ``censor_proxy`` has it (helper
-    E's part of issue 17 adds it), else a plain one."""
-    if fingerprint and "fingerprint" in inspect.signature(censor_proxy).parameters:
-        async with censor_proxy(target_port, None, fingerprint=True) as proxy:  # type: ignore[call-arg,unused-ignore]
-            yield proxy.port
-    else:
-        async with censor_proxy(target_port, None) as proxy:
-            yield proxy.port
+    """A censor proxy's port: with the fingerprint rule if asked, else a plain one."""
+    async with censor_proxy(target_port, None, fingerprint=fingerprint) as proxy:
+        yield proxy.port
 
 
 async def _push(listen: str, total: int, *, fingerprint: bool) -> tuple[float, float]:

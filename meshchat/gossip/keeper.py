@@ -58,12 +58,15 @@ __all__ = [
     "KEEPALIVE_TIMEOUT",
     "KEEPER_INTERVAL",
     "LOOKUP_RESULTS",
+    "RECONNECT_BURST",
+    "RECONNECT_REFILL",
     "ConnectionKeeper",
     "Keepalive",
     "KeepaliveConfig",
     "KeepaliveStep",
     "KeeperConfig",
     "KeeperStep",
+    "Reconnects",
 ]
 
 #: Seconds between two checks of a node's connection count: a heartbeat's worth, so a node that lost
@@ -171,6 +174,44 @@ class ConnectionKeeper:
         return KeeperStep(dial=chosen, lookup=len(chosen) < want)
 
 
+# --- reconnecting cut connections (issue 17, censor) ----------------------------------------------
+
+#: Dropped connections to one peer redialled at once in a row (the sim's ``reconnect_cuts``): a
+#: censor that resets every connection after 16 KB cuts a chat's burst into a few connections.
+RECONNECT_BURST = 10
+#: Seconds to earn one more immediate redial once the burst is spent: a peer whose connections keep
+#: dropping costs at most one dial (a few KB of handshakes) per this many seconds; the keeper's floor
+#: and the outbox's retries go on regardless.
+RECONNECT_REFILL = 3.0
+#: Peers whose budget is remembered; the oldest is forgotten first (bounded by a node's connections
+#: in practice: an entry exists only for a peer we dialled).
+RECONNECT_PEERS = 256
+
+
+class Reconnects:
+    """Whether a connection this node dialled, which the network closed (a reset, a censor's cut, the
+    peer gone), is dialled again at once: a token bucket per peer (``RECONNECT_BURST`` at once, one
+    more per ``RECONNECT_REFILL`` seconds), so a path that drops every connection cannot make the
+    node spin."""
+
+    __slots__ = ("_tokens",)
+
+    def __init__(self) -> None:
+        """No peer has used any of its budget."""
+        #: Peer -> (tokens left, when counted); insertion order is age.
+        self._tokens: dict[PeerId, tuple[float, float]] = {}
+
+    def dropped(self, peer: PeerId, *, now: float) -> bool:
+        """A connection to ``peer`` that we dialled dropped at ``now``: redial it now?"""
+        tokens, at = self._tokens.pop(peer, (float(RECONNECT_BURST), now))
+        tokens = min(float(RECONNECT_BURST), tokens + (now - at) / RECONNECT_REFILL)
+        redial = tokens >= 1.0
+        self._tokens[peer] = (tokens - 1.0 if redial else tokens, now)
+        if len(self._tokens) > RECONNECT_PEERS:
+            del self._tokens[next(iter(self._tokens))]
+        return redial
+
+
 # --- keepalive -----------------------------------------------------------------------------------
 
 
@@ -250,6 +291,12 @@ class Keepalive:
                 self._answered.pop(peer, None)
                 close.append(peer)
         return KeepaliveStep(ping=tuple(ping), close=tuple(close))
+
+    def forget(self, peer: PeerId) -> None:
+        """``peer``'s connection is gone and being dialled again: a ping sent on the old one must not
+        have the new one closed when it goes unanswered."""
+        self._pinged.pop(peer, None)
+        self._answered.pop(peer, None)
 
     def resume(self, *, now: float) -> None:
         """The node itself was held up (its event loop blocked past a deadline): pings still unanswered

@@ -25,6 +25,7 @@ from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.peer.peerstore import PeerStoreError
 from multiaddr import Multiaddr
 
 from meshchat.errors import BadAddress, NetworkError
@@ -55,6 +56,8 @@ DHT_LOOKUP_TIMEOUT = 15.0
 MAILBOX_REDIAL = 5.0
 #: Seconds closing a node's connections may take.
 CLOSE_TIMEOUT = 5.0
+#: Seconds an address dialled stays in the peerstore: py-libp2p's ``connect`` keeps them as long.
+DIAL_ADDRESS_TTL = 120
 
 #: What a dial, a stream or a relay reservation raises when the network says no. py-libp2p's swarm
 #: wraps transport failures in ``SwarmException`` (a ``BaseLibp2pError``), but its circuit relay
@@ -111,6 +114,8 @@ class Dialer:
         self.relay: CircuitRelay | None = None
         #: Configured mailboxes that could not be dialled, with the reason (cleared when one is reached).
         self.unreachable_mailboxes: dict[str, str] = {}
+        #: Set once ``hang_up`` began: the node is stopping, its connections close on purpose.
+        self.closing = False
         # Contacts being reached now, by PeerId: a second caller waits for the first attempt instead of
         # dialling the same addresses again (bounded by the contacts: one entry per contact at most).
         self._reaching: dict[str, trio.Event] = {}
@@ -131,7 +136,11 @@ class Dialer:
             ):
                 with trio.fail_after(BOOTSTRAP_TIMEOUT):
                     await self.relay.transport.dial(parse_multiaddr(address))
-            await self.dial(info)
+            # issue 17, censor: py-libp2p's swarm dials only the first TCP address the peerstore
+            # lists for a peer, whatever address it was asked to connect to; identify puts the
+            # peer's own listen addresses there, so behind a censor that blocks them the address an
+            # invite names (a bridge, a path that works) was never tried. It goes first.
+            await self.dial(self._first(info.peer_id, info.addrs[0]) if info.addrs else info)
         except DIAL_ERRORS as exc:
             raise NetworkError(f"dial {address}", _problem(exc)) from exc
 
@@ -150,6 +159,16 @@ class Dialer:
             # (a routing-table update may ping the bucket's oldest peer: best effort)
             with contextlib.suppress(*DIAL_ERRORS):
                 await self.dht.add_peer(info.peer_id)
+
+    def _first(self, peer_id: ID, address: Multiaddr) -> PeerInfo:
+        """``peer_id`` with ``address`` added to the peerstore at the head of its list (py-libp2p 0.8.1
+        returns the peerstore's own list, in the order its swarm dials), for ``host.connect``."""
+        store = self._host.get_peerstore()
+        store.add_addrs(peer_id, [address], DIAL_ADDRESS_TTL)
+        with contextlib.suppress(PeerStoreError):
+            listed = store.addrs(peer_id)
+            listed.sort(key=lambda a: a != address)
+        return PeerInfo(peer_id, [address])
 
     async def bootstrap(self, infos: list[PeerInfo]) -> None:
         """Dial every bootstrap peer; ``NetworkError`` if none could be reached."""
@@ -306,6 +325,7 @@ class Dialer:
         dialled sockets, and its listeners run in system tasks that outlive the host, so a node
         closed inside a process went on accepting connections on its port."""
         network = self._host.get_network()
+        self.closing = True
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
             scope.shield = True
             for listener in list(network.listeners.values()):

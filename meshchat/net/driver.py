@@ -75,6 +75,7 @@ from meshchat.net.events import (
     PeerLeft,
 )
 from meshchat.net.host import CLOSE_ERRORS, IO_ERRORS, InboundCounter
+from meshchat.net.px_records import consume_record, with_records
 
 __all__ = [
     "PUBSUB_PROTOCOLS",
@@ -425,13 +426,16 @@ class GossipDriver:
             match action:
                 case SendRpc(peer=peer, rpc=rpc):
                     if rpc is not last_rpc:  # a forward shares one RPC object among mesh peers
-                        last_rpc, last_frame = rpc, frame(encode_rpc(rpc))
+                        # issue 17, censor: peer exchange carries the offered peers' signed records
+                        sent = with_records(rpc, self._host.get_peerstore())
+                        last_rpc, last_frame = rpc, frame(encode_rpc(sent))
                     self._enqueue(peer, last_frame)
                 case Deliver(topic=topic, message_id=mid, data=data, source=source):
                     self._emit(MessageDelivered(topic=topic, message_id=mid, data=data, source=source))
                 case Disconnect(peer=peer):
                     self._spawn(self._disconnect, peer)
-                case Dial(peer=peer):
+                case Dial(peer=peer, signed_peer_record=record):
+                    consume_record(self._host.get_peerstore(), peer, record)  # issue 17: its addresses
                     self._spawn(self._dial, peer)
                 case _:
                     assert_never(action)

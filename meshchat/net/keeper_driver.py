@@ -18,6 +18,13 @@ the very classes the simulator runs (``meshchat.sim.defence``):
   through again), as the simulator's ``reconnect_cuts`` does: by the stalled connection's own path
   first (put first in the peerstore, whose order py-libp2p's swarm dials in), then the others. The
   keeper is told of that dial (``ConnectionKeeper.dialling``), so its tick does not race it.
+- a connection this node dialled that the network closed (a reset: a censor that cuts connections
+  after 16 KB with a RST; the peer gone) is dialled again at once by the same path first, like a
+  stalled one (issue 17, censor; ``cuts_redialled``), within a per-peer budget
+  (``meshchat.gossip.keeper.Reconnects``; beyond it ``cuts_deferred``, left to the keeper's floor and
+  the outbox's retries). It runs with the keepalive and ``KeeperOptions.reconnect_cuts`` (on in
+  ``DEFAULT_KEEPER``), not when the node itself closed the connection (a stall, ``Node`` stopping),
+  and not for circuit connections (the relay code decides about those).
 - a peer that dials us while an older connection it dialled to us is still open has given that one
   up (it noticed a stall first, or restarted): the older one is closed (``superseded_closed``), or our
   gossip writer, bound to the peer's first connection, would go on writing into the dead one.
@@ -60,6 +67,7 @@ from meshchat.gossip.keeper import (
     Keepalive,
     KeepaliveConfig,
     KeeperConfig,
+    Reconnects,
 )
 from meshchat.gossip.messages import PeerId
 from meshchat.net.dialer import CLOSE_TIMEOUT, DHT_LOOKUP_TIMEOUT, DIAL_ERRORS, Dialer
@@ -98,14 +106,20 @@ class KeeperOptions:
     keepalive: KeepaliveConfig | None = field(default_factory=KeepaliveConfig)
     #: Seconds between two keeper ticks.
     interval: float = KEEPER_INTERVAL
+    #: Dial a connection we dialled again at once when the network closes it (a reset; issue 17,
+    #: censor). Off unless asked for (``DEFAULT_KEEPER`` asks): with the floor keeper and a keepalive
+    #: on a node that is also dialled back, both ends redialling at once slowed a stalled link's
+    #: recovery (test_keeper_net's stall test went from ~45 s to over 90 s).
+    reconnect_cuts: bool = False
 
     def __post_init__(self) -> None:
         if self.interval <= 0:
             raise ValueError(f"interval must be > 0, not {self.interval}")
 
 
-#: What a node runs unless told otherwise: both, with the cores' default settings.
-DEFAULT_KEEPER = KeeperOptions()
+#: What a node runs unless told otherwise: both, with the cores' default settings, and cut connections
+#: dialled again at once.
+DEFAULT_KEEPER = KeeperOptions(reconnect_cuts=True)
 
 
 class KeeperDriver:
@@ -131,6 +145,9 @@ class KeeperDriver:
         self._self = host.get_id()
         self.keeper = None if options.keeper is None else ConnectionKeeper(options.keeper, rng=rng)
         self.keepalive = None if options.keepalive is None else Keepalive(options.keepalive)
+        self.reconnects = Reconnects()
+        #: Peers whose connections this driver is closing itself (a stall): their drop is no cut.
+        self._closing: set[PeerId] = set()
         self._counts: dict[str, int] = dict.fromkeys(KeeperStatistics.__slots__, 0)
         self._dialling = 0
         self._looking = False
@@ -219,10 +236,18 @@ class KeeperDriver:
         peer_id = ID.from_base58(peer)
         network = self._host.get_network()
         paths = [a for c in network.connections.get(peer_id, []) for a in c.get_transport_addresses()]
-        with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(*DIAL_ERRORS):
-            await self._host.disconnect(peer_id)
-        if not dialled:
-            return
+        self._closing.add(peer)
+        try:
+            with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(*DIAL_ERRORS):
+                await self._host.disconnect(peer_id)
+        finally:
+            self._closing.discard(peer)
+        if dialled:
+            await self._dial_again(peer, paths)
+
+    async def _dial_again(self, peer: PeerId, paths: list[Multiaddr]) -> None:
+        """Dial ``peer`` again at once, by ``paths`` (the lost connection's) first."""
+        peer_id = ID.from_base58(peer)
         if self.keeper is not None:  # its tick must not race this dial with one of its own
             self.keeper.dialling(peer, now=trio.current_time())
         with trio.move_on_after(CLOSE_TIMEOUT):  # the gossip link gone first: a fresh one for the new
@@ -237,6 +262,32 @@ class KeeperDriver:
         # returns the peerstore's own list): the stalled connection's path goes first.
         addresses.sort(key=lambda a: a not in paths)
         await self._dial(PeerInfo(peer_id, list(addresses)))
+
+    def _dropped(self, nursery: trio.Nursery, conn: INetConn) -> None:
+        """A connection closed: if we dialled it, did not close it ourselves, and have no other to its
+        peer, dial again at once (within the peer's budget)."""
+        if (
+            not self._options.reconnect_cuts
+            or self._dialer.closing
+            or getattr(conn, "direction", None) != Direction.OUTBOUND
+        ):
+            return
+        paths = list(conn.get_transport_addresses())
+        if any("/p2p-circuit" in str(a) for a in paths):
+            return
+        peer_id = conn.muxed_conn.peer_id
+        peer = peer_id.to_base58()
+        if peer in self._closing or any(
+            not c.is_closed for c in self._host.get_network().connections.get(peer_id, [])
+        ):
+            return
+        if not self.reconnects.dropped(peer, now=trio.current_time()):
+            self._count("cuts_deferred")
+            return
+        self._count("cuts_redialled")
+        if self.keepalive is not None:
+            self.keepalive.forget(peer)
+        nursery.start_soon(self._dial_again, peer, paths)
 
     def _superseded(self, nursery: trio.Nursery, conn: INetConn) -> None:
         """A peer dialled us while an older connection it had dialled was open: it gave that one up
@@ -319,7 +370,8 @@ class KeeperDriver:
 
 
 class _Superseded(INotifee):
-    """Tells the driver of every new connection (``KeeperDriver._superseded``), never blocking."""
+    """Tells the driver of every new connection (``KeeperDriver._superseded``) and every closed one
+    (``KeeperDriver._dropped``), never blocking."""
 
     def __init__(self, driver: KeeperDriver, nursery: trio.Nursery) -> None:
         self._driver = driver
@@ -330,7 +382,8 @@ class _Superseded(INotifee):
         self._driver._superseded(self._nursery, conn)
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        """Not needed."""
+        """A connection closed: a cut one we dialled is dialled again."""
+        self._driver._dropped(self._nursery, conn)
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
         """Not needed."""
