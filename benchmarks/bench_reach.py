@@ -110,8 +110,8 @@ def main() -> None:
     cut16k, cut16k_reset, obfs = _censor_figures()
     print(f"goodput over plain TCP: 16 KB cut stalled {cut16k:.3f}, reset {cut16k_reset:.3f}; WSS {obfs:.3f}")
     print(
-        f"relay_first_msg_s={first_s:.2f} punch_s={punch_s:.2f} cut16k_ratio={cut16k:.3f} obfs_ratio={obfs:.3f} "
-        f"cut16k_reset_ratio={cut16k_reset:.3f} "
+        f"relay_first_msg_s={first_s:.2f} punch_s={punch_s:.2f} cut16k_ratio={cut16k:.3f} "
+        f"obfs_ratio={obfs:.3f} cut16k_reset_ratio={cut16k_reset:.3f} "
         f"relay_rate={relay_rate:.1f} punched_rate={punched_rate:.1f} direct_rate={direct_rate:.1f} "
         f"relay_ratio={relay_rate / direct_rate:.2f} punched_ratio={punched_rate / direct_rate:.2f}"
     )
