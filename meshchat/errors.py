@@ -651,7 +651,7 @@ class UnknownMessage(MeshchatError):
         super().__init__(f"no received message has the id {message_id}")
 
 
-# --- obfs (issue 17): a transport that could not start -------------------------------------------
+# --- a transport that could not start -------------------------------------------
 
 
 class TransportUnavailable(NetworkError):

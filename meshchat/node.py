@@ -102,11 +102,11 @@ from meshchat.net.host import listen_ip, only_exception
 from meshchat.net.keeper_driver import KeeperOptions
 from meshchat.net.lan import LanDiscovery
 from meshchat.net.mailbox import MailboxServer
-from meshchat.net.punch import HolePuncher, PunchEvent, PunchStatistics  # helper B (punch)
-from meshchat.net.reach_driver import ReachOptions  # issue 17, helper A (nat)
+from meshchat.net.punch import HolePuncher, PunchEvent, PunchStatistics
+from meshchat.net.reach_driver import ReachOptions
 from meshchat.net.relay import CircuitRelay
 from meshchat.net.store_driver import GroupStoreAction, MessageHandle, NetStoreIO, StoreDriver, StoreEvent
-from meshchat.net.transports import transport_failures  # obfs (issue 17)
+from meshchat.net.transports import transport_failures
 from meshchat.node_network import NodeNetwork, status_relay_check
 from meshchat.node_parts import LocalParts, knows, open_local_parts, queue_chat
 from meshchat.profile import ADDRESSES_FILE, LOCK_FILE, hold_profile
@@ -156,8 +156,8 @@ NodeEvent: TypeAlias = (
     | FileEvent
     | DocumentEvent
     | CredentialEvent
-    | AddressesChanged  # issue 17, helper A (nat): our addresses or their kinds changed
-    | PunchEvent  # helper B (punch): DirectConnection, PunchFailed (meshchat.net.punch)
+    | AddressesChanged  # our addresses or their kinds changed
+    | PunchEvent  # DirectConnection, PunchFailed (meshchat.net.punch)
 )
 
 
@@ -190,8 +190,8 @@ class _Options:
     hold_limits: HoldLimits | None
     cover_interval: float | None = None
     keeper: KeeperOptions | None = None
-    reach: ReachOptions | None = None  # issue 17, helper A (nat)
-    hole_punch: bool = False  # helper B (punch)
+    reach: ReachOptions | None = None
+    hole_punch: bool = False
 
 
 class Node(NodeNetwork):
@@ -225,7 +225,7 @@ class Node(NodeNetwork):
         self._nursery: trio.Nursery | None = None
         self._inbox_topics: set[str] = set()
         self._reserved: list[str] = []
-        self._puncher: HolePuncher | None = None  # helper B (punch)
+        self._puncher: HolePuncher | None = None
         self._events_send, self._events = trio.open_memory_channel[NodeEvent](EVENT_QUEUE)
         #: Events the application did not take in time (its queue was full), counted, not kept.
         #: Direct messages are never among them: the inbox feed waits for the application instead.
@@ -553,7 +553,7 @@ class Node(NodeNetwork):
                 if listen_addrs and not host.get_transport_addrs():
                     # py-libp2p logs a listener that fails to bind and goes on without it
                     wanted = ", ".join(str(a) for a in listen_addrs)
-                    why = "".join(f"; {f}" for f in transport_failures(host))  # obfs (issue 17)
+                    why = "".join(f"; {f}" for f in transport_failures(host))
                     raise NetworkError("listen", f"could not listen on any of {wanted}{why}")
                 nursery = await node._start(
                     services,
@@ -613,14 +613,14 @@ class Node(NodeNetwork):
         self._nursery = nursery
         self._dialer.drop_stale_circuits(nursery)
         await self._start_reach(nursery, options.reach)  # before addresses.json is written
-        if options.hole_punch:  # helper B (punch): DCUtR on relayed connections
+        if options.hole_punch:  # DCUtR on relayed connections
             punching = HolePuncher.running(host, nursery, self._emit)
             self._puncher = await services.enter_async_context(punching)
         await nursery.start(driver.run)
         await nursery.start(self._store.run)
         await nursery.start(self._group_driver.run)
         await nursery.start(functools.partial(self.files.driver.run, bulk_ip=listen_ip(self._host)))
-        if options.mdns:  # issue 17, lan: peers on the LAN found by mDNS and dialled (meshchat.net.lan)
+        if options.mdns:  # peers on the LAN found by mDNS and dialled (meshchat.net.lan)
             lan = LanDiscovery(host, self._dialer.dial, self._dialer.hang_up_on)
             nursery.start_soon(lan.run)  # announcing takes ~1 s
         nursery.start_soon(self._feed.run)  # before anything can commit: nothing is missed
@@ -686,7 +686,7 @@ class Node(NodeNetwork):
             self._emit(event)
 
     def punch_statistics(self) -> PunchStatistics | None:
-        """Hole punches so far (None: opened with ``hole_punch=False``). Helper B (punch)."""
+        """Hole punches so far (None: opened with ``hole_punch=False``)."""
         return None if self._puncher is None else self._puncher.statistics()
 
     def events(self) -> trio.MemoryReceiveChannel[NodeEvent]:

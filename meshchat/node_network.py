@@ -21,7 +21,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from meshchat.contacts import Contact
 from meshchat.credentials.status import STATUS_TOPIC_PREFIX, check_status_message
 from meshchat.crypto import INBOX_EPOCH_SECONDS, epoch_of, inbox_tag, inbox_topic
-from meshchat.errors import TransportUnavailable  # obfs (issue 17)
+from meshchat.errors import TransportUnavailable
 from meshchat.gossip import ValidationResult, Validator
 from meshchat.gossip.messages import Topic
 from meshchat.identity import Identity
@@ -31,9 +31,9 @@ from meshchat.net.dialer import Dialer
 from meshchat.net.host import dialable_addrs
 from meshchat.net.keeper_driver import DEFAULT_KEEPER, KeeperDriver, KeeperOptions
 from meshchat.net.mailbox import MailboxServer
-from meshchat.net.reach_driver import ReachDriver, ReachOptions  # issue 17, helper A (nat)
+from meshchat.net.reach_driver import ReachDriver, ReachOptions
 from meshchat.net.store_driver import StoreDriver
-from meshchat.net.transports import transport_failures  # obfs (issue 17)
+from meshchat.net.transports import transport_failures
 from meshchat.profile import write_addresses
 from meshchat.reach import AddressesChanged, NodeAddress, ReachStatistics, classify, invite_addresses
 from meshchat.store.cover import CoverConfig, CoverStatistics, CoverTraffic
@@ -61,7 +61,7 @@ class NodeNetwork:
     _wall_clock: Callable[[], float]
     _cover: CoverTraffic | None = None
     _keeper: KeeperDriver | None = None
-    _reachability: ReachDriver | None = None  # issue 17, helper A (nat): AutoNAT and automatic relays
+    _reachability: ReachDriver | None = None  # AutoNAT and automatic relays
     _emit: Callable[[AddressesChanged], None]
 
     def sync_mailboxes(self) -> None:
@@ -197,7 +197,7 @@ class NodeNetwork:
         """Addresses peers can dial, each ending in ``/p2p/<PeerId>``."""
         return [str(a) for a in self._host.get_addrs()]
 
-    # --- obfs (issue 17): transports that could not start ------------------------------------------
+    # --- transports that could not start ------------------------------------------
 
     @property
     def transport_failures(self) -> list[TransportUnavailable]:
@@ -217,7 +217,7 @@ class NodeNetwork:
         if self._profile is not None:
             write_addresses(self._profile, self.invite_addrs, written_at=self._wall_clock())
 
-    # --- reachability (issue 17, helper A: nat) ----------------------------------------------------
+    # --- reachability ----------------------------------------------------
 
     def addresses(self) -> list[NodeAddress]:
         """Our addresses and their kinds: ``public`` (an AutoNAT server dialled us back there),

@@ -173,7 +173,7 @@ def netns_made(tag: str = "t") -> Iterator[Netns]:
         net.close()
 
 
-# --- helper B (punch): two hosts, each behind its own NAT gateway, and a public switch ---------------
+# --- two hosts, each behind its own NAT gateway, and a public switch ---------------
 
 
 @dataclass(frozen=True)

@@ -151,7 +151,7 @@ def node_command(
         mailboxes=mailbox or [],
         events_after=events_after,
         cover_interval=cover_interval,
-        auto_relay=auto_relay,  # issue 17, helper A (nat)
+        auto_relay=auto_relay,
     )
 
 
@@ -240,7 +240,7 @@ def chat_command(
     mailbox: MailboxOption = None,
     events_after: EventsAfterOption = None,
     json_output: EventsJsonOption = False,
-    # issue 17, lan: chat with people on the same LAN when the Internet is cut
+    # chat with people on the same LAN when the Internet is cut
     mdns: Annotated[bool, typer.Option("--mdns", help=_("Find peers on the local network (mDNS)."))] = False,
 ) -> None:
     """Talk to a contact (--to) or a group (--group): each line you type goes to them sealed, in order;
@@ -296,7 +296,7 @@ def mailbox_command(
         typer.Option(metavar="BYTES", help=_("Bytes held in total, the disk budget (default: 1 GiB).")),
     ] = None,
     json_output: EventsJsonOption = False,
-    # issue 17, lan: a mailbox on a laptop finds the nodes of whichever LAN it is plugged into
+    # a mailbox on a laptop finds the nodes of whichever LAN it is plugged into
     mdns: Annotated[bool, typer.Option("--mdns", help=_("Find peers on the local network (mDNS)."))] = False,
 ) -> None:
     """Run a mailbox until Ctrl-C: keep sealed envelopes for offline recipients (it cannot read them)

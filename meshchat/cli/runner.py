@@ -64,7 +64,7 @@ from meshchat.i18n import N_, _
 from meshchat.identity import Identity, PublicIdentity
 from meshchat.inbox import DirectMessage
 from meshchat.net import MessageDelivered, PeerJoined, PeerLeft
-from meshchat.net.punch import DirectConnection, PunchFailed  # helper B (punch)
+from meshchat.net.punch import DirectConnection, PunchFailed
 from meshchat.net.reach_driver import DEFAULT_REACH
 from meshchat.node import Node, NodeEvent
 from meshchat.reach import AddressesChanged, NodeAddress
@@ -345,7 +345,7 @@ def _describe(event: NodeEvent, printer: _Printer, names: dict[str, str] | None 
             )
         case PeerLeft(peer=peer):
             printer.event("peer_disconnected", peer, peer=peer)
-        # helper B (punch): a hole punch replaced a relayed connection, or failed (the relay stays)
+        # a hole punch replaced a relayed connection, or failed (the relay stays)
         case DirectConnection(peer=peer, after_s=after_s, address=address):
             printer.event(
                 "direct_connection",
@@ -366,7 +366,7 @@ def _describe(event: NodeEvent, printer: _Printer, names: dict[str, str] | None 
             )
 
 
-#: The kinds of address, as ``addresses`` prints them (issue 17, helper A: nat).
+#: The kinds of address, as ``addresses`` prints them.
 _ADDRESS_KINDS = {
     "public": N_("public address"),
     "private": N_("private address"),
@@ -567,8 +567,8 @@ async def run_node(
             mailboxes=mailboxes,
             events_after=events_after,
             cover_interval=cover_interval,  # dummy envelopes (meshchat.store.cover)
-            reach=DEFAULT_REACH if auto_relay else None,  # issue 17, helper A (nat)
-            hole_punch=True,  # helper B (punch): relayed connections become direct where NATs allow
+            reach=DEFAULT_REACH if auto_relay else None,
+            hole_punch=True,  # relayed connections become direct where NATs allow
         ) as node:
             contact = node.contacts.find(chat_with) if chat_with is not None else None
             if contact is not None and _unreachable_now(contact, bootstrap, mailboxes):
@@ -583,7 +583,7 @@ async def run_node(
             # SIGINT and SIGTERM are caught from before "listening" is printed: a script that stops the
             # node as soon as it printed that gets a clean stop (exit 0, "stopped"), not a KeyboardInterrupt.
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                for failure in node.transport_failures:  # obfs (issue 17): say what is missing, go on
+                for failure in node.transport_failures:  # say what is missing, go on
                     printer.event(
                         "transport_unavailable",
                         _("{problem}; going on without it").format(problem=failure),
@@ -677,7 +677,7 @@ def _print_totals(node: Node, printer: _Printer, output_dropped: int) -> None:
 
 def _reach_totals(node: Node) -> dict[str, object]:
     """With ``--auto-relay``: the ``reach`` field of ``statistics`` (AutoNAT, relays held, renewed,
-    given up by reason, replaced); nothing without it (issue 17, helper A: nat)."""
+    given up by reason, replaced); nothing without it."""
     reach = node.reach_statistics()
     if reach is None:
         return {}

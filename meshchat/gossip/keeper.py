@@ -174,7 +174,7 @@ class ConnectionKeeper:
         return KeeperStep(dial=chosen, lookup=len(chosen) < want)
 
 
-# --- reconnecting cut connections (issue 17, censor) ----------------------------------------------
+# --- reconnecting cut connections ----------------------------------------------
 
 #: Dropped connections to one peer redialled at once in a row (the sim's ``reconnect_cuts``): a
 #: censor that resets every connection after 16 KB cuts a chat's burst into a few connections.

@@ -136,7 +136,7 @@ class Dialer:
             ):
                 with trio.fail_after(BOOTSTRAP_TIMEOUT):
                     await self.relay.transport.dial(parse_multiaddr(address))
-            # issue 17, censor: py-libp2p's swarm dials only the first TCP address the peerstore
+            # py-libp2p's swarm dials only the first TCP address the peerstore
             # lists for a peer, whatever address it was asked to connect to; identify puts the
             # peer's own listen addresses there, so behind a censor that blocks them the address an
             # invite names (a bridge, a path that works) was never tried. It goes first.

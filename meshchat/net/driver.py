@@ -108,8 +108,8 @@ EVENT_QUEUE = 8192
 READ_CHUNK = 64 * 1024
 #: Seconds to open and negotiate a pubsub stream to a connected peer.
 STREAM_OPEN_TIMEOUT = 10.0
-#: Times one write may move its stream to another connection because the stream's closed (helper B,
-#: punch: a hole punch closes the relayed connection the stream ran on; one move is the usual case, a
+#: Times one write may move its stream to another connection because the stream's closed (a hole
+#: punch closes the relayed connection the stream ran on; one move is the usual case, a
 #: second covers a direct connection that closed at once too).
 MAX_STREAM_MOVES = 2
 #: Seconds a peer may take to finish a frame once it has started it, before its stream is reset
@@ -253,7 +253,7 @@ class GossipDriver:
         self._later: deque[RouterInput] = deque()  # inputs the driver itself produced while performing
         self._drops: dict[NetDrop, int] = dict.fromkeys(NetDrop, 0)
         self._frames_sent = 0
-        #: Pubsub streams reopened on another connection after theirs closed (helper B, punch).
+        #: Pubsub streams reopened on another connection after theirs closed.
         self.streams_moved = 0
         self._frames_received = 0
         self._nursery: trio.Nursery | None = None
@@ -426,7 +426,7 @@ class GossipDriver:
             match action:
                 case SendRpc(peer=peer, rpc=rpc):
                     if rpc is not last_rpc:  # a forward shares one RPC object among mesh peers
-                        # issue 17, censor: peer exchange carries the offered peers' signed records
+                        # peer exchange carries the offered peers' signed records
                         sent = with_records(rpc, self._host.get_peerstore())
                         last_rpc, last_frame = rpc, frame(encode_rpc(sent))
                     self._enqueue(peer, last_frame)
@@ -527,7 +527,7 @@ class GossipDriver:
             try:
                 await self._announce(peer, link, stream.get_protocol())
                 receive = link.receive
-                relayed = self._relayed(peer, stream)  # helper B (punch): may move once punched
+                relayed = self._relayed(peer, stream)  # may move once punched
                 async for first in receive:
                     batch = [first]
                     while len(batch) < WRITE_BATCH_FRAMES:
@@ -555,7 +555,7 @@ class GossipDriver:
             await _reset_quietly(stream)
 
     def _relayed(self, peer: PeerId, stream: INetStream) -> bool:
-        """Whether ``stream`` runs on a connection through a circuit relay (helper B, punch)."""
+        """Whether ``stream`` runs on a connection through a circuit relay."""
         conns = self._host.get_network().connections.get(ID.from_base58(peer)) or []
         return any(
             c.muxed_conn is stream.muxed_conn
@@ -569,7 +569,7 @@ class GossipDriver:
         punch replaced the relayed connection: ``meshchat.net.punch``), open the stream again (py-libp2p
         prefers a direct connection) and write ``data`` there (at most ``MAX_STREAM_MOVES`` times per
         write). Only relayed streams move: any other stream whose connection fails fails its link, as
-        before, and the peer is hung up on. Helper B (punch)."""
+        before, and the peer is hung up on."""
         for _move in range(MAX_STREAM_MOVES):
             if not stream.muxed_conn.is_closed:
                 try:

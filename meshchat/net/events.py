@@ -138,7 +138,6 @@ class KeeperStatistics:
     superseded_closed: int
     #: Times the driver woke over ``LATE_WAKE`` late (the node was held up; pings got a fresh timeout).
     late_wakes: int
-    # issue 17, censor:
     #: Connections we dialled that the network closed (a reset, a censor's cut), dialled again at once.
     cuts_redialled: int = 0
     #: Of those drops, the ones not redialled at once: the peer's budget of immediate redials was spent.

@@ -163,7 +163,7 @@ def dialable_addrs(host: IHost, peer_id: str) -> list[str]:
     suffix = f"/p2p/{peer_id}"
     addrs: list[str] = []
     for transport_addr in host.get_transport_addrs():
-        # obfs (issue 17): the expansion keeps only /ip/tcp/port; put back what follows (/wss, /tls/ws)
+        # the expansion keeps only /ip/tcp/port; put back what follows (/wss, /tls/ws)
         tail = "".join(f"/{part}" for part in str(transport_addr).split("/")[5:])
         concrete = [
             a if a.endswith(tail) else f"{a}{tail}" for a in map(str, expand_wildcard_address(transport_addr))
@@ -512,7 +512,7 @@ class _CountingTCP(TCP):
 
     async def dial_with_source(self, maddr: multiaddr.Multiaddr, source: tuple[str, int]) -> IRawConnection:
         """py-libp2p's dial from ``source`` (the listen port: hole punching, ``meshchat.net.punch``),
-        closing its socket when the dial is cancelled. Helper B (punch).
+        closing its socket when the dial is cancelled.
 
         py-libp2p 0.8.1's ``_open_tcp_stream_from`` closes the socket only when bind or connect
         raises ``OSError``; DCUtR cancels its other dials once one connects (and each round after
@@ -563,7 +563,7 @@ def build_host(
         listen_addrs=[parse_multiaddr(a) for a in listen] or None,
         transports=[
             _CountingTCP(counter),
-            # obfs (issue 17): /tls/ws addresses (meshchat.net.transports); dials them always, listens
+            # /tls/ws addresses (meshchat.net.transports); dials them always, listens
             # where --listen names one; one that cannot start is skipped with its reason, TCP goes on
             wss_transport(
                 handshake_timeout=HANDSHAKE_TIMEOUT, max_connections=limit, max_pending=counter.max_pending

@@ -20,7 +20,7 @@ the very classes the simulator runs (``meshchat.sim.defence``):
   keeper is told of that dial (``ConnectionKeeper.dialling``), so its tick does not race it.
 - a connection this node dialled that the network closed (a reset: a censor that cuts connections
   after 16 KB with a RST; the peer gone) is dialled again at once by the same path first, like a
-  stalled one (issue 17, censor; ``cuts_redialled``), within a per-peer budget
+  stalled one (``cuts_redialled``), within a per-peer budget
   (``meshchat.gossip.keeper.Reconnects``; beyond it ``cuts_deferred``, left to the keeper's floor and
   the outbox's retries). It runs with the keepalive and ``KeeperOptions.reconnect_cuts`` (on in
   ``DEFAULT_KEEPER``), not when the node itself closed the connection (a stall, ``Node`` stopping),

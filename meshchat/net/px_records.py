@@ -1,4 +1,4 @@
-"""Signed peer records in gossipsub peer exchange, both ways (issue 17, censor: bootstraps blocked).
+"""Signed peer records in gossipsub peer exchange, both ways (found with the bootstraps blocked).
 
 What it is: the gossip driver's two small edges of peer exchange (gossipsub v1.1 PX). The router
 (sans-IO) names the peers a PRUNE offers by PeerId only; an offered PeerId is of no use to a node that
