@@ -65,6 +65,9 @@ from meshchat.credentials.messages import is_credential_control
 from meshchat.crypto import (
     INBOX_SHARDS,
     INBOX_TOPIC_PREFIX,
+    epoch_of,
+    inbox_tag,
+    inbox_topic,
 )
 from meshchat.device_api import Devices
 from meshchat.document_api import Documents
@@ -781,10 +784,17 @@ class Node(NodeNetwork):
         return await self._dialer.reach_peer(peer, None if contact is None else contact.whereabouts())
 
     def _reach(self, recipient: PublicIdentity, message_id: bytes) -> None:
-        """A message just queued for ``recipient``: if it is a contact we are not connected to, dial
-        it in the background and publish again (anyone else is reached by gossip and mailboxes)."""
+        """A message just queued for ``recipient``: if it is a contact we are not connected to, or
+        connected to a moment ago and not yet heard subscribe to its inbox shard, reach it in the
+        background (dial, wait briefly for the subscription) and publish then (a publish before the
+        subscription is heard reaches no peer, and the next message would overtake it). Anyone else
+        is reached by gossip and mailboxes."""
         contact = self._contacts.by_key(recipient) if self._contacts is not None else None
-        if contact is not None and not self._dialer.connected_to(contact.peer_id):
+        if contact is None:
+            return
+        topic = inbox_topic(inbox_tag(recipient, epoch_of(self._wall_clock())))
+        listening = contact.peer_id in self._driver.router.topic_peers(topic)
+        if not self._dialer.connected_to(contact.peer_id) or not listening:
             self._store.reach_and_publish(recipient, message_id)
 
     def _whereabouts(self, public: PublicIdentity) -> Whereabouts | None:
