@@ -422,7 +422,7 @@ class Node(NodeNetwork):
         and ``PunchFailed`` events, ``punch_statistics()``. Off by default for now (``meshchat node``
         and ``chat`` turn it on): closing the relayed connection after a punch sets off py-libp2p's
         AutoConnector, whose dial, cancelled when a node closes at that moment, leaves its socket
-        unclosed (a ResourceWarning that fails in-process tests).
+        to the garbage collector; on by default once a full test run with it on is clean.
 
         Raises ``ProfileLocked`` if another process runs a node on ``profile_dir``, ``KeyFileError``
         for a missing or locked identity, ``BadAddress`` for an unusable address and ``NetworkError``
