@@ -29,7 +29,7 @@ from libp2p.peer.peerstore import PeerStoreError
 from multiaddr import Multiaddr
 
 from meshchat.errors import BadAddress, NetworkError
-from meshchat.net.host import parse_multiaddr
+from meshchat.net.host import close_connections, parse_multiaddr
 from meshchat.net.relay import CircuitRelay
 
 __all__ = [
@@ -318,7 +318,7 @@ class Dialer:
     async def hang_up_on(self, peer: ID) -> None:
         """Close every connection to ``peer`` (best effort)."""
         with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(*DIAL_ERRORS):
-            await self._host.disconnect(peer)
+            await close_connections(self._host, peer)
 
     async def hang_up(self) -> None:
         """Stop listening and close every connection before the host stops: py-libp2p 0.8.1 leaks
@@ -333,7 +333,7 @@ class Dialer:
                     await listener.close()
             for peer_id in list(network.connections):
                 with contextlib.suppress(*DIAL_ERRORS):  # already closed by the other side
-                    await self._host.disconnect(peer_id)
+                    await close_connections(self._host, peer_id)
 
 
 def _relayed(conn: INetConn) -> bool:

@@ -11,6 +11,11 @@ Streams follow the pubsub spec: each side opens one outbound stream per peer, ne
 protobuf RPCs on it, and reads the peer's RPCs from the peer's stream. The router learns of a peer
 once either stream has negotiated a protocol (that tells it which gossipsub version the peer speaks).
 A peer has one inbound stream at a time: a newer one resets the older, as go-libp2p-pubsub does.
+A peer with two connections keeps one link: when the connection our stream runs on closes while
+another is open, our stream moves to the other and carries our subscriptions again first (as
+go-libp2p-pubsub respawns its writer with its hello): the peer may have given that connection up and
+started afresh on the other (a redial after a stall, which reaches us before the old connection's
+close does), and would otherwise never hear what we subscribe to.
 
 What it is not: it does not use py-libp2p's own pubsub (DESIGN.md: too slow, drops silently), does
 not know what an envelope is (the validator passed in does), and does not dial on its own beyond the
@@ -63,7 +68,7 @@ from meshchat.gossip import (
     SendFailed,
     SendRpc,
 )
-from meshchat.gossip.messages import PeerId, Topic
+from meshchat.gossip.messages import RPC, PeerId, SubOpts, Topic
 from meshchat.gossip.rpc import RpcLimits, decode_rpc, encode_rpc, frame
 from meshchat.net.budget import BufferBudget, FrameReader
 from meshchat.net.events import (
@@ -74,7 +79,7 @@ from meshchat.net.events import (
     PeerJoined,
     PeerLeft,
 )
-from meshchat.net.host import CLOSE_ERRORS, IO_ERRORS, InboundCounter
+from meshchat.net.host import CLOSE_ERRORS, IO_ERRORS, InboundCounter, close_connections
 from meshchat.net.px_records import consume_record, with_records
 
 __all__ = [
@@ -109,8 +114,8 @@ READ_CHUNK = 64 * 1024
 #: Seconds to open and negotiate a pubsub stream to a connected peer.
 STREAM_OPEN_TIMEOUT = 10.0
 #: Times one write may move its stream to another connection because the stream's closed (a hole
-#: punch closes the relayed connection the stream ran on; one move is the usual case, a
-#: second covers a direct connection that closed at once too).
+#: punch closes the relayed connection the stream ran on; a peer redials a stalled connection; one
+#: move is the usual case, a second covers a new connection that closed at once too).
 MAX_STREAM_MOVES = 2
 #: Seconds a peer may take to finish a frame once it has started it, before its stream is reset
 #: (slowloris defence; h11 and nginx use similar header timeouts). It runs from the frame's first byte,
@@ -144,7 +149,6 @@ class _Link:
 
     __slots__ = (
         "announced",
-        "connections",
         "enqueued",
         "ip",
         "outbound",
@@ -159,7 +163,6 @@ class _Link:
     def __init__(self, *, outbound: bool, ip: str | None) -> None:
         self.outbound = outbound
         self.ip = ip
-        self.connections = 0
         self.announced = False  # the router has had PeerConnected
         self.writable = True  # False once our pubsub stream failed to open or to write
         self.enqueued = 0  # frames put in the queue so far
@@ -479,16 +482,16 @@ class GossipDriver:
             link = self._links[peer] = _Link(outbound=outbound, ip=_ip_of(conn))
             if self._nursery is not None:
                 self._nursery.start_soon(self._write, peer, link)
-        link.connections += 1
 
     async def _on_disconnected(self, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id.to_base58()
         link = self._links.get(peer)
         if link is None:
             return
-        link.connections -= 1
         still_open = self._host.get_network().connections.get(conn.muxed_conn.peer_id) or []
-        if link.connections > 0 and any(not c.is_closed for c in still_open):
+        if any(c.muxed_conn is not conn.muxed_conn and not c.is_closed for c in still_open):
+            if link.announced:  # our stream moves to another connection, our subscriptions first
+                self._enqueue(peer, self._hello())
             return
         del self._links[peer]
         self._heard.pop(peer, None)
@@ -499,6 +502,12 @@ class GossipDriver:
             await self._inputs_send.send(PeerDisconnected(peer=peer))
             self._emit(PeerLeft(peer=peer))
         self._changed()
+
+    def _hello(self) -> bytes:
+        """The frame a new stream opens with: the topics we are subscribed to (the router's first
+        RPC to a peer that connects)."""
+        subscriptions = tuple(SubOpts(subscribe=True, topic=t) for t in sorted(self._router.mesh))
+        return frame(encode_rpc(RPC(subscriptions=subscriptions)))
 
     async def _announce(self, peer: PeerId, link: _Link, protocol: TProtocol | None) -> None:
         """Tell the router about ``peer`` once one of its pubsub streams has a protocol."""
@@ -527,7 +536,6 @@ class GossipDriver:
             try:
                 await self._announce(peer, link, stream.get_protocol())
                 receive = link.receive
-                relayed = self._relayed(peer, stream)  # may move once punched
                 async for first in receive:
                     batch = [first]
                     while len(batch) < WRITE_BATCH_FRAMES:
@@ -537,12 +545,7 @@ class GossipDriver:
                             break
                     data = b"".join(batch)
                     try:
-                        if relayed:
-                            written_on = await self._write_or_move(peer, stream, data)
-                            relayed = written_on is stream
-                            stream = written_on
-                        else:
-                            await stream.write(data)
+                        stream = await self._write_or_move(peer, stream, data)
                     finally:  # counted until written: the queue and the batch in flight share the bound
                         link.queued_bytes -= len(data)
                     self._frames_sent += len(batch)
@@ -554,22 +557,13 @@ class GossipDriver:
         if stream is not None:
             await _reset_quietly(stream)
 
-    def _relayed(self, peer: PeerId, stream: INetStream) -> bool:
-        """Whether ``stream`` runs on a connection through a circuit relay."""
-        conns = self._host.get_network().connections.get(ID.from_base58(peer)) or []
-        return any(
-            c.muxed_conn is stream.muxed_conn
-            and any("/p2p-circuit" in str(a) for a in c.get_transport_addresses())
-            for c in conns
-        )
-
     async def _write_or_move(self, peer: PeerId, stream: INetStream, data: bytes) -> INetStream:
-        """Write ``data`` on ``stream``, which runs on a relayed connection; return the stream to
-        write on next. If that connection closed while another connection to ``peer`` is open (a hole
-        punch replaced the relayed connection: ``meshchat.net.punch``), open the stream again (py-libp2p
-        prefers a direct connection) and write ``data`` there (at most ``MAX_STREAM_MOVES`` times per
-        write). Only relayed streams move: any other stream whose connection fails fails its link, as
-        before, and the peer is hung up on."""
+        """Write ``data`` on ``stream``; return the stream to write on next. If its connection closed
+        while another connection to ``peer`` is open (a hole punch replaced the relayed connection:
+        ``meshchat.net.punch``; the peer redialled a stalled one), open the stream again on another
+        (py-libp2p prefers a direct one) and write ``data`` there (at most ``MAX_STREAM_MOVES`` times
+        per write). A write that fails on an open connection, or with no other left, fails the link
+        and the peer is hung up on."""
         for _move in range(MAX_STREAM_MOVES):
             if not stream.muxed_conn.is_closed:
                 try:
@@ -684,7 +678,7 @@ class GossipDriver:
 
     async def _disconnect(self, peer: PeerId) -> None:
         with trio.move_on_after(DIAL_TIMEOUT), contextlib.suppress(*IO_ERRORS):  # already gone
-            await self._host.disconnect(ID.from_base58(peer))
+            await close_connections(self._host, ID.from_base58(peer))
 
     async def _dial(self, peer: PeerId) -> None:
         """Peer exchange offered ``peer``: dial it if the peerstore knows an address."""

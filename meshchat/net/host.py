@@ -80,6 +80,7 @@ __all__ = [
     "InboundCounter",
     "WindowedYamux",
     "build_host",
+    "close_connections",
     "dialable_addrs",
     "key_pair_of",
     "listen_ip",
@@ -155,6 +156,21 @@ _quiet_libp2p_logging()
 def key_pair_of(identity: Identity) -> KeyPair:
     """The libp2p key pair of ``identity``: the same Ed25519 key, hence the same PeerId."""
     return create_new_key_pair(identity.seed)
+
+
+async def close_connections(host: IHost, peer: ID) -> None:
+    """Close every connection to ``peer`` one by one, each reported ``disconnected``.
+
+    Not ``host.disconnect``: py-libp2p 0.8.1's ``Swarm.close_peer`` closes the connections it found,
+    then drops the peer's whole entry, so a connection that arrived while it was closing (the peer
+    redialling a stall we were closing too) is forgotten open: never closed, never reported
+    disconnected; the gossip driver kept a link for it and wrote into a dead one (a chat through the
+    16 KB cut stalled for minutes), and its socket was left to the garbage collector. A connection
+    whose close fails (it was going away already) does not stop the others' (as ``close_peer``).
+    """
+    for conn in list(host.get_network().connections.get(peer, [])):
+        with contextlib.suppress(*CLOSE_ERRORS):
+            await conn.close()
 
 
 def dialable_addrs(host: IHost, peer_id: str) -> list[str]:

@@ -73,6 +73,7 @@ from meshchat.gossip.messages import PeerId
 from meshchat.net.dialer import CLOSE_TIMEOUT, DHT_LOOKUP_TIMEOUT, DIAL_ERRORS, Dialer
 from meshchat.net.driver import GossipDriver
 from meshchat.net.events import KeeperStatistics
+from meshchat.net.host import close_connections
 
 __all__ = ["DEFAULT_KEEPER", "MIN_TICK", "KeeperDriver", "KeeperOptions", "KeeperStatistics"]
 
@@ -239,7 +240,7 @@ class KeeperDriver:
         self._closing.add(peer)
         try:
             with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(*DIAL_ERRORS):
-                await self._host.disconnect(peer_id)
+                await close_connections(self._host, peer_id)
         finally:
             self._closing.discard(peer)
         if dialled:
