@@ -29,7 +29,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from censor_proxy import censor_proxy
+from censor_proxy import censor_proxy, only_through
 from conftest import make_profile
 
 from meshchat.gossip.keeper import KEEPALIVE_IDLE
@@ -60,8 +60,10 @@ async def send_all(
         async with censor_proxy(port, budget, reset=reset) as proxy:
             address = f"/ip4/127.0.0.1/tcp/{proxy.port}/p2p/{bob.peer_id}" if proxied else bob.listen_addrs[0]
             async with Node.open(
-                alice_dir, listen=LOCAL, dht=False, store_config=fast, keeper=DEFAULT_KEEPER
+                alice_dir, listen=[], dht=False, store_config=fast, keeper=DEFAULT_KEEPER
             ) as alice:
+                if proxied:  # her every route to Bob crosses the censor, none around it
+                    only_through(alice, proxy.port)
                 alice.contacts.add(Invite.create(bob_id, name="Bob", addrs=[address]).to_text())
                 bob.contacts.add(Invite.create(alice_id, name="Alice").to_text())
                 await alice.connect(address)

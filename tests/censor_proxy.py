@@ -19,6 +19,9 @@ connection it accepts to 127.0.0.1:``target_port`` and applies, per connection:
 
 With no rule it is a plain proxy. ``heads`` keeps the first ``HEAD_BYTES`` of each direction of the
 first ``MAX_HEADS`` directions it saw (what a filter could match on), bounded.
+
+``only_through(node, port)`` makes the proxy a node's only way out (its dials to any other port fail,
+as behind a firewall), so that nothing it does goes around the censor.
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import trio
+from libp2p.abc import IRawConnection
+from libp2p.transport.exceptions import OpenConnectionError
+from multiaddr import Multiaddr
+
+from meshchat.node import Node
 
 #: Bytes asked of a socket per read.
 CHUNK = 16 * 1024
@@ -206,3 +214,23 @@ async def censor_proxy(
             yield proxy
         finally:
             nursery.cancel_scope.cancel()
+
+
+def only_through(node: Node, port: int) -> list[str]:
+    """Make ``port`` (the censor) the only place ``node`` can dial: its TCP transport refuses every
+    other address as a firewall would (the node's every route out crosses the censor; without this it
+    would dial a peer at the address the peer's identify announced, around the censor, or keep a
+    connection the peer or py-libp2p's auto-connector made that way). Give the node no listen address
+    too, so nobody dials it around the censor. Returns the list the refused addresses are appended to."""
+    refused: list[str] = []
+    transport = node.host.get_network().transport_manager.get_transports()[0]
+    dial = transport.dial
+
+    async def firewalled(maddr: Multiaddr) -> IRawConnection:
+        if maddr.value_for_protocol("tcp") != str(port):
+            refused.append(str(maddr))
+            raise OpenConnectionError(f"firewall: only the censor at port {port} is reachable")
+        return await dial(maddr)
+
+    transport.dial = firewalled  # type: ignore[method-assign]
+    return refused

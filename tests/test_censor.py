@@ -12,14 +12,12 @@ from pathlib import Path
 
 import pytest
 import trio
-from censor_proxy import MULTISTREAM_HEADER, CensorProxy, censor_proxy
+from censor_proxy import MULTISTREAM_HEADER, CensorProxy, censor_proxy, only_through
 from conftest import make_profile
-from libp2p.abc import IRawConnection
 from libp2p.peer.envelope import seal_record
 from libp2p.peer.id import ID
 from libp2p.peer.peer_record import PeerRecord
 from libp2p.peer.peerstore import PeerStore
-from libp2p.transport.exceptions import OpenConnectionError
 from multiaddr import Multiaddr
 
 from meshchat.contacts import Contact
@@ -201,25 +199,6 @@ FAST_KEEPALIVE = KeepaliveConfig(idle=0.5, timeout=1.5)
 #: reset 2-7 s, stall 12-15 s (before the fix of ``tests/test_net_connections.py``, 12 s to over
 #: 300 s: a redial that overtook the old connection's close left the link on a dead stream).
 CHAT_WAIT = 90.0
-
-
-def only_through(node: Node, port: int) -> list[str]:
-    """Make ``port`` (the censor) the only place ``node`` can dial: its TCP transport refuses every
-    other address as a firewall would (Alice's every route out crosses the censor; without this she
-    would redial Bob at the address his identify announced, around the censor). Returns the list
-    the refused addresses are appended to."""
-    refused: list[str] = []
-    transport = node.host.get_network().transport_manager.get_transports()[0]
-    dial = transport.dial
-
-    async def firewalled(maddr: Multiaddr) -> IRawConnection:
-        if maddr.value_for_protocol("tcp") != str(port):
-            refused.append(str(maddr))
-            raise OpenConnectionError(f"firewall: only the censor at port {port} is reachable")
-        return await dial(maddr)
-
-    transport.dial = firewalled  # type: ignore[method-assign]
-    return refused
 
 
 async def collect(node: Node, into: set[str], count: int) -> None:

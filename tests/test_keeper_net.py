@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from censor_proxy import censor_proxy
+from censor_proxy import censor_proxy, only_through
 from conftest import make_profile
 from libp2p.peer.id import ID
 
@@ -124,9 +124,12 @@ async def test_a_connection_a_censor_stalls_after_16k_is_noticed_closed_and_dial
         port = int(bob.listen_addrs[0].split("/tcp/")[1].split("/")[0])
         async with censor_proxy(port, CUT_BYTES) as proxy:
             proxied = f"/ip4/127.0.0.1/tcp/{proxy.port}/p2p/{bob.peer_id}"
+            # Alice's every route to Bob crosses the censor (no listen address for Bob to dial
+            # around it, her dials elsewhere refused): her links to him go through it or nowhere
             async with Node.open(
-                alice_dir, listen=LOCAL, dht=False, keeper=alice_keeps, store_config=fast
+                alice_dir, listen=[], dht=False, keeper=alice_keeps, store_config=fast
             ) as alice:
+                only_through(alice, proxy.port)
                 alice.contacts.add(Invite.create(bob_id, name="Bob", addrs=[proxied]).to_text())
                 bob.contacts.add(Invite.create(alice_id, name="Alice").to_text())
                 with trio.fail_after(WAIT):
