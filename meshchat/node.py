@@ -65,9 +65,7 @@ from meshchat.credentials.messages import is_credential_control
 from meshchat.crypto import (
     INBOX_SHARDS,
     INBOX_TOPIC_PREFIX,
-    epoch_of,
-    inbox_tag,
-    inbox_topic,
+    inbox_topic_at,
 )
 from meshchat.device_api import Devices
 from meshchat.document_api import Documents
@@ -792,7 +790,7 @@ class Node(NodeNetwork):
         contact = self._contacts.by_key(recipient) if self._contacts is not None else None
         if contact is None:
             return
-        topic = inbox_topic(inbox_tag(recipient, epoch_of(self._wall_clock())))
+        topic = inbox_topic_at(recipient, self._wall_clock())
         listening = contact.peer_id in self._driver.router.topic_peers(topic)
         if not self._dialer.connected_to(contact.peer_id) or not listening:
             self._store.reach_and_publish(recipient, message_id)

@@ -20,7 +20,7 @@ from libp2p.peer.peerinfo import PeerInfo
 
 from meshchat.contacts import Contact
 from meshchat.credentials.status import STATUS_TOPIC_PREFIX, check_status_message
-from meshchat.crypto import INBOX_EPOCH_SECONDS, epoch_of, inbox_tag, inbox_topic
+from meshchat.crypto import INBOX_EPOCH_SECONDS, inbox_topic_at
 from meshchat.errors import TransportUnavailable
 from meshchat.gossip import ValidationResult, Validator
 from meshchat.gossip.messages import Topic
@@ -98,7 +98,7 @@ class NodeNetwork:
     def inbox_topic(self, wall_now: float | None = None) -> str:
         """The inbox shard topic this node's envelopes travel on today (or at unix time ``wall_now``)."""
         now = self._wall_clock() if wall_now is None else wall_now
-        return inbox_topic(inbox_tag(self.identity.public, epoch_of(now)))
+        return inbox_topic_at(self.identity.public, now)
 
     async def _join_inbox(self) -> None:
         wanted = self._messenger.topics(self._wall_clock())

@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from meshchat.crypto import epoch_of, inbox_tag, inbox_topic
+from meshchat.crypto import inbox_topic_at
 from meshchat.errors import MeshchatError
 from meshchat.i18n import _
 from meshchat.identity import Identity
@@ -69,7 +69,7 @@ async def run_network_demo(
             await relays[0].connect(relays[1].listen_addrs[0])
             await alice_node.connect(relays[0].listen_addrs[0])
             path = [alice_node, *relays, bob_node]
-            topic = inbox_topic(inbox_tag(bob.public, epoch_of(time.time())))
+            topic = inbox_topic_at(bob.public, time.time())
             # Each hop forwards to its mesh for Bob's shard: wait until the line is meshed.
             for left, right in itertools.pairwise(path[1:]):
                 await left.wait_for(functools.partial(_meshed, left, right, topic))

@@ -55,7 +55,7 @@ from meshchat.cli.group_events import describe_group_event, short_id
 from meshchat.cli.output import KEPT_EVENTS, OUTPUT_BUFFER, OUTPUT_DRAIN, OutputQueue, opened_output
 from meshchat.contacts import Contact
 from meshchat.credential_api import CredentialReceived, CredentialRequested, StatusReceived
-from meshchat.crypto import epoch_of, inbox_tag, inbox_topic
+from meshchat.crypto import inbox_topic_at
 from meshchat.documents.events import DocumentEvent
 from meshchat.errors import MeshchatError, NetworkError, UnknownGroup
 from meshchat.files.events import Attachment, AttachmentFetched, FileProblem
@@ -478,7 +478,7 @@ async def _publish_line(node: Node, topic: str, line: bytes, printer: _Printer) 
 
 def _hears(node: Node, contact: Contact) -> bool:
     """True if ``contact`` is a gossip peer on its own inbox shard: a publish now reaches it."""
-    topic = inbox_topic(inbox_tag(contact.public, epoch_of(time.time())))
+    topic = inbox_topic_at(contact.public, time.time())
     return contact.peer_id in node.driver.router.topic_peers(topic)
 
 

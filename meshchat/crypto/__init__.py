@@ -19,6 +19,7 @@ from meshchat.crypto.tags import (
     inbox_tag,
     inbox_tags_around,
     inbox_topic,
+    inbox_topic_at,
 )
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "inbox_tag",
     "inbox_tags_around",
     "inbox_topic",
+    "inbox_topic_at",
     "open_envelope",
     "seal",
 ]

@@ -21,6 +21,7 @@ __all__ = [
     "inbox_tag",
     "inbox_tags_around",
     "inbox_topic",
+    "inbox_topic_at",
 ]
 
 #: How long one inbox tag is used: a day, so a recipient polls at most two tags around midnight UTC.
@@ -51,6 +52,11 @@ INBOX_TOPIC_PREFIX = "meshchat/inbox/"
 def inbox_topic(tag: bytes) -> str:
     """The gossip topic that carries envelopes addressed to inbox ``tag``."""
     return f"{INBOX_TOPIC_PREFIX}{int.from_bytes(tag[:2], 'big') % INBOX_SHARDS}"
+
+
+def inbox_topic_at(recipient: PublicIdentity, wall_now: float) -> str:
+    """The inbox shard topic ``recipient``'s envelopes travel on at unix time ``wall_now``."""
+    return inbox_topic(inbox_tag(recipient, epoch_of(wall_now)))
 
 
 def inbox_tags_around(recipient: PublicIdentity, wall_now: float) -> dict[bytes, int]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from meshchat.crypto import DEFAULT_TTL, MAX_TTL, epoch_of, inbox_tag, inbox_topic, seal
+from meshchat.crypto import DEFAULT_TTL, MAX_TTL, inbox_topic_at, seal
 from meshchat.identity import SEED_SIZE, Identity, RandomBytes
 from meshchat.wire import PAD_BUCKETS
 
@@ -147,7 +147,7 @@ class CoverTraffic:
         )
         self._sent += 1
         self._bytes += len(envelope)
-        return PublishCover(topic=inbox_topic(inbox_tag(recipient, epoch_of(wall_now))), envelope=envelope)
+        return PublishCover(topic=inbox_topic_at(recipient, wall_now), envelope=envelope)
 
     def statistics(self) -> CoverStatistics:
         """Counters: dummies made, their bytes, dummies skipped."""
